@@ -1,0 +1,63 @@
+// Command ddpm is the single binary of the DDPM training cluster: coordinator, trainer, local
+// cluster, sampling, evaluation and tooling are its subcommands. Each subcommand lives in its own
+// file of this package and registers itself on rootCmd in an init function.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"ddpm/internal/version"
+)
+
+// exitError carries a process exit status through cobra; its message is printed as one line.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// withExit wraps err so that main exits with code instead of 1.
+func withExit(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &exitError{code: code, err: err}
+}
+
+var rootCmd = &cobra.Command{
+	Use:   "ddpm",
+	Short: "Distributed data-parallel training of Denoising Diffusion Probabilistic Models",
+	Long: `ddpm trains the DDPM U-Net (Ho, Jain, Abbeel 2020) across many machines: a raft-replicated
+coordinator assigns ranks and shards, trainers exchange gradients by ring all-reduce over gRPC,
+and coordinated checkpoints persist in bbolt. One binary plays every role.`,
+	SilenceUsage:  true,
+	SilenceErrors: true,
+}
+
+var versionCmd = &cobra.Command{
+	Use:   "version",
+	Short: "Print the binary's version",
+	Args:  cobra.NoArgs,
+	Run: func(cmd *cobra.Command, args []string) {
+		fmt.Fprintln(cmd.OutOrStdout(), "ddpm", version.Version)
+	},
+}
+
+func init() { rootCmd.AddCommand(versionCmd) }
+
+func main() {
+	if err := rootCmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "ddpm:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		os.Exit(1)
+	}
+}
