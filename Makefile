@@ -36,5 +36,12 @@ lint:
 demo: build
 	@echo "make demo: the local cluster arrives with the trainer (issue 8); nothing to run yet." >&2; exit 1
 
+proto:       ## regenerate api/*.pb.go with protoc (Debian protobuf-compiler) and the plugins pinned in go.mod
+	@scripts/setup.sh test
+	$(GO) build -o bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	$(GO) build -o bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	protoc --plugin=protoc-gen-go=bin/protoc-gen-go --plugin=protoc-gen-go-grpc=bin/protoc-gen-go-grpc \
+		-I api --go_out=. --go_opt=module=ddpm --go-grpc_out=. --go-grpc_opt=module=ddpm api/*.proto
+
 clean:
 	rm -rf bin
