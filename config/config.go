@@ -1,0 +1,372 @@
+// Package config holds the run config: the one description of a training run that the
+// coordinator replicates (and hashes) and every trainer checks itself against.
+//
+// A run config comes from a preset (the paper's hyperparameters per dataset, Ho et al. 2020,
+// Appendix B), a YAML file (strict: unknown fields are errors) and command-line flags, in that
+// order of precedence from weakest to strongest. All of them land in one struct, Run, with one
+// Validate. Two processes agree on a run exactly when their Hash values are equal.
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Errors returned by this package; callers test them with errors.Is.
+var (
+	// ErrInvalid marks a run config that breaks a rule; the error text names the field and value.
+	ErrInvalid = errors.New("invalid run config")
+	// ErrUnknownPreset is returned by Preset for a name that is not in Presets().
+	ErrUnknownPreset = errors.New("unknown preset")
+	// ErrLoad wraps failures to read or parse a run config file.
+	ErrLoad = errors.New("cannot load run config")
+)
+
+// Models lists the U-Net preset names the unet package provides (unet/ owns their shapes).
+var Models = []string{"cifar10", "lsun256", "celebahq256", "small", "tiny"}
+
+// BetaSchedules lists the beta schedule names of the original code's get_beta_schedule
+// (diffusion_utils_2.py); the paper trains with "linear" from 1e-4 to 0.02 over T = 1000.
+var BetaSchedules = []string{"linear", "quad", "warmup10", "warmup50", "const", "jsd"}
+
+// Duration is a time.Duration that reads and writes as a Go duration string ("5s", "1m30s") in
+// YAML and JSON; a bare number is read as seconds.
+type Duration time.Duration
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// String formats d like time.Duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes d as a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a duration string, or a number of seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var secs float64
+		if err2 := json.Unmarshal(b, &secs); err2 != nil {
+			return fmt.Errorf("duration must be a string such as \"5s\", got %s", b)
+		}
+		*d = Duration(secs * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("bad duration %q: %v", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Run is one training run's configuration. The JSON/YAML names are the snake_case field names.
+// Units: steps count optimizer updates; GlobalBatch counts images per step across all trainers.
+type Run struct {
+	// Preset names the dataset preset this config started from (see Presets); "" for a fully
+	// hand-written config.
+	Preset string `json:"preset"`
+	// Model names the U-Net preset (one of Models).
+	Model string `json:"model"`
+	// Dataset is the dataset spec the dataset package opens: "mnist" (embedded), a directory or
+	// file path of a supported format.
+	Dataset string `json:"dataset"`
+	// DatasetFingerprint is the sha256 fingerprint of the dataset's content (ddpm dataset
+	// inspect); "" means "not pinned". Trainers refuse data whose fingerprint differs.
+	DatasetFingerprint string `json:"dataset_fingerprint,omitempty"`
+	// Seed keys every random stream of the run (internal/rng).
+	Seed uint64 `json:"seed"`
+	// Steps is the total number of optimizer steps of the run.
+	Steps int64 `json:"steps"`
+	// GlobalBatch is the number of images per step summed over all ranks.
+	GlobalBatch int `json:"global_batch"`
+	// LR is Adam's peak learning rate, reached after WarmupSteps of linear warmup.
+	LR float64 `json:"lr"`
+	// WarmupSteps is the length of the linear learning-rate warmup; 0 disables it.
+	WarmupSteps int64 `json:"warmup_steps"`
+	// GradClip is the global gradient-norm bound; 0 disables clipping.
+	GradClip float64 `json:"grad_clip"`
+	// EMADecay is the decay of the parameter exponential moving average, in [0, 1).
+	EMADecay float64 `json:"ema_decay"`
+	// Dropout is the U-Net dropout probability, in [0, 1).
+	Dropout float64 `json:"dropout"`
+	// Flip enables random horizontal flips of training images.
+	Flip bool `json:"flip"`
+	// T is the number of diffusion steps.
+	T int `json:"t"`
+	// BetaSchedule names the beta schedule (one of BetaSchedules).
+	BetaSchedule string `json:"beta_schedule"`
+	// BetaStart and BetaEnd bound the beta schedule: 0 < BetaStart <= BetaEnd < 1.
+	BetaStart float64 `json:"beta_start"`
+	BetaEnd   float64 `json:"beta_end"`
+	// CheckpointEvery is the coordinated checkpoint interval in steps.
+	CheckpointEvery int64 `json:"checkpoint_every"`
+	// KeepCheckpoints is how many committed checkpoints retention keeps (>= 1).
+	KeepCheckpoints int `json:"keep_checkpoints"`
+	// MinTrainers is the smallest world size a generation may start with; MaxTrainers the
+	// largest (trainers beyond it wait as standbys).
+	MinTrainers int `json:"min_trainers"`
+	MaxTrainers int `json:"max_trainers"`
+	// HeartbeatTimeout is how long the coordinator waits without a heartbeat before it removes
+	// a trainer and commits a new generation.
+	HeartbeatTimeout Duration `json:"heartbeat_timeout"`
+}
+
+// paper returns the fields the paper's presets share (Ho et al. 2020, section 4 and Appendix B):
+// T = 1000, linear betas from 1e-4 to 0.02, Adam with clipping at 1.0, EMA 0.9999, warmup 5000.
+func paper() Run {
+	return Run{
+		Seed:             0,
+		WarmupSteps:      5000,
+		GradClip:         1.0,
+		EMADecay:         0.9999,
+		T:                1000,
+		BetaSchedule:     "linear",
+		BetaStart:        1e-4,
+		BetaEnd:          0.02,
+		CheckpointEvery:  5000,
+		KeepCheckpoints:  3,
+		MinTrainers:      1,
+		MaxTrainers:      8,
+		HeartbeatTimeout: Duration(5 * time.Second),
+	}
+}
+
+// presets builds each named preset; a fresh value on every call, so callers may modify it.
+var presets = map[string]func() Run{
+	"cifar10": func() Run {
+		r := paper()
+		r.Preset, r.Model = "cifar10", "cifar10"
+		r.Steps, r.GlobalBatch, r.LR, r.Dropout, r.Flip = 800_000, 128, 2e-4, 0.1, true
+		return r
+	},
+	"celebahq":    func() Run { return lsunLike("celebahq", "celebahq256", 500_000) },
+	"lsun-church": func() Run { return lsunLike("lsun-church", "lsun256", 1_200_000) },
+	"lsun-bedroom": func() Run {
+		// The paper used flips for every dataset except LSUN Bedroom (Appendix B).
+		r := lsunLike("lsun-bedroom", "lsun256", 2_400_000)
+		r.Flip = false
+		return r
+	},
+	"lsun-cat": func() Run { return lsunLike("lsun-cat", "lsun256", 1_800_000) },
+	"mnist": func() Run {
+		r := small("mnist")
+		r.Dataset = "mnist"
+		return r
+	},
+	"fashion-mnist": func() Run {
+		r := small("fashion-mnist")
+		r.Dataset = "/usr/share/datasets/fashion-mnist"
+		return r
+	},
+}
+
+// lsunLike is the 256x256 presets: lr 2e-5, batch 64, no dropout, random flips (Appendix B);
+// steps are the paper's reported training lengths.
+func lsunLike(name, model string, steps int64) Run {
+	r := paper()
+	r.Preset, r.Model = name, model
+	r.Steps, r.GlobalBatch, r.LR, r.Dropout, r.Flip = steps, 64, 2e-5, 0, true
+	return r
+}
+
+// small is the preset family sized for a 2-core machine: the "tiny" U-Net, short warmup, a
+// faster EMA, frequent checkpoints. MNIST digits are not mirror-symmetric, so no flips.
+func small(name string) Run {
+	r := paper()
+	r.Preset, r.Model = name, "tiny"
+	r.Steps, r.GlobalBatch, r.LR, r.Dropout, r.Flip = 2000, 32, 2e-4, 0, false
+	r.WarmupSteps, r.EMADecay, r.CheckpointEvery, r.KeepCheckpoints = 200, 0.999, 50, 3
+	r.MaxTrainers = 4
+	return r
+}
+
+// Presets returns the preset names in sorted order.
+func Presets() []string {
+	names := make([]string, 0, len(presets))
+	for n := range presets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Preset returns the named preset's config. Dataset is empty (the user must name one) except
+// for mnist (the embedded copy) and fashion-mnist (Debian's dataset-fashion-mnist path).
+// It returns ErrUnknownPreset for a name not in Presets().
+func Preset(name string) (Run, error) {
+	mk, ok := presets[name]
+	if !ok {
+		return Run{}, fmt.Errorf("%w %q (known: %s)", ErrUnknownPreset, name, strings.Join(Presets(), ", "))
+	}
+	return mk(), nil
+}
+
+// Validate checks every rule and returns nil or an error that wraps ErrInvalid with one line per
+// problem, each naming the YAML field and the offending value.
+func (r *Run) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
+	}
+	finite := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+	if r.Preset != "" {
+		if _, ok := presets[r.Preset]; !ok {
+			bad("preset %q is unknown (known: %s)", r.Preset, strings.Join(Presets(), ", "))
+		}
+	}
+	if !slices.Contains(Models, r.Model) {
+		bad("model %q is unknown (known: %s)", r.Model, strings.Join(Models, ", "))
+	}
+	if strings.TrimSpace(r.Dataset) == "" {
+		bad("dataset is missing")
+	}
+	if r.Steps <= 0 {
+		bad("steps must be positive, got %d", r.Steps)
+	}
+	if r.GlobalBatch <= 0 {
+		bad("global_batch must be positive, got %d", r.GlobalBatch)
+	}
+	if !(r.LR > 0) || !finite(r.LR) {
+		bad("lr must be positive and finite, got %g", r.LR)
+	}
+	if r.WarmupSteps < 0 {
+		bad("warmup_steps must not be negative, got %d", r.WarmupSteps)
+	}
+	if !(r.GradClip >= 0) || !finite(r.GradClip) {
+		bad("grad_clip must be >= 0 (0 disables clipping), got %g", r.GradClip)
+	}
+	if !(r.EMADecay >= 0 && r.EMADecay < 1) {
+		bad("ema_decay must be in [0, 1), got %g", r.EMADecay)
+	}
+	if !(r.Dropout >= 0 && r.Dropout < 1) {
+		bad("dropout must be in [0, 1), got %g", r.Dropout)
+	}
+	if r.T <= 0 {
+		bad("t (diffusion steps) must be positive, got %d", r.T)
+	}
+	if !slices.Contains(BetaSchedules, r.BetaSchedule) {
+		bad("beta_schedule %q is unknown (known: %s)", r.BetaSchedule, strings.Join(BetaSchedules, ", "))
+	}
+	if !(r.BetaStart > 0 && r.BetaStart <= r.BetaEnd && r.BetaEnd < 1) {
+		bad("betas must satisfy 0 < beta_start <= beta_end < 1, got beta_start %g, beta_end %g", r.BetaStart, r.BetaEnd)
+	}
+	if r.CheckpointEvery <= 0 {
+		bad("checkpoint_every must be positive, got %d", r.CheckpointEvery)
+	} else if r.Steps > 0 && r.CheckpointEvery > r.Steps {
+		bad("checkpoint_every %d is larger than the run (steps %d)", r.CheckpointEvery, r.Steps)
+	}
+	if r.KeepCheckpoints < 1 {
+		bad("keep_checkpoints must be at least 1, got %d", r.KeepCheckpoints)
+	}
+	if r.MinTrainers < 1 {
+		bad("min_trainers must be at least 1, got %d", r.MinTrainers)
+	}
+	if r.MaxTrainers < r.MinTrainers {
+		bad("min_trainers %d is larger than max_trainers %d", r.MinTrainers, r.MaxTrainers)
+	}
+	if r.GlobalBatch > 0 && r.MaxTrainers > r.GlobalBatch {
+		bad("max_trainers %d is larger than global_batch %d (a rank would get no samples)", r.MaxTrainers, r.GlobalBatch)
+	}
+	if r.HeartbeatTimeout <= 0 {
+		bad("heartbeat_timeout must be positive, got %s", r.HeartbeatTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+// Canonical returns the canonical encoding of r that Hash digests: compact JSON with the fields
+// in declaration order and floats in Go's shortest round-trip form.
+func (r *Run) Canonical() []byte {
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic("config: cannot encode run config: " + err.Error())
+	}
+	return b
+}
+
+// Hash returns the lowercase hex sha256 of r's canonical encoding. Two configs hash equal
+// exactly when every field is equal.
+func (r *Run) Hash() string {
+	sum := sha256.Sum256(r.Canonical())
+	return hex.EncodeToString(sum[:])
+}
+
+// Parse reads a run config from YAML (or JSON) bytes. If the document names a preset, the
+// preset's values are the defaults and the document overrides them field by field. Unknown
+// fields, duplicate fields and wrongly typed values are errors. Parse does not Validate.
+func Parse(data []byte) (Run, error) {
+	var probe struct {
+		Preset string `json:"preset"`
+	}
+	// The probe ignores other fields; strictness comes from the second pass.
+	if err := yaml.Unmarshal(data, &probe); err != nil {
+		return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
+	}
+	var r Run
+	if probe.Preset != "" {
+		p, err := Preset(probe.Preset)
+		if err != nil {
+			return Run{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		r = p
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return r, nil
+	}
+	if err := yaml.UnmarshalStrict(data, &r); err != nil {
+		return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
+	}
+	return r, nil
+}
+
+// Load reads, parses and validates the run config file at path. Every error names the path.
+func Load(path string) (Run, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
+	}
+	r, err := Parse(data)
+	if err != nil {
+		return Run{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := r.Validate(); err != nil {
+		return Run{}, prefixLines(path, err)
+	}
+	return r, nil
+}
+
+// prefixLines prefixes each line of a joined validation error with where, keeping errors.Is.
+func prefixLines(where string, err error) error {
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		parts := joined.Unwrap()
+		out := make([]error, len(parts))
+		for i, e := range parts {
+			out[i] = fmt.Errorf("%s: %w", where, e)
+		}
+		return errors.Join(out...)
+	}
+	return fmt.Errorf("%s: %w", where, err)
+}
+
+// Marshal returns r as YAML with the snake_case field names; Parse(Marshal(r)) == r.
+func (r *Run) Marshal() []byte {
+	b, err := yaml.Marshal(r)
+	if err != nil {
+		panic("config: cannot encode run config: " + err.Error())
+	}
+	return b
+}

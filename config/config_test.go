@@ -1,0 +1,173 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// TestPaperPresets checks the presets against Ho et al. 2020, Appendix B.
+func TestPaperPresets(t *testing.T) {
+	cases := []struct {
+		name, model string
+		lr          float64
+		batch       int
+		dropout     float64
+		flip        bool
+		steps       int64
+	}{
+		{"cifar10", "cifar10", 2e-4, 128, 0.1, true, 800_000},
+		{"celebahq", "celebahq256", 2e-5, 64, 0, true, 500_000},
+		{"lsun-church", "lsun256", 2e-5, 64, 0, true, 1_200_000},
+		{"lsun-bedroom", "lsun256", 2e-5, 64, 0, false, 2_400_000},
+		{"lsun-cat", "lsun256", 2e-5, 64, 0, true, 1_800_000},
+	}
+	for _, c := range cases {
+		r, err := Preset(c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Preset != c.name || r.Model != c.model || r.LR != c.lr || r.GlobalBatch != c.batch ||
+			r.Dropout != c.dropout || r.Flip != c.flip || r.Steps != c.steps {
+			t.Errorf("%s: got %+v", c.name, r)
+		}
+		if r.EMADecay != 0.9999 || r.WarmupSteps != 5000 || r.GradClip != 1 || r.T != 1000 ||
+			r.BetaSchedule != "linear" || r.BetaStart != 1e-4 || r.BetaEnd != 0.02 {
+			t.Errorf("%s: shared paper values wrong: %+v", c.name, r)
+		}
+		// Paper presets need a dataset path from the user.
+		if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "dataset is missing") {
+			t.Errorf("%s without dataset: got %v", c.name, err)
+		}
+		r.Dataset = "/data/x"
+		if err := r.Validate(); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+	for _, n := range []string{"mnist", "fashion-mnist"} {
+		r, err := Preset(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Validate(); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+		if r.Model != "tiny" || r.GlobalBatch < 32 || r.GlobalBatch > 64 || r.CheckpointEvery != 50 {
+			t.Errorf("%s: %+v", n, r)
+		}
+	}
+	if _, err := Preset("imagenet"); !errors.Is(err, ErrUnknownPreset) {
+		t.Errorf("unknown preset: %v", err)
+	}
+}
+
+func TestValidateNamesEveryProblem(t *testing.T) {
+	r, _ := Preset("mnist")
+	r.GlobalBatch = 0
+	r.LR = -1
+	r.Dataset = ""
+	r.CheckpointEvery = r.Steps + 1
+	r.MinTrainers, r.MaxTrainers = 3, 2
+	r.Model = "resnet"
+	err := r.Validate()
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("want ErrInvalid, got %v", err)
+	}
+	want := []string{
+		`invalid run config: model "resnet" is unknown (known: cifar10, lsun256, celebahq256, small, tiny)`,
+		"invalid run config: dataset is missing",
+		"invalid run config: global_batch must be positive, got 0",
+		"invalid run config: lr must be positive and finite, got -1",
+		"invalid run config: checkpoint_every 2001 is larger than the run (steps 2000)",
+		"invalid run config: min_trainers 3 is larger than max_trainers 2",
+	}
+	if got := strings.Split(err.Error(), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got lines:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+}
+
+func TestHashIsCanonical(t *testing.T) {
+	a, _ := Preset("mnist")
+	b, _ := Preset("mnist")
+	if a.Hash() != b.Hash() || len(a.Hash()) != 64 {
+		t.Fatalf("hash not stable: %s %s", a.Hash(), b.Hash())
+	}
+	b.Seed = 1
+	if a.Hash() == b.Hash() {
+		t.Fatal("different seeds hash equal")
+	}
+	// A YAML round trip preserves the hash.
+	c, err := Parse(a.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Hash() != a.Hash() {
+		t.Fatalf("round trip changed the config:\n%s\n%s", a.Canonical(), c.Canonical())
+	}
+}
+
+func TestLoadStrictWithPresetDefaults(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	r, err := Load(write("ok.yaml", "preset: mnist\nsteps: 300\nheartbeat_timeout: 2s\nseed: 7\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Steps != 300 || r.Seed != 7 || r.HeartbeatTimeout.Std() != 2*time.Second || r.GlobalBatch != 32 || r.Dataset != "mnist" {
+		t.Errorf("overlay wrong: %+v", r)
+	}
+	p := write("typo.yaml", "preset: mnist\nglobal_bach: 64\n")
+	if _, err := Load(p); !errors.Is(err, ErrLoad) || !strings.Contains(err.Error(), `unknown field "global_bach"`) || !strings.HasPrefix(err.Error(), p+": ") {
+		t.Errorf("unknown field: %v", err)
+	}
+	p = write("bad.yaml", "preset: mnist\nglobal_batch: -4\nlr: 0\n")
+	_, err = Load(p)
+	want := p + ": invalid run config: global_batch must be positive, got -4\n" +
+		p + ": invalid run config: lr must be positive and finite, got 0"
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v\nwant %s", err, want)
+	}
+	if _, err := Load(write("preset.yaml", "preset: svhn\n")); !errors.Is(err, ErrUnknownPreset) {
+		t.Errorf("unknown preset in file: %v", err)
+	}
+	if _, err := Load(filepath.Join(dir, "absent.yaml")); !errors.Is(err, ErrLoad) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestFlagsOverrideFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(p, []byte("preset: mnist\ndataset: \"\"\nsteps: 100\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	f := AddFlags(fs)
+	if err := fs.Parse([]string{"--config", p, "--dataset", "/tmp/mnist", "--lr", "1e-3", "--heartbeat-timeout", "3s"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Dataset != "/tmp/mnist" || r.LR != 1e-3 || r.Steps != 100 || r.HeartbeatTimeout.Std() != 3*time.Second || r.GlobalBatch != 32 {
+		t.Errorf("got %+v", r)
+	}
+	fs = pflag.NewFlagSet("t", pflag.ContinueOnError)
+	f = AddFlags(fs)
+	_ = fs.Parse([]string{"--preset", "cifar10", "--global-batch", "0"})
+	if _, err := f.Resolve(); err == nil || !strings.Contains(err.Error(), "flags: invalid run config: dataset is missing") {
+		t.Errorf("got %v", err)
+	}
+}

@@ -1,0 +1,125 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Flags binds one command-line flag per Run field (same names as the YAML fields, with dashes:
+// --global-batch, --checkpoint-every, ...) plus --config for a YAML file. Only the flags the
+// user actually set override the file or preset; see Resolve.
+type Flags struct {
+	fs   *pflag.FlagSet
+	v    Run
+	hb   time.Duration
+	Path string // --config: path of a YAML run config, "" for none
+}
+
+// AddFlags registers the run-config flags on fs and returns the binding.
+func AddFlags(fs *pflag.FlagSet) *Flags {
+	f := &Flags{fs: fs}
+	v := &f.v
+	fs.StringVar(&f.Path, "config", "", "run config YAML file (flags below override its fields)")
+	fs.StringVar(&v.Preset, "preset", "", "dataset preset: cifar10, celebahq, lsun-church, lsun-bedroom, lsun-cat, mnist, fashion-mnist")
+	fs.StringVar(&v.Model, "model", "", "U-Net preset: cifar10, lsun256, celebahq256, small, tiny")
+	fs.StringVar(&v.Dataset, "dataset", "", "dataset spec: mnist, or a path to CIFAR-10 / LSUN / image folder / idx files")
+	fs.StringVar(&v.DatasetFingerprint, "dataset-fingerprint", "", "expected sha256 fingerprint of the dataset")
+	fs.Uint64Var(&v.Seed, "seed", 0, "seed of every random stream of the run")
+	fs.Int64Var(&v.Steps, "steps", 0, "total optimizer steps")
+	fs.IntVar(&v.GlobalBatch, "global-batch", 0, "images per step across all trainers")
+	fs.Float64Var(&v.LR, "lr", 0, "peak Adam learning rate")
+	fs.Int64Var(&v.WarmupSteps, "warmup-steps", 0, "linear learning-rate warmup steps")
+	fs.Float64Var(&v.GradClip, "grad-clip", 0, "global gradient-norm clip (0 disables)")
+	fs.Float64Var(&v.EMADecay, "ema-decay", 0, "EMA decay of the parameters")
+	fs.Float64Var(&v.Dropout, "dropout", 0, "U-Net dropout probability")
+	fs.BoolVar(&v.Flip, "flip", false, "random horizontal flips")
+	fs.IntVar(&v.T, "t", 0, "diffusion steps T")
+	fs.StringVar(&v.BetaSchedule, "beta-schedule", "", "beta schedule: linear, quad, warmup10, warmup50, const, jsd")
+	fs.Float64Var(&v.BetaStart, "beta-start", 0, "first beta")
+	fs.Float64Var(&v.BetaEnd, "beta-end", 0, "last beta")
+	fs.Int64Var(&v.CheckpointEvery, "checkpoint-every", 0, "coordinated checkpoint interval in steps")
+	fs.IntVar(&v.KeepCheckpoints, "keep-checkpoints", 0, "committed checkpoints to keep")
+	fs.IntVar(&v.MinTrainers, "min-trainers", 0, "smallest world size a generation may start with")
+	fs.IntVar(&v.MaxTrainers, "max-trainers", 0, "largest world size")
+	fs.DurationVar(&f.hb, "heartbeat-timeout", 0, "remove a trainer after this long without a heartbeat")
+	return f
+}
+
+// Given reports whether the user supplied any run-config flag or --config.
+func (f *Flags) Given() bool {
+	given := false
+	f.fs.Visit(func(fl *pflag.Flag) {
+		if _, ok := runFlags[fl.Name]; ok || fl.Name == "config" {
+			given = true
+		}
+	})
+	return given
+}
+
+// runFlags maps flag names to the copy of that field from the flag values into a Run.
+var runFlags = map[string]func(dst, src *Run){
+	"preset":              func(d, s *Run) { d.Preset = s.Preset },
+	"model":               func(d, s *Run) { d.Model = s.Model },
+	"dataset":             func(d, s *Run) { d.Dataset = s.Dataset },
+	"dataset-fingerprint": func(d, s *Run) { d.DatasetFingerprint = s.DatasetFingerprint },
+	"seed":                func(d, s *Run) { d.Seed = s.Seed },
+	"steps":               func(d, s *Run) { d.Steps = s.Steps },
+	"global-batch":        func(d, s *Run) { d.GlobalBatch = s.GlobalBatch },
+	"lr":                  func(d, s *Run) { d.LR = s.LR },
+	"warmup-steps":        func(d, s *Run) { d.WarmupSteps = s.WarmupSteps },
+	"grad-clip":           func(d, s *Run) { d.GradClip = s.GradClip },
+	"ema-decay":           func(d, s *Run) { d.EMADecay = s.EMADecay },
+	"dropout":             func(d, s *Run) { d.Dropout = s.Dropout },
+	"flip":                func(d, s *Run) { d.Flip = s.Flip },
+	"t":                   func(d, s *Run) { d.T = s.T },
+	"beta-schedule":       func(d, s *Run) { d.BetaSchedule = s.BetaSchedule },
+	"beta-start":          func(d, s *Run) { d.BetaStart = s.BetaStart },
+	"beta-end":            func(d, s *Run) { d.BetaEnd = s.BetaEnd },
+	"checkpoint-every":    func(d, s *Run) { d.CheckpointEvery = s.CheckpointEvery },
+	"keep-checkpoints":    func(d, s *Run) { d.KeepCheckpoints = s.KeepCheckpoints },
+	"min-trainers":        func(d, s *Run) { d.MinTrainers = s.MinTrainers },
+	"max-trainers":        func(d, s *Run) { d.MaxTrainers = s.MaxTrainers },
+	"heartbeat-timeout":   func(d, s *Run) { d.HeartbeatTimeout = s.HeartbeatTimeout },
+}
+
+// Apply copies the values of the flags the user set onto r, leaving the other fields alone.
+func (f *Flags) Apply(r *Run) {
+	f.v.HeartbeatTimeout = Duration(f.hb)
+	f.fs.Visit(func(fl *pflag.Flag) {
+		if set, ok := runFlags[fl.Name]; ok {
+			set(r, &f.v)
+		}
+	})
+}
+
+// Resolve builds the run config from the bound flags: the --config file if given (its preset
+// supplies defaults), else the --preset preset, else the zero Run; then the flags the user set
+// override; then Validate. Errors name the file where there is one.
+func (f *Flags) Resolve() (Run, error) {
+	var r Run
+	where := "flags"
+	switch {
+	case f.Path != "":
+		where = f.Path
+		data, err := os.ReadFile(f.Path)
+		if err != nil {
+			return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
+		}
+		if r, err = Parse(data); err != nil {
+			return Run{}, fmt.Errorf("%s: %w", f.Path, err)
+		}
+	case f.fs.Changed("preset"):
+		var err error
+		if r, err = Preset(f.v.Preset); err != nil {
+			return Run{}, err
+		}
+	}
+	f.Apply(&r)
+	if err := r.Validate(); err != nil {
+		return Run{}, prefixLines(where, err)
+	}
+	return r, nil
+}
