@@ -1,0 +1,152 @@
+package localrun
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// The run directory of `ddpm local`:
+//
+//	OUT/
+//	  run.yaml            the run config (its hash identifies the run)
+//	  local.json          Manifest: config hash, process counts, the loopback ports in use
+//	  coordinator-I/      raft data of coordinator I (log, stable store, snapshots)
+//	  trainer-I/          trainer I's volume (checkpoints.db)
+//	  logs/NAME.log       every child's output; logs/NAME.pid its current pid
+//	  loss.csv loss.png   the global training loss per step
+//	  samples.png         samples of the EMA weights (Algorithm 2) at the end
+const (
+	ConfigFile   = "run.yaml"
+	ManifestFile = "local.json"
+	LogsDir      = "logs"
+	LossCSV      = "loss.csv"
+	LossPNG      = "loss.png"
+	SamplesPNG   = "samples.png"
+)
+
+// Errors about run directories.
+var (
+	// ErrOtherRun: the output folder already holds something that is not this run.
+	ErrOtherRun = errors.New("holds a different run")
+	// ErrNotARun: --resume of a folder that holds no run.
+	ErrNotARun = errors.New("holds no ddpm local run")
+	// ErrPortBusy: a port recorded in the manifest is taken by another program.
+	ErrPortBusy = errors.New("port is in use")
+)
+
+// Manifest is local.json: what `ddpm local --resume` needs to bring the same cluster back.
+type Manifest struct {
+	ConfigHash   string `json:"config_hash"`
+	Coordinators int    `json:"coordinators"`
+	Trainers     int    `json:"trainers"`
+	// Ports: per coordinator {raft, grpc, http}; per trainer {listen (gRPC), http}. Raft keeps
+	// its peers' addresses in its log, so a resumed cluster must listen where it did before.
+	CoordinatorPorts [][3]int `json:"coordinator_ports"`
+	TrainerPorts     [][2]int `json:"trainer_ports"`
+}
+
+// CoordinatorDir, TrainerDir name the per-process data folders inside the run directory.
+func CoordinatorDir(out string, i int) string {
+	return filepath.Join(out, "coordinator-"+strconv.Itoa(i))
+}
+func TrainerDir(out string, i int) string { return filepath.Join(out, "trainer-"+strconv.Itoa(i)) }
+
+// CheckFresh decides whether out may receive a new run whose config hashes to hash. A missing or
+// empty folder is fine. A folder holding a run is refused: ErrOtherRun when its config differs
+// (naming both hashes), and an error suggesting --resume when it is the same run. Any other
+// non-empty folder is refused as ErrOtherRun too: nothing of the user's is ever overwritten.
+func CheckFresh(out, hash string) error {
+	ents, err := os.ReadDir(out)
+	if errors.Is(err, os.ErrNotExist) || err == nil && len(ents) == 0 {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	m, err := ReadManifest(out)
+	if err != nil {
+		return fmt.Errorf("output folder %s is not empty and %w (no %s); choose another --out", out, ErrOtherRun, ManifestFile)
+	}
+	if m.ConfigHash != hash {
+		return fmt.Errorf("output folder %s %w (config %.12s, this run %.12s); choose another --out or --resume %s", out, ErrOtherRun, m.ConfigHash, hash, out)
+	}
+	return fmt.Errorf("output folder %s %w with the same config; continue it with --resume %s", out, ErrOtherRun, out)
+}
+
+// ReadManifest reads OUT/local.json; a folder without one is ErrNotARun.
+func ReadManifest(out string) (Manifest, error) {
+	var m Manifest
+	b, err := os.ReadFile(filepath.Join(out, ManifestFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return m, fmt.Errorf("%s %w (no %s)", out, ErrNotARun, ManifestFile)
+	}
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("%s: %w: bad %s: %v", out, ErrNotARun, ManifestFile, err)
+	}
+	if m.Coordinators < 1 || m.Trainers < 1 || len(m.CoordinatorPorts) != m.Coordinators || len(m.TrainerPorts) != m.Trainers {
+		return m, fmt.Errorf("%s: %w: %s lists %d coordinators and %d trainers with %d and %d port sets", out, ErrNotARun, ManifestFile, m.Coordinators, m.Trainers, len(m.CoordinatorPorts), len(m.TrainerPorts))
+	}
+	return m, nil
+}
+
+// WriteManifest writes OUT/local.json (creating OUT).
+func WriteManifest(out string, m Manifest) error {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(out, "."+ManifestFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(out, ManifestFile))
+}
+
+// NewManifest allocates free loopback ports for c coordinators and n trainers.
+func NewManifest(hash string, c, n int) (Manifest, error) {
+	ports, err := FreePorts(3*c + 2*n)
+	if err != nil {
+		return Manifest{}, err
+	}
+	m := Manifest{ConfigHash: hash, Coordinators: c, Trainers: n}
+	for i := range c {
+		m.CoordinatorPorts = append(m.CoordinatorPorts, [3]int{ports[3*i], ports[3*i+1], ports[3*i+2]})
+	}
+	for i := range n {
+		m.TrainerPorts = append(m.TrainerPorts, [2]int{ports[3*c+2*i], ports[3*c+2*i+1]})
+	}
+	return m, nil
+}
+
+// CheckPortsFree returns ErrPortBusy naming the first of m's ports that cannot be bound now.
+func (m Manifest) CheckPortsFree() error {
+	var all []int
+	for _, p := range m.CoordinatorPorts {
+		all = append(all, p[:]...)
+	}
+	for _, p := range m.TrainerPorts {
+		all = append(all, p[:]...)
+	}
+	for _, p := range all {
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			return fmt.Errorf("%w: 127.0.0.1:%d (recorded in %s; stop what holds it)", ErrPortBusy, p, ManifestFile)
+		}
+		l.Close()
+	}
+	return nil
+}
+
+// Addr formats a loopback address.
+func Addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }

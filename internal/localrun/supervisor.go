@@ -1,0 +1,329 @@
+// Package localrun runs a whole training cluster on one machine as real child processes of the
+// ddpm binary (DESIGN.md section 8): it picks free loopback ports, starts and restarts the
+// children, keeps each one's log in the run directory, passes their lines to the terminal with a
+// name prefix, and stops them cleanly.
+//
+// The supervisor knows nothing about DDPM; the `ddpm local` command decides which processes to
+// start and what their lines mean.
+package localrun
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Errors returned by the supervisor.
+var (
+	// ErrUnknownProcess: a name that was never started.
+	ErrUnknownProcess = errors.New("localrun: unknown process")
+	// ErrAlreadyRunning: Start of a name whose process is still running.
+	ErrAlreadyRunning = errors.New("localrun: process already running")
+)
+
+// FreePorts returns n distinct TCP ports that were free on 127.0.0.1 a moment ago. All n
+// listeners are held open together so the kernel cannot hand out the same port twice; they are
+// closed before returning, so another program could still take one in between (the usual race of
+// this technique, harmless on a developer machine).
+func FreePorts(n int) ([]int, error) {
+	ls := make([]net.Listener, 0, n)
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("localrun: finding a free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// Spec describes one child process.
+type Spec struct {
+	// Name identifies the process ("coordinator-0", "trainer-1"); it prefixes its terminal lines
+	// and names its log file (LogDir/Name.log) and pid file (LogDir/Name.pid).
+	Name string
+	// Args are the arguments after the executable.
+	Args []string
+	// Env is added to the supervisor's own environment.
+	Env []string
+	// Restart, when positive, restarts the process up to this many times if it exits with an
+	// error or by a signal the supervisor did not send (as a Kubernetes StatefulSet would).
+	Restart int
+}
+
+// Exit reports that a child ended: its name, the error from Wait (nil for status 0), and whether
+// the supervisor is about to restart it.
+type Exit struct {
+	Name       string
+	Err        error
+	Restarting bool
+}
+
+// Supervisor owns a set of named child processes of one executable.
+type Supervisor struct {
+	exe    string
+	logDir string
+	// Line is called for every line a child writes (stdout and stderr), after it went to the
+	// child's log file. It must be safe for concurrent use; nil drops the lines.
+	Line func(name string, line []byte)
+
+	mu    sync.Mutex
+	procs map[string]*proc
+	exits chan Exit
+	wg    sync.WaitGroup
+}
+
+type proc struct {
+	spec     Spec
+	cmd      *exec.Cmd
+	done     chan struct{} // closed when the current process has been reaped
+	stopping bool          // the supervisor asked it to stop: no restart
+	restarts int
+}
+
+// New returns a supervisor that starts exe (usually os.Executable()) and keeps logs under logDir,
+// which it creates.
+func New(exe, logDir string) (*Supervisor, error) {
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, err
+	}
+	return &Supervisor{exe: exe, logDir: logDir, procs: map[string]*proc{}, exits: make(chan Exit, 64)}, nil
+}
+
+// Exits delivers one Exit per child ending, restarts included. Nobody has to read it; when its
+// buffer is full older reports are dropped rather than blocking the supervisor.
+func (s *Supervisor) Exits() <-chan Exit { return s.exits }
+
+// Start launches the process sp describes. Its log file is appended to, so a restarted or resumed
+// process continues the same file.
+func (s *Supervisor) Start(sp Spec) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.procs[sp.Name]; ok && !isDone(p.done) {
+		return fmt.Errorf("%w: %s", ErrAlreadyRunning, sp.Name)
+	}
+	p := &proc{spec: sp}
+	s.procs[sp.Name] = p
+	return s.launch(p)
+}
+
+func isDone(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// launch starts p's process; s.mu is held.
+func (s *Supervisor) launch(p *proc) error {
+	logf, err := os.OpenFile(filepath.Join(s.logDir, p.spec.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(s.exe, p.spec.Args...)
+	cmd.Env = append(os.Environ(), p.spec.Env...)
+	// A process group of its own: the terminal's Ctrl-C reaches only the supervisor, which then
+	// stops the children in order (trainers before coordinators).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		logf.Close()
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		pr.Close()
+		pw.Close()
+		return fmt.Errorf("localrun: starting %s: %w", p.spec.Name, err)
+	}
+	pw.Close()
+	_ = os.WriteFile(filepath.Join(s.logDir, p.spec.Name+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+	p.cmd = cmd
+	p.done = make(chan struct{})
+	done := p.done
+	copied := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer close(copied)
+		defer logf.Close()
+		defer pr.Close()
+		s.copyLines(p.spec.Name, pr, logf)
+	}()
+	go func() {
+		defer s.wg.Done()
+		<-copied // all output is in the log before anyone hears of the exit
+		err := cmd.Wait()
+		s.mu.Lock()
+		restart := err != nil && !p.stopping && p.restarts < p.spec.Restart
+		if restart {
+			p.restarts++
+		}
+		close(done)
+		s.report(Exit{Name: p.spec.Name, Err: err, Restarting: restart})
+		if restart {
+			if lerr := s.launch(p); lerr != nil {
+				s.report(Exit{Name: p.spec.Name, Err: lerr})
+			}
+		}
+		s.mu.Unlock()
+	}()
+	return nil
+}
+
+func (s *Supervisor) report(e Exit) {
+	select {
+	case s.exits <- e:
+	default:
+	}
+}
+
+// copyLines writes r to the log file and hands each line to s.Line.
+func (s *Supervisor) copyLines(name string, r io.Reader, logf io.Writer) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			logf.Write(line)
+			if s.Line != nil {
+				s.Line(name, line)
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Pid returns the pid of name's current process, or 0 if it is not running.
+func (s *Supervisor) Pid(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.procs[name]
+	if !ok || isDone(p.done) {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// Wait blocks until name's process has ended and will not be restarted, or ctx ends. It returns
+// the process's exit error (nil for status 0).
+func (s *Supervisor) Wait(ctx context.Context, name string) error {
+	for {
+		s.mu.Lock()
+		p, ok := s.procs[name]
+		if !ok {
+			s.mu.Unlock()
+			return fmt.Errorf("%w: %s", ErrUnknownProcess, name)
+		}
+		done, cmd := p.done, p.cmd
+		s.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		s.mu.Lock()
+		restarted := p.done != done
+		s.mu.Unlock()
+		if !restarted {
+			return exitErr(cmd)
+		}
+	}
+}
+
+func exitErr(cmd *exec.Cmd) error {
+	if cmd.ProcessState == nil || cmd.ProcessState.Success() {
+		return nil
+	}
+	return &exec.ExitError{ProcessState: cmd.ProcessState}
+}
+
+// Signal sends sig to name's current process without changing its restart policy (tests use it
+// to SIGKILL a trainer and watch the cluster heal).
+func (s *Supervisor) Signal(name string, sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.procs[name]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownProcess, name)
+	}
+	if isDone(p.done) {
+		return nil
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
+// Stop asks name's process to end with SIGTERM, waits up to grace, then SIGKILLs it. A stopped
+// process is not restarted. It returns the process's exit error.
+func (s *Supervisor) Stop(name string, grace time.Duration) error {
+	s.mu.Lock()
+	p, ok := s.procs[name]
+	if !ok {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrUnknownProcess, name)
+	}
+	p.stopping = true
+	done, cmd := p.done, p.cmd
+	if !isDone(done) {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+	}
+	s.mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+	return exitErr(cmd)
+}
+
+// StopAll stops the named processes in order (each with Stop), then waits for every goroutine of
+// the supervisor. Names that were never started are skipped.
+func (s *Supervisor) StopAll(grace time.Duration, names ...string) {
+	for _, n := range names {
+		s.mu.Lock()
+		_, ok := s.procs[n]
+		s.mu.Unlock()
+		if ok {
+			_ = s.Stop(n, grace)
+		}
+	}
+}
+
+// Close stops every process still running (SIGTERM, then SIGKILL after grace) and waits for the
+// supervisor's goroutines.
+func (s *Supervisor) Close(grace time.Duration) {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.procs))
+	for n := range s.procs {
+		names = append(names, n)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, n := range names {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = s.Stop(n, grace) }()
+	}
+	wg.Wait()
+	s.wg.Wait()
+}
