@@ -1,0 +1,140 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"ddpm/dataset"
+	"ddpm/internal/viz"
+)
+
+// Exit statuses of `ddpm dataset`: 1 for data that cannot be read (bad, missing or malformed
+// input), 2 for a command line that cannot be run.
+const (
+	exitBadData = 1
+	exitUsage   = 2
+)
+
+var datasetCmd = &cobra.Command{
+	Use:   "dataset",
+	Short: "Inspect and prepare training data (MNIST, Fashion-MNIST, CIFAR-10, LSUN, image folders)",
+}
+
+type datasetFlags struct {
+	resolution int
+	split      string
+	skipBad    bool
+}
+
+func (f *datasetFlags) register(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&f.resolution, "resolution", 0, "output height and width (0: the format's default)")
+	cmd.Flags().StringVar(&f.split, "split", "", "train or test, for formats with splits (default train)")
+	cmd.Flags().BoolVar(&f.skipBad, "skip-bad", false, "skip undecodable LMDB values and images (counted and reported)")
+}
+
+func (f *datasetFlags) options() dataset.Options {
+	return dataset.Options{Resolution: f.resolution, Split: f.split, SkipBad: f.skipBad}
+}
+
+func init() {
+	var df datasetFlags
+	var preview string
+	inspect := &cobra.Command{
+		Use:   "inspect PATH",
+		Short: "Print format, split, count, shape, label histogram and sha256 fingerprint; optionally a preview grid",
+		Long: `PATH is mnist, fashion-mnist (":test" for the test split), a CIFAR-10 folder or
+cifar-10-binary.tar.gz, an LSUN LMDB directory, a folder of images, a prepared directory, or an idx
+images file. The fingerprint is the sha256 of the decoded content at the chosen resolution; the
+run config records it and trainers refuse data whose fingerprint differs.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ds, err := dataset.Open(args[0], df.options())
+			if err != nil {
+				return withExit(exitBadData, err)
+			}
+			if err := dataset.Verify(ds); err != nil {
+				return withExit(exitBadData, err)
+			}
+			printInfo(cmd.OutOrStdout(), ds)
+			if preview != "" {
+				if err := writePreview(ds, preview); err != nil {
+					return withExit(exitBadData, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "preview      %s\n", preview)
+			}
+			return nil
+		},
+	}
+	df.register(inspect)
+	inspect.Flags().StringVar(&preview, "preview", "", "write a PNG grid of the first 64 images to this path")
+	datasetCmd.AddCommand(inspect)
+	rootCmd.AddCommand(datasetCmd)
+}
+
+// exactArgs is cobra.ExactArgs with the usage exit status.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
+			return withExit(exitUsage, fmt.Errorf("%s: %w", cmd.CommandPath(), err))
+		}
+		return nil
+	}
+}
+
+func printInfo(w io.Writer, ds dataset.Dataset) {
+	info := dataset.Describe(ds)
+	fmt.Fprintf(w, "format       %s\n", info.Format)
+	fmt.Fprintf(w, "name         %s\n", info.Name)
+	if info.Split != "" {
+		fmt.Fprintf(w, "split        %s\n", info.Split)
+	}
+	fmt.Fprintf(w, "source       %s\n", info.Source)
+	fmt.Fprintf(w, "count        %d\n", info.Count)
+	fmt.Fprintf(w, "shape        %dx%dx%d (CHW)\n", info.C, info.H, info.W)
+	if info.Labeled {
+		hist := map[int]int{}
+		maxLabel := 0
+		for i := 0; i < ds.Len(); i++ {
+			l := ds.Label(i)
+			hist[l]++
+			maxLabel = max(maxLabel, l)
+		}
+		var parts []string
+		for l := 0; l <= maxLabel; l++ {
+			parts = append(parts, fmt.Sprintf("%d:%d", l, hist[l]))
+		}
+		fmt.Fprintf(w, "labels       %s\n", strings.Join(parts, " "))
+	} else {
+		fmt.Fprintf(w, "labels       none\n")
+	}
+	fmt.Fprintf(w, "fingerprint  sha256:%s\n", info.Fingerprint)
+	if len(info.Skipped) > 0 {
+		show := info.Skipped
+		if len(show) > 5 {
+			show = show[:5]
+		}
+		fmt.Fprintf(w, "skipped      %d undecodable (--skip-bad): %s\n", len(info.Skipped), strings.Join(show, ", "))
+	}
+}
+
+// writePreview writes the first (up to) 64 images as an 8-column PNG grid.
+func writePreview(ds dataset.Dataset, path string) error {
+	n := min(64, ds.Len())
+	c, h, w := ds.Shape()
+	x := make([]float32, n*c*h*w)
+	for i := 0; i < n; i++ {
+		if err := ds.Image(i, x[i*c*h*w:(i+1)*c*h*w]); err != nil {
+			return err
+		}
+	}
+	if c != 1 && c != 3 {
+		return fmt.Errorf("preview of %d-channel images is not supported", c)
+	}
+	if err := viz.WritePNG(path, viz.Grid(x, n, c, h, w, 8, 2)); err != nil {
+		return fmt.Errorf("preview %s: %w", path, err)
+	}
+	return nil
+}

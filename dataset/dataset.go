@@ -1,0 +1,348 @@
+// Package dataset reads the training images of the DDPM cluster exactly as users download them
+// (MNIST/Fashion-MNIST idx, CIFAR-10 binary, LSUN LMDB, folders of PNG/JPEG) or as prepared by
+// `ddpm dataset prepare`, and holds the global sampler that makes a run independent of how many
+// trainers read it (DESIGN.md sections 3 and 7).
+//
+// Every reader produces the same canonical content: per record a label (or -1) and a uint8 image
+// in CHW order at the model resolution (Pixels). Image maps it to float32 in [-1, 1] as x/127.5-1,
+// the scaling of the original DDPM code. The Fingerprint is the sha256 of that canonical content,
+// so a raw source and its prepared shards at the same resolution have the same fingerprint.
+//
+// Datasets are safe for concurrent use by several goroutines.
+package dataset
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// Operational failures. Each error returned by this package wraps exactly one of these and reads
+// as one line naming the file (and the record or key) at fault.
+var (
+	// ErrNotFound: the named dataset, file or split does not exist.
+	ErrNotFound = errors.New("dataset not found")
+	// ErrUnknownFormat: the path is none of the formats this package reads.
+	ErrUnknownFormat = errors.New("unrecognized dataset format")
+	// ErrFormat: a file's structure is wrong (bad magic number, truncated or mis-sized file,
+	// inconsistent header).
+	ErrFormat = errors.New("malformed data")
+	// ErrDecode: an image (file or LMDB value) is empty or cannot be decoded.
+	ErrDecode = errors.New("undecodable image")
+	// ErrEmpty: the source holds no images.
+	ErrEmpty = errors.New("no images")
+	// ErrShape: images of different sizes where one fixed size is required.
+	ErrShape = errors.New("mixed image sizes")
+	// ErrIntegrity: prepared shards whose sha256 or size differs from their index.
+	ErrIntegrity = errors.New("integrity check failed")
+	// ErrOption: an option the format cannot honour (e.g. a resolution MNIST does not support).
+	ErrOption = errors.New("unsupported option")
+)
+
+// Dataset is a read-only, indexable set of images. Record order is fixed by the source (file
+// order, LMDB key order, sorted paths), so index i means the same image on every machine.
+type Dataset interface {
+	// Len is the number of records.
+	Len() int
+	// Shape is the image shape after preprocessing: channels, height, width.
+	Shape() (c, h, w int)
+	// Image writes record i into dst as CHW float32 in [-1, 1] (x/127.5 - 1), without flipping.
+	// It panics if i is out of range or len(dst) != c*h*w; it returns an error (wrapping one of
+	// the package's sentinels) when the record cannot be read or decoded.
+	Image(i int, dst []float32) error
+	// Label is record i's class, or -1 when the format has no labels.
+	Label(i int) int
+	// Fingerprint is the lowercase hex sha256 of the canonical content (see the package doc and
+	// CanonicalHash); stable across machines, runs and raw-vs-prepared storage.
+	Fingerprint() string
+	// Name identifies the data, e.g. "mnist/train", "cifar10/test", "lsun/church_outdoor_train_lmdb".
+	Name() string
+}
+
+// Pixeler is implemented by every Dataset of this package: the canonical uint8 CHW record, before
+// the [-1, 1] scaling. It panics if i is out of range or len(dst) != c*h*w.
+type Pixeler interface {
+	Pixels(i int, dst []uint8) error
+}
+
+// Options tune Open. The zero value asks for each format's default.
+type Options struct {
+	// Resolution is the output height and width. 0 means the format's default: 32 for MNIST and
+	// Fashion-MNIST (28x28 padded, see OpenMNIST), 32 for CIFAR-10, 256 for LSUN (the paper's),
+	// the images' own size for folders (then all must have the same square size).
+	Resolution int
+	// Split selects "train" (default) or "test" where the format has splits; a ":test" or
+	// ":train" suffix on the spec does the same.
+	Split string
+	// SkipBad drops undecodable LMDB values and folder images instead of failing; they are
+	// counted and listed in Info.Skipped.
+	SkipBad bool
+}
+
+// Info describes a dataset for `ddpm dataset inspect` and the run log.
+type Info struct {
+	Format      string   // "mnist-idx", "cifar10-binary", "lsun-lmdb", "image-folder", "prepared"
+	Name        string   // as Dataset.Name
+	Split       string   // "train", "test", or "" when the format has none
+	Source      string   // the file or folder read
+	Count       int      // records
+	C, H, W     int      // shape after preprocessing
+	Labeled     bool     // whether Label returns classes
+	Fingerprint string   // as Dataset.Fingerprint
+	Skipped     []string // records dropped by Options.SkipBad, as "file" or "key" names
+}
+
+// Describe returns ds's Info. It panics if ds was not made by this package.
+func Describe(ds Dataset) Info {
+	s, ok := ds.(*set)
+	if !ok {
+		panic("dataset: Describe: not a dataset of this package")
+	}
+	c, h, w := s.Shape()
+	return Info{
+		Format: s.format, Name: s.name, Split: s.split, Source: s.source, Count: s.n,
+		C: c, H: h, W: w, Labeled: s.labels != nil, Fingerprint: s.Fingerprint(),
+		Skipped: append([]string(nil), s.skipped...),
+	}
+}
+
+// reader is what a format supplies: the canonical uint8 CHW pixels of record i.
+type reader interface {
+	pixels(i int, dst []uint8) error
+}
+
+// set implements Dataset over a format's reader.
+type set struct {
+	r             reader
+	n             int
+	c, h, w       int
+	labels        []int32 // nil: unlabeled
+	name, format  string
+	split, source string
+	skipped       []string
+
+	fpOnce sync.Once
+	fp     string // precomputed (prepared, eager scans) or computed on first use
+	fpErr  error
+	bufs   sync.Pool // *[]uint8 of c*h*w
+}
+
+func (s *set) Len() int             { return s.n }
+func (s *set) Shape() (c, h, w int) { return s.c, s.h, s.w }
+func (s *set) Name() string         { return s.name }
+
+func (s *set) Label(i int) int {
+	s.check(i)
+	if s.labels == nil {
+		return -1
+	}
+	return int(s.labels[i])
+}
+
+func (s *set) check(i int) {
+	if i < 0 || i >= s.n {
+		panic(fmt.Sprintf("dataset: index %d out of range [0, %d)", i, s.n))
+	}
+}
+
+func (s *set) Pixels(i int, dst []uint8) error {
+	s.check(i)
+	if len(dst) != s.c*s.h*s.w {
+		panic(fmt.Sprintf("dataset: Pixels: len(dst) = %d, want %d", len(dst), s.c*s.h*s.w))
+	}
+	return s.r.pixels(i, dst)
+}
+
+func (s *set) Image(i int, dst []float32) error {
+	s.check(i)
+	d := s.c * s.h * s.w
+	if len(dst) != d {
+		panic(fmt.Sprintf("dataset: Image: len(dst) = %d, want %d", len(dst), d))
+	}
+	bp, _ := s.bufs.Get().(*[]uint8)
+	if bp == nil || len(*bp) != d {
+		b := make([]uint8, d)
+		bp = &b
+	}
+	defer s.bufs.Put(bp)
+	if err := s.r.pixels(i, *bp); err != nil {
+		return err
+	}
+	ToFloat(dst, *bp)
+	return nil
+}
+
+// Fingerprint computes the canonical hash on first use for formats that hold their records in
+// memory (idx, CIFAR-10); LMDB, folders and prepared shards have it from Open. A record that
+// cannot be read has already failed Open for those, so the lazy path cannot fail on valid input;
+// should it fail anyway (a file changed underneath), the result is "unreadable: <error>", which
+// never equals a real fingerprint.
+func (s *set) Fingerprint() string {
+	s.fpOnce.Do(func() {
+		if s.fp != "" {
+			return
+		}
+		s.fp, s.fpErr = CanonicalHash(s)
+		if s.fpErr != nil {
+			s.fp = "unreadable: " + s.fpErr.Error()
+		}
+	})
+	return s.fp
+}
+
+// ToFloat maps uint8 pixels to [-1, 1] as x/127.5 - 1 (the original DDPM's scaling; 0 -> -1,
+// 255 -> 1 exactly). It panics if the lengths differ.
+func ToFloat(dst []float32, src []uint8) {
+	if len(dst) != len(src) {
+		panic("dataset: ToFloat: length mismatch")
+	}
+	for i, v := range src {
+		dst[i] = float32(v)/127.5 - 1
+	}
+}
+
+// hashHeader starts the canonical stream; the version changes if the stream's layout does.
+const hashHeader = "ddpm-dataset-content/v1"
+
+// CanonicalHash is the fingerprint of a dataset: sha256 over the line
+// "ddpm-dataset-content/v1 n c h w\n", then for each record in order its label as a little-endian
+// int32 (-1 when unlabeled) followed by its uint8 CHW pixels.
+func CanonicalHash(ds Dataset) (string, error) {
+	p, ok := ds.(Pixeler)
+	if !ok {
+		panic("dataset: CanonicalHash: dataset has no Pixels method")
+	}
+	c, h, w := ds.Shape()
+	hw := newHash(ds.Len(), c, h, w)
+	buf := make([]uint8, c*h*w)
+	for i := 0; i < ds.Len(); i++ {
+		if err := p.Pixels(i, buf); err != nil {
+			return "", err
+		}
+		hw.add(ds.Label(i), buf)
+	}
+	return hw.hex(), nil
+}
+
+// contentHash accumulates the canonical stream record by record.
+type contentHash struct {
+	h   hashWriter
+	lbl [4]byte
+}
+
+type hashWriter interface {
+	Write([]byte) (int, error)
+	Sum([]byte) []byte
+}
+
+func newHash(n, c, h, w int) *contentHash {
+	ch := &contentHash{h: sha256.New()}
+	fmt.Fprintf(ch.h, "%s %d %d %d %d\n", hashHeader, n, c, h, w)
+	return ch
+}
+
+func (ch *contentHash) add(label int, pix []uint8) {
+	binary.LittleEndian.PutUint32(ch.lbl[:], uint32(int32(label)))
+	ch.h.Write(ch.lbl[:])
+	ch.h.Write(pix)
+}
+
+func (ch *contentHash) hex() string { return hex.EncodeToString(ch.h.Sum(nil)) }
+
+// Open opens a dataset by spec:
+//
+//	"mnist", "mnist:test", "fashion-mnist", "fashion-mnist:test"  the built-in sources
+//	a CIFAR-10 folder (data_batch_1..5.bin, test_batch.bin) or cifar-10-binary.tar.gz
+//	an LSUN LMDB directory (data.mdb)
+//	a prepared directory (index.json, from `ddpm dataset prepare`)
+//	an idx images file (train-images-idx3-ubyte[.gz]; labels from the matching labels file)
+//	a folder of PNG/JPEG/WebP images (recursive, sorted by path)
+//
+// A ":train" or ":test" suffix selects the split, as Options.Split does. Errors wrap ErrNotFound,
+// ErrUnknownFormat, ErrFormat, ErrDecode, ErrEmpty, ErrShape, ErrIntegrity or ErrOption.
+func Open(spec string, opts Options) (Dataset, error) {
+	split := opts.Split
+	for _, sfx := range []string{":train", ":test"} {
+		if strings.HasSuffix(spec, sfx) {
+			if split != "" && split != sfx[1:] {
+				return nil, fmt.Errorf("%w: %s: split %q conflicts with Options.Split %q", ErrOption, spec, sfx[1:], split)
+			}
+			spec, split = strings.TrimSuffix(spec, sfx), sfx[1:]
+		}
+	}
+	if split == "" {
+		split = "train"
+	}
+	if split != "train" && split != "test" {
+		return nil, fmt.Errorf("%w: %s: split %q (want train or test)", ErrOption, spec, split)
+	}
+	opts.Split = split
+	if opts.Resolution < 0 {
+		return nil, fmt.Errorf("%w: %s: resolution %d", ErrOption, spec, opts.Resolution)
+	}
+	switch spec {
+	case "mnist", "fashion-mnist":
+		return openBuiltinMNIST(spec, opts)
+	}
+	st, err := os.Stat(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: no such file or directory (and not one of mnist, fashion-mnist)", ErrNotFound, spec)
+	}
+	if !st.IsDir() {
+		switch {
+		case strings.HasSuffix(spec, ".tar.gz") || strings.HasSuffix(spec, ".tgz"):
+			return openCIFARTar(spec, opts)
+		case strings.Contains(filepath.Base(spec), "idx3"):
+			return openIdxPath(spec, opts)
+		case filepath.Base(spec) == "data.mdb":
+			return openLSUN(filepath.Dir(spec), opts)
+		case filepath.Base(spec) == indexName:
+			return openPrepared(filepath.Dir(spec), opts)
+		}
+		return nil, fmt.Errorf("%w: %s: not an idx3 images file, a .tar.gz, data.mdb or %s", ErrUnknownFormat, spec, indexName)
+	}
+	if exists(filepath.Join(spec, indexName)) {
+		return openPrepared(spec, opts)
+	}
+	if exists(filepath.Join(spec, "data.mdb")) {
+		return openLSUN(spec, opts)
+	}
+	if dir, ok := cifarDir(spec); ok {
+		return openCIFARDir(dir, opts)
+	}
+	return openFolder(spec, opts)
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// Verify re-reads ds in full and checks its content against its fingerprint: for prepared
+// shards it recomputes each shard's sha256 and the canonical hash; for other formats it
+// recomputes the canonical hash. Errors wrap ErrIntegrity or the reader's sentinel.
+func Verify(ds Dataset) error {
+	s, ok := ds.(*set)
+	if !ok {
+		panic("dataset: Verify: not a dataset of this package")
+	}
+	if v, ok := s.r.(interface{ verify() error }); ok {
+		if err := v.verify(); err != nil {
+			return err
+		}
+	}
+	got, err := CanonicalHash(s)
+	if err != nil {
+		return err
+	}
+	if want := s.Fingerprint(); got != want {
+		return fmt.Errorf("%w: %s: content hash %s differs from the recorded fingerprint %s", ErrIntegrity, s.source, got, want)
+	}
+	return nil
+}
