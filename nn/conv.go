@@ -1,0 +1,274 @@
+package nn
+
+import "fmt"
+
+// Conv2d is a 2-D convolution (cross-correlation, as PyTorch's Conv2d) with a K x K kernel,
+// stride S and explicit zero padding on each side.
+//
+// Weight is [Cout, Cin, K, K] and Bias is [Cout] (PyTorch layout). Forward maps x [B, Cin, H, W]
+// to y [B, Cout, Ho, Wo] with Ho = (H + PadTop + PadBottom - K)/S + 1 (likewise Wo):
+//
+//	y[b,o,i,j] = Bias[o] + sum_{c,u,v} Weight[o,c,u,v] * x[b, c, i*S+u-PadTop, j*S+v-PadLeft]
+//
+// Kernels larger than 1 run as im2col + one GEMM over the whole batch; 1x1 stride-1 kernels run
+// as one GEMM per sample on x directly.
+type Conv2d[T Float] struct {
+	Cin, Cout, K, Stride int
+	// Pad is the zero padding (top, left, bottom, right). TensorFlow's 'SAME' padding for a 3x3
+	// stride-2 convolution of an even size is (0, 0, 1, 1).
+	Pad          [4]int
+	Weight, Bias *Param[T]
+	// NoInputGrad skips the input gradient in Backward (for the first layer of a network).
+	NoInputGrad bool
+
+	ws              *Workspace[T]
+	x               []T
+	b, h, w, ho, wo int
+	y, dx           []T
+}
+
+// NewConv2d registers name.weight [cout, cin, k, k] and name.bias [cout] in a. It panics on
+// non-positive sizes or a kernel that does not fit the padding.
+func NewConv2d[T Float](a *Arena[T], ws *Workspace[T], name string, cin, cout, k, stride int, pad [4]int) *Conv2d[T] {
+	if cin <= 0 || cout <= 0 || k <= 0 || stride <= 0 {
+		panic(fmt.Sprintf("nn: NewConv2d %q: cin %d cout %d k %d stride %d", name, cin, cout, k, stride))
+	}
+	for _, p := range pad {
+		if p < 0 || p >= k {
+			panic(fmt.Sprintf("nn: NewConv2d %q: padding %v for kernel %d", name, pad, k))
+		}
+	}
+	return &Conv2d[T]{
+		Cin: cin, Cout: cout, K: k, Stride: stride, Pad: pad,
+		Weight: a.NewParam(join(name, "weight"), cout, cin, k, k),
+		Bias:   a.NewParam(join(name, "bias"), cout),
+		ws:     ws,
+	}
+}
+
+// OutSize returns (Ho, Wo) for an input of h x w; it panics if the output would be empty.
+func (c *Conv2d[T]) OutSize(h, w int) (int, int) {
+	ho := (h+c.Pad[0]+c.Pad[2]-c.K)/c.Stride + 1
+	wo := (w+c.Pad[1]+c.Pad[3]-c.K)/c.Stride + 1
+	if ho <= 0 || wo <= 0 {
+		panic(fmt.Sprintf("nn: Conv2d %q: input %dx%d too small", c.Weight.Name, h, w))
+	}
+	return ho, wo
+}
+
+func (c *Conv2d[T]) direct() bool {
+	return c.K == 1 && c.Stride == 1 && c.Pad == [4]int{}
+}
+
+// Forward computes y [b, Cout, Ho, Wo] from x [b, Cin, h, w]. It panics if len(x) != b*Cin*h*w.
+func (c *Conv2d[T]) Forward(x []T, b, h, w int) []T {
+	if len(x) != b*c.Cin*h*w {
+		panic(fmt.Sprintf("nn: Conv2d %q: len(x) = %d, want %d*%d*%d*%d", c.Weight.Name, len(x), b, c.Cin, h, w))
+	}
+	ho, wo := c.OutSize(h, w)
+	c.x, c.b, c.h, c.w, c.ho, c.wo = x, b, h, w, ho, wo
+	p := ho * wo
+	c.y = grow(c.y, b*c.Cout*p)
+	if c.direct() {
+		for s := 0; s < b; s++ {
+			ys := c.y[s*c.Cout*p : (s+1)*c.Cout*p]
+			addRowBias(ys, c.Bias.W, p)
+			gemm(false, false, c.Cout, p, c.Cin, 1, c.Weight.W, c.Cin, x[s*c.Cin*p:(s+1)*c.Cin*p], p, 1, ys, p)
+		}
+		return c.y
+	}
+	n := b * p
+	kk := c.Cin * c.K * c.K
+	col := c.ws.slot(0, kk*n)
+	c.im2col(col, x)
+	y2 := c.ws.slot(1, c.Cout*n)
+	gemm(false, false, c.Cout, n, kk, 1, c.Weight.W, kk, col, n, 0, y2, n)
+	// [Cout, B*P] -> [B, Cout, P], adding the bias.
+	cout, bias, y := c.Cout, c.Bias.W, c.y
+	parallelFor(cout, cout*n, func(lo, hi int) {
+		for o := lo; o < hi; o++ {
+			bo := bias[o]
+			for s := 0; s < b; s++ {
+				src := y2[o*n+s*p : o*n+(s+1)*p]
+				dst := y[(s*cout+o)*p : (s*cout+o+1)*p]
+				for i, v := range src {
+					dst[i] = v + bo
+				}
+			}
+		}
+	})
+	return c.y
+}
+
+// addRowBias sets y[o*p+i] = bias[o] for every row o of y (len(bias) rows of p elements).
+func addRowBias[T Float](y, bias []T, p int) {
+	for o, bo := range bias {
+		row := y[o*p : (o+1)*p]
+		for i := range row {
+			row[i] = bo
+		}
+	}
+}
+
+// Backward accumulates dWeight, dBias from dy [b, Cout, Ho, Wo] and returns dx [b, Cin, h, w]
+// (nil when NoInputGrad). It panics if len(dy) does not match the last Forward.
+func (c *Conv2d[T]) Backward(dy []T) []T {
+	b, p := c.b, c.ho*c.wo
+	if len(dy) != b*c.Cout*p {
+		panic(fmt.Sprintf("nn: Conv2d %q: len(dy) = %d, want %d", c.Weight.Name, len(dy), b*c.Cout*p))
+	}
+	cout, cin := c.Cout, c.Cin
+	if c.direct() {
+		db := c.Bias.G
+		for s := 0; s < b; s++ {
+			dys := dy[s*cout*p : (s+1)*cout*p]
+			for o := range db {
+				var acc T
+				for _, v := range dys[o*p : (o+1)*p] {
+					acc += v
+				}
+				db[o] += acc
+			}
+			gemm(false, true, cout, cin, p, 1, dys, p, c.x[s*cin*p:(s+1)*cin*p], p, 1, c.Weight.G, cin)
+		}
+		if c.NoInputGrad {
+			return nil
+		}
+		c.dx = grow(c.dx, b*cin*p)
+		for s := 0; s < b; s++ {
+			gemm(true, false, cin, p, cout, 1, c.Weight.W, cin, dy[s*cout*p:(s+1)*cout*p], p, 0, c.dx[s*cin*p:(s+1)*cin*p], p)
+		}
+		return c.dx
+	}
+	n := b * p
+	kk := cin * c.K * c.K
+	// [B, Cout, P] -> [Cout, B*P], summing the bias gradient on the way.
+	dy2 := c.ws.slot(1, cout*n)
+	db := c.Bias.G
+	parallelFor(cout, cout*n, func(lo, hi int) {
+		for o := lo; o < hi; o++ {
+			var acc T
+			for s := 0; s < b; s++ {
+				src := dy[(s*cout+o)*p : (s*cout+o+1)*p]
+				dst := dy2[o*n+s*p : o*n+(s+1)*p]
+				for i, v := range src {
+					dst[i] = v
+					acc += v
+				}
+			}
+			db[o] += acc
+		}
+	})
+	col := c.ws.slot(0, kk*n)
+	c.im2col(col, c.x)
+	gemm(false, true, cout, kk, n, 1, dy2, n, col, n, 1, c.Weight.G, kk)
+	if c.NoInputGrad {
+		return nil
+	}
+	dcol := col // the columns are no longer needed
+	gemm(true, false, kk, n, cout, 1, c.Weight.W, kk, dy2, n, 0, dcol, n)
+	c.dx = grow(c.dx, b*cin*c.h*c.w)
+	c.col2im(c.dx, dcol)
+	return c.dx
+}
+
+// im2col fills col [Cin*K*K, B*Ho*Wo] with col[(c*K+u)*K+v, s*P + i*Wo + j] =
+// x[s, c, i*S+u-PadTop, j*S+v-PadLeft] (zero outside the image).
+func (c *Conv2d[T]) im2col(col, x []T) {
+	b, h, w, ho, wo, k, st := c.b, c.h, c.w, c.ho, c.wo, c.K, c.Stride
+	pt, pl := c.Pad[0], c.Pad[1]
+	p := ho * wo
+	n := b * p
+	parallelFor(c.Cin, len(col), func(lo, hi int) {
+		for ci := lo; ci < hi; ci++ {
+			for u := 0; u < k; u++ {
+				for v := 0; v < k; v++ {
+					row := col[((ci*k+u)*k+v)*n : ((ci*k+u)*k+v+1)*n]
+					jlo, jhi := validRange(v-pl, st, w, wo)
+					for s := 0; s < b; s++ {
+						img := x[(s*c.Cin+ci)*h*w : (s*c.Cin+ci+1)*h*w]
+						for i := 0; i < ho; i++ {
+							dst := row[s*p+i*wo : s*p+(i+1)*wo]
+							iy := i*st + u - pt
+							if iy < 0 || iy >= h {
+								clear0(dst)
+								continue
+							}
+							src := img[iy*w : (iy+1)*w]
+							clear0(dst[:jlo])
+							if st == 1 {
+								copy(dst[jlo:jhi], src[jlo+v-pl:jhi+v-pl])
+							} else {
+								for j := jlo; j < jhi; j++ {
+									dst[j] = src[j*st+v-pl]
+								}
+							}
+							clear0(dst[jhi:])
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// col2im is the adjoint of im2col: dx[s, c, iy, ix] = sum of the dcol entries that im2col read
+// from that position. dx is overwritten.
+func (c *Conv2d[T]) col2im(dx, dcol []T) {
+	b, h, w, ho, wo, k, st := c.b, c.h, c.w, c.ho, c.wo, c.K, c.Stride
+	pt, pl := c.Pad[0], c.Pad[1]
+	p := ho * wo
+	n := b * p
+	parallelFor(c.Cin, len(dcol), func(lo, hi int) {
+		for ci := lo; ci < hi; ci++ {
+			for s := 0; s < b; s++ {
+				clear0(dx[(s*c.Cin+ci)*h*w : (s*c.Cin+ci+1)*h*w])
+			}
+			for u := 0; u < k; u++ {
+				for v := 0; v < k; v++ {
+					row := dcol[((ci*k+u)*k+v)*n : ((ci*k+u)*k+v+1)*n]
+					jlo, jhi := validRange(v-pl, st, w, wo)
+					for s := 0; s < b; s++ {
+						img := dx[(s*c.Cin+ci)*h*w : (s*c.Cin+ci+1)*h*w]
+						for i := 0; i < ho; i++ {
+							iy := i*st + u - pt
+							if iy < 0 || iy >= h {
+								continue
+							}
+							src := row[s*p+i*wo : s*p+(i+1)*wo]
+							dst := img[iy*w : (iy+1)*w]
+							if st == 1 {
+								d := dst[jlo+v-pl : jhi+v-pl]
+								for j, g := range src[jlo:jhi] {
+									d[j] += g
+								}
+							} else {
+								for j := jlo; j < jhi; j++ {
+									dst[j*st+v-pl] += src[j]
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// validRange returns the output columns [jlo, jhi) whose input column j*st+off lies in [0, w).
+func validRange(off, st, w, wo int) (int, int) {
+	jlo := 0
+	if off < 0 {
+		jlo = (-off + st - 1) / st
+	}
+	jhi := wo
+	if last := (w - 1 - off); last < 0 {
+		jhi = 0
+	} else if m := last/st + 1; m < jhi {
+		jhi = m
+	}
+	if jlo > jhi {
+		jlo = jhi
+	}
+	return jlo, jhi
+}

@@ -1,0 +1,25 @@
+// Package nn is the project's layer engine: the dozen layer types of the DDPM U-Net, each with an
+// explicit Forward and Backward over preallocated buffers (DESIGN.md section 4).
+//
+// Conventions, shared by every layer:
+//
+//   - Tensors are NCHW, row-major, in flat slices; shapes travel as explicit ints. "x is
+//     [B, C, H, W]" means len(x) == B*C*H*W with x[((b*C+c)*H+i)*W+j] the element (b, c, i, j).
+//   - Layers are generic over the element type T (float32 for training, float64 for the tight
+//     finite-difference and parity tests); both instantiations run the same code.
+//   - Parameters live in one flat arena (Arena.Data) and their gradients in a second arena of
+//     the same layout (Arena.Grad). A layer holds Param views into both. The arena order is the
+//     order in which the layers were constructed; the U-Net constructs them in the order of the
+//     reference PyTorch state_dict.
+//   - Forward(x, ...) keeps a reference to x (it must not change until Backward has run) and
+//     returns a buffer owned by the layer, valid until the layer's next Forward. Backward(dy)
+//     never modifies dy, accumulates (+=) parameter gradients into the gradient arena, and
+//     returns the input gradient in a buffer owned by the layer. Buffers are allocated when the
+//     batch shape first appears and reused while it stays the same: a training step allocates
+//     nothing.
+//   - Shape mismatches are programmer errors and panic with an "nn: " message.
+//
+// GEMM goes through gonum's blas32/blas64 interfaces. The default build routes them to OpenBLAS
+// via gonum.org/v1/netlib (cgo, Debian libopenblas-dev); the build tag purego keeps gonum's own
+// pure-Go BLAS.
+package nn

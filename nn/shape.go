@@ -1,0 +1,156 @@
+package nn
+
+import (
+	"fmt"
+
+	"ddpm/internal/rng"
+)
+
+// Upsample2x is nearest-neighbour 2x upsampling: y[b,c,i,j] = x[b,c,i/2,j/2] for x [B, C, H, W]
+// and y [B, C, 2H, 2W].
+type Upsample2x[T Float] struct {
+	b, c, h, w int
+	y, dx      []T
+}
+
+// Forward returns y [b, c, 2h, 2w].
+func (u *Upsample2x[T]) Forward(x []T, b, c, h, w int) []T {
+	if len(x) != b*c*h*w {
+		panic(fmt.Sprintf("nn: Upsample2x: len(x) = %d, want %d*%d*%d*%d", len(x), b, c, h, w))
+	}
+	u.b, u.c, u.h, u.w = b, c, h, w
+	u.y = grow(u.y, 4*len(x))
+	w2 := 2 * w
+	parallelFor(b*c*h, 4*len(x), func(lo, hi int) {
+		for r := lo; r < hi; r++ { // r indexes input rows over (b, c, i)
+			src := x[r*w : (r+1)*w]
+			d0 := u.y[2*r*w2 : (2*r+1)*w2]
+			for j, v := range src {
+				d0[2*j], d0[2*j+1] = v, v
+			}
+			copy(u.y[(2*r+1)*w2:(2*r+2)*w2], d0)
+		}
+	})
+	return u.y
+}
+
+// Backward returns dx [b, c, h, w], each element the sum of its four copies' gradients.
+func (u *Upsample2x[T]) Backward(dy []T) []T {
+	n := u.b * u.c * u.h * u.w
+	if len(dy) != 4*n {
+		panic(fmt.Sprintf("nn: Upsample2x: len(dy) = %d, want %d", len(dy), 4*n))
+	}
+	u.dx = grow(u.dx, n)
+	w, w2 := u.w, 2*u.w
+	parallelFor(u.b*u.c*u.h, 4*n, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			a, b := dy[2*r*w2:(2*r+1)*w2], dy[(2*r+1)*w2:(2*r+2)*w2]
+			d := u.dx[r*w : (r+1)*w]
+			for j := range d {
+				d[j] = a[2*j] + a[2*j+1] + b[2*j] + b[2*j+1]
+			}
+		}
+	})
+	return u.dx
+}
+
+// Concat joins a [B, Ca, P] and b [B, Cb, P] along channels into y [B, Ca+Cb, P] (torch.cat(dim=1)).
+type Concat[T Float] struct {
+	b, ca, cb, p int
+	y, da, db    []T
+}
+
+// Forward returns y [bs, ca+cb, p].
+func (l *Concat[T]) Forward(a, b []T, bs, ca, cb, p int) []T {
+	if len(a) != bs*ca*p || len(b) != bs*cb*p {
+		panic(fmt.Sprintf("nn: Concat: lengths %d, %d, want %d*%d*%d and %d*%d*%d", len(a), len(b), bs, ca, p, bs, cb, p))
+	}
+	l.b, l.ca, l.cb, l.p = bs, ca, cb, p
+	l.y = grow(l.y, len(a)+len(b))
+	na, nb := ca*p, cb*p
+	for s := 0; s < bs; s++ {
+		copy(l.y[s*(na+nb):], a[s*na:(s+1)*na])
+		copy(l.y[s*(na+nb)+na:], b[s*nb:(s+1)*nb])
+	}
+	return l.y
+}
+
+// Backward splits dy [B, Ca+Cb, P] into da [B, Ca, P] and db [B, Cb, P].
+func (l *Concat[T]) Backward(dy []T) (da, db []T) {
+	na, nb := l.ca*l.p, l.cb*l.p
+	if len(dy) != l.b*(na+nb) {
+		panic(fmt.Sprintf("nn: Concat: len(dy) = %d, want %d", len(dy), l.b*(na+nb)))
+	}
+	l.da, l.db = grow(l.da, l.b*na), grow(l.db, l.b*nb)
+	for s := 0; s < l.b; s++ {
+		copy(l.da[s*na:(s+1)*na], dy[s*(na+nb):])
+		copy(l.db[s*nb:(s+1)*nb], dy[s*(na+nb)+na:])
+	}
+	return l.da, l.db
+}
+
+// Dropout zeroes each element with probability P and scales the rest by 1/(1-P) (inverted
+// dropout, as PyTorch and TensorFlow). The mask is a pure function of (seed, the sample's global
+// position, Layer): sample s draws from rng.New(seed, rng.Stream(positions[s],
+// rng.PurposeDropout<<32|Layer)), one Uint32 u per element in order, and drops the element iff
+// u < floor(P * 2^32). So a sample's mask does not depend on the batch it travels in or on the
+// rank that computes it (DESIGN.md section 3).
+type Dropout[T Float] struct {
+	P     float64
+	Layer uint64
+
+	active bool
+	mask   []T // 0 or 1/(1-P)
+	y, dx  []T
+}
+
+// Forward applies dropout to x [len(positions), D] in training mode (positions != nil) and
+// returns x itself in evaluation mode (positions == nil) or when P == 0.
+func (d *Dropout[T]) Forward(x []T, seed uint64, positions []uint64) []T {
+	d.active = positions != nil && d.P > 0
+	if !d.active {
+		return x
+	}
+	if !(d.P < 1) {
+		panic(fmt.Sprintf("nn: Dropout: P = %g", d.P))
+	}
+	b := len(positions)
+	if len(x)%b != 0 {
+		panic(fmt.Sprintf("nn: Dropout: len(x) = %d not a multiple of batch %d", len(x), b))
+	}
+	per := len(x) / b
+	d.mask, d.y = grow(d.mask, len(x)), grow(d.y, len(x))
+	thr := uint32(d.P * (1 << 32))
+	keep := T(1 / (1 - d.P))
+	parallelFor(b, len(x)*4, func(lo, hi int) {
+		var src rng.Source
+		for s := lo; s < hi; s++ {
+			src.Reset(seed, rng.Stream(positions[s], rng.PurposeDropout<<32|d.Layer))
+			m, xs, ys := d.mask[s*per:(s+1)*per], x[s*per:(s+1)*per], d.y[s*per:(s+1)*per]
+			for i := range m {
+				if src.Uint32() < thr {
+					m[i] = 0
+				} else {
+					m[i] = keep
+				}
+				ys[i] = xs[i] * m[i]
+			}
+		}
+	})
+	return d.y
+}
+
+// Backward returns dx = dy .* mask (dy itself when the last Forward was inactive).
+func (d *Dropout[T]) Backward(dy []T) []T {
+	if !d.active {
+		return dy
+	}
+	if len(dy) != len(d.mask) {
+		panic(fmt.Sprintf("nn: Dropout: len(dy) = %d, want %d", len(dy), len(d.mask)))
+	}
+	d.dx = grow(d.dx, len(dy))
+	for i, m := range d.mask {
+		d.dx[i] = dy[i] * m
+	}
+	return d.dx
+}
