@@ -135,3 +135,135 @@ func TestTimestepEmbeddingOddDimPadsZero(t *testing.T) {
 		}
 	}
 }
+
+func mustSchedule(t testing.TB, cfg ScheduleConfig) *Schedule {
+	t.Helper()
+	s, err := NewSchedule(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestScheduleTablesReference: every float64 table of GaussianDiffusion2.__init__ for the paper's
+// linear schedule (section 4) at t = 0, 1, 499, 998, 999 and summed over all t, to tolTable64.
+func TestScheduleTablesReference(t *testing.T) {
+	ref := loadReference(t)
+	rs := ref.Schedule
+	if rs.Type != KindLinear {
+		t.Fatalf("reference schedule %q", rs.Type)
+	}
+	s := mustSchedule(t, ScheduleConfig{Kind: KindLinear, T: rs.T, BetaStart: rs.BetaStart, BetaEnd: rs.BetaEnd})
+	if s.T() != rs.T {
+		t.Fatalf("T() = %d, want %d", s.T(), rs.T)
+	}
+	tb := s.Tables()
+	cols := tb.columns()
+	if len(ref.AtIndices) != len(cols)-1 { // the reference has no "alphas" entry
+		t.Errorf("reference has %d tables, we have %d (+alphas)", len(ref.AtIndices), len(cols)-1)
+	}
+	for name, want := range ref.AtIndices {
+		col, ok := cols[name]
+		if !ok {
+			t.Errorf("no table %q", name)
+			continue
+		}
+		for k, idx := range rs.Indices {
+			if e := relErr(col[idx], want[k]); e > tolTable64 {
+				t.Errorf("%s[%d] = %.17g, want %.17g (rel err %.3g > %g)", name, idx, col[idx], want[k], e, tolTable64)
+			}
+		}
+		sum := 0.0
+		for _, v := range col {
+			sum += v
+		}
+		if e := relErr(sum, ref.FullArraySums[name]); e > tolSumTable {
+			t.Errorf("sum(%s) = %.17g, want %.17g (rel err %.3g)", name, sum, ref.FullArraySums[name], e)
+		}
+	}
+	// numpy.linspace sets the endpoint exactly.
+	if tb.Betas[rs.T-1] != rs.BetaEnd || tb.Betas[0] != rs.BetaStart {
+		t.Errorf("betas[0], betas[T-1] = %v, %v, want exactly %v, %v", tb.Betas[0], tb.Betas[rs.T-1], rs.BetaStart, rs.BetaEnd)
+	}
+}
+
+// TestDiscretizedGaussianReference: the L_0 decoder (eq. 13) with the original's tanh CDF, each
+// branch (left edge, interior, right edge), and its meanflat in bits.
+func TestDiscretizedGaussianReference(t *testing.T) {
+	r := loadReference(t).DiscretizedGaussian
+	sum := 0.0
+	for i, x := range r.X {
+		got := DiscretizedGaussianLogLikelihood(x, r.Means[i], r.LogScales[i])
+		if e := relErr(got, r.LogProbs[i]); e > tolFormula {
+			t.Errorf("x=%v mean=%v logscale=%v: got %.17g, want %.17g (rel err %.3g)", x, r.Means[i], r.LogScales[i], got, r.LogProbs[i], e)
+		}
+		sum += got
+	}
+	if got := -sum / float64(len(r.X)) / math.Ln2; relErr(got, r.NLLBits) > tolFormula {
+		t.Errorf("decoder NLL bits = %.17g, want %.17g", got, r.NLLBits)
+	}
+}
+
+func TestNormalKLReference(t *testing.T) {
+	r := loadReference(t).NormalKL
+	sum := 0.0
+	for i := range r.Mean1 {
+		got := NormalKL(r.Mean1[i], r.Logvar1[i], r.Mean2[i], r.Logvar2[i])
+		if e := relErr(got, r.KL[i]); e > tolFormula && math.Abs(got-r.KL[i]) > 1e-16 {
+			t.Errorf("case %d: got %.17g, want %.17g (rel err %.3g)", i, got, r.KL[i], e)
+		}
+		sum += got
+	}
+	if got := sum / float64(len(r.Mean1)) / math.Ln2; relErr(got, r.MeanflatBits) > tolFormula {
+		t.Errorf("meanflat bits = %.17g, want %.17g", got, r.MeanflatBits)
+	}
+}
+
+// TestPriorBPDReference: L_T of eq. 5 (_prior_bpd) for x0 = [-1, 0, 0.5, 1] as one sample.
+func TestPriorBPDReference(t *testing.T) {
+	ref := loadReference(t)
+	r := ref.PriorKL
+	s := mustSchedule(t, DefaultScheduleConfig())
+	tb := s.Tables()
+	x0 := make([]float32, len(r.X0))
+	for i, v := range r.X0 {
+		x0[i] = float32(v) // exact: the values are dyadic
+		got := NormalKL(tb.SqrtAlphasCumprod[999]*v, tb.LogOneMinusAlphasCumprod[999], 0, 0)
+		// x0 = 0 leaves only -1 - lv + exp(lv) ~ lv^2/2, a cancellation of 1e-10 out of 1.
+		tol := tolTable64
+		if v == 0 {
+			tol = 1e-6
+		}
+		if e := relErr(got, r.KL[i]); e > tol {
+			t.Errorf("x0=%v: KL %.17g, want %.17g (rel err %.3g > %g)", v, got, r.KL[i], e, tol)
+		}
+	}
+	dst := make([]float64, 1)
+	s.PriorBPD(dst, x0, 1)
+	if e := relErr(dst[0], r.PriorBPD); e > tolTable64 {
+		t.Errorf("PriorBPD = %.17g, want %.17g (rel err %.3g)", dst[0], r.PriorBPD, e)
+	}
+}
+
+// TestQPosteriorMeanReference: mu-tilde of eq. 7 through the float32 path, to tolPath32.
+func TestQPosteriorMeanReference(t *testing.T) {
+	ref := loadReference(t)
+	r := ref.QPosteriorMean
+	s := mustSchedule(t, DefaultScheduleConfig())
+	d := len(r.X0)
+	for key, want := range r.ByT {
+		ts, _ := strconv.Atoi(key)
+		x0 := make([]float32, d)
+		xt := make([]float32, d)
+		for i := range d {
+			x0[i], xt[i] = float32(r.X0[i]), float32(r.Xt[i])
+		}
+		got := make([]float32, d)
+		s.QPosteriorMean(got, x0, xt, []int32{int32(ts)}, 1)
+		for i := range d {
+			if e := relErr(float64(got[i]), want[i]); e > tolPath32 {
+				t.Errorf("t=%d i=%d: got %.9g, want %.17g (rel err %.3g > %g)", ts, i, got[i], want[i], e, tolPath32)
+			}
+		}
+	}
+}
