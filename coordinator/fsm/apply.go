@@ -1,0 +1,562 @@
+package fsm
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"ddpm/config"
+)
+
+// Kind names a command.
+type Kind string
+
+// Command kinds.
+const (
+	KindSubmit     Kind = "submit"     // Submit: set the run config
+	KindJoin       Kind = "join"       // Join: a trainer joins (or rejoins after a restart)
+	KindHeartbeat  Kind = "heartbeat"  // Heartbeat: a trainer is alive
+	KindLeave      Kind = "leave"      // Leave: a trainer leaves cleanly
+	KindExpire     Kind = "expire"     // (no body): remove members silent past the timeout
+	KindProgress   Kind = "progress"   // Progress: a rank reports a step
+	KindCheckpoint Kind = "checkpoint" // CheckpointReport: a rank wrote a checkpoint
+)
+
+// Command is one raft log entry. Time (Unix ns) is stamped by the proposing replica's clock and
+// is the only time Apply knows. RequestID, when not empty, makes the command idempotent: a second
+// command with the same id returns the first one's Result and changes nothing.
+type Command struct {
+	Kind      Kind   `json:"kind"`
+	RequestID string `json:"request_id,omitempty"`
+	Time      int64  `json:"time"`
+
+	Submit     *Submit           `json:"submit,omitempty"`
+	Join       *Join             `json:"join,omitempty"`
+	Heartbeat  *Heartbeat        `json:"heartbeat,omitempty"`
+	Leave      *Leave            `json:"leave,omitempty"`
+	Progress   *Progress         `json:"progress,omitempty"`
+	Checkpoint *CheckpointReport `json:"checkpoint,omitempty"`
+}
+
+// Submit sets the run config. Submitting the config already in force is a no-op.
+type Submit struct {
+	Run config.Run `json:"run"`
+}
+
+// Held names a checkpoint a joining trainer has on its volume.
+type Held struct {
+	Step   int64  `json:"step"`
+	SHA256 string `json:"sha256"`
+}
+
+// Join adds or refreshes a member. ConfigHash, when not empty, must equal the run's.
+type Join struct {
+	ID         string `json:"id"`
+	Address    string `json:"address"`
+	Version    string `json:"version"`
+	ConfigHash string `json:"config_hash,omitempty"`
+	Held       []Held `json:"held,omitempty"`
+}
+
+// Heartbeat refreshes a member's last heartbeat.
+type Heartbeat struct {
+	ID string `json:"id"`
+}
+
+// Leave removes a member.
+type Leave struct {
+	ID string `json:"id"`
+}
+
+// Progress is a rank's report after finishing Step (steps completed). Point's Step and Time are
+// overwritten from the report and the command. Failure, when not empty, fails the run with it.
+type Progress struct {
+	ID         string    `json:"id"`
+	Generation uint64    `json:"generation"`
+	Step       int64     `json:"step"`
+	Point      LossPoint `json:"point"`
+	Failure    string    `json:"failure,omitempty"`
+}
+
+// CheckpointReport says that member ID wrote and fsynced the checkpoint of Step with this hash.
+type CheckpointReport struct {
+	ID         string `json:"id"`
+	Generation uint64 `json:"generation"`
+	Step       int64  `json:"step"`
+	SHA256     string `json:"sha256"`
+	Size       int64  `json:"size"`
+}
+
+// Encode returns c as a log entry.
+func (c Command) Encode() []byte {
+	b, err := json.Marshal(c)
+	if err != nil {
+		panic("fsm: cannot encode command: " + err.Error())
+	}
+	return b
+}
+
+// DecodeCommand parses a log entry written by Command.Encode.
+func DecodeCommand(b []byte) (Command, error) {
+	var c Command
+	if err := json.Unmarshal(b, &c); err != nil {
+		return Command{}, fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	return c, nil
+}
+
+// Apply applies c to s in place and returns the outcome. It is deterministic: equal states and
+// equal commands give equal states and results, on every replica. It never panics on a
+// malformed command (it returns ErrBadCommand); it panics only if s is nil.
+func Apply(s *State, c Command) Result {
+	if s == nil {
+		panic("fsm: Apply on a nil state")
+	}
+	s.Applied++
+	if c.RequestID != "" {
+		if r, ok := s.Dedup[c.RequestID]; ok {
+			return r
+		}
+	}
+	err := apply(s, c)
+	r := Result{Generation: s.Generation.Number}
+	if err != nil {
+		r.Code, r.Message = err.code, err.msg
+	}
+	if c.RequestID != "" {
+		s.Dedup[c.RequestID] = r
+		s.DedupOrder = append(s.DedupOrder, c.RequestID)
+		if len(s.DedupOrder) > MaxDedup {
+			delete(s.Dedup, s.DedupOrder[0])
+			s.DedupOrder = slices.Delete(s.DedupOrder, 0, 1)
+		}
+	}
+	return r
+}
+
+// failure is an Apply error: a code of the codes table and a message.
+type failure struct{ code, msg string }
+
+func fail(code, format string, args ...any) *failure {
+	return &failure{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func apply(s *State, c Command) *failure {
+	switch c.Kind {
+	case KindSubmit:
+		if c.Submit == nil {
+			return fail("bad_command", "submit without a body")
+		}
+		return submit(s, c.Time, c.Submit)
+	case KindJoin:
+		if c.Join == nil || c.Join.ID == "" {
+			return fail("bad_command", "join without a member id")
+		}
+		return join(s, c.Time, c.Join)
+	case KindHeartbeat:
+		if c.Heartbeat == nil {
+			return fail("bad_command", "heartbeat without a body")
+		}
+		m, ok := s.Members[c.Heartbeat.ID]
+		if !ok {
+			return fail("unknown_member", "%q is not a member (removed after missed heartbeats?); join again", c.Heartbeat.ID)
+		}
+		m.LastHeartbeat = max(m.LastHeartbeat, c.Time)
+		return nil
+	case KindLeave:
+		if c.Leave == nil {
+			return fail("bad_command", "leave without a body")
+		}
+		if _, ok := s.Members[c.Leave.ID]; !ok {
+			return nil // already gone: leaving is idempotent
+		}
+		remove(s, c.Time, []string{c.Leave.ID}, "left")
+		return nil
+	case KindExpire:
+		if ids := s.Expired(c.Time); len(ids) > 0 {
+			remove(s, c.Time, ids, "missed heartbeats")
+		}
+		return nil
+	case KindProgress:
+		if c.Progress == nil {
+			return fail("bad_command", "progress without a body")
+		}
+		return progress(s, c.Time, c.Progress)
+	case KindCheckpoint:
+		if c.Checkpoint == nil {
+			return fail("bad_command", "checkpoint report without a body")
+		}
+		return checkpoint(s, c.Time, c.Checkpoint)
+	}
+	return fail("bad_command", "unknown command kind %q", c.Kind)
+}
+
+func submit(s *State, now int64, b *Submit) *failure {
+	run := b.Run
+	if err := run.Validate(); err != nil {
+		// One line per problem, without repeating the sentinel's text on each.
+		msg := strings.ReplaceAll(err.Error(), config.ErrInvalid.Error()+": ", "")
+		return fail("invalid_config", "%s", strings.ReplaceAll(msg, "\n", "; "))
+	}
+	hash := run.Hash()
+	if s.Run != nil {
+		if s.ConfigHash == hash {
+			return nil
+		}
+		return fail("config_mismatch", "a different run (config %.12s) is already configured; submitted %.12s", s.ConfigHash, hash)
+	}
+	s.Run, s.ConfigHash, s.DatasetFingerprint = &run, hash, run.DatasetFingerprint
+	s.Status, s.TotalSteps = StatusPending, run.Steps
+	if s.Loss.Capacity == 0 {
+		s.Loss = NewLossHistory(DefaultLossCapacity)
+	}
+	s.event(now, "run", "run configured: preset %s, model %s, %d steps, global batch %d, config %.12s",
+		orDash(run.Preset), run.Model, run.Steps, run.GlobalBatch, hash)
+	reconcile(s, now, "")
+	return nil
+}
+
+func join(s *State, now int64, j *Join) *failure {
+	if s.Run == nil {
+		return fail("no_run", "trainer %q cannot join before a run config is submitted", j.ID)
+	}
+	if j.ConfigHash != "" && j.ConfigHash != s.ConfigHash {
+		return fail("config_mismatch", "trainer %q runs config %.12s but the cluster runs %.12s", j.ID, j.ConfigHash, s.ConfigHash)
+	}
+	if s.Status.Terminal() {
+		return fail("run_finished", "the run has %s%s", s.Status, reasonSuffix(s.Reason))
+	}
+	if old, ok := s.Members[j.ID]; ok {
+		// The same id joining again is a restarted process: whatever it held in memory is gone,
+		// so if it was a rank its ring is broken.
+		wasActive := old.State == MemberActive
+		old.Address, old.Version, old.LastHeartbeat, old.Step = j.Address, j.Version, now, 0
+		old.JoinSeq, s.NextJoin = s.NextJoin, s.NextJoin+1
+		old.State = MemberWaiting
+		addHolder(s, j.ID, j.Held)
+		s.event(now, "join", "trainer %s rejoined from %s", j.ID, j.Address)
+		if wasActive {
+			breakRing(s, now, fmt.Sprintf("trainer %s restarted", j.ID))
+		}
+		reconcile(s, now, "")
+		return nil
+	}
+	s.Members[j.ID] = &Member{ID: j.ID, Address: j.Address, Version: j.Version, JoinSeq: s.NextJoin,
+		JoinedAt: now, LastHeartbeat: now, State: MemberWaiting}
+	s.NextJoin++
+	addHolder(s, j.ID, j.Held)
+	s.event(now, "join", "trainer %s joined from %s", j.ID, j.Address)
+	reconcile(s, now, "")
+	return nil
+}
+
+// addHolder records id as a holder of the committed checkpoints it says it has (same step and
+// hash), so that restarted trainers can serve their volumes to peers.
+func addHolder(s *State, id string, held []Held) {
+	for _, h := range held {
+		for i := range s.Checkpoints {
+			c := &s.Checkpoints[i]
+			if c.Step == h.Step && c.SHA256 == h.SHA256 && !slices.Contains(c.Holders, id) {
+				c.Holders = append(c.Holders, id)
+				slices.Sort(c.Holders)
+			}
+		}
+	}
+	if cp := s.Generation.Checkpoint; cp != nil {
+		if latest := findCheckpoint(s, cp.Step); latest != nil {
+			cp.Holders = slices.Clone(latest.Holders)
+		}
+	}
+}
+
+func findCheckpoint(s *State, step int64) *Checkpoint {
+	for i := range s.Checkpoints {
+		if s.Checkpoints[i].Step == step {
+			return &s.Checkpoints[i]
+		}
+	}
+	return nil
+}
+
+// remove deletes members; if one was a rank, the ring is broken and a new generation follows.
+func remove(s *State, now int64, ids []string, why string) {
+	broken := false
+	for _, id := range ids {
+		m := s.Members[id]
+		if m.State == MemberActive {
+			broken = true
+		}
+		delete(s.Members, id)
+		s.event(now, "leave", "trainer %s removed: %s", id, why)
+	}
+	if broken {
+		breakRing(s, now, fmt.Sprintf("lost %s (%s)", strings.Join(ids, ", "), why))
+	}
+	reconcile(s, now, "")
+}
+
+// breakRing ends the current generation: its surviving ranks return to waiting, and the next
+// reconcile starts a new generation from the last committed checkpoint (or a world-0 one).
+func breakRing(s *State, now int64, why string) {
+	if s.Generation.World == 0 {
+		return
+	}
+	// Survivors keep their ring order; startGeneration drops the missing and may add waiting
+	// members, all restarting from the last committed checkpoint.
+	startGeneration(s, now, why)
+}
+
+// reconcile starts a generation when none is running and enough members wait. It does not
+// disturb a running generation: newcomers enter at the next checkpoint commit.
+func reconcile(s *State, now int64, why string) {
+	if s.Run == nil || s.Status.Terminal() || s.Generation.World > 0 {
+		return
+	}
+	if len(s.Members) < s.Run.MinTrainers {
+		return
+	}
+	startGeneration(s, now, why)
+}
+
+// startGeneration commits generation Number+1 from the last committed checkpoint, with the
+// current ranks first (in ring order), then waiting members in join order, up to MaxTrainers.
+// With fewer than MinTrainers members it commits a world-0 generation: everyone waits.
+func startGeneration(s *State, now int64, why string) {
+	var ring []string
+	for _, id := range s.Generation.Ring {
+		if _, ok := s.Members[id]; ok {
+			ring = append(ring, id)
+		}
+	}
+	waiting := make([]*Member, 0, len(s.Members))
+	for _, m := range s.Members {
+		if !slices.Contains(ring, m.ID) {
+			waiting = append(waiting, m)
+		}
+	}
+	slices.SortFunc(waiting, func(a, b *Member) int { return cmpU64(a.JoinSeq, b.JoinSeq) })
+	for _, m := range waiting {
+		ring = append(ring, m.ID)
+	}
+	if len(ring) > s.Run.MaxTrainers {
+		ring = ring[:s.Run.MaxTrainers]
+	}
+	if len(ring) < s.Run.MinTrainers {
+		ring = nil
+	}
+	g := Generation{Number: s.Generation.Number + 1, Ring: ring, World: len(ring), StartedAt: now}
+	if cp := s.LatestCheckpoint(); cp != nil {
+		g.StartStep, g.Checkpoint = cp.Step, cp
+	}
+	for _, m := range s.Members {
+		m.State, m.Step = MemberWaiting, 0
+	}
+	for _, id := range ring {
+		s.Members[id].State = MemberActive
+		s.Members[id].Step = g.StartStep
+	}
+	s.Generation, s.Pending, s.Step = g, nil, g.StartStep
+	if g.World > 0 && s.Status == StatusPending {
+		s.Status = StatusRunning
+	}
+	text := fmt.Sprintf("generation %d: world %d", g.Number, g.World)
+	if g.World > 0 {
+		text += fmt.Sprintf(" [%s] from step %d", strings.Join(ring, " "), g.StartStep)
+	} else {
+		text += fmt.Sprintf(", waiting for %d trainers (have %d)", s.Run.MinTrainers, len(s.Members))
+	}
+	if why != "" {
+		text += " (" + why + ")"
+	}
+	s.event(now, "generation", "%s", text)
+}
+
+func progress(s *State, now int64, p *Progress) *failure {
+	if s.Run == nil {
+		return fail("no_run", "no run configured")
+	}
+	m, ok := s.Members[p.ID]
+	if !ok {
+		return fail("unknown_member", "%q is not a member; join again", p.ID)
+	}
+	if p.Generation != s.Generation.Number {
+		return fail("stale_generation", "report for generation %d, current is %d", p.Generation, s.Generation.Number)
+	}
+	rank := s.Generation.Rank(p.ID)
+	if rank < 0 {
+		return fail("not_in_ring", "%q is not a rank of generation %d", p.ID, s.Generation.Number)
+	}
+	if s.Status.Terminal() {
+		return fail("run_finished", "the run has %s%s", s.Status, reasonSuffix(s.Reason))
+	}
+	m.LastHeartbeat = max(m.LastHeartbeat, now)
+	if p.Failure != "" {
+		s.Status, s.Reason = StatusFailed, fmt.Sprintf("trainer %s at step %d: %s", p.ID, p.Step, p.Failure)
+		s.event(now, "run", "run failed: %s", s.Reason)
+		return nil
+	}
+	if p.Step < s.Generation.StartStep || p.Step > s.TotalSteps {
+		return fail("bad_command", "step %d outside generation %d's range [%d, %d]", p.Step, s.Generation.Number, s.Generation.StartStep, s.TotalSteps)
+	}
+	m.Step = p.Step
+	s.Step = max(s.Step, p.Step)
+	// The loss is global (all-reduced), so one rank's report describes the whole cluster.
+	if rank == 0 {
+		pt := p.Point
+		pt.Step, pt.Time = p.Step, now
+		if pointFinite(pt) {
+			s.Loss.Add(pt)
+		} else {
+			s.event(now, "loss", "non-finite metrics at step %d not recorded", p.Step)
+		}
+	}
+	if p.Step == s.TotalSteps {
+		s.Status = StatusSucceeded
+		s.event(now, "run", "run succeeded at step %d", p.Step)
+	}
+	return nil
+}
+
+func pointFinite(p LossPoint) bool {
+	xs := []float64{p.Loss, p.GradNorm, p.LR, p.ImagesPerSec, p.ComputeSec, p.AllReduceSec, p.WaitSec, p.BusBW}
+	xs = append(xs, p.LossQuartiles[:]...)
+	for _, x := range xs {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func checkpoint(s *State, now int64, r *CheckpointReport) *failure {
+	if s.Run == nil {
+		return fail("no_run", "no run configured")
+	}
+	if _, ok := s.Members[r.ID]; !ok {
+		return fail("unknown_member", "%q is not a member; join again", r.ID)
+	}
+	if r.Generation != s.Generation.Number {
+		return fail("stale_generation", "checkpoint report for generation %d, current is %d", r.Generation, s.Generation.Number)
+	}
+	if s.Generation.Rank(r.ID) < 0 {
+		return fail("not_in_ring", "%q is not a rank of generation %d", r.ID, s.Generation.Number)
+	}
+	if s.Status == StatusFailed {
+		return fail("run_finished", "the run has failed%s", reasonSuffix(s.Reason))
+	}
+	if r.Step <= s.Generation.StartStep || r.Step > s.TotalSteps || (r.Step%s.Run.CheckpointEvery != 0 && r.Step != s.TotalSteps) {
+		return fail("bad_checkpoint", "step %d is not a checkpoint step after %d (every %d, last %d)", r.Step, s.Generation.StartStep, s.Run.CheckpointEvery, s.TotalSteps)
+	}
+	if len(r.SHA256) != 64 || r.Size <= 0 {
+		return fail("bad_checkpoint", "checkpoint report needs a hex sha256 and a positive size")
+	}
+	if done := findCheckpoint(s, r.Step); done != nil {
+		// Committed already (a rank reporting late after a duplicate, or a rejoined holder).
+		if done.SHA256 != r.SHA256 {
+			diverge(s, now, r.Step, fmt.Sprintf("%s has %.12s, committed %.12s", r.ID, r.SHA256, done.SHA256))
+			return nil
+		}
+		addHolder(s, r.ID, []Held{{Step: r.Step, SHA256: r.SHA256}})
+		return nil
+	}
+	if s.Pending == nil {
+		s.Pending = map[int64]map[string]Report{}
+	}
+	reports := s.Pending[r.Step]
+	if reports == nil {
+		reports = map[string]Report{}
+		s.Pending[r.Step] = reports
+	}
+	reports[r.ID] = Report{SHA256: r.SHA256, Size: r.Size}
+	// Compare in ring order so the message is the same on every replica.
+	var first *Report
+	firstID := ""
+	for _, id := range s.Generation.Ring {
+		rep, ok := reports[id]
+		if !ok {
+			continue
+		}
+		if first == nil {
+			first, firstID = &rep, id
+			continue
+		}
+		if rep.SHA256 != first.SHA256 || rep.Size != first.Size {
+			diverge(s, now, r.Step, fmt.Sprintf("%s has %.12s (%d bytes), %s has %.12s (%d bytes)",
+				firstID, first.SHA256, first.Size, id, rep.SHA256, rep.Size))
+			return nil
+		}
+	}
+	if len(reports) < s.Generation.World {
+		return nil
+	}
+	holders := slices.Clone(s.Generation.Ring)
+	slices.Sort(holders)
+	s.Checkpoints = append(s.Checkpoints, Checkpoint{Step: r.Step, SHA256: r.SHA256, Size: r.Size,
+		Generation: s.Generation.Number, Holders: holders, Time: now})
+	slices.SortFunc(s.Checkpoints, func(a, b Checkpoint) int { return cmpI64(a.Step, b.Step) })
+	if extra := len(s.Checkpoints) - s.Run.KeepCheckpoints; extra > 0 {
+		s.Checkpoints = slices.Delete(s.Checkpoints, 0, extra)
+	}
+	for step := range s.Pending {
+		if step <= r.Step {
+			delete(s.Pending, step)
+		}
+	}
+	s.event(now, "checkpoint", "checkpoint at step %d committed (%.12s, %d bytes)", r.Step, r.SHA256, r.Size)
+	// A committed checkpoint is the free moment to grow the ring: no work is lost. (Not after
+	// the final step: there is nothing left to train.)
+	if len(s.Members) > s.Generation.World && s.Generation.World < s.Run.MaxTrainers && !s.Status.Terminal() && r.Step < s.TotalSteps {
+		startGeneration(s, now, "growing at a committed checkpoint")
+	}
+	return nil
+}
+
+// diverge fails the run: ranks that should hold bitwise-identical parameters do not.
+func diverge(s *State, now int64, step int64, detail string) {
+	s.Status = StatusFailed
+	s.Reason = fmt.Sprintf("ranks diverged at step %d: %s", step, detail)
+	s.event(now, "run", "run failed: %s", s.Reason)
+}
+
+func (s *State) event(now int64, kind, format string, args ...any) {
+	s.Events = append(s.Events, Event{Time: now, Generation: s.Generation.Number, Kind: kind, Text: fmt.Sprintf(format, args...)})
+	if len(s.Events) > MaxEvents {
+		s.Events = slices.Delete(s.Events, 0, len(s.Events)-MaxEvents)
+	}
+}
+
+func reasonSuffix(r string) string {
+	if r == "" {
+		return ""
+	}
+	return ": " + r
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func cmpI64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

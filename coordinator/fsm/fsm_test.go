@@ -1,0 +1,177 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"testing"
+
+	"pgregory.net/rapid"
+
+	"ddpm/config"
+)
+
+func mnistRun(t testing.TB) config.Run {
+	r, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.MinTrainers, r.MaxTrainers, r.Steps, r.CheckpointEvery = 1, 3, 400, 50
+	return r
+}
+
+func TestDuplicateRequestAppliesOnce(t *testing.T) {
+	s := New()
+	Apply(s, Command{Kind: KindSubmit, Time: 1, Submit: &Submit{Run: mnistRun(t)}})
+	Apply(s, Command{Kind: KindJoin, Time: 2, Join: &Join{ID: "a", Address: "a:1"}})
+	p := Command{Kind: KindProgress, RequestID: "p1", Time: 3, Progress: &Progress{ID: "a", Generation: 1, Step: 7, Point: LossPoint{Loss: 0.5}}}
+	r1 := Apply(s, p)
+	before := s.Clone()
+	p.Time = 99 // a retry is stamped later by the new leader; it must still change nothing
+	r2 := Apply(s, p)
+	if r1 != r2 {
+		t.Fatalf("results differ: %+v %+v", r1, r2)
+	}
+	before.Applied = s.Applied
+	if !bytes.Equal(before.Encode(), s.Encode()) {
+		t.Fatal("duplicate changed the state")
+	}
+	if len(s.Loss.Points) != 1 || s.Members["a"].LastHeartbeat != 3 {
+		t.Fatalf("got %+v, heartbeat %d", s.Loss.Points, s.Members["a"].LastHeartbeat)
+	}
+}
+
+func TestResultErrKeepsSentinel(t *testing.T) {
+	s := New()
+	r := Apply(s, Command{Kind: KindHeartbeat, Time: 1, Heartbeat: &Heartbeat{ID: "x"}})
+	if !errors.Is(r.Err(), ErrUnknownMember) {
+		t.Fatalf("got %v", r.Err())
+	}
+	r = Apply(s, Command{Kind: "bogus"})
+	if !errors.Is(r.Err(), ErrBadCommand) {
+		t.Fatalf("got %v", r.Err())
+	}
+	if _, err := DecodeCommand([]byte("{")); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// TestLossHistoryBounded feeds a million reports: the history stays within capacity, keeps the
+// first and last points exactly, and keeps the global minimum in LossMin.
+func TestLossHistoryBounded(t *testing.T) {
+	h := NewLossHistory(256)
+	const n = 1_000_000
+	loss := func(i int) float64 { return 1/(1+float64(i)/1000) + 1e-4*math.Sin(float64(i)) }
+	minLoss, minStep := math.Inf(1), 0
+	for i := 1; i <= n; i++ {
+		l := loss(i)
+		if i == 600_000 {
+			l = 1e-4 // a spike down the curve must survive down-sampling
+		}
+		if l < minLoss {
+			minLoss, minStep = l, i
+		}
+		h.Add(LossPoint{Step: int64(i), Loss: l})
+	}
+	if len(h.Points) > 256 {
+		t.Fatalf("history grew to %d points", len(h.Points))
+	}
+	first, last := h.Points[0], h.Points[len(h.Points)-1]
+	if first.Step != 1 || first.Loss != loss(1) || last.Step != n || last.Loss != loss(n) {
+		t.Fatalf("first %+v last %+v", first, last)
+	}
+	var total int64
+	seenMin := false
+	for i, p := range h.Points {
+		total += p.Count
+		if i > 0 && p.Step <= h.Points[i-1].Step {
+			t.Fatalf("steps not increasing at %d", i)
+		}
+		if p.LossMin == minLoss {
+			seenMin = true
+		}
+	}
+	if total != n || !seenMin || minStep != 600_000 {
+		t.Fatalf("count %d (want %d), minimum kept: %v", total, n, seenMin)
+	}
+	// Going back (a restart from a checkpoint) drops the points past the new step.
+	h.Add(LossPoint{Step: 500_000, Loss: 0.3})
+	if last := h.Points[len(h.Points)-1]; last.Step != 500_000 || h.Points[len(h.Points)-2].Step >= 500_000 {
+		t.Fatalf("rollback kept later points: %+v", h.Points[len(h.Points)-2:])
+	}
+}
+
+// TestApplyDeterministic applies random command sequences to a state and, from a snapshot taken
+// part-way, to its restored copy: both must end byte-identical, and Apply never panics.
+func TestApplyDeterministic(t *testing.T) {
+	run := mnistRun(t)
+	ids := []string{"a", "b", "c", "d"}
+	rapid.Check(t, func(rt *rapid.T) {
+		s := New()
+		Apply(s, Command{Kind: KindSubmit, Submit: &Submit{Run: run}})
+		var clone *State
+		cut := rapid.IntRange(0, 60).Draw(rt, "cut")
+		now := int64(0)
+		for i := range 60 {
+			if i == cut {
+				clone = s.Clone()
+			}
+			now += rapid.Int64Range(0, int64(3e9)).Draw(rt, "dt")
+			id := rapid.SampledFrom(ids).Draw(rt, "id")
+			gen := s.Generation.Number
+			step := rapid.Int64Range(0, 8).Draw(rt, "step") * 50
+			var c Command
+			switch rapid.IntRange(0, 5).Draw(rt, "kind") {
+			case 0:
+				c = Command{Kind: KindJoin, Join: &Join{ID: id, Address: id + ":1"}}
+			case 1:
+				c = Command{Kind: KindHeartbeat, Heartbeat: &Heartbeat{ID: id}}
+			case 2:
+				c = Command{Kind: KindExpire}
+			case 3:
+				c = Command{Kind: KindProgress, Progress: &Progress{ID: id, Generation: gen, Step: step, Point: LossPoint{Loss: 1 / float64(1+step)}}}
+			case 4:
+				c = Command{Kind: KindCheckpoint, Checkpoint: &CheckpointReport{ID: id, Generation: gen, Step: step, SHA256: sha64("ab"), Size: 10}}
+			case 5:
+				c = Command{Kind: KindLeave, Leave: &Leave{ID: id}}
+			}
+			c.Time = now
+			c.RequestID = rapid.SampledFrom([]string{"", "r1", "r2", "r3"}).Draw(rt, "rid")
+			Apply(s, c)
+			if clone != nil {
+				Apply(clone, c)
+			}
+			checkInvariants(rt, s)
+		}
+		if clone != nil && !bytes.Equal(clone.Encode(), s.Encode()) {
+			rt.Fatalf("restored replica diverged")
+		}
+	})
+}
+
+// checkInvariants asserts the rules every state obeys.
+func checkInvariants(t *rapid.T, s *State) {
+	g := s.Generation
+	if g.World != len(g.Ring) {
+		t.Fatalf("world %d != ring %v", g.World, g.Ring)
+	}
+	if g.World > 0 && (g.World < s.Run.MinTrainers || g.World > s.Run.MaxTrainers) {
+		t.Fatalf("world %d outside [%d, %d]", g.World, s.Run.MinTrainers, s.Run.MaxTrainers)
+	}
+	for _, id := range g.Ring {
+		if m, ok := s.Members[id]; !ok || m.State != MemberActive {
+			t.Fatalf("rank %s is not an active member", id)
+		}
+	}
+	for id, m := range s.Members {
+		if (m.State == MemberActive) != (g.Rank(id) >= 0) {
+			t.Fatalf("member %s state %s but rank %d", id, m.State, g.Rank(id))
+		}
+	}
+	if len(s.Checkpoints) > s.Run.KeepCheckpoints {
+		t.Fatalf("%d checkpoints kept, retention %d", len(s.Checkpoints), s.Run.KeepCheckpoints)
+	}
+	if cp := s.LatestCheckpoint(); cp != nil && g.StartStep > cp.Step {
+		t.Fatalf("generation starts at %d after the last checkpoint %d", g.StartStep, cp.Step)
+	}
+}

@@ -1,0 +1,99 @@
+package fsm
+
+import "math"
+
+// DefaultLossCapacity is the number of points the loss history keeps.
+const DefaultLossCapacity = 1024
+
+// LossPoint is one point of the down-sampled training history. A point stands for Count merged
+// reports: the float fields are their count-weighted means, LossMin and LossMax their extremes,
+// Step and Time those of the newest report merged in.
+type LossPoint struct {
+	Step  int64 `json:"step"`
+	Time  int64 `json:"time"` // Unix ns
+	Count int64 `json:"count"`
+	// Loss is the global L_simple (the all-reduced mean over the global batch).
+	Loss    float64 `json:"loss"`
+	LossMin float64 `json:"loss_min"`
+	LossMax float64 `json:"loss_max"`
+	// LossQuartiles is L_simple by timestep quartile t in [0,T/4), [T/4,T/2), [T/2,3T/4), [3T/4,T).
+	LossQuartiles [4]float64 `json:"loss_quartiles"`
+	GradNorm      float64    `json:"grad_norm"` // before clipping
+	LR            float64    `json:"lr"`
+	ImagesPerSec  float64    `json:"images_per_sec"`
+	ComputeSec    float64    `json:"compute_sec"`   // per step
+	AllReduceSec  float64    `json:"allreduce_sec"` // per step
+	WaitSec       float64    `json:"wait_sec"`      // per step
+	BusBW         float64    `json:"busbw"`         // all-reduce bus bandwidth, bytes/s
+}
+
+// LossHistory is a bounded history: when it is full, neighbouring points merge pairwise, except
+// the first and the newest, so it always spans the whole run, keeps the first and last points
+// exactly and keeps every minimum and maximum of the loss in LossMin and LossMax.
+type LossHistory struct {
+	Capacity int         `json:"capacity"`
+	Points   []LossPoint `json:"points"`
+}
+
+// NewLossHistory returns an empty history of the given capacity; it panics if capacity < 4.
+func NewLossHistory(capacity int) LossHistory {
+	if capacity < 4 {
+		panic("fsm: loss history capacity must be at least 4")
+	}
+	return LossHistory{Capacity: capacity}
+}
+
+// Add appends p (Count 1, LossMin = LossMax = Loss are set here). A point whose step is not
+// after the newest point's means the run went back (a new generation restarted from a
+// checkpoint): the points at or after that step are dropped first, so the history follows the
+// trajectory the run actually took.
+func (h *LossHistory) Add(p LossPoint) {
+	p.Count, p.LossMin, p.LossMax = 1, p.Loss, p.Loss
+	for len(h.Points) > 0 && h.Points[len(h.Points)-1].Step >= p.Step {
+		h.Points = h.Points[:len(h.Points)-1]
+	}
+	if h.Capacity < 4 {
+		h.Capacity = DefaultLossCapacity
+	}
+	if len(h.Points) >= h.Capacity {
+		h.compact()
+	}
+	h.Points = append(h.Points, p)
+}
+
+// compact merges points 1-2, 3-4, ... keeping the first and the last point as they are.
+func (h *LossHistory) compact() {
+	ps := h.Points
+	out := ps[:1]
+	i := 1
+	for ; i+1 < len(ps)-1; i += 2 {
+		out = append(out, merge(ps[i], ps[i+1]))
+	}
+	for ; i < len(ps); i++ {
+		out = append(out, ps[i])
+	}
+	h.Points = out
+}
+
+// merge combines a and the newer b.
+func merge(a, b LossPoint) LossPoint {
+	n := float64(a.Count + b.Count)
+	wa, wb := float64(a.Count)/n, float64(b.Count)/n
+	mean := func(x, y float64) float64 { return wa*x + wb*y }
+	m := b
+	m.Count = a.Count + b.Count
+	m.Loss = mean(a.Loss, b.Loss)
+	m.LossMin = math.Min(a.LossMin, b.LossMin)
+	m.LossMax = math.Max(a.LossMax, b.LossMax)
+	for q := range m.LossQuartiles {
+		m.LossQuartiles[q] = mean(a.LossQuartiles[q], b.LossQuartiles[q])
+	}
+	m.GradNorm = mean(a.GradNorm, b.GradNorm)
+	m.LR = mean(a.LR, b.LR)
+	m.ImagesPerSec = mean(a.ImagesPerSec, b.ImagesPerSec)
+	m.ComputeSec = mean(a.ComputeSec, b.ComputeSec)
+	m.AllReduceSec = mean(a.AllReduceSec, b.AllReduceSec)
+	m.WaitSec = mean(a.WaitSec, b.WaitSec)
+	m.BusBW = mean(a.BusBW, b.BusBW)
+	return m
+}

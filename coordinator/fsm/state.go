@@ -1,0 +1,265 @@
+// Package fsm is the coordinator's replicated state machine: a pure function Apply(state,
+// command) that every raft replica runs on the same log and so reaches the same state.
+//
+// Purity is the contract: Apply reads no clock, draws no random numbers, does no I/O and iterates
+// no map in an order that reaches the result. Time and identity travel inside each Command (the
+// proposing replica stamps Command.Time); request ids make a retried command apply once.
+//
+// The rules (../../shared/DESIGN.md section 5):
+//   - A run config is submitted once (validated, hashed); trainers whose config hash differs are
+//     refused.
+//   - Members join, heartbeat, and are removed by an Expire command when their last heartbeat is
+//     older than the run's heartbeat timeout at the command's time.
+//   - A generation is a ring of member ids (rank = index), its world size and its start step, the
+//     step of the last committed checkpoint. A broken ring (a member lost or restarted) ends the
+//     generation at once; newcomers wait for the next committed checkpoint, where a larger ring
+//     starts without losing work. A generation starts only with MinTrainers members and takes at
+//     most MaxTrainers; with fewer the cluster waits (world 0).
+//   - A checkpoint commits when every rank of the generation has reported the same sha256 for its
+//     step; a disagreement fails the run with "ranks diverged at step S".
+//   - The run succeeds when a rank reports the final step, fails when a trainer reports a failure.
+package fsm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"ddpm/config"
+)
+
+// Errors of Apply, carried in Result and rebuilt by Result.Err; test with errors.Is.
+var (
+	// ErrNoRun: the command needs a run config and none was submitted yet.
+	ErrNoRun = errors.New("no run config submitted yet")
+	// ErrInvalidConfig: the submitted run config breaks a rule of config.Run.Validate.
+	ErrInvalidConfig = errors.New("invalid run config")
+	// ErrConfigMismatch: a different run config is already in force, or a trainer runs another one.
+	ErrConfigMismatch = errors.New("run config mismatch")
+	// ErrUnknownMember: the member id is not (or no longer) a member; the trainer must join again.
+	ErrUnknownMember = errors.New("unknown member")
+	// ErrStaleGeneration: the command names a generation that is not the current one.
+	ErrStaleGeneration = errors.New("stale generation")
+	// ErrNotInRing: the member is not a rank of the current generation.
+	ErrNotInRing = errors.New("member is not in the current ring")
+	// ErrBadCheckpoint: a checkpoint report for a step that is not a checkpoint step of this
+	// generation.
+	ErrBadCheckpoint = errors.New("bad checkpoint report")
+	// ErrRunFinished: the run has succeeded or failed; it takes no more work.
+	ErrRunFinished = errors.New("run finished")
+	// ErrBadCommand: a malformed command (a programming error of the proposer, reported rather
+	// than panicking so that one bad entry cannot crash every replica).
+	ErrBadCommand = errors.New("bad command")
+)
+
+// codes maps the stable code stored in a Result (and in snapshots) to its sentinel.
+var codes = map[string]error{
+	"no_run":           ErrNoRun,
+	"invalid_config":   ErrInvalidConfig,
+	"config_mismatch":  ErrConfigMismatch,
+	"unknown_member":   ErrUnknownMember,
+	"stale_generation": ErrStaleGeneration,
+	"not_in_ring":      ErrNotInRing,
+	"bad_checkpoint":   ErrBadCheckpoint,
+	"run_finished":     ErrRunFinished,
+	"bad_command":      ErrBadCommand,
+}
+
+// Status is the run's status.
+type Status string
+
+// Run statuses. Succeeded and Failed are terminal.
+const (
+	StatusNone      Status = ""          // no run config yet
+	StatusPending   Status = "pending"   // configured, no generation has started yet
+	StatusRunning   Status = "running"   // a generation has started
+	StatusSucceeded Status = "succeeded" // a rank reported the final step
+	StatusFailed    Status = "failed"    // see State.Reason
+)
+
+// Terminal reports whether s is succeeded or failed.
+func (s Status) Terminal() bool { return s == StatusSucceeded || s == StatusFailed }
+
+// MemberState is a member's place in the current generation.
+type MemberState string
+
+// Member states.
+const (
+	MemberActive  MemberState = "active"  // a rank of the current generation
+	MemberWaiting MemberState = "waiting" // joined; enters at the next generation that has room
+)
+
+// Member is one trainer known to the coordinator. Times are Unix nanoseconds from command times.
+type Member struct {
+	ID            string      `json:"id"`
+	Address       string      `json:"address"` // the trainer's all-reduce / checkpoint-transfer address
+	Version       string      `json:"version"` // the trainer's binary version
+	JoinSeq       uint64      `json:"join_seq"`
+	JoinedAt      int64       `json:"joined_at"`
+	LastHeartbeat int64       `json:"last_heartbeat"`
+	State         MemberState `json:"state"`
+	Step          int64       `json:"step"` // last step it reported in the current generation
+}
+
+// Generation is one ring of trainers. World 0 means "no ring: waiting for MinTrainers".
+type Generation struct {
+	Number    uint64   `json:"number"`
+	Ring      []string `json:"ring"` // member ids; rank r is Ring[r]
+	World     int      `json:"world"`
+	StartStep int64    `json:"start_step"`
+	// Checkpoint is the committed checkpoint the ranks load (Step == StartStep); nil when the
+	// generation starts from step 0 with fresh parameters.
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	StartedAt  int64       `json:"started_at"`
+}
+
+// Rank returns id's rank in g, or -1.
+func (g *Generation) Rank(id string) int { return slices.Index(g.Ring, id) }
+
+// Checkpoint is a committed checkpoint: every rank of Generation reported SHA256 for Step.
+type Checkpoint struct {
+	Step       int64    `json:"step"`
+	SHA256     string   `json:"sha256"`
+	Size       int64    `json:"size"`
+	Generation uint64   `json:"generation"`
+	Holders    []string `json:"holders"` // member ids holding a verified copy, sorted
+	Time       int64    `json:"time"`
+}
+
+// Report is one rank's checkpoint report awaiting its peers.
+type Report struct {
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// Event is one line of the cluster's timeline (joins, losses, generations, checkpoints).
+type Event struct {
+	Time       int64  `json:"time"`
+	Generation uint64 `json:"generation"`
+	Kind       string `json:"kind"`
+	Text       string `json:"text"`
+}
+
+// Result is Apply's outcome: Code is "" on success, else the code of one of the package errors,
+// with Message giving the details. Generation is the current generation number after the command.
+type Result struct {
+	Code       string `json:"code,omitempty"`
+	Message    string `json:"message,omitempty"`
+	Generation uint64 `json:"generation"`
+}
+
+// Err rebuilds the error: nil on success, else the sentinel wrapped with the message.
+func (r Result) Err() error {
+	if r.Code == "" {
+		return nil
+	}
+	sentinel, ok := codes[r.Code]
+	if !ok {
+		sentinel = ErrBadCommand
+	}
+	if r.Message == "" {
+		return sentinel
+	}
+	return fmt.Errorf("%w: %s", sentinel, r.Message)
+}
+
+// Bounds of the state's histories.
+const (
+	// MaxEvents bounds the timeline; the oldest events go first.
+	MaxEvents = 256
+	// MaxDedup bounds the request-id table; a retry older than this many commands applies again.
+	MaxDedup = 4096
+)
+
+// State is the whole replicated state. Its zero value is the empty cluster. Snapshots are its
+// JSON encoding and replace it whole.
+type State struct {
+	Run        *config.Run `json:"run,omitempty"`
+	ConfigHash string      `json:"config_hash,omitempty"`
+	// DatasetFingerprint is the run's pinned dataset fingerprint (from the config).
+	DatasetFingerprint string `json:"dataset_fingerprint,omitempty"`
+	Status             Status `json:"status"`
+	Reason             string `json:"reason,omitempty"`
+	TotalSteps         int64  `json:"total_steps"`
+	Step               int64  `json:"step"` // the furthest step reported in the current generation
+
+	Members    map[string]*Member `json:"members"`
+	NextJoin   uint64             `json:"next_join"`
+	Generation Generation         `json:"generation"`
+	// Pending holds the current generation's checkpoint reports: step -> member id -> report.
+	Pending     map[int64]map[string]Report `json:"pending,omitempty"`
+	Checkpoints []Checkpoint                `json:"checkpoints"` // committed, ascending step
+	Loss        LossHistory                 `json:"loss"`
+	Events      []Event                     `json:"events"`
+
+	// Dedup remembers the results of the last MaxDedup request ids, oldest first.
+	Dedup      map[string]Result `json:"dedup"`
+	DedupOrder []string          `json:"dedup_order"`
+	// Applied counts the commands applied (including duplicates answered from Dedup).
+	Applied uint64 `json:"applied"`
+}
+
+// New returns the empty state.
+func New() *State {
+	return &State{Members: map[string]*Member{}, Dedup: map[string]Result{}, Loss: NewLossHistory(DefaultLossCapacity)}
+}
+
+// Encode returns the state's canonical JSON (maps with sorted keys), the snapshot format.
+func (s *State) Encode() []byte {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic("fsm: cannot encode state: " + err.Error())
+	}
+	return b
+}
+
+// Decode parses a state written by Encode.
+func Decode(b []byte) (*State, error) {
+	s := New()
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("fsm: decode snapshot: %w", err)
+	}
+	if s.Members == nil {
+		s.Members = map[string]*Member{}
+	}
+	if s.Dedup == nil {
+		s.Dedup = map[string]Result{}
+	}
+	return s, nil
+}
+
+// Clone returns a deep copy of s.
+func (s *State) Clone() *State {
+	c, err := Decode(s.Encode())
+	if err != nil {
+		panic("fsm: clone: " + err.Error())
+	}
+	return c
+}
+
+// LatestCheckpoint returns the newest committed checkpoint, or nil.
+func (s *State) LatestCheckpoint() *Checkpoint {
+	if len(s.Checkpoints) == 0 {
+		return nil
+	}
+	c := s.Checkpoints[len(s.Checkpoints)-1]
+	return &c
+}
+
+// Expired returns the ids, sorted, of members whose last heartbeat is older than the run's
+// heartbeat timeout at time now (Unix ns). The leader proposes Expire when this is non-empty.
+func (s *State) Expired(now int64) []string {
+	if s.Run == nil {
+		return nil
+	}
+	timeout := int64(s.Run.HeartbeatTimeout)
+	var ids []string
+	for id, m := range s.Members {
+		if now-m.LastHeartbeat > timeout {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
