@@ -211,7 +211,7 @@ func ToFloat(dst []float32, src []uint8) {
 const hashHeader = "ddpm-dataset-content/v1"
 
 // CanonicalHash is the fingerprint of a dataset: sha256 over the line
-// "ddpm-dataset-content/v1 n c h w\n", then for each record in order its label as a little-endian
+// "ddpm-dataset-content/v1 c h w\n", then for each record in order its label as a little-endian
 // int32 (-1 when unlabeled) followed by its uint8 CHW pixels.
 func CanonicalHash(ds Dataset) (string, error) {
 	p, ok := ds.(Pixeler)
@@ -219,7 +219,7 @@ func CanonicalHash(ds Dataset) (string, error) {
 		panic("dataset: CanonicalHash: dataset has no Pixels method")
 	}
 	c, h, w := ds.Shape()
-	hw := newHash(ds.Len(), c, h, w)
+	hw := newHash(c, h, w)
 	buf := make([]uint8, c*h*w)
 	for i := 0; i < ds.Len(); i++ {
 		if err := p.Pixels(i, buf); err != nil {
@@ -241,9 +241,9 @@ type hashWriter interface {
 	Sum([]byte) []byte
 }
 
-func newHash(n, c, h, w int) *contentHash {
+func newHash(c, h, w int) *contentHash {
 	ch := &contentHash{h: sha256.New()}
-	fmt.Fprintf(ch.h, "%s %d %d %d %d\n", hashHeader, n, c, h, w)
+	fmt.Fprintf(ch.h, "%s %d %d %d\n", hashHeader, c, h, w)
 	return ch
 }
 

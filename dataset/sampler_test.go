@@ -68,7 +68,7 @@ type sample struct {
 	eps0  float64
 }
 
-func draw(s Sampler, seed, p uint64) sample {
+func drawSample(s Sampler, seed, p uint64) sample {
 	ts := rng.New(seed, rng.Stream(p, rng.PurposeTimestep))
 	ns := rng.New(seed, rng.Stream(p, rng.PurposeNoise))
 	return sample{index: s.Index(p), flip: Flip(seed, p), t: ts.Intn(1000), eps0: ns.NormFloat64()}
@@ -90,13 +90,13 @@ func TestSameGlobalBatchForAnyWorldSize(t *testing.T) {
 				for r := 0; r < world; r++ {
 					lo, hi := RankSlice(step, g, world, r)
 					for p := lo; p < hi; p++ {
-						got = append(got, draw(ranks[r], seed, p))
+						got = append(got, drawSample(ranks[r], seed, p))
 					}
 				}
 				lo, hi := RankSlice(step, g, 1, 0)
 				var want []sample
 				for p := lo; p < hi; p++ {
-					want = append(want, draw(single, seed, p))
+					want = append(want, drawSample(single, seed, p))
 				}
 				if !slices.Equal(got, want) {
 					t.Fatalf("G %d world %d step %d: batch differs from world 1\n got %v\nwant %v", g, world, step, got, want)

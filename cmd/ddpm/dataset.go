@@ -71,6 +71,44 @@ run config records it and trainers refuse data whose fingerprint differs.`,
 	df.register(inspect)
 	inspect.Flags().StringVar(&preview, "preview", "", "write a PNG grid of the first 64 images to this path")
 	datasetCmd.AddCommand(inspect)
+
+	var pf datasetFlags
+	var out string
+	var shardMB int
+	prepare := &cobra.Command{
+		Use:   "prepare SRC --out DIR [--resolution R]",
+		Short: "Decode SRC once into memory-mappable shards with an index (count, shape, sha256 per shard)",
+		Long: `prepare reads SRC (any PATH that inspect takes), decodes, crops and resizes every image once,
+and writes DIR/index.json and DIR/shard-NNNNN.bin. Trainers read DIR like any source, without
+decoding; its fingerprint equals SRC's at the same resolution. DIR must not exist.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return withExit(exitUsage, fmt.Errorf("%s: --out DIR is required", cmd.CommandPath()))
+			}
+			if shardMB <= 0 {
+				return withExit(exitUsage, fmt.Errorf("%s: --shard-mb must be positive, got %d", cmd.CommandPath(), shardMB))
+			}
+			ds, err := dataset.Open(args[0], pf.options())
+			if err != nil {
+				return withExit(exitBadData, err)
+			}
+			idx, err := dataset.Prepare(ds, out, shardMB<<20)
+			if err != nil {
+				return withExit(exitBadData, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "prepared %d images of %dx%dx%d into %d shards in %s\nfingerprint sha256:%s\n",
+				idx.Count, idx.Shape[0], idx.Shape[1], idx.Shape[2], len(idx.Shards), out, idx.Fingerprint)
+			if len(idx.Skipped) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "skipped %d undecodable records (listed in index.json)\n", len(idx.Skipped))
+			}
+			return nil
+		},
+	}
+	pf.register(prepare)
+	prepare.Flags().StringVar(&out, "out", "", "output directory (must not exist)")
+	prepare.Flags().IntVar(&shardMB, "shard-mb", 256, "approximate shard size in MiB")
+	datasetCmd.AddCommand(prepare)
 	rootCmd.AddCommand(datasetCmd)
 }
 

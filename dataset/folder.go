@@ -1,0 +1,126 @@
+package dataset
+
+import (
+	"fmt"
+	"image"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// imageExts are the file kinds a folder dataset reads (case-insensitive).
+var imageExts = []string{".png", ".jpg", ".jpeg", ".webp"}
+
+// folderReader reads a folder of images (CelebA-HQ, users' own data).
+type folderReader struct {
+	paths []string
+	h, w  int
+	res   int // 0: native size
+	cache []uint8
+	d     int
+	rgba  sync.Pool
+}
+
+// openFolder opens every PNG/JPEG/WebP file under dir, recursively, in sorted path order. With
+// Resolution R each image is center-cropped and resized to R x R; with 0 all images must have
+// the first one's size. Like openLSUN it decodes everything once at Open.
+func openFolder(dir string, opts Options) (Dataset, error) {
+	var paths []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && slices.Contains(imageExts, strings.ToLower(filepath.Ext(p))) {
+			paths = append(paths, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, dir, err)
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("%w: %s: no %s files (searched recursively); not a CIFAR-10, LMDB or prepared folder either",
+			ErrEmpty, dir, strings.Join(imageExts, "/"))
+	}
+	slices.Sort(paths)
+	r := &folderReader{paths: paths, res: opts.Resolution}
+	if r.res != 0 {
+		r.h, r.w = r.res, r.res
+	} else {
+		// The first readable image fixes the size.
+		for _, p := range paths {
+			if img, err := r.load(p); err == nil {
+				r.h, r.w = img.Bounds().Dy(), img.Bounds().Dx()
+				break
+			} else if !opts.SkipBad {
+				return nil, err
+			}
+		}
+		if r.h == 0 {
+			return nil, fmt.Errorf("%w: %s: none of the %d images decodes", ErrEmpty, dir, len(paths))
+		}
+	}
+	r.d = 3 * r.h * r.w
+	scan, err := scanAll(len(paths), r.d, 3, r.h, r.w, opts.SkipBad,
+		func(i int, dst []uint8) error { return r.read(paths[i], dst) },
+		func(i int) string { return paths[i] })
+	if err != nil {
+		return nil, err
+	}
+	if len(scan.good) == 0 {
+		return nil, fmt.Errorf("%w: %s: none of the %d images decodes (first: %s)", ErrEmpty, dir, len(paths), scan.skipped[0])
+	}
+	r.paths = nil
+	for _, i := range scan.good {
+		r.paths = append(r.paths, paths[i])
+	}
+	r.cache = scan.cache
+	return &set{
+		r: r, n: len(r.paths), c: 3, h: r.h, w: r.w,
+		name: "folder/" + filepath.Base(filepath.Clean(dir)), format: "image-folder", source: dir,
+		skipped: scan.skipped, fp: scan.fingerprint,
+	}, nil
+}
+
+func (r *folderReader) load(p string) (image.Image, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrDecode, p, unwrapPathError(err))
+	}
+	img, err := decodeImage(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrDecode, p, err)
+	}
+	return img, nil
+}
+
+func (r *folderReader) read(p string, dst []uint8) error {
+	img, err := r.load(p)
+	if err != nil {
+		return err
+	}
+	if r.res == 0 {
+		if b := img.Bounds(); b.Dx() != r.w || b.Dy() != r.h {
+			return fmt.Errorf("%w: %s is %dx%d, the folder's images are %dx%d; pass a resolution (--resolution) to center-crop and resize all",
+				ErrShape, p, b.Dx(), b.Dy(), r.w, r.h)
+		}
+	}
+	rgba, _ := r.rgba.Get().(*image.RGBA)
+	if rgba == nil {
+		rgba = image.NewRGBA(image.Rect(0, 0, r.w, r.h))
+	}
+	toCHW(img, r.res, dst, rgba)
+	r.rgba.Put(rgba)
+	return nil
+}
+
+func (r *folderReader) pixels(i int, dst []uint8) error {
+	if r.cache != nil {
+		copy(dst, r.cache[i*r.d:(i+1)*r.d])
+		return nil
+	}
+	return r.read(r.paths[i], dst)
+}

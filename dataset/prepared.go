@@ -1,0 +1,332 @@
+package dataset
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+)
+
+// The prepared format, written once by Prepare (`ddpm dataset prepare`) and memory-mapped by
+// trainers:
+//
+//	DIR/index.json        Index: count, shape, fingerprint, and per shard its file, count and sha256
+//	DIR/shard-NNNNN.bin   a 32-byte header, then count uint8 CHW images back to back, then (when
+//	                      labelled) count little-endian int32 labels
+//
+// The header is the magic "DDPMSHD1", then little-endian uint32 count, c, h, w, flags (bit 0:
+// labels present) and a reserved 0. Every shard but the last holds Index.PerShard records.
+const (
+	indexName     = "index.json"
+	preparedKind  = "ddpm-prepared"
+	preparedVer   = 1
+	shardMagic    = "DDPMSHD1"
+	shardHeader   = 32
+	flagLabels    = 1
+	defaultShardB = 256 << 20
+)
+
+// Index is the index.json of a prepared directory.
+type Index struct {
+	Format       string   `json:"format"`  // "ddpm-prepared"
+	Version      int      `json:"version"` // 1
+	Name         string   `json:"name"`    // the source's Dataset.Name
+	SourceFormat string   `json:"source_format"`
+	Source       string   `json:"source"`
+	Split        string   `json:"split,omitempty"`
+	Count        int      `json:"count"`
+	Shape        [3]int   `json:"shape"` // c, h, w
+	Labeled      bool     `json:"labeled"`
+	Fingerprint  string   `json:"fingerprint"` // CanonicalHash of the content, equal to the source's
+	PerShard     int      `json:"per_shard"`
+	Skipped      []string `json:"skipped,omitempty"` // records the source dropped with SkipBad
+	Shards       []Shard  `json:"shards"`
+}
+
+// Shard describes one shard file.
+type Shard struct {
+	File   string `json:"file"`
+	Count  int    `json:"count"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+// ErrExists: Prepare's output directory already exists (nothing is overwritten).
+var ErrExists = errors.New("output exists")
+
+// Prepare decodes ds once into the prepared format in the new directory out, with shards of
+// about shardBytes bytes (0: 256 MiB). It writes into a temporary sibling directory and renames
+// it into place only when complete, so out is never left half-written; it refuses (ErrExists) if
+// out exists. The result's Fingerprint equals ds.Fingerprint(); a mismatch is ErrIntegrity.
+func Prepare(ds Dataset, out string, shardBytes int) (*Index, error) {
+	px, ok := ds.(Pixeler)
+	if !ok {
+		panic("dataset: Prepare: dataset has no Pixels method")
+	}
+	if _, err := os.Stat(out); err == nil {
+		return nil, fmt.Errorf("%w: %s: refusing to overwrite; choose a new --out", ErrExists, out)
+	}
+	if shardBytes <= 0 {
+		shardBytes = defaultShardB
+	}
+	c, h, w := ds.Shape()
+	d := c * h * w
+	labeled := ds.Len() > 0 && ds.Label(0) >= 0
+	info := Info{Name: ds.Name()}
+	if s, ok := ds.(*set); ok {
+		info = Describe(ds)
+		labeled = s.labels != nil
+	}
+	idx := &Index{
+		Format: preparedKind, Version: preparedVer, Name: info.Name, SourceFormat: info.Format,
+		Source: info.Source, Split: info.Split, Count: ds.Len(), Shape: [3]int{c, h, w}, Labeled: labeled,
+		PerShard: max(1, shardBytes/d), Skipped: info.Skipped,
+	}
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(out)), 0o755); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, out, err)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".tmp")
+	if err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", out, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(tmp)
+		}
+	}()
+	hash := newHash(c, h, w)
+	const chunk = 64
+	buf := make([]uint8, chunk*d)
+	errs := make([]error, chunk)
+	for first := 0; first < ds.Len(); first += idx.PerShard {
+		count := min(idx.PerShard, ds.Len()-first)
+		name := fmt.Sprintf("shard-%05d.bin", len(idx.Shards))
+		f, err := os.Create(filepath.Join(tmp, name))
+		if err != nil {
+			return nil, fmt.Errorf("prepare %s: %w", out, err)
+		}
+		sh := sha256.New()
+		wr := io.MultiWriter(f, sh)
+		var hdr [shardHeader]byte
+		copy(hdr[:], shardMagic)
+		flags := uint32(0)
+		if labeled {
+			flags = flagLabels
+		}
+		for k, v := range []uint32{uint32(count), uint32(c), uint32(h), uint32(w), flags} {
+			binary.LittleEndian.PutUint32(hdr[8+4*k:], v)
+		}
+		wr.Write(hdr[:])
+		labels := make([]byte, 0, 4*count)
+		for s := first; s < first+count; s += chunk {
+			m := min(chunk, first+count-s)
+			parallelFor(m, func(k int) { errs[k] = px.Pixels(s+k, buf[k*d:(k+1)*d]) })
+			for k := 0; k < m; k++ {
+				if errs[k] != nil {
+					f.Close()
+					return nil, errs[k]
+				}
+				lbl := ds.Label(s + k)
+				hash.add(lbl, buf[k*d:(k+1)*d])
+				labels = binary.LittleEndian.AppendUint32(labels, uint32(int32(lbl)))
+			}
+			if _, err := wr.Write(buf[:m*d]); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("prepare %s: %w", out, err)
+			}
+		}
+		if labeled {
+			wr.Write(labels)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("prepare %s: %w", out, err)
+		}
+		if err := f.Close(); err != nil {
+			return nil, fmt.Errorf("prepare %s: %w", out, err)
+		}
+		size := int64(shardHeader + count*d)
+		if labeled {
+			size += int64(4 * count)
+		}
+		idx.Shards = append(idx.Shards, Shard{File: name, Count: count, Bytes: size, SHA256: hex.EncodeToString(sh.Sum(nil))})
+	}
+	idx.Fingerprint = hash.hex()
+	if want := ds.Fingerprint(); idx.Fingerprint != want {
+		return nil, fmt.Errorf("%w: %s: the written content hashes to %s, the source's fingerprint is %s", ErrIntegrity, out, idx.Fingerprint, want)
+	}
+	js, _ := json.MarshalIndent(idx, "", "  ")
+	if err := os.WriteFile(filepath.Join(tmp, indexName), append(js, '\n'), 0o644); err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", out, err)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", out, err)
+	}
+	done = true
+	return idx, nil
+}
+
+// parallelFor runs fn(0..m-1) on GOMAXPROCS goroutines.
+func parallelFor(m int, fn func(k int)) {
+	var wg sync.WaitGroup
+	next := make(chan int, m)
+	for k := 0; k < m; k++ {
+		next <- k
+	}
+	close(next)
+	for range min(runtime.GOMAXPROCS(0), m) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range next {
+				fn(k)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// preparedReader serves records from memory-mapped shards. The mappings live as long as the
+// reader (they are unmapped when it is garbage-collected).
+type preparedReader struct {
+	dir      string
+	idx      *Index
+	maps     [][]byte // whole shard files
+	d        int
+	perShard int
+}
+
+func (r *preparedReader) pixels(i int, dst []uint8) error {
+	s, k := i/r.perShard, i%r.perShard
+	off := shardHeader + k*r.d
+	copy(dst, r.maps[s][off:off+r.d])
+	return nil
+}
+
+// verify recomputes every shard's sha256 and compares it with the index.
+func (r *preparedReader) verify() error {
+	for s, sh := range r.idx.Shards {
+		sum := sha256.Sum256(r.maps[s])
+		if got := hex.EncodeToString(sum[:]); got != sh.SHA256 {
+			return fmt.Errorf("%w: %s: sha256 %s, index.json says %s (corrupted copy?)", ErrIntegrity, filepath.Join(r.dir, sh.File), got, sh.SHA256)
+		}
+	}
+	return nil
+}
+
+// openPrepared opens a prepared directory: it checks index.json against each shard's header and
+// size and maps the shards; the sha256 of the shards is checked by Verify (`ddpm dataset
+// inspect`), not on every open.
+func openPrepared(dir string, opts Options) (Dataset, error) {
+	ip := filepath.Join(dir, indexName)
+	raw, err := os.ReadFile(ip)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, ip, unwrapPathError(err))
+	}
+	var idx Index
+	if err := json.Unmarshal(raw, &idx); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrFormat, ip, err)
+	}
+	if idx.Format != preparedKind || idx.Version != preparedVer {
+		return nil, fmt.Errorf("%w: %s: format %q version %d, want %q version %d", ErrFormat, ip, idx.Format, idx.Version, preparedKind, preparedVer)
+	}
+	c, h, w := idx.Shape[0], idx.Shape[1], idx.Shape[2]
+	if c <= 0 || h <= 0 || w <= 0 || idx.PerShard <= 0 || idx.Count <= 0 {
+		return nil, fmt.Errorf("%w: %s: shape %v, per_shard %d, count %d", ErrFormat, ip, idx.Shape, idx.PerShard, idx.Count)
+	}
+	if opts.Resolution != 0 && (opts.Resolution != h || opts.Resolution != w) {
+		return nil, fmt.Errorf("%w: %s: prepared at %dx%d, resolution %d asked; prepare again at that resolution",
+			ErrOption, dir, h, w, opts.Resolution)
+	}
+	if idx.Split != "" && opts.Split != "" && opts.Split != idx.Split && opts.Split != "train" {
+		return nil, fmt.Errorf("%w: %s: holds the %s split, %s asked", ErrOption, dir, idx.Split, opts.Split)
+	}
+	d := c * h * w
+	r := &preparedReader{dir: dir, idx: &idx, d: d, perShard: idx.PerShard}
+	var labels []int32
+	if idx.Labeled {
+		labels = make([]int32, 0, idx.Count)
+	}
+	total := 0
+	for s, sh := range idx.Shards {
+		p := filepath.Join(dir, sh.File)
+		m, err := mapShard(p, sh, c, h, w, idx.Labeled)
+		if err != nil {
+			for _, mm := range r.maps {
+				syscall.Munmap(mm)
+			}
+			return nil, err
+		}
+		if s < len(idx.Shards)-1 && sh.Count != idx.PerShard {
+			return nil, fmt.Errorf("%w: %s: %d records, index.json's per_shard is %d", ErrFormat, p, sh.Count, idx.PerShard)
+		}
+		r.maps = append(r.maps, m)
+		if idx.Labeled {
+			lb := m[shardHeader+sh.Count*d:]
+			for k := 0; k < sh.Count; k++ {
+				labels = append(labels, int32(binary.LittleEndian.Uint32(lb[4*k:])))
+			}
+		}
+		total += sh.Count
+	}
+	if total != idx.Count {
+		return nil, fmt.Errorf("%w: %s: shards hold %d records, count says %d", ErrFormat, ip, total, idx.Count)
+	}
+	runtime.AddCleanup(r, func(maps [][]byte) {
+		for _, m := range maps {
+			syscall.Munmap(m)
+		}
+	}, r.maps)
+	return &set{
+		r: r, n: idx.Count, c: c, h: h, w: w, labels: labels,
+		name: idx.Name, format: "prepared", split: idx.Split, source: dir,
+		skipped: idx.Skipped, fp: idx.Fingerprint,
+	}, nil
+}
+
+// mapShard checks a shard's size and header against the index and maps it read-only.
+func mapShard(p string, sh Shard, c, h, w int, labeled bool) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrIntegrity, p, unwrapPathError(err))
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrIntegrity, p, err)
+	}
+	want := int64(shardHeader + sh.Count*c*h*w)
+	if labeled {
+		want += int64(4 * sh.Count)
+	}
+	if st.Size() != want || sh.Bytes != want {
+		return nil, fmt.Errorf("%w: %s: %d bytes, want %d for %d records of %dx%dx%d (truncated copy?)", ErrIntegrity, p, st.Size(), want, sh.Count, c, h, w)
+	}
+	m, err := syscall.Mmap(int(f.Fd()), 0, int(want), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: mmap: %v", ErrFormat, p, err)
+	}
+	var hdrWant [shardHeader]byte
+	copy(hdrWant[:], shardMagic)
+	flags := uint32(0)
+	if labeled {
+		flags = flagLabels
+	}
+	for k, v := range []uint32{uint32(sh.Count), uint32(c), uint32(h), uint32(w), flags} {
+		binary.LittleEndian.PutUint32(hdrWant[8+4*k:], v)
+	}
+	if string(m[:shardHeader]) != string(hdrWant[:]) {
+		syscall.Munmap(m)
+		return nil, fmt.Errorf("%w: %s: shard header disagrees with index.json (count %d, shape %dx%dx%d)", ErrFormat, p, sh.Count, c, h, w)
+	}
+	return m, nil
+}
