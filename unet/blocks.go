@@ -1,0 +1,158 @@
+package unet
+
+import "ddpm/nn"
+
+// resBlock is the original's resnet_block (PyTorch ResBlock in unet_bench.py):
+//
+//	h = conv1(SiLU(norm1(x))) + temb_proj(SiLU(temb))[:, :, None, None]
+//	h = conv2(dropout(SiLU(norm2(h))))
+//	y = skip(x) + h        (skip = 1x1 conv when cin != cout, else identity)
+//
+// With cat set, x is the channel concatenation of the incoming h and a skip tensor.
+type resBlock[T nn.Float] struct {
+	cin, cout int
+	cat       *nn.Concat[T]
+	norm1     *nn.GroupNorm[T]
+	conv1     *nn.Conv2d[T]
+	tproj     *nn.Linear[T]
+	norm2     *nn.GroupNorm[T]
+	drop      nn.Dropout[T]
+	conv2     *nn.Conv2d[T]
+	skip      *nn.Conv2d[T]
+
+	b, p  int
+	x     []T
+	y, dx []T
+	dtp   []T // [B, cout]: gradient of the projected time embedding
+}
+
+func newResBlock[T nn.Float](a *nn.Arena[T], ws *nn.Workspace[T], name string, cin, cout, tdim int, cfg Config, layer uint64) *resBlock[T] {
+	r := &resBlock[T]{cin: cin, cout: cout}
+	same := [4]int{1, 1, 1, 1}
+	r.norm1 = nn.NewGroupNorm(a, name+".norm1", cin, cfg.Groups, cfg.GNEps, true)
+	r.conv1 = nn.NewConv2d(a, ws, name+".conv1", cin, cout, 3, 1, same)
+	r.tproj = nn.NewLinear(a, name+".temb_proj", tdim, cout)
+	r.norm2 = nn.NewGroupNorm(a, name+".norm2", cout, cfg.Groups, cfg.GNEps, true)
+	r.drop = nn.Dropout[T]{P: cfg.Dropout, Layer: layer}
+	r.conv2 = nn.NewConv2d(a, ws, name+".conv2", cout, cout, 3, 1, same)
+	if cin != cout {
+		r.skip = nn.NewConv2d(a, ws, name+".skip", cin, cout, 1, 1, [4]int{})
+	}
+	return r
+}
+
+// forward maps x [b, cin, h, w] to y [b, cout, h, w]; stemb is SiLU(temb) [b, tdim].
+func (r *resBlock[T]) forward(x []T, b, h, w int, stemb []T, key *DropoutKey) []T {
+	p := h * w
+	r.b, r.p, r.x = b, p, x
+	h1 := r.conv1.Forward(r.norm1.Forward(x, b, p), b, h, w)
+	tp := r.tproj.Forward(stemb, b)
+	for s := 0; s < b; s++ { // broadcast over H x W, in place in conv1's output
+		for c := 0; c < r.cout; c++ {
+			v := tp[s*r.cout+c]
+			row := h1[(s*r.cout+c)*p : (s*r.cout+c+1)*p]
+			for i := range row {
+				row[i] += v
+			}
+		}
+	}
+	a2 := r.norm2.Forward(h1, b, p)
+	var d []T
+	if key != nil {
+		d = r.drop.Forward(a2, key.Seed, key.Positions)
+	} else {
+		d = r.drop.Forward(a2, 0, nil)
+	}
+	h2 := r.conv2.Forward(d, b, h, w)
+	sk := x
+	if r.skip != nil {
+		sk = r.skip.Forward(x, b, h, w)
+	}
+	r.y = grow(r.y, len(h2))
+	for i, v := range h2 {
+		r.y[i] = sk[i] + v
+	}
+	return r.y
+}
+
+// backward returns dx [b, cin, h, w] and the gradient of SiLU(temb) [b, tdim] (owned by the
+// block's Linear) for dy [b, cout, h, w].
+func (r *resBlock[T]) backward(dy []T) (dx, dstemb []T) {
+	b, p := r.b, r.p
+	dh1 := r.norm2.Backward(r.drop.Backward(r.conv2.Backward(dy)))
+	r.dtp = grow(r.dtp, b*r.cout)
+	for i := range r.dtp {
+		var acc T
+		for _, v := range dh1[i*p : (i+1)*p] {
+			acc += v
+		}
+		r.dtp[i] = acc
+	}
+	dstemb = r.tproj.Backward(r.dtp)
+	dx1 := r.norm1.Backward(r.conv1.Backward(dh1))
+	ds := dy
+	if r.skip != nil {
+		ds = r.skip.Backward(dy)
+	}
+	r.dx = grow(r.dx, len(dx1))
+	for i, v := range dx1 {
+		r.dx[i] = v + ds[i]
+	}
+	return r.dx, dstemb
+}
+
+// attnBlock is the original's attn_block: y = x + proj(Attention(q(n), k(n), v(n))), n = norm(x).
+type attnBlock[T nn.Float] struct {
+	norm      *nn.GroupNorm[T]
+	q, k, v   *nn.Conv2d[T]
+	proj      *nn.Conv2d[T]
+	core      nn.Attention[T]
+	b, h, w   int
+	y, dn, dx []T
+}
+
+func newAttnBlock[T nn.Float](a *nn.Arena[T], ws *nn.Workspace[T], name string, c int, cfg Config) *attnBlock[T] {
+	one := func(s string) *nn.Conv2d[T] { return nn.NewConv2d(a, ws, name+"."+s, c, c, 1, 1, [4]int{}) }
+	blk := &attnBlock[T]{norm: nn.NewGroupNorm(a, name+".norm", c, cfg.Groups, cfg.GNEps, false)}
+	blk.q, blk.k, blk.v, blk.proj = one("q"), one("k"), one("v"), one("proj")
+	blk.core.C = c
+	return blk
+}
+
+func (t *attnBlock[T]) forward(x []T, b, h, w int) []T {
+	t.b, t.h, t.w = b, h, w
+	p := h * w
+	n := t.norm.Forward(x, b, p)
+	o := t.core.Forward(t.q.Forward(n, b, h, w), t.k.Forward(n, b, h, w), t.v.Forward(n, b, h, w), b, p)
+	pr := t.proj.Forward(o, b, h, w)
+	t.y = grow(t.y, len(x))
+	for i, v := range pr {
+		t.y[i] = x[i] + v
+	}
+	return t.y
+}
+
+func (t *attnBlock[T]) backward(dy []T) []T {
+	dq, dk, dv := t.core.Backward(t.proj.Backward(dy))
+	t.dn = grow(t.dn, len(dy))
+	copy(t.dn, t.q.Backward(dq))
+	for i, v := range t.k.Backward(dk) {
+		t.dn[i] += v
+	}
+	for i, v := range t.v.Backward(dv) {
+		t.dn[i] += v
+	}
+	dxn := t.norm.Backward(t.dn)
+	t.dx = grow(t.dx, len(dy))
+	for i, v := range dxn {
+		t.dx[i] = v + dy[i]
+	}
+	return t.dx
+}
+
+func grow[T nn.Float](buf []T, n int) []T {
+	if cap(buf) < n {
+		return make([]T, n)
+	}
+	return buf[:n]
+}
