@@ -1,0 +1,191 @@
+package trainer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"ddpm/checkpoint"
+	"ddpm/config"
+	"ddpm/diffusion"
+	"ddpm/unet"
+)
+
+// The files of a trainer's volume (its --data-dir).
+const (
+	CheckpointFile = "checkpoints.db" // the bbolt checkpoint store
+	ConfigFile     = "run.yaml"       // the run config the checkpoints belong to
+)
+
+// Snapshot returns the replica's whole state as a checkpoint of step StepCount(). The arenas
+// are copies, so training may go on while it is written.
+func (tr *Trainer) Snapshot(gen uint64, fingerprint string) *checkpoint.Checkpoint {
+	ts := tr.model.Tensors()
+	infos := make([]checkpoint.TensorInfo, len(ts))
+	for i, t := range ts {
+		infos[i] = checkpoint.TensorInfo{Name: t.Name, Shape: t.Shape, Offset: t.Offset, Len: t.Len}
+	}
+	return &checkpoint.Checkpoint{
+		Step: tr.step, Generation: gen, ConfigHash: tr.run.Hash(), DatasetFingerprint: fingerprint,
+		Preset: tr.run.Model, Tensors: infos,
+		Params: clone(tr.model.Params()), EMA: clone(tr.ema),
+		AdamM: clone(tr.adam.M), AdamV: clone(tr.adam.V), OptStep: tr.adam.Step,
+		// Every random draw is keyed by (seed, position); the cursor is all the sampler needs.
+		Cursor: uint64(tr.step) * uint64(tr.run.GlobalBatch),
+	}
+}
+
+func clone(x []float32) []float32 { return append([]float32(nil), x...) }
+
+// Restore replaces the replica's state with c. It returns ErrMismatch (naming what differs) when
+// c belongs to another model preset, another run config or has arenas of another size; the
+// replica is unchanged then.
+func (tr *Trainer) Restore(c *checkpoint.Checkpoint) error {
+	if err := tr.Compatible(c); err != nil {
+		return err
+	}
+	copy(tr.model.Params(), c.Params)
+	copy(tr.ema, c.EMA)
+	copy(tr.adam.M, c.AdamM)
+	copy(tr.adam.V, c.AdamV)
+	tr.adam.Step = c.OptStep
+	tr.step = c.Step
+	tr.badRun = 0
+	return nil
+}
+
+// Compatible reports, as an ErrMismatch error, why c cannot be this run's state (nil if it can).
+func (tr *Trainer) Compatible(c *checkpoint.Checkpoint) error {
+	n := len(tr.model.Params())
+	switch {
+	case c.Preset != tr.run.Model:
+		return fmt.Errorf("%w: checkpoint step %d holds model preset %q, the run trains %q", ErrMismatch, c.Step, c.Preset, tr.run.Model)
+	case c.ConfigHash != tr.run.Hash():
+		return fmt.Errorf("%w: checkpoint step %d belongs to run config %.12s, this run is %.12s", ErrMismatch, c.Step, c.ConfigHash, tr.run.Hash())
+	case len(c.Params) != n || len(c.EMA) != n || len(c.AdamM) != n || len(c.AdamV) != n:
+		return fmt.Errorf("%w: checkpoint step %d has arenas of %d/%d/%d/%d values, the model has %d parameters",
+			ErrMismatch, c.Step, len(c.Params), len(c.EMA), len(c.AdamM), len(c.AdamV), n)
+	case c.Step > tr.run.Steps:
+		return fmt.Errorf("%w: checkpoint step %d is past the run's %d steps", ErrMismatch, c.Step, tr.run.Steps)
+	}
+	return nil
+}
+
+// Reset puts the replica back to step 0: parameters initialized from the run's seed, EMA equal
+// to them, Adam zeroed. A generation that starts at step 0 (no checkpoint committed yet) uses it.
+func (tr *Trainer) Reset() {
+	tr.model.Init(tr.run.Seed)
+	copy(tr.ema, tr.model.Params())
+	clear(tr.adam.M)
+	clear(tr.adam.V)
+	tr.adam.Step = 0
+	tr.step = 0
+	tr.badRun = 0
+}
+
+// Loaded is a model restored from a checkpoint for sampling or evaluation.
+type Loaded struct {
+	Path  string // the checkpoint file
+	Step  int64
+	Run   config.Run // from the run.yaml beside the checkpoint file
+	Model *unet.Model
+	Sched *diffusion.Schedule
+	// Eps is eps_theta of the loaded weights, without dropout.
+	Eps diffusion.EpsModel
+}
+
+// Shape is the image shape the model takes: channels, height, width.
+func (l *Loaded) Shape() (c, h, w int) {
+	cfg := l.Model.Config()
+	return cfg.InCh, cfg.Resolution, cfg.Resolution
+}
+
+// ResolveCheckpoint turns what a user names (a checkpoint file, a trainer's --data-dir, or a
+// `ddpm local` run folder) into the checkpoint file and the run.yaml that describes it.
+func ResolveCheckpoint(path string) (file, cfg string, err error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", "", fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	file = path
+	if st.IsDir() {
+		file = ""
+		for _, cand := range []string{filepath.Join(path, CheckpointFile), filepath.Join(path, "trainer-0", CheckpointFile)} {
+			if _, err := os.Stat(cand); err == nil {
+				file = cand
+				break
+			}
+		}
+		if file == "" {
+			return "", "", fmt.Errorf("checkpoint %s: a folder without %s (nor trainer-0/%s)", path, CheckpointFile, CheckpointFile)
+		}
+	}
+	for _, cand := range []string{filepath.Join(filepath.Dir(file), ConfigFile), filepath.Join(filepath.Dir(filepath.Dir(file)), ConfigFile)} {
+		if _, err := os.Stat(cand); err == nil {
+			return file, cand, nil
+		}
+	}
+	return "", "", fmt.Errorf("checkpoint %s: no %s beside it to say which run it belongs to", file, ConfigFile)
+}
+
+// LoadForEval opens the checkpoint path names (see ResolveCheckpoint) read-only, takes step (the
+// newest verified one if step < 0), and builds the model with its EMA weights (ema) or raw
+// parameters. wantModel, if not "", is the U-Net preset the caller expects; a checkpoint of
+// another preset is ErrMismatch.
+func LoadForEval(path string, step int64, ema bool, wantModel string) (*Loaded, error) {
+	file, cfgPath, err := ResolveCheckpoint(path)
+	if err != nil {
+		return nil, err
+	}
+	run, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	var c *checkpoint.Checkpoint
+	if step < 0 {
+		c, err = st.LatestVerified()
+	} else {
+		c, err = st.Get(step)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if wantModel != "" && c.Preset != wantModel {
+		return nil, fmt.Errorf("%w: %s step %d holds model preset %q, not %q", ErrMismatch, file, c.Step, c.Preset, wantModel)
+	}
+	if c.Preset != run.Model || c.ConfigHash != run.Hash() {
+		return nil, fmt.Errorf("%w: %s step %d (preset %q, config %.12s) does not belong to %s (model %q, config %.12s)",
+			ErrMismatch, file, c.Step, c.Preset, c.ConfigHash, cfgPath, run.Model, run.Hash())
+	}
+	ucfg, err := unet.Preset(c.Preset)
+	if err != nil {
+		return nil, err
+	}
+	ucfg.Dropout = 0
+	m, err := unet.New(ucfg)
+	if err != nil {
+		return nil, err
+	}
+	w := c.EMA
+	if !ema || len(w) == 0 {
+		w = c.Params
+	}
+	if len(w) != len(m.Params()) {
+		return nil, fmt.Errorf("%w: %s step %d has %d parameters, model %q has %d", ErrMismatch, file, c.Step, len(w), c.Preset, len(m.Params()))
+	}
+	copy(m.Params(), w)
+	sched, err := NewSchedule(run)
+	if err != nil {
+		return nil, err
+	}
+	eps := func(xt []float32, t []int32, batch int) []float32 { return m.Forward(xt, t, batch, nil) }
+	return &Loaded{Path: file, Step: c.Step, Run: run, Model: m, Sched: sched, Eps: eps}, nil
+}
+
+var _ = errors.New

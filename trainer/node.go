@@ -1,0 +1,268 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"ddpm/checkpoint"
+)
+
+// Assignment is what the coordinator tells one trainer for one generation (DESIGN.md section 5).
+type Assignment struct {
+	Generation uint64
+	Rank       int
+	World      int
+	// Peers are the ring's members in ring order (their all-reduce/gRPC addresses);
+	// Peers[Rank] is this trainer.
+	Peers []string
+	// StartStep is where the generation begins: the newest committed checkpoint's step, or 0.
+	StartStep int64
+	// CheckpointSHA is that checkpoint's sha256 (hex), "" when StartStep is 0.
+	CheckpointSHA string
+	// Holders are the gRPC addresses of trainers that hold the checkpoint.
+	Holders []string
+}
+
+// Coordinator is the trainer's view of the cluster's source of truth. The gRPC client of
+// coordinator/ implements it for real clusters; Solo for a world of one without a coordinator.
+type Coordinator interface {
+	// Assignments delivers this trainer's assignments, newest last; each one supersedes the
+	// ones before. The channel closes when ctx ends or the coordinator gives up on us.
+	Assignments(ctx context.Context) (<-chan Assignment, error)
+	// Report sends one step's progress; it may drop reports when the coordinator is slow.
+	Report(ctx context.Context, p Progress)
+	// CheckpointReady tells the coordinator this rank stored checkpoint step with sha256 sha.
+	CheckpointReady(ctx context.Context, step int64, sha string) error
+	// WaitCommitted blocks until checkpoint step is committed (every rank reported the same
+	// sha256) and returns its sha256, or returns an error (ctx ended, ranks diverged, run failed).
+	WaitCommitted(ctx context.Context, step int64) (string, error)
+}
+
+// RingFunc builds the all-reduce ring of an assignment; the returned close function releases
+// it. A world of one needs no ring (Solo).
+type RingFunc func(ctx context.Context, a Assignment) (Reducer, func(), error)
+
+// FetchFunc copies checkpoint step from one of holders into the local store, verifying its sha256.
+type FetchFunc func(ctx context.Context, holders []string, step int64, sha string, dst *checkpoint.Store) error
+
+// Node runs a Trainer as one member of a cluster: it follows the coordinator's assignments,
+// loads the assigned checkpoint, builds the ring, steps, and takes part in the coordinated
+// checkpoints (DESIGN.md sections 5 and 6).
+type Node struct {
+	Trainer     *Trainer
+	Store       *checkpoint.Store
+	Coord       Coordinator
+	Ring        RingFunc
+	Fetch       FetchFunc
+	Fingerprint string // the dataset's, recorded in every checkpoint
+	Log         *slog.Logger
+}
+
+// Run follows assignments until the run's last step is committed (nil), stop is closed (nil,
+// after finishing the step in flight; nothing partial is written), ctx ends (ctx.Err()), or the
+// run cannot go on (ErrDiverged, ErrMismatch, a store failure).
+func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	asg, err := n.Coord.Assignments(ctx)
+	if err != nil {
+		return err
+	}
+	// The watcher keeps the newest assignment and aborts the generation in flight when a new
+	// one arrives: the all-reduce returns at once and the step is dropped.
+	var (
+		mu        sync.Mutex
+		pending   *Assignment
+		cancelGen context.CancelFunc = func() {}
+		wake                         = make(chan struct{}, 1)
+		closed                       = make(chan struct{})
+	)
+	go func() {
+		defer close(closed)
+		for a := range asg {
+			mu.Lock()
+			pending = &a
+			cancelGen()
+			mu.Unlock()
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	// newGen starts a generation's context; the watcher cancels it (mu held).
+	newGen := func() context.Context {
+		g, c := context.WithCancel(ctx)
+		cancelGen = c
+		return g
+	}
+	defer func() { mu.Lock(); cancelGen(); mu.Unlock() }()
+	run := n.Trainer.run
+	for {
+		// Wait for an assignment we have not acted on.
+		var a Assignment
+		var genCtx context.Context
+		for {
+			mu.Lock()
+			if pending != nil {
+				a, pending = *pending, nil
+				genCtx = newGen()
+				mu.Unlock()
+				break
+			}
+			mu.Unlock()
+			select {
+			case <-wake:
+			case <-closed:
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return errors.New("trainer: the coordinator closed the assignment stream")
+			case <-stop:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		n.Log.Info("assignment", "generation", a.Generation, "rank", a.Rank, "world", a.World, "start_step", a.StartStep, "peers", a.Peers)
+		if err := n.load(genCtx, a); err != nil {
+			if genCtx.Err() != nil && ctx.Err() == nil {
+				continue // superseded while loading
+			}
+			return err
+		}
+		red, release, err := n.Ring(genCtx, a)
+		if err != nil {
+			if genCtx.Err() != nil && ctx.Err() == nil {
+				continue
+			}
+			n.Log.Warn("ring not built; waiting for the next generation", "generation", a.Generation, "err", err)
+			continue
+		}
+		n.Trainer.SetRing(red, a.Rank, a.World, a.Generation)
+		done, err := n.steps(genCtx, stop, a)
+		release()
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, ErrDiverged) || errors.Is(err, errStore):
+			return err
+		case err != nil:
+			// A peer left or a new generation aborted the step: the coordinator will assign
+			// the next generation (from the last committed checkpoint).
+			n.Log.Warn("generation ended", "generation", a.Generation, "step", n.Trainer.StepCount(), "err", err)
+			continue
+		case done == stopped:
+			return nil
+		}
+		// The last step ran: its checkpoint must be committed before we leave, since only
+		// committed checkpoints are restart points.
+		if _, err := n.Coord.WaitCommitted(genCtx, run.Steps); err != nil {
+			if genCtx.Err() != nil && ctx.Err() == nil {
+				continue // a new generation came first; it starts from what is committed
+			}
+			return err
+		}
+		_ = n.Store.MarkCommitted(run.Steps)
+		n.Log.Info("run complete", "step", run.Steps)
+		return nil
+	}
+}
+
+type outcome int
+
+const (
+	finished outcome = iota
+	stopped
+)
+
+var errStore = errors.New("trainer: checkpoint store")
+
+// steps runs steps of generation a until the run's last step, stop, or an error.
+func (n *Node) steps(ctx context.Context, stop <-chan struct{}, a Assignment) (outcome, error) {
+	tr := n.Trainer
+	K := tr.run.CheckpointEvery
+	for tr.StepCount() < tr.run.Steps {
+		select {
+		case <-stop:
+			return stopped, nil
+		default:
+		}
+		p, err := tr.Step(ctx)
+		if err != nil {
+			return finished, err
+		}
+		p.Log(n.Log)
+		n.Coord.Report(ctx, p)
+		s := tr.StepCount()
+		if s%K == 0 || s == tr.run.Steps {
+			if err := n.checkpoint(ctx, a.Generation); err != nil {
+				return finished, err
+			}
+		}
+	}
+	return finished, nil
+}
+
+// checkpoint saves the replica as checkpoint StepCount(), tells the coordinator its sha256, and
+// folds in what the coordinator committed since the last one (mark, prune).
+func (n *Node) checkpoint(ctx context.Context, gen uint64) error {
+	tr := n.Trainer
+	s := tr.StepCount()
+	t0 := time.Now()
+	sha, err := n.Store.Save(tr.Snapshot(gen, n.Fingerprint))
+	if err != nil {
+		return fmt.Errorf("%w: %w", errStore, err)
+	}
+	n.Log.Info("checkpoint saved", "step", s, "sha256", sha, "seconds", time.Since(t0).Seconds())
+	if err := n.Coord.CheckpointReady(ctx, s, sha); err != nil {
+		return err
+	}
+	// The previous checkpoint was reported K steps ago; by now it is normally committed.
+	if prev := s - tr.run.CheckpointEvery; prev > 0 && prev%tr.run.CheckpointEvery == 0 {
+		wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		if _, err := n.Coord.WaitCommitted(wctx, prev); err == nil {
+			_ = n.Store.MarkCommitted(prev)
+			if _, err := n.Store.Prune(tr.run.KeepCheckpoints, 0); err != nil {
+				n.Log.Warn("prune failed", "err", err)
+			}
+		}
+		cancel()
+	}
+	return nil
+}
+
+// load brings the replica to a's start step: the seed's initialization for step 0, else the
+// committed checkpoint from our own store or, if we lack it, from a peer that holds it.
+func (n *Node) load(ctx context.Context, a Assignment) error {
+	tr := n.Trainer
+	if a.StartStep == 0 {
+		tr.Reset()
+		return nil
+	}
+	c, err := n.Store.Get(a.StartStep)
+	if err == nil && a.CheckpointSHA != "" && c.SHA256 != a.CheckpointSHA {
+		err = fmt.Errorf("%w: local copy of step %d hashes to %.12s, the committed one to %.12s", checkpoint.ErrCorruptCheckpoint, a.StartStep, c.SHA256, a.CheckpointSHA)
+	}
+	if err != nil {
+		if n.Fetch == nil || len(a.Holders) == 0 {
+			return fmt.Errorf("%w: checkpoint step %d: %w", errStore, a.StartStep, err)
+		}
+		n.Log.Info("fetching checkpoint", "step", a.StartStep, "from", a.Holders)
+		if err := n.Fetch(ctx, a.Holders, a.StartStep, a.CheckpointSHA, n.Store); err != nil {
+			return err
+		}
+		if c, err = n.Store.Get(a.StartStep); err != nil {
+			return fmt.Errorf("%w: %w", errStore, err)
+		}
+	}
+	if err := tr.Restore(c); err != nil {
+		return err
+	}
+	_ = n.Store.MarkCommitted(a.StartStep)
+	return nil
+}

@@ -1,0 +1,49 @@
+package trainer
+
+import (
+	"encoding/json"
+	"log/slog"
+)
+
+// ProgressMsg is the log message of the one line a trainer writes per completed step. With slog's
+// JSON handler (the default when stdout is not a terminal) the line is an object whose fields are
+// those of Progress; `ddpm local` reads these lines for its progress bar and loss.csv.
+const ProgressMsg = "step"
+
+// Progress is one completed optimizer step as seen by one rank. Loss is the global L_simple (the
+// all-reduced loss sum over the whole global batch divided by its size), so every rank reports
+// the same value for the same step.
+type Progress struct {
+	Step       int64   `json:"step"` // steps completed, i.e. the index of this step + 1
+	Loss       float64 `json:"loss"`
+	LR         float64 `json:"lr"`
+	GradNorm   float64 `json:"grad_norm"` // global gradient norm before clipping
+	Skipped    bool    `json:"skipped"`   // a non-finite gradient somewhere: nobody updated
+	ImagesPerS float64 `json:"images_per_s"`
+	Generation uint64  `json:"generation"`
+	Rank       int     `json:"rank"`
+	World      int     `json:"world"`
+}
+
+// Log writes p as the per-step line.
+func (p Progress) Log(l *slog.Logger) {
+	l.Info(ProgressMsg, "step", p.Step, "loss", p.Loss, "lr", p.LR, "grad_norm", p.GradNorm,
+		"skipped", p.Skipped, "images_per_s", p.ImagesPerS, "generation", p.Generation,
+		"rank", p.Rank, "world", p.World)
+}
+
+// ParseProgress reads a per-step line written by Log through slog's JSON handler. ok is false
+// for any other line.
+func ParseProgress(line []byte) (p Progress, ok bool) {
+	var probe struct {
+		Msg string `json:"msg"`
+		Progress
+	}
+	if len(line) == 0 || line[0] != '{' {
+		return p, false
+	}
+	if err := json.Unmarshal(line, &probe); err != nil || probe.Msg != ProgressMsg {
+		return p, false
+	}
+	return probe.Progress, true
+}
