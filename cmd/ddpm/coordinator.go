@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"ddpm/config"
+	"ddpm/coordinator"
+	"ddpm/internal/version"
+)
+
+// coordinatorCmd runs one coordinator replica.
+var coordinatorCmd = &cobra.Command{
+	Use:   "coordinator",
+	Short: "Run one raft replica of the coordinator (membership, generations, checkpoints)",
+	Long: `Run one replica of the raft-replicated coordinator. Start 1, 3 or 5 of them with the same
+--peers list (id=raftaddr=grpcaddr,...) and --bootstrap on a fresh cluster. The run config comes
+from --config run.yaml and/or the run flags (--preset, --dataset, ...), and is submitted once a
+leader is elected. Every flag can also come from the environment as DDPM_<FLAG> (for example
+DDPM_PEERS, DDPM_DATA_DIR).`,
+	Args: cobra.NoArgs,
+	RunE: runCoordinator,
+}
+
+var coordFlags struct {
+	id, raftAddr, grpcAddr, httpAddr, peers, dataDir string
+	bootstrap, raftLog                               bool
+	run                                              *config.Flags
+}
+
+func init() {
+	f := coordinatorCmd.Flags()
+	f.StringVar(&coordFlags.id, "id", "", "this replica's id (must appear in --peers)")
+	f.StringVar(&coordFlags.raftAddr, "raft-addr", "", "raft TCP address to listen on and advertise (ip:port)")
+	f.StringVar(&coordFlags.grpcAddr, "grpc-addr", "", "gRPC listen address (host:port)")
+	f.StringVar(&coordFlags.httpAddr, "http-addr", "", "HTTP listen address for /healthz and /api/status (empty: none)")
+	f.StringVar(&coordFlags.peers, "peers", "", "every replica as id=raftaddr=grpcaddr, comma-separated")
+	f.StringVar(&coordFlags.dataDir, "data-dir", "", "directory for the raft log (bbolt) and snapshots")
+	f.BoolVar(&coordFlags.bootstrap, "bootstrap", false, "write the initial cluster configuration if the data dir is empty")
+	f.BoolVar(&coordFlags.raftLog, "raft-log", false, "print hashicorp/raft's own log lines")
+	coordFlags.run = config.AddFlags(f)
+	rootCmd.AddCommand(coordinatorCmd)
+}
+
+// flagsFromEnv sets every flag the command line left unset from DDPM_<NAME> if present.
+func flagsFromEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(fl *pflag.Flag) {
+		if fl.Changed || err != nil {
+			return
+		}
+		key := "DDPM_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(key); ok {
+			if e := fs.Set(fl.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %v", key, v, e)
+			}
+		}
+	})
+	return err
+}
+
+func newLogger() *slog.Logger {
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, nil))
+}
+
+func runCoordinator(cmd *cobra.Command, _ []string) error {
+	fs := cmd.Flags()
+	if err := flagsFromEnv(fs); err != nil {
+		return withExit(2, err)
+	}
+	for _, req := range []struct{ name, val string }{{"id", coordFlags.id}, {"raft-addr", coordFlags.raftAddr},
+		{"grpc-addr", coordFlags.grpcAddr}, {"peers", coordFlags.peers}, {"data-dir", coordFlags.dataDir}} {
+		if req.val == "" {
+			return withExit(2, fmt.Errorf("coordinator: --%s is required", req.name))
+		}
+	}
+	peers, err := coordinator.ParsePeers(coordFlags.peers)
+	if err != nil {
+		return withExit(2, fmt.Errorf("--peers: %w", err))
+	}
+	var run *config.Run
+	if coordFlags.run.Given() {
+		r, err := coordFlags.run.Resolve()
+		if err != nil {
+			return withExit(2, err)
+		}
+		run = &r
+	}
+	log := newLogger().With("role", "coordinator", "id", coordFlags.id)
+	var raftLog *os.File
+	if coordFlags.raftLog {
+		raftLog = os.Stderr
+	}
+	cfg := coordinator.NodeConfig{ID: coordFlags.id, RaftAddr: coordFlags.raftAddr, GRPCAddr: coordFlags.grpcAddr,
+		HTTPAddr: coordFlags.httpAddr, Peers: peers, DataDir: coordFlags.dataDir, Bootstrap: coordFlags.bootstrap,
+		Run: run, Version: version.Version, Logger: log}
+	if raftLog != nil {
+		cfg.RaftLog = raftLog
+	}
+	node, err := coordinator.StartNode(cfg)
+	if err != nil {
+		return withExit(1, err)
+	}
+	log.Info("coordinator started", "raft", coordFlags.raftAddr, "grpc", coordFlags.grpcAddr, "http", coordFlags.httpAddr,
+		"peers", len(peers), "version", version.Version)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	s := <-sig
+	log.Info("stopping", "signal", s.String())
+	return node.Close()
+}

@@ -1,0 +1,333 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"ddpm/api"
+	"ddpm/config"
+	"ddpm/coordinator/fsm"
+)
+
+// Client talks to a coordinator cluster. Every method retries across the replicas (any replica
+// forwards writes to the leader) until it gets an answer or ctx ends, reusing one request id so
+// that a retried write applies exactly once. Refusals come back as the state machine's errors
+// (fsm.ErrStaleGeneration, fsm.ErrUnknownMember, fsm.ErrConfigMismatch, ...) or
+// ErrVersionMismatch, testable with errors.Is; running out of time gives ErrUnavailable.
+// A Client is safe for concurrent use.
+type Client struct {
+	addrs   []string
+	conns   []*grpc.ClientConn
+	attempt time.Duration
+	backoff time.Duration
+
+	mu  sync.Mutex
+	cur int // index of the replica that answered last
+}
+
+// Option configures Dial.
+type Option func(*Client)
+
+// WithAttemptTimeout bounds each single attempt against one replica (default 2s).
+func WithAttemptTimeout(d time.Duration) Option { return func(c *Client) { c.attempt = d } }
+
+// WithBackoff sets the pause after a round of failed attempts (default 100ms).
+func WithBackoff(d time.Duration) Option { return func(c *Client) { c.backoff = d } }
+
+// Dial prepares connections to the replicas at addrs (gRPC host:port). It does not wait for
+// them: a replica that is down is skipped on each call.
+func Dial(addrs []string, opts ...Option) (*Client, error) {
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("%w: no coordinator addresses", ErrUnavailable)
+	}
+	c := &Client{addrs: addrs, attempt: 2 * time.Second, backoff: 100 * time.Millisecond}
+	for _, o := range opts {
+		o(c)
+	}
+	for _, a := range addrs {
+		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("coordinator: dial %s: %w", a, err)
+		}
+		c.conns = append(c.conns, cc)
+	}
+	return c, nil
+}
+
+// Close closes every connection.
+func (c *Client) Close() error {
+	var errs []error
+	for _, cc := range c.conns {
+		errs = append(errs, cc.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// NewRequestID returns a random request id for exactly-once writes.
+func NewRequestID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("coordinator: crypto/rand: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// retryable reports whether an error means "try another replica or try later".
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Unknown, codes.Internal, codes.ResourceExhausted:
+		return true
+	}
+	return false
+}
+
+// call runs fn against replicas in turn, starting with the last one that answered.
+func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.CoordinatorClient) error) error {
+	var last error
+	for round := 0; ; round++ {
+		c.mu.Lock()
+		start := c.cur
+		c.mu.Unlock()
+		for i := range c.conns {
+			idx := (start + i) % len(c.conns)
+			actx, cancel := context.WithTimeout(ctx, c.attempt)
+			err := fn(actx, api.NewCoordinatorClient(c.conns[idx]))
+			cancel()
+			if err == nil || !retryable(err) {
+				c.mu.Lock()
+				c.cur = idx
+				c.mu.Unlock()
+				return decodeErr(err)
+			}
+			last = err
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w: %v (last error: %v)", ErrUnavailable, ctx.Err(), last)
+			}
+		}
+		t := time.NewTimer(c.backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: %v (last error: %v)", ErrUnavailable, ctx.Err(), last)
+		case <-t.C:
+		}
+	}
+}
+
+// decodeErr turns a gRPC status carrying a state-machine code back into that package's error.
+func decodeErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	for _, d := range st.Details() {
+		info, ok := d.(*errdetails.ErrorInfo)
+		if !ok || info.Domain != errDomain {
+			continue
+		}
+		if info.Reason == "version_mismatch" {
+			return fmt.Errorf("%w: %s", ErrVersionMismatch, info.Metadata["message"])
+		}
+		return fsm.Result{Code: info.Reason, Message: info.Metadata["message"]}.Err()
+	}
+	return fmt.Errorf("coordinator: %s", st.Message())
+}
+
+// SubmitRun submits the run config and returns its hash. A run config that breaks a rule
+// returns fsm.ErrInvalidConfig naming every problem; a different run already configured
+// returns fsm.ErrConfigMismatch.
+func (c *Client) SubmitRun(ctx context.Context, run config.Run) (hash string, err error) {
+	req := &api.SubmitRunRequest{RequestId: NewRequestID(), RunYaml: run.Marshal()}
+	err = c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
+		resp, err := cl.SubmitRun(ctx, req)
+		if err == nil {
+			hash = resp.ConfigHash
+		}
+		return err
+	})
+	return hash, err
+}
+
+// JoinRequest describes a trainer joining. ConfigHash may be empty to accept the cluster's run.
+type JoinRequest struct {
+	ID, Address, Version, ConfigHash string
+	Held                             []fsm.Held // committed checkpoints on this trainer's volume
+}
+
+// Joined is the answer to Join: the run config in force and the generation at join time.
+type Joined struct {
+	Run        config.Run
+	ConfigHash string
+	Generation uint64
+}
+
+// Join joins the trainer, waiting (retrying) while no run config is submitted yet. Refusals:
+// ErrVersionMismatch, fsm.ErrConfigMismatch, fsm.ErrRunFinished.
+func (c *Client) Join(ctx context.Context, j JoinRequest) (Joined, error) {
+	req := &api.JoinRequest{RequestId: NewRequestID(), Id: j.ID, Address: j.Address, Version: j.Version, ConfigHash: j.ConfigHash}
+	for _, h := range j.Held {
+		req.Held = append(req.Held, &api.CoordHeldCheckpoint{Step: h.Step, Sha256: h.SHA256})
+	}
+	for {
+		var resp *api.JoinResponse
+		err := c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
+			var err error
+			resp, err = cl.Join(ctx, req)
+			return err
+		})
+		if errors.Is(err, fsm.ErrNoRun) {
+			// A refusal is not deduplicated as success: a fresh id lets the retry apply.
+			req.RequestId = NewRequestID()
+			t := time.NewTimer(c.backoff * 5)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return Joined{}, fmt.Errorf("%w: %v", err, ctx.Err())
+			case <-t.C:
+			}
+			continue
+		}
+		if err != nil {
+			return Joined{}, err
+		}
+		run, err := config.Parse(resp.RunYaml)
+		if err != nil {
+			return Joined{}, fmt.Errorf("coordinator: run config from the cluster: %w", err)
+		}
+		return Joined{Run: run, ConfigHash: resp.ConfigHash, Generation: resp.Generation}, nil
+	}
+}
+
+// Heartbeat tells the cluster the trainer is alive and returns the current generation number.
+// fsm.ErrUnknownMember means the trainer was removed and must Join again.
+func (c *Client) Heartbeat(ctx context.Context, id string) (generation uint64, err error) {
+	req := &api.HeartbeatRequest{RequestId: NewRequestID(), Id: id}
+	err = c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
+		resp, err := cl.Heartbeat(ctx, req)
+		if err == nil {
+			generation = resp.Generation
+		}
+		return err
+	})
+	return generation, err
+}
+
+// ReportProgress reports a finished step (req.Id, Generation, Step, Loss and the other
+// metrics). RequestId is filled in when empty. fsm.ErrStaleGeneration means a newer generation
+// exists: abandon the step and follow the new assignment.
+func (c *Client) ReportProgress(ctx context.Context, req *api.ReportProgressRequest) (generation uint64, err error) {
+	if req.RequestId == "" {
+		req.RequestId = NewRequestID()
+	}
+	err = c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
+		resp, err := cl.ReportProgress(ctx, req)
+		if err == nil {
+			generation = resp.Generation
+		}
+		return err
+	})
+	return generation, err
+}
+
+// CheckpointReady reports that this rank wrote and fsynced the checkpoint of req.Step with
+// req.Sha256 (hex) and req.Size bytes. RequestId is filled in when empty.
+func (c *Client) CheckpointReady(ctx context.Context, req *api.CheckpointReadyRequest) (generation uint64, err error) {
+	if req.RequestId == "" {
+		req.RequestId = NewRequestID()
+	}
+	err = c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
+		resp, err := cl.CheckpointReady(ctx, req)
+		if err == nil {
+			generation = resp.Generation
+		}
+		return err
+	})
+	return generation, err
+}
+
+// Status returns one replica's view of the cluster.
+func (c *Client) Status(ctx context.Context) (*api.StatusResponse, error) {
+	var resp *api.StatusResponse
+	err := c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
+		var err error
+		resp, err = cl.Status(ctx, &api.StatusRequest{})
+		return err
+	})
+	return resp, err
+}
+
+// State returns the replicated state as one replica sees it.
+func (c *Client) State(ctx context.Context) (*fsm.State, error) {
+	resp, err := c.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return fsm.Decode(resp.StateJson)
+}
+
+// WatchAssignment calls fn with member id's assignment now and after every change, until ctx
+// ends (returns nil), fn returns an error (returned as is), or the member is unknown
+// (fsm.ErrUnknownMember: join again). Broken streams reconnect to another replica by
+// themselves; an assignment equal to the one fn saw last is not repeated.
+func (c *Client) WatchAssignment(ctx context.Context, id string, fn func(*api.Assignment) error) error {
+	var last *api.Assignment
+	var fnErr error
+	for ctx.Err() == nil {
+		c.mu.Lock()
+		idx := c.cur
+		c.mu.Unlock()
+		stream, err := api.NewCoordinatorClient(c.conns[idx]).WatchAssignment(ctx, &api.WatchAssignmentRequest{Id: id})
+		if err == nil {
+			for {
+				a, rerr := stream.Recv()
+				if rerr != nil {
+					err = rerr
+					break
+				}
+				if last != nil && proto.Equal(a, last) {
+					continue
+				}
+				last = a
+				if fnErr = fn(a); fnErr != nil {
+					return fnErr
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && err != io.EOF && !retryable(err) {
+			return decodeErr(err)
+		}
+		c.mu.Lock()
+		if c.cur == idx {
+			c.cur = (idx + 1) % len(c.conns)
+		}
+		c.mu.Unlock()
+		t := time.NewTimer(c.backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+	return nil
+}

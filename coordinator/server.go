@@ -1,0 +1,309 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"ddpm/api"
+	"ddpm/config"
+	"ddpm/coordinator/fsm"
+)
+
+// errDomain tags the ErrorInfo detail that carries a state-machine error code to the client.
+const errDomain = "ddpm.coordinator"
+
+// forwardedKey marks a call one replica forwarded to the leader; it is never forwarded again.
+const forwardedKey = "ddpm-forwarded"
+
+// unknownGrace is how long WatchAssignment waits for a member this replica has not seen yet
+// (its Join may still be on the way through the log) before answering NotFound.
+const unknownGrace = 3 * time.Second
+
+// Server is the Coordinator gRPC service on one replica. Reads (Status, WatchAssignment) are
+// answered from the local state; writes go through raft on the leader, forwarded there when
+// this replica is a follower.
+type Server struct {
+	api.UnimplementedCoordinatorServer
+	rep     *Replica
+	version string
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// NewServer returns the service for rep. version is this binary's version; joining trainers
+// must run the same one.
+func NewServer(rep *Replica, version string) *Server {
+	return &Server{rep: rep, version: version, conns: map[string]*grpc.ClientConn{}}
+}
+
+// Close closes the connections used for forwarding.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, c := range s.conns {
+		errs = append(errs, c.Close())
+	}
+	s.conns = map[string]*grpc.ClientConn{}
+	return errors.Join(errs...)
+}
+
+// leaderClient returns a client for the leader when this replica is not it, nil when it is.
+func (s *Server) leaderClient(ctx context.Context) (api.CoordinatorClient, error) {
+	if s.rep.IsLeader() {
+		return nil, nil
+	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {
+		return nil, status.Errorf(codes.Unavailable, "%v: replica %s received a forwarded write", ErrNotLeader, s.rep.ID())
+	}
+	l := s.rep.Leader()
+	if l.GRPCAddr == "" {
+		return nil, status.Errorf(codes.Unavailable, "%v: no leader known to replica %s", ErrNotLeader, s.rep.ID())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cc, ok := s.conns[l.GRPCAddr]
+	if !ok {
+		var err error
+		cc, err = grpc.NewClient(l.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "dial leader %s: %v", l.GRPCAddr, err)
+		}
+		s.conns[l.GRPCAddr] = cc
+	}
+	return api.NewCoordinatorClient(cc), nil
+}
+
+func forwarded(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
+}
+
+// propose commits c and turns a state-machine refusal into a gRPC status carrying its code.
+func (s *Server) propose(ctx context.Context, c fsm.Command) (fsm.Result, error) {
+	res, err := s.rep.Propose(ctx, c)
+	if err != nil {
+		return res, status.Error(codes.Unavailable, err.Error())
+	}
+	if res.Code != "" {
+		return res, resultStatus(res)
+	}
+	return res, nil
+}
+
+// grpcCodes maps state-machine error codes to gRPC codes.
+var grpcCodes = map[string]codes.Code{
+	"no_run":           codes.FailedPrecondition,
+	"invalid_config":   codes.InvalidArgument,
+	"config_mismatch":  codes.FailedPrecondition,
+	"unknown_member":   codes.NotFound,
+	"stale_generation": codes.Aborted,
+	"not_in_ring":      codes.FailedPrecondition,
+	"bad_checkpoint":   codes.InvalidArgument,
+	"run_finished":     codes.FailedPrecondition,
+	"bad_command":      codes.InvalidArgument,
+	"version_mismatch": codes.FailedPrecondition,
+}
+
+func resultStatus(res fsm.Result) error {
+	code, ok := grpcCodes[res.Code]
+	if !ok {
+		code = codes.Unknown
+	}
+	st := status.New(code, res.Err().Error())
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: res.Code, Domain: errDomain,
+		Metadata: map[string]string{"message": res.Message}}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// SubmitRun implements api.CoordinatorServer.
+func (s *Server) SubmitRun(ctx context.Context, req *api.SubmitRunRequest) (*api.SubmitRunResponse, error) {
+	run, err := config.Parse(req.RunYaml)
+	if err != nil {
+		return nil, resultStatus(fsm.Result{Code: "invalid_config", Message: err.Error()})
+	}
+	if lc, err := s.leaderClient(ctx); err != nil || lc != nil {
+		if err != nil {
+			return nil, err
+		}
+		return lc.SubmitRun(forwarded(ctx), req)
+	}
+	if _, err := s.propose(ctx, fsm.Command{Kind: fsm.KindSubmit, RequestID: req.RequestId, Submit: &fsm.Submit{Run: run}}); err != nil {
+		return nil, err
+	}
+	return &api.SubmitRunResponse{ConfigHash: run.Hash()}, nil
+}
+
+// Join implements api.CoordinatorServer.
+func (s *Server) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinResponse, error) {
+	if req.Version != s.version {
+		return nil, resultStatus(fsm.Result{Code: "version_mismatch",
+			Message: fmt.Sprintf("trainer %q runs binary version %q, the coordinator runs %q", req.Id, req.Version, s.version)})
+	}
+	if lc, err := s.leaderClient(ctx); err != nil || lc != nil {
+		if err != nil {
+			return nil, err
+		}
+		return lc.Join(forwarded(ctx), req)
+	}
+	j := &fsm.Join{ID: req.Id, Address: req.Address, Version: req.Version, ConfigHash: req.ConfigHash}
+	for _, h := range req.Held {
+		j.Held = append(j.Held, fsm.Held{Step: h.Step, SHA256: h.Sha256})
+	}
+	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindJoin, RequestID: req.RequestId, Join: j})
+	if err != nil {
+		return nil, err
+	}
+	resp := &api.JoinResponse{Generation: res.Generation}
+	s.rep.View(func(st *fsm.State) {
+		resp.ConfigHash = st.ConfigHash
+		if st.Run != nil {
+			resp.RunYaml = st.Run.Marshal()
+		}
+	})
+	return resp, nil
+}
+
+// Heartbeat implements api.CoordinatorServer.
+func (s *Server) Heartbeat(ctx context.Context, req *api.HeartbeatRequest) (*api.HeartbeatResponse, error) {
+	if lc, err := s.leaderClient(ctx); err != nil || lc != nil {
+		if err != nil {
+			return nil, err
+		}
+		return lc.Heartbeat(forwarded(ctx), req)
+	}
+	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindHeartbeat, RequestID: req.RequestId, Heartbeat: &fsm.Heartbeat{ID: req.Id}})
+	if err != nil {
+		return nil, err
+	}
+	return &api.HeartbeatResponse{Generation: res.Generation}, nil
+}
+
+// ReportProgress implements api.CoordinatorServer.
+func (s *Server) ReportProgress(ctx context.Context, req *api.ReportProgressRequest) (*api.ReportProgressResponse, error) {
+	if lc, err := s.leaderClient(ctx); err != nil || lc != nil {
+		if err != nil {
+			return nil, err
+		}
+		return lc.ReportProgress(forwarded(ctx), req)
+	}
+	p := fsm.LossPoint{Loss: req.Loss, GradNorm: req.GradNorm, LR: req.Lr, ImagesPerSec: req.ImagesPerSec,
+		ComputeSec: req.ComputeSec, AllReduceSec: req.AllreduceSec, WaitSec: req.WaitSec, BusBW: req.Busbw}
+	copy(p.LossQuartiles[:], req.LossQuartiles)
+	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindProgress, RequestID: req.RequestId, Progress: &fsm.Progress{
+		ID: req.Id, Generation: req.Generation, Step: req.Step, Point: p, Failure: req.Failure}})
+	if err != nil {
+		return nil, err
+	}
+	return &api.ReportProgressResponse{Generation: res.Generation}, nil
+}
+
+// CheckpointReady implements api.CoordinatorServer.
+func (s *Server) CheckpointReady(ctx context.Context, req *api.CheckpointReadyRequest) (*api.CheckpointReadyResponse, error) {
+	if lc, err := s.leaderClient(ctx); err != nil || lc != nil {
+		if err != nil {
+			return nil, err
+		}
+		return lc.CheckpointReady(forwarded(ctx), req)
+	}
+	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindCheckpoint, RequestID: req.RequestId, Checkpoint: &fsm.CheckpointReport{
+		ID: req.Id, Generation: req.Generation, Step: req.Step, SHA256: req.Sha256, Size: req.Size}})
+	if err != nil {
+		return nil, err
+	}
+	return &api.CheckpointReadyResponse{Generation: res.Generation}, nil
+}
+
+// Status implements api.CoordinatorServer from this replica's local state.
+func (s *Server) Status(ctx context.Context, _ *api.StatusRequest) (*api.StatusResponse, error) {
+	l := s.rep.Leader()
+	resp := &api.StatusResponse{ReplicaId: s.rep.ID(), LeaderId: l.ID, LeaderGrpcAddress: l.GRPCAddr,
+		RaftTerm: s.rep.raft.CurrentTerm(), AppliedIndex: s.rep.AppliedIndex()}
+	s.rep.View(func(st *fsm.State) {
+		resp.StateJson = st.Encode()
+		resp.RunStatus, resp.Reason, resp.Step, resp.TotalSteps = string(st.Status), st.Reason, st.Step, st.TotalSteps
+		resp.Generation, resp.World = st.Generation.Number, int32(st.Generation.World)
+	})
+	return resp, nil
+}
+
+// WatchAssignment implements api.CoordinatorServer: it sends the member's assignment at once and
+// again whenever it changes, until the client goes away. A member unknown for longer than a
+// short grace (removed, or never joined) ends the stream with NotFound.
+func (s *Server) WatchAssignment(req *api.WatchAssignmentRequest, stream grpc.ServerStreamingServer[api.Assignment]) error {
+	ctx := stream.Context()
+	var last *api.Assignment
+	var unknownSince time.Time
+	for {
+		changed := s.rep.Changed()
+		var a *api.Assignment
+		known := false
+		s.rep.View(func(st *fsm.State) { a, known = AssignmentFor(st, req.Id) })
+		if !known {
+			if unknownSince.IsZero() {
+				unknownSince = time.Now()
+			}
+			if time.Since(unknownSince) > unknownGrace {
+				return resultStatus(fsm.Result{Code: "unknown_member", Message: fmt.Sprintf("%q is not a member; join again", req.Id)})
+			}
+		} else {
+			unknownSince = time.Time{}
+			if last == nil || !proto.Equal(a, last) {
+				if err := stream.Send(a); err != nil {
+					return err
+				}
+				last = a
+			}
+		}
+		timer := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-changed:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// AssignmentFor computes member id's assignment from state s; known is false when id is not a
+// member. Ring peers and checkpoint holders carry the members' current addresses.
+func AssignmentFor(s *fsm.State, id string) (a *api.Assignment, known bool) {
+	if _, ok := s.Members[id]; !ok {
+		return nil, false
+	}
+	g := s.Generation
+	a = &api.Assignment{Generation: g.Number, Rank: int32(g.Rank(id)), World: int32(g.World), StartStep: g.StartStep,
+		RunStatus: string(s.Status), Reason: s.Reason, ConfigHash: s.ConfigHash, TotalSteps: s.TotalSteps}
+	for _, rid := range g.Ring {
+		a.Ring = append(a.Ring, &api.CoordPeer{Id: rid, Address: s.Members[rid].Address})
+	}
+	if c := g.Checkpoint; c != nil {
+		cp := &api.CoordCheckpoint{Step: c.Step, Sha256: c.SHA256, Size: c.Size, Generation: c.Generation, Time: c.Time}
+		holders := c.Holders
+		if latest := s.LatestCheckpoint(); latest != nil && latest.Step == c.Step {
+			holders = latest.Holders
+		}
+		for _, h := range holders {
+			if m, ok := s.Members[h]; ok {
+				cp.Holders = append(cp.Holders, &api.CoordPeer{Id: h, Address: m.Address})
+			}
+		}
+		a.Checkpoint = cp
+	}
+	return a, true
+}
