@@ -146,8 +146,8 @@ func TestScheduleErrors(t *testing.T) {
 	if _, err := NewScheduleFromBetas([]float64{0.1, 1.0}); !errors.Is(err, ErrInvalidSchedule) || !strings.Contains(err.Error(), "beta[1] = 1") {
 		t.Errorf("beta = 1: err = %v", err)
 	}
-	if _, err := ParseVariance("learned"); err == nil {
-		t.Error("ParseVariance(learned) succeeded")
+	if _, err := ParseVariance("learned"); !errors.Is(err, ErrUnknownVariance) || err.Error() != `diffusion: unknown variance "learned", want fixedlarge or fixedsmall` {
+		t.Errorf("ParseVariance(learned): %v", err)
 	}
 	for _, v := range []Variance{FixedLarge, FixedSmall} {
 		if got, err := ParseVariance(v.String()); err != nil || got != v {

@@ -12,6 +12,8 @@ var (
 	// ErrInvalidSchedule: a ScheduleConfig or beta table that does not define a usable diffusion
 	// (unknown kind, T < 2, a beta outside (0, 1), or a derived table that is not finite).
 	ErrInvalidSchedule = errors.New("diffusion: invalid schedule")
+	// ErrUnknownVariance: a variance name other than "fixedlarge" or "fixedsmall".
+	ErrUnknownVariance = errors.New("diffusion: unknown variance")
 )
 
 // Schedule kinds accepted by ScheduleConfig.Kind.
@@ -148,7 +150,8 @@ func (v Variance) String() string {
 	return fmt.Sprintf("Variance(%d)", int(v))
 }
 
-// ParseVariance parses "fixedlarge" or "fixedsmall"; other names return an error.
+// ParseVariance parses "fixedlarge" or "fixedsmall"; other names return an error wrapping
+// ErrUnknownVariance.
 func ParseVariance(name string) (Variance, error) {
 	switch name {
 	case "fixedlarge":
@@ -156,7 +159,7 @@ func ParseVariance(name string) (Variance, error) {
 	case "fixedsmall":
 		return FixedSmall, nil
 	}
-	return 0, fmt.Errorf("diffusion: unknown variance %q, want fixedlarge or fixedsmall", name)
+	return 0, fmt.Errorf("%w %q, want fixedlarge or fixedsmall", ErrUnknownVariance, name)
 }
 
 // Tables holds the float64 tables of GaussianDiffusion2.__init__, each of length T; index t
