@@ -1,0 +1,213 @@
+package dataset
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"ddpm/dataset/lmdb/lmdbtest"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// ddpmBinary builds the real command once per test run.
+func ddpmBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ddpm-dataset-cli")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "ddpm")
+		out, err := exec.Command("go", "build", "-o", binPath, "ddpm/cmd/ddpm").CombinedOutput()
+		if err != nil {
+			binErr = errors.New(string(out))
+		}
+	})
+	if binErr != nil {
+		t.Fatalf("go build ./cmd/ddpm: %v", binErr)
+	}
+	return binPath
+}
+
+// runDDPM runs the binary and returns stdout, stderr and the exit status.
+func runDDPM(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(ddpmBinary(t), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// Every bad input gives exit status 1 and exactly one line on stderr naming the file (and the
+// record or key), never a panic trace.
+func TestCLIBadInputs(t *testing.T) {
+	root := t.TempDir()
+	mk := func(name string) string {
+		p := filepath.Join(root, name)
+		os.MkdirAll(p, 0o755)
+		return p
+	}
+
+	truncated := mk("cifar-truncated")
+	writeCIFAR(t, truncated, 3)
+	b, _ := os.ReadFile(filepath.Join(truncated, "data_batch_3.bin"))
+	os.WriteFile(filepath.Join(truncated, "data_batch_3.bin"), b[:len(b)-100], 0o644)
+
+	missing := mk("cifar-missing")
+	writeCIFAR(t, missing, 2)
+	os.Remove(filepath.Join(missing, "data_batch_4.bin"))
+
+	badLabel := mk("cifar-notcifar")
+	writeCIFAR(t, badLabel, 2)
+	b, _ = os.ReadFile(filepath.Join(badLabel, "data_batch_2.bin"))
+	b[cifarRecord] = 200 // record 1's label byte
+	os.WriteFile(filepath.Join(badLabel, "data_batch_2.bin"), b, 0o644)
+
+	tgzFiles := writeCIFAR(t, mk("cifar-for-tar"), 2)
+	tgz := filepath.Join(root, "cifar-10-binary.tar.gz")
+	writeTarGz(t, tgz, tgzFiles, []string{"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"})
+	tb, _ := os.ReadFile(tgz)
+	cut := filepath.Join(root, "cut.tar.gz")
+	os.WriteFile(cut, tb[:len(tb)/2], 0o644)
+
+	idx := filepath.Join(root, "train-images-idx3-ubyte")
+	os.WriteFile(idx, []byte{0, 0, 8, 1, 0, 0, 0, 1, 7}, 0o644)
+	idxShort := filepath.Join(root, "t10k-images-idx3-ubyte")
+	os.WriteFile(idxShort, append([]byte{0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28}, make([]byte, 784+10)...), 0o644)
+
+	lsunEmpty := filepath.Join(root, "lsun-empty")
+	writeLSUN(t, lsunEmpty, lmdbtest.Pair{Key: []byte("0000bad"), Value: nil})
+	lsunJunk := filepath.Join(root, "lsun-junk")
+	writeLSUN(t, lsunJunk, lmdbtest.Pair{Key: []byte("ffff-junk"), Value: []byte("\xff\xd8\xff not really a jpeg")})
+
+	unreadable := mk("folder-unreadable")
+	os.WriteFile(filepath.Join(unreadable, "a.png"), encodePNG(t, pattern(8, 8, 1)), 0o644)
+	os.WriteFile(filepath.Join(unreadable, "b.png"), []byte("\x89PNG\r\n\x1a\n garbage"), 0o644)
+	empty := mk("folder-empty")
+	os.WriteFile(filepath.Join(empty, "README.txt"), []byte("no images here"), 0o644)
+	mixed := mk("folder-mixed")
+	os.WriteFile(filepath.Join(mixed, "a.png"), encodePNG(t, pattern(8, 8, 1)), 0o644)
+	os.WriteFile(filepath.Join(mixed, "b.png"), encodePNG(t, pattern(8, 6, 2)), 0o644)
+
+	cases := []struct {
+		name string
+		args []string
+		want string // the whole line after "ddpm: " must contain this
+	}{
+		{"truncated CIFAR", []string{"dataset", "inspect", truncated},
+			"malformed data: " + filepath.Join(truncated, "data_batch_3.bin") + ": 9119 bytes is not a whole number of 3073-byte records (1 label + 3x32x32 pixels): record 2 is cut short at 2973 bytes"},
+		{"missing CIFAR batch", []string{"dataset", "inspect", missing},
+			"dataset not found: " + filepath.Join(missing, "data_batch_4.bin") + ": no such file or directory"},
+		{"not CIFAR", []string{"dataset", "inspect", badLabel},
+			"malformed data: " + filepath.Join(badLabel, "data_batch_2.bin") + ": record 1: label 200 is not a CIFAR-10 class (0..9)"},
+		{"truncated tar.gz", []string{"dataset", "inspect", cut},
+			"malformed data: " + cut + ": "},
+		{"wrong idx magic", []string{"dataset", "inspect", idx},
+			"malformed data: " + idx + ": idx magic number 0x00000801, want images (0x00000803)"},
+		{"mis-sized idx", []string{"dataset", "inspect", idxShort},
+			"malformed data: " + idxShort + ": idx header declares [2 28 28] = 1568 data bytes, file holds 794"},
+		{"empty LMDB value", []string{"dataset", "inspect", lsunEmpty, "--resolution", "16"},
+			"undecodable image: " + lsunEmpty + `: key "0000bad": 0-byte value: empty`},
+		{"undecodable LMDB value", []string{"dataset", "inspect", lsunJunk, "--resolution", "16"},
+			"undecodable image: " + lsunJunk + `: key "ffff-junk": 21-byte value: invalid JPEG format`},
+		{"unreadable image", []string{"dataset", "inspect", unreadable},
+			"undecodable image: " + filepath.Join(unreadable, "b.png") + ": "},
+		{"empty folder", []string{"dataset", "inspect", empty},
+			"no images: " + empty + ": no .png/.jpg/.jpeg/.webp files (searched recursively)"},
+		{"mixed sizes", []string{"dataset", "inspect", mixed},
+			"mixed image sizes: " + filepath.Join(mixed, "b.png") + " is 8x6, the folder's images are 8x8; pass a resolution (--resolution) to center-crop and resize all"},
+		{"no such path", []string{"dataset", "inspect", filepath.Join(root, "nope")},
+			"dataset not found: " + filepath.Join(root, "nope") + ": no such file or directory"},
+		{"bad split", []string{"dataset", "inspect", "mnist", "--split", "val"},
+			`unsupported option: mnist: split "val" (want train or test)`},
+		{"prepare over existing", []string{"dataset", "prepare", "mnist:test", "--out", mixed},
+			"output exists: " + mixed + ": refusing to overwrite"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			stdout, stderr, code := runDDPM(t, c.args...)
+			if code != 1 {
+				t.Fatalf("exit status %d, want 1 (stderr %q)", code, stderr)
+			}
+			lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "ddpm: ") || strings.Contains(stderr, "goroutine") {
+				t.Fatalf("stderr is not one ddpm: line: %q", stderr)
+			}
+			if !strings.Contains(lines[0], c.want) {
+				t.Fatalf("stderr %q\nwant it to contain %q", lines[0], c.want)
+			}
+			if stdout != "" {
+				t.Fatalf("stdout %q on failure", stdout)
+			}
+		})
+	}
+	// Nothing was overwritten: the folder prepare refused still holds exactly its two images.
+	if ents, _ := os.ReadDir(mixed); len(ents) != 2 {
+		t.Fatalf("refused prepare touched %s: %d entries", mixed, len(ents))
+	}
+
+	// With --skip-bad the bad value is skipped, counted and reported; exit 0.
+	stdout, stderr, code := runDDPM(t, "dataset", "inspect", lsunJunk, "--resolution", "16", "--skip-bad")
+	if code != 0 || !strings.Contains(stdout, "count        6\n") ||
+		!strings.Contains(stdout, `skipped      1 undecodable (--skip-bad): key "ffff-junk"`) {
+		t.Fatalf("--skip-bad: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	// Usage errors exit 2.
+	if _, stderr, code := runDDPM(t, "dataset", "prepare", "mnist"); code != 2 || !strings.Contains(stderr, "--out DIR is required") {
+		t.Fatalf("prepare without --out: exit %d, %q", code, stderr)
+	}
+}
+
+// inspect prints the facts and a preview; prepare + inspect of the result agree on the fingerprint.
+func TestCLIInspectAndPrepare(t *testing.T) {
+	stdout, stderr, code := runDDPM(t, "dataset", "inspect", "mnist:test", "--preview", filepath.Join(t.TempDir(), "grid.png"))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"format       mnist-idx\n", "split        test\n", "count        10000\n", "shape        1x32x32 (CHW)\n",
+		"labels       0:980 1:1135 2:1032 3:1010 4:982 5:892 6:958 7:1028 8:974 9:1009\n", "fingerprint  sha256:"} {
+		if !strings.Contains(stdout, want) {
+			t.Fatalf("inspect output lacks %q:\n%s", want, stdout)
+		}
+	}
+	fp := stdout[strings.Index(stdout, "fingerprint  "):]
+	fp = fp[:strings.Index(fp, "\n")]
+	cifar := t.TempDir()
+	writeCIFAR(t, cifar, 4)
+	out := filepath.Join(t.TempDir(), "prep")
+	if _, stderr, code := runDDPM(t, "dataset", "prepare", "mnist:test", "--out", out); code != 0 {
+		t.Fatalf("prepare: exit %d: %s", code, stderr)
+	}
+	stdout, _, code = runDDPM(t, "dataset", "inspect", out)
+	if code != 0 || !strings.Contains(stdout, fp+"\n") || !strings.Contains(stdout, "format       prepared\n") {
+		t.Fatalf("inspect of prepared: exit %d\n%s\nwant %s", code, stdout, fp)
+	}
+	// A corrupted shard fails inspect with the shard's name.
+	shard := filepath.Join(out, "shard-00000.bin")
+	b, _ := os.ReadFile(shard)
+	b[5000] ^= 0x80
+	os.WriteFile(shard, b, 0o644)
+	_, stderr, code = runDDPM(t, "dataset", "inspect", out)
+	if code != 1 || !strings.HasPrefix(stderr, "ddpm: integrity check failed: "+shard+": sha256 ") {
+		t.Fatalf("corrupted shard: exit %d, %q", code, stderr)
+	}
+}
