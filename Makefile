@@ -45,3 +45,7 @@ proto:       ## regenerate api/*.pb.go with protoc (Debian protobuf-compiler) an
 
 clean:
 	rm -rf bin
+
+.PHONY: bench-data
+bench-data:  ## loader images/s: MNIST, CIFAR-10 binary, LSUN-format prepared shards and raw WebP (issue 4)
+	$(GO) test -run '^$$' -bench BenchmarkLoad -benchtime 10x ./dataset

@@ -203,9 +203,18 @@ func ToFloat(dst []float32, src []uint8) {
 		panic("dataset: ToFloat: length mismatch")
 	}
 	for i, v := range src {
-		dst[i] = float32(v)/127.5 - 1
+		dst[i] = toFloatTable[v]
 	}
 }
+
+// toFloatTable[v] = float32(v)/127.5 - 1, rounded exactly as that expression (a table, not a
+// multiply by 1/127.5, which would round differently for some v).
+var toFloatTable = func() (t [256]float32) {
+	for v := range t {
+		t[v] = float32(v)/127.5 - 1
+	}
+	return t
+}()
 
 // hashHeader starts the canonical stream; the version changes if the stream's layout does.
 const hashHeader = "ddpm-dataset-content/v1"
