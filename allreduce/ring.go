@@ -1,0 +1,480 @@
+package allreduce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"ddpm/api"
+)
+
+// Defaults of Config.
+const (
+	DefaultTimeout    = 30 * time.Second
+	DefaultChunkBytes = 256 << 10
+)
+
+// Config describes one rank's ring of one generation.
+type Config struct {
+	// Generation numbers the cluster's ring; every rank of the ring uses the same one, and a
+	// newer generation supersedes this one (ErrStaleGeneration).
+	Generation uint64
+	// Rank is this process's index in Peers.
+	Rank int
+	// Peers are the gRPC addresses (host:port) of all ranks in ring order; len(Peers) is the
+	// world size. Rank sends to Peers[(Rank+1)%N] and receives from Peers[(Rank-1)%N].
+	Peers []string
+	// Timeout bounds one AllReduce call, connection set-up included (default 30 s). A call that
+	// has no result by then fails with ErrPeerLost on this rank and aborts the ring.
+	Timeout time.Duration
+	// DialOptions are appended to the ring's own (insecure transport credentials, windows,
+	// buffer sizes, message-size limits), so they can override them, e.g. with TLS.
+	DialOptions []grpc.DialOption
+	// ChunkBytes is the pipelining unit: segments travel in frames of at most this many
+	// payload bytes (default 256 KiB; a multiple of 4 in [4, MaxChunkBytes]). All ranks must
+	// use the same value.
+	ChunkBytes int
+}
+
+// Validate checks c and fills in defaults; errors wrap ErrInvalidConfig.
+func (c *Config) Validate() error {
+	if len(c.Peers) == 0 {
+		return fmt.Errorf("%w: no peers", ErrInvalidConfig)
+	}
+	if c.Rank < 0 || c.Rank >= len(c.Peers) {
+		return fmt.Errorf("%w: rank %d outside [0, %d)", ErrInvalidConfig, c.Rank, len(c.Peers))
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Timeout < 0 {
+		return fmt.Errorf("%w: timeout %v", ErrInvalidConfig, c.Timeout)
+	}
+	if c.ChunkBytes == 0 {
+		c.ChunkBytes = DefaultChunkBytes
+	}
+	if c.ChunkBytes < 4 || c.ChunkBytes > MaxChunkBytes || c.ChunkBytes%4 != 0 {
+		return fmt.Errorf("%w: chunk bytes %d (want a multiple of 4 in [4, %d])", ErrInvalidConfig, c.ChunkBytes, MaxChunkBytes)
+	}
+	return nil
+}
+
+// Ring is one rank's member of one generation's ring. AllReduce calls are serialized; Close
+// may be called from any goroutine, at any time.
+type Ring struct {
+	cfg    Config
+	ep     *Endpoint
+	world  int
+	rank   int
+	ctx    context.Context // lives until Close; carries the outbound stream
+	cancel context.CancelFunc
+	conn   *grpc.ClientConn
+	wg     sync.WaitGroup // every goroutine the ring started, and inbound handlers
+
+	opMu sync.Mutex // serializes AllReduce
+	ops  uint64     // operations started
+
+	outReady chan struct{} // closed once the outbound stream is open and HELLO sent
+	out      grpc.ClientStream
+	inReady  chan struct{} // closed once the predecessor's stream is attached
+	recvOps  chan *opState // AllReduce hands each operation to the inbound receive loop
+	closed   chan struct{} // closed by Close
+	failed   chan struct{} // closed by the first failure
+	failOnce sync.Once
+	err      error // the first failure; read after <-failed
+
+	mu      sync.Mutex
+	in      api.Ring_StreamServer // the inbound stream, while its handler runs
+	cur     *opState              // the operation in flight
+	isClose bool
+
+	inMu   sync.Mutex // serializes SendMsg on in
+	inDone bool       // the inbound handler returned: in must not be used
+}
+
+// NewRing builds this process's ring for cfg.Generation on ep, closing the endpoint's rings of
+// older generations (their calls in flight fail with ErrStaleGeneration). It does not wait for
+// the peers: the first AllReduce does, within its Timeout. Errors wrap ErrInvalidConfig or
+// ErrStaleGeneration.
+func NewRing(ep *Endpoint, cfg Config) (*Ring, error) {
+	if ep == nil {
+		panic("allreduce: NewRing with nil Endpoint")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.Peers = append([]string(nil), cfg.Peers...)
+	r := &Ring{
+		cfg: cfg, ep: ep, world: len(cfg.Peers), rank: cfg.Rank,
+		outReady: make(chan struct{}), inReady: make(chan struct{}), recvOps: make(chan *opState),
+		closed: make(chan struct{}), failed: make(chan struct{}),
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	if r.world > 1 {
+		opts := append([]grpc.DialOption{
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithInitialWindowSize(streamWindow),
+			grpc.WithInitialConnWindowSize(connWindow),
+			grpc.WithWriteBufferSize(ioBuffer),
+			grpc.WithReadBufferSize(ioBuffer),
+			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxRecvFrame), grpc.MaxCallRecvMsgSize(maxSignal)),
+		}, cfg.DialOptions...)
+		conn, err := grpc.NewClient(cfg.Peers[(r.rank+1)%r.world], opts...)
+		if err != nil {
+			r.cancel()
+			return nil, fmt.Errorf("%w: successor %q: %v", ErrInvalidConfig, cfg.Peers[(r.rank+1)%r.world], err)
+		}
+		r.conn = conn
+	}
+	old, err := ep.add(r)
+	if err != nil {
+		r.cancel()
+		if r.conn != nil {
+			r.conn.Close()
+		}
+		return nil, err
+	}
+	for _, o := range old {
+		o.shutdown(ErrStaleGeneration, api.AbortCode_ABORT_CODE_STALE_GENERATION,
+			fmt.Sprintf("superseded by generation %d", cfg.Generation))
+	}
+	if r.world > 1 {
+		r.wg.Add(1)
+		go r.runOutbound()
+	}
+	return r, nil
+}
+
+// Generation returns the ring's generation.
+func (r *Ring) Generation() uint64 { return r.cfg.Generation }
+
+// World returns the number of ranks.
+func (r *Ring) World() int { return r.world }
+
+// Rank returns this process's rank.
+func (r *Ring) Rank() int { return r.rank }
+
+func (r *Ring) next() int { return (r.rank + 1) % r.world }
+func (r *Ring) prev() int { return (r.rank - 1 + r.world) % r.world }
+
+// AllReduce replaces buf, on every rank, by the element-wise sum of all ranks' bufs. All ranks
+// must call it in the same order with buffers of the same length; every rank ends with the
+// same bytes. It returns within Config.Timeout (or ctx's deadline, if sooner); on error buf's
+// contents are unspecified, the ring is broken, and the error wraps ErrPeerLost, ErrMismatch,
+// ErrStaleGeneration, ErrClosed or ctx's error. Averaging is the caller's business.
+func (r *Ring) AllReduce(ctx context.Context, buf []float32) error {
+	r.opMu.Lock()
+	defer r.opMu.Unlock()
+	select {
+	case <-r.failed:
+		return r.err
+	default:
+	}
+	r.ops++
+	if r.world == 1 {
+		return nil
+	}
+	caller := ctx
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	op := newOpState(r, r.ops, buf)
+	if err := r.waitReady(ctx, caller, op); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.cur = op
+	r.mu.Unlock()
+	select {
+	case r.recvOps <- op:
+	case <-r.failed:
+		return r.err
+	case <-ctx.Done():
+		return r.giveUp(caller, op)
+	}
+	sendDone := make(chan struct{})
+	r.mu.Lock()
+	if r.isClose {
+		r.mu.Unlock()
+		<-r.failed
+		return r.err
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.wg.Done()
+		defer close(sendDone)
+		r.send(op)
+	}()
+	for _, done := range []chan struct{}{op.recvDone, sendDone} {
+		select {
+		case <-done:
+		case <-r.failed:
+			return r.err
+		case <-ctx.Done():
+			return r.giveUp(caller, op)
+		}
+	}
+	// Receives and sends are complete; a failure racing with completion must still win,
+	// since the sender may have stopped early.
+	op.mu.Lock()
+	ok := op.active && op.sent
+	op.active = false
+	op.mu.Unlock()
+	if !ok {
+		<-r.failed
+		return r.err
+	}
+	return nil
+}
+
+func (r *Ring) waitReady(ctx, caller context.Context, op *opState) error {
+	for _, ch := range []chan struct{}{r.outReady, r.inReady} {
+		select {
+		case <-ch:
+		case <-r.failed:
+			return r.err
+		case <-ctx.Done():
+			return r.giveUp(caller, op)
+		}
+	}
+	return nil
+}
+
+// giveUp fails the ring because the operation's context ended: the caller's cancellation or
+// deadline (a context error), or else the ring's Timeout (ErrPeerLost).
+func (r *Ring) giveUp(caller context.Context, op *opState) error {
+	if err := caller.Err(); err != nil {
+		r.fail(fmt.Errorf("allreduce: rank %d: operation %d (generation %d): %w", r.rank, op.id, r.cfg.Generation, err),
+			api.AbortCode_ABORT_CODE_ABORTED)
+	} else {
+		r.fail(fmt.Errorf("%w: rank %d: no result for operation %d within %v (generation %d)",
+			ErrPeerLost, r.rank, op.id, r.cfg.Timeout, r.cfg.Generation), api.AbortCode_ABORT_CODE_PEER_LOST)
+	}
+	<-r.failed
+	return r.err
+}
+
+// fail records the ring's first failure, stops the operation in flight from touching its
+// buffer, and sends an abort signal to the predecessor (which forwards it), so the whole ring
+// learns the cause.
+func (r *Ring) fail(err error, code api.AbortCode) { r.failFrom(err, code, uint32(r.rank)) }
+
+func (r *Ring) failFrom(err error, code api.AbortCode, origin uint32) {
+	r.failOnce.Do(func() {
+		r.err = err
+		r.mu.Lock()
+		op, in := r.cur, r.in
+		r.mu.Unlock()
+		if op != nil {
+			op.mu.Lock() // waits for a chunk being applied
+			op.active = false
+			op.mu.Unlock()
+		}
+		close(r.failed)
+		if in != nil {
+			sig := &api.Signal{Generation: r.cfg.Generation, Code: code, OriginRank: origin, Reason: err.Error()}
+			if op != nil {
+				sig.Op = op.id
+			}
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.inMu.Lock()
+				defer r.inMu.Unlock()
+				if !r.inDone {
+					_ = in.SendMsg(sig) // best effort: the predecessor may be gone
+				}
+			}()
+		}
+	})
+}
+
+// shutdown fails the ring with cause and releases everything it holds.
+func (r *Ring) shutdown(cause error, code api.AbortCode, why string) {
+	r.mu.Lock()
+	if r.isClose {
+		r.mu.Unlock()
+		return
+	}
+	r.isClose = true
+	r.mu.Unlock()
+	r.fail(fmt.Errorf("%w: rank %d, generation %d: %s", cause, r.rank, r.cfg.Generation, why), code)
+	close(r.closed)
+	r.cancel()
+	r.ep.remove(r)
+	r.wg.Wait()
+	if r.conn != nil {
+		r.conn.Close()
+	}
+}
+
+// Close ends the ring: a call in flight fails with ErrClosed, streams are closed and Close
+// waits for the ring's goroutines to finish. It is idempotent and returns nil.
+func (r *Ring) Close() error {
+	r.shutdown(ErrClosed, api.AbortCode_ABORT_CODE_ABORTED, "closed")
+	return nil
+}
+
+// runOutbound opens the stream to the successor, sends HELLO, then reads the successor's
+// signals until the stream ends.
+func (r *Ring) runOutbound() {
+	defer r.wg.Done()
+	desc := &api.Ring_ServiceDesc.Streams[0]
+	s, err := r.conn.NewStream(r.ctx, desc, api.Ring_Stream_FullMethodName,
+		grpc.WaitForReady(true), grpc.CallContentSubtype(codecName))
+	if err != nil {
+		r.outboundEnded(err)
+		return
+	}
+	hello := &header{kind: api.FrameKind_FRAME_KIND_HELLO, generation: r.cfg.Generation,
+		fromRank: uint32(r.rank), world: uint32(r.world)}
+	if err := s.SendMsg(newOutFrame(hello, nil)); err != nil {
+		r.outboundEnded(s.RecvMsg(new(api.Signal)))
+		return
+	}
+	r.out = s
+	close(r.outReady)
+	for {
+		sig := new(api.Signal)
+		if err := s.RecvMsg(sig); err != nil {
+			r.outboundEnded(err)
+			return
+		}
+		if sig.Generation != r.cfg.Generation {
+			continue
+		}
+		r.failFrom(remoteErr(sig), sig.Code, sig.OriginRank)
+	}
+}
+
+// remoteError is a failure detected by another rank and forwarded round the ring: its message
+// is the origin's, its sentinel comes from the signal's code.
+type remoteError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+func remoteErr(sig *api.Signal) error {
+	if sig.Code == api.AbortCode_ABORT_CODE_ABORTED || sig.Code == api.AbortCode_ABORT_CODE_UNSPECIFIED {
+		return fmt.Errorf("%w: rank %d gave up: %s", ErrPeerLost, sig.OriginRank, sig.Reason)
+	}
+	return &remoteError{sentinel: codeErr(sig.Code), msg: sig.Reason}
+}
+
+func codeErr(c api.AbortCode) error {
+	switch c {
+	case api.AbortCode_ABORT_CODE_MISMATCH:
+		return ErrMismatch
+	case api.AbortCode_ABORT_CODE_STALE_GENERATION:
+		return ErrStaleGeneration
+	}
+	return ErrPeerLost
+}
+
+// outboundEnded handles the end of the successor's stream.
+func (r *Ring) outboundEnded(err error) {
+	select {
+	case <-r.closed:
+		return
+	default:
+	}
+	switch status.Code(err) {
+	case codes.FailedPrecondition:
+		r.fail(fmt.Errorf("%w: rank %d: successor %d refused generation %d: %v",
+			ErrStaleGeneration, r.rank, r.next(), r.cfg.Generation, err), api.AbortCode_ABORT_CODE_STALE_GENERATION)
+	case codes.InvalidArgument:
+		r.fail(fmt.Errorf("%w: rank %d: successor %d refused the stream: %v",
+			ErrMismatch, r.rank, r.next(), err), api.AbortCode_ABORT_CODE_MISMATCH)
+	default:
+		if err == nil || errors.Is(err, io.EOF) {
+			err = errors.New("stream ended")
+		}
+		r.fail(fmt.Errorf("%w: rank %d: stream to successor %d (%s): %v",
+			ErrPeerLost, r.rank, r.next(), r.cfg.Peers[r.next()], err), api.AbortCode_ABORT_CODE_PEER_LOST)
+	}
+}
+
+// serveInbound runs the predecessor's stream for the life of the ring.
+func (r *Ring) serveInbound(stream api.Ring_StreamServer, hello *header) error {
+	if int(hello.world) != r.world || int(hello.fromRank) != r.prev() {
+		err := fmt.Errorf("%w: rank %d (world %d) got a stream from rank %d of world %d, want rank %d",
+			ErrMismatch, r.rank, r.world, hello.fromRank, hello.world, r.prev())
+		r.fail(err, api.AbortCode_ABORT_CODE_MISMATCH)
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	r.mu.Lock()
+	if r.isClose || r.in != nil {
+		r.mu.Unlock()
+		return status.Errorf(codes.FailedPrecondition, "allreduce: rank %d, generation %d: ring closed or already attached", r.rank, r.cfg.Generation)
+	}
+	r.in = stream
+	r.wg.Add(2) // this handler and the receive loop
+	r.mu.Unlock()
+	defer r.wg.Done()
+	close(r.inReady)
+	recvEnded := make(chan struct{})
+	go func() {
+		defer r.wg.Done()
+		defer close(recvEnded)
+		r.receive(stream)
+	}()
+	select {
+	case <-r.closed:
+	case <-recvEnded:
+		<-r.closed
+	case <-stream.Context().Done():
+		r.fail(fmt.Errorf("%w: rank %d: stream from predecessor %d ended: %v",
+			ErrPeerLost, r.rank, r.prev(), stream.Context().Err()), api.AbortCode_ABORT_CODE_PEER_LOST)
+		<-r.closed
+	}
+	r.inMu.Lock()
+	r.inDone = true // the signal sender must not use the stream once we return
+	r.inMu.Unlock()
+	return status.Errorf(codes.Canceled, "allreduce: rank %d closed generation %d", r.rank, r.cfg.Generation)
+}
+
+// receive is the inbound loop: for each operation, read its BEGIN and DATA frames in plan
+// order, applying each payload to the operation's buffer as it is decoded.
+func (r *Ring) receive(stream api.Ring_StreamServer) {
+	f := &inFrame{}
+	for {
+		var op *opState
+		select {
+		case op = <-r.recvOps:
+		case <-r.failed:
+			return
+		}
+		f.sink = op
+		for range op.recvTotal + 1 {
+			if err := stream.RecvMsg(f); err != nil {
+				if errors.Is(err, errMalformed) || status.Code(err) == codes.Internal {
+					r.fail(fmt.Errorf("%w: rank %d: from predecessor %d: %v", ErrMismatch, r.rank, r.prev(), err),
+						api.AbortCode_ABORT_CODE_MISMATCH)
+				} else {
+					r.fail(fmt.Errorf("%w: rank %d: stream from predecessor %d (%v)", ErrPeerLost, r.rank, r.prev(), err),
+						api.AbortCode_ABORT_CODE_PEER_LOST)
+				}
+				return
+			}
+			if f.err != nil {
+				code := api.AbortCode_ABORT_CODE_MISMATCH
+				if errors.Is(f.err, errInactive) {
+					code = api.AbortCode_ABORT_CODE_ABORTED
+				}
+				r.fail(f.err, code)
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,274 @@
+package allreduce
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"unsafe"
+
+	"gonum.org/v1/gonum/blas/gonum"
+	"google.golang.org/grpc/encoding"
+	protocodec "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"ddpm/api"
+)
+
+// codecName is the gRPC content-subtype of the ring's streams. The codec writes and reads the
+// ordinary protobuf encoding of api.Frame, but without the intermediate copies of the generic
+// codec: a DATA frame is encoded straight from the float32 buffer into one pooled buffer, and
+// its payload is added (reduce-scatter) or copied (all-gather) from gRPC's receive buffers
+// straight into the destination. Messages of other types go through the proto codec.
+const codecName = "ddpm-allreduce-v1"
+
+// Field numbers of api.Frame (see api/allreduce.proto).
+const (
+	fKind       = 1
+	fGeneration = 2
+	fFromRank   = 3
+	fWorld      = 4
+	fOp         = 5
+	fLength     = 6
+	fStep       = 7
+	fSegment    = 8
+	fChunk      = 9
+	fOffset     = 10
+	fPayload    = 15
+)
+
+// maxHeaderBytes bounds the encoded size of every Frame field but the payload.
+const maxHeaderBytes = 11*(1+binary.MaxVarintLen64) + 1 + binary.MaxVarintLen64
+
+// header holds a Frame's fields except the payload.
+type header struct {
+	kind          api.FrameKind
+	generation    uint64
+	fromRank      uint32
+	world         uint32
+	op, length    uint64
+	step, segment uint32
+	chunk         uint32
+	offset        uint64
+}
+
+func (h *header) String() string {
+	return fmt.Sprintf("%v gen=%d from=%d world=%d op=%d length=%d step=%d segment=%d chunk=%d offset=%d",
+		h.kind, h.generation, h.fromRank, h.world, h.op, h.length, h.step, h.segment, h.chunk, h.offset)
+}
+
+// outFrame is a Frame already encoded into pooled memory; gRPC frees it once written.
+type outFrame struct{ data mem.BufferSlice }
+
+// newOutFrame encodes h followed by payload (little-endian float32) into one pooled buffer.
+func newOutFrame(h *header, payload []float32) *outFrame {
+	pool := mem.DefaultBufferPool()
+	bp := pool.Get(maxHeaderBytes + 4*len(payload))
+	b := (*bp)[:0]
+	put := func(num protowire.Number, v uint64) {
+		if v != 0 { // proto3: zero scalars are not written
+			b = protowire.AppendTag(b, num, protowire.VarintType)
+			b = protowire.AppendVarint(b, v)
+		}
+	}
+	put(fKind, uint64(h.kind))
+	put(fGeneration, h.generation)
+	put(fFromRank, uint64(h.fromRank))
+	put(fWorld, uint64(h.world))
+	put(fOp, h.op)
+	put(fLength, h.length)
+	put(fStep, uint64(h.step))
+	put(fSegment, uint64(h.segment))
+	put(fChunk, uint64(h.chunk))
+	put(fOffset, h.offset)
+	if len(payload) > 0 {
+		b = protowire.AppendTag(b, fPayload, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(4*len(payload)))
+		n := len(b)
+		b = b[:n+4*len(payload)]
+		putFloats(b[n:], payload)
+	}
+	*bp = b
+	return &outFrame{data: mem.BufferSlice{mem.NewBuffer(bp, pool)}}
+}
+
+// frameSink receives the payload of an inbound frame. begin validates the header and returns
+// where the payload goes (nil dst: no payload allowed) and whether to add or copy; end is
+// called after the payload has been applied, or not at all if begin failed.
+type frameSink interface {
+	begin(h *header, payloadBytes int) (dst []float32, add bool, err error)
+	end()
+}
+
+// inFrame is the receive-side view of a Frame: the header, with the payload delivered to sink.
+type inFrame struct {
+	h       header
+	sink    frameSink
+	err     error     // validation failure reported by sink.begin (the frame was discarded)
+	scratch []float32 // reduce-scatter staging, reused
+}
+
+var errMalformed = errors.New("malformed frame")
+
+type codec struct{}
+
+func init() { encoding.RegisterCodecV2(codec{}) }
+
+func (codec) Name() string { return codecName }
+
+func (codec) Marshal(v any) (mem.BufferSlice, error) {
+	if f, ok := v.(*outFrame); ok {
+		d := f.data
+		f.data = nil
+		return d, nil
+	}
+	return encoding.GetCodecV2(protocodec.Name).Marshal(v)
+}
+
+func (codec) Unmarshal(data mem.BufferSlice, v any) error {
+	f, ok := v.(*inFrame)
+	if !ok {
+		return encoding.GetCodecV2(protocodec.Name).Unmarshal(data, v)
+	}
+	r := data.Reader()
+	defer r.Close()
+	f.h, f.err = header{}, nil
+	payload := -1
+	for r.Remaining() > 0 {
+		tag, err := binary.ReadUvarint(r)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errMalformed, err)
+		}
+		num, typ := protowire.Number(tag>>3), protowire.Type(tag&7)
+		if typ == protowire.BytesType {
+			l, err := binary.ReadUvarint(r)
+			if err != nil || l > uint64(r.Remaining()) {
+				return fmt.Errorf("%w: bad length of field %d", errMalformed, num)
+			}
+			if num != fPayload {
+				if _, err := r.Discard(int(l)); err != nil {
+					return fmt.Errorf("%w: %v", errMalformed, err)
+				}
+				continue
+			}
+			if int(l) != r.Remaining() {
+				return fmt.Errorf("%w: payload is not the last field", errMalformed)
+			}
+			payload = int(l)
+			break
+		}
+		if typ != protowire.VarintType {
+			return fmt.Errorf("%w: field %d has wire type %d", errMalformed, num, typ)
+		}
+		x, err := binary.ReadUvarint(r)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errMalformed, err)
+		}
+		switch num {
+		case fKind:
+			f.h.kind = api.FrameKind(x)
+		case fGeneration:
+			f.h.generation = x
+		case fFromRank:
+			f.h.fromRank = uint32(x)
+		case fWorld:
+			f.h.world = uint32(x)
+		case fOp:
+			f.h.op = x
+		case fLength:
+			f.h.length = x
+		case fStep:
+			f.h.step = uint32(x)
+		case fSegment:
+			f.h.segment = uint32(x)
+		case fChunk:
+			f.h.chunk = uint32(x)
+		case fOffset:
+			f.h.offset = x
+		}
+	}
+	if payload < 0 {
+		payload = 0
+	}
+	if f.sink == nil {
+		if payload > 0 {
+			f.err = fmt.Errorf("%w: unexpected payload in %v", ErrMismatch, &f.h)
+		}
+		return nil
+	}
+	dst, add, err := f.sink.begin(&f.h, payload)
+	if err != nil {
+		f.err = err
+		return nil
+	}
+	defer f.sink.end()
+	if add {
+		if f.scratch == nil {
+			f.scratch = make([]float32, scratchElems)
+		}
+		return addFrom(r, dst, f.scratch)
+	}
+	return copyFrom(r, dst)
+}
+
+// scratchElems sizes the staging buffer of the reduce-scatter add (64 KiB, cache resident).
+const scratchElems = 16 << 10
+
+var littleEndian = func() bool { x := uint16(1); return *(*byte)(unsafe.Pointer(&x)) == 1 }()
+
+func bytesOf(x []float32) []byte {
+	if len(x) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 4*len(x))
+}
+
+// putFloats writes src into dst (len 4*len(src)) as little-endian float32.
+func putFloats(dst []byte, src []float32) {
+	if littleEndian {
+		copy(dst, bytesOf(src))
+		return
+	}
+	for i, v := range src {
+		binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
+	}
+}
+
+func fixEndian(x []float32) {
+	if littleEndian {
+		return
+	}
+	b := bytesOf(x)
+	for i := range x {
+		x[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+}
+
+// copyFrom reads len(dst) little-endian float32 values from r into dst.
+func copyFrom(r io.Reader, dst []float32) error {
+	if _, err := io.ReadFull(r, bytesOf(dst)); err != nil {
+		return fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	fixEndian(dst)
+	return nil
+}
+
+var blas = gonum.Implementation{}
+
+// addFrom reads len(dst) little-endian float32 values from r and adds them into dst, element by
+// element (dst[i] = dst[i] + x[i], one rounding each: the result does not depend on how the
+// payload was split).
+func addFrom(r io.Reader, dst, scratch []float32) error {
+	for len(dst) > 0 {
+		k := min(len(dst), len(scratch))
+		if _, err := io.ReadFull(r, bytesOf(scratch[:k])); err != nil {
+			return fmt.Errorf("%w: %v", errMalformed, err)
+		}
+		fixEndian(scratch[:k])
+		blas.Saxpy(k, 1, scratch[:k], 1, dst[:k], 1)
+		dst = dst[k:]
+	}
+	return nil
+}
