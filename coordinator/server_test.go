@@ -1,0 +1,140 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ddpm/api"
+	"ddpm/config"
+	"ddpm/coordinator/fsm"
+)
+
+// startNodes starts n coordinator nodes in this process on loopback with real bbolt stores.
+func startNodes(t *testing.T, n int, version string) ([]*Node, []string) {
+	t.Helper()
+	addrs := freeAddrs(t, 2*n)
+	var peers []Peer
+	for i := range n {
+		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i), RaftAddr: addrs[2*i], GRPCAddr: addrs[2*i+1]})
+	}
+	dir := t.TempDir()
+	var nodes []*Node
+	var grpcAddrs []string
+	for i, p := range peers {
+		node, err := StartNode(NodeConfig{ID: p.ID, RaftAddr: p.RaftAddr, GRPCAddr: p.GRPCAddr, Peers: peers,
+			DataDir: filepath.Join(dir, p.ID), Bootstrap: true, Version: version})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { node.Close() })
+		nodes = append(nodes, node)
+		grpcAddrs = append(grpcAddrs, peers[i].GRPCAddr)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range nodes {
+			if n.Replica.IsLeader() {
+				return nodes, grpcAddrs
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no leader within 10s")
+	return nil, nil
+}
+
+// TestServiceThroughFollower drives every RPC through a follower only (writes are forwarded to
+// the leader) and checks that refusals arrive as the state machine's errors.
+func TestServiceThroughFollower(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-replica cluster")
+	}
+	nodes, addrs := startNodes(t, 3, "v7")
+	follower := ""
+	for i, n := range nodes {
+		if !n.Replica.IsLeader() {
+			follower = addrs[i]
+			break
+		}
+	}
+	c, err := Dial([]string{follower})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	run, _ := config.Preset("mnist")
+	run.MinTrainers, run.MaxTrainers, run.Steps, run.CheckpointEvery = 2, 2, 100, 50
+	bad := run
+	bad.GlobalBatch, bad.Dataset = 0, ""
+	if _, err := c.SubmitRun(ctx, bad); !errors.Is(err, fsm.ErrInvalidConfig) ||
+		err.Error() != "invalid run config: dataset is missing; global_batch must be positive, got 0" {
+		t.Fatalf("bad submit: %v", err)
+	}
+	hash, err := c.SubmitRun(ctx, run)
+	if err != nil || hash != run.Hash() {
+		t.Fatalf("submit: %q %v", hash, err)
+	}
+	other := run
+	other.Seed = 5
+	if _, err := c.SubmitRun(ctx, other); !errors.Is(err, fsm.ErrConfigMismatch) {
+		t.Fatalf("second run: %v", err)
+	}
+	if _, err := c.Join(ctx, JoinRequest{ID: "old", Version: "v6"}); !errors.Is(err, ErrVersionMismatch) ||
+		!strings.Contains(err.Error(), `trainer "old" runs binary version "v6", the coordinator runs "v7"`) {
+		t.Fatalf("version: %v", err)
+	}
+	if _, err := c.Join(ctx, JoinRequest{ID: "x", Version: "v7", ConfigHash: other.Hash()}); !errors.Is(err, fsm.ErrConfigMismatch) {
+		t.Fatalf("config hash: %v", err)
+	}
+	j, err := c.Join(ctx, JoinRequest{ID: "a", Address: "10.0.0.1:1", Version: "v7", ConfigHash: hash})
+	if err != nil || j.Run.Hash() != hash || j.Generation != 0 {
+		t.Fatalf("join a: %+v %v", j, err)
+	}
+	got := make(chan *api.Assignment, 8)
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	go c.WatchAssignment(wctx, "a", func(a *api.Assignment) error { got <- a; return nil })
+	if a := <-got; a.World != 0 || a.Rank != -1 || a.RunStatus != "pending" {
+		t.Fatalf("first assignment %v", a)
+	}
+	if _, err := c.Join(ctx, JoinRequest{ID: "b", Address: "10.0.0.2:1", Version: "v7"}); err != nil {
+		t.Fatal(err)
+	}
+	a := <-got
+	if a.Generation != 1 || a.Rank != 0 || a.World != 2 || a.Ring[1].Address != "10.0.0.2:1" || a.Checkpoint != nil {
+		t.Fatalf("generation 1 assignment %v", a)
+	}
+	if _, err := c.ReportProgress(ctx, &api.ReportProgressRequest{Id: "a", Generation: 9, Step: 1}); !errors.Is(err, fsm.ErrStaleGeneration) {
+		t.Fatalf("stale report: %v", err)
+	}
+	if _, err := c.Heartbeat(ctx, "ghost"); !errors.Is(err, fsm.ErrUnknownMember) {
+		t.Fatalf("ghost heartbeat: %v", err)
+	}
+	sha := strings.Repeat("0f", 32)
+	for _, id := range []string{"a", "b"} {
+		if _, err := c.CheckpointReady(ctx, &api.CheckpointReadyRequest{Id: id, Generation: 1, Step: 50, Sha256: sha, Size: 99}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// b restarts (joins again): its ring is broken, generation 2 resumes from the checkpoint.
+	if _, err := c.Join(ctx, JoinRequest{ID: "b", Address: "10.0.0.2:1", Version: "v7"}); err != nil {
+		t.Fatal(err)
+	}
+	a = <-got
+	if a.Generation != 2 || a.World != 2 || a.StartStep != 50 || a.Checkpoint.GetSha256() != sha || len(a.Checkpoint.GetHolders()) != 2 {
+		t.Fatalf("after b restarted: %v", a)
+	}
+	st, err := c.Status(ctx)
+	if err != nil || st.Generation != 2 || st.RunStatus != "running" || st.LeaderId == "" {
+		t.Fatalf("status %v %v", st, err)
+	}
+	wcancel()
+}
