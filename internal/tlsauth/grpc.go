@@ -1,0 +1,169 @@
+package tlsauth
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Messages of the codes.Unauthenticated errors a server returns; a client sees them verbatim in
+// the status description.
+const (
+	msgNoSecret    = "ddpm: no join secret presented: this cluster requires the join-secret file of its --certs directory"
+	msgWrongSecret = "ddpm: wrong join secret: the caller belongs to another cluster (compare the join-secret files of both --certs directories)"
+)
+
+// ServerOptions returns the options a gRPC server of the cluster needs: mutual TLS 1.3 against
+// the CA and the join-secret check on every unary and streaming call. With Insecure they select
+// plain text and no checks. Append the component's own options (message sizes, windows) after.
+func (b *Bundle) ServerOptions() []grpc.ServerOption {
+	if b.insecure {
+		return []grpc.ServerOption{grpc.Creds(insecure.NewCredentials())}
+	}
+	return []grpc.ServerOption{
+		grpc.Creds(refusalLogger{credentials.NewTLS(b.serverTLS.Clone()), b}),
+		grpc.ChainUnaryInterceptor(b.unaryCheck),
+		grpc.ChainStreamInterceptor(b.streamCheck),
+	}
+}
+
+// DialOptions returns the options a gRPC client of the cluster needs: TLS 1.3 verifying the
+// server against the CA (and Config.ServerName when set), our certificate offered, and the join
+// secret sent with every call. With Insecure they select plain text. A later
+// grpc.WithTransportCredentials in the same option list would replace ours: append these last.
+func (b *Bundle) DialOptions() []grpc.DialOption {
+	if b.insecure {
+		return []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(verdictWaiter{credentials.NewTLS(b.clientTLS.Clone())}),
+		grpc.WithPerRPCCredentials(secretCreds{b.secret}),
+	}
+}
+
+// checkSecret returns nil when the call's metadata carries exactly our join secret, and a
+// codes.Unauthenticated status otherwise. The comparison is of SHA-256 digests in constant time,
+// so neither the content nor the length of the secret leaks through timing.
+func (b *Bundle) checkSecret(ctx context.Context, method string) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get(MetadataKey)
+	msg := ""
+	switch {
+	case len(vals) == 0:
+		msg = msgNoSecret
+	default:
+		got := sha256.Sum256([]byte(vals[0]))
+		if subtle.ConstantTimeCompare(got[:], b.digest[:]) != 1 || len(vals) != 1 {
+			msg = msgWrongSecret
+		}
+	}
+	if msg == "" {
+		return nil
+	}
+	remote := "unknown"
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		remote = p.Addr.String()
+	}
+	b.log.Warn("tlsauth: refused call", "remote", remote, "method", method, "reason", msg)
+	return status.Error(codes.Unauthenticated, msg)
+}
+
+func (b *Bundle) unaryCheck(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := b.checkSecret(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (b *Bundle) streamCheck(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := b.checkSecret(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
+
+// secretCreds attaches the join secret to every call. It insists on transport security so the
+// secret never travels in plain text.
+type secretCreds struct{ secret string }
+
+func (c secretCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{MetadataKey: c.secret}, nil
+}
+
+func (secretCreds) RequireTransportSecurity() bool { return true }
+
+// refusalLogger logs every failed server-side TLS handshake (no certificate, a certificate from
+// another CA, TLS below 1.3) with the peer's address; gRPC itself only drops the connection.
+type refusalLogger struct {
+	credentials.TransportCredentials
+	b *Bundle
+}
+
+func (r refusalLogger) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := r.TransportCredentials.ServerHandshake(raw)
+	if err != nil {
+		r.b.log.Warn("tlsauth: refused connection", "remote", raw.RemoteAddr().String(), "err", err.Error())
+	}
+	return conn, info, err
+}
+
+func (r refusalLogger) Clone() credentials.TransportCredentials {
+	return refusalLogger{r.TransportCredentials.Clone(), r.b}
+}
+
+// verdictWaiter makes a refused client see why. In TLS 1.3 the client's handshake completes
+// before the server has judged the client's certificate; the server's verdict (an alert such as
+// "certificate required" or "unknown certificate authority") then races with the client's first
+// write, which usually loses with a bare "broken pipe". A gRPC server speaks first after the
+// handshake (its HTTP/2 SETTINGS frame), so the client waits for that first byte, or the alert,
+// before handing the connection to gRPC.
+type verdictWaiter struct {
+	credentials.TransportCredentials
+}
+
+// verdictTimeout bounds the wait when the dial context has no deadline.
+const verdictTimeout = 20 * time.Second
+
+func (v verdictWaiter) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := v.TransportCredentials.ClientHandshake(ctx, authority, raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(verdictTimeout)
+	}
+	conn.SetReadDeadline(deadline)
+	br := bufio.NewReader(conn)
+	_, err = br.Peek(1)
+	conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("tlsauth: %s refused this node: %w", authority, err)
+	}
+	return &peekedConn{Conn: conn, r: br}, info, nil
+}
+
+func (v verdictWaiter) Clone() credentials.TransportCredentials {
+	return verdictWaiter{v.TransportCredentials.Clone()}
+}
+
+// peekedConn returns the bytes verdictWaiter buffered before reading on.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -1,0 +1,224 @@
+package tlsauth
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// InitOptions configures Init.
+type InitOptions struct {
+	// Hosts are extra names for the node certificate: DNS names (wildcards such as
+	// "*.ddpm.default.svc.cluster.local" allowed) or IP addresses. localhost, 127.0.0.1, ::1 and
+	// NodeName are always included.
+	Hosts []string
+	// Days is the validity of the CA and node certificates (0: 365).
+	Days int
+	// Now is the start of validity (zero: the current time). Certificates are valid from one hour
+	// before it, to absorb clock skew between machines.
+	Now time.Time
+	// Rand is the source of serial numbers and the join secret (nil: crypto/rand). Key generation
+	// may draw from crypto/rand regardless (Go ignores custom readers there).
+	Rand io.Reader
+}
+
+// Init makes a certificate directory for one cluster: a CA (ECDSA P-256, ca.crt + ca.key), one
+// node certificate signed by it for server and client use (node.crt + node.key) and a random join
+// secret (32 bytes, hex). dir is created (0700) if needed; files are created 0600 and never
+// overwritten: if any of them exists, Init writes nothing and returns ErrExists naming it. It
+// returns the paths written. Bad hosts or days return ErrBadOption.
+func Init(dir string, o InitOptions) ([]string, error) {
+	if o.Days == 0 {
+		o.Days = 365
+	}
+	if o.Days < 0 || o.Days > 100*365 {
+		return nil, fmt.Errorf("%w: --days %d: want 1..%d", ErrBadOption, o.Days, 100*365)
+	}
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Reader
+	}
+	dns := []string{NodeName, "localhost"}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	for _, h := range o.Hosts {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			continue
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+			continue
+		}
+		if err := checkDNSName(h); err != nil {
+			return nil, err
+		}
+		dns = append(dns, strings.ToLower(h))
+	}
+
+	names := []string{CAFile, CAKeyFile, CertFile, KeyFile, SecretFile}
+	paths := make([]string, len(names))
+	for i, n := range names {
+		paths[i] = filepath.Join(dir, n)
+		if _, err := os.Lstat(paths[i]); err == nil {
+			return nil, fmt.Errorf("%w: %s already exists (remove it or choose another directory)", ErrExists, paths[i])
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("tlsauth: %w", err)
+		}
+	}
+
+	notBefore := o.Now.Add(-time.Hour).UTC().Truncate(time.Second)
+	notAfter := o.Now.Add(time.Duration(o.Days) * 24 * time.Hour).UTC().Truncate(time.Second)
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), o.Rand)
+	if err != nil {
+		return nil, fmt.Errorf("tlsauth: CA key: %w", err)
+	}
+	caSerial, err := serial(o.Rand)
+	if err != nil {
+		return nil, err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          caSerial,
+		Subject:               pkix.Name{CommonName: "ddpm cluster CA", Organization: []string{"ddpm"}},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	caDER, err := x509.CreateCertificate(o.Rand, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("tlsauth: CA certificate: %w", err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, fmt.Errorf("tlsauth: CA certificate: %w", err)
+	}
+	nodeKey, err := ecdsa.GenerateKey(elliptic.P256(), o.Rand)
+	if err != nil {
+		return nil, fmt.Errorf("tlsauth: node key: %w", err)
+	}
+	nodeSerial, err := serial(o.Rand)
+	if err != nil {
+		return nil, err
+	}
+	nodeTmpl := &x509.Certificate{
+		SerialNumber: nodeSerial,
+		Subject:      pkix.Name{CommonName: NodeName, Organization: []string{"ddpm"}},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:     dns,
+		IPAddresses:  ips,
+	}
+	nodeDER, err := x509.CreateCertificate(o.Rand, nodeTmpl, ca, &nodeKey.PublicKey, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("tlsauth: node certificate: %w", err)
+	}
+	caKeyDER, err := x509.MarshalPKCS8PrivateKey(caKey)
+	if err != nil {
+		return nil, fmt.Errorf("tlsauth: CA key: %w", err)
+	}
+	nodeKeyDER, err := x509.MarshalPKCS8PrivateKey(nodeKey)
+	if err != nil {
+		return nil, fmt.Errorf("tlsauth: node key: %w", err)
+	}
+	secret := make([]byte, 32)
+	if _, err := io.ReadFull(o.Rand, secret); err != nil {
+		return nil, fmt.Errorf("tlsauth: join secret: %w", err)
+	}
+
+	contents := [][]byte{
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: caKeyDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: nodeDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: nodeKeyDER}),
+		[]byte(hex.EncodeToString(secret) + "\n"),
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("tlsauth: %w", err)
+	}
+	for i, p := range paths {
+		if err := writeNew(p, contents[i]); err != nil {
+			for _, q := range paths[:i] { // leave no half-made directory behind
+				os.Remove(q)
+			}
+			if errors.Is(err, fs.ErrExist) {
+				return nil, fmt.Errorf("%w: %s already exists (remove it or choose another directory)", ErrExists, p)
+			}
+			return nil, fmt.Errorf("tlsauth: write %s: %w", p, err)
+		}
+	}
+	return paths, nil
+}
+
+// writeNew creates p with mode 0600, failing if it exists (O_EXCL: no race with another writer).
+func writeNew(p string, data []byte) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// serial returns a random positive 127-bit certificate serial number (RFC 5280 allows 20 octets).
+func serial(r io.Reader) (*big.Int, error) {
+	b := make([]byte, 16)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, fmt.Errorf("tlsauth: serial number: %w", err)
+	}
+	b[0] &= 0x7f
+	b[0] |= 0x40 // never zero, never negative
+	return new(big.Int).SetBytes(b), nil
+}
+
+// checkDNSName accepts an RFC 1123 host name, optionally with a leading "*." wildcard label.
+func checkDNSName(h string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("%w: host %q: %s", ErrBadOption, h, why)
+	}
+	if strings.Contains(h, ":") {
+		return bad("give a host name or IP without a port")
+	}
+	if len(h) > 253 {
+		return bad("longer than 253 characters")
+	}
+	name := strings.TrimPrefix(h, "*.")
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 {
+			return bad("empty or over-long label")
+		}
+		for i, r := range label {
+			ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' && i > 0 && i < len(label)-1
+			if !ok {
+				return bad(fmt.Sprintf("character %q not allowed in a DNS name", r))
+			}
+		}
+	}
+	return nil
+}
