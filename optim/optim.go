@@ -8,7 +8,9 @@
 // nothing allocates per step and nothing reads a clock or a global RNG. Element-wise updates use
 // explicit float32 roundings (no fused multiply-add), and the one reduction (the gradient norm)
 // sums in float64 in a fixed order, so results are bitwise identical on every rank, every run and
-// every architecture.
+// every architecture. Adam's loop, the costly one (a square root and two divisions per
+// element), runs over two goroutines on large arenas; its elements are independent, so the split
+// changes no bit.
 //
 // One train step, in the original's order (diffusion_tf/tpu_utils/tpu_utils.py, run_training):
 //
@@ -23,6 +25,8 @@ package optim
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 )
 
 // Defaults of the original DDPM (Ho et al. 2020, Appendix B; tf.train.AdamOptimizer defaults
@@ -47,6 +51,27 @@ type Adam struct {
 	Beta1, Beta2, Eps float64
 	M, V              []float32
 	Step              int64
+
+	half *adamHalf // the second goroutine's job, built on first use; not state
+}
+
+// parallelMin is the arena size from which Update splits its loop over two goroutines (below
+// it the hand-off costs more than it saves). A variable so tests can force either path.
+var parallelMin = 1 << 16
+
+// adamKernel is one Update's coefficients and arenas; apply runs elements [lo, hi).
+type adamKernel struct {
+	params, grads, m, v                   []float32
+	b1, c1, b2, c2, bc2sqrt, eps, negStep float32
+}
+
+// adamHalf hands the upper half of an Update to a second goroutine without allocating: run is
+// built once, and `go run()` needs no closure per call.
+type adamHalf struct {
+	wg     sync.WaitGroup
+	k      adamKernel
+	lo, hi int
+	run    func()
 }
 
 // NewAdam returns Adam for an arena of n parameters with the default betas and eps, zero
@@ -84,23 +109,47 @@ func (a *Adam) Update(params, grads []float32, lr float64) {
 	t := float64(a.Step)
 	// Scalars are computed in float64 (as PyTorch does in Python) and enter the float32
 	// element-wise arithmetic rounded to float32 (as PyTorch's CPU kernels cast them).
-	b1 := float32(a.Beta1)
-	c1 := float32(1 - a.Beta1)
-	b2 := float32(a.Beta2)
-	c2 := float32(1 - a.Beta2)
-	bc2sqrt := float32(math.Sqrt(1 - math.Pow(a.Beta2, t)))
-	eps := float32(a.Eps)
-	negStep := float32(-lr / (1 - math.Pow(a.Beta1, t)))
-	m, v := a.M[:n], a.V[:n]
-	grads = grads[:n]
-	// The rounding sequence is PyTorch's CPU kernels' as compiled (GCC contracts a + b*c into
-	// one fused multiply-add): with the same gradients, M, V and the parameters come out bit
-	// for bit equal to torch.optim.Adam's (checked in TestAdamMatchesTorch). Every rounding is
-	// spelled out (fma32, explicit float32 conversions, which the Go spec says forbid fusing),
-	// so the result is also the same on every architecture Go compiles for.
+	k := adamKernel{
+		params: params, grads: grads[:n], m: a.M[:n], v: a.V[:n],
+		b1: float32(a.Beta1), c1: float32(1 - a.Beta1),
+		b2: float32(a.Beta2), c2: float32(1 - a.Beta2),
+		bc2sqrt: float32(math.Sqrt(1 - math.Pow(a.Beta2, t))),
+		eps:     float32(a.Eps),
+		negStep: float32(-lr / (1 - math.Pow(a.Beta1, t))),
+	}
+	if n < parallelMin || runtime.GOMAXPROCS(0) < 2 {
+		k.apply(0, n)
+		return
+	}
+	// Every element is computed on its own, so splitting the loop changes no bit.
+	if a.half == nil {
+		h := &adamHalf{}
+		h.run = func() { h.k.apply(h.lo, h.hi); h.wg.Done() }
+		a.half = h
+	}
+	h := a.half
+	mid := n / 2 &^ 15 // a 64-byte boundary: the halves share no cache line
+	h.k, h.lo, h.hi = k, mid, n
+	h.wg.Add(1)
+	go h.run()
+	k.apply(0, mid)
+	h.wg.Wait()
+	h.k = adamKernel{} // keep no reference to the caller's arenas
+}
+
+// apply runs Adam on elements [lo, hi). The rounding sequence is PyTorch's CPU kernels' as
+// compiled (GCC contracts a + b*c into one fused multiply-add): with the same gradients, M, V
+// and the parameters come out bit for bit equal to torch.optim.Adam's (TestAdamMatchesTorch).
+// Every rounding is spelled out (sumOdd for the fused ones, explicit float32 conversions, which
+// the Go spec says forbid fusing), so the result is the same on every architecture.
+func (k *adamKernel) apply(lo, hi int) {
+	params, grads, m, v := k.params[lo:hi], k.grads[lo:hi], k.m[lo:hi], k.v[lo:hi]
+	params, m, v = params[:len(grads)], m[:len(grads)], v[:len(grads)]
+	b1, c1, b2, c2, bc2sqrt, eps, negStep := k.b1, k.c1, k.b2, k.c2, k.bc2sqrt, k.eps, k.negStep
 	for i, g := range grads {
-		mi := fma32(c1, g, b1*m[i])            // exp_avg.mul_(beta1).add_(grad, alpha=1-beta1)
-		vi := fma32(float32(c2*g), g, b2*v[i]) // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1-beta2)
+		// fma32 written out (it is over the inlining budget; sumOdd is not)
+		mi := float32(sumOdd(float64(c1)*float64(g), float64(b1*m[i])))            // exp_avg.mul_(beta1).add_(grad, alpha=1-beta1)
+		vi := float32(sumOdd(float64(float32(c2*g))*float64(g), float64(b2*v[i]))) // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1-beta2)
 		m[i], v[i] = mi, vi
 		denom := float32(sqrt32(vi)/bc2sqrt) + eps        // (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
 		params[i] += float32(float32(negStep*mi) / denom) // param.addcdiv_(exp_avg, denom, value=-step_size)
@@ -111,28 +160,29 @@ func (a *Adam) Update(params, grads []float32, lr float64) {
 // exact: 53 >= 2*24 + 2).
 func sqrt32(x float32) float32 { return float32(math.Sqrt(float64(x))) }
 
-// fma32 returns a*b + c rounded once to float32, as a fused multiply-add does. a*b is exact in
-// float64 (24+24 bits); the float64 sum is rounded to odd (Boldo & Melquiond 2008, "Emulation of
-// FMA and correctly rounded sums: proved algorithms using rounding to odd"), which makes the
-// final rounding to float32 the correct one. Branch-free on the common path.
+// fma32 returns a*b + c rounded once to float32, as a fused multiply-add does: a*b is exact in
+// float64 (24+24 bits) and sumOdd rounds the float64 sum to odd, which makes the final rounding
+// to float32 the correct one.
 func fma32(a, b, c float32) float32 {
-	p := float64(a) * float64(b)
-	s := p + float64(c)
-	if math.IsInf(s, 0) || s != s { // only when an input is Inf or NaN
-		return float32(s)
-	}
-	// TwoSum: e is the exact rounding error, a*b + c = s + e.
+	return float32(sumOdd(float64(a)*float64(b), float64(c)))
+}
+
+// sumOdd returns p + c rounded to odd: the float64 next to the exact sum toward zero, with its
+// last bit set when the sum is inexact (Boldo & Melquiond 2008, "Emulation of FMA and correctly
+// rounded sums: proved algorithms using rounding to odd"). Rounding that once more to float32
+// is then the correct rounding of the exact sum (53 >= 24 + 2). Branch-free, small enough to
+// inline.
+func sumOdd(p, c float64) float64 {
+	s := p + c
 	bv := s - p
-	e := (p - (s - bv)) + (float64(c) - bv)
-	// Round to odd: truncate toward zero (one step down in magnitude when s was rounded away
-	// from zero, i.e. e has the other sign), then set the last bit when inexact.
+	e := (p - (s - bv)) + (c - bv) // TwoSum: p + c = s + e exactly (NaN when s overflows)
 	var inexact uint64
-	if e != 0 {
+	if e != 0 && e == e {
 		inexact = 1
 	}
 	bits := math.Float64bits(s)
-	away := (bits ^ math.Float64bits(e)) >> 63 & inexact
-	return float32(math.Float64frombits((bits - away) | inexact))
+	away := (bits ^ math.Float64bits(e)) >> 63 & inexact // s was rounded away from zero
+	return math.Float64frombits((bits - away) | inexact)
 }
 
 // WarmupLR is the original's linear warmup, get_warmed_up_lr (diffusion_tf/utils.py):

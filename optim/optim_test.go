@@ -3,6 +3,7 @@ package optim
 import (
 	"math"
 	"math/big"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -206,7 +207,7 @@ func TestPanics(t *testing.T) {
 }
 
 func TestNoAllocations(t *testing.T) {
-	const n = 4099
+	n := parallelMin + 4099 // the two-goroutine path
 	p, g := make([]float32, n), make([]float32, n)
 	for i := range g {
 		g[i] = float32(i%13) - 6
@@ -251,6 +252,36 @@ func TestDeterministic(t *testing.T) {
 			if math.Float32bits(p[i]) != math.Float32bits(p0[i]) || math.Float32bits(v[i]) != math.Float32bits(v0[i]) {
 				t.Fatalf("offset %d: element %d differs", off, i)
 			}
+		}
+	}
+}
+
+// TestParallelMatchesSerial: splitting Update over two goroutines changes no bit.
+func TestParallelMatchesSerial(t *testing.T) {
+	n := 3*parallelMin + 13
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2)) // the split needs two Ps
+	run := func(min int) ([]float32, *Adam) {
+		defer func(old int) { parallelMin = old }(parallelMin)
+		parallelMin = min
+		src := rng.New(8, 8)
+		p, g := make([]float32, n), make([]float32, n)
+		src.FillNormal(p)
+		a := NewAdam(n)
+		for s := range 3 {
+			src.FillNormal(g)
+			a.Update(p, g, WarmupLR(int64(s), 1e-3, 1))
+		}
+		return p, a
+	}
+	ps, as := run(math.MaxInt)
+	pp, ap := run(1)
+	if ap.half == nil || as.half != nil {
+		t.Fatal("the test did not exercise both paths")
+	}
+	for i := range ps {
+		if math.Float32bits(ps[i]) != math.Float32bits(pp[i]) || math.Float32bits(as.M[i]) != math.Float32bits(ap.M[i]) ||
+			math.Float32bits(as.V[i]) != math.Float32bits(ap.V[i]) {
+			t.Fatalf("element %d differs between the serial and the two-goroutine loop", i)
 		}
 	}
 }
