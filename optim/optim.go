@@ -1,8 +1,8 @@
 // Package optim holds the optimizer side of a DDPM train step over flat parameter arenas
 // (DESIGN.md section 4): Adam, linear learning-rate warmup, clipping by global gradient norm and
 // an exponential moving average of the parameters, with the original DDPM's settings
-// (Ho et al. 2020, Appendix B: Adam, lr 2e-4 warmed up over 5000 steps, gradient norm clipped
-// to 1, EMA decay 0.9999).
+// (Ho et al. 2020, Appendix B, and the original's scripts/run_cifar.py: Adam, lr 2e-4 warmed up
+// over 5000 steps, gradient norm clipped to 1, EMA decay 0.9999).
 //
 // Every function works in place on []float32 arenas that share the model's parameter layout;
 // nothing allocates per step and nothing reads a clock or a global RNG. Element-wise updates use
