@@ -5,10 +5,11 @@
 // over 5000 steps, gradient norm clipped to 1, EMA decay 0.9999).
 //
 // Every function works in place on []float32 arenas that share the model's parameter layout;
-// nothing allocates per step and nothing reads a clock or a global RNG. Element-wise updates use
-// explicit float32 roundings (no fused multiply-add), and the one reduction (the gradient norm)
-// sums in float64 in a fixed order, so results are bitwise identical on every rank, every run and
-// every architecture. Adam's loop, the costly one (a square root and two divisions per
+// nothing allocates per step and nothing reads a clock or a global RNG. Every rounding of the
+// element-wise updates is spelled out (explicit float32 conversions, which forbid the compiler's
+// own fusing; fused multiply-adds only where PyTorch's kernels have them, emulated exactly), and
+// the one reduction (the gradient norm) sums in float64 in a fixed order, so results are bitwise
+// identical on every rank, every run and every architecture. Adam's loop, the costly one (a square root and two divisions per
 // element), runs over two goroutines on large arenas; its elements are independent, so the split
 // changes no bit.
 //
