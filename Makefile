@@ -49,3 +49,8 @@ clean:
 .PHONY: bench-data
 bench-data:  ## loader images/s: MNIST, CIFAR-10 binary, LSUN-format prepared shards and raw WebP (issue 4)
 	$(GO) test -run '^$$' -bench BenchmarkLoad -benchtime 10x ./dataset
+
+.PHONY: bench-engine
+bench-engine: setup build  ## our U-Net train step vs PyTorch's, alternately: small B16 and cifar10 B8 (issue 3)
+	$(BIN) model compare --preset small --batch 16 --warmup 2 --steps 10 --rounds 2
+	$(BIN) model compare --preset cifar10 --batch 8 --warmup 1 --steps 3 --rounds 1
