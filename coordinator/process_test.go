@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"ddpm/api"
+	"ddpm/coordinator/fsm"
 )
 
 // buildBinary builds cmd/ddpm once per test binary run.
@@ -193,10 +194,7 @@ func TestProcessesKillLeader(t *testing.T) {
 	if _, err := client.CheckpointReady(ctx, &api.CheckpointReadyRequest{Id: "t1", Generation: 1, Step: 50, Sha256: sha, Size: 1234}); err != nil {
 		t.Fatal(err)
 	}
-	before, err := client.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := waitState(t, ctx, client, func(s *fsm.State) bool { return s.Step == 50 && len(s.Checkpoints) == 1 })
 	if len(before.Checkpoints) != 1 || before.Step != 50 {
 		t.Fatalf("before the kill: checkpoints %v step %d", before.Checkpoints, before.Step)
 	}
@@ -260,10 +258,7 @@ func TestProcessesKillLeader(t *testing.T) {
 	for step := int64(51); step <= 60; step++ {
 		report(step)
 	}
-	after, err := sc.State(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	after := waitState(t, ctx, sc, func(s *fsm.State) bool { return s.Step == 60 })
 	if len(after.Checkpoints) != 1 || after.Checkpoints[0].SHA256 != sha || after.Step != 60 ||
 		after.Generation.Number != 1 || after.Members["t1"] == nil {
 		t.Fatalf("after failover: checkpoints %v step %d generation %d members %v", after.Checkpoints, after.Step, after.Generation.Number, after.Members)
@@ -344,3 +339,19 @@ func TestMalformedConfigRefused(t *testing.T) {
 }
 
 func slicesClone(s []string) []string { return append([]string(nil), s...) }
+
+// waitState polls the client's replica until cond holds (up to 5s) and returns the last state
+// read. Status is answered from the local state of whichever replica the client holds, which
+// may trail the leader by an entry or two.
+func waitState(t *testing.T, ctx context.Context, c *Client, cond func(*fsm.State) bool) *fsm.State {
+	t.Helper()
+	for wait := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		s, err := c.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cond(s) || time.Now().After(wait) {
+			return s
+		}
+	}
+}

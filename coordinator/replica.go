@@ -214,6 +214,9 @@ func (r *Replica) Propose(ctx context.Context, c fsm.Command) (fsm.Result, error
 	timeout := r.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
+		if timeout <= 0 {
+			return fsm.Result{}, fmt.Errorf("%w: %v", ErrUnavailable, context.DeadlineExceeded)
+		}
 	}
 	f := r.raft.Apply(c.Encode(), timeout)
 	if err := f.Error(); err != nil {
