@@ -54,3 +54,12 @@ bench-data:  ## loader images/s: MNIST, CIFAR-10 binary, LSUN-format prepared sh
 bench-engine: setup build  ## our U-Net train step vs PyTorch's, alternately: small B16 and cifar10 B8 (issue 3)
 	$(BIN) model compare --preset small --batch 16 --warmup 2 --steps 10 --rounds 2
 	$(BIN) model compare --preset cifar10 --batch 8 --warmup 1 --steps 3 --rounds 1
+
+.PHONY: web-assets
+UPLOT_VERSION := 1.6.32
+UPLOT_SHA256 := 4b8a8191e425658e3ea8c8c1314b0fc679c861ee3a1af2b20c7b16ba50b5133d
+web-assets:  ## re-vendor uPlot (pinned, sha256-checked npm tarball) into coordinator/web/assets (issue 9)
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && cd $$tmp && npm pack --silent uplot@$(UPLOT_VERSION) >/dev/null && \
+	echo "$(UPLOT_SHA256)  uplot-$(UPLOT_VERSION).tgz" | sha256sum -c --quiet && tar xzf uplot-$(UPLOT_VERSION).tgz && \
+	cp package/dist/uPlot.iife.min.js package/dist/uPlot.min.css $(CURDIR)/coordinator/web/assets/ && \
+	cp package/LICENSE $(CURDIR)/coordinator/web/assets/uPlot.LICENSE && echo "vendored uPlot $(UPLOT_VERSION)"
