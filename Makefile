@@ -63,3 +63,17 @@ web-assets:  ## re-vendor uPlot (pinned, sha256-checked npm tarball) into coordi
 	echo "$(UPLOT_SHA256)  uplot-$(UPLOT_VERSION).tgz" | sha256sum -c --quiet && tar xzf uplot-$(UPLOT_VERSION).tgz && \
 	cp package/dist/uPlot.iife.min.js package/dist/uPlot.min.css $(CURDIR)/coordinator/web/assets/ && \
 	cp package/LICENSE $(CURDIR)/coordinator/web/assets/uPlot.LICENSE && echo "vendored uPlot $(UPLOT_VERSION)"
+
+.PHONY: bench-allreduce
+ANCHORS ?= $(CURDIR)/../shared/anchors
+ANCHOR_OUT ?= $(CURDIR)/bin/anchor-results
+ANCHOR_FLAGS ?=
+AR_PKGS := iperf3 openmpi-bin libopenmpi-dev python3-torch python3-numpy libopenblas0-pthread
+bench-allreduce: build  ## ring all-reduce vs the anchors (iperf3, Open MPI, gloo) in one run; busbw ours/gloo (issue 5). ANCHOR_FLAGS=--no-wait skips waiting for an idle machine
+	@pk=""; for p in $(AR_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || pk="$$pk $$p"; done; \
+	if [ -n "$$pk" ]; then echo "bench-allreduce: installing$$pk" >&2; SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pk >/dev/null; fi
+	ANCHOR_OUT=$(ANCHOR_OUT) /usr/bin/python3 $(ANCHORS)/allreduce/run_all.py $(ANCHOR_FLAGS)
+	set -o pipefail; $(BIN) bench allreduce --ranks 2,4 --sizes 1MiB,16MiB,64MiB,143MB --anchor $(ANCHOR_OUT)/allreduce/latest.json \
+		--json $(ANCHOR_OUT)/allreduce/ddpm.json | tee $(ANCHOR_OUT)/allreduce/ddpm.md

@@ -22,6 +22,7 @@ const (
 	streamWindow = 16 << 20
 	connWindow   = 32 << 20
 	ioBuffer     = 1 << 20
+	readBuffer   = 1 << 20
 	// MaxChunkBytes is the largest Config.ChunkBytes.
 	MaxChunkBytes = 4 << 20
 	// maxRecvFrame is the server's receive limit: the largest frame plus its header.
@@ -38,7 +39,7 @@ func ServerOptions() []grpc.ServerOption {
 		grpc.InitialWindowSize(streamWindow),
 		grpc.InitialConnWindowSize(connWindow),
 		grpc.WriteBufferSize(ioBuffer),
-		grpc.ReadBufferSize(ioBuffer),
+		grpc.ReadBufferSize(readBuffer),
 		grpc.MaxRecvMsgSize(maxRecvFrame),
 	}
 }

@@ -153,6 +153,12 @@ func (r *Ring) send(op *opState) {
 	op.mu.Unlock()
 }
 
+func (op *opState) wasSent() bool {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	return op.sent
+}
+
 func (r *Ring) sendFailed(err error) {
 	r.fail(fmt.Errorf("%w: rank %d: sending to successor %d: %v", ErrPeerLost, r.rank, r.next(), err),
 		api.AbortCode_ABORT_CODE_PEER_LOST)

@@ -86,6 +86,7 @@ type Ring struct {
 	out      grpc.ClientStream
 	inReady  chan struct{} // closed once the predecessor's stream is attached
 	recvOps  chan *opState // AllReduce hands each operation to the inbound receive loop
+	acks     chan uint64   // completion acknowledgements from the successor
 	closed   chan struct{} // closed by Close
 	failed   chan struct{} // closed by the first failure
 	failOnce sync.Once
@@ -114,7 +115,7 @@ func NewRing(ep *Endpoint, cfg Config) (*Ring, error) {
 	cfg.Peers = append([]string(nil), cfg.Peers...)
 	r := &Ring{
 		cfg: cfg, ep: ep, world: len(cfg.Peers), rank: cfg.Rank,
-		outReady: make(chan struct{}), inReady: make(chan struct{}), recvOps: make(chan *opState),
+		outReady: make(chan struct{}), inReady: make(chan struct{}), recvOps: make(chan *opState), acks: make(chan uint64, 1),
 		closed: make(chan struct{}), failed: make(chan struct{}),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
@@ -124,7 +125,7 @@ func NewRing(ep *Endpoint, cfg Config) (*Ring, error) {
 			grpc.WithInitialWindowSize(streamWindow),
 			grpc.WithInitialConnWindowSize(connWindow),
 			grpc.WithWriteBufferSize(ioBuffer),
-			grpc.WithReadBufferSize(ioBuffer),
+			grpc.WithReadBufferSize(readBuffer),
 			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxRecvFrame), grpc.MaxCallRecvMsgSize(maxSignal)),
 		}, cfg.DialOptions...)
 		conn, err := grpc.NewClient(cfg.Peers[(r.rank+1)%r.world], opts...)
@@ -213,26 +214,57 @@ func (r *Ring) AllReduce(ctx context.Context, buf []float32) error {
 		defer close(sendDone)
 		r.send(op)
 	}()
-	for _, done := range []chan struct{}{op.recvDone, sendDone} {
+	// Done when every frame arrived here, every frame was sent, and the successor acknowledged
+	// receiving them all. A failure that races with completion loses: the signals of one
+	// stream arrive in order, so an acknowledgement always precedes the stream's end.
+	acked := false
+	recvDone, sent := op.recvDone, sendDone // set to nil once seen
+	for !acked || recvDone != nil || sent != nil {
 		select {
-		case <-done:
+		case <-recvDone:
+			recvDone = nil
+		case <-sent:
+			sent = nil
+			if !op.wasSent() {
+				<-r.failed
+				return r.err
+			}
+		case id := <-r.acks:
+			if id != op.id {
+				r.fail(op.mismatch("successor acknowledged operation %d", id), api.AbortCode_ABORT_CODE_MISMATCH)
+				<-r.failed
+				return r.err
+			}
+			acked = true
 		case <-r.failed:
+			if !acked {
+				select {
+				case id := <-r.acks:
+					acked = id == op.id
+				default:
+				}
+			}
+			if acked && isClosed(op.recvDone) && isClosed(sendDone) && op.wasSent() {
+				return nil
+			}
 			return r.err
 		case <-ctx.Done():
 			return r.giveUp(caller, op)
 		}
 	}
-	// Receives and sends are complete; a failure racing with completion must still win,
-	// since the sender may have stopped early.
 	op.mu.Lock()
-	ok := op.active && op.sent
 	op.active = false
 	op.mu.Unlock()
-	if !ok {
-		<-r.failed
-		return r.err
-	}
 	return nil
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 func (r *Ring) waitReady(ctx, caller context.Context, op *opState) error {
@@ -287,11 +319,7 @@ func (r *Ring) failFrom(err error, code api.AbortCode, origin uint32) {
 			r.wg.Add(1)
 			go func() {
 				defer r.wg.Done()
-				r.inMu.Lock()
-				defer r.inMu.Unlock()
-				if !r.inDone {
-					_ = in.SendMsg(sig) // best effort: the predecessor may be gone
-				}
+				_ = r.signalPrev(sig) // best effort: the predecessor may be gone
 			}()
 		}
 	})
@@ -349,6 +377,15 @@ func (r *Ring) runOutbound() {
 			return
 		}
 		if sig.Generation != r.cfg.Generation {
+			continue
+		}
+		if sig.DoneOp != 0 {
+			select {
+			case r.acks <- sig.DoneOp:
+			default: // an acknowledgement nobody awaits: the previous one was never taken
+				r.fail(fmt.Errorf("%w: rank %d: unexpected acknowledgement of operation %d", ErrMismatch, r.rank, sig.DoneOp),
+					api.AbortCode_ABORT_CODE_MISMATCH)
+			}
 			continue
 		}
 		r.failFrom(remoteErr(sig), sig.Code, sig.OriginRank)
@@ -476,5 +513,20 @@ func (r *Ring) receive(stream api.Ring_StreamServer) {
 				return
 			}
 		}
+		if err := r.signalPrev(&api.Signal{Generation: r.cfg.Generation, DoneOp: op.id}); err != nil {
+			r.fail(fmt.Errorf("%w: rank %d: acknowledging to predecessor %d: %v", ErrPeerLost, r.rank, r.prev(), err),
+				api.AbortCode_ABORT_CODE_PEER_LOST)
+			return
+		}
 	}
+}
+
+// signalPrev sends sig to the predecessor on the inbound stream, unless its handler returned.
+func (r *Ring) signalPrev(sig *api.Signal) error {
+	r.inMu.Lock()
+	defer r.inMu.Unlock()
+	if r.inDone {
+		return errors.New("stream closed")
+	}
+	return r.in.SendMsg(sig)
 }

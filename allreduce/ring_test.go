@@ -25,7 +25,9 @@ type node struct {
 	addr string
 }
 
-func startNodes(t *testing.T, n int) []*node {
+func startNodes(t *testing.T, n int) []*node { return startNodesTB(t, n) }
+
+func startNodesTB(t testing.TB, n int) []*node {
 	t.Helper()
 	nodes := make([]*node, n)
 	for i := range nodes {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 	"unsafe"
 
 	"gonum.org/v1/gonum/blas/gonum"
@@ -62,9 +63,46 @@ func (h *header) String() string {
 // outFrame is a Frame already encoded into pooled memory; gRPC frees it once written.
 type outFrame struct{ data mem.BufferSlice }
 
+// framePool recycles encoded frames. gRPC's default pool rounds a 256 KiB frame up to its
+// 1 MiB tier and clears fresh buffers; this one keeps buffers of the sizes actually used.
+var framePool = &bufPool{}
+
+// bufPool is a mem.BufferPool of byte slices reused by capacity, without clearing.
+type bufPool struct {
+	mu   sync.Mutex
+	free []*[]byte
+}
+
+// maxPooled bounds the idle buffers kept (a few windows' worth of frames).
+const maxPooled = 256
+
+func (p *bufPool) Get(n int) *[]byte {
+	p.mu.Lock()
+	for i := len(p.free) - 1; i >= 0; i-- {
+		if b := p.free[i]; cap(*b) >= n {
+			p.free[i] = p.free[len(p.free)-1]
+			p.free = p.free[:len(p.free)-1]
+			p.mu.Unlock()
+			*b = (*b)[:n]
+			return b
+		}
+	}
+	p.mu.Unlock()
+	b := make([]byte, n)
+	return &b
+}
+
+func (p *bufPool) Put(b *[]byte) {
+	p.mu.Lock()
+	if len(p.free) < maxPooled {
+		p.free = append(p.free, b)
+	}
+	p.mu.Unlock()
+}
+
 // newOutFrame encodes h followed by payload (little-endian float32) into one pooled buffer.
 func newOutFrame(h *header, payload []float32) *outFrame {
-	pool := mem.DefaultBufferPool()
+	pool := framePool
 	bp := pool.Get(maxHeaderBytes + 4*len(payload))
 	b := (*bp)[:0]
 	put := func(num protowire.Number, v uint64) {

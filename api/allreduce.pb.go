@@ -3,8 +3,9 @@
 // Each rank r opens one bidirectional Stream to its successor (r+1) mod N per ring generation.
 // Client to server (the data direction) carries Frames: one HELLO, then for every all-reduce
 // operation one BEGIN followed by the DATA frames of the 2(N-1) ring steps in plan order.
-// Server to client (the reverse direction) carries Signals: an ABORT names why the ring failed, so
-// the reason travels round the ring against the data direction and every rank reports it.
+// Server to client (the reverse direction) carries Signals: a completion acknowledgement per
+// operation, or an abort code naming why the ring failed, so the reason travels round the ring
+// against the data direction and every rank reports it.
 //
 // DATA payloads are raw little-endian IEEE-754 float32 values (not a repeated float field), and
 // `payload` is always the last field written, so a receiver can place the bytes directly into
@@ -279,8 +280,12 @@ func (x *Frame) GetPayload() []byte {
 type Signal struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Generation uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
-	Op         uint64                 `protobuf:"varint,2,opt,name=op,proto3" json:"op,omitempty"`
-	Code       AbortCode              `protobuf:"varint,3,opt,name=code,proto3,enum=ddpm.allreduce.v1.AbortCode" json:"code,omitempty"`
+	// done_op, when non-zero, acknowledges that every frame of operation done_op arrived; the
+	// sender's AllReduce returns only after this, so a rank that finishes and exits never strands
+	// frames its successor still needs.
+	DoneOp uint64    `protobuf:"varint,6,opt,name=done_op,json=doneOp,proto3" json:"done_op,omitempty"`
+	Op     uint64    `protobuf:"varint,2,opt,name=op,proto3" json:"op,omitempty"`
+	Code   AbortCode `protobuf:"varint,3,opt,name=code,proto3,enum=ddpm.allreduce.v1.AbortCode" json:"code,omitempty"`
 	// origin_rank is the rank that first detected the failure.
 	OriginRank    uint32 `protobuf:"varint,4,opt,name=origin_rank,json=originRank,proto3" json:"origin_rank,omitempty"`
 	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -321,6 +326,13 @@ func (*Signal) Descriptor() ([]byte, []int) {
 func (x *Signal) GetGeneration() uint64 {
 	if x != nil {
 		return x.Generation
+	}
+	return 0
+}
+
+func (x *Signal) GetDoneOp() uint64 {
+	if x != nil {
+		return x.DoneOp
 	}
 	return 0
 }
@@ -372,11 +384,12 @@ const file_allreduce_proto_rawDesc = "" +
 	"\x05chunk\x18\t \x01(\rR\x05chunk\x12\x16\n" +
 	"\x06offset\x18\n" +
 	" \x01(\x04R\x06offset\x12\x18\n" +
-	"\apayload\x18\x0f \x01(\fR\apayload\"\xa3\x01\n" +
+	"\apayload\x18\x0f \x01(\fR\apayload\"\xbc\x01\n" +
 	"\x06Signal\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
-	"generation\x12\x0e\n" +
+	"generation\x12\x17\n" +
+	"\adone_op\x18\x06 \x01(\x04R\x06doneOp\x12\x0e\n" +
 	"\x02op\x18\x02 \x01(\x04R\x02op\x120\n" +
 	"\x04code\x18\x03 \x01(\x0e2\x1c.ddpm.allreduce.v1.AbortCodeR\x04code\x12\x1f\n" +
 	"\vorigin_rank\x18\x04 \x01(\rR\n" +

@@ -3,8 +3,9 @@
 // Each rank r opens one bidirectional Stream to its successor (r+1) mod N per ring generation.
 // Client to server (the data direction) carries Frames: one HELLO, then for every all-reduce
 // operation one BEGIN followed by the DATA frames of the 2(N-1) ring steps in plan order.
-// Server to client (the reverse direction) carries Signals: an ABORT names why the ring failed, so
-// the reason travels round the ring against the data direction and every rank reports it.
+// Server to client (the reverse direction) carries Signals: a completion acknowledgement per
+// operation, or an abort code naming why the ring failed, so the reason travels round the ring
+// against the data direction and every rank reports it.
 //
 // DATA payloads are raw little-endian IEEE-754 float32 values (not a repeated float field), and
 // `payload` is always the last field written, so a receiver can place the bytes directly into
