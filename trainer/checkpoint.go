@@ -72,16 +72,34 @@ func (tr *Trainer) Compatible(c *checkpoint.Checkpoint) error {
 	return nil
 }
 
-// Reset puts the replica back to step 0: parameters initialized from the run's seed, EMA equal
-// to them, Adam zeroed. A generation that starts at step 0 (no checkpoint committed yet) uses it.
+// Reset puts the replica back to step 0: parameters initialized from the run's seed (or the
+// weights of InitFrom), EMA equal to them, Adam zeroed. A generation that starts at step 0 (no checkpoint committed yet) uses it.
 func (tr *Trainer) Reset() {
-	tr.model.Init(tr.run.Seed)
+	if tr.initial != nil {
+		copy(tr.model.Params(), tr.initial)
+	} else {
+		tr.model.Init(tr.run.Seed)
+	}
 	copy(tr.ema, tr.model.Params())
 	clear(tr.adam.M)
 	clear(tr.adam.V)
 	tr.adam.Step = 0
 	tr.step = 0
 	tr.badRun = 0
+}
+
+// InitFrom makes the weights in the safetensors file path (PyTorch names and shapes, as
+// `ddpm checkpoint export` writes them) the run's step-0 state in place of the seed's
+// initialization: a warm start. Every rank must be given the same file; a rank that is not
+// diverges and the first coordinated checkpoint stops the run. The replica is Reset.
+func (tr *Trainer) InitFrom(path string) error {
+	w := make([]float32, len(tr.model.Params()))
+	if _, err := unet.ReadSafetensors(path, tr.model.Tensors(), w); err != nil {
+		return fmt.Errorf("%w: --init %s: %w", ErrMismatch, path, err)
+	}
+	tr.initial = w
+	tr.Reset()
+	return nil
 }
 
 // Loaded is a model restored from a checkpoint for sampling or evaluation.

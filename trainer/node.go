@@ -35,8 +35,9 @@ type Coordinator interface {
 	Assignments(ctx context.Context) (<-chan Assignment, error)
 	// Report sends one step's progress; it may drop reports when the coordinator is slow.
 	Report(ctx context.Context, p Progress)
-	// CheckpointReady tells the coordinator this rank stored checkpoint step with sha256 sha.
-	CheckpointReady(ctx context.Context, step int64, sha string) error
+	// CheckpointReady tells the coordinator this rank of generation gen stored checkpoint step
+	// with sha256 sha and size bytes of arenas.
+	CheckpointReady(ctx context.Context, gen uint64, step int64, sha string, size int64) error
 	// WaitCommitted blocks until checkpoint step is committed (every rank reported the same
 	// sha256) and returns its sha256, or returns an error (ctx ended, ranks diverged, run failed).
 	WaitCommitted(ctx context.Context, step int64) (string, error)
@@ -81,10 +82,18 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 		wake                         = make(chan struct{}, 1)
 		closed                       = make(chan struct{})
 	)
+	running := uint64(0) // the generation being trained (mu); 0: none
 	go func() {
 		defer close(closed)
 		for a := range asg {
 			mu.Lock()
+			// The coordinator re-sends an assignment when anything in it changes (a commit,
+			// the run's status); only a new generation (or a first one) supersedes the one
+			// in flight.
+			if running != 0 && a.Generation == running {
+				mu.Unlock()
+				continue
+			}
 			pending = &a
 			cancelGen()
 			mu.Unlock()
@@ -110,6 +119,7 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 			mu.Lock()
 			if pending != nil {
 				a, pending = *pending, nil
+				running = a.Generation
 				genCtx = newGen()
 				mu.Unlock()
 				break
@@ -132,6 +142,12 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 		if err := n.load(genCtx, a); err != nil {
 			if genCtx.Err() != nil && ctx.Err() == nil {
 				continue // superseded while loading
+			}
+			if errors.Is(err, errFetch) {
+				// No holder could serve it now; the coordinator will re-ring without us or
+				// with a holder that can.
+				n.Log.Warn("checkpoint not loaded; waiting for the next generation", "step", a.StartStep, "err", err)
+				continue
 			}
 			return err
 		}
@@ -180,7 +196,10 @@ const (
 	stopped
 )
 
-var errStore = errors.New("trainer: checkpoint store")
+var (
+	errStore = errors.New("trainer: checkpoint store")
+	errFetch = errors.New("trainer: checkpoint fetch")
+)
 
 // steps runs steps of generation a until the run's last step, stop, or an error.
 func (n *Node) steps(ctx context.Context, stop <-chan struct{}, a Assignment) (outcome, error) {
@@ -214,24 +233,26 @@ func (n *Node) checkpoint(ctx context.Context, gen uint64) error {
 	tr := n.Trainer
 	s := tr.StepCount()
 	t0 := time.Now()
-	sha, err := n.Store.Save(tr.Snapshot(gen, n.Fingerprint))
+	ck := tr.Snapshot(gen, n.Fingerprint)
+	sha, err := n.Store.Save(ck)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errStore, err)
 	}
 	n.Log.Info("checkpoint saved", "step", s, "sha256", sha, "seconds", time.Since(t0).Seconds())
-	if err := n.Coord.CheckpointReady(ctx, s, sha); err != nil {
+	if err := n.Coord.CheckpointReady(ctx, gen, s, sha, 4*int64(len(ck.Params)+len(ck.EMA)+len(ck.AdamM)+len(ck.AdamV))); err != nil {
 		return err
 	}
-	// The previous checkpoint was reported K steps ago; by now it is normally committed.
-	if prev := s - tr.run.CheckpointEvery; prev > 0 && prev%tr.run.CheckpointEvery == 0 {
-		wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-		if _, err := n.Coord.WaitCommitted(wctx, prev); err == nil {
-			_ = n.Store.MarkCommitted(prev)
-			if _, err := n.Store.Prune(tr.run.KeepCheckpoints, 0); err != nil {
-				n.Log.Warn("prune failed", "err", err)
-			}
-		}
-		cancel()
+	// Every rank reports within moments of the others (they are in lockstep through the
+	// all-reduce), so the commit follows at once. Waiting for it keeps the local commit mark
+	// (which peers fetching this checkpoint rely on) and retention in step with the cluster.
+	if _, err := n.Coord.WaitCommitted(ctx, s); err != nil {
+		return err
+	}
+	if err := n.Store.MarkCommitted(s); err != nil {
+		return fmt.Errorf("%w: %w", errStore, err)
+	}
+	if _, err := n.Store.Prune(tr.run.KeepCheckpoints, 0); err != nil {
+		n.Log.Warn("prune failed", "err", err)
 	}
 	return nil
 }
@@ -254,7 +275,7 @@ func (n *Node) load(ctx context.Context, a Assignment) error {
 		}
 		n.Log.Info("fetching checkpoint", "step", a.StartStep, "from", a.Holders)
 		if err := n.Fetch(ctx, a.Holders, a.StartStep, a.CheckpointSHA, n.Store); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", errFetch, err)
 		}
 		if c, err = n.Store.Get(a.StartStep); err != nil {
 			return fmt.Errorf("%w: %w", errStore, err)

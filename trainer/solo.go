@@ -36,7 +36,7 @@ func (s SoloCoordinator) Assignments(ctx context.Context) (<-chan Assignment, er
 func (SoloCoordinator) Report(context.Context, Progress) {}
 
 // CheckpointReady commits the checkpoint at once.
-func (s SoloCoordinator) CheckpointReady(_ context.Context, step int64, _ string) error {
+func (s SoloCoordinator) CheckpointReady(_ context.Context, _ uint64, step int64, _ string, _ int64) error {
 	return s.Store.MarkCommitted(step)
 }
 

@@ -67,7 +67,8 @@ type Trainer struct {
 	rank, world int
 	gen         uint64
 	red         Reducer
-	badRun      int // consecutive skipped steps
+	badRun      int       // consecutive skipped steps
+	initial     []float32 // step-0 weights from InitFrom; nil: the seed's initialization
 
 	c, h, w int
 	// per-step buffers, sized for the largest slice a rank can get (ceil(G / world))

@@ -142,8 +142,9 @@ func (s *Supervisor) launch(p *proc) error {
 	cmd := exec.Command(s.exe, p.spec.Args...)
 	cmd.Env = append(os.Environ(), p.spec.Env...)
 	// A process group of its own: the terminal's Ctrl-C reaches only the supervisor, which then
-	// stops the children in order (trainers before coordinators).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// stops the children in order (trainers before coordinators). Should the supervisor die
+	// without doing so, the kernel sends its children SIGTERM (Pdeathsig): no orphans.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		logf.Close()

@@ -1,0 +1,423 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"ddpm/config"
+	"ddpm/internal/localrun"
+	"ddpm/internal/viz"
+	"ddpm/trainer"
+)
+
+// localOpts are the flags of `ddpm local` beyond the run config's own.
+type localOpts struct {
+	data         string
+	trainers     int
+	coordinators int
+	out          string
+	resume       string
+	samples      int
+	quiet        bool
+	grace        time.Duration
+	init         string
+}
+
+func newLocalCmd() *cobra.Command {
+	var o localOpts
+	cmd := &cobra.Command{
+		Use:   "local --data mnist --trainers 2 --coordinators 3 --steps N --out runs/NAME",
+		Short: "Run a whole training cluster on this machine as real processes",
+		Long: `local starts raft coordinators and trainers as child processes of this binary on free
+loopback ports, shows one progress bar (step, loss, images/s, ETA), keeps each process's log in
+RUN/logs/, and at the end writes RUN/loss.csv, RUN/loss.png and RUN/samples.png (the EMA weights,
+Algorithm 2). Ctrl-C stops every process cleanly; --resume RUN continues from the last committed
+checkpoint. Run-config flags (--preset, --steps, --global-batch, ... or --config FILE) override
+the preset that --data names.`,
+		Args: cobra.NoArgs,
+	}
+	rf := config.AddFlags(cmd.Flags())
+	f := cmd.Flags()
+	f.StringVar(&o.data, "data", "mnist", "dataset: a preset name (mnist, fashion-mnist) or a dataset path")
+	f.IntVar(&o.trainers, "trainers", 2, "trainer processes")
+	f.IntVar(&o.coordinators, "coordinators", 3, "coordinator replicas (1, 3 or 5)")
+	f.StringVar(&o.out, "out", "", "run directory to create (must be empty or absent)")
+	f.StringVar(&o.resume, "resume", "", "continue the run in this directory from its last committed checkpoint")
+	f.IntVar(&o.samples, "samples", 64, "images in samples.png at the end (0: none)")
+	f.BoolVar(&o.quiet, "quiet", false, "no progress bar and no child lines on the terminal")
+	f.StringVar(&o.init, "init", "", "safetensors weights every trainer starts from (a warm start; see README, the demo)")
+	f.DurationVar(&o.grace, "grace", 20*time.Second, "how long children get to stop after SIGTERM")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return runLocal(cmd, rf, o)
+	}
+	return cmd
+}
+
+func init() { rootCmd.AddCommand(newLocalCmd()) }
+
+// resolveLocalRun builds the run config: --data names a preset (or, with --preset/--config, the
+// dataset path); the run-config flags override.
+func resolveLocalRun(cmd *cobra.Command, rf *config.Flags, o localOpts) (config.Run, error) {
+	fs := cmd.Flags()
+	// All trainers start together unless the user asks for elasticity from the start.
+	if !fs.Changed("min-trainers") {
+		_ = fs.Set("min-trainers", strconv.Itoa(o.trainers))
+	}
+	if rf.Path == "" && !fs.Changed("preset") {
+		if _, err := config.Preset(o.data); err == nil {
+			_ = fs.Set("preset", o.data)
+		} else if fs.Changed("data") {
+			return config.Run{}, fmt.Errorf("--data %q is not a preset (%s); give --preset with a dataset path", o.data, strings.Join(config.Presets(), ", "))
+		}
+	} else if fs.Changed("data") && !fs.Changed("dataset") {
+		_ = fs.Set("dataset", o.data)
+	}
+	return rf.Resolve()
+}
+
+func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
+	if o.coordinators != 1 && o.coordinators != 3 && o.coordinators != 5 {
+		return withExit(2, fmt.Errorf("--coordinators %d: want 1, 3 or 5", o.coordinators))
+	}
+	if o.trainers < 1 {
+		return withExit(2, fmt.Errorf("--trainers %d: want at least 1", o.trainers))
+	}
+	var (
+		run   config.Run
+		man   localrun.Manifest
+		out   string
+		start int64 // loss points from earlier sessions below this step are kept
+		err   error
+	)
+	if o.resume != "" {
+		if o.out != "" && filepath.Clean(o.out) != filepath.Clean(o.resume) {
+			return withExit(2, fmt.Errorf("--out %s and --resume %s name different folders", o.out, o.resume))
+		}
+		if rf.Given() {
+			return withExit(2, errors.New("--resume continues a run with its own run.yaml; run-config flags cannot change it"))
+		}
+		out = o.resume
+		if man, err = localrun.ReadManifest(out); err != nil {
+			return withExit(2, err)
+		}
+		if run, err = config.Load(filepath.Join(out, localrun.ConfigFile)); err != nil {
+			return withExit(2, err)
+		}
+		if run.Hash() != man.ConfigHash {
+			return withExit(2, fmt.Errorf("%s: run.yaml (config %.12s) does not match %s (%.12s)", out, run.Hash(), localrun.ManifestFile, man.ConfigHash))
+		}
+		if err := man.CheckPortsFree(); err != nil {
+			return withExit(1, err)
+		}
+	} else {
+		if o.out == "" {
+			return withExit(2, errors.New("--out RUN_DIR is required (or --resume RUN_DIR)"))
+		}
+		out = o.out
+		if run, err = resolveLocalRun(cmd, rf, o); err != nil {
+			return withExit(2, err)
+		}
+		if err := checkDataset(run); err != nil {
+			return withExit(2, err)
+		}
+		if o.trainers > run.MaxTrainers {
+			return withExit(2, fmt.Errorf("--trainers %d is more than the run's max_trainers %d", o.trainers, run.MaxTrainers))
+		}
+		if err := localrun.CheckFresh(out, run.Hash()); err != nil {
+			return withExit(2, err)
+		}
+		if man, err = localrun.NewManifest(run.Hash(), o.coordinators, o.trainers); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(out, localrun.ConfigFile), run.Marshal(), 0o644); err != nil {
+			return err
+		}
+		if err := localrun.WriteManifest(out, man); err != nil {
+			return err
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	sup, err := localrun.New(exe, filepath.Join(out, localrun.LogsDir))
+	if err != nil {
+		return err
+	}
+	stderr := cmd.ErrOrStderr()
+	mon := newLocalMonitor(run, out, stderr, o.quiet)
+	if o.resume != "" {
+		start = mon.loadEarlier()
+	}
+	sup.Line = mon.line
+	fmt.Fprintf(stderr, "ddpm local: run %s (config %.12s): %d coordinators, %d trainers, %d steps of global batch %d, model %s, data %s\n",
+		out, run.Hash(), man.Coordinators, man.Trainers, run.Steps, run.GlobalBatch, run.Model, run.Dataset)
+
+	cfgPath := filepath.Join(out, localrun.ConfigFile)
+	var coordNames, trainerNames []string
+	coordArgs := coordinatorArgs(out, cfgPath, man)
+	for i, args := range coordArgs {
+		name := "coordinator-" + strconv.Itoa(i)
+		coordNames = append(coordNames, name)
+		if err := sup.Start(localrun.Spec{Name: name, Args: args, Restart: 3}); err != nil {
+			sup.Close(o.grace)
+			return err
+		}
+	}
+	grpcAddrs := make([]string, man.Coordinators)
+	for i, p := range man.CoordinatorPorts {
+		grpcAddrs[i] = localrun.Addr(p[1])
+	}
+	for i, p := range man.TrainerPorts {
+		name := "trainer-" + strconv.Itoa(i)
+		trainerNames = append(trainerNames, name)
+		args := []string{"trainer", "--id", name, "--coordinator", strings.Join(grpcAddrs, ","),
+			"--listen", localrun.Addr(p[0]), "--http-addr", localrun.Addr(p[1]),
+			"--data-dir", localrun.TrainerDir(out, i), "--config", cfgPath}
+		if o.init != "" {
+			args = append(args, "--init", o.init)
+		}
+		if err := sup.Start(localrun.Spec{Name: name, Args: args, Restart: 5}); err != nil {
+			sup.Close(o.grace)
+			return err
+		}
+	}
+
+	// The run ends when every trainer has exited: with status 0 after the last step's
+	// checkpoint committed, or with an error once its restarts are spent.
+	done := make(chan error, 1)
+	go func() {
+		var errs []error
+		for _, n := range trainerNames {
+			if err := sup.Wait(context.Background(), n); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w (see %s)", n, err, filepath.Join(out, localrun.LogsDir, n+".log")))
+			}
+		}
+		done <- errors.Join(errs...)
+	}()
+	var runErr error
+	interrupted := false
+	select {
+	case runErr = <-done:
+	case <-ctx.Done():
+		interrupted = true
+		mon.println("ddpm local: stopping (trainers finish their step, then coordinators)")
+		sup.StopAll(o.grace, trainerNames...)
+		<-done
+	}
+	sup.StopAll(o.grace, coordNames...)
+	sup.Close(o.grace)
+	mon.finish()
+	if err := mon.writeLoss(start); err != nil {
+		fmt.Fprintln(stderr, "ddpm local: loss files:", err)
+	}
+	if interrupted {
+		return withExit(130, fmt.Errorf("interrupted; continue with: ddpm local --resume %s", out))
+	}
+	if runErr != nil {
+		return fmt.Errorf("run failed: %w", runErr)
+	}
+	if o.samples > 0 {
+		ckpt := filepath.Join(localrun.TrainerDir(out, 0), trainer.CheckpointFile)
+		samplesPath := filepath.Join(out, localrun.SamplesPNG)
+		t0 := time.Now()
+		if err := sampleGrid(ckpt, -1, o.samples, run.Seed, samplesPath, "", stderr); err != nil {
+			return fmt.Errorf("samples: %w", err)
+		}
+		fmt.Fprintf(stderr, "ddpm local: wrote %s (%d samples of the EMA weights in %.0fs)\n", samplesPath, o.samples, time.Since(t0).Seconds())
+	}
+	fmt.Fprintf(stderr, "ddpm local: done: %s; final loss %s\n", out, mon.finalLoss())
+	return nil
+}
+
+// checkDataset fails early, with one line, when the run's dataset cannot be opened.
+func checkDataset(run config.Run) error {
+	_, err := openDataset(run.Dataset, "train")
+	return err
+}
+
+// coordinatorArgs builds each replica's command line; the first replica bootstraps a new cluster.
+func coordinatorArgs(out, cfgPath string, m localrun.Manifest) [][]string {
+	peers := make([]string, m.Coordinators)
+	for i, p := range m.CoordinatorPorts {
+		peers[i] = fmt.Sprintf("c%d=%s=%s", i, localrun.Addr(p[0]), localrun.Addr(p[1]))
+	}
+	var all [][]string
+	for i, p := range m.CoordinatorPorts {
+		args := []string{"coordinator", "--id", "c" + strconv.Itoa(i),
+			"--raft-addr", localrun.Addr(p[0]), "--grpc-addr", localrun.Addr(p[1]), "--http-addr", localrun.Addr(p[2]),
+			"--peers", strings.Join(peers, ","), "--data-dir", localrun.CoordinatorDir(out, i)}
+		// Every replica bootstraps with the same configuration (a no-op on a data dir that
+		// already holds raft state, as on --resume) and submits the same run config.
+		args = append(args, "--bootstrap", "--config", cfgPath)
+		all = append(all, args)
+	}
+	return all
+}
+
+// localMonitor turns the children's lines into the progress bar, prefixed terminal lines and
+// the loss history.
+type localMonitor struct {
+	run   config.Run
+	out   string
+	w     io.Writer
+	quiet bool
+	bar   *progressbar.ProgressBar
+
+	mu     sync.Mutex
+	points map[int64]viz.LossPoint
+	last   trainer.Progress
+}
+
+func newLocalMonitor(run config.Run, out string, w io.Writer, quiet bool) *localMonitor {
+	m := &localMonitor{run: run, out: out, w: w, quiet: quiet, points: map[int64]viz.LossPoint{}}
+	isTerm := false
+	if f, ok := w.(*os.File); ok {
+		isTerm = term.IsTerminal(int(f.Fd()))
+	}
+	if !quiet && isTerm {
+		m.bar = progressbar.NewOptions64(run.Steps,
+			progressbar.OptionSetWriter(w),
+			progressbar.OptionSetDescription("step"),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionSetElapsedTime(true),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionThrottle(200*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+	}
+	return m
+}
+
+// loadEarlier reads loss.csv of an earlier session and returns the step after its last point.
+func (m *localMonitor) loadEarlier() int64 {
+	pts, err := viz.ReadLossCSV(filepath.Join(m.out, localrun.LossCSV))
+	if err != nil {
+		return 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var last int64
+	for _, p := range pts {
+		m.points[p.Step] = p
+		last = max(last, p.Step)
+	}
+	return last
+}
+
+func (m *localMonitor) line(name string, line []byte) {
+	if p, ok := trainer.ParseProgress(line); ok {
+		m.mu.Lock()
+		// Every rank reports the same global loss; a replayed step (after a resume or a
+		// re-ring) replaces the earlier record of that step.
+		m.points[p.Step] = viz.LossPoint{Step: p.Step, Loss: p.Loss, LR: p.LR, GradNorm: p.GradNorm}
+		if p.Step >= m.last.Step || p.Rank == 0 {
+			m.last = p
+		}
+		last := m.last
+		m.mu.Unlock()
+		if m.bar != nil {
+			m.bar.Describe(fmt.Sprintf("loss %.4f  %5.1f img/s  world %d  step", last.Loss, last.ImagesPerS, last.World))
+			_ = m.bar.Set64(last.Step)
+		} else if !m.quiet && (p.Rank == 0 && (p.Step%50 == 0 || p.Step == m.run.Steps)) {
+			m.println(fmt.Sprintf("[%s] step %d/%d loss %.5f lr %.3g grad_norm %.3g %.1f img/s world %d",
+				name, p.Step, m.run.Steps, p.Loss, p.LR, p.GradNorm, p.ImagesPerS, p.World))
+		}
+		return
+	}
+	if m.quiet || !worthShowing(name, line) {
+		return
+	}
+	m.println("[" + name + "] " + strings.TrimRight(string(line), "\n"))
+}
+
+// worthShowing keeps the terminal readable: trainers' lines except DEBUG, coordinators' warnings
+// and errors and their leadership changes. Everything is in the log files regardless.
+func worthShowing(name string, line []byte) bool {
+	lvl := levelOf(line)
+	if strings.HasPrefix(name, "trainer") {
+		return lvl != "DEBUG"
+	}
+	return lvl == "WARN" || lvl == "ERROR" || bytes.Contains(line, []byte("entering leader state"))
+}
+
+func levelOf(line []byte) string {
+	for _, l := range []string{"ERROR", "WARN", "INFO", "DEBUG"} {
+		if bytes.Contains(line, []byte(`"level":"`+l)) || bytes.Contains(line, []byte("level="+l)) || bytes.Contains(line, []byte("["+l)) {
+			return l
+		}
+	}
+	return ""
+}
+
+func (m *localMonitor) println(s string) {
+	if m.bar != nil {
+		_ = m.bar.Clear()
+	}
+	fmt.Fprintln(m.w, s)
+	if m.bar != nil {
+		_ = m.bar.RenderBlank()
+	}
+}
+
+func (m *localMonitor) finish() {
+	if m.bar != nil {
+		_ = m.bar.Exit()
+		fmt.Fprintln(m.w)
+	}
+}
+
+func (m *localMonitor) sorted() []viz.LossPoint {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	pts := make([]viz.LossPoint, 0, len(m.points))
+	for _, p := range m.points {
+		pts = append(pts, p)
+	}
+	sort.Slice(pts, func(i, j int) bool { return pts[i].Step < pts[j].Step })
+	return pts
+}
+
+func (m *localMonitor) finalLoss() string {
+	pts := m.sorted()
+	if len(pts) == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.5f at step %d", pts[len(pts)-1].Loss, pts[len(pts)-1].Step)
+}
+
+// writeLoss writes loss.csv and loss.png from every step seen in this and earlier sessions.
+func (m *localMonitor) writeLoss(int64) error {
+	pts := m.sorted()
+	if len(pts) == 0 {
+		return nil
+	}
+	if err := viz.WriteLossCSV(filepath.Join(m.out, localrun.LossCSV), pts); err != nil {
+		return err
+	}
+	title := fmt.Sprintf("%s: L_simple, global batch %d", filepath.Base(m.out), m.run.GlobalBatch)
+	return viz.WriteLossPNG(filepath.Join(m.out, localrun.LossPNG), pts, title)
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"ddpm/checkpoint"
+	"ddpm/config"
+	"ddpm/dataset"
+	"ddpm/trainer"
+)
+
+type trainerOpts struct {
+	id          string
+	coordinator string
+	listen      string
+	httpAddr    string
+	dataDir     string
+	standalone  bool
+	init        string
+}
+
+func newTrainerCmd() *cobra.Command {
+	var o trainerOpts
+	cmd := &cobra.Command{
+		Use:   "trainer --coordinator ADDR[,ADDR...] --listen ADDR --data-dir DIR",
+		Short: "Run one trainer: join the cluster, train its share of every global batch",
+		Long: `trainer joins the coordinators, waits for an assignment (generation, rank, world, ring
+peers, start step), loads the assigned checkpoint from its own volume (--data-dir) or from a peer,
+builds the all-reduce ring and trains (DESIGN.md section 3). SIGTERM finishes the step in flight
+and leaves; nothing partial is written. --standalone trains a world of one with no coordinator,
+committing its own checkpoints; it resumes from the newest one when started again.`,
+		Args: cobra.NoArgs,
+	}
+	rf := config.AddFlags(cmd.Flags())
+	f := cmd.Flags()
+	f.StringVar(&o.id, "id", "", "this trainer's member id (default: the hostname)")
+	f.StringVar(&o.coordinator, "coordinator", "", "coordinator gRPC addresses, comma-separated")
+	f.StringVar(&o.listen, "listen", "", "gRPC address for the all-reduce ring and checkpoint transfer (host:port)")
+	f.StringVar(&o.httpAddr, "http-addr", "", "HTTP address for /metrics (empty: none)")
+	f.StringVar(&o.dataDir, "data-dir", "", "this trainer's volume: checkpoints.db and run.yaml (required)")
+	f.BoolVar(&o.standalone, "standalone", false, "train a world of one without coordinators")
+	f.StringVar(&o.init, "init", "", "safetensors weights to start from instead of the seed's initialization")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runTrainer(cmd, rf, o) }
+	return cmd
+}
+
+func init() { rootCmd.AddCommand(newTrainerCmd()) }
+
+// newProcessLogger logs text on a terminal and JSON otherwise (DESIGN.md section 8); `ddpm
+// local` reads the JSON lines of its children.
+func newProcessLogger(attrs ...any) *slog.Logger {
+	var h slog.Handler
+	if term.IsTerminal(int(os.Stdout.Fd())) {
+		h = slog.NewTextHandler(os.Stdout, nil)
+	} else {
+		h = slog.NewJSONHandler(os.Stdout, nil)
+	}
+	return slog.New(h).With(attrs...)
+}
+
+// claimDataDir makes dir the volume of run: it writes run.yaml there, or checks that the one
+// already there is the same run. A volume of another run is refused, untouched.
+func claimDataDir(dir string, run config.Run) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	p := filepath.Join(dir, trainer.ConfigFile)
+	if old, err := config.Load(p); err == nil {
+		if old.Hash() != run.Hash() {
+			return fmt.Errorf("--data-dir %s holds a different run (config %.12s, this run %.12s); use another folder", dir, old.Hash(), run.Hash())
+		}
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		if _, serr := os.Stat(p); serr == nil {
+			return err
+		}
+	}
+	return os.WriteFile(p, run.Marshal(), 0o644)
+}
+
+func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
+	if o.dataDir == "" {
+		return withExit(2, errors.New("--data-dir is required"))
+	}
+	if !o.standalone && (o.coordinator == "" || o.listen == "") {
+		return withExit(2, errors.New("--coordinator and --listen are required (or --standalone)"))
+	}
+	if o.id == "" {
+		o.id, _ = os.Hostname()
+	}
+	run, err := rf.Resolve()
+	if err != nil {
+		return withExit(2, err)
+	}
+	ds, err := dataset.Open(run.Dataset, dataset.Options{})
+	if err != nil {
+		return withExit(2, fmt.Errorf("dataset %q: %w", run.Dataset, err))
+	}
+	if run.DatasetFingerprint != "" && ds.Fingerprint() != run.DatasetFingerprint {
+		return withExit(2, fmt.Errorf("dataset %s has fingerprint %.12s, the run pins %.12s", run.Dataset, ds.Fingerprint(), run.DatasetFingerprint))
+	}
+	if err := claimDataDir(o.dataDir, run); err != nil {
+		return withExit(2, err)
+	}
+	tr, err := trainer.New(run, ds)
+	if err != nil {
+		return withExit(2, err)
+	}
+	if o.init != "" {
+		if err := tr.InitFrom(o.init); err != nil {
+			return withExit(2, err)
+		}
+	}
+	store, err := checkpoint.Open(filepath.Join(o.dataDir, trainer.CheckpointFile), checkpoint.Options{})
+	if err != nil {
+		return withExit(1, err)
+	}
+	defer store.Close()
+	log := newProcessLogger("trainer", o.id)
+
+	// The first SIGTERM/SIGINT lets the step in flight finish; a second one aborts at once.
+	ctx, cancel := context.WithCancel(cmd.Context())
+	defer cancel()
+	stop := make(chan struct{})
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(sigs)
+	go func() {
+		<-sigs
+		log.Info("signal: finishing the current step, then leaving")
+		close(stop)
+		<-sigs
+		cancel()
+	}()
+
+	node := &trainer.Node{Trainer: tr, Store: store, Fingerprint: ds.Fingerprint(), Log: log}
+	if o.standalone {
+		node.Coord, node.Ring = trainer.SoloCoordinator{Store: store}, trainer.SoloRing
+		log.Info("standalone trainer", "config", run.Hash(), "model", run.Model, "steps", run.Steps, "global_batch", run.GlobalBatch, "data", ds.Name())
+		return node.Run(ctx, stop)
+	}
+	addrs := strings.Split(o.coordinator, ",")
+	return runClusterTrainer(ctx, stop, node, run, o, addrs)
+}

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"ddpm/allreduce"
+	"ddpm/api"
+	"ddpm/checkpoint"
+	"ddpm/config"
+	"ddpm/coordinator"
+	"ddpm/coordinator/fsm"
+	"ddpm/internal/version"
+	"ddpm/trainer"
+)
+
+// clusterCoord adapts the coordinator's gRPC client to trainer.Coordinator.
+type clusterCoord struct {
+	cli     *coordinator.Client
+	id      string
+	reports chan trainer.Progress
+}
+
+// Assignments forwards every assignment in which this trainer has a rank.
+func (c *clusterCoord) Assignments(ctx context.Context) (<-chan trainer.Assignment, error) {
+	out := make(chan trainer.Assignment, 16)
+	go func() {
+		defer close(out)
+		_ = c.cli.WatchAssignment(ctx, c.id, func(a *api.Assignment) error {
+			switch a.RunStatus {
+			case "failed":
+				return fmt.Errorf("run failed: %s", a.Reason)
+			}
+			if a.Rank < 0 || a.World < 1 || len(a.Ring) != int(a.World) {
+				return nil // a standby, or too few trainers yet: wait for the next one
+			}
+			ta := trainer.Assignment{Generation: a.Generation, Rank: int(a.Rank), World: int(a.World), StartStep: a.StartStep}
+			for _, p := range a.Ring {
+				ta.Peers = append(ta.Peers, p.Address)
+			}
+			if ck := a.Checkpoint; ck != nil {
+				ta.StartStep, ta.CheckpointSHA = ck.Step, ck.Sha256
+				for _, h := range ck.Holders {
+					if h.Id != c.id {
+						ta.Holders = append(ta.Holders, h.Address)
+					}
+				}
+			}
+			select {
+			case out <- ta:
+			case <-ctx.Done():
+			}
+			return nil
+		})
+	}()
+	return out, nil
+}
+
+// Report hands p to the reporter goroutine, dropping it when the previous one is still in flight.
+func (c *clusterCoord) Report(_ context.Context, p trainer.Progress) {
+	select {
+	case c.reports <- p:
+	default:
+	}
+}
+
+func (c *clusterCoord) reportLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-c.reports:
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, _ = c.cli.ReportProgress(rctx, &api.ReportProgressRequest{Id: c.id, Generation: p.Generation,
+				Step: p.Step, Loss: p.Loss, GradNorm: p.GradNorm, Lr: p.LR, ImagesPerSec: p.ImagesPerS})
+			cancel()
+		}
+	}
+}
+
+func (c *clusterCoord) CheckpointReady(ctx context.Context, gen uint64, step int64, sha string, size int64) error {
+	_, err := c.cli.CheckpointReady(ctx, &api.CheckpointReadyRequest{Id: c.id, Generation: gen, Step: step, Sha256: sha, Size: size})
+	return err
+}
+
+// WaitCommitted polls the replicated state until step is among the committed checkpoints.
+func (c *clusterCoord) WaitCommitted(ctx context.Context, step int64) (string, error) {
+	for {
+		st, err := c.cli.State(ctx)
+		if err == nil {
+			for _, ck := range st.Checkpoints {
+				if ck.Step == step {
+					return ck.SHA256, nil
+				}
+			}
+			if st.Status == fsm.StatusFailed {
+				return "", fmt.Errorf("run failed: %s", st.Reason)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// runClusterTrainer serves the ring and checkpoint transfer on --listen, joins the
+// coordinators, keeps heartbeating, and runs node until the run completes.
+func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.Node, run config.Run, o trainerOpts, addrs []string) error {
+	lis, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return withExit(1, fmt.Errorf("--listen %s: %w", o.listen, err))
+	}
+	srv := grpc.NewServer(allreduce.ServerOptions()...)
+	ep := allreduce.Register(srv)
+	checkpoint.RegisterTransfer(srv, node.Store)
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	if o.httpAddr != "" {
+		hs := &http.Server{Addr: o.httpAddr, Handler: http.NewServeMux(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = hs.ListenAndServe() }()
+		defer hs.Close()
+	}
+
+	cli, err := coordinator.Dial(addrs)
+	if err != nil {
+		return withExit(2, err)
+	}
+	defer cli.Close()
+	var held []fsm.Held
+	if steps, err := node.Store.Committed(); err == nil {
+		for _, s := range steps {
+			if c, err := node.Store.Get(s); err == nil {
+				held = append(held, fsm.Held{Step: s, SHA256: c.SHA256})
+			}
+		}
+	}
+	join := coordinator.JoinRequest{ID: o.id, Address: o.listen, Version: version.Version, ConfigHash: run.Hash(), Held: held}
+	if _, err := cli.Join(ctx, join); err != nil {
+		return withExit(2, fmt.Errorf("joining %v: %w", addrs, err))
+	}
+	node.Log.Info("joined", "coordinators", addrs, "config", run.Hash(), "held", len(held))
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cc := &clusterCoord{cli: cli, id: o.id, reports: make(chan trainer.Progress, 1)}
+	go cc.reportLoop(ctx)
+	// Heartbeats: a few per timeout; a trainer the coordinator dropped joins again.
+	go func() {
+		every := run.HeartbeatTimeout.Std() / 4
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(every):
+			}
+			if _, err := cli.Heartbeat(ctx, o.id); errors.Is(err, fsm.ErrUnknownMember) {
+				node.Log.Warn("dropped by the coordinator; joining again")
+				_, _ = cli.Join(ctx, join)
+			}
+		}
+	}()
+	node.Coord = cc
+	node.Ring = func(ctx context.Context, a trainer.Assignment) (trainer.Reducer, func(), error) {
+		if a.World == 1 {
+			return trainer.Solo{}, func() {}, nil
+		}
+		r, err := allreduce.NewRing(ep, allreduce.Config{Generation: a.Generation, Rank: a.Rank, Peers: a.Peers, Timeout: 2 * run.HeartbeatTimeout.Std()})
+		if err != nil {
+			return nil, nil, err
+		}
+		return r, func() { r.Close() }, nil
+	}
+	node.Fetch = func(ctx context.Context, holders []string, step int64, sha string, dst *checkpoint.Store) error {
+		var errs []error
+		for _, h := range holders {
+			if err := checkpoint.Fetch(ctx, h, step, dst, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			return nil
+		}
+		return fmt.Errorf("fetching checkpoint step %d: %w", step, errors.Join(errs...))
+	}
+	err = node.Run(ctx, stop)
+	if err != nil && ctx.Err() == nil {
+		// Tell the cluster why this rank gives up (divergence, a mismatch).
+		rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, _ = cli.ReportProgress(rctx, &api.ReportProgressRequest{Id: o.id, Failure: err.Error()})
+		rcancel()
+	}
+	return err
+}
