@@ -36,9 +36,9 @@ func (a *Attention[T]) Forward(q, k, v []T, b, p int) []T {
 	for s := 0; s < b; s++ {
 		qs, ks, vs := q[s*c*p:(s+1)*c*p], k[s*c*p:(s+1)*c*p], v[s*c*p:(s+1)*c*p]
 		pr := a.prob[s*p*p : (s+1)*p*p]
-		gemm(true, false, p, p, c, scale, qs, p, ks, p, 0, pr, p) // S = q^T k / sqrt(C)
+		pgemm(true, false, p, p, c, scale, qs, p, ks, p, 0, pr, p) // S = q^T k / sqrt(C)
 		softmaxRows(pr, p)
-		gemm(false, true, c, p, p, 1, vs, p, pr, p, 0, a.y[s*c*p:(s+1)*c*p], p) // y = v A^T
+		pgemm(false, true, c, p, p, 1, vs, p, pr, p, 0, a.y[s*c*p:(s+1)*c*p], p) // y = v A^T
 	}
 	return a.y
 }
@@ -82,8 +82,8 @@ func (a *Attention[T]) Backward(dy []T) (dq, dk, dv []T) {
 		sl := func(t []T) []T { return t[s*c*p : (s+1)*c*p] }
 		pr := a.prob[s*p*p : (s+1)*p*p]
 		dys := sl(dy)
-		gemm(false, false, c, p, p, 1, dys, p, pr, p, 0, sl(a.dv), p) // dv = dy A
-		gemm(true, false, p, p, c, 1, dys, p, sl(a.v), p, 0, a.dp, p) // dA = dy^T v
+		pgemm(false, false, c, p, p, 1, dys, p, pr, p, 0, sl(a.dv), p) // dv = dy A
+		pgemm(true, false, p, p, c, 1, dys, p, sl(a.v), p, 0, a.dp, p) // dA = dy^T v
 		dp := a.dp
 		parallelFor(p, p*p*3, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
@@ -98,8 +98,8 @@ func (a *Attention[T]) Backward(dy []T) (dq, dk, dv []T) {
 				}
 			}
 		})
-		gemm(false, true, c, p, p, scale, sl(a.k), p, dp, p, 0, sl(a.dq), p)  // dq = k dS^T / sqrt(C)
-		gemm(false, false, c, p, p, scale, sl(a.q), p, dp, p, 0, sl(a.dk), p) // dk = q dS / sqrt(C)
+		pgemm(false, true, c, p, p, scale, sl(a.k), p, dp, p, 0, sl(a.dq), p)  // dq = k dS^T / sqrt(C)
+		pgemm(false, false, c, p, p, scale, sl(a.q), p, dp, p, 0, sl(a.dk), p) // dk = q dS / sqrt(C)
 	}
 	return a.dq, a.dk, a.dv
 }

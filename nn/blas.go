@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"runtime"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -36,4 +37,34 @@ func gemm[T Float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb
 	default:
 		panic(fmt.Sprintf("nn: gemm: unsupported element type %T", a))
 	}
+}
+
+// minParallelGemm is the multiply-add count below which pgemm runs on the calling goroutine.
+const minParallelGemm = 1 << 20
+
+// pgemm is gemm with the rows or the columns of c (whichever are more) split into one block per
+// CPU, each block computed by its own goroutine with a single-threaded BLAS call.
+func pgemm[T Float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	p := runtime.GOMAXPROCS(0)
+	if p <= 1 || m*n*k < minParallelGemm {
+		gemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	if n >= m {
+		parallelFor(n, m*n*k, func(lo, hi int) {
+			bo := lo // column lo of op(b)
+			if tB {
+				bo = lo * ldb
+			}
+			gemm(tA, tB, m, hi-lo, k, alpha, a, lda, b[bo:], ldb, beta, c[lo:], ldc)
+		})
+		return
+	}
+	parallelFor(m, m*n*k, func(lo, hi int) {
+		ao := lo * lda // row lo of op(a)
+		if tA {
+			ao = lo
+		}
+		gemm(tA, tB, hi-lo, n, k, alpha, a[ao:], lda, b, ldb, beta, c[lo*ldc:], ldc)
+	})
 }

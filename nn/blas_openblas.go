@@ -2,7 +2,10 @@
 
 package nn
 
-// #cgo LDFLAGS: -lopenblas
+/*
+#cgo LDFLAGS: -lopenblas
+void openblas_set_num_threads(int);
+*/
 import "C"
 
 import (
@@ -14,7 +17,11 @@ import (
 // Backend names the BLAS implementation GEMMs run on.
 const Backend = "openblas"
 
+// init routes gonum's BLAS to OpenBLAS and makes each OpenBLAS call single-threaded: the layers
+// split large GEMMs across goroutines themselves (pgemm), which avoids OpenBLAS's spinning
+// worker threads competing with the Go scheduler for the same cores.
 func init() {
+	C.openblas_set_num_threads(1)
 	blas32.Use(netlib.Implementation{})
 	blas64.Use(netlib.Implementation{})
 }

@@ -73,7 +73,7 @@ func (c *Conv2d[T]) Forward(x []T, b, h, w int) []T {
 		for s := 0; s < b; s++ {
 			ys := c.y[s*c.Cout*p : (s+1)*c.Cout*p]
 			addRowBias(ys, c.Bias.W, p)
-			gemm(false, false, c.Cout, p, c.Cin, 1, c.Weight.W, c.Cin, x[s*c.Cin*p:(s+1)*c.Cin*p], p, 1, ys, p)
+			pgemm(false, false, c.Cout, p, c.Cin, 1, c.Weight.W, c.Cin, x[s*c.Cin*p:(s+1)*c.Cin*p], p, 1, ys, p)
 		}
 		return c.y
 	}
@@ -82,7 +82,7 @@ func (c *Conv2d[T]) Forward(x []T, b, h, w int) []T {
 	col := c.ws.slot(0, kk*n)
 	c.im2col(col, x)
 	y2 := c.ws.slot(1, c.Cout*n)
-	gemm(false, false, c.Cout, n, kk, 1, c.Weight.W, kk, col, n, 0, y2, n)
+	pgemm(false, false, c.Cout, n, kk, 1, c.Weight.W, kk, col, n, 0, y2, n)
 	// [Cout, B*P] -> [B, Cout, P], adding the bias.
 	cout, bias, y := c.Cout, c.Bias.W, c.y
 	parallelFor(cout, cout*n, func(lo, hi int) {
@@ -129,14 +129,14 @@ func (c *Conv2d[T]) Backward(dy []T) []T {
 				}
 				db[o] += acc
 			}
-			gemm(false, true, cout, cin, p, 1, dys, p, c.x[s*cin*p:(s+1)*cin*p], p, 1, c.Weight.G, cin)
+			pgemm(false, true, cout, cin, p, 1, dys, p, c.x[s*cin*p:(s+1)*cin*p], p, 1, c.Weight.G, cin)
 		}
 		if c.NoInputGrad {
 			return nil
 		}
 		c.dx = grow(c.dx, b*cin*p)
 		for s := 0; s < b; s++ {
-			gemm(true, false, cin, p, cout, 1, c.Weight.W, cin, dy[s*cout*p:(s+1)*cout*p], p, 0, c.dx[s*cin*p:(s+1)*cin*p], p)
+			pgemm(true, false, cin, p, cout, 1, c.Weight.W, cin, dy[s*cout*p:(s+1)*cout*p], p, 0, c.dx[s*cin*p:(s+1)*cin*p], p)
 		}
 		return c.dx
 	}
@@ -161,12 +161,12 @@ func (c *Conv2d[T]) Backward(dy []T) []T {
 	})
 	col := c.ws.slot(0, kk*n)
 	c.im2col(col, c.x)
-	gemm(false, true, cout, kk, n, 1, dy2, n, col, n, 1, c.Weight.G, kk)
+	pgemm(false, true, cout, kk, n, 1, dy2, n, col, n, 1, c.Weight.G, kk)
 	if c.NoInputGrad {
 		return nil
 	}
 	dcol := col // the columns are no longer needed
-	gemm(true, false, kk, n, cout, 1, c.Weight.W, kk, dy2, n, 0, dcol, n)
+	pgemm(true, false, kk, n, cout, 1, c.Weight.W, kk, dy2, n, 0, dcol, n)
 	c.dx = grow(c.dx, b*cin*c.h*c.w)
 	c.col2im(c.dx, dcol)
 	return c.dx

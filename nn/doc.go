@@ -20,6 +20,8 @@
 //   - Shape mismatches are programmer errors and panic with an "nn: " message.
 //
 // GEMM goes through gonum's blas32/blas64 interfaces. The default build routes them to OpenBLAS
-// via gonum.org/v1/netlib (cgo, Debian libopenblas-dev); the build tag purego keeps gonum's own
-// pure-Go BLAS.
+// via gonum.org/v1/netlib (cgo, Debian libopenblas-dev) with OpenBLAS's own threading off; the
+// build tag purego keeps gonum's own pure-Go BLAS. Parallelism is the engine's: large GEMMs are
+// split into one block per GOMAXPROCS across goroutines, and the non-GEMM layers split their
+// loops over samples, groups or channels the same way.
 package nn

@@ -32,7 +32,7 @@ func (l *Linear[T]) Forward(x []T, b int) []T {
 	for s := 0; s < b; s++ {
 		copy(l.y[s*l.Out:(s+1)*l.Out], l.Bias.W)
 	}
-	gemm(false, true, b, l.Out, l.In, 1, x, l.In, l.Weight.W, l.In, 1, l.y, l.Out)
+	pgemm(false, true, b, l.Out, l.In, 1, x, l.In, l.Weight.W, l.In, 1, l.y, l.Out)
 	return l.y
 }
 
@@ -46,8 +46,8 @@ func (l *Linear[T]) Backward(dy []T) []T {
 			l.Bias.G[o] += v
 		}
 	}
-	gemm(true, false, l.Out, l.In, l.b, 1, dy, l.Out, l.x, l.In, 1, l.Weight.G, l.In)
+	pgemm(true, false, l.Out, l.In, l.b, 1, dy, l.Out, l.x, l.In, 1, l.Weight.G, l.In)
 	l.dx = grow(l.dx, l.b*l.In)
-	gemm(false, false, l.b, l.In, l.Out, 1, dy, l.Out, l.Weight.W, l.In, 0, l.dx, l.In)
+	pgemm(false, false, l.b, l.In, l.Out, 1, dy, l.Out, l.Weight.W, l.In, 0, l.dx, l.In)
 	return l.dx
 }
