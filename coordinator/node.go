@@ -21,6 +21,7 @@ import (
 	"ddpm/api"
 	"ddpm/config"
 	"ddpm/coordinator/fsm"
+	"ddpm/coordinator/web"
 )
 
 // NodeConfig configures one coordinator process.
@@ -128,6 +129,7 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	n.mux = http.NewServeMux()
 	n.mux.HandleFunc("GET /healthz", n.healthz)
 	n.mux.HandleFunc("GET /api/status", n.apiStatus)
+	web.Mount(n.mux, n.Replica, web.Options{}) // dashboard /, /api/summary, /api/loss, /metrics
 	if cfg.HTTPAddr != "" {
 		hl, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
