@@ -23,6 +23,7 @@ type opState struct {
 	recvTotal  int           // DATA frames to receive (and to send)
 	ready      chan struct{} // one token per DATA frame received and applied
 	recvDone   chan struct{} // closed after the last DATA frame was applied
+	refs       payloadRefs   // parts of buf that gRPC still holds for sending
 
 	mu     sync.Mutex
 	active bool
@@ -113,12 +114,15 @@ func (op *opState) end() {
 }
 
 // send writes this rank's BEGIN and DATA frames in plan order. A DATA frame of step s > 0
-// carries a chunk received at step s-1, so it waits for one token per frame. Each payload is
-// copied into a pooled frame under op.mu, so the caller's buffer is never read after the
-// operation ended.
+// carries a chunk received at step s-1, so it waits for one token per frame. Payloads are not
+// copied: gRPC reads them from the caller's buffer, which is safe because (a) a chunk is sent
+// only after its last change here (reduce-scatter adds into a chunk before forwarding it; the
+// all-gather overwrite of a chunk this rank sent earlier can only arrive after the successor
+// has read that send, since the overwrite is computed from it), and (b) AllReduce does not
+// return until gRPC has released every payload (op.refs).
 func (r *Ring) send(op *opState) {
 	h := header{kind: api.FrameKind_FRAME_KIND_BEGIN, generation: r.cfg.Generation, op: op.id, length: uint64(len(op.buf))}
-	if err := r.out.SendMsg(newOutFrame(&h, nil)); err != nil {
+	if err := r.out.SendMsg(newOutFrame(&h, nil, nil)); err != nil {
 		r.sendFailed(err)
 		return
 	}
@@ -140,7 +144,7 @@ func (r *Ring) send(op *opState) {
 				op.mu.Unlock()
 				return
 			}
-			f := newOutFrame(&h, op.buf[off:off+n])
+			f := newOutFrame(&h, op.buf[off:off+n], &op.refs)
 			op.mu.Unlock()
 			if err := r.out.SendMsg(f); err != nil {
 				r.sendFailed(err)

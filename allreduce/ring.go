@@ -76,8 +76,12 @@ type Ring struct {
 	rank   int
 	ctx    context.Context // lives until Close; carries the outbound stream
 	cancel context.CancelFunc
-	conn   *grpc.ClientConn
-	wg     sync.WaitGroup // every goroutine the ring started, and inbound handlers
+	// outCtx carries the outbound stream; cancelled early only to make gRPC drop frames
+	// that reference a failed operation's buffer.
+	outCtx    context.Context
+	outCancel context.CancelFunc
+	conn      *grpc.ClientConn
+	wg        sync.WaitGroup // every goroutine the ring started, and inbound handlers
 
 	opMu sync.Mutex // serializes AllReduce
 	ops  uint64     // operations started
@@ -119,6 +123,7 @@ func NewRing(ep *Endpoint, cfg Config) (*Ring, error) {
 		closed: make(chan struct{}), failed: make(chan struct{}),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.outCtx, r.outCancel = context.WithCancel(r.ctx)
 	if r.world > 1 {
 		opts := append([]grpc.DialOption{
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -187,6 +192,28 @@ func (r *Ring) AllReduce(ctx context.Context, buf []float32) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	op := newOpState(r, r.ops, buf)
+	err := r.run(ctx, caller, op)
+	r.release(op, err)
+	return err
+}
+
+// release returns once gRPC holds no part of op's buffer. After a success that is at once
+// (every frame was acknowledged, so written). After a failure, frames may sit in gRPC's queue
+// behind a successor that stopped reading; the outbound stream is then cancelled, which drops
+// them. Both waits are bounded so a failure is still reported promptly.
+func (r *Ring) release(op *opState, err error) {
+	grace := time.Second
+	if err != nil {
+		grace = 20 * time.Millisecond
+	}
+	if op.refs.wait(grace) {
+		return
+	}
+	r.outCancel()
+	op.refs.wait(time.Second)
+}
+
+func (r *Ring) run(ctx, caller context.Context, op *opState) error {
 	if err := r.waitReady(ctx, caller, op); err != nil {
 		return err
 	}
@@ -356,7 +383,7 @@ func (r *Ring) Close() error {
 func (r *Ring) runOutbound() {
 	defer r.wg.Done()
 	desc := &api.Ring_ServiceDesc.Streams[0]
-	s, err := r.conn.NewStream(r.ctx, desc, api.Ring_Stream_FullMethodName,
+	s, err := r.conn.NewStream(r.outCtx, desc, api.Ring_Stream_FullMethodName,
 		grpc.WaitForReady(true), grpc.CallContentSubtype(codecName))
 	if err != nil {
 		r.outboundEnded(err)
@@ -364,7 +391,7 @@ func (r *Ring) runOutbound() {
 	}
 	hello := &header{kind: api.FrameKind_FRAME_KIND_HELLO, generation: r.cfg.Generation,
 		fromRank: uint32(r.rank), world: uint32(r.world)}
-	if err := s.SendMsg(newOutFrame(hello, nil)); err != nil {
+	if err := s.SendMsg(newOutFrame(hello, nil, nil)); err != nil {
 		r.outboundEnded(s.RecvMsg(new(api.Signal)))
 		return
 	}

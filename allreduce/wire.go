@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"sync"
+	"time"
 	"unsafe"
 
 	"gonum.org/v1/gonum/blas/gonum"
@@ -100,10 +101,68 @@ func (p *bufPool) Put(b *[]byte) {
 	p.mu.Unlock()
 }
 
-// newOutFrame encodes h followed by payload (little-endian float32) into one pooled buffer.
-func newOutFrame(h *header, payload []float32) *outFrame {
+// payloadRefs counts the payload buffers of one operation that gRPC still holds: a frame's
+// payload is the caller's memory itself, not a copy (on little-endian hosts, for payloads
+// above gRPC's pooling threshold), and gRPC frees it, through Put, once it has been written to
+// the connection or dropped with its stream.
+type payloadRefs struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0, if someone waits
+}
+
+func (p *payloadRefs) add() {
+	p.mu.Lock()
+	p.n++
+	p.mu.Unlock()
+}
+
+// Get is never used: payloadRefs only receives frees.
+func (p *payloadRefs) Get(int) *[]byte { panic("allreduce: payloadRefs.Get") }
+
+func (p *payloadRefs) Put(*[]byte) {
+	p.mu.Lock()
+	p.n--
+	if p.n == 0 && p.zero != nil {
+		close(p.zero)
+		p.zero = nil
+	}
+	p.mu.Unlock()
+}
+
+// wait reports whether gRPC released every payload within d.
+func (p *payloadRefs) wait(d time.Duration) bool {
+	p.mu.Lock()
+	if p.n == 0 {
+		p.mu.Unlock()
+		return true
+	}
+	if p.zero == nil {
+		p.zero = make(chan struct{})
+	}
+	ch := p.zero
+	p.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// newOutFrame encodes h followed by payload (little-endian float32). The header goes into a
+// pooled buffer; a payload large enough to be worth it is referenced in place and counted in
+// refs (the caller must keep it unchanged until refs drains), a small one is copied.
+func newOutFrame(h *header, payload []float32, refs *payloadRefs) *outFrame {
+	zeroCopy := refs != nil && littleEndian && !mem.IsBelowBufferPoolingThreshold(4*len(payload))
 	pool := framePool
-	bp := pool.Get(maxHeaderBytes + 4*len(payload))
+	size := maxHeaderBytes
+	if !zeroCopy {
+		size += 4 * len(payload)
+	}
+	bp := pool.Get(size)
 	b := (*bp)[:0]
 	put := func(num protowire.Number, v uint64) {
 		if v != 0 { // proto3: zero scalars are not written
@@ -124,6 +183,12 @@ func newOutFrame(h *header, payload []float32) *outFrame {
 	if len(payload) > 0 {
 		b = protowire.AppendTag(b, fPayload, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(4*len(payload)))
+		if zeroCopy {
+			*bp = b
+			view := bytesOf(payload)
+			refs.add()
+			return &outFrame{data: mem.BufferSlice{mem.NewBuffer(bp, pool), mem.NewBuffer(&view, refs)}}
+		}
 		n := len(b)
 		b = b[:n+4*len(payload)]
 		putFloats(b[n:], payload)
