@@ -478,9 +478,13 @@ func (r *Ring) serveInbound(stream api.Ring_StreamServer, hello *header) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	r.mu.Lock()
-	if r.isClose || r.in != nil {
+	if r.isClose {
 		r.mu.Unlock()
-		return status.Errorf(codes.FailedPrecondition, "allreduce: rank %d, generation %d: ring closed or already attached", r.rank, r.cfg.Generation)
+		return status.Errorf(codes.FailedPrecondition, "allreduce: rank %d, generation %d: ring closed", r.rank, r.cfg.Generation)
+	}
+	if r.in != nil {
+		r.mu.Unlock()
+		return status.Errorf(codes.AlreadyExists, "allreduce: rank %d, generation %d: predecessor already attached", r.rank, r.cfg.Generation)
 	}
 	r.in = stream
 	r.wg.Add(2) // this handler and the receive loop
