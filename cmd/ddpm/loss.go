@@ -1,0 +1,153 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"ddpm/coordinator/fsm"
+	"ddpm/internal/viz"
+)
+
+// lossCmd prints or saves the cluster's loss history.
+var lossCmd = &cobra.Command{
+	Use:   "loss --coordinator ADDR [--follow] [--png out.png] [--csv out.csv]",
+	Short: "Print, follow or save the cluster's loss curve",
+	Long: `Read the coordinator's down-sampled loss history (global L_simple per reported step; merged
+points hold means over the steps they cover, with the extremes in min/max) and print it as a
+table, or write it with --csv (step,loss,lr,grad_norm, as ddpm local's loss.csv) and --png (the
+same plot as ddpm local's loss.png). --follow keeps polling: new points are printed as they
+arrive and the files are rewritten, until the run ends or the command is interrupted.`,
+	Args: cobra.NoArgs,
+	RunE: runLoss,
+}
+
+var lossFlags struct {
+	coordinator, png, csv string
+	follow                bool
+	every, timeout        time.Duration
+}
+
+func init() {
+	f := lossCmd.Flags()
+	f.StringVar(&lossFlags.coordinator, "coordinator", "", "coordinator gRPC address(es), comma-separated (host:port)")
+	f.BoolVar(&lossFlags.follow, "follow", false, "keep polling and print or write new points until the run ends")
+	f.StringVar(&lossFlags.png, "png", "", "write the loss plot to this PNG file")
+	f.StringVar(&lossFlags.csv, "csv", "", "write the loss history to this CSV file")
+	f.DurationVar(&lossFlags.every, "every", 2*time.Second, "polling period with --follow")
+	f.DurationVar(&lossFlags.timeout, "timeout", 10*time.Second, "give up when no replica answers within this time")
+	rootCmd.AddCommand(lossCmd)
+}
+
+func runLoss(cmd *cobra.Command, _ []string) error {
+	addrs, err := coordinatorAddrs("loss", lossFlags.coordinator)
+	if err != nil {
+		return err
+	}
+	for _, p := range []struct{ flag, path string }{{"--png", lossFlags.png}, {"--csv", lossFlags.csv}} {
+		if p.path == "" {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Dir(p.path)); err != nil || !fi.IsDir() {
+			return withExit(2, fmt.Errorf("loss: %s %s: directory %s does not exist", p.flag, p.path, filepath.Dir(p.path)))
+		}
+	}
+	if lossFlags.every <= 0 {
+		return withExit(2, fmt.Errorf("loss: --every must be positive, got %v", lossFlags.every))
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	out := cmd.OutOrStdout()
+	table := lossFlags.png == "" && lossFlags.csv == ""
+	tw := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
+	if table {
+		fmt.Fprintln(tw, "STEP\tLOSS\tMIN\tMAX\tQ0\tQ1\tQ2\tQ3\tGRAD NORM\tLR\tIMAGES/S\tREPORTS")
+	}
+	var last int64 = -1
+	var lastN int
+	for {
+		_, st, err := fetchState(ctx, addrs, lossFlags.timeout)
+		if err != nil {
+			if ctx.Err() != nil && lossFlags.follow {
+				return nil // interrupted
+			}
+			return err
+		}
+		pts := st.Loss.Points
+		if table {
+			for _, p := range pts {
+				if p.Step > last {
+					writeLossRow(tw, p)
+				}
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		} else if len(pts) != lastN || (len(pts) > 0 && pts[len(pts)-1].Step != last) {
+			if err := writeLossFiles(pts, st); err != nil {
+				return err
+			}
+			if lossFlags.follow {
+				fmt.Fprintf(out, "%d points up to step %d written\n", len(pts), lastStep(pts))
+			}
+		}
+		if len(pts) > 0 {
+			last = pts[len(pts)-1].Step
+		}
+		lastN = len(pts)
+		if !lossFlags.follow || st.Status.Terminal() {
+			if lossFlags.follow {
+				fmt.Fprintf(out, "run %s\n", st.Status)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(lossFlags.every):
+		}
+	}
+}
+
+func lastStep(pts []fsm.LossPoint) int64 {
+	if len(pts) == 0 {
+		return 0
+	}
+	return pts[len(pts)-1].Step
+}
+
+func writeLossRow(w io.Writer, p fsm.LossPoint) {
+	q := p.LossQuartiles
+	fmt.Fprintf(w, "%d\t%.6g\t%.6g\t%.6g\t%.4g\t%.4g\t%.4g\t%.4g\t%.4g\t%.3g\t%.1f\t%d\n", p.Step, p.Loss, p.LossMin, p.LossMax,
+		q[0], q[1], q[2], q[3], p.GradNorm, p.LR, p.ImagesPerSec, p.Count)
+}
+
+// writeLossFiles writes --csv and --png through internal/viz (the files ddpm local writes).
+func writeLossFiles(pts []fsm.LossPoint, st *fsm.State) error {
+	vp := make([]viz.LossPoint, len(pts))
+	for i, p := range pts {
+		vp[i] = viz.LossPoint{Step: p.Step, Loss: p.Loss, LR: p.LR, GradNorm: p.GradNorm}
+	}
+	if lossFlags.csv != "" {
+		if err := viz.WriteLossCSV(lossFlags.csv, vp); err != nil {
+			return withExit(1, fmt.Errorf("loss: --csv: %w", err))
+		}
+	}
+	if lossFlags.png != "" {
+		title := "ddpm loss"
+		if st.Run != nil {
+			title = fmt.Sprintf("ddpm %s (%s), global batch %d", monOrNone(st.Run.Preset), st.Run.Model, st.Run.GlobalBatch)
+		}
+		if err := viz.WriteLossPNG(lossFlags.png, vp, title); err != nil {
+			return withExit(1, fmt.Errorf("loss: --png: %w", err))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image/png"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ddpm/api"
+	"ddpm/config"
+	"ddpm/coordinator"
+	"ddpm/internal/viz"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// monitorLoss is the stream the trainer reports in these tests.
+func monitorLoss(step int64) float64 { return 0.1 + 1/float64(step) }
+
+// startMonitoredNode runs a real one-replica coordinator on loopback with a run configured,
+// one trainer joined and steps 1..n reported through gRPC; it returns the gRPC address.
+func startMonitoredNode(t *testing.T, n int64) (string, *coordinator.Client, uint64) {
+	t.Helper()
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Steps, run.CheckpointEvery = 20, 10
+	grpcAddr, raftAddr := freeAddr(t), freeAddr(t)
+	node, err := coordinator.StartNode(coordinator.NodeConfig{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr,
+		Peers: []coordinator.Peer{{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr}}, DataDir: t.TempDir(),
+		Bootstrap: true, Run: &run, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	cli, err := coordinator.Dial([]string{grpcAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var joined coordinator.Joined
+	for { // the node submits the run config once it leads
+		joined, err = cli.Join(ctx, coordinator.JoinRequest{ID: "trainer-a", Address: "127.0.0.1:7000", Version: "test", ConfigHash: run.Hash()})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	report(t, cli, joined.Generation, 1, n)
+	return grpcAddr, cli, joined.Generation
+}
+
+// report sends rank 0's progress for steps [from, to].
+func report(t *testing.T, cli *coordinator.Client, gen uint64, from, to int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for s := from; s <= to; s++ {
+		if _, err := cli.ReportProgress(ctx, &api.ReportProgressRequest{Id: "trainer-a", Generation: gen, Step: s,
+			Loss: monitorLoss(s), LossQuartiles: []float64{4, 3, 2, 1}, GradNorm: 1, Lr: 1e-4 * float64(s), ImagesPerSec: 32}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// runDDPM runs the command line in-process with the monitoring commands' flags at their defaults.
+func runDDPM(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	statusFlags.coordinator, statusFlags.timeout = "", 10*time.Second
+	lossFlags.coordinator, lossFlags.png, lossFlags.csv, lossFlags.follow = "", "", "", false
+	lossFlags.every, lossFlags.timeout = 2*time.Second, 10*time.Second
+	var out bytes.Buffer
+	rootCmd.SetOut(&out)
+	rootCmd.SetArgs(args)
+	defer rootCmd.SetArgs(nil)
+	err := rootCmd.Execute()
+	return out.String(), err
+}
+
+func TestStatusAndLossCommands(t *testing.T) {
+	addr, _, _ := startMonitoredNode(t, 12)
+
+	out, err := runDDPM(t, "status", "--coordinator", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Compare with runs of spaces collapsed: the tables' column widths are tabwriter's business.
+	flat := strings.Join(strings.Fields(out), " ")
+	for _, want := range []string{"RUN running step 12 / 20 (60.0%) preset / model mnist / tiny", "global batch 32",
+		fmt.Sprintf("loss %.5g at step 12 (lr 0.0012, grad norm 1, 32.0 images/s)", monitorLoss(12)),
+		"replica c0 (leader c0,", "GENERATION 1 world 1 ring trainer-a start step 0",
+		"MEMBER STATE RANK STEP ADDRESS VERSION LAST HEARTBEAT trainer-a active 0 12 127.0.0.1:7000 test",
+		"CHECKPOINT SHA256 SIZE GENERATION HOLDERS COMMITTED (none committed)"} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, err = runDDPM(t, "loss", "--coordinator", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 13 || !strings.HasPrefix(lines[0], "STEP") {
+		t.Fatalf("loss table: %d lines:\n%s", len(lines), out)
+	}
+	if f := strings.Fields(lines[12]); f[0] != "12" || f[1] != fmt.Sprintf("%.6g", monitorLoss(12)) || f[4] != "4" || f[11] != "1" {
+		t.Errorf("last row %q", lines[12])
+	}
+
+	dir := t.TempDir()
+	csvPath, pngPath := filepath.Join(dir, "loss.csv"), filepath.Join(dir, "loss.png")
+	if _, err := runDDPM(t, "loss", "--coordinator", addr, "--csv", csvPath, "--png", pngPath); err != nil {
+		t.Fatal(err)
+	}
+	pts, err := viz.ReadLossCSV(csvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pts) != 12 {
+		t.Fatalf("csv has %d points, want 12", len(pts))
+	}
+	for i, p := range pts {
+		s := int64(i + 1)
+		if p != (viz.LossPoint{Step: s, Loss: monitorLoss(s), LR: 1e-4 * float64(s), GradNorm: 1}) {
+			t.Errorf("csv point %d: %+v", i, p)
+		}
+	}
+	f, err := os.Open(pngPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(f)
+	f.Close()
+	if err != nil || img.Bounds().Dx() < 100 {
+		t.Fatalf("loss.png: %v", err)
+	}
+
+	// Bad input: one line, exit 2, nothing written.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status"}, "status: --coordinator ADDR is required (a coordinator's gRPC host:port)"},
+		{[]string{"loss", "--coordinator", addr, "--png", filepath.Join(dir, "missing", "x.png")},
+			"loss: --png " + filepath.Join(dir, "missing", "x.png") + ": directory " + filepath.Join(dir, "missing") + " does not exist"},
+		{[]string{"loss", "--coordinator", addr, "--every", "0s", "--follow"}, "loss: --every must be positive, got 0s"},
+	} {
+		_, err := runDDPM(t, tc.args...)
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != 2 || err.Error() != tc.want {
+			t.Errorf("%v: %v, want exit 2 %q", tc.args, err, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing")); !os.IsNotExist(err) {
+		t.Error("a refused command created a directory")
+	}
+}
+
+// TestLossFollow: --follow rewrites the CSV as points arrive and returns when the run ends.
+func TestLossFollow(t *testing.T) {
+	addr, cli, gen := startMonitoredNode(t, 5)
+	csvPath := filepath.Join(t.TempDir(), "loss.csv")
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := runDDPM(t, "loss", "--coordinator", addr, "--follow", "--every", "50ms", "--csv", csvPath)
+		done <- result{out, err}
+	}()
+	for { // the first write holds the first five points
+		if pts, err := viz.ReadLossCSV(csvPath); err == nil && len(pts) == 5 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	report(t, cli, gen, 6, 20) // step 20 is the last: the run succeeds
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if !strings.HasSuffix(r.out, "20 points up to step 20 written\nrun succeeded\n") {
+			t.Errorf("output:\n%s", r.out)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("ddpm loss --follow did not return after the run ended")
+	}
+	pts, err := viz.ReadLossCSV(csvPath)
+	if err != nil || len(pts) != 20 || pts[19].Loss != monitorLoss(20) {
+		t.Fatalf("final csv: %d points, %v", len(pts), err)
+	}
+}

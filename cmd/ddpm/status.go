@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"ddpm/api"
+	"ddpm/coordinator"
+	"ddpm/coordinator/fsm"
+)
+
+// statusCmd prints the cluster's state as tables.
+var statusCmd = &cobra.Command{
+	Use:   "status --coordinator ADDR",
+	Short: "Show the run, its members, generation and committed checkpoints",
+	Long: `Ask any coordinator replica (its gRPC address; several may be given, comma-separated) for the
+replicated state and print it as tables: the run, the answering replica, the current generation,
+the members and the committed checkpoints.`,
+	Args: cobra.NoArgs,
+	RunE: runStatus,
+}
+
+var statusFlags struct {
+	coordinator string
+	timeout     time.Duration
+}
+
+func init() {
+	f := statusCmd.Flags()
+	f.StringVar(&statusFlags.coordinator, "coordinator", "", "coordinator gRPC address(es), comma-separated (host:port)")
+	f.DurationVar(&statusFlags.timeout, "timeout", 10*time.Second, "give up when no replica answers within this time")
+	rootCmd.AddCommand(statusCmd)
+}
+
+// coordinatorAddrs splits the --coordinator flag; it returns a usage error (exit 2) when empty.
+func coordinatorAddrs(cmd, flag string) ([]string, error) {
+	var addrs []string
+	for _, a := range strings.Split(flag, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, withExit(2, fmt.Errorf("%s: --coordinator ADDR is required (a coordinator's gRPC host:port)", cmd))
+	}
+	return addrs, nil
+}
+
+// fetchState asks the coordinators at addrs for the replicated state within timeout.
+func fetchState(ctx context.Context, addrs []string, timeout time.Duration) (*api.StatusResponse, *fsm.State, error) {
+	cli, err := coordinator.Dial(addrs, coordinator.WithAttemptTimeout(min(timeout, 2*time.Second)))
+	if err != nil {
+		return nil, nil, withExit(2, err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := cli.Status(ctx)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, coordinator.ErrUnavailable) {
+			return nil, nil, withExit(1, fmt.Errorf("no coordinator answered at %s within %v", strings.Join(addrs, ","), timeout))
+		}
+		return nil, nil, withExit(1, err)
+	}
+	st, err := fsm.Decode(resp.StateJson)
+	if err != nil {
+		return nil, nil, withExit(1, err)
+	}
+	return resp, st, nil
+}
+
+func runStatus(cmd *cobra.Command, _ []string) error {
+	addrs, err := coordinatorAddrs("status", statusFlags.coordinator)
+	if err != nil {
+		return err
+	}
+	resp, st, err := fetchState(cmd.Context(), addrs, statusFlags.timeout)
+	if err != nil {
+		return err
+	}
+	return writeStatus(cmd.OutOrStdout(), resp, st)
+}
+
+// monStamp formats a Unix-ns time of the state in UTC ("-" for zero).
+func monStamp(ns int64) string {
+	if ns == 0 {
+		return "-"
+	}
+	return time.Unix(0, ns).UTC().Format("2006-01-02 15:04:05Z")
+}
+
+// writeStatus prints the tables of `ddpm status`.
+func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State) error {
+	w := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
+	status := string(st.Status)
+	if status == "" {
+		status = "no run configured"
+	}
+	fmt.Fprintf(w, "RUN\t%s", status)
+	if st.Reason != "" {
+		fmt.Fprintf(w, ": %s", st.Reason)
+	}
+	fmt.Fprintln(w)
+	if st.Run != nil {
+		pct := 0.0
+		if st.TotalSteps > 0 {
+			pct = 100 * float64(st.Step) / float64(st.TotalSteps)
+		}
+		fmt.Fprintf(w, "step\t%d / %d (%.1f%%)\n", st.Step, st.TotalSteps, pct)
+		fmt.Fprintf(w, "preset / model\t%s / %s\n", monOrNone(st.Run.Preset), st.Run.Model)
+		fmt.Fprintf(w, "global batch\t%d\n", st.Run.GlobalBatch)
+		fmt.Fprintf(w, "config\t%.12s\n", st.ConfigHash)
+	}
+	if n := len(st.Loss.Points); n > 0 {
+		p := st.Loss.Points[n-1]
+		fmt.Fprintf(w, "loss\t%.5g at step %d (lr %.3g, grad norm %.4g, %.1f images/s)\n", p.Loss, p.Step, p.LR, p.GradNorm, p.ImagesPerSec)
+	}
+	fmt.Fprintf(w, "replica\t%s (leader %s, term %d, applied index %d)\n", resp.ReplicaId, monOrNone(resp.LeaderId), resp.RaftTerm, resp.AppliedIndex)
+	fmt.Fprintln(w)
+
+	g := st.Generation
+	fmt.Fprintf(w, "GENERATION\t%d\n", g.Number)
+	fmt.Fprintf(w, "world\t%d\n", g.World)
+	fmt.Fprintf(w, "ring\t%s\n", monOrNone(strings.Join(g.Ring, " ")))
+	fmt.Fprintf(w, "start step\t%d\n", g.StartStep)
+	fmt.Fprintf(w, "started\t%s\n", monStamp(g.StartedAt))
+	if err := w.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(out)
+	w = tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "MEMBER\tSTATE\tRANK\tSTEP\tADDRESS\tVERSION\tLAST HEARTBEAT")
+	members := make([]*fsm.Member, 0, len(st.Members))
+	for _, m := range st.Members {
+		members = append(members, m)
+	}
+	slices.SortFunc(members, func(a, b *fsm.Member) int { return strings.Compare(a.ID, b.ID) })
+	for _, m := range members {
+		rank := "-"
+		if r := g.Rank(m.ID); r >= 0 {
+			rank = fmt.Sprint(r)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.ID, m.State, rank, m.Step, m.Address, m.Version, monStamp(m.LastHeartbeat))
+	}
+	if len(members) == 0 {
+		fmt.Fprintln(w, "(none)")
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(out)
+	w = tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "CHECKPOINT\tSHA256\tSIZE\tGENERATION\tHOLDERS\tCOMMITTED")
+	for i := len(st.Checkpoints) - 1; i >= 0; i-- {
+		c := st.Checkpoints[i]
+		fmt.Fprintf(w, "%d\t%.16s\t%s\t%d\t%s\t%s\n", c.Step, c.SHA256, monBytes(c.Size), c.Generation, strings.Join(c.Holders, ","), monStamp(c.Time))
+	}
+	if len(st.Checkpoints) == 0 {
+		fmt.Fprintln(w, "(none committed)")
+	}
+	return w.Flush()
+}
+
+func monOrNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// monBytes prints n bytes with a binary unit.
+func monBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
