@@ -2,6 +2,8 @@ package trainer
 
 import (
 	"context"
+	"math"
+	"sync"
 	"testing"
 
 	"ddpm/config"
@@ -46,5 +48,106 @@ func TestLossFallsWorldOne(t *testing.T) {
 	}
 	if !(last < 0.5*first) {
 		t.Fatalf("loss did not fall by half: first 10 steps %.4f, last 10 %.4f", first, last)
+	}
+}
+
+// memRing is an in-process all-reduce for N ranks: each call waits for all ranks, sums in rank
+// order, and gives every rank the same bytes.
+type memRing struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	n     int
+	bufs  [][]float32
+	round int
+	got   int
+}
+
+func newMemRing(n int) *memRing {
+	r := &memRing{n: n, bufs: make([][]float32, n)}
+	r.cond = sync.NewCond(&r.mu)
+	return r
+}
+
+type memRank struct {
+	r    *memRing
+	rank int
+}
+
+func (m memRank) AllReduce(_ context.Context, buf []float32) error {
+	r := m.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	round := r.round
+	r.bufs[m.rank] = buf
+	r.got++
+	if r.got == r.n {
+		sum := make([]float32, len(buf))
+		for _, b := range r.bufs {
+			for i, v := range b {
+				sum[i] += v
+			}
+		}
+		for _, b := range r.bufs {
+			copy(b, sum)
+		}
+		r.got = 0
+		r.round++
+		r.cond.Broadcast()
+		return nil
+	}
+	for r.round == round {
+		r.cond.Wait()
+	}
+	return nil
+}
+
+// TestWorldSizeIndependence: one rank and two ranks with the same seed see the same global
+// batches, timesteps and noise, so their losses agree at every step up to float summation order.
+func TestWorldSizeIndependence(t *testing.T) {
+	run, ds := mnistRun(t, 24)
+	run.GlobalBatch, run.LR, run.WarmupSteps = 8, 1e-3, 2
+	solo, err := New(run, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring := newMemRing(2)
+	var pair [2]*Trainer
+	for r := range pair {
+		if pair[r], err = New(run, ds); err != nil {
+			t.Fatal(err)
+		}
+		pair[r].SetRing(memRank{ring, r}, r, 2, 1)
+	}
+	worst := 0.0
+	for s := range run.Steps {
+		want, err := solo.Step(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got [2]Progress
+		var wg sync.WaitGroup
+		for r := range pair {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got[r], _ = pair[r].Step(context.Background())
+			}()
+		}
+		wg.Wait()
+		if got[0].Loss != got[1].Loss {
+			t.Fatalf("step %d: ranks report different losses %v and %v", s+1, got[0].Loss, got[1].Loss)
+		}
+		rel := math.Abs(got[0].Loss-want.Loss) / want.Loss
+		worst = math.Max(worst, rel)
+		if rel > 1e-5 {
+			t.Errorf("step %d: loss %.8g with 1 rank, %.8g with 2 (relative %.2g)", s+1, want.Loss, got[0].Loss, rel)
+		}
+	}
+	t.Logf("largest relative loss difference over %d steps: %.2g", run.Steps, worst)
+	p0, p1 := pair[0].Model().Params(), pair[1].Model().Params()
+	for i := range p0 {
+		if math.Float32bits(p0[i]) != math.Float32bits(p1[i]) {
+			t.Fatalf("ranks' parameters differ at %d: %v vs %v", i, p0[i], p1[i])
+		}
 	}
 }

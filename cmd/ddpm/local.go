@@ -122,6 +122,10 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		if run.Hash() != man.ConfigHash {
 			return withExit(2, fmt.Errorf("%s: run.yaml (config %.12s) does not match %s (%.12s)", out, run.Hash(), localrun.ManifestFile, man.ConfigHash))
 		}
+		if o.init != "" && o.init != man.Init {
+			return withExit(2, fmt.Errorf("--init %s: the run in %s started from %q", o.init, out, man.Init))
+		}
+		o.init = man.Init
 		if err := man.CheckPortsFree(); err != nil {
 			return withExit(1, err)
 		}
@@ -144,6 +148,14 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		}
 		if man, err = localrun.NewManifest(run.Hash(), o.coordinators, o.trainers); err != nil {
 			return err
+		}
+		if o.init != "" {
+			if _, err := os.Stat(o.init); err != nil {
+				return withExit(2, fmt.Errorf("--init: %w", err))
+			}
+			if man.Init, err = filepath.Abs(o.init); err != nil {
+				return err
+			}
 		}
 		if err := os.MkdirAll(out, 0o755); err != nil {
 			return err

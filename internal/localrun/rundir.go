@@ -48,6 +48,9 @@ type Manifest struct {
 	// its peers' addresses in its log, so a resumed cluster must listen where it did before.
 	CoordinatorPorts [][3]int `json:"coordinator_ports"`
 	TrainerPorts     [][2]int `json:"trainer_ports"`
+	// Init is the safetensors file the trainers' step-0 weights come from ("" for the seed's
+	// initialization); a resumed run keeps it.
+	Init string `json:"init,omitempty"`
 }
 
 // CoordinatorDir, TrainerDir name the per-process data folders inside the run directory.

@@ -1,0 +1,379 @@
+package trainer_test
+
+// End-to-end tests: the real binary, real processes (3 raft coordinators, trainers exchanging
+// gradients over gRPC), real MNIST, a few dozen steps of the tiny preset.
+
+import (
+	"bytes"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"image/png"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"ddpm/checkpoint"
+	"ddpm/trainer"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	binErr    error
+)
+
+// ddpmBinary builds bin/ddpm once per test process.
+func ddpmBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end: skipped with -short")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ddpm-e2e-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "ddpm")
+		out, err := exec.Command("go", "build", "-o", binPath, "ddpm/cmd/ddpm").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build ./cmd/ddpm: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// smallRun is the run-config flags every end-to-end run shares: the mnist preset cut down to a
+// short, fast run whose loss visibly falls.
+func smallRun(steps int) []string {
+	return []string{"--data", "mnist", "--steps", strconv.Itoa(steps), "--global-batch", "8",
+		"--lr", "0.001", "--warmup-steps", "2", "--checkpoint-every", "4", "--seed", "11",
+		"--t", "50", "--beta-start", "0.002", "--beta-end", "0.4", "--heartbeat-timeout", "2s", "--quiet"}
+}
+
+type result struct {
+	code   int
+	stderr string
+}
+
+func ddpm(t *testing.T, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(ddpmBinary(t), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr, cmd.Stdout = &stderr, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	code := 0
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{code, stderr.String()}
+}
+
+func mustOK(t *testing.T, r result, what string) {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("%s: exit %d\n%s", what, r.code, r.stderr)
+	}
+}
+
+// lossCSV reads RUN/loss.csv as step -> loss.
+func lossCSV(t *testing.T, run string) map[int64]float64 {
+	t.Helper()
+	f, err := os.Open(filepath.Join(run, "loss.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int64]float64{}
+	for _, r := range recs[1:] {
+		s, _ := strconv.ParseInt(r[0], 10, 64)
+		l, _ := strconv.ParseFloat(r[1], 64)
+		out[s] = l
+	}
+	return out
+}
+
+// finalState opens trainer i's store read-only and returns its newest committed checkpoint.
+func finalState(t *testing.T, run string, i int) *checkpoint.Checkpoint {
+	t.Helper()
+	st, err := checkpoint.Open(filepath.Join(run, fmt.Sprintf("trainer-%d", i), trainer.CheckpointFile), checkpoint.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c, err := st.LatestCommitted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func shas(t *testing.T, run string, i int) map[int64]string {
+	t.Helper()
+	st, err := checkpoint.Open(filepath.Join(run, fmt.Sprintf("trainer-%d", i), trainer.CheckpointFile), checkpoint.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	infos, err := st.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int64]string{}
+	for _, in := range infos {
+		out[in.Step] = in.SHA256
+	}
+	return out
+}
+
+func pngSize(t *testing.T, path string) (int, int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := png.DecodeConfig(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return c.Width, c.Height
+}
+
+const e2eSteps = 24
+
+// TestLocalCluster is the main end-to-end scenario: a 2-trainer, 3-coordinator run; a 1-trainer
+// run with the same seed; an interrupted-and-resumed run; sampling and bpd on the checkpoint;
+// and the bad-input cases against the finished run.
+func TestLocalCluster(t *testing.T) {
+	dir := t.TempDir()
+	two := filepath.Join(dir, "two")
+	mustOK(t, ddpm(t, append([]string{"local", "--trainers", "2", "--coordinators", "3", "--out", two, "--samples", "4"}, smallRun(e2eSteps)...)...), "ddpm local (2 trainers)")
+
+	loss := lossCSV(t, two)
+	if len(loss) != e2eSteps {
+		t.Fatalf("loss.csv has %d steps, want %d", len(loss), e2eSteps)
+	}
+	first := (loss[1] + loss[2] + loss[3]) / 3
+	last := (loss[e2eSteps] + loss[e2eSteps-1] + loss[e2eSteps-2]) / 3
+	t.Logf("loss: first 3 steps %.4f, last 3 %.4f", first, last)
+	if !(last < 0.7*first) {
+		t.Errorf("loss did not fall: first 3 steps %.4f, last 3 %.4f", first, last)
+	}
+	// Every rank wrote every checkpoint with the same sha256.
+	s0, s1 := shas(t, two, 0), shas(t, two, 1)
+	if len(s0) == 0 || len(s0) != len(s1) {
+		t.Fatalf("checkpoints: rank 0 %v, rank 1 %v", s0, s1)
+	}
+	for step, sha := range s0 {
+		if s1[step] != sha {
+			t.Errorf("step %d: sha256 %s on trainer-0, %s on trainer-1", step, sha, s1[step])
+		}
+	}
+	if w, h := pngSize(t, filepath.Join(two, "samples.png")); w != 70 || h != 70 {
+		t.Errorf("samples.png is %dx%d, want 70x70 (2x2 tiles of 32 with 2-pixel padding)", w, h)
+	}
+	if w, h := pngSize(t, filepath.Join(two, "loss.png")); w < 100 || h < 100 {
+		t.Errorf("loss.png is %dx%d", w, h)
+	}
+
+	t.Run("OneTrainerSameLoss", func(t *testing.T) {
+		one := filepath.Join(dir, "one")
+		mustOK(t, ddpm(t, append([]string{"local", "--trainers", "1", "--coordinators", "1", "--out", one, "--samples", "0"}, smallRun(e2eSteps)...)...), "ddpm local (1 trainer)")
+		l1 := lossCSV(t, one)
+		for s := int64(1); s <= e2eSteps; s++ {
+			if rel := math.Abs(l1[s]-loss[s]) / math.Abs(loss[s]); !(rel <= 1e-5) {
+				t.Errorf("step %d: loss %.8g with 1 trainer, %.8g with 2 (relative %.2g > 1e-5)", s, l1[s], loss[s], rel)
+			}
+		}
+	})
+
+	t.Run("InterruptedAndResumedIsBitwiseEqual", func(t *testing.T) {
+		res := filepath.Join(dir, "resumed")
+		cmd := exec.Command(ddpmBinary(t), append([]string{"local", "--trainers", "2", "--coordinators", "3", "--out", res, "--samples", "0"}, smallRun(e2eSteps)...)...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Interrupt once the first checkpoint is committed.
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			b, _ := os.ReadFile(filepath.Join(res, "logs", "trainer-0.log"))
+			if bytes.Contains(b, []byte(`"msg":"checkpoint saved"`)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("no checkpoint within 3 minutes:\n%s", out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		cmd.Process.Signal(os.Interrupt)
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Fatalf("interrupted run: %v (want exit 130)\n%s", err, out.String())
+		}
+		if !strings.Contains(out.String(), "ddpm local --resume "+res) {
+			t.Errorf("the interrupted run does not say how to resume:\n%s", out.String())
+		}
+		stopped := finalState(t, res, 0).Step
+		if stopped >= e2eSteps {
+			t.Fatalf("the run finished (step %d) before the interrupt took effect", stopped)
+		}
+		mustOK(t, ddpm(t, "local", "--resume", res, "--samples", "0", "--quiet"), "ddpm local --resume")
+		a, b := finalState(t, two, 0), finalState(t, res, 0)
+		t.Logf("interrupted at committed step %d, resumed to %d", stopped, b.Step)
+		if a.Step != e2eSteps || b.Step != e2eSteps {
+			t.Fatalf("final steps %d and %d, want %d", a.Step, b.Step, e2eSteps)
+		}
+		for name, pair := range map[string][2][]float32{"params": {a.Params, b.Params}, "ema": {a.EMA, b.EMA}, "adam_m": {a.AdamM, b.AdamM}, "adam_v": {a.AdamV, b.AdamV}} {
+			for i := range pair[0] {
+				if math.Float32bits(pair[0][i]) != math.Float32bits(pair[1][i]) {
+					t.Fatalf("%s[%d]: %v uninterrupted, %v resumed", name, i, pair[0][i], pair[1][i])
+				}
+			}
+		}
+		if a.OptStep != b.OptStep {
+			t.Errorf("Adam step %d vs %d", a.OptStep, b.OptStep)
+		}
+	})
+
+	t.Run("SampleAndBPD", func(t *testing.T) {
+		grid := filepath.Join(dir, "grid.png")
+		prog := filepath.Join(dir, "prog.png")
+		mustOK(t, ddpm(t, "sample", "--checkpoint", two, "--n", "9", "--seed", "3", "--out", grid, "--progressive", prog, "--every", "10"), "ddpm sample")
+		if w, h := pngSize(t, grid); w != 3*34+2 || h != 3*34+2 {
+			t.Errorf("grid.png is %dx%d, want 104x104", w, h)
+		}
+		if w, h := pngSize(t, prog); w != 6*34+2 || h != 9*34+2 {
+			t.Errorf("prog.png is %dx%d, want 206x308 (5 recorded steps + the sample, 9 rows)", w, h)
+		}
+		r := ddpm(t, "eval", "bpd", "--checkpoint", two, "--n", "4", "--batch", "4")
+		mustOK(t, r, "ddpm eval bpd")
+		var total, se float64
+		if _, err := fmt.Sscanf(r.stderr[strings.Index(r.stderr, "total bits/dim"):], "total bits/dim %f ± %f", &total, &se); err != nil {
+			t.Fatalf("no total in:\n%s", r.stderr)
+		}
+		if !(total > 0 && total < 100) || math.IsNaN(se) {
+			t.Errorf("bpd %v ± %v is not a finite positive bound", total, se)
+		}
+		for _, term := range []string{"prior L_T", "decoder L_0", "KL L_1..L_T-1"} {
+			if !strings.Contains(r.stderr, term) {
+				t.Errorf("eval output lacks %q:\n%s", term, r.stderr)
+			}
+		}
+	})
+
+	t.Run("BadInput", func(t *testing.T) {
+		oneLine := func(t *testing.T, r result, want string) {
+			t.Helper()
+			if r.code == 0 {
+				t.Fatalf("exit 0, want failure; output:\n%s", r.stderr)
+			}
+			msg := strings.TrimSpace(r.stderr)
+			if strings.Count(msg, "\n") != 0 || !strings.HasPrefix(msg, "ddpm: ") || !strings.Contains(msg, want) || strings.Contains(msg, "goroutine") {
+				t.Fatalf("want one line containing %q, got:\n%s", want, r.stderr)
+			}
+		}
+		missing := filepath.Join(dir, "never")
+		oneLine(t, ddpm(t, append([]string{"local", "--out", missing, "--preset", "mnist", "--dataset", "/no/such/mnist"}, "--steps", "4", "--checkpoint-every", "4")...), "/no/such/mnist")
+		oneLine(t, ddpm(t, "local", "--out", missing, "--preset", "nope"), `unknown preset "nope"`)
+		if _, err := os.Stat(missing); !os.IsNotExist(err) {
+			t.Errorf("a refused run created %s", missing)
+		}
+		oneLine(t, ddpm(t, "sample", "--checkpoint", two, "--model", "small", "--out", filepath.Join(dir, "x.png")), `holds model preset "tiny", not "small"`)
+		oneLine(t, ddpm(t, "eval", "bpd", "--checkpoint", two, "--model", "cifar10"), `holds model preset "tiny", not "cifar10"`)
+		// A different run into a folder that holds one: refused, nothing touched.
+		before, _ := os.ReadFile(filepath.Join(two, "loss.csv"))
+		oneLine(t, ddpm(t, append([]string{"local", "--out", two}, smallRun(8)...)...), "holds a different run")
+		after, _ := os.ReadFile(filepath.Join(two, "loss.csv"))
+		if !bytes.Equal(before, after) {
+			t.Error("the refused run changed loss.csv")
+		}
+	})
+}
+
+// TestKillOneTrainer kills -9 one of two trainers mid-run: the cluster re-rings to world 1,
+// the supervisor restarts the trainer, it rejoins (world 2 again, fetching or loading the
+// committed checkpoint) and the run completes.
+func TestKillOneTrainer(t *testing.T) {
+	dir := t.TempDir()
+	run := filepath.Join(dir, "kill")
+	const steps = 40
+	cmd := exec.Command(ddpmBinary(t), append([]string{"local", "--trainers", "2", "--coordinators", "3", "--min-trainers", "1", "--out", run, "--samples", "0"}, smallRun(steps)...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	log1 := filepath.Join(run, "logs", "trainer-1.log")
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		b, _ := os.ReadFile(log1)
+		if bytes.Count(b, []byte(`"msg":"step"`)) >= 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("trainer-1 made no progress:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pidb, err := os.ReadFile(filepath.Join(run, "logs", "trainer-1.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidb)))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run with a killed trainer: %v\n%s", err, out.String())
+		}
+	case <-time.After(5 * time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("run did not complete:\n%s", out.String())
+	}
+	b, _ := os.ReadFile(filepath.Join(run, "logs", "trainer-0.log"))
+	var worlds []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, `"msg":"assignment"`) {
+			i := strings.Index(line, `"world":`)
+			worlds = append(worlds, line[i+8:i+9])
+		}
+	}
+	t.Logf("trainer-0's assignments by world size: %v", worlds)
+	if w := strings.Join(worlds, ""); !strings.Contains(w, "21") || !strings.HasSuffix(w, "2") {
+		t.Errorf("want world 2, then 1 after the kill, then 2 again; got %v", worlds)
+	}
+	if c := finalState(t, run, 1); c.Step != steps {
+		t.Errorf("the restarted trainer ends at step %d, want %d", c.Step, steps)
+	}
+	if a, b := finalState(t, run, 0), finalState(t, run, 1); a.SHA256 != b.SHA256 {
+		t.Errorf("final sha256 differs: %s vs %s", a.SHA256, b.SHA256)
+	}
+}
