@@ -22,6 +22,7 @@ build: setup-build
 
 test: setup build
 	$(GO) test $(TEST_FLAGS) ./...
+	@$(MAKE) --no-print-directory fuzz-short
 
 race: setup
 	$(GO) test -race $(TEST_FLAGS) ./...
@@ -83,3 +84,18 @@ bench-allreduce: build  ## ring all-reduce vs the anchors (iperf3, Open MPI, glo
 	ANCHOR_OUT=$(ANCHOR_OUT) /usr/bin/python3 $(ANCHORS)/allreduce/run_all.py $(ANCHOR_FLAGS)
 	set -o pipefail; $(BIN) bench allreduce --ranks 2,4 --sizes 1MiB,16MiB,64MiB,143MB --anchor $(ANCHOR_OUT)/allreduce/latest.json \
 		--json $(ANCHOR_OUT)/allreduce/ddpm.json | tee $(ANCHOR_OUT)/allreduce/ddpm.md
+
+# Fuzz targets (issue 13) as package:Target. Plain `go test` already replays each target's seeds and
+# its testdata/fuzz corpus; these targets mutate inputs. A crasher is written to
+# PKG/testdata/fuzz/TARGET/: commit it with the fix, and it stays a regression test.
+FUZZ_TARGETS := ./dataset:FuzzIdx ./dataset:FuzzCIFAR ./dataset:FuzzCIFARTar ./dataset:FuzzLSUNValue \
+	./checkpoint:FuzzHeader ./checkpoint:FuzzStoreFile ./internal/safetensors:FuzzDecode ./config:FuzzLoad
+FUZZTIME ?= 10m
+FUZZTIME_SHORT ?= 5s
+.PHONY: fuzz-short
+fuzz: setup  ## every fuzz target for FUZZTIME each (default 10m: about 80 minutes)
+	@set -e; for t in $(FUZZ_TARGETS); do echo "fuzz $$t for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) $${t%%:*}; done
+
+fuzz-short:  ## every fuzz target for FUZZTIME_SHORT each (part of make test)
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_SHORT)

@@ -259,6 +259,9 @@ func readIdx(path string, magic uint32) ([]int, []byte, error) {
 	size := 1
 	for d := range dims {
 		dims[d] = int(binary.BigEndian.Uint32(raw[4+4*d:]))
+		if dims[d] != 0 && size > len(raw)/dims[d] { // checked before multiplying: no overflow
+			return nil, nil, fmt.Errorf("%w: %s: idx header declares %v, more data bytes than the file's %d", ErrFormat, path, dims[:d+1], len(raw))
+		}
 		size *= dims[d]
 	}
 	data := raw[4+4*ndim:]
