@@ -99,3 +99,11 @@ fuzz: setup  ## every fuzz target for FUZZTIME each (default 10m: about 80 minut
 
 fuzz-short:  ## every fuzz target for FUZZTIME_SHORT each (part of make test)
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME_SHORT)
+
+# Container image from Containerfile (multi-stage; builds with podman or docker, whichever is
+# installed, podman first). IMAGE names the result; push it where the cluster pulls from and set
+# the same name under images: in deploy/k8s/base/kustomization.yaml.
+IMAGE ?= localhost/ddpm:$(VERSION)
+CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null || echo podman)
+image:  ## build the container image $(IMAGE) with podman or docker (CONTAINER=docker to choose)
+	$(CONTAINER) build -f Containerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
