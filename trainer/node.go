@@ -274,8 +274,21 @@ func (n *Node) load(ctx context.Context, a Assignment) error {
 			return fmt.Errorf("%w: checkpoint step %d: %w", errStore, a.StartStep, err)
 		}
 		n.Log.Info("fetching checkpoint", "step", a.StartStep, "from", a.Holders)
-		if err := n.Fetch(ctx, a.Holders, a.StartStep, a.CheckpointSHA, n.Store); err != nil {
-			return fmt.Errorf("%w: %w", errFetch, err)
+		// A holder marks its copy committed when it hears of the commit, which can be a
+		// moment after we do: retry until it serves, or a new generation supersedes this one.
+		for try := 0; ; try++ {
+			err := n.Fetch(ctx, a.Holders, a.StartStep, a.CheckpointSHA, n.Store)
+			if err == nil {
+				break
+			}
+			if try%20 == 19 {
+				n.Log.Warn("checkpoint fetch still failing", "step", a.StartStep, "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w: %w", errFetch, err)
+			case <-time.After(250 * time.Millisecond):
+			}
 		}
 		if c, err = n.Store.Get(a.StartStep); err != nil {
 			return fmt.Errorf("%w: %w", errStore, err)

@@ -16,6 +16,7 @@ import (
 	"ddpm/internal/rng"
 	"ddpm/internal/viz"
 	"ddpm/trainer"
+	"ddpm/unet"
 )
 
 type sampleOpts struct {
@@ -31,6 +32,7 @@ type sampleOpts struct {
 	interpT     int
 	raw         bool
 	model       string
+	export      string
 }
 
 func newSampleCmd() *cobra.Command {
@@ -59,6 +61,7 @@ fixed-large variance, predicted x0 clipped) on the EMA weights and writes an ima
 	f.IntVar(&o.interpT, "interpolate-t", 500, "with --interpolate: the timestep both images are diffused to")
 	f.BoolVar(&o.raw, "raw", false, "use the raw parameters instead of the EMA")
 	f.StringVar(&o.model, "model", "", "expected U-Net preset; refuse a checkpoint of another one")
+	f.StringVar(&o.export, "export-weights", "", "write the loaded weights (EMA unless --raw) as safetensors with PyTorch names; with no --out, only that")
 	return cmd
 }
 
@@ -68,7 +71,7 @@ func runSample(w io.Writer, o sampleOpts) error {
 	switch {
 	case o.checkpoint == "":
 		return withExit(2, errors.New("--checkpoint is required"))
-	case o.out == "":
+	case o.out == "" && o.export == "":
 		return withExit(2, errors.New("--out is required"))
 	case o.n < 1:
 		return withExit(2, fmt.Errorf("--n %d: want at least 1", o.n))
@@ -80,6 +83,16 @@ func runSample(w io.Writer, o sampleOpts) error {
 	ld, err := trainer.LoadForEval(o.checkpoint, o.step, !o.raw, o.model)
 	if err != nil {
 		return withExit(2, err)
+	}
+	if o.export != "" {
+		meta := map[string]string{"model": ld.Run.Model, "step": fmt.Sprint(ld.Step), "weights": weightsName(o.raw), "config_hash": ld.Run.Hash()}
+		if err := unet.WriteSafetensors(o.export, ld.Model.Tensors(), ld.Model.Params(), meta); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "ddpm sample: wrote the %s of %s step %d to %s\n", weightsName(o.raw), ld.Path, ld.Step, o.export)
+		if o.out == "" {
+			return nil
+		}
 	}
 	if len(o.interpolate) == 2 {
 		return runInterpolate(w, ld, o)
