@@ -91,9 +91,12 @@ type Config struct {
 }
 
 // AddFlags registers --certs and --insecure on fs and returns the Config they fill. Pass the
-// Config to Load after parsing.
+// Config to Load after parsing. The Config expects NodeName in servers' certificates rather than
+// the dialed host: every process of a cluster holds the same node certificate (Init makes one),
+// so a per-host name check would add no assurance, and peers may advertise pod IPs that no
+// certificate names.
 func AddFlags(fs *pflag.FlagSet) *Config {
-	c := &Config{}
+	c := &Config{ServerName: NodeName}
 	fs.StringVar(&c.Dir, "certs", "", "directory with ca.crt, node.crt, node.key and join-secret (make one with `ddpm certs init DIR`)")
 	fs.BoolVar(&c.Insecure, "insecure", false, "plain-text links with no authentication (development only; excludes --certs)")
 	return c

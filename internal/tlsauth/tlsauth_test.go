@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -466,5 +467,24 @@ func TestGRPCInsecureMode(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "--insecure") {
 		t.Errorf("String() = %q", b.String())
+	}
+}
+
+func TestAddFlags(t *testing.T) {
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	cfg := AddFlags(fs)
+	if err := fs.Parse([]string{"--certs", "/etc/ddpm/certs"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Dir != "/etc/ddpm/certs" || cfg.Insecure || cfg.ServerName != NodeName {
+		t.Errorf("--certs: %+v", *cfg)
+	}
+	fs = pflag.NewFlagSet("y", pflag.ContinueOnError)
+	cfg = AddFlags(fs)
+	if err := fs.Parse([]string{"--insecure"}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := Load(*cfg); err != nil || !b.Insecure() {
+		t.Errorf("--insecure: %v %v", b, err)
 	}
 }
