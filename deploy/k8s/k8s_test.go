@@ -408,6 +408,25 @@ func checkDDPMEnv(t *testing.T, ctr corev1.Container, p parsed) {
 	}
 }
 
+// checkCerts: the pods mount the ddpm-tls secret; once the binary takes --certs (internal/tlsauth),
+// the command line must point it there, or the process would start without its certificates.
+func checkCerts(t *testing.T, sts *appsv1.StatefulSet, ctr corev1.Container, p parsed) {
+	t.Helper()
+	var vol string
+	for _, v := range sts.Spec.Template.Spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == "ddpm-tls" {
+			vol = v.Name
+		}
+	}
+	if vol == "" {
+		t.Fatalf("StatefulSet %s does not mount the ddpm-tls secret", sts.Name)
+	}
+	dir := mountPath(t, ctr, vol)
+	if _, ok := p.Flags["certs"]; ok && p.Flags["certs"] != dir {
+		t.Errorf("%s: --certs %q, the ddpm-tls secret is mounted at %q: add --certs=%s to the args", p.Command, p.Flags["certs"], dir, dir)
+	}
+}
+
 func coordinatorPeers(t *testing.T, c *cluster) (corev1.Container, parsed, []coordinator.Peer) {
 	t.Helper()
 	sts := c.coordinator
@@ -432,6 +451,7 @@ func TestCoordinatorCommandLine(t *testing.T) {
 		sts := c.coordinator
 		ctr, p, peers := coordinatorPeers(t, c)
 		checkDDPMEnv(t, ctr, p)
+		checkCerts(t, sts, ctr, p)
 		if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 3 {
 			t.Fatalf("coordinator replicas %v, want 3", sts.Spec.Replicas)
 		}
@@ -499,6 +519,7 @@ func TestTrainerCommandLine(t *testing.T) {
 			t.Fatalf("the trainer container runs %q", p.Command)
 		}
 		checkDDPMEnv(t, ctr, p)
+		checkCerts(t, sts, ctr, p)
 		var want []string
 		for _, peer := range peers {
 			want = append(want, peer.GRPCAddr)
