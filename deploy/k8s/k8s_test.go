@@ -793,6 +793,9 @@ func TestProbesHitRealEndpoints(t *testing.T) {
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	cmd := exec.Command(ddpmBin, "coordinator", "--id", "c0", "--raft-addr", addr(ports[0]), "--grpc-addr", addr(ports[1]),
 		"--http-addr", addr(ports[2]), "--peers", "c0="+addr(ports[0])+"="+addr(ports[1]), "--data-dir", t.TempDir(), "--bootstrap")
+	if _, ok := parseWithBinary(t, []string{"coordinator"}).Flags["insecure"]; ok {
+		cmd.Args = append(cmd.Args, "--insecure") // plain text on loopback: the probe path is what is tested
+	}
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
