@@ -86,7 +86,7 @@ func Open(path string, opts Options) (_ *Store, err error) {
 			}
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly, InitialMmapSize: mmapSize(path)})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, &InUseError{Path: path, PID: lockHolder(path)}
@@ -95,6 +95,7 @@ func Open(path string, opts Options) (_ *Store, err error) {
 	case err != nil:
 		return nil, fmt.Errorf("checkpoint: %s is not a readable checkpoint file (%v): %w", path, err, ErrCorruptCheckpoint)
 	}
+	db.AllocSize = 1 << 20 // bbolt's own growth step, should Save's preallocation fall short
 	s := &Store{db: db, path: path, readOnly: opts.ReadOnly, chunkBytes: chunk}
 	if err := s.init(); err != nil {
 		db.Close()
@@ -106,6 +107,21 @@ func Open(path string, opts Options) (_ *Store, err error) {
 		_ = os.WriteFile(s.pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	}
 	return s, nil
+}
+
+// mmapSize is the address space reserved for the file's map: bbolt re-maps when a write
+// transaction outgrows the map and then copies every value of that transaction to the heap
+// (node.dereference), which for a 572 MB checkpoint costs more than writing it. Reserving
+// well past the file (virtual address space only; the file does not grow) avoids that.
+func mmapSize(path string) int {
+	const minMap = 8 << 30
+	if strconv.IntSize < 64 {
+		return 0
+	}
+	if fi, err := os.Stat(path); err == nil && 2*fi.Size() > minMap {
+		return int(2 * fi.Size())
+	}
+	return minMap
 }
 
 // init checks the file against its own metadata and, for a writer, creates the buckets.
@@ -205,6 +221,20 @@ func (s *Store) Save(c *Checkpoint) (string, error) {
 	hb, err := proto.Marshal(h)
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: encode header of step %d: %w", c.Step, err)
+	}
+	var hwm int64
+	if err := s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
+		return "", fmt.Errorf("checkpoint: save step %d to %s: %w", c.Step, s.path, err)
+	}
+	// Room for the body past the high-water mark, plus a page of overhead per chunk and the
+	// header, leaf and branch pages: then bbolt never grows the file itself.
+	body, pages := int64(0), int64(64)
+	for _, a := range c.arenas() {
+		body += int64(4 * len(a))
+		pages += int64((4*len(a) + s.chunkBytes - 1) / s.chunkBytes)
+	}
+	if err := preallocate(s.path, hwm+body+pages*int64(s.db.Info().PageSize)+1<<20); err != nil {
+		return "", fmt.Errorf("checkpoint: save step %d: grow %s: %w", c.Step, s.path, err)
 	}
 	key := stepKey(c.Step)
 	errSame := errors.New("same")
@@ -331,6 +361,11 @@ func (s *Store) checkBody(h *api.CheckpointHeader, chunks *[numArenas][][]byte, 
 	var dsts [numArenas][]float32
 	if dst != nil {
 		dsts = dst.arenas()
+	}
+	for _, cs := range chunks {
+		for _, v := range cs {
+			willNeed(v)
+		}
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex

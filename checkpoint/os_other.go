@@ -1,0 +1,7 @@
+//go:build !linux
+
+package checkpoint
+
+func preallocate(path string, size int64) error { return nil }
+
+func willNeed(b []byte) {}
