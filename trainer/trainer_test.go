@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sync"
 	"testing"
@@ -149,5 +150,58 @@ func TestWorldSizeIndependence(t *testing.T) {
 		if math.Float32bits(p0[i]) != math.Float32bits(p1[i]) {
 			t.Fatalf("ranks' parameters differ at %d: %v vs %v", i, p0[i], p1[i])
 		}
+	}
+}
+
+// nanPeer is a Reducer standing in for a world where another rank's gradient was not finite:
+// it adds NaN to the first gradient element and 1 to the non-finite flag (the last slot).
+type nanPeer struct{}
+
+func (nanPeer) AllReduce(_ context.Context, buf []float32) error {
+	buf[0] += float32(math.NaN())
+	buf[len(buf)-1]++
+	return nil
+}
+
+// TestNonFiniteStepsAreSkippedTogether: a step whose all-reduced flag is set changes nothing
+// (parameters, EMA, Adam) but consumes its data; MaxNonFiniteSteps in a row end the run.
+func TestNonFiniteStepsAreSkippedTogether(t *testing.T) {
+	run, ds := mnistRun(t, 20)
+	run.GlobalBatch, run.MaxTrainers = 2, 2
+	tr, err := New(run, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	params := append([]float32(nil), tr.Model().Params()...)
+	ema := append([]float32(nil), tr.EMA()...)
+	adamStep := tr.Adam().Step
+	tr.SetRing(nanPeer{}, 0, 1, 2)
+	for i := 1; i <= MaxNonFiniteSteps; i++ {
+		p, err := tr.Step(context.Background())
+		if i < MaxNonFiniteSteps && (err != nil || !p.Skipped) {
+			t.Fatalf("bad step %d: skipped %v, err %v", i, p.Skipped, err)
+		}
+		if i == MaxNonFiniteSteps && !errors.Is(err, ErrDiverged) {
+			t.Fatalf("after %d bad steps: err %v, want ErrDiverged", i, err)
+		}
+	}
+	if got := tr.StepCount(); got != 1+MaxNonFiniteSteps {
+		t.Errorf("step count %d, want %d (skipped steps consume their data)", got, 1+MaxNonFiniteSteps)
+	}
+	if tr.Adam().Step != adamStep {
+		t.Errorf("Adam step moved from %d to %d on skipped steps", adamStep, tr.Adam().Step)
+	}
+	for i := range params {
+		if math.Float32bits(params[i]) != math.Float32bits(tr.Model().Params()[i]) || math.Float32bits(ema[i]) != math.Float32bits(tr.EMA()[i]) {
+			t.Fatalf("parameter %d changed on a skipped step", i)
+		}
+	}
+	// One good step resets the count.
+	tr.SetRing(Solo{}, 0, 1, 3)
+	if p, err := tr.Step(context.Background()); err != nil || p.Skipped {
+		t.Fatalf("good step after the bad ones: %+v, %v", p, err)
 	}
 }
