@@ -48,12 +48,16 @@ func init() {
 	var bf benchFlags
 	bench := &cobra.Command{
 		Use:   "bench",
-		Short: "Time the train step (q_sample + forward + L_simple + backward + clip + Adam); one JSON line",
-		Long: `Times the same step as anchors/pytorch/unet_bench.py on synthetic data x0 ~ U[-1, 1]:
-t and eps drawn per step, q_sample, forward in training mode (dropout on), L_simple,
-backward, global-norm clipping to 1.0 and Adam (lr 2e-4). Prints one JSON line with the
-median and all step times, the parameter count and the peak RSS. make bench-engine runs it
-alternately with PyTorch's script and prints the ratio.`,
+		Short: "Time the train step, the forward pass or the sampling step; one JSON line",
+		Long: `Times one step on synthetic data x0 ~ U[-1, 1], as bench/pytorch_engine.py does in PyTorch:
+  train:   t and eps drawn per step, q_sample, forward in training mode (dropout on), L_simple,
+           backward, global-norm clipping to 1.0 and Adam (lr 2e-4)
+  forward: forward in training mode and L_simple, no backward
+  sample:  one reverse-process step (Algorithm 2, as diffusion.Schedule.Denoise: forward in
+           evaluation mode, fixed-large variance, clipped x0), t counting down from T-1
+Prints one JSON line with each step's wall time and CPU time (user + system of all threads,
+getrusage), their medians, the parameter count and the peak RSS. "ddpm model compare" runs it
+alternately with the PyTorch twin and prints the ratios.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := unet.Preset(bf.preset)
@@ -63,45 +67,56 @@ alternately with PyTorch's script and prints the ratio.`,
 			if bf.batch < 1 || bf.steps < 1 || bf.warmup < 0 {
 				return withExit(modelExitUsage, fmt.Errorf("--batch %d, --steps %d, --warmup %d: want batch, steps >= 1 and warmup >= 0", bf.batch, bf.steps, bf.warmup))
 			}
+			if !slices.Contains(benchModes, bf.mode) {
+				return withExit(modelExitUsage, fmt.Errorf("--mode %q: want one of %s", bf.mode, strings.Join(benchModes, ", ")))
+			}
 			return runModelBench(cmd.OutOrStdout(), cfg, bf)
 		},
 	}
 	bench.Flags().StringVar(&bf.preset, "preset", "small", "model preset: "+strings.Join(unet.PresetNames(), ", "))
+	bench.Flags().StringVar(&bf.mode, "mode", "train", "what one step is: "+strings.Join(benchModes, ", "))
 	bench.Flags().IntVar(&bf.batch, "batch", 16, "images per step")
 	bench.Flags().IntVar(&bf.warmup, "warmup", 2, "untimed steps first")
 	bench.Flags().IntVar(&bf.steps, "steps", 10, "timed steps")
 	var cf compareFlags
 	compare := &cobra.Command{
 		Use:   "compare",
-		Short: "Run our train step and PyTorch's (anchors/pytorch/unet_bench.py) alternately; print medians, ratio, peak RSS",
-		Long: `Each round runs "ddpm model bench" and then the PyTorch anchor script, each in its own
-process (2 threads each: GOMAXPROCS=2, torch.set_num_threads(2)), and reads their JSON lines.
-The summary gives the median over all timed steps of each side, the ratio ours/PyTorch and each
-side's peak RSS (the children's maxrss). Only small and cifar10 have a PyTorch twin. The
-machine is shared: the ratio is meaningful only when the two sides ran under the same load,
-which alternating in one run is meant to give (DECISIONS.md D3).`,
+		Short: "Run our step and PyTorch's (bench/pytorch_engine.py) alternately; print wall and CPU ratios, peak RSS",
+		Long: `Each round runs "ddpm model bench" and then the PyTorch twin (bench/pytorch_engine.py, which
+imports the anchor's models from anchors/pytorch/unet_bench.py), each in its own process with
+the same number of threads (GOMAXPROCS=N; torch.set_num_threads(N)), and reads their JSON lines.
+The summary gives, for each side, the median wall time and the median CPU time (user + system
+of all threads) over all timed steps, the ratios ours/PyTorch and each side's peak RSS (the
+children's maxrss). The machine is shared: wall time depends on the load, CPU time much less,
+so the CPU ratio is the one to read on a busy machine (DECISIONS.md D3). The PyTorch twins:
+small (SmallUNet), cifar10 (DDPMUNet) and tiny (SmallUNet's layout at the tiny size).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			anchor, ok := map[string]string{"small": "small", "cifar10": "ddpm"}[cf.preset]
+			twin, ok := map[string]string{"small": "small", "cifar10": "ddpm", "tiny": "tiny"}[cf.preset]
 			if !ok {
-				return withExit(modelExitUsage, fmt.Errorf("--preset %q: only small and cifar10 have a PyTorch twin", cf.preset))
+				return withExit(modelExitUsage, fmt.Errorf("--preset %q: only tiny, small and cifar10 have a PyTorch twin", cf.preset))
 			}
-			if cf.rounds < 1 || cf.batch < 1 || cf.steps < 1 || cf.warmup < 0 {
-				return withExit(modelExitUsage, fmt.Errorf("--rounds %d, --batch %d, --steps %d, --warmup %d: want rounds, batch, steps >= 1", cf.rounds, cf.batch, cf.steps, cf.warmup))
+			if cf.rounds < 1 || cf.batch < 1 || cf.steps < 1 || cf.warmup < 0 || cf.threads < 1 {
+				return withExit(modelExitUsage, fmt.Errorf("--rounds %d, --batch %d, --steps %d, --warmup %d, --threads %d: want rounds, batch, steps, threads >= 1 and warmup >= 0", cf.rounds, cf.batch, cf.steps, cf.warmup, cf.threads))
+			}
+			if !slices.Contains(benchModes, cf.mode) {
+				return withExit(modelExitUsage, fmt.Errorf("--mode %q: want one of %s", cf.mode, strings.Join(benchModes, ", ")))
 			}
 			if _, err := os.Stat(cf.script); err != nil {
 				return withExit(modelExitUsage, fmt.Errorf("--pytorch-script: %w", err))
 			}
-			return runModelCompare(cmd.OutOrStdout(), cmd.ErrOrStderr(), anchor, cf)
+			return runModelCompare(cmd.OutOrStdout(), cmd.ErrOrStderr(), twin, cf)
 		},
 	}
-	compare.Flags().StringVar(&cf.preset, "preset", "small", "small or cifar10")
+	compare.Flags().StringVar(&cf.preset, "preset", "small", "tiny, small or cifar10")
+	compare.Flags().StringVar(&cf.mode, "mode", "train", "what one step is: "+strings.Join(benchModes, ", "))
 	compare.Flags().IntVar(&cf.batch, "batch", 16, "images per step")
 	compare.Flags().IntVar(&cf.warmup, "warmup", 2, "untimed steps per process")
 	compare.Flags().IntVar(&cf.steps, "steps", 10, "timed steps per process")
 	compare.Flags().IntVar(&cf.rounds, "rounds", 2, "alternations (ours, then PyTorch)")
+	compare.Flags().IntVar(&cf.threads, "threads", 2, "threads of each side (GOMAXPROCS; torch.set_num_threads)")
 	compare.Flags().StringVar(&cf.python, "python", "/usr/bin/python3", "Python with Debian's python3-torch")
-	compare.Flags().StringVar(&cf.script, "pytorch-script", "../shared/anchors/pytorch/unet_bench.py", "the PyTorch anchor")
+	compare.Flags().StringVar(&cf.script, "pytorch-script", "bench/pytorch_engine.py", "the PyTorch twin")
 	modelCmd.AddCommand(info, bench, compare)
 	rootCmd.AddCommand(modelCmd)
 }
@@ -153,24 +168,38 @@ func groupThousands(n int) string {
 	return b.String()
 }
 
+// benchModes are the steps "model bench" can time.
+var benchModes = []string{"train", "forward", "sample"}
+
 type benchFlags struct {
-	preset               string
+	preset, mode         string
 	batch, warmup, steps int
 }
 
 type benchResult struct {
 	Impl       string    `json:"impl"`
 	Model      string    `json:"model"`
+	Mode       string    `json:"mode"`
 	Batch      int       `json:"batch"`
 	Params     int       `json:"params"`
 	BLAS       string    `json:"blas"`
 	Threads    int       `json:"threads"`
-	Median     float64   `json:"train_s_per_step_median"`
-	Min        float64   `json:"train_s_per_step_min"`
-	Times      []float64 `json:"train_times"`
-	FirstLoss  float64   `json:"first_loss"`
-	LastLoss   float64   `json:"last_loss"`
+	Median     float64   `json:"s_per_step_median"`
+	CPUMedian  float64   `json:"cpu_s_per_step_median"`
+	Times      []float64 `json:"times"`
+	CPU        []float64 `json:"cpu"`
+	FirstLoss  float64   `json:"first_loss,omitempty"`
+	LastLoss   float64   `json:"last_loss,omitempty"`
 	PeakRSSMiB float64   `json:"peak_rss_mib"`
+}
+
+// cpuSeconds is the CPU time (user + system, all threads) this process has used.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 func runModelBench(w io.Writer, cfg unet.Config, bf benchFlags) error {
@@ -195,7 +224,7 @@ func runModelBench(w io.Writer, cfg unet.Config, bf benchFlags) error {
 	pos := make([]uint64, b)
 	losses := make([]float64, b)
 	key := &unet.DropoutKey{Seed: 0, Positions: pos}
-	step := func(s int) float64 {
+	draw := func(s int) {
 		for i := range b {
 			p := uint64(s*b + i)
 			pos[i] = p
@@ -205,44 +234,70 @@ func runModelBench(w io.Writer, cfg unet.Config, bf benchFlags) error {
 			src.FillNormal(eps[i*d : (i+1)*d])
 		}
 		sched.QSample(xt, x0, eps, ts, b)
-		pred := m.Forward(xt, ts, b, key)
-		diffusion.LSimple(losses, eps, pred, b)
-		diffusion.LSimpleGrad(grad, eps, pred, b)
-		for i := range grad {
-			grad[i] /= float32(b)
-		}
-		m.ZeroGrads()
-		m.Backward(grad)
-		optim.ClipGlobalNorm(m.Grads(), 1)
-		adam.Update(m.Params(), m.Grads(), 2e-4)
+	}
+	meanLoss := func() float64 {
 		var l float64
 		for _, v := range losses {
 			l += v
 		}
 		return l / float64(b)
 	}
-	res := benchResult{Impl: "go", Model: "", Batch: b, Params: m.NumParams(), BLAS: nn.Backend, Threads: runtime.GOMAXPROCS(0)}
-	res.Model = bf.preset
+	var step func(s int) float64
+	switch bf.mode {
+	case "train":
+		step = func(s int) float64 {
+			draw(s)
+			pred := m.Forward(xt, ts, b, key)
+			diffusion.LSimple(losses, eps, pred, b)
+			diffusion.LSimpleGrad(grad, eps, pred, b)
+			for i := range grad {
+				grad[i] /= float32(b)
+			}
+			m.ZeroGrads()
+			m.Backward(grad)
+			optim.ClipGlobalNorm(m.Grads(), 1)
+			adam.Update(m.Params(), m.Grads(), 2e-4)
+			return meanLoss()
+		}
+	case "forward":
+		step = func(s int) float64 {
+			draw(s)
+			diffusion.LSimple(losses, eps, m.Forward(xt, ts, b, key), b)
+			return meanLoss()
+		}
+	case "sample":
+		// The body of diffusion.Schedule.Denoise, one timestep per call: x starts as x_T.
+		x, predX0, z := xt, grad, eps
+		diffusion.StreamNoise(0, rng.PurposeSampling, 0)(x, sched.T(), b)
+		noise := diffusion.StreamNoise(0, rng.PurposeSampling, 0)
+		step = func(s int) float64 {
+			tc := sched.T() - 1 - s%sched.T()
+			for i := range ts {
+				ts[i] = int32(tc)
+			}
+			out := m.Forward(x, ts, b, nil)
+			if tc > 0 {
+				noise(z, tc, b)
+			}
+			sched.PSample(x, predX0, x, out, z, ts, b, diffusion.ReverseOptions{})
+			return 0
+		}
+	}
+	res := benchResult{Impl: "go", Model: bf.preset, Mode: bf.mode, Batch: b, Params: m.NumParams(), BLAS: nn.Backend, Threads: runtime.GOMAXPROCS(0)}
 	for s := range bf.warmup + bf.steps {
-		start := time.Now()
+		start, c0 := time.Now(), cpuSeconds()
 		l := step(s)
-		dt := time.Since(start).Seconds()
+		dt, dc := time.Since(start).Seconds(), cpuSeconds()-c0
 		if s == 0 {
 			res.FirstLoss = l
 		}
 		res.LastLoss = l
 		if s >= bf.warmup {
 			res.Times = append(res.Times, dt)
+			res.CPU = append(res.CPU, dc)
 		}
 	}
-	sorted := slices.Clone(res.Times)
-	slices.Sort(sorted)
-	res.Min = sorted[0]
-	if k := len(sorted); k%2 == 1 {
-		res.Median = sorted[k/2]
-	} else {
-		res.Median = (sorted[k/2-1] + sorted[k/2]) / 2
-	}
+	res.Median, res.CPUMedian = median(res.Times), median(res.CPU)
 	res.PeakRSSMiB = peakRSSMiB()
 	return json.NewEncoder(w).Encode(res)
 }
@@ -264,30 +319,38 @@ func peakRSSMiB() float64 {
 }
 
 type compareFlags struct {
-	preset, python, script       string
-	batch, warmup, steps, rounds int
+	preset, mode, python, script          string
+	batch, warmup, steps, rounds, threads int
+}
+
+// childRun is what compare reads from one bench process.
+type childRun struct {
+	times, cpu []float64
+	rssMiB     float64
 }
 
 // runChild runs a bench process and returns its last JSON line's step times and its maxrss.
-func runChild(stderr io.Writer, env []string, name string, args ...string) (times []float64, rssMiB float64, err error) {
+func runChild(stderr io.Writer, env []string, name string, args ...string) (childRun, error) {
 	c := exec.Command(name, args...)
 	c.Env = env
 	c.Stderr = stderr
 	out, err := c.Output()
 	if err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", name, err)
+		return childRun{}, fmt.Errorf("%s: %w", name, err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	var r struct {
-		Times []float64 `json:"train_times"`
+		Times []float64 `json:"times"`
+		CPU   []float64 `json:"cpu"`
 	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil || len(r.Times) == 0 {
-		return nil, 0, fmt.Errorf("%s: no step times in its output %q", name, lines[len(lines)-1])
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil || len(r.Times) == 0 || len(r.CPU) != len(r.Times) {
+		return childRun{}, fmt.Errorf("%s: no step times in its output %q", name, lines[len(lines)-1])
 	}
+	run := childRun{times: r.Times, cpu: r.CPU}
 	if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rssMiB = float64(ru.Maxrss) / 1024 // kilobytes on Linux
+		run.rssMiB = float64(ru.Maxrss) / 1024 // kilobytes on Linux
 	}
-	return r.Times, rssMiB, nil
+	return run, nil
 }
 
 func median(v []float64) float64 {
@@ -299,30 +362,36 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func runModelCompare(w, stderr io.Writer, anchor string, cf compareFlags) error {
+func runModelCompare(w, stderr io.Writer, twin string, cf compareFlags) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	env := append(os.Environ(), "GOMAXPROCS=2", "OMP_NUM_THREADS=2", "OPENBLAS_NUM_THREADS=2")
-	n := func(v int) string { return strconv.Itoa(v) }
-	var ours, theirs []float64
-	var oursRSS, theirsRSS float64
+	n := strconv.Itoa
+	th := n(cf.threads)
+	env := append(os.Environ(), "GOMAXPROCS="+th, "OMP_NUM_THREADS="+th, "OPENBLAS_NUM_THREADS="+th)
+	var ours, theirs childRun
 	for r := range cf.rounds {
-		t, rss, err := runChild(stderr, env, self, "model", "bench", "--preset", cf.preset, "--batch", n(cf.batch), "--warmup", n(cf.warmup), "--steps", n(cf.steps))
+		o, err := runChild(stderr, env, self, "model", "bench", "--preset", cf.preset, "--mode", cf.mode,
+			"--batch", n(cf.batch), "--warmup", n(cf.warmup), "--steps", n(cf.steps))
 		if err != nil {
 			return err
 		}
-		ours, oursRSS = append(ours, t...), max(oursRSS, rss)
-		t2, rss2, err := runChild(stderr, env, cf.python, cf.script, "--model", anchor, "--batch", n(cf.batch), "--warmup", n(cf.warmup), "--steps", n(cf.steps), "--fwd-steps", "0", "--threads", "2")
+		t, err := runChild(stderr, env, cf.python, cf.script, "--model", twin, "--mode", cf.mode,
+			"--batch", n(cf.batch), "--warmup", n(cf.warmup), "--steps", n(cf.steps), "--threads", th)
 		if err != nil {
 			return err
 		}
-		theirs, theirsRSS = append(theirs, t2...), max(theirsRSS, rss2)
-		fmt.Fprintf(w, "round %d: ours %.3f s/step, pytorch %.3f s/step\n", r+1, median(t), median(t2))
+		fmt.Fprintf(w, "round %d: ours %.3f s/step (CPU %.3f s), pytorch %.3f s/step (CPU %.3f s)\n",
+			r+1, median(o.times), median(o.cpu), median(t.times), median(t.cpu))
+		ours.times, ours.cpu, ours.rssMiB = append(ours.times, o.times...), append(ours.cpu, o.cpu...), max(ours.rssMiB, o.rssMiB)
+		theirs.times, theirs.cpu, theirs.rssMiB = append(theirs.times, t.times...), append(theirs.cpu, t.cpu...), max(theirs.rssMiB, t.rssMiB)
 	}
-	mo, mt := median(ours), median(theirs)
-	fmt.Fprintf(w, "%s batch %d (%s BLAS): ours %.3f s/step (n=%d, peak RSS %.0f MiB), pytorch %.3f s/step (n=%d, peak RSS %.0f MiB), ratio ours/pytorch %.2f\n",
-		cf.preset, cf.batch, nn.Backend, mo, len(ours), oursRSS, mt, len(theirs), theirsRSS, mo/mt)
+	mo, mt := median(ours.times), median(theirs.times)
+	co, ct := median(ours.cpu), median(theirs.cpu)
+	fmt.Fprintf(w, "%s %s batch %d, %d threads (%s BLAS), n=%d steps each:\n", cf.preset, cf.mode, cf.batch, cf.threads, nn.Backend, len(ours.times))
+	fmt.Fprintf(w, "  wall  ours %.3f s/step, pytorch %.3f s/step, ratio ours/pytorch %.2f\n", mo, mt, mo/mt)
+	fmt.Fprintf(w, "  CPU   ours %.3f s/step, pytorch %.3f s/step, ratio ours/pytorch %.2f\n", co, ct, co/ct)
+	fmt.Fprintf(w, "  peak RSS ours %.0f MiB, pytorch %.0f MiB\n", ours.rssMiB, theirs.rssMiB)
 	return nil
 }
