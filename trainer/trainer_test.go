@@ -27,31 +27,6 @@ func mnistRun(t testing.TB, steps int64) (config.Run, dataset.Dataset) {
 	return run, ds
 }
 
-func TestLossFallsWorldOne(t *testing.T) {
-	run, ds := mnistRun(t, 60)
-	tr, err := New(run, ds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var first, last float64
-	for i := range run.Steps {
-		p, err := tr.Step(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i < 10 {
-			first += p.Loss / 10
-		}
-		if i >= run.Steps-10 {
-			last += p.Loss / 10
-		}
-		t.Logf("step %d loss %.4f norm %.3f lr %.2g %.1f img/s", p.Step, p.Loss, p.GradNorm, p.LR, p.ImagesPerS)
-	}
-	if !(last < 0.5*first) {
-		t.Fatalf("loss did not fall by half: first 10 steps %.4f, last 10 %.4f", first, last)
-	}
-}
-
 // memRing is an in-process all-reduce for N ranks: each call waits for all ranks, sums in rank
 // order, and gives every rank the same bytes.
 type memRing struct {
@@ -120,11 +95,13 @@ func TestWorldSizeIndependence(t *testing.T) {
 		pair[r].SetRing(memRank{ring, r}, r, 2, 1)
 	}
 	worst := 0.0
+	var losses []float64
 	for s := range run.Steps {
 		want, err := solo.Step(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
+		losses = append(losses, want.Loss)
 		var got [2]Progress
 		var wg sync.WaitGroup
 		for r := range pair {
@@ -145,6 +122,14 @@ func TestWorldSizeIndependence(t *testing.T) {
 		}
 	}
 	t.Logf("largest relative loss difference over %d steps: %.2g", run.Steps, worst)
+	// And the world-1 path learns: L_simple starts near E[eps^2] = 1 (the final conv is
+	// initialized near zero) and falls.
+	n := len(losses)
+	first, last := (losses[0]+losses[1]+losses[2])/3, (losses[n-1]+losses[n-2]+losses[n-3])/3
+	t.Logf("loss: first 3 steps %.4f, last 3 %.4f", first, last)
+	if !(first > 0.9 && first < 1.1) || !(last < 0.7*first) {
+		t.Errorf("loss did not fall from about 1: first 3 steps %.4f, last 3 %.4f", first, last)
+	}
 	p0, p1 := pair[0].Model().Params(), pair[1].Model().Params()
 	for i := range p0 {
 		if math.Float32bits(p0[i]) != math.Float32bits(p1[i]) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -363,7 +364,35 @@ func (m *localMonitor) line(name string, line []byte) {
 	if m.quiet || !worthShowing(name, line) {
 		return
 	}
-	m.println("[" + name + "] " + strings.TrimRight(string(line), "\n"))
+	m.println("[" + name + "] " + humanLine(line))
+}
+
+// humanLine renders a child's JSON log line as "LEVEL msg key=value ..." for the terminal (the
+// log file keeps the JSON); other lines pass through.
+func humanLine(line []byte) string {
+	var rec map[string]any
+	if err := json.Unmarshal(line, &rec); err != nil {
+		return strings.TrimRight(string(line), "\n")
+	}
+	var b strings.Builder
+	if lvl, _ := rec["level"].(string); lvl != "" && lvl != "INFO" {
+		b.WriteString(lvl + " ")
+	}
+	fmt.Fprint(&b, rec["msg"])
+	keys := make([]string, 0, len(rec))
+	for k := range rec {
+		switch k {
+		case "time", "level", "msg", "trainer", "role", "id":
+		default:
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v, _ := json.Marshal(rec[k])
+		fmt.Fprintf(&b, " %s=%s", k, v)
+	}
+	return b.String()
 }
 
 // worthShowing keeps the terminal readable: trainers' lines except DEBUG, coordinators' warnings
