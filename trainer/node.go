@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"ddpm/checkpoint"
+	"ddpm/internal/metrics"
 )
 
 // Assignment is what the coordinator tells one trainer for one generation (DESIGN.md section 5).
@@ -61,6 +62,8 @@ type Node struct {
 	Fetch       FetchFunc
 	Fingerprint string // the dataset's, recorded in every checkpoint
 	Log         *slog.Logger
+	// Metrics, if not nil, observes every step (Prometheus, served on the trainer's /metrics).
+	Metrics *metrics.Trainer
 }
 
 // Run follows assignments until the run's last step is committed (nil), stop is closed (nil,
@@ -216,6 +219,9 @@ func (n *Node) steps(ctx context.Context, stop <-chan struct{}, a Assignment) (o
 			return finished, err
 		}
 		p.Log(n.Log)
+		if n.Metrics != nil {
+			n.Metrics.Observe(p.Sample(tr.run.GlobalBatch))
+		}
 		n.Coord.Report(ctx, p)
 		s := tr.StepCount()
 		if s%K == 0 || s == tr.run.Steps {

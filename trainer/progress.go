@@ -3,6 +3,8 @@ package trainer
 import (
 	"encoding/json"
 	"log/slog"
+
+	"ddpm/internal/metrics"
 )
 
 // ProgressMsg is the log message of the one line a trainer writes per completed step. With slog's
@@ -23,13 +25,31 @@ type Progress struct {
 	Generation uint64  `json:"generation"`
 	Rank       int     `json:"rank"`
 	World      int     `json:"world"`
+	// LossQuartiles is the global L_simple by timestep quartile of [0, T) (NaN: no sample).
+	LossQuartiles [4]float64 `json:"-"`
+	// The step's wall time: data+forward+backward, the all-reduce, and the gap since the
+	// previous step (reports, checkpoints); seconds. BusBW is the all-reduce's bus bandwidth
+	// in bytes/s (nccl-tests' definition; 0 for a world of one).
+	ComputeSec   float64 `json:"compute_s"`
+	AllReduceSec float64 `json:"allreduce_s"`
+	WaitSec      float64 `json:"wait_s"`
+	BusBW        float64 `json:"busbw"`
+}
+
+// Sample converts p for the Prometheus metrics of internal/metrics.
+func (p Progress) Sample(globalBatch int) metrics.StepSample {
+	return metrics.StepSample{Step: p.Step, Generation: p.Generation, Rank: p.Rank, World: p.World,
+		Images: globalBatch, Loss: p.Loss, LossQuartiles: p.LossQuartiles, GradNorm: p.GradNorm, LR: p.LR,
+		Skipped: p.Skipped, ImagesPerSec: p.ImagesPerS, ComputeSec: p.ComputeSec, AllReduceSec: p.AllReduceSec,
+		WaitSec: p.WaitSec, BusBW: p.BusBW}
 }
 
 // Log writes p as the per-step line.
 func (p Progress) Log(l *slog.Logger) {
 	l.Info(ProgressMsg, "step", p.Step, "loss", p.Loss, "lr", p.LR, "grad_norm", p.GradNorm,
 		"skipped", p.Skipped, "images_per_s", p.ImagesPerS, "generation", p.Generation,
-		"rank", p.Rank, "world", p.World)
+		"rank", p.Rank, "world", p.World, "compute_s", p.ComputeSec, "allreduce_s", p.AllReduceSec,
+		"wait_s", p.WaitSec, "busbw", p.BusBW)
 }
 
 // ParseProgress reads a per-step line written by Log through slog's JSON handler. ok is false

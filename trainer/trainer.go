@@ -20,6 +20,7 @@ import (
 	"ddpm/config"
 	"ddpm/dataset"
 	"ddpm/diffusion"
+	"ddpm/internal/metrics"
 	"ddpm/internal/rng"
 	"ddpm/optim"
 	"ddpm/unet"
@@ -76,8 +77,18 @@ type Trainer struct {
 	t                 []int32
 	pos               []uint64
 	perSample         []float64
-	flat              []float32 // [grads..., lossSum, count, nonFinite]: the one all-reduce
+	flat              []float32 // [grads..., lossSum, count, nonFinite, quartiles...]: the one all-reduce
+	lastEnd           time.Time // when the previous step returned (for the wait phase)
 }
+
+// Layout of the all-reduce buffer after the gradients.
+const (
+	slotLoss      = 0 // sum of L_simple over the rank's samples
+	slotCount     = 1 // number of samples
+	slotNonFinite = 2 // 1 if the rank's gradient or loss is not finite
+	slotQuartiles = 3 // metrics.QuartileSlots sums and counts of L_simple by timestep quartile
+	extraSlots    = slotQuartiles + metrics.QuartileSlots
+)
 
 // New builds a rank's replica for run on data: the U-Net of run.Model initialized from run.Seed
 // (so every rank starts bitwise equal), the EMA as a copy of the initial parameters (as the
@@ -137,7 +148,7 @@ func (tr *Trainer) SetRing(red Reducer, rank, world int, gen uint64) {
 	tr.t = make([]int32, maxB)
 	tr.pos = make([]uint64, maxB)
 	tr.perSample = make([]float64, maxB)
-	tr.flat = make([]float32, len(tr.model.Params())+3)
+	tr.flat = make([]float32, len(tr.model.Params())+extraSlots)
 }
 
 // StepCount is the number of steps completed (the next step's index).
@@ -204,25 +215,38 @@ func (tr *Trainer) Step(ctx context.Context) (Progress, error) {
 		tr.model.Backward(dEps)
 	}
 
-	// One all-reduce carries the gradients, the loss sum, the sample count and the non-finite
-	// flag, so all ranks decide the same thing from the same bytes. This is the step's sync point.
+	// One all-reduce carries the gradients, the loss sum, the sample count, the non-finite
+	// flag and the loss by timestep quartile, so all ranks decide the same thing from the same
+	// bytes. This is the step's sync point.
 	grads := tr.model.Grads()
 	n := len(grads)
 	copy(tr.flat, grads)
-	tr.flat[n], tr.flat[n+1], tr.flat[n+2] = float32(lossSum), float32(B), 0
+	extra := tr.flat[n:]
+	clear(extra)
+	extra[slotLoss], extra[slotCount] = float32(lossSum), float32(B)
+	metrics.AddQuartiles(extra[slotQuartiles:], tr.perSample[:B], t, tr.run.T)
 	if !allFinite(tr.flat[:n+1]) {
-		tr.flat[n+2] = 1
+		extra[slotNonFinite] = 1
 	}
+	arStart := time.Now()
 	if err := tr.red.AllReduce(ctx, tr.flat); err != nil {
 		return Progress{}, err
 	}
-	gsum, count, bad := tr.flat[:n], float64(tr.flat[n+1]), tr.flat[n+2]
+	arSec := time.Since(arStart).Seconds()
+	gsum, count, bad := tr.flat[:n], float64(extra[slotCount]), extra[slotNonFinite]
 	if int(count) != G {
 		panic(fmt.Sprintf("trainer: all-reduced sample count %v, global batch %d", count, G))
 	}
-	loss := float64(tr.flat[n]) / count
+	loss := float64(extra[slotLoss]) / count
 
-	p := Progress{Step: tr.step + 1, Loss: loss, Generation: tr.gen, Rank: tr.rank, World: tr.world}
+	p := Progress{Step: tr.step + 1, Loss: loss, Generation: tr.gen, Rank: tr.rank, World: tr.world,
+		LossQuartiles: metrics.QuartileMeans(extra[slotQuartiles:]),
+		ComputeSec:    arStart.Sub(start).Seconds(), AllReduceSec: arSec,
+		BusBW: metrics.BusBW(4*len(tr.flat), arSec, tr.world)}
+	if !tr.lastEnd.IsZero() {
+		p.WaitSec = start.Sub(tr.lastEnd).Seconds()
+	}
+	defer func() { tr.lastEnd = time.Now() }()
 	p.LR = optim.WarmupLR(tr.adam.Step, tr.run.LR, tr.run.WarmupSteps)
 	if bad == 0 {
 		// The sum over ranks becomes the mean over the global batch; then clip the global

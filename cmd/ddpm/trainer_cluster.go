@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -17,6 +19,7 @@ import (
 	"ddpm/config"
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/metrics"
 	"ddpm/internal/version"
 	"ddpm/trainer"
 )
@@ -78,8 +81,13 @@ func (c *clusterCoord) reportLoop(ctx context.Context) {
 			return
 		case p := <-c.reports:
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, _ = c.cli.ReportProgress(rctx, &api.ReportProgressRequest{Id: c.id, Generation: p.Generation,
-				Step: p.Step, Loss: p.Loss, GradNorm: p.GradNorm, Lr: p.LR, ImagesPerSec: p.ImagesPerS})
+			req := &api.ReportProgressRequest{Id: c.id, Generation: p.Generation,
+				Step: p.Step, Loss: p.Loss, GradNorm: p.GradNorm, Lr: p.LR, ImagesPerSec: p.ImagesPerS,
+				ComputeSec: p.ComputeSec, AllreduceSec: p.AllReduceSec, WaitSec: p.WaitSec, Busbw: p.BusBW}
+			if !slices.ContainsFunc(p.LossQuartiles[:], math.IsNaN) {
+				req.LossQuartiles = p.LossQuartiles[:]
+			}
+			_, _ = c.cli.ReportProgress(rctx, req)
 			cancel()
 		}
 	}
@@ -125,7 +133,11 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	go func() { _ = srv.Serve(lis) }()
 	defer srv.Stop()
 	if o.httpAddr != "" {
-		hs := &http.Server{Addr: o.httpAddr, Handler: http.NewServeMux(), ReadHeaderTimeout: 5 * time.Second}
+		reg := metrics.NewRegistry()
+		node.Metrics = metrics.NewTrainer(reg)
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler(reg))
+		hs := &http.Server{Addr: o.httpAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = hs.ListenAndServe() }()
 		defer hs.Close()
 	}
