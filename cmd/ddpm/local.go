@@ -212,7 +212,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		if o.init != "" {
 			args = append(args, "--init", o.init)
 		}
-		if err := sup.Start(localrun.Spec{Name: name, Args: args, Restart: 5}); err != nil {
+		// Restarted after a crash like a StatefulSet pod, once the coordinators have noticed.
+		delay := 2*run.HeartbeatTimeout.Std() + time.Second
+		if err := sup.Start(localrun.Spec{Name: name, Args: args, Restart: 5, RestartDelay: delay}); err != nil {
 			sup.Close(o.grace)
 			return err
 		}

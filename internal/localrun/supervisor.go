@@ -66,6 +66,9 @@ type Spec struct {
 	// Restart, when positive, restarts the process up to this many times if it exits with an
 	// error or by a signal the supervisor did not send (as a Kubernetes StatefulSet would).
 	Restart int
+	// RestartDelay is how long a failed process stays down before its restart (a crash-loop
+	// backoff; it also lets the cluster notice the loss before the process returns).
+	RestartDelay time.Duration
 }
 
 // Exit reports that a child ended: its name, the error from Wait (nil for status 0), and whether
@@ -96,6 +99,9 @@ type proc struct {
 	done     chan struct{} // closed when the current process has been reaped
 	stopping bool          // the supervisor asked it to stop: no restart
 	restarts int
+	// cancelRestart is closed by Stop to cut a pending restart delay short.
+	cancelRestart chan struct{}
+	exited        bool // the current process has been reaped (it may be waiting to restart)
 }
 
 // New returns a supervisor that starts exe (usually os.Executable()) and keeps logs under logDir,
@@ -119,7 +125,7 @@ func (s *Supervisor) Start(sp Spec) error {
 	if p, ok := s.procs[sp.Name]; ok && !isDone(p.done) {
 		return fmt.Errorf("%w: %s", ErrAlreadyRunning, sp.Name)
 	}
-	p := &proc{spec: sp}
+	p := &proc{spec: sp, cancelRestart: make(chan struct{})}
 	s.procs[sp.Name] = p
 	return s.launch(p)
 }
@@ -159,7 +165,7 @@ func (s *Supervisor) launch(p *proc) error {
 	}
 	pw.Close()
 	_ = os.WriteFile(filepath.Join(s.logDir, p.spec.Name+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
-	p.cmd = cmd
+	p.cmd, p.exited = cmd, false
 	p.done = make(chan struct{})
 	done := p.done
 	copied := make(chan struct{})
@@ -175,13 +181,26 @@ func (s *Supervisor) launch(p *proc) error {
 		<-copied // all output is in the log before anyone hears of the exit
 		err := cmd.Wait()
 		s.mu.Lock()
+		p.exited = true
 		restart := err != nil && !p.stopping && p.restarts < p.spec.Restart
 		if restart {
 			p.restarts++
 		}
-		close(done)
 		s.report(Exit{Name: p.spec.Name, Err: err, Restarting: restart})
-		if restart {
+		if !restart {
+			close(done)
+			s.mu.Unlock()
+			return
+		}
+		// Still "running" for Wait while it waits to restart; Stop cancels the restart.
+		s.mu.Unlock()
+		select {
+		case <-time.After(p.spec.RestartDelay):
+		case <-p.cancelRestart:
+		}
+		s.mu.Lock()
+		close(done)
+		if !p.stopping {
 			if lerr := s.launch(p); lerr != nil {
 				s.report(Exit{Name: p.spec.Name, Err: lerr})
 			}
@@ -220,7 +239,7 @@ func (s *Supervisor) Pid(name string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, ok := s.procs[name]
-	if !ok || isDone(p.done) {
+	if !ok || p.exited {
 		return 0
 	}
 	return p.cmd.Process.Pid
@@ -268,7 +287,7 @@ func (s *Supervisor) Signal(name string, sig syscall.Signal) error {
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrUnknownProcess, name)
 	}
-	if isDone(p.done) {
+	if p.exited {
 		return nil
 	}
 	return p.cmd.Process.Signal(sig)
@@ -283,9 +302,12 @@ func (s *Supervisor) Stop(name string, grace time.Duration) error {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrUnknownProcess, name)
 	}
+	if !p.stopping {
+		close(p.cancelRestart)
+	}
 	p.stopping = true
 	done, cmd := p.done, p.cmd
-	if !isDone(done) {
+	if !p.exited {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 	}
 	s.mu.Unlock()

@@ -176,18 +176,25 @@ func TestRestartAfterFailureAndKill(t *testing.T) {
 	}
 
 	// kill -9 from outside the supervisor's Stop: restarted.
-	s.Start(Spec{Name: "k", Env: []string{"LOCALRUN_CHILD=term"}, Restart: 1})
+	const delay = 400 * time.Millisecond
+	s.Start(Spec{Name: "k", Env: []string{"LOCALRUN_CHILD=term"}, Restart: 1, RestartDelay: delay})
 	waitLine(t, l, "k", "ready")
 	pid := s.Pid("k")
+	killed := time.Now()
 	if err := s.Signal("k", syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
+	sawDown := false
 	for s.Pid("k") == 0 || s.Pid("k") == pid {
+		sawDown = sawDown || s.Pid("k") == 0
 		if time.Now().After(deadline) {
 			t.Fatal("killed child was not restarted")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if d := time.Since(killed); !sawDown || d < delay {
+		t.Fatalf("restarted after %v (down seen: %v), want a pause of at least %v", d, sawDown, delay)
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "logs", "k.pid"))
 	if strings.TrimSpace(string(b)) != fmt.Sprint(s.Pid("k")) {
