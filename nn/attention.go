@@ -53,13 +53,10 @@ func softmaxRows[T Float](m []T, p int) {
 			for _, v := range row {
 				mx = max(mx, v)
 			}
-			var sum float64
 			for j, v := range row {
-				e := math.Exp(float64(v - mx))
-				row[j] = T(e)
-				sum += e
+				row[j] = expT(v - mx)
 			}
-			inv := T(1 / sum)
+			inv := T(1 / sum64(row))
 			for j := range row {
 				row[j] *= inv
 			}
@@ -88,11 +85,7 @@ func (a *Attention[T]) Backward(dy []T) (dq, dk, dv []T) {
 		parallelFor(p, p*p*3, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				ar, dr := pr[i*p:(i+1)*p], dp[i*p:(i+1)*p]
-				var dot float64
-				for j, v := range ar {
-					dot += float64(v) * float64(dr[j])
-				}
-				d := T(dot)
+				d := T(dot64(ar, dr))
 				for j, v := range ar {
 					dr[j] = v * (dr[j] - d)
 				}

@@ -53,17 +53,8 @@ func (g *GroupNorm[T]) Forward(x []T, b, p int) []T {
 	parallelFor(b*g.Groups, len(x)*3, func(lo, hi int) {
 		for bg := lo; bg < hi; bg++ {
 			xs := x[bg*gl : (bg+1)*gl]
-			var sum float64
-			for _, v := range xs {
-				sum += float64(v)
-			}
-			mean := sum / float64(gl)
-			var sq float64
-			for _, v := range xs {
-				d := float64(v) - mean
-				sq += d * d
-			}
-			rstd := 1 / math.Sqrt(sq/float64(gl)+g.Eps)
+			mean := sum64(xs) / float64(gl)
+			rstd := 1 / math.Sqrt(sqDev64(xs, mean)/float64(gl)+g.Eps)
 			g.mean[bg], g.rstd[bg] = mean, rstd
 			c0 := (bg % g.Groups) * cg
 			ys := g.y[bg*gl : (bg+1)*gl]
@@ -73,10 +64,11 @@ func (g *GroupNorm[T]) Forward(x []T, b, p int) []T {
 				shift := float64(g.Beta.W[c0+c]) - mean*scale
 				sc, sh := T(scale), T(shift)
 				xr, yr := xs[c*p:(c+1)*p], ys[c*p:(c+1)*p]
+				yr = yr[:len(xr)]
 				if g.SiLU {
 					for i, v := range xr {
 						z := v*sc + sh
-						yr[i] = z / (1 + T(math.Exp(float64(-z))))
+						yr[i] = z / (1 + expT(-z))
 					}
 				} else {
 					for i, v := range xr {
@@ -115,32 +107,37 @@ func (g *GroupNorm[T]) Backward(dy []T) []T {
 				gamma, beta := float64(g.Gamma.W[c0+c]), float64(g.Beta.W[c0+c])
 				off := bg*gl + c*p
 				xr, dyr, dxr := x[off:off+p], dy[off:off+p], g.dx[off:off+p]
-				var sg, sgx float64
-				for i, v := range xr {
-					xh := (float64(v) - mean) * rstd
-					gz := float64(dyr[i])
-					if g.SiLU {
-						z := gamma*xh + beta
-						sig := 1 / (1 + math.Exp(-z))
-						gz *= sig * (1 + z*(1-sig))
-					}
-					dxr[i] = T(gz) // held until the second pass
-					sg += gz
-					sgx += gz * xh
+				var sg, sgx float64 // sums of gz and gz*x; sum gz*xhat = rstd*(sgx - mean*sg)
+				if g.SiLU {
+					// gz = dy * SiLU'(z) with z = x*sc + sh, as in Forward.
+					scale := gamma * rstd
+					sc, sh := T(scale), T(beta-mean*scale)
+					sg, sgx = siluGradSums(dxr, dyr, xr, sc, sh)
+				} else {
+					sg, sgx = sum64(dyr), dot64(dyr, xr)
 				}
+				sxh := rstd * (sgx - mean*sg)
 				g.dbp[s*g.C+c0+c] = sg
-				g.dgp[s*g.C+c0+c] = sgx
+				g.dgp[s*g.C+c0+c] = sxh
 				sumD += sg * gamma
-				sumDX += sgx * gamma
+				sumDX += sxh * gamma
 			}
 			mD, mDX := sumD/float64(gl), sumDX/float64(gl)
+			// dx = rstd*(gz*gamma - mD - xhat*mDX) = gz*(rstd*gamma) + x*bx + c, with
+			// bx = -rstd^2 mDX and c = rstd*(mean*rstd*mDX - mD).
+			bx := T(-rstd * rstd * mDX)
+			cc := T(rstd * (mean*rstd*mDX - mD))
 			for c := 0; c < cg; c++ {
-				gamma := float64(g.Gamma.W[c0+c])
+				a := T(rstd * float64(g.Gamma.W[c0+c]))
 				off := bg*gl + c*p
 				xr, dxr := x[off:off+p], g.dx[off:off+p]
+				gz := dxr // gz was written there, or is dy itself without SiLU
+				if !g.SiLU {
+					gz = dy[off : off+p]
+				}
+				dxr, gz = dxr[:len(xr)], gz[:len(xr)]
 				for i, v := range xr {
-					xh := (float64(v) - mean) * rstd
-					dxr[i] = T(rstd * (float64(dxr[i])*gamma - mD - xh*mDX))
+					dxr[i] = gz[i]*a + v*bx + cc
 				}
 			}
 		}
@@ -152,4 +149,84 @@ func (g *GroupNorm[T]) Backward(dy []T) []T {
 		}
 	}
 	return g.dx
+}
+
+// siluGradSums writes gz[i] = dy[i] * SiLU'(z) with z = x[i]*sc + sh and
+// SiLU'(z) = sigmoid(z)*(1 + z*(1 - sigmoid(z))), and returns the float64 sums of gz and gz*x.
+func siluGradSums[T Float](gz, dy, x []T, sc, sh T) (sg, sgx float64) {
+	gz, dy = gz[:len(x)], dy[:len(x)]
+	var s0, s1, t0, t1 float64
+	i := 0
+	for ; i+1 < len(x); i += 2 {
+		z0, z1 := x[i]*sc+sh, x[i+1]*sc+sh
+		g0 := 1 / (1 + expT(-z0))
+		g1 := 1 / (1 + expT(-z1))
+		d0 := dy[i] * g0 * (1 + z0*(1-g0))
+		d1 := dy[i+1] * g1 * (1 + z1*(1-g1))
+		gz[i], gz[i+1] = d0, d1
+		s0 += float64(d0)
+		s1 += float64(d1)
+		t0 += float64(d0) * float64(x[i])
+		t1 += float64(d1) * float64(x[i+1])
+	}
+	for ; i < len(x); i++ {
+		z := x[i]*sc + sh
+		g := 1 / (1 + expT(-z))
+		d := dy[i] * g * (1 + z*(1-g))
+		gz[i] = d
+		s0 += float64(d)
+		t0 += float64(d) * float64(x[i])
+	}
+	return s0 + s1, t0 + t1
+}
+
+// sum64 is the float64 sum of s, with four accumulators to hide the add latency.
+func sum64[T Float](s []T) float64 {
+	var a0, a1, a2, a3 float64
+	i := 0
+	for ; i+3 < len(s); i += 4 {
+		a0 += float64(s[i])
+		a1 += float64(s[i+1])
+		a2 += float64(s[i+2])
+		a3 += float64(s[i+3])
+	}
+	for ; i < len(s); i++ {
+		a0 += float64(s[i])
+	}
+	return (a0 + a1) + (a2 + a3)
+}
+
+// sqDev64 is the float64 sum of (s[i] - mean)^2.
+func sqDev64[T Float](s []T, mean float64) float64 {
+	var a0, a1, a2, a3 float64
+	i := 0
+	for ; i+3 < len(s); i += 4 {
+		d0, d1, d2, d3 := float64(s[i])-mean, float64(s[i+1])-mean, float64(s[i+2])-mean, float64(s[i+3])-mean
+		a0 += d0 * d0
+		a1 += d1 * d1
+		a2 += d2 * d2
+		a3 += d3 * d3
+	}
+	for ; i < len(s); i++ {
+		d := float64(s[i]) - mean
+		a0 += d * d
+	}
+	return (a0 + a1) + (a2 + a3)
+}
+
+// dot64 is the float64 dot product of a and b (len(b) >= len(a)).
+func dot64[T Float](a, b []T) float64 {
+	b = b[:len(a)]
+	var a0, a1, a2, a3 float64
+	i := 0
+	for ; i+3 < len(a); i += 4 {
+		a0 += float64(a[i]) * float64(b[i])
+		a1 += float64(a[i+1]) * float64(b[i+1])
+		a2 += float64(a[i+2]) * float64(b[i+2])
+		a3 += float64(a[i+3]) * float64(b[i+3])
+	}
+	for ; i < len(a); i++ {
+		a0 += float64(a[i]) * float64(b[i])
+	}
+	return (a0 + a1) + (a2 + a3)
 }

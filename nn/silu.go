@@ -1,7 +1,5 @@
 package nn
 
-import "math"
-
 // SiLU is the elementwise y = x * sigmoid(x) (Swish; the original's nonlinearity), for tensors of
 // any shape.
 type SiLU[T Float] struct {
@@ -13,7 +11,7 @@ func (l *SiLU[T]) Forward(x []T) []T {
 	l.x = x
 	l.y = grow(l.y, len(x))
 	for i, v := range x {
-		l.y[i] = v / (1 + T(math.Exp(float64(-v))))
+		l.y[i] = v / (1 + expT(-v))
 	}
 	return l.y
 }
@@ -25,7 +23,7 @@ func (l *SiLU[T]) Backward(dy []T) []T {
 	}
 	l.dx = grow(l.dx, len(dy))
 	for i, v := range l.x {
-		s := 1 / (1 + T(math.Exp(float64(-v))))
+		s := 1 / (1 + expT(-v))
 		l.dx[i] = dy[i] * s * (1 + v*(1-s))
 	}
 	return l.dx
