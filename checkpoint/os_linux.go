@@ -3,7 +3,6 @@ package checkpoint
 import (
 	"errors"
 	"os"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,17 +27,4 @@ func preallocate(path string, size int64) error {
 		return err
 	}
 	return f.Sync()
-}
-
-// willNeed asks the kernel to read b's pages (part of bbolt's mmap) ahead. bbolt maps the file
-// with MADV_RANDOM, so without it a cold read faults in one 4 KiB page at a time.
-func willNeed(b []byte) {
-	if len(b) == 0 {
-		return
-	}
-	page := uintptr(os.Getpagesize())
-	start := uintptr(unsafe.Pointer(&b[0]))
-	end := start + uintptr(len(b))
-	start &^= page - 1
-	_, _, _ = unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_WILLNEED)
 }

@@ -3,5 +3,3 @@
 package checkpoint
 
 func preallocate(path string, size int64) error { return nil }
-
-func willNeed(b []byte) {}

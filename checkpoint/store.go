@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -46,8 +47,9 @@ type Store struct {
 	path       string
 	readOnly   bool
 	chunkBytes int
-	pidPath    string // sidecar holding the writer's pid ("" for read-only stores)
-	truncated  error  // non-nil when the file is shorter than its metadata says (read-only only)
+	rf         *os.File // a second descriptor for large reads (readChunk)
+	pidPath    string   // sidecar holding the writer's pid ("" for read-only stores)
+	truncated  error    // non-nil when the file is shorter than its metadata says (read-only only)
 }
 
 // Open opens (read-write: creates) the checkpoint file at path. If another process holds it,
@@ -100,6 +102,10 @@ func Open(path string, opts Options) (_ *Store, err error) {
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if s.rf, err = os.Open(path); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	if !opts.ReadOnly {
 		// Advisory: lets a process that times out on the lock name this one (see lockHolder).
@@ -191,6 +197,7 @@ func (s *Store) Close() error {
 			_ = os.Remove(s.pidPath)
 		}
 	}
+	s.rf.Close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("checkpoint: close %s: %w", s.path, err)
 	}
@@ -362,11 +369,6 @@ func (s *Store) checkBody(h *api.CheckpointHeader, chunks *[numArenas][][]byte, 
 	if dst != nil {
 		dsts = dst.arenas()
 	}
-	for _, cs := range chunks {
-		for _, v := range cs {
-			willNeed(v)
-		}
-	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var faults []string
@@ -382,11 +384,23 @@ func (s *Store) checkBody(h *api.CheckpointHeader, chunks *[numArenas][][]byte, 
 			}()
 			d := sha256.New()
 			off := 0
+			var buf []byte
 			for _, v := range chunks[i] {
-				d.Write(v)
-				if dsts[i] != nil {
+				b := v
+				switch {
+				case dsts[i] != nil && littleEndianHost:
+					b = viewBytes(dsts[i])[off : off+len(v)]
+					s.readChunk(b, v)
+				case dsts[i] != nil:
 					decodeLE(dsts[i], off, v)
+				default:
+					if len(buf) < len(v) {
+						buf = make([]byte, len(v))
+					}
+					b = buf[:len(v)]
+					s.readChunk(b, v)
 				}
+				d.Write(b)
 				off += len(v)
 			}
 			d.Sum(sums[i][:0])
@@ -400,6 +414,27 @@ func (s *Store) checkBody(h *api.CheckpointHeader, chunks *[numArenas][][]byte, 
 		return s.corrupt(h.Step, "body hashes to sha256 %x, the header says %x", got, h.Sha256)
 	}
 	return nil
+}
+
+// readChunk copies v, a value bbolt returned, into dst (len(dst) == len(v)). A value in bbolt's
+// map is read with pread at the same file offset: large reads with the kernel's readahead,
+// where touching the map faults in one 4 KiB page at a time (bbolt maps the file MADV_RANDOM;
+// a cold 572 MB read ran at a fifth of a plain read). The offset is v's distance from the
+// map's base, valid while the read transaction holding v keeps the map in place. Values bbolt
+// holds elsewhere (small inline buckets are copied to the heap), a short read, or bytes that
+// disagree with the map are copied from v instead; on a truncated file that copy faults and
+// the caller's guard reports corruption.
+func (s *Store) readChunk(dst, v []byte) {
+	if len(v) == 0 {
+		return
+	}
+	if addr, base := uintptr(unsafe.Pointer(&v[0])), s.db.Info().Data; addr >= base {
+		n, _ := s.rf.ReadAt(dst, int64(addr-base))
+		if k := min(len(v), 64); n == len(dst) && bytes.Equal(dst[:k], v[:k]) {
+			return
+		}
+	}
+	copy(dst, v)
 }
 
 // Get reads checkpoint step, verifying every byte against its sha256 (ErrNotFound,
