@@ -206,7 +206,8 @@ func (s *Store) Close() error {
 
 // Save writes c as checkpoint c.Step in one fsync'ed write transaction and returns the sha256
 // (hex) of its canonical encoding. An uncommitted checkpoint of the same step is replaced; a
-// committed one is left as is when the sha256 matches and is ErrConflict otherwise. c is not
+// committed one is left as is when the sha256 matches and the stored copy verifies (a damaged
+// copy is rewritten), and is ErrConflict when the sha256 differs. c is not
 // modified and its slices are not retained. Save panics if c is inconsistent (negative step,
 // EMA/AdamM/AdamV neither empty nor len(Params), a tensor outside Params or with
 // product(Shape) != Len, a repeated name).
@@ -245,12 +246,24 @@ func (s *Store) Save(c *Checkpoint) (string, error) {
 	}
 	key := stepKey(c.Step)
 	errSame := errors.New("same")
+	// A committed copy with this sha256 is kept only while it verifies: a damaged one (a bad
+	// sector, a flipped bit) is rewritten from c, which hashes to the committed sha256. This is
+	// how Fetch repairs a volume whose committed checkpoint went bad (found by chaos runs).
+	intact := true
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		intact = !bytes.Equal(tx.Bucket(bucketCommitted).Get(key), sum[:])
+		return nil
+	}); err == nil && !intact {
+		intact = s.Verify(c.Step) == nil
+	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		if prev := tx.Bucket(bucketCommitted).Get(key); prev != nil {
-			if bytes.Equal(prev, sum[:]) {
+			if !bytes.Equal(prev, sum[:]) {
+				return fmt.Errorf("step %d is committed with sha256 %x, the new state hashes to %x: %w", c.Step, prev, sum, ErrConflict)
+			}
+			if intact {
 				return errSame
 			}
-			return fmt.Errorf("step %d is committed with sha256 %x, the new state hashes to %x: %w", c.Step, prev, sum, ErrConflict)
 		}
 		root := tx.Bucket(bucketCheckpoints)
 		if root.Bucket(key) != nil {
