@@ -10,8 +10,8 @@ import "fmt"
 //
 //	y[b,o,i,j] = Bias[o] + sum_{c,u,v} Weight[o,c,u,v] * x[b, c, i*S+u-PadTop, j*S+v-PadLeft]
 //
-// Kernels larger than 1 run as im2col + one GEMM over the whole batch; 1x1 stride-1 kernels run
-// as one GEMM per sample on x directly.
+// Kernels larger than 1 run as im2col + one GEMM per sample; 1x1 stride-1 kernels run as one
+// GEMM per sample on x directly.
 type Conv2d[T Float] struct {
 	Cin, Cout, K, Stride int
 	// Pad is the zero padding (top, left, bottom, right). TensorFlow's 'SAME' padding for a 3x3
@@ -77,26 +77,17 @@ func (c *Conv2d[T]) Forward(x []T, b, h, w int) []T {
 		}
 		return c.y
 	}
-	n := b * p
+	// One sample at a time: its columns [Cin*K*K, P] stay in cache for the GEMM, which writes
+	// y [Cout, P] of the sample in place (no [Cout, B*P] reshuffle).
 	kk := c.Cin * c.K * c.K
-	col := c.ws.slot(0, kk*n)
-	c.im2col(col, x)
-	y2 := c.ws.slot(1, c.Cout*n)
-	pgemm(false, false, c.Cout, n, kk, 1, c.Weight.W, kk, col, n, 0, y2, n)
-	// [Cout, B*P] -> [B, Cout, P], adding the bias.
-	cout, bias, y := c.Cout, c.Bias.W, c.y
-	parallelFor(cout, cout*n, func(lo, hi int) {
-		for o := lo; o < hi; o++ {
-			bo := bias[o]
-			for s := 0; s < b; s++ {
-				src := y2[o*n+s*p : o*n+(s+1)*p]
-				dst := y[(s*cout+o)*p : (s*cout+o+1)*p]
-				for i, v := range src {
-					dst[i] = v + bo
-				}
-			}
-		}
-	})
+	col := c.ws.slot(0, kk*p)
+	in := c.Cin * h * w
+	for s := 0; s < b; s++ {
+		c.im2col(col, x[s*in:(s+1)*in])
+		ys := c.y[s*c.Cout*p : (s+1)*c.Cout*p]
+		addRowBias(ys, c.Bias.W, p)
+		pgemm(false, false, c.Cout, p, kk, 1, c.Weight.W, kk, col, p, 1, ys, p)
+	}
 	return c.y
 }
 
@@ -140,42 +131,47 @@ func (c *Conv2d[T]) Backward(dy []T) []T {
 		}
 		return c.dx
 	}
-	n := b * p
 	kk := cin * c.K * c.K
-	// [B, Cout, P] -> [Cout, B*P], summing the bias gradient on the way.
-	dy2 := c.ws.slot(1, cout*n)
 	db := c.Bias.G
-	parallelFor(cout, cout*n, func(lo, hi int) {
+	parallelFor(cout, len(dy), func(lo, hi int) {
 		for o := lo; o < hi; o++ {
-			var acc T
+			var acc float64
 			for s := 0; s < b; s++ {
-				src := dy[(s*cout+o)*p : (s*cout+o+1)*p]
-				dst := dy2[o*n+s*p : o*n+(s+1)*p]
-				for i, v := range src {
-					dst[i] = v
-					acc += v
-				}
+				acc += sum64(dy[(s*cout+o)*p : (s*cout+o+1)*p])
 			}
-			db[o] += acc
+			db[o] += T(acc)
 		}
 	})
-	col := c.ws.slot(0, kk*n)
-	c.im2col(col, c.x)
-	pgemm(false, true, cout, kk, n, 1, dy2, n, col, n, 1, c.Weight.G, kk)
+	if !c.NoInputGrad {
+		c.dx = grow(c.dx, b*cin*c.h*c.w)
+	}
+	col := c.ws.slot(0, kk*p)
+	in := cin * c.h * c.w
+	for s := 0; s < b; s++ {
+		dys := dy[s*cout*p : (s+1)*cout*p]
+		c.im2col(col, c.x[s*in:(s+1)*in])
+		pgemm(false, true, cout, kk, p, 1, dys, p, col, p, 1, c.Weight.G, kk)
+		if c.NoInputGrad {
+			continue
+		}
+		dcol := col // this sample's columns are no longer needed
+		pgemm(true, false, kk, p, cout, 1, c.Weight.W, kk, dys, p, 0, dcol, p)
+		c.col2im(c.dx[s*in:(s+1)*in], dcol)
+	}
 	if c.NoInputGrad {
 		return nil
 	}
-	dcol := col // the columns are no longer needed
-	pgemm(true, false, kk, n, cout, 1, c.Weight.W, kk, dy2, n, 0, dcol, n)
-	c.dx = grow(c.dx, b*cin*c.h*c.w)
-	c.col2im(c.dx, dcol)
 	return c.dx
 }
 
-// im2col fills col [Cin*K*K, B*Ho*Wo] with col[(c*K+u)*K+v, s*P + i*Wo + j] =
-// x[s, c, i*S+u-PadTop, j*S+v-PadLeft] (zero outside the image).
+// im2col fills col [Cin*K*K, Ho*Wo] for one sample x [Cin, H, W] with
+// col[(c*K+u)*K+v, i*Wo + j] = x[c, i*S+u-PadTop, j*S+v-PadLeft] (zero outside the image).
 func (c *Conv2d[T]) im2col(col, x []T) {
-	b, h, w, ho, wo, k, st := c.b, c.h, c.w, c.ho, c.wo, c.K, c.Stride
+	if c.same() {
+		c.im2colSame(col, x)
+		return
+	}
+	b, h, w, ho, wo, k, st := 1, c.h, c.w, c.ho, c.wo, c.K, c.Stride
 	pt, pl := c.Pad[0], c.Pad[1]
 	p := ho * wo
 	n := b * p
@@ -212,10 +208,14 @@ func (c *Conv2d[T]) im2col(col, x []T) {
 	})
 }
 
-// col2im is the adjoint of im2col: dx[s, c, iy, ix] = sum of the dcol entries that im2col read
-// from that position. dx is overwritten.
+// col2im is the adjoint of im2col for one sample: dx[c, iy, ix] = sum of the dcol entries that
+// im2col read from that position. dx [Cin, H, W] is overwritten.
 func (c *Conv2d[T]) col2im(dx, dcol []T) {
-	b, h, w, ho, wo, k, st := c.b, c.h, c.w, c.ho, c.wo, c.K, c.Stride
+	if c.same() {
+		c.col2imSame(dx, dcol)
+		return
+	}
+	b, h, w, ho, wo, k, st := 1, c.h, c.w, c.ho, c.wo, c.K, c.Stride
 	pt, pl := c.Pad[0], c.Pad[1]
 	p := ho * wo
 	n := b * p
@@ -271,4 +271,88 @@ func validRange(off, st, w, wo int) (int, int) {
 		jlo = jhi
 	}
 	return jlo, jhi
+}
+
+// same reports a stride-1 convolution whose output has the input's size: then row (c, u, v) of
+// im2col is channel c shifted by (u-PadTop, v-PadLeft), one contiguous copy of the flattened
+// image with the wrapped-around columns zeroed afterwards.
+func (c *Conv2d[T]) same() bool {
+	return c.Stride == 1 && c.ho == c.h && c.wo == c.w
+}
+
+// shiftRange returns, for shift (dy, dx) of an h x w image, the output rows [i0, i1) that read
+// inside the image and the flat ranges dst [lo, hi) and src [lo+off, hi+off) (clipped to the
+// image) of the contiguous copy; entries outside the clipped range lie in wrapped columns.
+func shiftRange(h, w, dy, dx int) (i0, i1, lo, hi, off int) {
+	i0, i1 = max(0, -dy), min(h, h-dy)
+	if i1 <= i0 {
+		return i0, i0, 0, 0, 0
+	}
+	off = dy*w + dx
+	lo, hi = i0*w, i1*w
+	lo = max(lo, -off)
+	hi = min(hi, h*w-off)
+	return i0, i1, lo, hi, off
+}
+
+func (c *Conv2d[T]) im2colSame(col, x []T) {
+	h, w, k := c.h, c.w, c.K
+	pt, pl := c.Pad[0], c.Pad[1]
+	hw := h * w
+	parallelFor(c.Cin, k*k*c.Cin*hw, func(clo, chi int) {
+		for ci := clo; ci < chi; ci++ {
+			img := x[ci*hw : (ci+1)*hw]
+			for u := 0; u < k; u++ {
+				for v := 0; v < k; v++ {
+					row := col[((ci*k+u)*k+v)*hw : ((ci*k+u)*k+v+1)*hw]
+					dx := v - pl
+					i0, i1, lo, hi, off := shiftRange(h, w, u-pt, dx)
+					clear(row[:i0*w])
+					clear(row[i1*w:])
+					copy(row[lo:hi], img[lo+off:hi+off])
+					zeroWrapped(row, i0, i1, w, dx)
+				}
+			}
+		}
+	})
+}
+
+// zeroWrapped zeroes, in rows [i0, i1) of the w-wide image m, the columns a horizontal shift
+// by dx took from the neighbouring row: j < -dx, or j >= w-dx.
+func zeroWrapped[T Float](m []T, i0, i1, w, dx int) {
+	switch {
+	case dx < 0:
+		for i := i0; i < i1; i++ {
+			clear(m[i*w : i*w-dx])
+		}
+	case dx > 0:
+		for i := i0; i < i1; i++ {
+			clear(m[(i+1)*w-dx : (i+1)*w])
+		}
+	}
+}
+
+func (c *Conv2d[T]) col2imSame(dx, dcol []T) {
+	h, w, k := c.h, c.w, c.K
+	pt, pl := c.Pad[0], c.Pad[1]
+	hw := h * w
+	parallelFor(c.Cin, k*k*c.Cin*hw, func(clo, chi int) {
+		for ci := clo; ci < chi; ci++ {
+			img := dx[ci*hw : (ci+1)*hw]
+			clear(img)
+			for u := 0; u < k; u++ {
+				for v := 0; v < k; v++ {
+					row := dcol[((ci*k+u)*k+v)*hw : ((ci*k+u)*k+v+1)*hw]
+					sx := v - pl
+					i0, i1, lo, hi, off := shiftRange(h, w, u-pt, sx)
+					zeroWrapped(row, i0, i1, w, sx) // dcol is scratch: drop what im2col never read
+					src, dst := row[lo:hi], img[lo+off:hi+off]
+					dst = dst[:len(src)]
+					for j, g := range src {
+						dst[j] += g
+					}
+				}
+			}
+		}
+	})
 }

@@ -45,6 +45,11 @@ func TestConv2d(t *testing.T) {
 		{"3x3 stride 2 odd", 2, 3, 3, 2, [4]int{0, 0, 1, 1}, 5, 7, 2, 3},
 		{"1x1", 5, 3, 1, 1, [4]int{}, 4, 3, 4, 3},
 		{"3x3 valid", 2, 2, 3, 1, [4]int{}, 4, 5, 2, 3},
+		// Stride-1 "same" shapes take the shifted-copy im2col/col2im; these probe its edges.
+		{"5x5 same", 3, 2, 5, 1, [4]int{2, 2, 2, 2}, 6, 5, 6, 5},
+		{"2x2 same asymmetric", 2, 3, 2, 1, [4]int{0, 1, 1, 0}, 4, 3, 4, 3},
+		{"3x3 same 1 wide", 2, 2, 3, 1, [4]int{1, 1, 1, 1}, 4, 1, 4, 1},
+		{"3x3 same 1x1", 2, 2, 3, 1, [4]int{1, 1, 1, 1}, 1, 1, 1, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
