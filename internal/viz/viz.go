@@ -113,8 +113,9 @@ func Smooth(ys []float64, weight float64) []float64 {
 	return out
 }
 
-// WriteLossPNG draws the loss curve (raw in light grey, smoothed in blue, log-scaled loss axis)
-// and writes it to path as a PNG of 8x5 inches. Non-finite and non-positive losses are left out
+// WriteLossPNG draws the loss curve (raw in light grey, smoothed in blue)
+// and writes it to path as a PNG of 8x5 inches. The loss axis is logarithmic when the losses
+// span more than a decade. Non-finite and non-positive losses are left out
 // of the curve (a log axis cannot show them). It returns ErrNoPoints when nothing is drawable.
 func WriteLossPNG(path string, points []LossPoint, title string) error {
 	raw := make(plotter.XYs, 0, len(points))
@@ -140,8 +141,15 @@ func WriteLossPNG(path string, points []LossPoint, title string) error {
 	p.Title.Text = title
 	p.X.Label.Text = "step"
 	p.Y.Label.Text = "L_simple (global batch mean)"
-	p.Y.Scale = plot.LogScale{}
-	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	lo, hi := math.Inf(1), 0.0
+	for _, xy := range raw {
+		lo, hi = math.Min(lo, xy.Y), math.Max(hi, xy.Y)
+	}
+	if hi > 10*lo {
+		// A run from scratch falls by orders of magnitude; log ticks need a decade to show.
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	}
 	p.Add(plotter.NewGrid())
 	lr, err := plotter.NewLine(raw)
 	if err != nil {
