@@ -145,8 +145,15 @@ func (c *Conv2d[T]) Backward(dy []T) []T {
 	if !c.NoInputGrad {
 		c.dx = grow(c.dx, b*cin*c.h*c.w)
 	}
-	col := c.ws.slot(0, kk*p)
 	in := cin * c.h * c.w
+	if c.same() {
+		c.backwardSame(dy)
+		if c.NoInputGrad {
+			return nil
+		}
+		return c.dx
+	}
+	col := c.ws.slot(0, kk*p)
 	for s := 0; s < b; s++ {
 		dys := dy[s*cout*p : (s+1)*cout*p]
 		c.im2col(col, c.x[s*in:(s+1)*in])
@@ -211,10 +218,6 @@ func (c *Conv2d[T]) im2col(col, x []T) {
 // col2im is the adjoint of im2col for one sample: dx[c, iy, ix] = sum of the dcol entries that
 // im2col read from that position. dx [Cin, H, W] is overwritten.
 func (c *Conv2d[T]) col2im(dx, dcol []T) {
-	if c.same() {
-		c.col2imSame(dx, dcol)
-		return
-	}
 	b, h, w, ho, wo, k, st := 1, c.h, c.w, c.ho, c.wo, c.K, c.Stride
 	pt, pl := c.Pad[0], c.Pad[1]
 	p := ho * wo
@@ -295,11 +298,50 @@ func shiftRange(h, w, dy, dx int) (i0, i1, lo, hi, off int) {
 	return i0, i1, lo, hi, off
 }
 
+// backwardSame is Backward's GEMM part for a same convolution: per sample, dW += dy col(x)^T,
+// and dx as the transposed convolution, which for stride 1 and same size is the convolution of
+// dy with the kernel flipped in both axes and Cin, Cout swapped, padded (K-1-PadTop,
+// K-1-PadLeft): dx = Wflip col(dy). So dx is one well-shaped GEMM (k = Cout*K*K) instead of a
+// GEMM with k = Cout and a col2im scatter-add.
+func (c *Conv2d[T]) backwardSame(dy []T) {
+	b, h, w, k := c.b, c.h, c.w, c.K
+	cin, cout := c.Cin, c.Cout
+	p, k2 := h*w, k*k
+	col := c.ws.slot(0, max(cin, cout)*k2*p)
+	var wf []T
+	if !c.NoInputGrad {
+		wf = c.ws.slot(1, cin*cout*k2) // [Cin, Cout*K*K]
+		for co := 0; co < cout; co++ {
+			for ci := 0; ci < cin; ci++ {
+				src := c.Weight.W[(co*cin+ci)*k2 : (co*cin+ci+1)*k2]
+				dst := wf[ci*cout*k2+co*k2 : ci*cout*k2+(co+1)*k2]
+				for i, v := range src {
+					dst[k2-1-i] = v // (u, v) -> (K-1-u, K-1-v)
+				}
+			}
+		}
+	}
+	for s := 0; s < b; s++ {
+		dys := dy[s*cout*p : (s+1)*cout*p]
+		im2colShift(col[:cin*k2*p], c.x[s*cin*p:(s+1)*cin*p], cin, h, w, k, c.Pad[0], c.Pad[1])
+		pgemm(false, true, cout, cin*k2, p, 1, dys, p, col, p, 1, c.Weight.G, cin*k2)
+		if c.NoInputGrad {
+			continue
+		}
+		im2colShift(col[:cout*k2*p], dys, cout, h, w, k, k-1-c.Pad[0], k-1-c.Pad[1])
+		pgemm(false, false, cin, p, cout*k2, 1, wf, cout*k2, col, p, 0, c.dx[s*cin*p:(s+1)*cin*p], p)
+	}
+}
+
 func (c *Conv2d[T]) im2colSame(col, x []T) {
-	h, w, k := c.h, c.w, c.K
-	pt, pl := c.Pad[0], c.Pad[1]
+	im2colShift(col, x, c.Cin, c.h, c.w, c.K, c.Pad[0], c.Pad[1])
+}
+
+// im2colShift is im2col of x [cin, h, w] for a stride-1 k x k kernel with top and left padding
+// pt, pl and an output of the input's size: col[(c*k+u)*k+v, i*w+j] = x[c, i+u-pt, j+v-pl].
+func im2colShift[T Float](col, x []T, cin, h, w, k, pt, pl int) {
 	hw := h * w
-	parallelFor(c.Cin, k*k*c.Cin*hw, func(clo, chi int) {
+	parallelFor(cin, k*k*cin*hw, func(clo, chi int) {
 		for ci := clo; ci < chi; ci++ {
 			img := x[ci*hw : (ci+1)*hw]
 			for u := 0; u < k; u++ {
@@ -323,36 +365,15 @@ func zeroWrapped[T Float](m []T, i0, i1, w, dx int) {
 	switch {
 	case dx < 0:
 		for i := i0; i < i1; i++ {
-			clear(m[i*w : i*w-dx])
+			for j := i * w; j < i*w-dx; j++ {
+				m[j] = 0
+			}
 		}
 	case dx > 0:
 		for i := i0; i < i1; i++ {
-			clear(m[(i+1)*w-dx : (i+1)*w])
-		}
-	}
-}
-
-func (c *Conv2d[T]) col2imSame(dx, dcol []T) {
-	h, w, k := c.h, c.w, c.K
-	pt, pl := c.Pad[0], c.Pad[1]
-	hw := h * w
-	parallelFor(c.Cin, k*k*c.Cin*hw, func(clo, chi int) {
-		for ci := clo; ci < chi; ci++ {
-			img := dx[ci*hw : (ci+1)*hw]
-			clear(img)
-			for u := 0; u < k; u++ {
-				for v := 0; v < k; v++ {
-					row := dcol[((ci*k+u)*k+v)*hw : ((ci*k+u)*k+v+1)*hw]
-					sx := v - pl
-					i0, i1, lo, hi, off := shiftRange(h, w, u-pt, sx)
-					zeroWrapped(row, i0, i1, w, sx) // dcol is scratch: drop what im2col never read
-					src, dst := row[lo:hi], img[lo+off:hi+off]
-					dst = dst[:len(src)]
-					for j, g := range src {
-						dst[j] += g
-					}
-				}
+			for j := (i+1)*w - dx; j < (i+1)*w; j++ {
+				m[j] = 0
 			}
 		}
-	})
+	}
 }
