@@ -157,6 +157,13 @@ func (r *Ring) send(op *opState) {
 	op.mu.Unlock()
 }
 
+// finished reports whether the operation has ended (completed or failed) on this rank.
+func (op *opState) finished() bool {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	return !op.active
+}
+
 func (op *opState) wasSent() bool {
 	op.mu.Lock()
 	defer op.mu.Unlock()

@@ -94,12 +94,20 @@ type Ring struct {
 	closed   chan struct{} // closed by Close
 	failed   chan struct{} // closed by the first failure
 	failOnce sync.Once
-	err      error // the first failure; read after <-failed
+	err      error // the failure that broke the ring; read after <-failed
+	sigOnce  sync.Once
 
 	mu      sync.Mutex
 	in      api.Ring_StreamServer // the inbound stream, while its handler runs
-	cur     *opState              // the operation in flight
+	cur     *opState              // the operation in flight, or the last one
 	isClose bool
+	// A failure applies from an operation on: a peer that completed operation k and then
+	// left breaks k+1, not k. poison is the failure recorded with the earliest such
+	// operation; it breaks the ring (failed) once this rank's operation reaches poisonFrom.
+	poison     error
+	poisonFrom uint64
+	lastRecv   uint64 // the last operation whose frames all arrived here
+	lastAcked  uint64 // the last operation the successor acknowledged
 
 	inMu   sync.Mutex // serializes SendMsg on in
 	inDone bool       // the inbound handler returned: in must not be used
@@ -219,7 +227,12 @@ func (r *Ring) run(ctx, caller context.Context, op *opState) error {
 	}
 	r.mu.Lock()
 	r.cur = op
+	poisoned := r.poison != nil && op.id >= r.poisonFrom
 	r.mu.Unlock()
+	if poisoned {
+		r.trigger()
+		return r.err
+	}
 	select {
 	case r.recvOps <- op:
 	case <-r.failed:
@@ -264,16 +277,6 @@ func (r *Ring) run(ctx, caller context.Context, op *opState) error {
 			}
 			acked = true
 		case <-r.failed:
-			if !acked {
-				select {
-				case id := <-r.acks:
-					acked = id == op.id
-				default:
-				}
-			}
-			if acked && isClosed(op.recvDone) && isClosed(sendDone) && op.wasSent() {
-				return nil
-			}
 			return r.err
 		case <-ctx.Done():
 			return r.giveUp(caller, op)
@@ -283,15 +286,6 @@ func (r *Ring) run(ctx, caller context.Context, op *opState) error {
 	op.active = false
 	op.mu.Unlock()
 	return nil
-}
-
-func isClosed(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }
 
 func (r *Ring) waitReady(ctx, caller context.Context, op *opState) error {
@@ -321,16 +315,50 @@ func (r *Ring) giveUp(caller context.Context, op *opState) error {
 	return r.err
 }
 
-// fail records the ring's first failure, stops the operation in flight from touching its
-// buffer, and sends an abort signal to the predecessor (which forwards it), so the whole ring
-// learns the cause.
-func (r *Ring) fail(err error, code api.AbortCode) { r.failFrom(err, code, uint32(r.rank)) }
+// fail breaks the ring now: the operation in flight (or the next one) fails.
+func (r *Ring) fail(err error, code api.AbortCode) {
+	r.mu.Lock()
+	var from uint64
+	if r.cur != nil {
+		from = r.cur.id
+	}
+	r.mu.Unlock()
+	r.failAt(err, code, uint32(r.rank), from)
+}
 
-func (r *Ring) failFrom(err error, code api.AbortCode, origin uint32) {
+// failAt records a failure that applies from operation `from` on, tells the predecessor (which
+// forwards it, so the whole ring learns the cause), and breaks the ring at once if this rank
+// has already started that operation.
+func (r *Ring) failAt(err error, code api.AbortCode, origin uint32, from uint64) {
+	r.mu.Lock()
+	if r.poison == nil || from < r.poisonFrom {
+		r.poison, r.poisonFrom = err, from
+	}
+	now := r.cur != nil && r.cur.id >= r.poisonFrom
+	in := r.in
+	r.mu.Unlock()
+	if in != nil {
+		r.sigOnce.Do(func() {
+			sig := &api.Signal{Generation: r.cfg.Generation, Op: from, Code: code, OriginRank: origin, Reason: err.Error()}
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				_ = r.signalPrev(sig) // best effort: the predecessor may be gone
+			}()
+		})
+	}
+	if now {
+		r.trigger()
+	}
+}
+
+// trigger breaks the ring with the recorded failure and stops the operation in flight from
+// touching its buffer.
+func (r *Ring) trigger() {
 	r.failOnce.Do(func() {
-		r.err = err
 		r.mu.Lock()
-		op, in := r.cur, r.in
+		r.err = r.poison
+		op := r.cur
 		r.mu.Unlock()
 		if op != nil {
 			op.mu.Lock() // waits for a chunk being applied
@@ -338,17 +366,6 @@ func (r *Ring) failFrom(err error, code api.AbortCode, origin uint32) {
 			op.mu.Unlock()
 		}
 		close(r.failed)
-		if in != nil {
-			sig := &api.Signal{Generation: r.cfg.Generation, Code: code, OriginRank: origin, Reason: err.Error()}
-			if op != nil {
-				sig.Op = op.id
-			}
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				_ = r.signalPrev(sig) // best effort: the predecessor may be gone
-			}()
-		}
 	})
 }
 
@@ -360,8 +377,22 @@ func (r *Ring) shutdown(cause error, code api.AbortCode, why string) {
 		return
 	}
 	r.isClose = true
+	var from uint64 = 1
+	if r.cur != nil {
+		from = r.cur.id
+		if r.cur.finished() {
+			from++
+		}
+	}
 	r.mu.Unlock()
-	r.fail(fmt.Errorf("%w: rank %d, generation %d: %s", cause, r.rank, r.cfg.Generation, why), code)
+	r.failAt(fmt.Errorf("%w: rank %d, generation %d: %s", cause, r.rank, r.cfg.Generation, why), code, uint32(r.rank), from)
+	r.mu.Lock()
+	if r.poison == nil || r.poisonFrom > from {
+		r.poisonFrom = from
+	}
+	r.poison = fmt.Errorf("%w: rank %d, generation %d: %s", cause, r.rank, r.cfg.Generation, why)
+	r.mu.Unlock()
+	r.trigger() // this rank's own calls fail from now on, with the cause of the close
 	close(r.closed)
 	r.cancel()
 	r.ep.remove(r)
@@ -407,6 +438,9 @@ func (r *Ring) runOutbound() {
 			continue
 		}
 		if sig.DoneOp != 0 {
+			r.mu.Lock()
+			r.lastAcked = sig.DoneOp
+			r.mu.Unlock()
 			select {
 			case r.acks <- sig.DoneOp:
 			default: // an acknowledgement nobody awaits: the previous one was never taken
@@ -415,7 +449,7 @@ func (r *Ring) runOutbound() {
 			}
 			continue
 		}
-		r.failFrom(remoteErr(sig), sig.Code, sig.OriginRank)
+		r.failAt(remoteErr(sig), sig.Code, sig.OriginRank, sig.Op)
 	}
 }
 
@@ -464,8 +498,12 @@ func (r *Ring) outboundEnded(err error) {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = errors.New("stream ended")
 		}
-		r.fail(fmt.Errorf("%w: rank %d: stream to successor %d (%s): %v",
-			ErrPeerLost, r.rank, r.next(), r.cfg.Peers[r.next()], err), api.AbortCode_ABORT_CODE_PEER_LOST)
+		// Operations the successor acknowledged are complete there; the next ones cannot be.
+		r.mu.Lock()
+		from := r.lastAcked + 1
+		r.mu.Unlock()
+		r.failAt(fmt.Errorf("%w: rank %d: stream to successor %d (%s): %v",
+			ErrPeerLost, r.rank, r.next(), r.cfg.Peers[r.next()], err), api.AbortCode_ABORT_CODE_PEER_LOST, uint32(r.rank), from)
 	}
 }
 
@@ -502,8 +540,12 @@ func (r *Ring) serveInbound(stream api.Ring_StreamServer, hello *header) error {
 	case <-recvEnded:
 		<-r.closed
 	case <-stream.Context().Done():
-		r.fail(fmt.Errorf("%w: rank %d: stream from predecessor %d ended: %v",
-			ErrPeerLost, r.rank, r.prev(), stream.Context().Err()), api.AbortCode_ABORT_CODE_PEER_LOST)
+		// Operations whose frames all arrived are unaffected; the next ones cannot complete.
+		r.mu.Lock()
+		from := r.lastRecv + 1
+		r.mu.Unlock()
+		r.failAt(fmt.Errorf("%w: rank %d: stream from predecessor %d ended: %v",
+			ErrPeerLost, r.rank, r.prev(), stream.Context().Err()), api.AbortCode_ABORT_CODE_PEER_LOST, uint32(r.rank), from)
 		<-r.closed
 	}
 	r.inMu.Lock()
@@ -544,9 +586,12 @@ func (r *Ring) receive(stream api.Ring_StreamServer) {
 				return
 			}
 		}
+		r.mu.Lock()
+		r.lastRecv = op.id
+		r.mu.Unlock()
 		if err := r.signalPrev(&api.Signal{Generation: r.cfg.Generation, DoneOp: op.id}); err != nil {
-			r.fail(fmt.Errorf("%w: rank %d: acknowledging to predecessor %d: %v", ErrPeerLost, r.rank, r.prev(), err),
-				api.AbortCode_ABORT_CODE_PEER_LOST)
+			r.failAt(fmt.Errorf("%w: rank %d: acknowledging to predecessor %d: %v", ErrPeerLost, r.rank, r.prev(), err),
+				api.AbortCode_ABORT_CODE_PEER_LOST, uint32(r.rank), op.id+1)
 			return
 		}
 	}

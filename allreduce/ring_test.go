@@ -339,3 +339,31 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseRightAfterSuccess: a rank that finishes an operation and closes its ring at once
+// (the last step of a run, or a generation change) must not fail peers still completing that
+// operation, although its stream's end may overtake, on another connection, the
+// acknowledgement it sent before.
+func TestCloseRightAfterSuccess(t *testing.T) {
+	for _, world := range []int{2, 3} {
+		nodes := startNodes(t, world)
+		for gen := uint64(1); gen <= 15; gen++ {
+			rings := buildRings(t, nodes, gen, 10*time.Second, 0)
+			bufs := randomBufs(world, 70_000, gen)
+			errs := make([]error, world)
+			var wg sync.WaitGroup
+			for i, r := range rings {
+				wg.Go(func() {
+					errs[i] = r.AllReduce(context.Background(), bufs[i])
+					r.Close()
+				})
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("world %d generation %d rank %d: %v", world, gen, i, err)
+				}
+			}
+		}
+	}
+}
