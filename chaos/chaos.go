@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -790,4 +791,43 @@ func digest(c *checkpoint.Checkpoint) Digest {
 	}
 	return Digest{Step: c.Step, SHA256: c.SHA256, Params: sum(c.Params), EMA: sum(c.EMA),
 		AdamM: sum(c.AdamM), AdamV: sum(c.AdamV), RNG: sha256.Sum256(c.RNG), OptStep: c.OptStep, Cursor: c.Cursor}
+}
+
+// RandomSchedule draws n faults for a run of run.Steps steps over trainers trainers: kinds
+// uniformly from kinds, targets uniformly, AtStep spread over the run with at least two
+// checkpoint intervals between faults, downtimes of 0.5-3 s (SIGSTOP and link cuts: 1.2-2.5
+// heartbeat timeouts, so that the coordinator notices), and half the trainer kills with a
+// corrupted checkpoint. The same seed gives the same schedule.
+func RandomSchedule(seed uint64, run config.Run, trainers, n int, kinds []Kind) []Fault {
+	if n < 1 || len(kinds) == 0 || trainers < 1 {
+		panic("chaos: RandomSchedule needs n >= 1, some kinds and trainers >= 1")
+	}
+	r := rand.New(rand.NewPCG(seed, 0x6368616f73))
+	gap := 2 * run.CheckpointEvery
+	span := run.Steps - 2*run.CheckpointEvery - int64(n)*gap
+	if span < 1 {
+		panic(fmt.Sprintf("chaos: RandomSchedule: %d faults do not fit in %d steps (checkpoint every %d)", n, run.Steps, run.CheckpointEvery))
+	}
+	// n sorted offsets in [0, span), then spaced by gap.
+	at := make([]int64, n)
+	for i := range at {
+		at[i] = r.Int64N(span)
+	}
+	slices.Sort(at)
+	hb := run.HeartbeatTimeout.Std()
+	out := make([]Fault, n)
+	for i := range out {
+		f := Fault{Kind: kinds[r.IntN(len(kinds))], AtStep: 2 + at[i] + int64(i)*gap, Trainer: r.IntN(trainers)}
+		switch f.Kind {
+		case StopTrainer, LinkDown:
+			f.Down = hb + hb/5 + time.Duration(r.Int64N(int64(hb*13/10)))
+		default:
+			f.Down = 500*time.Millisecond + time.Duration(r.Int64N(int64(2500*time.Millisecond)))
+		}
+		if f.Kind == KillTrainer || f.Kind == KillInCheckpoint {
+			f.Corrupt = r.IntN(2) == 0
+		}
+		out[i] = f
+	}
+	return out
 }
