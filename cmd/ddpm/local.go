@@ -103,7 +103,6 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		run   config.Run
 		man   localrun.Manifest
 		out   string
-		start int64 // loss points from earlier sessions below this step are kept
 		err   error
 	)
 	if o.resume != "" {
@@ -182,7 +181,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	stderr := cmd.ErrOrStderr()
 	mon := newLocalMonitor(run, out, stderr, o.quiet)
 	if o.resume != "" {
-		start = mon.loadEarlier()
+		mon.loadEarlier() // a resumed run's loss.csv continues the earlier sessions'
 	}
 	sup.Line = mon.line
 	fmt.Fprintf(stderr, "ddpm local: run %s (config %.12s): %d coordinators, %d trainers, %d steps of global batch %d, model %s, data %s\n",
@@ -245,7 +244,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	sup.StopAll(o.grace, coordNames...)
 	sup.Close(o.grace)
 	mon.finish()
-	if err := mon.writeLoss(start); err != nil {
+	if err := mon.writeLoss(); err != nil {
 		fmt.Fprintln(stderr, "ddpm local: loss files:", err)
 	}
 	if interrupted {
@@ -327,20 +326,18 @@ func newLocalMonitor(run config.Run, out string, w io.Writer, quiet bool) *local
 	return m
 }
 
-// loadEarlier reads loss.csv of an earlier session and returns the step after its last point.
-func (m *localMonitor) loadEarlier() int64 {
+// loadEarlier reads the loss.csv of earlier sessions of the run; steps replayed after the
+// resume replace their records (with the same values: the run is deterministic).
+func (m *localMonitor) loadEarlier() {
 	pts, err := viz.ReadLossCSV(filepath.Join(m.out, localrun.LossCSV))
 	if err != nil {
-		return 0
+		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var last int64
 	for _, p := range pts {
 		m.points[p.Step] = p
-		last = max(last, p.Step)
 	}
-	return last
 }
 
 func (m *localMonitor) line(name string, line []byte) {
@@ -453,7 +450,7 @@ func (m *localMonitor) finalLoss() string {
 }
 
 // writeLoss writes loss.csv and loss.png from every step seen in this and earlier sessions.
-func (m *localMonitor) writeLoss(int64) error {
+func (m *localMonitor) writeLoss() error {
 	pts := m.sorted()
 	if len(pts) == 0 {
 		return nil
