@@ -107,3 +107,7 @@ IMAGE ?= localhost/ddpm:$(VERSION)
 CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null || echo podman)
 image:  ## build the container image $(IMAGE) with podman or docker (CONTAINER=docker to choose)
 	$(CONTAINER) build -f Containerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+CHAOS_RUNS ?= 3
+chaos: setup build  ## fault injection on real processes (issue 12): random kill/stop/leader/corrupt schedules on 3 trainers (CHAOS_RUNS runs), link cuts across network namespaces (root); figures in the log
+	set -o pipefail; DDPM_CHAOS=1 DDPM_CHAOS_RUNS=$(CHAOS_RUNS) $(GO) test -count=1 -timeout 90m -v -run 'TestChaos|TestRefetch|TestRing' ./chaos 2>&1 | tee bin/chaos.log | grep -v ' event .* checkpoint: '

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"ddpm/allreduce"
 	"ddpm/api"
@@ -36,34 +35,52 @@ func (c *clusterCoord) Assignments(ctx context.Context) (<-chan trainer.Assignme
 	out := make(chan trainer.Assignment, 16)
 	go func() {
 		defer close(out)
-		_ = c.cli.WatchAssignment(ctx, c.id, func(a *api.Assignment) error {
-			switch a.RunStatus {
-			case "failed":
-				return fmt.Errorf("run failed: %s", a.Reason)
+		for {
+			err := c.watch(ctx, out)
+			if ctx.Err() != nil || !errors.Is(err, fsm.ErrUnknownMember) {
+				return
 			}
-			if a.Rank < 0 || a.World < 1 || len(a.Ring) != int(a.World) {
-				return nil // a standby, or too few trainers yet: wait for the next one
-			}
-			ta := trainer.Assignment{Generation: a.Generation, Rank: int(a.Rank), World: int(a.World), StartStep: a.StartStep}
-			for _, p := range a.Ring {
-				ta.Peers = append(ta.Peers, p.Address)
-			}
-			if ck := a.Checkpoint; ck != nil {
-				ta.StartStep, ta.CheckpointSHA = ck.Step, ck.Sha256
-				for _, h := range ck.Holders {
-					if h.Id != c.id {
-						ta.Holders = append(ta.Holders, h.Address)
-					}
-				}
-			}
+			// Dropped after missed heartbeats (a stall, a cut link): the heartbeat loop joins
+			// again; watch again meanwhile (a replica waits a few seconds for an unknown
+			// member to appear) rather than ending the trainer. Found by chaos runs.
 			select {
-			case out <- ta:
 			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
 			}
-			return nil
-		})
+		}
 	}()
 	return out, nil
+}
+
+// watch forwards assignments until the stream ends for good (WatchAssignment's error).
+func (c *clusterCoord) watch(ctx context.Context, out chan<- trainer.Assignment) error {
+	return c.cli.WatchAssignment(ctx, c.id, func(a *api.Assignment) error {
+		switch a.RunStatus {
+		case "failed":
+			return fmt.Errorf("run failed: %s", a.Reason)
+		}
+		if a.Rank < 0 || a.World < 1 || len(a.Ring) != int(a.World) {
+			return nil // a standby, or too few trainers yet: wait for the next one
+		}
+		ta := trainer.Assignment{Generation: a.Generation, Rank: int(a.Rank), World: int(a.World), StartStep: a.StartStep}
+		for _, p := range a.Ring {
+			ta.Peers = append(ta.Peers, p.Address)
+		}
+		if ck := a.Checkpoint; ck != nil {
+			ta.StartStep, ta.CheckpointSHA = ck.Step, ck.Sha256
+			for _, h := range ck.Holders {
+				if h.Id != c.id {
+					ta.Holders = append(ta.Holders, h.Address)
+				}
+			}
+		}
+		select {
+		case out <- ta:
+		case <-ctx.Done():
+		}
+		return nil
+	})
 }
 
 // Report hands p to the reporter goroutine, dropping it when the previous one is still in flight.
@@ -123,11 +140,15 @@ func (c *clusterCoord) WaitCommitted(ctx context.Context, step int64) (string, e
 // runClusterTrainer serves the ring and checkpoint transfer on --listen, joins the
 // coordinators, keeps heartbeating, and runs node until the run completes.
 func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.Node, run config.Run, o trainerOpts, addrs []string) error {
+	sec, err := loadSecurity(o.sec, node.Log)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return withExit(1, fmt.Errorf("--listen %s: %w", o.listen, err))
 	}
-	srv := grpc.NewServer(allreduce.ServerOptions()...)
+	srv := grpc.NewServer(append(sec.ServerOptions(), allreduce.ServerOptions()...)...)
 	ep := allreduce.Register(srv)
 	checkpoint.RegisterTransfer(srv, node.Store)
 	go func() { _ = srv.Serve(lis) }()
@@ -142,7 +163,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		defer hs.Close()
 	}
 
-	cli, err := coordinator.Dial(addrs)
+	cli, err := coordinator.Dial(addrs, sec)
 	if err != nil {
 		return withExit(2, err)
 	}
@@ -185,7 +206,8 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		if a.World == 1 {
 			return trainer.Solo{}, func() {}, nil
 		}
-		r, err := allreduce.NewRing(ep, allreduce.Config{Generation: a.Generation, Rank: a.Rank, Peers: a.Peers, Timeout: 2 * run.HeartbeatTimeout.Std()})
+		r, err := allreduce.NewRing(ep, allreduce.Config{Generation: a.Generation, Rank: a.Rank, Peers: a.Peers, Timeout: 2 * run.HeartbeatTimeout.Std(),
+			DialOptions: sec.DialOptions()})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -194,7 +216,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	node.Fetch = func(ctx context.Context, holders []string, step int64, sha string, dst *checkpoint.Store) error {
 		var errs []error
 		for _, h := range holders {
-			if err := checkpoint.Fetch(ctx, h, step, dst, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			if err := checkpoint.Fetch(ctx, h, step, dst, sec.DialOptions()...); err != nil {
 				errs = append(errs, err)
 				continue
 			}
