@@ -23,6 +23,7 @@ import (
 
 	"ddpm/config"
 	"ddpm/internal/localrun"
+	"ddpm/internal/tlsauth"
 	"ddpm/internal/viz"
 	"ddpm/trainer"
 )
@@ -100,10 +101,10 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		return withExit(2, fmt.Errorf("--trainers %d: want at least 1", o.trainers))
 	}
 	var (
-		run   config.Run
-		man   localrun.Manifest
-		out   string
-		err   error
+		run config.Run
+		man localrun.Manifest
+		out string
+		err error
 	)
 	if o.resume != "" {
 		if o.out != "" && filepath.Clean(o.out) != filepath.Clean(o.resume) {
@@ -163,6 +164,11 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		if err := os.WriteFile(filepath.Join(out, localrun.ConfigFile), run.Marshal(), 0o644); err != nil {
 			return err
 		}
+		// Links are mutual TLS even on loopback, as on a real cluster: one CA, node
+		// certificate and join secret for this run.
+		if _, err := tlsauth.Init(filepath.Join(out, localrun.CertsDir), tlsauth.InitOptions{}); err != nil {
+			return err
+		}
 		if err := localrun.WriteManifest(out, man); err != nil {
 			return err
 		}
@@ -189,7 +195,8 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 
 	cfgPath := filepath.Join(out, localrun.ConfigFile)
 	var coordNames, trainerNames []string
-	coordArgs := coordinatorArgs(out, cfgPath, man)
+	certs := filepath.Join(out, localrun.CertsDir)
+	coordArgs := coordinatorArgs(out, cfgPath, certs, man)
 	for i, args := range coordArgs {
 		name := "coordinator-" + strconv.Itoa(i)
 		coordNames = append(coordNames, name)
@@ -207,7 +214,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		trainerNames = append(trainerNames, name)
 		args := []string{"trainer", "--id", name, "--coordinator", strings.Join(grpcAddrs, ","),
 			"--listen", localrun.Addr(p[0]), "--http-addr", localrun.Addr(p[1]),
-			"--data-dir", localrun.TrainerDir(out, i), "--config", cfgPath}
+			"--data-dir", localrun.TrainerDir(out, i), "--config", cfgPath, "--certs", certs}
 		if o.init != "" {
 			args = append(args, "--init", o.init)
 		}
@@ -273,7 +280,7 @@ func checkDataset(run config.Run) error {
 }
 
 // coordinatorArgs builds each replica's command line; the first replica bootstraps a new cluster.
-func coordinatorArgs(out, cfgPath string, m localrun.Manifest) [][]string {
+func coordinatorArgs(out, cfgPath, certs string, m localrun.Manifest) [][]string {
 	peers := make([]string, m.Coordinators)
 	for i, p := range m.CoordinatorPorts {
 		peers[i] = fmt.Sprintf("c%d=%s=%s", i, localrun.Addr(p[0]), localrun.Addr(p[1]))
@@ -282,7 +289,7 @@ func coordinatorArgs(out, cfgPath string, m localrun.Manifest) [][]string {
 	for i, p := range m.CoordinatorPorts {
 		args := []string{"coordinator", "--id", "c" + strconv.Itoa(i),
 			"--raft-addr", localrun.Addr(p[0]), "--grpc-addr", localrun.Addr(p[1]), "--http-addr", localrun.Addr(p[2]),
-			"--peers", strings.Join(peers, ","), "--data-dir", localrun.CoordinatorDir(out, i)}
+			"--peers", strings.Join(peers, ","), "--data-dir", localrun.CoordinatorDir(out, i), "--certs", certs}
 		// Every replica bootstraps with the same configuration (a no-op on a data dir that
 		// already holds raft state, as on --resume) and submits the same run config.
 		args = append(args, "--bootstrap", "--config", cfgPath)

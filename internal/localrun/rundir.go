@@ -15,6 +15,8 @@ import (
 //	OUT/
 //	  run.yaml            the run config (its hash identifies the run)
 //	  local.json          Manifest: config hash, process counts, the loopback ports in use
+//	  certs/              the run's CA, node certificate and join secret (mutual TLS between
+//	                      every process, as on a real cluster)
 //	  coordinator-I/      raft data of coordinator I (log, stable store, snapshots)
 //	  trainer-I/          trainer I's volume (checkpoints.db)
 //	  logs/NAME.log       every child's output; logs/NAME.pid its current pid
@@ -24,6 +26,7 @@ const (
 	ConfigFile   = "run.yaml"
 	ManifestFile = "local.json"
 	LogsDir      = "logs"
+	CertsDir     = "certs"
 	LossCSV      = "loss.csv"
 	LossPNG      = "loss.png"
 	SamplesPNG   = "samples.png"
