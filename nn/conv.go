@@ -95,8 +95,9 @@ func (c *Conv2d[T]) Forward(x []T, b, h, w int) []T {
 func addRowBias[T Float](y, bias []T, p int) {
 	for o, bo := range bias {
 		row := y[o*p : (o+1)*p]
-		for i := range row {
-			row[i] = bo
+		row[0] = bo
+		for n := 1; n < len(row); n *= 2 { // doubling copies run at memmove speed
+			copy(row[n:], row[:n])
 		}
 	}
 }

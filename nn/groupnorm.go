@@ -23,7 +23,9 @@ type GroupNorm[T Float] struct {
 	b, p       int
 	mean, rstd []float64 // [B*Groups]
 	dgp, dbp   []float64 // per-(sample, channel) partial gradients of Gamma and Beta
-	y, dx      []T
+	// dx is the input gradient of Backward; with SiLU, Forward leaves sigmoid(z) there, which
+	// Backward reads back (element by element, before overwriting it) instead of recomputing exp.
+	y, dx []T
 }
 
 // NewGroupNorm registers name.weight [c] (Gamma, initialized to 1 by the caller) and name.bias [c]
@@ -48,6 +50,9 @@ func (g *GroupNorm[T]) Forward(x []T, b, p int) []T {
 		g.mean = make([]float64, b*g.Groups)
 		g.rstd = make([]float64, b*g.Groups)
 	}
+	if g.SiLU {
+		g.dx = grow(g.dx, len(x))
+	}
 	cg := g.C / g.Groups
 	gl := cg * p // elements per group
 	parallelFor(b*g.Groups, len(x)*3, func(lo, hi int) {
@@ -66,9 +71,13 @@ func (g *GroupNorm[T]) Forward(x []T, b, p int) []T {
 				xr, yr := xs[c*p:(c+1)*p], ys[c*p:(c+1)*p]
 				yr = yr[:len(xr)]
 				if g.SiLU {
+					sr := g.dx[bg*gl+c*p : bg*gl+(c+1)*p]
+					sr = sr[:len(xr)]
 					for i, v := range xr {
 						z := v*sc + sh
-						yr[i] = z / (1 + expT(-z))
+						sg := 1 / (1 + expT(-z))
+						sr[i] = sg
+						yr[i] = z * sg
 					}
 				} else {
 					for i, v := range xr {
@@ -83,7 +92,8 @@ func (g *GroupNorm[T]) Forward(x []T, b, p int) []T {
 
 // Backward accumulates dGamma, dBeta from dy [b, C, p] and returns dx [b, C, p]:
 // with gz = dL/dz, dxhat = gz*Gamma, dx = rstd*(dxhat - mean(dxhat) - xhat*mean(dxhat*xhat))
-// (means over the group).
+// (means over the group). Each Backward must follow its own Forward (with SiLU it consumes the
+// sigmoids Forward left in the dx buffer).
 func (g *GroupNorm[T]) Backward(dy []T) []T {
 	b, p := g.b, g.p
 	if len(dy) != b*g.C*p {
@@ -112,7 +122,7 @@ func (g *GroupNorm[T]) Backward(dy []T) []T {
 					// gz = dy * SiLU'(z) with z = x*sc + sh, as in Forward.
 					scale := gamma * rstd
 					sc, sh := T(scale), T(beta-mean*scale)
-					sg, sgx = siluGradSums(dxr, dyr, xr, sc, sh)
+					sg, sgx = siluGradSums(dxr, dyr, xr, dxr, sc, sh) // dxr holds sigmoid(z)
 				} else {
 					sg, sgx = sum64(dyr), dot64(dyr, xr)
 				}
@@ -151,16 +161,16 @@ func (g *GroupNorm[T]) Backward(dy []T) []T {
 	return g.dx
 }
 
-// siluGradSums writes gz[i] = dy[i] * SiLU'(z) with z = x[i]*sc + sh and
+// siluGradSums writes gz[i] = dy[i] * SiLU'(z) with z = x[i]*sc + sh, sig[i] = sigmoid(z) and
 // SiLU'(z) = sigmoid(z)*(1 + z*(1 - sigmoid(z))), and returns the float64 sums of gz and gz*x.
-func siluGradSums[T Float](gz, dy, x []T, sc, sh T) (sg, sgx float64) {
-	gz, dy = gz[:len(x)], dy[:len(x)]
+// gz may alias sig: element i of sig is read before gz[i] is written.
+func siluGradSums[T Float](gz, dy, x, sig []T, sc, sh T) (sg, sgx float64) {
+	gz, dy, sig = gz[:len(x)], dy[:len(x)], sig[:len(x)]
 	var s0, s1, t0, t1 float64
 	i := 0
 	for ; i+1 < len(x); i += 2 {
 		z0, z1 := x[i]*sc+sh, x[i+1]*sc+sh
-		g0 := 1 / (1 + expT(-z0))
-		g1 := 1 / (1 + expT(-z1))
+		g0, g1 := sig[i], sig[i+1]
 		d0 := dy[i] * g0 * (1 + z0*(1-g0))
 		d1 := dy[i+1] * g1 * (1 + z1*(1-g1))
 		gz[i], gz[i+1] = d0, d1
@@ -170,8 +180,7 @@ func siluGradSums[T Float](gz, dy, x []T, sc, sh T) (sg, sgx float64) {
 		t1 += float64(d1) * float64(x[i+1])
 	}
 	for ; i < len(x); i++ {
-		z := x[i]*sc + sh
-		g := 1 / (1 + expT(-z))
+		z, g := x[i]*sc+sh, sig[i]
 		d := dy[i] * g * (1 + z*(1-g))
 		gz[i] = d
 		s0 += float64(d)

@@ -10,14 +10,16 @@ import (
 )
 
 // TestOverfitMNIST trains the tiny preset on a fixed batch of 16 real MNIST training images
-// (the GoMNIST module, padded 28->32 with -1) for 200 steps of Adam and requires L_simple on a
-// fixed evaluation draw of (t, eps) for the same images to fall by more than half. Each training
+// (the GoMNIST module, padded 28->32 with -1) for 40 steps of Adam (lr 3e-3) and requires
+// L_simple on a fixed evaluation draw of (t, eps) for the same images to fall by more than half. Each training
 // step draws fresh t ~ U{0..999} and eps ~ N(0, I) from the counter-based RNG, as training does.
 func TestOverfitMNIST(t *testing.T) {
 	const (
 		batch = 16
-		steps = 200
-		lr    = 1e-3 // no warmup: the test checks that the whole pipeline learns, quickly
+		// The issue asks for a drop by more than half within 200 steps; at this learning rate
+		// it takes about 10 (1.02 -> 0.50), and 40 steps reach about 0.08, a wide margin.
+		steps = 40
+		lr    = 3e-3 // no warmup: the test checks that the whole pipeline learns, quickly
 	)
 	ds, err := dataset.Open("mnist", dataset.Options{})
 	if err != nil {
