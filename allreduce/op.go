@@ -23,6 +23,7 @@ type opState struct {
 	recvTotal  int           // DATA frames to receive (and to send)
 	ready      chan struct{} // one token per DATA frame received and applied
 	recvDone   chan struct{} // closed after the last DATA frame was applied
+	ackSent    chan struct{} // closed after the predecessor was sent this operation's acknowledgement
 	refs       payloadRefs   // parts of buf that gRPC still holds for sending
 
 	mu     sync.Mutex
@@ -35,7 +36,7 @@ type opState struct {
 
 func newOpState(r *Ring, id uint64, buf []float32) *opState {
 	op := &opState{r: r, id: id, buf: buf, sched: Plan(r.world, r.rank, len(buf)),
-		chunkElems: r.cfg.ChunkBytes / 4, recvDone: make(chan struct{}), active: true}
+		chunkElems: r.cfg.ChunkBytes / 4, recvDone: make(chan struct{}), ackSent: make(chan struct{}), active: true}
 	for _, st := range op.sched.Steps {
 		op.recvTotal += op.sched.chunks(st.Recv, op.chunkElems)
 	}

@@ -258,7 +258,9 @@ func (r *Ring) run(ctx, caller context.Context, op *opState) error {
 	// receiving them all. A failure that races with completion loses: the signals of one
 	// stream arrive in order, so an acknowledgement always precedes the stream's end.
 	acked := false
-	recvDone, sent := op.recvDone, sendDone // set to nil once seen
+	// Waiting for the acknowledgement this rank sends (not only for the last frame) keeps
+	// it ahead of anything this rank does next, such as closing its streams.
+	recvDone, sent := op.ackSent, sendDone // set to nil once seen
 	for !acked || recvDone != nil || sent != nil {
 		select {
 		case <-recvDone:
@@ -315,7 +317,7 @@ func (r *Ring) giveUp(caller context.Context, op *opState) error {
 	return r.err
 }
 
-// fail breaks the ring now: the operation in flight (or the next one) fails.
+// fail breaks the ring now: the operation in flight, or the one being set up, fails.
 func (r *Ring) fail(err error, code api.AbortCode) {
 	r.mu.Lock()
 	var from uint64
@@ -324,6 +326,7 @@ func (r *Ring) fail(err error, code api.AbortCode) {
 	}
 	r.mu.Unlock()
 	r.failAt(err, code, uint32(r.rank), from)
+	r.trigger()
 }
 
 // failAt records a failure that applies from operation `from` on, tells the predecessor (which
@@ -594,6 +597,7 @@ func (r *Ring) receive(stream api.Ring_StreamServer) {
 				api.AbortCode_ABORT_CODE_PEER_LOST, uint32(r.rank), op.id+1)
 			return
 		}
+		close(op.ackSent)
 	}
 }
 
