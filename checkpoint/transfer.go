@@ -12,15 +12,24 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"ddpm/api"
 )
 
-// transferMsgBytes bounds the arena bytes in one stream message (gRPC's default receive limit
-// is 4 MiB).
+// transferMsgBytes bounds the arena bytes in one stream message.
 const transferMsgBytes = 1 << 20
+
+// transferRecvBytes is the receive limit a downloading client sets on purpose: one chunk of
+// transferMsgBytes plus framing, or one header (its tensor table: well under a MiB for every
+// preset).
+const transferRecvBytes = 4 << 20
+
+// MaxTransferBytes bounds the arena bytes (4 bytes per element, all four arenas) a Download
+// accepts from a peer's header before it allocates anything: the largest preset (LSUN 256,
+// 114M parameters) needs 1.8 GB; a header asking for more is refused with ErrTransfer, so a peer
+// cannot make a node allocate up to checkHeader's own bound (4 x 16 GiB).
+const MaxTransferBytes = 4 << 30
 
 type transferServer struct {
 	api.UnimplementedCheckpointTransferServer
@@ -130,13 +139,13 @@ func fromStatus(addr string, step int64, err error) error {
 // Download streams committed checkpoint step from the CheckpointTransfer service at addr and
 // returns it after checking every byte against the header's sha256 (ErrCorruptCheckpoint if
 // they differ; ErrNotFound if the peer has no such committed checkpoint; ErrTransfer for
-// connection and protocol failures). Without dialOpts it dials without TLS. It keeps the
-// whole checkpoint in memory (572 MB for the cifar10 preset).
+// connection and protocol failures, a header asking for more than MaxTransferBytes). dialOpts
+// must choose the transport (tlsauth's Bundle.DialOptions; plain text only through an Insecure
+// Bundle): without them the dial fails. It keeps the whole checkpoint in memory (572 MB for the
+// cifar10 preset).
 func Download(ctx context.Context, addr string, step int64, dialOpts ...grpc.DialOption) (*Checkpoint, error) {
-	if len(dialOpts) == 0 {
-		dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	conn, err := grpc.NewClient(addr, dialOpts...)
+	opts := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(transferRecvBytes))}, dialOpts...)
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: dial %s: %w: %w", addr, ErrTransfer, err)
 	}
@@ -163,6 +172,13 @@ func Download(ctx context.Context, addr string, step int64, dialOpts ...grpc.Dia
 	}
 	if h.Step != step || len(h.Sha256) != sha256.Size {
 		return nil, protocol("header names step %d, sha256 of %d bytes", h.Step, len(h.Sha256))
+	}
+	var total uint64
+	for _, n := range h.ArenaLen { // each at most MaxArenaLen (checkHeader): no overflow
+		total += 4 * n
+	}
+	if total > MaxTransferBytes {
+		return nil, protocol("header asks for %d bytes of arenas, more than the %d this node accepts", total, uint64(MaxTransferBytes))
 	}
 	c := fromHeader(h)
 	arenas := c.arenas()

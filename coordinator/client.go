@@ -13,13 +13,13 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"ddpm/api"
 	"ddpm/config"
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/tlsauth"
 )
 
 // Client talks to a coordinator cluster. Every method retries across the replicas (any replica
@@ -47,9 +47,15 @@ func WithAttemptTimeout(d time.Duration) Option { return func(c *Client) { c.att
 // WithBackoff sets the pause after a round of failed attempts (default 100ms).
 func WithBackoff(d time.Duration) Option { return func(c *Client) { c.backoff = d } }
 
-// Dial prepares connections to the replicas at addrs (gRPC host:port). It does not wait for
-// them: a replica that is down is skipped on each call.
-func Dial(addrs []string, opts ...Option) (*Client, error) {
+// Dial prepares connections to the replicas at addrs (gRPC host:port), secured by sec (mutual
+// TLS and the join secret, or plain text when sec is Insecure; nil panics). It does not wait for
+// them: a replica that is down is skipped on each call. A replica that refuses our certificate
+// looks down (the call retries until ctx ends and the ErrUnavailable names the TLS alert); one
+// that refuses our join secret returns ErrUnauthenticated at once.
+func Dial(addrs []string, sec *tlsauth.Bundle, opts ...Option) (*Client, error) {
+	if sec == nil {
+		panic("coordinator: Dial without a tlsauth.Bundle (plain text only with Config.Insecure)")
+	}
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("%w: no coordinator addresses", ErrUnavailable)
 	}
@@ -58,7 +64,7 @@ func Dial(addrs []string, opts ...Option) (*Client, error) {
 		o(c)
 	}
 	for _, a := range addrs {
-		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(a, append(callOptions(), sec.DialOptions()...)...)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("coordinator: dial %s: %w", a, err)
@@ -136,6 +142,9 @@ func decodeErr(err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
 		return err
+	}
+	if st.Code() == codes.Unauthenticated {
+		return fmt.Errorf("%w: %s", ErrUnauthenticated, st.Message())
 	}
 	for _, d := range st.Details() {
 		info, ok := d.(*errdetails.ErrorInfo)

@@ -22,6 +22,7 @@ import (
 	"ddpm/config"
 	"ddpm/coordinator/fsm"
 	"ddpm/coordinator/web"
+	"ddpm/internal/tlsauth"
 )
 
 // NodeConfig configures one coordinator process.
@@ -42,6 +43,10 @@ type NodeConfig struct {
 	Raft    *raft.Config
 	Logger  *slog.Logger
 	RaftLog io.Writer
+	// Security secures the raft transport, the gRPC service and the connections this node makes
+	// (leader forwarding, run submission). Required: tlsauth.Load with --certs, or with Insecure
+	// for explicit plain text.
+	Security *tlsauth.Bundle
 }
 
 // ParsePeers parses "id=raftaddr=grpcaddr,..." (the --peers flag).
@@ -81,6 +86,9 @@ type Node struct {
 // StartNode opens the stores in DataDir, starts raft and the listeners, and (when cfg.Run is
 // set) submits the run config in the background. Errors name what failed.
 func StartNode(cfg NodeConfig) (n *Node, err error) {
+	if cfg.Security == nil {
+		panic("coordinator: NodeConfig.Security is nil (tlsauth.Load it; plain text only with Config.Insecure)")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -109,10 +117,14 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: raft address %q: %w", cfg.RaftAddr, err)
 	}
-	n.trans, err = raft.NewTCPTransport(cfg.RaftAddr, adv, 3, 2*time.Second, raftLog)
+	if adv.IP == nil || adv.IP.IsUnspecified() {
+		return nil, fmt.Errorf("coordinator: raft address %q: must name an IP other peers can reach", cfg.RaftAddr)
+	}
+	rln, err := net.Listen("tcp", cfg.RaftAddr)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: raft transport on %s: %w", cfg.RaftAddr, err)
 	}
+	n.trans = raft.NewNetworkTransport(cfg.Security.RaftStreamLayer(rln, adv), 3, 2*time.Second, raftLog)
 	n.Replica, err = NewReplica(ReplicaConfig{ID: cfg.ID, Peers: cfg.Peers, Bootstrap: cfg.Bootstrap, Raft: cfg.Raft,
 		LogStore: n.store, StableStore: n.store, Snapshots: snaps, Transport: n.trans, Logger: cfg.Logger, RaftLog: cfg.RaftLog})
 	if err != nil {
@@ -122,8 +134,8 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: gRPC listen on %s: %w", cfg.GRPCAddr, err)
 	}
-	n.server = NewServer(n.Replica, cfg.Version)
-	n.grpcSrv = grpc.NewServer()
+	n.server = NewServer(n.Replica, cfg.Version, cfg.Security)
+	n.grpcSrv = grpc.NewServer(append(cfg.Security.ServerOptions(), ServerOptions()...)...)
 	api.RegisterCoordinatorServer(n.grpcSrv, n.server)
 	go n.grpcSrv.Serve(lis)
 	n.mux = http.NewServeMux()
@@ -156,7 +168,7 @@ func (n *Node) submitLoop(ctx context.Context) {
 	if n.cfg.Run == nil {
 		return
 	}
-	c, err := Dial([]string{n.cfg.GRPCAddr})
+	c, err := Dial([]string{n.cfg.GRPCAddr}, n.cfg.Security)
 	if err != nil {
 		n.cfg.Logger.Error("submit run config", "err", err)
 		return

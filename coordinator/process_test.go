@@ -20,6 +20,7 @@ import (
 
 	"ddpm/api"
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/tlsauth/tlsauthtest"
 )
 
 // buildBinary builds cmd/ddpm once per test binary run.
@@ -124,8 +125,10 @@ func TestProcessesKillLeader(t *testing.T) {
 	for i, id := range ids {
 		peerList = append(peerList, fmt.Sprintf("%s=%s=%s", id, addrs[3*i], addrs[3*i+1]))
 	}
+	certs := tlsauthtest.Dir(t) // raft and gRPC over mutual TLS, as in production
+	sec := tlsauthtest.Load(t, certs, nil)
 	procArgs := func(i int) []string {
-		return []string{"coordinator", "--id", ids[i], "--raft-addr", addrs[3*i], "--grpc-addr", addrs[3*i+1],
+		return []string{"coordinator", "--certs", certs, "--id", ids[i], "--raft-addr", addrs[3*i], "--grpc-addr", addrs[3*i+1],
 			"--http-addr", addrs[3*i+2], "--peers", strings.Join(peerList, ","), "--data-dir", filepath.Join(dir, ids[i]),
 			"--bootstrap", "--preset", "mnist", "--steps", "1000", "--min-trainers", "1", "--heartbeat-timeout", "5s"}
 	}
@@ -134,7 +137,7 @@ func TestProcessesKillLeader(t *testing.T) {
 		procs[i] = startProc(t, bin, filepath.Join(dir, ids[i]+".log"), procArgs(i)...)
 	}
 	grpcAddrs := []string{addrs[1], addrs[4], addrs[7]}
-	client, err := Dial(grpcAddrs, WithAttemptTimeout(time.Second), WithBackoff(50*time.Millisecond))
+	client, err := Dial(grpcAddrs, sec, WithAttemptTimeout(time.Second), WithBackoff(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +229,7 @@ func TestProcessesKillLeader(t *testing.T) {
 			survivors = append(survivors, grpcAddrs[i])
 		}
 	}
-	sc, err := Dial(survivors, WithAttemptTimeout(300*time.Millisecond), WithBackoff(20*time.Millisecond))
+	sc, err := Dial(survivors, sec, WithAttemptTimeout(300*time.Millisecond), WithBackoff(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +308,7 @@ func TestMalformedConfigRefused(t *testing.T) {
 	bin := ddpmBinary(t)
 	dir := t.TempDir()
 	addrs := freeAddrs(t, 2)
-	base := []string{"coordinator", "--id", "c0", "--raft-addr", addrs[0], "--grpc-addr", addrs[1],
+	base := []string{"coordinator", "--insecure", "--id", "c0", "--raft-addr", addrs[0], "--grpc-addr", addrs[1],
 		"--peers", "c0=" + addrs[0] + "=" + addrs[1], "--data-dir", filepath.Join(dir, "data"), "--bootstrap"}
 	bad := filepath.Join(dir, "run.yaml")
 	os.WriteFile(bad, []byte("preset: mnist\nglobal_batch: 0\nlr: -1\ndataset: \"\"\nsteps: 10\ncheckpoint_every: 50\n"), 0o644)

@@ -37,6 +37,8 @@ var (
 	ErrUnavailable = errors.New("coordinator: no replica available")
 	// ErrVersionMismatch: a trainer's binary version differs from the coordinator's.
 	ErrVersionMismatch = errors.New("binary version mismatch")
+	// ErrUnauthenticated: the replica refused our join secret (a different cluster's --certs).
+	ErrUnauthenticated = errors.New("coordinator: refused by the cluster")
 	// ErrBadPeers: the static peer list is malformed.
 	ErrBadPeers = errors.New("coordinator: bad peer list")
 	// ErrShutdown: the replica is shutting down.

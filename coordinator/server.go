@@ -10,7 +10,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -18,6 +17,7 @@ import (
 	"ddpm/api"
 	"ddpm/config"
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/tlsauth"
 )
 
 // errDomain tags the ErrorInfo detail that carries a state-machine error code to the client.
@@ -37,15 +37,20 @@ type Server struct {
 	api.UnimplementedCoordinatorServer
 	rep     *Replica
 	version string
+	sec     *tlsauth.Bundle
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
 // NewServer returns the service for rep. version is this binary's version; joining trainers
-// must run the same one.
-func NewServer(rep *Replica, version string) *Server {
-	return &Server{rep: rep, version: version, conns: map[string]*grpc.ClientConn{}}
+// must run the same one. sec secures the connections that forward writes to the leader (nil
+// panics; plain text only with an Insecure Bundle).
+func NewServer(rep *Replica, version string, sec *tlsauth.Bundle) *Server {
+	if sec == nil {
+		panic("coordinator: NewServer without a tlsauth.Bundle")
+	}
+	return &Server{rep: rep, version: version, sec: sec, conns: map[string]*grpc.ClientConn{}}
 }
 
 // Close closes the connections used for forwarding.
@@ -77,7 +82,7 @@ func (s *Server) leaderClient(ctx context.Context) (api.CoordinatorClient, error
 	cc, ok := s.conns[l.GRPCAddr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(l.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err = grpc.NewClient(l.GRPCAddr, append(callOptions(), s.sec.DialOptions()...)...)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "dial leader %s: %v", l.GRPCAddr, err)
 		}
@@ -131,6 +136,9 @@ func resultStatus(res fsm.Result) error {
 
 // SubmitRun implements api.CoordinatorServer.
 func (s *Server) SubmitRun(ctx context.Context, req *api.SubmitRunRequest) (*api.SubmitRunResponse, error) {
+	if err := validateSubmit(req); err != nil {
+		return nil, err
+	}
 	run, err := config.Parse(req.RunYaml)
 	if err != nil {
 		return nil, resultStatus(fsm.Result{Code: "invalid_config", Message: err.Error()})
@@ -149,9 +157,15 @@ func (s *Server) SubmitRun(ctx context.Context, req *api.SubmitRunRequest) (*api
 
 // Join implements api.CoordinatorServer.
 func (s *Server) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinResponse, error) {
+	if err := checkToken("version", req.Version, MaxVersionLen, false); err != nil {
+		return nil, err
+	}
 	if req.Version != s.version {
 		return nil, resultStatus(fsm.Result{Code: "version_mismatch",
 			Message: fmt.Sprintf("trainer %q runs binary version %q, the coordinator runs %q", req.Id, req.Version, s.version)})
+	}
+	if err := validateJoin(req); err != nil {
+		return nil, err
 	}
 	if lc, err := s.leaderClient(ctx); err != nil || lc != nil {
 		if err != nil {
@@ -179,6 +193,9 @@ func (s *Server) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinRespo
 
 // Heartbeat implements api.CoordinatorServer.
 func (s *Server) Heartbeat(ctx context.Context, req *api.HeartbeatRequest) (*api.HeartbeatResponse, error) {
+	if err := validateHeartbeat(req); err != nil {
+		return nil, err
+	}
 	if lc, err := s.leaderClient(ctx); err != nil || lc != nil {
 		if err != nil {
 			return nil, err
@@ -194,6 +211,9 @@ func (s *Server) Heartbeat(ctx context.Context, req *api.HeartbeatRequest) (*api
 
 // ReportProgress implements api.CoordinatorServer.
 func (s *Server) ReportProgress(ctx context.Context, req *api.ReportProgressRequest) (*api.ReportProgressResponse, error) {
+	if err := validateProgress(req); err != nil {
+		return nil, err
+	}
 	if lc, err := s.leaderClient(ctx); err != nil || lc != nil {
 		if err != nil {
 			return nil, err
@@ -213,6 +233,9 @@ func (s *Server) ReportProgress(ctx context.Context, req *api.ReportProgressRequ
 
 // CheckpointReady implements api.CoordinatorServer.
 func (s *Server) CheckpointReady(ctx context.Context, req *api.CheckpointReadyRequest) (*api.CheckpointReadyResponse, error) {
+	if err := validateCheckpoint(req); err != nil {
+		return nil, err
+	}
 	if lc, err := s.leaderClient(ctx); err != nil || lc != nil {
 		if err != nil {
 			return nil, err
@@ -244,6 +267,9 @@ func (s *Server) Status(ctx context.Context, _ *api.StatusRequest) (*api.StatusR
 // again whenever it changes, until the client goes away. A member unknown for longer than a
 // short grace (removed, or never joined) ends the stream with NotFound.
 func (s *Server) WatchAssignment(req *api.WatchAssignmentRequest, stream grpc.ServerStreamingServer[api.Assignment]) error {
+	if err := checkToken("id", req.Id, MaxIDLen, false); err != nil {
+		return err
+	}
 	ctx := stream.Context()
 	var last *api.Assignment
 	var unknownSince time.Time

@@ -12,10 +12,13 @@ import (
 	"ddpm/api"
 	"ddpm/config"
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/tlsauth/tlsauthtest"
 )
 
 // startNodes starts n coordinator nodes in this process on loopback with real bbolt stores.
-func startNodes(t *testing.T, n int, version string) ([]*Node, []string) {
+// Every link (raft and gRPC) is mutual TLS with one fresh certificate directory; refusals are
+// logged to log when it is not nil.
+func startNodes(t *testing.T, n int, version string, log *tlsauthtest.Log) ([]*Node, []string) {
 	t.Helper()
 	addrs := freeAddrs(t, 2*n)
 	var peers []Peer
@@ -23,11 +26,12 @@ func startNodes(t *testing.T, n int, version string) ([]*Node, []string) {
 		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i), RaftAddr: addrs[2*i], GRPCAddr: addrs[2*i+1]})
 	}
 	dir := t.TempDir()
+	sec := tlsauthtest.Load(t, tlsauthtest.Dir(t), log)
 	var nodes []*Node
 	var grpcAddrs []string
 	for i, p := range peers {
 		node, err := StartNode(NodeConfig{ID: p.ID, RaftAddr: p.RaftAddr, GRPCAddr: p.GRPCAddr, Peers: peers,
-			DataDir: filepath.Join(dir, p.ID), Bootstrap: true, Version: version})
+			DataDir: filepath.Join(dir, p.ID), Bootstrap: true, Version: version, Security: sec})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +58,7 @@ func TestServiceThroughFollower(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-replica cluster")
 	}
-	nodes, addrs := startNodes(t, 3, "v7")
+	nodes, addrs := startNodes(t, 3, "v7", nil)
 	follower := ""
 	for i, n := range nodes {
 		if !n.Replica.IsLeader() {
@@ -62,7 +66,7 @@ func TestServiceThroughFollower(t *testing.T) {
 			break
 		}
 	}
-	c, err := Dial([]string{follower})
+	c, err := Dial([]string{follower}, nodes[0].cfg.Security)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +95,7 @@ func TestServiceThroughFollower(t *testing.T) {
 		!strings.Contains(err.Error(), `trainer "old" runs binary version "v6", the coordinator runs "v7"`) {
 		t.Fatalf("version: %v", err)
 	}
-	if _, err := c.Join(ctx, JoinRequest{ID: "x", Version: "v7", ConfigHash: other.Hash()}); !errors.Is(err, fsm.ErrConfigMismatch) {
+	if _, err := c.Join(ctx, JoinRequest{ID: "x", Address: "10.0.0.9:1", Version: "v7", ConfigHash: other.Hash()}); !errors.Is(err, fsm.ErrConfigMismatch) {
 		t.Fatalf("config hash: %v", err)
 	}
 	j, err := c.Join(ctx, JoinRequest{ID: "a", Address: "10.0.0.1:1", Version: "v7", ConfigHash: hash})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 
 	"github.com/spf13/cobra"
 
@@ -59,4 +60,16 @@ func init() {
 	f.IntVar(&certsInitFlags.days, "days", 365, "validity of the certificates in days")
 	certsCmd.AddCommand(certsInitCmd)
 	rootCmd.AddCommand(certsCmd)
+}
+
+// loadSecurity loads the --certs/--insecure choice of a command (exit status 2 on a missing or
+// unusable directory, or on neither/both flags) and logs refused peers on log.
+func loadSecurity(cfg *tlsauth.Config, log *slog.Logger) (*tlsauth.Bundle, error) {
+	c := *cfg
+	c.Logger = log
+	b, err := tlsauth.Load(c)
+	if err != nil {
+		return nil, withExit(2, err)
+	}
+	return b, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"ddpm/checkpoint"
+	"ddpm/internal/tlsauth"
 )
 
 // `ddpm checkpoint`: inspect, verify, export, compact and copy bbolt checkpoint files. Exit
@@ -208,18 +209,26 @@ func newCheckpointFetchCmd() *cobra.Command {
 	var (
 		step int64
 		out  string
+		sec  *tlsauth.Config
 	)
 	cmd := &cobra.Command{
-		Use:   "fetch ADDR --step N --out FILE",
+		Use:   "fetch ADDR --step N --out FILE (--certs DIR | --insecure)",
 		Short: "Copy a committed checkpoint from a running trainer (gRPC at ADDR) into FILE, verified",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" || step < 0 {
 				return withExit(exitUsage, errors.New("checkpoint fetch: --step N and --out FILE are required"))
 			}
+			if err := flagsFromEnv(cmd.Flags()); err != nil {
+				return withExit(exitUsage, err)
+			}
+			b, err := loadSecurity(sec, nil)
+			if err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
-			c, err := checkpoint.Download(ctx, args[0], step)
+			c, err := checkpoint.Download(ctx, args[0], step, b.DialOptions()...)
 			if err != nil {
 				return withExit(exitBadData, err)
 			}
@@ -240,6 +249,7 @@ func newCheckpointFetchCmd() *cobra.Command {
 	}
 	cmd.Flags().Int64Var(&step, "step", -1, "committed step to copy (required)")
 	cmd.Flags().StringVar(&out, "out", "", "checkpoint file to write (created if missing; required)")
+	sec = tlsauth.AddFlags(cmd.Flags())
 	return cmd
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"ddpm/config"
 	"ddpm/coordinator"
+	"ddpm/internal/tlsauth"
 	"ddpm/internal/version"
 )
 
@@ -25,7 +26,8 @@ var coordinatorCmd = &cobra.Command{
 --peers list (id=raftaddr=grpcaddr,...) and --bootstrap on a fresh cluster. The run config comes
 from --config run.yaml and/or the run flags (--preset, --dataset, ...), and is submitted once a
 leader is elected. Every flag can also come from the environment as DDPM_<FLAG> (for example
-DDPM_PEERS, DDPM_DATA_DIR).`,
+DDPM_PEERS, DDPM_DATA_DIR, DDPM_CERTS). Links are mutual TLS with the --certs directory; plain
+text only with --insecure.`,
 	Args: cobra.NoArgs,
 	RunE: runCoordinator,
 }
@@ -34,6 +36,7 @@ var coordFlags struct {
 	id, raftAddr, grpcAddr, httpAddr, peers, dataDir string
 	bootstrap, raftLog                               bool
 	run                                              *config.Flags
+	sec                                              *tlsauth.Config
 }
 
 func init() {
@@ -47,6 +50,7 @@ func init() {
 	f.BoolVar(&coordFlags.bootstrap, "bootstrap", false, "write the initial cluster configuration if the data dir is empty")
 	f.BoolVar(&coordFlags.raftLog, "raft-log", false, "print hashicorp/raft's own log lines")
 	coordFlags.run = config.AddFlags(f)
+	coordFlags.sec = tlsauth.AddFlags(f)
 	rootCmd.AddCommand(coordinatorCmd)
 }
 
@@ -98,13 +102,17 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 		run = &r
 	}
 	log := newLogger().With("role", "coordinator", "id", coordFlags.id)
+	sec, err := loadSecurity(coordFlags.sec, log)
+	if err != nil {
+		return err
+	}
 	var raftLog *os.File
 	if coordFlags.raftLog {
 		raftLog = os.Stderr
 	}
 	cfg := coordinator.NodeConfig{ID: coordFlags.id, RaftAddr: coordFlags.raftAddr, GRPCAddr: coordFlags.grpcAddr,
 		HTTPAddr: coordFlags.httpAddr, Peers: peers, DataDir: coordFlags.dataDir, Bootstrap: coordFlags.bootstrap,
-		Run: run, Version: version.Version, Logger: log}
+		Run: run, Version: version.Version, Logger: log, Security: sec}
 	if raftLog != nil {
 		cfg.RaftLog = raftLog
 	}
@@ -113,7 +121,7 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 		return withExit(1, err)
 	}
 	log.Info("coordinator started", "raft", coordFlags.raftAddr, "grpc", coordFlags.grpcAddr, "http", coordFlags.httpAddr,
-		"peers", len(peers), "version", version.Version)
+		"peers", len(peers), "version", version.Version, "security", sec.String())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)

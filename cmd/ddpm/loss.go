@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/tlsauth"
 	"ddpm/internal/viz"
 )
 
@@ -33,6 +34,7 @@ var lossFlags struct {
 	coordinator, png, csv string
 	follow                bool
 	every, timeout        time.Duration
+	sec                   *tlsauth.Config
 }
 
 func init() {
@@ -43,6 +45,7 @@ func init() {
 	f.StringVar(&lossFlags.csv, "csv", "", "write the loss history to this CSV file")
 	f.DurationVar(&lossFlags.every, "every", 2*time.Second, "polling period with --follow")
 	f.DurationVar(&lossFlags.timeout, "timeout", 10*time.Second, "give up when no replica answers within this time")
+	lossFlags.sec = tlsauth.AddFlags(f)
 	rootCmd.AddCommand(lossCmd)
 }
 
@@ -62,6 +65,10 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 	if lossFlags.every <= 0 {
 		return withExit(2, fmt.Errorf("loss: --every must be positive, got %v", lossFlags.every))
 	}
+	sec, err := monitorSecurity(cmd, lossFlags.sec)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	out := cmd.OutOrStdout()
@@ -73,7 +80,7 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 	var last int64 = -1
 	var lastN int
 	for {
-		_, st, err := fetchState(ctx, addrs, lossFlags.timeout)
+		_, st, err := fetchState(ctx, addrs, sec, lossFlags.timeout)
 		if err != nil {
 			if ctx.Err() != nil && lossFlags.follow {
 				return nil // interrupted

@@ -16,6 +16,8 @@ import (
 	"ddpm/api"
 	"ddpm/config"
 	"ddpm/coordinator"
+	"ddpm/internal/tlsauth"
+	"ddpm/internal/tlsauth/tlsauthtest"
 	"ddpm/internal/viz"
 )
 
@@ -32,6 +34,9 @@ func freeAddr(t *testing.T) string {
 // monitorLoss is the stream the trainer reports in these tests.
 func monitorLoss(step int64) float64 { return 0.1 + 1/float64(step) }
 
+// monitorCerts is the certificate directory of the node startMonitoredNode runs last.
+var monitorCerts string
+
 // startMonitoredNode runs a real one-replica coordinator on loopback with a run configured,
 // one trainer joined and steps 1..n reported through gRPC; it returns the gRPC address.
 func startMonitoredNode(t *testing.T, n int64) (string, *coordinator.Client, uint64) {
@@ -42,14 +47,16 @@ func startMonitoredNode(t *testing.T, n int64) (string, *coordinator.Client, uin
 	}
 	run.Steps, run.CheckpointEvery = 20, 10
 	grpcAddr, raftAddr := freeAddr(t), freeAddr(t)
+	monitorCerts = tlsauthtest.Dir(t)
+	sec := tlsauthtest.Load(t, monitorCerts, nil)
 	node, err := coordinator.StartNode(coordinator.NodeConfig{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr,
 		Peers: []coordinator.Peer{{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr}}, DataDir: t.TempDir(),
-		Bootstrap: true, Run: &run, Version: "test"})
+		Bootstrap: true, Run: &run, Version: "test", Security: sec})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { node.Close() })
-	cli, err := coordinator.Dial([]string{grpcAddr})
+	cli, err := coordinator.Dial([]string{grpcAddr}, sec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +97,8 @@ func runDDPM(t *testing.T, args ...string) (string, error) {
 	statusFlags.coordinator, statusFlags.timeout = "", 10*time.Second
 	lossFlags.coordinator, lossFlags.png, lossFlags.csv, lossFlags.follow = "", "", "", false
 	lossFlags.every, lossFlags.timeout = 2*time.Second, 10*time.Second
+	*statusFlags.sec = tlsauth.Config{ServerName: tlsauth.NodeName}
+	*lossFlags.sec = tlsauth.Config{ServerName: tlsauth.NodeName}
 	var out bytes.Buffer
 	rootCmd.SetOut(&out)
 	rootCmd.SetArgs(args)
@@ -101,7 +110,7 @@ func runDDPM(t *testing.T, args ...string) (string, error) {
 func TestStatusAndLossCommands(t *testing.T) {
 	addr, _, _ := startMonitoredNode(t, 12)
 
-	out, err := runDDPM(t, "status", "--coordinator", addr)
+	out, err := runDDPM(t, "status", "--coordinator", addr, "--certs", monitorCerts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +126,7 @@ func TestStatusAndLossCommands(t *testing.T) {
 		}
 	}
 
-	out, err = runDDPM(t, "loss", "--coordinator", addr)
+	out, err = runDDPM(t, "loss", "--coordinator", addr, "--certs", monitorCerts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +140,7 @@ func TestStatusAndLossCommands(t *testing.T) {
 
 	dir := t.TempDir()
 	csvPath, pngPath := filepath.Join(dir, "loss.csv"), filepath.Join(dir, "loss.png")
-	if _, err := runDDPM(t, "loss", "--coordinator", addr, "--csv", csvPath, "--png", pngPath); err != nil {
+	if _, err := runDDPM(t, "loss", "--coordinator", addr, "--certs", monitorCerts, "--csv", csvPath, "--png", pngPath); err != nil {
 		t.Fatal(err)
 	}
 	pts, err := viz.ReadLossCSV(csvPath)
@@ -157,15 +166,32 @@ func TestStatusAndLossCommands(t *testing.T) {
 		t.Fatalf("loss.png: %v", err)
 	}
 
+	// Outsiders: refused with the cause in one line, exit 1.
+	for _, tc := range []struct {
+		certs, want string
+	}{
+		{tlsauthtest.Dir(t), "certificate signed by unknown authority"},
+		{tlsauthtest.WrongSecret(t, monitorCerts), "coordinator: refused by the cluster: ddpm: wrong join secret"},
+	} {
+		_, err := runDDPM(t, "status", "--coordinator", addr, "--certs", tc.certs, "--timeout", "1s")
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("status with %s: %v, want exit 1 naming %q", tc.certs, err, tc.want)
+		}
+	}
+
 	// Bad input: one line, exit 2, nothing written.
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"status"}, "status: --coordinator ADDR is required (a coordinator's gRPC host:port)"},
-		{[]string{"loss", "--coordinator", addr, "--png", filepath.Join(dir, "missing", "x.png")},
+		{[]string{"loss", "--coordinator", addr, "--certs", monitorCerts, "--png", filepath.Join(dir, "missing", "x.png")},
 			"loss: --png " + filepath.Join(dir, "missing", "x.png") + ": directory " + filepath.Join(dir, "missing") + " does not exist"},
-		{[]string{"loss", "--coordinator", addr, "--every", "0s", "--follow"}, "loss: --every must be positive, got 0s"},
+		{[]string{"loss", "--coordinator", addr, "--certs", monitorCerts, "--every", "0s", "--follow"}, "loss: --every must be positive, got 0s"},
+		{[]string{"status", "--coordinator", addr}, "tlsauth: choose TLS (--certs DIR) or plain text (--insecure): no certificate directory given (make one with `ddpm certs init DIR`)"},
+		{[]string{"status", "--coordinator", addr, "--certs", monitorCerts, "--insecure"},
+			"tlsauth: choose TLS (--certs DIR) or plain text (--insecure): --insecure and --certs " + monitorCerts + " exclude each other"},
 	} {
 		_, err := runDDPM(t, tc.args...)
 		var ee *exitError
@@ -188,7 +214,7 @@ func TestLossFollow(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		out, err := runDDPM(t, "loss", "--coordinator", addr, "--follow", "--every", "50ms", "--csv", csvPath)
+		out, err := runDDPM(t, "loss", "--coordinator", addr, "--certs", monitorCerts, "--follow", "--every", "50ms", "--csv", csvPath)
 		done <- result{out, err}
 	}()
 	for { // the first write holds the first five points

@@ -15,6 +15,7 @@ import (
 	"ddpm/api"
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/tlsauth"
 )
 
 // statusCmd prints the cluster's state as tables.
@@ -31,12 +32,14 @@ the members and the committed checkpoints.`,
 var statusFlags struct {
 	coordinator string
 	timeout     time.Duration
+	sec         *tlsauth.Config
 }
 
 func init() {
 	f := statusCmd.Flags()
 	f.StringVar(&statusFlags.coordinator, "coordinator", "", "coordinator gRPC address(es), comma-separated (host:port)")
 	f.DurationVar(&statusFlags.timeout, "timeout", 10*time.Second, "give up when no replica answers within this time")
+	statusFlags.sec = tlsauth.AddFlags(f)
 	rootCmd.AddCommand(statusCmd)
 }
 
@@ -54,9 +57,19 @@ func coordinatorAddrs(cmd, flag string) ([]string, error) {
 	return addrs, nil
 }
 
-// fetchState asks the coordinators at addrs for the replicated state within timeout.
-func fetchState(ctx context.Context, addrs []string, timeout time.Duration) (*api.StatusResponse, *fsm.State, error) {
-	cli, err := coordinator.Dial(addrs, coordinator.WithAttemptTimeout(min(timeout, 2*time.Second)))
+// monitorSecurity reads DDPM_<FLAG> for the flags the command line left unset (DDPM_CERTS,
+// DDPM_INSECURE, ...) and loads the --certs/--insecure choice of a monitoring command.
+func monitorSecurity(cmd *cobra.Command, cfg *tlsauth.Config) (*tlsauth.Bundle, error) {
+	if err := flagsFromEnv(cmd.Flags()); err != nil {
+		return nil, withExit(2, err)
+	}
+	return loadSecurity(cfg, nil)
+}
+
+// fetchState asks the coordinators at addrs, over links secured by sec, for the replicated
+// state within timeout. A refusal by TLS or the join secret names its cause.
+func fetchState(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeout time.Duration) (*api.StatusResponse, *fsm.State, error) {
+	cli, err := coordinator.Dial(addrs, sec, coordinator.WithAttemptTimeout(min(timeout, 2*time.Second)))
 	if err != nil {
 		return nil, nil, withExit(2, err)
 	}
@@ -66,7 +79,7 @@ func fetchState(ctx context.Context, addrs []string, timeout time.Duration) (*ap
 	resp, err := cli.Status(ctx)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, coordinator.ErrUnavailable) {
-			return nil, nil, withExit(1, fmt.Errorf("no coordinator answered at %s within %v", strings.Join(addrs, ","), timeout))
+			return nil, nil, withExit(1, fmt.Errorf("no coordinator answered at %s within %v (%v)", strings.Join(addrs, ","), timeout, err))
 		}
 		return nil, nil, withExit(1, err)
 	}
@@ -82,7 +95,11 @@ func runStatus(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	resp, st, err := fetchState(cmd.Context(), addrs, statusFlags.timeout)
+	sec, err := monitorSecurity(cmd, statusFlags.sec)
+	if err != nil {
+		return err
+	}
+	resp, st, err := fetchState(cmd.Context(), addrs, sec, statusFlags.timeout)
 	if err != nil {
 		return err
 	}

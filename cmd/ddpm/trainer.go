@@ -17,6 +17,7 @@ import (
 	"ddpm/checkpoint"
 	"ddpm/config"
 	"ddpm/dataset"
+	"ddpm/internal/tlsauth"
 	"ddpm/trainer"
 )
 
@@ -28,6 +29,7 @@ type trainerOpts struct {
 	dataDir     string
 	standalone  bool
 	init        string
+	sec         *tlsauth.Config // --certs / --insecure (cluster mode only)
 }
 
 func newTrainerCmd() *cobra.Command {
@@ -51,6 +53,7 @@ committing its own checkpoints; it resumes from the newest one when started agai
 	f.StringVar(&o.dataDir, "data-dir", "", "this trainer's volume: checkpoints.db and run.yaml (required)")
 	f.BoolVar(&o.standalone, "standalone", false, "train a world of one without coordinators")
 	f.StringVar(&o.init, "init", "", "safetensors weights to start from instead of the seed's initialization")
+	o.sec = tlsauth.AddFlags(f)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runTrainer(cmd, rf, o) }
 	return cmd
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"ddpm/allreduce"
 	"ddpm/api"
@@ -141,11 +140,15 @@ func (c *clusterCoord) WaitCommitted(ctx context.Context, step int64) (string, e
 // runClusterTrainer serves the ring and checkpoint transfer on --listen, joins the
 // coordinators, keeps heartbeating, and runs node until the run completes.
 func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.Node, run config.Run, o trainerOpts, addrs []string) error {
+	sec, err := loadSecurity(o.sec, node.Log)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return withExit(1, fmt.Errorf("--listen %s: %w", o.listen, err))
 	}
-	srv := grpc.NewServer(allreduce.ServerOptions()...)
+	srv := grpc.NewServer(append(sec.ServerOptions(), allreduce.ServerOptions()...)...)
 	ep := allreduce.Register(srv)
 	checkpoint.RegisterTransfer(srv, node.Store)
 	go func() { _ = srv.Serve(lis) }()
@@ -160,7 +163,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		defer hs.Close()
 	}
 
-	cli, err := coordinator.Dial(addrs)
+	cli, err := coordinator.Dial(addrs, sec)
 	if err != nil {
 		return withExit(2, err)
 	}
@@ -203,7 +206,8 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		if a.World == 1 {
 			return trainer.Solo{}, func() {}, nil
 		}
-		r, err := allreduce.NewRing(ep, allreduce.Config{Generation: a.Generation, Rank: a.Rank, Peers: a.Peers, Timeout: 2 * run.HeartbeatTimeout.Std()})
+		r, err := allreduce.NewRing(ep, allreduce.Config{Generation: a.Generation, Rank: a.Rank, Peers: a.Peers, Timeout: 2 * run.HeartbeatTimeout.Std(),
+			DialOptions: sec.DialOptions()})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -212,7 +216,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	node.Fetch = func(ctx context.Context, holders []string, step int64, sha string, dst *checkpoint.Store) error {
 		var errs []error
 		for _, h := range holders {
-			if err := checkpoint.Fetch(ctx, h, step, dst, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			if err := checkpoint.Fetch(ctx, h, step, dst, sec.DialOptions()...); err != nil {
 				errs = append(errs, err)
 				continue
 			}
