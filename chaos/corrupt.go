@@ -11,6 +11,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// ErrNothingCommitted: CorruptNewestCommitted found no committed checkpoint to damage.
+var ErrNothingCommitted = errors.New("chaos: no committed checkpoint")
+
 // CorruptNewestCommitted flips one bit in the parameter arena of the newest committed checkpoint
 // of the checkpoint file at path (its trainer must be stopped), as a failing disk would: the
 // file still opens, and only the checkpoint's sha256 shows the damage. It returns the step and
@@ -28,7 +31,7 @@ func CorruptNewestCommitted(path string) (step int64, off int64, err error) {
 		}
 		k, _ := cm.Cursor().Last()
 		if k == nil {
-			return errors.New("no committed checkpoint")
+			return ErrNothingCommitted
 		}
 		step = int64(binary.BigEndian.Uint64(k))
 		cb := tx.Bucket([]byte("checkpoints")).Bucket(k)
