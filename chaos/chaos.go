@@ -228,8 +228,12 @@ func Run(ctx context.Context, cfg Config, schedule []Fault) (*Report, error) {
 			errs = append(errs, fmt.Errorf("%w: %s: %v (see %s)", ErrIncomplete, name, err, c.logPath(name)))
 		}
 	}
+	committed := map[int64]string{} // the coordinators' committed checkpoints
 	if st, err := c.state(); err == nil {
 		rep.Events = st.Events
+		for _, ck := range st.Checkpoints {
+			committed[ck.Step] = ck.SHA256
+		}
 		for i := range rep.Recoveries {
 			c.detection(&rep.Recoveries[i], st.Events)
 		}
@@ -238,7 +242,7 @@ func Run(ctx context.Context, cfg Config, schedule []Fault) (*Report, error) {
 	}
 	c.stop()
 	rep.Elapsed = time.Since(t0)
-	rep.Final, rep.Verified, err = verifyVolumes(cfg.Dir, cfg.Trainers)
+	rep.Final, rep.Verified, err = verifyVolumes(cfg.Dir, cfg.Trainers, committed)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -777,9 +781,10 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// verifyVolumes verifies every committed checkpoint on every trainer's volume and returns each
-// trainer's newest committed state.
-func verifyVolumes(dir string, trainers int) ([]Digest, int, error) {
+// verifyVolumes verifies every committed checkpoint on every trainer's volume, checks that
+// each one the coordinators list (committed: step -> sha256) has their sha256 there, and
+// returns each trainer's newest committed state.
+func verifyVolumes(dir string, trainers int, committed map[int64]string) ([]Digest, int, error) {
 	var (
 		final    []Digest
 		verified int
@@ -796,10 +801,16 @@ func verifyVolumes(dir string, trainers int) ([]Digest, int, error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%w: %s: %v", ErrBadCheckpoint, path, err))
 		}
+		infos, _ := st.List()
 		for _, s := range steps {
 			if err := st.Verify(s); err != nil {
 				errs = append(errs, fmt.Errorf("%w: trainer-%d step %d: %v", ErrBadCheckpoint, i, s, err))
 				continue
+			}
+			for _, in := range infos {
+				if want, ok := committed[s]; ok && in.Step == s && in.SHA256 != want {
+					errs = append(errs, fmt.Errorf("%w: trainer-%d step %d has sha256 %.12s, the coordinators committed %.12s", ErrBadCheckpoint, i, s, in.SHA256, want))
+				}
 			}
 			verified++
 		}
