@@ -48,7 +48,7 @@ func buildRingsB(b *testing.B, world, n int) []*Ring {
 	}
 	rings := make([]*Ring, world)
 	for i, nd := range nodes {
-		r, err := NewRing(nd.ep, Config{Generation: 1, Rank: i, Peers: peers, Timeout: time.Minute})
+		r, err := NewRing(nd.ep, Config{Generation: 1, Rank: i, Peers: peers, Timeout: time.Minute, DialOptions: nd.sec.DialOptions()})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"ddpm/api"
@@ -35,8 +34,10 @@ type Config struct {
 	// Timeout bounds one AllReduce call, connection set-up included (default 30 s). A call that
 	// has no result by then fails with ErrPeerLost on this rank and aborts the ring.
 	Timeout time.Duration
-	// DialOptions are appended to the ring's own (insecure transport credentials, windows,
-	// buffer sizes, message-size limits), so they can override them, e.g. with TLS.
+	// DialOptions are appended to the ring's own (windows, buffer sizes, message-size limits).
+	// They must choose the transport: tlsauth's Bundle.DialOptions() (mutual TLS and the join
+	// secret, or plain text from an Insecure Bundle). A ring of more than one rank without them
+	// is refused (ErrInvalidConfig): there is no plain-text default.
 	DialOptions []grpc.DialOption
 	// ChunkBytes is the pipelining unit: segments travel in frames of at most this many
 	// payload bytes (default 256 KiB; a multiple of 4 in [4, MaxChunkBytes]). All ranks must
@@ -51,6 +52,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Rank < 0 || c.Rank >= len(c.Peers) {
 		return fmt.Errorf("%w: rank %d outside [0, %d)", ErrInvalidConfig, c.Rank, len(c.Peers))
+	}
+	if len(c.Peers) > 1 && len(c.DialOptions) == 0 {
+		return fmt.Errorf("%w: no DialOptions for %d peers (pass tlsauth's Bundle.DialOptions())", ErrInvalidConfig, len(c.Peers))
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
@@ -134,7 +138,6 @@ func NewRing(ep *Endpoint, cfg Config) (*Ring, error) {
 	r.outCtx, r.outCancel = context.WithCancel(r.ctx)
 	if r.world > 1 {
 		opts := append([]grpc.DialOption{
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithInitialWindowSize(streamWindow),
 			grpc.WithInitialConnWindowSize(connWindow),
 			grpc.WithWriteBufferSize(ioBuffer),

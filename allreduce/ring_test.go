@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 
 	"ddpm/internal/rng"
+	"ddpm/internal/tlsauth"
+	"ddpm/internal/tlsauth/tlsauthtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -23,6 +25,7 @@ type node struct {
 	srv  *grpc.Server
 	ep   *Endpoint
 	addr string
+	sec  *tlsauth.Bundle // mutual TLS, one certificate directory per cluster
 }
 
 func startNodes(t *testing.T, n int) []*node { return startNodesTB(t, n) }
@@ -30,13 +33,14 @@ func startNodes(t *testing.T, n int) []*node { return startNodesTB(t, n) }
 func startNodesTB(t testing.TB, n int) []*node {
 	t.Helper()
 	nodes := make([]*node, n)
+	sec := tlsauthtest.Load(t, tlsauthtest.Dir(t), nil)
 	for i := range nodes {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := grpc.NewServer(ServerOptions()...)
-		nd := &node{srv: srv, ep: Register(srv, WithAttachTimeout(5*time.Second)), addr: lis.Addr().String()}
+		srv := grpc.NewServer(append(sec.ServerOptions(), ServerOptions()...)...)
+		nd := &node{srv: srv, ep: Register(srv, WithAttachTimeout(5*time.Second)), addr: lis.Addr().String(), sec: sec}
 		go srv.Serve(lis)
 		nodes[i] = nd
 	}
@@ -57,7 +61,8 @@ func buildRings(t *testing.T, nodes []*node, gen uint64, timeout time.Duration, 
 	}
 	rings := make([]*Ring, len(nodes))
 	for i, nd := range nodes {
-		r, err := NewRing(nd.ep, Config{Generation: gen, Rank: i, Peers: peers, Timeout: timeout, ChunkBytes: chunkBytes})
+		r, err := NewRing(nd.ep, Config{Generation: gen, Rank: i, Peers: peers, Timeout: timeout, ChunkBytes: chunkBytes,
+			DialOptions: nd.sec.DialOptions()})
 		if err != nil {
 			t.Fatalf("NewRing rank %d: %v", i, err)
 		}
@@ -294,7 +299,8 @@ func TestStaleGeneration(t *testing.T) {
 	go func() { errc <- old[0].AllReduce(context.Background(), make([]float32, 10)) }()
 	time.Sleep(50 * time.Millisecond)
 	peers := []string{nodes[0].addr, nodes[1].addr}
-	r2, err := NewRing(nodes[0].ep, Config{Generation: 2, Rank: 0, Peers: peers, Timeout: 5 * time.Second})
+	r2, err := NewRing(nodes[0].ep, Config{Generation: 2, Rank: 0, Peers: peers, Timeout: 5 * time.Second,
+		DialOptions: nodes[0].sec.DialOptions()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +312,7 @@ func TestStaleGeneration(t *testing.T) {
 	if err := old[1].AllReduce(context.Background(), make([]float32, 10)); !errors.Is(err, ErrStaleGeneration) && !errors.Is(err, ErrPeerLost) {
 		t.Errorf("rank 1 on generation 1: got %v, want ErrStaleGeneration or ErrPeerLost", err)
 	}
-	if _, err := NewRing(nodes[0].ep, Config{Generation: 1, Rank: 0, Peers: peers}); !errors.Is(err, ErrStaleGeneration) {
+	if _, err := NewRing(nodes[0].ep, Config{Generation: 1, Rank: 0, Peers: peers, DialOptions: nodes[0].sec.DialOptions()}); !errors.Is(err, ErrStaleGeneration) {
 		t.Errorf("NewRing for an older generation: got %v", err)
 	}
 }
@@ -333,6 +339,7 @@ func TestConfigValidate(t *testing.T) {
 		{Peers: []string{"a"}, ChunkBytes: 6},
 		{Peers: []string{"a"}, ChunkBytes: MaxChunkBytes + 4},
 		{Peers: []string{"a"}, Timeout: -1},
+		{Peers: []string{"a", "b"}}, // no transport chosen: no plain-text default
 	} {
 		if err := c.Validate(); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("%+v: got %v, want ErrInvalidConfig", c, err)

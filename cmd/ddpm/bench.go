@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 
 	"ddpm/allreduce"
+	"ddpm/internal/tlsauth"
 )
 
 // benchCmd is the parent of the benchmarks; other packages' benchmarks add their own children.
@@ -239,7 +240,13 @@ func benchWorker(sizes []int) error {
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer(allreduce.ServerOptions()...)
+	// The workers talk plain text on loopback, chosen explicitly: the benchmark measures the
+	// ring protocol, not TLS (which `ddpm local` and real clusters add).
+	sec, err := tlsauth.Load(tlsauth.Config{Insecure: true})
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer(append(sec.ServerOptions(), allreduce.ServerOptions()...)...)
 	ep := allreduce.Register(srv)
 	go srv.Serve(lis)
 	defer srv.Stop()
@@ -253,7 +260,7 @@ func benchWorker(sizes []int) error {
 		return fmt.Errorf("bench worker %d: %d peers for world %d", rank, len(peers), world)
 	}
 	ring, err := allreduce.NewRing(ep, allreduce.Config{Generation: 1, Rank: rank, Peers: peers,
-		Timeout: 120 * time.Second, ChunkBytes: benchAR.chunkBytes})
+		Timeout: 120 * time.Second, ChunkBytes: benchAR.chunkBytes, DialOptions: sec.DialOptions()})
 	if err != nil {
 		return err
 	}
