@@ -22,10 +22,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // node is one process of a test cluster: a real gRPC server on loopback with the ring service.
 type node struct {
-	srv  *grpc.Server
-	ep   *Endpoint
-	addr string
-	sec  *tlsauth.Bundle // mutual TLS, one certificate directory per cluster
+	srv   *grpc.Server
+	ep    *Endpoint
+	addr  string
+	sec   *tlsauth.Bundle // mutual TLS, one certificate directory per cluster
+	certs string          // that directory
 }
 
 func startNodes(t *testing.T, n int) []*node { return startNodesTB(t, n) }
@@ -33,14 +34,15 @@ func startNodes(t *testing.T, n int) []*node { return startNodesTB(t, n) }
 func startNodesTB(t testing.TB, n int) []*node {
 	t.Helper()
 	nodes := make([]*node, n)
-	sec := tlsauthtest.Load(t, tlsauthtest.Dir(t), nil)
+	certs := tlsauthtest.Dir(t)
+	sec := tlsauthtest.Load(t, certs, nil)
 	for i := range nodes {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		srv := grpc.NewServer(append(sec.ServerOptions(), ServerOptions()...)...)
-		nd := &node{srv: srv, ep: Register(srv, WithAttachTimeout(5*time.Second)), addr: lis.Addr().String(), sec: sec}
+		nd := &node{srv: srv, ep: Register(srv, WithAttachTimeout(5*time.Second)), addr: lis.Addr().String(), sec: sec, certs: certs}
 		go srv.Serve(lis)
 		nodes[i] = nd
 	}

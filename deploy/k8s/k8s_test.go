@@ -425,6 +425,9 @@ func checkCerts(t *testing.T, sts *appsv1.StatefulSet, ctr corev1.Container, p p
 	if _, ok := p.Flags["certs"]; ok && p.Flags["certs"] != dir {
 		t.Errorf("%s: --certs %q, the ddpm-tls secret is mounted at %q: add --certs=%s to the args", p.Command, p.Flags["certs"], dir, dir)
 	}
+	if v, ok := p.Flags["insecure"]; ok && v != "false" {
+		t.Errorf("%s: --insecure=%s: the cluster's links must be mutual TLS", p.Command, v)
+	}
 }
 
 func coordinatorPeers(t *testing.T, c *cluster) (corev1.Container, parsed, []coordinator.Peer) {
