@@ -1,8 +1,9 @@
 package nn
 
 import (
-	"fmt"
 	"runtime"
+	"sync"
+	"unsafe"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -27,44 +28,86 @@ func gemm[T Float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb
 	if m == 0 || n == 0 {
 		return
 	}
-	switch a := any(a).(type) {
-	case []float32:
-		blas32.Implementation().Sgemm(trans(tA), trans(tB), m, n, k, float32(alpha), a, lda,
-			any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
-	case []float64:
-		blas64.Implementation().Dgemm(trans(tA), trans(tB), m, n, k, float64(alpha), a, lda,
-			any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
-	default:
-		panic(fmt.Sprintf("nn: gemm: unsupported element type %T", a))
+	// Reinterpret the slices rather than box them in an interface (which would allocate).
+	if unsafe.Sizeof(alpha) == 4 {
+		blas32.Implementation().Sgemm(trans(tA), trans(tB), m, n, k, float32(alpha), as[float32](a), lda,
+			as[float32](b), ldb, float32(beta), as[float32](c), ldc)
+		return
 	}
+	blas64.Implementation().Dgemm(trans(tA), trans(tB), m, n, k, float64(alpha), as[float64](a), lda,
+		as[float64](b), ldb, float64(beta), as[float64](c), ldc)
+}
+
+// as views s as a slice of E, which must have T's size (float32 or float64).
+func as[E, T Float](s []T) []E {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*E)(unsafe.Pointer(unsafe.SliceData(s))), len(s))
 }
 
 // minParallelGemm is the multiply-add count below which pgemm runs on the calling goroutine.
 const minParallelGemm = 1 << 20
 
 // pgemm is gemm with the rows or the columns of c (whichever are more) split into one block per
-// CPU, each block computed by its own goroutine with a single-threaded BLAS call.
+// CPU, each block computed by a pool worker with a single-threaded BLAS call.
 func pgemm[T Float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
 	p := runtime.GOMAXPROCS(0)
 	if p <= 1 || m*n*k < minParallelGemm {
 		gemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	if n >= m {
-		parallelFor(n, m*n*k, func(lo, hi int) {
-			bo := lo // column lo of op(b)
-			if tB {
-				bo = lo * ldb
-			}
-			gemm(tA, tB, m, hi-lo, k, alpha, a, lda, b[bo:], ldb, beta, c[lo:], ldc)
-		})
+	g := getGemmCall[T]()
+	*g = gemmCall[T]{tA: tA, tB: tB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+		beta: beta, c: c, ldc: ldc, cols: n >= m, run: g.run}
+	if g.cols {
+		parallelFor(n, m*n*k, g.run)
+	} else {
+		parallelFor(m, m*n*k, g.run)
+	}
+	*g = gemmCall[T]{run: g.run} // drop the references to the operands
+	putGemmCall(g)
+}
+
+// gemmCall holds one pgemm's arguments for its workers; run is its bound block method, made
+// once per gemmCall, so a parallel GEMM allocates nothing once the pool is warm.
+type gemmCall[T Float] struct {
+	tA, tB        bool
+	m, n, k       int
+	alpha, beta   T
+	a, b, c       []T
+	lda, ldb, ldc int
+	cols          bool // split the columns of c (else the rows)
+	run           func(lo, hi int)
+}
+
+// block computes columns (or rows) [lo, hi) of c.
+func (g *gemmCall[T]) block(lo, hi int) {
+	if g.cols {
+		bo := lo // column lo of op(b)
+		if g.tB {
+			bo = lo * g.ldb
+		}
+		gemm(g.tA, g.tB, g.m, hi-lo, g.k, g.alpha, g.a, g.lda, g.b[bo:], g.ldb, g.beta, g.c[lo:], g.ldc)
 		return
 	}
-	parallelFor(m, m*n*k, func(lo, hi int) {
-		ao := lo * lda // row lo of op(a)
-		if tA {
-			ao = lo
-		}
-		gemm(tA, tB, hi-lo, n, k, alpha, a[ao:], lda, b, ldb, beta, c[lo*ldc:], ldc)
-	})
+	ao := lo * g.lda // row lo of op(a)
+	if g.tA {
+		ao = lo
+	}
+	gemm(g.tA, g.tB, hi-lo, g.n, g.k, g.alpha, g.a[ao:], g.lda, g.b, g.ldb, g.beta, g.c[lo*g.ldc:], g.ldc)
 }
+
+var gemmCalls [2]sync.Pool // by element size: [0] float32, [1] float64
+
+func getGemmCall[T Float]() *gemmCall[T] {
+	pool := &gemmCalls[unsafe.Sizeof(T(0))/8]
+	if g, ok := pool.Get().(*gemmCall[T]); ok {
+		return g
+	}
+	g := new(gemmCall[T])
+	g.run = g.block
+	return g
+}
+
+func putGemmCall[T Float](g *gemmCall[T]) { gemmCalls[unsafe.Sizeof(T(0))/8].Put(g) }

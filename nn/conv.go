@@ -25,6 +25,11 @@ type Conv2d[T Float] struct {
 	x               []T
 	b, h, w, ho, wo int
 	y, dx           []T
+
+	// The parallel loops' arguments and their bodies, bound once (see parallelFor).
+	la, lb                                  []T
+	shift                                   [2]int
+	fnIm2col, fnCol2im, fnShift, fnBiasGrad func(lo, hi int)
 }
 
 // NewConv2d registers name.weight [cout, cin, k, k] and name.bias [cout] in a. It panics on
@@ -133,16 +138,12 @@ func (c *Conv2d[T]) Backward(dy []T) []T {
 		return c.dx
 	}
 	kk := cin * c.K * c.K
-	db := c.Bias.G
-	parallelFor(cout, len(dy), func(lo, hi int) {
-		for o := lo; o < hi; o++ {
-			var acc float64
-			for s := 0; s < b; s++ {
-				acc += sum64(dy[(s*cout+o)*p : (s*cout+o+1)*p])
-			}
-			db[o] += T(acc)
-		}
-	})
+	c.la = dy
+	if c.fnBiasGrad == nil {
+		c.fnBiasGrad = c.biasGradRange
+	}
+	parallelFor(cout, len(dy), c.fnBiasGrad)
+	c.la = nil
 	if !c.NoInputGrad {
 		c.dx = grow(c.dx, b*cin*c.h*c.w)
 	}
@@ -172,6 +173,19 @@ func (c *Conv2d[T]) Backward(dy []T) []T {
 	return c.dx
 }
 
+// biasGradRange adds to dBias[o], o in [lo, hi), the sum of c.la = dy over the batch and the
+// positions of channel o.
+func (c *Conv2d[T]) biasGradRange(lo, hi int) {
+	dy, b, cout, p := c.la, c.b, c.Cout, c.ho*c.wo
+	for o := lo; o < hi; o++ {
+		var acc float64
+		for s := 0; s < b; s++ {
+			acc += sum64(dy[(s*cout+o)*p : (s*cout+o+1)*p])
+		}
+		c.Bias.G[o] += T(acc)
+	}
+}
+
 // im2col fills col [Cin*K*K, Ho*Wo] for one sample x [Cin, H, W] with
 // col[(c*K+u)*K+v, i*Wo + j] = x[c, i*S+u-PadTop, j*S+v-PadLeft] (zero outside the image).
 func (c *Conv2d[T]) im2col(col, x []T) {
@@ -179,84 +193,102 @@ func (c *Conv2d[T]) im2col(col, x []T) {
 		c.im2colSame(col, x)
 		return
 	}
+	c.la, c.lb = col, x
+	if c.fnIm2col == nil {
+		c.fnIm2col = c.im2colRange
+	}
+	parallelFor(c.Cin, len(col), c.fnIm2col)
+	c.la, c.lb = nil, nil
+}
+
+// im2colRange is im2col for the channels [lo, hi) of c.la = col, c.lb = x.
+func (c *Conv2d[T]) im2colRange(lo, hi int) {
+	col, x := c.la, c.lb
 	b, h, w, ho, wo, k, st := 1, c.h, c.w, c.ho, c.wo, c.K, c.Stride
 	pt, pl := c.Pad[0], c.Pad[1]
 	p := ho * wo
 	n := b * p
-	parallelFor(c.Cin, len(col), func(lo, hi int) {
-		for ci := lo; ci < hi; ci++ {
-			for u := 0; u < k; u++ {
-				for v := 0; v < k; v++ {
-					row := col[((ci*k+u)*k+v)*n : ((ci*k+u)*k+v+1)*n]
-					jlo, jhi := validRange(v-pl, st, w, wo)
-					for s := 0; s < b; s++ {
-						img := x[(s*c.Cin+ci)*h*w : (s*c.Cin+ci+1)*h*w]
-						for i := 0; i < ho; i++ {
-							dst := row[s*p+i*wo : s*p+(i+1)*wo]
-							iy := i*st + u - pt
-							if iy < 0 || iy >= h {
-								clear0(dst)
-								continue
-							}
-							src := img[iy*w : (iy+1)*w]
-							clear0(dst[:jlo])
-							if st == 1 {
-								copy(dst[jlo:jhi], src[jlo+v-pl:jhi+v-pl])
-							} else {
-								for j := jlo; j < jhi; j++ {
-									dst[j] = src[j*st+v-pl]
-								}
-							}
-							clear0(dst[jhi:])
+	for ci := lo; ci < hi; ci++ {
+		for u := 0; u < k; u++ {
+			for v := 0; v < k; v++ {
+				row := col[((ci*k+u)*k+v)*n : ((ci*k+u)*k+v+1)*n]
+				jlo, jhi := validRange(v-pl, st, w, wo)
+				for s := 0; s < b; s++ {
+					img := x[(s*c.Cin+ci)*h*w : (s*c.Cin+ci+1)*h*w]
+					for i := 0; i < ho; i++ {
+						dst := row[s*p+i*wo : s*p+(i+1)*wo]
+						iy := i*st + u - pt
+						if iy < 0 || iy >= h {
+							clear0(dst)
+							continue
 						}
+						src := img[iy*w : (iy+1)*w]
+						clear0(dst[:jlo])
+						if st == 1 {
+							copy(dst[jlo:jhi], src[jlo+v-pl:jhi+v-pl])
+						} else {
+							for j := jlo; j < jhi; j++ {
+								dst[j] = src[j*st+v-pl]
+							}
+						}
+						clear0(dst[jhi:])
 					}
 				}
 			}
 		}
-	})
+	}
 }
 
 // col2im is the adjoint of im2col for one sample: dx[c, iy, ix] = sum of the dcol entries that
 // im2col read from that position. dx [Cin, H, W] is overwritten.
 func (c *Conv2d[T]) col2im(dx, dcol []T) {
+	c.la, c.lb = dx, dcol
+	if c.fnCol2im == nil {
+		c.fnCol2im = c.col2imRange
+	}
+	parallelFor(c.Cin, len(dcol), c.fnCol2im)
+	c.la, c.lb = nil, nil
+}
+
+// col2imRange is col2im for the channels [lo, hi) of c.la = dx, c.lb = dcol.
+func (c *Conv2d[T]) col2imRange(lo, hi int) {
+	dx, dcol := c.la, c.lb
 	b, h, w, ho, wo, k, st := 1, c.h, c.w, c.ho, c.wo, c.K, c.Stride
 	pt, pl := c.Pad[0], c.Pad[1]
 	p := ho * wo
 	n := b * p
-	parallelFor(c.Cin, len(dcol), func(lo, hi int) {
-		for ci := lo; ci < hi; ci++ {
-			for s := 0; s < b; s++ {
-				clear0(dx[(s*c.Cin+ci)*h*w : (s*c.Cin+ci+1)*h*w])
-			}
-			for u := 0; u < k; u++ {
-				for v := 0; v < k; v++ {
-					row := dcol[((ci*k+u)*k+v)*n : ((ci*k+u)*k+v+1)*n]
-					jlo, jhi := validRange(v-pl, st, w, wo)
-					for s := 0; s < b; s++ {
-						img := dx[(s*c.Cin+ci)*h*w : (s*c.Cin+ci+1)*h*w]
-						for i := 0; i < ho; i++ {
-							iy := i*st + u - pt
-							if iy < 0 || iy >= h {
-								continue
+	for ci := lo; ci < hi; ci++ {
+		for s := 0; s < b; s++ {
+			clear0(dx[(s*c.Cin+ci)*h*w : (s*c.Cin+ci+1)*h*w])
+		}
+		for u := 0; u < k; u++ {
+			for v := 0; v < k; v++ {
+				row := dcol[((ci*k+u)*k+v)*n : ((ci*k+u)*k+v+1)*n]
+				jlo, jhi := validRange(v-pl, st, w, wo)
+				for s := 0; s < b; s++ {
+					img := dx[(s*c.Cin+ci)*h*w : (s*c.Cin+ci+1)*h*w]
+					for i := 0; i < ho; i++ {
+						iy := i*st + u - pt
+						if iy < 0 || iy >= h {
+							continue
+						}
+						src := row[s*p+i*wo : s*p+(i+1)*wo]
+						dst := img[iy*w : (iy+1)*w]
+						if st == 1 {
+							d := dst[jlo+v-pl : jhi+v-pl]
+							for j, g := range src[jlo:jhi] {
+								d[j] += g
 							}
-							src := row[s*p+i*wo : s*p+(i+1)*wo]
-							dst := img[iy*w : (iy+1)*w]
-							if st == 1 {
-								d := dst[jlo+v-pl : jhi+v-pl]
-								for j, g := range src[jlo:jhi] {
-									d[j] += g
-								}
-							} else {
-								for j := jlo; j < jhi; j++ {
-									dst[j*st+v-pl] += src[j]
-								}
+						} else {
+							for j := jlo; j < jhi; j++ {
+								dst[j*st+v-pl] += src[j]
 							}
 						}
 					}
 				}
 			}
 		}
-	})
+	}
 }
 
 // validRange returns the output columns [jlo, jhi) whose input column j*st+off lies in [0, w).
@@ -324,40 +356,51 @@ func (c *Conv2d[T]) backwardSame(dy []T) {
 	}
 	for s := 0; s < b; s++ {
 		dys := dy[s*cout*p : (s+1)*cout*p]
-		im2colShift(col[:cin*k2*p], c.x[s*cin*p:(s+1)*cin*p], cin, h, w, k, c.Pad[0], c.Pad[1])
+		c.im2colShift(col[:cin*k2*p], c.x[s*cin*p:(s+1)*cin*p], cin, c.Pad[0], c.Pad[1])
 		pgemm(false, true, cout, cin*k2, p, 1, dys, p, col, p, 1, c.Weight.G, cin*k2)
 		if c.NoInputGrad {
 			continue
 		}
-		im2colShift(col[:cout*k2*p], dys, cout, h, w, k, k-1-c.Pad[0], k-1-c.Pad[1])
+		c.im2colShift(col[:cout*k2*p], dys, cout, k-1-c.Pad[0], k-1-c.Pad[1])
 		pgemm(false, false, cin, p, cout*k2, 1, wf, cout*k2, col, p, 0, c.dx[s*cin*p:(s+1)*cin*p], p)
 	}
 }
 
 func (c *Conv2d[T]) im2colSame(col, x []T) {
-	im2colShift(col, x, c.Cin, c.h, c.w, c.K, c.Pad[0], c.Pad[1])
+	c.im2colShift(col, x, c.Cin, c.Pad[0], c.Pad[1])
 }
 
-// im2colShift is im2col of x [cin, h, w] for a stride-1 k x k kernel with top and left padding
-// pt, pl and an output of the input's size: col[(c*k+u)*k+v, i*w+j] = x[c, i+u-pt, j+v-pl].
-func im2colShift[T Float](col, x []T, cin, h, w, k, pt, pl int) {
+// im2colShift is im2col of x [cin, h, w] (h, w of the last Forward) for this layer's stride-1
+// K x K kernel with top and left padding pt, pl and an output of the input's size:
+// col[(c*K+u)*K+v, i*w+j] = x[c, i+u-pt, j+v-pl].
+func (c *Conv2d[T]) im2colShift(col, x []T, cin, pt, pl int) {
+	c.la, c.lb, c.shift = col, x, [2]int{pt, pl}
+	if c.fnShift == nil {
+		c.fnShift = c.im2colShiftRange
+	}
+	parallelFor(cin, c.K*c.K*cin*c.h*c.w, c.fnShift)
+	c.la, c.lb = nil, nil
+}
+
+// im2colShiftRange is im2colShift for the channels [lo, hi).
+func (c *Conv2d[T]) im2colShiftRange(lo, hi int) {
+	col, x, h, w, k := c.la, c.lb, c.h, c.w, c.K
+	pt, pl := c.shift[0], c.shift[1]
 	hw := h * w
-	parallelFor(cin, k*k*cin*hw, func(clo, chi int) {
-		for ci := clo; ci < chi; ci++ {
-			img := x[ci*hw : (ci+1)*hw]
-			for u := 0; u < k; u++ {
-				for v := 0; v < k; v++ {
-					row := col[((ci*k+u)*k+v)*hw : ((ci*k+u)*k+v+1)*hw]
-					dx := v - pl
-					i0, i1, lo, hi, off := shiftRange(h, w, u-pt, dx)
-					clear(row[:i0*w])
-					clear(row[i1*w:])
-					copy(row[lo:hi], img[lo+off:hi+off])
-					zeroWrapped(row, i0, i1, w, dx)
-				}
+	for ci := lo; ci < hi; ci++ {
+		img := x[ci*hw : (ci+1)*hw]
+		for u := 0; u < k; u++ {
+			for v := 0; v < k; v++ {
+				row := col[((ci*k+u)*k+v)*hw : ((ci*k+u)*k+v+1)*hw]
+				dx := v - pl
+				i0, i1, f0, f1, off := shiftRange(h, w, u-pt, dx)
+				clear(row[:i0*w])
+				clear(row[i1*w:])
+				copy(row[f0:f1], img[f0+off:f1+off])
+				zeroWrapped(row, i0, i1, w, dx)
 			}
 		}
-	})
+	}
 }
 
 // zeroWrapped zeroes, in rows [i0, i1) of the w-wide image m, the columns a horizontal shift

@@ -26,6 +26,9 @@ type GroupNorm[T Float] struct {
 	// dx is the input gradient of Backward; with SiLU, Forward leaves sigmoid(z) there, which
 	// Backward reads back (element by element, before overwriting it) instead of recomputing exp.
 	y, dx []T
+
+	dy           []T              // Backward's argument, for backwardRange
+	fnFwd, fnBwd func(lo, hi int) // the parallel loop bodies, bound once (see parallelFor)
 }
 
 // NewGroupNorm registers name.weight [c] (Gamma, initialized to 1 by the caller) and name.bias [c]
@@ -53,40 +56,10 @@ func (g *GroupNorm[T]) Forward(x []T, b, p int) []T {
 	if g.SiLU {
 		g.dx = grow(g.dx, len(x))
 	}
-	cg := g.C / g.Groups
-	gl := cg * p // elements per group
-	parallelFor(b*g.Groups, len(x)*3, func(lo, hi int) {
-		for bg := lo; bg < hi; bg++ {
-			xs := x[bg*gl : (bg+1)*gl]
-			mean := sum64(xs) / float64(gl)
-			rstd := 1 / math.Sqrt(sqDev64(xs, mean)/float64(gl)+g.Eps)
-			g.mean[bg], g.rstd[bg] = mean, rstd
-			c0 := (bg % g.Groups) * cg
-			ys := g.y[bg*gl : (bg+1)*gl]
-			for c := 0; c < cg; c++ {
-				// z = x*scale + shift with scale = gamma*rstd, shift = beta - mean*scale.
-				scale := float64(g.Gamma.W[c0+c]) * rstd
-				shift := float64(g.Beta.W[c0+c]) - mean*scale
-				sc, sh := T(scale), T(shift)
-				xr, yr := xs[c*p:(c+1)*p], ys[c*p:(c+1)*p]
-				yr = yr[:len(xr)]
-				if g.SiLU {
-					sr := g.dx[bg*gl+c*p : bg*gl+(c+1)*p]
-					sr = sr[:len(xr)]
-					for i, v := range xr {
-						z := v*sc + sh
-						sg := 1 / (1 + expT(-z))
-						sr[i] = sg
-						yr[i] = z * sg
-					}
-				} else {
-					for i, v := range xr {
-						yr[i] = v*sc + sh
-					}
-				}
-			}
-		}
-	})
+	if g.fnFwd == nil {
+		g.fnFwd, g.fnBwd = g.forwardRange, g.backwardRange
+	}
+	parallelFor(b*g.Groups, len(x)*3, g.fnFwd)
 	return g.y
 }
 
@@ -104,54 +77,9 @@ func (g *GroupNorm[T]) Backward(dy []T) []T {
 		g.dgp = make([]float64, b*g.C)
 		g.dbp = make([]float64, b*g.C)
 	}
-	cg := g.C / g.Groups
-	gl := cg * p
-	x := g.x
-	parallelFor(b*g.Groups, len(dy)*6, func(lo, hi int) {
-		for bg := lo; bg < hi; bg++ {
-			mean, rstd := g.mean[bg], g.rstd[bg]
-			s := bg / g.Groups
-			c0 := (bg % g.Groups) * cg
-			var sumD, sumDX float64 // sums of dxhat and dxhat*xhat over the group
-			for c := 0; c < cg; c++ {
-				gamma, beta := float64(g.Gamma.W[c0+c]), float64(g.Beta.W[c0+c])
-				off := bg*gl + c*p
-				xr, dyr, dxr := x[off:off+p], dy[off:off+p], g.dx[off:off+p]
-				var sg, sgx float64 // sums of gz and gz*x; sum gz*xhat = rstd*(sgx - mean*sg)
-				if g.SiLU {
-					// gz = dy * SiLU'(z) with z = x*sc + sh, as in Forward.
-					scale := gamma * rstd
-					sc, sh := T(scale), T(beta-mean*scale)
-					sg, sgx = siluGradSums(dxr, dyr, xr, dxr, sc, sh) // dxr holds sigmoid(z)
-				} else {
-					sg, sgx = sum64(dyr), dot64(dyr, xr)
-				}
-				sxh := rstd * (sgx - mean*sg)
-				g.dbp[s*g.C+c0+c] = sg
-				g.dgp[s*g.C+c0+c] = sxh
-				sumD += sg * gamma
-				sumDX += sxh * gamma
-			}
-			mD, mDX := sumD/float64(gl), sumDX/float64(gl)
-			// dx = rstd*(gz*gamma - mD - xhat*mDX) = gz*(rstd*gamma) + x*bx + c, with
-			// bx = -rstd^2 mDX and c = rstd*(mean*rstd*mDX - mD).
-			bx := T(-rstd * rstd * mDX)
-			cc := T(rstd * (mean*rstd*mDX - mD))
-			for c := 0; c < cg; c++ {
-				a := T(rstd * float64(g.Gamma.W[c0+c]))
-				off := bg*gl + c*p
-				xr, dxr := x[off:off+p], g.dx[off:off+p]
-				gz := dxr // gz was written there, or is dy itself without SiLU
-				if !g.SiLU {
-					gz = dy[off : off+p]
-				}
-				dxr, gz = dxr[:len(xr)], gz[:len(xr)]
-				for i, v := range xr {
-					dxr[i] = gz[i]*a + v*bx + cc
-				}
-			}
-		}
-	})
+	g.dy = dy
+	parallelFor(b*g.Groups, len(dy)*6, g.fnBwd)
+	g.dy = nil
 	for s := 0; s < b; s++ {
 		for c := 0; c < g.C; c++ {
 			g.Gamma.G[c] += T(g.dgp[s*g.C+c])
@@ -159,6 +87,93 @@ func (g *GroupNorm[T]) Backward(dy []T) []T {
 		}
 	}
 	return g.dx
+}
+
+// forwardRange normalizes the (sample, group) pairs [lo, hi) of g.x.
+func (g *GroupNorm[T]) forwardRange(lo, hi int) {
+	x, p := g.x, g.p
+	cg := g.C / g.Groups
+	gl := cg * p // elements per group
+	for bg := lo; bg < hi; bg++ {
+		xs := x[bg*gl : (bg+1)*gl]
+		mean := sum64(xs) / float64(gl)
+		rstd := 1 / math.Sqrt(sqDev64(xs, mean)/float64(gl)+g.Eps)
+		g.mean[bg], g.rstd[bg] = mean, rstd
+		c0 := (bg % g.Groups) * cg
+		ys := g.y[bg*gl : (bg+1)*gl]
+		for c := 0; c < cg; c++ {
+			// z = x*scale + shift with scale = gamma*rstd, shift = beta - mean*scale.
+			scale := float64(g.Gamma.W[c0+c]) * rstd
+			shift := float64(g.Beta.W[c0+c]) - mean*scale
+			sc, sh := T(scale), T(shift)
+			xr, yr := xs[c*p:(c+1)*p], ys[c*p:(c+1)*p]
+			yr = yr[:len(xr)]
+			if g.SiLU {
+				sr := g.dx[bg*gl+c*p : bg*gl+(c+1)*p]
+				sr = sr[:len(xr)]
+				for i, v := range xr {
+					z := v*sc + sh
+					sg := 1 / (1 + expT(-z))
+					sr[i] = sg
+					yr[i] = z * sg
+				}
+			} else {
+				for i, v := range xr {
+					yr[i] = v*sc + sh
+				}
+			}
+		}
+	}
+}
+
+// backwardRange computes dx and the partial dGamma, dBeta of the (sample, group) pairs [lo, hi).
+func (g *GroupNorm[T]) backwardRange(lo, hi int) {
+	x, dy, p := g.x, g.dy, g.p
+	cg := g.C / g.Groups
+	gl := cg * p
+	for bg := lo; bg < hi; bg++ {
+		mean, rstd := g.mean[bg], g.rstd[bg]
+		s := bg / g.Groups
+		c0 := (bg % g.Groups) * cg
+		var sumD, sumDX float64 // sums of dxhat and dxhat*xhat over the group
+		for c := 0; c < cg; c++ {
+			gamma, beta := float64(g.Gamma.W[c0+c]), float64(g.Beta.W[c0+c])
+			off := bg*gl + c*p
+			xr, dyr, dxr := x[off:off+p], dy[off:off+p], g.dx[off:off+p]
+			var sg, sgx float64 // sums of gz and gz*x; sum gz*xhat = rstd*(sgx - mean*sg)
+			if g.SiLU {
+				// gz = dy * SiLU'(z) with z = x*sc + sh, as in Forward.
+				scale := gamma * rstd
+				sc, sh := T(scale), T(beta-mean*scale)
+				sg, sgx = siluGradSums(dxr, dyr, xr, dxr, sc, sh) // dxr holds sigmoid(z)
+			} else {
+				sg, sgx = sum64(dyr), dot64(dyr, xr)
+			}
+			sxh := rstd * (sgx - mean*sg)
+			g.dbp[s*g.C+c0+c] = sg
+			g.dgp[s*g.C+c0+c] = sxh
+			sumD += sg * gamma
+			sumDX += sxh * gamma
+		}
+		mD, mDX := sumD/float64(gl), sumDX/float64(gl)
+		// dx = rstd*(gz*gamma - mD - xhat*mDX) = gz*(rstd*gamma) + x*bx + c, with
+		// bx = -rstd^2 mDX and c = rstd*(mean*rstd*mDX - mD).
+		bx := T(-rstd * rstd * mDX)
+		cc := T(rstd * (mean*rstd*mDX - mD))
+		for c := 0; c < cg; c++ {
+			a := T(rstd * float64(g.Gamma.W[c0+c]))
+			off := bg*gl + c*p
+			xr, dxr := x[off:off+p], g.dx[off:off+p]
+			gz := dxr // gz was written there, or is dy itself without SiLU
+			if !g.SiLU {
+				gz = dy[off : off+p]
+			}
+			dxr, gz = dxr[:len(xr)], gz[:len(xr)]
+			for i, v := range xr {
+				dxr[i] = gz[i]*a + v*bx + cc
+			}
+		}
+	}
 }
 
 // siluGradSums writes gz[i] = dy[i] * SiLU'(z) with z = x[i]*sc + sh, sig[i] = sigmoid(z) and

@@ -11,6 +11,9 @@ import (
 type Upsample2x[T Float] struct {
 	b, c, h, w int
 	y, dx      []T
+
+	la           []T              // the parallel loops' argument
+	fnFwd, fnBwd func(lo, hi int) // their bodies, bound once (see parallelFor)
 }
 
 // Forward returns y [b, c, 2h, 2w].
@@ -20,18 +23,42 @@ func (u *Upsample2x[T]) Forward(x []T, b, c, h, w int) []T {
 	}
 	u.b, u.c, u.h, u.w = b, c, h, w
 	u.y = grow(u.y, 4*len(x))
-	w2 := 2 * w
-	parallelFor(b*c*h, 4*len(x), func(lo, hi int) {
-		for r := lo; r < hi; r++ { // r indexes input rows over (b, c, i)
-			src := x[r*w : (r+1)*w]
-			d0 := u.y[2*r*w2 : (2*r+1)*w2]
-			for j, v := range src {
-				d0[2*j], d0[2*j+1] = v, v
-			}
-			copy(u.y[(2*r+1)*w2:(2*r+2)*w2], d0)
-		}
-	})
+	u.la = x
+	u.bind()
+	parallelFor(b*c*h, 4*len(x), u.fnFwd)
+	u.la = nil
 	return u.y
+}
+
+func (u *Upsample2x[T]) bind() {
+	if u.fnFwd == nil {
+		u.fnFwd, u.fnBwd = u.forwardRange, u.backwardRange
+	}
+}
+
+// forwardRange upsamples the input rows [lo, hi) (over (b, c, i)) of u.la = x.
+func (u *Upsample2x[T]) forwardRange(lo, hi int) {
+	x, w, w2 := u.la, u.w, 2*u.w
+	for r := lo; r < hi; r++ {
+		src := x[r*w : (r+1)*w]
+		d0 := u.y[2*r*w2 : (2*r+1)*w2]
+		for j, v := range src {
+			d0[2*j], d0[2*j+1] = v, v
+		}
+		copy(u.y[(2*r+1)*w2:(2*r+2)*w2], d0)
+	}
+}
+
+// backwardRange sums the four gradients of each element of the input rows [lo, hi) from u.la = dy.
+func (u *Upsample2x[T]) backwardRange(lo, hi int) {
+	dy, w, w2 := u.la, u.w, 2*u.w
+	for r := lo; r < hi; r++ {
+		a, b := dy[2*r*w2:(2*r+1)*w2], dy[(2*r+1)*w2:(2*r+2)*w2]
+		d := u.dx[r*w : (r+1)*w]
+		for j := range d {
+			d[j] = a[2*j] + a[2*j+1] + b[2*j] + b[2*j+1]
+		}
+	}
 }
 
 // Backward returns dx [b, c, h, w], each element the sum of its four copies' gradients.
@@ -41,16 +68,10 @@ func (u *Upsample2x[T]) Backward(dy []T) []T {
 		panic(fmt.Sprintf("nn: Upsample2x: len(dy) = %d, want %d", len(dy), 4*n))
 	}
 	u.dx = grow(u.dx, n)
-	w, w2 := u.w, 2*u.w
-	parallelFor(u.b*u.c*u.h, 4*n, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			a, b := dy[2*r*w2:(2*r+1)*w2], dy[(2*r+1)*w2:(2*r+2)*w2]
-			d := u.dx[r*w : (r+1)*w]
-			for j := range d {
-				d[j] = a[2*j] + a[2*j+1] + b[2*j] + b[2*j+1]
-			}
-		}
-	})
+	u.la = dy
+	u.bind()
+	parallelFor(u.b*u.c*u.h, 4*n, u.fnBwd)
+	u.la = nil
 	return u.dx
 }
 
@@ -102,6 +123,11 @@ type Dropout[T Float] struct {
 	active bool
 	mask   []T // 0 or 1/(1-P)
 	y, dx  []T
+
+	x         []T // Forward's arguments, for forwardRange
+	seed      uint64
+	positions []uint64
+	fnFwd     func(lo, hi int) // the parallel loop body, bound once (see parallelFor)
 }
 
 // Forward applies dropout to x [len(positions), D] in training mode (positions != nil) and
@@ -118,26 +144,34 @@ func (d *Dropout[T]) Forward(x []T, seed uint64, positions []uint64) []T {
 	if len(x)%b != 0 {
 		panic(fmt.Sprintf("nn: Dropout: len(x) = %d not a multiple of batch %d", len(x), b))
 	}
-	per := len(x) / b
 	d.mask, d.y = grow(d.mask, len(x)), grow(d.y, len(x))
+	d.x, d.seed, d.positions = x, seed, positions
+	if d.fnFwd == nil {
+		d.fnFwd = d.forwardRange
+	}
+	parallelFor(b, len(x)*4, d.fnFwd)
+	d.x, d.positions = nil, nil
+	return d.y
+}
+
+// forwardRange draws the masks of the samples [lo, hi) and applies them to d.x.
+func (d *Dropout[T]) forwardRange(lo, hi int) {
+	per := len(d.x) / len(d.positions)
 	thr := uint32(d.P * (1 << 32))
 	keep := T(1 / (1 - d.P))
-	parallelFor(b, len(x)*4, func(lo, hi int) {
-		var src rng.Source
-		for s := lo; s < hi; s++ {
-			src.Reset(seed, rng.Stream(positions[s], rng.PurposeDropout<<32|d.Layer))
-			m, xs, ys := d.mask[s*per:(s+1)*per], x[s*per:(s+1)*per], d.y[s*per:(s+1)*per]
-			for i := range m {
-				if src.Uint32() < thr {
-					m[i] = 0
-				} else {
-					m[i] = keep
-				}
-				ys[i] = xs[i] * m[i]
+	var src rng.Source
+	for s := lo; s < hi; s++ {
+		src.Reset(d.seed, rng.Stream(d.positions[s], rng.PurposeDropout<<32|d.Layer))
+		m, xs, ys := d.mask[s*per:(s+1)*per], d.x[s*per:(s+1)*per], d.y[s*per:(s+1)*per]
+		for i := range m {
+			if src.Uint32() < thr {
+				m[i] = 0
+			} else {
+				m[i] = keep
 			}
+			ys[i] = xs[i] * m[i]
 		}
-	})
-	return d.y
+	}
 }
 
 // Backward returns dx = dy .* mask (dy itself when the last Forward was inactive).

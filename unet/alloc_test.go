@@ -1,0 +1,44 @@
+package unet
+
+import (
+	"runtime"
+	"testing"
+
+	"ddpm/internal/rng"
+)
+
+// TestStepAllocs checks that once the buffers exist, a training-mode Forward and Backward
+// allocate nothing on the heap, on one core and on two (where the layers' parallel loops and the
+// split GEMMs run on the worker pool) — except the one allocation of
+// diffusion.TimestepEmbedding, which makes its frequency table per call (diffusion's code).
+func TestStepAllocs(t *testing.T) {
+	cfg, _ := Preset("small")
+	cfg.Resolution = 16 // the small layout with attention at 16x16, four times cheaper
+	cfg.AttnResolutions = []int{8}
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Init(0)
+	const b = 4
+	d := cfg.InCh * cfg.Resolution * cfg.Resolution
+	x, dy := make([]float32, b*d), make([]float32, b*d)
+	src := rng.New(1, 1)
+	src.FillNormal(x)
+	src.FillNormal(dy)
+	ts := []int32{0, 250, 500, 999}
+	key := &DropoutKey{Seed: 1, Positions: []uint64{0, 1, 2, 3}}
+	for _, procs := range []int{1, 2} {
+		old := runtime.GOMAXPROCS(procs)
+		allocs := testing.AllocsPerRun(3, func() {
+			m.Forward(x, ts, b, key)
+			m.ZeroGrads()
+			m.Backward(dy)
+		})
+		runtime.GOMAXPROCS(old)
+		const embeddingAllocs = 1
+		if allocs > embeddingAllocs {
+			t.Errorf("GOMAXPROCS=%d: %.0f heap allocations per Forward+Backward, want at most %d", procs, allocs, embeddingAllocs)
+		}
+	}
+}
