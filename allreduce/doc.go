@@ -18,9 +18,13 @@
 // Failure: a peer that dies, stalls past Config.Timeout, disagrees on the length or sends a
 // malformed or out-of-sequence message makes AllReduce fail on every rank, with the same
 // sentinel wherever the cause is known: the rank that detects it sends an abort signal against
-// the data direction, each rank forwards it, so it travels round the whole ring. After a failure
-// the Ring stays broken (every later call returns the same error); build the next generation's.
-// AllReduce never returns success with a partial result.
+// the data direction, each rank forwards it, so it travels round the whole ring. A failure is
+// tied to an operation: a peer that completed operation k and then closed or died breaks k+1,
+// not k (so a rank may finish its last step and exit, or move to a new generation, without
+// failing peers still completing that step). After a failure the Ring stays broken (every
+// later call returns the same error); build the next generation's. AllReduce returns success
+// only when every frame arrived, every frame it sent was acknowledged by the successor, and gRPC
+// holds no reference to the buffer (payloads are sent from it in place): never a partial result.
 package allreduce
 
 import "errors"

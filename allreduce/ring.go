@@ -409,7 +409,9 @@ func (r *Ring) shutdown(cause error, code api.AbortCode, why string) {
 }
 
 // Close ends the ring: a call in flight fails with ErrClosed, streams are closed and Close
-// waits for the ring's goroutines to finish. It is idempotent and returns nil.
+// waits for the ring's goroutines to finish. It is idempotent and returns nil. Close does not
+// wait for queued bytes to leave the process: before exiting, stop the grpc.Server with
+// GracefulStop, so the acknowledgement of the last operation reaches the predecessor.
 func (r *Ring) Close() error {
 	r.shutdown(ErrClosed, api.AbortCode_ABORT_CODE_ABORTED, "closed")
 	return nil

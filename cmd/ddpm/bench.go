@@ -249,7 +249,17 @@ func benchWorker(sizes []int) error {
 	srv := grpc.NewServer(append(sec.ServerOptions(), allreduce.ServerOptions()...)...)
 	ep := allreduce.Register(srv)
 	go srv.Serve(lis)
-	defer srv.Stop()
+	// Stop gracefully (after the ring's Close, deferred below, runs first): the last
+	// acknowledgement this rank sent must leave the process before it exits.
+	defer func() {
+		done := make(chan struct{})
+		go func() { srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			srv.Stop()
+		}
+	}()
 	fmt.Printf("ADDR %s\n", lis.Addr())
 	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
 	if err != nil {
