@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"math"
+	"unsafe"
 )
 
 // Attention is the core of the U-Net's self-attention block (the original's attn_block, one head
@@ -70,8 +71,12 @@ func (a *Attention[T]) softmaxRange(lo, hi int) {
 		for _, v := range row {
 			mx = max(mx, v)
 		}
-		for j, v := range row {
-			row[j] = expT(v - mx)
+		if unsafe.Sizeof(mx) == 4 {
+			expShiftRow32(as[float32](row), float32(mx))
+		} else {
+			for j, v := range row {
+				row[j] = expT(v - mx)
+			}
 		}
 		inv := T(1 / sum64(row))
 		for j := range row {

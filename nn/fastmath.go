@@ -23,11 +23,44 @@ func expT[T Float](x T) T {
 // stays NaN. It is branch-free and small enough for the compiler to inline into the SiLU and
 // softmax loops.
 func expf(x float32) float32 {
-	x = max(min(x, 88), -87)
+	return expfCore(max(min(x, 88), -87))
+}
+
+// expfCore is expf without the clamp, for x in [-87, 88]; small enough to inline into loops.
+func expfCore(x float32) float32 {
 	// k = round(x log2 e), without a floor call: the shift makes the argument positive.
 	ki := int32(x*1.44269504088896341+128.5) - 128
 	k := float32(ki)
 	r := x - k*0.693359375 + k*2.12194440e-4 // x - k ln2 in two parts (Cody-Waite)
 	p := ((((1.9875691500e-4*r+1.3981999507e-3)*r+8.3334519073e-3)*r+4.1665795894e-2)*r+1.6666665459e-1)*r + 5.0000001201e-1
 	return ((p*r+1)*r + 1) * math.Float32frombits(uint32(ki+127)<<23)
+}
+
+// siluRow32 sets sig[i] = sigmoid(z) and y[i] = z*sigmoid(z) for z = x[i]*sc + sh: the fused
+// GroupNorm+SiLU output loop in float32 with the exponential inlined.
+func siluRow32(y, sig, x []float32, sc, sh float32) {
+	y, sig = y[:len(x)], sig[:len(x)]
+	for i, v := range x {
+		z := v*sc + sh
+		t := -z
+		if t > 88 {
+			t = 88
+		} else if t < -87 {
+			t = -87
+		}
+		g := 1 / (1 + expfCore(t))
+		sig[i] = g
+		y[i] = z * g
+	}
+}
+
+// expShiftRow32 replaces each v of row by e^(v - mx) (mx >= every v: the softmax numerators).
+func expShiftRow32(row []float32, mx float32) {
+	for j, v := range row {
+		t := v - mx
+		if t < -87 {
+			t = -87
+		}
+		row[j] = expfCore(t)
+	}
 }

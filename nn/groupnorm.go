@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"math"
+	"unsafe"
 )
 
 // GroupNorm normalizes each group of C/Groups channels of each sample over the group's channels
@@ -110,6 +111,10 @@ func (g *GroupNorm[T]) forwardRange(lo, hi int) {
 			yr = yr[:len(xr)]
 			if g.SiLU {
 				sr := g.dx[bg*gl+c*p : bg*gl+(c+1)*p]
+				if unsafe.Sizeof(sc) == 4 {
+					siluRow32(as[float32](yr), as[float32](sr), as[float32](xr), float32(sc), float32(sh))
+					continue
+				}
 				sr = sr[:len(xr)]
 				for i, v := range xr {
 					z := v*sc + sh

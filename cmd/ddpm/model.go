@@ -52,7 +52,8 @@ func init() {
 		Long: `Times one step on synthetic data x0 ~ U[-1, 1], as bench/pytorch_engine.py does in PyTorch:
   train:   t and eps drawn per step, q_sample, forward in training mode (dropout on), L_simple,
            backward, global-norm clipping to 1.0 and Adam (lr 2e-4)
-  forward: forward in training mode and L_simple, no backward
+  forward: forward in training mode and L_simple, no backward (drawing t, eps and q_sample
+           untimed, as the anchor's forward phase)
   sample:  one reverse-process step (Algorithm 2, as diffusion.Schedule.Denoise: forward in
            evaluation mode, fixed-large variance, clipped x0), t counting down from T-1
 Prints one JSON line with each step's wall time and CPU time (user + system of all threads,
@@ -242,6 +243,7 @@ func runModelBench(w io.Writer, cfg unet.Config, bf benchFlags) error {
 		}
 		return l / float64(b)
 	}
+	prep := func(int) {} // untimed set-up of a step (the anchor times forward passes alone)
 	var step func(s int) float64
 	switch bf.mode {
 	case "train":
@@ -260,8 +262,8 @@ func runModelBench(w io.Writer, cfg unet.Config, bf benchFlags) error {
 			return meanLoss()
 		}
 	case "forward":
+		prep = draw
 		step = func(s int) float64 {
-			draw(s)
 			diffusion.LSimple(losses, eps, m.Forward(xt, ts, b, key), b)
 			return meanLoss()
 		}
@@ -285,6 +287,7 @@ func runModelBench(w io.Writer, cfg unet.Config, bf benchFlags) error {
 	}
 	res := benchResult{Impl: "go", Model: bf.preset, Mode: bf.mode, Batch: b, Params: m.NumParams(), BLAS: nn.Backend, Threads: runtime.GOMAXPROCS(0)}
 	for s := range bf.warmup + bf.steps {
+		prep(s)
 		start, c0 := time.Now(), cpuSeconds()
 		l := step(s)
 		dt, dc := time.Since(start).Seconds(), cpuSeconds()-c0
