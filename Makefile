@@ -57,10 +57,17 @@ clean:
 bench-data:  ## loader images/s: MNIST, CIFAR-10 binary, LSUN-format prepared shards and raw WebP (issue 4)
 	$(GO) test -run '^$$' -bench BenchmarkLoad -benchtime 10x ./dataset
 
-.PHONY: bench-engine
-bench-engine: setup build  ## our U-Net train step vs PyTorch's, alternately: small B16 and cifar10 B8 (issue 3)
-	$(BIN) model compare --preset small --batch 16 --warmup 2 --steps 10 --rounds 2
-	$(BIN) model compare --preset cifar10 --batch 8 --warmup 1 --steps 3 --rounds 1
+.PHONY: bench-engine bench-sample
+# ENGINE_THREADS: threads of each side (GOMAXPROCS; torch.set_num_threads). On a shared machine read the CPU ratios.
+ENGINE_THREADS ?= 2
+bench-engine: setup build  ## our U-Net vs PyTorch (bench/pytorch_engine.py), alternately, wall and CPU ratios: train and forward of small B16, cifar10 B8, tiny B16 (issues 3, 11)
+	@set -e; for m in train forward; do \
+		$(BIN) model compare --threads $(ENGINE_THREADS) --mode $$m --preset small --batch 16 --warmup 2 --steps 10 --rounds 2; \
+		$(BIN) model compare --threads $(ENGINE_THREADS) --mode $$m --preset tiny --batch 16 --warmup 2 --steps 10 --rounds 2; \
+		$(BIN) model compare --threads $(ENGINE_THREADS) --mode $$m --preset cifar10 --batch 8 --warmup 1 --steps 3 --rounds 1; done
+
+bench-sample: setup build  ## sampling step (Algorithm 2) of the small preset, 64 images, ours vs PyTorch; x1000 for a full run (issue 11)
+	$(BIN) model compare --threads $(ENGINE_THREADS) --mode sample --preset small --batch 64 --warmup 1 --steps 10 --rounds 2
 
 .PHONY: web-assets
 UPLOT_VERSION := 1.6.32
