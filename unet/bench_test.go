@@ -63,3 +63,5 @@ func benchForward(bm *testing.B, preset string, b int) {
 
 func BenchmarkForwardTinyB16(b *testing.B)  { benchForward(b, "tiny", 16) }
 func BenchmarkForwardSmallB16(b *testing.B) { benchForward(b, "small", 16) }
+
+func BenchmarkForwardCIFAR10B8(b *testing.B) { benchForward(b, "cifar10", 8) }

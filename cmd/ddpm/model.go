@@ -213,7 +213,10 @@ func runModelBench(w io.Writer, cfg unet.Config, bf benchFlags) error {
 	if err != nil {
 		return err
 	}
-	adam := optim.NewAdam(m.NumParams())
+	var adam *optim.Adam
+	if bf.mode == "train" { // forward-only modes keep no optimizer state, as PyTorch's twin
+		adam = optim.NewAdam(m.NumParams())
+	}
 	b := bf.batch
 	d := cfg.InCh * cfg.Resolution * cfg.Resolution
 	x0, xt, eps, grad := make([]float32, b*d), make([]float32, b*d), make([]float32, b*d), make([]float32, b*d)
