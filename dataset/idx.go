@@ -229,6 +229,9 @@ func openIdx(images, labels, name string, opts Options) (Dataset, error) {
 // readIdx reads a whole idx file (gzip-compressed if it starts with the gzip magic), checks its
 // magic number and that the data holds exactly the declared number of bytes, and returns the
 // dimension sizes and the data.
+// maxIdxBytes bounds the data an idx header may declare (1 TiB, far above any real file).
+const maxIdxBytes = 1 << 40
+
 func readIdx(path string, magic uint32) ([]int, []byte, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -259,8 +262,10 @@ func readIdx(path string, magic uint32) ([]int, []byte, error) {
 	size := 1
 	for d := range dims {
 		dims[d] = int(binary.BigEndian.Uint32(raw[4+4*d:]))
-		if dims[d] != 0 && size > len(raw)/dims[d] { // checked before multiplying: no overflow
-			return nil, nil, fmt.Errorf("%w: %s: idx header declares %v, more data bytes than the file's %d", ErrFormat, path, dims[:d+1], len(raw))
+		// Checked before multiplying, so a hostile header cannot overflow size; a product
+		// within the bound is then compared with the file's real length below.
+		if dims[d] != 0 && size > maxIdxBytes/dims[d] {
+			return nil, nil, fmt.Errorf("%w: %s: idx header declares %v, more than %d data bytes; the file holds %d", ErrFormat, path, dims[:d+1], maxIdxBytes, len(raw))
 		}
 		size *= dims[d]
 	}
