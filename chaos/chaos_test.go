@@ -279,13 +279,14 @@ func TestChaosNetns(t *testing.T) {
 func TestChaosElastic(t *testing.T) {
 	longChaos(t)
 	bin := ddpmBinary(t)
-	run := tinyRun(t, 56, 41)
+	// Training goes on while a trainer is down, so the faults are spaced for a 6 s downtime.
+	run := tinyRun(t, 100, 41)
 	cfg := Config{Bin: bin, Dir: runDir(t), Run: run, Trainers: 3, Coordinators: 3, Elastic: true,
 		Deadline: 6 * time.Minute, Logf: logf(t)}
 	rep, err := Run(context.Background(), cfg, []Fault{
 		{Kind: KillTrainer, AtStep: 10, Trainer: 2, Down: 6 * time.Second},
-		{Kind: KillInCheckpoint, AtStep: 24, Trainer: 1, Down: 6 * time.Second, Corrupt: true},
-		{Kind: StopTrainer, AtStep: 38, Trainer: 0, Down: 6 * time.Second},
+		{Kind: KillInCheckpoint, AtStep: 40, Trainer: 1, Down: 6 * time.Second, Corrupt: true},
+		{Kind: StopTrainer, AtStep: 72, Trainer: 0, Down: 6 * time.Second},
 	})
 	summarize(t, rep)
 	if err != nil {

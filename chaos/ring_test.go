@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"ddpm/allreduce"
 )
@@ -43,7 +44,8 @@ func TestRingGivesUpBeforeReady(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const timeout = time.Second
-			r, err := allreduce.NewRing(ep, allreduce.Config{Generation: 7, Rank: 0, Peers: []string{lis.Addr().String(), deadAddr}, Timeout: timeout})
+			r, err := allreduce.NewRing(ep, allreduce.Config{Generation: 7, Rank: 0, Peers: []string{lis.Addr().String(), deadAddr}, Timeout: timeout,
+				DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}})
 			if err != nil {
 				t.Fatal(err)
 			}

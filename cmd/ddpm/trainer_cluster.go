@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -28,7 +29,14 @@ type clusterCoord struct {
 	cli     *coordinator.Client
 	id      string
 	reports chan trainer.Progress
+	// finished: the run succeeded while this trainer had no rank in it (it was stalled or cut
+	// off at the end, or a standby); it leaves with status 0.
+	finished atomic.Bool
 }
+
+// errFinishedElsewhere ends the assignment watch of a trainer that has no part in a run that
+// has succeeded.
+var errFinishedElsewhere = errors.New("the run succeeded without this trainer")
 
 // Assignments forwards every assignment in which this trainer has a rank.
 func (c *clusterCoord) Assignments(ctx context.Context) (<-chan trainer.Assignment, error) {
@@ -38,6 +46,11 @@ func (c *clusterCoord) Assignments(ctx context.Context) (<-chan trainer.Assignme
 		for {
 			err := c.watch(ctx, out)
 			if ctx.Err() != nil || !errors.Is(err, fsm.ErrUnknownMember) {
+				return
+			}
+			// A finished run refuses joins: nothing to wait for.
+			if st, err := c.cli.State(ctx); err == nil && st.Status.Terminal() {
+				c.finished.Store(st.Status == fsm.StatusSucceeded)
 				return
 			}
 			// Dropped after missed heartbeats (a stall, a cut link): the heartbeat loop joins
@@ -59,6 +72,11 @@ func (c *clusterCoord) watch(ctx context.Context, out chan<- trainer.Assignment)
 		switch a.RunStatus {
 		case "failed":
 			return fmt.Errorf("run failed: %s", a.Reason)
+		case "succeeded":
+			if a.Rank < 0 {
+				c.finished.Store(true)
+				return errFinishedElsewhere
+			}
 		}
 		if a.Rank < 0 || a.World < 1 || len(a.Ring) != int(a.World) {
 			return nil // a standby, or too few trainers yet: wait for the next one
@@ -225,6 +243,10 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		return fmt.Errorf("fetching checkpoint step %d: %w", step, errors.Join(errs...))
 	}
 	err = node.Run(ctx, stop)
+	if err != nil && cc.finished.Load() {
+		node.Log.Info("run complete", "note", errFinishedElsewhere.Error())
+		return nil
+	}
 	if err != nil && ctx.Err() == nil {
 		// Tell the cluster why this rank gives up (divergence, a mismatch).
 		rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)

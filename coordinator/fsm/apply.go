@@ -343,7 +343,9 @@ func startGeneration(s *State, now int64, why string) {
 	if len(ring) > s.Run.MaxTrainers {
 		ring = ring[:s.Run.MaxTrainers]
 	}
-	if len(ring) < s.Run.MinTrainers {
+	// A finished run trains no more: losing a member after the last step must not send the
+	// rest after a checkpoint nobody serves any longer (found by chaos runs).
+	if len(ring) < s.Run.MinTrainers || s.Status.Terminal() {
 		ring = nil
 	}
 	g := Generation{Number: s.Generation.Number + 1, Ring: ring, World: len(ring), StartedAt: now}
@@ -364,6 +366,8 @@ func startGeneration(s *State, now int64, why string) {
 	text := fmt.Sprintf("generation %d: world %d", g.Number, g.World)
 	if g.World > 0 {
 		text += fmt.Sprintf(" [%s] from step %d", strings.Join(ring, " "), g.StartStep)
+	} else if s.Status.Terminal() {
+		text += fmt.Sprintf(", the run has %s", s.Status)
 	} else {
 		text += fmt.Sprintf(", waiting for %d trainers (have %d)", s.Run.MinTrainers, len(s.Members))
 	}
