@@ -19,10 +19,10 @@ import (
 	_ "gonum.org/v1/netlib/blas/netlib"
 	_ "gonum.org/v1/plot"
 	_ "google.golang.org/grpc"
+	_ "google.golang.org/grpc/cmd/protoc-gen-go-grpc"
+	_ "google.golang.org/protobuf/cmd/protoc-gen-go"
 	_ "google.golang.org/protobuf/proto"
 	_ "k8s.io/api/apps/v1"
 	_ "pgregory.net/rapid"
 	_ "sigs.k8s.io/yaml"
-	_ "google.golang.org/protobuf/cmd/protoc-gen-go"
-	_ "google.golang.org/grpc/cmd/protoc-gen-go-grpc"
 )
