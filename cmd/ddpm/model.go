@@ -184,6 +184,7 @@ type benchResult struct {
 	Batch      int       `json:"batch"`
 	Params     int       `json:"params"`
 	BLAS       string    `json:"blas"`
+	BLASCore   string    `json:"blas_core"`
 	Threads    int       `json:"threads"`
 	Median     float64   `json:"s_per_step_median"`
 	CPUMedian  float64   `json:"cpu_s_per_step_median"`
@@ -288,7 +289,7 @@ func runModelBench(w io.Writer, cfg unet.Config, bf benchFlags) error {
 			return 0
 		}
 	}
-	res := benchResult{Impl: "go", Model: bf.preset, Mode: bf.mode, Batch: b, Params: m.NumParams(), BLAS: nn.Backend, Threads: runtime.GOMAXPROCS(0)}
+	res := benchResult{Impl: "go", Model: bf.preset, Mode: bf.mode, Batch: b, Params: m.NumParams(), BLAS: nn.Backend, BLASCore: nn.BackendCore(), Threads: runtime.GOMAXPROCS(0)}
 	for s := range bf.warmup + bf.steps {
 		prep(s)
 		start, c0 := time.Now(), cpuSeconds()
@@ -395,7 +396,7 @@ func runModelCompare(w, stderr io.Writer, twin string, cf compareFlags) error {
 	}
 	mo, mt := median(ours.times), median(theirs.times)
 	co, ct := median(ours.cpu), median(theirs.cpu)
-	fmt.Fprintf(w, "%s %s batch %d, %d threads (%s BLAS), n=%d steps each:\n", cf.preset, cf.mode, cf.batch, cf.threads, nn.Backend, len(ours.times))
+	fmt.Fprintf(w, "%s %s batch %d, %d threads (%s BLAS, %s kernels), n=%d steps each:\n", cf.preset, cf.mode, cf.batch, cf.threads, nn.Backend, nn.BackendCore(), len(ours.times))
 	fmt.Fprintf(w, "  wall  ours %.3f s/step, pytorch %.3f s/step, ratio ours/pytorch %.2f\n", mo, mt, mo/mt)
 	fmt.Fprintf(w, "  CPU   ours %.3f s/step, pytorch %.3f s/step, ratio ours/pytorch %.2f\n", co, ct, co/ct)
 	fmt.Fprintf(w, "  peak RSS ours %.0f MiB, pytorch %.0f MiB\n", ours.rssMiB, theirs.rssMiB)
