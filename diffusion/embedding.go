@@ -28,27 +28,30 @@ func TimestepEmbedding(dst []float32, t []int32, dim int) {
 		panic(fmt.Sprintf("diffusion: TimestepEmbedding: len(dst) = %d, want len(t)*dim = %d*%d", len(dst), len(t), dim))
 	}
 	half := dim / 2
-	freq := make([]float32, half)
-	timestepFrequencies(freq)
-	for b, tb := range t {
-		row := dst[b*dim : (b+1)*dim]
-		tf := float32(tb)
-		for j, f := range freq {
-			arg := float64(tf * f) // float32 product, as tf.cast(t)[:, None] * emb[None, :]
-			row[j] = float32(math.Sin(arg))
-			row[half+j] = float32(math.Cos(arg))
+	e := frequencyExponent(half)
+	// Frequency outermost, so that no table is allocated: each freq[j] is computed once.
+	for j := range half {
+		f := frequency(e, j)
+		for b, tb := range t {
+			arg := float64(float32(tb) * f) // float32 product, as tf.cast(t)[:, None] * emb[None, :]
+			dst[b*dim+j] = float32(math.Sin(arg))
+			dst[b*dim+half+j] = float32(math.Cos(arg))
 		}
-		if dim%2 == 1 {
-			row[dim-1] = 0
+	}
+	if dim%2 == 1 {
+		for b := range t {
+			dst[b*dim+dim-1] = 0
 		}
 	}
 }
 
-// timestepFrequencies fills freq (length half) with the float32 frequencies exp(-j*log(10000)/(half-1)).
-func timestepFrequencies(freq []float32) {
-	half := len(freq)
-	e := float32(math.Log(10000) / float64(half-1)) // a Python float, cast to float32 by TF
-	for j := range freq {
-		freq[j] = float32(math.Exp(float64(float32(j) * -e)))
-	}
+// frequencyExponent is the original's float32 e = log(10000)/(half-1) (a Python float cast to
+// float32 by TF).
+func frequencyExponent(half int) float32 {
+	return float32(math.Log(10000) / float64(half-1))
+}
+
+// frequency is the float32 frequency exp(-j*e) of embedding column j.
+func frequency(e float32, j int) float32 {
+	return float32(math.Exp(float64(float32(j) * -e)))
 }
