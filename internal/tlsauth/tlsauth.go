@@ -97,7 +97,7 @@ type Config struct {
 // certificate names.
 func AddFlags(fs *pflag.FlagSet) *Config {
 	c := &Config{ServerName: NodeName}
-	fs.StringVar(&c.Dir, "certs", "", "directory with ca.crt, node.crt, node.key and join-secret (make one with `ddpm certs init DIR`)")
+	fs.StringVar(&c.Dir, "certs", "", "`DIR` with ca.crt, node.crt, node.key and join-secret (make one with: ddpm certs init DIR)")
 	fs.BoolVar(&c.Insecure, "insecure", false, "plain-text links with no authentication (development only; excludes --certs)")
 	return c
 }
