@@ -81,7 +81,7 @@ func CheckFresh(out, hash string) error {
 	if m.ConfigHash != hash {
 		return fmt.Errorf("output folder %s %w (config %.12s, this run %.12s); choose another --out or --resume %s", out, ErrOtherRun, m.ConfigHash, hash, out)
 	}
-	return fmt.Errorf("output folder %s %w with the same config; continue it with --resume %s", out, ErrOtherRun, out)
+	return fmt.Errorf("output folder %s already holds this run (config %.12s); continue it with --resume %s or choose another --out", out, hash, out)
 }
 
 // ReadManifest reads OUT/local.json; a folder without one is ErrNotARun.
