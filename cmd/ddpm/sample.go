@@ -8,6 +8,7 @@ import (
 	_ "image/png"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -79,6 +80,12 @@ func runSample(w io.Writer, o sampleOpts) error {
 		return withExit(2, fmt.Errorf("--interpolate takes two images, got %d", len(o.interpolate)))
 	case o.lambdaSteps < 1:
 		return withExit(2, fmt.Errorf("--lambda-steps %d: want at least 1", o.lambdaSteps))
+	}
+	// Refuse an output nobody can write before minutes or hours of sampling, not after.
+	for _, out := range []struct{ flag, path string }{{"--out", o.out}, {"--progressive", o.progressive}, {"--export-weights", o.export}} {
+		if err := checkOutPath(out.flag, out.path); err != nil {
+			return withExit(2, err)
+		}
 	}
 	ld, err := trainer.LoadForEval(o.checkpoint, o.step, !o.raw, o.model)
 	if err != nil {
@@ -215,4 +222,19 @@ func readImage(path string, c, h, w int) ([]float32, error) {
 		}
 	}
 	return x, nil
+}
+
+// checkOutPath: an output file (empty: none) must not be a directory and its folder must exist.
+func checkOutPath(flag, path string) error {
+	if path == "" {
+		return nil
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("%s %s is a directory, not a file", flag, path)
+	}
+	dir := filepath.Dir(path)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("%s %s: folder %s does not exist", flag, path, dir)
+	}
+	return nil
 }
