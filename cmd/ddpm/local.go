@@ -26,6 +26,7 @@ import (
 	"ddpm/internal/tlsauth"
 	"ddpm/internal/viz"
 	"ddpm/trainer"
+	"ddpm/unet"
 )
 
 // localOpts are the flags of `ddpm local` beyond the run config's own.
@@ -151,8 +152,8 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 			return err
 		}
 		if o.init != "" {
-			if _, err := os.Stat(o.init); err != nil {
-				return withExit(2, fmt.Errorf("--init: %w", err))
+			if err := checkInit(o.init, run.Model); err != nil {
+				return withExit(2, err)
 			}
 			if man.Init, err = filepath.Abs(o.init); err != nil {
 				return err
@@ -274,6 +275,26 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 }
 
 // checkDataset fails early, with one line, when the run's dataset cannot be opened.
+// checkInit reads --init as the trainers will, so that a file that is not weights of the run's
+// model is refused before the run folder is created and the processes are started.
+func checkInit(path, model string) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("--init: %w", err)
+	}
+	ucfg, err := unet.Preset(model)
+	if err != nil {
+		return err
+	}
+	m, err := unet.New(ucfg)
+	if err != nil {
+		return err
+	}
+	if _, err := unet.ReadSafetensors(path, m.Tensors(), make([]float32, len(m.Params()))); err != nil {
+		return fmt.Errorf("--init %s is not weights of model %q: %w", path, model, err)
+	}
+	return nil
+}
+
 func checkDataset(run config.Run) error {
 	_, err := openDataset(run.Dataset, "train")
 	return err
