@@ -295,9 +295,22 @@ func checkInit(path, model string) error {
 	return nil
 }
 
+// checkDataset opens the run's dataset as the trainers will and refuses one whose images the
+// model cannot take (the trainers would only fail and be restarted until their restarts ran out).
 func checkDataset(run config.Run) error {
-	_, err := openDataset(run.Dataset, "train")
-	return err
+	ds, err := openDataset(run.Dataset, "train")
+	if err != nil {
+		return err
+	}
+	ucfg, err := unet.Preset(run.Model)
+	if err != nil {
+		return err
+	}
+	if c, h, w := ds.Shape(); c != ucfg.InCh || h != ucfg.Resolution || w != ucfg.Resolution {
+		return fmt.Errorf("dataset %s has %dx%dx%d images, model %q wants %dx%dx%d",
+			run.Dataset, c, h, w, run.Model, ucfg.InCh, ucfg.Resolution, ucfg.Resolution)
+	}
+	return nil
 }
 
 // coordinatorArgs builds each replica's command line; the first replica bootstraps a new cluster.
