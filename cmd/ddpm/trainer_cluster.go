@@ -196,6 +196,14 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	}
 	join := coordinator.JoinRequest{ID: o.id, Address: o.listen, Version: version.Version, ConfigHash: run.Hash(), Held: held}
 	if _, err := cli.Join(ctx, join); err != nil {
+		// A run that has already succeeded (ddpm local --resume of a finished run, a trainer
+		// restarted after the end): nothing left to do, and no reason to be restarted.
+		if errors.Is(err, fsm.ErrRunFinished) {
+			if st, serr := cli.State(ctx); serr == nil && st.Status == fsm.StatusSucceeded {
+				node.Log.Info("run complete", "note", "the run had already succeeded when this trainer joined")
+				return nil
+			}
+		}
 		return withExit(2, fmt.Errorf("joining %v: %w", addrs, err))
 	}
 	node.Log.Info("joined", "coordinators", addrs, "config", run.Hash(), "held", len(held))
