@@ -265,8 +265,18 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		ckpt := filepath.Join(localrun.TrainerDir(out, 0), trainer.CheckpointFile)
 		samplesPath := filepath.Join(out, localrun.SamplesPNG)
 		t0 := time.Now()
-		if err := sampleGrid(ckpt, -1, o.samples, run.Seed, samplesPath, "", stderr); err != nil {
-			return fmt.Errorf("samples: %w", err)
+		// Sampling runs T network evaluations; Ctrl-C must not wait for it. The run is complete
+		// and committed by now, and the grid is written through a temporary file, so leaving
+		// mid-way loses nothing.
+		sampled := make(chan error, 1)
+		go func() { sampled <- sampleGrid(ckpt, -1, o.samples, run.Seed, samplesPath, "", stderr) }()
+		select {
+		case err := <-sampled:
+			if err != nil {
+				return fmt.Errorf("samples: %w", err)
+			}
+		case <-ctx.Done():
+			return withExit(130, fmt.Errorf("interrupted while sampling; the run is complete: draw samples with ddpm sample --checkpoint %s --out %s", out, samplesPath))
 		}
 		fmt.Fprintf(stderr, "ddpm local: wrote %s (%d samples of the EMA weights in %.0fs)\n", samplesPath, o.samples, time.Since(t0).Seconds())
 	}
