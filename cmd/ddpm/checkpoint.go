@@ -138,9 +138,10 @@ func newCheckpointVerifyCmd() *cobra.Command {
 
 func newCheckpointExportCmd() *cobra.Command {
 	var (
-		step int64
-		ema  bool
-		out  string
+		step  int64
+		ema   bool
+		out   string
+		force bool
 	)
 	cmd := &cobra.Command{
 		Use:   "export FILE [--step N] [--ema] --out model.safetensors",
@@ -153,6 +154,9 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return withExit(exitUsage, errors.New("checkpoint export: --out FILE is required"))
+			}
+			if err := checkOutPath("--out", out, force); err != nil {
+				return withExit(exitUsage, fmt.Errorf("checkpoint export: %w", err))
 			}
 			st, err := openCheckpoint(args[0])
 			if err != nil {
@@ -185,6 +189,7 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 	cmd.Flags().Int64Var(&step, "step", -1, "checkpoint step (default: the newest that verifies)")
 	cmd.Flags().BoolVar(&ema, "ema", false, "export the EMA weights instead of the parameters")
 	cmd.Flags().StringVar(&out, "out", "", "output safetensors file (required)")
+	cmd.Flags().BoolVar(&force, "force", false, "replace --out if it already exists")
 	return cmd
 }
 

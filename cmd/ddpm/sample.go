@@ -34,6 +34,7 @@ type sampleOpts struct {
 	raw         bool
 	model       string
 	export      string
+	force       bool // replace existing output files
 }
 
 func newSampleCmd() *cobra.Command {
@@ -63,6 +64,7 @@ fixed-large variance, predicted x0 clipped) on the EMA weights and writes an ima
 	f.BoolVar(&o.raw, "raw", false, "use the raw parameters instead of the EMA")
 	f.StringVar(&o.model, "model", "", "expected U-Net preset; refuse a checkpoint of another one")
 	f.StringVar(&o.export, "export-weights", "", "write the loaded weights (EMA unless --raw) as safetensors with PyTorch names; with no --out, only that")
+	f.BoolVar(&o.force, "force", false, "replace output files that already exist")
 	return cmd
 }
 
@@ -83,7 +85,7 @@ func runSample(w io.Writer, o sampleOpts) error {
 	}
 	// Refuse an output nobody can write before minutes or hours of sampling, not after.
 	for _, out := range []struct{ flag, path string }{{"--out", o.out}, {"--progressive", o.progressive}, {"--export-weights", o.export}} {
-		if err := checkOutPath(out.flag, out.path); err != nil {
+		if err := checkOutPath(out.flag, out.path, o.force); err != nil {
 			return withExit(2, err)
 		}
 	}
@@ -142,7 +144,7 @@ func runSample(w io.Writer, o sampleOpts) error {
 
 // sampleGrid is what `ddpm local` calls at the end of a run.
 func sampleGrid(ckpt string, step int64, n int, seed uint64, out, model string, w io.Writer) error {
-	return runSample(w, sampleOpts{checkpoint: ckpt, step: step, n: n, seed: seed, out: out, model: model, lambdaSteps: 8})
+	return runSample(w, sampleOpts{checkpoint: ckpt, step: step, n: n, seed: seed, out: out, model: model, lambdaSteps: 8, force: true})
 }
 
 func weightsName(raw bool) string {
@@ -224,13 +226,16 @@ func readImage(path string, c, h, w int) ([]float32, error) {
 	return x, nil
 }
 
-// checkOutPath: an output file (empty: none) must not be a directory and its folder must exist.
-func checkOutPath(flag, path string) error {
+// checkOutPath: an output file (empty: none) must not be a directory, must not exist unless
+// force (nothing is overwritten by accident), and its folder must exist.
+func checkOutPath(flag, path string, force bool) error {
 	if path == "" {
 		return nil
 	}
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return fmt.Errorf("%s %s is a directory, not a file", flag, path)
+	} else if err == nil && !force {
+		return fmt.Errorf("%s %s already exists (give --force to replace it)", flag, path)
 	}
 	dir := filepath.Dir(path)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
