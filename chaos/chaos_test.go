@@ -4,45 +4,23 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"ddpm/config"
+	"ddpm/internal/testutil"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	binErr    error
-)
-
-// ddpmBinary builds the ddpm binary once per test process.
+// ddpmBinary is the real binary, built once per test process.
 func ddpmBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("chaos: real processes; skipped with -short")
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ddpm-chaos-bin")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "ddpm")
-		out, err := exec.Command("go", "build", "-o", binPath, "ddpm/cmd/ddpm").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build ./cmd/ddpm: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+	return testutil.DDPMBinary(t)
 }
 
 // tinyRun is the mnist preset cut down to a short run of the tiny U-Net (about 0.3 s a step on

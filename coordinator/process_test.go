@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -20,37 +19,17 @@ import (
 
 	"ddpm/api"
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/testutil"
 	"ddpm/internal/tlsauth/tlsauthtest"
 )
 
-// buildBinary builds cmd/ddpm once per test binary run.
-var buildOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
+// ddpmBinary is the real binary, built once per test process.
 func ddpmBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the ddpm binary and starts processes; skipped with -short")
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ddpm-coordinator-test")
-		if err != nil {
-			buildOnce.err = err
-			return
-		}
-		buildOnce.path = filepath.Join(dir, "ddpm")
-		out, err := exec.Command("go", "build", "-o", buildOnce.path, "ddpm/cmd/ddpm").CombinedOutput()
-		if err != nil {
-			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildOnce.err != nil {
-		t.Fatal(buildOnce.err)
-	}
-	return buildOnce.path
+	return testutil.DDPMBinary(t)
 }
 
 // freeAddrs returns n distinct loopback addresses with free ports.

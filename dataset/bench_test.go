@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"ddpm/dataset/lmdb/lmdbtest"
+	"ddpm/internal/testutil"
 )
 
 // Loader throughput: LoadBatch of a 128-sample global batch (positions from the sampler, flips
@@ -90,8 +91,6 @@ func BenchmarkLoadLSUNRawWebP256(b *testing.B) {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	testutil.RemoveDDPM()
 	os.Exit(code)
 }

@@ -7,37 +7,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"ddpm/dataset/lmdb/lmdbtest"
+	"ddpm/internal/testutil"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// ddpmBinary builds the real command once per test run.
+// ddpmBinary is the real command, built once per test process.
 func ddpmBinary(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ddpm-dataset-cli")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "ddpm")
-		out, err := exec.Command("go", "build", "-o", binPath, "ddpm/cmd/ddpm").CombinedOutput()
-		if err != nil {
-			binErr = errors.New(string(out))
-		}
-	})
-	if binErr != nil {
-		t.Fatalf("go build ./cmd/ddpm: %v", binErr)
-	}
-	return binPath
+	return testutil.DDPMBinary(t)
 }
 
 // runDDPM runs the binary and returns stdout, stderr and the exit status.

@@ -15,43 +15,22 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"ddpm/checkpoint"
+	"ddpm/internal/testutil"
 	"ddpm/trainer"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	binErr    error
-)
-
-// ddpmBinary builds bin/ddpm once per test process.
+// ddpmBinary is the real binary, built once per test process.
 func ddpmBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end: skipped with -short")
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ddpm-e2e-bin")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "ddpm")
-		out, err := exec.Command("go", "build", "-o", binPath, "ddpm/cmd/ddpm").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build ./cmd/ddpm: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+	return testutil.DDPMBinary(t)
 }
 
 // smallRun is the run-config flags every end-to-end run shares: the mnist preset cut down to a
@@ -319,7 +298,10 @@ func TestLocalCluster(t *testing.T) {
 func TestKillOneTrainer(t *testing.T) {
 	dir := t.TempDir()
 	run := filepath.Join(dir, "kill")
-	const steps = 40
+	// Long enough that trainer-0, alone after the kill, is still training when the supervisor
+	// restarts trainer-1 (2 x heartbeat timeout + 1 s later) even on a loaded machine; with 40
+	// steps trainer-0 could finish the run alone first and the rejoin was a race.
+	const steps = 120
 	cmd := exec.Command(ddpmBinary(t), append([]string{"local", "--trainers", "2", "--coordinators", "3", "--min-trainers", "1", "--out", run, "--samples", "0"}, smallRun(steps)...)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

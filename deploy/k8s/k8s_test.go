@@ -31,6 +31,7 @@ import (
 	"ddpm/config"
 	"ddpm/coordinator"
 	"ddpm/dataset"
+	"ddpm/internal/testutil"
 )
 
 var overlays = []string{"cpu", "gpu"}
@@ -44,20 +45,13 @@ const fakePodIP = "10.1.2.3"
 var ddpmBin string // built once by TestMain
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ddpm-k8s-test")
-	if err != nil {
+	var err error
+	if ddpmBin, err = testutil.BuildDDPM(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	ddpmBin = filepath.Join(dir, "ddpm")
-	build := exec.Command("go", "build", "-o", ddpmBin, "ddpm/cmd/ddpm")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building ddpm: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	testutil.RemoveDDPM()
 	os.Exit(code)
 }
 
