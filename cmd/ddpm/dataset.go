@@ -49,7 +49,7 @@ func init() {
 cifar-10-binary.tar.gz, an LSUN LMDB directory, a folder of images, a prepared directory, or an idx
 images file. The fingerprint is the sha256 of the decoded content at the chosen resolution; the
 run config records it and trainers refuse data whose fingerprint differs.`,
-		Args: exactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ds, err := dataset.Open(args[0], df.options())
 			if err != nil {
@@ -85,7 +85,7 @@ run config records it and trainers refuse data whose fingerprint differs.`,
 		Long: `prepare reads SRC (any PATH that inspect takes), decodes, crops and resizes every image once,
 and writes DIR/index.json and DIR/shard-NNNNN.bin. Trainers read DIR like any source, without
 decoding; its fingerprint equals SRC's at the same resolution. DIR must not exist.`,
-		Args: exactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return withExit(exitUsage, fmt.Errorf("%s: --out DIR is required", cmd.CommandPath()))
@@ -114,16 +114,6 @@ decoding; its fingerprint equals SRC's at the same resolution. DIR must not exis
 	prepare.Flags().IntVar(&shardMB, "shard-mb", 256, "approximate shard size in MiB")
 	datasetCmd.AddCommand(prepare)
 	rootCmd.AddCommand(datasetCmd)
-}
-
-// exactArgs is cobra.ExactArgs with the usage exit status.
-func exactArgs(n int) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
-			return withExit(exitUsage, fmt.Errorf("%s: %w", cmd.CommandPath(), err))
-		}
-		return nil
-	}
 }
 
 func printInfo(w io.Writer, ds dataset.Dataset) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -51,7 +52,32 @@ var versionCmd = &cobra.Command{
 
 func init() { rootCmd.AddCommand(versionCmd) }
 
+// usageErrors makes every command's argument-count and flag errors exit with status 2 and name
+// the command and its usage line, instead of cobra's bare "accepts 1 arg(s), received 0".
+func usageErrors(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return withExit(2, fmt.Errorf("%s: %v (usage: %s)", commandName(cmd), err, cmd.UseLine()))
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageErrors(sub)
+	}
+}
+
+// commandName is the command's path without the binary's name ("checkpoint list").
+func commandName(cmd *cobra.Command) string {
+	return strings.TrimPrefix(cmd.CommandPath(), rootCmd.Name()+" ")
+}
+
 func main() {
+	usageErrors(rootCmd)
+	rootCmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return withExit(2, fmt.Errorf("%s: %v (see %s --help)", commandName(cmd), err, cmd.CommandPath()))
+	})
 	if err := rootCmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "ddpm:", err)
 		var ee *exitError
