@@ -3,14 +3,13 @@ package checkpoint_test
 import (
 	"math"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
 
 	"ddpm/checkpoint"
 	"ddpm/internal/safetensors"
+	"ddpm/internal/testutil"
 	"ddpm/unet"
 )
 
@@ -19,20 +18,6 @@ import (
 // the exported file: eps_theta must equal our model's with the same EMA weights. The oracle is
 // part of the test setup (make setup): the test fails, never skips, without it.
 func TestExportLoadsInPyTorch(t *testing.T) {
-	script := os.Getenv("DDPM_PARITY_PY")
-	if script == "" {
-		script = filepath.Join("..", "..", "shared", "anchors", "pytorch", "parity.py")
-	}
-	py := os.Getenv("DDPM_TORCH_PYTHON")
-	if py == "" {
-		py = "/usr/bin/python3"
-	}
-	for _, p := range []string{script, py} {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("parity oracle missing: %v (run make setup; set DDPM_PARITY_PY / DDPM_TORCH_PYTHON)", err)
-		}
-	}
-
 	cfg, err := unet.Preset("small")
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +76,7 @@ func TestExportLoadsInPyTorch(t *testing.T) {
 	if err := safetensors.Write(ipath, []safetensors.Tensor{safetensors.F32("x_t", shape, x), safetensors.I64("t", []int{b}, []int64{3, 850})}, nil); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(py, script, "--model", "small", "--weights", wpath, "--inputs", ipath, "--out", opath)
+	cmd := testutil.ParityCommand(t, "--model", "small", "--weights", wpath, "--inputs", ipath, "--out", opath)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("parity.py: %v\n%s", err, out)
 	}

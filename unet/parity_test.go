@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -15,29 +14,13 @@ import (
 	"testing"
 
 	"ddpm/internal/safetensors"
+	"ddpm/internal/testutil"
 	"ddpm/nn"
 )
 
-// The PyTorch oracle: anchors/pytorch/parity.py run by Debian's python3-torch. Both are part of
-// the project's test setup (make setup); this test fails, never skips, when they are missing.
-// DDPM_PARITY_PY and DDPM_TORCH_PYTHON override the locations.
-func parityCmd(t *testing.T, args ...string) *exec.Cmd {
-	t.Helper()
-	script := os.Getenv("DDPM_PARITY_PY")
-	if script == "" {
-		script = filepath.Join("..", "..", "shared", "anchors", "pytorch", "parity.py") // from unet/ in the repo
-	}
-	py := os.Getenv("DDPM_TORCH_PYTHON")
-	if py == "" {
-		py = "/usr/bin/python3"
-	}
-	for _, p := range []string{script, py} {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("parity oracle missing: %v (run make setup; set DDPM_PARITY_PY / DDPM_TORCH_PYTHON)", err)
-		}
-	}
-	return exec.Command(py, append([]string{script}, args...)...)
-}
+// parityCmd runs the PyTorch oracle (anchors/pytorch/parity.py) with args; see
+// testutil.ParityCommand.
+func parityCmd(t *testing.T, args ...string) *exec.Cmd { return testutil.ParityCommand(t, args...) }
 
 // oracleArgs gives parity.py the model for cfg: small is SmallUNet; the ddpm layout is
 // DDPMUNet (32 groups, eps 1e-6, 3 channels) with the given shape.
