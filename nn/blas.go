@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"gonum.org/v1/gonum/blas"
+
+	"ddpm/nn/internal/sgemm"
 	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/blas64"
 )
@@ -30,6 +32,10 @@ func gemm[T Float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb
 	}
 	// Reinterpret the slices rather than box them in an interface (which would allocate).
 	if unsafe.Sizeof(alpha) == 4 {
+		if sgemm.Available {
+			sgemm.Sgemm(tA, tB, m, n, k, float32(alpha), as[float32](a), lda, as[float32](b), ldb, float32(beta), as[float32](c), ldc)
+			return
+		}
 		blas32.Implementation().Sgemm(trans(tA), trans(tB), m, n, k, float32(alpha), as[float32](a), lda,
 			as[float32](b), ldb, float32(beta), as[float32](c), ldc)
 		return

@@ -19,9 +19,11 @@
 //     nothing.
 //   - Shape mismatches are programmer errors and panic with an "nn: " message.
 //
-// GEMM goes through gonum's blas32/blas64 interfaces. The default build routes them to OpenBLAS
+// float32 GEMM runs on the package's own AVX-512 kernel (internal/sgemm: packed panels and an
+// 8 x 32 micro-kernel in Go assembly) where the CPU has AVX-512. Otherwise, and for float64,
+// GEMM goes through gonum's blas32/blas64 interfaces: the default build routes them to OpenBLAS
 // via gonum.org/v1/netlib (cgo, Debian libopenblas-dev) with OpenBLAS's own threading off; the
-// build tag purego keeps gonum's own pure-Go BLAS. Parallelism is the engine's: large GEMMs are
+// build tag purego keeps gonum's own pure-Go BLAS (and leaves the AVX-512 kernel out). Parallelism is the engine's: large GEMMs are
 // split into one block per GOMAXPROCS across goroutines, and the non-GEMM layers split their
 // loops over samples, groups or channels the same way.
 package nn

@@ -65,3 +65,5 @@ func BenchmarkForwardTinyB16(b *testing.B)  { benchForward(b, "tiny", 16) }
 func BenchmarkForwardSmallB16(b *testing.B) { benchForward(b, "small", 16) }
 
 func BenchmarkForwardCIFAR10B8(b *testing.B) { benchForward(b, "cifar10", 8) }
+
+func BenchmarkTrainStepCIFAR10B8(b *testing.B) { benchStep(b, "cifar10", 8) }

@@ -1,0 +1,209 @@
+// Package sgemm is the layer engine's float32 matrix multiply on AVX-512: the blocked
+// algorithm of Goto and van de Geijn with packed panels and an 8 x 32 micro-kernel in Go
+// assembly. OpenBLAS (the engine's other GEMM) picks its kernels when it loads, and an
+// environment that pins them to AVX2 (OPENBLAS_CORETYPE=Haswell) halves the float32 throughput
+// of a CPU with 512-bit FMA units; this package is used only where Available.
+package sgemm
+
+import "fmt"
+
+// The blocking of sgemm (Goto & van de Geijn, "Anatomy of high-performance matrix
+// multiplication", ACM TOMS 2008): a KC x NC block of op(B) is packed into NR-wide panels
+// (kept in L2/L3), an MC x KC block of op(A) into MR-high panels (L2), and the micro-kernel
+// multiplies one A panel by one B panel (L1) into an MR x NR tile of C.
+const (
+	sgMR = 8
+	sgNR = 32
+	sgKC = 256
+	sgMC = 128  // a multiple of sgMR
+	sgNC = 2048 // a multiple of sgNR
+)
+
+// sgemmBufs are one call's packing buffers.
+type sgemmBufs struct {
+	a, b []float32
+	tile [sgMR * sgNR]float32 // the partial tiles at the right and bottom edges of C
+}
+
+// sgemmFree recycles packing buffers between calls (and between the pool workers of pgemm)
+// without allocating; a channel, unlike a sync.Pool, is not emptied by the garbage collector.
+var sgemmFree = make(chan *sgemmBufs, 16)
+
+// sgemm computes c = alpha*op(a)*op(b) + beta*c in float32 for row-major matrices, as gemm,
+// on this package's AVX-512 micro-kernel (only when Available). Every element of c is
+// the float32 sum of its k products in increasing p, restarted in a fresh accumulator every
+// sgKC terms and added to c block by block: the result does not depend on how the caller
+// splits c into row or column blocks, so it is the same on any number of threads.
+func Sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	checkGemm(tA, m, k, len(a), lda, "a")
+	checkGemm(tB, k, n, len(b), ldb, "b")
+	checkGemm(false, m, n, len(c), ldc, "c")
+	if m == 0 || n == 0 {
+		return
+	}
+	if beta != 1 {
+		for i := 0; i < m; i++ {
+			row := c[i*ldc : i*ldc+n]
+			if beta == 0 {
+				clear(row)
+				continue
+			}
+			for j := range row {
+				row[j] *= beta
+			}
+		}
+	}
+	if k == 0 || alpha == 0 {
+		return
+	}
+	var buf *sgemmBufs
+	select {
+	case buf = <-sgemmFree:
+	default:
+		buf = new(sgemmBufs)
+	}
+	for jc := 0; jc < n; jc += sgNC {
+		nc := min(sgNC, n-jc)
+		for pc := 0; pc < k; pc += sgKC {
+			kc := min(sgKC, k-pc)
+			buf.b = growF32(buf.b, (nc+sgNR-1)/sgNR*sgNR*kc)
+			packB(buf.b, tB, b, ldb, pc, kc, jc, nc)
+			for ic := 0; ic < m; ic += sgMC {
+				mc := min(sgMC, m-ic)
+				buf.a = growF32(buf.a, (mc+sgMR-1)/sgMR*sgMR*kc)
+				packA(buf.a, tA, a, lda, ic, mc, pc, kc, alpha)
+				for jr := 0; jr < nc; jr += sgNR {
+					nr := min(sgNR, nc-jr)
+					bp := &buf.b[jr*kc]
+					for ir := 0; ir < mc; ir += sgMR {
+						mr := min(sgMR, mc-ir)
+						ap := &buf.a[ir*kc]
+						ci := (ic+ir)*ldc + jc + jr
+						if mr == sgMR && nr == sgNR {
+							_ = c[ci+(sgMR-1)*ldc+sgNR-1] // the tile lies inside c
+							sgemmMicro(kc, ap, bp, &c[ci], ldc)
+							continue
+						}
+						t := buf.tile[:]
+						clear(t)
+						sgemmMicro(kc, ap, bp, &t[0], sgNR)
+						for i := 0; i < mr; i++ {
+							dst := c[ci+i*ldc : ci+i*ldc+nr]
+							for j, v := range t[i*sgNR : i*sgNR+nr] {
+								dst[j] += v
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	select {
+	case sgemmFree <- buf:
+	default:
+	}
+}
+
+// checkGemm panics unless a row-major matrix stored with row stride ld fits in n elements as
+// op(x) of r x c (stored c x r when t).
+func checkGemm(t bool, r, c, n, ld int, name string) {
+	if t {
+		r, c = c, r
+	}
+	if r < 0 || c < 0 || ld < max(1, c) || (r > 0 && c > 0 && n < (r-1)*ld+c) {
+		panic(fmt.Sprintf("sgemm: %s is %d x %d with stride %d in %d elements", name, r, c, ld, n))
+	}
+}
+
+func growF32(buf []float32, n int) []float32 {
+	if cap(buf) < n {
+		return make([]float32, n)
+	}
+	return buf[:n]
+}
+
+// packB writes rows [pc, pc+kc) and columns [jc, jc+nc) of op(b) into dst as NR-wide panels:
+// panel q holds dst[q*kc*NR + p*NR + j] = op(b)[pc+p, jc+q*NR+j], zero past column nc.
+func packB(dst []float32, tB bool, b []float32, ldb, pc, kc, jc, nc int) {
+	for q := 0; q*sgNR < nc; q++ {
+		nr := min(sgNR, nc-q*sgNR)
+		pan := dst[q*kc*sgNR : (q+1)*kc*sgNR]
+		j0 := jc + q*sgNR
+		if !tB { // op(b)[p, j] = b[p*ldb+j]: a contiguous run of nr per row
+			for p := 0; p < kc; p++ {
+				d := pan[p*sgNR : (p+1)*sgNR]
+				copy(d, b[(pc+p)*ldb+j0:(pc+p)*ldb+j0+nr])
+				clear(d[nr:])
+			}
+			continue
+		}
+		// op(b)[p, j] = b[j*ldb+p]: a transpose, eight columns of the panel at a time (eight
+		// contiguous reads, eight contiguous writes per p).
+		j := 0
+		for ; j+8 <= nr; j += 8 {
+			r := b[(j0+j)*ldb+pc:]
+			s0, s1, s2, s3 := r[:kc], r[ldb:ldb+kc], r[2*ldb:2*ldb+kc], r[3*ldb:3*ldb+kc]
+			s4, s5, s6, s7 := r[4*ldb:4*ldb+kc], r[5*ldb:5*ldb+kc], r[6*ldb:6*ldb+kc], r[7*ldb:7*ldb+kc]
+			for p := range s0 {
+				d := pan[p*sgNR+j : p*sgNR+j+8]
+				d[0], d[1], d[2], d[3] = s0[p], s1[p], s2[p], s3[p]
+				d[4], d[5], d[6], d[7] = s4[p], s5[p], s6[p], s7[p]
+			}
+		}
+		for ; j < nr; j++ {
+			src := b[(j0+j)*ldb+pc : (j0+j)*ldb+pc+kc]
+			for p, v := range src {
+				pan[p*sgNR+j] = v
+			}
+		}
+		if nr < sgNR {
+			for p := 0; p < kc; p++ {
+				clear(pan[p*sgNR+nr : (p+1)*sgNR])
+			}
+		}
+	}
+}
+
+// packA writes alpha times rows [ic, ic+mc) and columns [pc, pc+kc) of op(a) into dst as
+// MR-high panels: panel r holds dst[r*kc*MR + p*MR + i] = alpha*op(a)[ic+r*MR+i, pc+p], zero
+// past row mc.
+func packA(dst []float32, tA bool, a []float32, lda, ic, mc, pc, kc int, alpha float32) {
+	for r := 0; r*sgMR < mc; r++ {
+		mr := min(sgMR, mc-r*sgMR)
+		pan := dst[r*kc*sgMR : (r+1)*kc*sgMR]
+		i0 := ic + r*sgMR
+		if tA { // op(a)[i, p] = a[p*lda+i]: a contiguous run of mr per column
+			for p := 0; p < kc; p++ {
+				d := pan[p*sgMR : (p+1)*sgMR]
+				src := a[(pc+p)*lda+i0 : (pc+p)*lda+i0+mr]
+				for i, v := range src {
+					d[i] = alpha * v
+				}
+				clear(d[mr:])
+			}
+			continue
+		}
+		if mr == sgMR { // op(a)[i, p] = a[i*lda+p]: a transpose, all eight rows at once
+			r := a[i0*lda+pc:]
+			s0, s1, s2, s3 := r[:kc], r[lda:lda+kc], r[2*lda:2*lda+kc], r[3*lda:3*lda+kc]
+			s4, s5, s6, s7 := r[4*lda:4*lda+kc], r[5*lda:5*lda+kc], r[6*lda:6*lda+kc], r[7*lda:7*lda+kc]
+			for p := range s0 {
+				d := pan[p*sgMR : p*sgMR+8]
+				d[0], d[1], d[2], d[3] = alpha*s0[p], alpha*s1[p], alpha*s2[p], alpha*s3[p]
+				d[4], d[5], d[6], d[7] = alpha*s4[p], alpha*s5[p], alpha*s6[p], alpha*s7[p]
+			}
+			continue
+		}
+		for i := 0; i < mr; i++ {
+			src := a[(i0+i)*lda+pc : (i0+i)*lda+pc+kc]
+			for p, v := range src {
+				pan[p*sgMR+i] = alpha * v
+			}
+		}
+		if mr < sgMR {
+			for p := 0; p < kc; p++ {
+				clear(pan[p*sgMR+mr : (p+1)*sgMR])
+			}
+		}
+	}
+}

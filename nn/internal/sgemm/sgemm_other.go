@@ -1,0 +1,10 @@
+//go:build !amd64 || purego
+
+package sgemm
+
+// Available is false: there is no micro-kernel for this architecture or build.
+const Available = false
+
+func sgemmMicro(kc int, a, b, c *float32, ldc int) {
+	panic("sgemm: no micro-kernel on this architecture")
+}
