@@ -29,6 +29,7 @@ type Conv2d[T Float] struct {
 	// The parallel loops' arguments and their bodies, bound once (see parallelFor).
 	la, lb                                  []T
 	shift                                   [2]int
+	g                                       int // samples side by side in im2colShift
 	fnIm2col, fnCol2im, fnShift, fnBiasGrad func(lo, hi int)
 }
 
@@ -82,9 +83,13 @@ func (c *Conv2d[T]) Forward(x []T, b, h, w int) []T {
 		}
 		return c.y
 	}
+	kk := c.Cin * c.K * c.K
+	if c.same() {
+		c.forwardSame(x)
+		return c.y
+	}
 	// One sample at a time: its columns [Cin*K*K, P] stay in cache for the GEMM, which writes
 	// y [Cout, P] of the sample in place (no [Cout, B*P] reshuffle).
-	kk := c.Cin * c.K * c.K
 	col := c.ws.slot(0, kk*p)
 	in := c.Cin * h * w
 	for s := 0; s < b; s++ {
@@ -331,17 +336,19 @@ func shiftRange(h, w, dy, dx int) (i0, i1, lo, hi, off int) {
 	return i0, i1, lo, hi, off
 }
 
-// backwardSame is Backward's GEMM part for a same convolution: per sample, dW += dy col(x)^T,
-// and dx as the transposed convolution, which for stride 1 and same size is the convolution of
-// dy with the kernel flipped in both axes and Cin, Cout swapped, padded (K-1-PadTop,
-// K-1-PadLeft): dx = Wflip col(dy). So dx is one well-shaped GEMM (k = Cout*K*K) instead of a
-// GEMM with k = Cout and a col2im scatter-add.
+// backwardSame is Backward's GEMM part for a same convolution, per group of g samples (as
+// forwardSame): dW += dy col(x)^T, and dx as the transposed convolution, which for stride 1 and
+// same size is the convolution of dy with the kernel flipped in both axes and Cin, Cout
+// swapped, padded (K-1-PadTop, K-1-PadLeft): dx = Wflip col(dy). So dx is one well-shaped GEMM
+// (k = Cout*K*K) instead of a GEMM with k = Cout and a col2im scatter-add. A group of more than
+// one sample gathers its dy into [Cout, g*P] and spreads its dx [Cin, g*P] over the samples.
 func (c *Conv2d[T]) backwardSame(dy []T) {
 	b, h, w, k := c.b, c.h, c.w, c.K
 	cin, cout := c.Cin, c.Cout
 	p, k2 := h*w, k*k
-	col := c.ws.slot(0, max(cin, cout)*k2*p)
-	var wf []T
+	nb := c.group()
+	col := c.ws.slot(0, max(cin, cout)*k2*nb*p)
+	var wf, dyg, dxg []T
 	if !c.NoInputGrad {
 		wf = c.ws.slot(1, cin*cout*k2) // [Cin, Cout*K*K]
 		for co := 0; co < cout; co++ {
@@ -354,50 +361,141 @@ func (c *Conv2d[T]) backwardSame(dy []T) {
 			}
 		}
 	}
-	for s := 0; s < b; s++ {
-		dys := dy[s*cout*p : (s+1)*cout*p]
-		c.im2colShift(col[:cin*k2*p], c.x[s*cin*p:(s+1)*cin*p], cin, c.Pad[0], c.Pad[1])
-		pgemm(false, true, cout, cin*k2, p, 1, dys, p, col, p, 1, c.Weight.G, cin*k2)
+	if nb > 1 {
+		dyg = c.ws.slot(2, cout*nb*p)
+		if !c.NoInputGrad {
+			dxg = c.ws.slot(3, cin*nb*p)
+		}
+	}
+	for s0 := 0; s0 < b; s0 += nb {
+		g := min(nb, b-s0)
+		n := g * p
+		dys := dy[s0*cout*p : (s0+g)*cout*p]
+		dyc := dys // dy of the group as [Cout, g*P]
+		if g > 1 {
+			dyc = dyg[:cout*n]
+			gatherGroup(dyc, dy, s0, g, cout, p)
+		}
+		c.im2colShift(col[:cin*k2*n], c.x[s0*cin*p:(s0+g)*cin*p], cin, c.Pad[0], c.Pad[1], g)
+		pgemm(false, true, cout, cin*k2, n, 1, dyc, n, col, n, 1, c.Weight.G, cin*k2)
 		if c.NoInputGrad {
 			continue
 		}
-		c.im2colShift(col[:cout*k2*p], dys, cout, k-1-c.Pad[0], k-1-c.Pad[1])
-		pgemm(false, false, cin, p, cout*k2, 1, wf, cout*k2, col, p, 0, c.dx[s*cin*p:(s+1)*cin*p], p)
+		c.im2colShift(col[:cout*k2*n], dys, cout, k-1-c.Pad[0], k-1-c.Pad[1], g)
+		if g == 1 {
+			pgemm(false, false, cin, p, cout*k2, 1, wf, cout*k2, col, p, 0, c.dx[s0*cin*p:(s0+1)*cin*p], p)
+			continue
+		}
+		pgemm(false, false, cin, n, cout*k2, 1, wf, cout*k2, col[:cout*k2*n], n, 0, dxg[:cin*n], n)
+		scatterGroup(c.dx, dxg[:cin*n], s0, g, cin, p)
 	}
 }
 
 func (c *Conv2d[T]) im2colSame(col, x []T) {
-	c.im2colShift(col, x, c.Cin, c.Pad[0], c.Pad[1])
+	c.im2colShift(col, x, c.Cin, c.Pad[0], c.Pad[1], 1)
 }
 
-// im2colShift is im2col of x [cin, h, w] (h, w of the last Forward) for this layer's stride-1
-// K x K kernel with top and left padding pt, pl and an output of the input's size:
-// col[(c*K+u)*K+v, i*w+j] = x[c, i+u-pt, j+v-pl].
-func (c *Conv2d[T]) im2colShift(col, x []T, cin, pt, pl int) {
-	c.la, c.lb, c.shift = col, x, [2]int{pt, pl}
+// groupCols is the number of GEMM columns (samples x positions) a same convolution gathers
+// into one GEMM: at the low resolutions one sample gives a narrow GEMM (16 columns at 4x4)
+// whose packing of the weights costs as much as its multiply-adds.
+const groupCols = 512
+
+// group returns how many samples a same convolution of the last Forward multiplies at once:
+// enough for groupCols columns, at most the batch. The im2col matrix of a group is no larger
+// than that of one sample at the full resolution of a 32x32 model.
+func (c *Conv2d[T]) group() int {
+	return max(1, min(c.b, groupCols/(c.h*c.w)))
+}
+
+// forwardSame is Forward for a same convolution: per group of g samples, col = im2col of the
+// group [Cin*K*K, g*P] and one GEMM W col; a group of one writes y [Cout, P] of its sample in
+// place, a larger one goes through a [Cout, g*P] scratch that is then spread over the samples.
+func (c *Conv2d[T]) forwardSame(x []T) {
+	b, p, cin, cout := c.b, c.ho*c.wo, c.Cin, c.Cout
+	kk := cin * c.K * c.K
+	nb := c.group()
+	col := c.ws.slot(0, kk*nb*p)
+	var yg []T
+	if nb > 1 {
+		yg = c.ws.slot(2, cout*nb*p)
+	}
+	for s0 := 0; s0 < b; s0 += nb {
+		g := min(nb, b-s0)
+		n := g * p
+		c.im2colShift(col[:kk*n], x[s0*cin*p:(s0+g)*cin*p], cin, c.Pad[0], c.Pad[1], g)
+		if g == 1 {
+			ys := c.y[s0*cout*p : (s0+1)*cout*p]
+			addRowBias(ys, c.Bias.W, p)
+			pgemm(false, false, cout, p, kk, 1, c.Weight.W, kk, col, p, 1, ys, p)
+			continue
+		}
+		pgemm(false, false, cout, n, kk, 1, c.Weight.W, kk, col[:kk*n], n, 0, yg[:cout*n], n)
+		for s := 0; s < g; s++ {
+			for o, bo := range c.Bias.W {
+				dst := c.y[((s0+s)*cout+o)*p : ((s0+s)*cout+o+1)*p]
+				for i, v := range yg[o*n+s*p : o*n+(s+1)*p] {
+					dst[i] = v + bo
+				}
+			}
+		}
+	}
+}
+
+// gatherGroup copies samples [s0, s0+g) of t [B, ch, p] into dst [ch, g*p]:
+// dst[c*g*p + s*p + i] = t[s0+s, c, i].
+func gatherGroup[T Float](dst, t []T, s0, g, ch, p int) {
+	n := g * p
+	for s := 0; s < g; s++ {
+		for ci := 0; ci < ch; ci++ {
+			copy(dst[ci*n+s*p:ci*n+(s+1)*p], t[((s0+s)*ch+ci)*p:((s0+s)*ch+ci+1)*p])
+		}
+	}
+}
+
+// scatterGroup is the inverse of gatherGroup: t[s0+s, c, i] = src[c*g*p + s*p + i].
+func scatterGroup[T Float](t, src []T, s0, g, ch, p int) {
+	n := g * p
+	for s := 0; s < g; s++ {
+		for ci := 0; ci < ch; ci++ {
+			copy(t[((s0+s)*ch+ci)*p:((s0+s)*ch+ci+1)*p], src[ci*n+s*p:ci*n+(s+1)*p])
+		}
+	}
+}
+
+// im2colShift is im2col of g samples x [g, cin, h, w] (h, w of the last Forward) for this
+// layer's stride-1 K x K kernel with top and left padding pt, pl and an output of the input's
+// size, side by side: col [cin*K*K, g*h*w] with
+// col[(c*K+u)*K+v, s*h*w + i*w+j] = x[s, c, i+u-pt, j+v-pl].
+func (c *Conv2d[T]) im2colShift(col, x []T, cin, pt, pl, g int) {
+	c.la, c.lb, c.shift, c.g = col, x, [2]int{pt, pl}, g
 	if c.fnShift == nil {
 		c.fnShift = c.im2colShiftRange
 	}
-	parallelFor(cin, c.K*c.K*cin*c.h*c.w, c.fnShift)
+	parallelFor(cin, c.K*c.K*cin*c.h*c.w*g, c.fnShift)
 	c.la, c.lb = nil, nil
 }
 
 // im2colShiftRange is im2colShift for the channels [lo, hi).
 func (c *Conv2d[T]) im2colShiftRange(lo, hi int) {
-	col, x, h, w, k := c.la, c.lb, c.h, c.w, c.K
+	col, x, h, w, k, g := c.la, c.lb, c.h, c.w, c.K, c.g
 	pt, pl := c.shift[0], c.shift[1]
 	hw := h * w
+	cin := len(x) / (g * hw)
+	n := g * hw
 	for ci := lo; ci < hi; ci++ {
-		img := x[ci*hw : (ci+1)*hw]
 		for u := 0; u < k; u++ {
 			for v := 0; v < k; v++ {
-				row := col[((ci*k+u)*k+v)*hw : ((ci*k+u)*k+v+1)*hw]
 				dx := v - pl
 				i0, i1, f0, f1, off := shiftRange(h, w, u-pt, dx)
-				clear(row[:i0*w])
-				clear(row[i1*w:])
-				copy(row[f0:f1], img[f0+off:f1+off])
-				zeroWrapped(row, i0, i1, w, dx)
+				r := ((ci*k+u)*k + v) * n
+				for s := 0; s < g; s++ {
+					img := x[(s*cin+ci)*hw : (s*cin+ci+1)*hw]
+					row := col[r+s*hw : r+(s+1)*hw]
+					clear(row[:i0*w])
+					clear(row[i1*w:])
+					copy(row[f0:f1], img[f0+off:f1+off])
+					zeroWrapped(row, i0, i1, w, dx)
+				}
 			}
 		}
 	}

@@ -107,7 +107,7 @@ func join(parts ...string) string {
 // transposed GEMM operands). Layers use it only inside one Forward or Backward call, so one
 // Workspace serves a whole model run on one goroutine; it is not safe for concurrent use.
 type Workspace[T Float] struct {
-	slots [2][]T
+	slots [4][]T
 }
 
 func (w *Workspace[T]) slot(i, n int) []T {

@@ -41,13 +41,15 @@ func Sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 	if m == 0 || n == 0 {
 		return
 	}
-	if beta != 1 {
+	if beta == 0 && (k == 0 || alpha == 0) {
+		for i := 0; i < m; i++ {
+			clear(c[i*ldc : i*ldc+n])
+		}
+		return
+	}
+	if beta != 0 && beta != 1 {
 		for i := 0; i < m; i++ {
 			row := c[i*ldc : i*ldc+n]
-			if beta == 0 {
-				clear(row)
-				continue
-			}
 			for j := range row {
 				row[j] *= beta
 			}
@@ -66,6 +68,7 @@ func Sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 		nc := min(sgNC, n-jc)
 		for pc := 0; pc < k; pc += sgKC {
 			kc := min(sgKC, k-pc)
+			add := pc > 0 || beta != 0 // else the first K block overwrites c (beta 0 ignores NaNs in c)
 			buf.b = growF32(buf.b, (nc+sgNR-1)/sgNR*sgNR*kc)
 			packB(buf.b, tB, b, ldb, pc, kc, jc, nc)
 			for ic := 0; ic < m; ic += sgMC {
@@ -81,15 +84,19 @@ func Sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 						ci := (ic+ir)*ldc + jc + jr
 						if mr == sgMR && nr == sgNR {
 							_ = c[ci+(sgMR-1)*ldc+sgNR-1] // the tile lies inside c
-							sgemmMicro(kc, ap, bp, &c[ci], ldc)
+							sgemmMicro(kc, ap, bp, &c[ci], ldc, add)
 							continue
 						}
 						t := buf.tile[:]
-						clear(t)
-						sgemmMicro(kc, ap, bp, &t[0], sgNR)
+						sgemmMicro(kc, ap, bp, &t[0], sgNR, false)
 						for i := 0; i < mr; i++ {
 							dst := c[ci+i*ldc : ci+i*ldc+nr]
-							for j, v := range t[i*sgNR : i*sgNR+nr] {
+							src := t[i*sgNR : i*sgNR+nr]
+							if !add {
+								copy(dst, src)
+								continue
+							}
+							for j, v := range src {
 								dst[j] += v
 							}
 						}

@@ -6,8 +6,8 @@
 
 #include "textflag.h"
 
-// func sgemmKernel8x32(kc int, a, b, c *float32, ldc int)
-TEXT ·sgemmKernel8x32(SB), NOSPLIT, $0-40
+// func sgemmKernel8x32(kc int, a, b, c *float32, ldc int, add bool)
+TEXT ·sgemmKernel8x32(SB), NOSPLIT, $0-41
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), AX
 	MOVQ b+16(FP), BX
@@ -64,6 +64,9 @@ loop:
 	DECQ CX
 	JNE loop
 store:
+	MOVBQZX add+40(FP), R9
+	TESTQ R9, R9
+	JEQ overwrite
 	VADDPS (DX), Z0, Z0
 	VMOVUPS Z0, (DX)
 	VADDPS 64(DX), Z1, Z1
@@ -102,6 +105,32 @@ store:
 	VADDPS (DX), Z14, Z14
 	VMOVUPS Z14, (DX)
 	VADDPS 64(DX), Z15, Z15
+	VMOVUPS Z15, 64(DX)
+	VZEROUPPER
+	RET
+overwrite:
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z2, (DX)
+	VMOVUPS Z3, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z4, (DX)
+	VMOVUPS Z5, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z6, (DX)
+	VMOVUPS Z7, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z8, (DX)
+	VMOVUPS Z9, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z10, (DX)
+	VMOVUPS Z11, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z12, (DX)
+	VMOVUPS Z13, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z14, (DX)
 	VMOVUPS Z15, 64(DX)
 	VZEROUPPER
 	RET
