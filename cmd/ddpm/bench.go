@@ -10,6 +10,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,6 +38,8 @@ var benchAR struct {
 	chunkBytes   int
 	anchor       string
 	jsonOut      string
+	procs        int
+	cpuProfile   string
 	// worker mode (one rank, started by the parent)
 	worker      bool
 	rank, world int
@@ -48,6 +53,11 @@ AllReduce of float32 buffers as the anchors do (../shared/anchors/allreduce): pe
 barrier, one all-reduce, then the maximum time over ranks; the median over iterations is
 reported, after 2 warm-up runs. algbw = bytes/time, busbw = algbw * 2(N-1)/N (nccl-tests),
 GB/s = 1e9 B/s. With --anchor (the anchors' latest.json) it prints gloo's figures beside ours.
+The ranks talk plain-text gRPC (no TLS), as gloo's TCP transport does. Each rank process runs
+with GOMAXPROCS = cores / ranks (at least 1) unless --procs says otherwise: the ranks share the
+machine's cores as gloo's single-threaded workers do, and a rank with more Ps than its share
+of the cores spends its CPU handing frames between threads. The CPU column is the user+system
+time of all ranks during the timed all-reduce, per buffer byte.
 Sizes take B, KiB, MiB, GiB (powers of two) or kB, MB, GB (powers of ten) suffixes.`,
 	Args: cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, args []string) error {
@@ -98,6 +108,8 @@ func init() {
 	f.IntVar(&benchAR.chunkBytes, "chunk-bytes", 0, "pipelining chunk in bytes (0: the ring's default)")
 	f.StringVar(&benchAR.anchor, "anchor", "", "anchors' latest.json to compare with (gloo rows)")
 	f.StringVar(&benchAR.jsonOut, "json", "", "also write the results here as JSON")
+	f.IntVar(&benchAR.procs, "procs", 0, "GOMAXPROCS of each rank process (0: the cores shared out among the ranks, at least 1)")
+	f.StringVar(&benchAR.cpuProfile, "cpuprofile", "", "write each rank's CPU profile of the timed runs to `DIR`/cpu-rankR-of-N.pprof")
 	f.BoolVar(&benchAR.worker, "worker", false, "internal: run one rank")
 	f.IntVar(&benchAR.rank, "rank", 0, "internal: this worker's rank")
 	f.IntVar(&benchAR.world, "world", 0, "internal: the world size")
@@ -154,7 +166,12 @@ type benchRow struct {
 	MinS    float64 `json:"min_s"`
 	AlgBW   float64 `json:"algbw_GBps"`
 	BusBW   float64 `json:"busbw_GBps"`
-	OK      bool    `json:"ok"`
+	// Procs is each rank process's GOMAXPROCS.
+	Procs int `json:"gomaxprocs"`
+	// CPUS is the median over iterations of the CPU time (user and system) that all ranks
+	// together spent during the timed all-reduce.
+	CPUS float64 `json:"cpu_s"`
+	OK   bool    `json:"ok"`
 }
 
 // runBenchRanks starts n worker processes, tells each the others' addresses, and collects the
@@ -178,10 +195,15 @@ func runBenchRanks(n int) ([]benchRow, error) {
 			}
 		}
 	}()
+	gomaxprocs := benchAR.procs
+	if gomaxprocs <= 0 {
+		gomaxprocs = max(1, runtime.NumCPU()/n)
+	}
 	addrs := make([]string, n)
 	for r := range n {
 		c := exec.Command(exe, "bench", "allreduce", "--worker", "--rank", strconv.Itoa(r), "--world", strconv.Itoa(n),
-			"--sizes", benchAR.sizes, "--chunk-bytes", strconv.Itoa(benchAR.chunkBytes))
+			"--sizes", benchAR.sizes, "--chunk-bytes", strconv.Itoa(benchAR.chunkBytes),
+			"--procs", strconv.Itoa(gomaxprocs), "--cpuprofile", benchAR.cpuProfile)
 		c.Stderr = os.Stderr
 		in, err := c.StdinPipe()
 		if err != nil {
@@ -236,6 +258,20 @@ func runBenchRanks(n int) ([]benchRow, error) {
 // benchWorker is one rank: serve the ring, learn the peers on stdin, time every size.
 func benchWorker(sizes []int) error {
 	rank, world := benchAR.rank, benchAR.world
+	if benchAR.procs > 0 {
+		runtime.GOMAXPROCS(benchAR.procs)
+	}
+	if benchAR.cpuProfile != "" {
+		f, err := os.Create(filepath.Join(benchAR.cpuProfile, fmt.Sprintf("cpu-rank%d-of-%d.pprof", rank, world)))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -277,11 +313,11 @@ func benchWorker(sizes []int) error {
 	defer ring.Close()
 	ctx := context.Background()
 	barrier := make([]float32, 1)
-	times := make([]float32, world)
+	times := make([]float32, 2*world) // this operation's seconds per rank, then CPU seconds per rank
 	for _, nbytes := range sizes {
 		buf := make([]float32, nbytes/4)
 		iters := itersFor(nbytes)
-		var meds []float64
+		var meds, cpus []float64
 		for it := -2; it < iters; it++ {
 			for i := range buf {
 				buf[i] = float32(rank + 1)
@@ -289,6 +325,7 @@ func benchWorker(sizes []int) error {
 			if err := ring.AllReduce(ctx, barrier); err != nil {
 				return err
 			}
+			c0 := cpuSeconds()
 			t0 := time.Now()
 			if err := ring.AllReduce(ctx, buf); err != nil {
 				return err
@@ -296,11 +333,17 @@ func benchWorker(sizes []int) error {
 			dt := time.Since(t0).Seconds()
 			clear(times)
 			times[rank] = float32(dt)
+			times[world+rank] = float32(cpuSeconds() - c0)
 			if err := ring.AllReduce(ctx, times); err != nil {
 				return err
 			}
 			if it >= 0 {
-				meds = append(meds, float64(slices.Max(times)))
+				meds = append(meds, float64(slices.Max(times[:world])))
+				var c float64
+				for _, x := range times[world:] {
+					c += float64(x)
+				}
+				cpus = append(cpus, c)
 			}
 		}
 		want := float32(world * (world + 1) / 2)
@@ -318,14 +361,11 @@ func benchWorker(sizes []int) error {
 			return err
 		}
 		if rank == 0 {
+			med, cpu := median(meds), median(cpus)
 			slices.Sort(meds)
-			med := meds[len(meds)/2]
-			if len(meds)%2 == 0 {
-				med = (meds[len(meds)/2-1] + meds[len(meds)/2]) / 2
-			}
 			alg := float64(nbytes) / med / 1e9
 			row := benchRow{Ranks: world, Bytes: nbytes, Iters: iters, MedianS: med, MinS: meds[0], AlgBW: alg,
-				BusBW: alg * 2 * float64(world-1) / float64(world), OK: okv[0] == float32(world)}
+				BusBW: alg * 2 * float64(world-1) / float64(world), Procs: runtime.GOMAXPROCS(0), CPUS: cpu, OK: okv[0] == float32(world)}
 			b, _ := json.Marshal(row)
 			fmt.Printf("RESULT %s\n", b)
 		}
@@ -366,10 +406,11 @@ func gloo(anchors []anchorRow, r benchRow) *anchorRow {
 }
 
 func printBench(w io.Writer, rows []benchRow, anchors []anchorRow) {
-	fmt.Fprintln(w, "ddpm ring all-reduce (gRPC, loopback), time = median over iters of max over ranks")
+	fmt.Fprintln(w, "ddpm ring all-reduce (gRPC over plain-text TCP on loopback, no TLS, as gloo), time = median over iters of max over ranks;")
+	fmt.Fprintln(w, "CPU ns/B = user+system CPU of all ranks during the timed all-reduce, per buffer byte; procs = GOMAXPROCS of each rank")
 	fmt.Fprintln(w)
-	hdr := "| ranks | bytes | MiB | iters | median s | min s | algbw GB/s | busbw GB/s | ok |"
-	sep := "|---|---|---|---|---|---|---|---|---|"
+	hdr := "| ranks | procs | bytes | MiB | iters | median s | min s | algbw GB/s | busbw GB/s | CPU ns/B | ok |"
+	sep := "|---|---|---|---|---|---|---|---|---|---|---|"
 	if anchors != nil {
 		hdr += " gloo median s | gloo busbw GB/s | busbw ours/gloo |"
 		sep += "---|---|---|"
@@ -377,8 +418,8 @@ func printBench(w io.Writer, rows []benchRow, anchors []anchorRow) {
 	fmt.Fprintln(w, hdr)
 	fmt.Fprintln(w, sep)
 	for _, r := range rows {
-		line := fmt.Sprintf("| %d | %d | %.1f | %d | %.4f | %.4f | %.3f | %.3f | %v |", r.Ranks, r.Bytes,
-			float64(r.Bytes)/(1<<20), r.Iters, r.MedianS, r.MinS, r.AlgBW, r.BusBW, r.OK)
+		line := fmt.Sprintf("| %d | %d | %d | %.1f | %d | %.4f | %.4f | %.3f | %.3f | %.2f | %v |", r.Ranks, r.Procs, r.Bytes,
+			float64(r.Bytes)/(1<<20), r.Iters, r.MedianS, r.MinS, r.AlgBW, r.BusBW, r.CPUS/float64(r.Bytes)*1e9, r.OK)
 		if anchors != nil {
 			if g := gloo(anchors, r); g != nil {
 				line += fmt.Sprintf(" %.4f | %.3f | %.2f |", g.MedianS, g.BusBW, r.BusBW/g.BusBW)
