@@ -38,11 +38,12 @@ const (
 	fSegment    = 8
 	fChunk      = 9
 	fOffset     = 10
+	fPad        = 14
 	fPayload    = 15
 )
 
 // maxHeaderBytes bounds the encoded size of every Frame field but the payload.
-const maxHeaderBytes = 11*(1+binary.MaxVarintLen64) + 1 + binary.MaxVarintLen64
+const maxHeaderBytes = 11*(1+binary.MaxVarintLen64) + 1 + binary.MaxVarintLen64 + 5
 
 // header holds a Frame's fields except the payload.
 type header struct {
@@ -181,6 +182,7 @@ func newOutFrame(h *header, payload []float32, refs *payloadRefs) *outFrame {
 	put(fChunk, uint64(h.chunk))
 	put(fOffset, h.offset)
 	if len(payload) > 0 {
+		b = appendPad(b, 4*len(payload))
 		b = protowire.AppendTag(b, fPayload, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(4*len(payload)))
 		if zeroCopy {
@@ -197,6 +199,29 @@ func newOutFrame(h *header, payload []float32, refs *payloadRefs) *outFrame {
 	return &outFrame{data: mem.BufferSlice{mem.NewBuffer(bp, pool)}}
 }
 
+// grpcPrefixBytes is the length of gRPC's message prefix (compression flag and length),
+// which precedes the encoded Frame in the HTTP/2 DATA frames.
+const grpcPrefixBytes = 5
+
+// appendPad appends a pad field to the header b of a frame whose payload has n bytes, sized so
+// that the payload starts at a multiple of 4 bytes from the start of the gRPC message, prefix
+// included. gRPC starts each message in a new HTTP/2 DATA frame and cuts DATA frames at
+// multiples of 16 KiB while the flow-control windows are open, and its receive buffers are
+// aligned, so the payload's float32 values arrive 4-byte aligned in memory and the receiver
+// adds them without staging them.
+func appendPad(b []byte, n int) []byte {
+	end := grpcPrefixBytes + len(b) + protowire.SizeTag(fPayload) + protowire.SizeBytes(n) - n
+	switch (4 - end%4) % 4 {
+	case 1: // the smallest pad field is 2 bytes: use 5
+		b = append(b, byte(fPad<<3|protowire.BytesType), 3, 0, 0, 0)
+	case 2:
+		b = append(b, byte(fPad<<3|protowire.BytesType), 0)
+	case 3:
+		b = append(b, byte(fPad<<3|protowire.BytesType), 1, 0)
+	}
+	return b
+}
+
 // frameSink receives the payload of an inbound frame. begin validates the header and returns
 // where the payload goes (nil dst: no payload allowed) and whether to add or copy; end is
 // called after the payload has been applied, or not at all if begin failed.
@@ -211,6 +236,7 @@ type inFrame struct {
 	sink    frameSink
 	err     error     // validation failure reported by sink.begin (the frame was discarded)
 	scratch []float32 // reduce-scatter staging, reused
+	parts   [][]byte  // views of the payload's receive buffers, reused
 }
 
 var errMalformed = errors.New("malformed frame")
@@ -311,7 +337,8 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 		if f.scratch == nil {
 			f.scratch = make([]float32, scratchElems)
 		}
-		return addFrom(r, dst, f.scratch)
+		f.parts, err = addFrom(r, dst, f.scratch, f.parts)
+		return err
 	}
 	return copyFrom(r, dst)
 }
@@ -362,16 +389,56 @@ var blas = gonum.Implementation{}
 
 // addFrom reads len(dst) little-endian float32 values from r and adds them into dst, element by
 // element (dst[i] = dst[i] + x[i], one rounding each: the result does not depend on how the
-// payload was split).
-func addFrom(r io.Reader, dst, scratch []float32) error {
+// payload was split). It adds straight from gRPC's receive buffers (r.Peek, no copy) wherever
+// their values are 4-byte aligned, which newOutFrame's padding arranges; misaligned runs (and,
+// on big-endian hosts, every run) are staged through scratch, and a value split between two
+// buffers is assembled on its own. parts is reused storage for the buffer views.
+func addFrom(r *mem.Reader, dst, scratch []float32, parts [][]byte) ([][]byte, error) {
+	n := 4 * len(dst)
+	parts, err := r.Peek(n, parts[:0])
+	if err != nil {
+		return parts, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	var carry [4]byte
+	nc := 0 // bytes of a split value held in carry
+	for _, p := range parts {
+		if nc > 0 {
+			k := copy(carry[nc:], p)
+			nc += k
+			p = p[k:]
+			if nc < 4 {
+				continue
+			}
+			dst[0] += math.Float32frombits(binary.LittleEndian.Uint32(carry[:]))
+			dst = dst[1:]
+			nc = 0
+		}
+		m := len(p) / 4
+		addBytes(dst[:m], p[:4*m], scratch)
+		dst = dst[m:]
+		nc = copy(carry[:], p[4*m:])
+	}
+	if _, err := r.Discard(n); err != nil {
+		return parts, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	return parts, nil
+}
+
+// addBytes adds the little-endian float32 values b (4*len(dst) bytes) into dst.
+func addBytes(dst []float32, b []byte, scratch []float32) {
+	if len(dst) == 0 {
+		return
+	}
+	if littleEndian && uintptr(unsafe.Pointer(&b[0]))%4 == 0 {
+		x := unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(dst))
+		blas.Saxpy(len(dst), 1, x, 1, dst, 1)
+		return
+	}
 	for len(dst) > 0 {
 		k := min(len(dst), len(scratch))
-		if _, err := io.ReadFull(r, bytesOf(scratch[:k])); err != nil {
-			return fmt.Errorf("%w: %v", errMalformed, err)
-		}
+		copy(bytesOf(scratch[:k]), b)
 		fixEndian(scratch[:k])
 		blas.Saxpy(k, 1, scratch[:k], 1, dst[:k], 1)
-		dst = dst[k:]
+		dst, b = dst[k:], b[4*k:]
 	}
-	return nil
 }

@@ -164,6 +164,10 @@ type Frame struct {
 	Chunk   uint32 `protobuf:"varint,9,opt,name=chunk,proto3" json:"chunk,omitempty"`
 	// offset is the element index of payload[0] in the whole buffer.
 	Offset uint64 `protobuf:"varint,10,opt,name=offset,proto3" json:"offset,omitempty"`
+	// pad: zero bytes, ignored. A DATA frame's sender sizes it so that the payload starts at a
+	// multiple of 4 bytes from the start of the gRPC message, so the receiver can add the
+	// float32 values in place, without an aligning copy.
+	Pad []byte `protobuf:"bytes,14,opt,name=pad,proto3" json:"pad,omitempty"`
 	// payload: raw little-endian float32 bytes; always the last field on the wire.
 	Payload       []byte `protobuf:"bytes,15,opt,name=payload,proto3" json:"payload,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -270,6 +274,13 @@ func (x *Frame) GetOffset() uint64 {
 	return 0
 }
 
+func (x *Frame) GetPad() []byte {
+	if x != nil {
+		return x.Pad
+	}
+	return nil
+}
+
 func (x *Frame) GetPayload() []byte {
 	if x != nil {
 		return x.Payload
@@ -369,7 +380,7 @@ var File_allreduce_proto protoreflect.FileDescriptor
 
 const file_allreduce_proto_rawDesc = "" +
 	"\n" +
-	"\x0fallreduce.proto\x12\x11ddpm.allreduce.v1\"\xaa\x02\n" +
+	"\x0fallreduce.proto\x12\x11ddpm.allreduce.v1\"\xbc\x02\n" +
 	"\x05Frame\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.ddpm.allreduce.v1.FrameKindR\x04kind\x12\x1e\n" +
 	"\n" +
@@ -383,7 +394,8 @@ const file_allreduce_proto_rawDesc = "" +
 	"\asegment\x18\b \x01(\rR\asegment\x12\x14\n" +
 	"\x05chunk\x18\t \x01(\rR\x05chunk\x12\x16\n" +
 	"\x06offset\x18\n" +
-	" \x01(\x04R\x06offset\x12\x18\n" +
+	" \x01(\x04R\x06offset\x12\x10\n" +
+	"\x03pad\x18\x0e \x01(\fR\x03pad\x12\x18\n" +
 	"\apayload\x18\x0f \x01(\fR\apayload\"\xbc\x01\n" +
 	"\x06Signal\x12\x1e\n" +
 	"\n" +
