@@ -17,6 +17,11 @@ const (
 	sgKC = 256
 	sgMC = 128  // a multiple of sgMR
 	sgNC = 2048 // a multiple of sgNR
+
+	// directMaxM is the largest m for which a non-transposed b is read in place rather than
+	// packed: with few rows of A, each B panel serves too few micro-kernel calls to repay
+	// its packing.
+	directMaxM = 128
 )
 
 // sgemmBufs are one call's packing buffers.
@@ -69,26 +74,42 @@ func Sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 		for pc := 0; pc < k; pc += sgKC {
 			kc := min(sgKC, k-pc)
 			add := pc > 0 || beta != 0 // else the first K block overwrites c (beta 0 ignores NaNs in c)
-			buf.b = growF32(buf.b, (nc+sgNR-1)/sgNR*sgNR*kc)
-			packB(buf.b, tB, b, ldb, pc, kc, jc, nc)
+			direct := !tB && m <= directMaxM // then m <= sgMC: one ic block
+			if direct {
+				buf.b = growF32(buf.b, sgNR*kc) // the partial panel at the right edge
+			} else {
+				buf.b = growF32(buf.b, (nc+sgNR-1)/sgNR*sgNR*kc)
+				packB(buf.b, tB, b, ldb, pc, kc, jc, nc)
+			}
 			for ic := 0; ic < m; ic += sgMC {
 				mc := min(sgMC, m-ic)
 				buf.a = growF32(buf.a, (mc+sgMR-1)/sgMR*sgMR*kc)
 				packA(buf.a, tA, a, lda, ic, mc, pc, kc, alpha)
 				for jr := 0; jr < nc; jr += sgNR {
 					nr := min(sgNR, nc-jr)
-					bp := &buf.b[jr*kc]
+					var bp *float32
+					bld := sgNR
+					switch {
+					case !direct:
+						bp = &buf.b[jr*kc]
+					case nr == sgNR:
+						_ = b[(pc+kc-1)*ldb+jc+jr+sgNR-1] // the panel lies inside b
+						bp, bld = &b[pc*ldb+jc+jr], ldb
+					default:
+						packB(buf.b, false, b, ldb, pc, kc, jc+jr, nr)
+						bp = &buf.b[0]
+					}
 					for ir := 0; ir < mc; ir += sgMR {
 						mr := min(sgMR, mc-ir)
 						ap := &buf.a[ir*kc]
 						ci := (ic+ir)*ldc + jc + jr
 						if mr == sgMR && nr == sgNR {
 							_ = c[ci+(sgMR-1)*ldc+sgNR-1] // the tile lies inside c
-							sgemmMicro(kc, ap, bp, &c[ci], ldc, add)
+							sgemmMicro(kc, ap, bp, bld, &c[ci], ldc, add)
 							continue
 						}
 						t := buf.tile[:]
-						sgemmMicro(kc, ap, bp, &t[0], sgNR, false)
+						sgemmMicro(kc, ap, bp, bld, &t[0], sgNR, false)
 						for i := 0; i < mr; i++ {
 							dst := c[ci+i*ldc : ci+i*ldc+nr]
 							src := t[i*sgNR : i*sgNR+nr]

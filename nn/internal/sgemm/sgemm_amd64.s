@@ -6,13 +6,15 @@
 
 #include "textflag.h"
 
-// func sgemmKernel8x32(kc int, a, b, c *float32, ldc int, add bool)
-TEXT ·sgemmKernel8x32(SB), NOSPLIT, $0-41
+// func sgemmKernel8x32(kc int, a, b *float32, ldb int, c *float32, ldc int, add bool)
+TEXT ·sgemmKernel8x32(SB), NOSPLIT, $0-49
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), AX
 	MOVQ b+16(FP), BX
-	MOVQ c+24(FP), DX
-	MOVQ ldc+32(FP), R8
+	MOVQ ldb+24(FP), R9
+	SHLQ $2, R9
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
 	SHLQ $2, R8
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
@@ -60,12 +62,12 @@ loop:
 	VFMADD231PS Z16, Z25, Z14
 	VFMADD231PS Z17, Z25, Z15
 	ADDQ $32, AX
-	ADDQ $128, BX
+	ADDQ R9, BX
 	DECQ CX
 	JNE loop
 store:
-	MOVBQZX add+40(FP), R9
-	TESTQ R9, R9
+	MOVBQZX add+48(FP), R10
+	TESTQ R10, R10
 	JEQ overwrite
 	VADDPS (DX), Z0, Z0
 	VMOVUPS Z0, (DX)

@@ -23,7 +23,7 @@ func TestSgemmMatchesReference(t *testing.T) {
 	if !Available {
 		t.Skip("no AVX-512")
 	}
-	shapes := [][3]int{{1, 1, 1}, {8, 32, 5}, {13, 45, 7}, {130, 70, 300}, {7, 2100, 33}, {200, 33, 520}, {3, 5, 0}}
+	shapes := [][3]int{{1, 1, 1}, {8, 32, 5}, {13, 45, 7}, {130, 70, 300}, {7, 2100, 33}, {200, 33, 520}, {3, 5, 0}, {40, 100, 600}}
 	for _, sh := range shapes {
 		m, n, k := sh[0], sh[1], sh[2]
 		for _, tA := range []bool{false, true} {
@@ -107,6 +107,9 @@ func BenchmarkSgemmShapes(b *testing.B) {
 		{"fwd4x4", false, false, 256, 16, 2304},
 		{"attnQK", true, false, 256, 256, 256},
 		{"attnAV", false, true, 256, 256, 256},
+		{"smallFwd", false, false, 32, 1024, 288},
+		{"smallDW", false, true, 32, 288, 1024},
+		{"smallDX", false, false, 64, 1024, 576},
 	} {
 		b.Run(s.name, func(b *testing.B) {
 			x, y, c := make([]float32, s.m*s.k), make([]float32, s.k*s.n), make([]float32, s.m*s.n)
