@@ -119,9 +119,14 @@ func (l *Concat[T]) Backward(dy []T) (da, db []T) {
 type Dropout[T Float] struct {
 	P     float64
 	Layer uint64
+	// InPlace makes Forward overwrite x and Backward overwrite dy (and return them) instead of
+	// writing buffers of the layer's own: for a caller that needs neither afterwards, it saves
+	// two activation-sized buffers. Forward still keeps no reference to x.
+	InPlace bool
 
 	active bool
-	mask   []T // 0 or 1/(1-P)
+	keep   []uint8 // 1 where the element is kept (scaled by 1/(1-P)), 0 where dropped
+	scale  T       // 1/(1-P)
 	y, dx  []T
 
 	x         []T // Forward's arguments, for forwardRange
@@ -144,47 +149,69 @@ func (d *Dropout[T]) Forward(x []T, seed uint64, positions []uint64) []T {
 	if len(x)%b != 0 {
 		panic(fmt.Sprintf("nn: Dropout: len(x) = %d not a multiple of batch %d", len(x), b))
 	}
-	d.mask, d.y = grow(d.mask, len(x)), grow(d.y, len(x))
+	if cap(d.keep) < len(x) {
+		d.keep = make([]uint8, len(x))
+	}
+	d.keep = d.keep[:len(x)]
+	d.scale = T(1 / (1 - d.P))
+	if d.InPlace {
+		d.y = x
+	} else {
+		d.y = grow(d.y, len(x))
+	}
 	d.x, d.seed, d.positions = x, seed, positions
 	if d.fnFwd == nil {
 		d.fnFwd = d.forwardRange
 	}
 	parallelFor(b, len(x)*4, d.fnFwd)
+	y := d.y
 	d.x, d.positions = nil, nil
-	return d.y
+	if d.InPlace {
+		d.y = nil
+	}
+	return y
 }
 
 // forwardRange draws the masks of the samples [lo, hi) and applies them to d.x.
 func (d *Dropout[T]) forwardRange(lo, hi int) {
 	per := len(d.x) / len(d.positions)
 	thr := uint32(d.P * (1 << 32))
-	keep := T(1 / (1 - d.P))
 	var src rng.Source
 	for s := lo; s < hi; s++ {
 		src.Reset(d.seed, rng.Stream(d.positions[s], rng.PurposeDropout<<32|d.Layer))
-		m, xs, ys := d.mask[s*per:(s+1)*per], d.x[s*per:(s+1)*per], d.y[s*per:(s+1)*per]
+		m, xs, ys := d.keep[s*per:(s+1)*per], d.x[s*per:(s+1)*per], d.y[s*per:(s+1)*per]
 		for i := range m {
 			if src.Uint32() < thr {
 				m[i] = 0
+				ys[i] = 0
 			} else {
-				m[i] = keep
+				m[i] = 1
+				ys[i] = xs[i] * d.scale
 			}
-			ys[i] = xs[i] * m[i]
 		}
 	}
 }
 
-// Backward returns dx = dy .* mask (dy itself when the last Forward was inactive).
+// Backward returns dx = dy .* mask, the mask being 0 or 1/(1-P) (dy itself when the last
+// Forward was inactive; dy overwritten with dx when InPlace).
 func (d *Dropout[T]) Backward(dy []T) []T {
 	if !d.active {
 		return dy
 	}
-	if len(dy) != len(d.mask) {
-		panic(fmt.Sprintf("nn: Dropout: len(dy) = %d, want %d", len(dy), len(d.mask)))
+	if len(dy) != len(d.keep) {
+		panic(fmt.Sprintf("nn: Dropout: len(dy) = %d, want %d", len(dy), len(d.keep)))
 	}
-	d.dx = grow(d.dx, len(dy))
-	for i, m := range d.mask {
-		d.dx[i] = dy[i] * m
+	dx := dy
+	if !d.InPlace {
+		d.dx = grow(d.dx, len(dy))
+		dx = d.dx
 	}
-	return d.dx
+	for i, k := range d.keep {
+		if k != 0 {
+			dx[i] = dy[i] * d.scale
+		} else {
+			dx[i] = 0
+		}
+	}
+	return dx
 }

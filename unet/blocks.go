@@ -20,10 +20,9 @@ type resBlock[T nn.Float] struct {
 	conv2     *nn.Conv2d[T]
 	skip      *nn.Conv2d[T]
 
-	b, p  int
-	x     []T
-	y, dx []T
-	dtp   []T // [B, cout]: gradient of the projected time embedding
+	b, p int
+	x    []T
+	dtp  []T // [B, cout]: gradient of the projected time embedding
 }
 
 func newResBlock[T nn.Float](a *nn.Arena[T], ws *nn.Workspace[T], name string, cin, cout, tdim int, cfg Config, layer uint64) *resBlock[T] {
@@ -33,7 +32,8 @@ func newResBlock[T nn.Float](a *nn.Arena[T], ws *nn.Workspace[T], name string, c
 	r.conv1 = nn.NewConv2d(a, ws, name+".conv1", cin, cout, 3, 1, same)
 	r.tproj = nn.NewLinear(a, name+".temb_proj", tdim, cout)
 	r.norm2 = nn.NewGroupNorm(a, name+".norm2", cout, cfg.Groups, cfg.GNEps, true)
-	r.drop = nn.Dropout[T]{P: cfg.Dropout, Layer: layer}
+	// In place: norm2's output is conv2's input only, and conv2's input gradient is read once.
+	r.drop = nn.Dropout[T]{P: cfg.Dropout, Layer: layer, InPlace: true}
 	r.conv2 = nn.NewConv2d(a, ws, name+".conv2", cout, cout, 3, 1, same)
 	if cin != cout {
 		r.skip = nn.NewConv2d(a, ws, name+".skip", cin, cout, 1, 1, [4]int{})
@@ -68,11 +68,12 @@ func (r *resBlock[T]) forward(x []T, b, h, w int, stemb []T, key *DropoutKey) []
 	if r.skip != nil {
 		sk = r.skip.Forward(x, b, h, w)
 	}
-	r.y = grow(r.y, len(h2))
-	for i, v := range h2 {
-		r.y[i] = sk[i] + v
+	// The sum goes into conv2's output buffer, which conv2's Backward does not read.
+	sk = sk[:len(h2)]
+	for i, v := range sk {
+		h2[i] += v
 	}
-	return r.y
+	return h2
 }
 
 // backward returns dx [b, cin, h, w] and the gradient of SiLU(temb) [b, tdim] (owned by the
@@ -94,21 +95,21 @@ func (r *resBlock[T]) backward(dy []T) (dx, dstemb []T) {
 	if r.skip != nil {
 		ds = r.skip.Backward(dy)
 	}
-	r.dx = grow(r.dx, len(dx1))
-	for i, v := range dx1 {
-		r.dx[i] = v + ds[i]
+	// The sum goes into norm1's input-gradient buffer (free until norm1's next Forward).
+	ds = ds[:len(dx1)]
+	for i, v := range ds {
+		dx1[i] += v
 	}
-	return r.dx, dstemb
+	return dx1, dstemb
 }
 
 // attnBlock is the original's attn_block: y = x + proj(Attention(q(n), k(n), v(n))), n = norm(x).
 type attnBlock[T nn.Float] struct {
-	norm      *nn.GroupNorm[T]
-	q, k, v   *nn.Conv2d[T]
-	proj      *nn.Conv2d[T]
-	core      nn.Attention[T]
-	b, h, w   int
-	y, dn, dx []T
+	norm    *nn.GroupNorm[T]
+	q, k, v *nn.Conv2d[T]
+	proj    *nn.Conv2d[T]
+	core    nn.Attention[T]
+	b, h, w int
 }
 
 func newAttnBlock[T nn.Float](a *nn.Arena[T], ws *nn.Workspace[T], name string, c int, cfg Config) *attnBlock[T] {
@@ -125,29 +126,28 @@ func (t *attnBlock[T]) forward(x []T, b, h, w int) []T {
 	n := t.norm.Forward(x, b, p)
 	o := t.core.Forward(t.q.Forward(n, b, h, w), t.k.Forward(n, b, h, w), t.v.Forward(n, b, h, w), b, p)
 	pr := t.proj.Forward(o, b, h, w)
-	t.y = grow(t.y, len(x))
-	for i, v := range pr {
-		t.y[i] = x[i] + v
+	x = x[:len(pr)]
+	for i, v := range x { // into proj's output buffer, which proj's Backward does not read
+		pr[i] += v
 	}
-	return t.y
+	return pr
 }
 
 func (t *attnBlock[T]) backward(dy []T) []T {
 	dq, dk, dv := t.core.Backward(t.proj.Backward(dy))
-	t.dn = grow(t.dn, len(dy))
-	copy(t.dn, t.q.Backward(dq))
+	dn := t.q.Backward(dq) // the three gradients summed in q's input-gradient buffer
 	for i, v := range t.k.Backward(dk) {
-		t.dn[i] += v
+		dn[i] += v
 	}
 	for i, v := range t.v.Backward(dv) {
-		t.dn[i] += v
+		dn[i] += v
 	}
-	dxn := t.norm.Backward(t.dn)
-	t.dx = grow(t.dx, len(dy))
-	for i, v := range dxn {
-		t.dx[i] = v + dy[i]
+	dxn := t.norm.Backward(dn)
+	dy = dy[:len(dxn)]
+	for i, v := range dy { // into norm's input-gradient buffer
+		dxn[i] += v
 	}
-	return t.dx
+	return dxn
 }
 
 func grow[T nn.Float](buf []T, n int) []T {

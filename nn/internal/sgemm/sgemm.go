@@ -73,7 +73,7 @@ func Sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 		nc := min(sgNC, n-jc)
 		for pc := 0; pc < k; pc += sgKC {
 			kc := min(sgKC, k-pc)
-			add := pc > 0 || beta != 0 // else the first K block overwrites c (beta 0 ignores NaNs in c)
+			add := pc > 0 || beta != 0       // else the first K block overwrites c (beta 0 ignores NaNs in c)
 			direct := !tB && m <= directMaxM // then m <= sgMC: one ic block
 			if direct {
 				buf.b = growF32(buf.b, sgNR*kc) // the partial panel at the right edge
