@@ -3,6 +3,8 @@ package nn
 import (
 	"math"
 	"unsafe"
+
+	"ddpm/nn/internal/vecf32"
 )
 
 // expT is e^x: math.Exp for float64 (the reference path keeps full precision) and expf for
@@ -37,8 +39,16 @@ func expfCore(x float32) float32 {
 }
 
 // siluRow32 sets sig[i] = sigmoid(z) and y[i] = z*sigmoid(z) for z = x[i]*sc + sh: the fused
-// GroupNorm+SiLU output loop in float32 with the exponential inlined.
+// GroupNorm+SiLU output loop in float32 with the exponential inlined. Where the CPU has
+// AVX-512, all but the last len(x)%16 elements run 16 at a time (vecf32, the same bits).
 func siluRow32(y, sig, x []float32, sc, sh float32) {
+	y, sig = y[:len(x)], sig[:len(x)]
+	d := vecf32.SiLU16(y, sig, x, sc, sh)
+	siluRowScalar(y[d:], sig[d:], x[d:], sc, sh)
+}
+
+// siluRowScalar is siluRow32 one element at a time.
+func siluRowScalar(y, sig, x []float32, sc, sh float32) {
 	y, sig = y[:len(x)], sig[:len(x)]
 	for i, v := range x {
 		z := v*sc + sh
@@ -54,8 +64,15 @@ func siluRow32(y, sig, x []float32, sc, sh float32) {
 	}
 }
 
-// expShiftRow32 replaces each v of row by e^(v - mx) (mx >= every v: the softmax numerators).
+// expShiftRow32 replaces each v of row by e^(v - mx) (mx >= every v: the softmax numerators),
+// 16 at a time where the CPU has AVX-512 (vecf32, the same bits).
 func expShiftRow32(row []float32, mx float32) {
+	d := vecf32.ExpShift16(row, mx)
+	expShiftRowScalar(row[d:], mx)
+}
+
+// expShiftRowScalar is expShiftRow32 one element at a time.
+func expShiftRowScalar(row []float32, mx float32) {
 	for j, v := range row {
 		t := v - mx
 		if t < -87 {
