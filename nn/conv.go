@@ -31,6 +31,9 @@ type Conv2d[T Float] struct {
 	shift                                   [2]int
 	g                                       int // samples side by side in im2colShift
 	fnIm2col, fnCol2im, fnShift, fnBiasGrad func(lo, hi int)
+	fnFwdGroups, fnBwdHalves                func(chunk, lo, hi int)
+	bs0, bg                                 int // backwardSame's current group: first sample, size
+	bdys, bdyc                              []T // its dy as stored, and as [Cout, g*P]
 }
 
 // NewConv2d registers name.weight [cout, cin, k, k] and name.bias [cout] in a. It panics on
@@ -342,15 +345,15 @@ func shiftRange(h, w, dy, dx int) (i0, i1, lo, hi, off int) {
 // swapped, padded (K-1-PadTop, K-1-PadLeft): dx = Wflip col(dy). So dx is one well-shaped GEMM
 // (k = Cout*K*K) instead of a GEMM with k = Cout and a col2im scatter-add. A group of more than
 // one sample gathers its dy into [Cout, g*P] and spreads its dx [Cin, g*P] over the samples.
+// The two halves of a group (im2col and GEMM for dW, the same for dx) run concurrently, each on
+// one CPU; without an input gradient the dW half splits its im2col and GEMM instead.
 func (c *Conv2d[T]) backwardSame(dy []T) {
-	b, h, w, k := c.b, c.h, c.w, c.K
+	b, k := c.b, c.K
 	cin, cout := c.Cin, c.Cout
-	p, k2 := h*w, k*k
+	p, k2 := c.h*c.w, k*k
 	nb := c.group()
-	col := c.ws.slot(0, max(cin, cout)*k2*nb*p)
-	var wf, dyg, dxg []T
 	if !c.NoInputGrad {
-		wf = c.ws.slot(1, cin*cout*k2) // [Cin, Cout*K*K]
+		wf := c.ws.slot(1, cin*cout*k2) // [Cin, Cout*K*K]
 		for co := 0; co < cout; co++ {
 			for ci := 0; ci < cin; ci++ {
 				src := c.Weight.W[(co*cin+ci)*k2 : (co*cin+ci+1)*k2]
@@ -360,35 +363,71 @@ func (c *Conv2d[T]) backwardSame(dy []T) {
 				}
 			}
 		}
-	}
-	if nb > 1 {
-		dyg = c.ws.slot(2, cout*nb*p)
-		if !c.NoInputGrad {
-			dxg = c.ws.slot(3, cin*nb*p)
+		c.ws.reserveChunks()
+		if c.fnBwdHalves == nil {
+			c.fnBwdHalves = c.backwardHalves
 		}
 	}
 	for s0 := 0; s0 < b; s0 += nb {
 		g := min(nb, b-s0)
 		n := g * p
-		dys := dy[s0*cout*p : (s0+g)*cout*p]
-		dyc := dys // dy of the group as [Cout, g*P]
+		c.bs0, c.bg = s0, g
+		c.bdys = dy[s0*cout*p : (s0+g)*cout*p]
+		c.bdyc = c.bdys // dy of the group as [Cout, g*P]
 		if g > 1 {
-			dyc = dyg[:cout*n]
-			gatherGroup(dyc, dy, s0, g, cout, p)
+			c.bdyc = c.ws.slot(2, cout*n)
+			gatherGroup(c.bdyc, dy, s0, g, cout, p)
 		}
-		c.im2colShift(col[:cin*k2*n], c.x[s0*cin*p:(s0+g)*cin*p], cin, c.Pad[0], c.Pad[1], g)
-		pgemm(false, true, cout, cin*k2, n, 1, dyc, n, col, n, 1, c.Weight.G, cin*k2)
 		if c.NoInputGrad {
+			c.backwardWeight(0, true)
 			continue
 		}
-		c.im2colShift(col[:cout*k2*n], dys, cout, k-1-c.Pad[0], k-1-c.Pad[1], g)
-		if g == 1 {
-			pgemm(false, false, cin, p, cout*k2, 1, wf, cout*k2, col, p, 0, c.dx[s0*cin*p:(s0+1)*cin*p], p)
-			continue
-		}
-		pgemm(false, false, cin, n, cout*k2, 1, wf, cout*k2, col[:cout*k2*n], n, 0, dxg[:cin*n], n)
-		scatterGroup(c.dx, dxg[:cin*n], s0, g, cin, p)
+		parallelForChunks(2, 2*n*cout*cin*k2, c.fnBwdHalves)
 	}
+	c.bdys, c.bdyc = nil, nil
+}
+
+// backwardHalves runs the halves [lo, hi) of the current group of backwardSame: 0 is dW, 1 is dx.
+func (c *Conv2d[T]) backwardHalves(chunk, lo, hi int) {
+	for h := lo; h < hi; h++ {
+		if h == 0 {
+			c.backwardWeight(chunk, false)
+		} else {
+			c.backwardInput(chunk)
+		}
+	}
+}
+
+// backwardWeight adds the current group's dy col(x)^T to dWeight, with chunk's scratch (with
+// the parallel im2col and GEMM when par).
+func (c *Conv2d[T]) backwardWeight(chunk int, par bool) {
+	s0, g, cin, cout, p := c.bs0, c.bg, c.Cin, c.Cout, c.h*c.w
+	kk, n := cin*c.K*c.K, g*p
+	col := c.ws.chunkSlot(chunk, 0, kk*n)
+	xs := c.x[s0*cin*p : (s0+g)*cin*p]
+	if par {
+		c.im2colShift(col, xs, cin, c.Pad[0], c.Pad[1], g)
+		pgemm(false, true, cout, kk, n, 1, c.bdyc, n, col, n, 1, c.Weight.G, kk)
+		return
+	}
+	shiftCols(col, xs, c.h, c.w, c.K, c.Pad[0], c.Pad[1], g, 0, cin)
+	gemm(false, true, cout, kk, n, 1, c.bdyc, n, col, n, 1, c.Weight.G, kk)
+}
+
+// backwardInput writes the current group's dx = Wflip col(dy), with chunk's scratch.
+func (c *Conv2d[T]) backwardInput(chunk int) {
+	s0, g, cin, cout, p, k := c.bs0, c.bg, c.Cin, c.Cout, c.h*c.w, c.K
+	kk, n := cout*k*k, g*p
+	col := c.ws.chunkSlot(chunk, 0, kk*n)
+	shiftCols(col, c.bdys, c.h, c.w, k, k-1-c.Pad[0], k-1-c.Pad[1], g, 0, cout)
+	wf := c.ws.slots[1][:cin*kk]
+	if g == 1 {
+		gemm(false, false, cin, p, kk, 1, wf, kk, col, p, 0, c.dx[s0*cin*p:(s0+1)*cin*p], p)
+		return
+	}
+	dxg := c.ws.chunkSlot(chunk, 3, cin*n)
+	gemm(false, false, cin, n, kk, 1, wf, kk, col, n, 0, dxg, n)
+	scatterGroup(c.dx, dxg, s0, g, cin, p)
 }
 
 func (c *Conv2d[T]) im2colSame(col, x []T) {
@@ -401,41 +440,72 @@ func (c *Conv2d[T]) im2colSame(col, x []T) {
 const groupCols = 512
 
 // group returns how many samples a same convolution of the last Forward multiplies at once:
-// enough for groupCols columns, at most the batch. The im2col matrix of a group is no larger
-// than that of one sample at the full resolution of a 32x32 model.
+// enough for groupCols columns, but at most half the batch (rounded up), so that a batch of two
+// or more makes at least two groups for the workers to share. It does not depend on the
+// number of CPUs, and neither do the results. The im2col matrix of a group is no larger than
+// that of one sample at the full resolution of a 32x32 model.
 func (c *Conv2d[T]) group() int {
-	return max(1, min(c.b, groupCols/(c.h*c.w)))
+	return max(1, min((c.b+1)/2, groupCols/(c.h*c.w)))
 }
 
 // forwardSame is Forward for a same convolution: per group of g samples, col = im2col of the
 // group [Cin*K*K, g*P] and one GEMM W col; a group of one writes y [Cout, P] of its sample in
 // place, a larger one goes through a [Cout, g*P] scratch that is then spread over the samples.
+// Groups run concurrently, each on one CPU (a single group splits its im2col and GEMM instead).
 func (c *Conv2d[T]) forwardSame(x []T) {
-	b, p, cin, cout := c.b, c.ho*c.wo, c.Cin, c.Cout
-	kk := cin * c.K * c.K
 	nb := c.group()
-	col := c.ws.slot(0, kk*nb*p)
-	var yg []T
-	if nb > 1 {
-		yg = c.ws.slot(2, cout*nb*p)
+	ng := (c.b + nb - 1) / nb
+	if ng == 1 {
+		c.forwardGroup(0, 0, c.b, x, true)
+		return
 	}
-	for s0 := 0; s0 < b; s0 += nb {
-		g := min(nb, b-s0)
-		n := g * p
-		c.im2colShift(col[:kk*n], x[s0*cin*p:(s0+g)*cin*p], cin, c.Pad[0], c.Pad[1], g)
-		if g == 1 {
-			ys := c.y[s0*cout*p : (s0+1)*cout*p]
-			addRowBias(ys, c.Bias.W, p)
-			pgemm(false, false, cout, p, kk, 1, c.Weight.W, kk, col, p, 1, ys, p)
-			continue
-		}
-		pgemm(false, false, cout, n, kk, 1, c.Weight.W, kk, col[:kk*n], n, 0, yg[:cout*n], n)
-		for s := 0; s < g; s++ {
-			for o, bo := range c.Bias.W {
-				dst := c.y[((s0+s)*cout+o)*p : ((s0+s)*cout+o+1)*p]
-				for i, v := range yg[o*n+s*p : o*n+(s+1)*p] {
-					dst[i] = v + bo
-				}
+	c.ws.reserveChunks()
+	if c.fnFwdGroups == nil {
+		c.fnFwdGroups = c.forwardGroups
+	}
+	c.lb = x
+	parallelForChunks(ng, len(x)*c.Cout*c.K*c.K, c.fnFwdGroups)
+	c.lb = nil
+}
+
+// forwardGroups runs the groups [lo, hi) of forwardSame (input c.lb) with chunk's scratch.
+func (c *Conv2d[T]) forwardGroups(chunk, lo, hi int) {
+	nb := c.group()
+	for gi := lo; gi < hi; gi++ {
+		c.forwardGroup(chunk, gi*nb, min(nb, c.b-gi*nb), c.lb, false)
+	}
+}
+
+// forwardGroup computes the output of samples [s0, s0+g) from x with chunk's scratch, with
+// the parallel im2col and GEMM when par.
+func (c *Conv2d[T]) forwardGroup(chunk, s0, g int, x []T, par bool) {
+	p, cin, cout := c.ho*c.wo, c.Cin, c.Cout
+	kk := cin * c.K * c.K
+	n := g * p
+	col := c.ws.chunkSlot(chunk, 0, kk*n)
+	xs := x[s0*cin*p : (s0+g)*cin*p]
+	if par {
+		c.im2colShift(col, xs, cin, c.Pad[0], c.Pad[1], g)
+	} else {
+		shiftCols(col, xs, c.h, c.w, c.K, c.Pad[0], c.Pad[1], g, 0, cin)
+	}
+	mul := gemm[T]
+	if par {
+		mul = pgemm[T]
+	}
+	if g == 1 {
+		ys := c.y[s0*cout*p : (s0+1)*cout*p]
+		addRowBias(ys, c.Bias.W, p)
+		mul(false, false, cout, p, kk, 1, c.Weight.W, kk, col, p, 1, ys, p)
+		return
+	}
+	yg := c.ws.chunkSlot(chunk, 2, cout*n)
+	mul(false, false, cout, n, kk, 1, c.Weight.W, kk, col, n, 0, yg, n)
+	for s := 0; s < g; s++ {
+		for o, bo := range c.Bias.W {
+			dst := c.y[((s0+s)*cout+o)*p : ((s0+s)*cout+o+1)*p]
+			for i, v := range yg[o*n+s*p : o*n+(s+1)*p] {
+				dst[i] = v + bo
 			}
 		}
 	}
@@ -477,8 +547,13 @@ func (c *Conv2d[T]) im2colShift(col, x []T, cin, pt, pl, g int) {
 
 // im2colShiftRange is im2colShift for the channels [lo, hi).
 func (c *Conv2d[T]) im2colShiftRange(lo, hi int) {
-	col, x, h, w, k, g := c.la, c.lb, c.h, c.w, c.K, c.g
-	pt, pl := c.shift[0], c.shift[1]
+	shiftCols(c.la, c.lb, c.h, c.w, c.K, c.shift[0], c.shift[1], c.g, lo, hi)
+}
+
+// shiftCols writes the rows of channels [lo, hi) of the side-by-side im2col of g samples
+// x [g, cin, h, w] for a stride-1 k x k kernel with top and left padding pt, pl (see
+// im2colShift) into col [cin*k*k, g*h*w].
+func shiftCols[T Float](col, x []T, h, w, k, pt, pl, g, lo, hi int) {
 	hw := h * w
 	cin := len(x) / (g * hw)
 	n := g * hw

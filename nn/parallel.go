@@ -13,6 +13,8 @@ const minParallelWork = 1 << 15
 // A job is one chunk [lo, hi) of a parallelFor, run by a pool worker.
 type job struct {
 	fn     func(lo, hi int)
+	fnc    func(chunk, lo, hi int) // instead of fn, for parallelForChunks
+	chunk  int
 	lo, hi int
 	wg     *sync.WaitGroup
 }
@@ -35,7 +37,11 @@ func ensureWorkers(n int) {
 	for int(poolN.Load()) < n {
 		go func() {
 			for j := range jobs {
-				j.fn(j.lo, j.hi)
+				if j.fnc != nil {
+					j.fnc(j.chunk, j.lo, j.hi)
+				} else {
+					j.fn(j.lo, j.hi)
+				}
 				j.wg.Done()
 			}
 		}()
@@ -70,6 +76,31 @@ func parallelFor(n, work int, fn func(lo, hi int)) {
 	wg.Wait()
 	waiters.Put(wg)
 }
+
+// parallelForChunks is parallelFor for a body that also takes the index of its chunk, in
+// [0, maxChunks()): chunks run concurrently, so the index can select scratch buffers of their
+// own.
+func parallelForChunks(n, work int, fn func(chunk, lo, hi int)) {
+	p := min(runtime.GOMAXPROCS(0), n)
+	if p <= 1 || work < minParallelWork {
+		if n > 0 {
+			fn(0, 0, n)
+		}
+		return
+	}
+	ensureWorkers(p - 1)
+	wg := waiters.Get().(*sync.WaitGroup)
+	wg.Add(p - 1)
+	for i := 1; i < p; i++ {
+		jobs <- job{fnc: fn, chunk: i, lo: i * n / p, hi: (i + 1) * n / p, wg: wg}
+	}
+	fn(0, 0, n/p)
+	wg.Wait()
+	waiters.Put(wg)
+}
+
+// maxChunks bounds the chunk indices of parallelForChunks.
+func maxChunks() int { return max(1, runtime.GOMAXPROCS(0)) }
 
 // grow returns buf resliced to n elements, reallocating only when its capacity is too small.
 // The contents are unspecified.

@@ -108,9 +108,29 @@ func join(parts ...string) string {
 // Workspace serves a whole model run on one goroutine; it is not safe for concurrent use.
 type Workspace[T Float] struct {
 	slots [4][]T
+	// chunks holds the slots of the chunks of a parallelForChunks after the first (which uses
+	// slots), made before the loop starts so that its bodies only touch their own entry.
+	chunks [][4][]T
 }
 
 func (w *Workspace[T]) slot(i, n int) []T {
 	w.slots[i] = grow(w.slots[i], n)
 	return w.slots[i]
+}
+
+// reserveChunks makes room for the chunk slots of a parallelForChunks (call it before the loop).
+func (w *Workspace[T]) reserveChunks() {
+	for len(w.chunks) < maxChunks()-1 {
+		w.chunks = append(w.chunks, [4][]T{})
+	}
+}
+
+// chunkSlot is slot i of parallel chunk c (chunk 0's are the plain slots).
+func (w *Workspace[T]) chunkSlot(c, i, n int) []T {
+	if c == 0 {
+		return w.slot(i, n)
+	}
+	s := &w.chunks[c-1][i]
+	*s = grow(*s, n)
+	return *s
 }
