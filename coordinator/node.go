@@ -16,6 +16,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/grpc"
 
 	"ddpm/api"
@@ -69,6 +71,10 @@ func ParsePeers(s string) ([]Peer, error) {
 	return peers, nil
 }
 
+// raftDBLockTimeout bounds the wait for raft.db's file lock: a second coordinator started on the
+// same data dir fails with a clear error instead of blocking forever.
+const raftDBLockTimeout = time.Second
+
 // Node is a running coordinator process: replica, gRPC and HTTP servers.
 type Node struct {
 	cfg     NodeConfig
@@ -85,7 +91,7 @@ type Node struct {
 
 // StartNode opens the stores in DataDir, starts raft and the listeners, and (when cfg.Run is
 // set) submits the run config in the background. Errors name what failed.
-func StartNode(cfg NodeConfig) (n *Node, err error) {
+func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	if cfg.Security == nil {
 		panic("coordinator: NodeConfig.Security is nil (tlsauth.Load it; plain text only with Config.Insecure)")
 	}
@@ -95,15 +101,19 @@ func StartNode(cfg NodeConfig) (n *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("coordinator: data dir: %w", err)
 	}
-	n = &Node{cfg: cfg, done: make(chan struct{})}
+	n := &Node{cfg: cfg, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.closeAll()
 		}
 	}()
-	n.store, err = raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db"))
-	if err != nil {
-		return nil, fmt.Errorf("coordinator: open %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+	dbPath := filepath.Join(cfg.DataDir, "raft.db")
+	n.store, err = raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &bolt.Options{Timeout: raftDBLockTimeout}})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("coordinator: %s is in use by another process (another coordinator on --data-dir %s?)", dbPath, cfg.DataDir)
+	case err != nil:
+		return nil, fmt.Errorf("coordinator: open %s: %w", dbPath, err)
 	}
 	raftLog := cfg.RaftLog
 	if raftLog == nil {
