@@ -359,3 +359,24 @@ func TestKillOneTrainer(t *testing.T) {
 		t.Errorf("final sha256 differs: %s vs %s", a.SHA256, b.SHA256)
 	}
 }
+
+// TestStandaloneRefusalWritesNothing: a trainer command refused for its input (a model that does
+// not fit the data, an --init file that does not exist) exits 2 naming the cause and leaves no
+// run.yaml behind, so the corrected command can use the same --data-dir.
+func TestStandaloneRefusalWritesNothing(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vol")
+	r := ddpm(t, "trainer", "--standalone", "--data-dir", dir, "--preset", "cifar10", "--dataset", "mnist", "--steps", "5", "--checkpoint-every", "5")
+	if r.code != 2 || !strings.Contains(r.stderr, `model "cifar10" wants 3x32x32`) {
+		t.Fatalf("mismatched preset: exit %d\n%s", r.code, r.stderr)
+	}
+	missing := filepath.Join(t.TempDir(), "no-such.safetensors")
+	run := []string{"--preset", "mnist", "--steps", "2", "--global-batch", "4", "--checkpoint-every", "2", "--t", "50"}
+	r = ddpm(t, append([]string{"trainer", "--standalone", "--data-dir", dir, "--init", missing}, run...)...)
+	if r.code != 2 || !strings.Contains(r.stderr, "no-such.safetensors") {
+		t.Fatalf("missing --init: exit %d\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, trainer.ConfigFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused command left %s (stat: %v)", trainer.ConfigFile, err)
+	}
+	mustOK(t, ddpm(t, append([]string{"trainer", "--standalone", "--data-dir", dir}, run...)...), "corrected command")
+}

@@ -113,9 +113,6 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if run.DatasetFingerprint != "" && ds.Fingerprint() != run.DatasetFingerprint {
 		return withExit(2, fmt.Errorf("dataset %s has fingerprint %.12s, the run pins %.12s", run.Dataset, ds.Fingerprint(), run.DatasetFingerprint))
 	}
-	if err := claimDataDir(o.dataDir, run); err != nil {
-		return withExit(2, err)
-	}
 	tr, err := trainer.New(run, ds)
 	if err != nil {
 		return withExit(2, err)
@@ -124,6 +121,10 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		if err := tr.InitFrom(o.init); err != nil {
 			return withExit(2, err)
 		}
+	}
+	// Only a run that checked out claims the volume: a refused command writes nothing.
+	if err := claimDataDir(o.dataDir, run); err != nil {
+		return withExit(2, err)
 	}
 	store, err := checkpoint.Open(filepath.Join(o.dataDir, trainer.CheckpointFile), checkpoint.Options{})
 	if err != nil {
