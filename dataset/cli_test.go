@@ -150,7 +150,16 @@ func TestCLIBadInputs(t *testing.T) {
 		!strings.Contains(stdout, `skipped      1 undecodable (--skip-bad): key "ffff-junk"`) {
 		t.Fatalf("--skip-bad: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
-	// Usage errors exit 2.
+	// Usage errors exit 2. An existing --preview file is refused untouched unless --force.
+	grid := filepath.Join(root, "grid.png")
+	os.WriteFile(grid, []byte("mine"), 0o644)
+	if _, stderr, code := runDDPM(t, "dataset", "inspect", "mnist", "--preview", grid); code != 2 ||
+		stderr != "ddpm: --preview "+grid+" already exists (give --force to replace it)\n" {
+		t.Fatalf("preview over an existing file: exit %d, %q", code, stderr)
+	}
+	if b, _ := os.ReadFile(grid); string(b) != "mine" {
+		t.Fatalf("refused inspect overwrote %s", grid)
+	}
 	if _, stderr, code := runDDPM(t, "dataset", "prepare", "mnist"); code != 2 || !strings.Contains(stderr, "--out DIR is required") {
 		t.Fatalf("prepare without --out: exit %d, %q", code, stderr)
 	}

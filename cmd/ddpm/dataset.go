@@ -42,6 +42,7 @@ func (f *datasetFlags) options() dataset.Options {
 func init() {
 	var df datasetFlags
 	var preview string
+	var force bool
 	inspect := &cobra.Command{
 		Use:   "inspect PATH",
 		Short: "Print format, split, count, shape, label histogram and sha256 fingerprint; optionally a preview grid",
@@ -51,6 +52,9 @@ images file. The fingerprint is the sha256 of the decoded content at the chosen 
 run config records it and trainers refuse data whose fingerprint differs.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutPath("--preview", preview, force); err != nil {
+				return withExit(2, err)
+			}
 			ds, err := dataset.Open(args[0], df.options())
 			if err != nil {
 				return withExit(exitBadData, err)
@@ -74,6 +78,7 @@ run config records it and trainers refuse data whose fingerprint differs.`,
 	}
 	df.register(inspect)
 	inspect.Flags().StringVar(&preview, "preview", "", "write a PNG grid of the first 64 images to this path")
+	inspect.Flags().BoolVar(&force, "force", false, "replace --preview if it already exists")
 	datasetCmd.AddCommand(inspect)
 
 	var pf datasetFlags

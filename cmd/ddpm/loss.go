@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -32,6 +31,7 @@ arrive and the files are rewritten, until the run ends or the command is interru
 
 var lossFlags struct {
 	coordinator, png, csv string
+	force                 bool
 	follow                bool
 	every, timeout        time.Duration
 	sec                   *tlsauth.Config
@@ -43,6 +43,7 @@ func init() {
 	f.BoolVar(&lossFlags.follow, "follow", false, "keep polling and print or write new points until the run ends")
 	f.StringVar(&lossFlags.png, "png", "", "write the loss plot to this PNG file")
 	f.StringVar(&lossFlags.csv, "csv", "", "write the loss history to this CSV file")
+	f.BoolVar(&lossFlags.force, "force", false, "replace --png/--csv files that already exist")
 	f.DurationVar(&lossFlags.every, "every", 2*time.Second, "polling period with --follow")
 	f.DurationVar(&lossFlags.timeout, "timeout", 10*time.Second, "give up when no replica answers within this time")
 	lossFlags.sec = tlsauth.AddFlags(f)
@@ -55,11 +56,8 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	for _, p := range []struct{ flag, path string }{{"--png", lossFlags.png}, {"--csv", lossFlags.csv}} {
-		if p.path == "" {
-			continue
-		}
-		if fi, err := os.Stat(filepath.Dir(p.path)); err != nil || !fi.IsDir() {
-			return withExit(2, fmt.Errorf("loss: %s %s: directory %s does not exist", p.flag, p.path, filepath.Dir(p.path)))
+		if err := checkOutPath(p.flag, p.path, lossFlags.force); err != nil {
+			return withExit(2, fmt.Errorf("loss: %w", err))
 		}
 	}
 	if lossFlags.every <= 0 {

@@ -95,7 +95,7 @@ func report(t *testing.T, cli *coordinator.Client, gen uint64, from, to int64) {
 func runDDPM(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	statusFlags.coordinator, statusFlags.timeout = "", 10*time.Second
-	lossFlags.coordinator, lossFlags.png, lossFlags.csv, lossFlags.follow = "", "", "", false
+	lossFlags.coordinator, lossFlags.png, lossFlags.csv, lossFlags.follow, lossFlags.force = "", "", "", false, false
 	lossFlags.every, lossFlags.timeout = 2*time.Second, 10*time.Second
 	*statusFlags.sec = tlsauth.Config{ServerName: tlsauth.NodeName}
 	*lossFlags.sec = tlsauth.Config{ServerName: tlsauth.NodeName}
@@ -187,7 +187,11 @@ func TestStatusAndLossCommands(t *testing.T) {
 	}{
 		{[]string{"status"}, "status: --coordinator ADDR is required (a coordinator's gRPC host:port)"},
 		{[]string{"loss", "--coordinator", addr, "--certs", monitorCerts, "--png", filepath.Join(dir, "missing", "x.png")},
-			"loss: --png " + filepath.Join(dir, "missing", "x.png") + ": directory " + filepath.Join(dir, "missing") + " does not exist"},
+			"loss: --png " + filepath.Join(dir, "missing", "x.png") + ": folder " + filepath.Join(dir, "missing") + " does not exist"},
+		{[]string{"loss", "--coordinator", addr, "--certs", monitorCerts, "--csv", csvPath},
+			"loss: --csv " + csvPath + " already exists (give --force to replace it)"},
+		{[]string{"loss", "--coordinator", addr, "--certs", monitorCerts, "--png", dir},
+			"loss: --png " + dir + " is a directory, not a file"},
 		{[]string{"loss", "--coordinator", addr, "--certs", monitorCerts, "--every", "0s", "--follow"}, "loss: --every must be positive, got 0s"},
 		{[]string{"status", "--coordinator", addr}, "tlsauth: choose TLS (--certs DIR) or plain text (--insecure): no certificate directory given (make one with `ddpm certs init DIR`)"},
 		{[]string{"status", "--coordinator", addr, "--certs", monitorCerts, "--insecure"},
