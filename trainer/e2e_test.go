@@ -289,6 +289,21 @@ func TestLocalCluster(t *testing.T) {
 		if !bytes.Equal(before, after) {
 			t.Error("the refused run changed loss.csv")
 		}
+		// Checkpoint commands take a run folder as sample does; a folder without checkpoints and
+		// a file that is not one are refused, and compact leaves such a file as it was.
+		r := ddpm(t, "checkpoint", "list", two)
+		mustOK(t, r, "checkpoint list RUN")
+		if !strings.Contains(r.stderr, strconv.Itoa(e2eSteps)) {
+			t.Errorf("checkpoint list RUN does not list step %d:\n%s", e2eSteps, r.stderr)
+		}
+		empty := t.TempDir()
+		oneLine(t, ddpm(t, "checkpoint", "list", empty), empty+" is a folder without checkpoints.db")
+		blank := filepath.Join(empty, "blank.db")
+		os.WriteFile(blank, nil, 0o644)
+		oneLine(t, ddpm(t, "checkpoint", "compact", blank), "not a readable checkpoint file")
+		if fi, err := os.Stat(blank); err != nil || fi.Size() != 0 {
+			t.Errorf("compact of a file that is not a checkpoint changed it: %v %v", fi.Size(), err)
+		}
 	})
 }
 

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"ddpm/checkpoint"
 	"ddpm/internal/tlsauth"
+	"ddpm/trainer"
 )
 
 // `ddpm checkpoint`: inspect, verify, export, compact and copy bbolt checkpoint files. Exit
@@ -24,8 +26,28 @@ commands open it read-only, except compact. A file a running trainer holds canno
 of the live trainer instead: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db.`,
 }
 
-// openCheckpoint opens file read-only and turns the usual failures into one clear line.
+// checkpointFile is the file FILE names: FILE itself, or for a folder the checkpoints.db in it
+// (a trainer's --data-dir) or in its trainer-0 (a ddpm local run folder), as sample and eval take.
+func checkpointFile(file string) (string, error) {
+	st, err := os.Stat(file)
+	if err != nil || !st.IsDir() {
+		return file, nil
+	}
+	for _, cand := range []string{filepath.Join(file, trainer.CheckpointFile), filepath.Join(file, "trainer-0", trainer.CheckpointFile)} {
+		if _, err := os.Stat(cand); err == nil {
+			return cand, nil
+		}
+	}
+	return "", withExit(exitUsage, fmt.Errorf("%s is a folder without %s (nor trainer-0/%s): give a checkpoint file", file, trainer.CheckpointFile, trainer.CheckpointFile))
+}
+
+// openCheckpoint opens file (see checkpointFile) read-only and turns the usual failures into one
+// clear line.
 func openCheckpoint(file string) (*checkpoint.Store, error) {
+	file, err := checkpointFile(file)
+	if err != nil {
+		return nil, err
+	}
 	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
 	switch {
 	case errors.Is(err, checkpoint.ErrInUse):
@@ -198,14 +220,18 @@ var checkpointCompactCmd = &cobra.Command{
 	Short: "Rewrite FILE without free pages (the file must not be open in a trainer)",
 	Args:  cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
-		if _, err := os.Stat(args[0]); err != nil {
-			return withExit(exitUsage, fmt.Errorf("checkpoint file %s does not exist", args[0]))
+		// Only a readable checkpoint file is rewritten (a file of anything else is left as is).
+		st, err := openCheckpoint(args[0])
+		if err != nil {
+			return err
 		}
-		before, after, err := checkpoint.Compact(args[0], checkpoint.Options{})
+		file := st.Path()
+		st.Close()
+		before, after, err := checkpoint.Compact(file, checkpoint.Options{})
 		if err != nil {
 			return withExit(exitBadData, err)
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "%s: %s -> %s\n", args[0], humanBytes(before), humanBytes(after))
+		fmt.Fprintf(cmd.OutOrStdout(), "%s: %s -> %s\n", file, humanBytes(before), humanBytes(after))
 		return nil
 	},
 }
