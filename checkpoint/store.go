@@ -88,6 +88,9 @@ func Open(path string, opts Options) (_ *Store, err error) {
 			}
 		}
 	}
+	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 && opts.ReadOnly {
+		return nil, fmt.Errorf("checkpoint: %s is not a readable checkpoint file (it is empty): %w", path, ErrCorruptCheckpoint)
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly, InitialMmapSize: mmapSize(path)})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
