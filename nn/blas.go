@@ -44,6 +44,28 @@ func gemm[T Float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb
 		as[float64](b), ldb, float64(beta), as[float64](c), ldc)
 }
 
+// prepackA packs op(a) (m x k) for gemmPacked into buf (grown as needed) and returns it, or
+// returns nil when the float32 kernel is not in use (float64, or a CPU without AVX-512); then
+// gemmPacked multiplies a itself.
+func prepackA[T Float](buf []T, tA bool, m, k int, a []T, lda int) []T {
+	if unsafe.Sizeof(T(0)) != 4 || !sgemm.Available {
+		return nil
+	}
+	buf = grow(buf, sgemm.PackedLen(m, k))
+	sgemm.PackA(as[float32](buf), tA, m, k, as[float32](a), lda)
+	return buf
+}
+
+// gemmPacked is gemm(tA, false, m, n, k, 1, a, lda, b, ldb, beta, c, ldc) on one goroutine,
+// with op(a) taken from ap when prepackA packed it there (the same bits either way).
+func gemmPacked[T Float](ap []T, tA bool, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	if ap == nil || m == 0 || n == 0 {
+		gemm(tA, false, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	sgemm.SgemmPacked(as[float32](ap), false, m, n, k, as[float32](b), ldb, float32(beta), as[float32](c), ldc)
+}
+
 // as views s as a slice of E, which must have T's size (float32 or float64).
 func as[E, T Float](s []T) []E {
 	if len(s) == 0 {

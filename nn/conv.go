@@ -34,6 +34,7 @@ type Conv2d[T Float] struct {
 	fnFwdGroups, fnBwdHalves                func(chunk, lo, hi int)
 	bs0, bg                                 int // backwardSame's current group: first sample, size
 	bdys, bdyc                              []T // its dy as stored, and as [Cout, g*P]
+	wp                                      []T // the weights (or flipped weights) packed by prepackA, or nil
 }
 
 // NewConv2d registers name.weight [cout, cin, k, k] and name.bias [cout] in a. It panics on
@@ -363,6 +364,10 @@ func (c *Conv2d[T]) backwardSame(dy []T) {
 				}
 			}
 		}
+		c.wp = prepackA(c.ws.slots[4], false, cin, cout*k2, wf, cout*k2)
+		if c.wp != nil {
+			c.ws.slots[4] = c.wp
+		}
 		c.ws.reserveChunks()
 		if c.fnBwdHalves == nil {
 			c.fnBwdHalves = c.backwardHalves
@@ -384,7 +389,7 @@ func (c *Conv2d[T]) backwardSame(dy []T) {
 		}
 		parallelForChunks(2, 2*n*cout*cin*k2, c.fnBwdHalves)
 	}
-	c.bdys, c.bdyc = nil, nil
+	c.bdys, c.bdyc, c.wp = nil, nil, nil
 }
 
 // backwardHalves runs the halves [lo, hi) of the current group of backwardSame: 0 is dW, 1 is dx.
@@ -422,11 +427,11 @@ func (c *Conv2d[T]) backwardInput(chunk int) {
 	shiftCols(col, c.bdys, c.h, c.w, k, k-1-c.Pad[0], k-1-c.Pad[1], g, 0, cout)
 	wf := c.ws.slots[1][:cin*kk]
 	if g == 1 {
-		gemm(false, false, cin, p, kk, 1, wf, kk, col, p, 0, c.dx[s0*cin*p:(s0+1)*cin*p], p)
+		gemmPacked(c.wp, false, cin, p, kk, wf, kk, col, p, 0, c.dx[s0*cin*p:(s0+1)*cin*p], p)
 		return
 	}
 	dxg := c.ws.chunkSlot(chunk, 3, cin*n)
-	gemm(false, false, cin, n, kk, 1, wf, kk, col, n, 0, dxg, n)
+	gemmPacked(c.wp, false, cin, n, kk, wf, kk, col, n, 0, dxg, n)
 	scatterGroup(c.dx, dxg, s0, g, cin, p)
 }
 
@@ -463,9 +468,15 @@ func (c *Conv2d[T]) forwardSame(x []T) {
 	if c.fnFwdGroups == nil {
 		c.fnFwdGroups = c.forwardGroups
 	}
+	// The groups share one packing of the weights.
+	kk := c.Cin * c.K * c.K
+	c.wp = prepackA(c.ws.slots[4], false, c.Cout, kk, c.Weight.W, kk)
+	if c.wp != nil {
+		c.ws.slots[4] = c.wp
+	}
 	c.lb = x
 	parallelForChunks(ng, len(x)*c.Cout*c.K*c.K, c.fnFwdGroups)
-	c.lb = nil
+	c.lb, c.wp = nil, nil
 }
 
 // forwardGroups runs the groups [lo, hi) of forwardSame (input c.lb) with chunk's scratch.
@@ -489,18 +500,21 @@ func (c *Conv2d[T]) forwardGroup(chunk, s0, g int, x []T, par bool) {
 	} else {
 		shiftCols(col, xs, c.h, c.w, c.K, c.Pad[0], c.Pad[1], g, 0, cin)
 	}
-	mul := gemm[T]
-	if par {
-		mul = pgemm[T]
+	mul := func(n int, beta T, y []T) { // y = W col + beta y, col [kk, n]
+		if par {
+			pgemm(false, false, cout, n, kk, 1, c.Weight.W, kk, col, n, beta, y, n)
+		} else {
+			gemmPacked(c.wp, false, cout, n, kk, c.Weight.W, kk, col, n, beta, y, n)
+		}
 	}
 	if g == 1 {
 		ys := c.y[s0*cout*p : (s0+1)*cout*p]
 		addRowBias(ys, c.Bias.W, p)
-		mul(false, false, cout, p, kk, 1, c.Weight.W, kk, col, p, 1, ys, p)
+		mul(p, 1, ys)
 		return
 	}
 	yg := c.ws.chunkSlot(chunk, 2, cout*n)
-	mul(false, false, cout, n, kk, 1, c.Weight.W, kk, col, n, 0, yg, n)
+	mul(n, 0, yg)
 	for s := 0; s < g; s++ {
 		for o, bo := range c.Bias.W {
 			dst := c.y[((s0+s)*cout+o)*p : ((s0+s)*cout+o+1)*p]

@@ -107,10 +107,10 @@ func join(parts ...string) string {
 // transposed GEMM operands). Layers use it only inside one Forward or Backward call, so one
 // Workspace serves a whole model run on one goroutine; it is not safe for concurrent use.
 type Workspace[T Float] struct {
-	slots [4][]T
+	slots [5][]T
 	// chunks holds the slots of the chunks of a parallelForChunks after the first (which uses
 	// slots), made before the loop starts so that its bodies only touch their own entry.
-	chunks [][4][]T
+	chunks [][5][]T
 }
 
 func (w *Workspace[T]) slot(i, n int) []T {
@@ -121,7 +121,7 @@ func (w *Workspace[T]) slot(i, n int) []T {
 // reserveChunks makes room for the chunk slots of a parallelForChunks (call it before the loop).
 func (w *Workspace[T]) reserveChunks() {
 	for len(w.chunks) < maxChunks()-1 {
-		w.chunks = append(w.chunks, [4][]T{})
+		w.chunks = append(w.chunks, [5][]T{})
 	}
 }
 

@@ -41,6 +41,37 @@ var sgemmFree = make(chan *sgemmBufs, 16)
 // splits c into row or column blocks, so it is the same on any number of threads.
 func Sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	checkGemm(tA, m, k, len(a), lda, "a")
+	run(nil, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// PackedLen is the length of the buffer PackA fills for an m x k matrix.
+func PackedLen(m, k int) int { return (m + sgMR - 1) / sgMR * sgMR * k }
+
+// PackA writes op(a) (m x k, stored k x m when tA) into dst (at least PackedLen(m, k) long) in
+// the panel layout Sgemm packs it into, every block at once, for SgemmPacked: a matrix that
+// multiplies many others is packed once instead of once per product.
+func PackA(dst []float32, tA bool, m, k int, a []float32, lda int) {
+	checkGemm(tA, m, k, len(a), lda, "a")
+	mp := PackedLen(m, 1)
+	_ = dst[:PackedLen(m, k)]
+	for pc := 0; pc < k; pc += sgKC {
+		kc := min(sgKC, k-pc)
+		for ic := 0; ic < m; ic += sgMC {
+			packA(dst[pc*mp+ic*kc:], tA, a, lda, ic, min(sgMC, m-ic), pc, kc, 1)
+		}
+	}
+}
+
+// SgemmPacked is Sgemm with alpha 1 and an A that PackA packed into ap (same bits as Sgemm).
+func SgemmPacked(ap []float32, tB bool, m, n, k int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if len(ap) < PackedLen(m, k) {
+		panic(fmt.Sprintf("sgemm: packed a has %d elements, want %d", len(ap), PackedLen(m, k)))
+	}
+	run(ap, false, tB, m, n, k, 1, nil, 0, b, ldb, beta, c, ldc)
+}
+
+// run is Sgemm on a (or on the packed ap when not nil).
+func run(ap []float32, tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	checkGemm(tB, k, n, len(b), ldb, "b")
 	checkGemm(false, m, n, len(c), ldc, "c")
 	if m == 0 || n == 0 {
@@ -83,8 +114,14 @@ func Sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 			}
 			for ic := 0; ic < m; ic += sgMC {
 				mc := min(sgMC, m-ic)
-				buf.a = growF32(buf.a, (mc+sgMR-1)/sgMR*sgMR*kc)
-				packA(buf.a, tA, a, lda, ic, mc, pc, kc, alpha)
+				pa := ap
+				if ap == nil {
+					buf.a = growF32(buf.a, (mc+sgMR-1)/sgMR*sgMR*kc)
+					packA(buf.a, tA, a, lda, ic, mc, pc, kc, alpha)
+					pa = buf.a
+				} else {
+					pa = ap[pc*PackedLen(m, 1)+ic*kc:]
+				}
 				for jr := 0; jr < nc; jr += sgNR {
 					nr := min(sgNR, nc-jr)
 					var bp *float32
@@ -101,15 +138,15 @@ func Sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 					}
 					for ir := 0; ir < mc; ir += sgMR {
 						mr := min(sgMR, mc-ir)
-						ap := &buf.a[ir*kc]
+						pp := &pa[ir*kc]
 						ci := (ic+ir)*ldc + jc + jr
 						if mr == sgMR && nr == sgNR {
 							_ = c[ci+(sgMR-1)*ldc+sgNR-1] // the tile lies inside c
-							sgemmMicro(kc, ap, bp, bld, &c[ci], ldc, add)
+							sgemmMicro(kc, pp, bp, bld, &c[ci], ldc, add)
 							continue
 						}
 						t := buf.tile[:]
-						sgemmMicro(kc, ap, bp, bld, &t[0], sgNR, false)
+						sgemmMicro(kc, pp, bp, bld, &t[0], sgNR, false)
 						for i := 0; i < mr; i++ {
 							dst := c[ci+i*ldc : ci+i*ldc+nr]
 							src := t[i*sgNR : i*sgNR+nr]

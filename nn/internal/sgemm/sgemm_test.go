@@ -129,3 +129,39 @@ func BenchmarkSgemmShapes(b *testing.B) {
 		})
 	}
 }
+
+// TestSgemmPackedSameBits checks that SgemmPacked on PackA's panels gives Sgemm's bits.
+func TestSgemmPackedSameBits(t *testing.T) {
+	if !Available {
+		t.Skip("no AVX-512")
+	}
+	for _, sh := range [][3]int{{13, 45, 7}, {130, 70, 600}, {300, 40, 260}, {8, 1100, 33}} {
+		m, n, k := sh[0], sh[1], sh[2]
+		for _, tA := range []bool{false, true} {
+			for _, tB := range []bool{false, true} {
+				lda, ldb := k, n
+				if tA {
+					lda = m
+				}
+				if tB {
+					ldb = k
+				}
+				a, b := make([]float32, m*k), make([]float32, k*n)
+				fill(a, 5)
+				fill(b, 6)
+				want, got := make([]float32, m*n), make([]float32, m*n)
+				fill(want, 7)
+				copy(got, want)
+				Sgemm(tA, tB, m, n, k, 1, a, lda, b, ldb, 1, want, n)
+				ap := make([]float32, PackedLen(m, k))
+				PackA(ap, tA, m, k, a, lda)
+				SgemmPacked(ap, tB, m, n, k, b, ldb, 1, got, n)
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("m %d n %d k %d tA %v tB %v: c[%d] = %g, Sgemm %g", m, n, k, tA, tB, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
