@@ -10,8 +10,10 @@ import "fmt"
 //
 //	y[b,o,i,j] = Bias[o] + sum_{c,u,v} Weight[o,c,u,v] * x[b, c, i*S+u-PadTop, j*S+v-PadLeft]
 //
-// Kernels larger than 1 run as im2col + one GEMM per sample; 1x1 stride-1 kernels run as one
-// GEMM per sample on x directly.
+// Stride-1 convolutions whose output has the input's size ("same") run as im2col + one GEMM
+// per group of samples (one sample at 32x32, several at the low resolutions), the groups
+// spread over the CPUs; other kernels larger than 1 run as im2col + one GEMM per sample, and
+// 1x1 stride-1 kernels as one GEMM per sample on x directly, those GEMMs split over the CPUs.
 type Conv2d[T Float] struct {
 	Cin, Cout, K, Stride int
 	// Pad is the zero padding (top, left, bottom, right). TensorFlow's 'SAME' padding for a 3x3

@@ -23,7 +23,10 @@
 // 8 x 32 micro-kernel in Go assembly) where the CPU has AVX-512. Otherwise, and for float64,
 // GEMM goes through gonum's blas32/blas64 interfaces: the default build routes them to OpenBLAS
 // via gonum.org/v1/netlib (cgo, Debian libopenblas-dev) with OpenBLAS's own threading off; the
-// build tag purego keeps gonum's own pure-Go BLAS (and leaves the AVX-512 kernel out). Parallelism is the engine's: large GEMMs are
-// split into one block per GOMAXPROCS across goroutines, and the non-GEMM layers split their
-// loops over samples, groups or channels the same way.
+// build tag purego keeps gonum's own pure-Go BLAS (and leaves the AVX-512 kernel out).
+// Parallelism is the engine's: same convolutions give whole sample groups (forward) or the dW
+// and dx halves of a group (backward) to different goroutines; other large GEMMs are split into
+// one block per GOMAXPROCS; the non-GEMM layers split their loops over samples, groups or
+// channels the same way. No split changes the order of any sum, so results do not depend on
+// the number of CPUs.
 package nn

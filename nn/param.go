@@ -104,8 +104,9 @@ func join(parts ...string) string {
 }
 
 // Workspace holds scratch buffers shared by the layers of one model (im2col matrices and
-// transposed GEMM operands). Layers use it only inside one Forward or Backward call, so one
-// Workspace serves a whole model run on one goroutine; it is not safe for concurrent use.
+// transposed or packed GEMM operands). Layers use it only inside one Forward or Backward call
+// (whose parallel parts each take slots of their own), so one Workspace serves a whole model
+// run on one goroutine; it is not safe for concurrent use.
 type Workspace[T Float] struct {
 	slots [5][]T
 	// chunks holds the slots of the chunks of a parallelForChunks after the first (which uses
