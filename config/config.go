@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -215,6 +216,16 @@ func Preset(name string) (Run, error) {
 	return mk(), nil
 }
 
+// Bounds that Validate enforces beyond positivity: values past them are typing mistakes that
+// would otherwise start a run doomed from its first step (T = 1e8 asks for 8 GB of schedule
+// tables; an Adam step size above 1 diverges; a heartbeat timeout of milliseconds removes
+// healthy trainers whenever a step or a checkpoint takes longer).
+const (
+	MaxT                = 100_000
+	MaxLR               = 1.0
+	MinHeartbeatTimeout = 100 * time.Millisecond
+)
+
 // Validate checks every rule and returns nil or an error that wraps ErrInvalid with one line per
 // problem, each naming the YAML field and the offending value.
 func (r *Run) Validate() error {
@@ -240,8 +251,8 @@ func (r *Run) Validate() error {
 	if r.GlobalBatch <= 0 {
 		bad("global_batch must be positive, got %d", r.GlobalBatch)
 	}
-	if !(r.LR > 0) || !finite(r.LR) {
-		bad("lr must be positive and finite, got %g", r.LR)
+	if !(r.LR > 0 && r.LR <= MaxLR) {
+		bad("lr must be in (0, %g], got %g", MaxLR, r.LR)
 	}
 	if r.WarmupSteps < 0 {
 		bad("warmup_steps must not be negative, got %d", r.WarmupSteps)
@@ -255,8 +266,8 @@ func (r *Run) Validate() error {
 	if !(r.Dropout >= 0 && r.Dropout < 1) {
 		bad("dropout must be in [0, 1), got %g", r.Dropout)
 	}
-	if r.T <= 0 {
-		bad("t (diffusion steps) must be positive, got %d", r.T)
+	if r.T <= 0 || r.T > MaxT {
+		bad("t (diffusion steps) must be in 1..%d, got %d", MaxT, r.T)
 	}
 	if !slices.Contains(BetaSchedules, r.BetaSchedule) {
 		bad("beta_schedule %q is unknown (known: %s)", r.BetaSchedule, strings.Join(BetaSchedules, ", "))
@@ -281,8 +292,8 @@ func (r *Run) Validate() error {
 	if r.GlobalBatch > 0 && r.MaxTrainers > r.GlobalBatch {
 		bad("max_trainers %d is larger than global_batch %d (a rank would get no samples)", r.MaxTrainers, r.GlobalBatch)
 	}
-	if r.HeartbeatTimeout <= 0 {
-		bad("heartbeat_timeout must be positive, got %s", r.HeartbeatTimeout)
+	if r.HeartbeatTimeout.Std() < MinHeartbeatTimeout {
+		bad("heartbeat_timeout must be at least %s, got %s", MinHeartbeatTimeout, r.HeartbeatTimeout)
 	}
 	return errors.Join(errs...)
 }
@@ -313,7 +324,7 @@ func Parse(data []byte) (Run, error) {
 	}
 	// The probe ignores other fields; strictness comes from the second pass.
 	if err := yaml.Unmarshal(data, &probe); err != nil {
-		return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
+		return Run{}, fmt.Errorf("%w: %s", ErrLoad, yamlMessage(err))
 	}
 	var r Run
 	if probe.Preset != "" {
@@ -327,9 +338,52 @@ func Parse(data []byte) (Run, error) {
 		return r, nil
 	}
 	if err := yaml.UnmarshalStrict(data, &r); err != nil {
-		return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
+		return Run{}, fmt.Errorf("%w: %s", ErrLoad, yamlMessage(err))
 	}
 	return r, nil
+}
+
+var (
+	// What encoding/json says of a value of the wrong type, under sigs.k8s.io/yaml's prefixes.
+	reFieldType = regexp.MustCompile(`json: cannot unmarshal (\w+)(?: (\S+))? into Go struct field \w+\.(\S+) of type (\S+)`)
+	reDocType   = regexp.MustCompile(`json: cannot unmarshal (\w+) into Go value of type`)
+	// The kinds of value a Run field takes, in the YAML user's words.
+	goTypeWords = map[string]string{"int": "an integer", "int64": "an integer", "uint64": "a non-negative integer",
+		"float64": "a number", "string": "a string", "bool": "true or false"}
+)
+
+// yamlMessage rewords a YAML/JSON decoding error for the user: the field and what it wants
+// instead of Go type names, and without the decoder's nested prefixes.
+func yamlMessage(err error) string {
+	msg := err.Error()
+	if m := reFieldType.FindStringSubmatch(msg); m != nil {
+		got := m[1]
+		if m[2] != "" {
+			got += " " + m[2]
+		}
+		want, ok := goTypeWords[m[4]]
+		if !ok {
+			want = "a " + m[4]
+		}
+		if m[1] == "number" && strings.HasPrefix(m[4], "int") {
+			want += " in range"
+		}
+		return fmt.Sprintf("field %s: got %s, want %s", m[3], got, want)
+	}
+	if m := reDocType.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("the document is %s %s, want a mapping of field: value lines", article(m[1]), m[1])
+	}
+	for _, prefix := range []string{"error unmarshaling JSON: while decoding JSON: json: ", "error converting YAML to JSON: "} {
+		msg = strings.TrimPrefix(msg, prefix)
+	}
+	return strings.ReplaceAll(msg, "\n", " ")
+}
+
+func article(word string) string {
+	if strings.ContainsRune("aeiou", rune(word[0])) {
+		return "an"
+	}
+	return "a"
 }
 
 // Load reads, parses and validates the run config file at path. Every error names the path.

@@ -82,7 +82,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		`invalid run config: model "resnet" is unknown (known: cifar10, lsun256, celebahq256, small, tiny)`,
 		"invalid run config: dataset is missing",
 		"invalid run config: global_batch must be positive, got 0",
-		"invalid run config: lr must be positive and finite, got -1",
+		"invalid run config: lr must be in (0, 1], got -1",
 		"invalid run config: checkpoint_every 2001 is larger than the run (steps 2000)",
 		"invalid run config: min_trainers 3 is larger than max_trainers 2",
 	}
@@ -134,7 +134,7 @@ func TestLoadStrictWithPresetDefaults(t *testing.T) {
 	p = write("bad.yaml", "preset: mnist\nglobal_batch: -4\nlr: 0\n")
 	_, err = Load(p)
 	want := p + ": invalid run config: global_batch must be positive, got -4\n" +
-		p + ": invalid run config: lr must be positive and finite, got 0"
+		p + ": invalid run config: lr must be in (0, 1], got 0"
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v\nwant %s", err, want)
 	}
@@ -169,5 +169,39 @@ func TestFlagsOverrideFile(t *testing.T) {
 	_ = fs.Parse([]string{"--preset", "cifar10", "--global-batch", "0"})
 	if _, err := f.Resolve(); err == nil || !strings.Contains(err.Error(), "flags: invalid run config: dataset is missing") {
 		t.Errorf("got %v", err)
+	}
+}
+
+// TestBoundsAndTypeMessages: values past the documented bounds are refused naming the bound,
+// and a value of the wrong type is named by its field in YAML terms, not Go's.
+func TestBoundsAndTypeMessages(t *testing.T) {
+	for _, tc := range []struct {
+		doc, want string
+	}{
+		{"preset: mnist\nt: 100000000\n", "invalid run config: t (diffusion steps) must be in 1..100000, got 100000000"},
+		{"preset: mnist\nlr: 1e9\n", "invalid run config: lr must be in (0, 1], got 1e+09"},
+		{"preset: mnist\nheartbeat_timeout: 1ms\n", "invalid run config: heartbeat_timeout must be at least 100ms, got 1ms"},
+	} {
+		r, err := Parse([]byte(tc.doc))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.doc, err)
+		}
+		if err := r.Validate(); err == nil || err.Error() != tc.want {
+			t.Errorf("%q: got %v, want %q", tc.doc, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		doc, want string
+	}{
+		{"preset: mnist\nsteps: lots\n", "cannot load run config: field steps: got string, want an integer"},
+		{"steps: 1.5\n", "cannot load run config: field steps: got number 1.5, want an integer in range"},
+		{"lr: [1]\n", "cannot load run config: field lr: got array, want a number"},
+		{"- a\n- b\n", "cannot load run config: the document is an array, want a mapping of field: value lines"},
+		{"stepz: 1\n", `cannot load run config: unknown field "stepz"`},
+	} {
+		_, err := Parse([]byte(tc.doc))
+		if !errors.Is(err, ErrLoad) || err.Error() != tc.want {
+			t.Errorf("%q: got %v, want %q", tc.doc, err, tc.want)
+		}
 	}
 }

@@ -297,7 +297,7 @@ func TestMalformedConfigRefused(t *testing.T) {
 	}{
 		{[]string{"--config", bad}, bad + ": invalid run config: dataset is missing\n" +
 			bad + ": invalid run config: global_batch must be positive, got 0\n" +
-			bad + ": invalid run config: lr must be positive and finite, got -1\n" +
+			bad + ": invalid run config: lr must be in (0, 1], got -1\n" +
 			bad + ": invalid run config: checkpoint_every 50 is larger than the run (steps 10)\n"},
 		{[]string{"--preset", "svhn"}, `unknown preset "svhn" (known: celebahq, cifar10, fashion-mnist, lsun-bedroom, lsun-cat, lsun-church, mnist)` + "\n"},
 		{[]string{"--preset", "cifar10"}, "flags: invalid run config: dataset is missing\n"},

@@ -219,7 +219,11 @@ func TestLocalCluster(t *testing.T) {
 		if stopped >= e2eSteps {
 			t.Fatalf("the run finished (step %d) before the interrupt took effect", stopped)
 		}
-		mustOK(t, ddpm(t, "local", "--resume", res, "--samples", "0", "--quiet"), "ddpm local --resume")
+		mustOK(t, ddpm(t, "local", "--resume", res, "--quiet"), "ddpm local --resume")
+		// The resumed run kept the run's own --samples 0: no grid was drawn.
+		if _, err := os.Stat(filepath.Join(res, "samples.png")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the resumed run drew samples.png though the run was started with --samples 0 (stat: %v)", err)
+		}
 		a, b := finalState(t, two, 0), finalState(t, res, 0)
 		t.Logf("interrupted at committed step %d, resumed to %d", stopped, b.Step)
 		if a.Step != e2eSteps || b.Step != e2eSteps {
@@ -277,6 +281,7 @@ func TestLocalCluster(t *testing.T) {
 		missing := filepath.Join(dir, "never")
 		oneLine(t, ddpm(t, append([]string{"local", "--out", missing, "--preset", "mnist", "--dataset", "/no/such/mnist"}, "--steps", "4", "--checkpoint-every", "4")...), "/no/such/mnist")
 		oneLine(t, ddpm(t, "local", "--out", missing, "--preset", "nope"), `unknown preset "nope"`)
+		oneLine(t, ddpm(t, "local", "--out", missing, "--samples", "-1"), "--samples -1: want 0 (none) or more")
 		if _, err := os.Stat(missing); !os.IsNotExist(err) {
 			t.Errorf("a refused run created %s", missing)
 		}

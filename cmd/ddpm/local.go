@@ -101,6 +101,12 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	if o.trainers < 1 {
 		return withExit(2, fmt.Errorf("--trainers %d: want at least 1", o.trainers))
 	}
+	if o.samples < 0 {
+		return withExit(2, fmt.Errorf("--samples %d: want 0 (none) or more", o.samples))
+	}
+	if o.grace <= 0 {
+		return withExit(2, fmt.Errorf("--grace %v: want a positive duration", o.grace))
+	}
 	var (
 		run config.Run
 		man localrun.Manifest
@@ -128,6 +134,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 			return withExit(2, fmt.Errorf("--init %s: the run in %s started from %q", o.init, out, man.Init))
 		}
 		o.init = man.Init
+		if !cmd.Flags().Changed("samples") {
+			o.samples = man.Samples
+		}
 		if err := man.CheckPortsFree(); err != nil {
 			return withExit(1, err)
 		}
@@ -151,6 +160,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		if man, err = localrun.NewManifest(run.Hash(), o.coordinators, o.trainers); err != nil {
 			return err
 		}
+		man.Samples = o.samples
 		if o.init != "" {
 			if err := checkInit(o.init, run.Model); err != nil {
 				return withExit(2, err)

@@ -60,6 +60,9 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 			return withExit(2, fmt.Errorf("loss: %w", err))
 		}
 	}
+	if lossFlags.timeout <= 0 {
+		return withExit(2, fmt.Errorf("loss: --timeout must be positive, got %v", lossFlags.timeout))
+	}
 	if lossFlags.every <= 0 {
 		return withExit(2, fmt.Errorf("loss: --every must be positive, got %v", lossFlags.every))
 	}

@@ -186,6 +186,7 @@ func TestStatusAndLossCommands(t *testing.T) {
 		want string
 	}{
 		{[]string{"status"}, "status: --coordinator ADDR is required (a coordinator's gRPC host:port)"},
+		{[]string{"status", "--coordinator", addr, "--certs", monitorCerts, "--timeout", "-1s"}, "status: --timeout must be positive, got -1s"},
 		{[]string{"loss", "--coordinator", addr, "--certs", monitorCerts, "--png", filepath.Join(dir, "missing", "x.png")},
 			"loss: --png " + filepath.Join(dir, "missing", "x.png") + ": folder " + filepath.Join(dir, "missing") + " does not exist"},
 		{[]string{"loss", "--coordinator", addr, "--certs", monitorCerts, "--csv", csvPath},

@@ -95,6 +95,9 @@ func runStatus(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	if statusFlags.timeout <= 0 {
+		return withExit(2, fmt.Errorf("status: --timeout must be positive, got %v", statusFlags.timeout))
+	}
 	sec, err := monitorSecurity(cmd, statusFlags.sec)
 	if err != nil {
 		return err

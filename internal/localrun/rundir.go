@@ -54,6 +54,9 @@ type Manifest struct {
 	// Init is the safetensors file the trainers' step-0 weights come from ("" for the seed's
 	// initialization); a resumed run keeps it.
 	Init string `json:"init,omitempty"`
+	// Samples is the size of the samples.png grid the run makes at its end (0: none); a resumed
+	// run keeps it unless told otherwise.
+	Samples int `json:"samples"`
 }
 
 // CoordinatorDir, TrainerDir name the per-process data folders inside the run directory.
