@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -50,7 +51,12 @@ var versionCmd = &cobra.Command{
 	},
 }
 
-func init() { rootCmd.AddCommand(versionCmd) }
+func init() {
+	rootCmd.AddCommand(versionCmd)
+	// `ddpm --version` too, printing what `ddpm version` prints.
+	rootCmd.Version = version.Version
+	rootCmd.SetVersionTemplate("ddpm {{.Version}}\n")
+}
 
 // usageErrors makes every command's argument-count and flag errors exit with status 2 and name
 // the command and its usage line, instead of cobra's bare "accepts 1 arg(s), received 0".
@@ -73,11 +79,19 @@ func commandName(cmd *cobra.Command) string {
 	return strings.TrimPrefix(cmd.CommandPath(), rootCmd.Name()+" ")
 }
 
-func main() {
+// configureRoot installs the usage-error handling on the command tree (once).
+var configureRoot = sync.OnceFunc(func() {
 	usageErrors(rootCmd)
 	rootCmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		if cmd == rootCmd {
+			return withExit(2, fmt.Errorf("%v (see ddpm --help)", err))
+		}
 		return withExit(2, fmt.Errorf("%s: %v (see %s --help)", commandName(cmd), err, cmd.CommandPath()))
 	})
+})
+
+func main() {
+	configureRoot()
 	if err := rootCmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "ddpm:", err)
 		var ee *exitError

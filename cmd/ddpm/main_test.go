@@ -1,0 +1,41 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"ddpm/internal/version"
+)
+
+// TestRootFlags: `ddpm --version` prints what `ddpm version` prints; an unknown flag of the root
+// or of a subcommand exits 2 naming it once, with where to look.
+func TestRootFlags(t *testing.T) {
+	configureRoot()
+	run := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		rootCmd.SetOut(&out)
+		rootCmd.SetArgs(args)
+		defer rootCmd.SetArgs(nil)
+		err := rootCmd.Execute()
+		return out.String(), err
+	}
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		if out, err := run(args...); err != nil || out != "ddpm "+version.Version+"\n" {
+			t.Errorf("%v: %q, %v", args, out, err)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bogus"}, "unknown flag: --bogus (see ddpm --help)"},
+		{[]string{"checkpoint", "list", "--bogus"}, "checkpoint list: unknown flag: --bogus (see ddpm checkpoint list --help)"},
+	} {
+		_, err := run(tc.args...)
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != 2 || err.Error() != tc.want {
+			t.Errorf("%v: %v, want exit 2 %q", tc.args, err, tc.want)
+		}
+	}
+}
