@@ -88,7 +88,10 @@ func runEvalBPD(out, log io.Writer, o evalOpts) error {
 	if mc, mh, mw := ld.Shape(); c != mc || h != mh || w != mw {
 		return withExit(2, fmt.Errorf("dataset %s has %dx%dx%d images, the checkpoint's model wants %dx%dx%d", ds.Name(), c, h, w, mc, mh, mw))
 	}
-	n := min(o.n, ds.Len())
+	if o.n > ds.Len() {
+		return withExit(2, fmt.Errorf("--n %d: dataset %s holds %d images", o.n, ds.Name(), ds.Len()))
+	}
+	n := o.n
 	d := c * h * w
 	T := ld.Sched.T()
 	var total, prior, l0, kl, sq []float64

@@ -46,7 +46,7 @@ func newSampleCmd() *cobra.Command {
 folder; the run config comes from the run.yaml beside it), runs the reverse process (Algorithm 2,
 fixed-large variance, predicted x0 clipped) on the EMA weights and writes an image grid.
 --progressive also writes the predicted x0 every --every steps (paper Fig. 6, one row per sample);
---interpolate A.png B.png writes the latent-space interpolation of paper Fig. 8.`,
+--interpolate A.png,B.png writes the latent-space interpolation of paper Fig. 8.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runSample(cmd.ErrOrStderr(), o) },
 	}
