@@ -361,6 +361,9 @@ func TestKillOneTrainer(t *testing.T) {
 		cmd.Process.Kill()
 		t.Fatalf("run did not complete:\n%s", out.String())
 	}
+	if want := "ddpm local: trainer-1 exited (signal: killed); restarting it"; !strings.Contains(out.String(), want) {
+		t.Errorf("ddpm local did not say %q:\n%s", want, out.String())
+	}
 	b, _ := os.ReadFile(filepath.Join(run, "logs", "trainer-0.log"))
 	var worlds []string
 	for _, line := range strings.Split(string(b), "\n") {

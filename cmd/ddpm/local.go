@@ -237,6 +237,15 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		}
 	}
 
+	// Say so when a child dies and is restarted (the supervisor restarts it as Kubernetes would).
+	go func() {
+		for e := range sup.Exits() {
+			if e.Restarting {
+				mon.println(fmt.Sprintf("ddpm local: %s exited (%v); restarting it (log: %s)", e.Name, e.Err, filepath.Join(out, localrun.LogsDir, e.Name+".log")))
+			}
+		}
+	}()
+
 	// The run ends when every trainer has exited: with status 0 after the last step's
 	// checkpoint committed, or with an error once its restarts are spent.
 	done := make(chan error, 1)
