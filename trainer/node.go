@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"ddpm/allreduce"
 	"ddpm/checkpoint"
 	"ddpm/internal/metrics"
 )
@@ -172,8 +173,13 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 			return err
 		case err != nil:
 			// A peer left or a new generation aborted the step: the coordinator will assign
-			// the next generation (from the last committed checkpoint).
-			n.Log.Warn("generation ended", "generation", a.Generation, "step", n.Trainer.StepCount(), "err", err)
+			// the next generation (from the last committed checkpoint). A generation superseded
+			// by a newer one (a trainer joining, as at every start) is routine: not a warning.
+			level := slog.LevelWarn
+			if errors.Is(err, allreduce.ErrStaleGeneration) {
+				level = slog.LevelInfo
+			}
+			n.Log.Log(ctx, level, "generation ended", "generation", a.Generation, "step", n.Trainer.StepCount(), "err", err)
 			continue
 		case done == stopped:
 			return nil
