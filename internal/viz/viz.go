@@ -145,6 +145,8 @@ func WriteLossPNG(path string, points []LossPoint, title string) error {
 	for _, xy := range raw {
 		lo, hi = math.Min(lo, xy.Y), math.Max(hi, xy.Y)
 	}
+	p.X.Tick.Marker = niceTicks{}
+	p.Y.Tick.Marker = niceTicks{}
 	if hi > 10*lo {
 		// A run from scratch falls by orders of magnitude; log ticks need a decade to show.
 		p.Y.Scale = plot.LogScale{}
@@ -166,12 +168,40 @@ func WriteLossPNG(path string, points []LossPoint, title string) error {
 	p.Legend.Add("per step", lr)
 	p.Legend.Add("smoothed", ls)
 	p.Legend.Top = true
+	p.Legend.XOffs = -vg.Points(12) // clear of the right edge
+	p.Legend.YOffs = -vg.Points(4)
 
 	wt, err := p.WriterTo(8*vg.Inch, 5*vg.Inch, "png")
 	if err != nil {
 		return err
 	}
 	return writeAtomic(path, func(w io.Writer) error { _, err := wt.WriteTo(w); return err })
+}
+
+// niceTicks labels every tick of a linear axis: 4 to 10 of them at multiples of 1, 2 or 5 times
+// a power of ten, each written with as many decimals as that step needs (gonum's default labels
+// every other tick and can round neighbours to the same text, e.g. 1.005 and 1.01 as "1").
+type niceTicks struct{}
+
+func (niceTicks) Ticks(lo, hi float64) []plot.Tick {
+	if !(hi > lo) || math.IsInf(hi-lo, 0) {
+		return []plot.Tick{{Value: lo, Label: strconv.FormatFloat(lo, 'g', 4, 64)}}
+	}
+	mag := math.Pow(10, math.Floor(math.Log10(hi-lo)))
+	step := mag
+	for _, m := range []float64{0.1, 0.2, 0.5, 1, 2, 5} {
+		if (hi-lo)/(m*mag) <= 10 {
+			step = m * mag
+			break
+		}
+	}
+	decimals := max(0, int(-math.Floor(math.Log10(step)+1e-9)))
+	var ticks []plot.Tick
+	for k := math.Ceil(lo / step); k*step <= hi+step*1e-9; k++ {
+		v := k * step
+		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'f', decimals, 64)})
+	}
+	return ticks
 }
 
 // smoothingFor picks a smoothing weight that spans about 2% of the run, within [0, 0.98].

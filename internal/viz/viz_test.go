@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -111,6 +112,27 @@ func TestSmoothDebiased(t *testing.T) {
 	for i := range want {
 		if math.Abs(s[i]-want[i]) > 1e-12 {
 			t.Errorf("Smooth[%d] = %v, want %v", i, s[i], want[i])
+		}
+	}
+}
+
+// TestNiceTicks: every tick labelled, distinct labels, steps of 1, 2 or 5 times a power of ten.
+func TestNiceTicks(t *testing.T) {
+	for _, tc := range []struct {
+		lo, hi float64
+		want   string
+	}{
+		{0.985, 1.04, "0.99 1.00 1.01 1.02 1.03 1.04"},
+		{1, 8, "1 2 3 4 5 6 7 8"},
+		{1, 200, "20 40 60 80 100 120 140 160 180 200"},
+		{0.0153, 0.031, "0.016 0.018 0.020 0.022 0.024 0.026 0.028 0.030"},
+	} {
+		var labels []string
+		for _, tk := range (niceTicks{}).Ticks(tc.lo, tc.hi) {
+			labels = append(labels, tk.Label)
+		}
+		if got := strings.Join(labels, " "); got != tc.want {
+			t.Errorf("Ticks(%v, %v) = %q, want %q", tc.lo, tc.hi, got, tc.want)
 		}
 	}
 }
