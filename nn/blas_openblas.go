@@ -6,6 +6,7 @@ package nn
 #cgo LDFLAGS: -lopenblas
 void openblas_set_num_threads(int);
 char* openblas_get_corename(void);
+int blas_thread_shutdown_(void);
 */
 import "C"
 
@@ -21,10 +22,15 @@ import (
 const Backend = "openblas"
 
 // init routes gonum's BLAS to OpenBLAS and makes each OpenBLAS call single-threaded: the layers
-// split large GEMMs across goroutines themselves (pgemm), which avoids OpenBLAS's spinning
-// worker threads competing with the Go scheduler for the same cores.
+// split large GEMMs across goroutines themselves (pgemm), which avoids OpenBLAS's worker threads
+// competing with the Go scheduler for the same cores. Setting the thread count to 1 is not
+// enough: the library starts one worker thread per core when it loads, and those keep waking
+// up and yielding (measured: about 13% of the CPU time of a small-model train step on two
+// cores); so the workers are shut down too. With one thread OpenBLAS runs every call on the
+// calling thread and starts no workers again.
 func init() {
 	C.openblas_set_num_threads(1)
+	C.blas_thread_shutdown_()
 	blas32.Use(netlib.Implementation{})
 	blas64.Use(netlib.Implementation{})
 }
