@@ -288,6 +288,7 @@ func TestLocalCluster(t *testing.T) {
 		oneLine(t, ddpm(t, "sample", "--checkpoint", two, "--model", "small", "--out", filepath.Join(dir, "x.png")), `holds model preset "tiny", not "small"`)
 		oneLine(t, ddpm(t, "eval", "bpd", "--checkpoint", two, "--model", "cifar10"), `holds model preset "tiny", not "cifar10"`)
 		oneLine(t, ddpm(t, "eval", "bpd", "--checkpoint", two, "--n", "100000"), "holds 10000 images")
+		oneLine(t, ddpm(t, "sample", "--checkpoint", two, "--model", "foo", "--out", filepath.Join(dir, "x.png")), `--model "foo" is not a U-Net preset`)
 		// A different run into a folder that holds one: refused, nothing touched.
 		before, _ := os.ReadFile(filepath.Join(two, "loss.csv"))
 		oneLine(t, ddpm(t, append([]string{"local", "--out", two}, smallRun(8)...)...), "holds a different run")

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"ddpm/config"
 	"ddpm/dataset"
 	"ddpm/diffusion"
 	"ddpm/internal/rng"
@@ -71,6 +74,9 @@ func runEvalBPD(out, log io.Writer, o evalOpts) error {
 		return withExit(2, errors.New("--checkpoint is required"))
 	case o.n < 1 || o.batch < 1:
 		return withExit(2, fmt.Errorf("--n %d --batch %d: want both at least 1", o.n, o.batch))
+	}
+	if o.model != "" && !slices.Contains(config.Models, o.model) {
+		return withExit(2, fmt.Errorf("--model %q is not a U-Net preset (known: %s)", o.model, strings.Join(config.Models, ", ")))
 	}
 	ld, err := trainer.LoadForEval(o.checkpoint, o.step, !o.raw, o.model)
 	if err != nil {

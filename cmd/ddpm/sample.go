@@ -4,15 +4,19 @@ import (
 	"errors"
 	"fmt"
 	"image"
-	_ "image/jpeg"
-	_ "image/png"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
+
+	_ "image/jpeg"
+	_ "image/png"
 
 	"github.com/spf13/cobra"
 
+	"ddpm/config"
 	"ddpm/diffusion"
 	"ddpm/internal/rng"
 	"ddpm/internal/viz"
@@ -88,6 +92,9 @@ func runSample(w io.Writer, o sampleOpts) error {
 		if err := checkOutPath(out.flag, out.path, o.force); err != nil {
 			return withExit(2, err)
 		}
+	}
+	if o.model != "" && !slices.Contains(config.Models, o.model) {
+		return withExit(2, fmt.Errorf("--model %q is not a U-Net preset (known: %s)", o.model, strings.Join(config.Models, ", ")))
 	}
 	ld, err := trainer.LoadForEval(o.checkpoint, o.step, !o.raw, o.model)
 	if err != nil {
