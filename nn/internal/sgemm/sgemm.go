@@ -1,7 +1,7 @@
 // Package sgemm is the layer engine's float32 matrix multiply on AVX-512: the blocked
 // algorithm of Goto and van de Geijn with packed panels and an 8 x 32 micro-kernel in Go
 // assembly. OpenBLAS (the engine's other GEMM) picks its kernels when it loads, and an
-// environment that pins them to AVX2 (OPENBLAS_CORETYPE=Haswell) halves the float32 throughput
+// environment that pins them to AVX2 (OPENBLAS_CORETYPE=Haswell) cuts the float32 throughput by a third or more
 // of a CPU with 512-bit FMA units; this package is used only where Available.
 package sgemm
 
