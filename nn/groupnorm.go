@@ -28,6 +28,7 @@ type GroupNorm[T Float] struct {
 	// Backward reads back (element by element, before overwriting it) instead of recomputing exp.
 	y, dx []T
 
+	noGrad       bool             // ForwardInto: the sigmoids go into y (overwritten), not dx
 	dy           []T              // Backward's argument, for backwardRange
 	fnFwd, fnBwd func(lo, hi int) // the parallel loop bodies, bound once (see parallelFor)
 }
@@ -62,6 +63,29 @@ func (g *GroupNorm[T]) Forward(x []T, b, p int) []T {
 	}
 	parallelFor(b*g.Groups, len(x)*3, g.fnFwd)
 	return g.y
+}
+
+// ForwardInto is Forward for inference: it writes y [b, C, p] into out (len(out) >= b*C*p; it
+// must not overlap x) and returns out[:b*C*p], keeping nothing for Backward (no sigmoid buffer,
+// no reference to x or out), so one out can serve many layers whose outputs are consumed at
+// once. The values are bit-identical to Forward's. A Backward after it panics.
+func (g *GroupNorm[T]) ForwardInto(out, x []T, b, p int) []T {
+	n := b * g.C * p
+	if len(x) != n || len(out) < n {
+		panic(fmt.Sprintf("nn: GroupNorm %q: ForwardInto: len(x) = %d, len(out) = %d, want %d*%d*%d", g.Gamma.Name, len(x), len(out), b, g.C, p))
+	}
+	own := g.y
+	g.x, g.b, g.p, g.y, g.noGrad = x, b, p, out[:n], true
+	if cap(g.mean) < b*g.Groups {
+		g.mean = make([]float64, b*g.Groups)
+		g.rstd = make([]float64, b*g.Groups)
+	}
+	if g.fnFwd == nil {
+		g.fnFwd, g.fnBwd = g.forwardRange, g.backwardRange
+	}
+	parallelFor(b*g.Groups, n*3, g.fnFwd)
+	g.x, g.b, g.p, g.y, g.noGrad = nil, 0, 0, own, false
+	return out[:n]
 }
 
 // Backward accumulates dGamma, dBeta from dy [b, C, p] and returns dx [b, C, p]:
@@ -110,7 +134,12 @@ func (g *GroupNorm[T]) forwardRange(lo, hi int) {
 			xr, yr := xs[c*p:(c+1)*p], ys[c*p:(c+1)*p]
 			yr = yr[:len(xr)]
 			if g.SiLU {
-				sr := g.dx[bg*gl+c*p : bg*gl+(c+1)*p]
+				// Inference keeps no sigmoids: they go into y, where SiLU16 and the
+				// scalar loop store each one before the product that replaces it.
+				sr := yr
+				if !g.noGrad {
+					sr = g.dx[bg*gl+c*p : bg*gl+(c+1)*p]
+				}
 				if unsafe.Sizeof(sc) == 4 {
 					siluRow32(as[float32](yr), as[float32](sr), as[float32](xr), float32(sc), float32(sh))
 					continue

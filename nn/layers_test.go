@@ -280,3 +280,43 @@ func TestDropout(t *testing.T) {
 		t.Fatal("eval-mode dropout did not return its input")
 	}
 }
+
+// TestGroupNormForwardInto checks that ForwardInto gives Forward's bits (float32, rows long
+// enough for the 16-lane SiLU and a scalar tail; with and without SiLU), leaves Forward's own
+// buffer alone, and makes a following Backward panic.
+func TestGroupNormForwardInto(t *testing.T) {
+	for _, silu := range []bool{false, true} {
+		r := newRand(4)
+		var a Arena[float32]
+		g := NewGroupNorm(&a, "gn", 8, 4, 1e-5, silu)
+		a.Alloc()
+		for i := range a.Data() {
+			a.Data()[i] = float32(r.NormFloat64())
+		}
+		const b, p = 3, 37
+		x := make([]float32, b*8*p)
+		for i := range x {
+			x[i] = float32(3*r.NormFloat64() + 1)
+		}
+		want := append([]float32(nil), g.Forward(x, b, p)...)
+		own := g.Forward(x, b, p)
+		out := make([]float32, len(x)+5)
+		got := g.ForwardInto(out, x, b, p)
+		if len(got) != len(x) || &got[0] != &out[0] {
+			t.Fatalf("silu=%v: ForwardInto returned %d values not at the start of out", silu, len(got))
+		}
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) || math.Float32bits(own[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("silu=%v: [%d]: ForwardInto %g, Forward's buffer %g, Forward %g", silu, i, got[i], own[i], want[i])
+			}
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("silu=%v: Backward after ForwardInto did not panic", silu)
+				}
+			}()
+			g.Backward(make([]float32, len(x)))
+		}()
+	}
+}

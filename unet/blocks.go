@@ -41,11 +41,12 @@ func newResBlock[T nn.Float](a *nn.Arena[T], ws *nn.Workspace[T], name string, c
 	return r
 }
 
-// forward maps x [b, cin, h, w] to y [b, cout, h, w]; stemb is SiLU(temb) [b, tdim].
-func (r *resBlock[T]) forward(x []T, b, h, w int, stemb []T, key *DropoutKey) []T {
+// forward maps x [b, cin, h, w] to y [b, cout, h, w]; stemb is SiLU(temb) [b, tdim]. nb is
+// nil in training use, else the shared GroupNorm output buffer of inference (Net.norm).
+func (r *resBlock[T]) forward(x []T, b, h, w int, stemb []T, key *DropoutKey, nb []T) []T {
 	p := h * w
 	r.b, r.p, r.x = b, p, x
-	h1 := r.conv1.Forward(r.norm1.Forward(x, b, p), b, h, w)
+	h1 := r.conv1.Forward(norm(r.norm1, x, b, p, nb), b, h, w)
 	tp := r.tproj.Forward(stemb, b)
 	for s := 0; s < b; s++ { // broadcast over H x W, in place in conv1's output
 		for c := 0; c < r.cout; c++ {
@@ -56,7 +57,7 @@ func (r *resBlock[T]) forward(x []T, b, h, w int, stemb []T, key *DropoutKey) []
 			}
 		}
 	}
-	a2 := r.norm2.Forward(h1, b, p)
+	a2 := norm(r.norm2, h1, b, p, nb)
 	var d []T
 	if key != nil {
 		d = r.drop.Forward(a2, key.Seed, key.Positions)
@@ -120,10 +121,11 @@ func newAttnBlock[T nn.Float](a *nn.Arena[T], ws *nn.Workspace[T], name string, 
 	return blk
 }
 
-func (t *attnBlock[T]) forward(x []T, b, h, w int) []T {
+// forward maps x [b, c, h, w] to y of the same shape; nb as for resBlock.forward.
+func (t *attnBlock[T]) forward(x []T, b, h, w int, nb []T) []T {
 	t.b, t.h, t.w = b, h, w
 	p := h * w
-	n := t.norm.Forward(x, b, p)
+	n := norm(t.norm, x, b, p, nb)
 	o := t.core.Forward(t.q.Forward(n, b, h, w), t.k.Forward(n, b, h, w), t.v.Forward(n, b, h, w), b, p)
 	pr := t.proj.Forward(o, b, h, w)
 	x = x[:len(pr)]

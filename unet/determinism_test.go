@@ -52,3 +52,67 @@ func TestStepBitsIndependentOfThreads(t *testing.T) {
 		}
 	}
 }
+
+// TestInferenceForwardBitIdentical checks that a Forward in inference mode (SetInference, the
+// shared GroupNorm buffer, no kept sigmoids) gives the same bits as a training-use Forward, with
+// and without dropout, on one CPU and on two; that Backward then panics; and that switching back
+// gives the same training step as a model that never ran in inference mode.
+func TestInferenceForwardBitIdentical(t *testing.T) {
+	cfg, _ := Preset("small")
+	cfg.Resolution = 16
+	cfg.AttnResolutions = []int{8}
+	cfg.Dropout = 0.1
+	build := func() *Model {
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(5)
+		return m
+	}
+	ref, m := build(), build()
+	const b = 3
+	d := cfg.InCh * cfg.Resolution * cfg.Resolution
+	x, dy := make([]float32, b*d), make([]float32, b*d)
+	src := rng.New(6, 1)
+	src.FillNormal(x)
+	src.FillNormal(dy)
+	ts := []int32{0, 400, 999}
+	key := &DropoutKey{Seed: 7, Positions: []uint64{1, 2, 3}}
+	same := func(what string, got, want []float32) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+		}
+		for i := range got {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s: [%d] = %g, training-use Forward %g", what, i, got[i], want[i])
+			}
+		}
+	}
+	for _, k := range []*DropoutKey{nil, key} {
+		want := append([]float32(nil), ref.Forward(x, ts, b, k)...)
+		m.SetInference(true)
+		for _, procs := range []int{1, 2} {
+			old := runtime.GOMAXPROCS(procs)
+			got := m.Forward(x, ts, b, k)
+			runtime.GOMAXPROCS(old)
+			same("inference Forward", got, want)
+		}
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("Backward after an inference-mode Forward did not panic")
+			}
+		}()
+		m.Backward(dy)
+	}()
+	m.SetInference(false)
+	for _, n := range []*Model{ref, m} {
+		n.Forward(x, ts, b, key)
+		n.ZeroGrads()
+		n.Backward(dy)
+	}
+	same("gradients after SetInference(false)", m.Grads(), ref.Grads())
+}

@@ -74,6 +74,47 @@ type Net[T nn.Float] struct {
 	dskips [][]T // backward: gradients arriving at each skip
 	dstemb []T
 	dsum   [][]T // per push step: dh + dskip
+
+	infer     bool // SetInference: Forward keeps nothing for Backward
+	lastInfer bool // the last Forward ran in inference mode
+	normBuf   []T  // inference: the one output buffer of every GroupNorm
+}
+
+// SetInference switches Forward between training use (on false, the default: every layer keeps
+// what Backward needs) and inference (on true: the GroupNorms, whose outputs the next layer
+// consumes at once, all write into one shared buffer and keep no sigmoids, which lowers the
+// resident memory of a forward pass). Outputs are bit-identical either way; Backward panics
+// after a Forward in inference mode.
+func (n *Net[T]) SetInference(on bool) { n.infer = on }
+
+// normElems is the largest per-sample element count of a GroupNorm input (inference buffer).
+func (n *Net[T]) normElems() int {
+	r := n.cfg.Resolution
+	hh, ww := r, r
+	m := 0
+	for i := range n.steps {
+		s := &n.steps[i]
+		switch s.kind {
+		case stepRes:
+			m = max(m, max(s.res.cin, s.res.cout)*hh*ww)
+		case stepAttn:
+			m = max(m, s.cout*hh*ww)
+		case stepDown:
+			hh, ww = s.conv.OutSize(hh, ww)
+		case stepUp:
+			hh, ww = 2*hh, 2*ww
+		}
+	}
+	return max(m, n.normOut.C*hh*ww)
+}
+
+// norm runs g on x [b, C, p]: Forward in training use, ForwardInto the shared buffer in
+// inference (nb non-nil).
+func norm[T nn.Float](g *nn.GroupNorm[T], x []T, b, p int, nb []T) []T {
+	if nb == nil {
+		return g.Forward(x, b, p)
+	}
+	return g.ForwardInto(nb, x, b, p)
 }
 
 // New builds the float32 model for cfg with all parameters zero; call Init next.
@@ -346,6 +387,12 @@ func (n *Net[T]) Forward(xt []T, t []int32, batch int, drop *DropoutKey) []T {
 		n.dskips = make([][]T, n.nskips)
 		n.dsum = make([][]T, n.nskips)
 	}
+	var nb []T // inference: the GroupNorms' shared output buffer
+	n.lastInfer = n.infer
+	if n.infer {
+		n.normBuf = grow(n.normBuf, batch*n.normElems())
+		nb = n.normBuf
+	}
 	h := n.convIn.Forward(xt, batch, r, r)
 	c, hh, ww := cfg.Ch, r, r
 	for i := range n.steps {
@@ -358,9 +405,9 @@ func (n *Net[T]) Forward(xt []T, t []int32, batch int, drop *DropoutKey) []T {
 				x = s.res.catForward(h, sk, batch, c, n.shapes[s.idx][0], hh*ww)
 				c += n.shapes[s.idx][0]
 			}
-			h = s.res.forward(x, batch, hh, ww, n.stemb, drop)
+			h = s.res.forward(x, batch, hh, ww, n.stemb, drop, nb)
 		case stepAttn:
-			h = s.attn.forward(h, batch, hh, ww)
+			h = s.attn.forward(h, batch, hh, ww, nb)
 		case stepDown:
 			h = s.conv.Forward(h, batch, hh, ww)
 			hh, ww = s.conv.OutSize(hh, ww)
@@ -373,12 +420,16 @@ func (n *Net[T]) Forward(xt []T, t []int32, batch int, drop *DropoutKey) []T {
 		}
 		c = s.cout
 	}
-	return n.convOut.Forward(n.normOut.Forward(h, batch, hh*ww), batch, hh, ww)
+	return n.convOut.Forward(norm(n.normOut, h, batch, hh*ww, nb), batch, hh, ww)
 }
 
 // Backward accumulates d loss/d params into Grads for dEps = d loss / d eps_theta [batch,
-// OutCh, R, R], where batch and the activations are those of the last Forward.
+// OutCh, R, R], where batch and the activations are those of the last Forward. It panics if
+// that Forward ran in inference mode (SetInference).
 func (n *Net[T]) Backward(dEps []T) {
+	if n.lastInfer {
+		panic("unet: Backward after a Forward in inference mode")
+	}
 	cfg := n.cfg
 	r := cfg.Resolution
 	if n.b == 0 || len(dEps) != n.b*cfg.OutCh*r*r {

@@ -52,10 +52,12 @@ func init() {
 		Long: `Times one step on synthetic data x0 ~ U[-1, 1], as bench/pytorch_engine.py does in PyTorch:
   train:   t and eps drawn per step, q_sample, forward in training mode (dropout on), L_simple,
            backward, global-norm clipping to 1.0 and Adam (lr 2e-4)
-  forward: forward in training mode and L_simple, no backward (drawing t, eps and q_sample
-           untimed, as the anchor's forward phase)
+  forward: forward in training mode (dropout on) and L_simple, no backward (drawing t, eps
+           and q_sample untimed, as the anchor's forward phase); the model keeps no
+           backward-pass state (unet SetInference), as PyTorch under no_grad
   sample:  one reverse-process step (Algorithm 2, as diffusion.Schedule.Denoise: forward in
-           evaluation mode, fixed-large variance, clipped x0), t counting down from T-1
+           evaluation mode, inference buffers, fixed-large variance, clipped x0), t counting
+           down from T-1
 Prints one JSON line with each step's wall time and CPU time (user + system of all threads,
 getrusage), their medians, the parameter count and the peak RSS. "ddpm model compare" runs it
 alternately with the PyTorch twin and prints the ratios.`,
@@ -217,6 +219,8 @@ func runModelBench(w io.Writer, cfg unet.Config, bf benchFlags) error {
 	var adam *optim.Adam
 	if bf.mode == "train" { // forward-only modes keep no optimizer state, as PyTorch's twin
 		adam = optim.NewAdam(m.NumParams())
+	} else { // nor what a backward pass needs, as PyTorch's under no_grad
+		m.SetInference(true)
 	}
 	b := bf.batch
 	d := cfg.InCh * cfg.Resolution * cfg.Resolution
