@@ -107,6 +107,22 @@ func (c *Conv2d[T]) Forward(x []T, b, h, w int) []T {
 	return c.y
 }
 
+// ForwardInto is Forward writing y into out (len(out) >= b*Cout*Ho*Wo; it must not overlap x)
+// instead of the layer's own buffer, and returns out[:b*Cout*Ho*Wo]. The values are Forward's
+// bits; out is not kept (Backward never reads the output), so one out can serve many layers.
+func (c *Conv2d[T]) ForwardInto(out, x []T, b, h, w int) []T {
+	ho, wo := c.OutSize(h, w)
+	n := b * c.Cout * ho * wo
+	if len(out) < n {
+		panic(fmt.Sprintf("nn: Conv2d %q: ForwardInto: len(out) = %d, want >= %d", c.Weight.Name, len(out), n))
+	}
+	own := c.y
+	c.y = out[:n:n]
+	y := c.Forward(x, b, h, w)
+	c.y = own
+	return y
+}
+
 // addRowBias sets y[o*p+i] = bias[o] for every row o of y (len(bias) rows of p elements).
 func addRowBias[T Float](y, bias []T, p int) {
 	for o, bo := range bias {

@@ -1,6 +1,7 @@
 package nn
 
 import (
+	"fmt"
 	"math"
 	"testing"
 )
@@ -319,4 +320,54 @@ func TestGroupNormForwardInto(t *testing.T) {
 			g.Backward(make([]float32, len(x)))
 		}()
 	}
+}
+
+// TestForwardIntoMatchesForward checks that Conv2d (1x1 direct, 3x3 'same', 3x3 stride 2),
+// Concat and Upsample2x give Forward's bits when writing into a caller's buffer, and leave
+// their own output buffers as Forward left them.
+func TestForwardIntoMatchesForward(t *testing.T) {
+	r := newRand(5)
+	randF32 := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+		}
+		return v
+	}
+	same := func(what string, got, want, own []float32) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+		}
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) || math.Float32bits(own[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s: [%d]: ForwardInto %g, own buffer %g, Forward %g", what, i, got[i], own[i], want[i])
+			}
+		}
+	}
+	const b, h, w = 3, 8, 8
+	for _, tc := range []struct {
+		k, stride int
+		pad       [4]int
+	}{{1, 1, [4]int{}}, {3, 1, [4]int{1, 1, 1, 1}}, {3, 2, [4]int{0, 0, 1, 1}}} {
+		var a Arena[float32]
+		var ws Workspace[float32]
+		c := NewConv2d(&a, &ws, "c", 5, 6, tc.k, tc.stride, tc.pad)
+		a.Alloc()
+		copy(a.Data(), randF32(a.Len()))
+		x := randF32(b * 5 * h * w)
+		want := append([]float32(nil), c.Forward(x, b, h, w)...)
+		own := c.Forward(x, b, h, w)
+		got := c.ForwardInto(make([]float32, len(want)+3), x, b, h, w)
+		same(fmt.Sprintf("conv k%d s%d", tc.k, tc.stride), got, want, own)
+	}
+	var cat Concat[float32]
+	xa, xb := randF32(b*2*h*w), randF32(b*3*h*w)
+	want := append([]float32(nil), cat.Forward(xa, xb, b, 2, 3, h*w)...)
+	own := cat.Forward(xa, xb, b, 2, 3, h*w)
+	same("concat", cat.ForwardInto(make([]float32, len(want)), xa, xb, b, 2, 3, h*w), want, own)
+	var up Upsample2x[float32]
+	want = append([]float32(nil), up.Forward(xa, b, 2, h, w)...)
+	own = up.Forward(xa, b, 2, h, w)
+	same("upsample", up.ForwardInto(make([]float32, len(want)), xa, b, 2, h, w), want, own)
 }

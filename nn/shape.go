@@ -30,6 +30,20 @@ func (u *Upsample2x[T]) Forward(x []T, b, c, h, w int) []T {
 	return u.y
 }
 
+// ForwardInto is Forward writing y into out (len(out) >= 4*len(x); it must not overlap x)
+// instead of the layer's own buffer, and returns out[:4*len(x)]; out is not kept.
+func (u *Upsample2x[T]) ForwardInto(out, x []T, b, c, h, w int) []T {
+	n := 4 * len(x)
+	if len(out) < n {
+		panic(fmt.Sprintf("nn: Upsample2x: ForwardInto: len(out) = %d, want >= %d", len(out), n))
+	}
+	own := u.y
+	u.y = out[:n:n]
+	y := u.Forward(x, b, c, h, w)
+	u.y = own
+	return y
+}
+
 func (u *Upsample2x[T]) bind() {
 	if u.fnFwd == nil {
 		u.fnFwd, u.fnBwd = u.forwardRange, u.backwardRange
@@ -94,6 +108,20 @@ func (l *Concat[T]) Forward(a, b []T, bs, ca, cb, p int) []T {
 		copy(l.y[s*(na+nb)+na:], b[s*nb:(s+1)*nb])
 	}
 	return l.y
+}
+
+// ForwardInto is Forward writing y into out (len(out) >= bs*(ca+cb)*p; it must overlap neither
+// input) instead of the layer's own buffer, and returns out[:bs*(ca+cb)*p]; out is not kept.
+func (l *Concat[T]) ForwardInto(out, a, b []T, bs, ca, cb, p int) []T {
+	n := len(a) + len(b)
+	if len(out) < n {
+		panic(fmt.Sprintf("nn: Concat: ForwardInto: len(out) = %d, want >= %d", len(out), n))
+	}
+	own := l.y
+	l.y = out[:n:n]
+	y := l.Forward(a, b, bs, ca, cb, p)
+	l.y = own
+	return y
 }
 
 // Backward splits dy [B, Ca+Cb, P] into da [B, Ca, P] and db [B, Cb, P].

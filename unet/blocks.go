@@ -42,11 +42,16 @@ func newResBlock[T nn.Float](a *nn.Arena[T], ws *nn.Workspace[T], name string, c
 }
 
 // forward maps x [b, cin, h, w] to y [b, cout, h, w]; stemb is SiLU(temb) [b, tdim]. nb is
-// nil in training use, else the shared GroupNorm output buffer of inference (Net.norm).
-func (r *resBlock[T]) forward(x []T, b, h, w int, stemb []T, key *DropoutKey, nb []T) []T {
+// ib is nil in training use, else the shared buffers of inference (x may be ib.cat; the output
+// is the block's own).
+func (r *resBlock[T]) forward(x []T, b, h, w int, stemb []T, key *DropoutKey, ib *inferBufs[T]) []T {
 	p := h * w
 	r.b, r.p, r.x = b, p, x
-	h1 := r.conv1.Forward(norm(r.norm1, x, b, p, nb), b, h, w)
+	var tmp []T
+	if ib != nil {
+		tmp = ib.tmp
+	}
+	h1 := conv(r.conv1, norm(r.norm1, x, b, p, ib), b, h, w, tmp)
 	tp := r.tproj.Forward(stemb, b)
 	for s := 0; s < b; s++ { // broadcast over H x W, in place in conv1's output
 		for c := 0; c < r.cout; c++ {
@@ -57,7 +62,7 @@ func (r *resBlock[T]) forward(x []T, b, h, w int, stemb []T, key *DropoutKey, nb
 			}
 		}
 	}
-	a2 := norm(r.norm2, h1, b, p, nb)
+	a2 := norm(r.norm2, h1, b, p, ib)
 	var d []T
 	if key != nil {
 		d = r.drop.Forward(a2, key.Seed, key.Positions)
@@ -67,7 +72,7 @@ func (r *resBlock[T]) forward(x []T, b, h, w int, stemb []T, key *DropoutKey, nb
 	h2 := r.conv2.Forward(d, b, h, w)
 	sk := x
 	if r.skip != nil {
-		sk = r.skip.Forward(x, b, h, w)
+		sk = conv(r.skip, x, b, h, w, tmp) // into h1's buffer: norm2 has read it
 	}
 	// The sum goes into conv2's output buffer, which conv2's Backward does not read.
 	sk = sk[:len(h2)]
@@ -121,11 +126,11 @@ func newAttnBlock[T nn.Float](a *nn.Arena[T], ws *nn.Workspace[T], name string, 
 	return blk
 }
 
-// forward maps x [b, c, h, w] to y of the same shape; nb as for resBlock.forward.
-func (t *attnBlock[T]) forward(x []T, b, h, w int, nb []T) []T {
+// forward maps x [b, c, h, w] to y of the same shape; ib as for resBlock.forward.
+func (t *attnBlock[T]) forward(x []T, b, h, w int, ib *inferBufs[T]) []T {
 	t.b, t.h, t.w = b, h, w
 	p := h * w
-	n := norm(t.norm, x, b, p, nb)
+	n := norm(t.norm, x, b, p, ib)
 	o := t.core.Forward(t.q.Forward(n, b, h, w), t.k.Forward(n, b, h, w), t.v.Forward(n, b, h, w), b, p)
 	pr := t.proj.Forward(o, b, h, w)
 	x = x[:len(pr)]

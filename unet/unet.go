@@ -77,17 +77,28 @@ type Net[T nn.Float] struct {
 
 	infer     bool // SetInference: Forward keeps nothing for Backward
 	lastInfer bool // the last Forward ran in inference mode
-	normBuf   []T  // inference: the one output buffer of every GroupNorm
+	bufs      inferBufs[T]
+}
+
+// inferBufs are the shared output buffers of inference (SetInference), each b*normElems long:
+// outputs that the next layer(s) of the same block consume at once go there instead of into
+// buffers of their own.
+type inferBufs[T nn.Float] struct {
+	norm []T // every GroupNorm's output
+	cat  []T // a ResBlock's concatenated input (alive until its skip conv)
+	tmp  []T // conv1's output (then the skip conv's) in a ResBlock; the upsampled input of an up conv
 }
 
 // SetInference switches Forward between training use (on false, the default: every layer keeps
-// what Backward needs) and inference (on true: the GroupNorms, whose outputs the next layer
-// consumes at once, all write into one shared buffer and keep no sigmoids, which lowers the
-// resident memory of a forward pass). Outputs are bit-identical either way; Backward panics
-// after a Forward in inference mode.
+// what Backward needs) and inference (on true: outputs consumed at once by the next layer(s)
+// of the same block, i.e. every GroupNorm's, a ResBlock's concatenated input, its conv1 and
+// skip conv outputs, and the upsampled input of an up conv, go into three buffers shared by all
+// blocks, and GroupNorms keep no sigmoids; this lowers the resident memory of a forward pass).
+// Outputs are bit-identical either way; Backward panics after a Forward in inference mode.
 func (n *Net[T]) SetInference(on bool) { n.infer = on }
 
-// normElems is the largest per-sample element count of a GroupNorm input (inference buffer).
+// normElems is the largest per-sample element count of a GroupNorm input, which bounds every
+// output inferBufs holds (an upsampled tensor is the input of a ResBlock at the next level).
 func (n *Net[T]) normElems() int {
 	r := n.cfg.Resolution
 	hh, ww := r, r
@@ -108,13 +119,20 @@ func (n *Net[T]) normElems() int {
 	return max(m, n.normOut.C*hh*ww)
 }
 
-// norm runs g on x [b, C, p]: Forward in training use, ForwardInto the shared buffer in
-// inference (nb non-nil).
-func norm[T nn.Float](g *nn.GroupNorm[T], x []T, b, p int, nb []T) []T {
-	if nb == nil {
+// norm runs g on x [b, C, p]: Forward in training use (ib nil), ForwardInto ib.norm in inference.
+func norm[T nn.Float](g *nn.GroupNorm[T], x []T, b, p int, ib *inferBufs[T]) []T {
+	if ib == nil {
 		return g.Forward(x, b, p)
 	}
-	return g.ForwardInto(nb, x, b, p)
+	return g.ForwardInto(ib.norm, x, b, p)
+}
+
+// conv runs c on x [b, Cin, h, w]: Forward with out nil (training use), else ForwardInto out.
+func conv[T nn.Float](c *nn.Conv2d[T], x []T, b, h, w int, out []T) []T {
+	if out == nil {
+		return c.Forward(x, b, h, w)
+	}
+	return c.ForwardInto(out, x, b, h, w)
 }
 
 // New builds the float32 model for cfg with all parameters zero; call Init next.
@@ -387,11 +405,12 @@ func (n *Net[T]) Forward(xt []T, t []int32, batch int, drop *DropoutKey) []T {
 		n.dskips = make([][]T, n.nskips)
 		n.dsum = make([][]T, n.nskips)
 	}
-	var nb []T // inference: the GroupNorms' shared output buffer
+	var ib *inferBufs[T] // inference: the shared output buffers
 	n.lastInfer = n.infer
 	if n.infer {
-		n.normBuf = grow(n.normBuf, batch*n.normElems())
-		nb = n.normBuf
+		ib = &n.bufs
+		e := batch * n.normElems()
+		ib.norm, ib.cat, ib.tmp = grow(ib.norm, e), grow(ib.cat, e), grow(ib.tmp, e)
 	}
 	h := n.convIn.Forward(xt, batch, r, r)
 	c, hh, ww := cfg.Ch, r, r
@@ -402,17 +421,21 @@ func (n *Net[T]) Forward(xt []T, t []int32, batch int, drop *DropoutKey) []T {
 			x := h
 			if s.idx >= 0 {
 				sk := n.skips[s.idx]
-				x = s.res.catForward(h, sk, batch, c, n.shapes[s.idx][0], hh*ww)
+				x = s.res.catForward(h, sk, batch, c, n.shapes[s.idx][0], hh*ww, ib)
 				c += n.shapes[s.idx][0]
 			}
-			h = s.res.forward(x, batch, hh, ww, n.stemb, drop, nb)
+			h = s.res.forward(x, batch, hh, ww, n.stemb, drop, ib)
 		case stepAttn:
-			h = s.attn.forward(h, batch, hh, ww, nb)
+			h = s.attn.forward(h, batch, hh, ww, ib)
 		case stepDown:
 			h = s.conv.Forward(h, batch, hh, ww)
 			hh, ww = s.conv.OutSize(hh, ww)
 		case stepUp:
-			h = s.conv.Forward(s.up.Forward(h, batch, c, hh, ww), batch, 2*hh, 2*ww)
+			if ib == nil {
+				h = s.conv.Forward(s.up.Forward(h, batch, c, hh, ww), batch, 2*hh, 2*ww)
+			} else {
+				h = s.conv.Forward(s.up.ForwardInto(ib.tmp, h, batch, c, hh, ww), batch, 2*hh, 2*ww)
+			}
 			hh, ww = 2*hh, 2*ww
 		case stepPush:
 			n.skips[s.idx] = h
@@ -420,7 +443,7 @@ func (n *Net[T]) Forward(xt []T, t []int32, batch int, drop *DropoutKey) []T {
 		}
 		c = s.cout
 	}
-	return n.convOut.Forward(norm(n.normOut, h, batch, hh*ww, nb), batch, hh, ww)
+	return n.convOut.Forward(norm(n.normOut, h, batch, hh*ww, ib), batch, hh, ww)
 }
 
 // Backward accumulates d loss/d params into Grads for dEps = d loss / d eps_theta [batch,
@@ -472,10 +495,14 @@ func (n *Net[T]) Backward(dEps []T) {
 	n.temb0.Backward(n.tact0.Backward(n.temb1.Backward(n.tact1.Backward(n.dstemb))))
 }
 
-// catForward concatenates h [b, ch, p] and the skip [b, cs, p] for the block's input.
-func (r *resBlock[T]) catForward(h, skip []T, b, ch, cs, p int) []T {
+// catForward concatenates h [b, ch, p] and the skip [b, cs, p] for the block's input (into
+// ib.cat in inference).
+func (r *resBlock[T]) catForward(h, skip []T, b, ch, cs, p int, ib *inferBufs[T]) []T {
 	if r.cat == nil {
 		r.cat = &nn.Concat[T]{}
+	}
+	if ib != nil {
+		return r.cat.ForwardInto(ib.cat, h, skip, b, ch, cs, p)
 	}
 	return r.cat.Forward(h, skip, b, ch, cs, p)
 }
