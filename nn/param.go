@@ -70,20 +70,6 @@ func (a *Arena[T]) Alloc() {
 	}
 }
 
-// FreshGrad replaces the gradient arena with a newly allocated zeroed one and rebinds every
-// Param's G to it; views of the old arena obtained before no longer belong to the arena. It is
-// how a model zeroes gradients it may never use: unlike clear, it writes no page, so a model
-// that only runs forward passes keeps no resident gradient memory. It panics before Alloc.
-func (a *Arena[T]) FreshGrad() {
-	if a.data == nil {
-		panic("nn: Arena.FreshGrad before Alloc")
-	}
-	a.grad = make([]T, a.n)
-	for _, p := range a.params {
-		p.G = a.grad[p.Offset : p.Offset+p.Len : p.Offset+p.Len]
-	}
-}
-
 // Len is the total number of parameter elements registered so far.
 func (a *Arena[T]) Len() int { return a.n }
 

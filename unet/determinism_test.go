@@ -56,7 +56,8 @@ func TestStepBitsIndependentOfThreads(t *testing.T) {
 // TestInferenceForwardBitIdentical checks that a Forward in inference mode (SetInference, the
 // shared GroupNorm buffer, no kept sigmoids) gives the same bits as a training-use Forward, with
 // and without dropout, on one CPU and on two; that Backward then panics; and that switching back
-// gives the same training step as a model that never ran in inference mode.
+// gives the same training step as a model that never ran in inference mode, whose gradients a
+// later Init clears.
 func TestInferenceForwardBitIdentical(t *testing.T) {
 	cfg, _ := Preset("small")
 	cfg.Resolution = 16
@@ -115,4 +116,11 @@ func TestInferenceForwardBitIdentical(t *testing.T) {
 		n.Backward(dy)
 	}
 	same("gradients after SetInference(false)", m.Grads(), ref.Grads())
+	m.Init(5) // after a Backward, Init must clear the gradients it skips on a fresh model
+	for i, v := range m.Grads() {
+		if v != 0 {
+			t.Fatalf("gradient[%d] = %g after Init", i, v)
+		}
+	}
+	same("parameters after a second Init", m.Params(), build().Params())
 }

@@ -42,12 +42,14 @@ func (n *Net[T]) initNorm(g *nn.GroupNorm[T]) {
 // conv and dense weights (scale 1, or 1e-10 for the layers the original zero-initializes),
 // zero biases, GroupNorm gamma 1 and beta 0. It is a pure function of seed: the tensor with
 // arena index i draws from rng.New(seed, rng.Stream(i, rng.PurposeInit)), uniformly
-// a*(2u-1) with u = Float64(), in element order. Gradients are zeroed, in a freshly allocated
-// arena (nn.Arena.FreshGrad): slices returned by Grads before Init are stale afterwards, and a
-// model that never runs Backward never makes its gradient pages resident.
+// a*(2u-1) with u = Float64(), in element order. Gradients are zeroed; those of a model that
+// has not run Backward nor handed out Grads are zero already and are not written, so a model
+// used only for forward passes never makes its gradient arena resident.
 func (n *Net[T]) Init(seed uint64) {
 	clear(n.arena.Data())
-	n.arena.FreshGrad()
+	if n.gradsUsed {
+		clear(n.arena.Grad())
+	}
 	index := map[*nn.Param[T]]int{}
 	for i, p := range n.arena.Params() {
 		index[p] = i

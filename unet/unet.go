@@ -78,6 +78,7 @@ type Net[T nn.Float] struct {
 	infer     bool // SetInference: Forward keeps nothing for Backward
 	lastInfer bool // the last Forward ran in inference mode
 	bufs      inferBufs[T]
+	gradsUsed bool // Backward ran or Grads was handed out: the gradient arena may be non-zero
 }
 
 // inferBufs are the shared output buffers of inference (SetInference), each b*normElems long:
@@ -367,7 +368,10 @@ func (n *Net[T]) NumParams() int { return n.arena.Len() }
 func (n *Net[T]) Params() []T { return n.arena.Data() }
 
 // Grads is the gradient arena, same layout as Params; Backward accumulates into it.
-func (n *Net[T]) Grads() []T { return n.arena.Grad() }
+func (n *Net[T]) Grads() []T {
+	n.gradsUsed = true
+	return n.arena.Grad()
+}
 
 // ZeroGrads sets every gradient to zero.
 func (n *Net[T]) ZeroGrads() { clear(n.arena.Grad()) }
@@ -453,6 +457,7 @@ func (n *Net[T]) Backward(dEps []T) {
 	if n.lastInfer {
 		panic("unet: Backward after a Forward in inference mode")
 	}
+	n.gradsUsed = true
 	cfg := n.cfg
 	r := cfg.Resolution
 	if n.b == 0 || len(dEps) != n.b*cfg.OutCh*r*r {
