@@ -190,6 +190,7 @@ func LoadForEval(path string, step int64, ema bool, wantModel string) (*Loaded, 
 	if err != nil {
 		return nil, err
 	}
+	m.SetInference(true) // sampling and evaluation only run Forward: layers share their buffers
 	w := c.EMA
 	if !ema || len(w) == 0 {
 		w = c.Params
