@@ -30,7 +30,7 @@ race: setup
 bench: setup build
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
-bench-checkpoint: ## checkpoint Save/Get of the cifar10 state (572 MB) vs plain write+fsync/read, alternately, DDPM_BENCH_ROUNDS rounds (default 4); first save and steady-state ratios (DDPM_BENCH_DIR picks the disk)
+bench-checkpoint: ## checkpoint Save/Get of the cifar10 state (572 MB) vs plain write+fsync/read, alternately, DDPM_BENCH_ROUNDS rounds (default 6, pruning to 3 like a trainer); first save and steady-state ratios (DDPM_BENCH_DIR picks the disk)
 	DDPM_CHECKPOINT_BENCH=1 $(GO) test -run '^$$' -bench BenchmarkCIFAR10State -benchtime 1x -timeout 20m ./checkpoint
 
 lint:
