@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"testing"
 
@@ -12,14 +11,7 @@ import (
 // or of a subcommand exits 2 naming it once, with where to look.
 func TestRootFlags(t *testing.T) {
 	configureRoot()
-	run := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		rootCmd.SetOut(&out)
-		rootCmd.SetArgs(args)
-		defer rootCmd.SetArgs(nil)
-		err := rootCmd.Execute()
-		return out.String(), err
-	}
+	run := func(args ...string) (string, error) { return runDDPM(t, args...) }
 	for _, args := range [][]string{{"--version"}, {"version"}} {
 		if out, err := run(args...); err != nil || out != "ddpm "+version.Version+"\n" {
 			t.Errorf("%v: %q, %v", args, out, err)

@@ -91,7 +91,8 @@ func report(t *testing.T, cli *coordinator.Client, gen uint64, from, to int64) {
 	}
 }
 
-// runDDPM runs the command line in-process with the monitoring commands' flags at their defaults.
+// runDDPM runs the command line in-process (stdout returned) with the monitoring commands' flags
+// at their defaults.
 func runDDPM(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	statusFlags.coordinator, statusFlags.timeout = "", 10*time.Second
