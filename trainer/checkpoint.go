@@ -119,25 +119,31 @@ func (l *Loaded) Shape() (c, h, w int) {
 	return cfg.InCh, cfg.Resolution, cfg.Resolution
 }
 
-// ResolveCheckpoint turns what a user names (a checkpoint file, a trainer's --data-dir, or a
-// `ddpm local` run folder) into the checkpoint file and the run.yaml that describes it.
-func ResolveCheckpoint(path string) (file, cfg string, err error) {
+// CheckpointFileIn turns what a user names (a checkpoint file, a trainer's --data-dir, or a
+// `ddpm local` run folder, whose trainer-0 it takes) into the checkpoint file. A path that does
+// not exist is returned as is (opening it reports that); a folder without a checkpoint file is
+// an error naming the folder.
+func CheckpointFileIn(path string) (string, error) {
 	st, err := os.Stat(path)
-	if err != nil {
+	if err != nil || !st.IsDir() {
+		return path, nil
+	}
+	for _, cand := range []string{filepath.Join(path, CheckpointFile), filepath.Join(path, "trainer-0", CheckpointFile)} {
+		if _, err := os.Stat(cand); err == nil {
+			return cand, nil
+		}
+	}
+	return "", fmt.Errorf("checkpoint %s: a folder without %s (nor trainer-0/%s)", path, CheckpointFile, CheckpointFile)
+}
+
+// ResolveCheckpoint turns what a user names (see CheckpointFileIn) into the checkpoint file and
+// the run.yaml that describes it.
+func ResolveCheckpoint(path string) (file, cfg string, err error) {
+	if _, err := os.Stat(path); err != nil {
 		return "", "", fmt.Errorf("checkpoint %s: %w", path, err)
 	}
-	file = path
-	if st.IsDir() {
-		file = ""
-		for _, cand := range []string{filepath.Join(path, CheckpointFile), filepath.Join(path, "trainer-0", CheckpointFile)} {
-			if _, err := os.Stat(cand); err == nil {
-				file = cand
-				break
-			}
-		}
-		if file == "" {
-			return "", "", fmt.Errorf("checkpoint %s: a folder without %s (nor trainer-0/%s)", path, CheckpointFile, CheckpointFile)
-		}
+	if file, err = CheckpointFileIn(path); err != nil {
+		return "", "", err
 	}
 	for _, cand := range []string{filepath.Join(filepath.Dir(file), ConfigFile), filepath.Join(filepath.Dir(filepath.Dir(file)), ConfigFile)} {
 		if _, err := os.Stat(cand); err == nil {

@@ -304,7 +304,7 @@ func TestLocalCluster(t *testing.T) {
 			t.Errorf("checkpoint list RUN does not list step %d:\n%s", e2eSteps, r.stderr)
 		}
 		empty := t.TempDir()
-		oneLine(t, ddpm(t, "checkpoint", "list", empty), empty+" is a folder without checkpoints.db")
+		oneLine(t, ddpm(t, "checkpoint", "list", empty), "checkpoint "+empty+": a folder without checkpoints.db")
 		blank := filepath.Join(empty, "blank.db")
 		os.WriteFile(blank, nil, 0o644)
 		oneLine(t, ddpm(t, "checkpoint", "compact", blank), "not a readable checkpoint file")

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -26,27 +25,12 @@ commands open it read-only, except compact. A file a running trainer holds canno
 of the live trainer instead: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db.`,
 }
 
-// checkpointFile is the file FILE names: FILE itself, or for a folder the checkpoints.db in it
-// (a trainer's --data-dir) or in its trainer-0 (a ddpm local run folder), as sample and eval take.
-func checkpointFile(file string) (string, error) {
-	st, err := os.Stat(file)
-	if err != nil || !st.IsDir() {
-		return file, nil
-	}
-	for _, cand := range []string{filepath.Join(file, trainer.CheckpointFile), filepath.Join(file, "trainer-0", trainer.CheckpointFile)} {
-		if _, err := os.Stat(cand); err == nil {
-			return cand, nil
-		}
-	}
-	return "", withExit(exitUsage, fmt.Errorf("%s is a folder without %s (nor trainer-0/%s): give a checkpoint file", file, trainer.CheckpointFile, trainer.CheckpointFile))
-}
-
-// openCheckpoint opens file (see checkpointFile) read-only and turns the usual failures into one
-// clear line.
+// openCheckpoint opens file (or the checkpoint file of a folder, see trainer.CheckpointFileIn)
+// read-only and turns the usual failures into one clear line.
 func openCheckpoint(file string) (*checkpoint.Store, error) {
-	file, err := checkpointFile(file)
+	file, err := trainer.CheckpointFileIn(file)
 	if err != nil {
-		return nil, err
+		return nil, withExit(exitUsage, err)
 	}
 	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
 	switch {

@@ -134,8 +134,8 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 			return withExit(2, fmt.Errorf("--init %s: the run in %s started from %q", o.init, out, man.Init))
 		}
 		o.init = man.Init
-		if !cmd.Flags().Changed("samples") {
-			o.samples = man.Samples
+		if !cmd.Flags().Changed("samples") && man.Samples != nil {
+			o.samples = *man.Samples
 		}
 		if err := man.CheckPortsFree(); err != nil {
 			return withExit(1, err)
@@ -160,7 +160,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		if man, err = localrun.NewManifest(run.Hash(), o.coordinators, o.trainers); err != nil {
 			return err
 		}
-		man.Samples = o.samples
+		man.Samples = &o.samples
 		if o.init != "" {
 			if err := checkInit(o.init, run.Model); err != nil {
 				return withExit(2, err)

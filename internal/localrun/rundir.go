@@ -55,8 +55,8 @@ type Manifest struct {
 	// initialization); a resumed run keeps it.
 	Init string `json:"init,omitempty"`
 	// Samples is the size of the samples.png grid the run makes at its end (0: none); a resumed
-	// run keeps it unless told otherwise.
-	Samples int `json:"samples"`
+	// run keeps it unless told otherwise. nil in manifests written before it was recorded.
+	Samples *int `json:"samples,omitempty"`
 }
 
 // CoordinatorDir, TrainerDir name the per-process data folders inside the run directory.
