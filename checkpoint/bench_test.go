@@ -21,8 +21,8 @@ const cifar10Params = 35_746_307
 // BenchmarkCIFAR10State measures Save (write + fsync) and Get (cold read + verify) of the
 // cifar10 preset's full state, 4 arenas of 35,746,307 float32 (572 MB), against a plain
 // sequential write + fsync and a plain cold read of the same bytes in the same directory
-// (DDPM_BENCH_DIR, default a temporary directory), adjacent and in alternating order (plain
-// first in even rounds, the store first in odd ones), DDPM_BENCH_ROUNDS times
+// (DDPM_BENCH_DIR, default a temporary directory), adjacent and in alternating order (the
+// store first in even rounds, plain first in odd ones), DDPM_BENCH_ROUNDS times
 // (default 6) in one process and one store, saving steps 1, 2, ... and after each save marking
 // it committed and pruning to the newest 3, as a trainer does.
 //
@@ -94,6 +94,7 @@ func BenchmarkCIFAR10State(b *testing.B) {
 			f.Close()
 			evict(plainPath)
 			t0 = time.Now()
+			// Into fresh memory, as Get returns fresh arenas.
 			back, err := os.ReadFile(plainPath)
 			if err != nil || len(back) != int(total) {
 				b.Fatal(err)
@@ -141,14 +142,16 @@ func BenchmarkCIFAR10State(b *testing.B) {
 			s.Close()
 		}
 		// Each round's two writes are adjacent, and their order alternates: the write that
-		// comes second can meet the host still flushing the first one's data.
+		// comes second can meet the host still flushing the first one's data. The store goes
+		// first in the first round, so that the process's first Save finds no garbage of the
+		// plain read's to reuse, as a trainer's first save finds none.
 		for r := 0; r < rounds; r++ {
 			if r%2 == 0 {
-				plainRound()
 				storeRound(r)
+				plainRound()
 			} else {
-				storeRound(r)
 				plainRound()
+				storeRound(r)
 			}
 		}
 		os.Remove(dbPath)
@@ -184,6 +187,11 @@ func BenchmarkCIFAR10State(b *testing.B) {
 		b.ReportMetric(med(func(k int) float64 { return mbps(getR[k]) }), prefix+"get-MB/s")
 		b.ReportMetric(med(func(k int) float64 { return plainW[k].Seconds() / saveW[k].Seconds() }), prefix+"save/plain")
 		b.ReportMetric(med(func(k int) float64 { return plainR[k].Seconds() / getR[k].Seconds() }), prefix+"get/plain")
+	}
+	for k := range saveW {
+		b.Logf("round %d: plain write %.2f s, save %.2f s (save/plain %.2f); plain read %.2f s, get %.2f s (get/plain %.2f)",
+			k, plainW[k].Seconds(), saveW[k].Seconds(), plainW[k].Seconds()/saveW[k].Seconds(),
+			plainR[k].Seconds(), getR[k].Seconds(), plainR[k].Seconds()/getR[k].Seconds())
 	}
 	report("first-", firstRounds)
 	report("steady-", laterRounds)
