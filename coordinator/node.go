@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"ddpm/config"
 	"ddpm/coordinator/fsm"
 	"ddpm/coordinator/web"
+	"ddpm/internal/flockholder"
 	"ddpm/internal/tlsauth"
 )
 
@@ -111,7 +113,11 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	n.store, err = raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &bolt.Options{Timeout: raftDBLockTimeout}})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("coordinator: %s is in use by another process (another coordinator on --data-dir %s?)", dbPath, cfg.DataDir)
+		by := "another process"
+		if pid := flockholder.PID(dbPath); pid > 0 {
+			by = "process " + strconv.Itoa(pid)
+		}
+		return nil, fmt.Errorf("coordinator: %s is in use by %s (another coordinator on --data-dir %s?)", dbPath, by, cfg.DataDir)
 	case err != nil:
 		return nil, fmt.Errorf("coordinator: open %s: %w", dbPath, err)
 	}

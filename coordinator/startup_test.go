@@ -2,7 +2,9 @@ package coordinator
 
 import (
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,7 +65,7 @@ func TestStartNodeFailsCleanly(t *testing.T) {
 }
 
 // TestStartNodeDataDirInUse: a second coordinator on a data dir that a running one holds fails
-// within about a second, naming raft.db as in use, instead of blocking on the file lock.
+// within about a second, naming raft.db as in use and the process holding it, instead of blocking on the file lock.
 func TestStartNodeDataDirInUse(t *testing.T) {
 	dir := t.TempDir()
 	addrs := freeAddrs(t, 4)
@@ -82,7 +84,8 @@ func TestStartNodeDataDirInUse(t *testing.T) {
 		second.Close()
 		t.Fatal("a second coordinator opened a data dir in use")
 	}
-	want := filepath.Join(dir, "raft.db") + " is in use by another process"
+	// The first coordinator runs in this process, which /proc/locks names.
+	want := filepath.Join(dir, "raft.db") + " is in use by process " + strconv.Itoa(os.Getpid())
 	if !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %q does not say %q", err, want)
 	}
