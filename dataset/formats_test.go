@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"ddpm/dataset/lmdb/lmdbtest"
@@ -426,6 +427,22 @@ func TestPreparedCorruptionIsDetected(t *testing.T) {
 	}
 	if err := Verify(ds); !errors.Is(err, ErrIntegrity) {
 		t.Fatalf("flipped bit: %v", err)
+	}
+	// Training reads records without Verify: the damaged shard's records fail with
+	// ErrIntegrity naming the shard, the intact shard's read normally.
+	ds, err = Open(out, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := make([]float32, 32*32)
+	if err := ds.Image(0, img); err != nil {
+		t.Fatalf("record 0 (intact shard 0): %v", err)
+	}
+	per := 4000 * 1024 / (32 * 32)
+	for _, i := range []int{per, per + 17} {
+		if err := ds.Image(i, img); !errors.Is(err, ErrIntegrity) || !strings.Contains(err.Error(), shard) {
+			t.Fatalf("record %d (damaged shard 1): %v, want ErrIntegrity naming %s", i, err, shard)
+		}
 	}
 	os.WriteFile(shard, b[:len(b)-1], 0o644)
 	if _, err := Open(out, Options{}); !errors.Is(err, ErrIntegrity) {
