@@ -266,8 +266,8 @@ func (r *Run) Validate() error {
 	if !(r.Dropout >= 0 && r.Dropout < 1) {
 		bad("dropout must be in [0, 1), got %g", r.Dropout)
 	}
-	if r.T <= 0 || r.T > MaxT {
-		bad("t (diffusion steps) must be in 1..%d, got %d", MaxT, r.T)
+	if r.T < 2 || r.T > MaxT { // a schedule needs T >= 2 (diffusion.ScheduleConfig.Validate)
+		bad("t (diffusion steps) must be in 2..%d, got %d", MaxT, r.T)
 	}
 	if !slices.Contains(BetaSchedules, r.BetaSchedule) {
 		bad("beta_schedule %q is unknown (known: %s)", r.BetaSchedule, strings.Join(BetaSchedules, ", "))

@@ -178,7 +178,8 @@ func TestBoundsAndTypeMessages(t *testing.T) {
 	for _, tc := range []struct {
 		doc, want string
 	}{
-		{"preset: mnist\nt: 100000000\n", "invalid run config: t (diffusion steps) must be in 1..100000, got 100000000"},
+		{"preset: mnist\nt: 100000000\n", "invalid run config: t (diffusion steps) must be in 2..100000, got 100000000"},
+		{"preset: mnist\nt: 1\n", "invalid run config: t (diffusion steps) must be in 2..100000, got 1"},
 		{"preset: mnist\nlr: 1e9\n", "invalid run config: lr must be in (0, 1], got 1e+09"},
 		{"preset: mnist\nheartbeat_timeout: 1ms\n", "invalid run config: heartbeat_timeout must be at least 100ms, got 1ms"},
 	} {
