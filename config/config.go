@@ -33,6 +33,8 @@ var (
 	ErrUnknownPreset = errors.New("unknown preset")
 	// ErrLoad wraps failures to read or parse a run config file.
 	ErrLoad = errors.New("cannot load run config")
+	// ErrNoRunConfig: Flags.Resolve was given neither --config nor --preset.
+	ErrNoRunConfig = errors.New("no run config")
 )
 
 // Models lists the U-Net preset names the unet package provides (unet/ owns their shapes).

@@ -170,6 +170,14 @@ func TestFlagsOverrideFile(t *testing.T) {
 	if _, err := f.Resolve(); err == nil || !strings.Contains(err.Error(), "flags: invalid run config: dataset is missing") {
 		t.Errorf("got %v", err)
 	}
+	// Neither --config nor --preset: one line naming both, not every missing field.
+	fs = pflag.NewFlagSet("t", pflag.ContinueOnError)
+	f = AddFlags(fs)
+	_ = fs.Parse([]string{"--steps", "10"})
+	_, err = f.Resolve()
+	if !errors.Is(err, ErrNoRunConfig) || strings.Count(err.Error(), "\n") != 0 || !strings.Contains(err.Error(), "give --config FILE or --preset NAME") {
+		t.Errorf("no --config or --preset: %q", err)
+	}
 }
 
 // TestBoundsAndTypeMessages: values past the documented bounds are refused naming the bound,

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -96,8 +97,9 @@ func (f *Flags) Apply(r *Run) {
 }
 
 // Resolve builds the run config from the bound flags: the --config file if given (its preset
-// supplies defaults), else the --preset preset, else the zero Run; then the flags the user set
-// override; then Validate. Errors name the file where there is one.
+// supplies defaults), else the --preset preset; then the flags the user set override; then
+// Validate. Errors name the file where there is one; with neither --config nor --preset the
+// error wraps ErrNoRunConfig.
 func (f *Flags) Resolve() (Run, error) {
 	var r Run
 	where := "flags"
@@ -116,6 +118,10 @@ func (f *Flags) Resolve() (Run, error) {
 		if r, err = Preset(f.v.Preset); err != nil {
 			return Run{}, err
 		}
+	default:
+		// Without either, every field would have to come from flags; name the two ways in
+		// rather than listing a dozen missing fields.
+		return Run{}, fmt.Errorf("%w: give --config FILE or --preset NAME (%s); flags then override its fields", ErrNoRunConfig, strings.Join(Presets(), ", "))
 	}
 	f.Apply(&r)
 	if err := r.Validate(); err != nil {
