@@ -150,7 +150,7 @@ func ResolveCheckpoint(path string) (file, cfg string, err error) {
 			return file, cand, nil
 		}
 	}
-	return "", "", fmt.Errorf("checkpoint %s: no %s beside it to say which run it belongs to", file, ConfigFile)
+	return "", "", fmt.Errorf("checkpoint %s: no %s beside it to say which run it belongs to (a copy made with `ddpm checkpoint fetch`? copy the run's %s, from its run folder or a trainer's --data-dir, into %s)", file, ConfigFile, ConfigFile, filepath.Dir(file))
 }
 
 // LoadForEval opens the checkpoint path names (see ResolveCheckpoint) read-only, takes step (the
