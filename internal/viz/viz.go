@@ -223,6 +223,25 @@ func ToUint8(x float32) uint8 {
 	return uint8(v)
 }
 
+// MaxGridPixels bounds the image pixels one grid (Grid) may hold, padding not counted: 2^28,
+// a 16384 x 16384 picture whose RGBA buffer is 1 GiB. More than that is no longer a picture anyone
+// looks at, and the buffers behind it (the samples, the RGBA image, the PNG encoder) grow past
+// what a workstation holds.
+const MaxGridPixels = 1 << 28
+
+// MaxGridTiles is the number of h x w images one grid may hold: MaxGridPixels / (h*w) (262144
+// of 32x32, 4096 of 256x256; 0 when one image alone is larger). It panics if h or w is not
+// positive.
+func MaxGridTiles(h, w int) int {
+	if h <= 0 || w <= 0 {
+		panic(fmt.Sprintf("viz: MaxGridTiles of %dx%d images", h, w))
+	}
+	if h > MaxGridPixels || w > MaxGridPixels/h {
+		return 0
+	}
+	return MaxGridPixels / (h * w)
+}
+
 // Grid tiles n images, NCHW float32 in [-1, 1] (len(x) == n*c*h*w, c is 1 or 3), into an image
 // of cols columns and ceil(n/cols) rows, with pad pixels of white between tiles and at the edges.
 // One channel gives a grey image, three an RGB one. It panics if the shapes disagree.

@@ -136,3 +136,21 @@ func TestNiceTicks(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxGridTiles: 2^28 tile pixels per grid, the figures ddpm sample's --n cap quotes.
+func TestMaxGridTiles(t *testing.T) {
+	for _, tc := range []struct{ h, w, want int }{
+		{32, 32, 262144}, {28, 28, 342392}, {256, 256, 4096}, {1024, 1024, 256},
+		{1 << 14, 1 << 14, 1}, {1<<14 + 1, 1 << 14, 0}, {1, 1, 1 << 28}, {1 << 29, 1, 0},
+	} {
+		if got := MaxGridTiles(tc.h, tc.w); got != tc.want {
+			t.Errorf("MaxGridTiles(%d, %d) = %d, want %d", tc.h, tc.w, got, tc.want)
+		}
+	}
+	defer func() {
+		if r := recover(); r == nil || r != "viz: MaxGridTiles of 0x32 images" {
+			t.Errorf("MaxGridTiles(0, 32): recovered %v", r)
+		}
+	}()
+	MaxGridTiles(0, 32)
+}
