@@ -8,6 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
+
+	"ddpm/internal/flockholder"
 )
 
 // The run directory of `ddpm local`:
@@ -15,6 +19,8 @@ import (
 //	OUT/
 //	  run.yaml            the run config (its hash identifies the run)
 //	  local.json          Manifest: config hash, process counts, the loopback ports in use
+//	  local.lock          flock(2)ed by the supervising process while the run is up (Lock); it
+//	                      holds that process's pid
 //	  certs/              the run's CA, node certificate and join secret (mutual TLS between
 //	                      every process, as on a real cluster)
 //	  coordinator-I/      raft data of coordinator I (log, stable store, snapshots)
@@ -25,6 +31,7 @@ import (
 const (
 	ConfigFile   = "run.yaml"
 	ManifestFile = "local.json"
+	LockFile     = "local.lock"
 	LogsDir      = "logs"
 	CertsDir     = "certs"
 	LossCSV      = "loss.csv"
@@ -40,6 +47,8 @@ var (
 	ErrNotARun = errors.New("holds no ddpm local run")
 	// ErrPortBusy: a port recorded in the manifest is taken by another program.
 	ErrPortBusy = errors.New("port is in use")
+	// ErrRunning: another live process holds the run directory's lock (Lock).
+	ErrRunning = errors.New("is already running")
 )
 
 // Manifest is local.json: what `ddpm local --resume` needs to bring the same cluster back.
@@ -156,6 +165,50 @@ func (m Manifest) CheckPortsFree() error {
 	}
 	return nil
 }
+
+// RunLock is the hold of one supervising process on a run directory (Lock).
+type RunLock struct{ f *os.File }
+
+// Lock claims the run directory out (which must exist) for this process until Release or the
+// process's end: an exclusive flock(2) on OUT/local.lock, which then holds this process's pid.
+// The kernel drops the lock when the process dies however it dies, so a lock file left by a
+// killed run never blocks the next one. When another live process holds it, Lock returns
+// ErrRunning naming that process ("OUT is already running (pid N)"). The file descriptor is
+// close-on-exec: child processes do not inherit the hold.
+func Lock(out string) (*RunLock, error) {
+	p := filepath.Join(out, LockFile)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("locking %s: %w", p, err)
+		}
+		pid := flockholder.PID(p)
+		if pid == 0 { // no /proc/locks: the pid the holder wrote
+			b, _ := os.ReadFile(p)
+			pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+		if pid > 0 {
+			return nil, fmt.Errorf("%s %w (pid %d)", out, ErrRunning, pid)
+		}
+		return nil, fmt.Errorf("%s %w (%s is locked)", out, ErrRunning, p)
+	}
+	err = f.Truncate(0)
+	if err == nil {
+		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("writing %s: %w", p, err)
+	}
+	return &RunLock{f: f}, nil
+}
+
+// Release gives the run directory up (the file stays, unlocked).
+func (l *RunLock) Release() error { return l.f.Close() }
 
 // Addr formats a loopback address.
 func Addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -69,6 +70,20 @@ type Spec struct {
 	// RestartDelay is how long a failed process stays down before its restart (a crash-loop
 	// backoff; it also lets the cluster notice the loss before the process returns).
 	RestartDelay time.Duration
+
+	// Ready, when set, recognises the line by which a process shows that it has started up
+	// properly (a trainer's first progress report, a coordinator's "started" line). Until such
+	// a line, the process is starting up; nil: every process is starting up until it exits.
+	Ready func(line []byte) bool
+	// StartAttempts, when positive, is how many failed starts in a row end the process for good:
+	// a start fails when the process exits with a non-zero status before Ready matched one of its
+	// lines. An exit by a signal (a kill from outside, the OOM killer) neither counts nor breaks
+	// the series, and a process that became ready starts a new one, so a process that crashes
+	// mid-run is restarted as often as Restart allows whatever this says.
+	StartAttempts int
+	// FatalStatus, when positive, is an exit status that ends the process for good when it
+	// exits with it while starting up (the status of refused input, which no restart will fix).
+	FatalStatus int
 }
 
 // Exit reports that a child ended: its name, the error from Wait (nil for status 0), and whether
@@ -77,6 +92,13 @@ type Exit struct {
 	Name       string
 	Err        error
 	Restarting bool
+	// GaveUp: the process failed at start-up as its Spec's StartAttempts or FatalStatus say it
+	// may not; it is not restarted. FailedStarts counts the failed starts in a row (this one
+	// included) and LastLine is the last line the process wrote, without its newline (usually
+	// the reason it gave).
+	GaveUp       bool
+	FailedStarts int
+	LastLine     string
 }
 
 // Supervisor owns a set of named child processes of one executable.
@@ -102,6 +124,14 @@ type proc struct {
 	// cancelRestart is closed by Stop to cut a pending restart delay short.
 	cancelRestart chan struct{}
 	exited        bool // the current process has been reaped (it may be waiting to restart)
+	failedStarts  int  // failed starts in a row (Spec.StartAttempts)
+}
+
+// incarnation is what the line reader learns about one run of a process; the exit handler reads
+// it after the reader is done.
+type incarnation struct {
+	ready bool   // Spec.Ready matched a line
+	last  string // the last non-empty line
 }
 
 // New returns a supervisor that starts exe (usually os.Executable()) and keeps logs under logDir,
@@ -169,12 +199,13 @@ func (s *Supervisor) launch(p *proc) error {
 	p.done = make(chan struct{})
 	done := p.done
 	copied := make(chan struct{})
+	inc := &incarnation{}
 	s.wg.Add(1)
 	go func() {
 		defer close(copied)
 		defer logf.Close()
 		defer pr.Close()
-		s.copyLines(p.spec.Name, pr, logf)
+		s.copyLines(p.spec, inc, pr, logf)
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -182,11 +213,12 @@ func (s *Supervisor) launch(p *proc) error {
 		err := cmd.Wait()
 		s.mu.Lock()
 		p.exited = true
-		restart := err != nil && !p.stopping && p.restarts < p.spec.Restart
+		gaveUp := s.judgeStart(p, inc, cmd, err)
+		restart := err != nil && !p.stopping && !gaveUp && p.restarts < p.spec.Restart
 		if restart {
 			p.restarts++
 		}
-		s.report(Exit{Name: p.spec.Name, Err: err, Restarting: restart})
+		s.report(Exit{Name: p.spec.Name, Err: err, Restarting: restart, GaveUp: gaveUp, FailedStarts: p.failedStarts, LastLine: inc.last})
 		if !restart {
 			close(done)
 			s.mu.Unlock()
@@ -210,6 +242,27 @@ func (s *Supervisor) launch(p *proc) error {
 	return nil
 }
 
+// judgeStart updates p's series of failed starts after the incarnation inc ended with err, and
+// says whether the supervisor gives up on p (see Spec.StartAttempts, Spec.FatalStatus); s.mu is
+// held.
+func (s *Supervisor) judgeStart(p *proc, inc *incarnation, cmd *exec.Cmd, err error) bool {
+	if inc.ready {
+		p.failedStarts = 0
+	}
+	if err == nil || p.stopping || inc.ready || cmd.ProcessState == nil {
+		return false
+	}
+	status := cmd.ProcessState.ExitCode() // -1 when a signal ended it
+	if status <= 0 {
+		return false
+	}
+	p.failedStarts++
+	if p.spec.FatalStatus > 0 && status == p.spec.FatalStatus {
+		return true
+	}
+	return p.spec.StartAttempts > 0 && p.failedStarts >= p.spec.StartAttempts
+}
+
 func (s *Supervisor) report(e Exit) {
 	select {
 	case s.exits <- e:
@@ -217,15 +270,22 @@ func (s *Supervisor) report(e Exit) {
 	}
 }
 
-// copyLines writes r to the log file and hands each line to s.Line.
-func (s *Supervisor) copyLines(name string, r io.Reader, logf io.Writer) {
+// copyLines writes r to the log file, hands each line to s.Line and notes in inc whether the
+// process became ready and its last line.
+func (s *Supervisor) copyLines(sp Spec, inc *incarnation, r io.Reader, logf io.Writer) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		line, err := br.ReadBytes('\n')
 		if len(line) > 0 {
 			logf.Write(line)
+			if t := strings.TrimSpace(string(line)); t != "" {
+				inc.last = t
+			}
+			if !inc.ready && sp.Ready != nil && sp.Ready(line) {
+				inc.ready = true
+			}
 			if s.Line != nil {
-				s.Line(name, line)
+				s.Line(sp.Name, line)
 			}
 		}
 		if err != nil {

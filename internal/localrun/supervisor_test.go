@@ -44,6 +44,42 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Println("succeeding")
 		os.Exit(0)
+	case "script": // start number n (counted in COUNTER) does the n-th step of SCRIPT
+		counter := os.Getenv("COUNTER")
+		b, _ := os.ReadFile(counter)
+		n := len(b)
+		os.WriteFile(counter, append(b, 'x'), 0o644)
+		steps := strings.Split(os.Getenv("SCRIPT"), ",")
+		switch steps[n] {
+		case "fail": // a start-up failure
+			fmt.Printf("cannot start: attempt %d\n", n+1)
+			os.Exit(1)
+		case "bad": // refused input
+			fmt.Println("bad input")
+			os.Exit(2)
+		case "kill": // killed from outside before it was ready
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			time.Sleep(time.Minute)
+		case "ready-fail": // a crash after a good start
+			fmt.Println("ready")
+			os.Exit(1)
+		case "ready-bad":
+			fmt.Println("ready")
+			os.Exit(2)
+		case "ok":
+			fmt.Println("ready")
+			os.Exit(0)
+		}
+		os.Exit(99)
+	case "lock": // holds the run directory DIR
+		l, err := Lock(os.Getenv("DIR"))
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		defer l.Release()
+		fmt.Println("locked")
+		time.Sleep(time.Minute)
 	}
 }
 
@@ -203,4 +239,142 @@ func TestRestartAfterFailureAndKill(t *testing.T) {
 	if err := s.Start(Spec{Name: "k"}); !errors.Is(err, ErrAlreadyRunning) {
 		t.Fatalf("second Start: %v", err)
 	}
+}
+
+// scripted starts a "script" child named "s" that takes the steps of script, one per start.
+func scripted(t *testing.T, s *Supervisor, dir, script string, sp Spec) string {
+	t.Helper()
+	counter := filepath.Join(dir, "counter")
+	sp.Name, sp.Env = "s", []string{"LOCALRUN_CHILD=script", "SCRIPT=" + script, "COUNTER=" + counter}
+	sp.Ready = func(line []byte) bool { return string(line) == "ready\n" }
+	if err := s.Start(sp); err != nil {
+		t.Fatal(err)
+	}
+	return counter
+}
+
+func starts(t *testing.T, counter string) int {
+	t.Helper()
+	b, err := os.ReadFile(counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(b)
+}
+
+func drain(s *Supervisor) []Exit {
+	var out []Exit
+	for {
+		select {
+		case e := <-s.Exits():
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+// A process that fails at start-up StartAttempts times in a row is not restarted again, however
+// many restarts Restart would still allow; the last report says so with the process's last line.
+func TestGiveUpAfterFailedStarts(t *testing.T) {
+	s, _, dir := newSup(t)
+	counter := scripted(t, s, dir, "fail,fail,fail,ok", Spec{Restart: 10, StartAttempts: 3})
+	err := s.Wait(context.Background(), "s")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("Wait = %v, want exit status 1", err)
+	}
+	if n := starts(t, counter); n != 3 {
+		t.Fatalf("started %d times, want 3", n)
+	}
+	exits := drain(s)
+	if len(exits) != 3 || !exits[0].Restarting || !exits[1].Restarting || exits[1].GaveUp {
+		t.Fatalf("exits %+v", exits)
+	}
+	if last := exits[2]; last.Restarting || !last.GaveUp || last.FailedStarts != 3 || last.LastLine != "cannot start: attempt 3" {
+		t.Fatalf("last exit %+v, want gave up after 3 failed starts with the last line", last)
+	}
+	if s.Pid("s") != 0 {
+		t.Fatal("running after giving up")
+	}
+}
+
+// FatalStatus ends a process at its first start-up failure with that status; after a good start
+// the same status is a crash like any other and the process is restarted.
+func TestFatalStatusAtStartUp(t *testing.T) {
+	s, _, dir := newSup(t)
+	counter := scripted(t, s, dir, "bad,ok", Spec{Restart: 10, StartAttempts: 3, FatalStatus: 2})
+	if err := s.Wait(context.Background(), "s"); err == nil {
+		t.Fatal("Wait = nil, want exit status 2")
+	}
+	if n := starts(t, counter); n != 1 {
+		t.Fatalf("started %d times, want 1", n)
+	}
+	if e := drain(s); len(e) != 1 || !e[0].GaveUp || e[0].Restarting || e[0].FailedStarts != 1 || e[0].LastLine != "bad input" {
+		t.Fatalf("exits %+v", e)
+	}
+
+	s2, _, dir2 := newSup(t)
+	counter = scripted(t, s2, dir2, "ready-bad,ok", Spec{Restart: 10, StartAttempts: 3, FatalStatus: 2})
+	if err := s2.Wait(context.Background(), "s"); err != nil {
+		t.Fatalf("a status-2 crash after start-up was not restarted: %v", err)
+	}
+	if n := starts(t, counter); n != 2 {
+		t.Fatalf("started %d times, want 2", n)
+	}
+}
+
+// The failed-start rule cannot end a process that recovers from crashes: a kill by a signal
+// neither counts nor breaks the series, and a good start (Ready) begins a new series.
+func TestCrashRecoveryIsNotAFailedStart(t *testing.T) {
+	s, _, dir := newSup(t)
+	counter := scripted(t, s, dir, "fail,fail,kill,ready-fail,fail,fail,ok", Spec{Restart: 10, StartAttempts: 3})
+	if err := s.Wait(context.Background(), "s"); err != nil {
+		t.Fatalf("Wait = %v, want the last start's success", err)
+	}
+	if n := starts(t, counter); n != 7 {
+		t.Fatalf("started %d times, want 7", n)
+	}
+	for _, e := range drain(s) {
+		if e.GaveUp {
+			t.Fatalf("gave up: %+v", e)
+		}
+	}
+}
+
+// Lock names the live holder of a run directory, and a holder killed with SIGKILL leaves a file
+// that does not block the next run.
+func TestLockNamesHolderAndDiesWithIt(t *testing.T) {
+	s, l, dir := newSup(t)
+	if err := s.Start(Spec{Name: "holder", Env: []string{"LOCALRUN_CHILD=lock", "DIR=" + dir}}); err != nil {
+		t.Fatal(err)
+	}
+	waitLine(t, l, "holder", "locked")
+	pid := s.Pid("holder")
+	_, err := Lock(dir)
+	if want := fmt.Sprintf("%s is already running (pid %d)", dir, pid); !errors.Is(err, ErrRunning) || err.Error() != want {
+		t.Fatalf("Lock while held = %v, want %q", err, want)
+	}
+	if err := s.Signal("holder", syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Wait(context.Background(), "holder"); err == nil {
+		t.Fatal("killed holder exited 0")
+	}
+	lk, err := Lock(dir)
+	if err != nil {
+		t.Fatalf("Lock after the holder was killed: %v", err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, LockFile))
+	if strings.TrimSpace(string(b)) != fmt.Sprint(os.Getpid()) {
+		t.Fatalf("%s holds %q, want this process's pid %d", LockFile, b, os.Getpid())
+	}
+	if err := lk.Release(); err != nil {
+		t.Fatal(err)
+	}
+	lk, err = Lock(dir)
+	if err != nil {
+		t.Fatalf("Lock after Release: %v", err)
+	}
+	lk.Release()
 }
