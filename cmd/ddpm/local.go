@@ -108,10 +108,11 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		return withExit(2, fmt.Errorf("--grace %v: want a positive duration", o.grace))
 	}
 	var (
-		run config.Run
-		man localrun.Manifest
-		out string
-		err error
+		run  config.Run
+		man  localrun.Manifest
+		out  string
+		lock *localrun.RunLock // held while this process runs the run
+		err  error
 	)
 	if o.resume != "" {
 		if o.out != "" && filepath.Clean(o.out) != filepath.Clean(o.resume) {
@@ -137,6 +138,24 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		if !cmd.Flags().Changed("samples") && man.Samples != nil {
 			o.samples = *man.Samples
 		}
+		// The processes of a run are part of its identity: raft's peers and the trainers' volumes
+		// are recorded in local.json.
+		if cmd.Flags().Changed("trainers") && o.trainers != man.Trainers {
+			return withExit(2, fmt.Errorf("--trainers cannot change on --resume: %s has %d trainers", out, man.Trainers))
+		}
+		if cmd.Flags().Changed("coordinators") && o.coordinators != man.Coordinators {
+			return withExit(2, fmt.Errorf("--coordinators cannot change on --resume: %s has %d coordinators", out, man.Coordinators))
+		}
+		if run.MinTrainers > man.Trainers {
+			return withExit(2, fmt.Errorf("%s: min_trainers %d is more than its %d trainers", out, run.MinTrainers, man.Trainers))
+		}
+		if err := checkRunCerts(filepath.Join(out, localrun.CertsDir)); err != nil {
+			return withExit(2, err)
+		}
+		if lock, err = localrun.Lock(out); err != nil {
+			return withExit(1, err)
+		}
+		defer lock.Release()
 		if err := man.CheckPortsFree(); err != nil {
 			return withExit(1, err)
 		}
@@ -153,6 +172,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		}
 		if o.trainers > run.MaxTrainers {
 			return withExit(2, fmt.Errorf("--trainers %d is more than the run's max_trainers %d", o.trainers, run.MaxTrainers))
+		}
+		if run.MinTrainers > o.trainers { // the first generation would wait for trainers forever
+			return withExit(2, fmt.Errorf("--min-trainers %d is more than --trainers %d", run.MinTrainers, o.trainers))
 		}
 		if err := localrun.CheckFresh(out, run.Hash()); err != nil {
 			return withExit(2, err)
@@ -172,6 +194,10 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		if err := os.MkdirAll(out, 0o755); err != nil {
 			return err
 		}
+		if lock, err = localrun.Lock(out); err != nil {
+			return withExit(1, err)
+		}
+		defer lock.Release()
 		if err := os.WriteFile(filepath.Join(out, localrun.ConfigFile), run.Marshal(), 0o644); err != nil {
 			return err
 		}
@@ -211,7 +237,8 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	for i, args := range coordArgs {
 		name := "coordinator-" + strconv.Itoa(i)
 		coordNames = append(coordNames, name)
-		if err := sup.Start(localrun.Spec{Name: name, Args: args, Restart: 3}); err != nil {
+		sp := localrun.Spec{Name: name, Args: args, Restart: 3, Ready: coordinatorStarted, StartAttempts: startAttempts, FatalStatus: 2}
+		if err := sup.Start(sp); err != nil {
 			sup.Close(o.grace)
 			return err
 		}
@@ -231,17 +258,30 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		}
 		// Restarted after a crash like a StatefulSet pod, once the coordinators have noticed.
 		delay := 2*run.HeartbeatTimeout.Std() + time.Second
-		if err := sup.Start(localrun.Spec{Name: name, Args: args, Restart: 5, RestartDelay: delay}); err != nil {
+		// A trainer that exits before its first step report, startAttempts times in a row or
+		// with status 2 (refused input) once, cannot start (a corrupted volume, a dataset that
+		// changed): the run stops instead of restarting it forever.
+		sp := localrun.Spec{Name: name, Args: args, Restart: 5, RestartDelay: delay,
+			Ready: trainerStepped, StartAttempts: startAttempts, FatalStatus: 2}
+		if err := sup.Start(sp); err != nil {
 			sup.Close(o.grace)
 			return err
 		}
 	}
 
-	// Say so when a child dies and is restarted (the supervisor restarts it as Kubernetes would).
+	// Say so when a child dies and is restarted (the supervisor restarts it as Kubernetes would);
+	// a child that cannot start stops the run.
+	cannotStart := make(chan error, 1)
 	go func() {
 		for e := range sup.Exits() {
-			if e.Restarting {
+			switch {
+			case e.Restarting:
 				mon.println(fmt.Sprintf("ddpm local: %s exited (%v); restarting it (log: %s)", e.Name, e.Err, filepath.Join(out, localrun.LogsDir, e.Name+".log")))
+			case e.GaveUp:
+				select {
+				case cannotStart <- startFailure(out, &localrun.StartError{Name: e.Name, FailedStarts: e.FailedStarts, LastLine: e.LastLine, Err: e.Err}):
+				default:
+				}
 			}
 		}
 	}()
@@ -252,7 +292,12 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	go func() {
 		var errs []error
 		for _, n := range trainerNames {
-			if err := sup.Wait(context.Background(), n); err != nil {
+			err := sup.Wait(context.Background(), n)
+			if se := (*localrun.StartError)(nil); errors.As(err, &se) {
+				done <- startFailure(out, se)
+				return
+			}
+			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w (see %s)", n, err, filepath.Join(out, localrun.LogsDir, n+".log")))
 			}
 		}
@@ -262,6 +307,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	interrupted := false
 	select {
 	case runErr = <-done:
+	case runErr = <-cannotStart:
+		sup.StopAll(o.grace, trainerNames...)
+		<-done
 	case <-ctx.Done():
 		interrupted = true
 		mon.println("ddpm local: stopping (trainers finish their step, then coordinators)")
@@ -276,6 +324,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	}
 	if interrupted {
 		return withExit(130, fmt.Errorf("interrupted; continue with: ddpm local --resume %s", out))
+	}
+	if se := (*startFailed)(nil); errors.As(runErr, &se) {
+		return withExit(1, runErr)
 	}
 	if runErr != nil {
 		return fmt.Errorf("run failed: %w", runErr)
@@ -303,7 +354,53 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	return nil
 }
 
-// checkDataset fails early, with one line, when the run's dataset cannot be opened.
+// startAttempts is how many start-up failures in a row of one child stop the run.
+const startAttempts = 3
+
+// trainerStepped and coordinatorStarted tell from a child's line that it started up properly: a
+// trainer's first step report, a coordinator's "started" line after raft and gRPC are up.
+func trainerStepped(line []byte) bool { _, ok := trainer.ParseProgress(line); return ok }
+
+func coordinatorStarted(line []byte) bool {
+	return bytes.Contains(line, []byte(`"msg":"coordinator started"`)) || bytes.Contains(line, []byte(`msg="coordinator started"`))
+}
+
+// startFailed is the error of a run stopped because one child could not start.
+type startFailed struct{ msg string }
+
+func (e *startFailed) Error() string { return e.msg }
+
+// startFailure words se as one line: the child, how often it failed and the reason it gave (its
+// last line), and where its log is. Nothing of the run is removed, so --resume continues it once
+// the cause is fixed.
+func startFailure(out string, se *localrun.StartError) error {
+	reason := strings.TrimPrefix(humanLine([]byte(se.LastLine)), "ddpm: ")
+	if reason == "" {
+		reason = fmt.Sprint(se.Err)
+	}
+	how := fmt.Sprintf("%d times at start-up", se.FailedStarts)
+	if se.FailedStarts == 1 {
+		how = fmt.Sprintf("at start-up (%v)", se.Err)
+	}
+	return &startFailed{fmt.Sprintf("%s failed %s: %s (see %s)", se.Name, how, reason, filepath.Join(out, localrun.LogsDir, se.Name+".log"))}
+}
+
+// checkRunCerts refuses a run folder whose certificates are gone or unusable before any process
+// is started (each would fail at start-up, and the coordinators' refusal to talk would be all
+// the user saw).
+func checkRunCerts(dir string) error {
+	for _, f := range []string{tlsauth.CAFile, tlsauth.CertFile, tlsauth.KeyFile, tlsauth.SecretFile} {
+		p := filepath.Join(dir, f)
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s is missing: the run's processes authenticate each other with %s; restore it, or remove %s and make new ones with: ddpm certs init %s", p, dir, dir, dir)
+		}
+	}
+	if _, err := tlsauth.Load(tlsauth.Config{Dir: dir, ServerName: tlsauth.NodeName}); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	return nil
+}
+
 // checkInit reads --init as the trainers will, so that a file that is not weights of the run's
 // model is refused before the run folder is created and the processes are started.
 func checkInit(path, model string) error {

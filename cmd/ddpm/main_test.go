@@ -2,10 +2,19 @@ package main
 
 import (
 	"errors"
+	"os"
 	"testing"
 
+	"ddpm/internal/testutil"
 	"ddpm/internal/version"
 )
+
+// TestMain removes the binary that tests of real processes build (testutil.DDPMBinary).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.RemoveDDPM()
+	os.Exit(code)
+}
 
 // TestRootFlags: `ddpm --version` prints what `ddpm version` prints; an unknown flag of the root
 // or of a subcommand exits 2 naming it once, with where to look.

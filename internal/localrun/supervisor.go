@@ -101,6 +101,21 @@ type Exit struct {
 	LastLine     string
 }
 
+// StartError is Wait's error for a process the supervisor gave up on at start-up (see
+// Spec.StartAttempts, Spec.FatalStatus). It unwraps to the last exit's *exec.ExitError.
+type StartError struct {
+	Name         string
+	FailedStarts int    // failed starts in a row
+	LastLine     string // the last line the process wrote
+	Err          error  // the last exit's error
+}
+
+func (e *StartError) Error() string {
+	return fmt.Sprintf("localrun: %s failed %d times at start-up (%v): %s", e.Name, e.FailedStarts, e.Err, e.LastLine)
+}
+
+func (e *StartError) Unwrap() error { return e.Err }
+
 // Supervisor owns a set of named child processes of one executable.
 type Supervisor struct {
 	exe    string
@@ -123,8 +138,9 @@ type proc struct {
 	restarts int
 	// cancelRestart is closed by Stop to cut a pending restart delay short.
 	cancelRestart chan struct{}
-	exited        bool // the current process has been reaped (it may be waiting to restart)
-	failedStarts  int  // failed starts in a row (Spec.StartAttempts)
+	exited        bool        // the current process has been reaped (it may be waiting to restart)
+	failedStarts  int         // failed starts in a row (Spec.StartAttempts)
+	startErr      *StartError // set when the supervisor gave up on it
 }
 
 // incarnation is what the line reader learns about one run of a process; the exit handler reads
@@ -218,6 +234,9 @@ func (s *Supervisor) launch(p *proc) error {
 		if restart {
 			p.restarts++
 		}
+		if gaveUp {
+			p.startErr = &StartError{Name: p.spec.Name, FailedStarts: p.failedStarts, LastLine: inc.last, Err: err}
+		}
 		s.report(Exit{Name: p.spec.Name, Err: err, Restarting: restart, GaveUp: gaveUp, FailedStarts: p.failedStarts, LastLine: inc.last})
 		if !restart {
 			close(done)
@@ -306,7 +325,8 @@ func (s *Supervisor) Pid(name string) int {
 }
 
 // Wait blocks until name's process has ended and will not be restarted, or ctx ends. It returns
-// the process's exit error (nil for status 0).
+// the process's exit error (nil for status 0), as a *StartError when the supervisor gave up on it
+// at start-up.
 func (s *Supervisor) Wait(ctx context.Context, name string) error {
 	for {
 		s.mu.Lock()
@@ -323,8 +343,11 @@ func (s *Supervisor) Wait(ctx context.Context, name string) error {
 			return ctx.Err()
 		}
 		s.mu.Lock()
-		restarted := p.done != done
+		restarted, startErr := p.done != done, p.startErr
 		s.mu.Unlock()
+		if startErr != nil {
+			return startErr
+		}
 		if !restarted {
 			return exitErr(cmd)
 		}

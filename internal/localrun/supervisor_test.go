@@ -281,8 +281,12 @@ func TestGiveUpAfterFailedStarts(t *testing.T) {
 	counter := scripted(t, s, dir, "fail,fail,fail,ok", Spec{Restart: 10, StartAttempts: 3})
 	err := s.Wait(context.Background(), "s")
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		t.Fatalf("Wait = %v, want exit status 1", err)
+	var se *StartError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !errors.As(err, &se) || se.FailedStarts != 3 || se.Name != "s" {
+		t.Fatalf("Wait = %v, want a StartError of 3 starts with exit status 1", err)
+	}
+	if want := "localrun: s failed 3 times at start-up (exit status 1): cannot start: attempt 3"; err.Error() != want {
+		t.Fatalf("Wait = %q, want %q", err, want)
 	}
 	if n := starts(t, counter); n != 3 {
 		t.Fatalf("started %d times, want 3", n)
