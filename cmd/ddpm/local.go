@@ -308,14 +308,12 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	select {
 	case runErr = <-done:
 	case runErr = <-cannotStart:
-		sup.StopAll(o.grace, trainerNames...)
-		<-done
 	case <-ctx.Done():
 		interrupted = true
 		mon.println("ddpm local: stopping (trainers finish their step, then coordinators)")
-		sup.StopAll(o.grace, trainerNames...)
-		<-done
 	}
+	// Trainers first (a no-op for those that ended), then the coordinators they report to.
+	sup.StopAll(o.grace, trainerNames...)
 	sup.StopAll(o.grace, coordNames...)
 	sup.Close(o.grace)
 	mon.finish()
