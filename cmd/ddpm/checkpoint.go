@@ -161,7 +161,11 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 			if out == "" {
 				return withExit(exitUsage, errors.New("checkpoint export: --out FILE is required"))
 			}
-			if err := checkOutPath("--out", out, force); err != nil {
+			in, err := trainer.CheckpointFileIn(args[0])
+			if err != nil {
+				return withExit(exitUsage, err)
+			}
+			if err := checkOutPath("--out", out, force, inputFile{"the checkpoint", in}); err != nil {
 				return withExit(exitUsage, fmt.Errorf("checkpoint export: %w", err))
 			}
 			st, err := openCheckpoint(args[0])

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -17,6 +18,9 @@ const (
 	exitBadData = 1
 	exitUsage   = 2
 )
+
+// maxShardMB bounds --shard-mb (64 GiB; a shard is one memory-mapped file).
+const maxShardMB = 1 << 16
 
 var datasetCmd = &cobra.Command{
 	Use:   "dataset",
@@ -35,8 +39,57 @@ func (f *datasetFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.skipBad, "skip-bad", false, "skip undecodable LMDB values and images (counted and reported)")
 }
 
-func (f *datasetFlags) options() dataset.Options {
-	return dataset.Options{Resolution: f.resolution, Split: f.split, SkipBad: f.skipBad}
+// maxResolution bounds --resolution: the paper's largest images are 256x256, and every image
+// of a source is decoded (and hashed) at this size.
+const maxResolution = 1024
+
+// options checks the flags against the dataset spec they apply to and returns the dataset
+// package's options; the error, one line naming the flag, has exit status 2.
+func (f *datasetFlags) options(spec string) (dataset.Options, error) {
+	if f.resolution < 0 || f.resolution > maxResolution {
+		return dataset.Options{}, withExit(exitUsage, fmt.Errorf("--resolution %d: want 1..%d (or 0, the format's default)", f.resolution, maxResolution))
+	}
+	if f.split != "" && f.split != "train" && f.split != "test" {
+		return dataset.Options{}, withExit(exitUsage, fmt.Errorf("--split %s: want train or test", f.split))
+	}
+	if sfx := specSplit(spec); sfx != "" && f.split != "" && f.split != sfx {
+		return dataset.Options{}, withExit(exitUsage, fmt.Errorf("--split %s conflicts with the split in %s", f.split, spec))
+	}
+	return dataset.Options{Resolution: f.resolution, Split: f.split, SkipBad: f.skipBad}, nil
+}
+
+// specSplit is the split a dataset spec names with a ":train" or ":test" suffix ("" for none),
+// as dataset.Open reads it.
+func specSplit(spec string) string {
+	for _, s := range []string{"train", "test"} {
+		if strings.HasSuffix(spec, ":"+s) {
+			return s
+		}
+	}
+	return ""
+}
+
+// datasetInput is the file or folder a dataset spec reads, as an input an output may not
+// overwrite (nothing for the built-in sources).
+func datasetInput(spec string) inputFile {
+	path := strings.TrimSuffix(strings.TrimSuffix(spec, ":train"), ":test")
+	if path == "mnist" || path == "fashion-mnist" {
+		return inputFile{}
+	}
+	return inputFile{"the dataset", path}
+}
+
+// openSpec opens spec with opts and sorts its failure into exit status 2 (a spec or option the
+// dataset package cannot honour) or 1 (data that cannot be read).
+func openSpec(spec string, opts dataset.Options) (dataset.Dataset, error) {
+	ds, err := dataset.Open(spec, opts)
+	switch {
+	case errors.Is(err, dataset.ErrNotFound) || errors.Is(err, dataset.ErrOption) || errors.Is(err, dataset.ErrUnknownFormat):
+		return nil, withExit(exitUsage, err)
+	case err != nil:
+		return nil, withExit(exitBadData, err)
+	}
+	return ds, nil
 }
 
 func init() {
@@ -52,12 +105,16 @@ images file. The fingerprint is the sha256 of the decoded content at the chosen 
 run config records it and trainers refuse data whose fingerprint differs.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutPath("--preview", preview, force); err != nil {
-				return withExit(2, err)
-			}
-			ds, err := dataset.Open(args[0], df.options())
+			opts, err := df.options(args[0])
 			if err != nil {
-				return withExit(exitBadData, err)
+				return err
+			}
+			if err := checkOutputs(force, []outFile{{"--preview", preview}}, datasetInput(args[0])); err != nil {
+				return err
+			}
+			ds, err := openSpec(args[0], opts)
+			if err != nil {
+				return err
 			}
 			// Raw sources were just decoded in full (or are held in memory); prepared shards are
 			// mapped unread, so inspect checks their sha256 and content hash here.
@@ -93,14 +150,18 @@ decoding; its fingerprint equals SRC's at the same resolution. DIR must not exis
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
-				return withExit(exitUsage, fmt.Errorf("%s: --out DIR is required", cmd.CommandPath()))
+				return withExit(exitUsage, errors.New("dataset prepare: --out DIR is required"))
 			}
-			if shardMB <= 0 {
-				return withExit(exitUsage, fmt.Errorf("%s: --shard-mb must be positive, got %d", cmd.CommandPath(), shardMB))
+			if shardMB <= 0 || shardMB > maxShardMB {
+				return withExit(exitUsage, fmt.Errorf("dataset prepare: --shard-mb %d: want 1..%d", shardMB, maxShardMB))
 			}
-			ds, err := dataset.Open(args[0], pf.options())
+			opts, err := pf.options(args[0])
 			if err != nil {
-				return withExit(exitBadData, err)
+				return err
+			}
+			ds, err := openSpec(args[0], opts)
+			if err != nil {
+				return err
 			}
 			idx, err := dataset.Prepare(ds, out, shardMB<<20)
 			if err != nil {

@@ -1,21 +1,21 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"slices"
-	"strings"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"ddpm/config"
 	"ddpm/dataset"
 	"ddpm/diffusion"
 	"ddpm/internal/rng"
-	"ddpm/trainer"
 )
 
 type evalOpts struct {
@@ -23,6 +23,7 @@ type evalOpts struct {
 	step       int64
 	data       string
 	split      string
+	splitSet   bool // --split was given
 	n          int
 	batch      int
 	seed       uint64
@@ -41,13 +42,18 @@ of the test split, as the original's calc_bpd_loop: T model evaluations per batc
 the mean total bits/dim with its standard error, the prior term L_T, the decoder term L_0 and
 the sum of the KL terms L_1..L_{T-1}.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runEvalBPD(cmd.OutOrStdout(), cmd.ErrOrStderr(), o) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.splitSet = cmd.Flags().Changed("split")
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runEvalBPD(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
+		},
 	}
 	f := bpd.Flags()
 	f.StringVar(&o.checkpoint, "checkpoint", "", "checkpoint file, trainer folder or run folder (required)")
 	f.Int64Var(&o.step, "step", -1, "checkpoint step (default: the latest verified)")
 	f.StringVar(&o.data, "data", "", "dataset spec (default: the run's dataset)")
-	f.StringVar(&o.split, "split", "test", "split to evaluate")
+	f.StringVar(&o.split, "split", "test", "split to evaluate (train or test; a --data spec's :train or :test suffix sets it)")
 	f.IntVar(&o.n, "n", 1000, "images to evaluate (the first n of the split)")
 	f.IntVar(&o.batch, "batch", 50, "images per model evaluation")
 	f.Uint64Var(&o.seed, "seed", 0, "seed of the forward-process noise")
@@ -59,7 +65,27 @@ the sum of the KL terms L_1..L_{T-1}.`,
 
 func init() { rootCmd.AddCommand(newEvalCmd()) }
 
-// openDataset opens spec's split and turns its failure into one line.
+// maxEvalBatch bounds --batch: CalcBPD holds T terms per image and the model's activations for
+// the whole batch.
+const maxEvalBatch = 1024
+
+// evalSplit is the split eval reads from spec: the one spec names (mnist:train), else --split
+// (default test). A --split the command line gives that differs from spec's is refused.
+func evalSplit(spec, split string, splitSet bool) (string, error) {
+	if sfx := specSplit(spec); sfx != "" {
+		if splitSet && split != sfx {
+			return "", withExit(2, fmt.Errorf("--split %s conflicts with the split in %s", split, spec))
+		}
+		return sfx, nil
+	}
+	if split != "train" && split != "test" {
+		return "", withExit(2, fmt.Errorf("--split %s: want train or test", split))
+	}
+	return split, nil
+}
+
+// openDataset opens spec's split and turns its failure into one line naming the dataset (ddpm
+// local checks a run's dataset with it).
 func openDataset(spec, split string) (dataset.Dataset, error) {
 	ds, err := dataset.Open(spec, dataset.Options{Split: split})
 	if err != nil {
@@ -68,49 +94,70 @@ func openDataset(spec, split string) (dataset.Dataset, error) {
 	return ds, nil
 }
 
-func runEvalBPD(out, log io.Writer, o evalOpts) error {
+func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 	switch {
 	case o.checkpoint == "":
 		return withExit(2, errors.New("--checkpoint is required"))
 	case o.n < 1 || o.batch < 1:
 		return withExit(2, fmt.Errorf("--n %d --batch %d: want both at least 1", o.n, o.batch))
+	case o.batch > maxEvalBatch:
+		return withExit(2, fmt.Errorf("--batch %d: at most %d images per model evaluation", o.batch, maxEvalBatch))
 	}
-	if o.model != "" && !slices.Contains(config.Models, o.model) {
-		return withExit(2, fmt.Errorf("--model %q is not a U-Net preset (known: %s)", o.model, strings.Join(config.Models, ", ")))
-	}
-	ld, err := trainer.LoadForEval(o.checkpoint, o.step, !o.raw, o.model)
+	er, err := resolveEvalRun(o.checkpoint, o.model)
 	if err != nil {
-		return withExit(2, err)
+		return err
 	}
 	spec := o.data
 	if spec == "" {
-		spec = ld.Run.Dataset
+		spec = er.run.Dataset
 	}
-	ds, err := openDataset(spec, o.split)
+	split, err := evalSplit(spec, o.split, o.splitSet)
 	if err != nil {
-		return withExit(2, err)
+		return err
+	}
+	ds, err := openSpec(spec, dataset.Options{Split: split})
+	if err != nil {
+		return err
 	}
 	c, h, w := ds.Shape()
-	if mc, mh, mw := ld.Shape(); c != mc || h != mh || w != mw {
-		return withExit(2, fmt.Errorf("dataset %s has %dx%dx%d images, the checkpoint's model wants %dx%dx%d", ds.Name(), c, h, w, mc, mh, mw))
+	if c != er.c || h != er.h || w != er.w {
+		return withExit(2, fmt.Errorf("dataset %s has %dx%dx%d images, the checkpoint's model %s wants %dx%dx%d", ds.Name(), c, h, w, er.run.Model, er.c, er.h, er.w))
 	}
 	if o.n > ds.Len() {
 		return withExit(2, fmt.Errorf("--n %d: dataset %s holds %d images", o.n, ds.Name(), ds.Len()))
+	}
+	ld, err := er.load(o.step, !o.raw)
+	if err != nil {
+		return err
 	}
 	n := o.n
 	d := c * h * w
 	T := ld.Sched.T()
 	var total, prior, l0, kl, sq []float64
 	t0 := time.Now()
+	prog := newProgressLine(log, 0)
 	for lo := 0; lo < n; lo += o.batch {
 		b := min(o.batch, n-lo)
 		x0 := make([]float32, b*d)
 		for i := range b {
 			if err := ds.Image(lo+i, x0[i*d:(i+1)*d]); err != nil {
-				return err
+				prog.End()
+				return withExit(exitBadData, fmt.Errorf("dataset %s image %d: %w", ds.Name(), lo+i, err))
 			}
 		}
-		r := ld.Sched.CalcBPD(ld.Eps, x0, b, diffusion.StreamNoise(o.seed, rng.PurposeNoise, uint64(lo)), diffusion.ReverseOptions{})
+		opts := diffusion.ReverseOptions{Progress: func(t int, _, _ []float32) {
+			if ctx.Err() != nil {
+				panic(interruption{t})
+			}
+			prog.Report(false, "ddpm eval bpd: %d/%d images, timestep %d of %d of images %d-%d (%.0fs)", lo, n, T-t, T, lo+1, lo+b, time.Since(t0).Seconds())
+		}}
+		var r diffusion.BPD
+		if in := interruptible(func() {
+			r = ld.Sched.CalcBPD(ld.Eps, x0, b, diffusion.StreamNoise(o.seed, rng.PurposeNoise, uint64(lo)), opts)
+		}); in != nil {
+			prog.End()
+			return withExit(exitInterrupted, fmt.Errorf("eval bpd interrupted after %d of %d images (running total %.4f bits/dim)", lo, n, mean(total)))
+		}
 		for i := range b {
 			total = append(total, r.Total[i])
 			prior = append(prior, r.Prior[i])
@@ -122,11 +169,12 @@ func runEvalBPD(out, log io.Writer, o evalOpts) error {
 			kl = append(kl, s)
 			sq = append(sq, r.Total[i]*r.Total[i])
 		}
-		fmt.Fprintf(log, "ddpm eval bpd: %d/%d images, running total %.4f bits/dim (%.0fs)\n", lo+b, n, mean(total), time.Since(t0).Seconds())
+		prog.Report(true, "ddpm eval bpd: %d/%d images, running total %.4f bits/dim (%.0fs)", lo+b, n, mean(total), time.Since(t0).Seconds())
 	}
+	prog.End()
 	m := mean(total)
 	se := math.Sqrt(math.Max(0, mean(sq)-m*m) / float64(len(total)))
-	fmt.Fprintf(out, "checkpoint %s step %d (%s), %s %s, %d images, T=%d\n", ld.Path, ld.Step, weightsName(o.raw), ds.Name(), o.split, n, T)
+	fmt.Fprintf(out, "checkpoint %s step %d (%s), %s %s, %d images, T=%d\n", ld.Path, ld.Step, weightsName(o.raw), ds.Name(), split, n, T)
 	fmt.Fprintf(out, "total bits/dim  %.4f ± %.4f\n", m, se)
 	fmt.Fprintf(out, "  prior L_T     %.6f\n", mean(prior))
 	fmt.Fprintf(out, "  decoder L_0   %.4f\n", mean(l0))

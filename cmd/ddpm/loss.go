@@ -55,10 +55,8 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range []struct{ flag, path string }{{"--png", lossFlags.png}, {"--csv", lossFlags.csv}} {
-		if err := checkOutPath(p.flag, p.path, lossFlags.force); err != nil {
-			return withExit(2, fmt.Errorf("loss: %w", err))
-		}
+	if err := checkOutputs(lossFlags.force, []outFile{{"--png", lossFlags.png}, {"--csv", lossFlags.csv}}); err != nil {
+		return withExit(2, fmt.Errorf("loss: %w", err))
 	}
 	if lossFlags.timeout <= 0 {
 		return withExit(2, fmt.Errorf("loss: --timeout must be positive, got %v", lossFlags.timeout))

@@ -1,14 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"image"
 	"io"
 	"os"
-	"path/filepath"
+	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	_ "image/jpeg"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"ddpm/checkpoint"
 	"ddpm/config"
 	"ddpm/diffusion"
 	"ddpm/internal/rng"
@@ -52,7 +55,11 @@ fixed-large variance, predicted x0 clipped) on the EMA weights and writes an ima
 --progressive also writes the predicted x0 every --every steps (paper Fig. 6, one row per sample);
 --interpolate A.png,B.png writes the latent-space interpolation of paper Fig. 8.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runSample(cmd.ErrOrStderr(), o) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runSample(ctx, cmd.ErrOrStderr(), o)
+		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.checkpoint, "checkpoint", "", "checkpoint file, trainer folder or run folder (required)")
@@ -74,7 +81,65 @@ fixed-large variance, predicted x0 clipped) on the EMA weights and writes an ima
 
 func init() { rootCmd.AddCommand(newSampleCmd()) }
 
-func runSample(w io.Writer, o sampleOpts) error {
+// sampleBatch is the number of images one reverse process runs at a time: memory stays that of
+// sampleBatch images whatever --n is. Image i's noise depends on (seed, i) alone
+// (diffusion.StreamNoise), so the samples are those of one batch of --n.
+const sampleBatch = 64
+
+// evalRun is what sample and eval know of --checkpoint before loading it: the checkpoint file,
+// the run.yaml beside it, the run config and its image shape.
+type evalRun struct {
+	file, cfgPath string
+	run           config.Run
+	c, h, w       int
+}
+
+// resolveEvalRun reads the run config of the checkpoint that --checkpoint names (a file, a
+// trainer folder or a run folder), without loading weights, and checks --model against it.
+// Errors have exit status 2 and name the flag.
+func resolveEvalRun(checkpointPath, model string) (*evalRun, error) {
+	if model != "" && !slices.Contains(config.Models, model) {
+		return nil, withExit(2, fmt.Errorf("--model %q is not a U-Net preset (known: %s)", model, strings.Join(config.Models, ", ")))
+	}
+	if _, err := os.Stat(checkpointPath); errors.Is(err, os.ErrNotExist) {
+		return nil, withExit(2, fmt.Errorf("--checkpoint %s does not exist", checkpointPath))
+	} else if err != nil {
+		return nil, withExit(2, fmt.Errorf("--checkpoint %s: %w", checkpointPath, errors.Unwrap(err)))
+	}
+	file, cfgPath, err := trainer.ResolveCheckpoint(checkpointPath)
+	if err != nil {
+		return nil, withExit(2, err)
+	}
+	run, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, withExit(2, err)
+	}
+	if model != "" && run.Model != model {
+		return nil, withExit(2, fmt.Errorf("--model %s: %s belongs to a run of model %s (%s)", model, file, run.Model, cfgPath))
+	}
+	ucfg, err := unet.Preset(run.Model)
+	if err != nil {
+		return nil, withExit(2, fmt.Errorf("%s: %w", cfgPath, err))
+	}
+	return &evalRun{file: file, cfgPath: cfgPath, run: run, c: ucfg.InCh, h: ucfg.Resolution, w: ucfg.Resolution}, nil
+}
+
+// load loads the checkpoint's weights (trainer.LoadForEval); a checkpoint that does not match
+// its run config is named without the trainer package's sentinel text.
+func (r *evalRun) load(step int64, ema bool) (*trainer.Loaded, error) {
+	ld, err := trainer.LoadForEval(r.file, step, ema, "")
+	switch {
+	case errors.Is(err, trainer.ErrMismatch):
+		return nil, withExit(2, errors.New(strings.TrimPrefix(err.Error(), trainer.ErrMismatch.Error()+": ")))
+	case errors.Is(err, checkpoint.ErrNotFound) && step >= 0:
+		return nil, withExit(2, fmt.Errorf("--step %d: %s holds no checkpoint of that step (ddpm checkpoint list %s)", step, r.file, r.file))
+	case err != nil:
+		return nil, withExit(2, err)
+	}
+	return ld, nil
+}
+
+func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	switch {
 	case o.checkpoint == "":
 		return withExit(2, errors.New("--checkpoint is required"))
@@ -87,18 +152,57 @@ func runSample(w io.Writer, o sampleOpts) error {
 	case o.lambdaSteps < 1:
 		return withExit(2, fmt.Errorf("--lambda-steps %d: want at least 1", o.lambdaSteps))
 	}
-	// Refuse an output nobody can write before minutes or hours of sampling, not after.
-	for _, out := range []struct{ flag, path string }{{"--out", o.out}, {"--progressive", o.progressive}, {"--export-weights", o.export}} {
-		if err := checkOutPath(out.flag, out.path, o.force); err != nil {
+	er, err := resolveEvalRun(o.checkpoint, o.model)
+	if err != nil {
+		return err
+	}
+	// Refuse an output nobody can write, or one that would replace an input, before minutes or
+	// hours of sampling, not after.
+	inputs := []inputFile{{"the checkpoint", er.file}, {"the run config", er.cfgPath}}
+	for _, p := range o.interpolate {
+		inputs = append(inputs, inputFile{"--interpolate image", p})
+	}
+	outs := []outFile{{"--out", o.out}, {"--progressive", o.progressive}, {"--export-weights", o.export}}
+	if err := checkOutputs(o.force, outs, inputs...); err != nil {
+		return err
+	}
+	c, h, wd := er.c, er.h, er.w
+	T := er.run.T
+	var xa, xb []float32
+	switch {
+	case o.out == "":
+	case len(o.interpolate) == 2:
+		// The row: A, the lambdaSteps+1 mixtures, B.
+		if most := viz.MaxGridTiles(h, wd); o.lambdaSteps > most-3 {
+			return withExit(2, fmt.Errorf("--lambda-steps %d: at most %d fit one grid of %dx%d images (2^28 pixels)", o.lambdaSteps, most-3, h, wd))
+		}
+		if o.interpT < 0 || o.interpT >= T {
+			return withExit(2, fmt.Errorf("--interpolate-t %d: want 0..%d", o.interpT, T-1))
+		}
+		if xa, err = readImage(o.interpolate[0], c, h, wd); err != nil {
 			return withExit(2, err)
 		}
+		if xb, err = readImage(o.interpolate[1], c, h, wd); err != nil {
+			return withExit(2, err)
+		}
+	default:
+		if err := checkGridCount("--n", o.n, h, wd); err != nil {
+			return err
+		}
+		if o.progressive != "" {
+			if o.every < 1 || o.every > T {
+				return withExit(2, fmt.Errorf("--every %d: want 1..%d", o.every, T))
+			}
+			// One row per sample: the predicted x0 every --every steps, then the sample.
+			if cols, most := T/o.every+1, viz.MaxGridTiles(h, wd); o.n > most/cols {
+				return withExit(2, fmt.Errorf("--progressive with --every %d: at most %d rows of %d images of %dx%d fit one grid (2^28 pixels), not --n %d",
+					o.every, most/cols, cols, h, wd, o.n))
+			}
+		}
 	}
-	if o.model != "" && !slices.Contains(config.Models, o.model) {
-		return withExit(2, fmt.Errorf("--model %q is not a U-Net preset (known: %s)", o.model, strings.Join(config.Models, ", ")))
-	}
-	ld, err := trainer.LoadForEval(o.checkpoint, o.step, !o.raw, o.model)
+	ld, err := er.load(o.step, !o.raw)
 	if err != nil {
-		return withExit(2, err)
+		return err
 	}
 	if o.export != "" {
 		meta := map[string]string{"model": ld.Run.Model, "step": fmt.Sprint(ld.Step), "weights": weightsName(o.raw), "config_hash": ld.Run.Hash()}
@@ -111,36 +215,52 @@ func runSample(w io.Writer, o sampleOpts) error {
 		}
 	}
 	if len(o.interpolate) == 2 {
-		return runInterpolate(w, ld, o)
-	}
-	if o.progressive != "" {
-		if o.every < 1 || o.every > ld.Sched.T() {
-			return withExit(2, fmt.Errorf("--every %d: want 1..%d", o.every, ld.Sched.T()))
-		}
+		return runInterpolate(ctx, w, ld, o, xa, xb)
 	}
 	t0 := time.Now()
-	c, h, wd := ld.Shape()
-	sh := diffusion.Shape{o.n, c, h, wd}
-	noise := diffusion.StreamNoise(o.seed, rng.PurposeSampling, 0)
-	var x []float32
+	d := c * h * wd
+	cols := 0
 	if o.progressive != "" {
-		p := ld.Sched.SampleProgressive(ld.Eps, sh, noise, o.every, diffusion.ReverseOptions{})
-		x = p.X0
-		// One row per sample: the predicted x0 at each recorded step, then the final sample.
-		cols := len(p.Steps) + 1
-		d := c * h * wd
-		tiles := make([]float32, 0, o.n*cols*d)
-		for b := range o.n {
-			for i := range p.Steps {
-				tiles = append(tiles, p.PredX0[i][b*d:(b+1)*d]...)
+		cols = T/o.every + 1
+	}
+	x := make([]float32, o.n*d)
+	tiles := make([]float32, o.n*cols*d)
+	prog := newProgressLine(w, 10*time.Second)
+	for lo := 0; lo < o.n; lo += sampleBatch {
+		b := min(sampleBatch, o.n-lo)
+		sh := diffusion.Shape{b, c, h, wd}
+		noise := diffusion.StreamNoise(o.seed, rng.PurposeSampling, uint64(lo))
+		opts := diffusion.ReverseOptions{Progress: func(t int, _, _ []float32) {
+			if ctx.Err() != nil {
+				panic(interruption{t})
 			}
-			tiles = append(tiles, x[b*d:(b+1)*d]...)
+			prog.Report(t == 0, "ddpm sample: images %d-%d of %d: step %d of %d (%.0fs)", lo+1, lo+b, o.n, T-t, T, time.Since(t0).Seconds())
+		}}
+		err := interruptible(func() {
+			if o.progressive == "" {
+				copy(x[lo*d:], ld.Sched.Sample(ld.Eps, sh, noise, opts))
+				return
+			}
+			p := ld.Sched.SampleProgressive(ld.Eps, sh, noise, o.every, opts)
+			copy(x[lo*d:], p.X0)
+			for i := range b {
+				row := tiles[(lo+i)*cols*d:]
+				for j := range p.Steps {
+					copy(row[j*d:(j+1)*d], p.PredX0[j][i*d:(i+1)*d])
+				}
+				copy(row[(cols-1)*d:cols*d], p.X0[i*d:(i+1)*d])
+			}
+		})
+		if err != nil {
+			prog.End()
+			return withExit(exitInterrupted, fmt.Errorf("sample interrupted at step %d of %d of images %d-%d of %d; nothing was written", T-err.t, T, lo+1, lo+b, o.n))
 		}
+	}
+	prog.End()
+	if o.progressive != "" {
 		if err := viz.WritePNG(o.progressive, viz.Grid(tiles, o.n*cols, c, h, wd, cols, 2)); err != nil {
 			return err
 		}
-	} else {
-		x = ld.Sched.Sample(ld.Eps, sh, noise, diffusion.ReverseOptions{})
 	}
 	if err := viz.WritePNG(o.out, viz.Grid(x, o.n, c, h, wd, gridCols(o.n), 2)); err != nil {
 		return err
@@ -149,9 +269,24 @@ func runSample(w io.Writer, o sampleOpts) error {
 	return nil
 }
 
+// interruptible runs f, turning an interruption panic of a progress callback into its value.
+func interruptible(f func()) (in *interruption) {
+	defer func() {
+		if r := recover(); r != nil {
+			i, ok := r.(interruption)
+			if !ok {
+				panic(r)
+			}
+			in = &i
+		}
+	}()
+	f()
+	return nil
+}
+
 // sampleGrid is what `ddpm local` calls at the end of a run.
 func sampleGrid(ckpt string, step int64, n int, seed uint64, out, model string, w io.Writer) error {
-	return runSample(w, sampleOpts{checkpoint: ckpt, step: step, n: n, seed: seed, out: out, model: model, lambdaSteps: 8, force: true})
+	return runSample(context.Background(), w, sampleOpts{checkpoint: ckpt, step: step, n: n, seed: seed, out: out, model: model, lambdaSteps: 8, force: true})
 }
 
 func weightsName(raw bool) string {
@@ -170,19 +305,8 @@ func gridCols(n int) int {
 	return c
 }
 
-func runInterpolate(w io.Writer, ld *trainer.Loaded, o sampleOpts) error {
+func runInterpolate(ctx context.Context, w io.Writer, ld *trainer.Loaded, o sampleOpts, xa, xb []float32) error {
 	c, h, wd := ld.Shape()
-	xa, err := readImage(o.interpolate[0], c, h, wd)
-	if err != nil {
-		return withExit(2, err)
-	}
-	xb, err := readImage(o.interpolate[1], c, h, wd)
-	if err != nil {
-		return withExit(2, err)
-	}
-	if o.interpT < 0 || o.interpT >= ld.Sched.T() {
-		return withExit(2, fmt.Errorf("--interpolate-t %d: want 0..%d", o.interpT, ld.Sched.T()-1))
-	}
 	lambdas := make([]float64, o.lambdaSteps+1)
 	for i := range lambdas {
 		lambdas[i] = float64(i) / float64(o.lambdaSteps)
@@ -190,8 +314,28 @@ func runInterpolate(w io.Writer, ld *trainer.Loaded, o sampleOpts) error {
 	d := c * h * wd
 	eps := make([]float32, d)
 	rng.New(o.seed, rng.Stream(0, rng.PurposeNoise)).FillNormal(eps)
-	// Shared reverse noise: the rows differ only by lambda, as in paper Fig. 8.
-	x := ld.Sched.Interpolate(ld.Eps, xa, xb, eps, lambdas, o.interpT, diffusion.SharedNoise(o.seed, rng.PurposeSampling, 0), diffusion.ReverseOptions{})
+	t0 := time.Now()
+	prog := newProgressLine(w, 10*time.Second)
+	opts := diffusion.ReverseOptions{Progress: func(t int, _, _ []float32) {
+		if ctx.Err() != nil {
+			panic(interruption{t})
+		}
+		prog.Report(t == 0, "ddpm sample: interpolation: step %d of %d (%.0fs)", o.interpT+1-t, o.interpT+1, time.Since(t0).Seconds())
+	}}
+	x := make([]float32, 0, len(lambdas)*d)
+	// Shared reverse noise: the rows differ only by lambda, as in paper Fig. 8; so the rows can
+	// be denoised sampleBatch at a time.
+	for lo := 0; lo < len(lambdas); lo += sampleBatch {
+		part := lambdas[lo:min(lo+sampleBatch, len(lambdas))]
+		in := interruptible(func() {
+			x = append(x, ld.Sched.Interpolate(ld.Eps, xa, xb, eps, part, o.interpT, diffusion.SharedNoise(o.seed, rng.PurposeSampling, 0), opts)...)
+		})
+		if in != nil {
+			prog.End()
+			return withExit(exitInterrupted, fmt.Errorf("sample interrupted at step %d of %d of the interpolation; nothing was written", o.interpT+1-in.t, o.interpT+1))
+		}
+	}
+	prog.End()
 	row := append(append(append([]float32(nil), xa...), x...), xb...)
 	if err := viz.WritePNG(o.out, viz.Grid(row, len(lambdas)+2, c, h, wd, len(lambdas)+2, 2)); err != nil {
 		return err
@@ -204,18 +348,28 @@ func runInterpolate(w io.Writer, ld *trainer.Loaded, o sampleOpts) error {
 // channel, RGB for three).
 func readImage(path string, c, h, w int) ([]float32, error) {
 	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("--interpolate image %s does not exist", path)
+	} else if err != nil {
+		return nil, fmt.Errorf("--interpolate image %s: %w", path, errors.Unwrap(err))
 	}
 	defer f.Close()
+	// The header first: a huge image is refused before it is decoded.
+	cfg, _, err := image.DecodeConfig(f)
+	if err != nil {
+		return nil, fmt.Errorf("--interpolate image %s: not a PNG or JPEG image (%v)", path, err)
+	}
+	if cfg.Width != w || cfg.Height != h {
+		return nil, fmt.Errorf("--interpolate image %s is %dx%d, the model wants %dx%d", path, cfg.Width, cfg.Height, w, h)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("--interpolate image %s: %w", path, err)
+	}
 	img, _, err := image.Decode(f)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("--interpolate image %s: not a PNG or JPEG image (%v)", path, err)
 	}
 	b := img.Bounds()
-	if b.Dx() != w || b.Dy() != h {
-		return nil, fmt.Errorf("%s: image is %dx%d, the model wants %dx%d", path, b.Dx(), b.Dy(), w, h)
-	}
 	x := make([]float32, c*h*w)
 	for y := range h {
 		for xx := range w {
@@ -231,22 +385,4 @@ func readImage(path string, c, h, w int) ([]float32, error) {
 		}
 	}
 	return x, nil
-}
-
-// checkOutPath: an output file (empty: none) must not be a directory, must not exist unless
-// force (nothing is overwritten by accident), and its folder must exist.
-func checkOutPath(flag, path string, force bool) error {
-	if path == "" {
-		return nil
-	}
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		return fmt.Errorf("%s %s is a directory, not a file", flag, path)
-	} else if err == nil && !force {
-		return fmt.Errorf("%s %s already exists (give --force to replace it)", flag, path)
-	}
-	dir := filepath.Dir(path)
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return fmt.Errorf("%s %s: folder %s does not exist", flag, path, dir)
-	}
-	return nil
 }

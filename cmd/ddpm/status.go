@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -43,11 +45,15 @@ func init() {
 	rootCmd.AddCommand(statusCmd)
 }
 
-// coordinatorAddrs splits the --coordinator flag; it returns a usage error (exit 2) when empty.
+// coordinatorAddrs splits the --coordinator flag; it returns a usage error (exit 2) when it is
+// empty or an address is not host:port, at once rather than after --timeout of dialing.
 func coordinatorAddrs(cmd, flag string) ([]string, error) {
 	var addrs []string
 	for _, a := range strings.Split(flag, ",") {
 		if a = strings.TrimSpace(a); a != "" {
+			if err := checkHostPort(a); err != nil {
+				return nil, withExit(2, fmt.Errorf("%s: --coordinator %s: %v", cmd, a, err))
+			}
 			addrs = append(addrs, a)
 		}
 	}
@@ -55,6 +61,22 @@ func coordinatorAddrs(cmd, flag string) ([]string, error) {
 		return nil, withExit(2, fmt.Errorf("%s: --coordinator ADDR is required (a coordinator's gRPC host:port)", cmd))
 	}
 	return addrs, nil
+}
+
+// checkHostPort says what is wrong with an address that is not host:port with a port in
+// 1..65535 (an IPv6 host in brackets: [::1]:7000; an empty host is this machine).
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("not a host:port address (%s)", strings.TrimPrefix(err.Error(), "address "+addr+": "))
+	}
+	if strings.ContainsAny(host, " /") {
+		return fmt.Errorf("host %q is not a host name or IP address", host)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("port %q is not a number in 1..65535", port)
+	}
+	return nil
 }
 
 // monitorSecurity reads DDPM_<FLAG> for the flags the command line left unset (DDPM_CERTS,
