@@ -207,7 +207,7 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	if o.export != "" {
 		meta := map[string]string{"model": ld.Run.Model, "step": fmt.Sprint(ld.Step), "weights": weightsName(o.raw), "config_hash": ld.Run.Hash()}
 		if err := unet.WriteSafetensors(o.export, ld.Model.Tensors(), ld.Model.Params(), meta); err != nil {
-			return err
+			return fmt.Errorf("--export-weights %s: %w", o.export, err)
 		}
 		fmt.Fprintf(w, "ddpm sample: wrote the %s of %s step %d to %s\n", weightsName(o.raw), ld.Path, ld.Step, o.export)
 		if o.out == "" {
@@ -259,11 +259,11 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	prog.End()
 	if o.progressive != "" {
 		if err := viz.WritePNG(o.progressive, viz.Grid(tiles, o.n*cols, c, h, wd, cols, 2)); err != nil {
-			return err
+			return fmt.Errorf("--progressive %s: %w", o.progressive, err)
 		}
 	}
 	if err := viz.WritePNG(o.out, viz.Grid(x, o.n, c, h, wd, gridCols(o.n), 2)); err != nil {
-		return err
+		return fmt.Errorf("--out %s: %w", o.out, err)
 	}
 	fmt.Fprintf(w, "ddpm sample: %d samples of %s step %d (%s) in %.1fs -> %s\n", o.n, ld.Path, ld.Step, weightsName(o.raw), time.Since(t0).Seconds(), o.out)
 	return nil
@@ -338,7 +338,7 @@ func runInterpolate(ctx context.Context, w io.Writer, ld *trainer.Loaded, o samp
 	prog.End()
 	row := append(append(append([]float32(nil), xa...), x...), xb...)
 	if err := viz.WritePNG(o.out, viz.Grid(row, len(lambdas)+2, c, h, wd, len(lambdas)+2, 2)); err != nil {
-		return err
+		return fmt.Errorf("--out %s: %w", o.out, err)
 	}
 	fmt.Fprintf(w, "ddpm sample: interpolation %s -> %s at t=%d, %d weights -> %s\n", o.interpolate[0], o.interpolate[1], o.interpT, len(lambdas), o.out)
 	return nil
