@@ -18,6 +18,10 @@ import (
 	"ddpm/internal/version"
 )
 
+// coordinatorStartedMsg is the log message a coordinator writes once raft and gRPC are up;
+// `ddpm local` reads it to tell a coordinator that started from one failing at start-up.
+const coordinatorStartedMsg = "coordinator started"
+
 // coordinatorCmd runs one coordinator replica.
 var coordinatorCmd = &cobra.Command{
 	Use:   "coordinator",
@@ -120,7 +124,7 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return withExit(1, err)
 	}
-	log.Info("coordinator started", "raft", coordFlags.raftAddr, "grpc", coordFlags.grpcAddr, "http", coordFlags.httpAddr,
+	log.Info(coordinatorStartedMsg, "raft", coordFlags.raftAddr, "grpc", coordFlags.grpcAddr, "http", coordFlags.httpAddr,
 		"peers", len(peers), "version", version.Version, "security", sec.String())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)

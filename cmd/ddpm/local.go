@@ -360,7 +360,7 @@ const startAttempts = 3
 func trainerStepped(line []byte) bool { _, ok := trainer.ParseProgress(line); return ok }
 
 func coordinatorStarted(line []byte) bool {
-	return bytes.Contains(line, []byte(`"msg":"coordinator started"`)) || bytes.Contains(line, []byte(`msg="coordinator started"`))
+	return bytes.Contains(line, []byte(`"msg":"`+coordinatorStartedMsg+`"`)) || bytes.Contains(line, []byte(`msg="`+coordinatorStartedMsg+`"`))
 }
 
 // startFailed is the error of a run stopped because one child could not start.
