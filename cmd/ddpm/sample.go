@@ -83,8 +83,8 @@ func init() { rootCmd.AddCommand(newSampleCmd()) }
 
 // sampleBatch is the number of images one reverse process runs at a time: memory stays that of
 // sampleBatch images whatever --n is. Image i's noise depends on (seed, i) alone
-// (diffusion.StreamNoise), so the samples are those of one batch of --n.
-const sampleBatch = 64
+// (diffusion.StreamNoise), so the samples are those of one batch of --n. (A variable for tests.)
+var sampleBatch = 64
 
 // evalRun is what sample and eval know of --checkpoint before loading it: the checkpoint file,
 // the run.yaml beside it, the run config and its image shape.
