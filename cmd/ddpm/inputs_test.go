@@ -199,6 +199,12 @@ func TestSampleGridCap(t *testing.T) {
 // both, and the input is left as it was; two outputs naming one file are refused too.
 func TestOutputIsAnInput(t *testing.T) {
 	dir, file := evalFixture(t)
+	// As ddpm local leaves a run: a run.yaml in the run folder and in the trainer's; sample reads
+	// the trainer's and may replace neither.
+	trainerCfg := filepath.Join(dir, "trainer-0", trainer.ConfigFile)
+	if err := os.WriteFile(trainerCfg, fixtureRun.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	sum := fileSum(t, file)
 	link := filepath.Join(t.TempDir(), "link.db")
 	if err := os.Link(file, link); err != nil {
@@ -220,6 +226,8 @@ func TestOutputIsAnInput(t *testing.T) {
 		{[]string{"sample", "--checkpoint", dir, "--out", png, "--export-weights", link, "--force"}, "--export-weights " + link + " is " + same},
 		{[]string{"sample", "--checkpoint", dir, "--n", "1", "--out", filepath.Join(dir, "run.yaml"), "--force"},
 			"--out " + filepath.Join(dir, "run.yaml") + " is the same file as the run config " + filepath.Join(dir, "run.yaml") + ", an input; nothing was written"},
+		{[]string{"sample", "--checkpoint", file, "--n", "1", "--out", trainerCfg, "--force"},
+			"--out " + trainerCfg + " is the same file as the run config " + trainerCfg + ", an input; nothing was written"},
 		{[]string{"sample", "--checkpoint", dir, "--out", png, "--progressive", png}, "--out " + png + " and --progressive " + png + " are the same file"},
 		{[]string{"checkpoint", "export", dir, "--out", file, "--force"}, "checkpoint export: --out " + file + " is " + same},
 		{[]string{"checkpoint", "export", file, "--out", link, "--force"}, "checkpoint export: --out " + link + " is " + same},

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -158,7 +159,9 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	}
 	// Refuse an output nobody can write, or one that would replace an input, before minutes or
 	// hours of sampling, not after.
-	inputs := []inputFile{{"the checkpoint", er.file}, {"the run config", er.cfgPath}}
+	// Both places a run.yaml may be (a trainer's folder, a ddpm local run's folder) are the run's.
+	inputs := []inputFile{{"the checkpoint", er.file}, {"the run config", er.cfgPath},
+		{"the run config", filepath.Join(filepath.Dir(filepath.Dir(er.file)), trainer.ConfigFile)}}
 	for _, p := range o.interpolate {
 		inputs = append(inputs, inputFile{"--interpolate image", p})
 	}
