@@ -138,6 +138,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		if !cmd.Flags().Changed("samples") && man.Samples != nil {
 			o.samples = *man.Samples
 		}
+		if err := checkSamples(run.Model, o.samples); err != nil {
+			return err
+		}
 		// The processes of a run are part of its identity: raft's peers and the trainers' volumes
 		// are recorded in local.json.
 		if cmd.Flags().Changed("trainers") && o.trainers != man.Trainers {
@@ -169,6 +172,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		}
 		if err := checkDataset(run); err != nil {
 			return withExit(2, err)
+		}
+		if err := checkSamples(run.Model, o.samples); err != nil {
+			return err
 		}
 		if o.trainers > run.MaxTrainers {
 			return withExit(2, fmt.Errorf("--trainers %d is more than the run's max_trainers %d", o.trainers, run.MaxTrainers))
@@ -417,6 +423,16 @@ func checkInit(path, model string) error {
 		return fmt.Errorf("--init %s is not weights of model %q: %w", path, model, err)
 	}
 	return nil
+}
+
+// checkSamples refuses a --samples count that one samples.png cannot hold (checkGridCount), before
+// the run starts rather than after it has trained.
+func checkSamples(model string, n int) error {
+	ucfg, err := unet.Preset(model)
+	if err != nil || n == 0 {
+		return nil // an unknown model is refused by the run config's validation
+	}
+	return checkGridCount("--samples", n, ucfg.Resolution, ucfg.Resolution)
 }
 
 // checkDataset opens the run's dataset as the trainers will and refuses one whose images the

@@ -123,6 +123,12 @@ func TestLocalRefusesUpFront(t *testing.T) {
 	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the refused run made %s (stat: %v)", fresh, err)
 	}
+	// More samples than samples.png can hold: refused before training, not after it.
+	wantOneLine(t, runLocalCmd(t, "--samples", "1000000000", "--steps", "8", "--checkpoint-every", "4", "--out", fresh),
+		2, "ddpm: --samples 1000000000: at most 262144 images of 32x32 fit one grid (2^28 pixels)")
+	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused run made %s (stat: %v)", fresh, err)
+	}
 
 	run := makeLocalRun(t, 2, nil)
 	before := tree(t, run)
