@@ -280,7 +280,7 @@ func Open(spec string, opts Options) (Dataset, error) {
 	for _, sfx := range []string{":train", ":test"} {
 		if strings.HasSuffix(spec, sfx) {
 			if split != "" && split != sfx[1:] {
-				return nil, fmt.Errorf("%w: %s: split %q conflicts with Options.Split %q", ErrOption, spec, sfx[1:], split)
+				return nil, fmt.Errorf("%w: %s: the split %q in the name conflicts with the split %q asked for", ErrOption, spec, sfx[1:], split)
 			}
 			spec, split = strings.TrimSuffix(spec, sfx), sfx[1:]
 		}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -114,7 +115,8 @@ func TestMNISTNativeResolutionAndNames(t *testing.T) {
 	if _, err := Open("mnist", Options{Resolution: 31}); !errors.Is(err, ErrOption) {
 		t.Fatalf("resolution 31: %v", err)
 	}
-	if _, err := Open("mnist:test", Options{Split: "train"}); !errors.Is(err, ErrOption) {
+	if _, err := Open("mnist:test", Options{Split: "train"}); !errors.Is(err, ErrOption) ||
+		!strings.HasSuffix(err.Error(), `mnist:test: the split "test" in the name conflicts with the split "train" asked for`) {
 		t.Fatalf("conflicting split: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package trainer
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -95,6 +96,9 @@ func (tr *Trainer) Reset() {
 func (tr *Trainer) InitFrom(path string) error {
 	w := make([]float32, len(tr.model.Params()))
 	if _, err := unet.ReadSafetensors(path, tr.model.Tensors(), w); err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("trainer: --init %s: %w", path, err) // not a mismatch: unreadable
+		}
 		return fmt.Errorf("%w: --init %s: %w", ErrMismatch, path, err)
 	}
 	tr.initial = w

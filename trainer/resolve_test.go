@@ -1,6 +1,8 @@
 package trainer
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,5 +42,28 @@ func TestResolveCheckpoint(t *testing.T) {
 	}
 	if _, _, err := ResolveCheckpoint(filepath.Join(run, "missing")); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing path: %v", err)
+	}
+}
+
+// TestInitFromUnreadable: a missing --init file is named as missing, not as a mismatch with
+// the run; a file that is not safetensors of this model is ErrMismatch.
+func TestInitFromUnreadable(t *testing.T) {
+	run, ds := mnistRun(t, 20)
+	tr, err := New(run, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing.safetensors")
+	err = tr.InitFrom(missing)
+	if err == nil || errors.Is(err, ErrMismatch) || !errors.Is(err, fs.ErrNotExist) ||
+		!strings.HasPrefix(err.Error(), "trainer: --init "+missing+": ") {
+		t.Errorf("missing file: %v", err)
+	}
+	junk := filepath.Join(t.TempDir(), "junk.safetensors")
+	if err := os.WriteFile(junk, []byte("not safetensors"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.InitFrom(junk); !errors.Is(err, ErrMismatch) {
+		t.Errorf("junk file: %v, want ErrMismatch", err)
 	}
 }
