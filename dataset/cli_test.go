@@ -92,10 +92,9 @@ func TestCLIBadInputs(t *testing.T) {
 		args []string
 		want string // the whole line after "ddpm: " must contain this
 	}{
+		// Exit status 1: data that cannot be read.
 		{"truncated CIFAR", []string{"dataset", "inspect", truncated},
 			"malformed data: " + filepath.Join(truncated, "data_batch_3.bin") + ": 9119 bytes is not a whole number of 3073-byte records (1 label + 3x32x32 pixels): record 2 is cut short at 2973 bytes"},
-		{"missing CIFAR batch", []string{"dataset", "inspect", missing},
-			"dataset not found: " + filepath.Join(missing, "data_batch_4.bin") + ": no such file or directory"},
 		{"not CIFAR", []string{"dataset", "inspect", badLabel},
 			"malformed data: " + filepath.Join(badLabel, "data_batch_2.bin") + ": record 1: label 200 is not a CIFAR-10 class (0..9)"},
 		{"truncated tar.gz", []string{"dataset", "inspect", cut},
@@ -114,18 +113,33 @@ func TestCLIBadInputs(t *testing.T) {
 			"no images: " + empty + ": no .png/.jpg/.jpeg/.webp files (searched recursively)"},
 		{"mixed sizes", []string{"dataset", "inspect", mixed},
 			"mixed image sizes: " + filepath.Join(mixed, "b.png") + " is 8x6, the folder's images are 8x8; pass a resolution (--resolution) to center-crop and resize all"},
-		{"no such path", []string{"dataset", "inspect", filepath.Join(root, "nope")},
-			"dataset not found: " + filepath.Join(root, "nope") + ": no such file or directory"},
-		{"bad split", []string{"dataset", "inspect", "mnist", "--split", "val"},
-			`unsupported option: mnist: split "val" (want train or test)`},
 		{"prepare over existing", []string{"dataset", "prepare", "mnist:test", "--out", mixed},
 			"output exists: " + mixed + ": refusing to overwrite"},
 	}
-	for _, c := range cases {
+	// Exit status 2: a dataset that is not there (or incomplete) or an option it cannot honour,
+	// i.e. a command line to correct.
+	usage := len(cases)
+	cases = append(cases, []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing CIFAR batch", []string{"dataset", "inspect", missing},
+			"dataset not found: " + filepath.Join(missing, "data_batch_4.bin") + ": no such file or directory"},
+		{"no such path", []string{"dataset", "inspect", filepath.Join(root, "nope")},
+			"dataset not found: " + filepath.Join(root, "nope") + ": no such file or directory"},
+		{"bad split", []string{"dataset", "inspect", "mnist", "--split", "val"},
+			"--split val: want train or test"},
+	}...)
+	for k, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			stdout, stderr, code := runDDPM(t, c.args...)
-			if code != 1 {
-				t.Fatalf("exit status %d, want 1 (stderr %q)", code, stderr)
+			want := 1
+			if k >= usage {
+				want = 2
+			}
+			if code != want {
+				t.Fatalf("exit status %d, want %d (stderr %q)", code, want, stderr)
 			}
 			lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
 			if len(lines) != 1 || !strings.HasPrefix(lines[0], "ddpm: ") || strings.Contains(stderr, "goroutine") {
