@@ -285,8 +285,8 @@ func TestLocalCluster(t *testing.T) {
 		if _, err := os.Stat(missing); !os.IsNotExist(err) {
 			t.Errorf("a refused run created %s", missing)
 		}
-		oneLine(t, ddpm(t, "sample", "--checkpoint", two, "--model", "small", "--out", filepath.Join(dir, "x.png")), `holds model preset "tiny", not "small"`)
-		oneLine(t, ddpm(t, "eval", "bpd", "--checkpoint", two, "--model", "cifar10"), `holds model preset "tiny", not "cifar10"`)
+		oneLine(t, ddpm(t, "sample", "--checkpoint", two, "--model", "small", "--out", filepath.Join(dir, "x.png")), "--model small: "+filepath.Join(two, "trainer-0", "checkpoints.db")+" belongs to a run of model tiny")
+		oneLine(t, ddpm(t, "eval", "bpd", "--checkpoint", two, "--model", "cifar10"), "--model cifar10: "+filepath.Join(two, "trainer-0", "checkpoints.db")+" belongs to a run of model tiny")
 		oneLine(t, ddpm(t, "eval", "bpd", "--checkpoint", two, "--n", "100000"), "holds 10000 images")
 		oneLine(t, ddpm(t, "sample", "--checkpoint", two, "--model", "foo", "--out", filepath.Join(dir, "x.png")), `--model "foo" is not a U-Net preset`)
 		// A different run into a folder that holds one: refused, nothing touched.
