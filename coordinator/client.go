@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,9 +36,21 @@ type Client struct {
 	attempt time.Duration
 	backoff time.Duration
 
-	mu  sync.Mutex
-	cur int // index of the replica that answered last
+	log *slog.Logger // WithLog: warnings while no replica answers
+
+	mu        sync.Mutex
+	cur       int       // index of the replica that answered last
+	failSince time.Time // start of the current run of failed attempts (zero: the last one answered)
+	warned    time.Time // when that run was last logged
 }
+
+// Unanswered calls are logged (WithLog) once they have failed for warnAfter, then every
+// warnEvery: a leader election at start-up or a failover passes in a few seconds without a line,
+// a cluster that stays away (down, or refusing our certificate) does not.
+var (
+	warnAfter = 5 * time.Second
+	warnEvery = 30 * time.Second
+)
 
 // Option configures Dial.
 type Option func(*Client)
@@ -46,6 +60,60 @@ func WithAttemptTimeout(d time.Duration) Option { return func(c *Client) { c.att
 
 // WithBackoff sets the pause after a round of failed attempts (default 100ms).
 func WithBackoff(d time.Duration) Option { return func(c *Client) { c.backoff = d } }
+
+// WithLog makes the client warn on log while its calls get no answer from any replica for more
+// than a few seconds (then every 30 s), naming the last error and, for TLS failures, their
+// likely cause (see Hint).
+func WithLog(log *slog.Logger) Option { return func(c *Client) { c.log = log } }
+
+// Hint names the likely cause of a failed call's error in words an operator can act on, or ""
+// when it has none to add: the usual ways two processes of different security set-ups fail to
+// talk (another run's CA, one side in plain text).
+func Hint(err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "certificate signed by unknown authority"):
+		return "the coordinator's certificate is not from this process's CA (--certs of another run?)"
+	case strings.Contains(msg, "bad certificate"), strings.Contains(msg, "unknown certificate authority"), strings.Contains(msg, "certificate required"):
+		return "the coordinator refused this process's certificate (--certs of another run?)"
+	case strings.Contains(msg, "error reading server preface"):
+		return "the coordinator closed the connection at once: it may require mutual TLS while this process runs --insecure"
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return "the coordinator answers in plain text: it runs --insecure while this process uses --certs"
+	case strings.Contains(msg, "connection refused"):
+		return "nothing listens at that address (coordinator down or not started yet?)"
+	}
+	return ""
+}
+
+// noteFailure records a failed attempt against replica idx and logs it as WithLog says; c.mu is
+// not held.
+func (c *Client) noteFailure(idx int, err error) {
+	if c.log == nil {
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	if c.failSince.IsZero() {
+		c.failSince = now
+	}
+	due := now.Sub(c.failSince) >= warnAfter && now.Sub(c.warned) >= warnEvery
+	if due {
+		c.warned = now
+	}
+	since := now.Sub(c.failSince)
+	c.mu.Unlock()
+	if due {
+		args := []any{"addr", c.addrs[idx], "for", since.Round(time.Second).String(), "err", err.Error()}
+		if h := Hint(err); h != "" {
+			args = append(args, "hint", h)
+		}
+		c.log.Warn("coordinator not answering; retrying", args...)
+	}
+}
 
 // Dial prepares connections to the replicas at addrs (gRPC host:port), secured by sec (mutual
 // TLS and the join secret, or plain text when sec is Insecure; nil panics). It does not wait for
@@ -116,10 +184,12 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.C
 			if err == nil || !retryable(err) {
 				c.mu.Lock()
 				c.cur = idx
+				c.failSince, c.warned = time.Time{}, time.Time{}
 				c.mu.Unlock()
 				return decodeErr(err)
 			}
 			last = err
+			c.noteFailure(idx, err)
 			if ctx.Err() != nil {
 				return fmt.Errorf("%w: %v (last error: %v)", ErrUnavailable, ctx.Err(), last)
 			}

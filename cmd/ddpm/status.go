@@ -101,6 +101,9 @@ func fetchState(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeou
 	resp, err := cli.Status(ctx)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, coordinator.ErrUnavailable) {
+			if h := coordinator.Hint(err); h != "" {
+				return nil, nil, withExit(1, fmt.Errorf("no coordinator answered at %s within %v: %s (%v)", strings.Join(addrs, ","), timeout, h, err))
+			}
 			return nil, nil, withExit(1, fmt.Errorf("no coordinator answered at %s within %v (%v)", strings.Join(addrs, ","), timeout, err))
 		}
 		return nil, nil, withExit(1, err)

@@ -181,7 +181,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		defer hs.Close()
 	}
 
-	cli, err := coordinator.Dial(addrs, sec)
+	cli, err := coordinator.Dial(addrs, sec, coordinator.WithLog(node.Log))
 	if err != nil {
 		return withExit(2, err)
 	}
@@ -195,7 +195,23 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		}
 	}
 	join := coordinator.JoinRequest{ID: o.id, Address: o.listen, Version: version.Version, ConfigHash: run.Hash(), Held: held}
-	if _, err := cli.Join(ctx, join); err != nil {
+	// Joining waits as long as the cluster does not answer (or refuses our certificate): the
+	// first SIGTERM ends that wait, as it ends a step, not only the second.
+	joinCtx, joinCancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-stop:
+			joinCancel()
+		case <-joinCtx.Done():
+		}
+	}()
+	_, err = cli.Join(joinCtx, join)
+	joinCancel()
+	if err != nil && ctx.Err() == nil && isClosed(stop) {
+		node.Log.Info("left before joining", "coordinators", addrs, "last_error", err.Error())
+		return nil
+	}
+	if err != nil {
 		// A run that has already succeeded (ddpm local --resume of a finished run, a trainer
 		// restarted after the end): nothing left to do, and no reason to be restarted.
 		if errors.Is(err, fsm.ErrRunFinished) {
@@ -262,4 +278,14 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		rcancel()
 	}
 	return err
+}
+
+// isClosed reports whether ch is closed (stop channels are only ever closed).
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

@@ -1,0 +1,95 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"ddpm/internal/tlsauth"
+	"ddpm/internal/tlsauth/tlsauthtest"
+)
+
+// lockedBuffer is a bytes.Buffer safe for the client's concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// warnings returns the JSON log records written so far.
+func (l *lockedBuffer) records(t *testing.T) []map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestClientWarnsWithHint: a client whose calls a real coordinator keeps refusing logs one
+// warning per warnEvery (not one per attempt) once the failures have lasted warnAfter, naming
+// the likely cause; a client that gets answers logs nothing.
+func TestClientWarnsWithHint(t *testing.T) {
+	defer func(a, e time.Duration) { warnAfter, warnEvery = a, e }(warnAfter, warnEvery)
+	warnAfter, warnEvery = 300*time.Millisecond, time.Hour
+
+	certs := tlsauthtest.Dir(t)
+	node, _ := startSecureNode(t, certs)
+	addr := node.cfg.GRPCAddr
+	call := func(sec *tlsauth.Bundle, d time.Duration) []map[string]any {
+		var buf lockedBuffer
+		c, err := Dial([]string{addr}, sec, WithLog(slog.New(slog.NewJSONHandler(&buf, nil))),
+			WithAttemptTimeout(200*time.Millisecond), WithBackoff(20*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		_, _ = c.Status(ctx)
+		return buf.records(t)
+	}
+
+	if recs := call(tlsauthtest.Load(t, certs, nil), 3*time.Second); len(recs) != 0 {
+		t.Fatalf("a client that got answers logged %v", recs)
+	}
+	for _, c := range []struct {
+		name string
+		sec  *tlsauth.Bundle
+		hint string
+	}{
+		{"plain text", tlsauthtest.Insecure(t), "it may require mutual TLS while this process runs --insecure"},
+		{"another CA", tlsauthtest.Load(t, tlsauthtest.Dir(t), nil), "(--certs of another run?)"},
+	} {
+		recs := call(c.sec, 1500*time.Millisecond)
+		if len(recs) != 1 {
+			t.Fatalf("%s: %d log records in 1.5 s, want 1: %v", c.name, len(recs), recs)
+		}
+		r := recs[0]
+		if r["level"] != "WARN" || r["msg"] != "coordinator not answering; retrying" || r["addr"] != addr ||
+			!strings.Contains(r["hint"].(string), c.hint) {
+			t.Errorf("%s: record %v, want a WARN whose hint contains %q", c.name, r, c.hint)
+		}
+	}
+	if Hint(nil) != "" {
+		t.Error("Hint(nil) is not empty")
+	}
+}
