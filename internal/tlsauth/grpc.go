@@ -76,7 +76,7 @@ func (b *Bundle) checkSecret(ctx context.Context, method string) error {
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		remote = p.Addr.String()
 	}
-	b.log.Warn("tlsauth: refused call", "remote", remote, "method", method, "reason", msg)
+	b.refusals.warn("tlsauth: refused call", remote, msg, "method", method, "reason", msg)
 	return status.Error(codes.Unauthenticated, msg)
 }
 
@@ -104,8 +104,9 @@ func (c secretCreds) GetRequestMetadata(context.Context, ...string) (map[string]
 
 func (secretCreds) RequireTransportSecurity() bool { return true }
 
-// refusalLogger logs every failed server-side TLS handshake (no certificate, a certificate from
-// another CA, TLS below 1.3) with the peer's address; gRPC itself only drops the connection.
+// refusalLogger logs failed server-side TLS handshakes (no certificate, a certificate from
+// another CA, TLS below 1.3) with the peer's address, rate-limited per host and reason; gRPC
+// itself only drops the connection.
 type refusalLogger struct {
 	credentials.TransportCredentials
 	b *Bundle
@@ -114,7 +115,8 @@ type refusalLogger struct {
 func (r refusalLogger) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := r.TransportCredentials.ServerHandshake(raw)
 	if err != nil {
-		r.b.log.Warn("tlsauth: refused connection", "remote", raw.RemoteAddr().String(), "err", err.Error())
+		remote := raw.RemoteAddr().String()
+		r.b.refusals.warn("tlsauth: refused connection", remote, refusalReason(err, remote), "err", err.Error())
 	}
 	return conn, info, err
 }

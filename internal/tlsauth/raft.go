@@ -103,7 +103,7 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	}
 	fail := func(err error) (net.Conn, error) {
 		conn.Close()
-		s.b.log.Warn("tlsauth: raft dial refused", "remote", string(address), "err", err.Error())
+		s.b.refusals.warn("tlsauth: raft dial refused", string(address), refusalReason(err, string(address)), "err", err.Error())
 		return nil, err
 	}
 	if err := conn.Handshake(); err != nil {
@@ -156,7 +156,7 @@ func (c *acceptedConn) auth() error {
 			}
 		}
 		if c.err != nil {
-			c.b.log.Warn("tlsauth: refused raft connection", "remote", remote, "err", c.err.Error())
+			c.b.refusals.warn("tlsauth: refused raft connection", remote, refusalReason(c.err, remote), "err", c.err.Error())
 			c.Conn.Close()
 		}
 	})

@@ -111,6 +111,7 @@ type Bundle struct {
 	secret     string
 	digest     [sha256.Size]byte // sha256(secret): compared in constant time
 	log        *slog.Logger
+	refusals   *refusalLimiter // rate-limits the refusal lines written to log
 	notAfter   time.Time
 	serverName string
 }
@@ -128,7 +129,7 @@ func Load(cfg Config) (*Bundle, error) {
 	case cfg.Insecure && cfg.Dir != "":
 		return nil, fmt.Errorf("%w: --insecure and --certs %s exclude each other", ErrNoMode, cfg.Dir)
 	case cfg.Insecure:
-		return &Bundle{insecure: true, log: log}, nil
+		return &Bundle{insecure: true, log: log, refusals: newRefusalLimiter(log)}, nil
 	case cfg.Dir == "":
 		return nil, fmt.Errorf("%w: no certificate directory given (make one with `ddpm certs init DIR`)", ErrNoMode)
 	}
@@ -191,6 +192,7 @@ func Load(cfg Config) (*Bundle, error) {
 		secret:     secret,
 		digest:     sha256.Sum256([]byte(secret)),
 		log:        log,
+		refusals:   newRefusalLimiter(log),
 		notAfter:   leaf.NotAfter,
 		serverName: cfg.ServerName,
 	}
