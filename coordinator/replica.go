@@ -45,6 +45,14 @@ var (
 	ErrShutdown = errors.New("coordinator: shut down")
 )
 
+// Messages a Replica logs at INFO, with attribute "term" (the raft term it led in), when it
+// becomes the raft leader and when it stops being the leader (stepping down, or shutting down
+// while leading). `ddpm local` shows these lines on the terminal.
+const (
+	MsgBecameLeader   = "became leader"
+	MsgLostLeadership = "lost leadership"
+)
+
 // Peer is one coordinator replica: its raft server id, raft address and gRPC address.
 type Peer struct {
 	ID       string
@@ -60,7 +68,8 @@ type ReplicaConfig struct {
 	// Bootstrap makes this replica write the initial configuration (all Peers as voters) when
 	// its stores are empty. Giving it on every replica of a fresh cluster is safe.
 	Bootstrap bool
-	// Raft overrides the raft tuning; nil means FastRaftConfig.
+	// Raft overrides the raft tuning; nil means FastRaftConfig. NewReplica works on a copy; its
+	// NotifyCh must be nil (the replica watches leadership through it).
 	Raft        *raft.Config
 	LogStore    raft.LogStore
 	StableStore raft.StableStore
@@ -103,6 +112,11 @@ type Replica struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 	once  sync.Once
+	// leadership carries raft's leadership changes (Config.NotifyCh); watchDone is closed when
+	// raft has shut down, and watched when watchLeadership has returned.
+	leadership chan bool
+	watchDone  chan struct{}
+	watched    chan struct{}
 }
 
 // NewReplica starts a raft member. It returns ErrBadPeers if Peers does not list ID, and raft's
@@ -136,10 +150,18 @@ func NewReplica(cfg ReplicaConfig) (*Replica, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	rc := cfg.Raft
-	if rc == nil {
-		rc = FastRaftConfig(cfg.ID)
+	rc := FastRaftConfig(cfg.ID)
+	if cfg.Raft != nil {
+		if cfg.Raft.NotifyCh != nil {
+			panic("coordinator: ReplicaConfig.Raft.NotifyCh must be nil: the replica watches leadership through it")
+		}
+		c := *cfg.Raft
+		rc = &c
 	}
+	// Raft blocks on this channel while nobody reads it; watchLeadership reads it from the
+	// moment NewRaft returns, and the buffer lets raft's last notification at shutdown through.
+	leadership := make(chan bool, 1)
+	rc.NotifyCh = leadership
 	rc.LocalID = raft.ServerID(cfg.ID)
 	if rc.Logger == nil {
 		out, level := cfg.RaftLog, hclog.Info
@@ -169,10 +191,42 @@ func NewReplica(cfg ReplicaConfig) (*Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: start raft: %w", err)
 	}
-	rep := &Replica{cfg: cfg, raft: r, fsm: a, peers: peers, log: cfg.Logger.With("replica", cfg.ID), stop: make(chan struct{})}
+	rep := &Replica{cfg: cfg, raft: r, fsm: a, peers: peers, log: cfg.Logger.With("replica", cfg.ID), stop: make(chan struct{}),
+		leadership: leadership, watchDone: make(chan struct{}), watched: make(chan struct{})}
+	go rep.watchLeadership()
 	rep.wg.Add(1)
 	go rep.detect()
 	return rep, nil
+}
+
+// watchLeadership logs MsgBecameLeader and MsgLostLeadership from raft's notifications until
+// raft has shut down, then logs what raft still sent.
+func (r *Replica) watchLeadership() {
+	defer close(r.watched)
+	var term uint64 // the term this replica leads in
+	note := func(leader bool) {
+		if leader {
+			term = r.raft.CurrentTerm()
+			r.log.Info(MsgBecameLeader, "term", term)
+		} else {
+			r.log.Info(MsgLostLeadership, "term", term)
+		}
+	}
+	for {
+		select {
+		case leader := <-r.leadership:
+			note(leader)
+		case <-r.watchDone:
+			for {
+				select {
+				case leader := <-r.leadership:
+					note(leader)
+				default:
+					return
+				}
+			}
+		}
+	}
 }
 
 // ID returns the replica's raft server id.
@@ -281,14 +335,16 @@ func (r *Replica) detect() {
 	}
 }
 
-// Shutdown stops the failure detector and raft. It does not close the stores or transport the
-// caller gave.
+// Shutdown stops the failure detector and raft (a leader logs MsgLostLeadership). It does not
+// close the stores or transport the caller gave.
 func (r *Replica) Shutdown() error {
 	var err error
 	r.once.Do(func() {
 		close(r.stop)
 		r.wg.Wait()
 		err = r.raft.Shutdown().Error()
+		close(r.watchDone)
+		<-r.watched
 	})
 	return err
 }

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/term"
 
 	"ddpm/config"
+	"ddpm/coordinator"
 	"ddpm/internal/localrun"
 	"ddpm/internal/tlsauth"
 	"ddpm/internal/viz"
@@ -582,7 +583,15 @@ func worthShowing(name string, line []byte) bool {
 	if strings.HasPrefix(name, "trainer") {
 		return lvl != "DEBUG"
 	}
-	return lvl == "WARN" || lvl == "ERROR" || bytes.Contains(line, []byte("entering leader state"))
+	if lvl == "WARN" || lvl == "ERROR" {
+		return true
+	}
+	for _, msg := range []string{coordinator.MsgBecameLeader, coordinator.MsgLostLeadership} {
+		if bytes.Contains(line, []byte(`"msg":"`+msg+`"`)) || bytes.Contains(line, []byte(`msg="`+msg+`"`)) {
+			return true
+		}
+	}
+	return false
 }
 
 func levelOf(line []byte) string {
