@@ -193,10 +193,14 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 			return err
 		}
 		_ = n.Store.MarkCommitted(run.Steps)
-		n.Log.Info("run complete", "step", run.Steps)
+		n.Log.Info(MsgRunComplete, "step", run.Steps)
 		return nil
 	}
 }
+
+// MsgRunComplete is the log message of a trainer whose run is complete (it then exits with
+// status 0); `ddpm local` reads it to tell a finished trainer from one stopped from outside.
+const MsgRunComplete = "run complete"
 
 type outcome int
 

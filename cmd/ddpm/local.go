@@ -244,7 +244,10 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	for i, args := range coordArgs {
 		name := "coordinator-" + strconv.Itoa(i)
 		coordNames = append(coordNames, name)
-		sp := localrun.Spec{Name: name, Args: args, Restart: 3, Ready: coordinatorStarted, StartAttempts: startAttempts, FatalStatus: 2}
+		// A coordinator never finishes on its own: any exit the run did not ask for (a crash, a
+		// SIGTERM from outside) is restarted.
+		sp := localrun.Spec{Name: name, Args: args, Restart: 3, Ready: coordinatorStarted, StartAttempts: startAttempts, FatalStatus: 2,
+			Finished: func([]byte) bool { return false }}
 		if err := sup.Start(sp); err != nil {
 			sup.Close(o.grace)
 			return err
@@ -269,7 +272,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		// with status 2 (refused input) once, cannot start (a corrupted volume, a dataset that
 		// changed): the run stops instead of restarting it forever.
 		sp := localrun.Spec{Name: name, Args: args, Restart: 5, RestartDelay: delay,
-			Ready: trainerStepped, StartAttempts: startAttempts, FatalStatus: 2}
+			Ready: trainerStepped, StartAttempts: startAttempts, FatalStatus: 2, Finished: trainerFinished}
 		if err := sup.Start(sp); err != nil {
 			sup.Close(o.grace)
 			return err
@@ -283,7 +286,11 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		for e := range sup.Exits() {
 			switch {
 			case e.Restarting:
-				mon.println(fmt.Sprintf("ddpm local: %s exited (%v); restarting it (log: %s)", e.Name, e.Err, filepath.Join(out, localrun.LogsDir, e.Name+".log")))
+				why := fmt.Sprint(e.Err)
+				if e.Err == nil {
+					why = "status 0 before the run ended: stopped from outside?"
+				}
+				mon.println(fmt.Sprintf("ddpm local: %s exited (%s); restarting it (log: %s)", e.Name, why, filepath.Join(out, localrun.LogsDir, e.Name+".log")))
 			case e.GaveUp:
 				select {
 				case cannotStart <- startFailure(out, &localrun.StartError{Name: e.Name, FailedStarts: e.FailedStarts, LastLine: e.LastLine, Err: e.Err}):
@@ -365,6 +372,11 @@ const startAttempts = 3
 // trainerStepped and coordinatorStarted tell from a child's line that it started up properly: a
 // trainer's first step report, a coordinator's "started" line after raft and gRPC are up.
 func trainerStepped(line []byte) bool { _, ok := trainer.ParseProgress(line); return ok }
+
+// trainerFinished tells from a trainer's line that the run is complete (its status 0 is final).
+func trainerFinished(line []byte) bool {
+	return bytes.Contains(line, []byte(`"msg":"`+trainer.MsgRunComplete+`"`)) || bytes.Contains(line, []byte(`msg="`+trainer.MsgRunComplete+`"`))
+}
 
 func coordinatorStarted(line []byte) bool {
 	return bytes.Contains(line, []byte(`"msg":"`+coordinatorStartedMsg+`"`)) || bytes.Contains(line, []byte(`msg="`+coordinatorStartedMsg+`"`))

@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -223,5 +225,41 @@ func TestLocalStopsOnRefusedTrainer(t *testing.T) {
 	want := fmt.Sprintf("ddpm: trainer-0 failed at start-up (exit status 2): %s (see %s)", strings.TrimPrefix(reason, "ddpm: "), logf)
 	if r.code != 1 || r.lastLine() != want || strings.Count(r.out, "ddpm: ") != 1 {
 		t.Fatalf("exit %d with\n%s\nwant exit 1 ending in the one error line\n%s", r.code, r.out, want)
+	}
+}
+
+// TestLocalRestartsTrainerStoppedFromOutside: a trainer that exits with status 0 before the run
+// is complete (a SIGTERM from outside: it finishes its step and leaves) is restarted like a
+// crashed one, and the run completes; before, the run waited forever for it.
+func TestLocalRestartsTrainerStoppedFromOutside(t *testing.T) {
+	run := makeLocalRun(t, 1, func(r *config.Run) { r.Steps, r.CheckpointEvery = 120, 40 })
+	cmd, out := localCommand(t, "--resume", run, "--quiet")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logf := filepath.Join(run, localrun.LogsDir, "trainer-0.log")
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, _ := os.ReadFile(logf); bytes.Contains(b, []byte(`"step":`)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trainer-0 never stepped:\n%s", out)
+		}
+	}
+	pidb, err := os.ReadFile(filepath.Join(run, localrun.LogsDir, "trainer-0.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(pidb)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	r := finish(t, cmd, out, cmd.Wait())
+	want := "ddpm local: trainer-0 exited (status 0 before the run ended: stopped from outside?); restarting it"
+	if r.code != 0 || !strings.Contains(r.out, want) || !strings.Contains(r.out, "ddpm local: done: ") {
+		t.Fatalf("exit %d with\n%s\nwant exit 0, the line %q and the run done", r.code, r.out, want)
 	}
 }

@@ -216,7 +216,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		// restarted after the end): nothing left to do, and no reason to be restarted.
 		if errors.Is(err, fsm.ErrRunFinished) {
 			if st, serr := cli.State(ctx); serr == nil && st.Status == fsm.StatusSucceeded {
-				node.Log.Info("run complete", "note", "the run had already succeeded when this trainer joined")
+				node.Log.Info(trainer.MsgRunComplete, "note", "the run had already succeeded when this trainer joined")
 				return nil
 			}
 		}
@@ -268,7 +268,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	}
 	err = node.Run(ctx, stop)
 	if err != nil && cc.finished.Load() {
-		node.Log.Info("run complete", "note", errFinishedElsewhere.Error())
+		node.Log.Info(trainer.MsgRunComplete, "note", errFinishedElsewhere.Error())
 		return nil
 	}
 	if err != nil && ctx.Err() == nil {

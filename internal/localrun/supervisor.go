@@ -75,6 +75,12 @@ type Spec struct {
 	// properly (a trainer's first progress report, a coordinator's "started" line). Until such
 	// a line, the process is starting up; nil: every process is starting up until it exits.
 	Ready func(line []byte) bool
+	// Finished, when set, recognises the line by which a process says its work is done (a
+	// trainer's "run complete"). An exit with status 0 after such a line is final; without one
+	// (the process was stopped from outside, by a SIGTERM the supervisor did not send) it is
+	// restarted like a crash, as Kubernetes restarts a StatefulSet's pod whatever its status.
+	// nil: status 0 is always final.
+	Finished func(line []byte) bool
 	// StartAttempts, when positive, is how many failed starts in a row end the process for good:
 	// a start fails when the process exits with a non-zero status before Ready matched one of its
 	// lines. An exit by a signal (a kill from outside, the OOM killer) neither counts nor breaks
@@ -146,8 +152,9 @@ type proc struct {
 // incarnation is what the line reader learns about one run of a process; the exit handler reads
 // it after the reader is done.
 type incarnation struct {
-	ready bool   // Spec.Ready matched a line
-	last  string // the last non-empty line
+	ready    bool   // Spec.Ready matched a line
+	finished bool   // Spec.Finished matched a line
+	last     string // the last non-empty line
 }
 
 // New returns a supervisor that starts exe (usually os.Executable()) and keeps logs under logDir,
@@ -230,7 +237,8 @@ func (s *Supervisor) launch(p *proc) error {
 		s.mu.Lock()
 		p.exited = true
 		gaveUp := s.judgeStart(p, inc, cmd, err)
-		restart := err != nil && !p.stopping && !gaveUp && p.restarts < p.spec.Restart
+		unfinished := err != nil || (p.spec.Finished != nil && !inc.finished)
+		restart := unfinished && !p.stopping && !gaveUp && p.restarts < p.spec.Restart
 		if restart {
 			p.restarts++
 		}
@@ -302,6 +310,9 @@ func (s *Supervisor) copyLines(sp Spec, inc *incarnation, r io.Reader, logf io.W
 			}
 			if !inc.ready && sp.Ready != nil && sp.Ready(line) {
 				inc.ready = true
+			}
+			if !inc.finished && sp.Finished != nil && sp.Finished(line) {
+				inc.finished = true
 			}
 			if s.Line != nil {
 				s.Line(sp.Name, line)

@@ -69,6 +69,13 @@ func TestMain(m *testing.M) {
 		case "ok":
 			fmt.Println("ready")
 			os.Exit(0)
+		case "quit": // a good start, then status 0 without saying it is done (stopped from outside)
+			fmt.Println("ready")
+			os.Exit(0)
+		case "done": // a good start, its work done, status 0
+			fmt.Println("ready")
+			fmt.Println("done")
+			os.Exit(0)
 		}
 		os.Exit(99)
 	case "lock": // holds the run directory DIR
@@ -343,6 +350,41 @@ func TestCrashRecoveryIsNotAFailedStart(t *testing.T) {
 		if e.GaveUp {
 			t.Fatalf("gave up: %+v", e)
 		}
+	}
+}
+
+// With Spec.Finished, a status-0 exit without the finished line (a SIGTERM from outside) is
+// restarted like a crash, and one after it is final; without Finished, status 0 is final.
+func TestExitWithoutFinishingIsRestarted(t *testing.T) {
+	s, _, dir := newSup(t)
+	done := func(line []byte) bool { return string(line) == "done\n" }
+	counter := scripted(t, s, dir, "quit,quit,done,ok", Spec{Restart: 10, Finished: done})
+	if err := s.Wait(context.Background(), "s"); err != nil {
+		t.Fatalf("Wait = %v, want the finished start's success", err)
+	}
+	if n := starts(t, counter); n != 3 {
+		t.Fatalf("started %d times, want 3 (two unfinished exits restarted, then done)", n)
+	}
+	var restarting int
+	for _, e := range drain(s) {
+		if e.Restarting {
+			restarting++
+			if e.Err != nil {
+				t.Errorf("unfinished exit reported with error %v, want status 0", e.Err)
+			}
+		}
+	}
+	if restarting != 2 {
+		t.Fatalf("%d exits reported as restarting, want 2", restarting)
+	}
+
+	s2, _, dir2 := newSup(t)
+	counter = scripted(t, s2, dir2, "quit,ok", Spec{Restart: 10})
+	if err := s2.Wait(context.Background(), "s"); err != nil {
+		t.Fatal(err)
+	}
+	if n := starts(t, counter); n != 1 {
+		t.Fatalf("without Finished: started %d times, want 1", n)
 	}
 }
 
