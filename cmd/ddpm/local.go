@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -326,10 +327,31 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		interrupted = true
 		mon.println("ddpm local: stopping (trainers finish their step, then coordinators)")
 	}
-	// Trainers first (a no-op for those that ended), then the coordinators they report to.
+	// Trainers first (a no-op for those that ended), then the coordinators they report to. After
+	// a successful run the coordinators stay up through the final sampling, and at least
+	// followLinger, so that `ddpm status` and `ddpm loss --follow` see the run succeed rather
+	// than the cluster vanish.
 	sup.StopAll(o.grace, trainerNames...)
-	sup.StopAll(o.grace, coordNames...)
-	sup.Close(o.grace)
+	trainersDone := time.Now()
+	var stopOnce sync.Once
+	stopCoordinators := func() {
+		stopOnce.Do(func() {
+			mon.stopping.Store(true)
+			sup.StopAll(o.grace, coordNames...)
+			sup.Close(o.grace)
+		})
+	}
+	defer stopCoordinators()
+	if interrupted || runErr != nil {
+		stopCoordinators()
+	} else {
+		defer func() {
+			if ctx.Err() == nil {
+				time.Sleep(time.Until(trainersDone.Add(followLinger)))
+			}
+			stopCoordinators()
+		}()
+	}
 	mon.finish()
 	if err := mon.writeLoss(); err != nil {
 		fmt.Fprintln(stderr, "ddpm local: loss files:", err)
@@ -368,6 +390,10 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 
 // startAttempts is how many start-up failures in a row of one child stop the run.
 const startAttempts = 3
+
+// followLinger is how long the coordinators outlive a successful run's trainers at least: a
+// little more than one poll of `ddpm loss --follow` (--every, default 2 s).
+const followLinger = 2500 * time.Millisecond
 
 // trainerStepped and coordinatorStarted tell from a child's line that it started up properly: a
 // trainer's first step report, a coordinator's "started" line after raft and gRPC are up.
@@ -494,6 +520,10 @@ type localMonitor struct {
 	quiet bool
 	bar   *progressbar.ProgressBar
 
+	// stopping: the run is over and local stops the coordinators; what they say while shutting
+	// down (a leader's "lost leadership") is for their logs, not the terminal.
+	stopping atomic.Bool
+
 	mu     sync.Mutex
 	points map[int64]viz.LossPoint
 	last   trainer.Progress
@@ -554,7 +584,7 @@ func (m *localMonitor) line(name string, line []byte) {
 		}
 		return
 	}
-	if m.quiet || !worthShowing(name, line) {
+	if m.quiet || (m.stopping.Load() && strings.HasPrefix(name, "coordinator")) || !worthShowing(name, line) {
 		return
 	}
 	m.println("[" + name + "] " + humanLine(line))
