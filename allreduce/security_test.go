@@ -18,10 +18,15 @@ func TestOutsiderCannotJoinRing(t *testing.T) {
 	for _, tc := range []struct {
 		name, want string
 		certs      func(t testing.TB, own string) string
+		// timeout is the outsider's deadline (rank 0 always waits 2 s): the refusal of a wrong
+		// secret comes back in milliseconds, but a loaded machine (the whole suite at once on 2
+		// cores) can take seconds over the TLS handshakes, so that case has room; a TLS refusal
+		// only times out.
+		timeout time.Duration
 	}{
-		{"wrong join secret", "wrong join secret", tlsauthtest.WrongSecret},
+		{"wrong join secret", "wrong join secret", tlsauthtest.WrongSecret, 15 * time.Second},
 		// The ring's stream waits for a connection, so a TLS refusal surfaces as the timeout.
-		{"another CA", "no result for operation 1 within 2s", func(t testing.TB, _ string) string { return tlsauthtest.Dir(t) }},
+		{"another CA", "no result for operation 1 within 2s", func(t testing.TB, _ string) string { return tlsauthtest.Dir(t) }, 2 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			nodes := startNodes(t, 2)
@@ -33,7 +38,7 @@ func TestOutsiderCannotJoinRing(t *testing.T) {
 			}
 			defer r0.Close()
 			outsider := tlsauthtest.Load(t, tc.certs(t, nodes[0].certs), nil)
-			r1, err := NewRing(nodes[1].ep, Config{Generation: 1, Rank: 1, Peers: peers, Timeout: 2 * time.Second,
+			r1, err := NewRing(nodes[1].ep, Config{Generation: 1, Rank: 1, Peers: peers, Timeout: tc.timeout,
 				DialOptions: outsider.DialOptions()})
 			if err != nil {
 				t.Fatal(err)
