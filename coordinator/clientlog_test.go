@@ -1,12 +1,10 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,24 +12,10 @@ import (
 	"ddpm/internal/tlsauth/tlsauthtest"
 )
 
-// lockedBuffer is a bytes.Buffer safe for the client's concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// warnings returns the JSON log records written so far.
-func (l *lockedBuffer) records(t *testing.T) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// records parses the JSON log records written to l so far.
+func records(t *testing.T, l *tlsauthtest.Log) []map[string]any {
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
 		if line == "" {
 			continue
 		}
@@ -55,7 +39,7 @@ func TestClientWarnsWithHint(t *testing.T) {
 	node, _ := startSecureNode(t, certs)
 	addr := node.cfg.GRPCAddr
 	call := func(sec *tlsauth.Bundle, d time.Duration) []map[string]any {
-		var buf lockedBuffer
+		var buf tlsauthtest.Log
 		c, err := Dial([]string{addr}, sec, WithLog(slog.New(slog.NewJSONHandler(&buf, nil))),
 			WithAttemptTimeout(200*time.Millisecond), WithBackoff(20*time.Millisecond))
 		if err != nil {
@@ -65,7 +49,7 @@ func TestClientWarnsWithHint(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
 		_, _ = c.Status(ctx)
-		return buf.records(t)
+		return records(t, &buf)
 	}
 
 	if recs := call(tlsauthtest.Load(t, certs, nil), 3*time.Second); len(recs) != 0 {
