@@ -53,6 +53,13 @@ const (
 	MsgLostLeadership = "lost leadership"
 )
 
+// MsgClusterEvent is the message with which the leader logs, at INFO, each event the state
+// machine records (a generation committed or waiting for trainers, a checkpoint committed, a
+// trainer joining, dropped or failing; the same texts as the dashboard's and `ddpm status`'s
+// event list), with attributes "kind", "generation" and "text". Only the leader logs them, so a
+// cluster's logs hold each event once.
+const MsgClusterEvent = "cluster event"
+
 // Peer is one coordinator replica: its raft server id, raft address and gRPC address.
 type Peer struct {
 	ID       string
@@ -193,6 +200,11 @@ func NewReplica(cfg ReplicaConfig) (*Replica, error) {
 	}
 	rep := &Replica{cfg: cfg, raft: r, fsm: a, peers: peers, log: cfg.Logger.With("replica", cfg.ID), stop: make(chan struct{}),
 		leadership: leadership, watchDone: make(chan struct{}), watched: make(chan struct{})}
+	a.setOnEvent(func(ev fsm.Event) {
+		if rep.IsLeader() {
+			rep.log.Info(MsgClusterEvent, "kind", ev.Kind, "generation", ev.Generation, "text", ev.Text)
+		}
+	})
 	go rep.watchLeadership()
 	rep.wg.Add(1)
 	go rep.detect()
@@ -355,6 +367,30 @@ type adapter struct {
 	state   *fsm.State
 	applied uint64
 	notify  chan struct{}
+	onEvent func(fsm.Event) // each event an Apply records (under mu); nil: none
+}
+
+// setOnEvent installs fn to be called with each event later Applies record.
+func (a *adapter) setOnEvent(fn func(fsm.Event)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.onEvent = fn
+}
+
+// newEvents returns the events of a.state recorded after last (the newest event before an
+// Apply; ok false when there was none). The list keeps fsm.MaxEvents, so last may have moved
+// towards the front but not out of it unless one Apply recorded that many.
+func (a *adapter) newEvents(last fsm.Event, ok bool) []fsm.Event {
+	evs := a.state.Events
+	if !ok {
+		return evs
+	}
+	for k := len(evs) - 1; k >= 0; k-- {
+		if evs[k] == last {
+			return evs[k+1:]
+		}
+	}
+	return evs
 }
 
 func newAdapter() *adapter { return &adapter{state: fsm.New(), notify: make(chan struct{})} }
@@ -370,7 +406,19 @@ func (a *adapter) Apply(l *raft.Log) any {
 	if err != nil {
 		return fsm.Result{Code: "bad_command", Message: err.Error(), Generation: a.state.Generation.Number}
 	}
-	return fsm.Apply(a.state, c)
+	if a.onEvent == nil {
+		return fsm.Apply(a.state, c)
+	}
+	var last fsm.Event
+	had := len(a.state.Events) > 0
+	if had {
+		last = a.state.Events[len(a.state.Events)-1]
+	}
+	res := fsm.Apply(a.state, c)
+	for _, ev := range a.newEvents(last, had) {
+		a.onEvent(ev)
+	}
+	return res
 }
 
 // broadcast wakes the watchers; the caller holds mu.
