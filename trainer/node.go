@@ -254,7 +254,11 @@ func (n *Node) checkpoint(ctx context.Context, gen uint64) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errStore, err)
 	}
-	n.Log.Info("checkpoint saved", "step", s, "sha256", sha, "seconds", time.Since(t0).Seconds())
+	took := time.Since(t0).Seconds()
+	n.Log.Info("checkpoint saved", "step", s, "sha256", sha, "seconds", took)
+	if n.Metrics != nil {
+		n.Metrics.ObserveCheckpoint(s, took)
+	}
 	if err := n.Coord.CheckpointReady(ctx, gen, s, sha, 4*int64(len(ck.Params)+len(ck.EMA)+len(ck.AdamM)+len(ck.AdamV))); err != nil {
 		return err
 	}

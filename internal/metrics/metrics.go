@@ -13,10 +13,13 @@ package metrics
 
 import (
 	"net/http"
+	"runtime"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"ddpm/internal/version"
 )
 
 // Namespace prefixes every ddpm metric.
@@ -31,8 +34,18 @@ var Quartiles = [4]string{"0", "1", "2", "3"}
 // run in one process without clashing.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	return reg
+}
+
+// buildInfo is ddpm_build_info: always 1, labelled with this binary's version (internal/version,
+// set at link time) and the Go version it was built with, so that a dashboard can tell which
+// build each process runs (the usual Prometheus *_build_info pattern).
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info",
+		Help: "Always 1; the labels say which ddpm build this process runs."}, []string{"version", "goversion"})
+	g.WithLabelValues(version.Version, runtime.Version()).Set(1)
+	return g
 }
 
 // Handler serves g in the Prometheus exposition formats (text by default, negotiated with the

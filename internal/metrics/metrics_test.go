@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"ddpm/internal/metrics"
+	"ddpm/internal/version"
 )
 
 // scrape GETs /metrics from a real HTTP server on loopback and parses the text exposition with
@@ -116,6 +118,8 @@ func TestTrainerMetrics(t *testing.T) {
 	m.Observe(metrics.StepSample{Step: 11, Generation: 3, Rank: 1, World: 4, Images: 128, Loss: math.NaN(),
 		LossQuartiles: [4]float64{0.4, math.NaN(), 0.1, 0.05}, GradNorm: math.Inf(1), LR: 2.2e-5, Skipped: true,
 		ImagesPerSec: 60, ComputeSec: 1, AllReduceSec: 0.5, WaitSec: 0, BusBW: 2e9})
+	m.ObserveCheckpoint(10, 0.75)
+	m.ObserveCheckpoint(20, 1.25)
 	body, fams := scrape(t, metrics.Handler(reg))
 	checkConventions(t, body, fams)
 	for _, c := range []struct {
@@ -140,6 +144,10 @@ func TestTrainerMetrics(t *testing.T) {
 		{"ddpm_trainer_step_phase_seconds", map[string]string{"phase": "compute"}, 2.25},
 		{"ddpm_trainer_step_phase_seconds", map[string]string{"phase": "allreduce"}, 1},
 		{"ddpm_trainer_step_phase_seconds", map[string]string{"phase": "wait"}, 0.25},
+		{"ddpm_trainer_checkpoints_total", nil, 2},
+		{"ddpm_trainer_checkpoint_step", nil, 20},
+		{"ddpm_trainer_checkpoint_save_seconds", nil, 2},
+		{"ddpm_build_info", map[string]string{"version": version.Version, "goversion": runtime.Version()}, 1},
 	} {
 		if got := value(t, fams, c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)

@@ -40,6 +40,9 @@ type Trainer struct {
 	busBW                            prometheus.Gauge
 	lossQ                            *prometheus.GaugeVec
 	phase                            *prometheus.HistogramVec
+	checkpoints                      prometheus.Counter
+	checkpointStep                   prometheus.Gauge
+	checkpointSave                   prometheus.Histogram
 }
 
 // StepPhaseBuckets are the bucket bounds of ddpm_trainer_step_phase_seconds: 1ms to about 16 min.
@@ -74,10 +77,23 @@ func NewTrainer(reg prometheus.Registerer) *Trainer {
 		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Subsystem: sub, Name: "step_phase_seconds",
 			Help:    "Wall time of each step's phases: compute (data, forward, backward), allreduce, wait (between steps).",
 			Buckets: StepPhaseBuckets}, []string{"phase"}),
+		checkpoints:    counter("checkpoints_total", "Checkpoints this trainer saved to its volume."),
+		checkpointStep: gauge("checkpoint_step", "Step of the newest checkpoint this trainer saved."),
+		checkpointSave: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Subsystem: sub, Name: "checkpoint_save_seconds",
+			Help: "Wall time of each checkpoint save: snapshot, sha256 and the bbolt write with its fsyncs.", Buckets: StepPhaseBuckets}),
 	}
 	reg.MustRegister(m.steps, m.skipped, m.images, m.step, m.generation, m.rank, m.world, m.loss, m.gradNorm,
-		m.lr, m.imagesPerSec, m.busBW, m.lossQ, m.phase)
+		m.lr, m.imagesPerSec, m.busBW, m.lossQ, m.phase, m.checkpoints, m.checkpointStep, m.checkpointSave)
 	return m
+}
+
+// ObserveCheckpoint records one saved checkpoint: its step and the save's wall time in seconds.
+func (m *Trainer) ObserveCheckpoint(step int64, seconds float64) {
+	m.checkpoints.Inc()
+	m.checkpointStep.Set(float64(step))
+	if seconds >= 0 && !math.IsInf(seconds, 0) && !math.IsNaN(seconds) {
+		m.checkpointSave.Observe(seconds)
+	}
 }
 
 // Observe records one step. Non-finite values (a skipped step's loss) leave the gauges as they
