@@ -3,8 +3,6 @@ package unet
 import (
 	"runtime"
 	"testing"
-
-	"ddpm/internal/rng"
 )
 
 // TestStepAllocs checks that once the buffers exist, a training-mode Forward and Backward
@@ -12,20 +10,14 @@ import (
 // split GEMMs run on the worker pool) — except the one allocation of
 // diffusion.TimestepEmbedding, which makes its frequency table per call (diffusion's code).
 func TestStepAllocs(t *testing.T) {
-	cfg, _ := Preset("small")
-	cfg.Resolution = 16 // the small layout with attention at 16x16, four times cheaper
-	cfg.AttnResolutions = []int{8}
+	cfg := small16()
 	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Init(0)
 	const b = 4
-	d := cfg.InCh * cfg.Resolution * cfg.Resolution
-	x, dy := make([]float32, b*d), make([]float32, b*d)
-	src := rng.New(1, 1)
-	src.FillNormal(x)
-	src.FillNormal(dy)
+	x, dy := randomBatch(cfg, b, 1)
 	ts := []int32{0, 250, 500, 999}
 	key := &DropoutKey{Seed: 1, Positions: []uint64{0, 1, 2, 3}}
 	for _, procs := range []int{1, 2} {

@@ -4,8 +4,6 @@ import (
 	"math"
 	"runtime"
 	"testing"
-
-	"ddpm/internal/rng"
 )
 
 // TestStepBitsIndependentOfThreads checks that a training-mode Forward and Backward give the
@@ -13,20 +11,14 @@ import (
 // GEMMs must not change any sum's order. The batch of 5 makes uneven sample groups at every
 // level of the 16x16 model.
 func TestStepBitsIndependentOfThreads(t *testing.T) {
-	cfg, _ := Preset("small")
-	cfg.Resolution = 16
-	cfg.AttnResolutions = []int{8}
+	cfg := small16()
 	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Init(3)
 	const b = 5
-	d := cfg.InCh * cfg.Resolution * cfg.Resolution
-	x, dy := make([]float32, b*d), make([]float32, b*d)
-	src := rng.New(2, 1)
-	src.FillNormal(x)
-	src.FillNormal(dy)
+	x, dy := randomBatch(cfg, b, 2)
 	ts := []int32{0, 250, 500, 750, 999}
 	key := &DropoutKey{Seed: 4, Positions: []uint64{10, 11, 12, 13, 14}}
 	run := func(procs int) (out, grads []float32) {
@@ -59,9 +51,7 @@ func TestStepBitsIndependentOfThreads(t *testing.T) {
 // gives the same training step as a model that never ran in inference mode, whose gradients a
 // later Init clears.
 func TestInferenceForwardBitIdentical(t *testing.T) {
-	cfg, _ := Preset("small")
-	cfg.Resolution = 16
-	cfg.AttnResolutions = []int{8}
+	cfg := small16()
 	cfg.Dropout = 0.1
 	build := func() *Model {
 		m, err := New(cfg)
@@ -73,11 +63,7 @@ func TestInferenceForwardBitIdentical(t *testing.T) {
 	}
 	ref, m := build(), build()
 	const b = 3
-	d := cfg.InCh * cfg.Resolution * cfg.Resolution
-	x, dy := make([]float32, b*d), make([]float32, b*d)
-	src := rng.New(6, 1)
-	src.FillNormal(x)
-	src.FillNormal(dy)
+	x, dy := randomBatch(cfg, b, 6)
 	ts := []int32{0, 400, 999}
 	key := &DropoutKey{Seed: 7, Positions: []uint64{1, 2, 3}}
 	same := func(what string, got, want []float32) {
