@@ -401,11 +401,16 @@ func trainerStepped(line []byte) bool { _, ok := trainer.ParseProgress(line); re
 
 // trainerFinished tells from a trainer's line that the run is complete (its status 0 is final).
 func trainerFinished(line []byte) bool {
-	return bytes.Contains(line, []byte(`"msg":"`+trainer.MsgRunComplete+`"`)) || bytes.Contains(line, []byte(`msg="`+trainer.MsgRunComplete+`"`))
+	return logMsgIs(line, trainer.MsgRunComplete)
 }
 
 func coordinatorStarted(line []byte) bool {
-	return bytes.Contains(line, []byte(`"msg":"`+coordinatorStartedMsg+`"`)) || bytes.Contains(line, []byte(`msg="`+coordinatorStartedMsg+`"`))
+	return logMsgIs(line, coordinatorStartedMsg)
+}
+
+// logMsgIs reports whether a child's log line (slog JSON or text) has the message msg.
+func logMsgIs(line []byte, msg string) bool {
+	return bytes.Contains(line, []byte(`"msg":"`+msg+`"`)) || bytes.Contains(line, []byte(`msg="`+msg+`"`))
 }
 
 // startFailed is the error of a run stopped because one child could not start.
@@ -629,7 +634,7 @@ func worthShowing(name string, line []byte) bool {
 		return true
 	}
 	for _, msg := range []string{coordinator.MsgBecameLeader, coordinator.MsgLostLeadership} {
-		if bytes.Contains(line, []byte(`"msg":"`+msg+`"`)) || bytes.Contains(line, []byte(`msg="`+msg+`"`)) {
+		if logMsgIs(line, msg) {
 			return true
 		}
 	}
