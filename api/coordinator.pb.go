@@ -413,6 +413,102 @@ func (x *HeartbeatResponse) GetGeneration() uint64 {
 	return 0
 }
 
+type LeaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveRequest) Reset() {
+	*x = LeaveRequest{}
+	mi := &file_coordinator_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveRequest) ProtoMessage() {}
+
+func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
+func (*LeaveRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *LeaveRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *LeaveRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type LeaveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"` // the generation in force once the trainer is gone
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveResponse) Reset() {
+	*x = LeaveResponse{}
+	mi := &file_coordinator_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveResponse) ProtoMessage() {}
+
+func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
+func (*LeaveResponse) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *LeaveResponse) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 type WatchAssignmentRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -422,7 +518,7 @@ type WatchAssignmentRequest struct {
 
 func (x *WatchAssignmentRequest) Reset() {
 	*x = WatchAssignmentRequest{}
-	mi := &file_coordinator_proto_msgTypes[7]
+	mi := &file_coordinator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +530,7 @@ func (x *WatchAssignmentRequest) String() string {
 func (*WatchAssignmentRequest) ProtoMessage() {}
 
 func (x *WatchAssignmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[7]
+	mi := &file_coordinator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +543,7 @@ func (x *WatchAssignmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAssignmentRequest.ProtoReflect.Descriptor instead.
 func (*WatchAssignmentRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{7}
+	return file_coordinator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchAssignmentRequest) GetId() string {
@@ -467,7 +563,7 @@ type CoordPeer struct {
 
 func (x *CoordPeer) Reset() {
 	*x = CoordPeer{}
-	mi := &file_coordinator_proto_msgTypes[8]
+	mi := &file_coordinator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +575,7 @@ func (x *CoordPeer) String() string {
 func (*CoordPeer) ProtoMessage() {}
 
 func (x *CoordPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[8]
+	mi := &file_coordinator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +588,7 @@ func (x *CoordPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordPeer.ProtoReflect.Descriptor instead.
 func (*CoordPeer) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{8}
+	return file_coordinator_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CoordPeer) GetId() string {
@@ -523,7 +619,7 @@ type CoordCheckpoint struct {
 
 func (x *CoordCheckpoint) Reset() {
 	*x = CoordCheckpoint{}
-	mi := &file_coordinator_proto_msgTypes[9]
+	mi := &file_coordinator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +631,7 @@ func (x *CoordCheckpoint) String() string {
 func (*CoordCheckpoint) ProtoMessage() {}
 
 func (x *CoordCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[9]
+	mi := &file_coordinator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +644,7 @@ func (x *CoordCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordCheckpoint.ProtoReflect.Descriptor instead.
 func (*CoordCheckpoint) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_coordinator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CoordCheckpoint) GetStep() int64 {
@@ -611,7 +707,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_coordinator_proto_msgTypes[10]
+	mi := &file_coordinator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +719,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[10]
+	mi := &file_coordinator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +732,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Assignment) GetGeneration() uint64 {
@@ -731,7 +827,7 @@ type ReportProgressRequest struct {
 
 func (x *ReportProgressRequest) Reset() {
 	*x = ReportProgressRequest{}
-	mi := &file_coordinator_proto_msgTypes[11]
+	mi := &file_coordinator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +839,7 @@ func (x *ReportProgressRequest) String() string {
 func (*ReportProgressRequest) ProtoMessage() {}
 
 func (x *ReportProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[11]
+	mi := &file_coordinator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +852,7 @@ func (x *ReportProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportProgressRequest.ProtoReflect.Descriptor instead.
 func (*ReportProgressRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReportProgressRequest) GetRequestId() string {
@@ -866,7 +962,7 @@ type ReportProgressResponse struct {
 
 func (x *ReportProgressResponse) Reset() {
 	*x = ReportProgressResponse{}
-	mi := &file_coordinator_proto_msgTypes[12]
+	mi := &file_coordinator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +974,7 @@ func (x *ReportProgressResponse) String() string {
 func (*ReportProgressResponse) ProtoMessage() {}
 
 func (x *ReportProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[12]
+	mi := &file_coordinator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +987,7 @@ func (x *ReportProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportProgressResponse.ProtoReflect.Descriptor instead.
 func (*ReportProgressResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReportProgressResponse) GetGeneration() uint64 {
@@ -915,7 +1011,7 @@ type CheckpointReadyRequest struct {
 
 func (x *CheckpointReadyRequest) Reset() {
 	*x = CheckpointReadyRequest{}
-	mi := &file_coordinator_proto_msgTypes[13]
+	mi := &file_coordinator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1023,7 @@ func (x *CheckpointReadyRequest) String() string {
 func (*CheckpointReadyRequest) ProtoMessage() {}
 
 func (x *CheckpointReadyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[13]
+	mi := &file_coordinator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1036,7 @@ func (x *CheckpointReadyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointReadyRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointReadyRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CheckpointReadyRequest) GetRequestId() string {
@@ -994,7 +1090,7 @@ type CheckpointReadyResponse struct {
 
 func (x *CheckpointReadyResponse) Reset() {
 	*x = CheckpointReadyResponse{}
-	mi := &file_coordinator_proto_msgTypes[14]
+	mi := &file_coordinator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1102,7 @@ func (x *CheckpointReadyResponse) String() string {
 func (*CheckpointReadyResponse) ProtoMessage() {}
 
 func (x *CheckpointReadyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[14]
+	mi := &file_coordinator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1115,7 @@ func (x *CheckpointReadyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointReadyResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointReadyResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CheckpointReadyResponse) GetGeneration() uint64 {
@@ -1037,7 +1133,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_coordinator_proto_msgTypes[15]
+	mi := &file_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1145,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[15]
+	mi := &file_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1158,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 type StatusResponse struct {
@@ -1087,7 +1183,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_coordinator_proto_msgTypes[16]
+	mi := &file_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1195,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[16]
+	mi := &file_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1208,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatusResponse) GetReplicaId() string {
@@ -1237,6 +1333,14 @@ const file_coordinator_proto_rawDesc = "" +
 	"\x11HeartbeatResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\"=\n" +
+	"\fLeaveRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"/\n" +
+	"\rLeaveResponse\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\"(\n" +
 	"\x16WatchAssignmentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"5\n" +
@@ -1331,11 +1435,12 @@ const file_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\v \x01(\x04R\n" +
 	"generation\x12\x14\n" +
-	"\x05world\x18\f \x01(\x05R\x05world2\xa1\x05\n" +
+	"\x05world\x18\f \x01(\x05R\x05world2\xf1\x05\n" +
 	"\vCoordinator\x12Z\n" +
 	"\tSubmitRun\x12%.ddpm.coordinator.v1.SubmitRunRequest\x1a&.ddpm.coordinator.v1.SubmitRunResponse\x12K\n" +
 	"\x04Join\x12 .ddpm.coordinator.v1.JoinRequest\x1a!.ddpm.coordinator.v1.JoinResponse\x12Z\n" +
-	"\tHeartbeat\x12%.ddpm.coordinator.v1.HeartbeatRequest\x1a&.ddpm.coordinator.v1.HeartbeatResponse\x12a\n" +
+	"\tHeartbeat\x12%.ddpm.coordinator.v1.HeartbeatRequest\x1a&.ddpm.coordinator.v1.HeartbeatResponse\x12N\n" +
+	"\x05Leave\x12!.ddpm.coordinator.v1.LeaveRequest\x1a\".ddpm.coordinator.v1.LeaveResponse\x12a\n" +
 	"\x0fWatchAssignment\x12+.ddpm.coordinator.v1.WatchAssignmentRequest\x1a\x1f.ddpm.coordinator.v1.Assignment0\x01\x12i\n" +
 	"\x0eReportProgress\x12*.ddpm.coordinator.v1.ReportProgressRequest\x1a+.ddpm.coordinator.v1.ReportProgressResponse\x12l\n" +
 	"\x0fCheckpointReady\x12+.ddpm.coordinator.v1.CheckpointReadyRequest\x1a,.ddpm.coordinator.v1.CheckpointReadyResponse\x12Q\n" +
@@ -1353,7 +1458,7 @@ func file_coordinator_proto_rawDescGZIP() []byte {
 	return file_coordinator_proto_rawDescData
 }
 
-var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_coordinator_proto_goTypes = []any{
 	(*SubmitRunRequest)(nil),        // 0: ddpm.coordinator.v1.SubmitRunRequest
 	(*SubmitRunResponse)(nil),       // 1: ddpm.coordinator.v1.SubmitRunResponse
@@ -1362,38 +1467,42 @@ var file_coordinator_proto_goTypes = []any{
 	(*JoinResponse)(nil),            // 4: ddpm.coordinator.v1.JoinResponse
 	(*HeartbeatRequest)(nil),        // 5: ddpm.coordinator.v1.HeartbeatRequest
 	(*HeartbeatResponse)(nil),       // 6: ddpm.coordinator.v1.HeartbeatResponse
-	(*WatchAssignmentRequest)(nil),  // 7: ddpm.coordinator.v1.WatchAssignmentRequest
-	(*CoordPeer)(nil),               // 8: ddpm.coordinator.v1.CoordPeer
-	(*CoordCheckpoint)(nil),         // 9: ddpm.coordinator.v1.CoordCheckpoint
-	(*Assignment)(nil),              // 10: ddpm.coordinator.v1.Assignment
-	(*ReportProgressRequest)(nil),   // 11: ddpm.coordinator.v1.ReportProgressRequest
-	(*ReportProgressResponse)(nil),  // 12: ddpm.coordinator.v1.ReportProgressResponse
-	(*CheckpointReadyRequest)(nil),  // 13: ddpm.coordinator.v1.CheckpointReadyRequest
-	(*CheckpointReadyResponse)(nil), // 14: ddpm.coordinator.v1.CheckpointReadyResponse
-	(*StatusRequest)(nil),           // 15: ddpm.coordinator.v1.StatusRequest
-	(*StatusResponse)(nil),          // 16: ddpm.coordinator.v1.StatusResponse
+	(*LeaveRequest)(nil),            // 7: ddpm.coordinator.v1.LeaveRequest
+	(*LeaveResponse)(nil),           // 8: ddpm.coordinator.v1.LeaveResponse
+	(*WatchAssignmentRequest)(nil),  // 9: ddpm.coordinator.v1.WatchAssignmentRequest
+	(*CoordPeer)(nil),               // 10: ddpm.coordinator.v1.CoordPeer
+	(*CoordCheckpoint)(nil),         // 11: ddpm.coordinator.v1.CoordCheckpoint
+	(*Assignment)(nil),              // 12: ddpm.coordinator.v1.Assignment
+	(*ReportProgressRequest)(nil),   // 13: ddpm.coordinator.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),  // 14: ddpm.coordinator.v1.ReportProgressResponse
+	(*CheckpointReadyRequest)(nil),  // 15: ddpm.coordinator.v1.CheckpointReadyRequest
+	(*CheckpointReadyResponse)(nil), // 16: ddpm.coordinator.v1.CheckpointReadyResponse
+	(*StatusRequest)(nil),           // 17: ddpm.coordinator.v1.StatusRequest
+	(*StatusResponse)(nil),          // 18: ddpm.coordinator.v1.StatusResponse
 }
 var file_coordinator_proto_depIdxs = []int32{
 	2,  // 0: ddpm.coordinator.v1.JoinRequest.held:type_name -> ddpm.coordinator.v1.CoordHeldCheckpoint
-	8,  // 1: ddpm.coordinator.v1.CoordCheckpoint.holders:type_name -> ddpm.coordinator.v1.CoordPeer
-	8,  // 2: ddpm.coordinator.v1.Assignment.ring:type_name -> ddpm.coordinator.v1.CoordPeer
-	9,  // 3: ddpm.coordinator.v1.Assignment.checkpoint:type_name -> ddpm.coordinator.v1.CoordCheckpoint
+	10, // 1: ddpm.coordinator.v1.CoordCheckpoint.holders:type_name -> ddpm.coordinator.v1.CoordPeer
+	10, // 2: ddpm.coordinator.v1.Assignment.ring:type_name -> ddpm.coordinator.v1.CoordPeer
+	11, // 3: ddpm.coordinator.v1.Assignment.checkpoint:type_name -> ddpm.coordinator.v1.CoordCheckpoint
 	0,  // 4: ddpm.coordinator.v1.Coordinator.SubmitRun:input_type -> ddpm.coordinator.v1.SubmitRunRequest
 	3,  // 5: ddpm.coordinator.v1.Coordinator.Join:input_type -> ddpm.coordinator.v1.JoinRequest
 	5,  // 6: ddpm.coordinator.v1.Coordinator.Heartbeat:input_type -> ddpm.coordinator.v1.HeartbeatRequest
-	7,  // 7: ddpm.coordinator.v1.Coordinator.WatchAssignment:input_type -> ddpm.coordinator.v1.WatchAssignmentRequest
-	11, // 8: ddpm.coordinator.v1.Coordinator.ReportProgress:input_type -> ddpm.coordinator.v1.ReportProgressRequest
-	13, // 9: ddpm.coordinator.v1.Coordinator.CheckpointReady:input_type -> ddpm.coordinator.v1.CheckpointReadyRequest
-	15, // 10: ddpm.coordinator.v1.Coordinator.Status:input_type -> ddpm.coordinator.v1.StatusRequest
-	1,  // 11: ddpm.coordinator.v1.Coordinator.SubmitRun:output_type -> ddpm.coordinator.v1.SubmitRunResponse
-	4,  // 12: ddpm.coordinator.v1.Coordinator.Join:output_type -> ddpm.coordinator.v1.JoinResponse
-	6,  // 13: ddpm.coordinator.v1.Coordinator.Heartbeat:output_type -> ddpm.coordinator.v1.HeartbeatResponse
-	10, // 14: ddpm.coordinator.v1.Coordinator.WatchAssignment:output_type -> ddpm.coordinator.v1.Assignment
-	12, // 15: ddpm.coordinator.v1.Coordinator.ReportProgress:output_type -> ddpm.coordinator.v1.ReportProgressResponse
-	14, // 16: ddpm.coordinator.v1.Coordinator.CheckpointReady:output_type -> ddpm.coordinator.v1.CheckpointReadyResponse
-	16, // 17: ddpm.coordinator.v1.Coordinator.Status:output_type -> ddpm.coordinator.v1.StatusResponse
-	11, // [11:18] is the sub-list for method output_type
-	4,  // [4:11] is the sub-list for method input_type
+	7,  // 7: ddpm.coordinator.v1.Coordinator.Leave:input_type -> ddpm.coordinator.v1.LeaveRequest
+	9,  // 8: ddpm.coordinator.v1.Coordinator.WatchAssignment:input_type -> ddpm.coordinator.v1.WatchAssignmentRequest
+	13, // 9: ddpm.coordinator.v1.Coordinator.ReportProgress:input_type -> ddpm.coordinator.v1.ReportProgressRequest
+	15, // 10: ddpm.coordinator.v1.Coordinator.CheckpointReady:input_type -> ddpm.coordinator.v1.CheckpointReadyRequest
+	17, // 11: ddpm.coordinator.v1.Coordinator.Status:input_type -> ddpm.coordinator.v1.StatusRequest
+	1,  // 12: ddpm.coordinator.v1.Coordinator.SubmitRun:output_type -> ddpm.coordinator.v1.SubmitRunResponse
+	4,  // 13: ddpm.coordinator.v1.Coordinator.Join:output_type -> ddpm.coordinator.v1.JoinResponse
+	6,  // 14: ddpm.coordinator.v1.Coordinator.Heartbeat:output_type -> ddpm.coordinator.v1.HeartbeatResponse
+	8,  // 15: ddpm.coordinator.v1.Coordinator.Leave:output_type -> ddpm.coordinator.v1.LeaveResponse
+	12, // 16: ddpm.coordinator.v1.Coordinator.WatchAssignment:output_type -> ddpm.coordinator.v1.Assignment
+	14, // 17: ddpm.coordinator.v1.Coordinator.ReportProgress:output_type -> ddpm.coordinator.v1.ReportProgressResponse
+	16, // 18: ddpm.coordinator.v1.Coordinator.CheckpointReady:output_type -> ddpm.coordinator.v1.CheckpointReadyResponse
+	18, // 19: ddpm.coordinator.v1.Coordinator.Status:output_type -> ddpm.coordinator.v1.StatusResponse
+	12, // [12:20] is the sub-list for method output_type
+	4,  // [4:12] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -1410,7 +1519,7 @@ func file_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_proto_rawDesc), len(file_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	Coordinator_SubmitRun_FullMethodName       = "/ddpm.coordinator.v1.Coordinator/SubmitRun"
 	Coordinator_Join_FullMethodName            = "/ddpm.coordinator.v1.Coordinator/Join"
 	Coordinator_Heartbeat_FullMethodName       = "/ddpm.coordinator.v1.Coordinator/Heartbeat"
+	Coordinator_Leave_FullMethodName           = "/ddpm.coordinator.v1.Coordinator/Leave"
 	Coordinator_WatchAssignment_FullMethodName = "/ddpm.coordinator.v1.Coordinator/WatchAssignment"
 	Coordinator_ReportProgress_FullMethodName  = "/ddpm.coordinator.v1.Coordinator/ReportProgress"
 	Coordinator_CheckpointReady_FullMethodName = "/ddpm.coordinator.v1.Coordinator/CheckpointReady"
@@ -43,6 +44,10 @@ type CoordinatorClient interface {
 	// differs from the cluster's, with the reason in the message.
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
+	// Leave removes a trainer that stops on purpose (SIGTERM, a scale-down) at once, instead of
+	// at its heartbeat timeout: the generation it had a rank in ends and the next one starts
+	// without it. Leaving twice, or as an unknown id, is not an error.
+	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 	// WatchAssignment streams the member's assignment now and after every change.
 	WatchAssignment(ctx context.Context, in *WatchAssignmentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Assignment], error)
 	ReportProgress(ctx context.Context, in *ReportProgressRequest, opts ...grpc.CallOption) (*ReportProgressResponse, error)
@@ -82,6 +87,16 @@ func (c *coordinatorClient) Heartbeat(ctx context.Context, in *HeartbeatRequest,
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HeartbeatResponse)
 	err := c.cc.Invoke(ctx, Coordinator_Heartbeat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaveResponse)
+	err := c.cc.Invoke(ctx, Coordinator_Leave_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -148,6 +163,10 @@ type CoordinatorServer interface {
 	// differs from the cluster's, with the reason in the message.
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
+	// Leave removes a trainer that stops on purpose (SIGTERM, a scale-down) at once, instead of
+	// at its heartbeat timeout: the generation it had a rank in ends and the next one starts
+	// without it. Leaving twice, or as an unknown id, is not an error.
+	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	// WatchAssignment streams the member's assignment now and after every change.
 	WatchAssignment(*WatchAssignmentRequest, grpc.ServerStreamingServer[Assignment]) error
 	ReportProgress(context.Context, *ReportProgressRequest) (*ReportProgressResponse, error)
@@ -171,6 +190,9 @@ func (UnimplementedCoordinatorServer) Join(context.Context, *JoinRequest) (*Join
 }
 func (UnimplementedCoordinatorServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedCoordinatorServer) Leave(context.Context, *LeaveRequest) (*LeaveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Leave not implemented")
 }
 func (UnimplementedCoordinatorServer) WatchAssignment(*WatchAssignmentRequest, grpc.ServerStreamingServer[Assignment]) error {
 	return status.Error(codes.Unimplemented, "method WatchAssignment not implemented")
@@ -259,6 +281,24 @@ func _Coordinator_Heartbeat_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_Leave_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).Leave(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_Leave_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).Leave(ctx, req.(*LeaveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Coordinator_WatchAssignment_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchAssignmentRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -342,6 +382,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Heartbeat",
 			Handler:    _Coordinator_Heartbeat_Handler,
+		},
+		{
+			MethodName: "Leave",
+			Handler:    _Coordinator_Leave_Handler,
 		},
 		{
 			MethodName: "ReportProgress",

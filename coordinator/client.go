@@ -308,6 +308,21 @@ func (c *Client) Heartbeat(ctx context.Context, id string) (generation uint64, e
 	return generation, err
 }
 
+// Leave removes the trainer id from the cluster at once (a planned stop) and returns the
+// generation in force after it; the generation it had a rank in ends, and its peers' next one
+// starts without it instead of after its heartbeat timeout. Leaving is idempotent.
+func (c *Client) Leave(ctx context.Context, id string) (generation uint64, err error) {
+	req := &api.LeaveRequest{RequestId: NewRequestID(), Id: id}
+	err = c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
+		resp, err := cl.Leave(ctx, req)
+		if err == nil {
+			generation = resp.Generation
+		}
+		return err
+	})
+	return generation, err
+}
+
 // ReportProgress reports a finished step (req.Id, Generation, Step, Loss and the other
 // metrics). RequestId is filled in when empty. fsm.ErrStaleGeneration means a newer generation
 // exists: abandon the step and follow the new assignment.

@@ -221,6 +221,10 @@ func TestServiceValidatesRequests(t *testing.T) {
 			return err
 		}, "id is empty"},
 		{func() error {
+			_, err := c.Leave(ctx, "a b")
+			return err
+		}, `id "a b": byte 1 is not printable ASCII`},
+		{func() error {
 			return c.WatchAssignment(ctx, long, func(*api.Assignment) error { return nil })
 		}, "id is 254 bytes"},
 	}

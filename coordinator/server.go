@@ -209,6 +209,25 @@ func (s *Server) Heartbeat(ctx context.Context, req *api.HeartbeatRequest) (*api
 	return &api.HeartbeatResponse{Generation: res.Generation}, nil
 }
 
+// Leave implements api.CoordinatorServer: the trainer is removed at once (fsm.KindLeave), which
+// ends the generation it had a rank in.
+func (s *Server) Leave(ctx context.Context, req *api.LeaveRequest) (*api.LeaveResponse, error) {
+	if err := validateLeave(req); err != nil {
+		return nil, err
+	}
+	if lc, err := s.leaderClient(ctx); err != nil || lc != nil {
+		if err != nil {
+			return nil, err
+		}
+		return lc.Leave(forwarded(ctx), req)
+	}
+	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindLeave, RequestID: req.RequestId, Leave: &fsm.Leave{ID: req.Id}})
+	if err != nil {
+		return nil, err
+	}
+	return &api.LeaveResponse{Generation: res.Generation}, nil
+}
+
 // ReportProgress implements api.CoordinatorServer.
 func (s *Server) ReportProgress(ctx context.Context, req *api.ReportProgressRequest) (*api.ReportProgressResponse, error) {
 	if err := validateProgress(req); err != nil {

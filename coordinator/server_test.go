@@ -140,5 +140,25 @@ func TestServiceThroughFollower(t *testing.T) {
 	if err != nil || st.Generation != 2 || st.RunStatus != "running" || st.LeaderId == "" {
 		t.Fatalf("status %v %v", st, err)
 	}
+	// b stops on purpose: Leave removes it at once, not at its heartbeat timeout (5 s,
+	// longer than this test), and a's generation ends; a alone is below min_trainers and waits.
+	left := time.Now()
+	gen, err := c.Leave(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = <-got
+	if a.Generation != gen || gen <= 2 || a.World != 0 || a.Rank != -1 {
+		t.Fatalf("after b left (generation %d): %v", gen, a)
+	}
+	if d := time.Since(left); d > 5*time.Second {
+		t.Fatalf("a heard of b leaving after %v", d)
+	}
+	if _, err := c.Heartbeat(ctx, "b"); !errors.Is(err, fsm.ErrUnknownMember) {
+		t.Fatalf("heartbeat of a trainer that left: %v", err)
+	}
+	if again, err := c.Leave(ctx, "b"); err != nil || again != gen {
+		t.Fatalf("leaving twice: generation %d, %v; want %d, nil", again, err, gen)
+	}
 	wcancel()
 }

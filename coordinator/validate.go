@@ -160,6 +160,13 @@ func validateHeartbeat(r *api.HeartbeatRequest) error {
 	return checkToken("id", r.Id, MaxIDLen, false)
 }
 
+func validateLeave(r *api.LeaveRequest) error {
+	if err := checkToken("request_id", r.RequestId, MaxIDLen, true); err != nil {
+		return err
+	}
+	return checkToken("id", r.Id, MaxIDLen, false)
+}
+
 func validateProgress(r *api.ReportProgressRequest) error {
 	for _, err := range []error{
 		checkToken("request_id", r.RequestId, MaxIDLen, true),

@@ -6,6 +6,7 @@ package trainer_test
 import (
 	"bytes"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"image/png"
@@ -404,4 +405,90 @@ func TestStandaloneRefusalWritesNothing(t *testing.T) {
 		t.Fatalf("a refused command left %s (stat: %v)", trainer.ConfigFile, err)
 	}
 	mustOK(t, ddpm(t, append([]string{"trainer", "--standalone", "--data-dir", dir}, run...)...), "corrected command")
+}
+
+// logLines returns the JSON log lines of path whose msg is msg, decoded.
+func logLines(t *testing.T, path, msg string) []map[string]any {
+	t.Helper()
+	b, _ := os.ReadFile(path)
+	var out []map[string]any
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(line, &m) == nil && m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func logTime(t *testing.T, m map[string]any) time.Time {
+	t.Helper()
+	s, _ := m["time"].(string)
+	tm, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("log line %v: time: %v", m, err)
+	}
+	return tm
+}
+
+// TestTrainerLeavesOnSIGTERM: a trainer stopped on purpose finishes its step and leaves the
+// cluster (the Leave RPC), so its peer's next generation, without it, starts at once instead
+// of after the heartbeat timeout (10 s here: without the leave the peer waits at least 7.5 s).
+func TestTrainerLeavesOnSIGTERM(t *testing.T) {
+	run := filepath.Join(t.TempDir(), "leave")
+	args := append([]string{"local", "--trainers", "2", "--coordinators", "1", "--min-trainers", "1", "--out", run, "--samples", "0"}, smallRun(400)...)
+	args = append(args, "--heartbeat-timeout", "10s")
+	cmd := exec.Command(ddpmBinary(t), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}()
+	log0, log1 := filepath.Join(run, "logs", "trainer-0.log"), filepath.Join(run, "logs", "trainer-1.log")
+	wait := func(what string, limit time.Duration, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(limit); !ok(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s within %v:\n%s", what, limit, out.String())
+			}
+		}
+	}
+	wait("steps on trainer-1", 3*time.Minute, func() bool { return len(logLines(t, log1, "step")) >= 4 })
+	pidb, err := os.ReadFile(filepath.Join(run, "logs", "trainer-1.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidb)))
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	wait("leave on trainer-1", 30*time.Second, func() bool { return len(logLines(t, log1, "left the cluster")) == 1 })
+	left := logTime(t, logLines(t, log1, "left the cluster")[0])
+	// trainer-0's first assignment after the world-2 ones (it may have trained alone at the
+	// start, before trainer-1 joined).
+	alone := func() map[string]any {
+		as := logLines(t, log0, "assignment")
+		seen2 := false
+		for _, a := range as {
+			switch a["world"] {
+			case 2.0:
+				seen2 = true
+			case 1.0:
+				if seen2 {
+					return a
+				}
+			}
+		}
+		return nil
+	}
+	wait("world-1 assignment on trainer-0 after trainer-1 left", 30*time.Second, func() bool { return alone() != nil })
+	d := logTime(t, alone()).Sub(left)
+	t.Logf("trainer-0 trains alone %v after trainer-1 logged that it left", d)
+	if d > 3*time.Second {
+		t.Fatalf("trainer-0 got its world-1 assignment %v after trainer-1 left; want well under the 10 s heartbeat timeout", d)
+	}
 }

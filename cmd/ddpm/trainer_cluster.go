@@ -229,7 +229,9 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	cc := &clusterCoord{cli: cli, id: o.id, reports: make(chan trainer.Progress, 1)}
 	go cc.reportLoop(ctx)
 	// Heartbeats: a few per timeout; a trainer the coordinator dropped joins again.
+	heartbeats := make(chan struct{})
 	go func() {
+		defer close(heartbeats)
 		every := run.HeartbeatTimeout.Std() / 4
 		for {
 			select {
@@ -267,6 +269,22 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		return fmt.Errorf("fetching checkpoint step %d: %w", step, errors.Join(errs...))
 	}
 	err = node.Run(ctx, stop)
+	if err == nil && isClosed(stop) {
+		// Stopped on purpose, the step in flight finished: leave now, so that the peers'
+		// next generation starts without us at once rather than at our heartbeat timeout.
+		// The heartbeats end first, or one could join us again after the leave.
+		cancel()
+		<-heartbeats
+		lctx, lcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		gen, lerr := cli.Leave(lctx, o.id)
+		lcancel()
+		if lerr != nil {
+			node.Log.Warn("could not leave the cluster; it drops this trainer at its heartbeat timeout", "err", lerr)
+		} else {
+			node.Log.Info(MsgLeft, "generation", gen)
+		}
+		return nil
+	}
 	if err != nil && cc.finished.Load() {
 		node.Log.Info(trainer.MsgRunComplete, "note", errFinishedElsewhere.Error())
 		return nil
@@ -279,6 +297,9 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	}
 	return err
 }
+
+// MsgLeft is the log message of a trainer that stopped on purpose and left the cluster.
+const MsgLeft = "left the cluster"
 
 // isClosed reports whether ch is closed (stop channels are only ever closed).
 func isClosed(ch <-chan struct{}) bool {
