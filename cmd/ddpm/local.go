@@ -247,7 +247,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		coordNames = append(coordNames, name)
 		// A coordinator never finishes on its own: any exit the run did not ask for (a crash, a
 		// SIGTERM from outside) is restarted.
-		sp := localrun.Spec{Name: name, Args: args, Restart: 3, Ready: coordinatorStarted, StartAttempts: startAttempts, FatalStatus: 2,
+		sp := localrun.Spec{Name: name, Args: args, Restart: 3, RestartWindow: restartWindow, Ready: coordinatorStarted, StartAttempts: startAttempts, FatalStatus: 2,
 			Finished: func([]byte) bool { return false }}
 		if err := sup.Start(sp); err != nil {
 			sup.Close(o.grace)
@@ -272,7 +272,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		// A trainer that exits before its first step report, startAttempts times in a row or
 		// with status 2 (refused input) once, cannot start (a corrupted volume, a dataset that
 		// changed): the run stops instead of restarting it forever.
-		sp := localrun.Spec{Name: name, Args: args, Restart: 5, RestartDelay: delay,
+		sp := localrun.Spec{Name: name, Args: args, Restart: 5, RestartWindow: restartWindow, RestartDelay: delay,
 			Ready: trainerStepped, StartAttempts: startAttempts, FatalStatus: 2, Finished: trainerFinished}
 		if err := sup.Start(sp); err != nil {
 			sup.Close(o.grace)
@@ -390,6 +390,11 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 
 // startAttempts is how many start-up failures in a row of one child stop the run.
 const startAttempts = 3
+
+// restartWindow is the period over which a child's crash restarts count (5 for a trainer, 3
+// for a coordinator): a long run survives a crash now and then, a child that keeps crashing
+// still stops being restarted.
+const restartWindow = 10 * time.Minute
 
 // followLinger is how long the coordinators outlive a successful run's trainers at least: a
 // little more than one poll of `ddpm loss --follow` (--every, default 2 s).

@@ -65,8 +65,14 @@ type Spec struct {
 	// Env is added to the supervisor's own environment.
 	Env []string
 	// Restart, when positive, restarts the process up to this many times if it exits with an
-	// error or by a signal the supervisor did not send (as a Kubernetes StatefulSet would).
+	// error or by a signal the supervisor did not send (as a Kubernetes StatefulSet would):
+	// this many within any RestartWindow, or over the process's whole life when RestartWindow
+	// is 0. A window lets a long run survive a crash now and then, while a process that keeps
+	// crashing still runs out of restarts.
 	Restart int
+	// RestartWindow, when positive, is the period over which restarts count against Restart;
+	// restarts longer ago are forgotten.
+	RestartWindow time.Duration
 	// RestartDelay is how long a failed process stays down before its restart (a crash-loop
 	// backoff; it also lets the cluster notice the loss before the process returns).
 	RestartDelay time.Duration
@@ -141,7 +147,7 @@ type proc struct {
 	cmd      *exec.Cmd
 	done     chan struct{} // closed when the current process has been reaped
 	stopping bool          // the supervisor asked it to stop: no restart
-	restarts int
+	restarts []time.Time // when it was restarted, oldest first (within Spec.RestartWindow)
 	// cancelRestart is closed by Stop to cut a pending restart delay short.
 	cancelRestart chan struct{}
 	exited        bool        // the current process has been reaped (it may be waiting to restart)
@@ -238,9 +244,15 @@ func (s *Supervisor) launch(p *proc) error {
 		p.exited = true
 		gaveUp := s.judgeStart(p, inc, cmd, err)
 		unfinished := err != nil || (p.spec.Finished != nil && !inc.finished)
-		restart := unfinished && !p.stopping && !gaveUp && p.restarts < p.spec.Restart
+		now := time.Now()
+		if w := p.spec.RestartWindow; w > 0 {
+			for len(p.restarts) > 0 && now.Sub(p.restarts[0]) > w {
+				p.restarts = p.restarts[1:]
+			}
+		}
+		restart := unfinished && !p.stopping && !gaveUp && len(p.restarts) < p.spec.Restart
 		if restart {
-			p.restarts++
+			p.restarts = append(p.restarts, now)
 		}
 		if gaveUp {
 			p.startErr = &StartError{Name: p.spec.Name, FailedStarts: p.failedStarts, LastLine: inc.last, Err: err}

@@ -63,6 +63,10 @@ func TestMain(m *testing.M) {
 		case "ready-fail": // a crash after a good start
 			fmt.Println("ready")
 			os.Exit(1)
+		case "ready-slow-fail": // a crash 300 ms after a good start
+			fmt.Println("ready")
+			time.Sleep(300 * time.Millisecond)
+			os.Exit(1)
 		case "ready-bad":
 			fmt.Println("ready")
 			os.Exit(2)
@@ -350,6 +354,30 @@ func TestCrashRecoveryIsNotAFailedStart(t *testing.T) {
 		if e.GaveUp {
 			t.Fatalf("gave up: %+v", e)
 		}
+	}
+}
+
+// Restarts count against Spec.Restart within Spec.RestartWindow only: a process whose
+// crashes are further apart than the window is restarted every time, and without a window the
+// same crashes run out of restarts.
+func TestRestartWindowForgetsOldRestarts(t *testing.T) {
+	const script = "ready-slow-fail,ready-slow-fail,ready-slow-fail,ok"
+	s, _, dir := newSup(t)
+	counter := scripted(t, s, dir, script, Spec{Restart: 1, RestartWindow: 200 * time.Millisecond})
+	if err := s.Wait(context.Background(), "s"); err != nil {
+		t.Fatalf("with a 200 ms window: Wait = %v, want the fourth start's success", err)
+	}
+	if n := starts(t, counter); n != 4 {
+		t.Fatalf("with a 200 ms window: started %d times, want 4 (crashes 300 ms apart)", n)
+	}
+
+	s2, _, dir2 := newSup(t)
+	counter = scripted(t, s2, dir2, script, Spec{Restart: 1})
+	if err := s2.Wait(context.Background(), "s"); err == nil {
+		t.Fatal("without a window: Wait = nil, want the second crash's error")
+	}
+	if n := starts(t, counter); n != 2 {
+		t.Fatalf("without a window: started %d times, want 2 (one restart)", n)
 	}
 }
 
