@@ -126,6 +126,9 @@ func TestStatusAndLossCommands(t *testing.T) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}
 	}
+	if strings.Contains(out, "restarting") {
+		t.Errorf("status of a running generation says it is restarting:\n%s", out)
+	}
 
 	out, err = runDDPM(t, "loss", "--coordinator", addr, "--certs", monitorCerts)
 	if err != nil {
@@ -211,6 +214,29 @@ func TestStatusAndLossCommands(t *testing.T) {
 }
 
 // TestLossFollow: --follow rewrites the CSV as points arrive and returns when the run ends.
+// TestStatusWhileRestarting: once the only trainer has left, the generation it trained in is
+// over and the run stands at its last committed checkpoint (none: step 0) while the loss history
+// still ends at step 12; status says both.
+func TestStatusWhileRestarting(t *testing.T) {
+	addr, cli, _ := startMonitoredNode(t, 12)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := cli.Leave(ctx, "trainer-a"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runDDPM(t, "status", "--coordinator", addr, "--certs", monitorCerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flat := strings.Join(strings.Fields(out), " ")
+	for _, want := range []string{"step 0 / 20 (0.0%): restarting from the last committed checkpoint (steps 1-12 are recomputed)",
+		fmt.Sprintf("loss %.5g at step 12", monitorLoss(12)), "GENERATION 2 world 0"} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 func TestLossFollow(t *testing.T) {
 	addr, cli, gen := startMonitoredNode(t, 5)
 	csvPath := filepath.Join(t.TempDir(), "loss.csv")

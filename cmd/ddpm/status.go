@@ -159,7 +159,13 @@ func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State) error {
 		if st.TotalSteps > 0 {
 			pct = 100 * float64(st.Step) / float64(st.TotalSteps)
 		}
-		fmt.Fprintf(w, "step\t%d / %d (%.1f%%)\n", st.Step, st.TotalSteps, pct)
+		fmt.Fprintf(w, "step\t%d / %d (%.1f%%)", st.Step, st.TotalSteps, pct)
+		// Between a broken generation and the next one's first report, the run stands at the
+		// checkpoint it restarts from while the loss history still ends further on.
+		if n := len(st.Loss.Points); n > 0 && st.Loss.Points[n-1].Step > st.Step {
+			fmt.Fprintf(w, ": restarting from the last committed checkpoint (steps %d-%d are recomputed)", st.Step+1, st.Loss.Points[n-1].Step)
+		}
+		fmt.Fprintln(w)
 		fmt.Fprintf(w, "preset / model\t%s / %s\n", monOrNone(st.Run.Preset), st.Run.Model)
 		fmt.Fprintf(w, "global batch\t%d\n", st.Run.GlobalBatch)
 		fmt.Fprintf(w, "config\t%.12s\n", st.ConfigHash)
