@@ -449,3 +449,31 @@ func TestPreparedCorruptionIsDetected(t *testing.T) {
 		t.Fatalf("truncated shard: %v", err)
 	}
 }
+
+// An index.json whose per_shard is smaller than its last shard's count (edited by hand, or
+// copied from another prepare) is refused at Open; records beyond per_shard used to be looked
+// up in a shard that does not exist (index out of range).
+func TestPreparedLastShardLargerThanPerShard(t *testing.T) {
+	cifar := t.TempDir()
+	writeCIFAR(t, cifar, 4) // 20 train records
+	src, err := Open(cifar, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "p")
+	if _, err := Prepare(src, out, 0); err != nil { // one shard of 20
+		t.Fatal(err)
+	}
+	ip := filepath.Join(out, indexName)
+	raw, _ := os.ReadFile(ip)
+	edited := strings.Replace(string(raw), `"per_shard": 87381`, `"per_shard": 10`, 1)
+	if edited == string(raw) {
+		t.Fatalf("index.json has no per_shard 87381:\n%s", raw)
+	}
+	os.WriteFile(ip, []byte(edited), 0o644)
+	_, err = Open(out, Options{})
+	want := fmt.Sprintf("malformed data: %s: 20 records, index.json's per_shard is 10", filepath.Join(out, "shard-00000.bin"))
+	if !errors.Is(err, ErrFormat) || err.Error() != want {
+		t.Fatalf("Open: %v\nwant %s", err, want)
+	}
+}

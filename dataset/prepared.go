@@ -293,7 +293,13 @@ func openPrepared(dir string, opts Options) (Dataset, error) {
 			}
 			return nil, err
 		}
-		if s < len(idx.Shards)-1 && sh.Count != idx.PerShard {
+		// Records are found by i / per_shard, so every shard but the last holds exactly
+		// per_shard records and the last one 1..per_shard.
+		if (s < len(idx.Shards)-1 && sh.Count != idx.PerShard) || sh.Count < 1 || sh.Count > idx.PerShard {
+			syscall.Munmap(m)
+			for _, mm := range r.maps {
+				syscall.Munmap(mm)
+			}
 			return nil, fmt.Errorf("%w: %s: %d records, index.json's per_shard is %d", ErrFormat, p, sh.Count, idx.PerShard)
 		}
 		r.maps = append(r.maps, m)
