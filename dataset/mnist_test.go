@@ -156,3 +156,38 @@ func TestIdxPlainFileAndMNISTDirOverride(t *testing.T) {
 		t.Fatalf("override to a folder without files: %v", err)
 	}
 }
+
+// An idx file named train-* holds the training split: asking it for the test split (eval bpd's
+// default) is refused instead of answering with training images labelled "test".
+func TestIdxTrainFileRefusesTestSplit(t *testing.T) {
+	gz, err := MNISTDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, raw, err := readIdx(filepath.Join(gz, "t10k-images-idx3-ubyte.gz"), idxImagesMagic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "train-images-idx3-ubyte")
+	hdr := []byte{0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28}
+	if err := os.WriteFile(p, append(hdr, raw[:3*784]...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := "unsupported option: " + p + ": holds the train split, test asked"
+	for _, c := range []struct {
+		spec string
+		opts Options
+	}{{p, Options{Split: "test"}}, {p + ":test", Options{}}} {
+		if _, err := Open(c.spec, c.opts); !errors.Is(err, ErrOption) || err.Error() != want {
+			t.Fatalf("Open(%s, %+v): %v\nwant %s", c.spec, c.opts, err, want)
+		}
+	}
+	ds, err := Open(p, Options{Split: "train"})
+	if err != nil || ds.Len() != 3 || Describe(ds).Split != "train" {
+		t.Fatalf("train split: %v", err)
+	}
+	_, stderr, code := runDDPM(t, "dataset", "inspect", p, "--split", "test")
+	if code != 2 || stderr != "ddpm: "+want+"\n" {
+		t.Fatalf("inspect --split test: exit %d, %q", code, stderr)
+	}
+}
