@@ -64,6 +64,17 @@ func checkOutPath(flag, path string, force bool, inputs ...inputFile) error {
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return fmt.Errorf("%s %s: folder %s does not exist", flag, path, dir)
 	}
+	// Outputs are written as a temporary file in the same folder, renamed into place: try that
+	// now (a read-only mount, a folder of another user), not after the work.
+	probe, err := os.CreateTemp(dir, ".ddpm-probe-*")
+	if err != nil {
+		if pe, ok := err.(*os.PathError); ok {
+			err = pe.Err
+		}
+		return fmt.Errorf("%s %s: cannot create a file in folder %s (%v)", flag, path, dir, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
 	return nil
 }
 

@@ -433,3 +433,25 @@ func TestSampleBatchesAgree(t *testing.T) {
 		t.Errorf("3 samples in batches of 2 differ from one batch of 3")
 	}
 }
+
+// TestOutputFolderNotWritable: an output in a folder where no file can be created (here /proc;
+// a read-only mount or another user's folder alike) is refused with exit 2 before any work,
+// not after sampling, exporting or decoding the dataset.
+func TestOutputFolderNotWritable(t *testing.T) {
+	dir, _ := evalFixture(t)
+	cannot := func(flag, path string) string {
+		return flag + " " + path + ": cannot create a file in folder /proc (no such file or directory)"
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sample", "--checkpoint", dir, "--n", "1", "--out", "/proc/x.png"}, cannot("--out", "/proc/x.png")},
+		{[]string{"sample", "--checkpoint", dir, "--export-weights", "/proc/w.safetensors"}, cannot("--export-weights", "/proc/w.safetensors")},
+		{[]string{"checkpoint", "export", dir, "--out", "/proc/w.safetensors"}, "checkpoint export: " + cannot("--out", "/proc/w.safetensors")},
+		{[]string{"dataset", "inspect", "mnist:test", "--preview", "/proc/p.png"}, cannot("--preview", "/proc/p.png")},
+	} {
+		_, err := runCLI(t, context.Background(), nil, tc.args...)
+		wantExit(t, tc.args, err, 2, tc.want)
+	}
+}
