@@ -115,6 +115,9 @@ func TestCLIBadInputs(t *testing.T) {
 			"mixed image sizes: " + filepath.Join(mixed, "b.png") + " is 8x6, the folder's images are 8x8; pass a resolution (--resolution) to center-crop and resize all"},
 		{"prepare over existing", []string{"dataset", "prepare", "mnist:test", "--out", mixed},
 			"output exists: " + mixed + ": refusing to overwrite"},
+		// Checked before the source is decoded: the existing --out is named, not the bad image.
+		{"prepare over existing, source undecoded", []string{"dataset", "prepare", unreadable, "--out", mixed},
+			"output exists: " + mixed + ": refusing to overwrite"},
 	}
 	// Exit status 2: a dataset that is not there (or incomplete) or an option it cannot honour,
 	// i.e. a command line to correct.

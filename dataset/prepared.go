@@ -62,6 +62,15 @@ type Shard struct {
 // ErrExists: Prepare's output directory already exists (nothing is overwritten).
 var ErrExists = errors.New("output exists")
 
+// CheckPrepareOut returns ErrExists when out, Prepare's output directory, exists; callers check
+// it before opening a source whose decoding takes long.
+func CheckPrepareOut(out string) error {
+	if _, err := os.Lstat(out); err == nil {
+		return fmt.Errorf("%w: %s: refusing to overwrite; choose a new --out", ErrExists, out)
+	}
+	return nil
+}
+
 // Prepare decodes ds once into the prepared format in the new directory out, with shards of
 // about shardBytes bytes (0: 256 MiB). It writes into a temporary sibling directory and renames
 // it into place only when complete, so out is never left half-written; it refuses (ErrExists) if
@@ -71,8 +80,8 @@ func Prepare(ds Dataset, out string, shardBytes int) (*Index, error) {
 	if !ok {
 		panic("dataset: Prepare: dataset has no Pixels method")
 	}
-	if _, err := os.Stat(out); err == nil {
-		return nil, fmt.Errorf("%w: %s: refusing to overwrite; choose a new --out", ErrExists, out)
+	if err := CheckPrepareOut(out); err != nil {
+		return nil, err
 	}
 	if shardBytes <= 0 {
 		shardBytes = defaultShardB

@@ -159,6 +159,10 @@ decoding; its fingerprint equals SRC's at the same resolution. DIR must not exis
 			if err != nil {
 				return err
 			}
+			// Before the source is decoded (minutes for a large folder or LMDB), not after.
+			if err := dataset.CheckPrepareOut(out); err != nil {
+				return withExit(exitBadData, err)
+			}
 			ds, err := openSpec(args[0], opts)
 			if err != nil {
 				return err
