@@ -455,3 +455,28 @@ func TestOutputFolderNotWritable(t *testing.T) {
 		wantExit(t, tc.args, err, 2, tc.want)
 	}
 }
+
+// TestSampleProgressiveNeedsSamples: --progressive is written only along --n samples; with
+// --interpolate or without --out (only --export-weights) it used to be dropped silently (exit
+// 0, no file). Both are refused before anything is loaded or written.
+func TestSampleProgressiveNeedsSamples(t *testing.T) {
+	dir, _ := evalFixture(t)
+	tmp := t.TempDir()
+	out, prog, w := filepath.Join(tmp, "x.png"), filepath.Join(tmp, "p.png"), filepath.Join(tmp, "w.safetensors")
+	a := filepath.Join(tmp, "a.png")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--out", out, "--progressive", prog, "--interpolate", a + "," + a},
+			"--progressive records the chain of --n samples; it cannot be combined with --interpolate"},
+		{[]string{"--export-weights", w, "--progressive", prog}, "--progressive needs --out (the samples whose chain it records)"},
+	} {
+		args := append([]string{"sample", "--checkpoint", dir}, tc.args...)
+		_, err := runCLI(t, context.Background(), nil, args...)
+		wantExit(t, args, err, 2, tc.want)
+	}
+	for _, p := range []string{out, prog, w} {
+		mustNotExist(t, p)
+	}
+}

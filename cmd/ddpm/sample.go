@@ -152,6 +152,10 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 		return withExit(2, fmt.Errorf("--interpolate takes two images, got %d", len(o.interpolate)))
 	case o.lambdaSteps < 1:
 		return withExit(2, fmt.Errorf("--lambda-steps %d: want at least 1", o.lambdaSteps))
+	case o.progressive != "" && len(o.interpolate) != 0:
+		return withExit(2, errors.New("--progressive records the chain of --n samples; it cannot be combined with --interpolate"))
+	case o.progressive != "" && o.out == "":
+		return withExit(2, errors.New("--progressive needs --out (the samples whose chain it records)"))
 	}
 	er, err := resolveEvalRun(o.checkpoint, o.model)
 	if err != nil {
