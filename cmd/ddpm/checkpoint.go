@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -165,7 +166,12 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 			if err != nil {
 				return withExit(exitUsage, err)
 			}
-			if err := checkOutPath("--out", out, force, inputFile{"the checkpoint", in}); err != nil {
+			// The run configs beside the checkpoint (a trainer's folder, a ddpm local run's) are
+			// what sample and eval need to read it: never replaced, as sample --out refuses too.
+			cfgs := []inputFile{{"the checkpoint", in},
+				{"the run config", filepath.Join(filepath.Dir(in), trainer.ConfigFile)},
+				{"the run config", filepath.Join(filepath.Dir(filepath.Dir(in)), trainer.ConfigFile)}}
+			if err := checkOutPath("--out", out, force, cfgs...); err != nil {
 				return withExit(exitUsage, fmt.Errorf("checkpoint export: %w", err))
 			}
 			st, err := openCheckpoint(args[0])

@@ -480,3 +480,26 @@ func TestSampleProgressiveNeedsSamples(t *testing.T) {
 		mustNotExist(t, p)
 	}
 }
+
+// TestExportKeepsRunConfig: checkpoint export --force onto the run.yaml beside the checkpoint
+// (the trainer's or the run folder's) is refused, as sample --out is: it used to replace the
+// run config with safetensors bytes, after which sample and eval could not read the run.
+func TestExportKeepsRunConfig(t *testing.T) {
+	dir, file := evalFixture(t)
+	trainerCfg := filepath.Join(dir, "trainer-0", trainer.ConfigFile)
+	if err := os.WriteFile(trainerCfg, fixtureRun.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runCfg := filepath.Join(dir, trainer.ConfigFile)
+	sums := map[string][32]byte{trainerCfg: fileSum(t, trainerCfg), runCfg: fileSum(t, runCfg)}
+	for _, cfg := range []string{trainerCfg, runCfg} {
+		args := []string{"checkpoint", "export", file, "--out", cfg, "--force"}
+		_, err := runCLI(t, context.Background(), nil, args...)
+		wantExit(t, args, err, 2, "checkpoint export: --out "+cfg+" is the same file as the run config "+cfg+", an input; nothing was written")
+	}
+	for p, s := range sums {
+		if fileSum(t, p) != s {
+			t.Errorf("%s changed", p)
+		}
+	}
+}
