@@ -344,14 +344,7 @@ func TestKillOneTrainer(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	pidb, err := os.ReadFile(filepath.Join(run, "logs", "trainer-1.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidb)))
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	signalTrainer(t, run, 1, syscall.SIGKILL)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
@@ -407,6 +400,22 @@ func TestStandaloneRefusalWritesNothing(t *testing.T) {
 	mustOK(t, ddpm(t, append([]string{"trainer", "--standalone", "--data-dir", dir}, run...)...), "corrected command")
 }
 
+// signalTrainer sends sig to trainer i of the local run in folder run (its pid file).
+func signalTrainer(t *testing.T, run string, i int, sig syscall.Signal) {
+	t.Helper()
+	pidb, err := os.ReadFile(filepath.Join(run, "logs", fmt.Sprintf("trainer-%d.pid", i)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(pidb)))
+	if err != nil {
+		t.Fatalf("trainer-%d.pid: %v", i, err)
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // logLines returns the JSON log lines of path whose msg is msg, decoded.
 func logLines(t *testing.T, path, msg string) []map[string]any {
 	t.Helper()
@@ -458,14 +467,7 @@ func TestTrainerLeavesOnSIGTERM(t *testing.T) {
 		}
 	}
 	wait("steps on trainer-1", 3*time.Minute, func() bool { return len(logLines(t, log1, "step")) >= 4 })
-	pidb, err := os.ReadFile(filepath.Join(run, "logs", "trainer-1.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidb)))
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	signalTrainer(t, run, 1, syscall.SIGTERM)
 	wait("leave on trainer-1", 30*time.Second, func() bool { return len(logLines(t, log1, "left the cluster")) == 1 })
 	left := logTime(t, logLines(t, log1, "left the cluster")[0])
 	// trainer-0's first assignment after the world-2 ones (it may have trained alone at the
