@@ -156,6 +156,9 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 			r = ld.Sched.CalcBPD(ld.Eps, x0, b, diffusion.StreamNoise(o.seed, rng.PurposeNoise, uint64(lo)), opts)
 		}); in != nil {
 			prog.End()
+			if lo == 0 { // no running total yet (the mean of nothing is NaN)
+				return withExit(exitInterrupted, fmt.Errorf("eval bpd interrupted before the first %d images were done", b))
+			}
 			return withExit(exitInterrupted, fmt.Errorf("eval bpd interrupted after %d of %d images (running total %.4f bits/dim)", lo, n, mean(total)))
 		}
 		for i := range b {

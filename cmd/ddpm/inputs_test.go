@@ -412,6 +412,14 @@ func TestProgressLineEnds(t *testing.T) {
 	if s := w.String(); !strings.HasSuffix(s, "\n") {
 		t.Errorf("interrupted eval: stderr %q, want it ended by a newline", s)
 	}
+
+	// Interrupted within the first batch: no running total ("NaN bits/dim" before).
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	w = &cancelOnWrite{mark: "timestep 1 of", cancel: cancel}
+	args = []string{"eval", "bpd", "--checkpoint", dir, "--n", "2", "--batch", "2"}
+	_, err = runCLI(t, ctx, w, args...)
+	wantExit(t, args, err, exitInterrupted, "eval bpd interrupted before the first 2 images were done")
 }
 
 // TestSampleBatchesAgree: sampling --n images sampleBatch at a time gives the grid of one batch
