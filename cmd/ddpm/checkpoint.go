@@ -171,14 +171,15 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 			cfgs := []inputFile{{"the checkpoint", in},
 				{"the run config", filepath.Join(filepath.Dir(in), trainer.ConfigFile)},
 				{"the run config", filepath.Join(filepath.Dir(filepath.Dir(in)), trainer.ConfigFile)}}
-			if err := checkOutPath("--out", out, force, cfgs...); err != nil {
-				return withExit(exitUsage, fmt.Errorf("checkpoint export: %w", err))
-			}
+			// The checkpoint first: a missing one is the mistake to name, not an existing --out.
 			st, err := openCheckpoint(args[0])
 			if err != nil {
 				return err
 			}
 			defer st.Close()
+			if err := checkOutPath("--out", out, force, cfgs...); err != nil {
+				return withExit(exitUsage, fmt.Errorf("checkpoint export: %w", err))
+			}
 			var c *checkpoint.Checkpoint
 			if step >= 0 {
 				c, err = st.Get(step)

@@ -112,6 +112,9 @@ run config records it and trainers refuse data whose fingerprint differs.`,
 			if err := checkOutputs(force, []outFile{{"--preview", preview}}, datasetInput(args[0])); err != nil {
 				return err
 			}
+			if err := checkPNGNames(outFile{"--preview", preview}); err != nil {
+				return err
+			}
 			ds, err := openSpec(args[0], opts)
 			if err != nil {
 				return err

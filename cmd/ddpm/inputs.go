@@ -110,6 +110,18 @@ func checkOutputs(force bool, outs []outFile, inputs ...inputFile) error {
 	return nil
 }
 
+// checkPNGNames refuses an image output whose name does not end in .png (any case): the file
+// is PNG whatever its name, and a grid.jpg holding PNG bytes misleads every program that opens
+// it by its extension.
+func checkPNGNames(outs ...outFile) error {
+	for _, o := range outs {
+		if o.path != "" && !strings.EqualFold(filepath.Ext(o.path), ".png") {
+			return withExit(exitUsage, fmt.Errorf("%s %s: the image is written as PNG; give it a .png name", o.flag, o.path))
+		}
+	}
+	return nil
+}
+
 // samePath reports whether a and b name one file: the same existing file, or (not existing
 // yet) the same cleaned absolute path.
 func samePath(a, b string) bool {

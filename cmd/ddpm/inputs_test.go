@@ -289,6 +289,8 @@ func TestEvalInputMessages(t *testing.T) {
 	}{
 		{[]string{"sample", "--checkpoint", missing, "--out", out}, "--checkpoint " + missing + " does not exist"},
 		{[]string{"eval", "bpd", "--checkpoint", missing}, "--checkpoint " + missing + " does not exist"},
+		// The missing checkpoint is named, not the existing --out.
+		{[]string{"checkpoint", "export", missing, "--out", file}, "checkpoint file " + missing + " does not exist"},
 		{[]string{"sample", "--checkpoint", dir, "--model", "cifar10", "--out", out},
 			"--model cifar10: " + file + " belongs to a run of model tiny (" + filepath.Join(dir, "run.yaml") + ")"},
 		{[]string{"eval", "bpd", "--checkpoint", dir, "--model", "cifar10"},
@@ -509,5 +511,28 @@ func TestExportKeepsRunConfig(t *testing.T) {
 		if fileSum(t, p) != s {
 			t.Errorf("%s changed", p)
 		}
+	}
+}
+
+// TestImageOutputsArePNGNames: an image output named other than *.png (any case) is refused
+// before any work, since the bytes are PNG whatever the name; nothing is written.
+func TestImageOutputsArePNGNames(t *testing.T) {
+	dir, _ := evalFixture(t)
+	out := t.TempDir()
+	jpg, gif, upper := filepath.Join(out, "grid.jpg"), filepath.Join(out, "p.gif"), filepath.Join(out, "GRID.PNG")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sample", "--checkpoint", dir, "--n", "1", "--out", jpg}, "--out " + jpg + ": the image is written as PNG; give it a .png name"},
+		{[]string{"sample", "--checkpoint", dir, "--n", "1", "--out", upper, "--progressive", gif}, "--progressive " + gif + ": the image is written as PNG; give it a .png name"},
+		{[]string{"dataset", "inspect", "mnist:test", "--preview", gif}, "--preview " + gif + ": the image is written as PNG; give it a .png name"},
+		{[]string{"loss", "--coordinator", "127.0.0.1:1", "--insecure", "--png", jpg}, "loss: --png " + jpg + ": the image is written as PNG; give it a .png name"},
+	} {
+		_, err := runCLI(t, context.Background(), nil, tc.args...)
+		wantExit(t, tc.args, err, 2, tc.want)
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 0 {
+		t.Errorf("refused commands wrote %v", entries)
 	}
 }

@@ -58,6 +58,9 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 	if err := checkOutputs(lossFlags.force, []outFile{{"--png", lossFlags.png}, {"--csv", lossFlags.csv}}); err != nil {
 		return withExit(2, fmt.Errorf("loss: %w", err))
 	}
+	if err := checkPNGNames(outFile{"--png", lossFlags.png}); err != nil {
+		return withExit(2, fmt.Errorf("loss: %w", err))
+	}
 	if lossFlags.timeout <= 0 {
 		return withExit(2, fmt.Errorf("loss: --timeout must be positive, got %v", lossFlags.timeout))
 	}

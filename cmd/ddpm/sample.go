@@ -173,6 +173,9 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	if err := checkOutputs(o.force, outs, inputs...); err != nil {
 		return err
 	}
+	if err := checkPNGNames(outs[:2]...); err != nil {
+		return err
+	}
 	c, h, wd := er.c, er.h, er.w
 	T := er.run.T
 	var xa, xb []float32
