@@ -133,6 +133,11 @@ func TestCLIBadInputs(t *testing.T) {
 			"dataset not found: " + filepath.Join(root, "nope") + ": no such file or directory"},
 		{"bad split", []string{"dataset", "inspect", "mnist", "--split", "val"},
 			"--split val: want train or test"},
+		// Checked before the source is decoded: a place where no folder can be made.
+		{"prepare into /proc", []string{"dataset", "prepare", unreadable, "--out", "/proc/ddpm-prep/x"},
+			"output folder cannot be created: /proc/ddpm-prep/x: cannot create a folder in /proc (no such file or directory)"},
+		{"prepare under a file", []string{"dataset", "prepare", unreadable, "--out", filepath.Join(idx, "x", "y")},
+			"output folder cannot be created: " + filepath.Join(idx, "x", "y") + ": " + idx + " is a file, not a folder"},
 	}...)
 	for k, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -62,13 +62,42 @@ type Shard struct {
 // ErrExists: Prepare's output directory already exists (nothing is overwritten).
 var ErrExists = errors.New("output exists")
 
-// CheckPrepareOut returns ErrExists when out, Prepare's output directory, exists; callers check
-// it before opening a source whose decoding takes long.
+// ErrUnwritable: Prepare cannot create its output directory (a read-only mount, a folder of
+// another user, a file where a folder should be).
+var ErrUnwritable = errors.New("output folder cannot be created")
+
+// CheckPrepareOut returns what Prepare would meet at out before it decodes anything: ErrExists
+// when out exists, ErrUnwritable when no folder can be created at the nearest existing folder
+// above it (Prepare creates the missing ones). Callers check it before opening a source whose
+// decoding takes long. It creates nothing that it leaves behind.
 func CheckPrepareOut(out string) error {
+	out = filepath.Clean(out)
 	if _, err := os.Lstat(out); err == nil {
 		return fmt.Errorf("%w: %s: refusing to overwrite; choose a new --out", ErrExists, out)
 	}
-	return nil
+	dir := filepath.Dir(out)
+	for {
+		st, err := os.Stat(dir)
+		if err == nil && !st.IsDir() {
+			return fmt.Errorf("%w: %s: %s is a file, not a folder", ErrUnwritable, out, dir)
+		}
+		if err == nil {
+			break
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			return fmt.Errorf("%w: %s: %v", ErrUnwritable, out, err)
+		}
+		dir = up
+	}
+	probe, err := os.MkdirTemp(dir, ".prepare-probe-*")
+	if err != nil {
+		if pe, ok := err.(*os.PathError); ok {
+			err = pe.Err
+		}
+		return fmt.Errorf("%w: %s: cannot create a folder in %s (%v)", ErrUnwritable, out, dir, err)
+	}
+	return os.Remove(probe)
 }
 
 // Prepare decodes ds once into the prepared format in the new directory out, with shards of
@@ -100,7 +129,7 @@ func Prepare(ds Dataset, out string, shardBytes int) (*Index, error) {
 		PerShard: max(1, shardBytes/d), Skipped: info.Skipped,
 	}
 	if err := os.MkdirAll(filepath.Dir(filepath.Clean(out)), 0o755); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, out, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnwritable, out, err)
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".tmp")
 	if err != nil {

@@ -163,7 +163,9 @@ decoding; its fingerprint equals SRC's at the same resolution. DIR must not exis
 				return err
 			}
 			// Before the source is decoded (minutes for a large folder or LMDB), not after.
-			if err := dataset.CheckPrepareOut(out); err != nil {
+			if err := dataset.CheckPrepareOut(out); errors.Is(err, dataset.ErrUnwritable) {
+				return withExit(exitUsage, err)
+			} else if err != nil {
 				return withExit(exitBadData, err)
 			}
 			ds, err := openSpec(args[0], opts)
