@@ -536,3 +536,15 @@ func TestImageOutputsArePNGNames(t *testing.T) {
 		t.Errorf("refused commands wrote %v", entries)
 	}
 }
+
+// TestModelBenchBatchBounded: model bench and compare refuse a batch no model evaluation here
+// takes (it used to run until the kernel killed the process for memory).
+func TestModelBenchBatchBounded(t *testing.T) {
+	for _, args := range [][]string{
+		{"model", "bench", "--preset", "tiny", "--batch", "100000"},
+		{"model", "compare", "--preset", "tiny", "--batch", "100000"},
+	} {
+		_, err := runCLI(t, context.Background(), nil, args...)
+		wantExit(t, args, err, 2, "--batch 100000: at most 1024 images per model evaluation")
+	}
+}

@@ -70,6 +70,9 @@ alternately with the PyTorch twin and prints the ratios.`,
 			if bf.batch < 1 || bf.steps < 1 || bf.warmup < 0 {
 				return withExit(modelExitUsage, fmt.Errorf("--batch %d, --steps %d, --warmup %d: want batch, steps >= 1 and warmup >= 0", bf.batch, bf.steps, bf.warmup))
 			}
+			if bf.batch > maxEvalBatch {
+				return withExit(modelExitUsage, fmt.Errorf("--batch %d: at most %d images per model evaluation", bf.batch, maxEvalBatch))
+			}
 			if !slices.Contains(benchModes, bf.mode) {
 				return withExit(modelExitUsage, fmt.Errorf("--mode %q: want one of %s", bf.mode, strings.Join(benchModes, ", ")))
 			}
@@ -101,6 +104,9 @@ small (SmallUNet), cifar10 (DDPMUNet) and tiny (SmallUNet's layout at the tiny s
 			}
 			if cf.rounds < 1 || cf.batch < 1 || cf.steps < 1 || cf.warmup < 0 || cf.threads < 1 {
 				return withExit(modelExitUsage, fmt.Errorf("--rounds %d, --batch %d, --steps %d, --warmup %d, --threads %d: want rounds, batch, steps, threads >= 1 and warmup >= 0", cf.rounds, cf.batch, cf.steps, cf.warmup, cf.threads))
+			}
+			if cf.batch > maxEvalBatch {
+				return withExit(modelExitUsage, fmt.Errorf("--batch %d: at most %d images per model evaluation", cf.batch, maxEvalBatch))
 			}
 			if !slices.Contains(benchModes, cf.mode) {
 				return withExit(modelExitUsage, fmt.Errorf("--mode %q: want one of %s", cf.mode, strings.Join(benchModes, ", ")))
