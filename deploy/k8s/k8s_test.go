@@ -32,6 +32,7 @@ import (
 	"ddpm/coordinator"
 	"ddpm/dataset"
 	"ddpm/internal/testutil"
+	"ddpm/unet"
 )
 
 var overlays = []string{"cpu", "gpu"}
@@ -696,6 +697,51 @@ func TestRunConfig(t *testing.T) {
 		if grace == nil || time.Duration(*grace)*time.Second <= run.HeartbeatTimeout.Std() || *grace < 60 {
 			t.Errorf("trainer terminationGracePeriodSeconds %v: want >= 60 s and above heartbeat_timeout %s", grace, run.HeartbeatTimeout)
 		}
+	})
+}
+
+// TestTrainerVolumeHoldsTheRun: a trainer's volume ("data", /var/lib/ddpm) holds its prepared
+// dataset and its checkpoint store, which keeps keep_checkpoints committed checkpoints plus the
+// one being written and pages freed by pruning that bbolt reuses later (checkpoint's
+// TestPruneBoundsFileSize: 6.8x one checkpoint after 100 saves with keep 3, so (keep + 4)
+// checkpoints here). A smaller volume request would let a run die of a full disk at its Nth
+// checkpoint. One checkpoint is the model's parameters, EMA, Adam m and v in float32.
+func TestTrainerVolumeHoldsTheRun(t *testing.T) {
+	// The prepared training split, in bytes: MNIST is read for real (padded to 32x32, as the
+	// trainers do); CIFAR-10's train split is 50,000 images of 3x32x32 bytes.
+	mnist, err := dataset.Open("mnist:train", dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, mh, mw := mnist.Shape()
+	prepared := map[string]int64{"mnist": int64(mnist.Len() * mc * mh * mw), "cifar10": 50_000 * 3 * 32 * 32}
+	forEachOverlay(t, func(t *testing.T, c *cluster) {
+		run := runConfig(t, c)
+		data, ok := prepared[run.Preset]
+		if !ok {
+			t.Fatalf("preset %q: no dataset size known to this test", run.Preset)
+		}
+		cfg, err := unet.Preset(run.Model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		params, err := unet.NumParams(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		need := int64(run.KeepCheckpoints+4)*16*int64(params) + data + 1<<30 // + 1 GiB for run.yaml, logs, slack
+		var got int64 = -1
+		for _, pvc := range c.trainer.Spec.VolumeClaimTemplates {
+			if pvc.Name == "data" {
+				q := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+				got = q.Value()
+			}
+		}
+		if got < need {
+			t.Errorf("trainer volume requests %d bytes; the run needs at least %d (%d checkpoints of %d parameters x 16 bytes, %d bytes of prepared data, 1 GiB)",
+				got, need, run.KeepCheckpoints+4, params, data)
+		}
+		t.Logf("trainer volume %.1f GiB, run needs %.1f GiB", float64(got)/(1<<30), float64(need)/(1<<30))
 	})
 }
 
