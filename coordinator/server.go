@@ -119,6 +119,7 @@ var grpcCodes = map[string]codes.Code{
 	"run_finished":     codes.FailedPrecondition,
 	"bad_command":      codes.InvalidArgument,
 	"version_mismatch": codes.FailedPrecondition,
+	"id_in_use":        codes.AlreadyExists,
 }
 
 func resultStatus(res fsm.Result) error {

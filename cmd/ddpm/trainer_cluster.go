@@ -205,7 +205,20 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		case <-joinCtx.Done():
 		}
 	}()
-	_, err = cli.Join(joinCtx, join)
+	// An id held by a live member at another address is refused: a second process given the
+	// same --id (it gives up with the refusal), or this trainer restarted on another address
+	// (its old self stops heartbeating, so the refusal ends within the heartbeat timeout).
+	idWait := time.Now().Add(2 * run.HeartbeatTimeout.Std())
+	for {
+		_, err = cli.Join(joinCtx, join)
+		if !errors.Is(err, fsm.ErrIDInUse) || time.Now().After(idWait) {
+			break
+		}
+		select {
+		case <-joinCtx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 	joinCancel()
 	if err != nil && ctx.Err() == nil && isClosed(stop) {
 		node.Log.Info("left before joining", "coordinators", addrs, "last_error", err.Error())

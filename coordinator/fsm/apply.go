@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"ddpm/config"
 )
@@ -229,6 +230,13 @@ func join(s *State, now int64, j *Join) *failure {
 		return fail("run_finished", "the run has %s%s", s.Status, reasonSuffix(s.Reason))
 	}
 	if old, ok := s.Members[j.ID]; ok {
+		// The same id from another address while the member still heartbeats is a second
+		// process given the same --id, not a restart: taking the id over would put both in
+		// the ring as one rank and stall the run for good.
+		if old.Address != j.Address && now-old.LastHeartbeat <= int64(s.Run.HeartbeatTimeout) {
+			return fail("id_in_use", "%q belongs to a live member at %s (last heartbeat %s ago); give each trainer its own --id",
+				j.ID, old.Address, time.Duration(max(0, now-old.LastHeartbeat)).Round(time.Millisecond))
+		}
 		// The same id joining again is a restarted process: whatever it held in memory is gone,
 		// so if it was a rank its ring is broken.
 		wasActive := old.State == MemberActive

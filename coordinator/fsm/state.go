@@ -48,6 +48,9 @@ var (
 	ErrBadCheckpoint = errors.New("bad checkpoint report")
 	// ErrRunFinished: the run has succeeded or failed; it takes no more work.
 	ErrRunFinished = errors.New("run finished")
+	// ErrIDInUse: a trainer joined with the id of a live member at another address (two
+	// processes given the same --id); the member keeps it.
+	ErrIDInUse = errors.New("trainer id in use")
 	// ErrBadCommand: a malformed command (a programming error of the proposer, reported rather
 	// than panicking so that one bad entry cannot crash every replica).
 	ErrBadCommand = errors.New("bad command")
@@ -64,6 +67,7 @@ var codes = map[string]error{
 	"bad_checkpoint":   ErrBadCheckpoint,
 	"run_finished":     ErrRunFinished,
 	"bad_command":      ErrBadCommand,
+	"id_in_use":        ErrIDInUse,
 }
 
 // Status is the run's status.

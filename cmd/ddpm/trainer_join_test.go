@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"ddpm/config"
+	"ddpm/coordinator"
+	"ddpm/coordinator/fsm"
+	"ddpm/internal/testutil"
+	"ddpm/internal/tlsauth/tlsauthtest"
+)
+
+// TestTrainerDuplicateIDRefused: a second trainer process started by hand with the --id of a
+// live member (another --listen address) is refused with one line naming the member's address,
+// exit 2, and the member keeps its rank; it used to take the id over, so both processes held
+// rank 0 of one ring and the run stalled for good while both heartbeated.
+func TestTrainerDuplicateIDRefused(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Steps, run.CheckpointEvery, run.HeartbeatTimeout = 20, 10, config.Duration(time.Second)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(cfgPath, run.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	certs := tlsauthtest.Dir(t)
+	sec := tlsauthtest.Load(t, certs, nil)
+	grpcAddr, raftAddr := freeAddr(t), freeAddr(t)
+	node, err := coordinator.StartNode(coordinator.NodeConfig{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr,
+		Peers: []coordinator.Peer{{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr}}, DataDir: t.TempDir(),
+		Bootstrap: true, Run: &run, Version: "dev", Security: sec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	cli, err := coordinator.Dial([]string{grpcAddr}, sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+
+	// The live member t1, heartbeating from 127.0.0.1:7000.
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	member := coordinator.JoinRequest{ID: "t1", Address: "127.0.0.1:7000", Version: "dev", ConfigHash: run.Hash()}
+	for {
+		if _, err = cli.Join(ctx, member); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	hbCtx, hbStop := context.WithCancel(ctx)
+	defer hbStop()
+	go func() {
+		for hbCtx.Err() == nil {
+			_, _ = cli.Heartbeat(hbCtx, "t1")
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	before, err := cli.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.CommandContext(ctx, bin, "trainer", "--id", "t1", "--coordinator", grpcAddr, "--listen", freeAddr(t),
+		"--data-dir", filepath.Join(dir, "t1b"), "--config", cfgPath, "--certs", certs)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("duplicate trainer: %v (want exit 2); stderr:\n%s", err, stderr.String())
+	}
+	want := regexp.MustCompile(`^ddpm: joining \[` + regexp.QuoteMeta(grpcAddr) + `\]: trainer id in use: "t1" belongs to a live member at 127\.0\.0\.1:7000 \(last heartbeat [0-9.]+m?s ago\); give each trainer its own --id\n$`)
+	if !want.MatchString(stderr.String()) {
+		t.Fatalf("stderr %q, want one line matching %s", stderr.String(), want)
+	}
+
+	after, err := cli.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := after.Members["t1"]
+	if m == nil || m.Address != "127.0.0.1:7000" || m.State != fsm.MemberActive || after.Generation.Number != before.Generation.Number {
+		t.Fatalf("after the refused duplicate: member %+v, generation %d (was %d)", m, after.Generation.Number, before.Generation.Number)
+	}
+}
