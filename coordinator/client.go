@@ -83,6 +83,8 @@ func Hint(err error) string {
 		return "the coordinator closed the connection at once: it may require mutual TLS while this process runs --insecure"
 	case strings.Contains(msg, "first record does not look like a TLS handshake"):
 		return "the coordinator answers in plain text: it runs --insecure while this process uses --certs"
+	case strings.Contains(msg, "cannot reach the leader"):
+		return "that replica answers but cannot forward to the leader: check the leader's gRPC address in that replica's --peers"
 	case strings.Contains(msg, "connection refused"):
 		return "nothing listens at that address (coordinator down or not started yet?)"
 	}

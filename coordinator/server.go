@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,13 +83,40 @@ func (s *Server) leaderClient(ctx context.Context) (api.CoordinatorClient, error
 	cc, ok := s.conns[l.GRPCAddr]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(l.GRPCAddr, append(callOptions(), s.sec.DialOptions()...)...)
+		opts := append(callOptions(), s.sec.DialOptions()...)
+		opts = append(opts, grpc.WithUnaryInterceptor(s.forwardErrors(l)))
+		cc, err = grpc.NewClient(l.GRPCAddr, opts...)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "dial leader %s: %v", l.GRPCAddr, err)
 		}
 		s.conns[l.GRPCAddr] = cc
 	}
 	return api.NewCoordinatorClient(cc), nil
+}
+
+// forwardErrors names the forwarding hop in the errors of calls that could not reach the leader
+// (a wrong gRPC address for it in this replica's --peers looked, to a trainer, like this
+// replica being down), and logs the first of each run of them on this replica.
+func (s *Server) forwardErrors(l Peer) grpc.UnaryClientInterceptor {
+	var lastWarn time.Time
+	var mu sync.Mutex
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		st, ok := status.FromError(err)
+		// Only failures of the link itself: the leader's own answers pass unchanged.
+		if err == nil || !ok || st.Code() != codes.Unavailable || !strings.HasPrefix(st.Message(), "connection error") {
+			return err
+		}
+		msg := fmt.Sprintf("replica %s cannot reach the leader %s at %s (its gRPC address in %s's --peers): %s",
+			s.rep.ID(), l.ID, l.GRPCAddr, s.rep.ID(), st.Message())
+		mu.Lock()
+		if time.Since(lastWarn) > 10*time.Second {
+			lastWarn = time.Now()
+			s.rep.log.Warn("cannot forward to the leader; check --peers", "leader", l.ID, "leader_grpc", l.GRPCAddr, "err", st.Message())
+		}
+		mu.Unlock()
+		return status.Error(st.Code(), msg)
+	}
 }
 
 func forwarded(ctx context.Context) context.Context {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -161,4 +162,68 @@ func TestServiceThroughFollower(t *testing.T) {
 		t.Fatalf("leaving twice: generation %d, %v; want %d, nil", again, err, gen)
 	}
 	wcancel()
+}
+
+// TestForwardToWrongLeaderAddress: a replica whose --peers gives the leader a wrong gRPC address
+// (a typo made by hand on one machine) answers its callers with an error that names itself, the
+// leader, the address and --peers, and the client's hint points there; it used to pass the
+// dial error through, which read as "nothing listens at that address (coordinator down?)" for
+// a replica that was up and answering.
+func TestForwardToWrongLeaderAddress(t *testing.T) {
+	addrs := freeAddrs(t, 8)
+	var peers []Peer
+	for i := range 3 {
+		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i), RaftAddr: addrs[2*i], GRPCAddr: addrs[2*i+1]})
+	}
+	// n2's list gives n0 and n1 an address where nothing listens.
+	wrong := slices.Clone(peers)
+	wrong[0].GRPCAddr, wrong[1].GRPCAddr = addrs[6], addrs[7]
+	sec := tlsauthtest.Load(t, tlsauthtest.Dir(t), nil)
+	dir := t.TempDir()
+	var nodes []*Node
+	for i, p := range peers {
+		list := peers
+		if i == 2 {
+			list = wrong
+		}
+		node, err := StartNode(NodeConfig{ID: p.ID, RaftAddr: p.RaftAddr, GRPCAddr: p.GRPCAddr, Peers: list,
+			DataDir: filepath.Join(dir, p.ID), Bootstrap: true, Version: "v1", Security: sec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { node.Close() })
+		nodes = append(nodes, node)
+	}
+	// n2 must follow n0 or n1.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		l := nodes[2].Replica.Leader().ID
+		if l == "n0" || l == "n1" {
+			break
+		}
+		if l == "n2" {
+			_ = nodes[2].Replica.Raft().LeadershipTransfer().Error()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 follows %q", l)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	leader := nodes[2].Replica.Leader()
+	c, err := Dial([]string{peers[2].GRPCAddr}, sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	run, _ := config.Preset("mnist")
+	_, err = c.SubmitRun(ctx, run)
+	want := fmt.Sprintf("replica n2 cannot reach the leader %s at %s (its gRPC address in n2's --peers): connection error:", leader.ID, leader.GRPCAddr)
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("submit through n2: %v\nwant it to contain %q", err, want)
+	}
+	if h := Hint(err); h != "that replica answers but cannot forward to the leader: check the leader's gRPC address in that replica's --peers" {
+		t.Fatalf("hint %q", h)
+	}
 }
