@@ -400,7 +400,9 @@ func progress(s *State, now int64, p *Progress) *failure {
 	if rank < 0 {
 		return fail("not_in_ring", "%q is not a rank of generation %d", p.ID, s.Generation.Number)
 	}
-	if s.Status.Terminal() {
+	// The run succeeds when its final checkpoint commits (see checkpoint), which may come before
+	// the final step's progress report: that report still records its loss point.
+	if s.Status.Terminal() && (s.Status != StatusSucceeded || p.Failure != "") {
 		return fail("run_finished", "the run has %s%s", s.Status, reasonSuffix(s.Reason))
 	}
 	m.LastHeartbeat = max(m.LastHeartbeat, now)
@@ -423,10 +425,6 @@ func progress(s *State, now int64, p *Progress) *failure {
 		} else {
 			s.event(now, "loss", "non-finite metrics at step %d not recorded", p.Step)
 		}
-	}
-	if p.Step == s.TotalSteps {
-		s.Status = StatusSucceeded
-		s.event(now, "run", "run succeeded at step %d", p.Step)
 	}
 	return nil
 }
@@ -517,6 +515,14 @@ func checkpoint(s *State, now int64, r *CheckpointReport) *failure {
 		}
 	}
 	s.event(now, "checkpoint", "checkpoint at step %d committed (%.12s, %d bytes)", r.Step, r.SHA256, r.Size)
+	// The run has succeeded once its final checkpoint is committed, not when a rank reports the
+	// final step: until the commit a rank may still die, and a run declared done before it would
+	// never commit its last checkpoint (the terminal status ends the ring), leaving an older one
+	// as the run's result.
+	if r.Step == s.TotalSteps && s.Status != StatusSucceeded {
+		s.Status, s.Step = StatusSucceeded, s.TotalSteps
+		s.event(now, "run", "run succeeded at step %d", r.Step)
+	}
 	// A committed checkpoint is the free moment to grow the ring: no work is lost. (Not after
 	// the final step: there is nothing left to train.)
 	if len(s.Members) > s.Generation.World && s.Generation.World < s.Run.MaxTrainers && !s.Status.Terminal() && r.Step < s.TotalSteps {
