@@ -89,6 +89,10 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 	running := uint64(0) // the generation being trained (mu); 0: none
 	go func() {
 		defer close(closed)
+		// The stream's end (the coordinator gave up on us, the run ended without us) also ends
+		// the generation in flight: a step or a wait for a commit would otherwise wait for an
+		// assignment that never comes.
+		defer func() { mu.Lock(); cancelGen(); mu.Unlock() }()
 		for a := range asg {
 			mu.Lock()
 			// The coordinator re-sends an assignment when anything in it changes (a commit,

@@ -154,6 +154,9 @@ func (tr *Trainer) SetRing(red Reducer, rank, world int, gen uint64) {
 // StepCount is the number of steps completed (the next step's index).
 func (tr *Trainer) StepCount() int64 { return tr.step }
 
+// Generation is the cluster generation of the last SetRing (0 before any).
+func (tr *Trainer) Generation() uint64 { return tr.gen }
+
 // Model is the replica's network (its Params arena holds the current parameters).
 func (tr *Trainer) Model() *unet.Model { return tr.model }
 

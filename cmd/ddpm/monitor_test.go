@@ -255,7 +255,14 @@ func TestLossFollow(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	report(t, cli, gen, 6, 20) // step 20 is the last: the run succeeds
+	report(t, cli, gen, 6, 20) // step 20 is the last
+	// The run succeeds when its final checkpoint commits (the only rank reports it).
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := cli.CheckpointReady(ctx, &api.CheckpointReadyRequest{Id: "trainer-a", Generation: gen, Step: 20,
+		Sha256: strings.Repeat("ab", 32), Size: 1024}); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case r := <-done:
 		if r.err != nil {

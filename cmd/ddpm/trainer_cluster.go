@@ -305,7 +305,9 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	if err != nil && ctx.Err() == nil {
 		// Tell the cluster why this rank gives up (divergence, a mismatch).
 		rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_, _ = cli.ReportProgress(rctx, &api.ReportProgressRequest{Id: o.id, Failure: err.Error()})
+		// With the generation it trained in: the coordinator refuses reports of other
+		// generations as stale, which left the run "running" and the trainer crash-looping.
+		_, _ = cli.ReportProgress(rctx, &api.ReportProgressRequest{Id: o.id, Generation: node.Trainer.Generation(), Failure: err.Error()})
 		rcancel()
 	}
 	return err
