@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -99,6 +100,16 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if !o.standalone && (o.coordinator == "" || o.listen == "") {
 		return withExit(2, errors.New("--coordinator and --listen are required (or --standalone)"))
 	}
+	if !o.standalone {
+		if err := checkListen(o.listen); err != nil {
+			return withExit(2, fmt.Errorf("--listen %s: %w", o.listen, err))
+		}
+		for _, a := range strings.Split(o.coordinator, ",") {
+			if err := checkHostPort(a); err != nil {
+				return withExit(2, fmt.Errorf("--coordinator %s: %w", a, err))
+			}
+		}
+	}
 	if o.id == "" {
 		o.id, _ = os.Hostname()
 	}
@@ -156,4 +167,20 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	}
 	addrs := strings.Split(o.coordinator, ",")
 	return runClusterTrainer(ctx, stop, node, run, o, addrs)
+}
+
+// checkListen checks a trainer's --listen address, which is also the address its ring peers
+// dial: it must name a port and a host they can reach, not only a port or a wildcard IP.
+func checkListen(addr string) error {
+	if err := checkHostPort(addr); err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	if host == "" {
+		return errors.New("the ring peers dial this address: give a host they can reach (this machine's IP or name), not only a port")
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("the ring peers dial this address: give an address of this machine they can reach, not %s", host)
+	}
+	return nil
 }

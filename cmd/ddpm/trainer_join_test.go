@@ -99,3 +99,30 @@ func TestTrainerDuplicateIDRefused(t *testing.T) {
 		t.Fatalf("after the refused duplicate: member %+v, generation %d (was %d)", m, after.Generation.Number, before.Generation.Number)
 	}
 }
+
+// TestTrainerListenChecked: --listen is also the address the ring peers dial, so a bare port or
+// a wildcard IP is refused at once with one line (exit 2), as is a --coordinator entry that is
+// not host:port. ":7100" used to fail only after the dataset loaded and the cluster answered,
+// as "bad command: address ...", and "0.0.0.0:7100" was advertised to peers on other machines,
+// which dial themselves there.
+func TestTrainerListenChecked(t *testing.T) {
+	vol := filepath.Join(t.TempDir(), "vol")
+	for _, tc := range []struct {
+		listen, coord, want string
+	}{
+		{":7100", "127.0.0.1:7001", "--listen :7100: the ring peers dial this address: give a host they can reach (this machine's IP or name), not only a port"},
+		{"0.0.0.0:7100", "127.0.0.1:7001", "--listen 0.0.0.0:7100: the ring peers dial this address: give an address of this machine they can reach, not 0.0.0.0"},
+		{"[::]:7100", "127.0.0.1:7001", "--listen [::]:7100: the ring peers dial this address: give an address of this machine they can reach, not ::"},
+		{"10.0.0.5:0", "127.0.0.1:7001", `--listen 10.0.0.5:0: port "0" is not a number in 1..65535`},
+		{"10.0.0.5:7100", "127.0.0.1:7001,c2", "--coordinator c2: not a host:port address (missing port in address)"},
+	} {
+		args := []string{"trainer", "--id", "t0", "--listen", tc.listen, "--coordinator", tc.coord, "--data-dir", vol, "--preset", "mnist", "--insecure"}
+		t0 := time.Now()
+		_, err := runCLI(t, context.Background(), nil, args...)
+		wantExit(t, args, err, 2, tc.want)
+		if d := time.Since(t0); d > 2*time.Second {
+			t.Errorf("%v took %v, want at once", args, d)
+		}
+	}
+	mustNotExist(t, vol)
+}

@@ -27,7 +27,7 @@ func TestTrainerSIGTERMWhileJoining(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, testutil.DDPMBinary(t), "trainer", "--id", "t0", "--coordinator", dead,
-		"--listen", "127.0.0.1:0", "--data-dir", filepath.Join(t.TempDir(), "vol"), "--preset", "mnist", "--insecure")
+		"--listen", freeAddr(t), "--data-dir", filepath.Join(t.TempDir(), "vol"), "--preset", "mnist", "--insecure")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
