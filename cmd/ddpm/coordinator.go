@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -97,6 +98,9 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return withExit(2, fmt.Errorf("--peers: %w", err))
 	}
+	if err := checkOwnPeer(peers, coordFlags.id, coordFlags.raftAddr, coordFlags.grpcAddr); err != nil {
+		return withExit(2, err)
+	}
 	var run *config.Run
 	if coordFlags.run.Given() {
 		r, err := coordFlags.run.Resolve()
@@ -132,4 +136,41 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 	s := <-sig
 	log.Info("stopping", "signal", s.String())
 	return node.Close()
+}
+
+// checkOwnPeer checks that --peers lists --id at this process's own --raft-addr and --grpc-addr
+// (same port; the same IP where both name one): a replica started with another replica's id
+// would otherwise run as a second copy of it, voting in raft under its name.
+func checkOwnPeer(peers []coordinator.Peer, id, raftAddr, grpcAddr string) error {
+	var ids []string
+	for _, p := range peers {
+		if p.ID != id {
+			ids = append(ids, p.ID)
+			continue
+		}
+		for _, a := range []struct{ flag, own, listed, what string }{
+			{"--raft-addr", raftAddr, p.RaftAddr, "raft"}, {"--grpc-addr", grpcAddr, p.GRPCAddr, "gRPC"}} {
+			if !sameEndpoint(a.own, a.listed) {
+				return fmt.Errorf("%s %s is not %s's %s address in --peers (%s): give each replica its own --id", a.flag, a.own, id, a.what, a.listed)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("--id %s is not among --peers (%s)", id, strings.Join(ids, ", "))
+}
+
+// sameEndpoint reports whether two host:port addresses can name one listener: equal ports, and
+// equal hosts where both are IPs (a DNS name, as in Kubernetes peer lists, is not resolved; a
+// wildcard listen IP such as 0.0.0.0 matches any).
+func sameEndpoint(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil {
+		return a == b
+	}
+	if pa != pb {
+		return false
+	}
+	ia, ib := net.ParseIP(ha), net.ParseIP(hb)
+	return ia == nil || ib == nil || ia.IsUnspecified() || ib.IsUnspecified() || ia.Equal(ib)
 }
