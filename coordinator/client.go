@@ -231,6 +231,10 @@ func decodeErr(err error) error {
 	return fmt.Errorf("coordinator: %s", st.Message())
 }
 
+// MsgWaitingForRun is the message a joining trainer logs (WithLog) while the cluster has no run
+// config yet, once at first and then every so often.
+const MsgWaitingForRun = "waiting for a run config"
+
 // SubmitRun submits the run config and returns its hash. A run config that breaks a rule
 // returns fsm.ErrInvalidConfig naming every problem; a different run already configured
 // returns fsm.ErrConfigMismatch.
@@ -266,6 +270,7 @@ func (c *Client) Join(ctx context.Context, j JoinRequest) (Joined, error) {
 	for _, h := range j.Held {
 		req.Held = append(req.Held, &api.CoordHeldCheckpoint{Step: h.Step, Sha256: h.SHA256})
 	}
+	var warned time.Time
 	for {
 		var resp *api.JoinResponse
 		err := c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
@@ -274,6 +279,11 @@ func (c *Client) Join(ctx context.Context, j JoinRequest) (Joined, error) {
 			return err
 		})
 		if errors.Is(err, fsm.ErrNoRun) {
+			// Coordinators started without --config wait for one; say what we wait for.
+			if c.log != nil && time.Since(warned) >= warnEvery {
+				warned = time.Now()
+				c.log.Warn(MsgWaitingForRun, "hint", "no coordinator was given the run config (--config or the run flags); start one with it")
+			}
 			// A refusal is not deduplicated as success: a fresh id lets the retry apply.
 			req.RequestId = NewRequestID()
 			t := time.NewTimer(c.backoff * 5)

@@ -77,3 +77,28 @@ func TestClientWarnsWithHint(t *testing.T) {
 		t.Error("Hint(nil) is not empty")
 	}
 }
+
+// TestJoinSaysItWaitsForARunConfig: a trainer joining coordinators that were all started without
+// the run config (no --config, no run flags) logs once that it waits for one, with a hint, and
+// keeps waiting; it used to wait without a word.
+func TestJoinSaysItWaitsForARunConfig(t *testing.T) {
+	certs := tlsauthtest.Dir(t)
+	node, _ := startSecureNode(t, certs) // no Run
+	var buf tlsauthtest.Log
+	c, err := Dial([]string{node.cfg.GRPCAddr}, tlsauthtest.Load(t, certs, nil), WithLog(slog.New(slog.NewJSONHandler(&buf, nil))),
+		WithBackoff(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := c.Join(ctx, JoinRequest{ID: "t0", Address: "127.0.0.1:7100", Version: "v1"}); ctx.Err() == nil {
+		t.Fatalf("join returned before its deadline: %v", err)
+	}
+	recs := records(t, &buf)
+	if len(recs) != 1 || recs[0]["level"] != "WARN" || recs[0]["msg"] != MsgWaitingForRun ||
+		recs[0]["hint"] != "no coordinator was given the run config (--config or the run flags); start one with it" {
+		t.Fatalf("log records %v, want one warning %q with the hint", recs, MsgWaitingForRun)
+	}
+}
