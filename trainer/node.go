@@ -317,6 +317,11 @@ func (n *Node) load(ctx context.Context, a Assignment) error {
 		if c, err = n.Store.Get(a.StartStep); err != nil {
 			return fmt.Errorf("%w: %w", errStore, err)
 		}
+		// The holder served what it holds as committed; the assignment names the sha256 the
+		// cluster committed. Checked as the local copy was.
+		if a.CheckpointSHA != "" && c.SHA256 != a.CheckpointSHA {
+			return fmt.Errorf("%w: fetched copy of step %d hashes to %.12s, the committed one to %.12s", errFetch, a.StartStep, c.SHA256, a.CheckpointSHA)
+		}
 	}
 	if err := tr.Restore(c); err != nil {
 		return err

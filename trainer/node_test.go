@@ -60,3 +60,80 @@ func TestRunEndsWhenAssignmentsEnd(t *testing.T) {
 		t.Fatalf("Run still waits 30 s after the assignment stream ended (step %d)", tr.StepCount())
 	}
 }
+
+// TestFetchedCheckpointMustMatchCommitted: a copy fetched from a holder that does not hash to
+// the sha256 the assignment names (the committed one) is not restored; the node waits for the
+// next generation instead of training on from it.
+func TestFetchedCheckpointMustMatchCommitted(t *testing.T) {
+	run, ds := mnistRun(t, 2)
+	tr, err := New(run, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := checkpoint.Open(filepath.Join(t.TempDir(), "c.db"), checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// The holder's copy: this trainer's state at step 0 saved as step 1.
+	other := tr.Snapshot(1, "")
+	other.Step = 1
+	fetch := func(_ context.Context, _ []string, step int64, _ string, dst *checkpoint.Store) error {
+		_, err := dst.Save(other)
+		return err
+	}
+	asg := make(chan Assignment, 1)
+	committed := strings.Repeat("0f", 32)
+	asg <- Assignment{Generation: 2, Rank: 0, World: 1, StartStep: 1, CheckpointSHA: committed, Holders: []string{"peer:1"}}
+	var logs strings.Builder
+	var mu sync.Mutex
+	n := &Node{Trainer: tr, Store: st, Coord: &fixedCoord{ch: asg}, Ring: SoloRing, Fetch: fetch,
+		Log: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(context.Background(), make(chan struct{})) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		text := logs.String()
+		mu.Unlock()
+		if strings.Contains(text, "checkpoint not loaded") {
+			if !strings.Contains(text, "fetched copy of step 1 hashes to") || !strings.Contains(text, "the committed one to 0f0f0f0f0f0f") {
+				t.Fatalf("log does not name the mismatch:\n%s", text)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no refusal of the fetched copy within 10 s; log:\n%s", text)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(asg)
+	<-done
+	if s := tr.StepCount(); s != 0 {
+		t.Fatalf("the trainer restored the mismatched copy: at step %d, want 0", s)
+	}
+}
+
+// fixedCoord delivers the assignments of ch and nothing else.
+type fixedCoord struct{ ch chan Assignment }
+
+func (c *fixedCoord) Assignments(context.Context) (<-chan Assignment, error) { return c.ch, nil }
+func (c *fixedCoord) Report(context.Context, Progress)                       {}
+func (c *fixedCoord) CheckpointReady(context.Context, uint64, int64, string, int64) error {
+	return nil
+}
+func (c *fixedCoord) WaitCommitted(ctx context.Context, _ int64) (string, error) {
+	<-ctx.Done()
+	return "", ctx.Err()
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
