@@ -169,7 +169,50 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	go n.submitLoop(ctx)
+	go n.watchNoLeader(ctx)
 	return n, nil
+}
+
+// noLeaderWarnAfter is how long a replica may know no raft leader before it says so.
+var noLeaderWarnAfter = 10 * time.Second
+
+// MsgNoLeader is the warning of a replica that has known no raft leader for noLeaderWarnAfter:
+// most often a --peers list that differs between replicas (a raft address nobody listens at),
+// or too few replicas up for a majority.
+const MsgNoLeader = "no raft leader"
+
+// watchNoLeader logs MsgNoLeader, with this replica's raft state, term and the configuration it
+// votes in, each time noLeaderWarnAfter passes without a known leader. A replica cut off by a
+// wrong peer list otherwise stayed a silent candidate while the others ran without it.
+func (n *Node) watchNoLeader(ctx context.Context) {
+	since := time.Now()
+	tick := time.NewTicker(noLeaderWarnAfter / 10)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		r := n.Replica.Raft()
+		if addr, _ := r.LeaderWithID(); addr != "" {
+			since = time.Now()
+			continue
+		}
+		if time.Since(since) < noLeaderWarnAfter {
+			continue
+		}
+		var voters []string
+		if f := r.GetConfiguration(); f.Error() == nil {
+			for _, s := range f.Configuration().Servers {
+				voters = append(voters, string(s.ID)+"="+string(s.Address))
+			}
+		}
+		n.cfg.Logger.Warn(MsgNoLeader, "for", time.Since(since).Round(time.Second).String(),
+			"role", strings.ToLower(r.State().String()), "term", r.CurrentTerm(), "voters", strings.Join(voters, ","),
+			"hint", "every replica needs the same --peers, each raft address reachable, and a majority up")
+		since = time.Now()
+	}
 }
 
 // Mux is the HTTP mux (/healthz, /api/status); other packages add their routes to it.
