@@ -242,6 +242,52 @@ func TestLocalCluster(t *testing.T) {
 		}
 	})
 
+	// Every coordinator's data lost between an interrupt and the resume: the trainers' volumes
+	// still hold the committed checkpoints, a joining trainer brings the newest back (the run's
+	// config hash vouches for it), and the run continues from it to the bit-identical end.
+	t.Run("CoordinatorsLostResumeFromVolumes", func(t *testing.T) {
+		res := filepath.Join(dir, "wiped")
+		cmd := exec.Command(ddpmBinary(t), append([]string{"local", "--trainers", "2", "--coordinators", "1", "--out", res, "--samples", "0"}, smallRun(e2eSteps)...)...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+			if c, err := os.ReadFile(filepath.Join(res, "logs", "trainer-0.log")); err == nil && bytes.Count(c, []byte(`"msg":"checkpoint saved"`)) >= 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("no second checkpoint within 3 minutes:\n%s", out.String())
+			}
+		}
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		stopped := finalState(t, res, 0).Step
+		if stopped == 0 || stopped >= e2eSteps {
+			t.Fatalf("interrupted at committed step %d, want one inside the run", stopped)
+		}
+		coords, _ := filepath.Glob(filepath.Join(res, "coordinator-*"))
+		for _, c := range coords {
+			if err := os.RemoveAll(c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustOK(t, ddpm(t, "local", "--resume", res, "--quiet"), "ddpm local --resume without coordinator data")
+		var starts []float64
+		for _, a := range logLines(t, filepath.Join(res, "logs", "trainer-0.log"), "assignment") {
+			starts = append(starts, a["start_step"].(float64))
+		}
+		if len(starts) == 0 || starts[len(starts)-1] != float64(stopped) {
+			t.Fatalf("after the resume trainer-0 started from steps %v, want the last from %d, its newest committed checkpoint", starts, stopped)
+		}
+		a, b := finalState(t, two, 0), finalState(t, res, 0)
+		if a.SHA256 != b.SHA256 || b.Step != e2eSteps {
+			t.Fatalf("final checkpoint %s at step %d, the uninterrupted run's %s at step %d", b.SHA256, b.Step, a.SHA256, a.Step)
+		}
+	})
+
 	t.Run("SampleAndBPD", func(t *testing.T) {
 		grid := filepath.Join(dir, "grid.png")
 		prog := filepath.Join(dir, "prog.png")

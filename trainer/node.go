@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -86,7 +87,7 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 		wake                         = make(chan struct{}, 1)
 		closed                       = make(chan struct{})
 	)
-	running := uint64(0) // the generation being trained (mu); 0: none
+	var running *Assignment // the generation being trained (mu); nil: none
 	go func() {
 		defer close(closed)
 		// The stream's end (the coordinator gave up on us, the run ended without us) also ends
@@ -97,8 +98,10 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 			mu.Lock()
 			// The coordinator re-sends an assignment when anything in it changes (a commit,
 			// the run's status); only a new generation (or a first one) supersedes the one
-			// in flight.
-			if running != 0 && a.Generation == running {
+			// in flight. A generation is its number and its ring: a coordinator cluster rebuilt
+			// without its old state numbers generations from 1 again, and a reused number with
+			// another ring or start is a new generation.
+			if running != nil && sameGeneration(a, *running) {
 				mu.Unlock()
 				continue
 			}
@@ -127,7 +130,8 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 			mu.Lock()
 			if pending != nil {
 				a, pending = *pending, nil
-				running = a.Generation
+				cur := a
+				running = &cur
 				genCtx = newGen()
 				mu.Unlock()
 				break
@@ -202,6 +206,13 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 	}
 }
 
+// sameGeneration reports whether a and b describe one generation: the same number, ring,
+// rank and start (holders may differ: a re-sent assignment carries the latest ones).
+func sameGeneration(a, b Assignment) bool {
+	return a.Generation == b.Generation && a.Rank == b.Rank && a.World == b.World &&
+		a.StartStep == b.StartStep && a.CheckpointSHA == b.CheckpointSHA && slices.Equal(a.Peers, b.Peers)
+}
+
 // MsgRunComplete is the log message of a trainer whose run is complete (it then exits with
 // status 0); `ddpm local` reads it to tell a finished trainer from one stopped from outside.
 const MsgRunComplete = "run complete"
@@ -226,6 +237,10 @@ func (n *Node) steps(ctx context.Context, stop <-chan struct{}, a Assignment) (o
 		select {
 		case <-stop:
 			return stopped, nil
+		case <-ctx.Done():
+			// Superseded: a ring's all-reduce notices within the step, a world of one
+			// (whose reduction is local) here, between steps.
+			return finished, ctx.Err()
 		default:
 		}
 		p, err := tr.Step(ctx)

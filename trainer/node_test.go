@@ -137,3 +137,56 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestReusedGenerationNumberIsANewGeneration: an assignment re-sent with the same generation,
+// ring and start (a commit added holders) leaves the generation in flight alone, but the same
+// number with another ring or start (a coordinator cluster rebuilt without its state numbers
+// generations from 1 again) supersedes it; it used to be ignored and the trainer stalled.
+func TestReusedGenerationNumberIsANewGeneration(t *testing.T) {
+	run, ds := mnistRun(t, 100000)
+	tr, err := New(run, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := checkpoint.Open(filepath.Join(t.TempDir(), "c.db"), checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	asg := make(chan Assignment, 3)
+	first := Assignment{Generation: 1, Rank: 0, World: 1, Peers: []string{"a:1"}}
+	var logs strings.Builder
+	var mu sync.Mutex
+	n := &Node{Trainer: tr, Store: st, Coord: &fixedCoord{ch: asg}, Ring: SoloRing,
+		Log: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))}
+	count := func(msg string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Count(logs.String(), "msg="+msg)
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s within 20 s", what)
+			}
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(context.Background(), make(chan struct{})) }()
+	asg <- first
+	waitFor("step", func() bool { return tr.StepCount() >= 2 })
+	again := first
+	again.Holders = []string{"b:1"}
+	asg <- again
+	time.Sleep(200 * time.Millisecond)
+	if c := count("assignment"); c != 1 {
+		t.Fatalf("the re-sent assignment of the running generation was acted on: %d assignment lines, want 1", c)
+	}
+	reused := first
+	reused.Peers = []string{"c:1"}
+	asg <- reused
+	waitFor("second assignment line", func() bool { return count("assignment") == 2 })
+	close(asg)
+	<-done
+}

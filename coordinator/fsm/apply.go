@@ -243,6 +243,7 @@ func join(s *State, now int64, j *Join) *failure {
 		old.Address, old.Version, old.LastHeartbeat, old.Step = j.Address, j.Version, now, 0
 		old.JoinSeq, s.NextJoin = s.NextJoin, s.NextJoin+1
 		old.State = MemberWaiting
+		adopt(s, now, j)
 		addHolder(s, j.ID, j.Held)
 		s.event(now, "join", "trainer %s rejoined from %s", j.ID, j.Address)
 		if wasActive {
@@ -254,10 +255,57 @@ func join(s *State, now int64, j *Join) *failure {
 	s.Members[j.ID] = &Member{ID: j.ID, Address: j.Address, Version: j.Version, JoinSeq: s.NextJoin,
 		JoinedAt: now, LastHeartbeat: now, State: MemberWaiting}
 	s.NextJoin++
+	adopt(s, now, j)
 	addHolder(s, j.ID, j.Held)
 	s.event(now, "join", "trainer %s joined from %s", j.ID, j.Address)
 	reconcile(s, now, "")
 	return nil
+}
+
+// adopt takes into the run the newest committed checkpoint a joining trainer holds when it is
+// newer than any the state knows: the coordinators lost their record of it (every replica's
+// data wiped, a cluster rebuilt around the trainers' volumes) while the trainer's volume kept
+// it. Only a trainer that names the run's config hash is believed, and only for a checkpoint
+// step of that config: a run is a pure function of its config, so a checkpoint the cluster of
+// an identical config committed is the state this run reaches at that step. A generation that
+// runs from an older start is restarted from the adopted one (its steps since were recomputing
+// what the checkpoint holds); the final step's checkpoint completes the run.
+func adopt(s *State, now int64, j *Join) {
+	if j.ConfigHash == "" || j.ConfigHash != s.ConfigHash {
+		return
+	}
+	var best *Held
+	for i := range j.Held {
+		h := &j.Held[i]
+		onGrid := h.Step%s.Run.CheckpointEvery == 0 || h.Step == s.TotalSteps
+		if h.Step > 0 && h.Step <= s.TotalSteps && onGrid && len(h.SHA256) == 64 && (best == nil || h.Step > best.Step) {
+			best = h
+		}
+	}
+	if best == nil {
+		return
+	}
+	if latest := s.LatestCheckpoint(); latest != nil && latest.Step >= best.Step {
+		return
+	}
+	s.Checkpoints = append(s.Checkpoints, Checkpoint{Step: best.Step, SHA256: best.SHA256, Holders: []string{j.ID}, Time: now})
+	if extra := len(s.Checkpoints) - s.Run.KeepCheckpoints; extra > 0 {
+		s.Checkpoints = slices.Delete(s.Checkpoints, 0, extra)
+	}
+	for step := range s.Pending {
+		if step <= best.Step {
+			delete(s.Pending, step)
+		}
+	}
+	s.event(now, "checkpoint", "checkpoint at step %d adopted from trainer %s's volume (%.12s): the cluster had no record of it", best.Step, j.ID, best.SHA256)
+	if best.Step == s.TotalSteps {
+		s.Status, s.Step = StatusSucceeded, s.TotalSteps
+		s.event(now, "run", "run succeeded at step %d", best.Step)
+		return
+	}
+	if s.Generation.World > 0 && s.Generation.StartStep < best.Step {
+		breakRing(s, now, fmt.Sprintf("restarting from the adopted checkpoint at step %d", best.Step))
+	}
 }
 
 // addHolder records id as a holder of the committed checkpoints it says it has (same step and
