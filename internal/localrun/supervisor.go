@@ -147,7 +147,7 @@ type proc struct {
 	cmd      *exec.Cmd
 	done     chan struct{} // closed when the current process has been reaped
 	stopping bool          // the supervisor asked it to stop: no restart
-	restarts []time.Time // when it was restarted, oldest first (within Spec.RestartWindow)
+	restarts []time.Time   // when it was restarted, oldest first (within Spec.RestartWindow)
 	// cancelRestart is closed by Stop to cut a pending restart delay short.
 	cancelRestart chan struct{}
 	exited        bool        // the current process has been reaped (it may be waiting to restart)
