@@ -13,40 +13,16 @@ import (
 	"ddpm/checkpoint"
 )
 
-// endedCoord is a coordinator whose assignment stream ends as soon as the rank reports its
-// first checkpoint (the run was settled without this rank: cmd/ddpm's adapter closes the
-// stream when a run succeeds with the trainer outside the ring), and whose commit never comes.
-type endedCoord struct {
-	ch   chan Assignment
-	once sync.Once
-}
-
-func (c *endedCoord) Assignments(context.Context) (<-chan Assignment, error) { return c.ch, nil }
-func (c *endedCoord) Report(context.Context, Progress)                       {}
-func (c *endedCoord) CheckpointReady(context.Context, uint64, int64, string, int64) error {
-	c.once.Do(func() { close(c.ch) })
-	return nil
-}
-func (c *endedCoord) WaitCommitted(ctx context.Context, _ int64) (string, error) {
-	<-ctx.Done()
-	return "", ctx.Err()
-}
-
 // TestRunEndsWhenAssignmentsEnd: when the assignment stream ends while the node waits for a
 // checkpoint commit, the generation in flight ends and Run returns an error naming the closed
 // stream, instead of waiting for a commit (and an assignment) that never comes.
 func TestRunEndsWhenAssignmentsEnd(t *testing.T) {
-	run, ds := mnistRun(t, 2)
-	tr, err := New(run, ds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := checkpoint.Open(filepath.Join(t.TempDir(), "c.db"), checkpoint.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	c := &endedCoord{ch: make(chan Assignment, 1)}
+	tr, st := nodeTrainer(t, 2)
+	// The stream ends as soon as the rank reports its first checkpoint (the run was settled
+	// without it: cmd/ddpm's adapter closes the stream when a run succeeds with the trainer
+	// outside the ring); the commit never comes.
+	c := &fixedCoord{ch: make(chan Assignment, 1)}
+	c.onReady = func() { close(c.ch) }
 	c.ch <- Assignment{Generation: 1, Rank: 0, World: 1}
 	n := &Node{Trainer: tr, Store: st, Coord: c, Ring: SoloRing, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	done := make(chan error, 1)
@@ -65,16 +41,7 @@ func TestRunEndsWhenAssignmentsEnd(t *testing.T) {
 // the sha256 the assignment names (the committed one) is not restored; the node waits for the
 // next generation instead of training on from it.
 func TestFetchedCheckpointMustMatchCommitted(t *testing.T) {
-	run, ds := mnistRun(t, 2)
-	tr, err := New(run, ds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := checkpoint.Open(filepath.Join(t.TempDir(), "c.db"), checkpoint.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	tr, st := nodeTrainer(t, 2)
 	// The holder's copy: this trainer's state at step 0 saved as step 1.
 	other := tr.Snapshot(1, "")
 	other.Step = 1
@@ -114,17 +81,41 @@ func TestFetchedCheckpointMustMatchCommitted(t *testing.T) {
 	}
 }
 
-// fixedCoord delivers the assignments of ch and nothing else.
-type fixedCoord struct{ ch chan Assignment }
+// fixedCoord delivers the assignments of ch; commits never come. onReady, if set, runs once at
+// the first checkpoint report.
+type fixedCoord struct {
+	ch      chan Assignment
+	onReady func()
+	once    sync.Once
+}
 
 func (c *fixedCoord) Assignments(context.Context) (<-chan Assignment, error) { return c.ch, nil }
 func (c *fixedCoord) Report(context.Context, Progress)                       {}
 func (c *fixedCoord) CheckpointReady(context.Context, uint64, int64, string, int64) error {
+	if c.onReady != nil {
+		c.once.Do(c.onReady)
+	}
 	return nil
 }
 func (c *fixedCoord) WaitCommitted(ctx context.Context, _ int64) (string, error) {
 	<-ctx.Done()
 	return "", ctx.Err()
+}
+
+// nodeTrainer is a trainer of the mnist run of the given length and an empty checkpoint store.
+func nodeTrainer(t *testing.T, steps int64) (*Trainer, *checkpoint.Store) {
+	t.Helper()
+	run, ds := mnistRun(t, steps)
+	tr, err := New(run, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := checkpoint.Open(filepath.Join(t.TempDir(), "c.db"), checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return tr, st
 }
 
 type lockedWriter struct {
@@ -143,16 +134,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // number with another ring or start (a coordinator cluster rebuilt without its state numbers
 // generations from 1 again) supersedes it; it used to be ignored and the trainer stalled.
 func TestReusedGenerationNumberIsANewGeneration(t *testing.T) {
-	run, ds := mnistRun(t, 100000)
-	tr, err := New(run, ds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := checkpoint.Open(filepath.Join(t.TempDir(), "c.db"), checkpoint.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	tr, st := nodeTrainer(t, 100000)
 	asg := make(chan Assignment, 3)
 	first := Assignment{Generation: 1, Rank: 0, World: 1, Peers: []string{"a:1"}}
 	var logs strings.Builder

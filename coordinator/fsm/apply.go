@@ -288,15 +288,7 @@ func adopt(s *State, now int64, j *Join) {
 	if latest := s.LatestCheckpoint(); latest != nil && latest.Step >= best.Step {
 		return
 	}
-	s.Checkpoints = append(s.Checkpoints, Checkpoint{Step: best.Step, SHA256: best.SHA256, Holders: []string{j.ID}, Time: now})
-	if extra := len(s.Checkpoints) - s.Run.KeepCheckpoints; extra > 0 {
-		s.Checkpoints = slices.Delete(s.Checkpoints, 0, extra)
-	}
-	for step := range s.Pending {
-		if step <= best.Step {
-			delete(s.Pending, step)
-		}
-	}
+	addCommitted(s, Checkpoint{Step: best.Step, SHA256: best.SHA256, Holders: []string{j.ID}, Time: now})
 	s.event(now, "checkpoint", "checkpoint at step %d adopted from trainer %s's volume (%.12s): the cluster had no record of it", best.Step, j.ID, best.SHA256)
 	if best.Step == s.TotalSteps {
 		s.Status, s.Step = StatusSucceeded, s.TotalSteps
@@ -305,6 +297,21 @@ func adopt(s *State, now int64, j *Join) {
 	}
 	if s.Generation.World > 0 && s.Generation.StartStep < best.Step {
 		breakRing(s, now, fmt.Sprintf("restarting from the adopted checkpoint at step %d", best.Step))
+	}
+}
+
+// addCommitted records c as committed: the list stays in step order and keeps the newest
+// KeepCheckpoints; reports pending for c's step or earlier ones are dropped.
+func addCommitted(s *State, c Checkpoint) {
+	s.Checkpoints = append(s.Checkpoints, c)
+	slices.SortFunc(s.Checkpoints, func(a, b Checkpoint) int { return cmpI64(a.Step, b.Step) })
+	if extra := len(s.Checkpoints) - s.Run.KeepCheckpoints; extra > 0 {
+		s.Checkpoints = slices.Delete(s.Checkpoints, 0, extra)
+	}
+	for step := range s.Pending {
+		if step <= c.Step {
+			delete(s.Pending, step)
+		}
 	}
 }
 
@@ -551,17 +558,8 @@ func checkpoint(s *State, now int64, r *CheckpointReport) *failure {
 	}
 	holders := slices.Clone(s.Generation.Ring)
 	slices.Sort(holders)
-	s.Checkpoints = append(s.Checkpoints, Checkpoint{Step: r.Step, SHA256: r.SHA256, Size: r.Size,
+	addCommitted(s, Checkpoint{Step: r.Step, SHA256: r.SHA256, Size: r.Size,
 		Generation: s.Generation.Number, Holders: holders, Time: now})
-	slices.SortFunc(s.Checkpoints, func(a, b Checkpoint) int { return cmpI64(a.Step, b.Step) })
-	if extra := len(s.Checkpoints) - s.Run.KeepCheckpoints; extra > 0 {
-		s.Checkpoints = slices.Delete(s.Checkpoints, 0, extra)
-	}
-	for step := range s.Pending {
-		if step <= r.Step {
-			delete(s.Pending, step)
-		}
-	}
 	s.event(now, "checkpoint", "checkpoint at step %d committed (%.12s, %d bytes)", r.Step, r.SHA256, r.Size)
 	// The run has succeeded once its final checkpoint is committed, not when a rank reports the
 	// final step: until the commit a rank may still die, and a run declared done before it would
