@@ -46,21 +46,8 @@ func startMonitoredNode(t *testing.T, n int64) (string, *coordinator.Client, uin
 		t.Fatal(err)
 	}
 	run.Steps, run.CheckpointEvery = 20, 10
-	grpcAddr, raftAddr := freeAddr(t), freeAddr(t)
 	monitorCerts = tlsauthtest.Dir(t)
-	sec := tlsauthtest.Load(t, monitorCerts, nil)
-	node, err := coordinator.StartNode(coordinator.NodeConfig{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr,
-		Peers: []coordinator.Peer{{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr}}, DataDir: t.TempDir(),
-		Bootstrap: true, Run: &run, Version: "test", Security: sec})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { node.Close() })
-	cli, err := coordinator.Dial([]string{grpcAddr}, sec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	grpcAddr, cli := startReplica(t, run, "test", monitorCerts)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var joined coordinator.Joined
@@ -76,6 +63,28 @@ func startMonitoredNode(t *testing.T, n int64) (string, *coordinator.Client, uin
 	}
 	report(t, cli, joined.Generation, 1, n)
 	return grpcAddr, cli, joined.Generation
+}
+
+// startReplica runs a real one-replica coordinator cluster on loopback with run configured,
+// binary version version and mutual TLS from the certificate directory certs; it returns the
+// gRPC address and a client.
+func startReplica(t *testing.T, run config.Run, version, certs string) (string, *coordinator.Client) {
+	t.Helper()
+	sec := tlsauthtest.Load(t, certs, nil)
+	grpcAddr, raftAddr := freeAddr(t), freeAddr(t)
+	node, err := coordinator.StartNode(coordinator.NodeConfig{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr,
+		Peers: []coordinator.Peer{{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr}}, DataDir: t.TempDir(),
+		Bootstrap: true, Run: &run, Version: version, Security: sec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	cli, err := coordinator.Dial([]string{grpcAddr}, sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return grpcAddr, cli
 }
 
 // report sends rank 0's progress for steps [from, to].

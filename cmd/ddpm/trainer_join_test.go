@@ -35,20 +35,7 @@ func TestTrainerDuplicateIDRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	certs := tlsauthtest.Dir(t)
-	sec := tlsauthtest.Load(t, certs, nil)
-	grpcAddr, raftAddr := freeAddr(t), freeAddr(t)
-	node, err := coordinator.StartNode(coordinator.NodeConfig{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr,
-		Peers: []coordinator.Peer{{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr}}, DataDir: t.TempDir(),
-		Bootstrap: true, Run: &run, Version: "dev", Security: sec})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { node.Close() })
-	cli, err := coordinator.Dial([]string{grpcAddr}, sec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	grpcAddr, cli := startReplica(t, run, "dev", certs)
 
 	// The live member t1, heartbeating from 127.0.0.1:7000.
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
