@@ -169,7 +169,7 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	go n.submitLoop(ctx)
-	go n.watchNoLeader(ctx)
+	go n.watchNoLeader(ctx, noLeaderWarnAfter)
 	return n, nil
 }
 
@@ -182,11 +182,12 @@ var noLeaderWarnAfter = 10 * time.Second
 const MsgNoLeader = "no raft leader"
 
 // watchNoLeader logs MsgNoLeader, with this replica's raft state, term and the configuration it
-// votes in, each time noLeaderWarnAfter passes without a known leader. A replica cut off by a
-// wrong peer list otherwise stayed a silent candidate while the others ran without it.
-func (n *Node) watchNoLeader(ctx context.Context) {
+// votes in, each time after (noLeaderWarnAfter when the node started) passes without a known
+// leader. A replica cut off by a wrong peer list otherwise stayed a silent candidate while the
+// others ran without it.
+func (n *Node) watchNoLeader(ctx context.Context, after time.Duration) {
 	since := time.Now()
-	tick := time.NewTicker(noLeaderWarnAfter / 10)
+	tick := time.NewTicker(after / 10)
 	defer tick.Stop()
 	for {
 		select {
@@ -199,7 +200,7 @@ func (n *Node) watchNoLeader(ctx context.Context) {
 			since = time.Now()
 			continue
 		}
-		if time.Since(since) < noLeaderWarnAfter {
+		if time.Since(since) < after {
 			continue
 		}
 		var voters []string

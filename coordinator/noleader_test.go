@@ -13,7 +13,8 @@ import (
 // given different peer lists) logs MsgNoLeader with its role, term and the voters it knows, at
 // WARN; a replica of a healthy cluster logs none. It used to stay a silent candidate.
 func TestReplicaWarnsWithoutLeader(t *testing.T) {
-	defer func(d time.Duration) { noLeaderWarnAfter = d }(noLeaderWarnAfter)
+	old := noLeaderWarnAfter
+	t.Cleanup(func() { noLeaderWarnAfter = old })
 	noLeaderWarnAfter = 2 * time.Second
 	certs := tlsauthtest.Dir(t)
 	start := func(peers []Peer) *tlsauthtest.Log {
