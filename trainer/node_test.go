@@ -157,7 +157,7 @@ func TestReusedGenerationNumberIsANewGeneration(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- n.Run(context.Background(), make(chan struct{})) }()
 	asg <- first
-	waitFor("step", func() bool { return tr.StepCount() >= 2 })
+	waitFor("step", func() bool { return count("step") >= 2 })
 	again := first
 	again.Holders = []string{"b:1"}
 	asg <- again
