@@ -806,21 +806,23 @@ func (x *Assignment) GetTotalSteps() int64 {
 }
 
 type ReportProgressRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
-	Step          int64                  `protobuf:"varint,4,opt,name=step,proto3" json:"step,omitempty"`                                                // steps completed
-	Loss          float64                `protobuf:"fixed64,5,opt,name=loss,proto3" json:"loss,omitempty"`                                               // global L_simple
-	LossQuartiles []float64              `protobuf:"fixed64,6,rep,packed,name=loss_quartiles,json=lossQuartiles,proto3" json:"loss_quartiles,omitempty"` // by timestep quartile, 4 values or none
-	GradNorm      float64                `protobuf:"fixed64,7,opt,name=grad_norm,json=gradNorm,proto3" json:"grad_norm,omitempty"`
-	Lr            float64                `protobuf:"fixed64,8,opt,name=lr,proto3" json:"lr,omitempty"`
-	ImagesPerSec  float64                `protobuf:"fixed64,9,opt,name=images_per_sec,json=imagesPerSec,proto3" json:"images_per_sec,omitempty"`
-	ComputeSec    float64                `protobuf:"fixed64,10,opt,name=compute_sec,json=computeSec,proto3" json:"compute_sec,omitempty"`
-	AllreduceSec  float64                `protobuf:"fixed64,11,opt,name=allreduce_sec,json=allreduceSec,proto3" json:"allreduce_sec,omitempty"`
-	WaitSec       float64                `protobuf:"fixed64,12,opt,name=wait_sec,json=waitSec,proto3" json:"wait_sec,omitempty"`
-	Busbw         float64                `protobuf:"fixed64,13,opt,name=busbw,proto3" json:"busbw,omitempty"`   // bytes/s
-	Failure       string                 `protobuf:"bytes,14,opt,name=failure,proto3" json:"failure,omitempty"` // non-empty: fail the run with this reason
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	RequestId  string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Id         string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Generation uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	Step       int64                  `protobuf:"varint,4,opt,name=step,proto3" json:"step,omitempty"`  // steps completed
+	Loss       float64                `protobuf:"fixed64,5,opt,name=loss,proto3" json:"loss,omitempty"` // global L_simple
+	// By timestep quartile, 4 values or none; a negative value marks a quartile that drew no
+	// sample this step (L_simple is never negative).
+	LossQuartiles []float64 `protobuf:"fixed64,6,rep,packed,name=loss_quartiles,json=lossQuartiles,proto3" json:"loss_quartiles,omitempty"`
+	GradNorm      float64   `protobuf:"fixed64,7,opt,name=grad_norm,json=gradNorm,proto3" json:"grad_norm,omitempty"`
+	Lr            float64   `protobuf:"fixed64,8,opt,name=lr,proto3" json:"lr,omitempty"`
+	ImagesPerSec  float64   `protobuf:"fixed64,9,opt,name=images_per_sec,json=imagesPerSec,proto3" json:"images_per_sec,omitempty"`
+	ComputeSec    float64   `protobuf:"fixed64,10,opt,name=compute_sec,json=computeSec,proto3" json:"compute_sec,omitempty"`
+	AllreduceSec  float64   `protobuf:"fixed64,11,opt,name=allreduce_sec,json=allreduceSec,proto3" json:"allreduce_sec,omitempty"`
+	WaitSec       float64   `protobuf:"fixed64,12,opt,name=wait_sec,json=waitSec,proto3" json:"wait_sec,omitempty"`
+	Busbw         float64   `protobuf:"fixed64,13,opt,name=busbw,proto3" json:"busbw,omitempty"`   // bytes/s
+	Failure       string    `protobuf:"bytes,14,opt,name=failure,proto3" json:"failure,omitempty"` // non-empty: fail the run with this reason
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

@@ -270,7 +270,15 @@ func (s *Server) ReportProgress(ctx context.Context, req *api.ReportProgressRequ
 	}
 	p := fsm.LossPoint{Loss: req.Loss, GradNorm: req.GradNorm, LR: req.Lr, ImagesPerSec: req.ImagesPerSec,
 		ComputeSec: req.ComputeSec, AllReduceSec: req.AllreduceSec, WaitSec: req.WaitSec, BusBW: req.Busbw}
-	copy(p.LossQuartiles[:], req.LossQuartiles)
+	// A quartile is absent when the report has none, or marks it with a negative value (no
+	// sample this step); L_simple itself is never negative.
+	for q := range p.LossQuartiles {
+		if q < len(req.LossQuartiles) && req.LossQuartiles[q] >= 0 {
+			p.LossQuartiles[q] = req.LossQuartiles[q]
+		} else {
+			p.QuartilesMissing[q] = 1
+		}
+	}
 	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindProgress, RequestID: req.RequestId, Progress: &fsm.Progress{
 		ID: req.Id, Generation: req.Generation, Step: req.Step, Point: p, Failure: req.Failure}})
 	if err != nil {

@@ -133,8 +133,14 @@ func lastStep(pts []fsm.LossPoint) int64 {
 }
 
 func writeLossRow(w io.Writer, p fsm.LossPoint) {
-	q := p.LossQuartiles
-	fmt.Fprintf(w, "%d\t%.6g\t%.6g\t%.6g\t%.4g\t%.4g\t%.4g\t%.4g\t%.4g\t%.3g\t%.1f\t%d\n", p.Step, p.Loss, p.LossMin, p.LossMax,
+	var q [4]string
+	for i, v := range p.LossQuartiles {
+		q[i] = "-" // no sample in that quartile of [0, T)
+		if p.HasQuartile(i) {
+			q[i] = fmt.Sprintf("%.4g", v)
+		}
+	}
+	fmt.Fprintf(w, "%d\t%.6g\t%.6g\t%.6g\t%s\t%s\t%s\t%s\t%.4g\t%.3g\t%.1f\t%d\n", p.Step, p.Loss, p.LossMin, p.LossMax,
 		q[0], q[1], q[2], q[3], p.GradNorm, p.LR, p.ImagesPerSec, p.Count)
 }
 

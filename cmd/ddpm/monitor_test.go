@@ -246,6 +246,41 @@ func TestStatusWhileRestarting(t *testing.T) {
 	}
 }
 
+// TestLossQuartilesWithoutSamples: a step whose batch left a quarter of [0, T) empty reports
+// that quartile as -1 (a trainer sends NaN as -1), and a report may carry no quartiles at all;
+// `ddpm loss` shows "-" there instead of a 0 that would also enter down-sampled means.
+func TestLossQuartilesWithoutSamples(t *testing.T) {
+	addr, cli, gen := startMonitoredNode(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, r := range []*api.ReportProgressRequest{
+		{Id: "trainer-a", Generation: gen, Step: 3, Loss: 0.5, LossQuartiles: []float64{-1, 0.3, 0.2, 0.1}},
+		{Id: "trainer-a", Generation: gen, Step: 4, Loss: 0.4},
+	} {
+		if _, err := cli.ReportProgress(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := runDDPM(t, "loss", "--coordinator", addr, "--certs", monitorCerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		f := strings.Fields(line)
+		rows[f[0]] = f
+	}
+	if q := rows["3"][4:8]; strings.Join(q, " ") != "- 0.3 0.2 0.1" {
+		t.Errorf("step 3 quartiles %v, want - 0.3 0.2 0.1", q)
+	}
+	if q := rows["4"][4:8]; strings.Join(q, " ") != "- - - -" {
+		t.Errorf("step 4 quartiles %v, want - - - -", q)
+	}
+	if q := rows["2"][4:8]; strings.Join(q, " ") != "4 3 2 1" {
+		t.Errorf("step 2 quartiles %v, want 4 3 2 1", q)
+	}
+}
+
 func TestLossFollow(t *testing.T) {
 	addr, cli, gen := startMonitoredNode(t, 5)
 	csvPath := filepath.Join(t.TempDir(), "loss.csv")

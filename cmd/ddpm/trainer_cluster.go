@@ -7,7 +7,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -119,8 +118,13 @@ func (c *clusterCoord) reportLoop(ctx context.Context) {
 			req := &api.ReportProgressRequest{Id: c.id, Generation: p.Generation,
 				Step: p.Step, Loss: p.Loss, GradNorm: p.GradNorm, Lr: p.LR, ImagesPerSec: p.ImagesPerS,
 				ComputeSec: p.ComputeSec, AllreduceSec: p.AllReduceSec, WaitSec: p.WaitSec, Busbw: p.BusBW}
-			if !slices.ContainsFunc(p.LossQuartiles[:], math.IsNaN) {
-				req.LossQuartiles = p.LossQuartiles[:]
+			// A quartile without a sample this step (NaN) goes as -1, so the others still count.
+			req.LossQuartiles = make([]float64, len(p.LossQuartiles))
+			for q, v := range p.LossQuartiles {
+				if math.IsNaN(v) {
+					v = -1
+				}
+				req.LossQuartiles[q] = v
 			}
 			_, _ = c.cli.ReportProgress(rctx, req)
 			cancel()

@@ -56,6 +56,40 @@ func TestResultErrKeepsSentinel(t *testing.T) {
 	}
 }
 
+// TestLossQuartilesMissing: reports without a sample in a timestep quartile (small batches leave
+// quarters of [0, T) empty) do not drag that quartile's merged mean toward 0; a quartile no report
+// had is marked as absent.
+func TestLossQuartilesMissing(t *testing.T) {
+	h := NewLossHistory(4)
+	// Steps 1-5: quartile 0 is always 1.0 but missing at steps 2 and 4; quartile 3 never seen.
+	for i := int64(1); i <= 5; i++ {
+		p := LossPoint{Step: i, Loss: 0.5, LossQuartiles: [4]float64{1, 2, 3, 0}, QuartilesMissing: [4]int64{0, 0, 0, 1}}
+		if i%2 == 0 {
+			p.LossQuartiles[0], p.QuartilesMissing[0] = 0, 1
+		}
+		h.Add(p)
+	}
+	// Capacity 4: points 2-3 merged (q0 missing in 2), then 4 and 5 appended after a compaction.
+	var merged *LossPoint
+	for i := range h.Points {
+		if h.Points[i].Count > 1 {
+			merged = &h.Points[i]
+		}
+	}
+	if merged == nil {
+		t.Fatalf("no merged point: %+v", h.Points)
+	}
+	if merged.LossQuartiles[0] != 1 || merged.QuartilesMissing[0] != 1 || !merged.HasQuartile(0) {
+		t.Errorf("merged quartile 0 = %v (missing %d of %d), want 1 over the reports that had it", merged.LossQuartiles[0], merged.QuartilesMissing[0], merged.Count)
+	}
+	if merged.LossQuartiles[2] != 3 || merged.HasQuartile(3) {
+		t.Errorf("merged point %+v: want quartile 2 = 3 and quartile 3 absent", *merged)
+	}
+	if last := h.Points[len(h.Points)-1]; last.HasQuartile(3) || !last.HasQuartile(0) {
+		t.Errorf("last point %+v: quartile 3 must be absent, 0 present", last)
+	}
+}
+
 // TestLossHistoryBounded feeds a million reports: the history stays within capacity, keeps the
 // first and last points exactly, and keeps the global minimum in LossMin.
 func TestLossHistoryBounded(t *testing.T) {

@@ -16,16 +16,24 @@ type LossPoint struct {
 	Loss    float64 `json:"loss"`
 	LossMin float64 `json:"loss_min"`
 	LossMax float64 `json:"loss_max"`
-	// LossQuartiles is L_simple by timestep quartile t in [0,T/4), [T/4,T/2), [T/2,3T/4), [3T/4,T).
+	// LossQuartiles is L_simple by timestep quartile t in [0,T/4), [T/4,T/2), [T/2,3T/4), [3T/4,T):
+	// the mean over the merged reports that had a sample in the quartile.
 	LossQuartiles [4]float64 `json:"loss_quartiles"`
-	GradNorm      float64    `json:"grad_norm"` // before clipping
-	LR            float64    `json:"lr"`
-	ImagesPerSec  float64    `json:"images_per_sec"`
-	ComputeSec    float64    `json:"compute_sec"`   // per step
-	AllReduceSec  float64    `json:"allreduce_sec"` // per step
-	WaitSec       float64    `json:"wait_sec"`      // per step
-	BusBW         float64    `json:"busbw"`         // all-reduce bus bandwidth, bytes/s
+	// QuartilesMissing counts, per quartile, the merged reports without a sample in it (a small
+	// batch can leave a quarter of [0, T) empty); see HasQuartile.
+	QuartilesMissing [4]int64 `json:"quartiles_missing"`
+	GradNorm         float64  `json:"grad_norm"` // before clipping
+	LR               float64  `json:"lr"`
+	ImagesPerSec     float64  `json:"images_per_sec"`
+	ComputeSec       float64  `json:"compute_sec"`   // per step
+	AllReduceSec     float64  `json:"allreduce_sec"` // per step
+	WaitSec          float64  `json:"wait_sec"`      // per step
+	BusBW            float64  `json:"busbw"`         // all-reduce bus bandwidth, bytes/s
 }
+
+// HasQuartile reports whether any report merged into p had a sample in timestep quartile q
+// (0..3), i.e. whether LossQuartiles[q] means anything.
+func (p LossPoint) HasQuartile(q int) bool { return p.QuartilesMissing[q] < max(p.Count, 1) }
 
 // LossHistory is a bounded history: when it is full, neighbouring points merge pairwise, except
 // the first and the newest, so it always spans the whole run, keeps the first and last points
@@ -85,8 +93,15 @@ func merge(a, b LossPoint) LossPoint {
 	m.Loss = mean(a.Loss, b.Loss)
 	m.LossMin = math.Min(a.LossMin, b.LossMin)
 	m.LossMax = math.Max(a.LossMax, b.LossMax)
+	// Each quartile over the reports that had it (the same weights as the other fields when
+	// none lacked it).
 	for q := range m.LossQuartiles {
-		m.LossQuartiles[q] = mean(a.LossQuartiles[q], b.LossQuartiles[q])
+		na, nb := float64(a.Count-a.QuartilesMissing[q]), float64(b.Count-b.QuartilesMissing[q])
+		m.QuartilesMissing[q] = a.QuartilesMissing[q] + b.QuartilesMissing[q]
+		m.LossQuartiles[q] = 0
+		if na+nb > 0 {
+			m.LossQuartiles[q] = na/(na+nb)*a.LossQuartiles[q] + nb/(na+nb)*b.LossQuartiles[q]
+		}
 	}
 	m.GradNorm = mean(a.GradNorm, b.GradNorm)
 	m.LR = mean(a.LR, b.LR)

@@ -331,6 +331,11 @@ func (h *handler) snapshot() metrics.ClusterSnapshot {
 		if n := len(s.Loss.Points); n > 0 {
 			p := s.Loss.Points[n-1]
 			snap.HasLast, snap.Loss, snap.LossQuartiles, snap.GradNorm, snap.LR = true, p.Loss, p.LossQuartiles, p.GradNorm, p.LR
+			for q := range snap.LossQuartiles {
+				if !p.HasQuartile(q) {
+					snap.LossQuartiles[q] = math.NaN() // not exported
+				}
+			}
 			snap.ImagesPerSec, snap.BusBW, snap.ComputeSec, snap.AllReduceSec, snap.WaitSec =
 				p.ImagesPerSec, p.BusBW, p.ComputeSec, p.AllReduceSec, p.WaitSec
 		}

@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"math"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -113,7 +115,9 @@ func (c *coordinatorCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	g("loss", s.Loss)
 	for q, v := range s.LossQuartiles {
-		g("loss_by_timestep_quartile", v, Quartiles[q])
+		if !math.IsNaN(v) { // NaN: no report behind the last point had a sample in it
+			g("loss_by_timestep_quartile", v, Quartiles[q])
+		}
 	}
 	g("grad_norm", s.GradNorm)
 	g("learning_rate", s.LR)
