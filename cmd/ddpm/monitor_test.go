@@ -16,6 +16,7 @@ import (
 	"ddpm/api"
 	"ddpm/config"
 	"ddpm/coordinator"
+	"ddpm/coordinator/fsm"
 	"ddpm/internal/tlsauth"
 	"ddpm/internal/tlsauth/tlsauthtest"
 	"ddpm/internal/viz"
@@ -243,6 +244,41 @@ func TestStatusWhileRestarting(t *testing.T) {
 		if !strings.Contains(flat, want) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestStatusShowsAdoptedCheckpoint: a trainer joining with a committed checkpoint the
+// coordinators have no record of (their data was lost) brings it back; status lists it as
+// adopted, without a size.
+func TestStatusShowsAdoptedCheckpoint(t *testing.T) {
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Steps, run.CheckpointEvery = 20, 10
+	monitorCerts = tlsauthtest.Dir(t)
+	addr, cli := startReplica(t, run, "test", monitorCerts)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sha := strings.Repeat("3c", 32)
+	held := coordinator.JoinRequest{ID: "trainer-b", Address: "127.0.0.1:7001", Version: "test", ConfigHash: run.Hash(),
+		Held: []fsm.Held{{Step: 10, SHA256: sha}}}
+	for { // the node submits the run config once it leads
+		if _, err = cli.Join(ctx, held); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, err := runDDPM(t, "status", "--coordinator", addr, "--certs", monitorCerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flat := strings.Join(strings.Fields(out), " ")
+	if want := "10 " + sha[:16] + " - adopted trainer-b"; !strings.Contains(flat, want) {
+		t.Errorf("status output lacks %q:\n%s", want, out)
 	}
 }
 

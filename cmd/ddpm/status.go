@@ -214,7 +214,13 @@ func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State) error {
 	fmt.Fprintln(w, "CHECKPOINT\tSHA256\tSIZE\tGENERATION\tHOLDERS\tCOMMITTED")
 	for i := len(st.Checkpoints) - 1; i >= 0; i-- {
 		c := st.Checkpoints[i]
-		fmt.Fprintf(w, "%d\t%.16s\t%s\t%d\t%s\t%s\n", c.Step, c.SHA256, monBytes(c.Size), c.Generation, strings.Join(c.Holders, ","), monStamp(c.Time))
+		// A checkpoint adopted from a trainer's volume (the coordinators had lost their record
+		// of it) has no known size or generation.
+		size, gen := monBytes(c.Size), fmt.Sprint(c.Generation)
+		if c.Size == 0 {
+			size, gen = "-", "adopted"
+		}
+		fmt.Fprintf(w, "%d\t%.16s\t%s\t%s\t%s\t%s\n", c.Step, c.SHA256, size, gen, strings.Join(c.Holders, ","), monStamp(c.Time))
 	}
 	if len(st.Checkpoints) == 0 {
 		fmt.Fprintln(w, "(none committed)")
