@@ -121,9 +121,10 @@ func TestMNISTNativeResolutionAndNames(t *testing.T) {
 	}
 }
 
-// The idx reader takes plain files too, and finds the labels file beside the images.
-func TestIdxPlainFileAndMNISTDirOverride(t *testing.T) {
-	dir := t.TempDir()
+// writeIdx3 writes a plain (not gzipped) idx image file named name in dir holding the first 3
+// MNIST test images, and returns its path.
+func writeIdx3(t *testing.T, dir, name string) string {
+	t.Helper()
 	gz, err := MNISTDir()
 	if err != nil {
 		t.Fatal(err)
@@ -133,10 +134,17 @@ func TestIdxPlainFileAndMNISTDirOverride(t *testing.T) {
 		t.Fatal(err)
 	}
 	hdr := []byte{0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28}
-	p := filepath.Join(dir, "t10k-images-idx3-ubyte")
+	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, append(hdr, raw[:3*784]...), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+// The idx reader takes plain files too, and finds the labels file beside the images.
+func TestIdxPlainFileAndMNISTDirOverride(t *testing.T) {
+	dir := t.TempDir()
+	p := writeIdx3(t, dir, "t10k-images-idx3-ubyte")
 	ds, err := Open(p, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -160,19 +168,7 @@ func TestIdxPlainFileAndMNISTDirOverride(t *testing.T) {
 // An idx file named train-* holds the training split: asking it for the test split (eval bpd's
 // default) is refused instead of answering with training images labelled "test".
 func TestIdxTrainFileRefusesTestSplit(t *testing.T) {
-	gz, err := MNISTDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, raw, err := readIdx(filepath.Join(gz, "t10k-images-idx3-ubyte.gz"), idxImagesMagic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "train-images-idx3-ubyte")
-	hdr := []byte{0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28}
-	if err := os.WriteFile(p, append(hdr, raw[:3*784]...), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	p := writeIdx3(t, t.TempDir(), "train-images-idx3-ubyte")
 	want := "unsupported option: " + p + ": holds the train split, test asked"
 	for _, c := range []struct {
 		spec string

@@ -188,25 +188,8 @@ func TestLocalCluster(t *testing.T) {
 
 	t.Run("InterruptedAndResumedIsBitwiseEqual", func(t *testing.T) {
 		res := filepath.Join(dir, "resumed")
-		cmd := exec.Command(ddpmBinary(t), append([]string{"local", "--trainers", "2", "--coordinators", "3", "--out", res, "--samples", "0"}, smallRun(e2eSteps)...)...)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// Interrupt once the first checkpoint is committed.
-		deadline := time.Now().Add(3 * time.Minute)
-		for {
-			b, _ := os.ReadFile(filepath.Join(res, "logs", "trainer-0.log"))
-			if bytes.Contains(b, []byte(`"msg":"checkpoint saved"`)) {
-				break
-			}
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				t.Fatalf("no checkpoint within 3 minutes:\n%s", out.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		// Interrupt once the first checkpoint is saved.
+		cmd, out := startLocalUntilCheckpoints(t, res, 3, 1)
 		cmd.Process.Signal(os.Interrupt)
 		err := cmd.Wait()
 		var ee *exec.ExitError
@@ -247,21 +230,7 @@ func TestLocalCluster(t *testing.T) {
 	// config hash vouches for it), and the run continues from it to the bit-identical end.
 	t.Run("CoordinatorsLostResumeFromVolumes", func(t *testing.T) {
 		res := filepath.Join(dir, "wiped")
-		cmd := exec.Command(ddpmBinary(t), append([]string{"local", "--trainers", "2", "--coordinators", "1", "--out", res, "--samples", "0"}, smallRun(e2eSteps)...)...)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
-			if c, err := os.ReadFile(filepath.Join(res, "logs", "trainer-0.log")); err == nil && bytes.Count(c, []byte(`"msg":"checkpoint saved"`)) >= 2 {
-				break
-			}
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				t.Fatalf("no second checkpoint within 3 minutes:\n%s", out.String())
-			}
-		}
+		cmd, _ := startLocalUntilCheckpoints(t, res, 1, 2)
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 		// The newest checkpoint either trainer marked committed (one may have heard of the last
@@ -446,6 +415,30 @@ func TestStandaloneRefusalWritesNothing(t *testing.T) {
 		t.Fatalf("a refused command left %s (stat: %v)", trainer.ConfigFile, err)
 	}
 	mustOK(t, ddpm(t, append([]string{"trainer", "--standalone", "--data-dir", dir}, run...)...), "corrected command")
+}
+
+// startLocalUntilCheckpoints starts `ddpm local` (2 trainers, the given number of coordinators,
+// smallRun(e2eSteps)) into folder run and returns once trainer-0 has saved n checkpoints, with
+// the process and its output; it fails the test after 3 minutes.
+func startLocalUntilCheckpoints(t *testing.T, run string, coordinators, n int) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(ddpmBinary(t), append([]string{"local", "--trainers", "2", "--coordinators", strconv.Itoa(coordinators),
+		"--out", run, "--samples", "0"}, smallRun(e2eSteps)...)...)
+	out := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(filepath.Join(run, "logs", "trainer-0.log"))
+		if bytes.Count(b, []byte(`"msg":"checkpoint saved"`)) >= n {
+			return cmd, out
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("fewer than %d checkpoints within 3 minutes:\n%s", n, out.String())
+		}
+	}
 }
 
 // signalTrainer sends sig to trainer i of the local run in folder run (its pid file).

@@ -49,19 +49,7 @@ func startMonitoredNode(t *testing.T, n int64) (string, *coordinator.Client, uin
 	run.Steps, run.CheckpointEvery = 20, 10
 	monitorCerts = tlsauthtest.Dir(t)
 	grpcAddr, cli := startReplica(t, run, "test", monitorCerts)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var joined coordinator.Joined
-	for { // the node submits the run config once it leads
-		joined, err = cli.Join(ctx, coordinator.JoinRequest{ID: "trainer-a", Address: "127.0.0.1:7000", Version: "test", ConfigHash: run.Hash()})
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	joined := joinWhenLeading(t, cli, coordinator.JoinRequest{ID: "trainer-a", Address: "127.0.0.1:7000", Version: "test", ConfigHash: run.Hash()})
 	report(t, cli, joined.Generation, 1, n)
 	return grpcAddr, cli, joined.Generation
 }
@@ -86,6 +74,24 @@ func startReplica(t *testing.T, run config.Run, version, certs string) (string, 
 	}
 	t.Cleanup(func() { cli.Close() })
 	return grpcAddr, cli
+}
+
+// joinWhenLeading joins req, retrying for up to 20 s while the replica has no run config yet (a
+// node submits its config once it leads).
+func joinWhenLeading(t *testing.T, cli *coordinator.Client, req coordinator.JoinRequest) coordinator.Joined {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		j, err := cli.Join(ctx, req)
+		if err == nil {
+			return j
+		}
+		if ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // report sends rank 0's progress for steps [from, to].
@@ -258,20 +264,9 @@ func TestStatusShowsAdoptedCheckpoint(t *testing.T) {
 	run.Steps, run.CheckpointEvery = 20, 10
 	monitorCerts = tlsauthtest.Dir(t)
 	addr, cli := startReplica(t, run, "test", monitorCerts)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	sha := strings.Repeat("3c", 32)
-	held := coordinator.JoinRequest{ID: "trainer-b", Address: "127.0.0.1:7001", Version: "test", ConfigHash: run.Hash(),
-		Held: []fsm.Held{{Step: 10, SHA256: sha}}}
-	for { // the node submits the run config once it leads
-		if _, err = cli.Join(ctx, held); err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	joinWhenLeading(t, cli, coordinator.JoinRequest{ID: "trainer-b", Address: "127.0.0.1:7001", Version: "test", ConfigHash: run.Hash(),
+		Held: []fsm.Held{{Step: 10, SHA256: sha}}})
 	out, err := runDDPM(t, "status", "--coordinator", addr, "--certs", monitorCerts)
 	if err != nil {
 		t.Fatal(err)

@@ -40,16 +40,7 @@ func TestTrainerDuplicateIDRefused(t *testing.T) {
 	// The live member t1, heartbeating from 127.0.0.1:7000.
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	member := coordinator.JoinRequest{ID: "t1", Address: "127.0.0.1:7000", Version: "dev", ConfigHash: run.Hash()}
-	for {
-		if _, err = cli.Join(ctx, member); err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	joinWhenLeading(t, cli, coordinator.JoinRequest{ID: "t1", Address: "127.0.0.1:7000", Version: "dev", ConfigHash: run.Hash()})
 	hbCtx, hbStop := context.WithCancel(ctx)
 	defer hbStop()
 	go func() {

@@ -123,8 +123,10 @@ func (g *Generation) Rank(id string) int { return slices.Index(g.Ring, id) }
 
 // Checkpoint is a committed checkpoint: every rank of Generation reported SHA256 for Step.
 type Checkpoint struct {
-	Step       int64    `json:"step"`
-	SHA256     string   `json:"sha256"`
+	Step   int64  `json:"step"`
+	SHA256 string `json:"sha256"`
+	// Size is the bytes of the arenas the ranks reported; 0 (with Generation 0) for a checkpoint
+	// adopted from a trainer's volume, whose size the coordinators never heard (see adopt).
 	Size       int64    `json:"size"`
 	Generation uint64   `json:"generation"`
 	Holders    []string `json:"holders"` // member ids holding a verified copy, sorted
