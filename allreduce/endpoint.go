@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 
 	"ddpm/api"
@@ -32,8 +33,9 @@ const (
 )
 
 // ServerOptions are the grpc.ServerOptions the ring needs on the process's server: flow-control
-// windows, I/O buffer sizes and a receive limit that fits the largest frame. They apply to
-// every service on that server.
+// windows, I/O buffer sizes, a receive limit that fits the largest frame, and the ring's
+// buffer pool for the buffers gRPC reads frames into (it hands them out without clearing them;
+// see framePool). They apply to every service on that server.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.InitialWindowSize(streamWindow),
@@ -41,6 +43,7 @@ func ServerOptions() []grpc.ServerOption {
 		grpc.WriteBufferSize(ioBuffer),
 		grpc.ReadBufferSize(readBuffer),
 		grpc.MaxRecvMsgSize(maxRecvFrame),
+		experimental.BufferPool(framePool),
 	}
 }
 

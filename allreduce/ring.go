@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 
 	"ddpm/api"
@@ -146,6 +147,7 @@ func NewRing(ep *Endpoint, cfg Config) (*Ring, error) {
 			grpc.WithWriteBufferSize(ioBuffer),
 			grpc.WithReadBufferSize(readBuffer),
 			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxRecvFrame), grpc.MaxCallRecvMsgSize(maxSignal)),
+			experimental.WithBufferPool(framePool),
 		}, cfg.DialOptions...)
 		conn, err := grpc.NewClient(cfg.Peers[(r.rank+1)%r.world], opts...)
 		if err != nil {

@@ -94,3 +94,60 @@ func TestAddFromSplits(t *testing.T) {
 		t.Fatal("7 bytes for 2 values: no error")
 	}
 }
+
+// TestBufPoolReusesWithoutClearing: a buffer put back is handed out again for any request of
+// its size class, as it was left (gRPC's own pool would clear it), with the requested length;
+// requests above the classes are served but not kept; a class keeps at most
+// maxIdlePerClass bytes idle.
+func TestBufPoolReusesWithoutClearing(t *testing.T) {
+	p := &bufPool{}
+	b := p.Get(16 << 10)
+	if len(*b) != 16<<10 || cap(*b) != 16<<10 {
+		t.Fatalf("Get(16 KiB): len %d cap %d, want 16384 and 16384", len(*b), cap(*b))
+	}
+	(*b)[0], (*b)[len(*b)-1] = 7, 9
+	p.Put(b)
+	c := p.Get(9000) // same class: 8 KiB < 9000 <= 16 KiB
+	if c != b || len(*c) != 9000 {
+		t.Fatalf("Get(9000) after Put: got %p len %d, want the buffer put back (%p) with len 9000", c, len(*c), b)
+	}
+	if (*c)[0] != 7 || (*c)[:16<<10][16<<10-1] != 9 {
+		t.Fatal("pooled buffer was cleared")
+	}
+	if d := p.Get(16 << 10); d == b {
+		t.Fatal("a buffer in use was handed out twice")
+	}
+	// A capacity that is not a power of two serves the class below it.
+	odd := make([]byte, 3000)
+	p.Put(&odd)
+	if e := p.Get(2048); &(*e)[0] != &odd[0] {
+		t.Fatal("a 3000-byte buffer put back did not serve a 2 KiB request")
+	}
+	// Below the smallest class: served from it.
+	if x := p.Get(1); len(*x) != 1 || cap(*x) != 1<<minPoolClass {
+		t.Fatalf("Get(1): len %d cap %d, want 1 and %d", len(*x), cap(*x), 1<<minPoolClass)
+	}
+	// Above the largest: served, never kept.
+	n := 1<<maxPoolClass + 1
+	x := p.Get(n)
+	if len(*x) != n {
+		t.Fatalf("Get(%d): len %d", n, len(*x))
+	}
+	p.Put(x)
+	if y := p.Get(n); y == x {
+		t.Fatalf("Get(%d) reused a buffer above the pooled classes", n)
+	}
+	// The idle bound: 1 MiB buffers, at most maxIdlePerClass of them kept.
+	const c20 = 20
+	keep := maxIdlePerClass >> c20
+	bufs := make([]*[]byte, keep+3)
+	for i := range bufs {
+		bufs[i] = p.Get(1 << c20)
+	}
+	for _, x := range bufs {
+		p.Put(x)
+	}
+	if n := len(p.classes[c20].free); n != keep {
+		t.Fatalf("class 1 MiB keeps %d idle buffers, want %d", n, keep)
+	}
+}
