@@ -83,7 +83,7 @@ ANCHORS ?= $(CURDIR)/../shared/anchors
 ANCHOR_OUT ?= $(CURDIR)/bin/anchor-results
 ANCHOR_FLAGS ?=
 AR_PKGS := iperf3 openmpi-bin libopenmpi-dev python3-torch python3-numpy libopenblas0-pthread
-bench-allreduce: build  ## ring all-reduce vs the anchors (iperf3, Open MPI, gloo) in one run; busbw ours/gloo (issue 5). ANCHOR_FLAGS=--no-wait skips waiting for an idle machine
+bench-allreduce: build  ## ring all-reduce vs the anchors (iperf3, Open MPI, gloo) in one run; busbw ours/gloo (issue 5), then the plain-TCP Go floor. ANCHOR_FLAGS=--no-wait skips waiting for an idle machine
 	@pk=""; for p in $(AR_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || pk="$$pk $$p"; done; \
 	if [ -n "$$pk" ]; then echo "bench-allreduce: installing$$pk" >&2; SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
 	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
@@ -91,6 +91,8 @@ bench-allreduce: build  ## ring all-reduce vs the anchors (iperf3, Open MPI, glo
 	ANCHOR_OUT=$(ANCHOR_OUT) /usr/bin/python3 $(ANCHORS)/allreduce/run_all.py $(ANCHOR_FLAGS)
 	set -o pipefail; $(BIN) bench allreduce --ranks 2,4 --sizes 1MiB,16MiB,64MiB,143MB --anchor $(ANCHOR_OUT)/allreduce/latest.json \
 		--json $(ANCHOR_OUT)/allreduce/ddpm.json | tee $(ANCHOR_OUT)/allreduce/ddpm.md
+	@echo; echo "floor: the same ring in Go on plain TCP, no gRPC (bench/tcpring, a diagnostic):"
+	set -o pipefail; $(GO) run ./bench/tcpring --ranks 2,4 --bytes 143000000 | tee $(ANCHOR_OUT)/allreduce/tcpring.md
 
 # Fuzz targets (issue 13) as package:Target. Plain `go test` already replays each target's seeds and
 # its testdata/fuzz corpus; these targets mutate inputs. A crasher is written to

@@ -18,7 +18,9 @@
 // Cost: the ring is CPU-bound on a small machine. Per byte moved, about half the CPU is the
 // kernel's loopback TCP; the rest is gRPC's 16 KiB HTTP/2 frames (a copy into the write
 // buffer, a copy out of the read buffer, a hand-off between goroutines per frame) and the
-// sum or copy into the destination. A rank process whose GOMAXPROCS exceeds its share of the
+// sum or copy into the destination. The same ring in Go on plain TCP (bench/tcpring, run by
+// `make bench-allreduce` after this ring) shows the floor: at 4 ranks on 2 cores it spends about
+// half the CPU per byte this ring does, the difference being gRPC's framing. A rank process whose GOMAXPROCS exceeds its share of the
 // cores spends more on handing frames between threads: on 2 cores, GOMAXPROCS=1 per rank used
 // 7-20% less CPU per byte than the default 2 (`ddpm bench allreduce --procs`).
 //
