@@ -61,33 +61,40 @@ type Join struct {
 	Held       []Held `json:"held,omitempty"`
 }
 
-// Heartbeat refreshes a member's last heartbeat.
+// Heartbeat refreshes a member's last heartbeat. Incarnation, when not 0, must be the member's
+// current one (Member.Incarnation), else ErrStaleIncarnation; so for Leave, Progress and
+// CheckpointReport.
 type Heartbeat struct {
-	ID string `json:"id"`
+	ID          string `json:"id"`
+	Incarnation uint64 `json:"incarnation,omitempty"`
 }
 
-// Leave removes a member.
+// Leave removes a member. Leaving as an id that is not a member is not an error; leaving as a
+// stale incarnation is (ErrStaleIncarnation): the id belongs to a newer process, which stays.
 type Leave struct {
-	ID string `json:"id"`
+	ID          string `json:"id"`
+	Incarnation uint64 `json:"incarnation,omitempty"`
 }
 
 // Progress is a rank's report after finishing Step (steps completed). Point's Step and Time are
 // overwritten from the report and the command. Failure, when not empty, fails the run with it.
 type Progress struct {
-	ID         string    `json:"id"`
-	Generation uint64    `json:"generation"`
-	Step       int64     `json:"step"`
-	Point      LossPoint `json:"point"`
-	Failure    string    `json:"failure,omitempty"`
+	ID          string    `json:"id"`
+	Incarnation uint64    `json:"incarnation,omitempty"`
+	Generation  uint64    `json:"generation"`
+	Step        int64     `json:"step"`
+	Point       LossPoint `json:"point"`
+	Failure     string    `json:"failure,omitempty"`
 }
 
 // CheckpointReport says that member ID wrote and fsynced the checkpoint of Step with this hash.
 type CheckpointReport struct {
-	ID         string `json:"id"`
-	Generation uint64 `json:"generation"`
-	Step       int64  `json:"step"`
-	SHA256     string `json:"sha256"`
-	Size       int64  `json:"size"`
+	ID          string `json:"id"`
+	Incarnation uint64 `json:"incarnation,omitempty"`
+	Generation  uint64 `json:"generation"`
+	Step        int64  `json:"step"`
+	SHA256      string `json:"sha256"`
+	Size        int64  `json:"size"`
 }
 
 // Encode returns c as a log entry.
@@ -124,7 +131,9 @@ func Apply(s *State, c Command) Result {
 	err := apply(s, c)
 	r := Result{Generation: s.Generation.Number}
 	if err != nil {
-		r.Code, r.Message = err.code, err.msg
+		r.Code, r.Message, r.Incarnation, r.Address = err.code, err.msg, err.incarnation, err.address
+	} else if c.Kind == KindJoin {
+		r.Incarnation = s.Members[c.Join.ID].Incarnation
 	}
 	if c.RequestID != "" {
 		s.Dedup[c.RequestID] = r
@@ -137,11 +146,28 @@ func Apply(s *State, c Command) Result {
 	return r
 }
 
-// failure is an Apply error: a code of the codes table and a message.
-type failure struct{ code, msg string }
+// failure is an Apply error: a code of the codes table and a message; a stale_incarnation
+// refusal also names the current incarnation and its address.
+type failure struct {
+	code, msg   string
+	incarnation uint64
+	address     string
+}
 
 func fail(code, format string, args ...any) *failure {
 	return &failure{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// checkIncarnation refuses a command of member m that names incarnation inc when that is not
+// m's current incarnation. Incarnation 0 (a client older than incarnations) is not checked.
+func checkIncarnation(m *Member, inc uint64) *failure {
+	if inc == 0 || inc == m.Incarnation {
+		return nil
+	}
+	f := fail("stale_incarnation", "trainer %q incarnation %d is not the current one: the id was admitted again as incarnation %d at %s",
+		m.ID, inc, m.Incarnation, m.Address)
+	f.incarnation, f.address = m.Incarnation, m.Address
+	return f
 }
 
 func apply(s *State, c Command) *failure {
@@ -164,14 +190,21 @@ func apply(s *State, c Command) *failure {
 		if !ok {
 			return fail("unknown_member", "%q is not a member (removed after missed heartbeats?); join again", c.Heartbeat.ID)
 		}
+		if f := checkIncarnation(m, c.Heartbeat.Incarnation); f != nil {
+			return f
+		}
 		m.LastHeartbeat = max(m.LastHeartbeat, c.Time)
 		return nil
 	case KindLeave:
 		if c.Leave == nil {
 			return fail("bad_command", "leave without a body")
 		}
-		if _, ok := s.Members[c.Leave.ID]; !ok {
+		m, ok := s.Members[c.Leave.ID]
+		if !ok {
 			return nil // already gone: leaving is idempotent
+		}
+		if f := checkIncarnation(m, c.Leave.Incarnation); f != nil {
+			return f
 		}
 		remove(s, c.Time, []string{c.Leave.ID}, "left")
 		return nil
@@ -242,6 +275,7 @@ func join(s *State, now int64, j *Join) *failure {
 		wasActive := old.State == MemberActive
 		old.Address, old.Version, old.LastHeartbeat, old.Step = j.Address, j.Version, now, 0
 		old.JoinSeq, s.NextJoin = s.NextJoin, s.NextJoin+1
+		old.Incarnation = old.JoinSeq + 1
 		old.State = MemberWaiting
 		adopt(s, now, j)
 		addHolder(s, j.ID, j.Held)
@@ -253,7 +287,7 @@ func join(s *State, now int64, j *Join) *failure {
 		return nil
 	}
 	s.Members[j.ID] = &Member{ID: j.ID, Address: j.Address, Version: j.Version, JoinSeq: s.NextJoin,
-		JoinedAt: now, LastHeartbeat: now, State: MemberWaiting}
+		Incarnation: s.NextJoin + 1, JoinedAt: now, LastHeartbeat: now, State: MemberWaiting}
 	s.NextJoin++
 	adopt(s, now, j)
 	addHolder(s, j.ID, j.Held)
@@ -448,6 +482,9 @@ func progress(s *State, now int64, p *Progress) *failure {
 	if !ok {
 		return fail("unknown_member", "%q is not a member; join again", p.ID)
 	}
+	if f := checkIncarnation(m, p.Incarnation); f != nil {
+		return f
+	}
 	if p.Generation != s.Generation.Number {
 		return fail("stale_generation", "report for generation %d, current is %d", p.Generation, s.Generation.Number)
 	}
@@ -499,8 +536,12 @@ func checkpoint(s *State, now int64, r *CheckpointReport) *failure {
 	if s.Run == nil {
 		return fail("no_run", "no run configured")
 	}
-	if _, ok := s.Members[r.ID]; !ok {
+	m, ok := s.Members[r.ID]
+	if !ok {
 		return fail("unknown_member", "%q is not a member; join again", r.ID)
+	}
+	if f := checkIncarnation(m, r.Incarnation); f != nil {
+		return f
 	}
 	if r.Generation != s.Generation.Number {
 		return fail("stale_generation", "checkpoint report for generation %d, current is %d", r.Generation, s.Generation.Number)

@@ -209,3 +209,51 @@ func checkInvariants(t *rapid.T, s *State) {
 		t.Fatalf("generation starts at %d after the last checkpoint %d", g.StartStep, cp.Step)
 	}
 }
+
+// TestStaleIncarnationRefused: a Join returns the incarnation it admits (a retried Join the
+// same one); after the id is admitted again, the old incarnation's commands are refused with
+// ErrStaleIncarnation naming the current incarnation and address, and change nothing.
+func TestStaleIncarnationRefused(t *testing.T) {
+	s := New()
+	Apply(s, Command{Kind: KindSubmit, Time: 1, Submit: &Submit{Run: mnistRun(t)}})
+	join := Command{Kind: KindJoin, RequestID: "j1", Time: 2, Join: &Join{ID: "a", Address: "h1:1"}}
+	first := Apply(s, join)
+	if again := Apply(s, join); first.Err() != nil || first.Incarnation != 1 || again != first {
+		t.Fatalf("join: %+v, retried: %+v; want incarnation 1 both times", first, again)
+	}
+	timeout := int64(s.Run.HeartbeatTimeout)
+	second := Apply(s, Command{Kind: KindJoin, Time: 3 + timeout, Join: &Join{ID: "a", Address: "h2:1"}})
+	if second.Err() != nil || second.Incarnation != 2 {
+		t.Fatalf("second admission: %+v, want incarnation 2", second)
+	}
+	before := s.Clone()
+	for _, c := range []Command{
+		{Kind: KindHeartbeat, Heartbeat: &Heartbeat{ID: "a", Incarnation: 1}},
+		{Kind: KindLeave, Leave: &Leave{ID: "a", Incarnation: 1}},
+		{Kind: KindProgress, Progress: &Progress{ID: "a", Incarnation: 1, Generation: s.Generation.Number, Step: 1}},
+		{Kind: KindProgress, Progress: &Progress{ID: "a", Incarnation: 1, Generation: s.Generation.Number, Failure: "old process"}},
+		{Kind: KindCheckpoint, Checkpoint: &CheckpointReport{ID: "a", Incarnation: 1, Generation: s.Generation.Number, Step: 50,
+			SHA256: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", Size: 8}},
+	} {
+		c.Time = 4 + timeout
+		r := Apply(s, c)
+		want := `stale incarnation: trainer "a" incarnation 1 is not the current one: the id was admitted again as incarnation 2 at h2:1`
+		if !errors.Is(r.Err(), ErrStaleIncarnation) || r.Err().Error() != want || r.Incarnation != 2 || r.Address != "h2:1" {
+			t.Fatalf("%s as incarnation 1: %+v (%v)", c.Kind, r, r.Err())
+		}
+	}
+	before.Applied = s.Applied
+	if !bytes.Equal(before.Encode(), s.Encode()) {
+		t.Fatal("a stale incarnation's commands changed the state")
+	}
+	if r := Apply(s, Command{Kind: KindHeartbeat, Time: 5 + timeout, Heartbeat: &Heartbeat{ID: "a", Incarnation: 2}}); r.Err() != nil {
+		t.Fatalf("current incarnation's heartbeat: %v", r.Err())
+	}
+	if r := Apply(s, Command{Kind: KindHeartbeat, Time: 5 + timeout, Heartbeat: &Heartbeat{ID: "a"}}); r.Err() != nil {
+		t.Fatalf("unchecked (0) heartbeat: %v", r.Err())
+	}
+	restored, err := Decode(s.Encode())
+	if err != nil || restored.Members["a"].Incarnation != 2 {
+		t.Fatalf("restored: %v, incarnation %d", err, restored.Members["a"].Incarnation)
+	}
+}

@@ -189,16 +189,16 @@ func execLine(t *testing.T, s *State, line string) string {
 		}
 		cmd.Kind, cmd.Join = KindJoin, j
 	case "heartbeat":
-		cmd.Kind, cmd.Heartbeat = KindHeartbeat, &Heartbeat{ID: str("id")}
+		cmd.Kind, cmd.Heartbeat = KindHeartbeat, &Heartbeat{ID: str("id"), Incarnation: uint64(i64("inc"))}
 	case "leave":
-		cmd.Kind, cmd.Leave = KindLeave, &Leave{ID: str("id")}
+		cmd.Kind, cmd.Leave = KindLeave, &Leave{ID: str("id"), Incarnation: uint64(i64("inc"))}
 	case "expire":
 		cmd.Kind = KindExpire
 	case "progress":
-		cmd.Kind, cmd.Progress = KindProgress, &Progress{ID: str("id"), Generation: uint64(i64("gen")), Step: i64("step"),
+		cmd.Kind, cmd.Progress = KindProgress, &Progress{ID: str("id"), Incarnation: uint64(i64("inc")), Generation: uint64(i64("gen")), Step: i64("step"),
 			Point: LossPoint{Loss: f64("loss")}, Failure: strings.ReplaceAll(str("failure"), "_", " ")}
 	case "ckpt":
-		cmd.Kind, cmd.Checkpoint = KindCheckpoint, &CheckpointReport{ID: str("id"), Generation: uint64(i64("gen")),
+		cmd.Kind, cmd.Checkpoint = KindCheckpoint, &CheckpointReport{ID: str("id"), Incarnation: uint64(i64("inc")), Generation: uint64(i64("gen")),
 			Step: i64("step"), SHA256: sha64(str("sha")), Size: i64("size")}
 	case "snapshot":
 		// Snapshot and restore must give the same state, byte for byte.
@@ -216,6 +216,18 @@ func execLine(t *testing.T, s *State, line string) string {
 		evs := s.Events[max(0, len(s.Events)-n):]
 		for _, e := range evs {
 			fmt.Fprintf(&b, "%s %s: %s\n", time.Duration(e.Time), e.Kind, e.Text)
+		}
+		return b.String()
+	case "incarnations":
+		// Each member's current incarnation and address, by id.
+		var b strings.Builder
+		ids := make([]string, 0, len(s.Members))
+		for id := range s.Members {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			fmt.Fprintf(&b, "%s incarnation %d at %s\n", id, s.Members[id].Incarnation, s.Members[id].Address)
 		}
 		return b.String()
 	case "loss":
@@ -241,6 +253,9 @@ func sha64(tag string) string {
 
 func renderResult(r Result) string {
 	if err := r.Err(); err != nil {
+		if r.Code == "stale_incarnation" {
+			return fmt.Sprintf("error: %v [current: incarnation %d at %s]\n", err, r.Incarnation, r.Address)
+		}
 		return "error: " + err.Error() + "\n"
 	}
 	return "ok\n"

@@ -51,6 +51,11 @@ var (
 	// ErrIDInUse: a trainer joined with the id of a live member at another address (two
 	// processes given the same --id); the member keeps it.
 	ErrIDInUse = errors.New("trainer id in use")
+	// ErrStaleIncarnation: a member command names an incarnation of its id other than the
+	// current one: the id was admitted again since (Join) and belongs to a newer process, so the
+	// sender must stop without touching the run. Result.Incarnation and Result.Address name the
+	// current incarnation and its address. Commands with incarnation 0 are not checked.
+	ErrStaleIncarnation = errors.New("stale incarnation")
 	// ErrBadCommand: a malformed command (a programming error of the proposer, reported rather
 	// than panicking so that one bad entry cannot crash every replica).
 	ErrBadCommand = errors.New("bad command")
@@ -58,16 +63,17 @@ var (
 
 // codes maps the stable code stored in a Result (and in snapshots) to its sentinel.
 var codes = map[string]error{
-	"no_run":           ErrNoRun,
-	"invalid_config":   ErrInvalidConfig,
-	"config_mismatch":  ErrConfigMismatch,
-	"unknown_member":   ErrUnknownMember,
-	"stale_generation": ErrStaleGeneration,
-	"not_in_ring":      ErrNotInRing,
-	"bad_checkpoint":   ErrBadCheckpoint,
-	"run_finished":     ErrRunFinished,
-	"bad_command":      ErrBadCommand,
-	"id_in_use":        ErrIDInUse,
+	"no_run":            ErrNoRun,
+	"invalid_config":    ErrInvalidConfig,
+	"config_mismatch":   ErrConfigMismatch,
+	"unknown_member":    ErrUnknownMember,
+	"stale_generation":  ErrStaleGeneration,
+	"not_in_ring":       ErrNotInRing,
+	"bad_checkpoint":    ErrBadCheckpoint,
+	"run_finished":      ErrRunFinished,
+	"bad_command":       ErrBadCommand,
+	"id_in_use":         ErrIDInUse,
+	"stale_incarnation": ErrStaleIncarnation,
 }
 
 // Status is the run's status.
@@ -96,10 +102,14 @@ const (
 
 // Member is one trainer known to the coordinator. Times are Unix nanoseconds from command times.
 type Member struct {
-	ID            string      `json:"id"`
-	Address       string      `json:"address"` // the trainer's all-reduce / checkpoint-transfer address
-	Version       string      `json:"version"` // the trainer's binary version
-	JoinSeq       uint64      `json:"join_seq"`
+	ID      string `json:"id"`
+	Address string `json:"address"` // the trainer's all-reduce / checkpoint-transfer address
+	Version string `json:"version"` // the trainer's binary version
+	JoinSeq uint64 `json:"join_seq"`
+	// Incarnation numbers this admission of the id: JoinSeq+1, given at every Join (a rejoin
+	// too), so it is unique in the cluster's history, never 0, and grows with each admission.
+	// Member commands that carry another non-zero incarnation are refused (ErrStaleIncarnation).
+	Incarnation   uint64      `json:"incarnation"`
 	JoinedAt      int64       `json:"joined_at"`
 	LastHeartbeat int64       `json:"last_heartbeat"`
 	State         MemberState `json:"state"`
@@ -149,10 +159,15 @@ type Event struct {
 
 // Result is Apply's outcome: Code is "" on success, else the code of one of the package errors,
 // with Message giving the details. Generation is the current generation number after the command.
+// Incarnation is, for a Join, the incarnation it admitted the member as, and for a
+// stale_incarnation refusal the member's current incarnation, with Address its current address;
+// both are empty otherwise.
 type Result struct {
-	Code       string `json:"code,omitempty"`
-	Message    string `json:"message,omitempty"`
-	Generation uint64 `json:"generation"`
+	Code        string `json:"code,omitempty"`
+	Message     string `json:"message,omitempty"`
+	Generation  uint64 `json:"generation"`
+	Incarnation uint64 `json:"incarnation,omitempty"`
+	Address     string `json:"address,omitempty"`
 }
 
 // Err rebuilds the error: nil on success, else the sentinel wrapped with the message.
