@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"ddpm/checkpoint"
+	"ddpm/config"
+	"ddpm/coordinator/fsm"
+	"ddpm/trainer"
+)
+
+// A trainer's health, served on its --http-addr next to /metrics for Kubernetes' probes
+// (deploy/k8s/base/trainer.yaml). The ring port cannot serve them: it speaks mutual-TLS gRPC,
+// so a kubelet could only see that it accepts connections, which a wedged process still does.
+//
+// GET /healthz (liveness) answers 200 while the node's main loop (trainer.Node.Run) is alive and
+// 503 once it is wedged. The loop is at any moment either
+//   - waiting, knowingly and for as long as others make it: for the coordinators to admit it
+//     (joining), for an assignment (a standby, too few trainers, between generations), for the
+//     coordinators to take a checkpoint report or commit a checkpoint, for a peer to serve a
+//     checkpoint. A restart would not end any of these sooner, so waiting is always live;
+//   - or working: building a generation's ring, running a step (compute and the all-reduce,
+//     which fails on its own within 2×heartbeat_timeout), saving a checkpoint. Work that goes on
+//     for stallAfter(run) without finishing a step or reaching a wait is a wedged loop (a
+//     deadlock, a hung device or disk): /healthz answers 503 and the kubelet restarts the
+//     process. Its heartbeats come from another goroutine and would keep it a member for good.
+//
+// GET /readyz (readiness) answers 200 when the trainer is a member of the cluster now: its loop
+// is live, its join succeeded, and the coordinators acknowledged it (the join, then a heartbeat)
+// within the run's heartbeat_timeout, after which they drop a silent member; 503 otherwise
+// (joining, dropped, coordinators unreachable, wedged). A standby and a member waiting for
+// min_trainers are ready: each takes a rank as soon as the coordinators give it one. The dataset
+// is open and the model built before the endpoints serve at all (runTrainer), which is what the
+// startup probe waits for.
+//
+// Both answer one line of text: "ok: " and what the loop does, or why not.
+
+// trainerHealth tracks one trainer's loop through the wrappers of its parts (coord, ring, fetch)
+// and the heartbeat results, and serves /healthz and /readyz. Safe for concurrent use.
+type trainerHealth struct {
+	now   func() time.Time
+	ttl   time.Duration // the run's heartbeat_timeout: how long an acknowledgement holds
+	stall time.Duration // how long work may go on without progress
+
+	mu       sync.Mutex
+	joined   bool
+	contact  time.Time // the last acknowledgement by the coordinators (zero: none, or dropped)
+	hbErr    error     // the last heartbeat's failure, nil after a success
+	working  bool      // working (bounded by stall) rather than waiting
+	since    time.Time // when the current activity began (working: the last progress)
+	activity string
+}
+
+// minStall is the least time work may go on without a step completing before /healthz fails:
+// long enough for a step of the largest preset on a CPU plus a checkpoint write and fsync.
+const minStall = 10 * time.Minute
+
+// stallAfter is how long a trainer of run may work without completing a step before it counts
+// as wedged: minStall, or four heartbeat timeouts (one all-reduce may wait two) if longer.
+func stallAfter(run config.Run) time.Duration {
+	return max(minStall, 4*run.HeartbeatTimeout.Std())
+}
+
+// newTrainerHealth starts tracking a trainer of run that is joining the cluster; now is the
+// clock (time.Now; tests pass their own).
+func newTrainerHealth(run config.Run, now func() time.Time) *trainerHealth {
+	return &trainerHealth{now: now, ttl: run.HeartbeatTimeout.Std(), stall: stallAfter(run),
+		since: now(), activity: "joining the cluster"}
+}
+
+// register adds GET /healthz and GET /readyz to mux.
+func (h *trainerHealth) register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, msg := h.live()
+		answer(w, ok, msg)
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, msg := h.ready()
+		answer(w, ok, msg)
+	})
+}
+
+func answer(w http.ResponseWriter, ok bool, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if ok {
+		fmt.Fprintf(w, "ok: %s\n", msg)
+		return
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+	fmt.Fprintln(w, msg)
+}
+
+// live reports whether the loop is alive, and what it does (or since when it is stuck).
+func (h *trainerHealth) live() (bool, string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.liveLocked()
+}
+
+func (h *trainerHealth) liveLocked() (bool, string) {
+	d := h.now().Sub(h.since).Round(time.Second)
+	if h.working && d > h.stall {
+		return false, fmt.Sprintf("stalled: %s for %s without progress (limit %s)", h.activity, d, h.stall)
+	}
+	return true, fmt.Sprintf("%s (for %s)", h.activity, d)
+}
+
+// ready reports whether the trainer is a live member of the cluster now.
+func (h *trainerHealth) ready() (bool, string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ok, msg := h.liveLocked()
+	switch {
+	case !ok:
+		return false, msg
+	case !h.joined:
+		return false, "not a member: " + msg
+	case h.contact.IsZero():
+		return false, fmt.Sprintf("not a member: dropped by the coordinators (%v); joining again", h.hbErr)
+	}
+	if d := h.now().Sub(h.contact); d > h.ttl {
+		return false, fmt.Sprintf("not a member: no heartbeat acknowledged for %s (heartbeat_timeout %s; last error: %v)", d.Round(time.Millisecond), h.ttl, h.hbErr)
+	}
+	return true, msg
+}
+
+// set records the loop's current activity, begun now.
+func (h *trainerHealth) set(working bool, format string, args ...any) {
+	h.mu.Lock()
+	h.working, h.since, h.activity = working, h.now(), fmt.Sprintf(format, args...)
+	h.mu.Unlock()
+}
+
+// joinedNow records a successful join: the coordinators acknowledged the trainer now.
+func (h *trainerHealth) joinedNow() {
+	h.mu.Lock()
+	h.joined, h.contact, h.hbErr = true, h.now(), nil
+	h.mu.Unlock()
+}
+
+// heartbeat records one heartbeat's outcome: a success renews the membership, ErrUnknownMember
+// ends it (the coordinators dropped this trainer), other failures let it run out.
+func (h *trainerHealth) heartbeat(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hbErr = err
+	switch {
+	case err == nil:
+		h.contact = h.now()
+	case errors.Is(err, fsm.ErrUnknownMember):
+		h.contact = time.Time{}
+	}
+}
+
+// watch puts the tracking wrappers around n's Coord, Ring and Fetch (set them first).
+func (h *trainerHealth) watch(n *trainer.Node) {
+	n.Coord = healthCoord{Coordinator: n.Coord, h: h}
+	n.Ring = h.ring(n.Ring)
+	if n.Fetch != nil {
+		n.Fetch = h.fetch(n.Fetch)
+	}
+}
+
+const waitingForAssignment = "waiting for an assignment"
+
+// healthCoord reports the loop's dealings with the coordinators to h.
+type healthCoord struct {
+	trainer.Coordinator
+	h *trainerHealth
+}
+
+// Assignments is the node's first call, made once its join succeeded.
+func (c healthCoord) Assignments(ctx context.Context) (<-chan trainer.Assignment, error) {
+	ch, err := c.Coordinator.Assignments(ctx)
+	if err == nil {
+		c.h.joinedNow()
+		c.h.set(false, waitingForAssignment)
+	}
+	return ch, err
+}
+
+// Report follows every completed step: progress.
+func (c healthCoord) Report(ctx context.Context, p trainer.Progress) {
+	c.h.set(true, "training generation %d (rank %d of %d), step %d done", p.Generation, p.Rank, p.World, p.Step)
+	c.Coordinator.Report(ctx, p)
+}
+
+func (c healthCoord) CheckpointReady(ctx context.Context, gen uint64, step int64, sha string, size int64) error {
+	c.h.set(false, "reporting checkpoint step %d to the coordinators", step)
+	err := c.Coordinator.CheckpointReady(ctx, gen, step, sha, size)
+	c.h.set(true, "training generation %d, checkpoint step %d reported", gen, step)
+	return err
+}
+
+func (c healthCoord) WaitCommitted(ctx context.Context, step int64) (string, error) {
+	c.h.set(false, "waiting for checkpoint step %d to commit", step)
+	sha, err := c.Coordinator.WaitCommitted(ctx, step)
+	c.h.set(true, "training, checkpoint step %d committed", step)
+	return sha, err
+}
+
+// ring tracks building a generation's ring and training in it; the ring's release ends the
+// generation (the node waits for the next assignment).
+func (h *trainerHealth) ring(f trainer.RingFunc) trainer.RingFunc {
+	return func(ctx context.Context, a trainer.Assignment) (trainer.Reducer, func(), error) {
+		h.set(true, "building the ring of generation %d", a.Generation)
+		red, release, err := f(ctx, a)
+		if err != nil {
+			h.set(false, waitingForAssignment)
+			return red, release, err
+		}
+		h.set(true, "training generation %d (rank %d of %d) from step %d", a.Generation, a.Rank, a.World, a.StartStep)
+		return red, func() {
+			release()
+			h.set(false, waitingForAssignment)
+		}, nil
+	}
+}
+
+// fetch tracks a checkpoint transfer from a peer (waiting) and the restore after it (work).
+func (h *trainerHealth) fetch(f trainer.FetchFunc) trainer.FetchFunc {
+	return func(ctx context.Context, holders []string, step int64, sha string, dst *checkpoint.Store) error {
+		h.set(false, "fetching checkpoint step %d from %v", step, holders)
+		err := f(ctx, holders, step, sha, dst)
+		if err != nil {
+			// The node retries, or gives up and waits for the next generation.
+			h.set(false, "checkpoint step %d not fetched yet", step)
+			return err
+		}
+		h.set(true, "restoring checkpoint step %d", step)
+		return nil
+	}
+}
