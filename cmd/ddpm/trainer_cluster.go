@@ -175,11 +175,13 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	checkpoint.RegisterTransfer(srv, node.Store)
 	go func() { _ = srv.Serve(lis) }()
 	defer srv.Stop()
+	health := newTrainerHealth(run, time.Now) // /healthz, /readyz (trainer_health.go)
 	if o.httpAddr != "" {
 		reg := metrics.NewRegistry()
 		node.Metrics = metrics.NewTrainer(reg)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Handler(reg))
+		health.register(mux)
 		hs := &http.Server{Addr: o.httpAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = hs.ListenAndServe() }()
 		defer hs.Close()
@@ -256,7 +258,9 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 				return
 			case <-time.After(every):
 			}
-			if _, err := cli.Heartbeat(ctx, o.id); errors.Is(err, fsm.ErrUnknownMember) {
+			_, err := cli.Heartbeat(ctx, o.id)
+			health.heartbeat(err)
+			if errors.Is(err, fsm.ErrUnknownMember) {
 				node.Log.Warn("dropped by the coordinator; joining again")
 				_, _ = cli.Join(ctx, join)
 			}
@@ -285,6 +289,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		}
 		return fmt.Errorf("fetching checkpoint step %d: %w", step, errors.Join(errs...))
 	}
+	health.watch(node)
 	err = node.Run(ctx, stop)
 	if err == nil && isClosed(stop) {
 		// Stopped on purpose, the step in flight finished: leave now, so that the peers'
