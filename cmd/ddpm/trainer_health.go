@@ -125,7 +125,11 @@ func (h *trainerHealth) ready() (bool, string) {
 		return false, fmt.Sprintf("not a member: dropped by the coordinators (%v); joining again", h.hbErr)
 	}
 	if d := h.now().Sub(h.contact); d > h.ttl {
-		return false, fmt.Sprintf("not a member: no heartbeat acknowledged for %s (heartbeat_timeout %s; last error: %v)", d.Round(time.Millisecond), h.ttl, h.hbErr)
+		why := ""
+		if h.hbErr != nil {
+			why = "; last error: " + h.hbErr.Error()
+		}
+		return false, fmt.Sprintf("not a member: no heartbeat acknowledged for %s (heartbeat_timeout %s%s)", d.Round(time.Millisecond), h.ttl, why)
 	}
 	return true, msg
 }

@@ -1,0 +1,342 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"ddpm/checkpoint"
+	"ddpm/config"
+	"ddpm/coordinator/fsm"
+	"ddpm/dataset"
+	"ddpm/trainer"
+)
+
+// fakeClock is the health tracker's clock, moved by the test.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// healthServer serves h's endpoints on a real loopback HTTP server.
+func healthServer(t *testing.T, h *trainerHealth) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	h.register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// probe GETs url+path and checks the status code and that the body starts with prefix.
+func probe(t *testing.T, url, path string, code int, prefix string) {
+	t.Helper()
+	resp, err := http.Get(url + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != code || !strings.HasPrefix(string(body), prefix) {
+		t.Fatalf("GET %s: %d %q, want %d %q...", path, resp.StatusCode, body, code, prefix)
+	}
+}
+
+// healthRun is a run with a 2 s heartbeat timeout: stallAfter is minStall (10 min).
+func healthRun(t *testing.T) config.Run {
+	t.Helper()
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.HeartbeatTimeout = config.Duration(2 * time.Second)
+	return run
+}
+
+// scriptCoord is a Coordinator whose WaitCommitted blocks until the test releases it.
+type scriptCoord struct {
+	asg       chan trainer.Assignment
+	inWait    chan int64
+	commit    chan string
+	reports   chan trainer.Progress
+	readyErr  error
+	readySeen chan int64
+}
+
+func newScriptCoord() *scriptCoord {
+	return &scriptCoord{asg: make(chan trainer.Assignment, 4), inWait: make(chan int64, 4), commit: make(chan string, 4),
+		reports: make(chan trainer.Progress, 64), readySeen: make(chan int64, 4)}
+}
+
+func (c *scriptCoord) Assignments(context.Context) (<-chan trainer.Assignment, error) {
+	return c.asg, nil
+}
+
+func (c *scriptCoord) Report(_ context.Context, p trainer.Progress) {
+	select {
+	case c.reports <- p:
+	default:
+	}
+}
+
+func (c *scriptCoord) CheckpointReady(_ context.Context, _ uint64, step int64, _ string, _ int64) error {
+	c.readySeen <- step
+	return c.readyErr
+}
+
+func (c *scriptCoord) WaitCommitted(ctx context.Context, step int64) (string, error) {
+	c.inWait <- step
+	select {
+	case sha := <-c.commit:
+		return sha, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// TestTrainerHealthStates walks the tracker through a trainer's life over real HTTP: joining
+// (live, not ready), a member waiting (both 200), a lapsed or dropped membership (not ready),
+// work within and beyond the stall limit (503 on both only beyond it), and waits on the
+// coordinators, between generations and on a checkpoint fetch, which stay live however long.
+func TestTrainerHealthStates(t *testing.T) {
+	run := healthRun(t)
+	clk := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	h := newTrainerHealth(run, clk.now)
+	if h.stall != 10*time.Minute || h.ttl != 2*time.Second {
+		t.Fatalf("stall %v, ttl %v; want 10m0s (minStall) and the heartbeat timeout 2s", h.stall, h.ttl)
+	}
+	url := healthServer(t, h)
+
+	probe(t, url, "/healthz", 200, "ok: joining the cluster (for 0s)\n")
+	probe(t, url, "/readyz", 503, "not a member: joining the cluster (for 0s)\n")
+	clk.add(time.Hour) // coordinators unreachable for an hour: waiting, so live
+	probe(t, url, "/healthz", 200, "ok: joining the cluster (for 1h0m0s)\n")
+	probe(t, url, "/readyz", 503, "not a member: joining")
+
+	n := &trainer.Node{Coord: newScriptCoord(), Ring: trainer.SoloRing,
+		Fetch: func(context.Context, []string, int64, string, *checkpoint.Store) error { return nil }}
+	h.watch(n)
+	coord := n.Coord.(healthCoord).Coordinator.(*scriptCoord)
+	if _, err := n.Coord.Assignments(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	probe(t, url, "/healthz", 200, "ok: waiting for an assignment (for 0s)\n")
+	probe(t, url, "/readyz", 200, "ok: waiting for an assignment (for 0s)\n")
+
+	// The membership holds for heartbeat_timeout after the last acknowledgement.
+	clk.add(2 * time.Second)
+	probe(t, url, "/readyz", 200, "ok: waiting for an assignment (for 2s)\n")
+	clk.add(time.Millisecond)
+	probe(t, url, "/readyz", 503, "not a member: no heartbeat acknowledged for 2.001s (heartbeat_timeout 2s)\n")
+	probe(t, url, "/healthz", 200, "ok: waiting for an assignment")
+	h.heartbeat(fmt.Errorf("coordinators unreachable"))
+	probe(t, url, "/readyz", 503, "not a member: no heartbeat acknowledged for 2.001s (heartbeat_timeout 2s; last error: coordinators unreachable)\n")
+	h.heartbeat(nil)
+	probe(t, url, "/readyz", 200, "ok: waiting for an assignment")
+	h.heartbeat(fmt.Errorf("heartbeat: %w", fsm.ErrUnknownMember))
+	probe(t, url, "/readyz", 503, "not a member: dropped by the coordinators (heartbeat: ")
+	h.heartbeat(nil)
+	probe(t, url, "/readyz", 200, "ok: waiting for an assignment")
+
+	// A generation: its ring, then steps. Work is live up to the stall limit, not beyond.
+	_, release, err := n.Ring(context.Background(), trainer.Assignment{Generation: 3, Rank: 0, World: 1, StartStep: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe(t, url, "/healthz", 200, "ok: training generation 3 (rank 0 of 1) from step 40 (for 0s)\n")
+	clk.add(10 * time.Minute)
+	h.heartbeat(nil)
+	probe(t, url, "/healthz", 200, "ok: training generation 3 (rank 0 of 1) from step 40 (for 10m0s)\n")
+	probe(t, url, "/readyz", 200, "ok: training generation 3")
+	clk.add(time.Second)
+	h.heartbeat(nil) // still heartbeating (another goroutine), yet wedged
+	probe(t, url, "/healthz", 503, "stalled: training generation 3 (rank 0 of 1) from step 40 for 10m1s without progress (limit 10m0s)\n")
+	probe(t, url, "/readyz", 503, "stalled: training generation 3")
+	n.Coord.Report(context.Background(), trainer.Progress{Step: 41, Generation: 3, Rank: 0, World: 1})
+	if p := <-coord.reports; p.Step != 41 {
+		t.Fatalf("the wrapper forwarded step %d, want 41", p.Step)
+	}
+	probe(t, url, "/healthz", 200, "ok: training generation 3 (rank 0 of 1), step 41 done (for 0s)\n")
+	probe(t, url, "/readyz", 200, "ok: training generation 3 (rank 0 of 1), step 41 done")
+
+	// Checkpoint: reporting it and waiting for the commit are waits on the coordinators.
+	if err := n.Coord.CheckpointReady(context.Background(), 3, 50, "sha", 1); err != nil || <-coord.readySeen != 50 {
+		t.Fatalf("CheckpointReady through the wrapper: %v", err)
+	}
+	probe(t, url, "/healthz", 200, "ok: training generation 3, checkpoint step 50 reported (for 0s)\n")
+	done := make(chan string, 1)
+	go func() { sha, _ := n.Coord.WaitCommitted(context.Background(), 50); done <- sha }()
+	if s := <-coord.inWait; s != 50 {
+		t.Fatalf("WaitCommitted(%d), want 50", s)
+	}
+	probe(t, url, "/healthz", 200, "ok: waiting for checkpoint step 50 to commit (for 0s)\n")
+	clk.add(time.Hour)
+	h.heartbeat(nil)
+	probe(t, url, "/healthz", 200, "ok: waiting for checkpoint step 50 to commit (for 1h0m0s)\n")
+	probe(t, url, "/readyz", 200, "ok: waiting for checkpoint step 50 to commit")
+	coord.commit <- "abc"
+	if sha := <-done; sha != "abc" {
+		t.Fatalf("WaitCommitted through the wrapper returned %q", sha)
+	}
+	probe(t, url, "/healthz", 200, "ok: training, checkpoint step 50 committed (for 0s)\n")
+	clk.add(10*time.Minute + time.Second)
+	probe(t, url, "/healthz", 503, "stalled: training, checkpoint step 50 committed for 10m1s")
+
+	// The generation ends: the ring's release puts the loop back to waiting, for any time.
+	release()
+	clk.add(time.Hour)
+	probe(t, url, "/healthz", 200, "ok: waiting for an assignment (for 1h0m0s)\n")
+
+	// A ring that cannot be built: back to waiting.
+	n.Ring = h.ring(func(context.Context, trainer.Assignment) (trainer.Reducer, func(), error) {
+		return nil, nil, fmt.Errorf("no ring")
+	})
+	if _, _, err := n.Ring(context.Background(), trainer.Assignment{Generation: 4, World: 2}); err == nil || err.Error() != "no ring" {
+		t.Fatalf("ring error through the wrapper: %v", err)
+	}
+	clk.add(time.Hour)
+	probe(t, url, "/healthz", 200, "ok: waiting for an assignment (for 1h0m0s)\n")
+
+	// A checkpoint fetch waits on peers; a failed one leaves the loop waiting; a fetched one is
+	// restored (work).
+	fetchErr := fmt.Errorf("holder down")
+	n.Fetch = h.fetch(func(context.Context, []string, int64, string, *checkpoint.Store) error { return fetchErr })
+	if err := n.Fetch(context.Background(), []string{"p:1"}, 60, "", nil); err != fetchErr {
+		t.Fatalf("fetch error through the wrapper: %v", err)
+	}
+	clk.add(time.Hour)
+	probe(t, url, "/healthz", 200, "ok: checkpoint step 60 not fetched yet (for 1h0m0s)\n")
+	fetchErr = nil
+	if err := n.Fetch(context.Background(), []string{"p:1"}, 60, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	probe(t, url, "/healthz", 200, "ok: restoring checkpoint step 60 (for 0s)\n")
+	clk.add(10*time.Minute + time.Second)
+	probe(t, url, "/healthz", 503, "stalled: restoring checkpoint step 60 for 10m1s")
+
+	// Only GET is served.
+	resp, err := http.Post(url+"/healthz", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("POST /healthz: %d, want 405", resp.StatusCode)
+	}
+}
+
+// TestHealthStallLimitFollowsHeartbeatTimeout: a run whose heartbeat timeout is long (one
+// all-reduce may wait two of them) gets four heartbeat timeouts of work before it is stalled.
+func TestHealthStallLimitFollowsHeartbeatTimeout(t *testing.T) {
+	run := healthRun(t)
+	for _, tc := range []struct{ hb, want time.Duration }{
+		{5 * time.Second, 10 * time.Minute},
+		{150 * time.Second, 10 * time.Minute},
+		{5 * time.Minute, 20 * time.Minute},
+	} {
+		run.HeartbeatTimeout = config.Duration(tc.hb)
+		if got := stallAfter(run); got != tc.want {
+			t.Errorf("stallAfter(heartbeat_timeout %v) = %v, want %v", tc.hb, got, tc.want)
+		}
+	}
+}
+
+// wedgeRing is a generation's reducer that hangs in AllReduce, ignoring its context, until the
+// test lets it go: a wedged step.
+type wedgeRing struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (w *wedgeRing) AllReduce(context.Context, []float32) error {
+	w.entered <- struct{}{}
+	<-w.release
+	return nil
+}
+
+// TestTrainerHealthWedgedNode runs a real trainer.Node (the mnist U-Net on MNIST) whose step
+// hangs in its all-reduce: /healthz and /readyz stay 200 until the stall limit passes, then
+// answer 503 while the trainer still heartbeats; once the step completes they answer 200 again,
+// and the run finishes through the wrapped coordinator.
+func TestTrainerHealthWedgedNode(t *testing.T) {
+	run := healthRun(t)
+	run.Steps, run.GlobalBatch, run.CheckpointEvery, run.WarmupSteps = 2, 4, 2, 1
+	ds, err := dataset.Open(run.Dataset, dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := trainer.New(run, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := checkpoint.Open(filepath.Join(t.TempDir(), "c.db"), checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+
+	clk := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	h := newTrainerHealth(run, clk.now)
+	url := healthServer(t, h)
+	coord := newScriptCoord()
+	wedge := &wedgeRing{entered: make(chan struct{}), release: make(chan struct{})}
+	n := &trainer.Node{Trainer: tr, Store: st, Coord: coord, Fingerprint: ds.Fingerprint(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Ring: func(context.Context, trainer.Assignment) (trainer.Reducer, func(), error) {
+			return wedge, func() {}, nil
+		}}
+	h.watch(n)
+	coord.asg <- trainer.Assignment{Generation: 1, Rank: 0, World: 1}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(context.Background(), make(chan struct{})) }()
+
+	<-wedge.entered // step 1 is in its all-reduce, and stays there
+	h.heartbeat(nil)
+	probe(t, url, "/healthz", 200, "ok: training generation 1 (rank 0 of 1) from step 0 (for 0s)\n")
+	probe(t, url, "/readyz", 200, "ok: training generation 1 (rank 0 of 1) from step 0 (for 0s)\n")
+	clk.add(10*time.Minute + time.Second)
+	h.heartbeat(nil)
+	probe(t, url, "/healthz", 503, "stalled: training generation 1 (rank 0 of 1) from step 0 for 10m1s without progress (limit 10m0s)\n")
+	probe(t, url, "/readyz", 503, "stalled: training generation 1")
+
+	wedge.release <- struct{}{} // step 1 completes
+	<-wedge.entered             // step 2 is in its all-reduce
+	probe(t, url, "/healthz", 200, "ok: training generation 1 (rank 0 of 1), step 1 done (for 0s)\n")
+	probe(t, url, "/readyz", 200, "ok: training generation 1 (rank 0 of 1), step 1 done")
+	wedge.release <- struct{}{}
+	if s := <-coord.readySeen; s != 2 {
+		t.Fatalf("checkpoint step %d reported, want 2", s)
+	}
+	// The final checkpoint's commit is awaited twice: by the checkpoint, then by the run's end.
+	for range 2 {
+		if s := <-coord.inWait; s != 2 {
+			t.Fatalf("WaitCommitted(%d), want 2", s)
+		}
+		clk.add(time.Hour)
+		probe(t, url, "/healthz", 200, "ok: waiting for checkpoint step 2 to commit (for 1h0m0s)\n")
+		coord.commit <- "sha"
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not finish after the commit")
+	}
+}
