@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -529,8 +531,8 @@ func TestTrainerCommandLine(t *testing.T) {
 		if host != fakePodIP || port != containerPort(t, ctr, "ring") {
 			t.Errorf("--listen %q: the ring peers dial it, so it must be podIP:%d", p.Flags["listen"], containerPort(t, ctr, "ring"))
 		}
-		if _, port := splitPort(t, "--http-addr", p.Flags["http-addr"]); port != containerPort(t, ctr, "metrics") {
-			t.Errorf("--http-addr port %d, the metrics port is %d", port, containerPort(t, ctr, "metrics"))
+		if _, port := splitPort(t, "--http-addr", p.Flags["http-addr"]); port != containerPort(t, ctr, "http") {
+			t.Errorf("--http-addr port %d (/metrics, /healthz, /readyz), the http port the probes use is %d", port, containerPort(t, ctr, "http"))
 		}
 		if got, want := p.Flags["data-dir"], dataDir(t, sts, ctr); got != want {
 			t.Errorf("--data-dir %q, the trainer volume is mounted at %q", got, want)
@@ -816,62 +818,181 @@ func TestSecurityAndResources(t *testing.T) {
 	})
 }
 
-// TestProbesHitRealEndpoints starts a real one-replica coordinator on loopback and asks the
-// probe path of the manifests; the trainer's probes are TCP on the ring port, which
-// TestTrainerCommandLine ties to --listen.
-func TestProbesHitRealEndpoints(t *testing.T) {
-	c := load(t, "cpu")
-	ctr := container(t, c.coordinator, "coordinator", false)
-	paths := map[string]bool{}
-	for _, pr := range []*corev1.Probe{ctr.LivenessProbe, ctr.ReadinessProbe} {
+// httpProbes checks that ctr's probes are HTTP GETs on its container port named port and
+// returns their paths ("" for a probe ctr does not have).
+func httpProbes(t *testing.T, ctr corev1.Container, port string) (startup, readiness, liveness string) {
+	t.Helper()
+	path := func(kind string, pr *corev1.Probe) string {
+		if pr == nil {
+			return ""
+		}
 		if pr.HTTPGet == nil {
-			t.Fatalf("coordinator probes must be HTTP")
+			t.Fatalf("%s %s probe: want an HTTP GET (a TCP connect or exec cannot tell a wedged process)", ctr.Name, kind)
 		}
-		if pr.HTTPGet.Port.String() != "http" {
-			t.Fatalf("coordinator probe on port %s, want the http port", pr.HTTPGet.Port.String())
+		if pr.HTTPGet.Port.String() != port {
+			t.Fatalf("%s %s probe on port %q, want the %q port", ctr.Name, kind, pr.HTTPGet.Port.String(), port)
 		}
-		paths[pr.HTTPGet.Path] = true
+		containerPort(t, ctr, port)
+		return pr.HTTPGet.Path
 	}
-	ports := freePorts(t, 3)
-	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
-	cmd := exec.Command(ddpmBin, "coordinator", "--id", "c0", "--raft-addr", addr(ports[0]), "--grpc-addr", addr(ports[1]),
-		"--http-addr", addr(ports[2]), "--peers", "c0="+addr(ports[0])+"="+addr(ports[1]), "--data-dir", t.TempDir(), "--bootstrap")
-	if _, ok := parseWithBinary(t, []string{"coordinator"}).Flags["insecure"]; ok {
-		cmd.Args = append(cmd.Args, "--insecure") // plain text on loopback: the probe path is what is tested
-	}
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	return path("startup", ctr.StartupProbe), path("readiness", ctr.ReadinessProbe), path("liveness", ctr.LivenessProbe)
+}
+
+// lockedBuffer collects a child process's output while the test may read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startDDPM starts the binary with args. stop sends SIGTERM and waits (SIGKILL after 10 s); it
+// also runs at the end of the test.
+func startDDPM(t *testing.T, args ...string) (logs *lockedBuffer, stop func()) {
+	t.Helper()
+	cmd := exec.Command(ddpmBin, args...)
+	logs = &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return logs, stop
+}
+
+// get GETs url and returns its status code and body (code 0: no answer, with the error).
+func get(url string) (int, string, error) {
 	cl := &http.Client{Timeout: time.Second}
-	for path := range paths {
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			resp, err := cl.Get("http://" + addr(ports[2]) + path)
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
-				err = fmt.Errorf("status %s", resp.Status)
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("GET %s on a running coordinator: %v\n%s", path, err, logs.String())
-			}
-			time.Sleep(100 * time.Millisecond)
+	resp, err := cl.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// waitStatus GETs url until it answers code, for up to 20 s, and returns the body.
+func waitStatus(t *testing.T, url string, code int, logs ...*lockedBuffer) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, body, err := get(url)
+		if got == code {
+			return body
 		}
+		if time.Now().After(deadline) {
+			var out strings.Builder
+			for _, l := range logs {
+				out.WriteString(l.String())
+			}
+			t.Fatalf("GET %s: %d %q (%v), want %d within 20 s\n%s", url, got, body, err, code, out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestProbesHitRealEndpoints runs a real trainer and a real one-replica coordinator on loopback
+// and asks them the manifests' probe paths on the ports the probes name (TestCoordinatorCommandLine
+// and TestTrainerCommandLine tie those ports to --http-addr): the trainer's startup and liveness
+// path answers 200 while it waits for coordinators that are not up yet, its readiness path 503;
+// once the coordinator admits it (a standby waiting for min_trainers) readiness answers 200; when
+// the coordinator is gone, readiness returns to 503 within the heartbeat timeout while liveness
+// stays 200: waiting on the cluster is no reason to restart a trainer.
+func TestProbesHitRealEndpoints(t *testing.T) {
+	c := load(t, "cpu")
+	coordCtr := container(t, c.coordinator, "coordinator", false)
+	_, cReady, cLive := httpProbes(t, coordCtr, "http")
+	trCtr := container(t, c.trainer, "trainer", false)
+	tStart, tReady, tLive := httpProbes(t, trCtr, "http")
+	if tStart != "/healthz" || tLive != "/healthz" || tReady != "/readyz" {
+		t.Fatalf("trainer probes: startup %q, liveness %q, readiness %q; want /healthz, /healthz, /readyz", tStart, tLive, tReady)
+	}
+
+	// The overlay's run, on the MNIST copy the binary knows, with two trainers needed (so the one
+	// here waits as a member instead of training) and a short heartbeat timeout.
+	run := runConfig(t, c)
+	mnist, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Dataset, run.DatasetFingerprint = mnist.Dataset, ""
+	run.MinTrainers, run.MaxTrainers = 2, max(2, run.MaxTrainers)
+	run.HeartbeatTimeout = config.Duration(time.Second)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(cfg, run.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, 5)
+	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
+	raft, grpc, coordHTTP, ring, trHTTP := addr(ports[0]), addr(ports[1]), addr(ports[2]), addr(ports[3]), addr(ports[4])
+	// Plain text on loopback: the probes are what is tested.
+	trLogs, _ := startDDPM(t, "trainer", "--id", "ddpm-trainer-0", "--coordinator", grpc, "--listen", ring,
+		"--http-addr", trHTTP, "--data-dir", filepath.Join(dir, "trainer"), "--config", cfg, "--insecure")
+	tr := "http://" + trHTTP
+
+	// Up (dataset open, model built), joining coordinators that are not there: live, not ready.
+	body := waitStatus(t, tr+tStart, http.StatusOK, trLogs)
+	if !strings.HasPrefix(body, "ok: joining the cluster") {
+		t.Errorf("GET %s while joining: %q", tStart, body)
+	}
+	if code, body, err := get(tr + tReady); code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "not a member: joining the cluster") {
+		t.Fatalf("GET %s while joining: %d %q (%v), want 503 not a member", tReady, code, body, err)
+	}
+
+	coLogs, stopCoord := startDDPM(t, "coordinator", "--id", "c0", "--raft-addr", raft, "--grpc-addr", grpc,
+		"--http-addr", coordHTTP, "--peers", "c0="+raft+"="+grpc, "--data-dir", filepath.Join(dir, "coordinator"),
+		"--bootstrap", "--config", cfg, "--insecure")
+	co := "http://" + coordHTTP
+	waitStatus(t, co+cReady, http.StatusOK, coLogs)
+	waitStatus(t, co+cLive, http.StatusOK, coLogs)
+
+	// Admitted, waiting for a second trainer: ready and live.
+	body = waitStatus(t, tr+tReady, http.StatusOK, trLogs, coLogs)
+	if !strings.HasPrefix(body, "ok: waiting for an assignment (for ") {
+		t.Errorf("GET %s of a member: %q", tReady, body)
+	}
+	if code, body, err := get(tr + tLive); code != http.StatusOK || !strings.HasPrefix(body, "ok: waiting for an assignment") {
+		t.Fatalf("GET %s of a member: %d %q (%v)", tLive, code, body, err)
+	}
+
+	// The coordinator goes away: no longer a member within the heartbeat timeout, still live.
+	stopCoord()
+	t0 := time.Now()
+	body = waitStatus(t, tr+tReady, http.StatusServiceUnavailable, trLogs)
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("readiness turned 503 %v after the coordinator stopped; heartbeat_timeout is 1s", d)
+	}
+	if !strings.HasPrefix(body, "not a member: no heartbeat acknowledged for ") {
+		t.Errorf("GET %s without coordinators: %q", tReady, body)
+	}
+	if code, body, err := get(tr + tLive); code != http.StatusOK || !strings.HasPrefix(body, "ok: waiting for an assignment") {
+		t.Fatalf("GET %s without coordinators: %d %q (%v), want 200: waiting is live", tLive, code, body, err)
 	}
 }
 
@@ -1077,6 +1198,18 @@ func TestGPUOverlay(t *testing.T) {
 	}
 	if !tolerated || len(ps.NodeSelector) == 0 {
 		t.Errorf("the gpu trainers need a nodeSelector and the nvidia.com/gpu toleration")
+	}
+	// The cifar10 U-Net and CIFAR-10 take longer to load than MNIST and the tiny U-Net: the
+	// startup probe (on the same /healthz) allows 10 minutes, the base 5.
+	if st, _, _ := httpProbes(t, tr, "http"); st != "/healthz" {
+		t.Errorf("gpu trainer startup probe path %q, want /healthz", st)
+	}
+	budget := func(p *corev1.Probe) int32 { return p.PeriodSeconds * p.FailureThreshold }
+	if got := budget(tr.StartupProbe); got != 600 {
+		t.Errorf("gpu trainer startup probe allows %d s, want 600", got)
+	}
+	if got := budget(container(t, load(t, "cpu").trainer, "trainer", false).StartupProbe); got != 300 {
+		t.Errorf("cpu trainer startup probe allows %d s, want 300", got)
 	}
 	coordPS := c.coordinator.Spec.Template.Spec
 	if len(coordPS.Tolerations) != 0 || len(coordPS.NodeSelector) != 0 {
