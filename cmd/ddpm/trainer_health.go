@@ -197,16 +197,24 @@ func (c healthCoord) Report(ctx context.Context, p trainer.Progress) {
 
 func (c healthCoord) CheckpointReady(ctx context.Context, gen uint64, step int64, sha string, size int64) error {
 	c.h.set(false, "reporting checkpoint step %d to the coordinators", step)
-	err := c.Coordinator.CheckpointReady(ctx, gen, step, sha, size)
+	if err := c.Coordinator.CheckpointReady(ctx, gen, step, sha, size); err != nil {
+		c.h.set(false, waitingForAssignment) // the node ends the generation
+		return err
+	}
 	c.h.set(true, "training generation %d, checkpoint step %d reported", gen, step)
-	return err
+	return nil
 }
 
 func (c healthCoord) WaitCommitted(ctx context.Context, step int64) (string, error) {
 	c.h.set(false, "waiting for checkpoint step %d to commit", step)
 	sha, err := c.Coordinator.WaitCommitted(ctx, step)
+	if err != nil {
+		// Superseded (or the run failed): the node ends the generation.
+		c.h.set(false, waitingForAssignment)
+		return sha, err
+	}
 	c.h.set(true, "training, checkpoint step %d committed", step)
-	return sha, err
+	return sha, nil
 }
 
 // ring tracks building a generation's ring and training in it; the ring's release ends the

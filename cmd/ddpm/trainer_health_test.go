@@ -73,13 +73,14 @@ type scriptCoord struct {
 	asg       chan trainer.Assignment
 	inWait    chan int64
 	commit    chan string
+	commitErr chan error
 	reports   chan trainer.Progress
 	readyErr  error
 	readySeen chan int64
 }
 
 func newScriptCoord() *scriptCoord {
-	return &scriptCoord{asg: make(chan trainer.Assignment, 4), inWait: make(chan int64, 4), commit: make(chan string, 4),
+	return &scriptCoord{asg: make(chan trainer.Assignment, 4), inWait: make(chan int64, 4), commit: make(chan string, 4), commitErr: make(chan error, 1),
 		reports: make(chan trainer.Progress, 64), readySeen: make(chan int64, 4)}
 }
 
@@ -104,6 +105,8 @@ func (c *scriptCoord) WaitCommitted(ctx context.Context, step int64) (string, er
 	select {
 	case sha := <-c.commit:
 		return sha, nil
+	case err := <-c.commitErr:
+		return "", err
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
@@ -196,6 +199,22 @@ func TestTrainerHealthStates(t *testing.T) {
 	probe(t, url, "/healthz", 200, "ok: training, checkpoint step 50 committed (for 0s)\n")
 	clk.add(10*time.Minute + time.Second)
 	probe(t, url, "/healthz", 503, "stalled: training, checkpoint step 50 committed for 10m1s")
+
+	// A wait for a commit that ends in an error (superseded) ends the generation: waiting.
+	go func() { _, err := n.Coord.WaitCommitted(context.Background(), 60); done <- fmt.Sprint(err) }()
+	<-coord.inWait
+	coord.commitErr <- context.Canceled
+	if e := <-done; e != context.Canceled.Error() {
+		t.Fatalf("WaitCommitted error through the wrapper: %s", e)
+	}
+	clk.add(time.Hour)
+	probe(t, url, "/healthz", 200, "ok: waiting for an assignment (for 1h0m0s)\n")
+	coord.readyErr = fmt.Errorf("stale generation")
+	if err := n.Coord.CheckpointReady(context.Background(), 3, 60, "sha", 1); err != coord.readyErr || <-coord.readySeen != 60 {
+		t.Fatalf("CheckpointReady error through the wrapper: %v", err)
+	}
+	clk.add(time.Hour)
+	probe(t, url, "/healthz", 200, "ok: waiting for an assignment (for 1h0m0s)\n")
 
 	// The generation ends: the ring's release puts the loop back to waiting, for any time.
 	release()
