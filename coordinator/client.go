@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,18 +29,20 @@ import (
 // Client talks to a coordinator cluster. Every method retries across the replicas (any replica
 // forwards writes to the leader) until it gets an answer or ctx ends, reusing one request id so
 // that a retried write applies exactly once. Refusals come back as the state machine's errors
-// (fsm.ErrStaleGeneration, fsm.ErrUnknownMember, fsm.ErrConfigMismatch, ...) or
-// ErrVersionMismatch, testable with errors.Is; running out of time gives ErrUnavailable.
+// (fsm.ErrStaleGeneration, fsm.ErrUnknownMember, fsm.ErrConfigMismatch, ...; a stale
+// incarnation as a *StaleIncarnationError) or ErrVersionMismatch, testable with errors.Is; running out of time gives ErrUnavailable.
 // A Client is safe for concurrent use.
 type Client struct {
-	addrs   []string
-	conns   []*grpc.ClientConn
+	sec     *tlsauth.Bundle
 	attempt time.Duration
 	backoff time.Duration
 
 	log *slog.Logger // WithLog: warnings while no replica answers
 
 	mu        sync.Mutex
+	addrs     []string           // given, then learned; only ever appended to
+	conns     []*grpc.ClientConn // conns[i] is to addrs[i]
+	closed    bool
 	cur       int       // index of the replica that answered last
 	failSince time.Time // start of the current run of failed attempts (zero: the last one answered)
 	warned    time.Time // when that run was last logged
@@ -91,9 +95,9 @@ func Hint(err error) string {
 	return ""
 }
 
-// noteFailure records a failed attempt against replica idx and logs it as WithLog says; c.mu is
-// not held.
-func (c *Client) noteFailure(idx int, err error) {
+// noteFailure records a failed attempt against the replica at addr and logs it as WithLog says;
+// c.mu is not held.
+func (c *Client) noteFailure(addr string, err error) {
 	if c.log == nil {
 		return
 	}
@@ -109,7 +113,7 @@ func (c *Client) noteFailure(idx int, err error) {
 	since := now.Sub(c.failSince)
 	c.mu.Unlock()
 	if due {
-		args := []any{"addr", c.addrs[idx], "for", since.Round(time.Second).String(), "err", err.Error()}
+		args := []any{"addr", addr, "for", since.Round(time.Second).String(), "err", err.Error()}
 		if h := Hint(err); h != "" {
 			args = append(args, "hint", h)
 		}
@@ -129,7 +133,7 @@ func Dial(addrs []string, sec *tlsauth.Bundle, opts ...Option) (*Client, error) 
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("%w: no coordinator addresses", ErrUnavailable)
 	}
-	c := &Client{addrs: addrs, attempt: 2 * time.Second, backoff: 100 * time.Millisecond}
+	c := &Client{sec: sec, attempt: 2 * time.Second, backoff: 100 * time.Millisecond}
 	for _, o := range opts {
 		o(c)
 	}
@@ -139,13 +143,24 @@ func Dial(addrs []string, sec *tlsauth.Bundle, opts ...Option) (*Client, error) 
 			c.Close()
 			return nil, fmt.Errorf("coordinator: dial %s: %w", a, err)
 		}
-		c.conns = append(c.conns, cc)
+		c.addrs, c.conns = append(c.addrs, a), append(c.conns, cc)
 	}
 	return c, nil
 }
 
+// Addrs returns the replica addresses the client rotates over: those given to Dial, then those
+// learned from the replicas' answers, in the order added.
+func (c *Client) Addrs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.addrs)
+}
+
 // Close closes every connection.
 func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
 	var errs []error
 	for _, cc := range c.conns {
 		errs = append(errs, cc.Close())
@@ -175,13 +190,14 @@ func retryable(err error) bool {
 func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.CoordinatorClient) error) error {
 	var last error
 	for round := 0; ; round++ {
+		// A snapshot: replicas learned meanwhile join the next round.
 		c.mu.Lock()
-		start := c.cur
+		start, conns, addrs := c.cur, c.conns, c.addrs
 		c.mu.Unlock()
-		for i := range c.conns {
-			idx := (start + i) % len(c.conns)
+		for i := range conns {
+			idx := (start + i) % len(conns)
 			actx, cancel := context.WithTimeout(ctx, c.attempt)
-			err := fn(actx, api.NewCoordinatorClient(c.conns[idx]))
+			err := fn(actx, api.NewCoordinatorClient(conns[idx]))
 			cancel()
 			if err == nil || !retryable(err) {
 				c.mu.Lock()
@@ -191,7 +207,7 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.C
 				return decodeErr(err)
 			}
 			last = err
-			c.noteFailure(idx, err)
+			c.noteFailure(addrs[idx], err)
 			if ctx.Err() != nil {
 				return fmt.Errorf("%w: %v (last error: %v)", ErrUnavailable, ctx.Err(), last)
 			}
@@ -226,10 +242,31 @@ func decodeErr(err error) error {
 		if info.Reason == "version_mismatch" {
 			return fmt.Errorf("%w: %s", ErrVersionMismatch, info.Metadata["message"])
 		}
+		if info.Reason == "stale_incarnation" {
+			inc, _ := strconv.ParseUint(info.Metadata["incarnation"], 10, 64)
+			return &StaleIncarnationError{Current: inc, Address: info.Metadata["address"],
+				err: fsm.Result{Code: info.Reason, Message: info.Metadata["message"]}.Err()}
+		}
 		return fsm.Result{Code: info.Reason, Message: info.Metadata["message"]}.Err()
 	}
 	return fmt.Errorf("coordinator: %s", st.Message())
 }
+
+// StaleIncarnationError is the refusal of a member call (HeartbeatAs, LeaveAs, WatchAssignmentAs,
+// ReportProgress, CheckpointReady) that named an incarnation of its trainer id other than the
+// id's current one: the id was admitted again since (Join), by another process unless Address is
+// the caller's own. errors.Is(err, fsm.ErrStaleIncarnation) holds for it; errors.As gives the
+// current incarnation and its trainer address.
+type StaleIncarnationError struct {
+	Current uint64 // the id's current incarnation
+	Address string // the address the current incarnation joined from
+	err     error
+}
+
+func (e *StaleIncarnationError) Error() string { return e.err.Error() }
+
+// Unwrap returns the fsm.ErrStaleIncarnation-wrapping error of the refusal.
+func (e *StaleIncarnationError) Unwrap() error { return e.err }
 
 // MsgWaitingForRun is the message a joining trainer logs (WithLog) while the cluster has no run
 // config yet, once at first and then every so often.
@@ -256,11 +293,14 @@ type JoinRequest struct {
 	Held                             []fsm.Held // committed checkpoints on this trainer's volume
 }
 
-// Joined is the answer to Join: the run config in force and the generation at join time.
+// Joined is the answer to Join: the run config in force, the generation at join time, and the
+// incarnation this Join admitted the id as (never 0 from a current coordinator), which the
+// member calls carry (HeartbeatAs, ...).
 type Joined struct {
-	Run        config.Run
-	ConfigHash string
-	Generation uint64
+	Run         config.Run
+	ConfigHash  string
+	Generation  uint64
+	Incarnation uint64
 }
 
 // Join joins the trainer, waiting (retrying) while no run config is submitted yet. Refusals:
@@ -302,14 +342,21 @@ func (c *Client) Join(ctx context.Context, j JoinRequest) (Joined, error) {
 		if err != nil {
 			return Joined{}, fmt.Errorf("coordinator: run config from the cluster: %w", err)
 		}
-		return Joined{Run: run, ConfigHash: resp.ConfigHash, Generation: resp.Generation}, nil
+		return Joined{Run: run, ConfigHash: resp.ConfigHash, Generation: resp.Generation, Incarnation: resp.Incarnation}, nil
 	}
 }
 
-// Heartbeat tells the cluster the trainer is alive and returns the current generation number.
-// fsm.ErrUnknownMember means the trainer was removed and must Join again.
+// Heartbeat is HeartbeatAs with incarnation 0: the heartbeat counts for whichever process holds
+// the id now (the way of clients older than incarnations).
 func (c *Client) Heartbeat(ctx context.Context, id string) (generation uint64, err error) {
-	req := &api.HeartbeatRequest{RequestId: NewRequestID(), Id: id}
+	return c.HeartbeatAs(ctx, id, 0)
+}
+
+// HeartbeatAs tells the cluster that incarnation (Joined.Incarnation; 0: unchecked) of trainer
+// id is alive and returns the current generation number. fsm.ErrUnknownMember means the trainer
+// was removed and must Join again; a *StaleIncarnationError that the id was admitted again since.
+func (c *Client) HeartbeatAs(ctx context.Context, id string, incarnation uint64) (generation uint64, err error) {
+	req := &api.HeartbeatRequest{RequestId: NewRequestID(), Id: id, Incarnation: incarnation}
 	err = c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
 		resp, err := cl.Heartbeat(ctx, req)
 		if err == nil {
@@ -320,11 +367,17 @@ func (c *Client) Heartbeat(ctx context.Context, id string) (generation uint64, e
 	return generation, err
 }
 
-// Leave removes the trainer id from the cluster at once (a planned stop) and returns the
-// generation in force after it; the generation it had a rank in ends, and its peers' next one
-// starts without it instead of after its heartbeat timeout. Leaving is idempotent.
+// Leave is LeaveAs with incarnation 0: it removes whichever process holds the id now.
 func (c *Client) Leave(ctx context.Context, id string) (generation uint64, err error) {
-	req := &api.LeaveRequest{RequestId: NewRequestID(), Id: id}
+	return c.LeaveAs(ctx, id, 0)
+}
+
+// LeaveAs removes incarnation (0: whichever) of trainer id from the cluster at once (a planned
+// stop) and returns the generation in force after it; the generation it had a rank in ends, and
+// its peers' next one starts without it instead of after its heartbeat timeout. Leaving is
+// idempotent; a stale incarnation is refused with a *StaleIncarnationError and removes nothing.
+func (c *Client) LeaveAs(ctx context.Context, id string, incarnation uint64) (generation uint64, err error) {
+	req := &api.LeaveRequest{RequestId: NewRequestID(), Id: id, Incarnation: incarnation}
 	err = c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
 		resp, err := cl.Leave(ctx, req)
 		if err == nil {
@@ -335,9 +388,10 @@ func (c *Client) Leave(ctx context.Context, id string) (generation uint64, err e
 	return generation, err
 }
 
-// ReportProgress reports a finished step (req.Id, Generation, Step, Loss and the other
-// metrics). RequestId is filled in when empty. fsm.ErrStaleGeneration means a newer generation
-// exists: abandon the step and follow the new assignment.
+// ReportProgress reports a finished step (req.Id, Incarnation, Generation, Step, Loss and the
+// other metrics). RequestId is filled in when empty. fsm.ErrStaleGeneration means a newer
+// generation exists: abandon the step and follow the new assignment; a *StaleIncarnationError
+// that req.Incarnation (when not 0) is no longer the id's current one.
 func (c *Client) ReportProgress(ctx context.Context, req *api.ReportProgressRequest) (generation uint64, err error) {
 	if req.RequestId == "" {
 		req.RequestId = NewRequestID()
@@ -353,7 +407,8 @@ func (c *Client) ReportProgress(ctx context.Context, req *api.ReportProgressRequ
 }
 
 // CheckpointReady reports that this rank wrote and fsynced the checkpoint of req.Step with
-// req.Sha256 (hex) and req.Size bytes. RequestId is filled in when empty.
+// req.Sha256 (hex) and req.Size bytes. RequestId is filled in when empty. A non-zero
+// req.Incarnation that is no longer the id's current one gives a *StaleIncarnationError.
 func (c *Client) CheckpointReady(ctx context.Context, req *api.CheckpointReadyRequest) (generation uint64, err error) {
 	if req.RequestId == "" {
 		req.RequestId = NewRequestID()
@@ -388,18 +443,24 @@ func (c *Client) State(ctx context.Context) (*fsm.State, error) {
 	return fsm.Decode(resp.StateJson)
 }
 
-// WatchAssignment calls fn with member id's assignment now and after every change, until ctx
-// ends (returns nil), fn returns an error (returned as is), or the member is unknown
-// (fsm.ErrUnknownMember: join again). Broken streams reconnect to another replica by
-// themselves; an assignment equal to the one fn saw last is not repeated.
+// WatchAssignment is WatchAssignmentAs with incarnation 0 (unchecked).
 func (c *Client) WatchAssignment(ctx context.Context, id string, fn func(*api.Assignment) error) error {
+	return c.WatchAssignmentAs(ctx, id, 0, fn)
+}
+
+// WatchAssignmentAs calls fn with member id's assignment now and after every change, until ctx
+// ends (returns nil), fn returns an error (returned as is), the member is unknown
+// (fsm.ErrUnknownMember: join again), or incarnation (when not 0) is no longer the id's current
+// one (*StaleIncarnationError). Broken streams reconnect to another replica by themselves; an
+// assignment equal to the one fn saw last is not repeated.
+func (c *Client) WatchAssignmentAs(ctx context.Context, id string, incarnation uint64, fn func(*api.Assignment) error) error {
 	var last *api.Assignment
 	var fnErr error
 	for ctx.Err() == nil {
 		c.mu.Lock()
-		idx := c.cur
+		idx, cc := c.cur, c.conns[c.cur]
 		c.mu.Unlock()
-		stream, err := api.NewCoordinatorClient(c.conns[idx]).WatchAssignment(ctx, &api.WatchAssignmentRequest{Id: id})
+		stream, err := api.NewCoordinatorClient(cc).WatchAssignment(ctx, &api.WatchAssignmentRequest{Id: id, Incarnation: incarnation})
 		if err == nil {
 			for {
 				a, rerr := stream.Recv()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -137,17 +138,18 @@ func (s *Server) propose(ctx context.Context, c fsm.Command) (fsm.Result, error)
 
 // grpcCodes maps state-machine error codes to gRPC codes.
 var grpcCodes = map[string]codes.Code{
-	"no_run":           codes.FailedPrecondition,
-	"invalid_config":   codes.InvalidArgument,
-	"config_mismatch":  codes.FailedPrecondition,
-	"unknown_member":   codes.NotFound,
-	"stale_generation": codes.Aborted,
-	"not_in_ring":      codes.FailedPrecondition,
-	"bad_checkpoint":   codes.InvalidArgument,
-	"run_finished":     codes.FailedPrecondition,
-	"bad_command":      codes.InvalidArgument,
-	"version_mismatch": codes.FailedPrecondition,
-	"id_in_use":        codes.AlreadyExists,
+	"no_run":            codes.FailedPrecondition,
+	"invalid_config":    codes.InvalidArgument,
+	"config_mismatch":   codes.FailedPrecondition,
+	"unknown_member":    codes.NotFound,
+	"stale_generation":  codes.Aborted,
+	"not_in_ring":       codes.FailedPrecondition,
+	"bad_checkpoint":    codes.InvalidArgument,
+	"run_finished":      codes.FailedPrecondition,
+	"bad_command":       codes.InvalidArgument,
+	"version_mismatch":  codes.FailedPrecondition,
+	"id_in_use":         codes.AlreadyExists,
+	"stale_incarnation": codes.FailedPrecondition,
 }
 
 func resultStatus(res fsm.Result) error {
@@ -156,8 +158,11 @@ func resultStatus(res fsm.Result) error {
 		code = codes.Unknown
 	}
 	st := status.New(code, res.Err().Error())
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: res.Code, Domain: errDomain,
-		Metadata: map[string]string{"message": res.Message}}); err == nil {
+	md := map[string]string{"message": res.Message}
+	if res.Code == "stale_incarnation" {
+		md["incarnation"], md["address"] = strconv.FormatUint(res.Incarnation, 10), res.Address
+	}
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: res.Code, Domain: errDomain, Metadata: md}); err == nil {
 		st = d
 	}
 	return st.Err()
@@ -210,7 +215,7 @@ func (s *Server) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinRespo
 	if err != nil {
 		return nil, err
 	}
-	resp := &api.JoinResponse{Generation: res.Generation}
+	resp := &api.JoinResponse{Generation: res.Generation, Incarnation: res.Incarnation}
 	s.rep.View(func(st *fsm.State) {
 		resp.ConfigHash = st.ConfigHash
 		if st.Run != nil {
@@ -231,7 +236,7 @@ func (s *Server) Heartbeat(ctx context.Context, req *api.HeartbeatRequest) (*api
 		}
 		return lc.Heartbeat(forwarded(ctx), req)
 	}
-	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindHeartbeat, RequestID: req.RequestId, Heartbeat: &fsm.Heartbeat{ID: req.Id}})
+	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindHeartbeat, RequestID: req.RequestId, Heartbeat: &fsm.Heartbeat{ID: req.Id, Incarnation: req.Incarnation}})
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +244,7 @@ func (s *Server) Heartbeat(ctx context.Context, req *api.HeartbeatRequest) (*api
 }
 
 // Leave implements api.CoordinatorServer: the trainer is removed at once (fsm.KindLeave), which
-// ends the generation it had a rank in.
+// ends the generation it had a rank in; a stale incarnation is refused and removes nothing.
 func (s *Server) Leave(ctx context.Context, req *api.LeaveRequest) (*api.LeaveResponse, error) {
 	if err := validateLeave(req); err != nil {
 		return nil, err
@@ -250,7 +255,7 @@ func (s *Server) Leave(ctx context.Context, req *api.LeaveRequest) (*api.LeaveRe
 		}
 		return lc.Leave(forwarded(ctx), req)
 	}
-	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindLeave, RequestID: req.RequestId, Leave: &fsm.Leave{ID: req.Id}})
+	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindLeave, RequestID: req.RequestId, Leave: &fsm.Leave{ID: req.Id, Incarnation: req.Incarnation}})
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +285,7 @@ func (s *Server) ReportProgress(ctx context.Context, req *api.ReportProgressRequ
 		}
 	}
 	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindProgress, RequestID: req.RequestId, Progress: &fsm.Progress{
-		ID: req.Id, Generation: req.Generation, Step: req.Step, Point: p, Failure: req.Failure}})
+		ID: req.Id, Incarnation: req.Incarnation, Generation: req.Generation, Step: req.Step, Point: p, Failure: req.Failure}})
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +304,7 @@ func (s *Server) CheckpointReady(ctx context.Context, req *api.CheckpointReadyRe
 		return lc.CheckpointReady(forwarded(ctx), req)
 	}
 	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindCheckpoint, RequestID: req.RequestId, Checkpoint: &fsm.CheckpointReport{
-		ID: req.Id, Generation: req.Generation, Step: req.Step, SHA256: req.Sha256, Size: req.Size}})
+		ID: req.Id, Incarnation: req.Incarnation, Generation: req.Generation, Step: req.Step, SHA256: req.Sha256, Size: req.Size}})
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +326,9 @@ func (s *Server) Status(ctx context.Context, _ *api.StatusRequest) (*api.StatusR
 
 // WatchAssignment implements api.CoordinatorServer: it sends the member's assignment at once and
 // again whenever it changes, until the client goes away. A member unknown for longer than a
-// short grace (removed, or never joined) ends the stream with NotFound.
+// short grace (removed, or never joined) ends the stream with NotFound; a non-zero
+// req.Incarnation that is not the id's current one ends it at once with the stale_incarnation
+// refusal (FailedPrecondition), as the writes are refused.
 func (s *Server) WatchAssignment(req *api.WatchAssignmentRequest, stream grpc.ServerStreamingServer[api.Assignment]) error {
 	if err := checkToken("id", req.Id, MaxIDLen, false); err != nil {
 		return err
@@ -333,7 +340,18 @@ func (s *Server) WatchAssignment(req *api.WatchAssignmentRequest, stream grpc.Se
 		changed := s.rep.Changed()
 		var a *api.Assignment
 		known := false
-		s.rep.View(func(st *fsm.State) { a, known = AssignmentFor(st, req.Id) })
+		var stale *fsm.Result
+		s.rep.View(func(st *fsm.State) {
+			a, known = AssignmentFor(st, req.Id)
+			if known {
+				if r := st.Members[req.Id].CheckIncarnation(req.Incarnation); r.Code != "" {
+					stale = &r
+				}
+			}
+		})
+		if stale != nil {
+			return resultStatus(*stale)
+		}
 		if !known {
 			if unknownSince.IsZero() {
 				unknownSince = time.Now()

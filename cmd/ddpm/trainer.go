@@ -42,7 +42,11 @@ func newTrainerCmd() *cobra.Command {
 peers, start step), loads the assigned checkpoint from its own volume (--data-dir) or from a peer,
 builds the all-reduce ring and trains (DESIGN.md section 3). SIGTERM finishes the step in flight
 and leaves; nothing partial is written. --standalone trains a world of one with no coordinator,
-committing its own checkpoints; it resumes from the newest one when started again.`,
+committing its own checkpoints; it resumes from the newest one when started again.
+
+A trainer dropped by the coordinators (stopped or cut off past heartbeat_timeout) whose --id a
+newer process has taken since exits with status 3 and one line, "trainer ID: replaced by a newer
+process at ADDR (incarnation N); exiting", without another word to the cluster.`,
 		Args: cobra.NoArgs,
 	}
 	rf := config.AddFlags(cmd.Flags())

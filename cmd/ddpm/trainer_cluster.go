@@ -27,10 +27,55 @@ import (
 type clusterCoord struct {
 	cli     *coordinator.Client
 	id      string
+	addr    string // --listen: the address this process joins from
 	reports chan trainer.Progress
 	// finished: the run succeeded while this trainer had no rank in it (it was stalled or cut
 	// off at the end, or a standby); it leaves with status 0.
 	finished atomic.Bool
+	// inc is the incarnation this process's latest Join was admitted as; every member call
+	// carries it.
+	inc atomic.Uint64
+	// replaced is set (once) when the cluster says the id now belongs to another process;
+	// stopReplaced then ends the run without another call to the cluster.
+	replaced     atomic.Pointer[coordinator.StaleIncarnationError]
+	stopReplaced context.CancelFunc
+}
+
+// exitReplaced is the exit status of a trainer process whose id was taken over by a newer
+// process (after this one was dropped: stopped, stalled or cut off past the heartbeat timeout).
+const exitReplaced = 3
+
+// join joins as req and records the incarnation it was admitted as.
+func (c *clusterCoord) join(ctx context.Context, req coordinator.JoinRequest) error {
+	j, err := c.cli.Join(ctx, req)
+	if err == nil {
+		c.inc.Store(j.Incarnation)
+	}
+	return err
+}
+
+// noteReplaced reports whether err is the cluster saying that this trainer's id now belongs to
+// another process (a stale incarnation whose current one joined from another address); the
+// first time, it records that and ends the run. A stale incarnation at this process's own
+// address is its own rejoin overtaking a call: not a replacement.
+func (c *clusterCoord) noteReplaced(err error) bool {
+	var se *coordinator.StaleIncarnationError
+	if !errors.As(err, &se) || se.Address == c.addr {
+		return false
+	}
+	if c.replaced.CompareAndSwap(nil, se) && c.stopReplaced != nil {
+		c.stopReplaced()
+	}
+	return true
+}
+
+// replacedErr is the one line a replaced trainer exits with (status exitReplaced), or nil.
+func (c *clusterCoord) replacedErr() error {
+	se := c.replaced.Load()
+	if se == nil {
+		return nil
+	}
+	return withExit(exitReplaced, fmt.Errorf("trainer %s: replaced by a newer process at %s (incarnation %d); exiting", c.id, se.Address, se.Current))
 }
 
 // errFinishedElsewhere ends the assignment watch of a trainer that has no part in a run that
@@ -44,7 +89,20 @@ func (c *clusterCoord) Assignments(ctx context.Context) (<-chan trainer.Assignme
 		defer close(out)
 		for {
 			err := c.watch(ctx, out)
-			if ctx.Err() != nil || !errors.Is(err, fsm.ErrUnknownMember) {
+			if ctx.Err() != nil || c.noteReplaced(err) {
+				return
+			}
+			if errors.Is(err, fsm.ErrStaleIncarnation) {
+				// This process joined again (it had been dropped) while the stream ran as its
+				// former incarnation: watch as the new one.
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
+			}
+			if !errors.Is(err, fsm.ErrUnknownMember) {
 				return
 			}
 			// A finished run refuses joins: nothing to wait for.
@@ -67,7 +125,7 @@ func (c *clusterCoord) Assignments(ctx context.Context) (<-chan trainer.Assignme
 
 // watch forwards assignments until the stream ends for good (WatchAssignment's error).
 func (c *clusterCoord) watch(ctx context.Context, out chan<- trainer.Assignment) error {
-	return c.cli.WatchAssignment(ctx, c.id, func(a *api.Assignment) error {
+	return c.cli.WatchAssignmentAs(ctx, c.id, c.inc.Load(), func(a *api.Assignment) error {
 		switch a.RunStatus {
 		case "failed":
 			return fmt.Errorf("run failed: %s", a.Reason)
@@ -115,7 +173,7 @@ func (c *clusterCoord) reportLoop(ctx context.Context) {
 			return
 		case p := <-c.reports:
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			req := &api.ReportProgressRequest{Id: c.id, Generation: p.Generation,
+			req := &api.ReportProgressRequest{Id: c.id, Incarnation: c.inc.Load(), Generation: p.Generation,
 				Step: p.Step, Loss: p.Loss, GradNorm: p.GradNorm, Lr: p.LR, ImagesPerSec: p.ImagesPerS,
 				ComputeSec: p.ComputeSec, AllreduceSec: p.AllReduceSec, WaitSec: p.WaitSec, Busbw: p.BusBW}
 			// A quartile without a sample this step (NaN) goes as -1, so the others still count.
@@ -126,14 +184,16 @@ func (c *clusterCoord) reportLoop(ctx context.Context) {
 				}
 				req.LossQuartiles[q] = v
 			}
-			_, _ = c.cli.ReportProgress(rctx, req)
+			_, err := c.cli.ReportProgress(rctx, req)
 			cancel()
+			c.noteReplaced(err)
 		}
 	}
 }
 
 func (c *clusterCoord) CheckpointReady(ctx context.Context, gen uint64, step int64, sha string, size int64) error {
-	_, err := c.cli.CheckpointReady(ctx, &api.CheckpointReadyRequest{Id: c.id, Generation: gen, Step: step, Sha256: sha, Size: size})
+	_, err := c.cli.CheckpointReady(ctx, &api.CheckpointReadyRequest{Id: c.id, Incarnation: c.inc.Load(), Generation: gen, Step: step, Sha256: sha, Size: size})
+	c.noteReplaced(err)
 	return err
 }
 
@@ -201,6 +261,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		}
 	}
 	join := coordinator.JoinRequest{ID: o.id, Address: o.listen, Version: version.Version, ConfigHash: run.Hash(), Held: held}
+	cc := &clusterCoord{cli: cli, id: o.id, addr: o.listen, reports: make(chan trainer.Progress, 1)}
 	// Joining waits as long as the cluster does not answer (or refuses our certificate): the
 	// first SIGTERM ends that wait, as it ends a step, not only the second.
 	joinCtx, joinCancel := context.WithCancel(ctx)
@@ -216,7 +277,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	// (its old self stops heartbeating, so the refusal ends within the heartbeat timeout).
 	idWait := time.Now().Add(2 * run.HeartbeatTimeout.Std())
 	for {
-		_, err = cli.Join(joinCtx, join)
+		err = cc.join(joinCtx, join)
 		if !errors.Is(err, fsm.ErrIDInUse) || time.Now().After(idWait) {
 			break
 		}
@@ -241,11 +302,11 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		}
 		return withExit(2, fmt.Errorf("joining %v: %w", addrs, err))
 	}
-	node.Log.Info("joined", "coordinators", addrs, "config", run.Hash(), "held", len(held))
+	node.Log.Info("joined", "coordinators", addrs, "config", run.Hash(), "held", len(held), "incarnation", cc.inc.Load())
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cc := &clusterCoord{cli: cli, id: o.id, reports: make(chan trainer.Progress, 1)}
+	cc.stopReplaced = cancel
 	go cc.reportLoop(ctx)
 	// Heartbeats: a few per timeout; a trainer the coordinator dropped joins again.
 	heartbeats := make(chan struct{})
@@ -258,11 +319,14 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 				return
 			case <-time.After(every):
 			}
-			_, err := cli.Heartbeat(ctx, o.id)
+			_, err := cli.HeartbeatAs(ctx, o.id, cc.inc.Load())
 			health.heartbeat(err)
-			if errors.Is(err, fsm.ErrUnknownMember) {
+			switch {
+			case cc.noteReplaced(err):
+				return
+			case errors.Is(err, fsm.ErrUnknownMember):
 				node.Log.Warn("dropped by the coordinator; joining again")
-				_, _ = cli.Join(ctx, join)
+				_ = cc.join(ctx, join)
 			}
 		}
 	}()
@@ -291,6 +355,11 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	}
 	health.watch(node)
 	err = node.Run(ctx, stop)
+	if rerr := cc.replacedErr(); rerr != nil {
+		// The id is another process's now: whatever this one would still say (a leave, a
+		// failure) would be about that process.
+		return rerr
+	}
 	if err == nil && isClosed(stop) {
 		// Stopped on purpose, the step in flight finished: leave now, so that the peers'
 		// next generation starts without us at once rather than at our heartbeat timeout.
@@ -298,7 +367,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		cancel()
 		<-heartbeats
 		lctx, lcancel := context.WithTimeout(context.Background(), 3*time.Second)
-		gen, lerr := cli.Leave(lctx, o.id)
+		gen, lerr := cli.LeaveAs(lctx, o.id, cc.inc.Load())
 		lcancel()
 		if lerr != nil {
 			node.Log.Warn("could not leave the cluster; it drops this trainer at its heartbeat timeout", "err", lerr)
@@ -316,7 +385,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
 		// With the generation it trained in: the coordinator refuses reports of other
 		// generations as stale, which left the run "running" and the trainer crash-looping.
-		_, _ = cli.ReportProgress(rctx, &api.ReportProgressRequest{Id: o.id, Generation: node.Trainer.Generation(), Failure: err.Error()})
+		_, _ = cli.ReportProgress(rctx, &api.ReportProgressRequest{Id: o.id, Incarnation: cc.inc.Load(), Generation: node.Trainer.Generation(), Failure: err.Error()})
 		rcancel()
 	}
 	return err

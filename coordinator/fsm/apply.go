@@ -158,16 +158,13 @@ func fail(code, format string, args ...any) *failure {
 	return &failure{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
-// checkIncarnation refuses a command of member m that names incarnation inc when that is not
-// m's current incarnation. Incarnation 0 (a client older than incarnations) is not checked.
+// checkIncarnation is Member.CheckIncarnation as an Apply failure.
 func checkIncarnation(m *Member, inc uint64) *failure {
-	if inc == 0 || inc == m.Incarnation {
+	r := m.CheckIncarnation(inc)
+	if r.Code == "" {
 		return nil
 	}
-	f := fail("stale_incarnation", "trainer %q incarnation %d is not the current one: the id was admitted again as incarnation %d at %s",
-		m.ID, inc, m.Incarnation, m.Address)
-	f.incarnation, f.address = m.Incarnation, m.Address
-	return f
+	return &failure{code: r.Code, msg: r.Message, incarnation: r.Incarnation, address: r.Address}
 }
 
 func apply(s *State, c Command) *failure {

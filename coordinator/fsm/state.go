@@ -116,6 +116,19 @@ type Member struct {
 	Step          int64       `json:"step"` // last step it reported in the current generation
 }
 
+// CheckIncarnation returns the refusal of a command of m that names incarnation inc (Code
+// "stale_incarnation", Err() wrapping ErrStaleIncarnation, Incarnation and Address naming m's
+// current incarnation) when inc is neither 0 (a client older than incarnations: not checked)
+// nor m's current incarnation; else the zero Result. Apply refuses member commands with it.
+func (m *Member) CheckIncarnation(inc uint64) Result {
+	if inc == 0 || inc == m.Incarnation {
+		return Result{}
+	}
+	return Result{Code: "stale_incarnation", Incarnation: m.Incarnation, Address: m.Address,
+		Message: fmt.Sprintf("trainer %q incarnation %d is not the current one: the id was admitted again as incarnation %d at %s",
+			m.ID, inc, m.Incarnation, m.Address)}
+}
+
 // Generation is one ring of trainers. World 0 means "no ring: waiting for MinTrainers".
 type Generation struct {
 	Number    uint64   `json:"number"`

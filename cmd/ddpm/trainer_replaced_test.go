@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"ddpm/config"
+	"ddpm/coordinator"
+	"ddpm/coordinator/fsm"
+	"ddpm/internal/testutil"
+	"ddpm/internal/tlsauth/tlsauthtest"
+)
+
+// trainerProc is one `ddpm trainer` process of a test: its JSON log goes to a file, its stderr
+// (where an error ends it with one line) to a buffer.
+type trainerProc struct {
+	cmd    *exec.Cmd
+	listen string
+	log    string
+	stderr bytes.Buffer
+	exited chan struct{} // closed when the process has exited, with err its Wait result
+	err    error
+}
+
+// startTrainerProc starts `ddpm trainer --id id` against the coordinator at coord with the run
+// config file cfg and the certificate directory certs, on a fresh --listen address and volume
+// under dir; the test's end kills it if it still runs.
+func startTrainerProc(t *testing.T, bin, dir, id, coord, cfg, certs string) *trainerProc {
+	t.Helper()
+	p := &trainerProc{listen: freeAddr(t), exited: make(chan struct{})}
+	vol := filepath.Join(dir, fmt.Sprintf("%s-%s", id, filepath.Base(p.listen)))
+	p.log = vol + ".log"
+	f, err := os.Create(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, "trainer", "--id", id, "--coordinator", coord, "--listen", p.listen,
+		"--data-dir", vol, "--config", cfg, "--certs", certs)
+	p.cmd.Stdout, p.cmd.Stderr = f, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Signal(syscall.SIGCONT)
+		p.cmd.Process.Kill()
+		<-p.exited
+	})
+	return p
+}
+
+// waitFor polls the replicated state until cond holds, failing the test after limit.
+func waitFor(t *testing.T, cli *coordinator.Client, what string, limit time.Duration, cond func(*fsm.State) bool) *fsm.State {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := cli.State(ctx)
+		cancel()
+		if err == nil && cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %v (last state error %v)", what, limit, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStalledTrainerReplacedExits: trainer t1 is SIGSTOPped past the heartbeat timeout and
+// dropped; a new process joins with --id t1 from another address and the run goes on with it.
+// When the old process is SIGCONTed it is refused as a stale incarnation of t1 and exits with
+// one line (status 3) without touching the run, which completes with the newcomer. It used to
+// resume heartbeating and reporting as t1, the newcomer's id, and take rank 1 of the newcomer's
+// ring.
+func TestStalledTrainerReplacedExits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts trainer processes")
+	}
+	bin := testutil.DDPMBinary(t)
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Steps, run.CheckpointEvery, run.GlobalBatch, run.T = 24, 4, 8, 50
+	run.WarmupSteps, run.BetaStart, run.BetaEnd = 2, 0.002, 0.4
+	run.MinTrainers, run.MaxTrainers, run.HeartbeatTimeout = 2, 2, config.Duration(2*time.Second)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(cfg, run.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	certs := tlsauthtest.Dir(t)
+	coord, cli := startReplica(t, run, "dev", certs)
+
+	t0 := startTrainerProc(t, bin, dir, "t0", coord, cfg, certs)
+	old := startTrainerProc(t, bin, dir, "t1", coord, cfg, certs)
+	first := waitFor(t, cli, "steps of the 2-trainer ring", 3*time.Minute, func(s *fsm.State) bool {
+		m := s.Members["t1"]
+		return s.Generation.World == 2 && m != nil && m.Address == old.listen && s.Step >= 4
+	})
+	oldInc := first.Members["t1"].Incarnation
+
+	if err := old.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, cli, "drop of the stopped t1", 30*time.Second, func(s *fsm.State) bool { return s.Members["t1"] == nil })
+	repl := startTrainerProc(t, bin, dir, "t1", coord, cfg, certs)
+	joined := waitFor(t, cli, "ring with the new t1", time.Minute, func(s *fsm.State) bool {
+		m := s.Members["t1"]
+		return m != nil && m.Address == repl.listen && m.State == fsm.MemberActive && s.Generation.World == 2
+	})
+	newInc := joined.Members["t1"].Incarnation
+	if newInc <= oldInc {
+		t.Fatalf("the new t1 is incarnation %d, the old one was %d", newInc, oldInc)
+	}
+
+	if err := old.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-old.exited:
+		var ee *exec.ExitError
+		if !errors.As(old.err, &ee) || ee.ExitCode() != exitReplaced {
+			t.Fatalf("old t1 exited with %v, want status %d; stderr:\n%s", old.err, exitReplaced, old.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the old t1 did not exit within 30 s of SIGCONT; stderr:\n%s", old.stderr.String())
+	}
+	want := fmt.Sprintf("ddpm: trainer t1: replaced by a newer process at %s (incarnation %d); exiting\n", repl.listen, newInc)
+	if got := old.stderr.String(); got != want {
+		t.Fatalf("old t1's stderr %q, want %q", got, want)
+	}
+
+	for name, p := range map[string]*trainerProc{"t0": t0, "new t1": repl} {
+		select {
+		case <-p.exited:
+			if p.err != nil {
+				t.Fatalf("%s: %v; stderr:\n%s", name, p.err, p.stderr.String())
+			}
+		case <-time.After(3 * time.Minute):
+			t.Fatalf("%s did not finish the run within 3 minutes (log %s)", name, p.log)
+		}
+	}
+	final := waitFor(t, cli, "run success", 10*time.Second, func(s *fsm.State) bool { return s.Status.Terminal() })
+	if final.Status != fsm.StatusSucceeded || final.Step != run.Steps {
+		t.Fatalf("run %s at step %d (%s), want succeeded at %d", final.Status, final.Step, final.Reason, run.Steps)
+	}
+	if m := final.Members["t1"]; m == nil || m.Incarnation != newInc || m.Address != repl.listen {
+		t.Fatalf("t1 at the end: %+v, want incarnation %d at %s", m, newInc, repl.listen)
+	}
+	for _, ev := range final.Events {
+		if ev.Kind == "join" && ev.Time > joined.Events[len(joined.Events)-1].Time && ev.Text == "trainer t1 rejoined from "+old.listen {
+			t.Fatalf("the old t1 joined again: %v", ev)
+		}
+	}
+}

@@ -1,0 +1,104 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"ddpm/api"
+	"ddpm/config"
+	"ddpm/coordinator/fsm"
+)
+
+// TestStaleIncarnationThroughFollower: over real gRPC, through a follower that forwards to the
+// leader, every member call of an incarnation the id has since been admitted past is refused
+// with a *StaleIncarnationError naming the current incarnation and address (errors.Is
+// fsm.ErrStaleIncarnation) and changes nothing; the watch of the old incarnation ends with it;
+// the current incarnation and unchecked (0) calls go through.
+func TestStaleIncarnationThroughFollower(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-replica cluster")
+	}
+	nodes, addrs := startNodes(t, 3, "v7", nil)
+	follower := ""
+	for i, n := range nodes {
+		if !n.Replica.IsLeader() {
+			follower = addrs[i]
+			break
+		}
+	}
+	c, err := Dial([]string{follower}, nodes[0].cfg.Security)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run, _ := config.Preset("mnist")
+	run.MinTrainers, run.MaxTrainers, run.Steps, run.CheckpointEvery = 1, 2, 100, 50
+	if _, err := c.SubmitRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.Join(ctx, JoinRequest{ID: "a", Address: "10.0.0.1:1", Version: "v7"})
+	if err != nil || first.Incarnation == 0 {
+		t.Fatalf("join: %+v %v", first, err)
+	}
+	watchErr := make(chan error, 1)
+	go func() {
+		watchErr <- c.WatchAssignmentAs(ctx, "a", first.Incarnation, func(*api.Assignment) error { return nil })
+	}()
+	// The process restarts and joins again: a new incarnation.
+	second, err := c.Join(ctx, JoinRequest{ID: "a", Address: "10.0.0.1:1", Version: "v7"})
+	if err != nil || second.Incarnation <= first.Incarnation {
+		t.Fatalf("second join: %+v %v (first incarnation %d)", second, err, first.Incarnation)
+	}
+	check := func(what string, err error) {
+		t.Helper()
+		var se *StaleIncarnationError
+		if !errors.As(err, &se) || !errors.Is(err, fsm.ErrStaleIncarnation) || se.Current != second.Incarnation || se.Address != "10.0.0.1:1" ||
+			!strings.Contains(err.Error(), "is not the current one: the id was admitted again as incarnation") {
+			t.Fatalf("%s as the old incarnation: %v (%+v)", what, err, se)
+		}
+	}
+	select {
+	case err := <-watchErr:
+		check("watch", err)
+	case <-ctx.Done():
+		t.Fatal("the old incarnation's watch did not end")
+	}
+	before, err := c.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.HeartbeatAs(ctx, "a", first.Incarnation)
+	check("heartbeat", err)
+	_, err = c.LeaveAs(ctx, "a", first.Incarnation)
+	check("leave", err)
+	_, err = c.ReportProgress(ctx, &api.ReportProgressRequest{Id: "a", Incarnation: first.Incarnation, Generation: before.Generation.Number, Step: 1})
+	check("progress", err)
+	_, err = c.ReportProgress(ctx, &api.ReportProgressRequest{Id: "a", Incarnation: first.Incarnation, Generation: before.Generation.Number, Failure: "old"})
+	check("failure report", err)
+	_, err = c.CheckpointReady(ctx, &api.CheckpointReadyRequest{Id: "a", Incarnation: first.Incarnation, Generation: before.Generation.Number,
+		Step: 50, Sha256: strings.Repeat("0f", 32), Size: 9})
+	check("checkpoint", err)
+	after, err := c.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := after.Members["a"]; m == nil || m.Incarnation != second.Incarnation || after.Status != before.Status || after.Step != 0 ||
+		after.Generation.Number != before.Generation.Number {
+		t.Fatalf("after the old incarnation's calls: member %+v, status %s, step %d, generation %d (was %d)",
+			m, after.Status, after.Step, after.Generation.Number, before.Generation.Number)
+	}
+	if _, err := c.HeartbeatAs(ctx, "a", second.Incarnation); err != nil {
+		t.Fatalf("current incarnation: %v", err)
+	}
+	if _, err := c.Heartbeat(ctx, "a"); err != nil {
+		t.Fatalf("unchecked heartbeat: %v", err)
+	}
+	if _, err := c.LeaveAs(ctx, "a", second.Incarnation); err != nil {
+		t.Fatalf("current incarnation leaves: %v", err)
+	}
+}
