@@ -267,11 +267,14 @@ func (x *JoinRequest) GetHeld() []*CoordHeldCheckpoint {
 }
 
 type JoinResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConfigHash    string                 `protobuf:"bytes,1,opt,name=config_hash,json=configHash,proto3" json:"config_hash,omitempty"`
-	RunYaml       []byte                 `protobuf:"bytes,2,opt,name=run_yaml,json=runYaml,proto3" json:"run_yaml,omitempty"` // the run config in force
-	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
-	Incarnation   uint64                 `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // this admission of the id; later member calls carry it
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ConfigHash  string                 `protobuf:"bytes,1,opt,name=config_hash,json=configHash,proto3" json:"config_hash,omitempty"`
+	RunYaml     []byte                 `protobuf:"bytes,2,opt,name=run_yaml,json=runYaml,proto3" json:"run_yaml,omitempty"` // the run config in force
+	Generation  uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	Incarnation uint64                 `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // this admission of the id; later member calls carry it
+	// The gRPC addresses of every coordinator replica (the answering replica's --peers), so that
+	// a trainer given one of them can reach the others while it is down.
+	Replicas      []string `protobuf:"bytes,5,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -332,6 +335,13 @@ func (x *JoinResponse) GetIncarnation() uint64 {
 		return x.Incarnation
 	}
 	return 0
+}
+
+func (x *JoinResponse) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
 }
 
 type HeartbeatRequest struct {
@@ -397,6 +407,7 @@ func (x *HeartbeatRequest) GetIncarnation() uint64 {
 type HeartbeatResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Replicas      []string               `protobuf:"bytes,2,rep,name=replicas,proto3" json:"replicas,omitempty"` // as in JoinResponse
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -436,6 +447,13 @@ func (x *HeartbeatResponse) GetGeneration() uint64 {
 		return x.Generation
 	}
 	return 0
+}
+
+func (x *HeartbeatResponse) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
 }
 
 type LeaveRequest struct {
@@ -1231,13 +1249,14 @@ type StatusResponse struct {
 	AppliedIndex      uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	// state_json is the whole replicated state (coordinator/fsm.State as JSON): run, members,
 	// generation, checkpoints, loss history, events.
-	StateJson     []byte `protobuf:"bytes,6,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
-	RunStatus     string `protobuf:"bytes,7,opt,name=run_status,json=runStatus,proto3" json:"run_status,omitempty"`
-	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
-	Step          int64  `protobuf:"varint,9,opt,name=step,proto3" json:"step,omitempty"`
-	TotalSteps    int64  `protobuf:"varint,10,opt,name=total_steps,json=totalSteps,proto3" json:"total_steps,omitempty"`
-	Generation    uint64 `protobuf:"varint,11,opt,name=generation,proto3" json:"generation,omitempty"`
-	World         int32  `protobuf:"varint,12,opt,name=world,proto3" json:"world,omitempty"`
+	StateJson     []byte   `protobuf:"bytes,6,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
+	RunStatus     string   `protobuf:"bytes,7,opt,name=run_status,json=runStatus,proto3" json:"run_status,omitempty"`
+	Reason        string   `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	Step          int64    `protobuf:"varint,9,opt,name=step,proto3" json:"step,omitempty"`
+	TotalSteps    int64    `protobuf:"varint,10,opt,name=total_steps,json=totalSteps,proto3" json:"total_steps,omitempty"`
+	Generation    uint64   `protobuf:"varint,11,opt,name=generation,proto3" json:"generation,omitempty"`
+	World         int32    `protobuf:"varint,12,opt,name=world,proto3" json:"world,omitempty"`
+	Replicas      []string `protobuf:"bytes,13,rep,name=replicas,proto3" json:"replicas,omitempty"` // as in JoinResponse
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1356,6 +1375,13 @@ func (x *StatusResponse) GetWorld() int32 {
 	return 0
 }
 
+func (x *StatusResponse) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
 var File_coordinator_proto protoreflect.FileDescriptor
 
 const file_coordinator_proto_rawDesc = "" +
@@ -1379,7 +1405,7 @@ const file_coordinator_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12\x1f\n" +
 	"\vconfig_hash\x18\x05 \x01(\tR\n" +
 	"configHash\x12<\n" +
-	"\x04held\x18\x06 \x03(\v2(.ddpm.coordinator.v1.CoordHeldCheckpointR\x04held\"\x8c\x01\n" +
+	"\x04held\x18\x06 \x03(\v2(.ddpm.coordinator.v1.CoordHeldCheckpointR\x04held\"\xa8\x01\n" +
 	"\fJoinResponse\x12\x1f\n" +
 	"\vconfig_hash\x18\x01 \x01(\tR\n" +
 	"configHash\x12\x19\n" +
@@ -1387,16 +1413,18 @@ const file_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\x12 \n" +
-	"\vincarnation\x18\x04 \x01(\x04R\vincarnation\"c\n" +
+	"\vincarnation\x18\x04 \x01(\x04R\vincarnation\x12\x1a\n" +
+	"\breplicas\x18\x05 \x03(\tR\breplicas\"c\n" +
 	"\x10HeartbeatRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12 \n" +
-	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"3\n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"O\n" +
 	"\x11HeartbeatResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
-	"generation\"_\n" +
+	"generation\x12\x1a\n" +
+	"\breplicas\x18\x02 \x03(\tR\breplicas\"_\n" +
 	"\fLeaveRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x0e\n" +
@@ -1482,7 +1510,7 @@ const file_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\"\x0f\n" +
-	"\rStatusRequest\"\xff\x02\n" +
+	"\rStatusRequest\"\x9b\x03\n" +
 	"\x0eStatusResponse\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\tR\treplicaId\x12\x1b\n" +
@@ -1502,7 +1530,8 @@ const file_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\v \x01(\x04R\n" +
 	"generation\x12\x14\n" +
-	"\x05world\x18\f \x01(\x05R\x05world2\xf1\x05\n" +
+	"\x05world\x18\f \x01(\x05R\x05world\x12\x1a\n" +
+	"\breplicas\x18\r \x03(\tR\breplicas2\xf1\x05\n" +
 	"\vCoordinator\x12Z\n" +
 	"\tSubmitRun\x12%.ddpm.coordinator.v1.SubmitRunRequest\x1a&.ddpm.coordinator.v1.SubmitRunResponse\x12K\n" +
 	"\x04Join\x12 .ddpm.coordinator.v1.JoinRequest\x1a!.ddpm.coordinator.v1.JoinResponse\x12Z\n" +

@@ -31,6 +31,9 @@ import (
 // that a retried write applies exactly once. Refusals come back as the state machine's errors
 // (fsm.ErrStaleGeneration, fsm.ErrUnknownMember, fsm.ErrConfigMismatch, ...; a stale
 // incarnation as a *StaleIncarnationError) or ErrVersionMismatch, testable with errors.Is; running out of time gives ErrUnavailable.
+// The replicas rotated over are those given to Dial plus those the replicas name in their
+// answers (Join, Heartbeat, Status carry every replica's gRPC address from --peers), so a client
+// given one replica's address still reaches the others while that one is down.
 // A Client is safe for concurrent use.
 type Client struct {
 	sec     *tlsauth.Bundle
@@ -154,6 +157,23 @@ func (c *Client) Addrs() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.addrs)
+}
+
+// learn adds the replica addresses a replica named (its --peers) that the client lacks to the
+// rotation. An address gRPC cannot parse is left out: the call that named it has succeeded.
+func (c *Client) learn(addrs []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range addrs {
+		if c.closed || a == "" || slices.Contains(c.addrs, a) {
+			continue
+		}
+		cc, err := grpc.NewClient(a, append(callOptions(), c.sec.DialOptions()...)...)
+		if err != nil {
+			continue
+		}
+		c.addrs, c.conns = append(c.addrs, a), append(c.conns, cc)
+	}
 }
 
 // Close closes every connection.
@@ -318,6 +338,9 @@ func (c *Client) Join(ctx context.Context, j JoinRequest) (Joined, error) {
 			resp, err = cl.Join(ctx, req)
 			return err
 		})
+		if err == nil {
+			c.learn(resp.Replicas)
+		}
 		if errors.Is(err, fsm.ErrNoRun) {
 			// Coordinators started without --config wait for one; say what we wait for.
 			if c.log != nil && time.Since(warned) >= warnEvery {
@@ -361,6 +384,7 @@ func (c *Client) HeartbeatAs(ctx context.Context, id string, incarnation uint64)
 		resp, err := cl.Heartbeat(ctx, req)
 		if err == nil {
 			generation = resp.Generation
+			c.learn(resp.Replicas)
 		}
 		return err
 	})
@@ -429,6 +453,9 @@ func (c *Client) Status(ctx context.Context) (*api.StatusResponse, error) {
 	err := c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
 		var err error
 		resp, err = cl.Status(ctx, &api.StatusRequest{})
+		if err == nil {
+			c.learn(resp.Replicas)
+		}
 		return err
 	})
 	return resp, err

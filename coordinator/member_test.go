@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,5 +101,83 @@ func TestStaleIncarnationThroughFollower(t *testing.T) {
 	}
 	if _, err := c.LeaveAs(ctx, "a", second.Incarnation); err != nil {
 		t.Fatalf("current incarnation leaves: %v", err)
+	}
+}
+
+// TestClientLearnsReplicas: a client given the address of one replica of three learns the
+// others' from its answers (Join, Heartbeat), so when that replica goes down its heartbeats go
+// on through another and its assignment watch reconnects there. It used to rotate over the one
+// address it was given, and was cut off while that replica was down.
+func TestClientLearnsReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-replica cluster")
+	}
+	nodes, addrs := startNodes(t, 3, "v7", nil)
+	sec := nodes[0].cfg.Security
+	all, err := Dial(addrs, sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	run, _ := config.Preset("mnist")
+	run.MinTrainers, run.MaxTrainers, run.Steps, run.CheckpointEvery = 2, 2, 100, 50
+	if _, err := all.SubmitRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	// The one replica given is the leader: its loss also costs an election.
+	given := -1
+	for i, n := range nodes {
+		if n.Replica.IsLeader() {
+			given = i
+		}
+	}
+	if given < 0 {
+		t.Fatal("no leader")
+	}
+	c, err := Dial([]string{addrs[given]}, sec, WithAttemptTimeout(500*time.Millisecond), WithBackoff(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	j, err := c.Join(ctx, JoinRequest{ID: "a", Address: "10.0.0.1:1", Version: "v7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Addrs(); len(got) != 3 || got[0] != addrs[given] || !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(addrs))) {
+		t.Fatalf("client rotates over %v after joining, want the given %s then the other replicas of %v", got, addrs[given], addrs)
+	}
+	got := make(chan *api.Assignment, 16)
+	go c.WatchAssignmentAs(ctx, "a", j.Incarnation, func(a *api.Assignment) error { got <- a; return nil })
+	if a := <-got; a.World != 0 || a.Rank != -1 {
+		t.Fatalf("first assignment %v, want world 0 (min_trainers 2)", a)
+	}
+
+	if err := nodes[given].Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Every heartbeat for a few seconds (an election included) gets through another replica.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := c.HeartbeatAs(hctx, "a", j.Incarnation)
+		hcancel()
+		if err != nil {
+			t.Fatalf("heartbeat with replica %s down: %v", addrs[given], err)
+		}
+	}
+	// The watch follows: a second trainer joining (through the survivors) starts a's first ring.
+	if _, err := all.Join(ctx, JoinRequest{ID: "b", Address: "10.0.0.2:1", Version: "v7"}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case a := <-got:
+			if a.World == 2 {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("no assignment change reached the watch with replica %s down", addrs[given])
+		}
 	}
 }

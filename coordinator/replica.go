@@ -262,6 +262,18 @@ func (r *Replica) Leader() Peer {
 	return Peer{ID: string(id)}
 }
 
+// ReplicaAddrs returns the gRPC addresses of every replica of the static peer list
+// (ReplicaConfig.Peers, this one included) in that list's order, leaving out peers without one.
+func (r *Replica) ReplicaAddrs() []string {
+	var out []string
+	for _, p := range r.cfg.Peers {
+		if p.GRPCAddr != "" {
+			out = append(out, p.GRPCAddr)
+		}
+	}
+	return out
+}
+
 // View calls fn with the replica's current state under a read lock; fn must not keep it.
 func (r *Replica) View(fn func(s *fsm.State)) { r.fsm.view(fn) }
 

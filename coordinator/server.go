@@ -215,7 +215,7 @@ func (s *Server) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinRespo
 	if err != nil {
 		return nil, err
 	}
-	resp := &api.JoinResponse{Generation: res.Generation, Incarnation: res.Incarnation}
+	resp := &api.JoinResponse{Generation: res.Generation, Incarnation: res.Incarnation, Replicas: s.rep.ReplicaAddrs()}
 	s.rep.View(func(st *fsm.State) {
 		resp.ConfigHash = st.ConfigHash
 		if st.Run != nil {
@@ -240,7 +240,7 @@ func (s *Server) Heartbeat(ctx context.Context, req *api.HeartbeatRequest) (*api
 	if err != nil {
 		return nil, err
 	}
-	return &api.HeartbeatResponse{Generation: res.Generation}, nil
+	return &api.HeartbeatResponse{Generation: res.Generation, Replicas: s.rep.ReplicaAddrs()}, nil
 }
 
 // Leave implements api.CoordinatorServer: the trainer is removed at once (fsm.KindLeave), which
@@ -315,7 +315,7 @@ func (s *Server) CheckpointReady(ctx context.Context, req *api.CheckpointReadyRe
 func (s *Server) Status(ctx context.Context, _ *api.StatusRequest) (*api.StatusResponse, error) {
 	l := s.rep.Leader()
 	resp := &api.StatusResponse{ReplicaId: s.rep.ID(), LeaderId: l.ID, LeaderGrpcAddress: l.GRPCAddr,
-		RaftTerm: s.rep.raft.CurrentTerm(), AppliedIndex: s.rep.AppliedIndex()}
+		RaftTerm: s.rep.raft.CurrentTerm(), AppliedIndex: s.rep.AppliedIndex(), Replicas: s.rep.ReplicaAddrs()}
 	s.rep.View(func(st *fsm.State) {
 		resp.StateJson = st.Encode()
 		resp.RunStatus, resp.Reason, resp.Step, resp.TotalSteps = string(st.Status), st.Reason, st.Step, st.TotalSteps

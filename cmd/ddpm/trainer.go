@@ -46,7 +46,8 @@ committing its own checkpoints; it resumes from the newest one when started agai
 
 A trainer dropped by the coordinators (stopped or cut off past heartbeat_timeout) whose --id a
 newer process has taken since exits with status 3 and one line, "trainer ID: replaced by a newer
-process at ADDR (incarnation N); exiting", without another word to the cluster.`,
+process at ADDR (incarnation N); exiting", without another word to the cluster. --coordinator
+may name one replica: the trainer learns the others' addresses from the replicas' answers.`,
 		Args: cobra.NoArgs,
 	}
 	rf := config.AddFlags(cmd.Flags())
