@@ -55,7 +55,7 @@ may name one replica: the trainer learns the others' addresses from the replicas
 	f.StringVar(&o.id, "id", "", "this trainer's member id (default: the hostname)")
 	f.StringVar(&o.coordinator, "coordinator", "", "coordinator gRPC addresses, comma-separated")
 	f.StringVar(&o.listen, "listen", "", "gRPC address for the all-reduce ring and checkpoint transfer (host:port)")
-	f.StringVar(&o.httpAddr, "http-addr", "", "HTTP address for /metrics (empty: none)")
+	f.StringVar(&o.httpAddr, "http-addr", "", "HTTP address for /metrics, /healthz and /readyz (empty: none)")
 	f.StringVar(&o.dataDir, "data-dir", "", "this trainer's volume: checkpoints.db and run.yaml (required)")
 	f.BoolVar(&o.standalone, "standalone", false, "train a world of one without coordinators")
 	f.StringVar(&o.init, "init", "", "safetensors weights to start from instead of the seed's initialization")
