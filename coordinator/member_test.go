@@ -181,3 +181,85 @@ func TestClientLearnsReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchAheadOfLaggingReplica: a watch naming an incarnation newer than the one the answering
+// replica has applied (a follower that has not yet applied the Join the leader just committed:
+// a restarted trainer watches right after its rejoin) waits for that Join instead of ending with
+// the stale_incarnation refusal. The refusal named the old incarnation and address as "a newer
+// process", so a restarted trainer with a new address (a pod's new IP) exited 3 as replaced.
+func TestWatchAheadOfLaggingReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-replica cluster")
+	}
+	nodes, addrs := startNodes(t, 3, "v7", nil)
+	follower := ""
+	for i, n := range nodes {
+		if !n.Replica.IsLeader() {
+			follower = addrs[i]
+			break
+		}
+	}
+	c, err := Dial([]string{follower}, nodes[0].cfg.Security)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run, _ := config.Preset("mnist")
+	run.MinTrainers, run.MaxTrainers, run.Steps, run.CheckpointEvery = 1, 2, 100, 50
+	if _, err := c.SubmitRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.Join(ctx, JoinRequest{ID: "a", Address: "10.0.0.1:1", Version: "v7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the follower has applied the first Join; the next admission's incarnation is
+	// then NextJoin+1 (Member.Incarnation is JoinSeq+1).
+	var next uint64
+	for {
+		st, err := c.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := st.Members["a"]; m != nil && m.Incarnation == first.Incarnation {
+			next = st.NextJoin + 1
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := make(chan *api.Assignment, 1)
+	watchErr := make(chan error, 1)
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	go func() {
+		watchErr <- c.WatchAssignmentAs(wctx, "a", next, func(a *api.Assignment) error {
+			select {
+			case got <- a:
+			default:
+			}
+			return nil
+		})
+	}()
+	select {
+	case err := <-watchErr:
+		t.Fatalf("watch as incarnation %d, ahead of the follower's %d, ended: %v", next, first.Incarnation, err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	second, err := c.Join(ctx, JoinRequest{ID: "a", Address: "10.0.0.1:1", Version: "v7"})
+	if err != nil || second.Incarnation != next {
+		t.Fatalf("rejoin: %+v %v, want incarnation %d", second, err, next)
+	}
+	select {
+	case <-got:
+	case err := <-watchErr:
+		t.Fatalf("watch of the new incarnation ended: %v", err)
+	case <-ctx.Done():
+		t.Fatal("no assignment for the new incarnation")
+	}
+	wcancel()
+	if err := <-watchErr; err != nil {
+		t.Fatalf("watch after cancel: %v", err)
+	}
+}

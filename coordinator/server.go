@@ -327,8 +327,9 @@ func (s *Server) Status(ctx context.Context, _ *api.StatusRequest) (*api.StatusR
 // WatchAssignment implements api.CoordinatorServer: it sends the member's assignment at once and
 // again whenever it changes, until the client goes away. A member unknown for longer than a
 // short grace (removed, or never joined) ends the stream with NotFound; a non-zero
-// req.Incarnation that is not the id's current one ends it at once with the stale_incarnation
-// refusal (FailedPrecondition), as the writes are refused.
+// req.Incarnation older than the id's current one ends it at once with the stale_incarnation
+// refusal (FailedPrecondition), as the writes are refused; a newer one (a Join this replica has
+// not applied yet) is waited for like an id not seen yet.
 func (s *Server) WatchAssignment(req *api.WatchAssignmentRequest, stream grpc.ServerStreamingServer[api.Assignment]) error {
 	if err := checkToken("id", req.Id, MaxIDLen, false); err != nil {
 		return err
@@ -343,10 +344,17 @@ func (s *Server) WatchAssignment(req *api.WatchAssignmentRequest, stream grpc.Se
 		var stale *fsm.Result
 		s.rep.View(func(st *fsm.State) {
 			a, known = AssignmentFor(st, req.Id)
-			if known {
-				if r := st.Members[req.Id].CheckIncarnation(req.Incarnation); r.Code != "" {
-					stale = &r
-				}
+			if !known {
+				return
+			}
+			m := st.Members[req.Id]
+			if req.Incarnation > m.Incarnation {
+				// Incarnations only grow: this replica has not applied the Join that admitted
+				// req.Incarnation yet (a follower behind the leader), so wait for it as for
+				// an id not seen yet.
+				a, known = nil, false
+			} else if r := m.CheckIncarnation(req.Incarnation); r.Code != "" {
+				stale = &r
 			}
 		})
 		if stale != nil {
