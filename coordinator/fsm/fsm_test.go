@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"math"
 	"testing"
@@ -255,5 +256,40 @@ func TestStaleIncarnationRefused(t *testing.T) {
 	restored, err := Decode(s.Encode())
 	if err != nil || restored.Members["a"].Incarnation != 2 {
 		t.Fatalf("restored: %v, incarnation %d", err, restored.Members["a"].Incarnation)
+	}
+}
+
+// TestSnapshotWithoutIncarnations: a snapshot written before incarnations (members without the
+// field, as a replica of the older binary writes it, also after applying Joins a newer leader
+// committed) restores to the state that replaying the same commands gives: each member's
+// incarnation is JoinSeq+1. Restored as 0, the replicas disagreed, and a trainer's heartbeat
+// naming the incarnation its Join returned was refused as stale on the restored replica only.
+func TestSnapshotWithoutIncarnations(t *testing.T) {
+	s := New()
+	Apply(s, Command{Kind: KindSubmit, Time: 1, Submit: &Submit{Run: mnistRun(t)}})
+	Apply(s, Command{Kind: KindJoin, Time: 2, Join: &Join{ID: "a", Address: "h1:1"}})
+	Apply(s, Command{Kind: KindJoin, Time: 3, Join: &Join{ID: "b", Address: "h2:1"}})
+	rejoin := Apply(s, Command{Kind: KindJoin, Time: 4, Join: &Join{ID: "a", Address: "h1:1"}})
+	var raw map[string]any
+	if err := json.Unmarshal(s.Encode(), &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range raw["members"].(map[string]any) {
+		delete(m.(map[string]any), "incarnation")
+	}
+	old, err := json.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored, err := Decode(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(restored.Encode(), s.Encode()) {
+		t.Fatalf("restored from a snapshot without incarnations:\n%s\nreplayed:\n%s", restored.Encode(), s.Encode())
+	}
+	hb := Command{Kind: KindHeartbeat, Time: 5, Heartbeat: &Heartbeat{ID: "a", Incarnation: rejoin.Incarnation}}
+	if r := Apply(restored, hb); r.Err() != nil {
+		t.Fatalf("heartbeat as incarnation %d on the restored replica: %v", rejoin.Incarnation, r.Err())
 	}
 }

@@ -248,7 +248,8 @@ func (s *State) Encode() []byte {
 	return b
 }
 
-// Decode parses a state written by Encode.
+// Decode parses a state written by Encode; members of a snapshot written before incarnations get
+// JoinSeq+1, the incarnation that replaying their Joins gives.
 func Decode(b []byte) (*State, error) {
 	s := New()
 	if err := json.Unmarshal(b, s); err != nil {
@@ -256,6 +257,12 @@ func Decode(b []byte) (*State, error) {
 	}
 	if s.Members == nil {
 		s.Members = map[string]*Member{}
+	}
+	for _, m := range s.Members {
+		if m.Incarnation == 0 {
+			// A snapshot from before incarnations: JoinSeq+1 is what replaying its Joins gives.
+			m.Incarnation = m.JoinSeq + 1
+		}
 	}
 	if s.Dedup == nil {
 		s.Dedup = map[string]Result{}
