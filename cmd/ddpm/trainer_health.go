@@ -26,9 +26,12 @@ import (
 //     checkpoint. A restart would not end any of these sooner, so waiting is always live;
 //   - or working: building a generation's ring, running a step (compute and the all-reduce,
 //     which fails on its own within 2×heartbeat_timeout), saving a checkpoint. Work that goes on
-//     for stallAfter(run) without finishing a step or reaching a wait is a wedged loop (a
-//     deadlock, a hung device or disk): /healthz answers 503 and the kubelet restarts the
-//     process. Its heartbeats come from another goroutine and would keep it a member for good.
+//     for stallAfter(run) without finishing a step, reaching a wait or using the CPU (at least
+//     busyShare of a core between two looks) is a wedged loop (a deadlock, a hung device or
+//     disk): /healthz answers 503 and the kubelet restarts the process. Its heartbeats come
+//     from another goroutine and would keep it a member for good. A step that computes longer
+//     than the limit (one lsun256 sample takes ~41 s on 2 threads: a batch of 64 on one CPU
+//     trainer ~43 min) stays live.
 //
 // GET /readyz (readiness) answers 200 when the trainer is a member of the cluster now: its loop
 // is live, its join succeeded, and the coordinators acknowledged it (the join, then a heartbeat)
@@ -54,10 +57,20 @@ type trainerHealth struct {
 	working  bool      // working (bounded by stall) rather than waiting
 	since    time.Time // when the current activity began (working: the last progress)
 	activity string
+
+	cpu     func() float64 // the process's CPU seconds so far (cpuSeconds)
+	cpuAt   time.Time      // when cpuMark was read (the previous look)
+	cpuMark float64
+	busy    time.Time // the last look that found the process computing
 }
 
-// minStall is the least time work may go on without a step completing before /healthz fails:
-// long enough for a step of the largest preset on a CPU plus a checkpoint write and fsync.
+// busyShare is the share of one core the process must have used since the previous look for
+// work without a completed step to count as computing (a long step on a CPU) rather than
+// wedged: a deadlocked or hung loop leaves the heartbeats, the probes and the runtime, far less.
+const busyShare = 0.05
+
+// minStall is the least time work may go on without a step completing, and without computing,
+// before /healthz fails: long enough for an all-reduce and a checkpoint write and fsync.
 const minStall = 10 * time.Minute
 
 // stallAfter is how long a trainer of run may work without completing a step before it counts
@@ -69,8 +82,9 @@ func stallAfter(run config.Run) time.Duration {
 // newTrainerHealth starts tracking a trainer of run that is joining the cluster; now is the
 // clock (time.Now; tests pass their own).
 func newTrainerHealth(run config.Run, now func() time.Time) *trainerHealth {
+	t := now()
 	return &trainerHealth{now: now, ttl: run.HeartbeatTimeout.Std(), stall: stallAfter(run),
-		since: now(), activity: "joining the cluster"}
+		since: t, activity: "joining the cluster", cpu: cpuSeconds, cpuAt: t, cpuMark: cpuSeconds()}
 }
 
 // register adds GET /healthz and GET /readyz to mux.
@@ -104,8 +118,19 @@ func (h *trainerHealth) live() (bool, string) {
 }
 
 func (h *trainerHealth) liveLocked() (bool, string) {
-	d := h.now().Sub(h.since).Round(time.Second)
-	if h.working && d > h.stall {
+	now := h.now()
+	d := now.Sub(h.since).Round(time.Second)
+	if c := h.cpu(); now.After(h.cpuAt) {
+		if c-h.cpuMark >= busyShare*now.Sub(h.cpuAt).Seconds() {
+			h.busy = now
+		}
+		h.cpuAt, h.cpuMark = now, c
+	}
+	last := h.since
+	if h.busy.After(last) {
+		last = h.busy
+	}
+	if h.working && now.Sub(last) > h.stall {
 		return false, fmt.Sprintf("stalled: %s for %s without progress (limit %s)", h.activity, d, h.stall)
 	}
 	return true, fmt.Sprintf("%s (for %s)", h.activity, d)

@@ -359,3 +359,114 @@ func TestTrainerHealthWedgedNode(t *testing.T) {
 		t.Fatal("Run did not finish after the commit")
 	}
 }
+
+// spinRing's first AllReduce computes (spins on a CPU) for spin, like the step of a model too
+// big for the stall limit on a CPU; later ones hang without computing until released.
+type spinRing struct {
+	spin    time.Duration
+	calls   int
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (r *spinRing) AllReduce(context.Context, []float32) error {
+	r.calls++
+	if r.calls == 1 {
+		x := 1.0
+		for end := time.Now().Add(r.spin); time.Now().Before(end); {
+			for range 1000 {
+				x = x*1.0000001 + 1e-9
+			}
+		}
+		_ = fmt.Sprint(x)
+		return nil
+	}
+	r.entered <- struct{}{}
+	<-r.release
+	return nil
+}
+
+// TestHealthSlowStepStaysLive: a real mnist Node on the real clock and the process's real CPU
+// time, with a 400 ms stall limit. A step that computes for 2 s (5 limits; measured: one lsun256
+// sample takes 41 s on 2 threads, so its batch of 64 on one CPU trainer takes ~43 min against
+// the 10 min minStall) keeps /healthz 200 throughout; a step that hangs without computing turns
+// it 503 once the limit passes. Before, any step longer than the limit was "stalled" and the
+// kubelet restarted the trainer at every attempt of its first step: the run never advanced.
+func TestHealthSlowStepStaysLive(t *testing.T) {
+	run := healthRun(t)
+	run.Steps, run.GlobalBatch, run.CheckpointEvery, run.WarmupSteps = 2, 4, 2, 1
+	ds, err := dataset.Open(run.Dataset, dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := trainer.New(run, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := checkpoint.Open(filepath.Join(t.TempDir(), "c.db"), checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h := newTrainerHealth(run, time.Now)
+	h.stall = 400 * time.Millisecond
+	url := healthServer(t, h)
+	coord := newScriptCoord()
+	ring := &spinRing{spin: 2 * time.Second, entered: make(chan struct{}), release: make(chan struct{})}
+	n := &trainer.Node{Trainer: tr, Store: st, Coord: coord, Fingerprint: ds.Fingerprint(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Ring: func(context.Context, trainer.Assignment) (trainer.Reducer, func(), error) {
+			return ring, func() {}, nil
+		}}
+	h.watch(n)
+	coord.asg <- trainer.Assignment{Generation: 1, Rank: 0, World: 1}
+	done := make(chan error, 1)
+	go func() { done <- n.Run(context.Background(), make(chan struct{})) }()
+
+	// Step 1 computes: live at every probe however long it takes.
+	sawStep1 := false
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		select {
+		case p := <-coord.reports:
+			if p.Step == 1 {
+				sawStep1 = true
+			}
+		default:
+		}
+		if sawStep1 {
+			break
+		}
+		probe(t, url, "/healthz", 200, "ok: ")
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !sawStep1 {
+		t.Fatal("step 1 did not complete")
+	}
+	// Step 2 hangs in its all-reduce without computing: stalled once the limit passes.
+	<-ring.entered
+	stalled := false
+	for deadline := time.Now().Add(10 * time.Second); !stalled && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		stalled, _ = h.live()
+		stalled = !stalled
+	}
+	if !stalled {
+		t.Fatal("a step hanging without computing is still live after 10 s (limit 400ms)")
+	}
+	probe(t, url, "/healthz", 503, "stalled: training generation 1 (rank 0 of 1), step 1 done for ")
+	ring.release <- struct{}{}
+	if s := <-coord.readySeen; s != 2 {
+		t.Fatalf("checkpoint step %d reported, want 2", s)
+	}
+	for range 2 {
+		<-coord.inWait
+		coord.commit <- "sha"
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not finish after the commit")
+	}
+}
