@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -160,12 +161,13 @@ func (c *Client) Addrs() []string {
 }
 
 // learn adds the replica addresses a replica named (its --peers) that the client lacks to the
-// rotation. An address gRPC cannot parse is left out: the call that named it has succeeded.
+// rotation. An address gRPC cannot parse is left out: the call that named it has succeeded. So
+// is a wildcard (0.0.0.0:PORT, :PORT): a listen address, which names the client's own host.
 func (c *Client) learn(addrs []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, a := range addrs {
-		if c.closed || a == "" || slices.Contains(c.addrs, a) {
+		if c.closed || a == "" || slices.Contains(c.addrs, a) || wildcard(a) {
 			continue
 		}
 		cc, err := grpc.NewClient(a, append(callOptions(), c.sec.DialOptions()...)...)
@@ -174,6 +176,16 @@ func (c *Client) learn(addrs []string) {
 		}
 		c.addrs, c.conns = append(c.addrs, a), append(c.conns, cc)
 	}
+}
+
+// wildcard reports whether host:port addr has no host or an unspecified IP (0.0.0.0, ::).
+func wildcard(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
 }
 
 // Close closes every connection.

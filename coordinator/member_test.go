@@ -263,3 +263,39 @@ func TestWatchAheadOfLaggingReplica(t *testing.T) {
 		t.Fatalf("watch after cancel: %v", err)
 	}
 }
+
+// TestClientSkipsWildcardReplica: a replica whose --peers names its gRPC address as the
+// wildcard it listens on (0.0.0.0:PORT, accepted for a single replica: no forwarding uses it)
+// does not teach clients that address. From another machine it named the client's own host:
+// the client rotated to whatever listens there and logged that it could not reach
+// "coordinator 0.0.0.0:PORT".
+func TestClientSkipsWildcardReplica(t *testing.T) {
+	addrs := freeAddrs(t, 2)
+	port := addrs[1][strings.LastIndex(addrs[1], ":")+1:]
+	p := Peer{ID: "n0", RaftAddr: addrs[0], GRPCAddr: "0.0.0.0:" + port}
+	sec := insecureBundle(t)
+	node, err := StartNode(NodeConfig{ID: p.ID, RaftAddr: p.RaftAddr, GRPCAddr: p.GRPCAddr, Peers: []Peer{p},
+		DataDir: t.TempDir(), Bootstrap: true, Version: "v7", Security: sec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	given := "127.0.0.1:" + port
+	c, err := Dial([]string{given}, sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Replicas) != 1 || resp.Replicas[0] != p.GRPCAddr {
+		t.Fatalf("the replica named %v, want [%s]", resp.Replicas, p.GRPCAddr)
+	}
+	if got := c.Addrs(); len(got) != 1 || got[0] != given {
+		t.Fatalf("client rotates over %v, want only %s", got, given)
+	}
+}
