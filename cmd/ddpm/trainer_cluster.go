@@ -276,6 +276,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	// same --id (it gives up with the refusal), or this trainer restarted on another address
 	// (its old self stops heartbeating, so the refusal ends within the heartbeat timeout).
 	idWait := time.Now().Add(2 * run.HeartbeatTimeout.Std())
+	node.Log.Info("joining", "coordinators", addrs, "listen", o.listen, "config", run.Hash())
 	for {
 		err = cc.join(joinCtx, join)
 		if !errors.Is(err, fsm.ErrIDInUse) || time.Now().After(idWait) {

@@ -7,12 +7,31 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"ddpm/internal/testutil"
 )
+
+// syncBuffer is a bytes.Buffer safe for a process's output and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
 
 // TestTrainerSIGTERMWhileJoining: a trainer whose coordinator never answers (a port nobody
 // listens on) is still trying to join when the first SIGTERM comes; it leaves at once with
@@ -28,12 +47,20 @@ func TestTrainerSIGTERMWhileJoining(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, testutil.DDPMBinary(t), "trainer", "--id", "t0", "--coordinator", dead,
 		"--listen", freeAddr(t), "--data-dir", filepath.Join(t.TempDir(), "vol"), "--preset", "mnist", "--insecure")
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second) // well into the join's retries
+	// Wait until it is trying to join (the dataset loaded, the signal handler set), then a
+	// moment more so that the join is retrying.
+	for !strings.Contains(out.String(), `"msg":"joining"`) {
+		if ctx.Err() != nil {
+			t.Fatalf("the trainer never started joining; output:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
 	t0 := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
