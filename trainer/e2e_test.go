@@ -508,6 +508,28 @@ func TestTrainerLeavesOnSIGTERM(t *testing.T) {
 		}
 	}
 	wait("steps on trainer-1", 3*time.Minute, func() bool { return len(logLines(t, log1, "step")) >= 4 })
+	// trainer-0 may have joined late: let it save two checkpoints in the two-trainer ring, so it
+	// holds the newest committed one when trainer-1 leaves (were trainer-1 its only holder,
+	// the ring would rightly wait for trainer-1 to come back; fsm scenario holder_left).
+	wait("two checkpoints on trainer-0 in a ring of 2", 3*time.Minute, func() bool {
+		var since time.Time
+		for _, a := range logLines(t, log0, "assignment") {
+			if a["world"] == 2.0 {
+				since = logTime(t, a)
+				break
+			}
+		}
+		if since.IsZero() {
+			return false
+		}
+		n := 0
+		for _, c := range logLines(t, log0, "checkpoint saved") {
+			if logTime(t, c).After(since) {
+				n++
+			}
+		}
+		return n >= 2
+	})
 	signalTrainer(t, run, 1, syscall.SIGTERM)
 	wait("leave on trainer-1", 30*time.Second, func() bool { return len(logLines(t, log1, "left the cluster")) == 1 })
 	left := logTime(t, logLines(t, log1, "left the cluster")[0])

@@ -365,6 +365,16 @@ func addHolder(s *State, id string, held []Held) {
 	}
 }
 
+// heldByMember reports whether a current member holds c (can load it or serve it to peers).
+func heldByMember(s *State, c *Checkpoint) bool {
+	for _, h := range c.Holders {
+		if _, ok := s.Members[h]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 func findCheckpoint(s *State, step int64) *Checkpoint {
 	for i := range s.Checkpoints {
 		if s.Checkpoints[i].Step == step {
@@ -411,6 +421,9 @@ func reconcile(s *State, now int64, why string) {
 	if len(s.Members) < s.Run.MinTrainers {
 		return
 	}
+	if cp := s.LatestCheckpoint(); cp != nil && !heldByMember(s, cp) {
+		return // still waiting for a holder (startGeneration says so when the wait begins)
+	}
 	startGeneration(s, now, why)
 }
 
@@ -442,8 +455,19 @@ func startGeneration(s *State, now int64, why string) {
 	if len(ring) < s.Run.MinTrainers || s.Status.Terminal() {
 		ring = nil
 	}
+	// The ranks load the newest committed checkpoint from their volumes or fetch it from a
+	// member that holds it. When no member holds it (its holders left or were dropped before a
+	// newcomer fetched it), a generation from it could not load: the newcomer would fail and
+	// crash-loop. Nor can it start from an older one: a recomputed checkpoint records its
+	// generation, so it would not hash to the committed one. Everyone waits for a holder to come
+	// back instead (joining with its volume makes it one again).
+	cp := s.LatestCheckpoint()
+	unheld := cp != nil && len(ring) > 0 && !heldByMember(s, cp)
+	if unheld {
+		ring = nil
+	}
 	g := Generation{Number: s.Generation.Number + 1, Ring: ring, World: len(ring), StartedAt: now}
-	if cp := s.LatestCheckpoint(); cp != nil {
+	if cp != nil {
 		g.StartStep, g.Checkpoint = cp.Step, cp
 	}
 	for _, m := range s.Members {
@@ -462,6 +486,8 @@ func startGeneration(s *State, now int64, why string) {
 		text += fmt.Sprintf(" [%s] from step %d", strings.Join(ring, " "), g.StartStep)
 	} else if s.Status.Terminal() {
 		text += fmt.Sprintf(", the run has %s", s.Status)
+	} else if unheld {
+		text += fmt.Sprintf(", waiting for a holder of checkpoint %d (%s) to rejoin", cp.Step, strings.Join(cp.Holders, " "))
 	} else {
 		text += fmt.Sprintf(", waiting for %d trainers (have %d)", s.Run.MinTrainers, len(s.Members))
 	}
