@@ -531,6 +531,12 @@ func progress(s *State, now int64, p *Progress) *failure {
 	}
 	m.Step = p.Step
 	s.Step = max(s.Step, p.Step)
+	// A rank past its generation's start step has loaded the start checkpoint (from its volume
+	// or a peer) and keeps it: it can serve it, so a later generation may start from it after
+	// the checkpoint's first holders are gone (startGeneration).
+	if cp := s.Generation.Checkpoint; cp != nil && p.Step > cp.Step && !slices.Contains(cp.Holders, p.ID) {
+		addHolder(s, p.ID, []Held{{Step: cp.Step, SHA256: cp.SHA256}})
+	}
 	// The loss is global (all-reduced), so one rank's report describes the whole cluster.
 	if rank == 0 {
 		pt := p.Point
