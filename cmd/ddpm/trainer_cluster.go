@@ -236,6 +236,13 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	go func() { _ = srv.Serve(lis) }()
 	defer srv.Stop()
 	health := newTrainerHealth(run, time.Now) // /healthz, /readyz (trainer_health.go)
+	go func() {
+		select {
+		case <-stop:
+			health.stop()
+		case <-ctx.Done():
+		}
+	}()
 	if o.httpAddr != "" {
 		reg := metrics.NewRegistry()
 		node.Metrics = metrics.NewTrainer(reg)

@@ -36,7 +36,7 @@ import (
 // GET /readyz (readiness) answers 200 when the trainer is a member of the cluster now: its loop
 // is live, its join succeeded, and the coordinators acknowledged it (the join, then a heartbeat)
 // within the run's heartbeat_timeout, after which they drop a silent member; 503 otherwise
-// (joining, dropped, coordinators unreachable, wedged). A standby and a member waiting for
+// (joining, dropped, coordinators unreachable, wedged, stopping after a SIGTERM). A standby and a member waiting for
 // min_trainers are ready: each takes a rank as soon as the coordinators give it one. The dataset
 // is open and the model built before the endpoints serve at all (runTrainer), which is what the
 // startup probe waits for.
@@ -55,6 +55,7 @@ type trainerHealth struct {
 	contact  time.Time // the last acknowledgement by the coordinators (zero: none, or dropped)
 	hbErr    error     // the last heartbeat's failure, nil after a success
 	working  bool      // working (bounded by stall) rather than waiting
+	stopping bool      // told to stop (SIGTERM): finishing its step, then leaving
 	since    time.Time // when the current activity began (working: the last progress)
 	activity string
 
@@ -144,6 +145,8 @@ func (h *trainerHealth) ready() (bool, string) {
 	switch {
 	case !ok:
 		return false, msg
+	case h.stopping:
+		return false, "stopping: finishing the current step, then leaving the cluster; " + msg
 	case !h.joined:
 		return false, "not a member: " + msg
 	case h.contact.IsZero():
@@ -163,6 +166,14 @@ func (h *trainerHealth) ready() (bool, string) {
 func (h *trainerHealth) set(working bool, format string, args ...any) {
 	h.mu.Lock()
 	h.working, h.since, h.activity = working, h.now(), fmt.Sprintf(format, args...)
+	h.mu.Unlock()
+}
+
+// stop records that the trainer was told to stop: /readyz answers 503 from now on (the
+// trainer takes no new work), /healthz stays as it is while the step in flight finishes.
+func (h *trainerHealth) stop() {
+	h.mu.Lock()
+	h.stopping = true
 	h.mu.Unlock()
 }
 

@@ -248,6 +248,17 @@ func TestTrainerHealthStates(t *testing.T) {
 	clk.add(10*time.Minute + time.Second)
 	probe(t, url, "/healthz", 503, "stalled: restoring checkpoint step 60 for 10m1s")
 
+	// Told to stop (SIGTERM): not ready at once, live while the step in flight finishes.
+	n.Ring = h.ring(trainer.SoloRing)
+	if _, _, err := n.Ring(context.Background(), trainer.Assignment{Generation: 5, World: 1, StartStep: 60}); err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat(nil)
+	probe(t, url, "/readyz", 200, "ok: training generation 5")
+	h.stop()
+	probe(t, url, "/readyz", 503, "stopping: finishing the current step, then leaving the cluster; training generation 5")
+	probe(t, url, "/healthz", 200, "ok: training generation 5")
+
 	// Only GET is served.
 	resp, err := http.Post(url+"/healthz", "text/plain", nil)
 	if err != nil {
