@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"time"
 
 	"ddpm/checkpoint"
 	"ddpm/config"
@@ -124,7 +126,8 @@ func (l *Loaded) Shape() (c, h, w int) {
 }
 
 // CheckpointFileIn turns what a user names (a checkpoint file, a trainer's --data-dir, or a
-// `ddpm local` run folder, whose trainer-0 it takes) into the checkpoint file. A path that does
+// `ddpm local` run folder, whose trainer holding the newest committed checkpoint it takes,
+// trainer-0 unless another got further) into the checkpoint file. A path that does
 // not exist is returned as is (opening it reports that); a folder without a checkpoint file is
 // an error naming the folder.
 func CheckpointFileIn(path string) (string, error) {
@@ -132,12 +135,59 @@ func CheckpointFileIn(path string) (string, error) {
 	if err != nil || !st.IsDir() {
 		return path, nil
 	}
-	for _, cand := range []string{filepath.Join(path, CheckpointFile), filepath.Join(path, "trainer-0", CheckpointFile)} {
-		if _, err := os.Stat(cand); err == nil {
-			return cand, nil
-		}
+	if cand := filepath.Join(path, CheckpointFile); exists(cand) {
+		return cand, nil
+	}
+	if cand := newestTrainerStore(path); cand != "" {
+		return cand, nil
 	}
 	return "", fmt.Errorf("checkpoint %s: a folder without %s (nor trainer-0/%s)", path, CheckpointFile, CheckpointFile)
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// newestTrainerStore picks, in a `ddpm local` run folder, the trainer whose volume holds the
+// newest committed checkpoint: trainer-0 unless another got further (a trainer stopped or cut
+// off when the run ended keeps an older one; sampling it would silently show an earlier step).
+// A store that cannot be read now (a live trainer's lock) does not compete; "" if trainer-0 has
+// no store and no other could be read.
+func newestTrainerStore(dir string) string {
+	best, bestStep := "", int64(-1)
+	if cand := filepath.Join(dir, "trainer-0", CheckpointFile); exists(cand) {
+		best = cand // the default, even if it cannot be read now
+		bestStep = newestCommitted(cand)
+	}
+	for i := 1; ; i++ {
+		cand := filepath.Join(dir, fmt.Sprintf("trainer-%d", i), CheckpointFile)
+		if !exists(cand) {
+			if exists(filepath.Join(dir, fmt.Sprintf("trainer-%d", i))) {
+				continue
+			}
+			break
+		}
+		if step := newestCommitted(cand); step > bestStep {
+			best, bestStep = cand, step
+		}
+	}
+	return best
+}
+
+// newestCommitted is the step of the newest committed checkpoint in the store at path, -1 when
+// it has none or cannot be opened within a second.
+func newestCommitted(path string) int64 {
+	st, err := checkpoint.Open(path, checkpoint.Options{ReadOnly: true, LockTimeout: time.Second})
+	if err != nil {
+		return -1
+	}
+	defer st.Close()
+	steps, err := st.Committed()
+	if err != nil || len(steps) == 0 {
+		return -1
+	}
+	return slices.Max(steps)
 }
 
 // ResolveCheckpoint turns what a user names (see CheckpointFileIn) into the checkpoint file and

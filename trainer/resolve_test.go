@@ -2,11 +2,14 @@ package trainer
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"ddpm/checkpoint"
 )
 
 // TestResolveCheckpoint: a run folder, a trainer's data dir and a checkpoint file resolve to
@@ -65,5 +68,64 @@ func TestInitFromUnreadable(t *testing.T) {
 	}
 	if err := tr.InitFrom(junk); !errors.Is(err, ErrMismatch) {
 		t.Errorf("junk file: %v, want ErrMismatch", err)
+	}
+}
+
+// TestRunFolderTakesNewestTrainer: a `ddpm local` run folder resolves to the trainer whose
+// volume holds the newest committed checkpoint (a trainer that missed the end of the run keeps
+// an older one), trainer-0 on a tie; an unreadable store does not compete.
+func TestRunFolderTakesNewestTrainer(t *testing.T) {
+	run := t.TempDir()
+	store := func(i int, steps ...int64) string {
+		t.Helper()
+		dir := filepath.Join(run, fmt.Sprintf("trainer-%d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, CheckpointFile)
+		st, err := checkpoint.Open(path, checkpoint.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		for _, s := range steps {
+			const n = 64
+			c := &checkpoint.Checkpoint{Step: s, Generation: 1, ConfigHash: "cfg", Preset: "tiny",
+				Tensors: []checkpoint.TensorInfo{{Name: "w", Shape: []int{n}, Len: n}},
+				Params:  make([]float32, n), EMA: make([]float32, n), AdamM: make([]float32, n), AdamV: make([]float32, n)}
+			c.Params[0] = float32(s)
+			if _, err := st.Save(c); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.MarkCommitted(s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return path
+	}
+	t0 := store(0, 4)
+	t1 := store(1, 4, 8)
+	store(2, 4, 8, 12)
+	if err := os.MkdirAll(filepath.Join(run, "trainer-3"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t4 := filepath.Join(run, "trainer-4", CheckpointFile)
+	if err := os.MkdirAll(filepath.Dir(t4), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(t4, []byte("not a store"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// trainer-2 holds committed 12: it wins.
+	if got, err := CheckpointFileIn(run); err != nil || got != filepath.Join(run, "trainer-2", CheckpointFile) {
+		t.Fatalf("CheckpointFileIn = %s, %v; want trainer-2's store (committed step 12)", got, err)
+	}
+	os.RemoveAll(filepath.Join(run, "trainer-2"))
+	if got, err := CheckpointFileIn(run); err != nil || got != t1 {
+		t.Fatalf("CheckpointFileIn = %s, %v; want %s (committed step 8)", got, err, t1)
+	}
+	store(0, 8) // a tie at 8: trainer-0
+	if got, err := CheckpointFileIn(run); err != nil || got != t0 {
+		t.Fatalf("CheckpointFileIn = %s, %v; want %s on a tie", got, err, t0)
 	}
 }

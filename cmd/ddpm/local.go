@@ -366,7 +366,11 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		return fmt.Errorf("run failed: %w", runErr)
 	}
 	if o.samples > 0 {
-		ckpt := filepath.Join(localrun.TrainerDir(out, 0), trainer.CheckpointFile)
+		// The trainer that holds the final checkpoint: trainer-0 unless it missed the end.
+		ckpt, err := trainer.CheckpointFileIn(out)
+		if err != nil {
+			return fmt.Errorf("samples: %w", err)
+		}
 		samplesPath := filepath.Join(out, localrun.SamplesPNG)
 		t0 := time.Now()
 		// Sampling runs T network evaluations; Ctrl-C must not wait for it. The run is complete
