@@ -22,19 +22,7 @@ func TestStaleIncarnationThroughFollower(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-replica cluster")
 	}
-	nodes, addrs := startNodes(t, 3, "v7", nil)
-	follower := ""
-	for i, n := range nodes {
-		if !n.Replica.IsLeader() {
-			follower = addrs[i]
-			break
-		}
-	}
-	c, err := Dial([]string{follower}, nodes[0].cfg.Security)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, c := dialFollower(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run, _ := config.Preset("mnist")
@@ -191,19 +179,7 @@ func TestWatchAheadOfLaggingReplica(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-replica cluster")
 	}
-	nodes, addrs := startNodes(t, 3, "v7", nil)
-	follower := ""
-	for i, n := range nodes {
-		if !n.Replica.IsLeader() {
-			follower = addrs[i]
-			break
-		}
-	}
-	c, err := Dial([]string{follower}, nodes[0].cfg.Security)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, c := dialFollower(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run, _ := config.Preset("mnist")

@@ -53,12 +53,10 @@ func startNodes(t *testing.T, n int, version string, log *tlsauthtest.Log) ([]*N
 	return nil, nil
 }
 
-// TestServiceThroughFollower drives every RPC through a follower only (writes are forwarded to
-// the leader) and checks that refusals arrive as the state machine's errors.
-func TestServiceThroughFollower(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a 3-replica cluster")
-	}
+// dialFollower starts a 3-replica cluster (version v7) and returns its nodes and a client that
+// knows only one follower's address (its writes are forwarded to the leader), closed at cleanup.
+func dialFollower(t *testing.T) ([]*Node, *Client) {
+	t.Helper()
 	nodes, addrs := startNodes(t, 3, "v7", nil)
 	follower := ""
 	for i, n := range nodes {
@@ -71,7 +69,17 @@ func TestServiceThroughFollower(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return nodes, c
+}
+
+// TestServiceThroughFollower drives every RPC through a follower only (writes are forwarded to
+// the leader) and checks that refusals arrive as the state machine's errors.
+func TestServiceThroughFollower(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-replica cluster")
+	}
+	_, c := dialFollower(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
