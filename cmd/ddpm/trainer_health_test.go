@@ -299,11 +299,10 @@ func (w *wedgeRing) AllReduce(context.Context, []float32) error {
 	return nil
 }
 
-// TestTrainerHealthWedgedNode runs a real trainer.Node (the mnist U-Net on MNIST) whose step
-// hangs in its all-reduce: /healthz and /readyz stay 200 until the stall limit passes, then
-// answer 503 while the trainer still heartbeats; once the step completes they answer 200 again,
-// and the run finishes through the wrapped coordinator.
-func TestTrainerHealthWedgedNode(t *testing.T) {
+// healthNodeParts builds what a real trainer.Node of a 2-step MNIST run needs: the run, its
+// dataset, a replica and a checkpoint store in a temporary folder (closed at cleanup).
+func healthNodeParts(t *testing.T) (config.Run, dataset.Dataset, *trainer.Trainer, *checkpoint.Store) {
+	t.Helper()
 	run := healthRun(t)
 	run.Steps, run.GlobalBatch, run.CheckpointEvery, run.WarmupSteps = 2, 4, 2, 1
 	ds, err := dataset.Open(run.Dataset, dataset.Options{})
@@ -318,7 +317,16 @@ func TestTrainerHealthWedgedNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
+	return run, ds, tr, st
+}
+
+// TestTrainerHealthWedgedNode runs a real trainer.Node (the mnist U-Net on MNIST) whose step
+// hangs in its all-reduce: /healthz and /readyz stay 200 until the stall limit passes, then
+// answer 503 while the trainer still heartbeats; once the step completes they answer 200 again,
+// and the run finishes through the wrapped coordinator.
+func TestTrainerHealthWedgedNode(t *testing.T) {
+	run, ds, tr, st := healthNodeParts(t)
 
 	clk := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	h := newTrainerHealth(run, clk.now)
@@ -404,21 +412,7 @@ func (r *spinRing) AllReduce(context.Context, []float32) error {
 // it 503 once the limit passes. Before, any step longer than the limit was "stalled" and the
 // kubelet restarted the trainer at every attempt of its first step: the run never advanced.
 func TestHealthSlowStepStaysLive(t *testing.T) {
-	run := healthRun(t)
-	run.Steps, run.GlobalBatch, run.CheckpointEvery, run.WarmupSteps = 2, 4, 2, 1
-	ds, err := dataset.Open(run.Dataset, dataset.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := trainer.New(run, ds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := checkpoint.Open(filepath.Join(t.TempDir(), "c.db"), checkpoint.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	run, ds, tr, st := healthNodeParts(t)
 	h := newTrainerHealth(run, time.Now)
 	h.stall = 400 * time.Millisecond
 	url := healthServer(t, h)
