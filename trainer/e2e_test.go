@@ -343,7 +343,7 @@ func TestKillOneTrainer(t *testing.T) {
 	// steps trainer-0 could finish the run alone first and the rejoin was a race.
 	const steps = 120
 	cmd := exec.Command(ddpmBinary(t), append([]string{"local", "--trainers", "2", "--coordinators", "3", "--min-trainers", "1", "--out", run, "--samples", "0"}, smallRun(steps)...)...)
-	var out bytes.Buffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -489,7 +489,7 @@ func TestTrainerLeavesOnSIGTERM(t *testing.T) {
 	args := append([]string{"local", "--trainers", "2", "--coordinators", "1", "--min-trainers", "1", "--out", run, "--samples", "0"}, smallRun(400)...)
 	args = append(args, "--heartbeat-timeout", "10s")
 	cmd := exec.Command(ddpmBinary(t), args...)
-	var out bytes.Buffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

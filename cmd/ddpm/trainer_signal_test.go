@@ -1,37 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"ddpm/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for a process's output and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestTrainerSIGTERMWhileJoining: a trainer whose coordinator never answers (a port nobody
 // listens on) is still trying to join when the first SIGTERM comes; it leaves at once with
@@ -47,7 +27,7 @@ func TestTrainerSIGTERMWhileJoining(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, testutil.DDPMBinary(t), "trainer", "--id", "t0", "--coordinator", dead,
 		"--listen", freeAddr(t), "--data-dir", filepath.Join(t.TempDir(), "vol"), "--preset", "mnist", "--insecure")
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

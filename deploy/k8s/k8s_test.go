@@ -838,30 +838,12 @@ func httpProbes(t *testing.T, ctr corev1.Container, port string) (startup, readi
 	return path("startup", ctr.StartupProbe), path("readiness", ctr.ReadinessProbe), path("liveness", ctr.LivenessProbe)
 }
 
-// lockedBuffer collects a child process's output while the test may read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startDDPM starts the binary with args. stop sends SIGTERM and waits (SIGKILL after 10 s); it
 // also runs at the end of the test.
-func startDDPM(t *testing.T, args ...string) (logs *lockedBuffer, stop func()) {
+func startDDPM(t *testing.T, args ...string) (logs *testutil.SyncBuffer, stop func()) {
 	t.Helper()
 	cmd := exec.Command(ddpmBin, args...)
-	logs = &lockedBuffer{}
+	logs = &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -897,7 +879,7 @@ func get(url string) (int, string, error) {
 }
 
 // waitStatus GETs url until it answers code, for up to 20 s, and returns the body.
-func waitStatus(t *testing.T, url string, code int, logs ...*lockedBuffer) string {
+func waitStatus(t *testing.T, url string, code int, logs ...*testutil.SyncBuffer) string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
