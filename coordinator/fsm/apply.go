@@ -23,6 +23,7 @@ const (
 	KindExpire     Kind = "expire"     // (no body): remove members silent past the timeout
 	KindProgress   Kind = "progress"   // Progress: a rank reports a step
 	KindCheckpoint Kind = "checkpoint" // CheckpointReport: a rank wrote a checkpoint
+	KindRollback   Kind = "rollback"   // Rollback: an operator abandons the newest checkpoints
 )
 
 // Command is one raft log entry. Time (Unix ns) is stamped by the proposing replica's clock and
@@ -39,6 +40,7 @@ type Command struct {
 	Leave      *Leave            `json:"leave,omitempty"`
 	Progress   *Progress         `json:"progress,omitempty"`
 	Checkpoint *CheckpointReport `json:"checkpoint,omitempty"`
+	Rollback   *Rollback         `json:"rollback,omitempty"`
 }
 
 // Submit sets the run config. Submitting the config already in force is a no-op.
@@ -95,6 +97,19 @@ type CheckpointReport struct {
 	Step        int64  `json:"step"`
 	SHA256      string `json:"sha256"`
 	Size        int64  `json:"size"`
+}
+
+// Rollback abandons the committed checkpoints after step ToStep and restarts the run from
+// ToStep: the way out when the only holders of the newest committed checkpoint are gone for good
+// (their volumes lost) and the run would wait for them forever. ToStep must be a committed
+// checkpoint that a current member holds, or 0 (the initial parameters, which need no holder);
+// see State.PlanRollback for the refusals. The abandoned checkpoints move to State.Abandoned,
+// the loss points after ToStep are dropped (the recomputed steps report theirs), and a new
+// generation starts from ToStep at once, whatever the current one was doing. The recomputed
+// checkpoints commit afresh at the abandoned steps (a checkpoint records the generation that
+// wrote it, so they hash differently).
+type Rollback struct {
+	ToStep int64 `json:"to_step"`
 }
 
 // Encode returns c as a log entry.
@@ -220,6 +235,11 @@ func apply(s *State, c Command) *failure {
 			return fail("bad_command", "checkpoint report without a body")
 		}
 		return checkpoint(s, c.Time, c.Checkpoint)
+	case KindRollback:
+		if c.Rollback == nil {
+			return fail("bad_command", "rollback without a body")
+		}
+		return rollback(s, c.Time, c.Rollback)
 	}
 	return fail("bad_command", "unknown command kind %q", c.Kind)
 }
@@ -290,6 +310,12 @@ func join(s *State, now int64, j *Join) *failure {
 	addHolder(s, j.ID, j.Held)
 	s.event(now, "join", "trainer %s joined from %s", j.ID, j.Address)
 	reconcile(s, now, "")
+	// A newcomer that brings the members up to min_trainers turns a wait for trainers into a
+	// wait for a holder of the newest checkpoint when none of them holds it: say so once (a
+	// ring that breaks into that wait is announced by startGeneration).
+	if cp := s.HolderWait(); cp != nil && len(s.Members) == s.Run.MinTrainers {
+		s.event(now, "generation", "generation %d: world 0, %s", s.Generation.Number, holderWaitText(s, cp))
+	}
 	return nil
 }
 
@@ -309,7 +335,7 @@ func adopt(s *State, now int64, j *Join) {
 	for i := range j.Held {
 		h := &j.Held[i]
 		onGrid := h.Step%s.Run.CheckpointEvery == 0 || h.Step == s.TotalSteps
-		if h.Step > 0 && h.Step <= s.TotalSteps && onGrid && len(h.SHA256) == 64 && (best == nil || h.Step > best.Step) {
+		if h.Step > 0 && h.Step <= s.TotalSteps && onGrid && len(h.SHA256) == 64 && !abandoned(s, *h) && (best == nil || h.Step > best.Step) {
 			best = h
 		}
 	}
@@ -329,6 +355,101 @@ func adopt(s *State, now int64, j *Join) {
 	if s.Generation.World > 0 && s.Generation.StartStep < best.Step {
 		breakRing(s, now, fmt.Sprintf("restarting from the adopted checkpoint at step %d", best.Step))
 	}
+}
+
+// abandoned reports whether h is a checkpoint a rollback abandoned: a trainer that was away
+// during the rollback still holds it as committed, and adopting it would undo the rollback.
+func abandoned(s *State, h Held) bool {
+	for _, a := range s.Abandoned {
+		if a.Step == h.Step && a.SHA256 == h.SHA256 {
+			return true
+		}
+	}
+	return false
+}
+
+// planRollback checks a rollback to step to (see State.PlanRollback) and returns the committed
+// checkpoints it abandons.
+func planRollback(s *State, to int64) ([]Checkpoint, *failure) {
+	if s.Run == nil {
+		return nil, fail("no_run", "no run configured: there is nothing to roll back")
+	}
+	if s.Status.Terminal() {
+		return nil, fail("run_finished", "the run has %s%s; a finished run is not rolled back", s.Status, reasonSuffix(s.Reason))
+	}
+	latest := s.LatestCheckpoint()
+	if latest == nil {
+		return nil, fail("bad_rollback", "no checkpoint is committed yet: there is nothing to roll back")
+	}
+	steps := make([]string, len(s.Checkpoints))
+	for i, c := range s.Checkpoints {
+		steps[i] = fmt.Sprint(c.Step)
+	}
+	committed := strings.Join(steps, ", ")
+	switch {
+	case to < 0:
+		return nil, fail("bad_rollback", "step %d is negative (committed checkpoints: %s; or 0 for the start)", to, committed)
+	case to == latest.Step:
+		return nil, fail("bad_rollback", "checkpoint %d is the newest committed one, nothing is newer to abandon (committed checkpoints: %s)", latest.Step, committed)
+	case to > 0:
+		c := findCheckpoint(s, to)
+		if c == nil {
+			for _, a := range slices.Backward(s.Abandoned) {
+				if a.Step == to {
+					return nil, fail("bad_rollback", "checkpoint %d was abandoned by the rollback to step %d (committed checkpoints: %s; or 0 for the start)", to, a.RolledBackTo, committed)
+				}
+			}
+			return nil, fail("bad_rollback", "step %d is not a committed checkpoint (committed checkpoints: %s; or 0 for the start)", to, committed)
+		}
+		if !heldByMember(s, c) {
+			return nil, fail("bad_rollback", "no current member holds checkpoint %d (its holders %s are gone; members: %s); roll back to %d instead",
+				to, orDash(strings.Join(c.Holders, ", ")), orDash(strings.Join(memberIDs(s), ", ")), s.RollbackTarget())
+		}
+	}
+	var abandon []Checkpoint
+	for _, c := range s.Checkpoints {
+		if c.Step > to {
+			abandon = append(abandon, c)
+		}
+	}
+	return abandon, nil
+}
+
+// rollback applies a Rollback: see its doc.
+func rollback(s *State, now int64, r *Rollback) *failure {
+	abandon, f := planRollback(s, r.ToStep)
+	if f != nil {
+		return f
+	}
+	s.Checkpoints = slices.DeleteFunc(s.Checkpoints, func(c Checkpoint) bool { return c.Step > r.ToStep })
+	var names []string
+	for _, c := range abandon {
+		s.Abandoned = append(s.Abandoned, AbandonedCheckpoint{Checkpoint: c, RolledBackTo: r.ToStep, AbandonedAt: now})
+		names = append(names, fmt.Sprintf("%d (%.12s)", c.Step, c.SHA256))
+	}
+	if extra := len(s.Abandoned) - MaxAbandoned; extra > 0 {
+		s.Abandoned = slices.Delete(s.Abandoned, 0, extra)
+	}
+	s.Loss.Truncate(r.ToStep)
+	from := fmt.Sprintf("checkpoint %d", r.ToStep)
+	if r.ToStep == 0 {
+		from = "the start (step 0)"
+	}
+	s.event(now, "rollback", "rolled back to %s: abandoned committed checkpoint(s) %s; the steps after %d are recomputed",
+		from, strings.Join(names, ", "), r.ToStep)
+	// startGeneration takes the newest committed checkpoint, now the one rolled back to.
+	startGeneration(s, now, fmt.Sprintf("rolled back to step %d", r.ToStep))
+	return nil
+}
+
+// memberIDs returns the current members' ids, sorted.
+func memberIDs(s *State) []string {
+	ids := make([]string, 0, len(s.Members))
+	for id := range s.Members {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // addCommitted records c as committed: the list stays in step order and keeps the newest
@@ -422,7 +543,7 @@ func reconcile(s *State, now int64, why string) {
 		return
 	}
 	if cp := s.LatestCheckpoint(); cp != nil && !heldByMember(s, cp) {
-		return // still waiting for a holder (startGeneration says so when the wait begins)
+		return // still waiting for a holder (startGeneration or join says so when the wait begins)
 	}
 	startGeneration(s, now, why)
 }
@@ -487,7 +608,7 @@ func startGeneration(s *State, now int64, why string) {
 	} else if s.Status.Terminal() {
 		text += fmt.Sprintf(", the run has %s", s.Status)
 	} else if unheld {
-		text += fmt.Sprintf(", waiting for a holder of checkpoint %d (%s) to rejoin", cp.Step, strings.Join(cp.Holders, " "))
+		text += ", " + holderWaitText(s, cp)
 	} else {
 		text += fmt.Sprintf(", waiting for %d trainers (have %d)", s.Run.MinTrainers, len(s.Members))
 	}
@@ -495,6 +616,13 @@ func startGeneration(s *State, now int64, why string) {
 		text += " (" + why + ")"
 	}
 	s.event(now, "generation", "%s", text)
+}
+
+// holderWaitText says that the run waits for a holder of cp and how an operator gets it going
+// when no holder can come back.
+func holderWaitText(s *State, cp *Checkpoint) string {
+	return fmt.Sprintf("waiting for a holder of checkpoint %d (%s) to rejoin; if none can, roll back: ddpm checkpoint rollback --coordinator ADDR --to-step %d",
+		cp.Step, strings.Join(cp.Holders, " "), s.RollbackTarget())
 }
 
 func progress(s *State, now int64, p *Progress) *failure {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 
@@ -156,7 +157,7 @@ func TestApplyDeterministic(t *testing.T) {
 			gen := s.Generation.Number
 			step := rapid.Int64Range(0, 8).Draw(rt, "step") * 50
 			var c Command
-			switch rapid.IntRange(0, 5).Draw(rt, "kind") {
+			switch rapid.IntRange(0, 6).Draw(rt, "kind") {
 			case 0:
 				c = Command{Kind: KindJoin, Join: &Join{ID: id, Address: id + ":1"}}
 			case 1:
@@ -169,6 +170,8 @@ func TestApplyDeterministic(t *testing.T) {
 				c = Command{Kind: KindCheckpoint, Checkpoint: &CheckpointReport{ID: id, Generation: gen, Step: step, SHA256: sha64("ab"), Size: 10}}
 			case 5:
 				c = Command{Kind: KindLeave, Leave: &Leave{ID: id}}
+			case 6:
+				c = Command{Kind: KindRollback, Rollback: &Rollback{ToStep: step - 50}}
 			}
 			c.Time = now
 			c.RequestID = rapid.SampledFrom([]string{"", "r1", "r2", "r3"}).Draw(rt, "rid")
@@ -208,6 +211,58 @@ func checkInvariants(t *rapid.T, s *State) {
 	}
 	if cp := s.LatestCheckpoint(); cp != nil && g.StartStep > cp.Step {
 		t.Fatalf("generation starts at %d after the last checkpoint %d", g.StartStep, cp.Step)
+	}
+	if len(s.Abandoned) > MaxAbandoned {
+		t.Fatalf("%d abandoned checkpoints kept, bound %d", len(s.Abandoned), MaxAbandoned)
+	}
+}
+
+// TestRollbackSnapshots: a state that never rolled back encodes without the abandoned list, so
+// snapshots written before rollbacks existed decode to the same bytes; after a rollback the list
+// survives a snapshot round trip and still keeps the abandoned checkpoint from being adopted.
+func TestRollbackSnapshots(t *testing.T) {
+	s := New()
+	run := mnistRun(t)
+	run.MaxTrainers = 1
+	Apply(s, Command{Kind: KindSubmit, Time: 1, Submit: &Submit{Run: run}})
+	Apply(s, Command{Kind: KindJoin, Time: 2, Join: &Join{ID: "a", Address: "h1:1"}})
+	for i, step := range []int64{50, 100} {
+		ck := &CheckpointReport{ID: "a", Generation: 1, Step: step, SHA256: sha64(fmt.Sprintf("%02x", i+1)), Size: 10}
+		if r := Apply(s, Command{Kind: KindCheckpoint, Time: 3, Checkpoint: ck}); r.Err() != nil {
+			t.Fatal(r.Err())
+		}
+	}
+	old := s.Encode()
+	if bytes.Contains(old, []byte(`"abandoned"`)) {
+		t.Fatalf("a state without rollbacks encodes an abandoned list: %s", old)
+	}
+	restored, err := Decode(old)
+	if err != nil || !bytes.Equal(restored.Encode(), old) {
+		t.Fatalf("pre-rollback snapshot does not round-trip: %v", err)
+	}
+	if _, err := s.PlanRollback(50); err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	r := Apply(s, Command{Kind: KindRollback, Time: 4, Rollback: &Rollback{ToStep: 50}})
+	if r.Err() != nil || r.Generation != 2 {
+		t.Fatalf("rollback: %+v %v", r, r.Err())
+	}
+	c, err := Decode(s.Encode())
+	if err != nil || !bytes.Equal(c.Encode(), s.Encode()) {
+		t.Fatalf("snapshot after a rollback does not round-trip: %v", err)
+	}
+	if len(c.Abandoned) != 1 || c.Abandoned[0].Step != 100 || c.Abandoned[0].RolledBackTo != 50 || c.Abandoned[0].AbandonedAt != 4 {
+		t.Fatalf("abandoned after restore: %+v", c.Abandoned)
+	}
+	// b rejoins holding the abandoned 100 as committed: not adopted by the restored replica.
+	Apply(c, Command{Kind: KindJoin, Time: 5, Join: &Join{ID: "b", Address: "h2:1", ConfigHash: c.ConfigHash,
+		Held: []Held{{Step: 100, SHA256: sha64("02")}}}})
+	if latest := c.LatestCheckpoint(); latest.Step != 50 || c.Generation.StartStep != 50 {
+		t.Fatalf("after b rejoined with the abandoned checkpoint: latest %d, generation from %d", latest.Step, c.Generation.StartStep)
+	}
+	if _, err := c.PlanRollback(100); !errors.Is(err, ErrBadRollback) ||
+		err.Error() != "cannot roll back: checkpoint 100 was abandoned by the rollback to step 50 (committed checkpoints: 50; or 0 for the start)" {
+		t.Fatalf("plan to the abandoned step: %v", err)
 	}
 }
 

@@ -69,6 +69,14 @@ func (h *LossHistory) Add(p LossPoint) {
 	h.Points = append(h.Points, p)
 }
 
+// Truncate drops the points of steps after step (a rollback abandoned them; the recomputed
+// steps report theirs). A merged point is kept or dropped by its Step, as Add does.
+func (h *LossHistory) Truncate(step int64) {
+	for len(h.Points) > 0 && h.Points[len(h.Points)-1].Step > step {
+		h.Points = h.Points[:len(h.Points)-1]
+	}
+}
+
 // compact merges points 1-2, 3-4, ... keeping the first and the last point as they are.
 func (h *LossHistory) compact() {
 	ps := h.Points

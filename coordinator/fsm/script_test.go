@@ -200,6 +200,8 @@ func execLine(t *testing.T, s *State, line string) string {
 	case "ckpt":
 		cmd.Kind, cmd.Checkpoint = KindCheckpoint, &CheckpointReport{ID: str("id"), Incarnation: uint64(i64("inc")), Generation: uint64(i64("gen")),
 			Step: i64("step"), SHA256: sha64(str("sha")), Size: i64("size")}
+	case "rollback":
+		cmd.Kind, cmd.Rollback = KindRollback, &Rollback{ToStep: i64("to")}
 	case "snapshot":
 		// Snapshot and restore must give the same state, byte for byte.
 		c, err := Decode(s.Encode())
@@ -286,6 +288,13 @@ func render(s *State) string {
 			cs = append(cs, fmt.Sprintf("%d:%.2s(%s)", c.Step, c.SHA256, strings.Join(c.Holders, ",")))
 		}
 		fmt.Fprintf(&b, "checkpoints: %s\n", strings.Join(cs, " "))
+	}
+	if len(s.Abandoned) > 0 {
+		var as []string
+		for _, a := range s.Abandoned {
+			as = append(as, fmt.Sprintf("%d:%.2s(%s)->%d", a.Step, a.SHA256, strings.Join(a.Holders, ","), a.RolledBackTo))
+		}
+		fmt.Fprintf(&b, "abandoned: %s\n", strings.Join(as, " "))
 	}
 	if s.Reason != "" {
 		fmt.Fprintf(&b, "reason: %s\n", s.Reason)

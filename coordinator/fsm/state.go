@@ -18,6 +18,10 @@
 //   - A checkpoint commits when every rank of the generation has reported the same sha256 for its
 //     step; a disagreement fails the run with "ranks diverged at step S".
 //   - The run succeeds when a rank reports the final step, fails when a trainer reports a failure.
+//   - A generation starts only when a member holds the newest committed checkpoint. When its
+//     holders are gone for good, an operator's Rollback abandons the committed checkpoints after
+//     an older one that a member holds (or all of them: step 0) and the run restarts from there;
+//     the abandoned ones stay listed in State.Abandoned.
 package fsm
 
 import (
@@ -56,6 +60,9 @@ var (
 	// sender must stop without touching the run. Result.Incarnation and Result.Address name the
 	// current incarnation and its address. Commands with incarnation 0 are not checked.
 	ErrStaleIncarnation = errors.New("stale incarnation")
+	// ErrBadRollback: a rollback that cannot be done: its step is not a committed checkpoint,
+	// no member holds it, or nothing is newer than it. The message says which.
+	ErrBadRollback = errors.New("cannot roll back")
 	// ErrBadCommand: a malformed command (a programming error of the proposer, reported rather
 	// than panicking so that one bad entry cannot crash every replica).
 	ErrBadCommand = errors.New("bad command")
@@ -74,6 +81,7 @@ var codes = map[string]error{
 	"bad_command":       ErrBadCommand,
 	"id_in_use":         ErrIDInUse,
 	"stale_incarnation": ErrStaleIncarnation,
+	"bad_rollback":      ErrBadRollback,
 }
 
 // Status is the run's status.
@@ -156,6 +164,15 @@ type Checkpoint struct {
 	Time       int64    `json:"time"`
 }
 
+// AbandonedCheckpoint is a committed checkpoint that a rollback gave up (see Rollback): the run
+// went back to RolledBackTo and recomputes the steps after it, so this one is no restart point
+// any more and is never adopted again from a trainer's volume.
+type AbandonedCheckpoint struct {
+	Checkpoint
+	RolledBackTo int64 `json:"rolled_back_to"`
+	AbandonedAt  int64 `json:"abandoned_at"` // Unix ns, the rollback command's time
+}
+
 // Report is one rank's checkpoint report awaiting its peers.
 type Report struct {
 	SHA256 string `json:"sha256"`
@@ -204,6 +221,8 @@ const (
 	MaxEvents = 256
 	// MaxDedup bounds the request-id table; a retry older than this many commands applies again.
 	MaxDedup = 4096
+	// MaxAbandoned bounds the list of abandoned checkpoints; the oldest go first.
+	MaxAbandoned = 64
 )
 
 // State is the whole replicated state. Its zero value is the empty cluster. Snapshots are its
@@ -224,8 +243,11 @@ type State struct {
 	// Pending holds the current generation's checkpoint reports: step -> member id -> report.
 	Pending     map[int64]map[string]Report `json:"pending,omitempty"`
 	Checkpoints []Checkpoint                `json:"checkpoints"` // committed, ascending step
-	Loss        LossHistory                 `json:"loss"`
-	Events      []Event                     `json:"events"`
+	// Abandoned are the committed checkpoints rollbacks gave up, in the order abandoned (at
+	// most MaxAbandoned). Absent from snapshots written before rollbacks existed.
+	Abandoned []AbandonedCheckpoint `json:"abandoned,omitempty"`
+	Loss      LossHistory           `json:"loss"`
+	Events    []Event               `json:"events"`
 
 	// Dedup remembers the results of the last MaxDedup request ids, oldest first.
 	Dedup      map[string]Result `json:"dedup"`
@@ -286,6 +308,45 @@ func (s *State) LatestCheckpoint() *Checkpoint {
 	}
 	c := s.Checkpoints[len(s.Checkpoints)-1]
 	return &c
+}
+
+// HolderWait returns the newest committed checkpoint when the run waits for a holder of it: the
+// run is not finished, enough members are there to start a generation, yet none of them holds
+// that checkpoint (its holders left or were dropped), so no generation runs. Nil otherwise.
+// Rollback (to RollbackTarget) is the way out when no holder can come back.
+func (s *State) HolderWait() *Checkpoint {
+	if s.Run == nil || s.Status.Terminal() || s.Generation.World > 0 || len(s.Members) < s.Run.MinTrainers {
+		return nil
+	}
+	cp := s.LatestCheckpoint()
+	if cp == nil || heldByMember(s, cp) {
+		return nil
+	}
+	return cp
+}
+
+// RollbackTarget returns the step a rollback can restart the run from at the least loss: the
+// newest committed checkpoint a current member holds, or 0 (the initial state) when none does.
+func (s *State) RollbackTarget() int64 {
+	for i := len(s.Checkpoints) - 1; i >= 0; i-- {
+		if heldByMember(s, &s.Checkpoints[i]) {
+			return s.Checkpoints[i].Step
+		}
+	}
+	return 0
+}
+
+// PlanRollback returns the committed checkpoints a rollback to step to would abandon (those
+// after it, ascending), or why it cannot be done: ErrNoRun, ErrRunFinished, or ErrBadRollback
+// (to is not a committed checkpoint, no current member holds it, or no committed checkpoint is
+// newer). Step 0 restarts from the initial parameters and needs no holder. Apply runs the same
+// check on the Rollback command.
+func (s *State) PlanRollback(to int64) ([]Checkpoint, error) {
+	abandon, f := planRollback(s, to)
+	if f != nil {
+		return nil, Result{Code: f.code, Message: f.msg}.Err()
+	}
+	return abandon, nil
 }
 
 // Expired returns the ids, sorted, of members whose last heartbeat is older than the run's
