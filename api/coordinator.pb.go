@@ -1382,6 +1382,102 @@ func (x *StatusResponse) GetReplicas() []string {
 	return nil
 }
 
+type RollbackRunRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	ToStep        int64                  `protobuf:"varint,2,opt,name=to_step,json=toStep,proto3" json:"to_step,omitempty"` // a committed checkpoint step a member holds, or 0
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackRunRequest) Reset() {
+	*x = RollbackRunRequest{}
+	mi := &file_coordinator_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackRunRequest) ProtoMessage() {}
+
+func (x *RollbackRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackRunRequest.ProtoReflect.Descriptor instead.
+func (*RollbackRunRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RollbackRunRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RollbackRunRequest) GetToStep() int64 {
+	if x != nil {
+		return x.ToStep
+	}
+	return 0
+}
+
+type RollbackRunResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"` // the generation that restarts from to_step
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackRunResponse) Reset() {
+	*x = RollbackRunResponse{}
+	mi := &file_coordinator_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackRunResponse) ProtoMessage() {}
+
+func (x *RollbackRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackRunResponse.ProtoReflect.Descriptor instead.
+func (*RollbackRunResponse) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RollbackRunResponse) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 var File_coordinator_proto protoreflect.FileDescriptor
 
 const file_coordinator_proto_rawDesc = "" +
@@ -1531,7 +1627,15 @@ const file_coordinator_proto_rawDesc = "" +
 	"generation\x18\v \x01(\x04R\n" +
 	"generation\x12\x14\n" +
 	"\x05world\x18\f \x01(\x05R\x05world\x12\x1a\n" +
-	"\breplicas\x18\r \x03(\tR\breplicas2\xf1\x05\n" +
+	"\breplicas\x18\r \x03(\tR\breplicas\"L\n" +
+	"\x12RollbackRunRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
+	"\ato_step\x18\x02 \x01(\x03R\x06toStep\"5\n" +
+	"\x13RollbackRunResponse\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation2\xd3\x06\n" +
 	"\vCoordinator\x12Z\n" +
 	"\tSubmitRun\x12%.ddpm.coordinator.v1.SubmitRunRequest\x1a&.ddpm.coordinator.v1.SubmitRunResponse\x12K\n" +
 	"\x04Join\x12 .ddpm.coordinator.v1.JoinRequest\x1a!.ddpm.coordinator.v1.JoinResponse\x12Z\n" +
@@ -1540,7 +1644,8 @@ const file_coordinator_proto_rawDesc = "" +
 	"\x0fWatchAssignment\x12+.ddpm.coordinator.v1.WatchAssignmentRequest\x1a\x1f.ddpm.coordinator.v1.Assignment0\x01\x12i\n" +
 	"\x0eReportProgress\x12*.ddpm.coordinator.v1.ReportProgressRequest\x1a+.ddpm.coordinator.v1.ReportProgressResponse\x12l\n" +
 	"\x0fCheckpointReady\x12+.ddpm.coordinator.v1.CheckpointReadyRequest\x1a,.ddpm.coordinator.v1.CheckpointReadyResponse\x12Q\n" +
-	"\x06Status\x12\".ddpm.coordinator.v1.StatusRequest\x1a#.ddpm.coordinator.v1.StatusResponseB\x0eZ\fddpm/api;apib\x06proto3"
+	"\x06Status\x12\".ddpm.coordinator.v1.StatusRequest\x1a#.ddpm.coordinator.v1.StatusResponse\x12`\n" +
+	"\vRollbackRun\x12'.ddpm.coordinator.v1.RollbackRunRequest\x1a(.ddpm.coordinator.v1.RollbackRunResponseB\x0eZ\fddpm/api;apib\x06proto3"
 
 var (
 	file_coordinator_proto_rawDescOnce sync.Once
@@ -1554,7 +1659,7 @@ func file_coordinator_proto_rawDescGZIP() []byte {
 	return file_coordinator_proto_rawDescData
 }
 
-var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_coordinator_proto_goTypes = []any{
 	(*SubmitRunRequest)(nil),        // 0: ddpm.coordinator.v1.SubmitRunRequest
 	(*SubmitRunResponse)(nil),       // 1: ddpm.coordinator.v1.SubmitRunResponse
@@ -1575,6 +1680,8 @@ var file_coordinator_proto_goTypes = []any{
 	(*CheckpointReadyResponse)(nil), // 16: ddpm.coordinator.v1.CheckpointReadyResponse
 	(*StatusRequest)(nil),           // 17: ddpm.coordinator.v1.StatusRequest
 	(*StatusResponse)(nil),          // 18: ddpm.coordinator.v1.StatusResponse
+	(*RollbackRunRequest)(nil),      // 19: ddpm.coordinator.v1.RollbackRunRequest
+	(*RollbackRunResponse)(nil),     // 20: ddpm.coordinator.v1.RollbackRunResponse
 }
 var file_coordinator_proto_depIdxs = []int32{
 	2,  // 0: ddpm.coordinator.v1.JoinRequest.held:type_name -> ddpm.coordinator.v1.CoordHeldCheckpoint
@@ -1589,16 +1696,18 @@ var file_coordinator_proto_depIdxs = []int32{
 	13, // 9: ddpm.coordinator.v1.Coordinator.ReportProgress:input_type -> ddpm.coordinator.v1.ReportProgressRequest
 	15, // 10: ddpm.coordinator.v1.Coordinator.CheckpointReady:input_type -> ddpm.coordinator.v1.CheckpointReadyRequest
 	17, // 11: ddpm.coordinator.v1.Coordinator.Status:input_type -> ddpm.coordinator.v1.StatusRequest
-	1,  // 12: ddpm.coordinator.v1.Coordinator.SubmitRun:output_type -> ddpm.coordinator.v1.SubmitRunResponse
-	4,  // 13: ddpm.coordinator.v1.Coordinator.Join:output_type -> ddpm.coordinator.v1.JoinResponse
-	6,  // 14: ddpm.coordinator.v1.Coordinator.Heartbeat:output_type -> ddpm.coordinator.v1.HeartbeatResponse
-	8,  // 15: ddpm.coordinator.v1.Coordinator.Leave:output_type -> ddpm.coordinator.v1.LeaveResponse
-	12, // 16: ddpm.coordinator.v1.Coordinator.WatchAssignment:output_type -> ddpm.coordinator.v1.Assignment
-	14, // 17: ddpm.coordinator.v1.Coordinator.ReportProgress:output_type -> ddpm.coordinator.v1.ReportProgressResponse
-	16, // 18: ddpm.coordinator.v1.Coordinator.CheckpointReady:output_type -> ddpm.coordinator.v1.CheckpointReadyResponse
-	18, // 19: ddpm.coordinator.v1.Coordinator.Status:output_type -> ddpm.coordinator.v1.StatusResponse
-	12, // [12:20] is the sub-list for method output_type
-	4,  // [4:12] is the sub-list for method input_type
+	19, // 12: ddpm.coordinator.v1.Coordinator.RollbackRun:input_type -> ddpm.coordinator.v1.RollbackRunRequest
+	1,  // 13: ddpm.coordinator.v1.Coordinator.SubmitRun:output_type -> ddpm.coordinator.v1.SubmitRunResponse
+	4,  // 14: ddpm.coordinator.v1.Coordinator.Join:output_type -> ddpm.coordinator.v1.JoinResponse
+	6,  // 15: ddpm.coordinator.v1.Coordinator.Heartbeat:output_type -> ddpm.coordinator.v1.HeartbeatResponse
+	8,  // 16: ddpm.coordinator.v1.Coordinator.Leave:output_type -> ddpm.coordinator.v1.LeaveResponse
+	12, // 17: ddpm.coordinator.v1.Coordinator.WatchAssignment:output_type -> ddpm.coordinator.v1.Assignment
+	14, // 18: ddpm.coordinator.v1.Coordinator.ReportProgress:output_type -> ddpm.coordinator.v1.ReportProgressResponse
+	16, // 19: ddpm.coordinator.v1.Coordinator.CheckpointReady:output_type -> ddpm.coordinator.v1.CheckpointReadyResponse
+	18, // 20: ddpm.coordinator.v1.Coordinator.Status:output_type -> ddpm.coordinator.v1.StatusResponse
+	20, // 21: ddpm.coordinator.v1.Coordinator.RollbackRun:output_type -> ddpm.coordinator.v1.RollbackRunResponse
+	13, // [13:22] is the sub-list for method output_type
+	4,  // [4:13] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -1615,7 +1724,7 @@ func file_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_proto_rawDesc), len(file_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,6 +40,7 @@ const (
 	Coordinator_ReportProgress_FullMethodName  = "/ddpm.coordinator.v1.Coordinator/ReportProgress"
 	Coordinator_CheckpointReady_FullMethodName = "/ddpm.coordinator.v1.Coordinator/CheckpointReady"
 	Coordinator_Status_FullMethodName          = "/ddpm.coordinator.v1.Coordinator/Status"
+	Coordinator_RollbackRun_FullMethodName     = "/ddpm.coordinator.v1.Coordinator/RollbackRun"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -62,6 +63,14 @@ type CoordinatorClient interface {
 	ReportProgress(ctx context.Context, in *ReportProgressRequest, opts ...grpc.CallOption) (*ReportProgressResponse, error)
 	CheckpointReady(ctx context.Context, in *CheckpointReadyRequest, opts ...grpc.CallOption) (*CheckpointReadyResponse, error)
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// RollbackRun abandons the committed checkpoints after to_step and restarts the run from
+	// to_step at once (a new generation): the way out when the only holders of the newest
+	// committed checkpoint are gone for good and the run would wait for them forever. to_step
+	// must be a committed checkpoint that a current member holds, or 0 (the initial parameters).
+	// The abandoned checkpoints stay listed in the state ("abandoned"). Refused with
+	// FAILED_PRECONDITION and ErrorInfo reason "bad_rollback" (unknown step, no member holds it,
+	// nothing newer), "run_finished" or "no_run", the message saying which.
+	RollbackRun(ctx context.Context, in *RollbackRunRequest, opts ...grpc.CallOption) (*RollbackRunResponse, error)
 }
 
 type coordinatorClient struct {
@@ -161,6 +170,16 @@ func (c *coordinatorClient) Status(ctx context.Context, in *StatusRequest, opts 
 	return out, nil
 }
 
+func (c *coordinatorClient) RollbackRun(ctx context.Context, in *RollbackRunRequest, opts ...grpc.CallOption) (*RollbackRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackRunResponse)
+	err := c.cc.Invoke(ctx, Coordinator_RollbackRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -181,6 +200,14 @@ type CoordinatorServer interface {
 	ReportProgress(context.Context, *ReportProgressRequest) (*ReportProgressResponse, error)
 	CheckpointReady(context.Context, *CheckpointReadyRequest) (*CheckpointReadyResponse, error)
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// RollbackRun abandons the committed checkpoints after to_step and restarts the run from
+	// to_step at once (a new generation): the way out when the only holders of the newest
+	// committed checkpoint are gone for good and the run would wait for them forever. to_step
+	// must be a committed checkpoint that a current member holds, or 0 (the initial parameters).
+	// The abandoned checkpoints stay listed in the state ("abandoned"). Refused with
+	// FAILED_PRECONDITION and ErrorInfo reason "bad_rollback" (unknown step, no member holds it,
+	// nothing newer), "run_finished" or "no_run", the message saying which.
+	RollbackRun(context.Context, *RollbackRunRequest) (*RollbackRunResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -214,6 +241,9 @@ func (UnimplementedCoordinatorServer) CheckpointReady(context.Context, *Checkpoi
 }
 func (UnimplementedCoordinatorServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedCoordinatorServer) RollbackRun(context.Context, *RollbackRunRequest) (*RollbackRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackRun not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -373,6 +403,24 @@ func _Coordinator_Status_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_RollbackRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).RollbackRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_RollbackRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).RollbackRun(ctx, req.(*RollbackRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -407,6 +455,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Coordinator_Status_Handler,
+		},
+		{
+			MethodName: "RollbackRun",
+			Handler:    _Coordinator_RollbackRun_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -34,7 +34,9 @@ import (
 // incarnation as a *StaleIncarnationError) or ErrVersionMismatch, testable with errors.Is; running out of time gives ErrUnavailable.
 // The replicas rotated over are those given to Dial plus those the replicas name in their
 // answers (Join, Heartbeat, Status carry every replica's gRPC address from --peers), so a client
-// given one replica's address still reaches the others while that one is down.
+// given one replica's address still reaches the others while that one is down. A learned
+// address that a later answer no longer names (the replica was moved or removed from --peers)
+// is dropped again; those given to Dial are kept.
 // A Client is safe for concurrent use.
 type Client struct {
 	sec     *tlsauth.Bundle
@@ -44,7 +46,8 @@ type Client struct {
 	log *slog.Logger // WithLog: warnings while no replica answers
 
 	mu        sync.Mutex
-	addrs     []string           // given, then learned; only ever appended to
+	addrs     []string           // given (the first given of them, never dropped), then learned
+	given     int
 	conns     []*grpc.ClientConn // conns[i] is to addrs[i]
 	closed    bool
 	cur       int       // index of the replica that answered last
@@ -149,25 +152,40 @@ func Dial(addrs []string, sec *tlsauth.Bundle, opts ...Option) (*Client, error) 
 		}
 		c.addrs, c.conns = append(c.addrs, a), append(c.conns, cc)
 	}
+	c.given = len(c.addrs)
 	return c, nil
 }
 
 // Addrs returns the replica addresses the client rotates over: those given to Dial, then those
-// learned from the replicas' answers, in the order added.
+// learned from the replicas' answers (and still named by the latest), in the order added.
 func (c *Client) Addrs() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.addrs)
 }
 
-// learn adds the replica addresses a replica named (its --peers) that the client lacks to the
-// rotation. An address gRPC cannot parse is left out: the call that named it has succeeded. So
-// is a wildcard (0.0.0.0:PORT, :PORT): a listen address, which names the client's own host.
+// learn makes the rotation follow the replica addresses an answer named (the replica's
+// --peers): those the client lacks are added, and those it learned from earlier answers that
+// this one no longer names are dropped (their connections closed); the addresses given to Dial
+// stay. An empty list (a replica older than the field) changes nothing. An address gRPC cannot
+// parse is left out: the call that named it has succeeded. So is a wildcard (0.0.0.0:PORT,
+// :PORT): a listen address, which names the client's own host.
 func (c *Client) learn(addrs []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed || len(addrs) == 0 {
+		return
+	}
+	cur := c.addrs[c.cur]
+	var drop []*grpc.ClientConn
+	for i := len(c.addrs) - 1; i >= c.given; i-- {
+		if !slices.Contains(addrs, c.addrs[i]) {
+			drop = append(drop, c.conns[i])
+			c.addrs, c.conns = slices.Delete(c.addrs, i, i+1), slices.Delete(c.conns, i, i+1)
+		}
+	}
 	for _, a := range addrs {
-		if c.closed || a == "" || slices.Contains(c.addrs, a) || wildcard(a) {
+		if a == "" || slices.Contains(c.addrs, a) || wildcard(a) {
 			continue
 		}
 		cc, err := grpc.NewClient(a, append(callOptions(), c.sec.DialOptions()...)...)
@@ -176,6 +194,21 @@ func (c *Client) learn(addrs []string) {
 		}
 		c.addrs, c.conns = append(c.addrs, a), append(c.conns, cc)
 	}
+	c.cur = max(0, slices.Index(c.addrs, cur))
+	for _, cc := range drop {
+		cc.Close() // calls in flight on it end as Canceled and go on to the next replica
+	}
+}
+
+// answered records that the replica at addr answered: later calls start there (when it is
+// still in the rotation).
+func (c *Client) answered(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i := slices.Index(c.addrs, addr); i >= 0 {
+		c.cur = i
+	}
+	c.failSince, c.warned = time.Time{}, time.Time{}
 }
 
 // wildcard reports whether host:port addr has no host or an unspecified IP (0.0.0.0, ::).
@@ -232,10 +265,7 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.C
 			err := fn(actx, api.NewCoordinatorClient(conns[idx]))
 			cancel()
 			if err == nil || !retryable(err) {
-				c.mu.Lock()
-				c.cur = idx
-				c.failSince, c.warned = time.Time{}, time.Time{}
-				c.mu.Unlock()
+				c.answered(addrs[idx])
 				return decodeErr(err)
 			}
 			last = err
@@ -473,6 +503,23 @@ func (c *Client) Status(ctx context.Context) (*api.StatusResponse, error) {
 	return resp, err
 }
 
+// RollbackRun abandons the committed checkpoints after step toStep and restarts the run from
+// toStep (see fsm.Rollback) and returns the generation that restarts from it. Refusals:
+// fsm.ErrBadRollback (toStep is not a committed checkpoint, no member holds it, or nothing is
+// newer; the message names the committed steps and holders), fsm.ErrRunFinished, fsm.ErrNoRun.
+// A retry after a lost answer applies once (one request id).
+func (c *Client) RollbackRun(ctx context.Context, toStep int64) (generation uint64, err error) {
+	req := &api.RollbackRunRequest{RequestId: NewRequestID(), ToStep: toStep}
+	err = c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
+		resp, err := cl.RollbackRun(ctx, req)
+		if err == nil {
+			generation = resp.Generation
+		}
+		return err
+	})
+	return generation, err
+}
+
 // State returns the replicated state as one replica sees it.
 func (c *Client) State(ctx context.Context) (*fsm.State, error) {
 	resp, err := c.Status(ctx)
@@ -497,7 +544,7 @@ func (c *Client) WatchAssignmentAs(ctx context.Context, id string, incarnation u
 	var fnErr error
 	for ctx.Err() == nil {
 		c.mu.Lock()
-		idx, cc := c.cur, c.conns[c.cur]
+		addr, cc := c.addrs[c.cur], c.conns[c.cur]
 		c.mu.Unlock()
 		stream, err := api.NewCoordinatorClient(cc).WatchAssignment(ctx, &api.WatchAssignmentRequest{Id: id, Incarnation: incarnation})
 		if err == nil {
@@ -523,8 +570,8 @@ func (c *Client) WatchAssignmentAs(ctx context.Context, id string, incarnation u
 			return decodeErr(err)
 		}
 		c.mu.Lock()
-		if c.cur == idx {
-			c.cur = (idx + 1) % len(c.conns)
+		if c.addrs[c.cur] == addr {
+			c.cur = (c.cur + 1) % len(c.conns)
 		}
 		c.mu.Unlock()
 		t := time.NewTimer(c.backoff)

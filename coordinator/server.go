@@ -150,6 +150,7 @@ var grpcCodes = map[string]codes.Code{
 	"version_mismatch":  codes.FailedPrecondition,
 	"id_in_use":         codes.AlreadyExists,
 	"stale_incarnation": codes.FailedPrecondition,
+	"bad_rollback":      codes.FailedPrecondition,
 }
 
 func resultStatus(res fsm.Result) error {
@@ -309,6 +310,29 @@ func (s *Server) CheckpointReady(ctx context.Context, req *api.CheckpointReadyRe
 		return nil, err
 	}
 	return &api.CheckpointReadyResponse{Generation: res.Generation}, nil
+}
+
+// RollbackRun implements api.CoordinatorServer: an operator's fsm.Rollback through raft. The
+// state machine checks the step (fsm.State.PlanRollback); a refusal comes back with its code.
+func (s *Server) RollbackRun(ctx context.Context, req *api.RollbackRunRequest) (*api.RollbackRunResponse, error) {
+	if err := checkToken("request_id", req.RequestId, MaxIDLen, true); err != nil {
+		return nil, err
+	}
+	if req.ToStep < 0 {
+		return nil, badRequest("to_step %d is negative", req.ToStep)
+	}
+	if lc, err := s.leaderClient(ctx); err != nil || lc != nil {
+		if err != nil {
+			return nil, err
+		}
+		return lc.RollbackRun(forwarded(ctx), req)
+	}
+	res, err := s.propose(ctx, fsm.Command{Kind: fsm.KindRollback, RequestID: req.RequestId, Rollback: &fsm.Rollback{ToStep: req.ToStep}})
+	if err != nil {
+		return nil, err
+	}
+	s.rep.log.Warn("run rolled back by an operator", "to_step", req.ToStep, "generation", res.Generation)
+	return &api.RollbackRunResponse{Generation: res.Generation}, nil
 }
 
 // Status implements api.CoordinatorServer from this replica's local state.
