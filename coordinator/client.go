@@ -46,7 +46,7 @@ type Client struct {
 	log *slog.Logger // WithLog: warnings while no replica answers
 
 	mu        sync.Mutex
-	addrs     []string           // given (the first given of them, never dropped), then learned
+	addrs     []string // given (the first given of them, never dropped), then learned
 	given     int
 	conns     []*grpc.ClientConn // conns[i] is to addrs[i]
 	closed    bool
