@@ -39,8 +39,14 @@ type NodeConfig struct {
 	DataDir  string // raft.db (bbolt log + stable store) and snapshots/
 	// Bootstrap writes the initial cluster configuration when DataDir is empty.
 	Bootstrap bool
-	// Run, when set, is submitted once a leader is elected (a no-op if already in force).
+	// Run, when set, is submitted once a leader is elected (a no-op if already in force). A
+	// coordinator serves one run for the life of its raft data: a different run already in
+	// force is refused with a *RunConflictError, by StartNode when DataDir's raft data holds
+	// it, else on Fatal once the cluster's state shows it.
 	Run *config.Run
+	// RunSource names where Run came from in messages, such as "--config run.yaml"
+	// (default "the given run config").
+	RunSource string
 	// Version is this binary's version; joining trainers must match it.
 	Version string
 	// Raft overrides the raft tuning (nil: FastRaftConfig).
@@ -77,9 +83,154 @@ func ParsePeers(s string) ([]Peer, error) {
 // same data dir fails with a clear error instead of blocking forever.
 const raftDBLockTimeout = time.Second
 
+// RunConflictError is the refusal of a coordinator whose NodeConfig.Run differs from the run
+// config already in force: StartNode returns it when the raft data in DataDir holds another run
+// (found before raft starts, so nothing there is written), and Node.Fatal carries it when the
+// cluster's replicated state shows one (a replica with an empty or older log, learning it from
+// the leader). errors.Is(err, fsm.ErrConfigMismatch) holds.
+type RunConflictError struct {
+	// Where names the holder of the run in force: "--data-dir DIR" or "the cluster".
+	Where string
+	// InForce is the run config in force; nil when this replica has not learnt it (the leader
+	// refused the submission, and the run did not reach this replica within a few seconds).
+	InForce *config.Run
+	// InForceHash and GivenHash are the SHA-256 config hashes (config.Run.Hash) of the run in
+	// force ("" with InForce nil) and of NodeConfig.Run.
+	InForceHash, GivenHash string
+	// Given is NodeConfig.RunSource.
+	Given string
+}
+
+func (e *RunConflictError) Error() string {
+	what := "another config"
+	if e.InForce != nil {
+		what = fmt.Sprintf("config %.12s (preset %s, model %s, dataset %s, %d steps)", e.InForceHash,
+			orDash(e.InForce.Preset), e.InForce.Model, e.InForce.Dataset, e.InForce.Steps)
+	}
+	fix := "restart it with that run's config, or with a fresh --data-dir on every replica for a new run"
+	if e.Where == "the cluster" {
+		fix = "start this replica with the cluster's run config (every replica needs the same one)"
+	}
+	return fmt.Sprintf("coordinator: %s runs %s, but %s is config %.12s: %s", e.Where, what, e.Given, e.GivenHash, fix)
+}
+
+// Unwrap returns fsm.ErrConfigMismatch.
+func (e *RunConflictError) Unwrap() error { return fsm.ErrConfigMismatch }
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// wireHash is the hash the state machine gives run when it arrives in a submission (its YAML
+// parsed back), which is what a run in force is compared with.
+func wireHash(run config.Run) string {
+	if r, err := config.Parse(run.Marshal()); err == nil {
+		return r.Hash()
+	}
+	return run.Hash()
+}
+
+// inUse is the error of a raft.db whose file lock another process holds.
+func inUse(dbPath, dataDir string) error {
+	by := "another process"
+	if pid := flockholder.PID(dbPath); pid > 0 {
+		by = "process " + strconv.Itoa(pid)
+	}
+	return fmt.Errorf("coordinator: %s is in use by %s (another coordinator on --data-dir %s?)", dbPath, by, dataDir)
+}
+
+// runOnDisk returns the run config held by the raft data in dataDir (nil, "" when none): the
+// newest readable snapshot's state, then the log entries after it replayed through fsm.Apply as
+// raft will once it knows them committed, stopping at the first that sets a run (a run, once
+// set, never changes). It opens raft.db read-only and writes nothing there. An entry that is in
+// the log but not yet committed counts too: a replica cannot tell, and such an entry comes from
+// a run submitted to this very replica.
+func runOnDisk(dataDir string) (*config.Run, string, error) {
+	dbPath := filepath.Join(dataDir, "raft.db")
+	if _, err := os.Stat(dbPath); errors.Is(err, os.ErrNotExist) {
+		return nil, "", nil
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{Path: dbPath,
+		BoltOptions: &bolt.Options{ReadOnly: true, Timeout: raftDBLockTimeout}})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, "", inUse(dbPath, dataDir)
+	case err != nil:
+		return nil, "", fmt.Errorf("coordinator: open %s: %w", dbPath, err)
+	}
+	defer store.Close()
+	state, from := fsm.New(), uint64(0)
+	if _, err := os.Stat(filepath.Join(dataDir, "snapshots")); err == nil {
+		snaps, err := raft.NewFileSnapshotStore(dataDir, 2, io.Discard)
+		if err != nil {
+			return nil, "", fmt.Errorf("coordinator: snapshots: %w", err)
+		}
+		metas, err := snaps.List()
+		if err != nil {
+			return nil, "", fmt.Errorf("coordinator: snapshots: %w", err)
+		}
+		// Newest first; raft itself falls back to an older one when the newest is unreadable.
+		for _, m := range metas {
+			if s, ok := readSnapshot(snaps, m.ID); ok {
+				state, from = s, m.Index
+				break
+			}
+		}
+	}
+	if state.Run != nil {
+		return state.Run, state.ConfigHash, nil
+	}
+	first, err := store.FirstIndex()
+	if err != nil {
+		return nil, "", fmt.Errorf("coordinator: read %s: %w", dbPath, err)
+	}
+	last, err := store.LastIndex()
+	if err != nil {
+		return nil, "", fmt.Errorf("coordinator: read %s: %w", dbPath, err)
+	}
+	for i := max(first, from+1); i != 0 && i <= last; i++ {
+		var l raft.Log
+		if err := store.GetLog(i, &l); err != nil {
+			return nil, "", fmt.Errorf("coordinator: read %s entry %d: %w", dbPath, i, err)
+		}
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		c, err := fsm.DecodeCommand(l.Data)
+		if err != nil {
+			continue // every replica refuses it alike
+		}
+		fsm.Apply(state, c)
+		if state.Run != nil {
+			return state.Run, state.ConfigHash, nil
+		}
+	}
+	return nil, "", nil
+}
+
+// readSnapshot decodes the state of snapshot id; ok false when it cannot be read.
+func readSnapshot(snaps raft.SnapshotStore, id string) (*fsm.State, bool) {
+	_, rc, err := snaps.Open(id)
+	if err != nil {
+		return nil, false
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, false
+	}
+	s, err := fsm.Decode(b)
+	return s, err == nil
+}
+
 // Node is a running coordinator process: replica, gRPC and HTTP servers.
 type Node struct {
 	cfg     NodeConfig
+	given   string     // wireHash(*cfg.Run); "" without a run
+	fatal   chan error // the error that ends this node's service (buffered, at most one)
 	Replica *Replica
 	server  *Server
 	grpcSrv *grpc.Server
@@ -100,10 +251,24 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.RunSource == "" {
+		cfg.RunSource = "the given run config"
+	}
+	n := &Node{cfg: cfg, done: make(chan struct{}), fatal: make(chan error, 1)}
+	if cfg.Run != nil {
+		n.given = wireHash(*cfg.Run)
+		run, hash, err := runOnDisk(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		if run != nil && hash != n.given {
+			return nil, &RunConflictError{Where: "--data-dir " + cfg.DataDir, InForce: run, InForceHash: hash,
+				Given: cfg.RunSource, GivenHash: n.given}
+		}
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("coordinator: data dir: %w", err)
 	}
-	n := &Node{cfg: cfg, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.closeAll()
@@ -113,11 +278,7 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	n.store, err = raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &bolt.Options{Timeout: raftDBLockTimeout}})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
-		by := "another process"
-		if pid := flockholder.PID(dbPath); pid > 0 {
-			by = "process " + strconv.Itoa(pid)
-		}
-		return nil, fmt.Errorf("coordinator: %s is in use by %s (another coordinator on --data-dir %s?)", dbPath, by, cfg.DataDir)
+		return nil, inUse(dbPath, cfg.DataDir)
 	case err != nil:
 		return nil, fmt.Errorf("coordinator: open %s: %w", dbPath, err)
 	}
@@ -222,10 +383,25 @@ func (n *Node) Mux() *http.ServeMux { return n.mux }
 // Done is closed when the node has shut down.
 func (n *Node) Done() <-chan struct{} { return n.done }
 
+// Fatal receives, at most once, the error that ends this node's service while it runs: a
+// *RunConflictError when the cluster turns out to run another config than NodeConfig.Run. The
+// node keeps running until Close; its owner should close it and stop.
+func (n *Node) Fatal() <-chan error { return n.fatal }
+
 // submitLoop submits cfg.Run through this node's own gRPC service (which forwards to the
-// leader) until it is accepted or definitely refused.
+// leader) until it is accepted or definitely refused. It first waits until this replica knows a
+// leader and has applied what it knows committed, so that a run already in force with another
+// config is refused without a submission reaching the log; the state machine's refusal
+// (fsm.ErrConfigMismatch) covers a run this replica had not yet learnt.
 func (n *Node) submitLoop(ctx context.Context) {
 	if n.cfg.Run == nil {
+		return
+	}
+	if !n.awaitCaughtUp(ctx) {
+		return
+	}
+	if err := n.conflict(); err != nil {
+		n.fatal <- err
 		return
 	}
 	c, err := Dial([]string{n.cfg.GRPCAddr}, n.cfg.Security)
@@ -238,9 +414,59 @@ func (n *Node) submitLoop(ctx context.Context) {
 	switch {
 	case err == nil:
 		n.cfg.Logger.Info("run config in force", "hash", hash)
+	case errors.Is(err, fsm.ErrConfigMismatch):
+		// The leader holds a run this replica has not applied yet; wait a little for it to
+		// arrive so the refusal can name it.
+		wait, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		for n.conflict() == nil && wait.Err() == nil {
+			select {
+			case <-n.Replica.Changed():
+			case <-wait.Done():
+			}
+		}
+		if e := n.conflict(); e != nil {
+			n.fatal <- e
+			return
+		}
+		n.fatal <- &RunConflictError{Where: "the cluster", Given: n.cfg.RunSource, GivenHash: n.given}
 	case ctx.Err() == nil:
 		n.cfg.Logger.Error("run config refused", "err", err)
 	}
+}
+
+// awaitCaughtUp waits until this replica knows a leader and has applied every entry it knows
+// to be committed (at least one); false when ctx ends first.
+func (n *Node) awaitCaughtUp(ctx context.Context) bool {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		r := n.Replica.Raft()
+		if addr, _ := r.LeaderWithID(); addr != "" {
+			commit, err := strconv.ParseUint(r.Stats()["commit_index"], 10, 64)
+			if err == nil && commit > 0 && r.AppliedIndex() >= commit {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+}
+
+// conflict returns the *RunConflictError of a run in this replica's state other than
+// cfg.Run; nil when there is none or it is the same.
+func (n *Node) conflict() error {
+	var err error
+	n.Replica.View(func(s *fsm.State) {
+		if s.Run != nil && s.ConfigHash != n.given {
+			run := *s.Run
+			err = &RunConflictError{Where: "the cluster", InForce: &run, InForceHash: s.ConfigHash, Given: n.cfg.RunSource, GivenHash: n.given}
+		}
+	})
+	return err
 }
 
 func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -30,12 +31,18 @@ var coordinatorCmd = &cobra.Command{
 	Long: `Run one replica of the raft-replicated coordinator. Start 1, 3 or 5 of them with the same
 --peers list (id=raftaddr=grpcaddr,...) and --bootstrap on a fresh cluster. The run config comes
 from --config run.yaml and/or the run flags (--preset, --dataset, ...), and is submitted once a
-leader is elected. Every flag can also come from the environment as DDPM_<FLAG> (for example
+leader is elected. A coordinator serves one run for the life of its --data-dir: given another
+run config than the one its raft data or the cluster already holds, it exits with status 2
+naming both config hashes (restart it with the run's config, or with fresh data dirs for a
+new run). Every flag can also come from the environment as DDPM_<FLAG> (for example
 DDPM_PEERS, DDPM_DATA_DIR, DDPM_CERTS). Links are mutual TLS with the --certs directory; plain
 text only with --insecure.`,
 	Args: cobra.NoArgs,
 	RunE: runCoordinator,
 }
+
+// runFlagNames are the flags config.AddFlags registers (set in init).
+var runFlagNames = map[string]bool{}
 
 var coordFlags struct {
 	id, raftAddr, grpcAddr, httpAddr, peers, dataDir string
@@ -54,7 +61,14 @@ func init() {
 	f.StringVar(&coordFlags.dataDir, "data-dir", "", "directory for the raft log (bbolt) and snapshots")
 	f.BoolVar(&coordFlags.bootstrap, "bootstrap", false, "write the initial cluster configuration if the data dir is empty")
 	f.BoolVar(&coordFlags.raftLog, "raft-log", false, "print hashicorp/raft's own log lines")
+	before := map[string]bool{}
+	f.VisitAll(func(fl *pflag.Flag) { before[fl.Name] = true })
 	coordFlags.run = config.AddFlags(f)
+	f.VisitAll(func(fl *pflag.Flag) {
+		if !before[fl.Name] {
+			runFlagNames[fl.Name] = true
+		}
+	})
 	coordFlags.sec = tlsauth.AddFlags(f)
 	rootCmd.AddCommand(coordinatorCmd)
 }
@@ -102,12 +116,13 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 		return withExit(2, err)
 	}
 	var run *config.Run
+	var runSource string
 	if coordFlags.run.Given() {
 		r, err := coordFlags.run.Resolve()
 		if err != nil {
 			return withExit(2, err)
 		}
-		run = &r
+		run, runSource = &r, runFlagsSource(fs, coordFlags.run.Path)
 	}
 	log := newLogger().With("role", "coordinator", "id", coordFlags.id)
 	sec, err := loadSecurity(coordFlags.sec, log)
@@ -120,12 +135,16 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 	}
 	cfg := coordinator.NodeConfig{ID: coordFlags.id, RaftAddr: coordFlags.raftAddr, GRPCAddr: coordFlags.grpcAddr,
 		HTTPAddr: coordFlags.httpAddr, Peers: peers, DataDir: coordFlags.dataDir, Bootstrap: coordFlags.bootstrap,
-		Run: run, Version: version.Version, Logger: log, Security: sec}
+		Run: run, RunSource: runSource, Version: version.Version, Logger: log, Security: sec}
 	if raftLog != nil {
 		cfg.RaftLog = raftLog
 	}
 	node, err := coordinator.StartNode(cfg)
-	if err != nil {
+	var conflict *coordinator.RunConflictError
+	switch {
+	case errors.As(err, &conflict):
+		return withExit(2, err)
+	case err != nil:
 		return withExit(1, err)
 	}
 	log.Info(coordinatorStartedMsg, "raft", coordFlags.raftAddr, "grpc", coordFlags.grpcAddr, "http", coordFlags.httpAddr,
@@ -133,9 +152,34 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
-	s := <-sig
-	log.Info("stopping", "signal", s.String())
-	return node.Close()
+	select {
+	case s := <-sig:
+		log.Info("stopping", "signal", s.String())
+		return node.Close()
+	case err := <-node.Fatal():
+		// The cluster runs another config: this replica must not serve it.
+		node.Close()
+		return withExit(2, err)
+	}
+}
+
+// runFlagsSource names where the run config came from for a refusal: the --config file, or the
+// preset and flags; "(with flags)" when run flags override the file's fields.
+func runFlagsSource(fs *pflag.FlagSet, path string) string {
+	other := false
+	fs.Visit(func(fl *pflag.Flag) {
+		if fl.Name != "config" && runFlagNames[fl.Name] {
+			other = true
+		}
+	})
+	switch {
+	case path == "":
+		p, _ := fs.GetString("preset")
+		return "--preset " + p + " with the run flags"
+	case other:
+		return "--config " + path + " with the run flags"
+	}
+	return "--config " + path
 }
 
 // checkOwnPeer checks that --peers lists --id at this process's own --raft-addr and --grpc-addr
