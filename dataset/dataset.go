@@ -83,6 +83,10 @@ type Options struct {
 	// SkipBad drops undecodable LMDB values and folder images instead of failing; they are
 	// counted and listed in Info.Skipped.
 	SkipBad bool
+
+	// splitAsked: Split (or the spec's suffix) named the split; false when Open defaulted it
+	// to "train". Only an asked split is checked against the split a file says it holds.
+	splitAsked bool
 }
 
 // Info describes a dataset for `ddpm dataset inspect` and the run log.
@@ -285,6 +289,7 @@ func Open(spec string, opts Options) (Dataset, error) {
 			spec, split = strings.TrimSuffix(spec, sfx), sfx[1:]
 		}
 	}
+	opts.splitAsked = split != ""
 	if split == "" {
 		split = "train"
 	}

@@ -164,11 +164,12 @@ func openIdxPath(path string, opts Options) (Dataset, error) {
 	} else if strings.HasPrefix(filepath.Base(path), "train") {
 		split = "train"
 	}
-	// The file's name says its split; the test split asked of a training file is refused (as
-	// for prepared shards), so that a test-set number is never computed on training images.
-	// "train" is every command's default and is not checked.
-	if opts.Split == "test" && split == "train" {
-		return nil, fmt.Errorf("%w: %s: holds the train split, test asked", ErrOption, path)
+	// The file's name says its split; another split asked of it is refused (as for prepared
+	// shards), so that a test-set number is never computed on training images nor a model
+	// trained on test images. The train split the commands default to is not checked: a t10k
+	// file given alone is trained on as the user named it.
+	if split != "" && opts.splitAsked && opts.Split != split {
+		return nil, fmt.Errorf("%w: %s: holds the %s split, %s asked", ErrOption, path, split, opts.Split)
 	}
 	opts.Split = split
 	name := "idx/" + strings.TrimSuffix(filepath.Base(path), ".gz")

@@ -187,3 +187,46 @@ func TestIdxTrainFileRefusesTestSplit(t *testing.T) {
 		t.Fatalf("inspect --split test: exit %d, %q", code, stderr)
 	}
 }
+
+// An idx file named t10k-* holds the test split: a train split asked explicitly (--split train,
+// a ":train" suffix) is refused as its mirror case is, instead of training on test images; the
+// commands' default split still opens it. A prepared copy of it keeps the same rule.
+func TestIdxTestFileRefusesTrainSplit(t *testing.T) {
+	dir := t.TempDir()
+	p := writeIdx3(t, dir, "t10k-images-idx3-ubyte")
+	want := "unsupported option: " + p + ": holds the test split, train asked"
+	for _, c := range []struct {
+		spec string
+		opts Options
+	}{{p, Options{Split: "train"}}, {p + ":train", Options{}}} {
+		if _, err := Open(c.spec, c.opts); !errors.Is(err, ErrOption) || err.Error() != want {
+			t.Fatalf("Open(%s, %+v): %v\nwant %s", c.spec, c.opts, err, want)
+		}
+	}
+	for _, opts := range []Options{{}, {Split: "test"}} {
+		ds, err := Open(p, opts)
+		if err != nil || ds.Len() != 3 || Describe(ds).Split != "test" {
+			t.Fatalf("Open(%s, %+v): %v", p, opts, err)
+		}
+	}
+	_, stderr, code := runDDPM(t, "dataset", "inspect", p, "--split", "train")
+	if code != 2 || stderr != "ddpm: "+want+"\n" {
+		t.Fatalf("inspect --split train: exit %d, %q", code, stderr)
+	}
+
+	src, err := Open(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "prepared")
+	if _, err := Prepare(src, out, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	want = "unsupported option: " + out + ": holds the test split, train asked"
+	if _, err := Open(out, Options{Split: "train"}); !errors.Is(err, ErrOption) || err.Error() != want {
+		t.Fatalf("prepared, train asked: %v\nwant %s", err, want)
+	}
+	if ds, err := Open(out, Options{}); err != nil || ds.Len() != 3 {
+		t.Fatalf("prepared, default split: %v", err)
+	}
+}

@@ -312,7 +312,7 @@ func openPrepared(dir string, opts Options) (Dataset, error) {
 		return nil, fmt.Errorf("%w: %s: prepared at %dx%d, resolution %d asked; prepare again at that resolution",
 			ErrOption, dir, h, w, opts.Resolution)
 	}
-	if idx.Split != "" && opts.Split != "" && opts.Split != idx.Split && opts.Split != "train" {
+	if idx.Split != "" && opts.splitAsked && opts.Split != idx.Split {
 		return nil, fmt.Errorf("%w: %s: holds the %s split, %s asked", ErrOption, dir, idx.Split, opts.Split)
 	}
 	d := c * h * w
