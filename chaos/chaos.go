@@ -10,6 +10,10 @@
 // config. The last holds because every generation of a chaos run has the same world size (the
 // run pins min_trainers to the number of trainers): the trajectory then depends only on the seed
 // (DESIGN.md section 3), and a restart from a committed checkpoint replays the same steps.
+//
+// An elastic run (Config.Elastic) goes on without a trainer that is down, so it can finish
+// before that trainer is back; Consistent then accepts an older committed checkpoint on that
+// trainer's volume, provided the trainer said so when it exited (End).
 package chaos
 
 import (
@@ -25,6 +29,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -178,11 +183,36 @@ func (d Digest) same(e Digest) bool {
 	return d == e
 }
 
+// End is what a trainer said last when it exited with its run complete: its last "run complete"
+// line (trainer.MsgRunComplete).
+type End struct {
+	// Said: the trainer wrote such a line.
+	Said bool
+	// Step is the run's final step as the line gives it.
+	Step int64
+	// VolumeStep is the newest committed checkpoint on the trainer's volume, as the line of a
+	// trainer that had no part in the run's end gives it (volume_step); -1 on the line of a
+	// trainer that finished the run itself, which has none.
+	VolumeStep int64
+	// FinalOn names the trainers the line says hold the final checkpoint (final_on).
+	FinalOn []string
+	// Note is the line's sentence for people (note), "" when it has none.
+	Note string
+}
+
 // Report is the outcome of Run.
 type Report struct {
 	Recoveries []Recovery
-	// Final is each trainer's newest committed checkpoint, in trainer order.
+	// Final is each trainer's newest committed checkpoint, in trainer order (Step -1 for a
+	// volume that could not be read).
 	Final []Digest
+	// Ends is what each trainer said when it finished, in trainer order.
+	Ends []End
+	// Committed is every checkpoint the coordinators committed during the run, in commit
+	// order (CommittedOf): the list the volumes were verified against.
+	Committed []Commit
+	// Elastic: the run let generations shrink (Config.Elastic); see Consistent.
+	Elastic bool
 	// Verified counts committed checkpoints that verified, over all volumes.
 	Verified int
 	// Events is the coordinators' replicated timeline at the end of the run.
@@ -198,7 +228,7 @@ func Run(ctx context.Context, cfg Config, schedule []Fault) (*Report, error) {
 		return nil, err
 	}
 	defer c.close()
-	rep := &Report{}
+	rep := &Report{Elastic: cfg.Elastic}
 	t0 := time.Now()
 	deadline := cfg.Deadline
 	if deadline == 0 {
@@ -228,12 +258,10 @@ func Run(ctx context.Context, cfg Config, schedule []Fault) (*Report, error) {
 			errs = append(errs, fmt.Errorf("%w: %s: %v (see %s)", ErrIncomplete, name, err, c.logPath(name)))
 		}
 	}
-	committed := map[int64]string{} // the coordinators' committed checkpoints
+	var committed []Commit
 	if st, err := c.state(); err == nil {
 		rep.Events = st.Events
-		for _, ck := range st.Checkpoints {
-			committed[ck.Step] = ck.SHA256
-		}
+		committed = CommittedOf(st)
 		for i := range rep.Recoveries {
 			c.detection(&rep.Recoveries[i], st.Events)
 		}
@@ -241,6 +269,16 @@ func Run(ctx context.Context, cfg Config, schedule []Fault) (*Report, error) {
 		errs = append(errs, fmt.Errorf("chaos: reading the coordinators' state: %w", err))
 	}
 	c.stop()
+	rep.Committed = committed
+	c.mu.Lock()
+	for i := range cfg.Trainers {
+		e, ok := c.ends[trainerName(i)]
+		if !ok {
+			e = End{VolumeStep: -1}
+		}
+		rep.Ends = append(rep.Ends, e)
+	}
+	c.mu.Unlock()
 	rep.Elapsed = time.Since(t0)
 	rep.Final, rep.Verified, err = verifyVolumes(cfg.Dir, cfg.Trainers, committed)
 	if err != nil {
@@ -274,19 +312,163 @@ func Check(ref, got *Report, steps int64) error {
 	return errors.Join(errs...)
 }
 
-// Consistent checks a run on its own: every trainer ends at the last step with the same state.
-func Consistent(got *Report, steps int64) error {
-	if len(got.Final) == 0 {
-		return fmt.Errorf("%w: no final checkpoint", ErrDiffers)
+// Commit is one checkpoint the coordinators committed.
+type Commit struct {
+	Step int64
+	// SHA256 is the checkpoint's sha256 (hex) in full while the coordinators' state still
+	// lists it (the newest keep_checkpoints), else the first 12 hex digits, as their timeline
+	// recorded the commit.
+	SHA256 string
+}
+
+// Is reports whether the checkpoint of step with sha256 sha (in full) is c.
+func (c Commit) Is(step int64, sha string) bool {
+	return c.Step == step && len(c.SHA256) >= 12 && strings.HasPrefix(sha, c.SHA256)
+}
+
+// commitEvent matches the timeline's record of a commit: "checkpoint at step N committed
+// (SHA12, ...)" or "checkpoint at step N adopted from trainer X's volume (SHA12): ...".
+var commitEvent = regexp.MustCompile(`^checkpoint at step (\d+) (?:committed|adopted from .*) \(([0-9a-f]{12})`)
+
+// CommittedOf lists every checkpoint the coordinators committed, in commit order, from their
+// state st: the state keeps the newest keep_checkpoints in full (fsm.State.Checkpoints), its
+// timeline (fsm.State.Events, up to fsm.MaxEvents) records every commit with the first 12 hex
+// digits of its sha256. A step committed again (by a later generation, with other bytes) appears
+// once per commit.
+func CommittedOf(st *fsm.State) []Commit {
+	var out []Commit
+	for _, e := range st.Events {
+		m := commitEvent.FindStringSubmatch(e.Text)
+		if e.Kind != "checkpoint" || m == nil {
+			continue
+		}
+		step, err := strconv.ParseInt(m[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, Commit{Step: step, SHA256: m[2]})
 	}
-	var errs []error
-	for i, d := range got.Final {
-		if d.Step != steps || !d.same(got.Final[0]) {
-			errs = append(errs, fmt.Errorf("%w: trainer-%d ends at step %d %.12s, trainer-0 at step %d %.12s (want step %d)",
-				ErrDiffers, i, d.Step, d.SHA256, got.Final[0].Step, got.Final[0].SHA256, steps))
+	for _, ck := range st.Checkpoints {
+		i := slices.IndexFunc(out, func(c Commit) bool { return c.Is(ck.Step, ck.SHA256) })
+		if i < 0 { // its event fell off the timeline
+			out = append(out, Commit{Step: ck.Step, SHA256: ck.SHA256})
+			continue
+		}
+		out[i].SHA256 = ck.SHA256
+	}
+	return out
+}
+
+// committedAs looks step up in commits: whether any commit has that step, whether one of them
+// is sha, and the sha256s they recorded.
+func committedAs(commits []Commit, step int64, sha string) (known, is bool, recorded []string) {
+	for _, c := range commits {
+		if c.Step == step {
+			known = true
+			is = is || c.Is(step, sha)
+			recorded = append(recorded, fmt.Sprintf("%.12s", c.SHA256))
 		}
 	}
-	return errors.Join(errs...)
+	return known, is, recorded
+}
+
+// Consistent checks a run of steps steps on its own, against the coordinators' committed
+// checkpoints (got.Committed).
+//
+// A run that is not elastic must end with every trainer at the last step, in the same state,
+// and that checkpoint's sha256 the one the coordinators committed (when got.Committed lists
+// any).
+//
+// An elastic run can finish without a trainer that is stopped or cut off near its end, and that
+// trainer then exits at its last step (see cmd/ddpm logFinishedWithout). So an elastic run must
+// end with: the coordinators' newest committed checkpoint at the last step; at least one trainer
+// volume holding it; every volume at the last step holding exactly the committed bytes (its
+// sha256) and the same state; and every volume that ended earlier holding a checkpoint the
+// coordinators committed (same step, same sha256), its trainer having said when it exited that
+// the run finished without it at the last step while its volume held that step (got.Ends).
+// Behind words each such trainer in one line, for the test's log.
+func Consistent(got *Report, steps int64) (behind []string, err error) {
+	if len(got.Final) == 0 {
+		return nil, fmt.Errorf("%w: no final checkpoint", ErrDiffers)
+	}
+	var errs []error
+	if !got.Elastic {
+		for i, d := range got.Final {
+			if d.Step != steps || !d.same(got.Final[0]) {
+				errs = append(errs, fmt.Errorf("%w: trainer-%d ends at step %d %.12s, trainer-0 at step %d %.12s (want step %d)",
+					ErrDiffers, i, d.Step, d.SHA256, got.Final[0].Step, got.Final[0].SHA256, steps))
+			}
+		}
+		if known, is, rec := committedAs(got.Committed, steps, got.Final[0].SHA256); known && !is {
+			errs = append(errs, fmt.Errorf("%w: the final checkpoint hashes to %.12s, the coordinators committed %s", ErrDiffers, got.Final[0].SHA256, strings.Join(rec, ", ")))
+		}
+		return nil, errors.Join(errs...)
+	}
+
+	newest := int64(-1)
+	finalSHA := ""
+	for _, c := range got.Committed {
+		newest = max(newest, c.Step)
+		if c.Step == steps {
+			finalSHA = c.SHA256
+		}
+	}
+	if finalSHA == "" || newest != steps {
+		return nil, fmt.Errorf("%w: the coordinators' newest committed checkpoint is step %d, want the last step %d", ErrDiffers, newest, steps)
+	}
+	var first *Digest // the first volume at the last step
+	var atLast []string
+	for i, d := range got.Final {
+		if d.Step == steps {
+			atLast = append(atLast, trainerName(i))
+		}
+	}
+	slices.Sort(atLast)
+	for i, d := range got.Final {
+		switch {
+		case d.Step == steps:
+			if !(Commit{steps, finalSHA}).Is(d.Step, d.SHA256) {
+				errs = append(errs, fmt.Errorf("%w: trainer-%d holds step %d with sha256 %.12s, the coordinators committed %.12s", ErrDiffers, i, d.Step, d.SHA256, finalSHA))
+			} else if first != nil && !d.same(*first) {
+				errs = append(errs, fmt.Errorf("%w: trainer-%d and an earlier trainer hold step %d in different states", ErrDiffers, i, d.Step))
+			}
+			if first == nil {
+				first = &got.Final[i]
+			}
+		case d.Step >= 0 && d.Step < steps:
+			known, is, rec := committedAs(got.Committed, d.Step, d.SHA256)
+			if !known {
+				errs = append(errs, fmt.Errorf("%w: trainer-%d ends at step %d, which the coordinators never committed", ErrDiffers, i, d.Step))
+				continue
+			}
+			if !is {
+				errs = append(errs, fmt.Errorf("%w: trainer-%d holds step %d with sha256 %.12s, the coordinators committed %s", ErrDiffers, i, d.Step, d.SHA256, strings.Join(rec, ", ")))
+				continue
+			}
+			var e End
+			if i < len(got.Ends) {
+				e = got.Ends[i]
+			}
+			if !e.Said || e.Step != steps || e.VolumeStep != d.Step {
+				errs = append(errs, fmt.Errorf("%w: trainer-%d ends at step %d of %d but did not say that the run finished without it (its last run-complete line: %+v)",
+					ErrDiffers, i, d.Step, steps, e))
+				continue
+			}
+			if on := slices.Sorted(slices.Values(e.FinalOn)); !slices.Equal(on, atLast) {
+				errs = append(errs, fmt.Errorf("%w: trainer-%d says the final checkpoint is on %v, the volumes at step %d are %v", ErrDiffers, i, on, steps, atLast))
+				continue
+			}
+			behind = append(behind, fmt.Sprintf("trainer-%d ended at committed step %d (sha256 %.12s) and said: %s", i, d.Step, d.SHA256, e.Note))
+		case d.Step < 0:
+			errs = append(errs, fmt.Errorf("%w: trainer-%d's volume has no readable committed checkpoint", ErrDiffers, i))
+		default:
+			errs = append(errs, fmt.Errorf("%w: trainer-%d ends at step %d of a %d-step run", ErrDiffers, i, d.Step, steps))
+		}
+	}
+	if first == nil {
+		errs = append(errs, fmt.Errorf("%w: no trainer volume holds the last step %d (the coordinators committed it as %.12s)", ErrDiffers, steps, finalSHA))
+	}
+	return behind, errors.Join(errs...)
 }
 
 func trainerName(i int) string     { return "trainer-" + strconv.Itoa(i) }
@@ -306,6 +488,7 @@ type cluster struct {
 	mu    sync.Mutex
 	obs   []stepObs
 	saved map[string][]int64 // trainer -> steps of "checkpoint saved" lines, in order
+	ends  map[string]End     // trainer -> its last "run complete" line
 	arm   *armed             // KillInCheckpoint waiting for its moment
 	wake  chan struct{}
 }
@@ -365,7 +548,7 @@ func start(cfg Config) (*cluster, error) {
 			return nil, err
 		}
 	}
-	c := &cluster{cfg: cfg, csup: csup, tsup: tsup, specs: map[string]localrun.Spec{}, saved: map[string][]int64{},
+	c := &cluster{cfg: cfg, csup: csup, tsup: tsup, specs: map[string]localrun.Spec{}, saved: map[string][]int64{}, ends: map[string]End{},
 		wake: make(chan struct{}, 1), t0: time.Now(), logf: cfg.Logf}
 	if c.logf == nil {
 		c.logf = func(string, ...any) {}
@@ -443,7 +626,8 @@ func (c *cluster) logPath(name string) string {
 	return filepath.Join(c.cfg.Dir, localrun.LogsDir, name+".log")
 }
 
-// line reads every child's output: trainers' step lines and "checkpoint saved" lines.
+// line reads every child's output: trainers' step lines, "checkpoint saved" and "run complete"
+// lines.
 func (c *cluster) line(name string, line []byte) {
 	if p, ok := trainer.ParseProgress(line); ok {
 		c.mu.Lock()
@@ -461,6 +645,14 @@ func (c *cluster) line(name string, line []byte) {
 		}
 		return
 	}
+	if strings.HasPrefix(name, "trainer-") && strings.Contains(string(line), `"msg":"`+trainer.MsgRunComplete+`"`) {
+		if e, ok := parseEnd(line); ok {
+			c.mu.Lock()
+			c.ends[name] = e
+			c.mu.Unlock()
+		}
+		return
+	}
 	if !strings.Contains(string(line), `"msg":"checkpoint saved"`) {
 		return
 	}
@@ -472,6 +664,25 @@ func (c *cluster) line(name string, line []byte) {
 		c.saved[name] = append(c.saved[name], m.Step)
 		c.mu.Unlock()
 	}
+}
+
+// parseEnd reads a trainer's "run complete" JSON line.
+func parseEnd(line []byte) (End, bool) {
+	var m struct {
+		Msg        string   `json:"msg"`
+		Step       int64    `json:"step"`
+		VolumeStep *int64   `json:"volume_step"`
+		FinalOn    []string `json:"final_on"`
+		Note       string   `json:"note"`
+	}
+	if json.Unmarshal(line, &m) != nil || m.Msg != trainer.MsgRunComplete {
+		return End{}, false
+	}
+	e := End{Said: true, Step: m.Step, VolumeStep: -1, FinalOn: m.FinalOn, Note: m.Note}
+	if m.VolumeStep != nil {
+		e.VolumeStep = *m.VolumeStep
+	}
+	return e, true
 }
 
 func (c *cluster) signal(name string, sig syscall.Signal) error {
@@ -781,10 +992,10 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// verifyVolumes verifies every committed checkpoint on every trainer's volume, checks that
-// each one the coordinators list (committed: step -> sha256) has their sha256 there, and
-// returns each trainer's newest committed state.
-func verifyVolumes(dir string, trainers int, committed map[int64]string) ([]Digest, int, error) {
+// verifyVolumes verifies every committed checkpoint on every trainer's volume, checks that each
+// one at a step the coordinators committed is one of their commits (same sha256), and returns
+// each trainer's newest committed state.
+func verifyVolumes(dir string, trainers int, committed []Commit) ([]Digest, int, error) {
 	var (
 		final    []Digest
 		verified int
@@ -795,6 +1006,7 @@ func verifyVolumes(dir string, trainers int, committed map[int64]string) ([]Dige
 		st, err := checkpoint.Open(path, checkpoint.Options{ReadOnly: true})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%w: %s: %v", ErrBadCheckpoint, path, err))
+			final = append(final, Digest{Step: -1})
 			continue
 		}
 		steps, err := st.Committed()
@@ -808,8 +1020,8 @@ func verifyVolumes(dir string, trainers int, committed map[int64]string) ([]Dige
 				continue
 			}
 			for _, in := range infos {
-				if want, ok := committed[s]; ok && in.Step == s && in.SHA256 != want {
-					errs = append(errs, fmt.Errorf("%w: trainer-%d step %d has sha256 %.12s, the coordinators committed %.12s", ErrBadCheckpoint, i, s, in.SHA256, want))
+				if known, is, rec := committedAs(committed, s, in.SHA256); in.Step == s && known && !is {
+					errs = append(errs, fmt.Errorf("%w: trainer-%d step %d has sha256 %.12s, the coordinators committed %s", ErrBadCheckpoint, i, s, in.SHA256, strings.Join(rec, ", ")))
 				}
 			}
 			verified++
@@ -817,6 +1029,7 @@ func verifyVolumes(dir string, trainers int, committed map[int64]string) ([]Dige
 		ck, err := st.LatestCommitted()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%w: trainer-%d: %v", ErrBadCheckpoint, i, err))
+			final = append(final, Digest{Step: -1})
 		} else {
 			final = append(final, digest(ck))
 		}

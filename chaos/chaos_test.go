@@ -270,8 +270,14 @@ func TestChaosElastic(t *testing.T) {
 	if err != nil {
 		t.Fatalf("elastic chaos run: %v", err)
 	}
-	if err := Consistent(rep, run.Steps); err != nil {
+	behind, err := Consistent(rep, run.Steps)
+	if err != nil {
 		t.Fatal(err)
 	}
+	for _, b := range behind {
+		t.Log(b)
+	}
+	t.Logf("%d of %d trainers hold the final checkpoint (step %d, sha256 %.12s); %d ended behind; %d committed checkpoints verified",
+		len(rep.Final)-len(behind), len(rep.Final), run.Steps, rep.Committed[len(rep.Committed)-1].SHA256, len(behind), rep.Verified)
 	figures(t, rep.Recoveries, run.CheckpointEvery)
 }

@@ -46,7 +46,11 @@ committing its own checkpoints; it resumes from the newest one when started agai
 
 A trainer dropped by the coordinators (stopped or cut off past heartbeat_timeout) whose --id a
 newer process has taken since exits with status 3 and one line, "trainer ID: replaced by a newer
-process at ADDR (incarnation N); exiting", without another word to the cluster. --coordinator
+process at ADDR (incarnation N); exiting", without another word to the cluster. One that comes
+back (or is started) after its run succeeded without it exits with status 0 and one "run
+complete" line, "trainer ID: the run finished at step N without this trainer; this volume holds
+step M; the final checkpoint is on IDS": its volume keeps the older committed checkpoint, and
+the run folder of ddpm local resolves to a trainer holding the final one. --coordinator
 may name one replica: the trainer learns the others' addresses from the replicas' answers.`,
 		Args: cobra.NoArgs,
 	}

@@ -7,6 +7,8 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -304,7 +306,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		// restarted after the end): nothing left to do, and no reason to be restarted.
 		if errors.Is(err, fsm.ErrRunFinished) {
 			if st, serr := cli.State(ctx); serr == nil && st.Status == fsm.StatusSucceeded {
-				node.Log.Info(trainer.MsgRunComplete, "note", "the run had already succeeded when this trainer joined")
+				logFinishedWithout(node, o.id, st)
 				return nil
 			}
 		}
@@ -334,7 +336,11 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 				return
 			case errors.Is(err, fsm.ErrUnknownMember):
 				node.Log.Warn("dropped by the coordinator; joining again")
-				_ = cc.join(ctx, join)
+				if errors.Is(cc.join(ctx, join), fsm.ErrRunFinished) {
+					// The run ended without us: the assignment watch sees it too and ends
+					// the run here (logFinishedWithout); nothing left to heartbeat for.
+					return
+				}
 			}
 		}
 	}()
@@ -385,7 +391,17 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		return nil
 	}
 	if err != nil && cc.finished.Load() {
-		node.Log.Info(trainer.MsgRunComplete, "note", errFinishedElsewhere.Error())
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, serr := cli.State(sctx)
+		scancel()
+		if serr != nil {
+			// The coordinators said the run succeeded a moment ago; without their state the
+			// line names no final step or holders.
+			node.Log.Info(trainer.MsgRunComplete, "note", fmt.Sprintf("trainer %s: %v; this volume holds step %d (the coordinators' state is unreadable: %v)",
+				o.id, errFinishedElsewhere, volumeStep(node.Store), serr))
+			return nil
+		}
+		logFinishedWithout(node, o.id, st)
 		return nil
 	}
 	if err != nil && ctx.Err() == nil {
@@ -397,6 +413,73 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		rcancel()
 	}
 	return err
+}
+
+// logFinishedWithout ends a trainer that has no part in the end of its run, which succeeded
+// (st is the coordinators' state saying so): it stopped or was cut off past the heartbeat
+// timeout near the end and came back after the others finished, or it was started again
+// afterwards. A finished run takes no joins and there is nothing left to train, so the trainer
+// exits with status 0 (the run succeeded: `ddpm local` neither restarts it nor fails the run)
+// after one "run complete" line whose note says where the final checkpoint is (finishedNote).
+//
+// First it marks committed every checkpoint on its volume that the coordinators committed with
+// the same sha256 and it had not marked yet (it was stopped between saving one and hearing of
+// its commit), so that the volume says what the cluster knows: sample, eval and export of the
+// volume, and its next join's held list, take it.
+func logFinishedWithout(node *trainer.Node, id string, st *fsm.State) {
+	committed := map[int64]string{}
+	for _, ck := range st.Checkpoints {
+		committed[ck.Step] = ck.SHA256
+	}
+	if infos, err := node.Store.List(); err == nil {
+		for _, in := range infos {
+			if in.Err == nil && !in.Committed && in.SHA256 != "" && committed[in.Step] == in.SHA256 {
+				if err := node.Store.MarkCommitted(in.Step); err != nil {
+					node.Log.Warn("could not mark a checkpoint the cluster committed", "step", in.Step, "err", err)
+				}
+			}
+		}
+	}
+	final := st.TotalSteps
+	if st.Run != nil {
+		final = st.Run.Steps
+	}
+	var on []string
+	for _, ck := range st.Checkpoints {
+		if ck.Step == final {
+			on = slices.DeleteFunc(slices.Clone(ck.Holders), func(h string) bool { return h == id })
+		}
+	}
+	held := volumeStep(node.Store)
+	node.Log.Info(trainer.MsgRunComplete, "step", final, "volume_step", held, "final_on", on, "note", finishedNote(id, final, held, on))
+}
+
+// volumeStep is the step of the newest committed checkpoint on store that verifies, 0 if none.
+func volumeStep(store *checkpoint.Store) int64 {
+	c, err := store.LatestCommitted()
+	if err != nil {
+		return 0
+	}
+	return c.Step
+}
+
+// finishedNote words the end of a trainer whose run finished at step final while this volume
+// holds step held (0: nothing committed) and the trainers on hold the final checkpoint, e.g.
+// "trainer t0: the run finished at step 100 without this trainer; this volume holds step 76;
+// the final checkpoint is on t1, t2".
+func finishedNote(id string, final, held int64, on []string) string {
+	if held == final {
+		return fmt.Sprintf("trainer %s: the run finished at step %d; this volume holds its final checkpoint", id, final)
+	}
+	vol := fmt.Sprintf("this volume holds step %d", held)
+	if held == 0 {
+		vol = "this volume holds no committed checkpoint"
+	}
+	where := "the final checkpoint is on " + strings.Join(on, ", ")
+	if len(on) == 0 {
+		where = "the coordinators record no other holder of the final checkpoint"
+	}
+	return fmt.Sprintf("trainer %s: the run finished at step %d without this trainer; %s; %s", id, final, vol, where)
 }
 
 // MsgLeft is the log message of a trainer that stopped on purpose and left the cluster.
