@@ -643,6 +643,19 @@ func (s *Store) MarkCommitted(step int64) error {
 	})
 }
 
+// Uncommit removes the commit mark of checkpoint step: the coordinator abandoned it (an
+// operator rolled the run back to an older step), so it is no restart point any more and the
+// recomputed checkpoint of the same step may replace it (Save). The data stays until then or
+// until Prune drops it. Uncommitting a step that is not committed (or not stored) does nothing.
+func (s *Store) Uncommit(step int64) error {
+	if s.readOnly {
+		return fmt.Errorf("checkpoint: uncommit step %d in %s: %w", step, s.path, ErrReadOnly)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketCommitted).Delete(stepKey(step))
+	})
+}
+
 // Prune deletes checkpoints in one write transaction and returns the deleted steps. It keeps
 // the newest keep committed checkpoints, every committed checkpoint whose step is a multiple of
 // milestoneEvery (if > 0), and the newest keep uncommitted checkpoints newer than the newest

@@ -296,10 +296,42 @@ func (n *Node) checkpoint(ctx context.Context, gen uint64) error {
 	return nil
 }
 
+// uncommitAbandoned removes the local commit mark of checkpoints the cluster no longer has
+// committed: those after a's start step, and one at it with another sha256 than the one a names.
+// The cluster's newest committed checkpoint is where every generation starts, and the
+// committed checkpoints only grow, so a start before a local committed one means an operator
+// rolled the run back past it (ddpm checkpoint rollback). Left committed, it would refuse the
+// recomputed checkpoint of its step (checkpoint.ErrConflict: the trainer would exit), be
+// offered as held at the next join, and be taken by sample and export as the run's newest.
+// The data stays until the recomputed one replaces it or Prune drops it.
+func (n *Node) uncommitAbandoned(a Assignment) error {
+	infos, err := n.Store.List()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errStore, err)
+	}
+	var dropped []int64
+	for _, in := range infos {
+		if !in.Committed || in.Step < a.StartStep || (in.Step == a.StartStep && (a.CheckpointSHA == "" || in.SHA256 == a.CheckpointSHA)) {
+			continue
+		}
+		if err := n.Store.Uncommit(in.Step); err != nil {
+			return fmt.Errorf("%w: %w", errStore, err)
+		}
+		dropped = append(dropped, in.Step)
+	}
+	if len(dropped) > 0 {
+		n.Log.Warn("checkpoints abandoned by the cluster uncommitted (the run was rolled back)", "steps", dropped, "start_step", a.StartStep)
+	}
+	return nil
+}
+
 // load brings the replica to a's start step: the seed's initialization for step 0, else the
 // committed checkpoint from our own store or, if we lack it, from a peer that holds it.
 func (n *Node) load(ctx context.Context, a Assignment) error {
 	tr := n.Trainer
+	if err := n.uncommitAbandoned(a); err != nil {
+		return err
+	}
 	if a.StartStep == 0 {
 		tr.Reset()
 		return nil
