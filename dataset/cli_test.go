@@ -221,3 +221,29 @@ func TestCLIInspectAndPrepare(t *testing.T) {
 		t.Fatalf("corrupted shard: exit %d, %q", code, stderr)
 	}
 }
+
+// A folder of non-square images (all one size, so not "mixed") at their native size is refused
+// by `ddpm dataset inspect` with one line naming the first image and its size, exit 1: the
+// U-Net trains on square images, and it used to be accepted as 10x6 data. A resolution opens it
+// (center-cropped); --skip-bad does not make it square.
+func TestCLINonSquareFolderRefused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "wide")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "a.png"), []byte("\x89PNG\r\n\x1a\n garbage"), 0o644)
+	for i, name := range []string{"b.png", "c.png"} {
+		os.WriteFile(filepath.Join(dir, name), encodePNG(t, pattern(10, 6, i)), 0o644)
+	}
+	want := "ddpm: non-square images: " + filepath.Join(dir, "b.png") +
+		" is 10x6; training needs square images: pass a resolution (--resolution) to center-crop and resize all\n"
+	stdout, stderr, code := runDDPM(t, "dataset", "inspect", dir, "--skip-bad")
+	if code != 1 || stderr != want || stdout != "" {
+		t.Fatalf("exit %d, stdout %q, stderr\n%q\nwant\n%q", code, stdout, stderr, want)
+	}
+	if _, err := Open(dir, Options{SkipBad: true}); !errors.Is(err, ErrNotSquare) {
+		t.Fatalf("Open: %v, want ErrNotSquare", err)
+	}
+	stdout, stderr, code = runDDPM(t, "dataset", "inspect", dir, "--skip-bad", "--resolution", "6")
+	if code != 0 || !strings.Contains(stdout, "count        2\n") {
+		t.Fatalf("--resolution 6: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+}

@@ -39,6 +39,9 @@ var (
 	ErrEmpty = errors.New("no images")
 	// ErrShape: images of different sizes where one fixed size is required.
 	ErrShape = errors.New("mixed image sizes")
+	// ErrNotSquare: a folder's images are not square at their native size (resolution 0); the
+	// U-Net trains on square images only.
+	ErrNotSquare = errors.New("non-square images")
 	// ErrIntegrity: prepared shards whose sha256 or size differs from their index.
 	ErrIntegrity = errors.New("integrity check failed")
 	// ErrOption: an option the format cannot honour (e.g. a resolution MNIST does not support).
@@ -75,7 +78,8 @@ type Pixeler interface {
 type Options struct {
 	// Resolution is the output height and width. 0 means the format's default: 32 for MNIST and
 	// Fashion-MNIST (28x28 padded, see OpenMNIST), 32 for CIFAR-10, 256 for LSUN (the paper's),
-	// the images' own size for folders (then all must have the same square size).
+	// the images' own size for folders (then all must have the same square size: ErrNotSquare
+	// names the first image, in path order, that is not square, ErrShape the first of another size).
 	Resolution int
 	// Split selects "train" (default) or "test" where the format has splits; a ":test" or
 	// ":train" suffix on the spec does the same.
@@ -278,7 +282,8 @@ func (ch *contentHash) hex() string { return hex.EncodeToString(ch.h.Sum(nil)) }
 //	a folder of PNG/JPEG/WebP images (recursive, sorted by path)
 //
 // A ":train" or ":test" suffix selects the split, as Options.Split does. Errors wrap ErrNotFound,
-// ErrUnknownFormat, ErrFormat, ErrDecode, ErrEmpty, ErrShape, ErrIntegrity or ErrOption.
+// ErrUnknownFormat, ErrFormat, ErrDecode, ErrEmpty, ErrShape, ErrNotSquare, ErrIntegrity or
+// ErrOption.
 func Open(spec string, opts Options) (Dataset, error) {
 	split := opts.Split
 	for _, sfx := range []string{":train", ":test"} {

@@ -26,7 +26,7 @@ type folderReader struct {
 
 // openFolder opens every PNG/JPEG/WebP file under dir, recursively, in sorted path order. With
 // Resolution R each image is center-cropped and resized to R x R; with 0 all images must have
-// the first one's size. Like openLSUN it decodes everything once at Open.
+// the first one's size, and it must be square (ErrNotSquare). Like openLSUN it decodes everything once at Open.
 func openFolder(dir string, opts Options) (Dataset, error) {
 	var paths []string
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -51,9 +51,10 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 		r.h, r.w = r.res, r.res
 	} else {
 		// The first readable image fixes the size.
+		var firstPath string
 		for _, p := range paths {
 			if img, err := r.load(p); err == nil {
-				r.h, r.w = img.Bounds().Dy(), img.Bounds().Dx()
+				r.h, r.w, firstPath = img.Bounds().Dy(), img.Bounds().Dx(), p
 				break
 			} else if !opts.SkipBad {
 				return nil, err
@@ -61,6 +62,12 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 		}
 		if r.h == 0 {
 			return nil, fmt.Errorf("%w: %s: none of the %d images decodes", ErrEmpty, dir, len(paths))
+		}
+		// The first image fixes the size the others must have, so the first that is not
+		// square is this one.
+		if r.h != r.w {
+			return nil, fmt.Errorf("%w: %s is %dx%d; training needs square images: pass a resolution (--resolution) to center-crop and resize all",
+				ErrNotSquare, firstPath, r.w, r.h)
 		}
 	}
 	r.d = 3 * r.h * r.w

@@ -39,7 +39,7 @@ func gzipBytes(b []byte) []byte {
 
 // isSentinel reports whether err wraps one of the package's documented sentinels.
 func isSentinel(err error) bool {
-	for _, s := range []error{ErrNotFound, ErrUnknownFormat, ErrFormat, ErrDecode, ErrEmpty, ErrShape, ErrIntegrity, ErrOption} {
+	for _, s := range []error{ErrNotFound, ErrUnknownFormat, ErrFormat, ErrDecode, ErrEmpty, ErrShape, ErrNotSquare, ErrIntegrity, ErrOption} {
 		if errors.Is(err, s) {
 			return true
 		}
