@@ -51,7 +51,12 @@ back (or is started) after its run succeeded without it exits with status 0 and 
 complete" line, "trainer ID: the run finished at step N without this trainer; this volume holds
 step M; the final checkpoint is on IDS": its volume keeps the older committed checkpoint, and
 the run folder of ddpm local resolves to a trainer holding the final one. --coordinator
-may name one replica: the trainer learns the others' addresses from the replicas' answers.`,
+may name one replica: the trainer learns the others' addresses from the replicas' answers.
+
+--http-addr serves /healthz (liveness: 503 once work goes --stall-limit without completing a
+step or using the CPU; waiting on others is live for any time) and /readyz (a member now).
+--stall-limit 0 (the default) means 10 minutes, or 4 x the run's heartbeat_timeout if longer;
+raise it for steps or checkpoint writes that block without computing for longer.`,
 		Args: cobra.NoArgs,
 	}
 	rf := config.AddFlags(cmd.Flags())
@@ -63,6 +68,7 @@ may name one replica: the trainer learns the others' addresses from the replicas
 	f.StringVar(&o.dataDir, "data-dir", "", "this trainer's volume: checkpoints.db and run.yaml (required)")
 	f.BoolVar(&o.standalone, "standalone", false, "train a world of one without coordinators")
 	f.StringVar(&o.init, "init", "", "safetensors weights to start from instead of the seed's initialization")
+	f.DurationVar(&trainerStallLimit, "stall-limit", 0, "/healthz answers 503 after work (a ring, a step, a checkpoint write) goes this long without completing a step or using the CPU (0: 10m, or 4 x heartbeat_timeout if longer)")
 	o.sec = tlsauth.AddFlags(f)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runTrainer(cmd, rf, o) }
 	return cmd
@@ -105,6 +111,9 @@ func claimDataDir(dir string, run config.Run) error {
 func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if o.dataDir == "" {
 		return withExit(2, errors.New("--data-dir is required"))
+	}
+	if err := checkStallLimit(trainerStallLimit); err != nil {
+		return withExit(2, err)
 	}
 	if !o.standalone && (o.coordinator == "" || o.listen == "") {
 		return withExit(2, errors.New("--coordinator and --listen are required (or --standalone)"))

@@ -26,7 +26,7 @@ import (
 //     checkpoint. A restart would not end any of these sooner, so waiting is always live;
 //   - or working: building a generation's ring, running a step (compute and the all-reduce,
 //     which fails on its own within 2×heartbeat_timeout), saving a checkpoint. Work that goes on
-//     for stallAfter(run) without finishing a step, reaching a wait or using the CPU (at least
+//     for stallAfter(run, --stall-limit) without finishing a step, reaching a wait or using the CPU (at least
 //     busyShare of a core between two looks) is a wedged loop (a deadlock, a hung device or
 //     disk): /healthz answers 503 and the kubelet restarts the process. Its heartbeats come
 //     from another goroutine and would keep it a member for good. A step that computes longer
@@ -75,16 +75,32 @@ const busyShare = 0.05
 const minStall = 10 * time.Minute
 
 // stallAfter is how long a trainer of run may work without completing a step before it counts
-// as wedged: minStall, or four heartbeat timeouts (one all-reduce may wait two) if longer.
-func stallAfter(run config.Run) time.Duration {
+// as wedged: limit when positive (--stall-limit), else minStall, or four heartbeat timeouts (one
+// all-reduce may wait two) if longer.
+func stallAfter(run config.Run, limit time.Duration) time.Duration {
+	if limit > 0 {
+		return limit
+	}
 	return max(minStall, 4*run.HeartbeatTimeout.Std())
 }
 
-// newTrainerHealth starts tracking a trainer of run that is joining the cluster; now is the
-// clock (time.Now; tests pass their own).
+// trainerStallLimit is `ddpm trainer --stall-limit` (0: stallAfter's rule), bound in
+// newTrainerCmd and checked by checkStallLimit before the trainer starts.
+var trainerStallLimit time.Duration
+
+// checkStallLimit refuses a negative --stall-limit.
+func checkStallLimit(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("--stall-limit %v: want a positive duration, or 0 for the default (10m, or 4 x heartbeat_timeout if longer)", d)
+	}
+	return nil
+}
+
+// newTrainerHealth starts tracking a trainer of run that is joining the cluster, with the stall
+// limit of --stall-limit; now is the clock (time.Now; tests pass their own).
 func newTrainerHealth(run config.Run, now func() time.Time) *trainerHealth {
 	t := now()
-	return &trainerHealth{now: now, ttl: run.HeartbeatTimeout.Std(), stall: stallAfter(run),
+	return &trainerHealth{now: now, ttl: run.HeartbeatTimeout.Std(), stall: stallAfter(run, trainerStallLimit),
 		since: t, activity: "joining the cluster", cpu: cpuSeconds, cpuAt: t, cpuMark: cpuSeconds()}
 }
 

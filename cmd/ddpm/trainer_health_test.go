@@ -271,18 +271,69 @@ func TestTrainerHealthStates(t *testing.T) {
 }
 
 // TestHealthStallLimitFollowsHeartbeatTimeout: a run whose heartbeat timeout is long (one
-// all-reduce may wait two of them) gets four heartbeat timeouts of work before it is stalled.
+// all-reduce may wait two of them) gets four heartbeat timeouts of work before it is stalled;
+// a --stall-limit given replaces the rule, shorter or longer.
 func TestHealthStallLimitFollowsHeartbeatTimeout(t *testing.T) {
 	run := healthRun(t)
-	for _, tc := range []struct{ hb, want time.Duration }{
-		{5 * time.Second, 10 * time.Minute},
-		{150 * time.Second, 10 * time.Minute},
-		{5 * time.Minute, 20 * time.Minute},
+	for _, tc := range []struct{ hb, limit, want time.Duration }{
+		{5 * time.Second, 0, 10 * time.Minute},
+		{150 * time.Second, 0, 10 * time.Minute},
+		{5 * time.Minute, 0, 20 * time.Minute},
+		{5 * time.Minute, 90 * time.Second, 90 * time.Second},
+		{5 * time.Second, time.Hour, time.Hour},
 	} {
 		run.HeartbeatTimeout = config.Duration(tc.hb)
-		if got := stallAfter(run); got != tc.want {
-			t.Errorf("stallAfter(heartbeat_timeout %v) = %v, want %v", tc.hb, got, tc.want)
+		if got := stallAfter(run, tc.limit); got != tc.want {
+			t.Errorf("stallAfter(heartbeat_timeout %v, --stall-limit %v) = %v, want %v", tc.hb, tc.limit, got, tc.want)
 		}
+	}
+}
+
+// TestTrainerStallLimitFlag: `ddpm trainer --stall-limit` moves the moment /healthz turns 503
+// for work without progress, over real HTTP: with 90s a ring stalls at 1m31s, with 30m it is
+// still live past the 10 minutes of the default and stalls at 30m1s. A negative value is
+// refused before anything is opened or written, with one line and exit 2.
+func TestTrainerStallLimitFlag(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vol")
+	args := []string{"trainer", "--standalone", "--data-dir", dir, "--preset", "mnist", "--stall-limit", "-5s"}
+	_, err := runCLI(t, context.Background(), nil, args...)
+	wantExit(t, args, err, 2, "--stall-limit -5s: want a positive duration, or 0 for the default (10m, or 4 x heartbeat_timeout if longer)")
+	mustNotExist(t, dir)
+
+	trainerCmd, _, err := rootCmd.Find([]string{"trainer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resetFlags(rootCmd) })
+	for _, tc := range []struct {
+		flag       string
+		live       []time.Duration // still 200 after this much work without progress
+		stalledMsg string          // the 503 line one second after the last
+	}{
+		{"90s", []time.Duration{90 * time.Second},
+			"stalled: training generation 3 (rank 0 of 1) from step 40 for 1m31s without progress (limit 1m30s)\n"},
+		{"30m", []time.Duration{10*time.Minute + time.Second, 30 * time.Minute},
+			"stalled: training generation 3 (rank 0 of 1) from step 40 for 30m1s without progress (limit 30m0s)\n"},
+	} {
+		resetFlags(rootCmd)
+		if err := trainerCmd.ParseFlags([]string{"--stall-limit", tc.flag}); err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		clk := &fakeClock{t: t0}
+		h := newTrainerHealth(healthRun(t), clk.now)
+		url := healthServer(t, h)
+		n := &trainer.Node{Coord: newScriptCoord(), Ring: trainer.SoloRing}
+		h.watch(n)
+		if _, _, err := n.Ring(context.Background(), trainer.Assignment{Generation: 3, Rank: 0, World: 1, StartStep: 40}); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range tc.live {
+			clk.add(t0.Add(d).Sub(clk.now()))
+			probe(t, url, "/healthz", 200, fmt.Sprintf("ok: training generation 3 (rank 0 of 1) from step 40 (for %v)\n", d))
+		}
+		clk.add(time.Second)
+		probe(t, url, "/healthz", 503, tc.stalledMsg)
 	}
 }
 
