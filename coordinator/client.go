@@ -46,8 +46,8 @@ type Client struct {
 	log *slog.Logger // WithLog: warnings while no replica answers
 
 	mu        sync.Mutex
-	addrs     []string // given (the first given of them, never dropped), then learned
-	given     int
+	addrs     []string           // the given ones (never dropped), then the learned ones
+	given     int                // how many of addrs were given to Dial
 	conns     []*grpc.ClientConn // conns[i] is to addrs[i]
 	closed    bool
 	cur       int       // index of the replica that answered last

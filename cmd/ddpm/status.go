@@ -154,6 +154,11 @@ func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State) error {
 		fmt.Fprintf(w, ": %s", st.Reason)
 	}
 	fmt.Fprintln(w)
+	if cp := st.HolderWait(); cp != nil {
+		// No generation can start: say what the run waits for and the way out.
+		fmt.Fprintf(w, "waiting\tfor a holder of checkpoint %d (%s) to rejoin; if none can: ddpm checkpoint rollback --coordinator %s --to-step %d\n",
+			cp.Step, strings.Join(cp.Holders, " "), monOrNone(strings.Join(resp.Replicas, ",")), st.RollbackTarget())
+	}
 	if st.Run != nil {
 		pct := 0.0
 		if st.TotalSteps > 0 {
@@ -224,6 +229,24 @@ func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State) error {
 	}
 	if len(st.Checkpoints) == 0 {
 		fmt.Fprintln(w, "(none committed)")
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if len(st.Abandoned) == 0 {
+		return nil
+	}
+	// Committed checkpoints an operator's rollback gave up (ddpm checkpoint rollback).
+	fmt.Fprintln(out)
+	w = tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "ABANDONED\tSHA256\tGENERATION\tHOLDERS\tROLLED BACK TO\tAT")
+	for i := len(st.Abandoned) - 1; i >= 0; i-- {
+		a := st.Abandoned[i]
+		gen := fmt.Sprint(a.Generation)
+		if a.Size == 0 {
+			gen = "adopted"
+		}
+		fmt.Fprintf(w, "%d\t%.16s\t%s\t%s\t%d\t%s\n", a.Step, a.SHA256, gen, monOrNone(strings.Join(a.Holders, ",")), a.RolledBackTo, monStamp(a.AbandonedAt))
 	}
 	return w.Flush()
 }

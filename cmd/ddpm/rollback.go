@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"ddpm/coordinator"
+	"ddpm/coordinator/fsm"
+	"ddpm/internal/tlsauth"
+)
+
+// `ddpm checkpoint rollback`: the way out of a run that waits for a holder of its newest
+// committed checkpoint that will never come back (fsm.Rollback).
+var rollbackFlags struct {
+	coordinator string
+	toStep      int64
+	yes         bool
+	timeout     time.Duration
+	sec         *tlsauth.Config
+}
+
+var checkpointRollbackCmd = &cobra.Command{
+	Use:   "rollback --coordinator ADDR --to-step N [--yes] (--certs DIR | --insecure)",
+	Short: "Abandon the committed checkpoints after step N and restart the run from N",
+	Long: `A generation starts only when a member holds the run's newest committed checkpoint. When its
+only holders are gone for good (their volumes lost), the run waits for them forever
+('waiting for a holder of checkpoint N ... to rejoin' in ddpm status and the coordinator's log).
+This command abandons the committed checkpoints after step N and restarts the run from N at
+once; the steps after N are computed again.
+
+N must be a committed checkpoint that a current member holds (ddpm status lists them with their
+holders), or 0 to start again from the initial parameters. Without --yes the command prints what
+would be abandoned and changes nothing. The abandoned checkpoints stay listed in ddpm status.`,
+	Args: cobra.NoArgs,
+	RunE: runRollback,
+}
+
+func init() {
+	f := checkpointRollbackCmd.Flags()
+	f.StringVar(&rollbackFlags.coordinator, "coordinator", "", "coordinator gRPC address(es), comma-separated (host:port)")
+	f.Int64Var(&rollbackFlags.toStep, "to-step", -1, "the committed checkpoint step to restart from, or 0 for the start (required)")
+	f.BoolVar(&rollbackFlags.yes, "yes", false, "roll back (without it, only print what would be abandoned)")
+	f.DurationVar(&rollbackFlags.timeout, "timeout", 10*time.Second, "give up when no replica answers within this time")
+	rollbackFlags.sec = tlsauth.AddFlags(f)
+	checkpointCmd.AddCommand(checkpointRollbackCmd)
+}
+
+func runRollback(cmd *cobra.Command, _ []string) error {
+	const name = "checkpoint rollback"
+	addrs, err := coordinatorAddrs(name, rollbackFlags.coordinator)
+	if err != nil {
+		return err
+	}
+	to := rollbackFlags.toStep
+	switch {
+	case !cmd.Flags().Changed("to-step"):
+		return withExit(exitUsage, fmt.Errorf("%s: --to-step N is required (a committed checkpoint step a member holds, or 0)", name))
+	case to < 0:
+		return withExit(exitUsage, fmt.Errorf("%s: --to-step %d is negative (a committed checkpoint step a member holds, or 0)", name, to))
+	case rollbackFlags.timeout <= 0:
+		return withExit(exitUsage, fmt.Errorf("%s: --timeout must be positive, got %v", name, rollbackFlags.timeout))
+	}
+	sec, err := monitorSecurity(cmd, rollbackFlags.sec)
+	if err != nil {
+		return err
+	}
+	_, st, err := fetchState(cmd.Context(), addrs, sec, rollbackFlags.timeout)
+	if err != nil {
+		return err
+	}
+	abandon, err := st.PlanRollback(to)
+	if err != nil {
+		return withExit(1, fmt.Errorf("%s: %w", name, err))
+	}
+	out := cmd.OutOrStdout()
+	writeRollbackPlan(out, st, to, abandon)
+	if !rollbackFlags.yes {
+		return withExit(exitUsage, fmt.Errorf("%s: nothing done; run again with --yes to abandon %s", name, stepList(abandon)))
+	}
+
+	cli, err := coordinator.Dial(addrs, sec, coordinator.WithAttemptTimeout(min(rollbackFlags.timeout, 2*time.Second)))
+	if err != nil {
+		return withExit(exitUsage, err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), rollbackFlags.timeout)
+	defer cancel()
+	gen, err := cli.RollbackRun(ctx, to)
+	switch {
+	case errors.Is(err, coordinator.ErrUnavailable):
+		// The rollback may still have been applied after the last attempt: say how to tell.
+		return withExit(1, fmt.Errorf("%s: no coordinator answered at %s within %v; ddpm status shows whether it was applied (%v)",
+			name, strings.Join(addrs, ","), rollbackFlags.timeout, err))
+	case err != nil:
+		return withExit(1, fmt.Errorf("%s: %w", name, err))
+	}
+	fmt.Fprintf(out, "rolled back: generation %d restarts the run from step %d\n", gen, to)
+	return nil
+}
+
+// writeRollbackPlan prints what a rollback of st to step to does: where the run restarts, the
+// committed checkpoints it abandons (with their holders, members or not) and the steps computed
+// again.
+func writeRollbackPlan(out io.Writer, st *fsm.State, to int64, abandon []fsm.Checkpoint) {
+	holders := func(c fsm.Checkpoint) string {
+		var hs []string
+		for _, h := range c.Holders {
+			if _, ok := st.Members[h]; ok {
+				hs = append(hs, h)
+			} else {
+				hs = append(hs, h+" (gone)")
+			}
+		}
+		return monOrNone(strings.Join(hs, ", "))
+	}
+	if to == 0 {
+		fmt.Fprintln(out, "the run restarts from step 0 (the initial parameters)")
+	} else {
+		for _, c := range st.Checkpoints {
+			if c.Step == to {
+				fmt.Fprintf(out, "the run restarts from checkpoint %d (sha256 %.16s, held by %s)\n", c.Step, c.SHA256, holders(c))
+			}
+		}
+	}
+	for _, c := range abandon {
+		fmt.Fprintf(out, "abandons committed checkpoint %d (sha256 %.16s, held by %s)\n", c.Step, c.SHA256, holders(c))
+	}
+	last := max(st.Step, abandon[len(abandon)-1].Step)
+	if n := len(st.Loss.Points); n > 0 {
+		last = max(last, st.Loss.Points[n-1].Step)
+	}
+	fmt.Fprintf(out, "steps %d-%d are computed again (their loss history is dropped)\n", to+1, last)
+}
+
+// stepList names the steps of cs: "checkpoint 30" or "checkpoints 30, 40".
+func stepList(cs []fsm.Checkpoint) string {
+	steps := make([]string, len(cs))
+	for i, c := range cs {
+		steps[i] = fmt.Sprint(c.Step)
+	}
+	if len(cs) == 1 {
+		return "checkpoint " + steps[0]
+	}
+	return "checkpoints " + strings.Join(steps, ", ")
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"ddpm/config"
+	"ddpm/coordinator/fsm"
+	"ddpm/internal/testutil"
+	"ddpm/internal/tlsauth/tlsauthtest"
+	"ddpm/trainer"
+)
+
+// startTrainerOn is startTrainerProc with the volume given: vol may hold checkpoints already.
+func startTrainerOn(t *testing.T, bin, vol, id, coord, cfg, certs string) *trainerProc {
+	t.Helper()
+	p := &trainerProc{listen: freeAddr(t), exited: make(chan struct{}), log: vol + ".log"}
+	f, err := os.Create(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, "trainer", "--id", id, "--coordinator", coord, "--listen", p.listen,
+		"--data-dir", vol, "--config", cfg, "--certs", certs)
+	p.cmd.Stdout, p.cmd.Stderr = f, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.exited
+	})
+	return p
+}
+
+// ddpmRun runs the ddpm binary with args and returns its stdout, stderr and exit status.
+func ddpmRun(t *testing.T, bin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("ddpm %s: %v", strings.Join(args, " "), err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// TestRollbackAfterHolderLost: the only holder of the run's newest committed checkpoint (a) is
+// killed and its volume removed. b, whose volume holds an older committed checkpoint (copied
+// from a with ddpm checkpoint fetch), joins: the run waits for a holder of the newest, and ddpm
+// status says so, naming the rollback command. ddpm checkpoint rollback refuses a step nobody
+// holds and, without --yes, only prints what it would abandon; with --yes the run restarts
+// from b's checkpoint at once, b loads it from its own volume, recomputes the abandoned steps
+// and completes the run. Before the rollback existed, the run waited forever.
+func TestRollbackAfterHolderLost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts trainer processes")
+	}
+	bin := testutil.DDPMBinary(t)
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Steps, run.CheckpointEvery, run.KeepCheckpoints, run.GlobalBatch, run.T = 24, 4, 10, 8, 50
+	run.WarmupSteps, run.BetaStart, run.BetaEnd = 2, 0.002, 0.4
+	run.MinTrainers, run.MaxTrainers, run.HeartbeatTimeout = 1, 1, config.Duration(time.Second)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(cfg, run.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	certs := tlsauthtest.Dir(t)
+	coord, cli := startReplica(t, run, "dev", certs)
+
+	volA, volB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	a := startTrainerOn(t, bin, volA, "a", coord, cfg, certs)
+	first := waitFor(t, cli, "a's first committed checkpoint", 3*time.Minute, func(s *fsm.State) bool { return len(s.Checkpoints) > 0 })
+	keep := first.Checkpoints[0]
+	if err := os.MkdirAll(volB, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// a marks its copy committed a moment after the cluster commits it; until then it does not
+	// serve it.
+	for try := 0; ; try++ {
+		out, errOut, code := ddpmRun(t, bin, "checkpoint", "fetch", a.listen, "--step", fmt.Sprint(keep.Step),
+			"--out", filepath.Join(volB, trainer.CheckpointFile), "--certs", certs)
+		if code == 0 {
+			break
+		}
+		if try == 20 {
+			t.Fatalf("fetch of checkpoint %d from a: status %d\n%s%s", keep.Step, code, out, errOut)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// a goes on alone and commits newer checkpoints, which only it holds; then it is killed and
+	// its volume lost.
+	waitFor(t, cli, "a checkpoint newer than b's", time.Minute, func(s *fsm.State) bool {
+		return s.LatestCheckpoint().Step > keep.Step
+	})
+	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-a.exited
+	if err := os.RemoveAll(volA); err != nil {
+		t.Fatal(err)
+	}
+	b := startTrainerOn(t, bin, volB, "b", coord, cfg, certs)
+	waiting := waitFor(t, cli, "the wait for a holder", time.Minute, func(s *fsm.State) bool {
+		m := s.Members["b"]
+		return s.HolderWait() != nil && s.Members["a"] == nil && m != nil
+	})
+	lost := waiting.LatestCheckpoint()
+	if lost.Step == run.Steps || waiting.Status != fsm.StatusRunning {
+		t.Fatalf("a finished the run (%s at step %d) before it was killed; the test needs a longer run", waiting.Status, lost.Step)
+	}
+	// The wait stays: b holds an older checkpoint only.
+	time.Sleep(2 * run.HeartbeatTimeout.Std())
+	if st := waitFor(t, cli, "state", time.Minute, func(*fsm.State) bool { return true }); st.HolderWait() == nil || st.Generation.World != 0 {
+		t.Fatalf("the run did not keep waiting for a holder of %d: generation %+v", lost.Step, st.Generation)
+	}
+
+	hint := regexp.MustCompile(fmt.Sprintf(`(?m)^waiting +for a holder of checkpoint %d \(a\) to rejoin; if none can: ddpm checkpoint rollback --coordinator %s --to-step %d$`,
+		lost.Step, regexp.QuoteMeta(coord), keep.Step))
+	if out, errOut, code := ddpmRun(t, bin, "status", "--coordinator", coord, "--certs", certs); code != 0 || !hint.MatchString(out) {
+		t.Fatalf("ddpm status (%d) does not match %q:\n%s%s", code, hint, out, errOut)
+	}
+	rollback := func(args ...string) (string, string, int) {
+		return ddpmRun(t, bin, append([]string{"checkpoint", "rollback", "--coordinator", coord, "--certs", certs}, args...)...)
+	}
+	// A step nobody holds: one line, status 1, nothing changed.
+	if _, errOut, code := rollback("--to-step", fmt.Sprint(lost.Step), "--yes"); code != 1 ||
+		errOut != fmt.Sprintf("ddpm: checkpoint rollback: cannot roll back: checkpoint %d is the newest committed one, nothing is newer to abandon (committed checkpoints: %s)\n", lost.Step, committedList(waiting)) {
+		t.Fatalf("rollback to the lost step: status %d, stderr %q", code, errOut)
+	}
+	// Without --yes: the plan, status 2, nothing changed.
+	var abandoned []int64
+	for _, c := range waiting.Checkpoints {
+		if c.Step > keep.Step {
+			abandoned = append(abandoned, c.Step)
+		}
+	}
+	out, errOut, code := rollback("--to-step", fmt.Sprint(keep.Step))
+	if code != 2 || !strings.Contains(out, fmt.Sprintf("the run restarts from checkpoint %d (sha256 %.16s, held by a (gone), b)\n", keep.Step, keep.SHA256)) ||
+		!strings.Contains(out, fmt.Sprintf("abandons committed checkpoint %d (sha256 %.16s, held by a (gone))\n", lost.Step, lost.SHA256)) ||
+		!strings.Contains(errOut, "nothing done; run again with --yes to abandon checkpoint") {
+		t.Fatalf("rollback without --yes: status %d\n%s%s", code, out, errOut)
+	}
+	if st := waitFor(t, cli, "state", time.Minute, func(*fsm.State) bool { return true }); len(st.Abandoned) != 0 || st.Generation.World != 0 {
+		t.Fatalf("rollback without --yes changed the run: %+v", st.Generation)
+	}
+
+	out, errOut, code = rollback("--to-step", fmt.Sprint(keep.Step), "--yes")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("restarts the run from step %d\n", keep.Step)) {
+		t.Fatalf("rollback: status %d\n%s%s", code, out, errOut)
+	}
+	select {
+	case <-b.exited:
+		if b.err != nil {
+			t.Fatalf("b: %v; stderr:\n%s", b.err, b.stderr.String())
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("b did not finish the run within 3 minutes after the rollback (log %s)", b.log)
+	}
+	final := waitFor(t, cli, "run success", 10*time.Second, func(s *fsm.State) bool { return s.Status.Terminal() })
+	if final.Status != fsm.StatusSucceeded || final.LatestCheckpoint().Step != run.Steps {
+		t.Fatalf("run %s at step %d (%s), want succeeded at %d", final.Status, final.Step, final.Reason, run.Steps)
+	}
+	var got []int64
+	for _, c := range final.Abandoned {
+		got = append(got, c.Step)
+		if c.RolledBackTo != keep.Step {
+			t.Fatalf("abandoned %+v, want rolled back to %d", c, keep.Step)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(abandoned) {
+		t.Fatalf("abandoned steps %v, want %v", got, abandoned)
+	}
+	// The recomputed checkpoint of the lost step is committed (another generation, another hash).
+	for _, c := range final.Checkpoints {
+		if c.Step == lost.Step && (c.SHA256 == lost.SHA256 || len(c.Holders) != 1 || c.Holders[0] != "b") {
+			t.Fatalf("checkpoint %d at the end: %+v, lost one %.12s", c.Step, c, lost.SHA256)
+		}
+	}
+	// b loaded the checkpoint from its own volume (nobody else could serve it).
+	logText, err := os.ReadFile(b.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(logText, []byte("fetching checkpoint")) {
+		t.Fatalf("b fetched a checkpoint instead of loading its own:\n%s", logText)
+	}
+	listed := regexp.MustCompile(fmt.Sprintf(`(?m)^ABANDONED +SHA256 +GENERATION +HOLDERS +ROLLED BACK TO +AT\n%d +%.16s +1 +a +%d `, lost.Step, lost.SHA256, keep.Step))
+	if out, _, _ := ddpmRun(t, bin, "status", "--coordinator", coord, "--certs", certs); !listed.MatchString(out) {
+		t.Fatalf("ddpm status does not list the abandoned checkpoints (%q):\n%s", listed, out)
+	}
+}
+
+// committedList is the committed steps of s as the refusals name them ("4, 8, 12").
+func committedList(s *fsm.State) string {
+	steps := make([]string, len(s.Checkpoints))
+	for i, c := range s.Checkpoints {
+		steps[i] = fmt.Sprint(c.Step)
+	}
+	return strings.Join(steps, ", ")
+}
