@@ -402,8 +402,18 @@ func planRollback(s *State, to int64) ([]Checkpoint, *failure) {
 			return nil, fail("bad_rollback", "step %d is not a committed checkpoint (committed checkpoints: %s; or 0 for the start)", to, committed)
 		}
 		if !heldByMember(s, c) {
-			return nil, fail("bad_rollback", "no current member holds checkpoint %d (its holders %s are gone; members: %s); roll back to %d instead",
-				to, orDash(strings.Join(c.Holders, ", ")), orDash(strings.Join(memberIDs(s), ", ")), s.RollbackTarget())
+			var held []string
+			for i := range s.Checkpoints {
+				if heldByMember(s, &s.Checkpoints[i]) {
+					held = append(held, fmt.Sprint(s.Checkpoints[i].Step))
+				}
+			}
+			way := "no member holds any committed checkpoint: roll back to 0 (the start)"
+			if len(held) > 0 {
+				way = "checkpoints a member holds: " + strings.Join(held, ", ") + " (or 0 for the start)"
+			}
+			return nil, fail("bad_rollback", "no current member holds checkpoint %d (its holders %s are gone; members: %s); %s",
+				to, orDash(strings.Join(c.Holders, ", ")), orDash(strings.Join(memberIDs(s), ", ")), way)
 		}
 	}
 	var abandon []Checkpoint
