@@ -601,7 +601,27 @@ func (m *localMonitor) line(name string, line []byte) {
 	if m.quiet || (m.stopping.Load() && strings.HasPrefix(name, "coordinator")) || !worthShowing(name, line) {
 		return
 	}
+	if note := runCompleteNote(line); note != "" {
+		// A trainer the run finished without: its sentence says where the final checkpoint is.
+		m.println("[" + name + "] " + note)
+		return
+	}
 	m.println("[" + name + "] " + humanLine(line))
+}
+
+// runCompleteNote is the note of a trainer's "run complete" JSON line (one that came back after
+// its run finished without it says so there, see logFinishedWithout), "" for any other line.
+func runCompleteNote(line []byte) string {
+	if !logMsgIs(line, trainer.MsgRunComplete) {
+		return ""
+	}
+	var rec struct {
+		Note string `json:"note"`
+	}
+	if json.Unmarshal(line, &rec) != nil {
+		return ""
+	}
+	return rec.Note
 }
 
 // humanLine renders a child's JSON log line as "LEVEL msg key=value ..." for the terminal (the
