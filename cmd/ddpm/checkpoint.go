@@ -19,11 +19,12 @@ import (
 // status 1 for a damaged or unreadable checkpoint, 2 for a command line that cannot be run.
 var checkpointCmd = &cobra.Command{
 	Use:   "checkpoint",
-	Short: "Inspect, verify, export, compact and fetch checkpoint files",
+	Short: "Inspect, verify, export, compact and fetch checkpoint files; roll a run back to one",
 	Long: `A trainer keeps its checkpoints in one bbolt file (checkpoints.db in its --data-dir). These
 commands open it read-only, except compact. A file a running trainer holds cannot be opened
 (the commands say which process holds it after one second); copy a committed checkpoint out
-of the live trainer instead: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db.`,
+of the live trainer instead: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db.
+ddpm checkpoint rollback restarts a run that waits for a lost checkpoint from an older one.`,
 }
 
 // openCheckpoint opens file (or the checkpoint file of a folder, see trainer.CheckpointFileIn)
