@@ -306,7 +306,7 @@ func decodeErr(err error) error {
 		}
 		if info.Reason == "stale_incarnation" {
 			inc, _ := strconv.ParseUint(info.Metadata["incarnation"], 10, 64)
-			return &StaleIncarnationError{Current: inc, Address: info.Metadata["address"],
+			return &StaleIncarnationError{Current: inc, Address: info.Metadata["address"], Nonce: info.Metadata["process"],
 				err: fsm.Result{Code: info.Reason, Message: info.Metadata["message"]}.Err()}
 		}
 		return fsm.Result{Code: info.Reason, Message: info.Metadata["message"]}.Err()
@@ -316,13 +316,18 @@ func decodeErr(err error) error {
 
 // StaleIncarnationError is the refusal of a member call (HeartbeatAs, LeaveAs, WatchAssignmentAs,
 // ReportProgress, CheckpointReady) that named an incarnation of its trainer id other than the
-// id's current one: the id was admitted again since (Join), by another process unless Address is
-// the caller's own. errors.Is(err, fsm.ErrStaleIncarnation) holds for it; errors.As gives the
-// current incarnation and its trainer address.
+// id's current one: the id was admitted again since (Join), by another process unless Nonce is
+// the caller's own JoinRequest.Nonce (its own rejoin overtook the call). errors.Is(err,
+// fsm.ErrStaleIncarnation) holds for it; errors.As gives the current incarnation, its trainer
+// address and its process nonce.
 type StaleIncarnationError struct {
 	Current uint64 // the id's current incarnation
 	Address string // the address the current incarnation joined from
-	err     error
+	// Nonce is the process nonce the current incarnation joined with; empty when it joined
+	// without one or the coordinator is older than nonces (then only Address tells, and it
+	// cannot when a newer process reuses the address).
+	Nonce string
+	err   error
 }
 
 func (e *StaleIncarnationError) Error() string { return e.err.Error() }
@@ -350,25 +355,35 @@ func (c *Client) SubmitRun(ctx context.Context, run config.Run) (hash string, er
 }
 
 // JoinRequest describes a trainer joining. ConfigHash may be empty to accept the cluster's run.
+// Nonce is the process's random token (NewProcessNonce), the same for every Join of the
+// process: stale refusals name the current incarnation's (StaleIncarnationError.Nonce).
 type JoinRequest struct {
 	ID, Address, Version, ConfigHash string
 	Held                             []fsm.Held // committed checkpoints on this trainer's volume
+	Nonce                            string
 }
+
+// NewProcessNonce returns a random token naming one trainer process (32 hex digits), for
+// JoinRequest.Nonce.
+func NewProcessNonce() string { return NewRequestID() }
 
 // Joined is the answer to Join: the run config in force, the generation at join time, and the
 // incarnation this Join admitted the id as (never 0 from a current coordinator), which the
-// member calls carry (HeartbeatAs, ...).
+// member calls carry (HeartbeatAs, ...). Abandoned lists the checkpoints rollbacks abandoned
+// (fsm.State.StillAbandoned): the trainer uncommits those its volume holds as committed.
 type Joined struct {
 	Run         config.Run
 	ConfigHash  string
 	Generation  uint64
 	Incarnation uint64
+	Abandoned   []fsm.Held
 }
 
 // Join joins the trainer, waiting (retrying) while no run config is submitted yet. Refusals:
 // ErrVersionMismatch, fsm.ErrConfigMismatch, fsm.ErrRunFinished.
 func (c *Client) Join(ctx context.Context, j JoinRequest) (Joined, error) {
-	req := &api.JoinRequest{RequestId: NewRequestID(), Id: j.ID, Address: j.Address, Version: j.Version, ConfigHash: j.ConfigHash}
+	req := &api.JoinRequest{RequestId: NewRequestID(), Id: j.ID, Address: j.Address, Version: j.Version, ConfigHash: j.ConfigHash,
+		ProcessNonce: j.Nonce}
 	for _, h := range j.Held {
 		req.Held = append(req.Held, &api.CoordHeldCheckpoint{Step: h.Step, Sha256: h.SHA256})
 	}
@@ -407,8 +422,21 @@ func (c *Client) Join(ctx context.Context, j JoinRequest) (Joined, error) {
 		if err != nil {
 			return Joined{}, fmt.Errorf("coordinator: run config from the cluster: %w", err)
 		}
-		return Joined{Run: run, ConfigHash: resp.ConfigHash, Generation: resp.Generation, Incarnation: resp.Incarnation}, nil
+		return Joined{Run: run, ConfigHash: resp.ConfigHash, Generation: resp.Generation, Incarnation: resp.Incarnation,
+			Abandoned: HeldOf(resp.Abandoned)}, nil
 	}
+}
+
+// HeldOf converts a wire list of checkpoints (JoinResponse or Assignment "abandoned") to
+// fsm.Held values; nil entries are skipped.
+func HeldOf(l []*api.CoordHeldCheckpoint) []fsm.Held {
+	var out []fsm.Held
+	for _, h := range l {
+		if h != nil {
+			out = append(out, fsm.Held{Step: h.Step, SHA256: h.Sha256})
+		}
+	}
+	return out
 }
 
 // Heartbeat is HeartbeatAs with incarnation 0: the heartbeat counts for whichever process holds

@@ -161,7 +161,7 @@ func resultStatus(res fsm.Result) error {
 	st := status.New(code, res.Err().Error())
 	md := map[string]string{"message": res.Message}
 	if res.Code == "stale_incarnation" {
-		md["incarnation"], md["address"] = strconv.FormatUint(res.Incarnation, 10), res.Address
+		md["incarnation"], md["address"], md["process"] = strconv.FormatUint(res.Incarnation, 10), res.Address, res.Nonce
 	}
 	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: res.Code, Domain: errDomain, Metadata: md}); err == nil {
 		st = d
@@ -208,7 +208,7 @@ func (s *Server) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinRespo
 		}
 		return lc.Join(forwarded(ctx), req)
 	}
-	j := &fsm.Join{ID: req.Id, Address: req.Address, Version: req.Version, ConfigHash: req.ConfigHash}
+	j := &fsm.Join{ID: req.Id, Address: req.Address, Version: req.Version, ConfigHash: req.ConfigHash, Nonce: req.ProcessNonce}
 	for _, h := range req.Held {
 		j.Held = append(j.Held, fsm.Held{Step: h.Step, SHA256: h.Sha256})
 	}
@@ -222,6 +222,7 @@ func (s *Server) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinRespo
 		if st.Run != nil {
 			resp.RunYaml = st.Run.Marshal()
 		}
+		resp.Abandoned = abandonedList(st)
 	})
 	return resp, nil
 }
@@ -412,15 +413,26 @@ func (s *Server) WatchAssignment(req *api.WatchAssignmentRequest, stream grpc.Se
 	}
 }
 
+// abandonedList is s.StillAbandoned() on the wire (JoinResponse and Assignment "abandoned").
+func abandonedList(s *fsm.State) []*api.CoordHeldCheckpoint {
+	var out []*api.CoordHeldCheckpoint
+	for _, h := range s.StillAbandoned() {
+		out = append(out, &api.CoordHeldCheckpoint{Step: h.Step, Sha256: h.SHA256})
+	}
+	return out
+}
+
 // AssignmentFor computes member id's assignment from state s; known is false when id is not a
-// member. Ring peers and checkpoint holders carry the members' current addresses.
+// member. Ring peers and checkpoint holders carry the members' current addresses; Abandoned
+// lists the checkpoints rollbacks abandoned (fsm.State.StillAbandoned), for standbys too.
 func AssignmentFor(s *fsm.State, id string) (a *api.Assignment, known bool) {
 	if _, ok := s.Members[id]; !ok {
 		return nil, false
 	}
 	g := s.Generation
 	a = &api.Assignment{Generation: g.Number, Rank: int32(g.Rank(id)), World: int32(g.World), StartStep: g.StartStep,
-		RunStatus: string(s.Status), Reason: s.Reason, ConfigHash: s.ConfigHash, TotalSteps: s.TotalSteps}
+		RunStatus: string(s.Status), Reason: s.Reason, ConfigHash: s.ConfigHash, TotalSteps: s.TotalSteps,
+		Abandoned: abandonedList(s)}
 	for _, rid := range g.Ring {
 		a.Ring = append(a.Ring, &api.CoordPeer{Id: rid, Address: s.Members[rid].Address})
 	}

@@ -126,6 +126,7 @@ func validateJoin(r *api.JoinRequest) error {
 		checkToken("id", r.Id, MaxIDLen, false),
 		checkAddress("address", r.Address),
 		checkToken("version", r.Version, MaxVersionLen, false),
+		checkToken("process_nonce", r.ProcessNonce, MaxIDLen, true),
 	} {
 		if err != nil {
 			return err

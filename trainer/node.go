@@ -325,6 +325,48 @@ func (n *Node) uncommitAbandoned(a Assignment) error {
 	return nil
 }
 
+// AbandonedCheckpoint names a checkpoint the cluster committed and a rollback then abandoned
+// (ddpm checkpoint rollback): its step and sha256 (hex), as the coordinator lists them.
+type AbandonedCheckpoint struct {
+	Step   int64
+	SHA256 string
+}
+
+// MsgUncommittedAbandoned is the log message of UncommitAbandoned, one line per step.
+const MsgUncommittedAbandoned = "checkpoint abandoned by a rollback uncommitted on this volume"
+
+// UncommitAbandoned removes the commit mark of every checkpoint of store that abandoned names
+// with the same sha256 (the header's), logging one line per step it uncommits, and returns those
+// steps, ascending. A trainer calls it with the coordinator's list at every join and assignment,
+// a standby's too: a trainer that was away during the rollback, or is not put in a ring after
+// it, would otherwise keep the abandoned checkpoints marked committed, and sample, eval and
+// export of its volume (and run-folder resolution, which takes the trainer with the newest
+// committed checkpoint) would take an abandoned model for the run's. A checkpoint of the same
+// step with another sha256 (the recomputed one) is left alone. The data stays until a
+// recomputed checkpoint replaces it or Prune drops it. Errors: the store's, wrapped.
+func UncommitAbandoned(store *checkpoint.Store, abandoned []AbandonedCheckpoint, log *slog.Logger) ([]int64, error) {
+	if len(abandoned) == 0 {
+		return nil, nil
+	}
+	infos, err := store.List()
+	if err != nil {
+		return nil, fmt.Errorf("trainer: uncommit abandoned checkpoints: %w", err)
+	}
+	var done []int64
+	for _, in := range infos {
+		if !in.Committed || in.Err != nil || !slices.Contains(abandoned, AbandonedCheckpoint{Step: in.Step, SHA256: in.SHA256}) {
+			continue
+		}
+		if err := store.Uncommit(in.Step); err != nil {
+			return done, fmt.Errorf("trainer: uncommit abandoned checkpoint %d: %w", in.Step, err)
+		}
+		done = append(done, in.Step)
+		log.Warn(MsgUncommittedAbandoned, "step", in.Step, "sha256", in.SHA256,
+			"why", fmt.Sprintf("the run was rolled back past step %d; this volume's copy is no restart point and not the run's model", in.Step))
+	}
+	return done, nil
+}
+
 // load brings the replica to a's start step: the seed's initialization for step 0, else the
 // committed checkpoint from our own store or, if we lack it, from a peer that holds it.
 func (n *Node) load(ctx context.Context, a Assignment) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -27,10 +28,18 @@ import (
 
 // clusterCoord adapts the coordinator's gRPC client to trainer.Coordinator.
 type clusterCoord struct {
-	cli     *coordinator.Client
-	id      string
-	addr    string // --listen: the address this process joins from
+	cli  *coordinator.Client
+	id   string
+	addr string // --listen: the address this process joins from
+	// nonce is this process's random token (coordinator.NewProcessNonce), sent with every
+	// Join: a stale refusal naming another nonce means another process took the id.
+	nonce   string
+	store   *checkpoint.Store // the volume: abandoned checkpoints are uncommitted on it
+	log     *slog.Logger
 	reports chan trainer.Progress
+	// abandonedSeen is the last abandoned list (as text) uncommitted without error on store:
+	// an assignment re-sent with the same list is not checked again.
+	abandonedSeen atomic.Pointer[string]
 	// finished: the run succeeded while this trainer had no rank in it (it was stalled or cut
 	// off at the end, or a standby); it leaves with status 0.
 	finished atomic.Bool
@@ -47,22 +56,52 @@ type clusterCoord struct {
 // process (after this one was dropped: stopped, stalled or cut off past the heartbeat timeout).
 const exitReplaced = 3
 
-// join joins as req and records the incarnation it was admitted as.
+// join joins as req (with this process's nonce), records the incarnation it was admitted as,
+// and uncommits the checkpoints the cluster abandoned on this trainer's volume.
 func (c *clusterCoord) join(ctx context.Context, req coordinator.JoinRequest) error {
+	req.Nonce = c.nonce
 	j, err := c.cli.Join(ctx, req)
 	if err == nil {
 		c.inc.Store(j.Incarnation)
+		c.uncommitAbandoned(j.Abandoned)
 	}
 	return err
 }
 
+// uncommitAbandoned uncommits on the volume the checkpoints of list (the coordinators' list of
+// abandoned ones) that it holds as committed with the same sha256 (trainer.UncommitAbandoned,
+// one log line per step). A store failure is logged and tried again with the next list.
+func (c *clusterCoord) uncommitAbandoned(list []fsm.Held) {
+	if c.store == nil || len(list) == 0 {
+		return
+	}
+	key := fmt.Sprint(list)
+	if p := c.abandonedSeen.Load(); p != nil && *p == key {
+		return
+	}
+	ab := make([]trainer.AbandonedCheckpoint, len(list))
+	for i, h := range list {
+		ab[i] = trainer.AbandonedCheckpoint{Step: h.Step, SHA256: h.SHA256}
+	}
+	if _, err := trainer.UncommitAbandoned(c.store, ab, c.log); err != nil {
+		c.log.Error("could not uncommit the checkpoints the cluster abandoned; sample and export of this volume may take one", "err", err)
+		return
+	}
+	c.abandonedSeen.Store(&key)
+}
+
 // noteReplaced reports whether err is the cluster saying that this trainer's id now belongs to
-// another process (a stale incarnation whose current one joined from another address); the
-// first time, it records that and ends the run. A stale incarnation at this process's own
-// address is its own rejoin overtaking a call: not a replacement.
+// another process (a stale incarnation whose current one joined with another process nonce; from
+// a coordinator or a process older than nonces, from another address); the first time, it
+// records that and ends the run. A stale incarnation with this process's own nonce is its own
+// rejoin overtaking a call: not a replacement. The address alone cannot tell: a newer process
+// behind the same stable name (a StatefulSet pod) joins from the same address.
 func (c *clusterCoord) noteReplaced(err error) bool {
 	var se *coordinator.StaleIncarnationError
-	if !errors.As(err, &se) || se.Address == c.addr {
+	if !errors.As(err, &se) {
+		return false
+	}
+	if se.Nonce != "" && se.Nonce == c.nonce || se.Nonce == "" && se.Address == c.addr {
 		return false
 	}
 	if c.replaced.CompareAndSwap(nil, se) && c.stopReplaced != nil {
@@ -128,6 +167,9 @@ func (c *clusterCoord) Assignments(ctx context.Context) (<-chan trainer.Assignme
 // watch forwards assignments until the stream ends for good (WatchAssignment's error).
 func (c *clusterCoord) watch(ctx context.Context, out chan<- trainer.Assignment) error {
 	return c.cli.WatchAssignmentAs(ctx, c.id, c.inc.Load(), func(a *api.Assignment) error {
+		// Before the assignment is acted on, and for a standby too: nothing may take an
+		// abandoned checkpoint on this volume for a committed one.
+		c.uncommitAbandoned(coordinator.HeldOf(a.Abandoned))
 		switch a.RunStatus {
 		case "failed":
 			return fmt.Errorf("run failed: %s", a.Reason)
@@ -270,7 +312,8 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		}
 	}
 	join := coordinator.JoinRequest{ID: o.id, Address: o.listen, Version: version.Version, ConfigHash: run.Hash(), Held: held}
-	cc := &clusterCoord{cli: cli, id: o.id, addr: o.listen, reports: make(chan trainer.Progress, 1)}
+	cc := &clusterCoord{cli: cli, id: o.id, addr: o.listen, nonce: coordinator.NewProcessNonce(), store: node.Store, log: node.Log,
+		reports: make(chan trainer.Progress, 1)}
 	// Joining waits as long as the cluster does not answer (or refuses our certificate): the
 	// first SIGTERM ends that wait, as it ends a step, not only the second.
 	joinCtx, joinCancel := context.WithCancel(ctx)
@@ -422,11 +465,19 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 // exits with status 0 (the run succeeded: `ddpm local` neither restarts it nor fails the run)
 // after one "run complete" line whose note says where the final checkpoint is (finishedNote).
 //
-// First it marks committed every checkpoint on its volume that the coordinators committed with
+// First it uncommits the checkpoints on its volume that a rollback abandoned (it was away when
+// the run was rolled back), then marks committed every checkpoint on its volume that the coordinators committed with
 // the same sha256 and it had not marked yet (it was stopped between saving one and hearing of
 // its commit), so that the volume says what the cluster knows: sample, eval and export of the
 // volume, and its next join's held list, take it.
 func logFinishedWithout(node *trainer.Node, id string, st *fsm.State) {
+	var ab []trainer.AbandonedCheckpoint
+	for _, h := range st.StillAbandoned() {
+		ab = append(ab, trainer.AbandonedCheckpoint{Step: h.Step, SHA256: h.SHA256})
+	}
+	if _, err := trainer.UncommitAbandoned(node.Store, ab, node.Log); err != nil {
+		node.Log.Warn("could not uncommit the checkpoints the cluster abandoned", "err", err)
+	}
 	committed := map[int64]string{}
 	for _, ck := range st.Checkpoints {
 		committed[ck.Step] = ck.SHA256

@@ -54,13 +54,16 @@ type Held struct {
 	SHA256 string `json:"sha256"`
 }
 
-// Join adds or refreshes a member. ConfigHash, when not empty, must equal the run's.
+// Join adds or refreshes a member. ConfigHash, when not empty, must equal the run's. Nonce is
+// the joining process's random token (the same for every Join of one process), kept as
+// Member.Nonce and named by stale_incarnation refusals; empty from clients older than nonces.
 type Join struct {
 	ID         string `json:"id"`
 	Address    string `json:"address"`
 	Version    string `json:"version"`
 	ConfigHash string `json:"config_hash,omitempty"`
 	Held       []Held `json:"held,omitempty"`
+	Nonce      string `json:"nonce,omitempty"`
 }
 
 // Heartbeat refreshes a member's last heartbeat. Incarnation, when not 0, must be the member's
@@ -146,7 +149,7 @@ func Apply(s *State, c Command) Result {
 	err := apply(s, c)
 	r := Result{Generation: s.Generation.Number}
 	if err != nil {
-		r.Code, r.Message, r.Incarnation, r.Address = err.code, err.msg, err.incarnation, err.address
+		r.Code, r.Message, r.Incarnation, r.Address, r.Nonce = err.code, err.msg, err.incarnation, err.address, err.nonce
 	} else if c.Kind == KindJoin {
 		r.Incarnation = s.Members[c.Join.ID].Incarnation
 	}
@@ -162,11 +165,11 @@ func Apply(s *State, c Command) Result {
 }
 
 // failure is an Apply error: a code of the codes table and a message; a stale_incarnation
-// refusal also names the current incarnation and its address.
+// refusal also names the current incarnation, its address and its process nonce.
 type failure struct {
-	code, msg   string
-	incarnation uint64
-	address     string
+	code, msg      string
+	incarnation    uint64
+	address, nonce string
 }
 
 func fail(code, format string, args ...any) *failure {
@@ -179,7 +182,7 @@ func checkIncarnation(m *Member, inc uint64) *failure {
 	if r.Code == "" {
 		return nil
 	}
-	return &failure{code: r.Code, msg: r.Message, incarnation: r.Incarnation, address: r.Address}
+	return &failure{code: r.Code, msg: r.Message, incarnation: r.Incarnation, address: r.Address, nonce: r.Nonce}
 }
 
 func apply(s *State, c Command) *failure {
@@ -290,7 +293,7 @@ func join(s *State, now int64, j *Join) *failure {
 		// The same id joining again is a restarted process: whatever it held in memory is gone,
 		// so if it was a rank its ring is broken.
 		wasActive := old.State == MemberActive
-		old.Address, old.Version, old.LastHeartbeat, old.Step = j.Address, j.Version, now, 0
+		old.Address, old.Version, old.LastHeartbeat, old.Step, old.Nonce = j.Address, j.Version, now, 0, j.Nonce
 		old.JoinSeq, s.NextJoin = s.NextJoin, s.NextJoin+1
 		old.Incarnation = old.JoinSeq + 1
 		old.State = MemberWaiting
@@ -304,7 +307,7 @@ func join(s *State, now int64, j *Join) *failure {
 		return nil
 	}
 	s.Members[j.ID] = &Member{ID: j.ID, Address: j.Address, Version: j.Version, JoinSeq: s.NextJoin,
-		Incarnation: s.NextJoin + 1, JoinedAt: now, LastHeartbeat: now, State: MemberWaiting}
+		Incarnation: s.NextJoin + 1, Nonce: j.Nonce, JoinedAt: now, LastHeartbeat: now, State: MemberWaiting}
 	s.NextJoin++
 	adopt(s, now, j)
 	addHolder(s, j.ID, j.Held)

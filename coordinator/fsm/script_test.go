@@ -178,7 +178,7 @@ func execLine(t *testing.T, s *State, line string) string {
 		if hash == "run" {
 			hash = s.ConfigHash
 		}
-		j := &Join{ID: str("id"), Address: str("addr"), Version: "v1", ConfigHash: hash}
+		j := &Join{ID: str("id"), Address: str("addr"), Version: "v1", ConfigHash: hash, Nonce: str("nonce")}
 		if j.Address == "" {
 			j.Address = str("id") + ":7000"
 		}
@@ -229,7 +229,12 @@ func execLine(t *testing.T, s *State, line string) string {
 		}
 		slices.Sort(ids)
 		for _, id := range ids {
-			fmt.Fprintf(&b, "%s incarnation %d at %s\n", id, s.Members[id].Incarnation, s.Members[id].Address)
+			m := s.Members[id]
+			fmt.Fprintf(&b, "%s incarnation %d at %s", id, m.Incarnation, m.Address)
+			if m.Nonce != "" {
+				fmt.Fprintf(&b, " process %s", m.Nonce)
+			}
+			b.WriteString("\n")
 		}
 		return b.String()
 	case "loss":
@@ -255,6 +260,9 @@ func sha64(tag string) string {
 
 func renderResult(r Result) string {
 	if err := r.Err(); err != nil {
+		if r.Code == "stale_incarnation" && r.Nonce != "" {
+			return fmt.Sprintf("error: %v [current: incarnation %d at %s, process %s]\n", err, r.Incarnation, r.Address, r.Nonce)
+		}
 		if r.Code == "stale_incarnation" {
 			return fmt.Sprintf("error: %v [current: incarnation %d at %s]\n", err, r.Incarnation, r.Address)
 		}

@@ -117,7 +117,12 @@ type Member struct {
 	// Incarnation numbers this admission of the id: JoinSeq+1, given at every Join (a rejoin
 	// too), so it is unique in the cluster's history, never 0, and grows with each admission.
 	// Member commands that carry another non-zero incarnation are refused (ErrStaleIncarnation).
-	Incarnation   uint64      `json:"incarnation"`
+	Incarnation uint64 `json:"incarnation"`
+	// Nonce is the process nonce the current incarnation joined with (Join.Nonce): it tells the
+	// process a stale refusal reaches whether the id's current incarnation is its own rejoin or
+	// another process's, whatever their addresses. Empty for a client older than nonces, and in
+	// snapshots written before them.
+	Nonce         string      `json:"nonce,omitempty"`
 	JoinedAt      int64       `json:"joined_at"`
 	LastHeartbeat int64       `json:"last_heartbeat"`
 	State         MemberState `json:"state"`
@@ -125,14 +130,14 @@ type Member struct {
 }
 
 // CheckIncarnation returns the refusal of a command of m that names incarnation inc (Code
-// "stale_incarnation", Err() wrapping ErrStaleIncarnation, Incarnation and Address naming m's
-// current incarnation) when inc is neither 0 (a client older than incarnations: not checked)
+// "stale_incarnation", Err() wrapping ErrStaleIncarnation, Incarnation, Address and Nonce naming
+// m's current incarnation) when inc is neither 0 (a client older than incarnations: not checked)
 // nor m's current incarnation; else the zero Result. Apply refuses member commands with it.
 func (m *Member) CheckIncarnation(inc uint64) Result {
 	if inc == 0 || inc == m.Incarnation {
 		return Result{}
 	}
-	return Result{Code: "stale_incarnation", Incarnation: m.Incarnation, Address: m.Address,
+	return Result{Code: "stale_incarnation", Incarnation: m.Incarnation, Address: m.Address, Nonce: m.Nonce,
 		Message: fmt.Sprintf("trainer %q incarnation %d is not the current one: the id was admitted again as incarnation %d at %s",
 			m.ID, inc, m.Incarnation, m.Address)}
 }
@@ -190,14 +195,15 @@ type Event struct {
 // Result is Apply's outcome: Code is "" on success, else the code of one of the package errors,
 // with Message giving the details. Generation is the current generation number after the command.
 // Incarnation is, for a Join, the incarnation it admitted the member as, and for a
-// stale_incarnation refusal the member's current incarnation, with Address its current address;
-// both are empty otherwise.
+// stale_incarnation refusal the member's current incarnation, with Address its current address
+// and Nonce the process nonce it joined with; they are empty otherwise.
 type Result struct {
 	Code        string `json:"code,omitempty"`
 	Message     string `json:"message,omitempty"`
 	Generation  uint64 `json:"generation"`
 	Incarnation uint64 `json:"incarnation,omitempty"`
 	Address     string `json:"address,omitempty"`
+	Nonce       string `json:"nonce,omitempty"`
 }
 
 // Err rebuilds the error: nil on success, else the sentinel wrapped with the message.
@@ -308,6 +314,24 @@ func (s *State) LatestCheckpoint() *Checkpoint {
 	}
 	c := s.Checkpoints[len(s.Checkpoints)-1]
 	return &c
+}
+
+// StillAbandoned returns the checkpoints rollbacks abandoned (step and sha256, in the order
+// abandoned) except those committed again with the same sha256: a trainer whose volume holds one
+// of them as committed must uncommit it, or sample, eval and export of the volume would take it
+// for the run's model and its next join would offer it as a restart point. Nil when none.
+func (s *State) StillAbandoned() []Held {
+	var out []Held
+	for _, a := range s.Abandoned {
+		if c := findCheckpoint(s, a.Step); c != nil && c.SHA256 == a.SHA256 {
+			continue
+		}
+		h := Held{Step: a.Step, SHA256: a.SHA256}
+		if !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // HolderWait returns the newest committed checkpoint when the run waits for a holder of it: the
