@@ -94,7 +94,7 @@ the same number of threads (GOMAXPROCS=N; torch.set_num_threads(N)), and reads t
 The summary gives, for each side, the median wall time and the median CPU time (user + system
 of all threads) over all timed steps, the ratios ours/PyTorch and each side's peak RSS (the
 children's maxrss). The machine is shared: wall time depends on the load, CPU time much less,
-so the CPU ratio is the one to read on a busy machine (DECISIONS.md D3). The PyTorch twins:
+so the CPU ratio is the one to read on a busy machine. The PyTorch twins:
 small (SmallUNet), cifar10 (DDPMUNet) and tiny (SmallUNet's layout at the tiny size).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

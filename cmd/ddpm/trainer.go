@@ -40,9 +40,11 @@ func newTrainerCmd() *cobra.Command {
 		Short: "Run one trainer: join the cluster, train its share of every global batch",
 		Long: `trainer joins the coordinators, waits for an assignment (generation, rank, world, ring
 peers, start step), loads the assigned checkpoint from its own volume (--data-dir) or from a peer,
-builds the all-reduce ring and trains (DESIGN.md section 3). SIGTERM finishes the step in flight
-and leaves; nothing partial is written. --standalone trains a world of one with no coordinator,
-committing its own checkpoints; it resumes from the newest one when started again.
+builds the all-reduce ring and trains: every step it computes the gradient of its slice of the
+global batch, sums the gradients over the ring with the others, and takes the same clipped Adam
+and EMA step as every other trainer, so all hold identical weights. SIGTERM finishes the step
+in flight and leaves; nothing partial is written. --standalone trains a world of one with no
+coordinator, committing its own checkpoints; it resumes from the newest one when started again.
 
 A trainer dropped by the coordinators (stopped or cut off past heartbeat_timeout) whose --id a
 newer process has taken since exits with status 3 and one line, "trainer ID: replaced by a newer
