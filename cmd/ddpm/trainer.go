@@ -26,6 +26,7 @@ type trainerOpts struct {
 	id          string
 	coordinator string
 	listen      string
+	advertise   string // the address peers and coordinators reach this trainer at; "" : listen
 	httpAddr    string
 	dataDir     string
 	standalone  bool
@@ -54,6 +55,9 @@ complete" line, "trainer ID: the run finished at step N without this trainer; th
 step M; the final checkpoint is on IDS": its volume keeps the older committed checkpoint, and
 the run folder of ddpm local resolves to a trainer holding the final one. --coordinator
 may name one replica: the trainer learns the others' addresses from the replicas' answers.
+--advertise names the address peers reach this trainer at when it is not --listen (a stable DNS
+name such as a StatefulSet pod's); a newer process under the same name and --id is told apart
+from this one by a random token each process joins with, not by its address.
 
 --http-addr serves /healthz (liveness: 503 once work goes --stall-limit without completing a
 step or using the CPU; waiting on others is live for any time) and /readyz (a member now).
@@ -66,6 +70,7 @@ raise it for steps or checkpoint writes that block without computing for longer.
 	f.StringVar(&o.id, "id", "", "this trainer's member id (default: the hostname)")
 	f.StringVar(&o.coordinator, "coordinator", "", "coordinator gRPC addresses, comma-separated")
 	f.StringVar(&o.listen, "listen", "", "gRPC address for the all-reduce ring and checkpoint transfer (host:port)")
+	f.StringVar(&o.advertise, "advertise", "", "address the ring peers and the coordinators are told to reach this trainer at, when not --listen (host:port: a stable DNS name in front of it, a NAT)")
 	f.StringVar(&o.httpAddr, "http-addr", "", "HTTP address for /metrics, /healthz and /readyz (empty: none)")
 	f.StringVar(&o.dataDir, "data-dir", "", "this trainer's volume: checkpoints.db and run.yaml (required)")
 	f.BoolVar(&o.standalone, "standalone", false, "train a world of one without coordinators")
@@ -121,7 +126,15 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return withExit(2, errors.New("--coordinator and --listen are required (or --standalone)"))
 	}
 	if !o.standalone {
-		if err := checkListen(o.listen); err != nil {
+		if o.advertise != "" {
+			// Peers dial the advertised address; --listen may then be a wildcard.
+			if err := checkListen(o.advertise); err != nil {
+				return withExit(2, fmt.Errorf("--advertise %s: %w", o.advertise, err))
+			}
+			if err := checkHostPort(o.listen); err != nil {
+				return withExit(2, fmt.Errorf("--listen %s: %w", o.listen, err))
+			}
+		} else if err := checkListen(o.listen); err != nil {
 			return withExit(2, fmt.Errorf("--listen %s: %w", o.listen, err))
 		}
 		for _, a := range strings.Split(o.coordinator, ",") {
@@ -163,6 +176,11 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	}
 	defer store.Close()
 	log := newProcessLogger("trainer", o.id)
+	// Before the volume is offered to the cluster or resumed from: a damaged committed
+	// checkpoint is no restart point (one line each).
+	if _, err := trainer.UncommitDamaged(store, log); err != nil {
+		return withExit(1, err)
+	}
 
 	// The first SIGTERM/SIGINT lets the step in flight finish; a second one aborts at once.
 	ctx, cancel := context.WithCancel(cmd.Context())
@@ -183,10 +201,21 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if o.standalone {
 		node.Coord, node.Ring = trainer.SoloCoordinator{Store: store}, trainer.SoloRing
 		log.Info("standalone trainer", "config", run.Hash(), "model", run.Model, "steps", run.Steps, "global_batch", run.GlobalBatch, "data", ds.Name())
-		return node.Run(ctx, stop)
+		return dataExit(node.Run(ctx, stop))
 	}
 	addrs := strings.Split(o.coordinator, ",")
-	return runClusterTrainer(ctx, stop, node, run, o, addrs)
+	return dataExit(runClusterTrainer(ctx, stop, node, run, o, addrs))
+}
+
+// dataExit gives a dataset that cannot be read (trainer.ErrData: a corrupted prepared shard,
+// an undecodable image) the status of refused input, 2: no restart fixes it, and `ddpm local`
+// stops the run on it rather than restarting the trainer. Other errors pass unchanged.
+func dataExit(err error) error {
+	var ee *exitError
+	if errors.Is(err, trainer.ErrData) && !errors.As(err, &ee) {
+		return withExit(2, err)
+	}
+	return err
 }
 
 // checkListen checks a trainer's --listen address, which is also the address its ring peers

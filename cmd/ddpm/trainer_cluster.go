@@ -311,8 +311,12 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 			}
 		}
 	}
-	join := coordinator.JoinRequest{ID: o.id, Address: o.listen, Version: version.Version, ConfigHash: run.Hash(), Held: held}
-	cc := &clusterCoord{cli: cli, id: o.id, addr: o.listen, nonce: coordinator.NewProcessNonce(), store: node.Store, log: node.Log,
+	advertised := o.listen
+	if o.advertise != "" {
+		advertised = o.advertise
+	}
+	join := coordinator.JoinRequest{ID: o.id, Address: advertised, Version: version.Version, ConfigHash: run.Hash(), Held: held}
+	cc := &clusterCoord{cli: cli, id: o.id, addr: advertised, nonce: coordinator.NewProcessNonce(), store: node.Store, log: node.Log,
 		reports: make(chan trainer.Progress, 1)}
 	// Joining waits as long as the cluster does not answer (or refuses our certificate): the
 	// first SIGTERM ends that wait, as it ends a step, not only the second.
@@ -328,7 +332,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	// same --id (it gives up with the refusal), or this trainer restarted on another address
 	// (its old self stops heartbeating, so the refusal ends within the heartbeat timeout).
 	idWait := time.Now().Add(2 * run.HeartbeatTimeout.Std())
-	node.Log.Info("joining", "coordinators", addrs, "listen", o.listen, "config", run.Hash())
+	node.Log.Info("joining", "coordinators", addrs, "listen", o.listen, "advertise", advertised, "config", run.Hash())
 	for {
 		err = cc.join(joinCtx, join)
 		if !errors.Is(err, fsm.ErrIDInUse) || time.Now().After(idWait) {
