@@ -162,6 +162,9 @@ type Recovery struct {
 	ResumedFrom int64
 	// Redone is StepAtFault - ResumedFrom when a new generation followed, else 0.
 	Redone int64
+	// Corrupted is the step of the checkpoint Fault.Corrupt damaged on the target's volume, -1
+	// when none. The target must uncommit it when it starts again (Run checks its log line).
+	Corrupted int64
 }
 
 // Digest identifies a final state: sha256 of each arena's little-endian float32 bytes, of the
@@ -284,6 +287,14 @@ func Run(ctx context.Context, cfg Config, schedule []Fault) (*Report, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	c.mu.Lock()
+	for _, r := range rep.Recoveries {
+		if r.Corrupted >= 0 && !slices.Contains(c.damaged[r.Target], r.Corrupted) {
+			errs = append(errs, fmt.Errorf("%w: %s: %s did not uncommit the damaged checkpoint %d when it started again (it said %v)",
+				ErrBadCheckpoint, r.Fault, r.Target, r.Corrupted, c.damaged[r.Target]))
+		}
+	}
+	c.mu.Unlock()
 	for _, r := range rep.Recoveries {
 		if r.Redone > cfg.Run.CheckpointEvery {
 			errs = append(errs, fmt.Errorf("%w: %s redid %d steps (every %d)", ErrTooManyRedone, r.Fault, r.Redone, cfg.Run.CheckpointEvery))
@@ -489,8 +500,10 @@ type cluster struct {
 	obs   []stepObs
 	saved map[string][]int64 // trainer -> steps of "checkpoint saved" lines, in order
 	ends  map[string]End     // trainer -> its last "run complete" line
-	arm   *armed             // KillInCheckpoint waiting for its moment
-	wake  chan struct{}
+	// damaged: trainer -> steps of its "damaged checkpoint uncommitted" lines
+	damaged map[string][]int64
+	arm     *armed // KillInCheckpoint waiting for its moment
+	wake    chan struct{}
 }
 
 type stepObs struct {
@@ -548,7 +561,7 @@ func start(cfg Config) (*cluster, error) {
 			return nil, err
 		}
 	}
-	c := &cluster{cfg: cfg, csup: csup, tsup: tsup, specs: map[string]localrun.Spec{}, saved: map[string][]int64{}, ends: map[string]End{},
+	c := &cluster{cfg: cfg, csup: csup, tsup: tsup, specs: map[string]localrun.Spec{}, saved: map[string][]int64{}, ends: map[string]End{}, damaged: map[string][]int64{},
 		wake: make(chan struct{}, 1), t0: time.Now(), logf: cfg.Logf}
 	if c.logf == nil {
 		c.logf = func(string, ...any) {}
@@ -626,8 +639,8 @@ func (c *cluster) logPath(name string) string {
 	return filepath.Join(c.cfg.Dir, localrun.LogsDir, name+".log")
 }
 
-// line reads every child's output: trainers' step lines, "checkpoint saved" and "run complete"
-// lines.
+// line reads every child's output: trainers' step lines, "checkpoint saved", "run complete" and
+// "damaged checkpoint uncommitted" lines.
 func (c *cluster) line(name string, line []byte) {
 	if p, ok := trainer.ParseProgress(line); ok {
 		c.mu.Lock()
@@ -653,7 +666,8 @@ func (c *cluster) line(name string, line []byte) {
 		}
 		return
 	}
-	if !strings.Contains(string(line), `"msg":"checkpoint saved"`) {
+	saved := strings.Contains(string(line), `"msg":"checkpoint saved"`)
+	if !saved && !strings.Contains(string(line), `"msg":"`+trainer.MsgUncommittedDamaged+`"`) {
 		return
 	}
 	var m struct {
@@ -661,7 +675,11 @@ func (c *cluster) line(name string, line []byte) {
 	}
 	if json.Unmarshal(line, &m) == nil {
 		c.mu.Lock()
-		c.saved[name] = append(c.saved[name], m.Step)
+		if saved {
+			c.saved[name] = append(c.saved[name], m.Step)
+		} else {
+			c.damaged[name] = append(c.damaged[name], m.Step)
+		}
 		c.mu.Unlock()
 	}
 }
@@ -722,7 +740,7 @@ func (c *cluster) waitFor(ctx context.Context, cond func(obs []stepObs) bool) er
 // inject fires f, restores its target after f.Down, and waits until training has moved past the
 // step at which f fired.
 func (c *cluster) inject(ctx context.Context, f Fault) (Recovery, error) {
-	r := Recovery{Fault: f, Detected: -1, Resumed: -1, NewLeader: -1}
+	r := Recovery{Fault: f, Detected: -1, Resumed: -1, NewLeader: -1, Corrupted: -1}
 	steps := c.cfg.Run.Steps
 	if err := c.waitFor(ctx, func(obs []stepObs) bool {
 		for _, o := range obs {
@@ -818,6 +836,7 @@ func (c *cluster) inject(ctx context.Context, f Fault) (Recovery, error) {
 				return r, fmt.Errorf("%w: %s: corrupting: %v", ErrNotInjected, f, err)
 			default:
 				r.Note = strings.TrimPrefix(r.Note+fmt.Sprintf("; corrupted checkpoint %d (bit flipped at byte %d)", step, off), "; ")
+				r.Corrupted = step
 				c.logf("%7.2fs  corrupted %s's checkpoint %d at byte %d", time.Since(c.t0).Seconds(), r.Target, step, off)
 			}
 		}
