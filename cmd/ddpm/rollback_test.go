@@ -66,7 +66,10 @@ func ddpmRun(t *testing.T, bin string, args ...string) (stdout, stderr string, c
 // status says so, naming the rollback command. ddpm checkpoint rollback refuses a step nobody
 // holds and, without --yes, only prints what it would abandon; with --yes the run restarts
 // from b's checkpoint at once, b loads it from its own volume, recomputes the abandoned steps
-// and completes the run. Before the rollback existed, the run waited forever.
+// and completes the run. Before the rollback existed, the run waited forever. a, restarted
+// after the rollback with a saved copy of its volume, is put in no ring but uncommits the
+// abandoned checkpoints on it (ddpm checkpoint list shows them not committed); it used to keep
+// them committed, for sample, eval and export of the volume to take.
 func TestRollbackAfterHolderLost(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts trainer processes")
@@ -112,11 +115,14 @@ func TestRollbackAfterHolderLost(t *testing.T) {
 	waitFor(t, cli, "a checkpoint newer than b's", time.Minute, func(s *fsm.State) bool {
 		return s.LatestCheckpoint().Step > keep.Step
 	})
+	time.Sleep(300 * time.Millisecond) // a marks the commit on its volume
 	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-a.exited
-	if err := os.RemoveAll(volA); err != nil {
+	// a's volume is lost to the run; a copy of it (saved) comes back after the rollback.
+	saved := filepath.Join(dir, "a-saved")
+	if err := os.Rename(volA, saved); err != nil {
 		t.Fatal(err)
 	}
 	b := startTrainerOn(t, bin, volB, "b", coord, cfg, certs)
@@ -164,10 +170,31 @@ func TestRollbackAfterHolderLost(t *testing.T) {
 		t.Fatalf("rollback without --yes changed the run: %+v", st.Generation)
 	}
 
+	listRow := func(step int64, committed bool) *regexp.Regexp {
+		return regexp.MustCompile(fmt.Sprintf(`(?m)^%d +\d+ +%v +`, step, committed))
+	}
+	// The abandoned checkpoints a's volume holds as committed (a may have been killed between
+	// the cluster's commit of the newest one and its own mark).
+	savedDB := filepath.Join(saved, trainer.CheckpointFile)
+	var onSaved []int64
+	out, errOut, code = ddpmRun(t, bin, "checkpoint", "list", savedDB)
+	for _, step := range abandoned {
+		if listRow(step, true).MatchString(out) {
+			onSaved = append(onSaved, step)
+		}
+	}
+	if code != 0 || len(onSaved) == 0 {
+		t.Fatalf("a's saved volume holds none of the abandoned checkpoints %v committed (status %d):\n%s%s", abandoned, code, out, errOut)
+	}
+
 	out, errOut, code = rollback("--to-step", fmt.Sprint(keep.Step), "--yes")
 	if code != 0 || !strings.Contains(out, fmt.Sprintf("restarts the run from step %d\n", keep.Step)) {
 		t.Fatalf("rollback: status %d\n%s%s", code, out, errOut)
 	}
+	// a comes back with its saved volume after the rollback: standing by (max_trainers 1) or
+	// finding the run finished, it is put in no ring, yet it uncommits the abandoned
+	// checkpoints on its volume and ends with status 0 when the run does.
+	a = startTrainerOn(t, bin, saved, "a", coord, cfg, certs)
 	select {
 	case <-b.exited:
 		if b.err != nil {
@@ -203,6 +230,29 @@ func TestRollbackAfterHolderLost(t *testing.T) {
 	}
 	if bytes.Contains(logText, []byte("fetching checkpoint")) {
 		t.Fatalf("b fetched a checkpoint instead of loading its own:\n%s", logText)
+	}
+	select {
+	case <-a.exited:
+		if a.err != nil {
+			t.Fatalf("the restarted a: %v; stderr:\n%s", a.err, a.stderr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("the restarted a did not end within a minute of the run (log %s)", a.log)
+	}
+	aLog, err := os.ReadFile(a.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range onSaved {
+		if !regexp.MustCompile(fmt.Sprintf(`"msg":"%s",("trainer":"a",)?"step":%d,`, regexp.QuoteMeta(trainer.MsgUncommittedAbandoned), step)).Match(aLog) {
+			t.Fatalf("the restarted a's log does not say it uncommitted step %d:\n%s", step, aLog)
+		}
+	}
+	out, errOut, code = ddpmRun(t, bin, "checkpoint", "list", savedDB)
+	for _, step := range onSaved {
+		if code != 0 || !listRow(step, false).MatchString(out) || !listRow(keep.Step, true).MatchString(out) {
+			t.Fatalf("ddpm checkpoint list of a's volume (status %d) does not show %d uncommitted and %d committed:\n%s%s", code, step, keep.Step, out, errOut)
+		}
 	}
 	listed := regexp.MustCompile(fmt.Sprintf(`(?m)^ABANDONED +SHA256 +GENERATION +HOLDERS +ROLLED BACK TO +AT\n%d +%.16s +1 +a +%d `, lost.Step, lost.SHA256, keep.Step))
 	if out, _, _ := ddpmRun(t, bin, "status", "--coordinator", coord, "--certs", certs); !listed.MatchString(out) {
