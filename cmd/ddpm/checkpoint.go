@@ -21,9 +21,10 @@ var checkpointCmd = &cobra.Command{
 	Use:   "checkpoint",
 	Short: "Inspect, verify, export, compact and fetch checkpoint files; roll a run back to one",
 	Long: `A trainer keeps its checkpoints in one bbolt file (checkpoints.db in its --data-dir). These
-commands open it read-only, except compact. A file a running trainer holds cannot be opened
-(the commands say which process holds it after one second); copy a committed checkpoint out
-of the live trainer instead: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db.
+commands open it read-only, except compact. A file a running trainer holds cannot be opened:
+the commands wait one second for its lock, then name the process that holds it (on a machine
+busy training, starting the command and that answer take a few seconds in all); copy a
+committed checkpoint out of the live trainer instead: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db.
 ddpm checkpoint rollback restarts a run that waits for a lost checkpoint from an older one.`,
 }
 
@@ -68,7 +69,9 @@ func shortSum(s string) string {
 var checkpointListCmd = &cobra.Command{
 	Use:   "list FILE",
 	Short: "List the checkpoints in FILE (step, generation, committed, preset, size, sha256)",
-	Args:  cobra.ExactArgs(1),
+	Long: `list prints one row per checkpoint in FILE. A checkpoint whose record cannot be read shows
+as a DAMAGED row; then list also says how many are damaged and exits with status 1.`,
+	Args: cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
 		st, err := openCheckpoint(args[0])
 		if err != nil {
@@ -81,8 +84,10 @@ var checkpointListCmd = &cobra.Command{
 		}
 		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "STEP\tGENERATION\tCOMMITTED\tPRESET\tSIZE\tSHA256")
+		damaged := 0
 		for _, in := range list {
 			if in.Err != nil {
+				damaged++
 				fmt.Fprintf(w, "%d\t-\t%v\t-\t-\tDAMAGED: %v\n", in.Step, in.Committed, in.Err)
 				continue
 			}
@@ -93,6 +98,9 @@ var checkpointListCmd = &cobra.Command{
 		}
 		if len(list) == 0 {
 			fmt.Fprintf(cmd.OutOrStdout(), "%s holds no checkpoints\n", args[0])
+		}
+		if damaged > 0 {
+			return withExit(exitBadData, fmt.Errorf("%s: %d of %d checkpoints are damaged (the DAMAGED rows)", args[0], damaged, len(list)))
 		}
 		return nil
 	},
@@ -140,7 +148,7 @@ func newCheckpointVerifyCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().Int64Var(&step, "step", -1, "verify only this step (default: all)")
+	addStepFlag(cmd.Flags(), &step, "verify only this step (default: all)")
 	return cmd
 }
 
@@ -181,6 +189,9 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 			if err := checkOutPath("--out", out, force, cfgs...); err != nil {
 				return withExit(exitUsage, fmt.Errorf("checkpoint export: %w", err))
 			}
+			if err := checkOutNames(".safetensors", "the weights are written as safetensors", outFile{"--out", out}); err != nil {
+				return withExit(exitUsage, fmt.Errorf("checkpoint export: %w", err))
+			}
 			var c *checkpoint.Checkpoint
 			if step >= 0 {
 				c, err = st.Get(step)
@@ -204,7 +215,7 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 			return nil
 		},
 	}
-	cmd.Flags().Int64Var(&step, "step", -1, "checkpoint step (default: the newest that verifies)")
+	addStepFlag(cmd.Flags(), &step, "checkpoint step (default: the newest that verifies)")
 	cmd.Flags().BoolVar(&ema, "ema", false, "export the EMA weights instead of the parameters")
 	cmd.Flags().StringVar(&out, "out", "", "output safetensors file (required)")
 	cmd.Flags().BoolVar(&force, "force", false, "replace --out if it already exists")
@@ -274,7 +285,7 @@ func newCheckpointFetchCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().Int64Var(&step, "step", -1, "committed step to copy (required)")
+	addStepFlag(cmd.Flags(), &step, "committed step to copy (required)")
 	cmd.Flags().StringVar(&out, "out", "", "checkpoint file to write (created if missing; required)")
 	sec = tlsauth.AddFlags(cmd.Flags())
 	return cmd

@@ -35,7 +35,7 @@ func newEvalCmd() *cobra.Command {
 	eval := &cobra.Command{Use: "eval", Short: "Evaluate a checkpoint"}
 	var o evalOpts
 	bpd := &cobra.Command{
-		Use:   "bpd --checkpoint PATH --data PATH [--n 1000]",
+		Use:   "bpd --checkpoint PATH [--data PATH] [--n 1000]",
 		Short: "Test-set variational bound in bits/dim and its terms (paper Table 2)",
 		Long: `bpd evaluates the full variational bound (eq. 5) of the EMA weights on the first --n images
 of the test split, as the original's calc_bpd_loop: T model evaluations per batch. It prints
@@ -51,7 +51,7 @@ the sum of the KL terms L_1..L_{T-1}.`,
 	}
 	f := bpd.Flags()
 	f.StringVar(&o.checkpoint, "checkpoint", "", "checkpoint file, trainer folder or run folder (required)")
-	f.Int64Var(&o.step, "step", -1, "checkpoint step (default: the latest verified)")
+	addStepFlag(f, &o.step, "checkpoint step (default: the newest that verifies)")
 	f.StringVar(&o.data, "data", "", "dataset spec (default: the run's dataset)")
 	f.StringVar(&o.split, "split", "test", "split to evaluate (train or test; a --data spec's :train or :test suffix sets it)")
 	f.IntVar(&o.n, "n", 1000, "images to evaluate (the first n of the split)")

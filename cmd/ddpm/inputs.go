@@ -1,15 +1,20 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
+	"ddpm/config"
 	"ddpm/internal/viz"
 )
 
@@ -26,13 +31,18 @@ type inputFile struct{ what, path string }
 // outFile is an output file a command writes: its flag and path ("" for none).
 type outFile struct{ flag, path string }
 
-// checkOutPath: an output file (empty: none) must not be a directory, must not be (or lie in a
-// folder that is) one of the command's inputs, must not exist unless force (nothing is
-// overwritten by accident), and its folder must exist. The error is one line naming the flag
+// checkOutPath: an output file (empty: none) must not be "-" (no command writes its files to
+// stdout), a directory, one of the command's inputs (or lie in a folder that is one), or a
+// file a run reads (a run config, a checkpoint file, a run manifest, a dataset file: see
+// sniffFile) even with force; it must not exist unless force (nothing is overwritten by
+// accident), and its folder must exist. The error is one line naming the flag
 // and the path (and the input it would overwrite); callers exit with status 2.
 func checkOutPath(flag, path string, force bool, inputs ...inputFile) error {
 	if path == "" {
 		return nil
+	}
+	if path == "-" {
+		return fmt.Errorf("%s -: the output is written to a file, not to stdout; give a file name", flag)
 	}
 	st, err := os.Stat(path)
 	if err == nil && st.IsDir() {
@@ -55,6 +65,10 @@ func checkOutPath(flag, path string, force bool, inputs ...inputFile) error {
 			if ist.IsDir() && insideDir(path, ist) {
 				return fmt.Errorf("%s %s is inside %s %s, an input; nothing was written", flag, path, in.what, in.path)
 			}
+		}
+		// A run's own input (its run.yaml, checkpoints.db, dataset) is no output, --force or not.
+		if kind := sniffFile(path); runInputKinds[kind] {
+			return fmt.Errorf("%s %s is %s, the input of a run; an output never replaces one (nothing was written)", flag, path, kind)
 		}
 		if !force {
 			return fmt.Errorf("%s %s already exists (give --force to replace it)", flag, path)
@@ -209,3 +223,111 @@ func (p *progressLine) End() {
 // interruption is what a progress callback panics with to leave the reverse process when the
 // command's context is done (SIGINT, SIGTERM); the command recovers it into an error.
 type interruption struct{ t int }
+
+// stepFlag is the value of a --step flag whose default, -1, means "none given" (all steps, the
+// newest verified one, or required): its help shows no "(default -1)" beside the usage text that
+// says what no --step means, since pflag omits a default whose text is empty.
+type stepFlag struct{ p *int64 }
+
+// addStepFlag registers --step on fs, bound to p (set to -1 when the flag is not given).
+func addStepFlag(fs *pflag.FlagSet, p *int64, usage string) {
+	*p = -1
+	fs.Var(stepFlag{p}, "step", usage)
+}
+
+func (s stepFlag) String() string {
+	if s.p == nil || *s.p < 0 {
+		return ""
+	}
+	return strconv.FormatInt(*s.p, 10)
+}
+
+func (s stepFlag) Set(v string) error {
+	if v == "" { // the default (pflag resets a flag to its default text)
+		*s.p = -1
+		return nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return errors.New("want a whole number of steps")
+	}
+	if n < 0 {
+		return errors.New("want a step of 0 or more")
+	}
+	*s.p = n
+	return nil
+}
+
+func (s stepFlag) Type() string { return "int" }
+
+// File kinds sniffFile tells apart, in the words of the messages that name them.
+const (
+	kindEmpty       = "an empty file"
+	kindCheckpoint  = "a bbolt checkpoint file"
+	kindSafetensors = "a safetensors weights file"
+	kindRunConfig   = "a YAML run config"
+	kindManifest    = "a ddpm local run manifest"
+	kindDataset     = "a dataset file"
+)
+
+// sniffFile says what the regular file at path holds, from its first bytes (and for a run
+// config, its YAML): one of the kind* constants, or "" for anything else (also for a file that
+// cannot be read). It reads at most 1 MiB.
+func sniffFile(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return ""
+	}
+	if st.Size() == 0 {
+		return kindEmpty
+	}
+	head := make([]byte, min(st.Size(), 1<<20))
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	le32 := func(b []byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
+	switch {
+	case len(head) >= 20 && le32(head[16:20]) == 0xED0CDAED: // bbolt's meta page magic
+		return kindCheckpoint
+	case len(head) >= 9 && head[8] == '{' && le32(head[4:8]) == 0 && le32(head[:4]) > 1: // u64 header length, then JSON
+		return kindSafetensors
+	case len(head) >= 8 && string(head[:8]) == "DDPMSHD1": // a prepared dataset's shard
+		return kindDataset
+	case len(head) >= 4 && head[0] == 0 && head[1] == 0 && head[2] == 8 && (head[3] == 1 || head[3] == 3): // idx
+		return kindDataset
+	}
+	base := filepath.Base(path)
+	if base == "local.json" {
+		return kindManifest
+	}
+	if base == "index.json" && strings.Contains(string(head), `"ddpm-prepared"`) {
+		return kindDataset
+	}
+	if int64(n) == st.Size() && utf8.Valid(head) {
+		if r, err := config.Parse(head); err == nil && (r.Model != "" || r.Preset != "") {
+			return kindRunConfig
+		}
+	}
+	return ""
+}
+
+// runInputKinds are the kinds of file a run reads (its config, checkpoints, manifest, data):
+// checkOutPath never replaces one, --force or not.
+var runInputKinds = map[string]bool{kindCheckpoint: true, kindRunConfig: true, kindManifest: true, kindDataset: true}
+
+// checkOutNames refuses an output whose name does not end in ext (".csv", ".safetensors"; any
+// case): what the file holds, desc ("CSV"), is fixed whatever its name. Exit status 2:
+//
+//	--csv runs/a/run.yaml: the loss history is written as CSV; give it a .csv name
+func checkOutNames(ext, what string, outs ...outFile) error {
+	for _, o := range outs {
+		if o.path != "" && !strings.EqualFold(filepath.Ext(o.path), ext) {
+			return withExit(exitUsage, fmt.Errorf("%s %s: %s; give it a %s name", o.flag, o.path, what, ext))
+		}
+	}
+	return nil
+}

@@ -24,7 +24,12 @@ var lossCmd = &cobra.Command{
 points hold means over the steps they cover, with the extremes in min/max) and print it as a
 table, or write it with --csv (step,loss,lr,grad_norm, as ddpm local's loss.csv) and --png (the
 same plot as ddpm local's loss.png). --follow keeps polling: new points are printed as they
-arrive and the files are rewritten, until the run ends or the command is interrupted.`,
+arrive and the files are rewritten, until the run ends or the command is interrupted.
+
+The table's Q0..Q3 columns are the loss by timestep quartile: the mean L_simple of the samples
+whose t lies in [0,T/4), [T/4,T/2), [T/2,3T/4) or [3T/4,T) ("-": no sample there). REPORTS is
+how many reported steps a merged point covers. Before the first report the table says "no loss
+reported yet".`,
 	Args: cobra.NoArgs,
 	RunE: runLoss,
 }
@@ -61,6 +66,9 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 	if err := checkPNGNames(outFile{"--png", lossFlags.png}); err != nil {
 		return withExit(2, fmt.Errorf("loss: %w", err))
 	}
+	if err := checkOutNames(".csv", "the loss history is written as CSV", outFile{"--csv", lossFlags.csv}); err != nil {
+		return withExit(2, fmt.Errorf("loss: %w", err))
+	}
 	if lossFlags.timeout <= 0 {
 		return withExit(2, fmt.Errorf("loss: --timeout must be positive, got %v", lossFlags.timeout))
 	}
@@ -81,6 +89,7 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 	}
 	var last int64 = -1
 	var lastN int
+	announced := false
 	for {
 		_, st, err := fetchState(ctx, addrs, sec, lossFlags.timeout)
 		if err != nil {
@@ -90,6 +99,14 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 			return err
 		}
 		pts := st.Loss.Points
+		if table && len(pts) == 0 && last < 0 && !announced {
+			// Only the header so far: say why, once (with --follow the rows follow).
+			announced = true
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintln(out, "no loss reported yet")
+		}
 		if table {
 			for _, p := range pts {
 				if p.Step > last {

@@ -64,7 +64,7 @@ fixed-large variance, predicted x0 clipped) on the EMA weights and writes an ima
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.checkpoint, "checkpoint", "", "checkpoint file, trainer folder or run folder (required)")
-	f.Int64Var(&o.step, "step", -1, "checkpoint step (default: the latest verified)")
+	addStepFlag(f, &o.step, "checkpoint step (default: the newest that verifies)")
 	f.IntVar(&o.n, "n", 64, "number of samples")
 	f.Uint64Var(&o.seed, "seed", 0, "seed of the sampling noise")
 	f.StringVar(&o.out, "out", "", "output PNG grid (required)")
