@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -346,5 +347,48 @@ func TestSnapshotWithoutIncarnations(t *testing.T) {
 	hb := Command{Kind: KindHeartbeat, Time: 5, Heartbeat: &Heartbeat{ID: "a", Incarnation: rejoin.Incarnation}}
 	if r := Apply(restored, hb); r.Err() != nil {
 		t.Fatalf("heartbeat as incarnation %d on the restored replica: %v", rejoin.Incarnation, r.Err())
+	}
+}
+
+// TestStillAbandoned: after a rollback from 100 to 50, StillAbandoned lists 100 with its sha256;
+// once the recomputed 100 commits with another sha256 it is still listed (a volume holding the
+// abandoned one must uncommit it), but a 100 committed again with the same sha256 is not (it is
+// the committed checkpoint). A state without rollbacks lists none.
+func TestStillAbandoned(t *testing.T) {
+	s := New()
+	run := mnistRun(t)
+	run.MaxTrainers = 1
+	Apply(s, Command{Kind: KindSubmit, Time: 1, Submit: &Submit{Run: run}})
+	Apply(s, Command{Kind: KindJoin, Time: 2, Join: &Join{ID: "a", Address: "h1:1", Nonce: "p1"}})
+	report := func(gen uint64, step int64, tag string) {
+		t.Helper()
+		ck := &CheckpointReport{ID: "a", Generation: gen, Step: step, SHA256: sha64(tag), Size: 10}
+		if r := Apply(s, Command{Kind: KindCheckpoint, Time: 3, Checkpoint: ck}); r.Err() != nil {
+			t.Fatal(r.Err())
+		}
+	}
+	report(1, 50, "01")
+	report(1, 100, "02")
+	if got := s.StillAbandoned(); got != nil {
+		t.Fatalf("before a rollback: %v", got)
+	}
+	if r := Apply(s, Command{Kind: KindRollback, Time: 4, Rollback: &Rollback{ToStep: 50}}); r.Err() != nil {
+		t.Fatal(r.Err())
+	}
+	want := []Held{{Step: 100, SHA256: sha64("02")}}
+	if got := s.StillAbandoned(); !slices.Equal(got, want) {
+		t.Fatalf("after the rollback: %v, want %v", got, want)
+	}
+	report(2, 100, "03")
+	if got := s.StillAbandoned(); !slices.Equal(got, want) {
+		t.Fatalf("after the recomputed 100 (another sha256) committed: %v, want %v", got, want)
+	}
+	c, err := Decode(s.Encode())
+	if err != nil || c.Members["a"].Nonce != "p1" || !slices.Equal(c.StillAbandoned(), want) {
+		t.Fatalf("restored: %v, nonce %q, abandoned %v", err, c.Members["a"].Nonce, c.StillAbandoned())
+	}
+	s.Checkpoints[len(s.Checkpoints)-1].SHA256 = sha64("02")
+	if got := s.StillAbandoned(); got != nil {
+		t.Fatalf("with 100 committed again with the abandoned sha256: %v, want none", got)
 	}
 }
