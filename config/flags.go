@@ -52,8 +52,8 @@ func AddFlags(fs *pflag.FlagSet) *Flags {
 // Given reports whether the user supplied any run-config flag or --config.
 func (f *Flags) Given() bool {
 	given := false
-	f.fs.Visit(func(fl *pflag.Flag) {
-		if _, ok := runFlags[fl.Name]; ok || fl.Name == "config" {
+	f.fs.VisitAll(func(fl *pflag.Flag) {
+		if _, ok := runFlags[fl.Name]; (ok || fl.Name == "config") && fl.Changed {
 			given = true
 		}
 	})
@@ -89,8 +89,10 @@ var runFlags = map[string]func(dst, src *Run){
 // Apply copies the values of the flags the user set onto r, leaving the other fields alone.
 func (f *Flags) Apply(r *Run) {
 	f.v.HeartbeatTimeout = Duration(f.hb)
-	f.fs.Visit(func(fl *pflag.Flag) {
-		if set, ok := runFlags[fl.Name]; ok {
+	// VisitAll and Changed, not Visit: a flag set once stays in Visit's list even when a
+	// command tree is run again in one process with its flags reset.
+	f.fs.VisitAll(func(fl *pflag.Flag) {
+		if set, ok := runFlags[fl.Name]; ok && fl.Changed {
 			set(r, &f.v)
 		}
 	})
@@ -124,8 +126,67 @@ func (f *Flags) Resolve() (Run, error) {
 		return Run{}, fmt.Errorf("%w: give --config FILE or --preset NAME (%s); flags then override its fields", ErrNoRunConfig, strings.Join(Presets(), ", "))
 	}
 	f.Apply(&r)
+	if err := f.worldError(r); err != nil {
+		return Run{}, err
+	}
 	if err := r.Validate(); err != nil {
 		return Run{}, prefixLines(where, err)
 	}
 	return r, nil
 }
+
+// Source names where the fields the flags did not set come from: "config FILE" or "preset
+// NAME" ("flags" when neither is given).
+func (f *Flags) Source() string {
+	switch {
+	case f.Path != "":
+		return "config " + f.Path
+	case f.fs.Changed("preset"):
+		return "preset " + f.v.Preset
+	}
+	return "flags"
+}
+
+// worldError is the one line for a world size that contradicts itself (min_trainers above
+// max_trainers, max_trainers above global_batch) when the user set one of those by flag: it
+// names the flag as typed and where the other value comes from, e.g.
+//
+//	--global-batch 3: fewer images than max_trainers 4 of preset mnist (a rank would get no samples); give --max-trainers 3 or fewer too
+//
+// nil when they agree or none of them was set by flag (Validate then names the YAML fields).
+// The error is ErrInvalid under errors.Is.
+func (f *Flags) worldError(r Run) error {
+	src := f.Source()
+	minSet, maxSet, gbSet := f.fs.Changed("min-trainers"), f.fs.Changed("max-trainers"), f.fs.Changed("global-batch")
+	var msg string
+	switch {
+	case r.MinTrainers <= r.MaxTrainers:
+	case minSet && maxSet:
+		msg = fmt.Sprintf("--min-trainers %d is more than --max-trainers %d", r.MinTrainers, r.MaxTrainers)
+	case minSet:
+		msg = fmt.Sprintf("--min-trainers %d: more than max_trainers %d of %s; give --max-trainers %d or more too", r.MinTrainers, r.MaxTrainers, src, r.MinTrainers)
+	case maxSet:
+		msg = fmt.Sprintf("--max-trainers %d: fewer than min_trainers %d of %s; give --min-trainers %d or fewer too", r.MaxTrainers, r.MinTrainers, src, r.MaxTrainers)
+	}
+	if msg == "" && r.GlobalBatch > 0 && r.MaxTrainers > r.GlobalBatch {
+		switch {
+		case maxSet && gbSet:
+			msg = fmt.Sprintf("--max-trainers %d is more than --global-batch %d (a rank would get no samples)", r.MaxTrainers, r.GlobalBatch)
+		case gbSet:
+			msg = fmt.Sprintf("--global-batch %d: fewer images than max_trainers %d of %s (a rank would get no samples); give --max-trainers %d or fewer too", r.GlobalBatch, r.MaxTrainers, src, r.GlobalBatch)
+		case maxSet:
+			msg = fmt.Sprintf("--max-trainers %d: more than global_batch %d of %s (a rank would get no samples)", r.MaxTrainers, r.GlobalBatch, src)
+		}
+	}
+	if msg == "" {
+		return nil
+	}
+	return flagError(msg)
+}
+
+// flagError is a bad flag value in one line that starts with the flag; it is ErrInvalid under
+// errors.Is.
+type flagError string
+
+func (e flagError) Error() string        { return string(e) }
+func (e flagError) Is(target error) bool { return target == ErrInvalid }

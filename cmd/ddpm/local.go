@@ -24,6 +24,7 @@ import (
 
 	"ddpm/config"
 	"ddpm/coordinator"
+	"ddpm/dataset"
 	"ddpm/internal/localrun"
 	"ddpm/internal/tlsauth"
 	"ddpm/internal/viz"
@@ -54,12 +55,17 @@ loopback ports, shows one progress bar (step, loss, images/s, ETA), keeps each p
 RUN/logs/, and at the end writes RUN/loss.csv, RUN/loss.png and RUN/samples.png (the EMA weights,
 Algorithm 2). Ctrl-C stops every process cleanly; --resume RUN continues from the last committed
 checkpoint. Run-config flags (--preset, --steps, --global-batch, ... or --config FILE) override
-the preset that --data names.`,
+the preset that --data names.
+
+--data is this command's shorthand: a preset name, or a dataset path from which the preset is
+inferred (a path of data that fits no one preset, such as an image folder, needs --preset).
+--dataset is the run config's dataset field, as ddpm trainer and ddpm coordinator take it: it
+replaces the dataset of the preset or config and never chooses a preset.`,
 		Args: cobra.NoArgs,
 	}
 	rf := config.AddFlags(cmd.Flags())
 	f := cmd.Flags()
-	f.StringVar(&o.data, "data", "mnist", "dataset: a preset name (mnist, fashion-mnist) or a dataset path")
+	f.StringVar(&o.data, "data", "mnist", "a preset name (mnist, fashion-mnist), or a dataset path whose kind names the preset (a folder ddpm dataset prepare made from mnist or fashion-mnist, CIFAR-10, LSUN church/bedroom/cat); with --preset or --config, any dataset path")
 	f.IntVar(&o.trainers, "trainers", 2, "trainer processes")
 	f.IntVar(&o.coordinators, "coordinators", 3, "coordinator replicas (1, 3 or 5)")
 	f.StringVar(&o.out, "out", "", "run directory to create (must be empty or absent)")
@@ -76,24 +82,76 @@ the preset that --data names.`,
 
 func init() { rootCmd.AddCommand(newLocalCmd()) }
 
-// resolveLocalRun builds the run config: --data names a preset (or, with --preset/--config, the
-// dataset path); the run-config flags override.
+// resolveLocalRun builds the run config: --data names a preset, or a dataset path whose kind
+// names the preset (presetOfDataset) unless --preset or --config names it; the run-config
+// flags override. Without --min-trainers all --trainers start together.
 func resolveLocalRun(cmd *cobra.Command, rf *config.Flags, o localOpts) (config.Run, error) {
 	fs := cmd.Flags()
-	// All trainers start together unless the user asks for elasticity from the start.
-	if !fs.Changed("min-trainers") {
-		_ = fs.Set("min-trainers", strconv.Itoa(o.trainers))
-	}
 	if rf.Path == "" && !fs.Changed("preset") {
 		if _, err := config.Preset(o.data); err == nil {
 			_ = fs.Set("preset", o.data)
 		} else if fs.Changed("data") {
-			return config.Run{}, fmt.Errorf("--data %q is not a preset (%s); give --preset with a dataset path", o.data, strings.Join(config.Presets(), ", "))
+			name, err := presetOfDataset(o.data)
+			if err != nil {
+				return config.Run{}, err
+			}
+			_ = fs.Set("preset", name)
+			if !fs.Changed("dataset") {
+				_ = fs.Set("dataset", o.data)
+			}
 		}
 	} else if fs.Changed("data") && !fs.Changed("dataset") {
 		_ = fs.Set("dataset", o.data)
 	}
-	return rf.Resolve()
+	run, err := rf.Resolve()
+	if err != nil {
+		return config.Run{}, err
+	}
+	switch {
+	case o.trainers <= run.MaxTrainers:
+	case fs.Changed("max-trainers"):
+		return config.Run{}, fmt.Errorf("--trainers %d is more than --max-trainers %d", o.trainers, run.MaxTrainers)
+	default:
+		return config.Run{}, fmt.Errorf("--trainers %d: more than max_trainers %d of %s; give --max-trainers %d too", o.trainers, run.MaxTrainers, rf.Source(), o.trainers)
+	}
+	// All trainers start together unless the user asks for elasticity from the start.
+	if !fs.Changed("min-trainers") {
+		run.MinTrainers = o.trainers
+	}
+	return run, nil
+}
+
+// presetOfDataset names the preset of the dataset at path from what it holds, for `ddpm local
+// --data PATH` without --preset: MNIST or Fashion-MNIST (prepared by ddpm dataset prepare from
+// the built-in sources), CIFAR-10, LSUN church, bedroom or cat. Data of no single preset (an
+// image folder, idx files of unknown origin) is one line asking for --preset.
+func presetOfDataset(path string) (string, error) {
+	ds, err := dataset.Open(path, dataset.Options{}) // a test split is refused later, by name
+	if err != nil {
+		return "", fmt.Errorf("--data %s is neither a preset (%s) nor a dataset: %w", path, strings.Join(config.Presets(), ", "), err)
+	}
+	info := dataset.Describe(ds)
+	lsun := strings.ToLower(info.Name)
+	switch {
+	case strings.HasPrefix(info.Name, "mnist/"):
+		return "mnist", nil
+	case strings.HasPrefix(info.Name, "fashion-mnist/"):
+		return "fashion-mnist", nil
+	case info.Format == "cifar10-binary" || strings.HasPrefix(info.Name, "cifar10/"):
+		return "cifar10", nil
+	case strings.HasPrefix(lsun, "lsun/"):
+		var found []string
+		for _, k := range []string{"church", "bedroom", "cat"} {
+			if strings.Contains(strings.TrimPrefix(lsun, "lsun/"), k) {
+				found = append(found, "lsun-"+k)
+			}
+		}
+		if len(found) == 1 {
+			return found[0], nil
+		}
+	}
+	return "", fmt.Errorf("--data %s holds %s images (%s) of no one preset; give --preset NAME too (%s)",
+		path, fmt.Sprintf("%dx%dx%d", info.C, info.H, info.W), info.Name, strings.Join(config.Presets(), ", "))
 }
 
 func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
