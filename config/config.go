@@ -10,6 +10,7 @@ package config
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"sigs.k8s.io/yaml"
 )
@@ -388,11 +390,48 @@ func article(word string) string {
 	return "a"
 }
 
+// notYAML is the one line for a file that cannot be a YAML run config at all, nil for any
+// other: an empty file, or binary data (a NUL byte, or bytes that are not UTF-8), named by what
+// it looks like where its first bytes say (a bbolt checkpoint file, safetensors weights, a PNG
+// image). Without it an empty file would be a list of every missing field and a binary one a
+// YAML tokenizer complaint. The error is ErrLoad under errors.Is.
+func notYAML(path string, data []byte) error {
+	if len(data) == 0 {
+		return loadError(path + ": empty file, not a YAML run config")
+	}
+	head := data[:min(len(data), 4096)]
+	if bytes.IndexByte(head, 0) < 0 && utf8.Valid(head) {
+		return nil
+	}
+	looks := "binary data"
+	switch {
+	case len(data) >= 20 && binary.LittleEndian.Uint32(data[16:20]) == 0xED0CDAED:
+		looks = "a bbolt checkpoint file"
+	case len(data) >= 9 && data[8] == '{' && binary.LittleEndian.Uint64(data[:8]) < uint64(len(data)):
+		looks = "a safetensors weights file"
+	case bytes.HasPrefix(data, []byte("\x89PNG")):
+		looks = "a PNG image"
+	case bytes.HasPrefix(data, []byte{0x1f, 0x8b}):
+		looks = "a gzip file"
+	}
+	return loadError(fmt.Sprintf("%s: not a YAML run config (looks like %s)", path, looks))
+}
+
+// loadError is a run config file that cannot be read, in one line that starts with the path;
+// it is ErrLoad under errors.Is.
+type loadError string
+
+func (e loadError) Error() string        { return string(e) }
+func (e loadError) Is(target error) bool { return target == ErrLoad }
+
 // Load reads, parses and validates the run config file at path. Every error names the path.
 func Load(path string) (Run, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
+	}
+	if err := notYAML(path, data); err != nil {
+		return Run{}, err
 	}
 	r, err := Parse(data)
 	if err != nil {

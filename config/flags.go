@@ -112,6 +112,9 @@ func (f *Flags) Resolve() (Run, error) {
 		if err != nil {
 			return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
 		}
+		if err := notYAML(f.Path, data); err != nil {
+			return Run{}, err
+		}
 		if r, err = Parse(data); err != nil {
 			return Run{}, fmt.Errorf("%s: %w", f.Path, err)
 		}

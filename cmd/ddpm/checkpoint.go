@@ -35,6 +35,9 @@ func openCheckpoint(file string) (*checkpoint.Store, error) {
 	if err != nil {
 		return nil, withExit(exitUsage, err)
 	}
+	if err := checkCheckpointKind("", file); err != nil {
+		return nil, err
+	}
 	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
 	switch {
 	case errors.Is(err, checkpoint.ErrInUse):

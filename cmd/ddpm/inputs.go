@@ -331,3 +331,41 @@ func checkOutNames(ext, what string, outs ...outFile) error {
 	}
 	return nil
 }
+
+// checkCheckpointKind refuses, in one line with exit status 2, a file given where a checkpoint
+// file (checkpoints.db) is expected that sniffFile recognizes as something else, naming what it
+// is and which flag takes it; flag ("--checkpoint", or "" for a positional FILE) prefixes the
+// line:
+//
+//	--checkpoint w.safetensors is a safetensors weights file, not a checkpoint file (checkpoints.db); --init of ddpm local and ddpm trainer takes weights
+//
+// A folder, a missing file and anything unrecognized pass (the checkpoint package names them).
+func checkCheckpointKind(flag, path string) error {
+	what := strings.TrimSpace(flag + " " + path)
+	switch kind := sniffFile(path); kind {
+	case kindSafetensors:
+		return withExit(exitUsage, fmt.Errorf("%s is %s, not a checkpoint file (checkpoints.db); --init of ddpm local and ddpm trainer takes weights", what, kind))
+	case kindRunConfig, kindManifest:
+		return withExit(exitUsage, fmt.Errorf("%s is %s, not a checkpoint file; give the checkpoints.db of its run (or the run's folder)", what, kind))
+	case kindDataset:
+		return withExit(exitUsage, fmt.Errorf("%s is %s, not a checkpoint file (checkpoints.db)", what, kind))
+	}
+	return nil
+}
+
+// checkWeightsKind refuses, in one line with exit status 2, a file given to flag (--init) that
+// holds no safetensors weights but something sniffFile recognizes, naming what it is:
+//
+//	--init c.db is a bbolt checkpoint file, not safetensors weights; write its weights with: ddpm checkpoint export c.db --ema --out W.safetensors
+//
+// A safetensors file, a missing file and anything unrecognized pass (the reader names them).
+func checkWeightsKind(flag, path string) error {
+	switch kind := sniffFile(path); kind {
+	case "", kindSafetensors:
+		return nil
+	case kindCheckpoint:
+		return withExit(exitUsage, fmt.Errorf("%s %s is %s, not safetensors weights; write its weights with: ddpm checkpoint export %s --ema --out W.safetensors", flag, path, kind, path))
+	default:
+		return withExit(exitUsage, fmt.Errorf("%s %s is %s, not safetensors weights", flag, path, kind))
+	}
+}

@@ -522,6 +522,9 @@ func checkInit(path, model string) error {
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("--init: %w", err)
 	}
+	if err := checkWeightsKind("--init", path); err != nil {
+		return err
+	}
 	ucfg, err := unet.Preset(model)
 	if err != nil {
 		return err

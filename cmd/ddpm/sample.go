@@ -107,6 +107,9 @@ func resolveEvalRun(checkpointPath, model string) (*evalRun, error) {
 	} else if err != nil {
 		return nil, withExit(2, fmt.Errorf("--checkpoint %s: %w", checkpointPath, errors.Unwrap(err)))
 	}
+	if err := checkCheckpointKind("--checkpoint", checkpointPath); err != nil {
+		return nil, err
+	}
 	file, cfgPath, err := trainer.ResolveCheckpoint(checkpointPath)
 	if err != nil {
 		return nil, withExit(2, err)

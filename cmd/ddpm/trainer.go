@@ -162,6 +162,9 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return withExit(2, err)
 	}
 	if o.init != "" {
+		if err := checkWeightsKind("--init", o.init); err != nil {
+			return err
+		}
 		if err := tr.InitFrom(o.init); err != nil {
 			return withExit(2, err)
 		}
