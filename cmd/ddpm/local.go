@@ -295,6 +295,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	sup.Line = mon.line
 	fmt.Fprintf(stderr, "ddpm local: run %s (config %.12s): %d coordinators, %d trainers, %d steps of global batch %d, model %s, data %s\n",
 		out, run.Hash(), man.Coordinators, man.Trainers, run.Steps, run.GlobalBatch, run.Model, run.Dataset)
+	if msg := localEMAWarning(run.EMADecay, run.Steps, o.init); msg != "" && o.samples > 0 {
+		fmt.Fprintln(stderr, msg)
+	}
 
 	cfgPath := filepath.Join(out, localrun.ConfigFile)
 	var coordNames, trainerNames []string

@@ -43,6 +43,7 @@ type sampleOpts struct {
 	model       string
 	export      string
 	force       bool // replace existing output files
+	noEMAWarn   bool // no warning for stale EMA weights (ddpm local warned at its start)
 }
 
 func newSampleCmd() *cobra.Command {
@@ -217,6 +218,11 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	if err != nil {
 		return err
 	}
+	if !o.raw && !o.noEMAWarn {
+		if msg := sampleEMAWarning(ld.Run.EMADecay, ld.Step, er.cfgPath); msg != "" {
+			fmt.Fprintln(w, msg)
+		}
+	}
 	if o.export != "" {
 		meta := map[string]string{"model": ld.Run.Model, "step": fmt.Sprint(ld.Step), "weights": weightsName(o.raw), "config_hash": ld.Run.Hash()}
 		if err := unet.WriteSafetensors(o.export, ld.Model.Tensors(), ld.Model.Params(), meta); err != nil {
@@ -299,7 +305,7 @@ func interruptible(f func()) (in *interruption) {
 
 // sampleGrid is what `ddpm local` calls at the end of a run.
 func sampleGrid(ckpt string, step int64, n int, seed uint64, out, model string, w io.Writer) error {
-	return runSample(context.Background(), w, sampleOpts{checkpoint: ckpt, step: step, n: n, seed: seed, out: out, model: model, lambdaSteps: 8, force: true})
+	return runSample(context.Background(), w, sampleOpts{checkpoint: ckpt, step: step, n: n, seed: seed, out: out, model: model, lambdaSteps: 8, force: true, noEMAWarn: true})
 }
 
 func weightsName(raw bool) string {

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+
+	"ddpm/internal/localrun"
+)
+
+// The EMA of the parameters (ema <- decay*ema + (1-decay)*params after every step, starting
+// from the step-0 parameters) still holds the share decay^s of its starting point after s
+// steps: 0.999^300 = 0.74. From a random initialization such weights draw noise, whatever the
+// raw parameters have learned. These warnings say so, with the numbers and the ways out.
+
+// emaStaleShare is the share of the step-0 weights above which the EMA is called stale.
+const emaStaleShare = 0.1
+
+// emaInitShare is decay^steps, the weight of the step-0 parameters in the EMA after steps steps.
+func emaInitShare(decay float64, steps int64) float64 { return math.Pow(decay, float64(steps)) }
+
+// localEMAWarning is ddpm local's one-line warning for a run from a random start whose EMA
+// still holds more than emaStaleShare of that start at the run's last step, or "" when it does
+// not (or the run starts from --init weights, which the EMA starts from too):
+//
+//	ddpm local: warning: the EMA (ema_decay 0.999) still holds 74% of the random initialization at step 300, the run's end (0.999^300), so samples.png will be mostly noise; give --ema-decay 0.99 (5% at step 300), train about 2302 steps, sample the raw parameters afterwards (ddpm sample --checkpoint RUN --raw), or warm-start with --init as make demo does
+func localEMAWarning(decay float64, steps int64, init string) string {
+	share := emaInitShare(decay, steps)
+	if init != "" || share <= emaStaleShare || decay <= 0 {
+		return ""
+	}
+	// A decay whose EMA holds at most 5% of the start at the end, rounded down to 3 decimals.
+	lower := math.Floor(math.Pow(0.05, 1/float64(steps))*1000) / 1000
+	need := int64(math.Ceil(math.Log(emaStaleShare) / math.Log(decay)))
+	return fmt.Sprintf("ddpm local: warning: the EMA (ema_decay %g) still holds %.0f%% of the random initialization at step %d, the run's end (%g^%d), so samples.png will be mostly noise; give --ema-decay %g (%.0f%% at step %d), train about %d steps, sample the raw parameters afterwards (ddpm sample --checkpoint RUN --raw), or warm-start with --init as make demo does",
+		decay, 100*share, steps, decay, steps, lower, 100*emaInitShare(lower, steps), steps, need)
+}
+
+// sampleEMAWarning is ddpm sample's one-line warning for EMA weights of a step at which they
+// still hold more than emaStaleShare of the step-0 weights, or "" (also for the checkpoint of a
+// ddpm local run started from --init weights, whose EMA started from them). cfgPath is the run
+// config the checkpoint was resolved with (a ddpm local run folder keeps local.json beside it).
+func sampleEMAWarning(decay float64, step int64, cfgPath string) string {
+	share := emaInitShare(decay, step)
+	if share <= emaStaleShare {
+		return ""
+	}
+	if m, err := localrun.ReadManifest(filepath.Dir(cfgPath)); err == nil && m.Init != "" {
+		return ""
+	}
+	return fmt.Sprintf("ddpm sample: warning: the EMA weights of step %d (ema_decay %g) still hold %.0f%% of the step-0 weights (%g^%d); from a random start they draw mostly noise: give --raw to sample the raw parameters",
+		step, decay, 100*share, decay, step)
+}
