@@ -38,7 +38,9 @@ func TestFinishedNote(t *testing.T) {
 	}
 }
 
-// TestRunCompleteNote: ddpm local shows a trainer's run-complete line by its note alone.
+// TestRunCompleteNote: ddpm local shows a trainer's run-complete line by its note alone, and
+// takes the line of a trainer the run finished without as the end of its work (its status 0 is
+// final: not restarted, the run not failed).
 func TestRunCompleteNote(t *testing.T) {
 	for line, want := range map[string]string{
 		`{"time":"2026-11-30T08:00:29Z","level":"INFO","msg":"run complete","trainer":"trainer-0","step":100,"volume_step":68,"final_on":["trainer-1","trainer-2"],"note":"trainer trainer-0: the run finished at step 100 without this trainer; this volume holds step 68; the final checkpoint is on trainer-1, trainer-2"}`: "trainer trainer-0: the run finished at step 100 without this trainer; this volume holds step 68; the final checkpoint is on trainer-1, trainer-2",
@@ -48,6 +50,9 @@ func TestRunCompleteNote(t *testing.T) {
 	} {
 		if got := runCompleteNote([]byte(line)); got != want {
 			t.Errorf("runCompleteNote(%s) = %q, want %q", line, got, want)
+		}
+		if want != "" && !trainerFinished([]byte(line)) {
+			t.Errorf("trainerFinished(%s) = false: ddpm local would restart the trainer", line)
 		}
 	}
 }
