@@ -46,6 +46,8 @@ global batch, sums the gradients over the ring with the others, and takes the sa
 and EMA step as every other trainer, so all hold identical weights. SIGTERM finishes the step
 in flight and leaves; nothing partial is written. --standalone trains a world of one with no
 coordinator, committing its own checkpoints; it resumes from the newest one when started again.
+Without --config and --preset a cluster trainer takes the run config from the coordinators
+(the one they were started with); run-config flags given then override its fields.
 
 A trainer dropped by the coordinators (stopped or cut off past heartbeat_timeout) whose --id a
 newer process has taken since exits with status 3 and one line, "trainer ID: replaced by a newer
@@ -147,7 +149,12 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		o.id, _ = os.Hostname()
 	}
 	run, err := rf.Resolve()
-	if err != nil {
+	if errors.Is(err, config.ErrNoRunConfig) && !o.standalone {
+		// The documented start: the coordinators hold the run config.
+		if run, err = runFromCoordinator(cmd.Context(), rf, o); err != nil {
+			return err
+		}
+	} else if err != nil {
 		return withExit(2, err)
 	}
 	ds, err := dataset.Open(run.Dataset, dataset.Options{})
