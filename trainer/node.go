@@ -70,7 +70,7 @@ type Node struct {
 
 // Run follows assignments until the run's last step is committed (nil), stop is closed (nil,
 // after finishing the step in flight; nothing partial is written), ctx ends (ctx.Err()), or the
-// run cannot go on (ErrDiverged, ErrMismatch, a store failure).
+// run cannot go on (ErrDiverged, ErrMismatch, ErrData, a store failure).
 func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -177,7 +177,8 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return ctx.Err()
-		case errors.Is(err, ErrDiverged) || errors.Is(err, errStore):
+		case errors.Is(err, ErrDiverged) || errors.Is(err, errStore) || errors.Is(err, ErrData):
+			// No new generation would get past these: the same data, the same volume.
 			return err
 		case err != nil:
 			// A peer left or a new generation aborted the step: the coordinator will assign

@@ -35,6 +35,10 @@ var (
 	ErrMismatch = errors.New("trainer: does not match the run")
 	// ErrFinished: Step was called after the run's last step.
 	ErrFinished = errors.New("trainer: run already finished")
+	// ErrData: a record of the dataset could not be read (a prepared shard whose sha256 differs
+	// from its index, an undecodable image). It wraps the dataset's error, which names the
+	// file; no restart or new generation reads other bytes, so the run cannot go on.
+	ErrData = errors.New("trainer: the dataset cannot be read")
 )
 
 // MaxNonFiniteSteps is how many consecutive skipped (non-finite) steps end the run with
@@ -190,7 +194,7 @@ func (tr *Trainer) Step(ctx context.Context) (Progress, error) {
 		tr.pos[i] = p
 		x0 := tr.x0[i*D : (i+1)*D]
 		if err := tr.data.Image(tr.samp.Index(p), x0); err != nil {
-			return Progress{}, err
+			return Progress{}, fmt.Errorf("%w: %w", ErrData, err)
 		}
 		if tr.run.Flip && dataset.Flip(seed, p) {
 			dataset.FlipW(x0, tr.c, tr.h, tr.w)
