@@ -53,7 +53,9 @@ func newLocalCmd() *cobra.Command {
 		Long: `local starts raft coordinators and trainers as child processes of this binary on free
 loopback ports, shows one progress bar (step, loss, images/s, ETA), keeps each process's log in
 RUN/logs/, and at the end writes RUN/loss.csv, RUN/loss.png and RUN/samples.png (the EMA weights,
-Algorithm 2). Ctrl-C stops every process cleanly; --resume RUN continues from the last committed
+Algorithm 2). At the start it prints the coordinators' gRPC addresses (for ddpm status and ddpm
+loss --coordinator, with --certs RUN/certs) and the dashboard's URL. Ctrl-C, SIGTERM or closing
+the terminal (SIGHUP) stops every process cleanly; --resume RUN continues from the last committed
 checkpoint. Run-config flags (--preset, --steps, --global-batch, ... or --config FILE) override
 the preset that --data names.
 
@@ -277,7 +279,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		}
 	}
 
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	// Closing the terminal (SIGHUP) stops the run as Ctrl-C does: the children, in process
+	// groups of their own, hear of it only from us.
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	exe, err := os.Executable()
 	if err != nil {
@@ -298,6 +302,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	if msg := localEMAWarning(run.EMADecay, run.Steps, o.init); msg != "" && o.samples > 0 {
 		fmt.Fprintln(stderr, msg)
 	}
+	fmt.Fprintln(stderr, coordinatorsLine(out, man))
 
 	cfgPath := filepath.Join(out, localrun.ConfigFile)
 	var coordNames, trainerNames []string
@@ -308,33 +313,32 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		coordNames = append(coordNames, name)
 		// A coordinator never finishes on its own: any exit the run did not ask for (a crash, a
 		// SIGTERM from outside) is restarted.
-		sp := localrun.Spec{Name: name, Args: args, Restart: 3, RestartWindow: restartWindow, Ready: coordinatorStarted, StartAttempts: startAttempts, FatalStatus: 2,
+		sp := localrun.Spec{Name: name, Args: args, Restart: coordinatorRestarts, RestartWindow: restartWindow, Ready: coordinatorStarted, StartAttempts: startAttempts, FatalStatus: 2,
 			Finished: func([]byte) bool { return false }}
 		if err := sup.Start(sp); err != nil {
 			sup.Close(o.grace)
 			return err
 		}
 	}
-	grpcAddrs := make([]string, man.Coordinators)
-	for i, p := range man.CoordinatorPorts {
-		grpcAddrs[i] = localrun.Addr(p[1])
-	}
+	grpcAddrs := man.CoordinatorGRPC()
 	for i, p := range man.TrainerPorts {
 		name := "trainer-" + strconv.Itoa(i)
 		trainerNames = append(trainerNames, name)
 		args := []string{"trainer", "--id", name, "--coordinator", strings.Join(grpcAddrs, ","),
-			"--listen", localrun.Addr(p[0]), "--http-addr", localrun.Addr(p[1]),
+			"--listen", localrun.Addr(p.Listen), "--http-addr", localrun.Addr(p.HTTP),
 			"--data-dir", localrun.TrainerDir(out, i), "--config", cfgPath, "--certs", certs}
 		if o.init != "" {
 			args = append(args, "--init", o.init)
 		}
 		// Restarted after a crash like a StatefulSet pod, once the coordinators have noticed.
 		delay := 2*run.HeartbeatTimeout.Std() + time.Second
-		// A trainer that exits before its first step report, startAttempts times in a row or
-		// with status 2 (refused input) once, cannot start (a corrupted volume, a dataset that
-		// changed): the run stops instead of restarting it forever.
-		sp := localrun.Spec{Name: name, Args: args, Restart: 5, RestartWindow: restartWindow, RestartDelay: delay,
-			Ready: trainerStepped, StartAttempts: startAttempts, FatalStatus: 2, Finished: trainerFinished}
+		// A trainer that exits before its first step report, startAttempts times in a row,
+		// cannot start (a corrupted volume): the run stops instead of restarting it forever. So
+		// does one that exits with status 2, refused input, whenever it does (a dataset that is
+		// not the run's, a prepared shard found corrupted mid-run), and one that fails again
+		// with its restarts spent.
+		sp := localrun.Spec{Name: name, Args: args, Restart: trainerRestarts, RestartWindow: restartWindow, RestartDelay: delay,
+			Ready: trainerStepped, StartAttempts: startAttempts, FatalStatus: 2, FatalAnyTime: true, Finished: trainerFinished}
 		if err := sup.Start(sp); err != nil {
 			sup.Close(o.grace)
 			return err
@@ -342,8 +346,8 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	}
 
 	// Say so when a child dies and is restarted (the supervisor restarts it as Kubernetes would);
-	// a child that cannot start stops the run.
-	cannotStart := make(chan error, 1)
+	// a child that cannot start, or keeps failing, stops the run.
+	childFailed := make(chan error, 1+len(trainerNames))
 	go func() {
 		for e := range sup.Exits() {
 			switch {
@@ -355,35 +359,58 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 				mon.println(fmt.Sprintf("ddpm local: %s exited (%s); restarting it (log: %s)", e.Name, why, filepath.Join(out, localrun.LogsDir, e.Name+".log")))
 			case e.GaveUp:
 				select {
-				case cannotStart <- startFailure(out, &localrun.StartError{Name: e.Name, FailedStarts: e.FailedStarts, LastLine: e.LastLine, Err: e.Err}):
+				case childFailed <- startFailure(out, &localrun.StartError{Name: e.Name, FailedStarts: e.FailedStarts, LastLine: e.LastLine, Err: e.Err}):
+				default:
+				}
+			case e.RestartsSpent:
+				select {
+				case childFailed <- restartsSpent(out, &localrun.RestartsSpentError{Name: e.Name, Failures: e.Failures, Window: restartWindow, LastLine: e.LastLine, Err: e.Err}):
 				default:
 				}
 			}
 		}
 	}()
 
-	// The run ends when every trainer has exited: with status 0 after the last step's
-	// checkpoint committed, or with an error once its restarts are spent.
+	// The run ends when every trainer has exited with status 0 after the last step's checkpoint
+	// committed, or as soon as one of them ends for good with an error (it cannot start, its
+	// restarts are spent): the trainers are waited for together, so that one given up on stops
+	// the run at once while the others still wait for their next generation.
 	done := make(chan error, 1)
 	go func() {
-		var errs []error
+		errs := make(chan error, len(trainerNames))
 		for _, n := range trainerNames {
-			err := sup.Wait(context.Background(), n)
-			if se := (*localrun.StartError)(nil); errors.As(err, &se) {
-				done <- startFailure(out, se)
-				return
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w (see %s)", n, err, filepath.Join(out, localrun.LogsDir, n+".log")))
-			}
+			go func() {
+				err := sup.Wait(context.Background(), n)
+				var se *localrun.StartError
+				var re *localrun.RestartsSpentError
+				switch {
+				case errors.As(err, &se):
+					err = startFailure(out, se)
+				case errors.As(err, &re):
+					err = restartsSpent(out, re)
+				case err != nil:
+					err = fmt.Errorf("%s: %w (see %s)", n, err, filepath.Join(out, localrun.LogsDir, n+".log"))
+				}
+				if err != nil {
+					select {
+					case childFailed <- err:
+					default:
+					}
+				}
+				errs <- err
+			}()
 		}
-		done <- errors.Join(errs...)
+		var all []error
+		for range trainerNames {
+			all = append(all, <-errs)
+		}
+		done <- errors.Join(all...)
 	}()
 	var runErr error
 	interrupted := false
 	select {
 	case runErr = <-done:
-	case runErr = <-cannotStart:
+	case runErr = <-childFailed:
 	case <-ctx.Done():
 		interrupted = true
 		mon.println("ddpm local: stopping (trainers finish their step, then coordinators)")
@@ -456,6 +483,13 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 // startAttempts is how many start-up failures in a row of one child stop the run.
 const startAttempts = 3
 
+// trainerRestarts and coordinatorRestarts are how often a crashed trainer or coordinator is
+// restarted within restartWindow; its next failure stops the run (restartsSpent).
+const (
+	trainerRestarts     = 5
+	coordinatorRestarts = 3
+)
+
 // restartWindow is the period over which a child's crash restarts count (5 for a trainer, 3
 // for a coordinator): a long run survives a crash now and then, a child that keeps crashing
 // still stops being restarted.
@@ -497,10 +531,24 @@ func startFailure(out string, se *localrun.StartError) error {
 		reason = fmt.Sprint(se.Err)
 	}
 	how := fmt.Sprintf("%d times at start-up", se.FailedStarts)
-	if se.FailedStarts == 1 {
+	switch se.FailedStarts {
+	case 0: // after a good start, with a status no restart fixes (refused input)
+		how = fmt.Sprintf("(%v)", se.Err)
+	case 1:
 		how = fmt.Sprintf("at start-up (%v)", se.Err)
 	}
 	return &startFailed{fmt.Sprintf("%s failed %s: %s (see %s)", se.Name, how, reason, filepath.Join(out, localrun.LogsDir, se.Name+".log"))}
+}
+
+// restartsSpent words re, a child that failed again with its restarts spent, as one line: the
+// child, how often it failed within the window, its last exit, and where its log is, e.g.
+// "trainer-1 failed 6 times in 10m0s; giving up: signal: killed (see RUN/logs/trainer-1.log)".
+func restartsSpent(out string, re *localrun.RestartsSpentError) error {
+	why := "status 0 before the run ended"
+	if re.Err != nil {
+		why = re.Err.Error()
+	}
+	return &startFailed{fmt.Sprintf("%s failed %d times in %v; giving up: %s (see %s)", re.Name, re.Failures, re.Window, why, filepath.Join(out, localrun.LogsDir, re.Name+".log"))}
 }
 
 // checkRunCerts refuses a run folder whose certificates are gone or unusable before any process
@@ -570,16 +618,26 @@ func checkDataset(run config.Run) error {
 	return nil
 }
 
+// coordinatorsLine says where the run's coordinators answer, as `ddpm status` and `ddpm loss`
+// take it, and the dashboard's URL (the first coordinator's; every replica serves it), e.g.
+// "ddpm local: coordinators 127.0.0.1:A,127.0.0.1:B (ddpm status --coordinator 127.0.0.1:A,127.0.0.1:B
+// --certs RUN/certs); dashboard http://127.0.0.1:H/".
+func coordinatorsLine(out string, man localrun.Manifest) string {
+	addrs := strings.Join(man.CoordinatorGRPC(), ",")
+	return fmt.Sprintf("ddpm local: coordinators %s (ddpm status --coordinator %s --certs %s); dashboard http://%s/",
+		addrs, addrs, filepath.Join(out, localrun.CertsDir), localrun.Addr(man.CoordinatorPorts[0].HTTP))
+}
+
 // coordinatorArgs builds each replica's command line; the first replica bootstraps a new cluster.
 func coordinatorArgs(out, cfgPath, certs string, m localrun.Manifest) [][]string {
 	peers := make([]string, m.Coordinators)
 	for i, p := range m.CoordinatorPorts {
-		peers[i] = fmt.Sprintf("c%d=%s=%s", i, localrun.Addr(p[0]), localrun.Addr(p[1]))
+		peers[i] = fmt.Sprintf("c%d=%s=%s", i, localrun.Addr(p.Raft), localrun.Addr(p.GRPC))
 	}
 	var all [][]string
 	for i, p := range m.CoordinatorPorts {
 		args := []string{"coordinator", "--id", "c" + strconv.Itoa(i),
-			"--raft-addr", localrun.Addr(p[0]), "--grpc-addr", localrun.Addr(p[1]), "--http-addr", localrun.Addr(p[2]),
+			"--raft-addr", localrun.Addr(p.Raft), "--grpc-addr", localrun.Addr(p.GRPC), "--http-addr", localrun.Addr(p.HTTP),
 			"--peers", strings.Join(peers, ","), "--data-dir", localrun.CoordinatorDir(out, i), "--certs", certs}
 		// Every replica bootstraps with the same configuration (a no-op on a data dir that
 		// already holds raft state, as on --resume) and submits the same run config.

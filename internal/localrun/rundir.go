@@ -56,16 +56,56 @@ type Manifest struct {
 	ConfigHash   string `json:"config_hash"`
 	Coordinators int    `json:"coordinators"`
 	Trainers     int    `json:"trainers"`
-	// Ports: per coordinator {raft, grpc, http}; per trainer {listen (gRPC), http}. Raft keeps
-	// its peers' addresses in its log, so a resumed cluster must listen where it did before.
-	CoordinatorPorts [][3]int `json:"coordinator_ports"`
-	TrainerPorts     [][2]int `json:"trainer_ports"`
+	// The loopback ports of each coordinator and trainer. Raft keeps its peers' addresses in
+	// its log, so a resumed cluster must listen where it did before.
+	CoordinatorPorts []CoordinatorPorts `json:"coordinator_ports"`
+	TrainerPorts     []TrainerPorts     `json:"trainer_ports"`
 	// Init is the safetensors file the trainers' step-0 weights come from ("" for the seed's
 	// initialization); a resumed run keeps it.
 	Init string `json:"init,omitempty"`
 	// Samples is the size of the samples.png grid the run makes at its end (0: none); a resumed
 	// run keeps it unless told otherwise. nil in manifests written before it was recorded.
 	Samples *int `json:"samples,omitempty"`
+}
+
+// CoordinatorPorts are one coordinator's ports: raft's transport, the gRPC API that trainers
+// and `ddpm status --coordinator` dial, and HTTP (the dashboard, /healthz, /metrics). In
+// local.json {"raft": R, "grpc": G, "http": H}; the unlabelled [R, G, H] of manifests written
+// before is read too.
+type CoordinatorPorts struct {
+	Raft int `json:"raft"`
+	GRPC int `json:"grpc"`
+	HTTP int `json:"http"`
+}
+
+// TrainerPorts are one trainer's ports: gRPC (--listen: the all-reduce ring and checkpoint
+// transfer) and HTTP (/metrics, /healthz, /readyz). In local.json {"listen": L, "http": H};
+// the unlabelled [L, H] of manifests written before is read too.
+type TrainerPorts struct {
+	Listen int `json:"listen"`
+	HTTP   int `json:"http"`
+}
+
+// UnmarshalJSON reads the labelled object or the older [raft, grpc, http] array.
+func (p *CoordinatorPorts) UnmarshalJSON(b []byte) error {
+	var a [3]int
+	if json.Unmarshal(b, &a) == nil {
+		*p = CoordinatorPorts{Raft: a[0], GRPC: a[1], HTTP: a[2]}
+		return nil
+	}
+	type plain CoordinatorPorts
+	return json.Unmarshal(b, (*plain)(p))
+}
+
+// UnmarshalJSON reads the labelled object or the older [listen, http] array.
+func (p *TrainerPorts) UnmarshalJSON(b []byte) error {
+	var a [2]int
+	if json.Unmarshal(b, &a) == nil {
+		*p = TrainerPorts{Listen: a[0], HTTP: a[1]}
+		return nil
+	}
+	type plain TrainerPorts
+	return json.Unmarshal(b, (*plain)(p))
 }
 
 // CoordinatorDir, TrainerDir name the per-process data folders inside the run directory.
@@ -139,10 +179,10 @@ func NewManifest(hash string, c, n int) (Manifest, error) {
 	}
 	m := Manifest{ConfigHash: hash, Coordinators: c, Trainers: n}
 	for i := range c {
-		m.CoordinatorPorts = append(m.CoordinatorPorts, [3]int{ports[3*i], ports[3*i+1], ports[3*i+2]})
+		m.CoordinatorPorts = append(m.CoordinatorPorts, CoordinatorPorts{Raft: ports[3*i], GRPC: ports[3*i+1], HTTP: ports[3*i+2]})
 	}
 	for i := range n {
-		m.TrainerPorts = append(m.TrainerPorts, [2]int{ports[3*c+2*i], ports[3*c+2*i+1]})
+		m.TrainerPorts = append(m.TrainerPorts, TrainerPorts{Listen: ports[3*c+2*i], HTTP: ports[3*c+2*i+1]})
 	}
 	return m, nil
 }
@@ -151,10 +191,10 @@ func NewManifest(hash string, c, n int) (Manifest, error) {
 func (m Manifest) CheckPortsFree() error {
 	var all []int
 	for _, p := range m.CoordinatorPorts {
-		all = append(all, p[:]...)
+		all = append(all, p.Raft, p.GRPC, p.HTTP)
 	}
 	for _, p := range m.TrainerPorts {
-		all = append(all, p[:]...)
+		all = append(all, p.Listen, p.HTTP)
 	}
 	for _, p := range all {
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
@@ -209,6 +249,16 @@ func Lock(out string) (*RunLock, error) {
 
 // Release gives the run directory up (the file stays, unlocked).
 func (l *RunLock) Release() error { return l.f.Close() }
+
+// CoordinatorGRPC lists the coordinators' gRPC addresses, in order (what trainers and `ddpm
+// status --coordinator` dial).
+func (m Manifest) CoordinatorGRPC() []string {
+	out := make([]string, len(m.CoordinatorPorts))
+	for i, p := range m.CoordinatorPorts {
+		out[i] = Addr(p.GRPC)
+	}
+	return out
+}
 
 // Addr formats a loopback address.
 func Addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }

@@ -96,6 +96,10 @@ type Spec struct {
 	// FatalStatus, when positive, is an exit status that ends the process for good when it
 	// exits with it while starting up (the status of refused input, which no restart will fix).
 	FatalStatus int
+	// FatalAnyTime extends FatalStatus to the whole life of the process: an exit with that
+	// status after a good start ends it for good too (for a process whose status means refused
+	// input whenever it comes, such as a trainer whose dataset turns out damaged mid-run).
+	FatalAnyTime bool
 }
 
 // Exit reports that a child ended: its name, the error from Wait (nil for status 0), and whether
@@ -111,22 +115,55 @@ type Exit struct {
 	GaveUp       bool
 	FailedStarts int
 	LastLine     string
+	// RestartsSpent: the process failed again after Spec.Restart restarts within
+	// Spec.RestartWindow; it is not restarted (Wait returns a *RestartsSpentError). Failures
+	// counts those failures, this one included.
+	RestartsSpent bool
+	Failures      int
 }
 
 // StartError is Wait's error for a process the supervisor gave up on at start-up (see
-// Spec.StartAttempts, Spec.FatalStatus). It unwraps to the last exit's *exec.ExitError.
+// Spec.StartAttempts, Spec.FatalStatus), or later with Spec.FatalAnyTime. It unwraps to the last exit's *exec.ExitError.
 type StartError struct {
 	Name         string
-	FailedStarts int    // failed starts in a row
+	FailedStarts int    // failed starts in a row; 0: it failed after a good start (Spec.FatalAnyTime)
 	LastLine     string // the last line the process wrote
 	Err          error  // the last exit's error
 }
 
 func (e *StartError) Error() string {
+	if e.FailedStarts == 0 {
+		return fmt.Sprintf("localrun: %s failed after starting up (%v): %s", e.Name, e.Err, e.LastLine)
+	}
 	return fmt.Sprintf("localrun: %s failed %d times at start-up (%v): %s", e.Name, e.FailedStarts, e.Err, e.LastLine)
 }
 
 func (e *StartError) Unwrap() error { return e.Err }
+
+// RestartsSpentError is Wait's error for a process that failed once more after Spec.Restart
+// restarts within Spec.RestartWindow (over its whole life when the window is 0). It unwraps to
+// the last exit's error (*exec.ExitError; nil for status 0 without Spec.Finished's line).
+type RestartsSpentError struct {
+	Name     string
+	Failures int           // failures within Window: the restarts and the last one
+	Window   time.Duration // Spec.RestartWindow
+	LastLine string        // the last line the process wrote
+	Err      error         // the last exit's error
+}
+
+func (e *RestartsSpentError) Error() string {
+	return fmt.Sprintf("localrun: %s failed %d times in %v; not restarted again: %s", e.Name, e.Failures, e.Window, e.cause())
+}
+
+// cause words the last exit: its error, or that it exited with status 0 unfinished.
+func (e *RestartsSpentError) cause() string {
+	if e.Err == nil {
+		return "status 0 before its work was done"
+	}
+	return e.Err.Error()
+}
+
+func (e *RestartsSpentError) Unwrap() error { return e.Err }
 
 // Supervisor owns a set of named child processes of one executable.
 type Supervisor struct {
@@ -150,9 +187,10 @@ type proc struct {
 	restarts []time.Time   // when it was restarted, oldest first (within Spec.RestartWindow)
 	// cancelRestart is closed by Stop to cut a pending restart delay short.
 	cancelRestart chan struct{}
-	exited        bool        // the current process has been reaped (it may be waiting to restart)
-	failedStarts  int         // failed starts in a row (Spec.StartAttempts)
-	startErr      *StartError // set when the supervisor gave up on it
+	exited        bool                // the current process has been reaped (it may be waiting to restart)
+	failedStarts  int                 // failed starts in a row (Spec.StartAttempts)
+	startErr      *StartError         // set when the supervisor gave up on it
+	spentErr      *RestartsSpentError // set when it failed with its restarts spent
 }
 
 // incarnation is what the line reader learns about one run of a process; the exit handler reads
@@ -251,13 +289,19 @@ func (s *Supervisor) launch(p *proc) error {
 			}
 		}
 		restart := unfinished && !p.stopping && !gaveUp && len(p.restarts) < p.spec.Restart
+		spent := unfinished && !p.stopping && !gaveUp && p.spec.Restart > 0 && !restart
 		if restart {
 			p.restarts = append(p.restarts, now)
 		}
 		if gaveUp {
 			p.startErr = &StartError{Name: p.spec.Name, FailedStarts: p.failedStarts, LastLine: inc.last, Err: err}
 		}
-		s.report(Exit{Name: p.spec.Name, Err: err, Restarting: restart, GaveUp: gaveUp, FailedStarts: p.failedStarts, LastLine: inc.last})
+		e := Exit{Name: p.spec.Name, Err: err, Restarting: restart, GaveUp: gaveUp, FailedStarts: p.failedStarts, LastLine: inc.last, RestartsSpent: spent}
+		if spent {
+			p.spentErr = &RestartsSpentError{Name: p.spec.Name, Failures: len(p.restarts) + 1, Window: p.spec.RestartWindow, LastLine: inc.last, Err: err}
+			e.Failures = p.spentErr.Failures
+		}
+		s.report(e)
 		if !restart {
 			close(done)
 			s.mu.Unlock()
@@ -288,12 +332,17 @@ func (s *Supervisor) judgeStart(p *proc, inc *incarnation, cmd *exec.Cmd, err er
 	if inc.ready {
 		p.failedStarts = 0
 	}
-	if err == nil || p.stopping || inc.ready || cmd.ProcessState == nil {
+	if err == nil || p.stopping || cmd.ProcessState == nil {
 		return false
 	}
 	status := cmd.ProcessState.ExitCode() // -1 when a signal ended it
 	if status <= 0 {
 		return false
+	}
+	if inc.ready {
+		// A crash after a good start: final only for a status fatal at any time (the series
+		// of failed starts stays at 0).
+		return p.spec.FatalAnyTime && p.spec.FatalStatus > 0 && status == p.spec.FatalStatus
 	}
 	p.failedStarts++
 	if p.spec.FatalStatus > 0 && status == p.spec.FatalStatus {
@@ -349,7 +398,8 @@ func (s *Supervisor) Pid(name string) int {
 
 // Wait blocks until name's process has ended and will not be restarted, or ctx ends. It returns
 // the process's exit error (nil for status 0), as a *StartError when the supervisor gave up on it
-// at start-up.
+// (Spec.StartAttempts, Spec.FatalStatus), as a *RestartsSpentError when it failed with its
+// restarts spent.
 func (s *Supervisor) Wait(ctx context.Context, name string) error {
 	for {
 		s.mu.Lock()
@@ -366,10 +416,13 @@ func (s *Supervisor) Wait(ctx context.Context, name string) error {
 			return ctx.Err()
 		}
 		s.mu.Lock()
-		restarted, startErr := p.done != done, p.startErr
+		restarted, startErr, spentErr := p.done != done, p.startErr, p.spentErr
 		s.mu.Unlock()
 		if startErr != nil {
 			return startErr
+		}
+		if spentErr != nil {
+			return spentErr
 		}
 		if !restarted {
 			return exitErr(cmd)

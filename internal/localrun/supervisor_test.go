@@ -452,3 +452,45 @@ func TestLockNamesHolderAndDiesWithIt(t *testing.T) {
 	}
 	lk.Release()
 }
+
+// FatalAnyTime: the fatal status ends the process after a good start too, as a *StartError
+// with no failed starts and the process's last line.
+func TestFatalStatusAnyTime(t *testing.T) {
+	s, _, dir := newSup(t)
+	counter := scripted(t, s, dir, "ready-bad,ok", Spec{Restart: 10, StartAttempts: 3, FatalStatus: 2, FatalAnyTime: true})
+	err := s.Wait(context.Background(), "s")
+	var se *StartError
+	if !errors.As(err, &se) || se.FailedStarts != 0 || se.LastLine != "ready" || err.Error() != "localrun: s failed after starting up (exit status 2): ready" {
+		t.Fatalf("Wait = %v, want a StartError after a good start", err)
+	}
+	if n := starts(t, counter); n != 1 {
+		t.Fatalf("started %d times, want 1", n)
+	}
+	if e := drain(s); len(e) != 1 || !e[0].GaveUp || e[0].Restarting || e[0].RestartsSpent {
+		t.Fatalf("exits %+v", e)
+	}
+}
+
+// A process that fails once more after its restarts are spent ends with a *RestartsSpentError
+// counting its failures within the window, and its last exit is reported as RestartsSpent.
+func TestRestartsSpent(t *testing.T) {
+	s, _, dir := newSup(t)
+	counter := scripted(t, s, dir, "ready-fail,ready-fail,ready-fail,ok", Spec{Restart: 2, RestartWindow: time.Minute})
+	err := s.Wait(context.Background(), "s")
+	var re *RestartsSpentError
+	if !errors.As(err, &re) || re.Failures != 3 || re.Window != time.Minute || re.LastLine != "ready" ||
+		err.Error() != "localrun: s failed 3 times in 1m0s; not restarted again: exit status 1" {
+		t.Fatalf("Wait = %v, want the RestartsSpentError of 3 failures", err)
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("Wait = %v does not unwrap to the exit status", err)
+	}
+	if n := starts(t, counter); n != 3 {
+		t.Fatalf("started %d times, want 3", n)
+	}
+	e := drain(s)
+	if len(e) != 3 || !e[0].Restarting || !e[1].Restarting || e[2].Restarting || !e[2].RestartsSpent || e[2].Failures != 3 || e[0].RestartsSpent {
+		t.Fatalf("exits %+v", e)
+	}
+}
