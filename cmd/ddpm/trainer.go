@@ -32,6 +32,9 @@ type trainerOpts struct {
 	standalone  bool
 	init        string
 	sec         *tlsauth.Config // --certs / --insecure (cluster mode only)
+	// bind writes the volume's run.yaml (volumeClaim.bind); a cluster trainer calls it once
+	// the coordinators accepted its run config (its join succeeded), a standalone one at once.
+	bind func() error
 }
 
 func newTrainerCmd() *cobra.Command {
@@ -97,24 +100,75 @@ func newProcessLogger(attrs ...any) *slog.Logger {
 	return slog.New(h).With(attrs...)
 }
 
-// claimDataDir makes dir the volume of run: it writes run.yaml there, or checks that the one
-// already there is the same run. A volume of another run is refused, untouched.
-func claimDataDir(dir string, run config.Run) error {
+// volumeClaim is what checkDataDir found in a trainer's volume: whether its run.yaml must be
+// written for this run, and the other run's config hash when it names one (a volume without
+// checkpoints, re-bound).
+type volumeClaim struct {
+	dir, other string
+	write      bool
+	run        config.Run
+}
+
+// checkDataDir decides whether dir (created if absent) may be the volume of run, writing
+// nothing in it. A volume whose run.yaml names this run, or that has none, may; so may one whose
+// run.yaml names another run while it holds no checkpoint (a trainer refused by the
+// coordinators left it, or nothing was ever trained into it): it is re-bound. A volume holding
+// checkpoints of another run is refused, untouched.
+func checkDataDir(dir string, run config.Run) (volumeClaim, error) {
+	c := volumeClaim{dir: dir, run: run}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return c, err
 	}
 	p := filepath.Join(dir, trainer.ConfigFile)
-	if old, err := config.Load(p); err == nil {
-		if old.Hash() != run.Hash() {
-			return fmt.Errorf("--data-dir %s holds a different run (config %.12s, this run %.12s); use another folder", dir, old.Hash(), run.Hash())
+	old, err := config.Load(p)
+	switch {
+	case err == nil && old.Hash() == run.Hash():
+		return c, nil
+	case err == nil:
+		n, cerr := volumeCheckpoints(dir)
+		if cerr != nil {
+			return c, cerr
 		}
-		return nil
-	} else if !errors.Is(err, os.ErrNotExist) {
+		if n > 0 {
+			return c, fmt.Errorf("--data-dir %s holds checkpoints of a different run (config %.12s, this run %.12s); use another folder", dir, old.Hash(), run.Hash())
+		}
+		c.other = old.Hash()
+	case !errors.Is(err, os.ErrNotExist):
 		if _, serr := os.Stat(p); serr == nil {
-			return err
+			return c, err
 		}
 	}
-	return os.WriteFile(p, run.Marshal(), 0o644)
+	c.write = true
+	return c, nil
+}
+
+// volumeCheckpoints counts the checkpoints, committed or not, in dir's checkpoint file (0 when
+// there is none).
+func volumeCheckpoints(dir string) (int, error) {
+	p := filepath.Join(dir, trainer.CheckpointFile)
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	st, err := checkpoint.Open(p, checkpoint.Options{ReadOnly: true})
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	infos, err := st.List()
+	return len(infos), err
+}
+
+// bind writes the volume's run.yaml for c's run if it lacks one or names another run (saying so
+// in one log line when it re-binds a volume without checkpoints).
+func (c volumeClaim) bind(log *slog.Logger) error {
+	if !c.write {
+		return nil
+	}
+	if c.other != "" {
+		log.Warn("volume re-bound to this run: its run.yaml named another run and it holds no checkpoint",
+			"data_dir", c.dir, "old_config", c.other, "config", c.run.Hash())
+	}
+	return os.WriteFile(filepath.Join(c.dir, trainer.ConfigFile), c.run.Marshal(), 0o644)
 }
 
 func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
@@ -176,8 +230,9 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 			return withExit(2, err)
 		}
 	}
-	// Only a run that checked out claims the volume: a refused command writes nothing.
-	if err := claimDataDir(o.dataDir, run); err != nil {
+	// Only a run that checked out may use the volume: a refused command writes nothing in it.
+	claim, err := checkDataDir(o.dataDir, run)
+	if err != nil {
 		return withExit(2, err)
 	}
 	store, err := checkpoint.Open(filepath.Join(o.dataDir, trainer.CheckpointFile), checkpoint.Options{})
@@ -208,7 +263,14 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	}()
 
 	node := &trainer.Node{Trainer: tr, Store: store, Fingerprint: ds.Fingerprint(), Log: log}
+	// run.yaml binds the volume to the run: a cluster trainer writes it only once the
+	// coordinators accepted its run config, so that one refused (wrong run flags) or never
+	// answered leaves the volume free for the right run.
+	o.bind = func() error { return claim.bind(log) }
 	if o.standalone {
+		if err := o.bind(); err != nil {
+			return withExit(1, err)
+		}
 		node.Coord, node.Ring = trainer.SoloCoordinator{Store: store}, trainer.SoloRing
 		log.Info("standalone trainer", "config", run.Hash(), "model", run.Model, "steps", run.Steps, "global_batch", run.GlobalBatch, "data", ds.Name())
 		return dataExit(node.Run(ctx, stop))

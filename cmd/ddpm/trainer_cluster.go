@@ -359,6 +359,11 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		}
 		return withExit(2, fmt.Errorf("joining %v: %w", addrs, err))
 	}
+	if o.bind != nil {
+		if err := o.bind(); err != nil { // the volume's run.yaml, now that the run is accepted
+			return withExit(1, err)
+		}
+	}
 	node.Log.Info("joined", "coordinators", addrs, "config", run.Hash(), "held", len(held), "incarnation", cc.inc.Load())
 
 	ctx, cancel := context.WithCancel(ctx)
