@@ -49,6 +49,11 @@ global batch, sums the gradients over the ring with the others, and takes the sa
 and EMA step as every other trainer, so all hold identical weights. SIGTERM finishes the step
 in flight and leaves; nothing partial is written. --standalone trains a world of one with no
 coordinator, committing its own checkpoints; it resumes from the newest one when started again.
+
+--data-dir gets the run's run.yaml once the coordinators accept the run config (at once with
+--standalone): a trainer refused for wrong run flags leaves the folder free for the right run.
+A folder holding checkpoints of another run is refused; one whose run.yaml names another run
+but holds no checkpoint is re-bound, with one log line.
 Without --config and --preset a cluster trainer takes the run config from the coordinators
 (the one they were started with); run-config flags given then override its fields.
 
