@@ -75,18 +75,8 @@ func TestRollbackAfterHolderLost(t *testing.T) {
 		t.Skip("starts trainer processes")
 	}
 	bin := testutil.DDPMBinary(t)
-	run, err := config.Preset("mnist")
-	if err != nil {
-		t.Fatal(err)
-	}
-	run.Steps, run.CheckpointEvery, run.KeepCheckpoints, run.GlobalBatch, run.T = 24, 4, 10, 8, 50
-	run.WarmupSteps, run.BetaStart, run.BetaEnd = 2, 0.002, 0.4
-	run.MinTrainers, run.MaxTrainers, run.HeartbeatTimeout = 1, 1, config.Duration(time.Second)
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "run.yaml")
-	if err := os.WriteFile(cfg, run.Marshal(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	run, cfg := procRun(t, dir, 24, 1, 1, time.Second, func(r *config.Run) { r.KeepCheckpoints = 10 })
 	certs := tlsauthtest.Dir(t)
 	coord, cli := startReplica(t, run, "dev", certs)
 

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"ddpm/checkpoint"
-	"ddpm/config"
 	"ddpm/coordinator/fsm"
 	"ddpm/internal/testutil"
 	"ddpm/internal/tlsauth/tlsauthtest"
@@ -68,21 +67,11 @@ func TestStalledTrainerFinishedWithout(t *testing.T) {
 		t.Skip("starts trainer processes")
 	}
 	bin := testutil.DDPMBinary(t)
-	run, err := config.Preset("mnist")
-	if err != nil {
-		t.Fatal(err)
-	}
-	run.Steps, run.CheckpointEvery, run.GlobalBatch, run.T = 32, 4, 8, 50
-	run.WarmupSteps, run.BetaStart, run.BetaEnd = 2, 0.002, 0.4
-	run.MinTrainers, run.MaxTrainers, run.HeartbeatTimeout = 1, 2, config.Duration(2*time.Second)
 	dir, err := os.MkdirTemp("", "ddpm-finished-without-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "run.yaml")
-	if err := os.WriteFile(cfg, run.Marshal(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	run, cfg := procRun(t, dir, 32, 1, 2, 2*time.Second, nil)
 	certs := tlsauthtest.Dir(t)
 	coord, cli := startReplica(t, run, "dev", certs)
 	// Registered after the replica's own cleanups, so it runs before them.

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"ddpm/config"
 	"ddpm/coordinator/fsm"
 	"ddpm/internal/testutil"
 	"ddpm/internal/tlsauth/tlsauthtest"
@@ -118,18 +117,8 @@ func TestStalledTrainerReplacedAtSameAddressExits(t *testing.T) {
 		t.Skip("starts trainer processes")
 	}
 	bin := testutil.DDPMBinary(t)
-	run, err := config.Preset("mnist")
-	if err != nil {
-		t.Fatal(err)
-	}
-	run.Steps, run.CheckpointEvery, run.GlobalBatch, run.T = 24, 4, 8, 50
-	run.WarmupSteps, run.BetaStart, run.BetaEnd = 2, 0.002, 0.4
-	run.MinTrainers, run.MaxTrainers, run.HeartbeatTimeout = 2, 2, config.Duration(2*time.Second)
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "run.yaml")
-	if err := os.WriteFile(cfg, run.Marshal(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	run, cfg := procRun(t, dir, 24, 2, 2, 2*time.Second, nil)
 	certs := tlsauthtest.Dir(t)
 	coord, cli := startReplica(t, run, "dev", certs)
 

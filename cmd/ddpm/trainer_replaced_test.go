@@ -87,18 +87,8 @@ func TestStalledTrainerReplacedExits(t *testing.T) {
 		t.Skip("starts trainer processes")
 	}
 	bin := testutil.DDPMBinary(t)
-	run, err := config.Preset("mnist")
-	if err != nil {
-		t.Fatal(err)
-	}
-	run.Steps, run.CheckpointEvery, run.GlobalBatch, run.T = 24, 4, 8, 50
-	run.WarmupSteps, run.BetaStart, run.BetaEnd = 2, 0.002, 0.4
-	run.MinTrainers, run.MaxTrainers, run.HeartbeatTimeout = 2, 2, config.Duration(2*time.Second)
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "run.yaml")
-	if err := os.WriteFile(cfg, run.Marshal(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	run, cfg := procRun(t, dir, 24, 2, 2, 2*time.Second, nil)
 	certs := tlsauthtest.Dir(t)
 	coord, cli := startReplica(t, run, "dev", certs)
 
@@ -163,4 +153,27 @@ func TestStalledTrainerReplacedExits(t *testing.T) {
 			t.Fatalf("the old t1 joined again: %v", ev)
 		}
 	}
+}
+
+// procRun writes DIR/run.yaml for the trainer-process tests: the mnist preset's tiny U-Net cut
+// to a short run (global batch 8, T = 50, a checkpoint every 4 steps, warmup 2, betas 0.002-0.4)
+// of the given steps, trainer bounds and heartbeat timeout, then edit (if any) applied. It returns
+// the run and the file's path.
+func procRun(t *testing.T, dir string, steps int64, minTrainers, maxTrainers int, heartbeat time.Duration, edit func(*config.Run)) (config.Run, string) {
+	t.Helper()
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Steps, run.CheckpointEvery, run.GlobalBatch, run.T = steps, 4, 8, 50
+	run.WarmupSteps, run.BetaStart, run.BetaEnd = 2, 0.002, 0.4
+	run.MinTrainers, run.MaxTrainers, run.HeartbeatTimeout = minTrainers, maxTrainers, config.Duration(heartbeat)
+	if edit != nil {
+		edit(&run)
+	}
+	cfg := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(cfg, run.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return run, cfg
 }
