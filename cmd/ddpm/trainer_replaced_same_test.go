@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -151,34 +150,8 @@ func TestStalledTrainerReplacedAtSameAddressExits(t *testing.T) {
 	if err := old.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-old.exited:
-		var ee *exec.ExitError
-		if !errors.As(old.err, &ee) || ee.ExitCode() != exitReplaced {
-			t.Fatalf("old t1 exited with %v, want status %d; stderr:\n%s", old.err, exitReplaced, old.stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the old t1 did not exit within 30 s of SIGCONT; stderr:\n%s", old.stderr.String())
-	}
-	want := fmt.Sprintf("ddpm: trainer t1: replaced by a newer process at %s (incarnation %d); exiting\n", name.addr(), newInc)
-	if got := old.stderr.String(); got != want {
-		t.Fatalf("old t1's stderr %q, want %q", got, want)
-	}
-
-	for who, p := range map[string]*trainerProc{"t0": t0, "new t1": repl} {
-		select {
-		case <-p.exited:
-			if p.err != nil {
-				t.Fatalf("%s: %v; stderr:\n%s", who, p.err, p.stderr.String())
-			}
-		case <-time.After(3 * time.Minute):
-			t.Fatalf("%s did not finish the run within 3 minutes (log %s)", who, p.log)
-		}
-	}
-	final := waitFor(t, cli, "run success", 10*time.Second, func(s *fsm.State) bool { return s.Status.Terminal() })
-	if final.Status != fsm.StatusSucceeded || final.Step != run.Steps {
-		t.Fatalf("run %s at step %d (%s), want succeeded at %d", final.Status, final.Step, final.Reason, run.Steps)
-	}
+	expectReplaced(t, old, name.addr(), newInc)
+	final := finishWith(t, cli, run, t0, repl)
 	if m := final.Members["t1"]; m == nil || m.Incarnation != newInc {
 		t.Fatalf("t1 at the end: %+v, want incarnation %d", m, newInc)
 	}

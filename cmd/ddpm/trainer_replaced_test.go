@@ -117,34 +117,8 @@ func TestStalledTrainerReplacedExits(t *testing.T) {
 	if err := old.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-old.exited:
-		var ee *exec.ExitError
-		if !errors.As(old.err, &ee) || ee.ExitCode() != exitReplaced {
-			t.Fatalf("old t1 exited with %v, want status %d; stderr:\n%s", old.err, exitReplaced, old.stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the old t1 did not exit within 30 s of SIGCONT; stderr:\n%s", old.stderr.String())
-	}
-	want := fmt.Sprintf("ddpm: trainer t1: replaced by a newer process at %s (incarnation %d); exiting\n", repl.listen, newInc)
-	if got := old.stderr.String(); got != want {
-		t.Fatalf("old t1's stderr %q, want %q", got, want)
-	}
-
-	for name, p := range map[string]*trainerProc{"t0": t0, "new t1": repl} {
-		select {
-		case <-p.exited:
-			if p.err != nil {
-				t.Fatalf("%s: %v; stderr:\n%s", name, p.err, p.stderr.String())
-			}
-		case <-time.After(3 * time.Minute):
-			t.Fatalf("%s did not finish the run within 3 minutes (log %s)", name, p.log)
-		}
-	}
-	final := waitFor(t, cli, "run success", 10*time.Second, func(s *fsm.State) bool { return s.Status.Terminal() })
-	if final.Status != fsm.StatusSucceeded || final.Step != run.Steps {
-		t.Fatalf("run %s at step %d (%s), want succeeded at %d", final.Status, final.Step, final.Reason, run.Steps)
-	}
+	expectReplaced(t, old, repl.listen, newInc)
+	final := finishWith(t, cli, run, t0, repl)
 	if m := final.Members["t1"]; m == nil || m.Incarnation != newInc || m.Address != repl.listen {
 		t.Fatalf("t1 at the end: %+v, want incarnation %d at %s", m, newInc, repl.listen)
 	}
@@ -176,4 +150,44 @@ func procRun(t *testing.T, dir string, steps int64, minTrainers, maxTrainers int
 		t.Fatal(err)
 	}
 	return run, cfg
+}
+
+// expectReplaced waits (30 s at most) for the SIGCONTed old process of t1 to exit with status 3
+// and exactly the one line naming its replacement at addr with incarnation inc.
+func expectReplaced(t *testing.T, old *trainerProc, addr string, inc uint64) {
+	t.Helper()
+	select {
+	case <-old.exited:
+		var ee *exec.ExitError
+		if !errors.As(old.err, &ee) || ee.ExitCode() != exitReplaced {
+			t.Fatalf("old t1 exited with %v, want status %d; stderr:\n%s", old.err, exitReplaced, old.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the old t1 did not exit within 30 s of SIGCONT; stderr:\n%s", old.stderr.String())
+	}
+	want := fmt.Sprintf("ddpm: trainer t1: replaced by a newer process at %s (incarnation %d); exiting\n", addr, inc)
+	if got := old.stderr.String(); got != want {
+		t.Fatalf("old t1's stderr %q, want %q", got, want)
+	}
+}
+
+// finishWith waits for t0 and the new t1 to exit cleanly (3 minutes at most) and for the run to
+// succeed at its last step, and returns the coordinators' final state.
+func finishWith(t *testing.T, cli *coordinator.Client, run config.Run, t0, repl *trainerProc) *fsm.State {
+	t.Helper()
+	for name, p := range map[string]*trainerProc{"t0": t0, "new t1": repl} {
+		select {
+		case <-p.exited:
+			if p.err != nil {
+				t.Fatalf("%s: %v; stderr:\n%s", name, p.err, p.stderr.String())
+			}
+		case <-time.After(3 * time.Minute):
+			t.Fatalf("%s did not finish the run within 3 minutes (log %s)", name, p.log)
+		}
+	}
+	final := waitFor(t, cli, "run success", 10*time.Second, func(s *fsm.State) bool { return s.Status.Terminal() })
+	if final.Status != fsm.StatusSucceeded || final.Step != run.Steps {
+		t.Fatalf("run %s at step %d (%s), want succeeded at %d", final.Status, final.Step, final.Reason, run.Steps)
+	}
+	return final
 }
