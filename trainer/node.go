@@ -304,7 +304,11 @@ func (n *Node) checkpoint(ctx context.Context, gen uint64) error {
 // rolled the run back past it (ddpm checkpoint rollback). Left committed, it would refuse the
 // recomputed checkpoint of its step (checkpoint.ErrConflict: the trainer would exit), be
 // offered as held at the next join, and be taken by sample and export as the run's newest.
-// The data stays until the recomputed one replaces it or Prune drops it.
+// The data stays until the recomputed one replaces it or Prune drops it. Only a checkpoint
+// written by an older generation than a's is touched: a rollback's generation is newer than
+// every checkpoint it abandons, while a stale assignment (a lagging replica's older generation,
+// re-sent after a failover) or a cluster rebuilt without its state (numbering generations from
+// 1 again) is not, and must not cost the volume a checkpoint the cluster did commit.
 func (n *Node) uncommitAbandoned(a Assignment) error {
 	infos, err := n.Store.List()
 	if err != nil {
@@ -312,7 +316,8 @@ func (n *Node) uncommitAbandoned(a Assignment) error {
 	}
 	var dropped []int64
 	for _, in := range infos {
-		if !in.Committed || in.Step < a.StartStep || (in.Step == a.StartStep && (a.CheckpointSHA == "" || in.SHA256 == a.CheckpointSHA)) {
+		if !in.Committed || in.Generation >= a.Generation || in.Step < a.StartStep ||
+			(in.Step == a.StartStep && (a.CheckpointSHA == "" || in.SHA256 == a.CheckpointSHA)) {
 			continue
 		}
 		if err := n.Store.Uncommit(in.Step); err != nil {

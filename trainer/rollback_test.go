@@ -91,3 +91,44 @@ func TestRollbackRecomputesCommittedStep(t *testing.T) {
 		t.Fatalf("committed steps %v, want [2 4 6]", got)
 	}
 }
+
+// TestStaleAssignmentKeepsCommitted: an assignment of an older generation than the one that
+// wrote a committed checkpoint of the volume (a lagging replica re-sending its older generation
+// after a failover, or a cluster rebuilt without its state) starts before that checkpoint, yet
+// it was no rollback: the checkpoint stays committed. Only a newer generation from before it (a
+// rollback's) uncommits it. The stale one used to uncommit it.
+func TestStaleAssignmentKeepsCommitted(t *testing.T) {
+	tr, st := nodeTrainer(t, 6)
+	tr.run.CheckpointEvery = 2
+	at2 := tr.Snapshot(1, "")
+	at2.Step = 2
+	at4 := tr.Snapshot(5, "")
+	at4.Step, at4.Params[0] = 4, at4.Params[0]+1
+	sha2, err := st.Save(at2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Save(at4); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []int64{2, 4} {
+		if err := st.MarkCommitted(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := &Node{Trainer: tr, Store: st, Log: slog.New(slog.DiscardHandler)}
+	for _, gen := range []uint64{3, 5} {
+		if err := n.uncommitAbandoned(Assignment{Generation: gen, Rank: 0, World: 1, StartStep: 2, CheckpointSHA: sha2}); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := st.Committed(); !slices.Equal(got, []int64{2, 4}) {
+			t.Fatalf("after an assignment of generation %d from step 2: committed %v, want [2 4] (checkpoint 4 is of generation 5)", gen, got)
+		}
+	}
+	if err := n.uncommitAbandoned(Assignment{Generation: 6, Rank: 0, World: 1, StartStep: 2, CheckpointSHA: sha2}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.Committed(); !slices.Equal(got, []int64{2}) {
+		t.Fatalf("after a rollback's generation 6 from step 2: committed %v, want [2]", got)
+	}
+}
