@@ -493,7 +493,9 @@ func logFinishedWithout(node *trainer.Node, id string, st *fsm.State) {
 	}
 	if infos, err := node.Store.List(); err == nil {
 		for _, in := range infos {
-			if in.Err == nil && !in.Committed && in.SHA256 != "" && committed[in.Step] == in.SHA256 {
+			// The header names the sha256; only Verify shows that the bytes still hash to it
+			// (a copy damaged while the trainer was down, uncommitted by UncommitDamaged).
+			if in.Err == nil && !in.Committed && in.SHA256 != "" && committed[in.Step] == in.SHA256 && node.Store.Verify(in.Step) == nil {
 				if err := node.Store.MarkCommitted(in.Step); err != nil {
 					node.Log.Warn("could not mark a checkpoint the cluster committed", "step", in.Step, "err", err)
 				}
