@@ -35,7 +35,7 @@ func childPid(t *testing.T, run, name string, not int) int {
 }
 
 // waitStepped waits until NAME's log holds a step report.
-func waitStepped(t *testing.T, run, name string, out *bytes.Buffer) {
+func waitStepped(t *testing.T, run, name string, out fmt.Stringer) {
 	t.Helper()
 	logf := filepath.Join(run, localrun.LogsDir, name+".log")
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
@@ -90,15 +90,18 @@ func TestLocalSIGHUPStopsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd, out := localCommand(t, "--resume", run, "--quiet")
+	// Read while the process writes: through a lock (a bytes.Buffer is no such thing).
+	live := &lockedLog{}
+	cmd.Stdout, cmd.Stderr = live, live
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitStepped(t, run, "trainer-0", out)
+	waitStepped(t, run, "trainer-0", live)
 	grpc, dash := localrun.Addr(man.CoordinatorPorts[0].GRPC), localrun.Addr(man.CoordinatorPorts[0].HTTP)
 	certs := filepath.Join(run, localrun.CertsDir)
 	line := fmt.Sprintf("ddpm local: coordinators %s (ddpm status --coordinator %s --certs %s); dashboard http://%s/", grpc, grpc, certs, dash)
-	if !strings.Contains(out.String(), line+"\n") {
-		t.Fatalf("no line %q:\n%s", line, out)
+	if !strings.Contains(live.String(), line+"\n") {
+		t.Fatalf("no line %q:\n%s", line, live)
 	}
 	st, err := exec.Command(testutil.DDPMBinary(t), "status", "--coordinator", grpc, "--certs", certs).CombinedOutput()
 	if err != nil || !bytes.Contains(st, []byte("running")) {
@@ -108,7 +111,9 @@ func TestLocalSIGHUPStopsCleanly(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	r := finish(t, cmd, out, cmd.Wait())
+	werr := cmd.Wait()
+	out.WriteString(live.String())
+	r := finish(t, cmd, out, werr)
 	want := "ddpm: interrupted; continue with: ddpm local --resume " + run
 	if r.code != 130 || r.lastLine() != want || !strings.Contains(r.out, "ddpm local: stopping (trainers finish their step, then coordinators)") {
 		t.Fatalf("exit %d with\n%s\nwant exit 130 ending in %q", r.code, r.out, want)
