@@ -656,6 +656,28 @@ func (s *Store) Uncommit(step int64) error {
 	})
 }
 
+// UncommitIf removes the commit mark of checkpoint step only if the mark records sha256Hex (the
+// hex sha256 of the checkpoint's bytes, as Info.SHA256), checked and removed in one write
+// transaction: a caller that listed the store and found an abandoned copy cannot uncommit a
+// recomputed checkpoint of the same step committed since. It reports whether the mark was
+// removed; a step not committed, or committed with another sha256, is left as it is.
+func (s *Store) UncommitIf(step int64, sha256Hex string) (bool, error) {
+	if s.readOnly {
+		return false, fmt.Errorf("checkpoint: uncommit step %d in %s: %w", step, s.path, ErrReadOnly)
+	}
+	removed := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		cm := tx.Bucket(bucketCommitted)
+		mark := cm.Get(stepKey(step))
+		if mark == nil || hex.EncodeToString(mark) != sha256Hex {
+			return nil
+		}
+		removed = true
+		return cm.Delete(stepKey(step))
+	})
+	return removed, err
+}
+
 // Prune deletes checkpoints in one write transaction and returns the deleted steps. It keeps
 // the newest keep committed checkpoints, every committed checkpoint whose step is a multiple of
 // milestoneEvery (if > 0), and the newest keep uncommitted checkpoints newer than the newest

@@ -52,3 +52,40 @@ func TestUncommitLetsRecomputedStateReplace(t *testing.T) {
 		t.Fatalf("Uncommit on a read-only store: %v", err)
 	}
 }
+
+// TestUncommitIfChecksTheMark: UncommitIf removes a commit mark only when it records the given
+// sha256; a recomputed checkpoint committed after the caller listed the abandoned copy keeps its
+// mark, and a read-only store refuses.
+func TestUncommitIfChecksTheMark(t *testing.T) {
+	s := openT(t, filepath.Join(t.TempDir(), "c.db"), Options{})
+	abandoned := saveT(t, s, testState(20, 64))
+	if err := s.MarkCommitted(20); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.UncommitIf(20, abandoned); err != nil || !ok {
+		t.Fatalf("UncommitIf(20, its own sha256) = %v, %v; want true, nil", ok, err)
+	}
+	recomputed := testState(20, 64)
+	recomputed.Params[0] = 4321
+	sum := saveT(t, s, recomputed)
+	if sum == abandoned {
+		t.Fatal("the recomputed state hashes like the abandoned one; the test needs them apart")
+	}
+	if err := s.MarkCommitted(20); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.UncommitIf(20, abandoned); err != nil || ok {
+		t.Fatalf("UncommitIf(20, the abandoned sha256) over the recomputed commit = %v, %v; want false, nil", ok, err)
+	}
+	if got, _ := s.Committed(); !slices.Equal(got, []int64{20}) {
+		t.Fatalf("committed after a refused UncommitIf: %v, want [20]", got)
+	}
+	if ok, err := s.UncommitIf(30, abandoned); err != nil || ok {
+		t.Fatalf("UncommitIf of a step not stored = %v, %v; want false, nil", ok, err)
+	}
+	s.Close()
+	r := openT(t, s.Path(), Options{ReadOnly: true})
+	if _, err := r.UncommitIf(20, sum); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("UncommitIf on a read-only store: %v, want ErrReadOnly", err)
+	}
+}

@@ -363,8 +363,14 @@ func UncommitAbandoned(store *checkpoint.Store, abandoned []AbandonedCheckpoint,
 		if !in.Committed || in.Err != nil || !slices.Contains(abandoned, AbandonedCheckpoint{Step: in.Step, SHA256: in.SHA256}) {
 			continue
 		}
-		if err := store.Uncommit(in.Step); err != nil {
+		// Checked against the commit mark's sha256 in the same transaction: a recomputed
+		// checkpoint of this step committed since the listing keeps its mark.
+		removed, err := store.UncommitIf(in.Step, in.SHA256)
+		if err != nil {
 			return done, fmt.Errorf("trainer: uncommit abandoned checkpoint %d: %w", in.Step, err)
+		}
+		if !removed {
+			continue
 		}
 		done = append(done, in.Step)
 		log.Warn(MsgUncommittedAbandoned, "step", in.Step, "sha256", in.SHA256,
