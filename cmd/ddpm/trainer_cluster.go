@@ -303,14 +303,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		return withExit(2, err)
 	}
 	defer cli.Close()
-	var held []fsm.Held
-	if steps, err := node.Store.Committed(); err == nil {
-		for _, s := range steps {
-			if c, err := node.Store.Get(s); err == nil {
-				held = append(held, fsm.Held{Step: s, SHA256: c.SHA256})
-			}
-		}
-	}
+	held := volumeHeld(node.Store)
 	advertised := o.listen
 	if o.advertise != "" {
 		advertised = o.advertise
@@ -388,7 +381,11 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 				return
 			case errors.Is(err, fsm.ErrUnknownMember):
 				node.Log.Warn("dropped by the coordinator; joining again")
-				if errors.Is(cc.join(ctx, join), fsm.ErrRunFinished) {
+				// The volume may have changed since start-up (checkpoints committed, or
+				// uncommitted by a rollback): the rejoin offers what it holds now.
+				rejoin := join
+				rejoin.Held = volumeHeld(node.Store)
+				if errors.Is(cc.join(ctx, rejoin), fsm.ErrRunFinished) {
 					// The run ended without us: the assignment watch sees it too and ends
 					// the run here (logFinishedWithout); nothing left to heartbeat for.
 					return
@@ -555,4 +552,20 @@ func isClosed(ch <-chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+// volumeHeld lists the committed checkpoints of store that read back intact (step and sha256),
+// oldest first: what a join offers the coordinators. A checkpoint that fails to read is left out.
+func volumeHeld(store *checkpoint.Store) []fsm.Held {
+	steps, err := store.Committed()
+	if err != nil {
+		return nil
+	}
+	var held []fsm.Held
+	for _, s := range steps {
+		if c, err := store.Get(s); err == nil {
+			held = append(held, fsm.Held{Step: s, SHA256: c.SHA256})
+		}
+	}
+	return held
 }
