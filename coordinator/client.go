@@ -264,6 +264,10 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.C
 			actx, cancel := context.WithTimeout(ctx, c.attempt)
 			err := fn(actx, api.NewCoordinatorClient(conns[idx]))
 			cancel()
+			if status.Code(err) == codes.Unimplemented {
+				return fmt.Errorf("%w: %s answers but serves no coordinator (a trainer's --listen address? "+
+					"use the coordinators' --grpc-addr)", ErrNotCoordinator, addrs[idx])
+			}
 			if err == nil || !retryable(err) {
 				c.answered(addrs[idx])
 				return decodeErr(err)

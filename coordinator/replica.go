@@ -43,6 +43,9 @@ var (
 	ErrBadPeers = errors.New("coordinator: bad peer list")
 	// ErrShutdown: the replica is shutting down.
 	ErrShutdown = errors.New("coordinator: shut down")
+	// ErrNotCoordinator: the address answers gRPC but serves no coordinator (a trainer's
+	// --listen address, another service).
+	ErrNotCoordinator = errors.New("coordinator: not a coordinator")
 )
 
 // Messages a Replica logs at INFO, with attribute "term" (the raft term it led in), when it
