@@ -189,10 +189,14 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 				return err
 			}
 			defer st.Close()
-			if err := checkOutPath("--out", out, force, cfgs...); err != nil {
+			// What no --force lets through first, then the name, then an existing file (see ddpm loss).
+			if err := checkOutPath("--out", out, true, cfgs...); err != nil {
 				return withExit(exitUsage, fmt.Errorf("checkpoint export: %w", err))
 			}
 			if err := checkOutNames(".safetensors", "the weights are written as safetensors", outFile{"--out", out}); err != nil {
+				return withExit(exitUsage, fmt.Errorf("checkpoint export: %w", err))
+			}
+			if err := checkOutPath("--out", out, force, cfgs...); err != nil {
 				return withExit(exitUsage, fmt.Errorf("checkpoint export: %w", err))
 			}
 			var c *checkpoint.Checkpoint

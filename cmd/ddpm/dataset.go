@@ -109,10 +109,14 @@ run config records it and trainers refuse data whose fingerprint differs.`,
 			if err != nil {
 				return err
 			}
-			if err := checkOutputs(force, []outFile{{"--preview", preview}}, datasetInput(args[0])); err != nil {
+			// What no --force lets through first, then the name, then an existing file (see ddpm loss).
+			if err := checkOutputs(true, []outFile{{"--preview", preview}}, datasetInput(args[0])); err != nil {
 				return err
 			}
 			if err := checkPNGNames(outFile{"--preview", preview}); err != nil {
+				return err
+			}
+			if err := checkOutputs(force, []outFile{{"--preview", preview}}, datasetInput(args[0])); err != nil {
 				return err
 			}
 			ds, err := openSpec(args[0], opts)

@@ -60,13 +60,19 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	if err := checkOutputs(lossFlags.force, []outFile{{"--png", lossFlags.png}, {"--csv", lossFlags.csv}}); err != nil {
+	outs := []outFile{{"--png", lossFlags.png}, {"--csv", lossFlags.csv}}
+	// What no --force lets through (a run's input, a directory) first, then the names, then an
+	// existing file: "already exists (give --force ...)" is no advice for a name --force refuses.
+	if err := checkOutputs(true, outs); err != nil {
 		return withExit(2, fmt.Errorf("loss: %w", err))
 	}
 	if err := checkPNGNames(outFile{"--png", lossFlags.png}); err != nil {
 		return withExit(2, fmt.Errorf("loss: %w", err))
 	}
 	if err := checkOutNames(".csv", "the loss history is written as CSV", outFile{"--csv", lossFlags.csv}); err != nil {
+		return withExit(2, fmt.Errorf("loss: %w", err))
+	}
+	if err := checkOutputs(lossFlags.force, outs); err != nil {
 		return withExit(2, fmt.Errorf("loss: %w", err))
 	}
 	if lossFlags.timeout <= 0 {

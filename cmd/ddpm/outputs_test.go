@@ -105,3 +105,41 @@ func TestSniffFile(t *testing.T) {
 		}
 	}
 }
+
+// TestWrongNameBeforeExists: an existing output whose name lacks its format's extension is
+// refused for its name, not with "already exists (give --force to replace it)", advice that
+// --force then refused for the name (ddpm loss --png certs/node.key sent a user round twice);
+// an existing, rightly named file still asks for --force. One line, exit 2, files intact.
+func TestWrongNameBeforeExists(t *testing.T) {
+	dir, file := evalFixture(t)
+	other := t.TempDir()
+	write := func(name string) string {
+		p := filepath.Join(other, name)
+		if err := os.WriteFile(p, []byte("keep me\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	key, txt, bin, jpg, csv := write("node.key"), write("notes.txt"), write("w.bin"), write("grid.jpg"), write("loss.csv")
+	loss := []string{"loss", "--coordinator", "127.0.0.1:1", "--insecure"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{append(loss, "--png", key), "loss: --png " + key + ": the image is written as PNG; give it a .png name"},
+		{append(loss, "--csv", txt), "loss: --csv " + txt + ": the loss history is written as CSV; give it a .csv name"},
+		{append(loss, "--csv", csv), "loss: --csv " + csv + " already exists (give --force to replace it)"},
+		{[]string{"checkpoint", "export", file, "--out", bin},
+			"checkpoint export: --out " + bin + ": the weights are written as safetensors; give it a .safetensors name"},
+		{[]string{"sample", "--checkpoint", dir, "--n", "1", "--out", jpg}, "--out " + jpg + ": the image is written as PNG; give it a .png name"},
+		{[]string{"dataset", "inspect", "mnist:test", "--preview", key}, "--preview " + key + ": the image is written as PNG; give it a .png name"},
+	} {
+		_, err := runCLI(t, context.Background(), nil, tc.args...)
+		wantExit(t, tc.args, err, 2, tc.want)
+	}
+	for _, p := range []string{key, txt, bin, jpg, csv} {
+		if b, err := os.ReadFile(p); err != nil || string(b) != "keep me\n" {
+			t.Errorf("%s changed: %q %v", p, b, err)
+		}
+	}
+}

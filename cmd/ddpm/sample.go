@@ -174,10 +174,14 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 		inputs = append(inputs, inputFile{"--interpolate image", p})
 	}
 	outs := []outFile{{"--out", o.out}, {"--progressive", o.progressive}, {"--export-weights", o.export}}
-	if err := checkOutputs(o.force, outs, inputs...); err != nil {
+	// What no --force lets through first, then the names, then an existing file (see ddpm loss).
+	if err := checkOutputs(true, outs, inputs...); err != nil {
 		return err
 	}
 	if err := checkPNGNames(outs[:2]...); err != nil {
+		return err
+	}
+	if err := checkOutputs(o.force, outs, inputs...); err != nil {
 		return err
 	}
 	c, h, wd := er.c, er.h, er.w
