@@ -130,8 +130,8 @@ func TestRollbackAfterHolderLost(t *testing.T) {
 		t.Fatalf("the run did not keep waiting for a holder of %d: generation %+v", lost.Step, st.Generation)
 	}
 
-	hint := regexp.MustCompile(fmt.Sprintf(`(?m)^waiting +for a holder of checkpoint %d \(a\) to rejoin; if none can: ddpm checkpoint rollback --coordinator %s --to-step %d$`,
-		lost.Step, regexp.QuoteMeta(coord), keep.Step))
+	hint := regexp.MustCompile(fmt.Sprintf(`(?m)^waiting +for a holder of checkpoint %d \(a\) to rejoin; if none can: ddpm checkpoint rollback --coordinator %s --to-step %d --certs %s$`,
+		lost.Step, regexp.QuoteMeta(coord), keep.Step, regexp.QuoteMeta(certs)))
 	if out, errOut, code := ddpmRun(t, bin, "status", "--coordinator", coord, "--certs", certs); code != 0 || !hint.MatchString(out) {
 		t.Fatalf("ddpm status (%d) does not match %q:\n%s%s", code, hint, out, errOut)
 	}

@@ -131,7 +131,19 @@ func runStatus(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	return writeStatus(cmd.OutOrStdout(), resp, st)
+	return writeStatus(cmd.OutOrStdout(), resp, st, secFlags(statusFlags.sec))
+}
+
+// secFlags is the --certs DIR or --insecure of a monitoring command's security choice (after
+// DDPM_CERTS and DDPM_INSECURE were read), as a command line it prints would repeat it.
+func secFlags(cfg *tlsauth.Config) string {
+	switch {
+	case cfg.Insecure:
+		return "--insecure"
+	case cfg.Dir != "":
+		return "--certs " + cfg.Dir
+	}
+	return ""
 }
 
 // monStamp formats a Unix-ns time of the state in UTC ("-" for zero).
@@ -142,8 +154,9 @@ func monStamp(ns int64) string {
 	return time.Unix(0, ns).UTC().Format("2006-01-02 15:04:05Z")
 }
 
-// writeStatus prints the tables of `ddpm status`.
-func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State) error {
+// writeStatus prints the tables of `ddpm status`; sec (--certs DIR, --insecure, or "") ends the
+// rollback command it suggests, so that it runs as printed.
+func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State, sec string) error {
 	w := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
 	status := string(st.Status)
 	if status == "" {
@@ -156,8 +169,9 @@ func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State) error {
 	fmt.Fprintln(w)
 	if cp := st.HolderWait(); cp != nil {
 		// No generation can start: say what the run waits for and the way out.
-		fmt.Fprintf(w, "waiting\tfor a holder of checkpoint %d (%s) to rejoin; if none can: ddpm checkpoint rollback --coordinator %s --to-step %d\n",
-			cp.Step, strings.Join(cp.Holders, " "), monOrNone(strings.Join(resp.Replicas, ",")), st.RollbackTarget())
+		fmt.Fprintf(w, "waiting\tfor a holder of checkpoint %d (%s) to rejoin; if none can: %s\n",
+			cp.Step, strings.Join(cp.Holders, " "), strings.TrimSpace(fmt.Sprintf("ddpm checkpoint rollback --coordinator %s --to-step %d %s",
+				monOrNone(strings.Join(resp.Replicas, ",")), st.RollbackTarget(), sec)))
 	}
 	if st.Run != nil {
 		pct := 0.0
