@@ -25,7 +25,7 @@ import (
 //	                      every process, as on a real cluster)
 //	  coordinator-I/      raft data of coordinator I (log, stable store, snapshots)
 //	  trainer-I/          trainer I's volume (checkpoints.db)
-//	  logs/NAME.log       every child's output; logs/NAME.pid its current pid
+//	  logs/NAME.log       every child's output; logs/NAME.pid its pid while it runs (gone while it is down)
 //	  loss.csv loss.png   the global training loss per step
 //	  samples.png         samples of the EMA weights (Algorithm 2) at the end
 const (

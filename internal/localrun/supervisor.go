@@ -261,7 +261,8 @@ func (s *Supervisor) launch(p *proc) error {
 		return fmt.Errorf("localrun: starting %s: %w", p.spec.Name, err)
 	}
 	pw.Close()
-	_ = os.WriteFile(filepath.Join(s.logDir, p.spec.Name+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+	pidFile := filepath.Join(s.logDir, p.spec.Name+".pid")
+	_ = os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
 	p.cmd, p.exited = cmd, false
 	p.done = make(chan struct{})
 	done := p.done
@@ -278,6 +279,10 @@ func (s *Supervisor) launch(p *proc) error {
 		defer s.wg.Done()
 		<-copied // all output is in the log before anyone hears of the exit
 		err := cmd.Wait()
+		// The pid file names a running process only: a dead one's pid, kept through the restart
+		// delay or after the end, sent `kill $(cat NAME.pid)` to nothing, or to whatever process
+		// the kernel gave that pid next.
+		_ = os.Remove(pidFile)
 		s.mu.Lock()
 		p.exited = true
 		gaveUp := s.judgeStart(p, inc, cmd, err)

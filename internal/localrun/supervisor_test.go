@@ -494,3 +494,47 @@ func TestRestartsSpent(t *testing.T) {
 		t.Fatalf("exits %+v", e)
 	}
 }
+
+// TestPidFileOnlyWhileRunning: LogDir/NAME.pid names the running process and is gone while it
+// is down (the restart delay) and after it ended: a killed child's pid stayed in the file until
+// its restart, so `kill $(cat NAME.pid)` reached no process, or a stranger given that pid.
+func TestPidFileOnlyWhileRunning(t *testing.T) {
+	s, l, dir := newSup(t)
+	pidFile := filepath.Join(dir, "logs", "k.pid")
+	const delay = 400 * time.Millisecond
+	if err := s.Start(Spec{Name: "k", Env: []string{"LOCALRUN_CHILD=term"}, Restart: 1, RestartDelay: delay}); err != nil {
+		t.Fatal(err)
+	}
+	waitLine(t, l, "k", "ready")
+	first := s.Pid("k")
+	if b, _ := os.ReadFile(pidFile); strings.TrimSpace(string(b)) != fmt.Sprint(first) {
+		t.Fatalf("pid file %q, running pid %d", b, first)
+	}
+	if err := s.Signal("k", syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Pid("k") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the killed child never showed as down")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if b, err := os.ReadFile(pidFile); !errors.Is(err, os.ErrNotExist) && s.Pid("k") == 0 {
+		t.Fatalf("during the restart delay the pid file holds %q (err %v), want none", b, err)
+	}
+	for s.Pid("k") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the killed child was not restarted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	second := s.Pid("k")
+	if b, _ := os.ReadFile(pidFile); second == first || strings.TrimSpace(string(b)) != fmt.Sprint(second) {
+		t.Fatalf("after the restart: pid file %q, pids %d then %d", b, first, second)
+	}
+	_ = s.Stop("k", 5*time.Second) // the restarted child may not handle SIGTERM yet: its status is no matter here
+	if _, err := os.Stat(pidFile); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after Stop the pid file is still there (%v)", err)
+	}
+}
