@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"ddpm/config"
+	"ddpm/internal/localrun"
 	"ddpm/internal/viz"
 )
 
@@ -34,7 +36,8 @@ type outFile struct{ flag, path string }
 // checkOutPath: an output file (empty: none) must not be "-" (no command writes its files to
 // stdout), a directory, one of the command's inputs (or lie in a folder that is one), or a
 // file a run reads (a run config, a checkpoint file, a run manifest, a dataset file: see
-// sniffFile) even with force; it must not exist unless force (nothing is overwritten by
+// sniffFile; the safetensors weights a ddpm local run's local.json names as its --init: see
+// runWithInit) even with force; it must not exist unless force (nothing is overwritten by
 // accident), and its folder must exist. The error is one line naming the flag
 // and the path (and the input it would overwrite); callers exit with status 2.
 func checkOutPath(flag, path string, force bool, inputs ...inputFile) error {
@@ -69,6 +72,10 @@ func checkOutPath(flag, path string, force bool, inputs ...inputFile) error {
 		// A run's own input (its run.yaml, checkpoints.db, dataset) is no output, --force or not.
 		if kind := sniffFile(path); runInputKinds[kind] {
 			return fmt.Errorf("%s %s is %s, the input of a run; an output never replaces one (nothing was written)", flag, path, kind)
+		} else if kind == kindSafetensors {
+			if run := runWithInit(path, st); run != "" {
+				return fmt.Errorf("%s %s is the --init weights of the run in %s, the input of a run; an output never replaces one (nothing was written)", flag, path, run)
+			}
 		}
 		if !force {
 			return fmt.Errorf("%s %s already exists (give --force to replace it)", flag, path)
@@ -90,6 +97,51 @@ func checkOutPath(flag, path string, force bool, inputs ...inputFile) error {
 	probe.Close()
 	os.Remove(probe.Name())
 	return nil
+}
+
+// runWithInit names the folder of a `ddpm local` run whose local.json gives the file st (at
+// path) as its --init weights, or "" for none. Only local.json records a run's --init, so the
+// runs looked at are those whose folder is path's folder, one of its parent folders, or a
+// folder directly inside path's folder (ddpm local --out RUN --init W.safetensors, both in the
+// working folder). A relative --init in an older manifest is taken relative to its run folder.
+func runWithInit(path string, st os.FileInfo) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return ""
+	}
+	dir := filepath.Dir(abs)
+	var runs []string
+	for d := dir; ; d = filepath.Dir(d) {
+		runs = append(runs, d)
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	if ents, err := os.ReadDir(dir); err == nil {
+		for _, e := range ents {
+			if e.IsDir() {
+				runs = append(runs, filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	for _, run := range runs {
+		b, err := os.ReadFile(filepath.Join(run, localrun.ManifestFile))
+		if err != nil {
+			continue
+		}
+		var m localrun.Manifest
+		if json.Unmarshal(b, &m) != nil || m.Init == "" {
+			continue
+		}
+		init := m.Init
+		if !filepath.IsAbs(init) {
+			init = filepath.Join(run, init)
+		}
+		if ist, err := os.Stat(init); err == nil && os.SameFile(st, ist) {
+			return run
+		}
+	}
+	return ""
 }
 
 // insideDir reports whether one of path's enclosing folders is the folder dir.
