@@ -72,7 +72,9 @@ from this one by a random token each process joins with, not by its address.
 --http-addr serves /healthz (liveness: 503 once work goes --stall-limit without completing a
 step or using the CPU; waiting on others is live for any time) and /readyz (a member now).
 --stall-limit 0 (the default) means 10 minutes, or 4 x the run's heartbeat_timeout if longer;
-raise it for steps or checkpoint writes that block without computing for longer.`,
+raise it for steps or checkpoint writes that block without computing for longer. It is at least
+1 minute: computing is judged from the CPU used between two probes (a kubelet probes every 10 s
+by default), so a limit near the probe period would fail a healthy trainer mid-step and restart it.`,
 		Args: cobra.NoArgs,
 	}
 	rf := config.AddFlags(cmd.Flags())
@@ -85,7 +87,7 @@ raise it for steps or checkpoint writes that block without computing for longer.
 	f.StringVar(&o.dataDir, "data-dir", "", "this trainer's volume: checkpoints.db and run.yaml (required)")
 	f.BoolVar(&o.standalone, "standalone", false, "train a world of one without coordinators")
 	f.StringVar(&o.init, "init", "", "safetensors weights to start from instead of the seed's initialization")
-	f.DurationVar(&trainerStallLimit, "stall-limit", 0, "/healthz answers 503 after work (a ring, a step, a checkpoint write) goes this long without completing a step or using the CPU (0: 10m, or 4 x heartbeat_timeout if longer)")
+	f.DurationVar(&trainerStallLimit, "stall-limit", 0, "/healthz answers 503 after work (a ring, a step, a checkpoint write) goes this long without completing a step or using the CPU (at least 1m; 0: 10m, or 4 x heartbeat_timeout if longer)")
 	o.sec = tlsauth.AddFlags(f)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runTrainer(cmd, rf, o) }
 	return cmd

@@ -88,10 +88,20 @@ func stallAfter(run config.Run, limit time.Duration) time.Duration {
 // newTrainerCmd and checked by checkStallLimit before the trainer starts.
 var trainerStallLimit time.Duration
 
-// checkStallLimit refuses a negative --stall-limit.
+// floorStall is the least --stall-limit: whether work is computing is judged from the CPU used
+// between two looks (the probes: a kubelet's period is 10 s by default), so a limit near the
+// probe period would call a step that computes between probes wedged, and liveness would flap
+// (a restart on every long step). A minute spans several probe periods and an ordinary
+// all-reduce and checkpoint write.
+const floorStall = time.Minute
+
+// checkStallLimit refuses a negative --stall-limit, and a positive one below floorStall.
 func checkStallLimit(d time.Duration) error {
 	if d < 0 {
 		return fmt.Errorf("--stall-limit %v: want a positive duration, or 0 for the default (10m, or 4 x heartbeat_timeout if longer)", d)
+	}
+	if d > 0 && d < floorStall {
+		return fmt.Errorf("--stall-limit %v: want at least %v (several probe periods; a shorter limit makes /healthz fail a trainer computing between probes), or 0 for the default", d, floorStall)
 	}
 	return nil
 }

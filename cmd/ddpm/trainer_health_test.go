@@ -299,6 +299,13 @@ func TestTrainerStallLimitFlag(t *testing.T) {
 	_, err := runCLI(t, context.Background(), nil, args...)
 	wantExit(t, args, err, 2, "--stall-limit -5s: want a positive duration, or 0 for the default (10m, or 4 x heartbeat_timeout if longer)")
 	mustNotExist(t, dir)
+	// Below the floor (a few probe periods) liveness would flap: refused the same way.
+	for _, v := range []string{"1ms", "59s"} {
+		args := []string{"trainer", "--standalone", "--data-dir", dir, "--preset", "mnist", "--stall-limit", v}
+		_, err := runCLI(t, context.Background(), nil, args...)
+		wantExit(t, args, err, 2, "--stall-limit "+v+": want at least 1m0s (several probe periods; a shorter limit makes /healthz fail a trainer computing between probes), or 0 for the default")
+		mustNotExist(t, dir)
+	}
 
 	trainerCmd, _, err := rootCmd.Find([]string{"trainer"})
 	if err != nil {
