@@ -34,6 +34,10 @@ only holders are gone for good (their volumes lost), the run waits for them fore
 This command abandons the committed checkpoints after step N and restarts the run from N at
 once; the steps after N are computed again.
 
+It works on a healthy run too: the checkpoints after N are abandoned even when live members
+hold them, and the steps after N are computed again. Use it when a holder is lost for good,
+or to undo steps (a loss that went bad after step N).
+
 N must be a committed checkpoint that a current member holds (ddpm status lists them with their
 holders), or 0 to start again from the initial parameters. Without --yes the command prints what
 would be abandoned and changes nothing. The abandoned checkpoints stay listed in ddpm status.`,
