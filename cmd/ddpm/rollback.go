@@ -39,7 +39,9 @@ hold them, and the steps after N are computed again. Use it when a holder is los
 or to undo steps (a loss that went bad after step N).
 
 N must be a committed checkpoint that a current member holds (ddpm status lists them with their
-holders), or 0 to start again from the initial parameters. Without --yes the command prints what
+holders), an older committed checkpoint a current member's volume still holds (one that fell off
+the coordinator's list of the newest ones; the refusal of another N names them), or 0 to start
+again from the initial parameters. Without --yes the command prints what
 would be abandoned and changes nothing. The abandoned checkpoints stay listed in ddpm status.`,
 	Args: cobra.NoArgs,
 	RunE: runRollback,
@@ -126,10 +128,8 @@ func writeRollbackPlan(out io.Writer, st *fsm.State, to int64, abandon []fsm.Che
 	if to == 0 {
 		fmt.Fprintln(out, "the run restarts from step 0 (the initial parameters)")
 	} else {
-		for _, c := range st.Checkpoints {
-			if c.Step == to {
-				fmt.Fprintf(out, "the run restarts from checkpoint %d (sha256 %.16s, held by %s)\n", c.Step, c.SHA256, holders(c))
-			}
+		if c := st.RollbackPoint(to); c != nil {
+			fmt.Fprintf(out, "the run restarts from checkpoint %d (sha256 %.16s, held by %s)\n", c.Step, c.SHA256, holders(*c))
 		}
 	}
 	for _, c := range abandon {

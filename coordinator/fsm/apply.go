@@ -297,6 +297,7 @@ func join(s *State, now int64, j *Join) *failure {
 		old.JoinSeq, s.NextJoin = s.NextJoin, s.NextJoin+1
 		old.Incarnation = old.JoinSeq + 1
 		old.State = MemberWaiting
+		old.Held = volumeHeld(s, j)
 		adopt(s, now, j)
 		addHolder(s, j.ID, j.Held)
 		s.event(now, "join", "trainer %s rejoined from %s", j.ID, j.Address)
@@ -307,7 +308,8 @@ func join(s *State, now int64, j *Join) *failure {
 		return nil
 	}
 	s.Members[j.ID] = &Member{ID: j.ID, Address: j.Address, Version: j.Version, JoinSeq: s.NextJoin,
-		Incarnation: s.NextJoin + 1, Nonce: j.Nonce, JoinedAt: now, LastHeartbeat: now, State: MemberWaiting}
+		Incarnation: s.NextJoin + 1, Nonce: j.Nonce, JoinedAt: now, LastHeartbeat: now, State: MemberWaiting,
+		Held: volumeHeld(s, j)}
 	s.NextJoin++
 	adopt(s, now, j)
 	addHolder(s, j.ID, j.Held)
@@ -337,8 +339,7 @@ func adopt(s *State, now int64, j *Join) {
 	var best *Held
 	for i := range j.Held {
 		h := &j.Held[i]
-		onGrid := h.Step%s.Run.CheckpointEvery == 0 || h.Step == s.TotalSteps
-		if h.Step > 0 && h.Step <= s.TotalSteps && onGrid && len(h.SHA256) == 64 && !abandoned(s, *h) && (best == nil || h.Step > best.Step) {
+		if checkpointOf(s, *h) && !abandoned(s, *h) && (best == nil || h.Step > best.Step) {
 			best = h
 		}
 	}
@@ -360,6 +361,80 @@ func adopt(s *State, now int64, j *Join) {
 	}
 }
 
+// checkpointOf reports whether h can be a committed checkpoint of the run: a checkpoint step
+// (every CheckpointEvery, or the final step) with a 64-character sha256.
+func checkpointOf(s *State, h Held) bool {
+	onGrid := h.Step%s.Run.CheckpointEvery == 0 || h.Step == s.TotalSteps
+	return h.Step > 0 && h.Step <= s.TotalSteps && onGrid && len(h.SHA256) == 64
+}
+
+// volumeHeld returns the checkpoints of j.Held to record as Member.Held: those that can be
+// checkpoints of the run, sorted by step (then sha256) without repeats; nil unless j names the
+// run's config hash (as for adopt, only such a trainer's volume is believed).
+func volumeHeld(s *State, j *Join) []Held {
+	if j.ConfigHash == "" || j.ConfigHash != s.ConfigHash {
+		return nil
+	}
+	var out []Held
+	for _, h := range j.Held {
+		if checkpointOf(s, h) {
+			out = append(out, h)
+		}
+	}
+	slices.SortFunc(out, func(a, b Held) int {
+		if c := cmpI64(a.Step, b.Step); c != 0 {
+			return c
+		}
+		return strings.Compare(a.SHA256, b.SHA256)
+	})
+	return slices.Compact(out)
+}
+
+// olderHeld returns the checkpoints older than every one in s.Checkpoints that current members'
+// volumes hold (Member.Held) and no rollback abandoned, one per step and sha256 with its holders
+// (sorted), newest step first, then by sha256. Size and Generation are 0: the coordinators never
+// heard the size, as for an adopted checkpoint. Nil when nothing is committed.
+func olderHeld(s *State) []Checkpoint {
+	if len(s.Checkpoints) == 0 {
+		return nil
+	}
+	oldest := s.Checkpoints[0].Step
+	var out []Checkpoint
+	for _, id := range memberIDs(s) {
+		for _, h := range s.Members[id].Held {
+			if h.Step >= oldest || abandoned(s, h) {
+				continue
+			}
+			i := slices.IndexFunc(out, func(c Checkpoint) bool { return c.Step == h.Step && c.SHA256 == h.SHA256 })
+			if i < 0 {
+				out = append(out, Checkpoint{Step: h.Step, SHA256: h.SHA256})
+				i = len(out) - 1
+			}
+			if !slices.Contains(out[i].Holders, id) {
+				out[i].Holders = append(out[i].Holders, id)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Checkpoint) int {
+		if c := cmpI64(b.Step, a.Step); c != 0 {
+			return c
+		}
+		return strings.Compare(a.SHA256, b.SHA256)
+	})
+	return out
+}
+
+// olderHeldSteps returns the distinct steps of olderHeld, newest first.
+func olderHeldSteps(s *State) []string {
+	var steps []string
+	for _, c := range olderHeld(s) {
+		if n := fmt.Sprint(c.Step); !slices.Contains(steps, n) {
+			steps = append(steps, n)
+		}
+	}
+	return steps
+}
+
 // abandoned reports whether h is a checkpoint a rollback abandoned: a trainer that was away
 // during the rollback still holds it as committed, and adopting it would undo the rollback.
 func abandoned(s *State, h Held) bool {
@@ -372,52 +447,80 @@ func abandoned(s *State, h Held) bool {
 }
 
 // planRollback checks a rollback to step to (see State.PlanRollback) and returns the committed
-// checkpoints it abandons.
-func planRollback(s *State, to int64) ([]Checkpoint, *failure) {
+// checkpoints it abandons and the checkpoint the run restarts from (nil for step 0): the
+// committed one of that step, or an older one current members hold (olderHeld).
+func planRollback(s *State, to int64) ([]Checkpoint, *Checkpoint, *failure) {
 	if s.Run == nil {
-		return nil, fail("no_run", "no run configured: there is nothing to roll back")
+		return nil, nil, fail("no_run", "no run configured: there is nothing to roll back")
 	}
 	if s.Status.Terminal() {
-		return nil, fail("run_finished", "the run has %s%s; a finished run is not rolled back", s.Status, reasonSuffix(s.Reason))
+		return nil, nil, fail("run_finished", "the run has %s%s; a finished run is not rolled back", s.Status, reasonSuffix(s.Reason))
 	}
 	latest := s.LatestCheckpoint()
 	if latest == nil {
-		return nil, fail("bad_rollback", "no checkpoint is committed yet: there is nothing to roll back")
+		return nil, nil, fail("bad_rollback", "no checkpoint is committed yet: there is nothing to roll back")
 	}
 	steps := make([]string, len(s.Checkpoints))
 	for i, c := range s.Checkpoints {
 		steps[i] = fmt.Sprint(c.Step)
 	}
 	committed := strings.Join(steps, ", ")
+	var from *Checkpoint
 	switch {
 	case to < 0:
-		return nil, fail("bad_rollback", "step %d is negative (committed checkpoints: %s; or 0 for the start)", to, committed)
+		return nil, nil, fail("bad_rollback", "step %d is negative (committed checkpoints: %s; or 0 for the start)", to, committed)
 	case to == latest.Step:
-		return nil, fail("bad_rollback", "checkpoint %d is the newest committed one, nothing is newer to abandon (committed checkpoints: %s)", latest.Step, committed)
+		return nil, nil, fail("bad_rollback", "checkpoint %d is the newest committed one, nothing is newer to abandon (committed checkpoints: %s)", latest.Step, committed)
 	case to > 0:
 		c := findCheckpoint(s, to)
 		if c == nil {
-			for _, a := range slices.Backward(s.Abandoned) {
-				if a.Step == to {
-					return nil, fail("bad_rollback", "checkpoint %d was abandoned by the rollback to step %d (committed checkpoints: %s; or 0 for the start)", to, a.RolledBackTo, committed)
+			var same []Checkpoint
+			for _, o := range olderHeld(s) {
+				if o.Step == to {
+					same = append(same, o)
 				}
 			}
-			return nil, fail("bad_rollback", "step %d is not a committed checkpoint (committed checkpoints: %s; or 0 for the start)", to, committed)
+			if len(same) == 1 {
+				from = &same[0]
+				break
+			}
+			if len(same) > 1 {
+				var shas []string
+				for _, o := range same {
+					shas = append(shas, fmt.Sprintf("%.12s (%s)", o.SHA256, strings.Join(o.Holders, ", ")))
+				}
+				return nil, nil, fail("bad_rollback", "members hold different checkpoints at step %d: %s; roll back to another step (committed checkpoints: %s; or 0 for the start)",
+					to, strings.Join(shas, ", "), committed)
+			}
+			for _, a := range slices.Backward(s.Abandoned) {
+				if a.Step == to {
+					return nil, nil, fail("bad_rollback", "checkpoint %d was abandoned by the rollback to step %d (committed checkpoints: %s; or 0 for the start)", to, a.RolledBackTo, committed)
+				}
+			}
+			if older := olderHeldSteps(s); len(older) > 0 {
+				return nil, nil, fail("bad_rollback", "step %d is neither a committed checkpoint nor an older one a member holds (committed checkpoints: %s; older ones members hold: %s; or 0 for the start)",
+					to, committed, strings.Join(older, ", "))
+			}
+			return nil, nil, fail("bad_rollback", "step %d is not a committed checkpoint (committed checkpoints: %s; or 0 for the start)", to, committed)
 		}
 		if !heldByMember(s, c) {
 			var held []string
-			for i := range s.Checkpoints {
+			for i := len(s.Checkpoints) - 1; i >= 0; i-- {
 				if heldByMember(s, &s.Checkpoints[i]) {
 					held = append(held, fmt.Sprint(s.Checkpoints[i].Step))
 				}
 			}
+			held = append(held, olderHeldSteps(s)...)
 			way := "no member holds any committed checkpoint: roll back to 0 (the start)"
 			if len(held) > 0 {
 				way = "checkpoints a member holds: " + strings.Join(held, ", ") + " (or 0 for the start)"
 			}
-			return nil, fail("bad_rollback", "no current member holds checkpoint %d (its holders %s are gone; members: %s); %s",
+			return nil, nil, fail("bad_rollback", "no current member holds checkpoint %d (its holders %s are gone; members: %s); %s",
 				to, orDash(strings.Join(c.Holders, ", ")), orDash(strings.Join(memberIDs(s), ", ")), way)
 		}
+		cp := *c
+		cp.Holders = slices.Clone(c.Holders)
+		from = &cp
 	}
 	var abandon []Checkpoint
 	for _, c := range s.Checkpoints {
@@ -425,16 +528,24 @@ func planRollback(s *State, to int64) ([]Checkpoint, *failure) {
 			abandon = append(abandon, c)
 		}
 	}
-	return abandon, nil
+	return abandon, from, nil
 }
 
 // rollback applies a Rollback: see its doc.
 func rollback(s *State, now int64, r *Rollback) *failure {
-	abandon, f := planRollback(s, r.ToStep)
+	abandon, restore, f := planRollback(s, r.ToStep)
 	if f != nil {
 		return f
 	}
 	s.Checkpoints = slices.DeleteFunc(s.Checkpoints, func(c Checkpoint) bool { return c.Step > r.ToStep })
+	if restore != nil && findCheckpoint(s, restore.Step) == nil {
+		// An older checkpoint a member's volume holds: it becomes the committed checkpoint the
+		// run restarts from, like an adopted one (Size 0, Generation 0).
+		restore.Time = now
+		addCommitted(s, *restore)
+		s.event(now, "checkpoint", "checkpoint at step %d taken back from the volume of %s (%.12s): it was no longer on record",
+			restore.Step, strings.Join(restore.Holders, ", "), restore.SHA256)
+	}
 	var names []string
 	for _, c := range abandon {
 		s.Abandoned = append(s.Abandoned, AbandonedCheckpoint{Checkpoint: c, RolledBackTo: r.ToStep, AbandonedAt: now})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -390,5 +391,65 @@ func TestStillAbandoned(t *testing.T) {
 	s.Checkpoints[len(s.Checkpoints)-1].SHA256 = sha64("02")
 	if got := s.StillAbandoned(); got != nil {
 		t.Fatalf("with 100 committed again with the abandoned sha256: %v, want none", got)
+	}
+}
+
+// TestMemberHeldSnapshot: a member's held list (Member.Held, from its Join) survives a snapshot,
+// a state without one encodes no "held" key, and a rollback to an older held step on the
+// restored replica restarts from that step's sha256 as an adopted-like checkpoint (Size 0,
+// Generation 0); two members holding different sha256 at that step are refused.
+func TestMemberHeldSnapshot(t *testing.T) {
+	s := New()
+	run := mnistRun(t)
+	run.MaxTrainers, run.KeepCheckpoints = 1, 1
+	Apply(s, Command{Kind: KindSubmit, Time: 1, Submit: &Submit{Run: run}})
+	Apply(s, Command{Kind: KindJoin, Time: 2, Join: &Join{ID: "a", Address: "h1:1", ConfigHash: s.ConfigHash}})
+	for i, step := range []int64{50, 100} {
+		ck := &CheckpointReport{ID: "a", Generation: 1, Step: step, SHA256: sha64(fmt.Sprintf("%02x", i+1)), Size: 10}
+		if r := Apply(s, Command{Kind: KindCheckpoint, Time: 3, Checkpoint: ck}); r.Err() != nil {
+			t.Fatal(r.Err())
+		}
+	}
+	if b := s.Encode(); bytes.Contains(b, []byte(`"held"`)) {
+		t.Fatalf("a state whose members hold nothing encodes a held list: %s", b)
+	}
+	// b's volume holds 50 (fallen off the list: keep 1) plus entries that are no checkpoint
+	// of the run, dropped; c joins without the config hash, so its list is not believed.
+	Apply(s, Command{Kind: KindJoin, Time: 4, Join: &Join{ID: "b", Address: "h2:1", ConfigHash: s.ConfigHash,
+		Held: []Held{{Step: 50, SHA256: sha64("01")}, {Step: 7, SHA256: sha64("07")}, {Step: 50, SHA256: sha64("01")}, {Step: 60, SHA256: "short"}}}})
+	Apply(s, Command{Kind: KindJoin, Time: 4, Join: &Join{ID: "c", Address: "h3:1",
+		Held: []Held{{Step: 50, SHA256: sha64("0f")}}}})
+	c, err := Decode(s.Encode())
+	if err != nil || !bytes.Equal(c.Encode(), s.Encode()) {
+		t.Fatalf("snapshot with held lists does not round-trip: %v", err)
+	}
+	if want := []Held{{Step: 50, SHA256: sha64("01")}}; !slices.Equal(c.Members["b"].Held, want) || c.Members["c"].Held != nil {
+		t.Fatalf("held after restore: b %+v c %+v", c.Members["b"].Held, c.Members["c"].Held)
+	}
+	Apply(c, Command{Kind: KindLeave, Time: 5, Leave: &Leave{ID: "a"}})
+	if got := c.RollbackTarget(); got != 50 {
+		t.Fatalf("rollback target %d, want 50", got)
+	}
+	if p := c.RollbackPoint(50); p == nil || p.SHA256 != sha64("01") || !slices.Equal(p.Holders, []string{"b"}) {
+		t.Fatalf("rollback point: %+v", p)
+	}
+	// A second believed holder of 50 with another sha256: refused, naming both.
+	d := c.Clone()
+	Apply(d, Command{Kind: KindJoin, Time: 6, Join: &Join{ID: "d", Address: "h4:1", ConfigHash: d.ConfigHash,
+		Held: []Held{{Step: 50, SHA256: sha64("0e")}}}})
+	if _, err := d.PlanRollback(50); !errors.Is(err, ErrBadRollback) || err.Error() !=
+		"cannot roll back: members hold different checkpoints at step 50: 010101010101 (b), 0e0e0e0e0e0e (d); roll back to another step (committed checkpoints: 100; or 0 for the start)" {
+		t.Fatalf("plan with two sha256 at 50: %v", err)
+	}
+	if r := Apply(c, Command{Kind: KindRollback, Time: 7, Rollback: &Rollback{ToStep: 50}}); r.Err() != nil {
+		t.Fatalf("rollback: %v", r.Err())
+	}
+	want := Checkpoint{Step: 50, SHA256: sha64("01"), Size: 0, Generation: 0, Holders: []string{"b"}, Time: 7}
+	if g := c.Generation; g.Checkpoint == nil || g.StartStep != 50 || !reflect.DeepEqual(*g.Checkpoint, want) ||
+		len(c.Checkpoints) != 1 || !reflect.DeepEqual(c.Checkpoints[0], want) {
+		t.Fatalf("after the rollback: generation %+v checkpoints %+v", g, c.Checkpoints)
+	}
+	if len(c.Abandoned) != 1 || c.Abandoned[0].Step != 100 {
+		t.Fatalf("abandoned %+v", c.Abandoned)
 	}
 }

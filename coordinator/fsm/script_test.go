@@ -182,10 +182,14 @@ func execLine(t *testing.T, s *State, line string) string {
 		if j.Address == "" {
 			j.Address = str("id") + ":7000"
 		}
-		if h := str("held"); h != "" {
+		// held=STEP:TAG[,STEP:TAG...]: the committed checkpoints on the trainer's volume.
+		for h := range strings.SplitSeq(str("held"), ",") {
+			if h == "" {
+				continue
+			}
 			step, sha, _ := strings.Cut(h, ":")
 			n, _ := strconv.ParseInt(step, 10, 64)
-			j.Held = []Held{{Step: n, SHA256: sha64(sha)}}
+			j.Held = append(j.Held, Held{Step: n, SHA256: sha64(sha)})
 		}
 		cmd.Kind, cmd.Join = KindJoin, j
 	case "heartbeat":

@@ -127,6 +127,12 @@ type Member struct {
 	LastHeartbeat int64       `json:"last_heartbeat"`
 	State         MemberState `json:"state"`
 	Step          int64       `json:"step"` // last step it reported in the current generation
+	// Held is the committed checkpoints the member's volume held when it last joined (Join.Held,
+	// replaced at every rejoin), kept only from a trainer that named the run's config hash and
+	// only for checkpoint steps of the run, ascending by step. A rollback may restart the run
+	// from one of them after it fell off State.Checkpoints (see State.PlanRollback). Absent from
+	// snapshots written before it existed.
+	Held []Held `json:"held,omitempty"`
 }
 
 // CheckIncarnation returns the refusal of a command of m that names incarnation inc (Code
@@ -350,23 +356,46 @@ func (s *State) HolderWait() *Checkpoint {
 }
 
 // RollbackTarget returns the step a rollback can restart the run from at the least loss: the
-// newest committed checkpoint a current member holds, or 0 (the initial state) when none does.
+// newest committed checkpoint a current member holds; else the newest older one (no longer in
+// Checkpoints) that a current member's volume holds (Member.Held) with one sha256; else 0 (the
+// initial state).
 func (s *State) RollbackTarget() int64 {
 	for i := len(s.Checkpoints) - 1; i >= 0; i-- {
 		if heldByMember(s, &s.Checkpoints[i]) {
 			return s.Checkpoints[i].Step
 		}
 	}
+	older := olderHeld(s)
+	for i, c := range older {
+		if (i == 0 || older[i-1].Step != c.Step) && (i+1 == len(older) || older[i+1].Step != c.Step) {
+			return c.Step
+		}
+	}
 	return 0
+}
+
+// RollbackPoint returns the checkpoint a rollback to step to restarts the run from: the
+// committed checkpoint of that step, or the older one current members hold (Member.Held; Size 0
+// and Generation 0, like an adopted checkpoint, Holders the members that hold it). Nil for step
+// 0 and for a rollback PlanRollback refuses.
+func (s *State) RollbackPoint(to int64) *Checkpoint {
+	_, from, f := planRollback(s, to)
+	if f != nil {
+		return nil
+	}
+	return from
 }
 
 // PlanRollback returns the committed checkpoints a rollback to step to would abandon (those
 // after it, ascending), or why it cannot be done: ErrNoRun, ErrRunFinished, or ErrBadRollback
-// (to is not a committed checkpoint, no current member holds it, or no committed checkpoint is
-// newer). Step 0 restarts from the initial parameters and needs no holder. Apply runs the same
-// check on the Rollback command.
+// (to is neither a committed checkpoint nor an older one a current member's volume holds, no
+// current member holds it, members hold different checkpoints at it, or no committed checkpoint
+// is newer). A step older than every checkpoint in Checkpoints qualifies when a current member
+// joined holding it (Member.Held) and no rollback abandoned it; the rollback then abandons every
+// checkpoint in Checkpoints. Step 0 restarts from the initial parameters and needs no holder.
+// Apply runs the same check on the Rollback command.
 func (s *State) PlanRollback(to int64) ([]Checkpoint, error) {
-	abandon, f := planRollback(s, to)
+	abandon, _, f := planRollback(s, to)
 	if f != nil {
 		return nil, Result{Code: f.code, Message: f.msg}.Err()
 	}
