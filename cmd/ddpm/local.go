@@ -297,6 +297,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		mon.loadEarlier() // a resumed run's loss.csv continues the earlier sessions'
 	}
 	sup.Line = mon.line
+	if o.resume != "" {
+		fmt.Fprintln(stderr, resumeLine(out))
+	}
 	fmt.Fprintf(stderr, "ddpm local: run %s (config %.12s): %d coordinators, %d trainers, %d steps of global batch %d, model %s, data %s\n",
 		out, run.Hash(), man.Coordinators, man.Trainers, run.Steps, run.GlobalBatch, run.Model, run.Dataset)
 	if msg := localEMAWarning(run.EMADecay, run.Steps, o.init); msg != "" && o.samples > 0 {
