@@ -21,30 +21,36 @@ const chromium = "/usr/bin/chromium"
 // one array per series; gaps are null.
 type plotted map[string][][]*float64
 
+// newBrowser starts headless Chromium for t (skipping t where it is not installed) and returns
+// its context, which ends 60 s from now or with t.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := exec.LookPath(chromium); err != nil {
+		t.Skipf("%s not installed (scripts/setup.sh test installs it)", chromium)
+	}
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1800))
+	ctx, cancel := chromedp.NewContext(alloc)
+	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	t.Cleanup(func() { cancelT(); cancel(); cancelAlloc() })
+	return ctx
+}
+
 // TestDashboardInChromium loads the dashboard from a live replica in real headless Chromium,
 // feeds a known loss stream, and checks that the charts hold exactly that stream (and its
 // smoothing), that the page picks up new points without a reload, and that the per-trainer step
 // rate matches the commands' clock. A screenshot is kept in $TEST_ARTIFACTS (or the test's
 // temporary directory).
 func TestDashboardInChromium(t *testing.T) {
-	if _, err := exec.LookPath(chromium); err != nil {
-		t.Skipf("%s not installed (scripts/setup.sh test installs it)", chromium)
-	}
+	ctx := newBrowser(t)
 	c := newCluster(t, 1)
 	l := c.leader()
 	gen := c.start(l)
 	c.report(l, gen, 1, 40)
 
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1800))
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(alloc)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelT()
 	if _, err := chromedp.Run(ctx, chromedp.Navigate(c.srvs[l].URL+"/")); err != nil {
 		t.Fatal(err)
 	}

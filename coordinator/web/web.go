@@ -195,9 +195,12 @@ type Summary struct {
 	Generation  fsm.Generation   `json:"generation"`
 	Members     []fsm.Member     `json:"members"`
 	Checkpoints []fsm.Checkpoint `json:"checkpoints"`
-	Events      []fsm.Event      `json:"events"`
-	LossPoints  int              `json:"loss_points"`
-	Applied     uint64           `json:"applied"`
+	// Abandoned are the committed checkpoints rollbacks gave up, in the order abandoned (as
+	// fsm.State.Abandoned); empty when no rollback happened.
+	Abandoned  []fsm.AbandonedCheckpoint `json:"abandoned"`
+	Events     []fsm.Event               `json:"events"`
+	LossPoints int                       `json:"loss_points"`
+	Applied    uint64                    `json:"applied"`
 }
 
 // SummaryOf extracts the Summary of s (without the replica facts).
@@ -231,6 +234,11 @@ func SummaryOf(s *fsm.State) Summary {
 	}
 	if sum.Checkpoints == nil {
 		sum.Checkpoints = []fsm.Checkpoint{}
+	}
+	sum.Abandoned = make([]fsm.AbandonedCheckpoint, 0, len(s.Abandoned))
+	for _, a := range s.Abandoned {
+		a.Holders = slices.Clone(a.Holders)
+		sum.Abandoned = append(sum.Abandoned, a)
 	}
 	if sum.Events == nil {
 		sum.Events = []fsm.Event{}

@@ -227,6 +227,20 @@
       ["retained", cps.map(function (x) { return x.step; }).join(", ")],
     ] : [["step", "none committed yet"]]);
 
+    // Checkpoints rollbacks gave up (ddpm checkpoint rollback), newest first; the section shows
+    // only when there are any.
+    var ab = s.abandoned || [];
+    document.getElementById("abandoned-section").hidden = ab.length === 0;
+    var abody = document.querySelector("#abandoned tbody");
+    abody.textContent = "";
+    ab.slice().reverse().forEach(function (a) {
+      var tr = document.createElement("tr");
+      [a.step, a.sha256.slice(0, 16) + "…", a.rolled_back_to, nsDate(a.abandoned_at)].forEach(function (v) {
+        var td = document.createElement("td"); td.textContent = String(v); tr.appendChild(td);
+      });
+      abody.appendChild(tr);
+    });
+
     var tbody = document.querySelector("#members tbody");
     tbody.textContent = "";
     (s.members || []).forEach(function (m) {
