@@ -23,24 +23,7 @@ import (
 // startTrainerOn is startTrainerProc with the volume given: vol may hold checkpoints already.
 func startTrainerOn(t *testing.T, bin, vol, id, coord, cfg, certs string) *trainerProc {
 	t.Helper()
-	p := &trainerProc{listen: freeAddr(t), exited: make(chan struct{}), log: vol + ".log"}
-	f, err := os.Create(p.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, "trainer", "--id", id, "--coordinator", coord, "--listen", p.listen,
-		"--data-dir", vol, "--config", cfg, "--certs", certs)
-	p.cmd.Stdout, p.cmd.Stderr = f, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.exited
-	})
-	return p
+	return launchTrainer(t, bin, vol, id, freeAddr(t), coord, cfg, certs)
 }
 
 // ddpmRun runs the ddpm binary with args and returns its stdout, stderr and exit status.

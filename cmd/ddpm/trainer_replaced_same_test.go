@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -81,27 +79,8 @@ func (n *stableName) serve(c net.Conn) {
 // volume under dir; the test's end kills it if it still runs.
 func startAdvertised(t *testing.T, bin, dir, id, listen, advertise, coord, cfg, certs string) *trainerProc {
 	t.Helper()
-	p := &trainerProc{listen: listen, exited: make(chan struct{})}
-	vol := filepath.Join(dir, fmt.Sprintf("%s-%s", id, filepath.Base(listen)))
-	p.log = vol + ".log"
-	f, err := os.Create(p.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, "trainer", "--id", id, "--coordinator", coord, "--listen", listen, "--advertise", advertise,
-		"--data-dir", vol, "--config", cfg, "--certs", certs)
-	p.cmd.Stdout, p.cmd.Stderr = f, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		p.cmd.Process.Signal(syscall.SIGCONT)
-		p.cmd.Process.Kill()
-		<-p.exited
-	})
-	return p
+	return launchTrainer(t, bin, filepath.Join(dir, fmt.Sprintf("%s-%s", id, filepath.Base(listen))), id, listen, coord, cfg, certs,
+		"--advertise", advertise)
 }
 
 // TestStalledTrainerReplacedAtSameAddressExits: as TestStalledTrainerReplacedExits, but t1 is

@@ -35,15 +35,23 @@ type trainerProc struct {
 // under dir; the test's end kills it if it still runs.
 func startTrainerProc(t *testing.T, bin, dir, id, coord, cfg, certs string) *trainerProc {
 	t.Helper()
-	p := &trainerProc{listen: freeAddr(t), exited: make(chan struct{})}
-	vol := filepath.Join(dir, fmt.Sprintf("%s-%s", id, filepath.Base(p.listen)))
-	p.log = vol + ".log"
+	listen := freeAddr(t)
+	return launchTrainer(t, bin, filepath.Join(dir, fmt.Sprintf("%s-%s", id, filepath.Base(listen))), id, listen, coord, cfg, certs)
+}
+
+// launchTrainer starts `ddpm trainer --id id --listen listen --data-dir vol` (vol may hold
+// checkpoints already) with the run config cfg and the TLS material certs, plus extra flags; its
+// stdout goes to vol.log. The test's end kills it (SIGCONTed first, in case it was stopped).
+func launchTrainer(t *testing.T, bin, vol, id, listen, coord, cfg, certs string, extra ...string) *trainerProc {
+	t.Helper()
+	p := &trainerProc{listen: listen, exited: make(chan struct{}), log: vol + ".log"}
 	f, err := os.Create(p.log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(bin, "trainer", "--id", id, "--coordinator", coord, "--listen", p.listen,
-		"--data-dir", vol, "--config", cfg, "--certs", certs)
+	args := append([]string{"trainer", "--id", id, "--coordinator", coord, "--listen", listen,
+		"--data-dir", vol, "--config", cfg, "--certs", certs}, extra...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = f, &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
