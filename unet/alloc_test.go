@@ -3,13 +3,23 @@ package unet
 import (
 	"runtime"
 	"testing"
+
+	"ddpm/nn"
 )
 
 // TestStepAllocs checks that once the buffers exist, a training-mode Forward and Backward
 // allocate nothing on the heap, on one core and on two (where the layers' parallel loops and the
 // split GEMMs run on the worker pool) — except the one allocation of
 // diffusion.TimestepEmbedding, which makes its frequency table per call (diffusion's code).
+//
+// The claim holds for the engine's own GEMM (the default build, OpenBLAS or not); with the purego
+// tag or without cgo, GEMMs run on gonum's pure-Go Sgemm, which allocates its block buffers and
+// goroutines per call (about 1,700 allocations a step for this model), so the test is skipped
+// there rather than asserting a figure of gonum's.
 func TestStepAllocs(t *testing.T) {
+	if nn.Backend == "gonum" {
+		t.Skipf("GEMMs run on gonum's pure-Go Sgemm (build tag purego or no cgo), which allocates per call")
+	}
 	cfg := small16()
 	m, err := New(cfg)
 	if err != nil {
