@@ -19,17 +19,7 @@ import (
 // fsm.ErrStaleIncarnation) and changes nothing; the watch of the old incarnation ends with it;
 // the current incarnation and unchecked (0) calls go through.
 func TestStaleIncarnationThroughFollower(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a 3-replica cluster")
-	}
-	_, c := dialFollower(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	run, _ := config.Preset("mnist")
-	run.MinTrainers, run.MaxTrainers, run.Steps, run.CheckpointEvery = 1, 2, 100, 50
-	if _, err := c.SubmitRun(ctx, run); err != nil {
-		t.Fatal(err)
-	}
+	c, ctx := followerWithRun(t)
 	first, err := c.Join(ctx, JoinRequest{ID: "a", Address: "10.0.0.1:1", Version: "v7"})
 	if err != nil || first.Incarnation == 0 {
 		t.Fatalf("join: %+v %v", first, err)
@@ -176,17 +166,7 @@ func TestClientLearnsReplicas(t *testing.T) {
 // the stale_incarnation refusal. The refusal named the old incarnation and address as "a newer
 // process", so a restarted trainer with a new address (a pod's new IP) exited 3 as replaced.
 func TestWatchAheadOfLaggingReplica(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a 3-replica cluster")
-	}
-	_, c := dialFollower(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	run, _ := config.Preset("mnist")
-	run.MinTrainers, run.MaxTrainers, run.Steps, run.CheckpointEvery = 1, 2, 100, 50
-	if _, err := c.SubmitRun(ctx, run); err != nil {
-		t.Fatal(err)
-	}
+	c, ctx := followerWithRun(t)
 	first, err := c.Join(ctx, JoinRequest{ID: "a", Address: "10.0.0.1:1", Version: "v7"})
 	if err != nil {
 		t.Fatal(err)
@@ -274,4 +254,23 @@ func TestClientSkipsWildcardReplica(t *testing.T) {
 	if got := c.Addrs(); len(got) != 1 || got[0] != given {
 		t.Fatalf("client rotates over %v, want only %s", got, given)
 	}
+}
+
+// followerWithRun starts a 3-replica cluster (skipped under -short), dials a follower only (writes
+// are forwarded to the leader) and submits the mnist preset with min_trainers 1, max_trainers 2,
+// 100 steps and a checkpoint every 50, through it. The context ends after 30 s or with the test.
+func followerWithRun(t *testing.T) (*Client, context.Context) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a 3-replica cluster")
+	}
+	_, c := dialFollower(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	run, _ := config.Preset("mnist")
+	run.MinTrainers, run.MaxTrainers, run.Steps, run.CheckpointEvery = 1, 2, 100, 50
+	if _, err := c.SubmitRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	return c, ctx
 }
