@@ -15,11 +15,27 @@ import (
 	_ "golang.org/x/image/webp" // LSUN values as distributed
 )
 
-// decodeImage decodes a PNG, JPEG or WebP image. The error is the decoder's, for the caller to
-// wrap with the file or key.
+// maxImagePixels bounds the width x height an image's header may announce (64 Mi pixels,
+// 8192 x 8192: far above the 256 x 256 of the largest preset, and above the photographs a folder
+// may hold). The decoders allocate the whole picture from the header before reading its data,
+// so without the bound a PNG of a few dozen bytes claiming 2^24 x 2^24 pixels makes the process
+// die with "fatal error: out of memory" (not a recoverable panic).
+const maxImagePixels = 1 << 26
+
+// decodeImage decodes a PNG, JPEG or WebP image. It reads the header first and refuses an
+// image of more than maxImagePixels pixels before anything is allocated for it. The error is
+// the decoder's (or names the announced size), for the caller to wrap with the file or key.
 func decodeImage(b []byte) (image.Image, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("empty")
+	}
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > maxImagePixels {
+		return nil, fmt.Errorf("%s header announces %dx%d pixels; at most %d pixels (8192x8192) are accepted",
+			format, cfg.Width, cfg.Height, maxImagePixels)
 	}
 	img, _, err := image.Decode(bytes.NewReader(b))
 	return img, err
