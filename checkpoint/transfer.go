@@ -222,10 +222,23 @@ func Download(ctx context.Context, addr string, step int64, dialOpts ...grpc.Dia
 
 // Fetch downloads committed checkpoint step from the peer at addr (see Download), then saves
 // it into dst and marks it committed there. Nothing is written to dst unless the sha256 matches.
+// It takes whatever intact copy the peer holds as committed: a caller that knows the sha256 the
+// cluster committed uses FetchCommitted.
 func Fetch(ctx context.Context, addr string, step int64, dst *Store, dialOpts ...grpc.DialOption) error {
+	return FetchCommitted(ctx, addr, step, "", dst, dialOpts...)
+}
+
+// FetchCommitted is Fetch of the copy that hashes to sha256Hex (lower-case hex; "" accepts any
+// intact copy): a peer serving another copy of the step, intact but not the committed bytes, is
+// refused with ErrConflict before anything is written to dst, so dst never records as
+// committed what the cluster did not commit.
+func FetchCommitted(ctx context.Context, addr string, step int64, sha256Hex string, dst *Store, dialOpts ...grpc.DialOption) error {
 	c, err := Download(ctx, addr, step, dialOpts...)
 	if err != nil {
 		return err
+	}
+	if sha256Hex != "" && c.SHA256 != sha256Hex {
+		return fmt.Errorf("checkpoint: peer %s serves step %d with sha256 %.12s, the committed one is %.12s: %w", addr, step, c.SHA256, sha256Hex, ErrConflict)
 	}
 	sum, err := dst.Save(c)
 	if err != nil {

@@ -405,17 +405,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		}
 		return r, func() { r.Close() }, nil
 	}
-	node.Fetch = func(ctx context.Context, holders []string, step int64, sha string, dst *checkpoint.Store) error {
-		var errs []error
-		for _, h := range holders {
-			if err := checkpoint.Fetch(ctx, h, step, dst, sec.DialOptions()...); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			return nil
-		}
-		return fmt.Errorf("fetching checkpoint step %d: %w", step, errors.Join(errs...))
-	}
+	node.Fetch = holderFetch(sec.DialOptions())
 	health.watch(node)
 	err = node.Run(ctx, stop)
 	if rerr := cc.replacedErr(); rerr != nil {
@@ -568,4 +558,21 @@ func volumeHeld(store *checkpoint.Store) []fsm.Held {
 		}
 	}
 	return held
+}
+
+// holderFetch is a trainer's FetchFunc: it tries holders in order and keeps the first copy of
+// step that arrives intact and hashes to sha (the committed sha256), saved into dst and marked
+// committed there; a holder serving other bytes is skipped (TestHolderFetchKeepsOnlyTheCommittedSHA).
+func holderFetch(dial []grpc.DialOption) trainer.FetchFunc {
+	return func(ctx context.Context, holders []string, step int64, sha string, dst *checkpoint.Store) error {
+		var errs []error
+		for _, h := range holders {
+			if err := checkpoint.FetchCommitted(ctx, h, step, sha, dst, dial...); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			return nil
+		}
+		return fmt.Errorf("fetching checkpoint step %d: %w", step, errors.Join(errs...))
+	}
 }
