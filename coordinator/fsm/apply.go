@@ -381,13 +381,26 @@ func volumeHeld(s *State, j *Join) []Held {
 			out = append(out, h)
 		}
 	}
-	slices.SortFunc(out, func(a, b Held) int {
+	return retainHeld(out, 0)
+}
+
+// retainHeld returns held sorted by step without repeats, cut to its keep newest steps: what a
+// rank's volume holds committed after a commit, since the trainer marks the checkpoint committed
+// and then prunes its store to the newest keep_checkpoints committed ones (checkpoint.Store.Prune).
+// So a member that stays while the run's older commits fall off State.Checkpoints still offers
+// what its volume keeps of them to a rollback, and no longer offers what it pruned since joining.
+func retainHeld(held []Held, keep int) []Held {
+	slices.SortFunc(held, func(a, b Held) int {
 		if c := cmpI64(a.Step, b.Step); c != 0 {
 			return c
 		}
 		return strings.Compare(a.SHA256, b.SHA256)
 	})
-	return slices.Compact(out)
+	held = slices.Compact(held)
+	if keep > 0 && len(held) > keep {
+		held = slices.Delete(held, 0, len(held)-keep)
+	}
+	return held
 }
 
 // olderHeld returns the checkpoints older than every one in s.Checkpoints that current members'
@@ -882,6 +895,11 @@ func checkpoint(s *State, now int64, r *CheckpointReport) *failure {
 	slices.Sort(holders)
 	addCommitted(s, Checkpoint{Step: r.Step, SHA256: r.SHA256, Size: r.Size,
 		Generation: s.Generation.Number, Holders: holders, Time: now})
+	for _, id := range holders {
+		if m := s.Members[id]; m != nil {
+			m.Held = retainHeld(append(m.Held, Held{Step: r.Step, SHA256: r.SHA256}), s.Run.KeepCheckpoints)
+		}
+	}
 	s.event(now, "checkpoint", "checkpoint at step %d committed (%.12s, %d bytes)", r.Step, r.SHA256, r.Size)
 	// The run has succeeded once its final checkpoint is committed, not when a rank reports the
 	// final step: until the commit a rank may still die, and a run declared done before it would

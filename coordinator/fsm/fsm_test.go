@@ -398,20 +398,62 @@ func TestStillAbandoned(t *testing.T) {
 // a state without one encodes no "held" key, and a rollback to an older held step on the
 // restored replica restarts from that step's sha256 as an adopted-like checkpoint (Size 0,
 // Generation 0); two members holding different sha256 at that step are refused.
+// TestHeldFollowsCommits: a member's held list follows its volume's retention (mark committed,
+// then keep the newest keep_checkpoints): a trainer that joined holding step 50 and then took part
+// in three commits with keep 2 has pruned 50, so a rollback no longer offers it; before, the list
+// of its join stayed and a rollback to 50 was planned from a volume that no longer had it.
+func TestHeldFollowsCommits(t *testing.T) {
+	s := New()
+	run := mnistRun(t)
+	run.MinTrainers, run.MaxTrainers, run.KeepCheckpoints = 2, 2, 2
+	Apply(s, Command{Kind: KindSubmit, Time: 1, Submit: &Submit{Run: run}})
+	Apply(s, Command{Kind: KindJoin, Time: 2, Join: &Join{ID: "a", Address: "h1:1", ConfigHash: s.ConfigHash}})
+	Apply(s, Command{Kind: KindJoin, Time: 2, Join: &Join{ID: "b", Address: "h2:1", ConfigHash: s.ConfigHash,
+		Held: []Held{{Step: 50, SHA256: sha64("05")}}}})
+	if s.Generation.World != 2 || s.Generation.StartStep != 50 {
+		t.Fatalf("generation %+v, want world 2 from the adopted step 50", s.Generation)
+	}
+	for _, step := range []int64{100, 150, 200} {
+		for _, id := range []string{"a", "b"} {
+			ck := &CheckpointReport{ID: id, Generation: s.Generation.Number, Step: step, SHA256: sha64(fmt.Sprintf("%02x", step/50)), Size: 10}
+			if r := Apply(s, Command{Kind: KindCheckpoint, Time: 3, Checkpoint: ck}); r.Err() != nil {
+				t.Fatal(r.Err())
+			}
+		}
+	}
+	want := []Held{{Step: 150, SHA256: sha64("03")}, {Step: 200, SHA256: sha64("04")}}
+	for _, id := range []string{"a", "b"} {
+		if got := s.Members[id].Held; !slices.Equal(got, want) {
+			t.Fatalf("%s holds %+v, want %+v", id, got, want)
+		}
+	}
+	if _, err := s.PlanRollback(50); !errors.Is(err, ErrBadRollback) {
+		t.Fatalf("rollback to the pruned step 50 planned: %v", err)
+	}
+	c, err := Decode(s.Encode())
+	if err != nil || !slices.Equal(c.Members["b"].Held, want) {
+		t.Fatalf("held after restore: %+v %v", c.Members["b"].Held, err)
+	}
+}
+
 func TestMemberHeldSnapshot(t *testing.T) {
 	s := New()
 	run := mnistRun(t)
 	run.MaxTrainers, run.KeepCheckpoints = 1, 1
 	Apply(s, Command{Kind: KindSubmit, Time: 1, Submit: &Submit{Run: run}})
 	Apply(s, Command{Kind: KindJoin, Time: 2, Join: &Join{ID: "a", Address: "h1:1", ConfigHash: s.ConfigHash}})
+	if b := s.Encode(); bytes.Contains(b, []byte(`"held"`)) {
+		t.Fatalf("a state whose members hold nothing encodes a held list: %s", b)
+	}
 	for i, step := range []int64{50, 100} {
 		ck := &CheckpointReport{ID: "a", Generation: 1, Step: step, SHA256: sha64(fmt.Sprintf("%02x", i+1)), Size: 10}
 		if r := Apply(s, Command{Kind: KindCheckpoint, Time: 3, Checkpoint: ck}); r.Err() != nil {
 			t.Fatal(r.Err())
 		}
 	}
-	if b := s.Encode(); bytes.Contains(b, []byte(`"held"`)) {
-		t.Fatalf("a state whose members hold nothing encodes a held list: %s", b)
+	// a's volume committed 50 and 100 and pruned to keep_checkpoints 1.
+	if want := []Held{{Step: 100, SHA256: sha64("02")}}; !slices.Equal(s.Members["a"].Held, want) {
+		t.Fatalf("a holds %+v after two commits with keep 1, want %+v", s.Members["a"].Held, want)
 	}
 	// b's volume holds 50 (fallen off the list: keep 1) plus entries that are no checkpoint
 	// of the run, dropped; c joins without the config hash, so its list is not believed.

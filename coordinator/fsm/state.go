@@ -127,9 +127,10 @@ type Member struct {
 	LastHeartbeat int64       `json:"last_heartbeat"`
 	State         MemberState `json:"state"`
 	Step          int64       `json:"step"` // last step it reported in the current generation
-	// Held is the committed checkpoints the member's volume held when it last joined (Join.Held,
-	// replaced at every rejoin), kept only from a trainer that named the run's config hash and
-	// only for checkpoint steps of the run, ascending by step. A rollback may restart the run
+	// Held is the committed checkpoints the member's volume holds: Join.Held at each (re)join,
+	// kept only from a trainer that named the run's config hash and only for checkpoint steps of
+	// the run, then each checkpoint it commits as a rank, cut to the newest keep_checkpoints as
+	// the trainer prunes its volume (retainHeld); ascending by step. A rollback may restart the run
 	// from one of them after it fell off State.Checkpoints (see State.PlanRollback). Absent from
 	// snapshots written before it existed.
 	Held []Held `json:"held,omitempty"`
