@@ -285,8 +285,14 @@ func (n *Node) checkpoint(ctx context.Context, gen uint64) error {
 	// Every rank reports within moments of the others (they are in lockstep through the
 	// all-reduce), so the commit follows at once. Waiting for it keeps the local commit mark
 	// (which peers fetching this checkpoint rely on) and retention in step with the cluster.
-	if _, err := n.Coord.WaitCommitted(ctx, s); err != nil {
+	committed, err := n.Coord.WaitCommitted(ctx, s)
+	if err != nil {
 		return err
+	}
+	if committed != sha {
+		// Another generation's copy of the step was committed (the generation is hashed):
+		// ours is no restart point, and the next generation starts from the committed one.
+		return fmt.Errorf("trainer: checkpoint step %d: this rank's copy hashes to %.12s, the cluster committed %.12s", s, sha, committed)
 	}
 	if err := n.Store.MarkCommitted(s); err != nil {
 		return fmt.Errorf("%w: %w", errStore, err)

@@ -77,6 +77,15 @@ type scriptCoord struct {
 	reports   chan trainer.Progress
 	readyErr  error
 	readySeen chan int64
+	mu        sync.Mutex
+	readySHA  string // the sha256 of the last CheckpointReady
+}
+
+// reported is the sha256 the last CheckpointReady named: the one to commit.
+func (c *scriptCoord) reported() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readySHA
 }
 
 func newScriptCoord() *scriptCoord {
@@ -95,7 +104,10 @@ func (c *scriptCoord) Report(_ context.Context, p trainer.Progress) {
 	}
 }
 
-func (c *scriptCoord) CheckpointReady(_ context.Context, _ uint64, step int64, _ string, _ int64) error {
+func (c *scriptCoord) CheckpointReady(_ context.Context, _ uint64, step int64, sha string, _ int64) error {
+	c.mu.Lock()
+	c.readySHA = sha
+	c.mu.Unlock()
 	c.readySeen <- step
 	return c.readyErr
 }
@@ -425,7 +437,7 @@ func TestTrainerHealthWedgedNode(t *testing.T) {
 		}
 		clk.add(time.Hour)
 		probe(t, url, "/healthz", 200, "ok: waiting for checkpoint step 2 to commit (for 1h0m0s)\n")
-		coord.commit <- "sha"
+		coord.commit <- coord.reported()
 	}
 	select {
 	case err := <-done:
@@ -522,7 +534,7 @@ func TestHealthSlowStepStaysLive(t *testing.T) {
 	}
 	for range 2 {
 		<-coord.inWait
-		coord.commit <- "sha"
+		coord.commit <- coord.reported()
 	}
 	select {
 	case err := <-done:
