@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -25,13 +26,16 @@ import (
 // The header is the magic "DDPMSHD1", then little-endian uint32 count, c, h, w, flags (bit 0:
 // labels present) and a reserved 0. Every shard but the last holds Index.PerShard records.
 const (
-	indexName     = "index.json"
-	preparedKind  = "ddpm-prepared"
-	preparedVer   = 1
-	shardMagic    = "DDPMSHD1"
-	shardHeader   = 32
-	flagLabels    = 1
-	defaultShardB = 256 << 20
+	indexName    = "index.json"
+	preparedKind = "ddpm-prepared"
+	preparedVer  = 1
+	shardMagic   = "DDPMSHD1"
+	shardHeader  = 32
+	// The largest record shape openPrepared accepts from index.json.
+	maxPreparedChannels = 4
+	maxPreparedSide     = 1 << 14
+	flagLabels          = 1
+	defaultShardB       = 256 << 20
 )
 
 // Index is the index.json of a prepared directory.
@@ -315,15 +319,30 @@ func openPrepared(dir string, opts Options) (Dataset, error) {
 	if idx.Split != "" && opts.splitAsked && opts.Split != idx.Split {
 		return nil, fmt.Errorf("%w: %s: holds the %s split, %s asked", ErrOption, dir, idx.Split, opts.Split)
 	}
+	// index.json's numbers are bounded before any product or allocation uses them: a record
+	// of c*h*w bytes and a shard of per_shard records plus labels must be representable, and
+	// the labels grow with the shards actually mapped, not with what count claims.
+	if c > maxPreparedChannels || h > maxPreparedSide || w > maxPreparedSide {
+		return nil, fmt.Errorf("%w: %s: shape %v: at most %d channels of %dx%d", ErrFormat, ip, idx.Shape, maxPreparedChannels, maxPreparedSide, maxPreparedSide)
+	}
 	d := c * h * w
+	if idx.PerShard > (math.MaxInt64-shardHeader)/(d+4) || idx.PerShard > math.MaxUint32 {
+		return nil, fmt.Errorf("%w: %s: per_shard %d records of %d bytes do not fit a shard", ErrFormat, ip, idx.PerShard, d)
+	}
 	r := &preparedReader{dir: dir, idx: &idx, d: d, perShard: idx.PerShard, checks: make([]shardCheck, len(idx.Shards))}
 	var labels []int32
 	if idx.Labeled {
-		labels = make([]int32, 0, idx.Count)
+		labels = make([]int32, 0, min(idx.Count, 1<<20))
 	}
 	total := 0
 	for s, sh := range idx.Shards {
 		p := filepath.Join(dir, sh.File)
+		if sh.Count < 1 || sh.Count > idx.PerShard {
+			for _, mm := range r.maps {
+				syscall.Munmap(mm)
+			}
+			return nil, fmt.Errorf("%w: %s: %d records, index.json's per_shard is %d", ErrFormat, p, sh.Count, idx.PerShard)
+		}
 		m, err := mapShard(p, sh, c, h, w, idx.Labeled)
 		if err != nil {
 			for _, mm := range r.maps {
