@@ -3,6 +3,7 @@ package dataset
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"image"
 	"image/color"
@@ -55,5 +56,35 @@ func TestImageBombRefusedBeforeDecoding(t *testing.T) {
 	ds, err := Open(dir, Options{Resolution: 8, SkipBad: true})
 	if err != nil || ds.Len() != 1 {
 		t.Fatalf("SkipBad: %v", err)
+	}
+}
+
+// TestNativeFolderScanBufferBounded: opening a folder of two 2048x2048 images at their native
+// size (a few KiB each on disk) allocates what the images need, not a decode buffer for 256 of
+// them: the eager scan's buffer is capped at 64 MiB. It used to take 256 x 12 MiB = 3 GiB
+// (48 GiB for 8192x8192 images, the largest decodeImage accepts).
+func TestNativeFolderScanBufferBounded(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 2 {
+		img := image.NewGray(image.Rect(0, 0, 2048, 2048))
+		for j := range img.Pix {
+			img.Pix[j] = uint8(i + j/4096)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%d.png", i)), encodePNG(t, img), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ds, err := Open(dir, Options{})
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, h, w := ds.Shape(); ds.Len() != 2 || c != 3 || h != 2048 || w != 2048 {
+		t.Fatalf("Len %d Shape %d %d %d", ds.Len(), c, h, w)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 512<<20 {
+		t.Errorf("Open of two 2048x2048 images allocated %d MiB", got>>20)
 	}
 }

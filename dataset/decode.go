@@ -91,6 +91,9 @@ type scanResult struct {
 // why `ddpm dataset prepare` exists.
 const cacheLimit = 256 << 20
 
+// scanBufLimit bounds the decode buffer of one round of an eager scan (TestNativeFolderScanBufferBounded).
+const scanBufLimit = 64 << 20
+
 // scanAll decodes records 0..n-1 (d bytes each) with GOMAXPROCS workers, in chunks hashed in
 // order, so a raw source's fingerprint equals that of its prepared shards. A failing record
 // fails the scan with its error unless skipBad and the error is ErrDecode, in which case it is
@@ -99,7 +102,10 @@ func scanAll(n, d, c, h, w int, skipBad bool, decode func(i int, dst []uint8) er
 	var res scanResult
 	keep := n*d <= cacheLimit
 	hash := newHash(c, h, w)
-	const chunk = 256
+	// Records decoded per round: 256, fewer when that would take over scanBufLimit (large
+	// native-size images; the fingerprint hashes record by record, so the round size does not
+	// change it).
+	chunk := max(1, min(256, scanBufLimit/d))
 	workers := runtime.GOMAXPROCS(0)
 	buf := make([]uint8, chunk*d)
 	errs := make([]error, chunk)
