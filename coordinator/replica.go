@@ -280,8 +280,9 @@ func (r *Replica) ReplicaAddrs() []string {
 // View calls fn with the replica's current state under a read lock; fn must not keep it.
 func (r *Replica) View(fn func(s *fsm.State)) { r.fsm.view(fn) }
 
-// AppliedIndex is the raft index of the last entry the FSM applied.
-func (r *Replica) AppliedIndex() uint64 { return r.fsm.index() }
+// AppliedIndex is the raft index of the last entry the FSM applied, or of the snapshot it was
+// restored from when that is newer (Restore learns no index: raft's own count covers it).
+func (r *Replica) AppliedIndex() uint64 { return max(r.fsm.index(), r.raft.AppliedIndex()) }
 
 // Changed returns a channel that is closed at the next state change.
 func (r *Replica) Changed() <-chan struct{} { return r.fsm.changed() }
