@@ -288,13 +288,19 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		}
 	}()
 	if o.httpAddr != "" {
+		// Listened on here, not in the serving goroutine, so a taken port stops the trainer
+		// with a line naming it (TestTrainerHTTPAddrInUse).
+		hl, err := net.Listen("tcp", o.httpAddr)
+		if err != nil {
+			return withExit(1, fmt.Errorf("--http-addr %s: %w", o.httpAddr, err))
+		}
 		reg := metrics.NewRegistry()
 		node.Metrics = metrics.NewTrainer(reg)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Handler(reg))
 		health.register(mux)
-		hs := &http.Server{Addr: o.httpAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = hs.ListenAndServe() }()
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = hs.Serve(hl) }()
 		defer hs.Close()
 	}
 
