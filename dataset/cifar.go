@@ -96,6 +96,11 @@ func openCIFARDir(dir string, opts Options) (Dataset, error) {
 	return newCIFAR(recs, "cifar10/"+opts.Split, dir, opts)
 }
 
+// maxCIFARFile bounds a CIFAR-10 batch member read from an archive (2^18 records, 805 MB; the
+// real ones hold 10000 records, 30.7 MB), so a member declaring terabytes is refused before it is
+// inflated into memory.
+const maxCIFARFile = cifarRecord << 18
+
 // openCIFARTar reads the split's batch files straight from cifar-10-binary.tar.gz, matching
 // members by base name wherever they sit in the archive.
 func openCIFARTar(p string, opts Options) (Dataset, error) {
@@ -124,6 +129,10 @@ func openCIFARTar(p string, opts Options) (Dataset, error) {
 		base := path.Base(h.Name)
 		if _, ok := want[base]; !ok || h.Typeflag != tar.TypeReg {
 			continue
+		}
+		if h.Size > maxCIFARFile {
+			return nil, fmt.Errorf("%w: %s: member %s declares %d bytes, more than %d (%d records; a CIFAR-10 batch file holds 10000); not a CIFAR-10 archive?",
+				ErrFormat, p, h.Name, h.Size, maxCIFARFile, maxCIFARFile/cifarRecord)
 		}
 		b, err := io.ReadAll(tr)
 		if err != nil {

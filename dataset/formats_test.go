@@ -477,3 +477,24 @@ func TestPreparedLastShardLargerThanPerShard(t *testing.T) {
 		t.Fatalf("Open: %v\nwant %s", err, want)
 	}
 }
+
+// A tar member of the split's name that declares more than maxCIFARFile bytes is refused by its
+// header, before anything is inflated into memory (the old reader read it whole, up to the
+// declared size).
+func TestCIFARTarHugeMemberRefused(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "cifar-10-binary.tar.gz")
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	tw.WriteHeader(&tar.Header{Name: "cifar-10-batches-bin/test_batch.bin", Size: 1 << 40, Mode: 0o644, Typeflag: tar.TypeReg})
+	tw.Flush()
+	zw.Close()
+	if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(p, Options{Split: "test"})
+	want := "malformed data: " + p + ": member cifar-10-batches-bin/test_batch.bin declares 1099511627776 bytes, more than 805568512 (262144 records; a CIFAR-10 batch file holds 10000); not a CIFAR-10 archive?"
+	if !errors.Is(err, ErrFormat) || err.Error() != want {
+		t.Fatalf("got  %v\nwant %s", err, want)
+	}
+}

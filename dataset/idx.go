@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -244,12 +245,13 @@ func readIdx(path string, magic uint32) ([]int, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s: %v", ErrNotFound, path, unwrapPathError(err))
 	}
-	if len(raw) >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+	inflated := len(raw) >= 2 && raw[0] == 0x1f && raw[1] == 0x8b
+	if inflated {
 		zr, err := gzip.NewReader(bytes.NewReader(raw))
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: %s: gzip: %v", ErrFormat, path, err)
 		}
-		raw, err = io.ReadAll(bufio.NewReader(zr))
+		raw, err = inflateIdx(bufio.NewReader(zr))
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: %s: gzip stream: %v (truncated download?)", ErrFormat, path, err)
 		}
@@ -272,15 +274,51 @@ func readIdx(path string, magic uint32) ([]int, []byte, error) {
 		// Checked before multiplying, so a hostile header cannot overflow size; a product
 		// within the bound is then compared with the file's real length below.
 		if dims[d] != 0 && size > maxIdxBytes/dims[d] {
-			return nil, nil, fmt.Errorf("%w: %s: idx header declares %v, more than %d data bytes; the file holds %d", ErrFormat, path, dims[:d+1], maxIdxBytes, len(raw))
+			return nil, nil, fmt.Errorf("%w: %s: idx header declares %v, more than %d data bytes", ErrFormat, path, dims[:d+1], maxIdxBytes)
 		}
 		size *= dims[d]
 	}
 	data := raw[4+4*ndim:]
+	if inflated && len(data) > size {
+		return nil, nil, fmt.Errorf("%w: %s: idx header declares %v = %d data bytes, the gzip stream inflates to more", ErrFormat, path, dims, size)
+	}
 	if len(data) != size {
 		return nil, nil, fmt.Errorf("%w: %s: idx header declares %v = %d data bytes, file holds %d", ErrFormat, path, dims, size, len(data))
 	}
 	return dims, data, nil
+}
+
+// inflateIdx reads a decompressed idx stream: the header, then at most one byte more than the
+// data it declares (within maxIdxBytes), so a small gzip file that inflates far past its header's
+// size (a gzip bomb) is cut off there and refused by readIdx's length check instead of filling
+// memory. Headers it cannot size are returned as read, for readIdx to name what is wrong.
+func inflateIdx(r io.Reader) ([]byte, error) {
+	head := make([]byte, 4, 4+4*255)
+	if n, err := io.ReadFull(r, head); err != nil {
+		return head[:n], ignoreEOF(err)
+	}
+	ndim := int(head[3])
+	head = head[:4+4*ndim]
+	if n, err := io.ReadFull(r, head[4:]); err != nil {
+		return head[:4+n], ignoreEOF(err)
+	}
+	size := int64(1)
+	for d := range ndim {
+		v := int64(binary.BigEndian.Uint32(head[4+4*d:]))
+		if v != 0 && size > maxIdxBytes/v {
+			return head, nil
+		}
+		size *= v
+	}
+	data, err := io.ReadAll(io.LimitReader(r, size+1))
+	return append(head, data...), err
+}
+
+func ignoreEOF(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil
+	}
+	return err
 }
 
 // unwrapPathError drops the *PathError wrapper so that messages name the path once.

@@ -1,6 +1,7 @@
 package dataset
 
 import (
+	"compress/gzip"
 	"errors"
 	"os"
 	"path/filepath"
@@ -228,5 +229,30 @@ func TestIdxTestFileRefusesTrainSplit(t *testing.T) {
 	}
 	if ds, err := Open(out, Options{}); err != nil || ds.Len() != 3 {
 		t.Fatalf("prepared, default split: %v", err)
+	}
+}
+
+// A gzip idx file that inflates far past the data its header declares (a gzip bomb: 784 declared
+// bytes, 64 MiB of zeros) is read only to one byte past the declared size and refused by the
+// length check, instead of being inflated whole into memory first.
+func TestIdxGzipBombCutAtDeclaredSize(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "t10k-images-idx3-ubyte.gz")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw, _ := gzip.NewWriterLevel(f, gzip.BestSpeed)
+	zw.Write([]byte{0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28})
+	zeros := make([]byte, 1<<20)
+	for range 64 {
+		zw.Write(zeros)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_, err = Open(p, Options{})
+	if want := "malformed data: " + p + ": idx header declares [1 28 28] = 784 data bytes, the gzip stream inflates to more"; !errors.Is(err, ErrFormat) || err.Error() != want {
+		t.Fatalf("got  %v\nwant %s", err, want)
 	}
 }
