@@ -38,15 +38,22 @@ func localEMAWarning(decay float64, steps int64, init string) string {
 
 // sampleEMAWarning is ddpm sample's one-line warning for EMA weights of a step at which they
 // still hold more than emaStaleShare of the step-0 weights, or "" (also for the checkpoint of a
-// ddpm local run started from --init weights, whose EMA started from them). cfgPath is the run
-// config the checkpoint was resolved with (a ddpm local run folder keeps local.json beside it).
-func sampleEMAWarning(decay float64, step int64, cfgPath string) string {
+// ddpm local run started from --init weights, whose EMA started from them). file is the
+// checkpoint file and cfgPath the run config it was resolved with: a ddpm local run folder
+// keeps local.json beside its run.yaml and above its trainers' folders (RUN/trainer-0/
+// checkpoints.db, whose own run.yaml the trainer wrote beside it), so both places are looked at.
+func sampleEMAWarning(decay float64, step int64, file, cfgPath string) string {
 	share := emaInitShare(decay, step)
 	if share <= emaStaleShare {
 		return ""
 	}
-	if m, err := localrun.ReadManifest(filepath.Dir(cfgPath)); err == nil && m.Init != "" {
-		return ""
+	for _, dir := range []string{filepath.Dir(cfgPath), filepath.Dir(file), filepath.Dir(filepath.Dir(file))} {
+		if m, err := localrun.ReadManifest(dir); err == nil {
+			if m.Init != "" {
+				return ""
+			}
+			break // the run folder: a random start
+		}
 	}
 	return fmt.Sprintf("ddpm sample: warning: the EMA weights of step %d (ema_decay %g) still hold %.0f%% of the step-0 weights (%g^%d); from a random start they draw mostly noise: give --raw to sample the raw parameters",
 		step, decay, 100*share, decay, step)

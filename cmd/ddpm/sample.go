@@ -223,7 +223,7 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 		return err
 	}
 	if !o.raw && !o.noEMAWarn {
-		if msg := sampleEMAWarning(ld.Run.EMADecay, ld.Step, er.cfgPath); msg != "" {
+		if msg := sampleEMAWarning(ld.Run.EMADecay, ld.Step, er.file, er.cfgPath); msg != "" {
 			fmt.Fprintln(w, msg)
 		}
 	}
@@ -257,7 +257,7 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 			if ctx.Err() != nil {
 				panic(interruption{t})
 			}
-			prog.Report(t == 0, "ddpm sample: images %d-%d of %d: step %d of %d (%.0fs)", lo+1, lo+b, o.n, T-t, T, time.Since(t0).Seconds())
+			prog.Report(t == 0, "ddpm sample: %s: step %d of %d (%.0fs)", imageRange(lo, b, o.n), T-t, T, time.Since(t0).Seconds())
 		}}
 		err := interruptible(func() {
 			if o.progressive == "" {
@@ -276,7 +276,7 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 		})
 		if err != nil {
 			prog.End()
-			return withExit(exitInterrupted, fmt.Errorf("sample interrupted at step %d of %d of images %d-%d of %d; nothing was written", T-err.t, T, lo+1, lo+b, o.n))
+			return withExit(exitInterrupted, fmt.Errorf("sample interrupted at step %d of %d of %s; nothing was written", T-err.t, T, imageRange(lo, b, o.n)))
 		}
 	}
 	prog.End()
@@ -288,7 +288,7 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	if err := viz.WritePNG(o.out, viz.Grid(x, o.n, c, h, wd, gridCols(o.n), 2)); err != nil {
 		return fmt.Errorf("--out %s: %w", o.out, err)
 	}
-	fmt.Fprintf(w, "ddpm sample: %d samples of %s step %d (%s) in %.1fs -> %s\n", o.n, ld.Path, ld.Step, weightsName(o.raw), time.Since(t0).Seconds(), o.out)
+	fmt.Fprintf(w, "ddpm sample: %s of %s step %d (%s) in %.1fs -> %s\n", countNoun(o.n, "sample", "samples"), ld.Path, ld.Step, weightsName(o.raw), time.Since(t0).Seconds(), o.out)
 	return nil
 }
 
@@ -310,6 +310,23 @@ func interruptible(f func()) (in *interruption) {
 // sampleGrid is what `ddpm local` calls at the end of a run.
 func sampleGrid(ckpt string, step int64, n int, seed uint64, out, model string, w io.Writer) error {
 	return runSample(context.Background(), w, sampleOpts{checkpoint: ckpt, step: step, n: n, seed: seed, out: out, model: model, lambdaSteps: 8, force: true, noEMAWarn: true})
+}
+
+// countNoun is "1 sample", "2 samples": n with the noun's singular or plural.
+func countNoun(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// imageRange names the batch of images lo+1..lo+b of n in progress lines: "images 1-64 of 100",
+// "image 1 of 1", "image 65 of 65".
+func imageRange(lo, b, n int) string {
+	if b == 1 {
+		return fmt.Sprintf("image %d of %d", lo+1, n)
+	}
+	return fmt.Sprintf("images %d-%d of %d", lo+1, lo+b, n)
 }
 
 func weightsName(raw bool) string {
