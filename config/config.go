@@ -174,7 +174,9 @@ var presets = map[string]func() Run{
 	},
 	"fashion-mnist": func() Run {
 		r := small("fashion-mnist")
-		r.Dataset = "/usr/share/datasets/fashion-mnist"
+		// The built-in spec, not Debian's folder: dataset.Open reads the idx files wherever
+		// DDPM_FASHION_MNIST_DIR or dataset-fashion-mnist put them, with both splits.
+		r.Dataset = "fashion-mnist"
 		return r
 	},
 }
@@ -210,7 +212,8 @@ func Presets() []string {
 }
 
 // Preset returns the named preset's config. Dataset is empty (the user must name one) except
-// for mnist (the embedded copy) and fashion-mnist (Debian's dataset-fashion-mnist path).
+// for mnist and fashion-mnist, whose datasets are the built-in specs "mnist" and "fashion-mnist"
+// (the GoMNIST module's idx files and Debian's dataset-fashion-mnist; see dataset.Open).
 // It returns ErrUnknownPreset for a name not in Presets().
 func Preset(name string) (Run, error) {
 	mk, ok := presets[name]

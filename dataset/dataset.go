@@ -279,6 +279,8 @@ func (ch *contentHash) hex() string { return hex.EncodeToString(ch.h.Sum(nil)) }
 //	an LSUN LMDB directory (data.mdb)
 //	a prepared directory (index.json, from `ddpm dataset prepare`)
 //	an idx images file (train-images-idx3-ubyte[.gz]; labels from the matching labels file)
+//	a folder of idx files (train- and t10k-images-idx3-ubyte[.gz], as Debian's
+//	  dataset-fashion-mnist installs them in /usr/share/datasets/fashion-mnist): one split each
 //	a folder of PNG/JPEG/WebP images (recursive, sorted by path)
 //
 // A ":train" or ":test" suffix selects the split, as Options.Split does. Errors wrap ErrNotFound,
@@ -334,6 +336,9 @@ func Open(spec string, opts Options) (Dataset, error) {
 	}
 	if dir, ok := cifarDir(spec); ok {
 		return openCIFARDir(dir, opts)
+	}
+	if isIdxDir(spec) {
+		return openIdxDir(spec, opts)
 	}
 	return openFolder(spec, opts)
 }

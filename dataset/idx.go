@@ -134,22 +134,60 @@ func openBuiltinMNIST(which string, opts Options) (Dataset, error) {
 			dir = fashionMNISTDir
 		}
 	}
+	images, ok := idxSplitFile(dir, opts.Split)
+	if !ok {
+		if which == "fashion-mnist" {
+			return nil, fmt.Errorf("%w: fashion-mnist: %s missing; install Debian's dataset-fashion-mnist (scripts/setup.sh test) or set %s",
+				ErrNotFound, images, EnvFashionMNISTDir)
+		}
+		return nil, fmt.Errorf("%w: mnist: %s missing", ErrNotFound, images)
+	}
+	return openIdx(images, labelsFor(images), which+"/"+opts.Split, opts)
+}
+
+// idxSplitFile is the images file of split ("train" or "test") in dir, in LeCun's names:
+// train-images-idx3-ubyte.gz, or t10k-images-idx3-ubyte.gz for the test split; the file without
+// .gz when only that exists. ok is false (and the .gz name returned) when neither exists.
+func idxSplitFile(dir, split string) (path string, ok bool) {
 	prefix := "train"
-	if opts.Split == "test" {
+	if split == "test" {
 		prefix = "t10k"
 	}
 	images := filepath.Join(dir, prefix+"-images-idx3-ubyte.gz")
-	if !exists(images) {
-		if plain := strings.TrimSuffix(images, ".gz"); exists(plain) {
-			images = plain
-		} else if which == "fashion-mnist" {
-			return nil, fmt.Errorf("%w: fashion-mnist: %s missing; install Debian's dataset-fashion-mnist (scripts/setup.sh test) or set %s",
-				ErrNotFound, images, EnvFashionMNISTDir)
+	if exists(images) {
+		return images, true
+	}
+	if plain := strings.TrimSuffix(images, ".gz"); exists(plain) {
+		return plain, true
+	}
+	return images, false
+}
+
+// isIdxDir reports whether dir holds the idx images file of either split, as Debian's
+// dataset-fashion-mnist and LeCun's MNIST download lay them out.
+func isIdxDir(dir string) bool {
+	_, train := idxSplitFile(dir, "train")
+	_, test := idxSplitFile(dir, "test")
+	return train || test
+}
+
+// openIdxDir opens the split opts.Split of a folder of idx files (train-images-idx3-ubyte[.gz]
+// and t10k-images-idx3-ubyte[.gz], each with its labels file when present). A split the folder
+// does not hold is ErrNotFound naming the file that would hold it.
+func openIdxDir(dir string, opts Options) (Dataset, error) {
+	images, ok := idxSplitFile(dir, opts.Split)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s: holds no %s split (%s missing)", ErrNotFound, dir, opts.Split, filepath.Base(images))
+	}
+	lbl := labelsFor(images)
+	if !exists(lbl) {
+		if plain := strings.TrimSuffix(lbl, ".gz"); plain != lbl && exists(plain) {
+			lbl = plain
 		} else {
-			return nil, fmt.Errorf("%w: mnist: %s missing", ErrNotFound, images)
+			lbl = ""
 		}
 	}
-	return openIdx(images, labelsFor(images), which+"/"+opts.Split, opts)
+	return openIdx(images, lbl, "idx/"+filepath.Base(filepath.Clean(dir))+"/"+opts.Split, opts)
 }
 
 // openIdxPath opens an idx images file named by the user; the labels file beside it
