@@ -293,9 +293,19 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	}
 	stderr := cmd.ErrOrStderr()
 	mon := newLocalMonitor(run, out, stderr, o.quiet)
+	// A resumed run's loss.csv continues the earlier sessions'; one that cannot be read is
+	// left as it is (and rewritten at the end only from what this session sees).
+	var lossErr error
 	if o.resume != "" {
-		mon.loadEarlier() // a resumed run's loss.csv continues the earlier sessions'
+		lossErr = mon.loadEarlier()
 	}
+	if lossErr == nil {
+		lossErr = mon.openJournal()
+	}
+	if lossErr != nil {
+		fmt.Fprintln(stderr, "ddpm local: loss files:", lossErr)
+	}
+	defer mon.closeJournal()
 	sup.Line = mon.line
 	if o.resume != "" {
 		fmt.Fprintln(stderr, resumeLine(out))
@@ -666,6 +676,11 @@ type localMonitor struct {
 	mu     sync.Mutex
 	points map[int64]viz.LossPoint
 	last   trainer.Progress
+	// journal is loss.csv held open for appending while the run is up: every step is added to
+	// it as it is reported, so that a supervisor killed outright (SIGKILL, a crash) leaves every
+	// loss point seen so far for --resume; writeLoss rewrites it sorted at the end. nil when it
+	// could not be opened (the points then reach the file only at the end).
+	journal *os.File
 }
 
 func newLocalMonitor(run config.Run, out string, w io.Writer, quiet bool) *localMonitor {
@@ -691,15 +706,48 @@ func newLocalMonitor(run config.Run, out string, w io.Writer, quiet bool) *local
 
 // loadEarlier reads the loss.csv of earlier sessions of the run; steps replayed after the
 // resume replace their records (with the same values: the run is deterministic).
-func (m *localMonitor) loadEarlier() {
+// A loss.csv that cannot be read is an error; a missing one is none.
+func (m *localMonitor) loadEarlier() error {
 	pts, err := viz.ReadLossCSV(filepath.Join(m.out, localrun.LossCSV))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
-		return
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, p := range pts {
 		m.points[p.Step] = p
+	}
+	return nil
+}
+
+// openJournal rewrites loss.csv from the points known so far (sorted, whole lines only) and
+// keeps it open to append each new step to (see localMonitor.journal). An error leaves the
+// journal off.
+func (m *localMonitor) openJournal() error {
+	path := filepath.Join(m.out, localrun.LossCSV)
+	if err := viz.WriteLossCSV(path, m.sorted()); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.journal = f
+	m.mu.Unlock()
+	return nil
+}
+
+// closeJournal stops appending to loss.csv.
+func (m *localMonitor) closeJournal() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.journal != nil {
+		m.journal.Close()
+		m.journal = nil
 	}
 }
 
@@ -708,7 +756,12 @@ func (m *localMonitor) line(name string, line []byte) {
 		m.mu.Lock()
 		// Every rank reports the same global loss; a replayed step (after a resume or a
 		// re-ring) replaces the earlier record of that step.
-		m.points[p.Step] = viz.LossPoint{Step: p.Step, Loss: p.Loss, LR: p.LR, GradNorm: p.GradNorm}
+		pt := viz.LossPoint{Step: p.Step, Loss: p.Loss, LR: p.LR, GradNorm: p.GradNorm}
+		if old, seen := m.points[p.Step]; (!seen || old != pt) && m.journal != nil {
+			// One write of one whole line: a kill of this process leaves no half line.
+			_, _ = m.journal.Write(viz.LossCSVRow(pt))
+		}
+		m.points[p.Step] = pt
 		if p.Step >= m.last.Step || p.Rank == 0 {
 			m.last = p
 		}
@@ -842,6 +895,7 @@ func (m *localMonitor) finalLoss() string {
 
 // writeLoss writes loss.csv and loss.png from every step seen in this and earlier sessions.
 func (m *localMonitor) writeLoss() error {
+	m.closeJournal()
 	pts := m.sorted()
 	if len(pts) == 0 {
 		return nil

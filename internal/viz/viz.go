@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -50,19 +51,33 @@ func WriteLossCSV(path string, points []LossPoint) error {
 			return err
 		}
 		for _, p := range points {
-			rec := []string{
-				strconv.FormatInt(p.Step, 10),
-				strconv.FormatFloat(p.Loss, 'g', -1, 64),
-				strconv.FormatFloat(p.LR, 'g', -1, 64),
-				strconv.FormatFloat(p.GradNorm, 'g', -1, 64),
-			}
-			if err := cw.Write(rec); err != nil {
+			if err := cw.Write(lossRecord(p)); err != nil {
 				return err
 			}
 		}
 		cw.Flush()
 		return cw.Error()
 	})
+}
+
+func lossRecord(p LossPoint) []string {
+	return []string{
+		strconv.FormatInt(p.Step, 10),
+		strconv.FormatFloat(p.Loss, 'g', -1, 64),
+		strconv.FormatFloat(p.LR, 'g', -1, 64),
+		strconv.FormatFloat(p.GradNorm, 'g', -1, 64),
+	}
+}
+
+// LossCSVRow is p as one row of WriteLossCSV's file, newline included, for appending to such a
+// file as points arrive (ReadLossCSV reads the rows in any order; a caller keeps the last one of
+// a step).
+func LossCSVRow(p LossPoint) []byte {
+	var b strings.Builder
+	cw := csv.NewWriter(&b)
+	_ = cw.Write(lossRecord(p)) // a strings.Builder does not fail
+	cw.Flush()
+	return []byte(b.String())
 }
 
 // ReadLossCSV reads a file written by WriteLossCSV. A missing file is returned as the os error
