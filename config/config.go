@@ -324,7 +324,8 @@ func (r *Run) Hash() string {
 
 // Parse reads a run config from YAML (or JSON) bytes. If the document names a preset, the
 // preset's values are the defaults and the document overrides them field by field. Unknown
-// fields, duplicate fields and wrongly typed values are errors. Parse does not Validate.
+// fields, duplicate fields, wrongly typed values and a second YAML document (after "---") are
+// errors. Parse does not Validate.
 func Parse(data []byte) (Run, error) {
 	var probe struct {
 		Preset string `json:"preset"`
@@ -332,6 +333,9 @@ func Parse(data []byte) (Run, error) {
 	// The probe ignores other fields; strictness comes from the second pass.
 	if err := yaml.Unmarshal(data, &probe); err != nil {
 		return Run{}, fmt.Errorf("%w: %s", ErrLoad, yamlMessage(err))
+	}
+	if n := secondDocument(data); n > 0 {
+		return Run{}, fmt.Errorf("%w: line %d: a second YAML document starts here (---); a run config is one document", ErrLoad, n)
 	}
 	var r Run
 	if probe.Preset != "" {
@@ -348,6 +352,31 @@ func Parse(data []byte) (Run, error) {
 		return Run{}, fmt.Errorf("%w: %s", ErrLoad, yamlMessage(err))
 	}
 	return r, nil
+}
+
+// secondDocument returns the 1-based line of a "---" document marker that follows content in
+// data, 0 if there is none. The YAML decoder reads the first document only and would drop the
+// rest silently; a "---" before any content (an explicit start of the one document) is fine.
+// A marker is "---" at the start of a line followed by the line's end or a space (YAML 1.2,
+// c-directives-end): it cannot occur inside a value, which Parse then refuses.
+func secondDocument(data []byte) int {
+	content := false
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimRight(line, "\r")
+		if rest, ok := strings.CutPrefix(line, "---"); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
+			if content {
+				return i + 1
+			}
+			if strings.TrimSpace(rest) != "" && !strings.HasPrefix(strings.TrimSpace(rest), "#") {
+				content = true // "--- steps: 5" starts the document with content on the marker line
+			}
+			continue
+		}
+		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") && !strings.HasPrefix(line, "%") {
+			content = true
+		}
+	}
+	return 0
 }
 
 var (

@@ -214,3 +214,33 @@ func TestBoundsAndTypeMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestMultiDocumentRefused: a "---" that starts a second YAML document is refused naming the
+// file and the marker's line; the decoder read the first document only and dropped the second
+// (steps: 5 below) silently. A "---" that opens the one document is accepted.
+func TestMultiDocumentRefused(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "two.yaml")
+	if err := os.WriteFile(p, []byte("preset: mnist\nsteps: 100\n---\nsteps: 5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := p + ": cannot load run config: line 3: a second YAML document starts here (---); a run config is one document"
+	if _, err := Load(p); !errors.Is(err, ErrLoad) || err == nil || err.Error() != want {
+		t.Errorf("Load: %v\nwant %s", err, want)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	f := AddFlags(fs)
+	_ = fs.Parse([]string{"--config", p})
+	if _, err := f.Resolve(); !errors.Is(err, ErrLoad) || err == nil || err.Error() != want {
+		t.Errorf("Resolve: %v\nwant %s", err, want)
+	}
+	for _, doc := range []string{"# run\n---\npreset: mnist\nsteps: 100\n", "--- # one\npreset: mnist\nsteps: 100\n"} {
+		if r, err := Parse([]byte(doc)); err != nil || r.Steps != 100 {
+			t.Errorf("%q: %v, steps %d", doc, err, r.Steps)
+		}
+	}
+	if _, err := Parse([]byte("--- {preset: mnist}\n--- \nsteps: 5\n")); err == nil ||
+		err.Error() != "cannot load run config: line 2: a second YAML document starts here (---); a run config is one document" {
+		t.Errorf("marker line with content: %v", err)
+	}
+}
