@@ -69,6 +69,26 @@ func usageErrors(c *cobra.Command) {
 			return nil
 		}
 	}
+	if c != rootCmd && c.HasSubCommands() && !c.Runnable() {
+		// A group command (ddpm checkpoint, ddpm model, ...): cobra takes a mistyped
+		// subcommand as an argument of the group and prints its help with status 0, so a typo
+		// in a script passed silently.
+		c.Args = cobra.ArbitraryArgs
+		c.SuggestionsMinimumDistance = 2
+		// Runnable now, but its usage stays "ddpm GROUP [command]" only (its subcommands,
+		// which inherit the template, keep their usage lines).
+		c.SetUsageTemplate(strings.Replace(c.UsageTemplate(), "{{if .Runnable}}", "{{if and .Runnable (not .HasAvailableSubCommands)}}", 1))
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			hint := ""
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				hint = fmt.Sprintf("; did you mean %s?", strings.Join(s, " or "))
+			}
+			return withExit(2, fmt.Errorf("%s: unknown command %q%s (see %s --help)", commandName(cmd), args[0], hint, cmd.CommandPath()))
+		}
+	}
 	for _, sub := range c.Commands() {
 		usageErrors(sub)
 	}

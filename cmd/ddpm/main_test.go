@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"os"
+	"strings"
 	"testing"
 
 	"ddpm/internal/testutil"
@@ -38,5 +39,33 @@ func TestRootFlags(t *testing.T) {
 		if !errors.As(err, &ee) || ee.code != 2 || err.Error() != tc.want {
 			t.Errorf("%v: %v, want exit 2 %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestGroupCommandTypo: a mistyped subcommand of a group command exits 2 with one line (and a
+// suggestion when one is close); cobra printed the group's help with status 0, so a typo in a
+// script passed. The group alone still prints its help, whose usage names only its subcommands.
+func TestGroupCommandTypo(t *testing.T) {
+	configureRoot()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"checkpoint", "lst", "x.db"}, `checkpoint: unknown command "lst"; did you mean list? (see ddpm checkpoint --help)`},
+		{[]string{"model", "list"}, `model: unknown command "list" (see ddpm model --help)`},
+	} {
+		_, err := runDDPM(t, tc.args...)
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != 2 || err.Error() != tc.want {
+			t.Errorf("%v: %v, want exit 2 %q", tc.args, err, tc.want)
+		}
+	}
+	out, err := runDDPM(t, "model")
+	if err != nil || !strings.Contains(out, "Usage:\n  ddpm model [command]\n\nAvailable Commands:") {
+		t.Errorf("ddpm model: %v\n%s", err, out)
+	}
+	out, err = runDDPM(t, "checkpoint", "list", "--help")
+	if err != nil || !strings.Contains(out, "Usage:\n  ddpm checkpoint list FILE [flags]\n") {
+		t.Errorf("ddpm checkpoint list --help: %v\n%s", err, out)
 	}
 }
