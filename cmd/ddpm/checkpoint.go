@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"ddpm/checkpoint"
+	"ddpm/config"
 	"ddpm/internal/tlsauth"
 	"ddpm/trainer"
 )
@@ -252,20 +253,35 @@ var checkpointCompactCmd = &cobra.Command{
 
 func newCheckpointFetchCmd() *cobra.Command {
 	var (
-		step int64
-		out  string
-		sec  *tlsauth.Config
+		step  int64
+		out   string
+		force bool
+		sec   *tlsauth.Config
 	)
 	cmd := &cobra.Command{
-		Use:   "fetch ADDR --step N --out FILE (--certs DIR | --insecure)",
+		Use:   "fetch ADDR --step N --out FILE (--certs DIR | --insecure) [--force]",
 		Short: "Copy a committed checkpoint from a running trainer (gRPC at ADDR) into FILE, verified",
-		Args:  cobra.ExactArgs(1),
+		Long: `fetch copies committed checkpoint N from the trainer at ADDR, verifies it against its sha256
+and stores it, committed, in the checkpoint file FILE (created if missing).
+
+An existing FILE is a checkpoint store that collects steps, like a trainer's volume: a step of
+the same run (the same run-config hash) is added beside the steps it holds without --force, and
+fetching a step it already holds with the same sha256 changes nothing. A step it holds with
+other bytes is replaced only with --force. A FILE holding checkpoints of another run, or
+beside a run.yaml of another run, is refused (even with --force): fetch into a new file.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" || step < 0 {
 				return withExit(exitUsage, errors.New("checkpoint fetch: --step N and --out FILE are required"))
 			}
 			if err := flagsFromEnv(cmd.Flags()); err != nil {
 				return withExit(exitUsage, err)
+			}
+			if fi, err := os.Stat(out); err == nil && fi.IsDir() {
+				return withExit(exitUsage, fmt.Errorf("checkpoint fetch: --out %s is a folder; name the checkpoint file to write (e.g. %s)", out, filepath.Join(out, trainer.CheckpointFile)))
+			}
+			if err := checkCheckpointKind("--out", out); err != nil {
+				return err
 			}
 			b, err := loadSecurity(sec, nil)
 			if err != nil {
@@ -277,11 +293,26 @@ func newCheckpointFetchCmd() *cobra.Command {
 			if err != nil {
 				return withExit(exitBadData, err)
 			}
+			if err := checkFetchRunConfig(out, args[0], c); err != nil {
+				return err
+			}
+			// The checks read the file read-only: a refused fetch leaves it byte for byte.
+			replace := false
+			if fi, err := os.Stat(out); err == nil && fi.Size() > 0 {
+				if replace, err = checkFetchInto(out, args[0], c, force); err != nil {
+					return err
+				}
+			}
 			st, err := checkpoint.Open(out, checkpoint.Options{})
 			if err != nil {
-				return withExit(exitBadData, err)
+				return withExit(exitBadData, fmt.Errorf("checkpoint fetch: %w", err))
 			}
 			defer st.Close()
+			if replace {
+				if err := st.Uncommit(step); err != nil {
+					return withExit(exitBadData, err)
+				}
+			}
 			if _, err := st.Save(c); err != nil {
 				return withExit(exitBadData, err)
 			}
@@ -294,8 +325,63 @@ func newCheckpointFetchCmd() *cobra.Command {
 	}
 	addStepFlag(cmd.Flags(), &step, "committed step to copy (required)")
 	cmd.Flags().StringVar(&out, "out", "", "checkpoint file to write (created if missing; required)")
+	cmd.Flags().BoolVar(&force, "force", false, "replace a step --out already holds with other bytes")
 	sec = tlsauth.AddFlags(cmd.Flags())
 	return cmd
+}
+
+// checkFetchInto checks that the existing checkpoint file holds only checkpoints of c's run
+// and no other bytes for c's step (unless force); replace reports that c's step is held with
+// other bytes (or an unreadable header) and is to be replaced.
+func checkFetchInto(file, addr string, c *checkpoint.Checkpoint, force bool) (replace bool, err error) {
+	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
+	if err != nil {
+		return false, withExit(exitBadData, fmt.Errorf("checkpoint fetch: %w", err))
+	}
+	defer st.Close()
+	list, err := st.List()
+	if err != nil {
+		return false, withExit(exitBadData, err)
+	}
+	for _, in := range list {
+		if in.Err == nil && in.ConfigHash != c.ConfigHash {
+			return false, withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s holds checkpoints of run config %.12s (step %d), step %d at %s belongs to run config %.12s; fetch it into a new file",
+				file, in.ConfigHash, in.Step, c.Step, addr, c.ConfigHash))
+		}
+	}
+	for _, in := range list {
+		if in.Step != c.Step || (in.Err == nil && in.SHA256 == c.SHA256) {
+			continue
+		}
+		held := "sha256 " + shortSum(in.SHA256)
+		if in.Err != nil {
+			held = "a damaged header"
+		}
+		if !force {
+			return false, withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s already holds step %d with %s, %s's has sha256 %s; give --force to replace it",
+				file, c.Step, held, addr, shortSum(c.SHA256)))
+		}
+		replace = true
+	}
+	return replace, nil
+}
+
+// checkFetchRunConfig refuses to fetch c into file when the run.yaml that sample and export
+// would read it with (beside file, else in the folder above: trainer.ResolveCheckpoint) names
+// another run: the weights would be read as that run's.
+func checkFetchRunConfig(file, addr string, c *checkpoint.Checkpoint) error {
+	for _, cand := range []string{filepath.Join(filepath.Dir(file), trainer.ConfigFile), filepath.Join(filepath.Dir(filepath.Dir(file)), trainer.ConfigFile)} {
+		if _, err := os.Stat(cand); err != nil {
+			continue
+		}
+		run, err := config.Load(cand)
+		if err == nil && run.Hash() != c.ConfigHash {
+			return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s is beside %s of run config %.12s, step %d at %s belongs to run config %.12s; fetch it into a new folder",
+				file, cand, run.Hash(), c.Step, addr, c.ConfigHash))
+		}
+		return nil
+	}
+	return nil
 }
 
 func init() {
