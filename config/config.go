@@ -326,7 +326,11 @@ func (r *Run) Hash() string {
 // preset's values are the defaults and the document overrides them field by field. Unknown
 // fields, duplicate fields, wrongly typed values and a second YAML document (after "---") are
 // errors. Parse does not Validate.
-func Parse(data []byte) (Run, error) {
+func Parse(data []byte) (Run, error) { return parse(data, "") }
+
+// parse is Parse with the preset that supplies the defaults chosen by the caller: preset when
+// it is not "", else the document's preset: field.
+func parse(data []byte, preset string) (Run, error) {
 	var probe struct {
 		Preset string `json:"preset"`
 	}
@@ -337,9 +341,12 @@ func Parse(data []byte) (Run, error) {
 	if n := secondDocument(data); n > 0 {
 		return Run{}, fmt.Errorf("%w: line %d: a second YAML document starts here (---); a run config is one document", ErrLoad, n)
 	}
+	if preset == "" {
+		preset = probe.Preset
+	}
 	var r Run
-	if probe.Preset != "" {
-		p, err := Preset(probe.Preset)
+	if preset != "" {
+		p, err := Preset(preset)
 		if err != nil {
 			return Run{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
@@ -469,10 +476,25 @@ func Load(path string) (Run, error) {
 	if err != nil {
 		return Run{}, fmt.Errorf("%s: %w", path, err)
 	}
+	if err := noPreset(path, r, ""); err != nil {
+		return Run{}, err
+	}
 	if err := r.Validate(); err != nil {
 		return Run{}, prefixLines(path, err)
 	}
 	return r, nil
+}
+
+// noPreset is the one line for a config file that names no preset and leaves the model out,
+// nil for any other: such a file is a partial config with nothing to fill it, and Validate would
+// list a dozen fields it left at zero. how says the other way in ("" for none). The error is
+// ErrInvalid under errors.Is.
+func noPreset(path string, r Run, how string) error {
+	if r.Preset != "" || r.Model != "" {
+		return nil
+	}
+	return fmt.Errorf("%s: %w: names no preset, so nothing fills the fields it leaves out; add `preset: NAME` (%s)%s, or write every field",
+		path, ErrInvalid, strings.Join(Presets(), ", "), how)
 }
 
 // prefixLines prefixes each line of a joined validation error with where, keeping errors.Is.

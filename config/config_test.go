@@ -244,3 +244,76 @@ func TestMultiDocumentRefused(t *testing.T) {
 		t.Errorf("marker line with content: %v", err)
 	}
 }
+
+// TestConfigWithoutPresetComposes: a --config file that names no preset is filled by the preset
+// --preset names (or, failing that, Flags.DefaultPreset, the preset ddpm local's --data names);
+// the file's fields override it and flags override the file. With no preset anywhere the file is
+// one line asking for one. The file's fields were laid over a zero Run instead, and Validate
+// listed every field it left out (model "" is unknown, lr must be in (0, 1], ...).
+func TestConfigWithoutPresetComposes(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "nopreset.yaml")
+	if err := os.WriteFile(p, []byte("steps: 100\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	named := filepath.Join(dir, "fashion.yaml")
+	if err := os.WriteFile(named, []byte("preset: fashion-mnist\nsteps: 100\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resolve := func(def string, args ...string) (Run, error) {
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		f := AddFlags(fs)
+		f.DefaultPreset = def
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return f.Resolve()
+	}
+	preset := func(name string) Run {
+		r, err := Preset(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Steps = 100
+		return r
+	}
+	for _, tc := range []struct {
+		def  string
+		args []string
+		want Run
+	}{
+		{"", []string{"--config", p, "--preset", "mnist"}, preset("mnist")},
+		{"mnist", []string{"--config", p}, preset("mnist")},
+		{"fashion-mnist", []string{"--config", p, "--preset", "mnist"}, preset("mnist")},
+		{"mnist", []string{"--config", named}, preset("fashion-mnist")},
+		{"", []string{"--config", named, "--preset", "mnist"}, preset("mnist")},
+		{"/data/not-a-preset", []string{"--config", p, "--preset", "mnist", "--lr", "1e-3"},
+			func() Run { r := preset("mnist"); r.LR = 1e-3; return r }()},
+	} {
+		got, err := resolve(tc.def, tc.args...)
+		if err != nil || got != tc.want {
+			t.Errorf("default %q, %v: %v\n got %+v\nwant %+v", tc.def, tc.args, err, got, tc.want)
+		}
+	}
+	names := "celebahq, cifar10, fashion-mnist, lsun-bedroom, lsun-cat, lsun-church, mnist"
+	want := p + ": invalid run config: names no preset, so nothing fills the fields it leaves out; add `preset: NAME` (" + names + ") or give --preset NAME, or write every field"
+	for _, def := range []string{"", "/data/not-a-preset"} {
+		if _, err := resolve(def, "--config", p); !errors.Is(err, ErrInvalid) || err.Error() != want {
+			t.Errorf("default %q: %v\nwant %s", def, err, want)
+		}
+	}
+	want = p + ": invalid run config: names no preset, so nothing fills the fields it leaves out; add `preset: NAME` (" + names + "), or write every field"
+	if _, err := Load(p); !errors.Is(err, ErrInvalid) || err.Error() != want {
+		t.Errorf("Load: %v\nwant %s", err, want)
+	}
+	// A hand-written config that sets every field needs no preset.
+	full := preset("mnist")
+	full.Preset = ""
+	hand := filepath.Join(dir, "hand.yaml")
+	if err := os.WriteFile(hand, full.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Load(hand); err != nil || got != full {
+		t.Errorf("hand-written config: %v, %+v", err, got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
 )
 
 // Flags binds one command-line flag per Run field (same names as the YAML fields, with dashes:
@@ -17,6 +18,10 @@ type Flags struct {
 	v    Run
 	hb   time.Duration
 	Path string // --config: path of a YAML run config, "" for none
+	// DefaultPreset is the preset that fills what a --config file leaves out when neither the
+	// file's preset: nor --preset names one (ddpm local: the preset its --data names). A value
+	// that is not a preset name is ignored.
+	DefaultPreset string
 }
 
 // AddFlags registers the run-config flags on fs and returns the binding.
@@ -98,10 +103,11 @@ func (f *Flags) Apply(r *Run) {
 	})
 }
 
-// Resolve builds the run config from the bound flags: the --config file if given (its preset
-// supplies defaults), else the --preset preset; then the flags the user set override; then
-// Validate. Errors name the file where there is one; with neither --config nor --preset the
-// error wraps ErrNoRunConfig.
+// Resolve builds the run config from the bound flags, in layers from weakest to strongest: a
+// preset, the --config file, the flags the user set; then Validate. The preset is the one
+// --preset names, else the file's preset: field, else DefaultPreset; a file with none of them
+// and no model is one line asking for a preset. Errors name the file where there is one; with
+// neither --config nor --preset the error wraps ErrNoRunConfig.
 func (f *Flags) Resolve() (Run, error) {
 	var r Run
 	where := "flags"
@@ -115,7 +121,13 @@ func (f *Flags) Resolve() (Run, error) {
 		if err := notYAML(f.Path, data); err != nil {
 			return Run{}, err
 		}
-		if r, err = Parse(data); err != nil {
+		preset := ""
+		if f.fs.Changed("preset") {
+			preset = f.v.Preset
+		} else if _, err := Preset(f.DefaultPreset); err == nil && !namesPreset(data) {
+			preset = f.DefaultPreset
+		}
+		if r, err = parse(data, preset); err != nil {
 			return Run{}, fmt.Errorf("%s: %w", f.Path, err)
 		}
 	case f.fs.Changed("preset"):
@@ -129,6 +141,11 @@ func (f *Flags) Resolve() (Run, error) {
 		return Run{}, fmt.Errorf("%w: give --config FILE or --preset NAME (%s); flags then override its fields", ErrNoRunConfig, strings.Join(Presets(), ", "))
 	}
 	f.Apply(&r)
+	if f.Path != "" {
+		if err := noPreset(f.Path, r, " or give --preset NAME"); err != nil {
+			return Run{}, err
+		}
+	}
 	if err := f.worldError(r); err != nil {
 		return Run{}, err
 	}
@@ -136,6 +153,14 @@ func (f *Flags) Resolve() (Run, error) {
 		return Run{}, prefixLines(where, err)
 	}
 	return r, nil
+}
+
+// namesPreset reports whether the run config document data sets its preset: field.
+func namesPreset(data []byte) bool {
+	var probe struct {
+		Preset string `json:"preset"`
+	}
+	return yaml.Unmarshal(data, &probe) == nil && probe.Preset != ""
 }
 
 // Source names where the fields the flags did not set come from: "config FILE" or "preset
