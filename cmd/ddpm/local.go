@@ -54,9 +54,9 @@ func newLocalCmd() *cobra.Command {
 loopback ports, shows one progress bar (step, loss, images/s, ETA), keeps each process's log in
 RUN/logs/, and at the end writes RUN/loss.csv, RUN/loss.png and RUN/samples.png (the EMA weights,
 Algorithm 2). At the start it prints the coordinators' gRPC addresses (for ddpm status and ddpm
-loss --coordinator, with --certs RUN/certs) and the dashboard's URL. Ctrl-C, SIGTERM or closing
-the terminal (SIGHUP) stops every process cleanly; --resume RUN continues from the last committed
-checkpoint. Run-config flags (--preset, --steps, --global-batch, ... or --config FILE) override
+loss --coordinator, with --certs RUN/certs) and the dashboard's URL. Ctrl-C, SIGTERM, closing
+the terminal (SIGHUP) or an output pipe whose reader went away (| head) stops every process
+cleanly; --resume RUN continues from the last committed checkpoint. Run-config flags (--preset, --steps, --global-batch, ... or --config FILE) override
 the preset that --data names.
 
 --data is this command's shorthand: a preset name, or a dataset path from which the preset is
@@ -283,6 +283,15 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	// groups of their own, hear of it only from us.
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
+	// A terminal output that goes away (`ddpm local ... | head`, a closed ssh session) stops
+	// the run as SIGHUP does. Without a handler, Go dies of the SIGPIPE of the first write to a
+	// broken stdout or stderr, leaving its children to die of their own and their pid files
+	// behind. With SIGPIPE notified (for the rest of the process's life: the last error line
+	// is written after this returns) every such write fails with EPIPE instead, and
+	// brokenOutput cancels the run's context on the first one.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	ctx, outGone := context.WithCancel(ctx)
+	defer outGone()
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -291,7 +300,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	if err != nil {
 		return err
 	}
-	stderr := cmd.ErrOrStderr()
+	stderr := io.Writer(&brokenOutput{w: cmd.ErrOrStderr(), gone: outGone})
 	mon := newLocalMonitor(run, out, stderr, o.quiet)
 	// A resumed run's loss.csv continues the earlier sessions'; one that cannot be read is
 	// left as it is (and rewritten at the end only from what this session sees).
@@ -660,6 +669,22 @@ func coordinatorArgs(out, cfgPath, certs string, m localrun.Manifest) [][]string
 	return all
 }
 
+// brokenOutput passes writes to w and calls gone once when one fails with EPIPE: the reader of
+// the pipe w is (a terminal's, `| head`'s) has gone away.
+type brokenOutput struct {
+	w    io.Writer
+	gone func()
+	once sync.Once
+}
+
+func (b *brokenOutput) Write(p []byte) (int, error) {
+	n, err := b.w.Write(p)
+	if errors.Is(err, syscall.EPIPE) {
+		b.once.Do(b.gone)
+	}
+	return n, err
+}
+
 // localMonitor turns the children's lines into the progress bar, prefixed terminal lines and
 // the loss history.
 type localMonitor struct {
@@ -686,7 +711,11 @@ type localMonitor struct {
 func newLocalMonitor(run config.Run, out string, w io.Writer, quiet bool) *localMonitor {
 	m := &localMonitor{run: run, out: out, w: w, quiet: quiet, points: map[int64]viz.LossPoint{}}
 	isTerm := false
-	if f, ok := w.(*os.File); ok {
+	tw := w
+	if b, ok := w.(*brokenOutput); ok {
+		tw = b.w
+	}
+	if f, ok := tw.(*os.File); ok {
 		isTerm = term.IsTerminal(int(f.Fd()))
 	}
 	if !quiet && isTerm {

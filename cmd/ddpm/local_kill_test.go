@@ -117,3 +117,47 @@ func TestLocalKilledKeepsLossHistory(t *testing.T) {
 	_, top = stepsIn(run, "trainer-0")
 	wantLossFrom1(t, run, top)
 }
+
+// TestLocalBrokenOutputStopsCleanly: `ddpm local ... 2>&1 | head -3`: when the reader of its
+// output goes away, ddpm local stops the run as on SIGHUP (status 130, every child stopped with
+// a signal it handles, no pid file left) instead of dying of SIGPIPE (status 141) with its
+// children killed and their pid files stale.
+func TestLocalBrokenOutputStopsCleanly(t *testing.T) {
+	run := makeLocalRun(t, 1, func(r *config.Run) { r.Steps, r.CheckpointEvery = 100000, 2 })
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, _ := localCommand(t, "--resume", run)
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	br := bufio.NewReader(pr)
+	var head bytes.Buffer
+	for range 3 {
+		line, err := br.ReadBytes('\n')
+		head.Write(line)
+		if err != nil {
+			t.Fatalf("%v after\n%s", err, head.String())
+		}
+	}
+	waitStepped(t, run, "trainer-0", &head)
+	pids := []int{childPid(t, run, "trainer-0", 0), childPid(t, run, "coordinator-0", 0)}
+	pr.Close() // head -3 exits; local's next line finds no reader
+	err = cmd.Wait()
+	if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() || ws.ExitStatus() != 130 {
+		t.Fatalf("ddpm local ended with %v (signaled %v), want status 130 as on SIGHUP", err, ws.Signaled())
+	}
+	waitGone(t, pids...)
+	if b, _ := os.ReadFile(filepath.Join(run, localrun.LogsDir, "trainer-0.log")); !bytes.Contains(b, []byte(`"msg":"`+MsgLeft+`"`)) {
+		t.Errorf("trainer-0 did not leave cleanly:\n%s", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(run, localrun.LogsDir, "coordinator-0.log")); !bytes.Contains(b, []byte(`"msg":"stopping"`)) {
+		t.Errorf("the coordinator was not stopped with a signal it could handle:\n%s", b)
+	}
+	if pidFiles, _ := filepath.Glob(filepath.Join(run, localrun.LogsDir, "*.pid")); len(pidFiles) != 0 {
+		t.Errorf("pid files left: %v", pidFiles)
+	}
+}
