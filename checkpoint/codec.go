@@ -26,7 +26,20 @@ import (
 //
 // The arenas are hashed separately so that the four sums run in parallel (the body of the
 // cifar10 preset is 572 MB); the outer hash binds them to the header.
+//
+// The state hash (StateHash, Store.VerifyState) covers the same fields but the format version
+// and the generation, the cluster bookkeeping of which coordinator generation wrote the
+// checkpoint: a run interrupted and resumed (a new generation per resume) ends with the same
+// state hash as the same run uninterrupted, while their sha256 differ. It is shown to users
+// (ddpm checkpoint list / verify) and is no part of the cluster protocol:
+//
+//	state = sha256( "ddpm-state\x00" i64 step  str config_hash  str dataset_fingerprint  str preset
+//	                u32 n_tensors {...}  i64 opt_step  bytes rng  u64 cursor
+//	                u32 4  u64 arena_len[0..3]  arena_sum[0..3] )
 const hashMagic = "ddpm-checkpoint\x00"
+
+// stateMagic opens the state hash's encoding.
+const stateMagic = "ddpm-state\x00"
 
 // FormatVersion is the layout version this package writes. Files with a newer version are
 // refused with ErrFormat.
@@ -74,11 +87,24 @@ func decodeLE(dst []float32, off int, b []byte) {
 // canonicalHeader encodes the hashed header fields of h (everything but chunk_bytes and sha256).
 func canonicalHeader(h *api.CheckpointHeader) []byte {
 	b := []byte(hashMagic)
+	b = binary.BigEndian.AppendUint32(b, h.FormatVersion)
+	b = binary.BigEndian.AppendUint64(b, uint64(h.Step))
+	b = binary.BigEndian.AppendUint64(b, h.Generation)
+	return appendStateFields(b, h)
+}
+
+// stateHeader encodes the header fields the state hash covers: canonicalHeader's but the
+// format version and the generation.
+func stateHeader(h *api.CheckpointHeader) []byte {
+	b := []byte(stateMagic)
+	b = binary.BigEndian.AppendUint64(b, uint64(h.Step))
+	return appendStateFields(b, h)
+}
+
+// appendStateFields appends the header fields from config_hash to arena_len (codec above).
+func appendStateFields(b []byte, h *api.CheckpointHeader) []byte {
 	str := func(s []byte) { b = binary.BigEndian.AppendUint32(b, uint32(len(s))); b = append(b, s...) }
 	u64 := func(x uint64) { b = binary.BigEndian.AppendUint64(b, x) }
-	b = binary.BigEndian.AppendUint32(b, h.FormatVersion)
-	u64(uint64(h.Step))
-	u64(h.Generation)
 	str([]byte(h.ConfigHash))
 	str([]byte(h.DatasetFingerprint))
 	str([]byte(h.Preset))
@@ -100,6 +126,36 @@ func canonicalHeader(h *api.CheckpointHeader) []byte {
 		u64(n)
 	}
 	return b
+}
+
+// stateSum combines the state fields of h and the four arena sums into the state hash.
+func stateSum(h *api.CheckpointHeader, arenaSums *[numArenas][32]byte) [32]byte {
+	d := sha256.New()
+	d.Write(stateHeader(h))
+	for _, s := range arenaSums {
+		d.Write(s[:])
+	}
+	var out [32]byte
+	d.Sum(out[:0])
+	return out
+}
+
+// StateHash returns the lower-case hex state hash of c (codec above): the sha256 of what
+// determines the rest of its run (step, run-config hash, dataset fingerprint, preset, tensor
+// index, parameters, EMA, Adam moments, optimizer step, RNG state, data cursor), without the
+// generation that c.SHA256 also covers. It panics if c is inconsistent (as Save does).
+func StateHash(c *Checkpoint) string {
+	h := headerOf(c, MaxChunkBytes)
+	if err := checkHeader(h); err != nil {
+		panic("checkpoint: StateHash: " + err.Error())
+	}
+	var bodies [numArenas][]byte
+	for i, a := range c.arenas() {
+		bodies[i] = leBytes(a)
+	}
+	sums := sumArenas(&bodies)
+	sum := stateSum(h, &sums)
+	return hex.EncodeToString(sum[:])
 }
 
 // bodySum combines the header and the four arena sums into the checkpoint's sha256.

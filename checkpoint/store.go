@@ -400,9 +400,8 @@ func (s *Store) chunks(cb *bolt.Bucket, h *api.CheckpointHeader) ([numArenas][][
 }
 
 // checkBody hashes the chunks (the four arenas in parallel), optionally decoding them into
-// dst's arenas, and compares with the header's sha256.
-func (s *Store) checkBody(h *api.CheckpointHeader, chunks *[numArenas][][]byte, dst *Checkpoint) error {
-	var sums [numArenas][32]byte
+// dst's arenas, and compares with the header's sha256; it returns the arena sums.
+func (s *Store) checkBody(h *api.CheckpointHeader, chunks *[numArenas][][]byte, dst *Checkpoint) (sums [numArenas][32]byte, err error) {
 	var dsts [numArenas][]float32
 	if dst != nil {
 		dsts = dst.arenas()
@@ -446,12 +445,12 @@ func (s *Store) checkBody(h *api.CheckpointHeader, chunks *[numArenas][][]byte, 
 	}
 	wg.Wait()
 	if len(faults) > 0 {
-		return s.corrupt(h.Step, "%s", faults[0])
+		return sums, s.corrupt(h.Step, "%s", faults[0])
 	}
 	if got := bodySum(h, &sums); !bytes.Equal(got[:], h.Sha256) {
-		return s.corrupt(h.Step, "body hashes to sha256 %x, the header says %x", got, h.Sha256)
+		return sums, s.corrupt(h.Step, "body hashes to sha256 %x, the header says %x", got, h.Sha256)
 	}
-	return nil
+	return sums, nil
 }
 
 // readChunk copies v, a value bbolt returned, into dst (len(dst) == len(v)). A value in bbolt's
@@ -490,7 +489,8 @@ func (s *Store) Get(step int64) (*Checkpoint, error) {
 			return err
 		}
 		c = fromHeader(h)
-		return s.checkBody(h, &chunks, c)
+		_, err = s.checkBody(h, &chunks, c)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -500,7 +500,15 @@ func (s *Store) Get(step int64) (*Checkpoint, error) {
 
 // Verify checks checkpoint step without keeping it: header, every bucket and chunk, sha256.
 func (s *Store) Verify(step int64) error {
-	return s.view(fmt.Sprintf("step %d", step), func(tx *bolt.Tx) error {
+	_, err := s.VerifyState(step)
+	return err
+}
+
+// VerifyState checks checkpoint step as Verify does and returns its state hash (hex; see
+// StateHash): equal for checkpoints of equal state whatever generation wrote them.
+func (s *Store) VerifyState(step int64) (string, error) {
+	var state [32]byte
+	err := s.view(fmt.Sprintf("step %d", step), func(tx *bolt.Tx) error {
 		h, cb, err := s.loadHeader(tx, step)
 		if err != nil {
 			return err
@@ -509,8 +517,17 @@ func (s *Store) Verify(step int64) error {
 		if err != nil {
 			return err
 		}
-		return s.checkBody(h, &chunks, nil)
+		sums, err := s.checkBody(h, &chunks, nil)
+		if err != nil {
+			return err
+		}
+		state = stateSum(h, &sums)
+		return nil
 	})
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(state[:]), nil
 }
 
 // index returns all stored steps and the committed sha256 of each committed one, ascending.
