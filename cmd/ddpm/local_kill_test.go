@@ -86,7 +86,7 @@ func wantLossFrom1(t *testing.T, run string, top int64) {
 // TestLocalKilledKeepsLossHistory: `ddpm local` killed outright (SIGKILL: no handler runs)
 // leaves in loss.csv every step it had seen, and the resumed run's loss.csv still starts at
 // step 1. Before, the history lived in memory until the end: after the kill and a resume,
-// loss.csv started after the last committed checkpoint.
+// loss.csv started after the last committed checkpoint. loss.csv and loss.png follow the umask.
 func TestLocalKilledKeepsLossHistory(t *testing.T) {
 	run := makeLocalRun(t, 1, func(r *config.Run) { r.Steps, r.CheckpointEvery = 100000, 2 })
 	cmd, out := localCommand(t, "--resume", run, "--quiet")
@@ -116,6 +116,18 @@ func TestLocalKilledKeepsLossHistory(t *testing.T) {
 	}
 	_, top = stepsIn(run, "trainer-0")
 	wantLossFrom1(t, run, top)
+	// Files to share follow the umask (ddpm local inherits this process's), unlike keys.
+	mask := syscall.Umask(0)
+	syscall.Umask(mask)
+	for _, f := range []string{localrun.LossCSV, localrun.LossPNG} {
+		fi, err := os.Stat(filepath.Join(run, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := fi.Mode().Perm(), os.FileMode(0o666&^mask); got != want {
+			t.Errorf("%s has mode %v, want %v", f, got, want)
+		}
+	}
 }
 
 // TestLocalBrokenOutputStopsCleanly: `ddpm local ... 2>&1 | head -3`: when the reader of its

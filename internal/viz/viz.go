@@ -13,6 +13,7 @@ import (
 	"image/png"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -298,9 +299,10 @@ func WritePNG(path string, img image.Image) error {
 }
 
 // writeAtomic writes through fill into a temporary file next to path, syncs it and renames it
-// over path; on any error path is left as it was.
+// over path; on any error path is left as it was. The file gets mode 0666 less the umask (0644
+// usually), as any file a user shares: these are no secrets.
 func writeAtomic(path string, fill func(io.Writer) error) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	f, err := createShared(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
 	if err != nil {
 		return err
 	}
@@ -320,4 +322,18 @@ func writeAtomic(path string, fill func(io.Writer) error) (err error) {
 		return err
 	}
 	return os.Rename(f.Name(), path)
+}
+
+// createShared creates a new file dir/prefixNNNN for writing with mode 0666 less the umask
+// (os.CreateTemp's 0600 is for private files), trying fresh random names while one exists.
+func createShared(dir, prefix string) (*os.File, error) {
+	for range 1000 {
+		name := filepath.Join(dir, prefix+strconv.FormatUint(uint64(rand.Uint32()), 10))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		return f, err
+	}
+	return nil, fmt.Errorf("viz: no free temporary name %s* in %s", prefix, dir)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -153,4 +154,30 @@ func TestMaxGridTiles(t *testing.T) {
 		}
 	}()
 	MaxGridTiles(0, 32)
+}
+
+// TestOutputsFollowUmask: loss.csv, loss.png and image grids are files a user shares: mode 0666
+// less the umask (0644 with 022, 0640 with 027), not os.CreateTemp's 0600.
+func TestOutputsFollowUmask(t *testing.T) {
+	pts := []LossPoint{{Step: 1, Loss: 0.5}, {Step: 2, Loss: 0.25}}
+	for _, mask := range []int{0o022, 0o027} {
+		old := syscall.Umask(mask)
+		dir := t.TempDir()
+		csvPath, lossPNG, gridPNG := filepath.Join(dir, "loss.csv"), filepath.Join(dir, "loss.png"), filepath.Join(dir, "samples.png")
+		errs := errors.Join(WriteLossCSV(csvPath, pts), WriteLossPNG(lossPNG, pts, "t"),
+			WritePNG(gridPNG, Grid(make([]float32, 4), 1, 1, 2, 2, 1, 0)))
+		syscall.Umask(old)
+		if errs != nil {
+			t.Fatal(errs)
+		}
+		for _, p := range []string{csvPath, lossPNG, gridPNG} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := fi.Mode().Perm(), os.FileMode(0o666&^mask); got != want {
+				t.Errorf("umask %03o: %s has mode %v, want %v", mask, filepath.Base(p), got, want)
+			}
+		}
+	}
 }
