@@ -92,7 +92,7 @@ type Checkpoint struct {
 	Generation         uint64 // coordinator generation that wrote it (provenance; it is hashed)
 	ConfigHash         string // run-config hash (config.Hash)
 	DatasetFingerprint string // identifies the training data the cursor indexes
-	Preset             string // model preset name (cifar10, lsun256, ...)
+	Preset             string // the run config's U-Net model (tiny, cifar10, lsun256, ...), shown as MODEL
 	Tensors            []TensorInfo
 
 	Params, EMA, AdamM, AdamV []float32

@@ -80,7 +80,7 @@ checkpoint by; it also covers the generation, so it differs between them.`
 
 var checkpointListCmd = &cobra.Command{
 	Use:   "list FILE",
-	Short: "List the checkpoints in FILE (step, generation, committed, preset, size, sha256, state hash)",
+	Short: "List the checkpoints in FILE (step, generation, committed, model, size, sha256, state hash)",
 	Long: `list prints one row per checkpoint in FILE. It reads every checkpoint whole to compute its
 state hash (about a second per GB). A checkpoint whose record cannot be read or whose bytes do
 not hash to its sha256 shows as a DAMAGED row; then list also says how many are damaged and
@@ -99,7 +99,7 @@ exits with status 1.
 			return withExit(exitBadData, err)
 		}
 		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "STEP\tGENERATION\tCOMMITTED\tPRESET\tSIZE\tSHA256\tSTATE")
+		fmt.Fprintln(w, "STEP\tGENERATION\tCOMMITTED\tMODEL\tSIZE\tSHA256\tSTATE")
 		damaged := 0
 		for _, in := range list {
 			if in.Err != nil {
@@ -171,7 +171,7 @@ one is printed with its state hash in full.
 			if bad > 0 {
 				return withExit(exitBadData, fmt.Errorf("%s: %d of %d checkpoints are damaged", args[0], bad, len(steps)))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d checkpoints verified\n", args[0], len(steps))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s verified\n", args[0], countNoun(len(steps), "checkpoint", "checkpoints"))
 			return nil
 		},
 	}
@@ -242,7 +242,7 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 			if ema {
 				which = "EMA weights"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: step %d %s (%d tensors, preset %s) -> %s\n", args[0], c.Step, which, len(c.Tensors), c.Preset, out)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: step %d %s (%d tensors, model %s) -> %s\n", args[0], c.Step, which, len(c.Tensors), c.Preset, out)
 			return nil
 		},
 	}

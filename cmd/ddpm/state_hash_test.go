@@ -49,13 +49,13 @@ func TestCheckpointListStateHash(t *testing.T) {
 	for i, gen := range []int{1, 3} {
 		args := []string{"checkpoint", "list", files[i]}
 		out, err := runCLI(t, context.Background(), nil, args...)
-		want := regexp.MustCompile(fmt.Sprintf(`^STEP +GENERATION +COMMITTED +PRESET +SIZE +SHA256 +STATE\n50 +%d +true +tiny +256 B +%s +%s\n$`, gen, shas[i][:16], state[:16]))
+		want := regexp.MustCompile(fmt.Sprintf(`^STEP +GENERATION +COMMITTED +MODEL +SIZE +SHA256 +STATE\n50 +%d +true +tiny +256 B +%s +%s\n$`, gen, shas[i][:16], state[:16]))
 		if err != nil || !want.MatchString(out) {
 			t.Errorf("ddpm %v: %v\n%s\nwant %s", args, err, out, want)
 		}
 		args = []string{"checkpoint", "verify", files[i]}
 		out, err = runCLI(t, context.Background(), nil, args...)
-		if wantOut := fmt.Sprintf("step 50: ok, state %s\n%s: 1 checkpoints verified\n", state, files[i]); err != nil || out != wantOut {
+		if wantOut := fmt.Sprintf("step 50: ok, state %s\n%s: 1 checkpoint verified\n", state, files[i]); err != nil || out != wantOut {
 			t.Errorf("ddpm %v: %v\n%q\nwant %q", args, err, out, wantOut)
 		}
 	}
