@@ -46,7 +46,29 @@ var (
 	ErrIntegrity = errors.New("integrity check failed")
 	// ErrOption: an option the format cannot honour (e.g. a resolution MNIST does not support).
 	ErrOption = errors.New("unsupported option")
+	// ErrNoSplit: a split asked of a format that has none (an image folder, an LSUN LMDB: all
+	// their images are one set). Such an error is also ErrOption under errors.Is.
+	ErrNoSplit = errors.New("format has no splits")
 )
+
+// noSplitError is the one line for a split asked of a source without splits; it is ErrNoSplit
+// and ErrOption under errors.Is, and reads as an ErrOption error.
+type noSplitError struct{ source, kind, split string }
+
+func (e noSplitError) Error() string {
+	return fmt.Sprintf("%s: %s: %s has no %s split (all its images are one set; give no split)", ErrOption, e.source, e.kind, e.split)
+}
+
+func (e noSplitError) Is(target error) bool { return target == ErrNoSplit || target == ErrOption }
+
+// checkNoSplit refuses a split the user asked of a source of kind (e.g. "an image folder") that
+// has none; the train split that Open defaults to is the whole set.
+func checkNoSplit(source, kind string, opts Options) error {
+	if opts.splitAsked && opts.Split != "train" {
+		return noSplitError{source, kind, opts.Split}
+	}
+	return nil
+}
 
 // Dataset is a read-only, indexable set of images. Record order is fixed by the source (file
 // order, LMDB key order, sorted paths), so index i means the same image on every machine.
@@ -283,9 +305,10 @@ func (ch *contentHash) hex() string { return hex.EncodeToString(ch.h.Sum(nil)) }
 //	  dataset-fashion-mnist installs them in /usr/share/datasets/fashion-mnist): one split each
 //	a folder of PNG/JPEG/WebP images (recursive, sorted by path)
 //
-// A ":train" or ":test" suffix selects the split, as Options.Split does. Errors wrap ErrNotFound,
-// ErrUnknownFormat, ErrFormat, ErrDecode, ErrEmpty, ErrShape, ErrNotSquare, ErrIntegrity or
-// ErrOption.
+// A ":train" or ":test" suffix selects the split, as Options.Split does. Image folders and LSUN
+// LMDBs have no splits: their images are the training set, and a test split asked of them is
+// ErrNoSplit. Errors wrap ErrNotFound, ErrUnknownFormat, ErrFormat, ErrDecode, ErrEmpty,
+// ErrShape, ErrNotSquare, ErrIntegrity, ErrOption or ErrNoSplit (with ErrOption).
 func Open(spec string, opts Options) (Dataset, error) {
 	split := opts.Split
 	for _, sfx := range []string{":train", ":test"} {

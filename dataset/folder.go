@@ -27,7 +27,11 @@ type folderReader struct {
 // openFolder opens every PNG/JPEG/WebP file under dir, recursively, in sorted path order. With
 // Resolution R each image is center-cropped and resized to R x R; with 0 all images must have
 // the first one's size, and it must be square (ErrNotSquare). Like openLSUN it decodes everything once at Open.
+// A folder has no splits: a test split asked of it is ErrNoSplit.
 func openFolder(dir string, opts Options) (Dataset, error) {
+	if err := checkNoSplit(dir, "an image folder", opts); err != nil {
+		return nil, err
+	}
 	var paths []string
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

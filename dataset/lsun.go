@@ -30,8 +30,12 @@ type lsunReader struct {
 // openLSUN opens an LSUN LMDB directory. It reads every value once, decoding, cropping and
 // resizing it, to validate the data (bad values fail Open, or are skipped with SkipBad) and to
 // compute the fingerprint; for the large LSUN categories that is minutes, which is why training
-// should read shards made once by `ddpm dataset prepare`.
+// should read shards made once by `ddpm dataset prepare`. An LMDB has no splits: a test split
+// asked of it is ErrNoSplit.
 func openLSUN(dir string, opts Options) (Dataset, error) {
+	if err := checkNoSplit(dir, "an LSUN LMDB", opts); err != nil {
+		return nil, err
+	}
 	res := opts.Resolution
 	if res == 0 {
 		res = lsunDefaultResolution

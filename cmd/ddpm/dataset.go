@@ -100,8 +100,9 @@ func init() {
 		Use:   "inspect PATH",
 		Short: "Print format, split, count, shape, label histogram and sha256 fingerprint; optionally a preview grid",
 		Long: `PATH is mnist, fashion-mnist (":test" for the test split), a CIFAR-10 folder or
-cifar-10-binary.tar.gz, an LSUN LMDB directory, a folder of images, a prepared directory, or an idx
-images file. The fingerprint is the sha256 of the decoded content at the chosen resolution; the
+cifar-10-binary.tar.gz, an LSUN LMDB directory, a folder of images, a prepared directory, a folder
+of idx files or an idx images file. A folder of images and an LSUN LMDB have no splits: --split
+test on one is refused. The fingerprint is the sha256 of the decoded content at the chosen resolution; the
 run config records it and trainers refuse data whose fingerprint differs.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -40,7 +40,11 @@ func newEvalCmd() *cobra.Command {
 		Long: `bpd evaluates the full variational bound (eq. 5) of the EMA weights on the first --n images
 of the test split, as the original's calc_bpd_loop: T model evaluations per batch. It prints
 the mean total bits/dim with its standard error, the prior term L_T, the decoder term L_0 and
-the sum of the KL terms L_1..L_{T-1}.`,
+the sum of the KL terms L_1..L_{T-1}.
+
+A dataset without splits (an image folder, an LSUN LMDB) has no test set: by default eval bpd
+evaluates its first --n images and says "all images (an image folder has no test split)" where
+it names the split; an explicit --split test (or a :test suffix) on one is refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.splitSet = cmd.Flags().Changed("split")
@@ -53,7 +57,7 @@ the sum of the KL terms L_1..L_{T-1}.`,
 	f.StringVar(&o.checkpoint, "checkpoint", "", "checkpoint file, trainer folder or run folder (required)")
 	addStepFlag(f, &o.step, "checkpoint step (default: the newest that verifies)")
 	f.StringVar(&o.data, "data", "", "dataset spec (default: the run's dataset)")
-	f.StringVar(&o.split, "split", "test", "split to evaluate (train or test; a --data spec's :train or :test suffix sets it)")
+	f.StringVar(&o.split, "split", "test", "split to evaluate (train or test; a --data spec's :train or :test suffix sets it; data without splits: all its images)")
 	f.IntVar(&o.n, "n", 1000, "images to evaluate (the first n of the split)")
 	f.IntVar(&o.batch, "batch", 50, "images per model evaluation")
 	f.Uint64Var(&o.seed, "seed", 0, "seed of the forward-process noise")
@@ -115,7 +119,15 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 	if err != nil {
 		return err
 	}
+	splitName := split
 	ds, err := openSpec(spec, dataset.Options{Split: split})
+	if errors.Is(err, dataset.ErrNoSplit) && !o.splitSet && specSplit(spec) == "" {
+		// The default test split of data that has none (an image folder): evaluate the
+		// images it has and say so, instead of calling them a test split.
+		if ds, err = openSpec(spec, dataset.Options{}); err == nil {
+			splitName = fmt.Sprintf("all images (%s has no test split)", formatWords(dataset.Describe(ds).Format))
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -177,12 +189,24 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 	prog.End()
 	m := mean(total)
 	se := math.Sqrt(math.Max(0, mean(sq)-m*m) / float64(len(total)))
-	fmt.Fprintf(out, "checkpoint %s step %d (%s), %s %s, %d images, T=%d\n", ld.Path, ld.Step, weightsName(o.raw), ds.Name(), split, n, T)
+	fmt.Fprintf(out, "checkpoint %s step %d (%s), %s %s, %d images, T=%d\n", ld.Path, ld.Step, weightsName(o.raw), ds.Name(), splitName, n, T)
 	fmt.Fprintf(out, "total bits/dim  %.4f ± %.4f\n", m, se)
 	fmt.Fprintf(out, "  prior L_T     %.6f\n", mean(prior))
 	fmt.Fprintf(out, "  decoder L_0   %.4f\n", mean(l0))
 	fmt.Fprintf(out, "  KL L_1..L_T-1 %.4f\n", mean(kl))
 	return nil
+}
+
+// formatWords names a dataset format without splits for eval's output: "an image folder",
+// "an LSUN LMDB".
+func formatWords(format string) string {
+	switch format {
+	case "image-folder":
+		return "an image folder"
+	case "lsun-lmdb":
+		return "an LSUN LMDB"
+	}
+	return "the " + format + " dataset"
 }
 
 func mean(x []float64) float64 {
