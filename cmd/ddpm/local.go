@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -701,6 +702,9 @@ type localMonitor struct {
 	mu     sync.Mutex
 	points map[int64]viz.LossPoint
 	last   trainer.Progress
+	// first is the first step report of this session and when it came, for the ETA.
+	first   trainer.Progress
+	firstAt time.Time
 	// journal is loss.csv held open for appending while the run is up: every step is added to
 	// it as it is reported, so that a supervisor killed outright (SIGKILL, a crash) leaves every
 	// loss point seen so far for --resume; writeLoss rewrites it sorted at the end. nil when it
@@ -723,7 +727,9 @@ func newLocalMonitor(run config.Run, out string, w io.Writer, quiet bool) *local
 			progressbar.OptionSetWriter(w),
 			progressbar.OptionSetDescription("step"),
 			progressbar.OptionShowCount(),
-			progressbar.OptionSetPredictTime(true),
+			// The bar's own prediction prints float nanoseconds ("601620h1m52.290448384s");
+			// the description carries the ETA instead (etaString).
+			progressbar.OptionSetPredictTime(false),
 			progressbar.OptionSetElapsedTime(true),
 			progressbar.OptionSetWidth(30),
 			progressbar.OptionThrottle(200*time.Millisecond),
@@ -794,10 +800,17 @@ func (m *localMonitor) line(name string, line []byte) {
 		if p.Step >= m.last.Step || p.Rank == 0 {
 			m.last = p
 		}
+		if m.firstAt.IsZero() {
+			m.first, m.firstAt = p, time.Now()
+		}
 		last := m.last
+		eta := "?"
+		if done, took := last.Step-m.first.Step, time.Since(m.firstAt); done > 0 && took > 0 {
+			eta = etaString(took.Seconds() / float64(done) * float64(m.run.Steps-last.Step))
+		}
 		m.mu.Unlock()
 		if m.bar != nil {
-			m.bar.Describe(fmt.Sprintf("loss %.4f  %5.1f img/s  world %d  step", last.Loss, last.ImagesPerS, last.World))
+			m.bar.Describe(fmt.Sprintf("loss %.4f  %5.1f img/s  world %d  ETA %s  step", last.Loss, last.ImagesPerS, last.World, eta))
 			_ = m.bar.Set64(last.Step)
 		} else if !m.quiet && (p.Rank == 0 && (p.Step%50 == 0 || p.Step == m.run.Steps)) {
 			m.println(fmt.Sprintf("[%s] step %d/%d loss %.5f lr %.3g grad_norm %.3g %.1f img/s world %d",
@@ -814,6 +827,21 @@ func (m *localMonitor) line(name string, line []byte) {
 		return
 	}
 	m.println("[" + name + "] " + humanLine(line))
+}
+
+// etaString words a remaining time of sec seconds for the progress bar in whole seconds, and a
+// day or more in days and hours: "0s", "42s", "1h1m52s", "25067d12h" (the bar's own
+// prediction of a huge run showed nanoseconds). Not a positive number: "0s".
+func etaString(sec float64) string {
+	if !(sec > 0) {
+		return "0s"
+	}
+	if sec < 24*3600 {
+		return (time.Duration(math.Round(sec)) * time.Second).String()
+	}
+	h := math.Round(sec / 3600)
+	d := math.Floor(h / 24)
+	return fmt.Sprintf("%.0fd%.0fh", d, h-24*d)
 }
 
 // runCompleteNote is the note of a trainer's "run complete" JSON line (one that came back after
