@@ -95,6 +95,10 @@ func (s *Server) leaderClient(ctx context.Context) (api.CoordinatorClient, error
 	return api.NewCoordinatorClient(cc), nil
 }
 
+// MsgCannotForward is the warning of a replica that cannot reach the leader it forwards writes
+// to, logged with the leader's id and gRPC address (leader, leader_grpc) and the error.
+const MsgCannotForward = "cannot forward to the leader at leader_grpc: it is down (a new leader takes over within seconds) or, if this lasts, that address in this replica's peers is wrong"
+
 // forwardErrors names the forwarding hop in the errors of calls that could not reach the leader
 // (a wrong gRPC address for it in this replica's --peers looked, to a trainer, like this
 // replica being down), and logs the first of each run of them on this replica.
@@ -113,7 +117,10 @@ func (s *Server) forwardErrors(l Peer) grpc.UnaryClientInterceptor {
 		mu.Lock()
 		if time.Since(lastWarn) > 10*time.Second {
 			lastWarn = time.Now()
-			s.rep.log.Warn("cannot forward to the leader; check --peers", "leader", l.ID, "leader_grpc", l.GRPCAddr, "err", st.Message())
+			// Most often the leader has just gone down and a new one is elected within
+			// seconds; the peers (--peers, which ddpm local passes) are to blame only when it
+			// lasts.
+			s.rep.log.Warn(MsgCannotForward, "leader", l.ID, "leader_grpc", l.GRPCAddr, "err", st.Message())
 		}
 		mu.Unlock()
 		return status.Error(st.Code(), msg)
