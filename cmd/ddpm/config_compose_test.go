@@ -34,10 +34,13 @@ func TestConfigWithoutPresetCLI(t *testing.T) {
 		{coord, noPreset},
 		{append(trainer, "--preset", "mnist", "--global-batch", "2"), filled},
 		{append(coord, "--preset", "mnist", "--global-batch", "2"), filled},
+		// ddpm local: the preset --data names fills the file's gaps.
+		{[]string{"local", "--config", cfg, "--data", "mnist", "--global-batch", "2", "--out", filepath.Join(tmp, "run")}, filled},
 	} {
 		_, err := runCLI(t, context.Background(), nil, tc.args...)
 		wantExit(t, tc.args, err, 2, tc.want)
 	}
 	mustNotExist(t, vol)
 	mustNotExist(t, raft)
+	mustNotExist(t, filepath.Join(tmp, "run"))
 }

@@ -103,8 +103,19 @@ func resolveLocalRun(cmd *cobra.Command, rf *config.Flags, o localOpts) (config.
 				_ = fs.Set("dataset", o.data)
 			}
 		}
-	} else if fs.Changed("data") && !fs.Changed("dataset") {
-		_ = fs.Set("dataset", o.data)
+	} else {
+		// A --config without preset: (and no --preset) takes the preset --data names to fill
+		// what it leaves out, as the help says.
+		if _, err := config.Preset(o.data); err == nil {
+			rf.DefaultPreset = o.data
+		} else if fs.Changed("data") {
+			if name, err := presetOfDataset(o.data); err == nil {
+				rf.DefaultPreset = name
+			}
+		}
+		if fs.Changed("data") && !fs.Changed("dataset") {
+			_ = fs.Set("dataset", o.data)
+		}
 	}
 	run, err := rf.Resolve()
 	if err != nil {
