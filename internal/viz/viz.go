@@ -5,6 +5,7 @@
 package viz
 
 import (
+	"bytes"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -81,15 +82,22 @@ func LossCSVRow(p LossPoint) []byte {
 	return []byte(b.String())
 }
 
-// ReadLossCSV reads a file written by WriteLossCSV. A missing file is returned as the os error
+// ReadLossCSV reads a file written by WriteLossCSV (and appended to with LossCSVRow). A last
+// row cut short, one without its newline that does not parse (an append interrupted by a kill
+// or a crash leaves it), is left out. A missing file is returned as the os error
 // (errors.Is(err, fs.ErrNotExist)); anything else malformed is ErrBadCSV naming the line.
 func ReadLossCSV(path string) ([]LossPoint, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	recs, err := csv.NewReader(f).ReadAll()
+	if n := len(data); n > 0 && data[n-1] != '\n' {
+		cut := bytes.LastIndexByte(data, '\n') + 1
+		if cut > 0 && !isLossRow(data[cut:]) {
+			data = data[:cut]
+		}
+	}
+	recs, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadCSV, path, err)
 	}
@@ -110,6 +118,23 @@ func ReadLossCSV(path string) ([]LossPoint, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// isLossRow reports whether line is one whole row of step,loss,lr,grad_norm numbers.
+func isLossRow(line []byte) bool {
+	f := strings.Split(string(line), ",")
+	if len(f) != len(csvHeader) {
+		return false
+	}
+	if _, err := strconv.ParseInt(f[0], 10, 64); err != nil {
+		return false
+	}
+	for _, v := range f[1:] {
+		if _, err := strconv.ParseFloat(v, 64); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Smooth returns the exponential moving average of ys with the given weight in [0, 1)
