@@ -315,16 +315,16 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	stderr := io.Writer(&brokenOutput{w: cmd.ErrOrStderr(), gone: outGone})
 	mon := newLocalMonitor(run, out, stderr, o.quiet)
 	// A resumed run's loss.csv continues the earlier sessions'; one that cannot be read is
-	// left as it is (and rewritten at the end only from what this session sees).
-	var lossErr error
+	// moved aside, or else left as it is (see loadEarlier).
 	if o.resume != "" {
-		lossErr = mon.loadEarlier()
+		if err := mon.loadEarlier(); err != nil {
+			fmt.Fprintln(stderr, "ddpm local: loss files:", err)
+		}
 	}
-	if lossErr == nil {
-		lossErr = mon.openJournal()
-	}
-	if lossErr != nil {
-		fmt.Fprintln(stderr, "ddpm local: loss files:", lossErr)
+	if !mon.keepCSV {
+		if err := mon.openJournal(); err != nil {
+			fmt.Fprintln(stderr, "ddpm local: loss files:", err)
+		}
 	}
 	defer mon.closeJournal()
 	sup.Line = mon.line
@@ -721,6 +721,9 @@ type localMonitor struct {
 	// loss point seen so far for --resume; writeLoss rewrites it sorted at the end. nil when it
 	// could not be opened (the points then reach the file only at the end).
 	journal *os.File
+	// keepCSV: loss.csv could be neither read nor moved aside; it is left as it is, neither
+	// journaled to nor rewritten at the end.
+	keepCSV bool
 }
 
 func newLocalMonitor(run config.Run, out string, w io.Writer, quiet bool) *localMonitor {
@@ -752,14 +755,22 @@ func newLocalMonitor(run config.Run, out string, w io.Writer, quiet bool) *local
 
 // loadEarlier reads the loss.csv of earlier sessions of the run; steps replayed after the
 // resume replace their records (with the same values: the run is deterministic).
-// A loss.csv that cannot be read is an error; a missing one is none.
+// A missing loss.csv is no error. One that cannot be read is renamed to loss.csv.unreadable
+// for the user to look at, and the history starts again from this session's steps (the error
+// says so); if it cannot be renamed either, it is left as it is (keepCSV).
 func (m *localMonitor) loadEarlier() error {
-	pts, err := viz.ReadLossCSV(filepath.Join(m.out, localrun.LossCSV))
+	path := filepath.Join(m.out, localrun.LossCSV)
+	pts, err := viz.ReadLossCSV(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return err
+		aside := path + ".unreadable"
+		if rerr := os.Rename(path, aside); rerr != nil {
+			m.keepCSV = true
+			return fmt.Errorf("%w; left as it is, without this session's steps (%v)", err, rerr)
+		}
+		return fmt.Errorf("%w; moved to %s, %s starts again from this session's steps", err, aside, localrun.LossCSV)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -968,8 +979,10 @@ func (m *localMonitor) writeLoss() error {
 	if len(pts) == 0 {
 		return nil
 	}
-	if err := viz.WriteLossCSV(filepath.Join(m.out, localrun.LossCSV), pts); err != nil {
-		return err
+	if !m.keepCSV {
+		if err := viz.WriteLossCSV(filepath.Join(m.out, localrun.LossCSV), pts); err != nil {
+			return err
+		}
 	}
 	title := fmt.Sprintf("%s: L_simple, global batch %d", filepath.Base(m.out), m.run.GlobalBatch)
 	return viz.WriteLossPNG(filepath.Join(m.out, localrun.LossPNG), pts, title)

@@ -49,3 +49,26 @@ func TestLocalResumeKeepsLossAfterTornRow(t *testing.T) {
 	_, top = stepsIn(run, "trainer-0")
 	wantLossFrom1(t, run, top)
 }
+
+// TestLocalResumeKeepsUnreadableLoss: a resumed run whose loss.csv cannot be read moves it to
+// loss.csv.unreadable, says so, and writes its own steps to a new loss.csv. Before, the file
+// was said to be left as it is but was overwritten at the end: whatever it held was gone.
+func TestLocalResumeKeepsUnreadableLoss(t *testing.T) {
+	run := makeLocalRun(t, 1, nil)
+	junk := []byte("step;loss\n1;0.5\n") // not ours: another tool's export, say
+	if err := os.WriteFile(filepath.Join(run, localrun.LossCSV), junk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runLocalCmd(t, "--resume", run, "--quiet")
+	if r.code != 0 {
+		t.Fatalf("exit %d:\n%s", r.code, r.out)
+	}
+	aside := filepath.Join(run, localrun.LossCSV+".unreadable")
+	if b, err := os.ReadFile(aside); err != nil || string(b) != string(junk) {
+		t.Fatalf("%s: %q, %v; want the unreadable loss.csv kept\n%s", aside, b, err, r.out)
+	}
+	if !strings.Contains(r.out, "moved to "+aside) {
+		t.Errorf("no line saying loss.csv was moved aside:\n%s", r.out)
+	}
+	wantLossFrom1(t, run, 4)
+}
