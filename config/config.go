@@ -338,7 +338,9 @@ func parse(data []byte, preset string) (Run, error) {
 	if err := yaml.Unmarshal(data, &probe); err != nil {
 		return Run{}, fmt.Errorf("%w: %s", ErrLoad, yamlMessage(err))
 	}
-	if n := secondDocument(data); n > 0 {
+	if n, end := secondDocument(data); end > 0 {
+		return Run{}, fmt.Errorf("%w: line %d: a second YAML document starts here (after the end marker ... on line %d); a run config is one document", ErrLoad, n, end)
+	} else if n > 0 {
 		return Run{}, fmt.Errorf("%w: line %d: a second YAML document starts here (---); a run config is one document", ErrLoad, n)
 	}
 	if preset == "" {
@@ -361,18 +363,26 @@ func parse(data []byte, preset string) (Run, error) {
 	return r, nil
 }
 
-// secondDocument returns the 1-based line of a "---" document marker that follows content in
+// secondDocument returns n, the 1-based line of a "---" document marker that follows content in
 // data, 0 if there is none. The YAML decoder reads the first document only and would drop the
 // rest silently; a "---" before any content (an explicit start of the one document) is fine.
 // A marker is "---" at the start of a line followed by the line's end or a space (YAML 1.2,
-// c-directives-end): it cannot occur inside a value, which Parse then refuses.
-func secondDocument(data []byte) int {
+// c-directives-end): it cannot occur inside a value, which Parse then refuses. So is content
+// after a document end marker "..." (c-document-end), which may start a bare second document
+// without "---": end is then the marker's line (0 otherwise).
+func secondDocument(data []byte) (n, end int) {
 	content := false
 	for i, line := range strings.Split(string(data), "\n") {
 		line = strings.TrimRight(line, "\r")
+		if rest, ok := strings.CutPrefix(line, "..."); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
+			if content && end == 0 {
+				end = i + 1
+			}
+			continue
+		}
 		if rest, ok := strings.CutPrefix(line, "---"); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
 			if content {
-				return i + 1
+				return i + 1, 0
 			}
 			if strings.TrimSpace(rest) != "" && !strings.HasPrefix(strings.TrimSpace(rest), "#") {
 				content = true // "--- steps: 5" starts the document with content on the marker line
@@ -380,10 +390,13 @@ func secondDocument(data []byte) int {
 			continue
 		}
 		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") && !strings.HasPrefix(line, "%") {
+			if end > 0 {
+				return i + 1, end
+			}
 			content = true
 		}
 	}
-	return 0
+	return 0, 0
 }
 
 var (

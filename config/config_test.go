@@ -317,3 +317,19 @@ func TestConfigWithoutPresetComposes(t *testing.T) {
 		t.Errorf("hand-written config: %v, %+v", err, got)
 	}
 }
+
+// TestDocumentAfterEndMarkerRefused: a document end marker ("...") may be followed by a second,
+// bare document (YAML 1.2: no "---" needed after "..."); the decoder reads the first only, so
+// steps: 5 was silently dropped. It is refused like a second "---" document; a comment or blank
+// lines after "..." are fine.
+func TestDocumentAfterEndMarkerRefused(t *testing.T) {
+	_, err := Parse([]byte("preset: mnist\nsteps: 100\n...\nsteps: 5\n"))
+	if want := "cannot load run config: line 4: a second YAML document starts here (after the end marker ... on line 3); a run config is one document"; err == nil || !errors.Is(err, ErrLoad) || err.Error() != want {
+		t.Errorf("bare document after ...: %v\nwant %s", err, want)
+	}
+	for _, doc := range []string{"preset: mnist\nsteps: 100\n...\n", "preset: mnist\nsteps: 100\n... # end\n\n# done\n"} {
+		if r, err := Parse([]byte(doc)); err != nil || r.Steps != 100 {
+			t.Errorf("%q: %v, steps %d", doc, err, r.Steps)
+		}
+	}
+}
