@@ -372,24 +372,33 @@ func parse(data []byte, preset string) (Run, error) {
 // without "---": end is then the marker's line (0 otherwise).
 func secondDocument(data []byte) (n, end int) {
 	content := false
+	marker := 0 // line of a --- after content: a second document once content follows it
 	for i, line := range strings.Split(string(data), "\n") {
 		line = strings.TrimRight(line, "\r")
 		if rest, ok := strings.CutPrefix(line, "..."); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
-			if content && end == 0 {
+			if content && end == 0 && marker == 0 {
 				end = i + 1
 			}
 			continue
 		}
 		if rest, ok := strings.CutPrefix(line, "---"); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
-			if content {
+			onLine := strings.TrimSpace(rest) != "" && !strings.HasPrefix(strings.TrimSpace(rest), "#")
+			switch {
+			case content && onLine:
 				return i + 1, 0
-			}
-			if strings.TrimSpace(rest) != "" && !strings.HasPrefix(strings.TrimSpace(rest), "#") {
+			case content:
+				if marker == 0 {
+					marker = i + 1
+				}
+			case onLine:
 				content = true // "--- steps: 5" starts the document with content on the marker line
 			}
 			continue
 		}
 		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") && !strings.HasPrefix(line, "%") {
+			if marker > 0 {
+				return marker, 0
+			}
 			if end > 0 {
 				return i + 1, end
 			}

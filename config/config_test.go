@@ -234,7 +234,10 @@ func TestMultiDocumentRefused(t *testing.T) {
 	if _, err := f.Resolve(); !errors.Is(err, ErrLoad) || err == nil || err.Error() != want {
 		t.Errorf("Resolve: %v\nwant %s", err, want)
 	}
-	for _, doc := range []string{"# run\n---\npreset: mnist\nsteps: 100\n", "--- # one\npreset: mnist\nsteps: 100\n"} {
+	// A trailing --- (or ... then ---) with nothing but blanks and comments after it opens no
+	// second document.
+	for _, doc := range []string{"# run\n---\npreset: mnist\nsteps: 100\n", "--- # one\npreset: mnist\nsteps: 100\n",
+		"preset: mnist\nsteps: 100\n---\n", "preset: mnist\nsteps: 100\n---\n# end\n\n", "preset: mnist\nsteps: 100\n...\n---\n"} {
 		if r, err := Parse([]byte(doc)); err != nil || r.Steps != 100 {
 			t.Errorf("%q: %v, steps %d", doc, err, r.Steps)
 		}
