@@ -82,6 +82,13 @@ func usageErrors(c *cobra.Command) {
 			if len(args) == 0 {
 				return cmd.Help()
 			}
+			if args[0] == "help" { // ddpm checkpoint help [list]: as ddpm help checkpoint [list]
+				sub, rest, err := cmd.Find(args[1:])
+				if err != nil || len(rest) > 0 {
+					return withExit(2, fmt.Errorf("%s: no help for %q (see %s --help)", commandName(cmd), strings.Join(args[1:], " "), cmd.CommandPath()))
+				}
+				return sub.Help()
+			}
 			hint := ""
 			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 				hint = fmt.Sprintf("; did you mean %s?", strings.Join(s, " or "))

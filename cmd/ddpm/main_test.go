@@ -64,6 +64,14 @@ func TestGroupCommandTypo(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Usage:\n  ddpm model [command]\n\nAvailable Commands:") {
 		t.Errorf("ddpm model: %v\n%s", err, out)
 	}
+	out, err = runDDPM(t, "checkpoint", "help", "list")
+	if err != nil || !strings.Contains(out, "Usage:\n  ddpm checkpoint list FILE [flags]\n") {
+		t.Errorf("ddpm checkpoint help list: %v\n%s", err, out)
+	}
+	_, err = runDDPM(t, "checkpoint", "help", "lst")
+	if want := `checkpoint: no help for "lst" (see ddpm checkpoint --help)`; err == nil || err.Error() != want {
+		t.Errorf("ddpm checkpoint help lst: %v, want %s", err, want)
+	}
 	out, err = runDDPM(t, "checkpoint", "list", "--help")
 	if err != nil || !strings.Contains(out, "Usage:\n  ddpm checkpoint list FILE [flags]\n") {
 		t.Errorf("ddpm checkpoint list --help: %v\n%s", err, out)
