@@ -815,8 +815,14 @@ func (m *localMonitor) line(name string, line []byte) {
 		// re-ring) replaces the earlier record of that step.
 		pt := viz.LossPoint{Step: p.Step, Loss: p.Loss, LR: p.LR, GradNorm: p.GradNorm}
 		if old, seen := m.points[p.Step]; (!seen || old != pt) && m.journal != nil {
-			// One write of one whole line: a kill of this process leaves no half line.
-			_, _ = m.journal.Write(viz.LossCSVRow(pt))
+			// One write of one whole line: a kill of this process leaves no half line. A failed
+			// write (a full disk) may have left part of one: appending more would bury it
+			// mid-file, so the journal stops and loss.csv is rewritten whole at the end.
+			if _, err := m.journal.Write(viz.LossCSVRow(pt)); err != nil {
+				m.journal.Close()
+				m.journal = nil
+				fmt.Fprintf(m.w, "ddpm local: appending to %s failed (%v); it is written whole at the end of the run\n", localrun.LossCSV, err)
+			}
 		}
 		m.points[p.Step] = pt
 		if p.Step >= m.last.Step || p.Rank == 0 {
