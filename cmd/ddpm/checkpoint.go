@@ -17,15 +17,17 @@ import (
 )
 
 // `ddpm checkpoint`: inspect, verify, export, compact and copy bbolt checkpoint files. Exit
-// status 1 for a damaged or unreadable checkpoint, 2 for a command line that cannot be run.
+// status 1 for a damaged or unreadable checkpoint, 2 for a command line that cannot be run
+// (also a file a running trainer holds: nothing is wrong with it).
 var checkpointCmd = &cobra.Command{
 	Use:   "checkpoint",
 	Short: "Inspect, verify, export, compact and fetch checkpoint files; roll a run back to one",
 	Long: `A trainer keeps its checkpoints in one bbolt file (checkpoints.db in its --data-dir). These
 commands open it read-only, except compact. A file a running trainer holds cannot be opened:
 the commands wait one second for its lock, then name the process that holds it (on a machine
-busy training, starting the command and that answer take a few seconds in all); copy a
-committed checkpoint out of the live trainer instead: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db.
+busy training, starting the command and that answer take a few seconds in all) and exit with
+status 2 (status 1 means a damaged checkpoint); copy a committed checkpoint out of the live
+trainer instead: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db.
 ddpm checkpoint rollback restarts a run that waits for a lost checkpoint from an older one.`,
 }
 
@@ -42,13 +44,20 @@ func openCheckpoint(file string) (*checkpoint.Store, error) {
 	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
 	switch {
 	case errors.Is(err, checkpoint.ErrInUse):
-		return nil, withExit(exitBadData, fmt.Errorf("%w (a running trainer? copy a committed checkpoint with: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db)", err))
+		return nil, inUseExit(err)
 	case errors.Is(err, os.ErrNotExist):
 		return nil, withExit(exitUsage, fmt.Errorf("checkpoint file %s does not exist", file))
 	case err != nil:
 		return nil, withExit(exitBadData, err)
 	}
 	return st, nil
+}
+
+// inUseExit is the one line, exit status 2, of every command that reads a checkpoint file
+// another process (a running trainer) holds: err (a checkpoint.ErrInUse) names the file and
+// the holder; the hint says how to copy a committed checkpoint out of the live trainer.
+func inUseExit(err error) error {
+	return withExit(exitUsage, fmt.Errorf("%w (a running trainer? copy a committed checkpoint with: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db)", err))
 }
 
 func humanBytes(n int64) string {

@@ -134,6 +134,8 @@ func resolveEvalRun(checkpointPath, model string) (*evalRun, error) {
 func (r *evalRun) load(step int64, ema bool) (*trainer.Loaded, error) {
 	ld, err := trainer.LoadForEval(r.file, step, ema, "")
 	switch {
+	case errors.Is(err, checkpoint.ErrInUse):
+		return nil, inUseExit(err)
 	case errors.Is(err, trainer.ErrMismatch):
 		return nil, withExit(2, errors.New(strings.TrimPrefix(err.Error(), trainer.ErrMismatch.Error()+": ")))
 	case errors.Is(err, checkpoint.ErrNotFound) && step >= 0:
