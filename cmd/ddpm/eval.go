@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -145,7 +146,7 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 	n := o.n
 	d := c * h * w
 	T := ld.Sched.T()
-	var total, prior, l0, kl, sq []float64
+	var total, prior, l0, kl []float64
 	t0 := time.Now()
 	prog := newProgressLine(log, 0)
 	for lo := 0; lo < n; lo += o.batch {
@@ -182,19 +183,40 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 				s += r.Terms[i*T+t]
 			}
 			kl = append(kl, s)
-			sq = append(sq, r.Total[i]*r.Total[i])
 		}
 		prog.Report(true, "ddpm eval bpd: %d/%d images, running total %.4f bits/dim (%.0fs)", lo+b, n, mean(total), time.Since(t0).Seconds())
 	}
 	prog.End()
-	m := mean(total)
-	se := math.Sqrt(math.Max(0, mean(sq)-m*m) / float64(len(total)))
-	fmt.Fprintf(out, "checkpoint %s step %d (%s), %s %s, %d images, T=%d\n", ld.Path, ld.Step, weightsName(o.raw), ds.Name(), splitName, n, T)
-	fmt.Fprintf(out, "total bits/dim  %.4f ± %.4f\n", m, se)
+	m, se := meanSE(total)
+	data := ds.Name() + " " + splitName
+	if strings.HasSuffix(ds.Name(), "/"+splitName) { // mnist/test, not "mnist/test test"
+		data = ds.Name()
+	}
+	fmt.Fprintf(out, "checkpoint %s step %d (%s), %s, %d images, T=%d\n", ld.Path, ld.Step, weightsName(o.raw), data, n, T)
+	if len(total) > 1 {
+		fmt.Fprintf(out, "total bits/dim  %.4f ± %.4f (standard error of the mean over %d images)\n", m, se, len(total))
+	} else {
+		fmt.Fprintf(out, "total bits/dim  %.4f (one image: no standard error; give --n 2 or more)\n", m)
+	}
 	fmt.Fprintf(out, "  prior L_T     %.6f\n", mean(prior))
 	fmt.Fprintf(out, "  decoder L_0   %.4f\n", mean(l0))
 	fmt.Fprintf(out, "  KL L_1..L_T-1 %.4f\n", mean(kl))
 	return nil
+}
+
+// meanSE returns the mean of xs and its standard error s/sqrt(n), s the sample standard deviation
+// (n-1 in the denominator, two passes); se is NaN for fewer than 2 values. It was the population
+// deviation over sqrt(n), sqrt(2) too small at n = 2 and 0 at n = 1.
+func meanSE(xs []float64) (m, se float64) {
+	m = mean(xs)
+	if len(xs) < 2 {
+		return m, math.NaN()
+	}
+	var ss float64
+	for _, x := range xs {
+		ss += (x - m) * (x - m)
+	}
+	return m, math.Sqrt(ss/float64(len(xs)-1)) / math.Sqrt(float64(len(xs)))
 }
 
 // formatWords names a dataset format without splits for eval's output: "an image folder",

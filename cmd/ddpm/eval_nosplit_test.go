@@ -81,6 +81,16 @@ func TestEvalBPDImageFolderNoTestSplit(t *testing.T) {
 	if first, _, _ := strings.Cut(out, "\n"); first+"\n" != want {
 		t.Errorf("eval bpd output begins %q, want %q", first, want)
 	}
+	// The ± is the standard error of the mean (sample deviation); one image has none.
+	if lines := strings.Split(out, "\n"); len(lines) < 2 || !strings.HasPrefix(lines[1], "total bits/dim  ") ||
+		!strings.HasSuffix(lines[1], " (standard error of the mean over 2 images)") {
+		t.Errorf("eval bpd total line: %q", out)
+	}
+	out, err = runCLI(t, context.Background(), nil, "eval", "bpd", "--checkpoint", dir, "--n", "1", "--batch", "1")
+	if lines := strings.Split(out, "\n"); err != nil || len(lines) < 2 ||
+		!strings.HasSuffix(lines[1], " (one image: no standard error; give --n 2 or more)") || strings.Contains(lines[1], "±") {
+		t.Errorf("eval bpd --n 1: %v %q", err, out)
+	}
 	noSplit := "unsupported option: " + imgs + ": an image folder has no test split (all its images are one set; give no split)"
 	for _, args := range [][]string{
 		{"eval", "bpd", "--checkpoint", dir, "--n", "2", "--split", "test"},
