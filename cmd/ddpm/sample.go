@@ -18,6 +18,7 @@ import (
 	_ "image/png"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"ddpm/checkpoint"
 	"ddpm/config"
@@ -44,6 +45,9 @@ type sampleOpts struct {
 	export      string
 	force       bool // replace existing output files
 	noEMAWarn   bool // no warning for stale EMA weights (ddpm local warned at its start)
+	// given names the flags set on the command line (nil: none, as for ddpm local's grid);
+	// a flag given where it has no effect is refused rather than dropped silently.
+	given map[string]bool
 }
 
 func newSampleCmd() *cobra.Command {
@@ -60,6 +64,8 @@ fixed-large variance, predicted x0 clipped) on the EMA weights and writes an ima
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			o.given = map[string]bool{}
+			cmd.Flags().VisitAll(func(f *pflag.Flag) { o.given[f.Name] = f.Changed })
 			return runSample(ctx, cmd.ErrOrStderr(), o)
 		},
 	}
@@ -162,6 +168,9 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 		return withExit(2, errors.New("--progressive records the chain of --n samples; it cannot be combined with --interpolate"))
 	case o.progressive != "" && o.out == "":
 		return withExit(2, errors.New("--progressive needs --out (the samples whose chain it records)"))
+	}
+	if err := checkSampleNoEffect(o); err != nil {
+		return err
 	}
 	er, err := resolveEvalRun(o.checkpoint, o.model)
 	if err != nil {
@@ -290,7 +299,38 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	if err := viz.WritePNG(o.out, viz.Grid(x, o.n, c, h, wd, gridCols(o.n), 2)); err != nil {
 		return fmt.Errorf("--out %s: %w", o.out, err)
 	}
-	fmt.Fprintf(w, "ddpm sample: %s of %s step %d (%s) in %.1fs -> %s\n", countNoun(o.n, "sample", "samples"), ld.Path, ld.Step, weightsName(o.raw), time.Since(t0).Seconds(), o.out)
+	chain := ""
+	if o.progressive != "" {
+		chain = fmt.Sprintf("; their predicted x0 every %d steps -> %s", o.every, o.progressive)
+	}
+	fmt.Fprintf(w, "ddpm sample: %s of %s step %d (%s) in %.1fs -> %s%s\n", countNoun(o.n, "sample", "samples"), ld.Path, ld.Step, weightsName(o.raw), time.Since(t0).Seconds(), o.out, chain)
+	return nil
+}
+
+// checkSampleNoEffect refuses a flag given where it changes nothing (one line, exit 2): --every
+// without --progressive, --lambda-steps or --interpolate-t without --interpolate, --n with
+// --interpolate (that draws one row of --lambda-steps+3 images), and without --out (only
+// --export-weights is written) anything that shapes the images.
+func checkSampleNoEffect(o sampleOpts) error {
+	if o.out == "" {
+		for _, f := range []string{"n", "seed", "interpolate", "lambda-steps", "interpolate-t", "every"} {
+			if o.given[f] {
+				return withExit(2, fmt.Errorf("--%s has no effect without --out (only --export-weights is written); give --out or drop --%s", f, f))
+			}
+		}
+		return nil
+	}
+	switch {
+	case o.given["every"] && o.progressive == "":
+		return withExit(2, errors.New("--every sets how often --progressive records the chain; it has no effect without --progressive"))
+	case o.given["n"] && len(o.interpolate) != 0:
+		return withExit(2, errors.New("--n has no effect with --interpolate (it draws one row: A, --lambda-steps+1 mixtures, B); drop --n"))
+	}
+	for _, f := range []string{"lambda-steps", "interpolate-t"} {
+		if o.given[f] && len(o.interpolate) == 0 {
+			return withExit(2, fmt.Errorf("--%s has no effect without --interpolate", f))
+		}
+	}
 	return nil
 }
 
