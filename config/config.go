@@ -233,6 +233,19 @@ const (
 	MinHeartbeatTimeout = 100 * time.Millisecond
 )
 
+// isSHA256Hex reports whether s is 64 lowercase hex digits, as dataset fingerprints are.
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // Validate checks every rule and returns nil or an error that wraps ErrInvalid with one line per
 // problem, each naming the YAML field and the offending value.
 func (r *Run) Validate() error {
@@ -245,6 +258,9 @@ func (r *Run) Validate() error {
 		if _, ok := presets[r.Preset]; !ok {
 			bad("preset %q is unknown (known: %s)", r.Preset, strings.Join(Presets(), ", "))
 		}
+	}
+	if f := r.DatasetFingerprint; f != "" && !isSHA256Hex(f) {
+		bad("dataset_fingerprint %q is not a whole sha256: give the 64 hex digits `ddpm dataset inspect` prints after sha256:", f)
 	}
 	if !slices.Contains(Models, r.Model) {
 		bad("model %q is unknown (known: %s)", r.Model, strings.Join(Models, ", "))

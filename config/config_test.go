@@ -336,3 +336,27 @@ func TestDocumentAfterEndMarkerRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestDatasetFingerprintValidated: a pinned dataset fingerprint must be a whole sha256 (64 lowercase
+// hex digits); a 12-digit prefix or the "sha256:" form inspect prints was accepted and every trainer
+// then failed at start-up, the message cutting both to 12 digits so that they looked equal.
+func TestDatasetFingerprintValidated(t *testing.T) {
+	full := "aa835da1252d32c4aaf8e8acb8405335ef2760657636dc195bf9fa464df3bacc"
+	for _, tc := range []struct{ fp, want string }{
+		{"", ""},
+		{full, ""},
+		{"aa835da1252d", `invalid run config: dataset_fingerprint "aa835da1252d" is not a whole sha256: give the 64 hex digits ` + "`ddpm dataset inspect`" + ` prints after sha256:`},
+		{"sha256:" + full, `invalid run config: dataset_fingerprint "sha256:` + full + `" is not a whole sha256: give the 64 hex digits ` + "`ddpm dataset inspect`" + ` prints after sha256:`},
+		{strings.ToUpper(full), "invalid run config: dataset_fingerprint \"" + strings.ToUpper(full) + "\" is not a whole sha256: give the 64 hex digits `ddpm dataset inspect` prints after sha256:"},
+	} {
+		r, err := Preset("mnist")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.DatasetFingerprint = tc.fp
+		err = r.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || err.Error() != tc.want || !errors.Is(err, ErrInvalid)) {
+			t.Errorf("%q: %v, want %q", tc.fp, err, tc.want)
+		}
+	}
+}
