@@ -99,6 +99,9 @@ type RunConflictError struct {
 	InForceHash, GivenHash string
 	// Given is NodeConfig.RunSource.
 	Given string
+	// Fresh: the run in force has had no trainer join and no step yet, so it may be the
+	// mistake (the first replica to start submits its own config, a typo included).
+	Fresh bool
 }
 
 func (e *RunConflictError) Error() string {
@@ -108,7 +111,12 @@ func (e *RunConflictError) Error() string {
 			orDash(e.InForce.Preset), e.InForce.Model, e.InForce.Dataset, e.InForce.Steps)
 	}
 	fix := "restart it with that run's config, or with a fresh --data-dir on every replica for a new run"
-	if e.Where == "the cluster" {
+	switch {
+	case e.Where == "the cluster" && e.Fresh:
+		fix = "no trainer has joined yet, so if the cluster's config is the mistake (the first replica to start " +
+			"submits its own), stop every replica, empty their --data-dir and start them all with one config; " +
+			"else start this replica with the cluster's run config"
+	case e.Where == "the cluster":
 		fix = "start this replica with the cluster's run config (every replica needs the same one)"
 	}
 	return fmt.Sprintf("coordinator: %s runs %s, but %s is config %.12s: %s", e.Where, what, e.Given, e.GivenHash, fix)
@@ -463,7 +471,8 @@ func (n *Node) conflict() error {
 	n.Replica.View(func(s *fsm.State) {
 		if s.Run != nil && s.ConfigHash != n.given {
 			run := *s.Run
-			err = &RunConflictError{Where: "the cluster", InForce: &run, InForceHash: s.ConfigHash, Given: n.cfg.RunSource, GivenHash: n.given}
+			err = &RunConflictError{Where: "the cluster", InForce: &run, InForceHash: s.ConfigHash, Given: n.cfg.RunSource, GivenHash: n.given,
+				Fresh: s.NextJoin == 0 && s.Step == 0}
 		}
 	})
 	return err

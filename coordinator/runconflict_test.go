@@ -154,7 +154,9 @@ func TestReplicaWithOtherConfigRefusedByCluster(t *testing.T) {
 
 	got := runRefused(t, bin, args(2, b)...)
 	want := fmt.Sprintf("ddpm: coordinator: the cluster runs config %.12s (preset mnist, model %s, dataset %s, 100 steps), "+
-		"but --config %s is config %.12s: start this replica with the cluster's run config (every replica needs the same one)",
+		"but --config %s is config %.12s: no trainer has joined yet, so if the cluster's config is the mistake (the first replica "+
+		"to start submits its own), stop every replica, empty their --data-dir and start them all with one config; "+
+		"else start this replica with the cluster's run config",
 		ra.Hash(), ra.Model, ra.Dataset, b, rb.Hash())
 	if got != want {
 		t.Errorf("refusal\n%s\nwant\n%s", got, want)
@@ -173,4 +175,26 @@ func TestReplicaWithOtherConfigRefusedByCluster(t *testing.T) {
 		t.Fatalf("c2 serves config %v (err %v), want %.12s", s, err, ra.Hash())
 	}
 	stopProc(t, c2)
+}
+
+// TestRunConflictMessage: a refusal by a cluster whose run has started (a trainer joined) asks for
+// the cluster's config; one by a fresh cluster (no join, no step), whose config may be the typo
+// of the replica that started first, also says how to start over with one config.
+func TestRunConflictMessage(t *testing.T) {
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &RunConflictError{Where: "the cluster", InForce: &run, InForceHash: "0123456789abcdef", Given: "--config b.yaml", GivenHash: "fedcba9876543210"}
+	head := "coordinator: the cluster runs config 0123456789ab (preset mnist, model " + run.Model + ", dataset " + run.Dataset +
+		", " + fmt.Sprint(run.Steps) + " steps), but --config b.yaml is config fedcba987654: "
+	if got, want := e.Error(), head+"start this replica with the cluster's run config (every replica needs the same one)"; got != want {
+		t.Errorf("started run:\n%s\nwant\n%s", got, want)
+	}
+	e.Fresh = true
+	if got, want := e.Error(), head+"no trainer has joined yet, so if the cluster's config is the mistake (the first replica to start "+
+		"submits its own), stop every replica, empty their --data-dir and start them all with one config; "+
+		"else start this replica with the cluster's run config"; got != want {
+		t.Errorf("fresh run:\n%s\nwant\n%s", got, want)
+	}
 }
