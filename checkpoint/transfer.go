@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
@@ -126,11 +127,13 @@ func toStatus(err error) error {
 
 func fromStatus(addr string, step int64, err error) error {
 	s, _ := status.FromError(err)
+	// The peer's message ends with the sentinel's text (toStatus): %w adds it back once.
 	switch s.Code() {
 	case codes.NotFound:
-		return fmt.Errorf("checkpoint: peer %s: %s: %w", addr, s.Message(), ErrNotFound)
+		return fmt.Errorf("checkpoint: peer %s: %s: %w", addr, strings.TrimSuffix(s.Message(), ": "+ErrNotFound.Error()), ErrNotFound)
 	case codes.DataLoss:
-		return fmt.Errorf("checkpoint: peer %s: %s: %w", addr, s.Message(), ErrCorruptCheckpoint)
+		return fmt.Errorf("checkpoint: peer %s: %s: %w", addr, strings.TrimSuffix(s.Message(), ": "+ErrCorruptCheckpoint.Error()), ErrCorruptCheckpoint)
+
 	default:
 		return fmt.Errorf("checkpoint: fetch step %d from %s: %w: %w", step, addr, ErrTransfer, err)
 	}

@@ -6,9 +6,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"ddpm/checkpoint"
 	"ddpm/config"
@@ -315,6 +318,9 @@ beside a run.yaml of another run, is refused (even with --force): fetch into a n
 			if err := checkCheckpointKind("--out", out); err != nil {
 				return err
 			}
+			if dir := filepath.Dir(out); !isDir(dir) {
+				return withExit(exitUsage, fmt.Errorf("checkpoint fetch: --out %s: folder %s does not exist", out, dir))
+			}
 			b, err := loadSecurity(sec, nil)
 			if err != nil {
 				return err
@@ -323,17 +329,21 @@ beside a run.yaml of another run, is refused (even with --force): fetch into a n
 			defer stop()
 			c, err := checkpoint.Download(ctx, args[0], step, b.DialOptions()...)
 			if err != nil {
-				return withExit(exitBadData, err)
+				return fetchError(args[0], step, sec.Insecure, err)
 			}
 			if err := checkFetchRunConfig(out, args[0], c); err != nil {
 				return err
 			}
 			// The checks read the file read-only: a refused fetch leaves it byte for byte.
-			replace := false
+			replace, held := false, false
 			if fi, err := os.Stat(out); err == nil && fi.Size() > 0 {
-				if replace, err = checkFetchInto(out, args[0], c, force); err != nil {
+				if replace, held, err = checkFetchInto(out, args[0], c, force); err != nil {
 					return err
 				}
+			}
+			if held {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: step %d (sha256 %s) is already in %s, committed; unchanged\n", args[0], step, shortSum(c.SHA256), out)
+				return nil
 			}
 			st, err := checkpoint.Open(out, checkpoint.Options{})
 			if err != nil {
@@ -362,27 +372,54 @@ beside a run.yaml of another run, is refused (even with --force): fetch into a n
 	return cmd
 }
 
+// fetchError turns a failed checkpoint.Download from addr into one line: a step the trainer
+// holds no committed checkpoint of, or an address that serves no checkpoint transfer (a
+// coordinator's), is a command line to change (exit 2); a plain-text dial (--insecure) the
+// server hangs up on at once is named as a TLS server's likely refusal.
+func fetchError(addr string, step int64, insecure bool, err error) error {
+	switch {
+	case errors.Is(err, checkpoint.ErrNotFound):
+		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s holds no committed checkpoint of step %d (ddpm status lists the committed ones)", addr, step))
+	case status.Code(err) == codes.Unimplemented:
+		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s serves no checkpoint transfer (a coordinator's address? give a trainer's --listen address)", addr))
+	case insecure && strings.Contains(err.Error(), "error reading server preface"):
+		return withExit(exitBadData, fmt.Errorf("%w (the trainer at %s closed the connection at once: it may require TLS; give --certs DIR instead of --insecure)", err, addr))
+	}
+	return withExit(exitBadData, err)
+}
+
+// isDir reports whether path is an existing folder.
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
+}
+
 // checkFetchInto checks that the existing checkpoint file holds only checkpoints of c's run
 // and no other bytes for c's step (unless force); replace reports that c's step is held with
-// other bytes (or an unreadable header) and is to be replaced.
-func checkFetchInto(file, addr string, c *checkpoint.Checkpoint, force bool) (replace bool, err error) {
+// other bytes (or an unreadable header) and is to be replaced; held, that the file already
+// holds c's step with c's sha256, committed (a fetch then changes nothing).
+func checkFetchInto(file, addr string, c *checkpoint.Checkpoint, force bool) (replace, held bool, err error) {
 	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
 	if err != nil {
-		return false, withExit(exitBadData, fmt.Errorf("checkpoint fetch: %w", err))
+		return false, false, withExit(exitBadData, fmt.Errorf("checkpoint fetch: %w", err))
 	}
 	defer st.Close()
 	list, err := st.List()
 	if err != nil {
-		return false, withExit(exitBadData, err)
+		return false, false, withExit(exitBadData, err)
 	}
 	for _, in := range list {
 		if in.Err == nil && in.ConfigHash != c.ConfigHash {
-			return false, withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s holds checkpoints of run config %.12s (step %d), step %d at %s belongs to run config %.12s; fetch it into a new file",
+			return false, false, withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s holds checkpoints of run config %.12s (step %d), step %d at %s belongs to run config %.12s; fetch it into a new file",
 				file, in.ConfigHash, in.Step, c.Step, addr, c.ConfigHash))
 		}
 	}
 	for _, in := range list {
-		if in.Step != c.Step || (in.Err == nil && in.SHA256 == c.SHA256) {
+		if in.Step != c.Step {
+			continue
+		}
+		if in.Err == nil && in.SHA256 == c.SHA256 {
+			held = in.Committed
 			continue
 		}
 		held := "sha256 " + shortSum(in.SHA256)
@@ -390,12 +427,12 @@ func checkFetchInto(file, addr string, c *checkpoint.Checkpoint, force bool) (re
 			held = "a damaged header"
 		}
 		if !force {
-			return false, withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s already holds step %d with %s, %s's has sha256 %s; give --force to replace it",
+			return false, false, withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s already holds step %d with %s, %s's has sha256 %s; give --force to replace it",
 				file, c.Step, held, addr, shortSum(c.SHA256)))
 		}
 		replace = true
 	}
-	return replace, nil
+	return replace, held, nil
 }
 
 // checkFetchRunConfig refuses to fetch c into file when the run.yaml that sample and export
