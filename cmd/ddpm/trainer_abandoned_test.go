@@ -113,7 +113,7 @@ func TestTrainerUncommitsAbandonedCheckpoints(t *testing.T) {
 	newCoord := func(id string, st *checkpoint.Store) (*clusterCoord, *lockedLog) {
 		logs := &lockedLog{}
 		return &clusterCoord{cli: cli, id: id, addr: id + ".trainers:7100", nonce: coordinator.NewProcessNonce(), store: st,
-			log: slog.New(slog.NewTextHandler(logs, nil)), reports: make(chan trainer.Progress, 1)}, logs
+			log: slog.New(slog.NewTextHandler(logs, nil)), reports: trainer.NewReportQueue(trainer.DefaultReportBacklog)}, logs
 	}
 	// s stands by (max_trainers 1) and watches its assignment.
 	sc, sLog := newCoord("s", sVol)

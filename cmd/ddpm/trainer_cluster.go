@@ -36,7 +36,7 @@ type clusterCoord struct {
 	nonce   string
 	store   *checkpoint.Store // the volume: abandoned checkpoints are uncommitted on it
 	log     *slog.Logger
-	reports chan trainer.Progress
+	reports *trainer.ReportQueue // progress not yet taken by the coordinators (reportLoop)
 	// abandonedSeen is the last abandoned list (as text) uncommitted without error on store:
 	// an assignment re-sent with the same list is not checked again.
 	abandonedSeen atomic.Pointer[string]
@@ -202,36 +202,53 @@ func (c *clusterCoord) watch(ctx context.Context, out chan<- trainer.Assignment)
 	})
 }
 
-// Report hands p to the reporter goroutine, dropping it when the previous one is still in flight.
+// Report queues p for the reporter goroutine (reportLoop); it never blocks the step.
 func (c *clusterCoord) Report(_ context.Context, p trainer.Progress) {
-	select {
-	case c.reports <- p:
-	default:
-	}
+	c.reports.Push(p)
 }
 
+// reportLoop sends the queued progress reports in step order. A report the coordinators did
+// not answer (no leader during a re-election, all replicas away) is sent again, with the same
+// request id so that it applies once, before any later one: dropping it lost that step's loss
+// point for good (TestTrainerReportsSurviveCoordinatorOutage). A refusal (a stale generation or
+// incarnation, a dropped member) drops it.
 func (c *clusterCoord) reportLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case p := <-c.reports:
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			req := &api.ReportProgressRequest{Id: c.id, Incarnation: c.inc.Load(), Generation: p.Generation,
-				Step: p.Step, Loss: p.Loss, GradNorm: p.GradNorm, Lr: p.LR, ImagesPerSec: p.ImagesPerS,
-				ComputeSec: p.ComputeSec, AllreduceSec: p.AllReduceSec, WaitSec: p.WaitSec, Busbw: p.BusBW}
-			// A quartile without a sample this step (NaN) goes as -1, so the others still count.
-			req.LossQuartiles = make([]float64, len(p.LossQuartiles))
-			for q, v := range p.LossQuartiles {
-				if math.IsNaN(v) {
-					v = -1
-				}
-				req.LossQuartiles[q] = v
-			}
-			_, err := c.cli.ReportProgress(rctx, req)
-			cancel()
-			c.noteReplaced(err)
+	var last *api.ReportProgressRequest // the request last tried and not answered
+	c.reports.Run(ctx, 200*time.Millisecond, func(ctx context.Context, p trainer.Progress) bool {
+		req := &api.ReportProgressRequest{Id: c.id, Incarnation: c.inc.Load(), Generation: p.Generation,
+			Step: p.Step, Loss: p.Loss, GradNorm: p.GradNorm, Lr: p.LR, ImagesPerSec: p.ImagesPerS,
+			ComputeSec: p.ComputeSec, AllreduceSec: p.AllReduceSec, WaitSec: p.WaitSec, Busbw: p.BusBW}
+		if last != nil && last.Generation == req.Generation && last.Step == req.Step && last.Incarnation == req.Incarnation {
+			req.RequestId = last.RequestId
 		}
+		// A quartile without a sample this step (NaN) goes as -1, so the others still count.
+		req.LossQuartiles = make([]float64, len(p.LossQuartiles))
+		for q, v := range p.LossQuartiles {
+			if math.IsNaN(v) {
+				v = -1
+			}
+			req.LossQuartiles[q] = v
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := c.cli.ReportProgress(rctx, req)
+		cancel()
+		if errors.Is(err, coordinator.ErrUnavailable) && ctx.Err() == nil {
+			last = req
+			return true
+		}
+		last = nil
+		c.noteReplaced(err)
+		return false
+	})
+}
+
+// flushReports gives the reports still queued (the last steps' ones) up to d to reach the
+// coordinators before the trainer leaves or exits.
+func (c *clusterCoord) flushReports(d time.Duration) {
+	fctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if !c.reports.Flush(fctx) {
+		c.log.Warn("progress reports not delivered before exit; their loss points are missing from the coordinators' history", "reports", c.reports.Len())
 	}
 }
 
@@ -316,7 +333,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	}
 	join := coordinator.JoinRequest{ID: o.id, Address: advertised, Version: version.Version, ConfigHash: run.Hash(), Held: held}
 	cc := &clusterCoord{cli: cli, id: o.id, addr: advertised, nonce: coordinator.NewProcessNonce(), store: node.Store, log: node.Log,
-		reports: make(chan trainer.Progress, 1)}
+		reports: trainer.NewReportQueue(trainer.DefaultReportBacklog)}
 	// Joining waits as long as the cluster does not answer (or refuses our certificate): the
 	// first SIGTERM ends that wait, as it ends a step, not only the second.
 	joinCtx, joinCancel := context.WithCancel(ctx)
@@ -418,6 +435,10 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		// The id is another process's now: whatever this one would still say (a leave, a
 		// failure) would be about that process.
 		return rerr
+	}
+	if err == nil && ctx.Err() == nil {
+		// The last steps' reports (the final one's loss point) may still be on their way.
+		cc.flushReports(5 * time.Second)
 	}
 	if err == nil && isClosed(stop) {
 		// Stopped on purpose, the step in flight finished: leave now, so that the peers'

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"ddpm/config"
+	"ddpm/coordinator"
+	"ddpm/internal/tlsauth/tlsauthtest"
+	"ddpm/trainer"
+)
+
+// TestTrainerReportsSurviveCoordinatorOutage runs the trainer's coordinator adapter against a
+// real coordinator replica that goes down (Close, as a kill of the only leader) while the
+// trainer reports steps 11-20, and comes back on the same data and addresses (a new leader
+// election). Every step 1-30 must end up in the replicated loss history, in step order with its
+// own loss. Before, a report the coordinators did not answer was dropped, and so were the ones
+// made while it was in flight: `ddpm loss` lacked the steps of a leader failover.
+func TestTrainerReportsSurviveCoordinatorOutage(t *testing.T) {
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Steps, run.CheckpointEvery, run.MinTrainers, run.MaxTrainers = 40, 20, 1, 1
+	run.HeartbeatTimeout = config.Duration(time.Minute)
+	certs := tlsauthtest.Dir(t)
+	sec := tlsauthtest.Load(t, certs, nil)
+	grpcAddr, raftAddr, dataDir := freeAddr(t), freeAddr(t), t.TempDir()
+	start := func() *coordinator.Node {
+		t.Helper()
+		var node *coordinator.Node
+		var err error
+		// The ports of a closed node may take a moment to be free again.
+		for range 50 {
+			node, err = coordinator.StartNode(coordinator.NodeConfig{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr,
+				Peers: []coordinator.Peer{{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr}}, DataDir: dataDir,
+				Bootstrap: true, Run: &run, Version: "test", Security: sec})
+			if err == nil {
+				return node
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatal(err)
+		return nil
+	}
+	node := start()
+	defer func() { node.Close() }()
+	cli, err := coordinator.Dial([]string{grpcAddr}, sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	j := joinWhenLeading(t, cli, coordinator.JoinRequest{ID: "t0", Address: "t0.trainers:7100", Version: "test", ConfigHash: run.Hash()})
+	var gen uint64
+	for gen == 0 {
+		st, err := cli.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Generation.Rank("t0") == 0 {
+			gen = st.Generation.Number
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	logs := &lockedLog{}
+	cc := &clusterCoord{cli: cli, id: "t0", addr: "t0.trainers:7100", nonce: "n", log: slog.New(slog.NewTextHandler(logs, nil)),
+		reports: trainer.NewReportQueue(trainer.DefaultReportBacklog)}
+	cc.inc.Store(j.Incarnation)
+	go cc.reportLoop(ctx)
+
+	loss := func(s int64) float64 { return 0.5 + 1/float64(s) }
+	step := func(from, to int64) {
+		for s := from; s <= to; s++ {
+			cc.Report(ctx, trainer.Progress{Step: s, Loss: loss(s), LR: 1e-4, GradNorm: 1, Generation: gen, World: 1,
+				LossQuartiles: [4]float64{1, 2, 3, 4}})
+			time.Sleep(30 * time.Millisecond) // a step's compute
+		}
+	}
+	points := func() string {
+		st, err := cli.State(ctx)
+		if err != nil {
+			return err.Error()
+		}
+		var s string
+		for _, p := range st.Loss.Points {
+			s += fmt.Sprintf("%d:%.6f ", p.Step, p.Loss)
+		}
+		return s
+	}
+	want := func(to int64) string {
+		var s string
+		for i := int64(1); i <= to; i++ {
+			s += fmt.Sprintf("%d:%.6f ", i, loss(i))
+		}
+		return s
+	}
+	waitPoints := func(to int64) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for points() != want(to) {
+			if time.Now().After(deadline) {
+				t.Fatalf("loss history:\n%s\nwant\n%s\nlog:\n%s", points(), want(to), logs)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	step(1, 10)
+	waitPoints(10)
+	if err := node.Close(); err != nil {
+		t.Fatal(err)
+	}
+	step(11, 20) // the coordinators do not answer: the steps go on, their reports wait
+	node = start()
+	step(21, 30)
+	waitPoints(30)
+	fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer fcancel()
+	if !cc.reports.Flush(fctx) || cc.reports.Dropped() != 0 {
+		t.Fatalf("queue after delivery: %d queued, %d dropped", cc.reports.Len(), cc.reports.Dropped())
+	}
+}

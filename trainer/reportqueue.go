@@ -1,0 +1,150 @@
+package trainer
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// DefaultReportBacklog is how many unsent progress reports a ReportQueue keeps by default: at
+// the step rates of this project, minutes of steps, far more than a coordinator leader election
+// takes.
+const DefaultReportBacklog = 1024
+
+// ReportQueue keeps a trainer's per-step progress reports until the coordinators have taken
+// them, and sends them in step order, one at a time. The coordinators' loss history takes a
+// point of an earlier step than its newest as the run going back (it drops the newer points),
+// so a report must never overtake an older one: a report that could not be delivered (no
+// leader during a re-election) stays at the head and is sent again before any later one.
+//
+// The queue holds the reports of one generation: a report of a newer generation drops those
+// of older ones (the coordinators refuse them as stale). When full, the oldest report is
+// dropped. Push never blocks, so training never waits on the coordinators. A ReportQueue is
+// safe for concurrent use; the zero value is not usable (NewReportQueue).
+type ReportQueue struct {
+	mu      sync.Mutex
+	q       []Progress
+	max     int
+	dropped int64         // reports dropped unsent (queue full, superseded generation)
+	wake    chan struct{} // 1-buffered: something was pushed
+	idle    chan struct{} // closed while nothing is queued or in flight; replaced when busy
+}
+
+// NewReportQueue returns a queue keeping at most backlog unsent reports (backlog < 1 panics).
+func NewReportQueue(backlog int) *ReportQueue {
+	if backlog < 1 {
+		panic("trainer: NewReportQueue with a backlog below 1")
+	}
+	idle := make(chan struct{})
+	close(idle)
+	return &ReportQueue{max: backlog, wake: make(chan struct{}, 1), idle: idle}
+}
+
+// Push queues p behind the reports already queued. Reports of generations older than p's are
+// dropped; a full queue drops its oldest report.
+func (r *ReportQueue) Push(p Progress) {
+	r.mu.Lock()
+	kept := r.q[:0]
+	for _, o := range r.q {
+		if o.Generation >= p.Generation {
+			kept = append(kept, o)
+		}
+	}
+	r.dropped += int64(len(r.q) - len(kept))
+	r.q = kept
+	if len(r.q) >= r.max {
+		n := len(r.q) - r.max + 1
+		r.q = append(r.q[:0], r.q[n:]...)
+		r.dropped += int64(n)
+	}
+	r.q = append(r.q, p)
+	r.markBusy()
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// markBusy makes idle an open channel; r.mu is held.
+func (r *ReportQueue) markBusy() {
+	select {
+	case <-r.idle:
+		r.idle = make(chan struct{})
+	default:
+	}
+}
+
+// Len is the number of reports queued, the one being sent included.
+func (r *ReportQueue) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.q)
+}
+
+// Dropped is the number of reports dropped unsent so far (full queue, older generation).
+func (r *ReportQueue) Dropped() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dropped
+}
+
+// Run sends the queued reports in order until ctx ends. send delivers one report; when it
+// returns again = true (the coordinators did not answer) the report stays at the head and is
+// sent again after backoff; otherwise (taken, or refused for good) it is removed. Run must not
+// be called twice at once.
+func (r *ReportQueue) Run(ctx context.Context, backoff time.Duration, send func(ctx context.Context, p Progress) (again bool)) {
+	for {
+		r.mu.Lock()
+		if len(r.q) == 0 {
+			select {
+			case <-r.idle:
+			default:
+				close(r.idle)
+			}
+			r.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.wake:
+			}
+			continue
+		}
+		p := r.q[0]
+		r.mu.Unlock()
+		again := send(ctx, p)
+		if ctx.Err() != nil {
+			return
+		}
+		r.mu.Lock()
+		// A Push may have dropped p meanwhile (a newer generation, a full queue): remove the
+		// head only when it is still p.
+		if !again && len(r.q) > 0 && r.q[0].Generation == p.Generation && r.q[0].Step == p.Step {
+			r.q = r.q[1:]
+		}
+		r.mu.Unlock()
+		if again {
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// Flush waits until every queued report has been sent (or dropped) by Run, or ctx ends; it
+// reports whether the queue emptied.
+func (r *ReportQueue) Flush(ctx context.Context) bool {
+	r.mu.Lock()
+	idle := r.idle
+	r.mu.Unlock()
+	select {
+	case <-idle:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

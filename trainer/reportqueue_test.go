@@ -1,0 +1,54 @@
+package trainer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestReportQueueOrderAndBounds: reports go out in step order, a report send asks to try again
+// is sent again before any later one, a newer generation drops the older one's reports, and a
+// full queue drops its oldest.
+func TestReportQueueOrderAndBounds(t *testing.T) {
+	q := NewReportQueue(4)
+	for s := int64(1); s <= 6; s++ {
+		q.Push(Progress{Step: s, Generation: 1})
+	}
+	if q.Len() != 4 || q.Dropped() != 2 {
+		t.Fatalf("full queue: %d queued, %d dropped; want 4, 2", q.Len(), q.Dropped())
+	}
+	q.Push(Progress{Step: 4, Generation: 2}) // a new generation restarted from step 3
+	q.Push(Progress{Step: 5, Generation: 2})
+	if q.Len() != 2 || q.Dropped() != 6 {
+		t.Fatalf("after a new generation: %d queued, %d dropped; want 2, 6", q.Len(), q.Dropped())
+	}
+	var mu sync.Mutex
+	var sent []string
+	fails := 2
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go q.Run(ctx, time.Millisecond, func(_ context.Context, p Progress) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		sent = append(sent, fmt.Sprintf("%d/%d", p.Generation, p.Step))
+		if p.Step == 5 && fails > 0 {
+			fails--
+			return true
+		}
+		return false
+	})
+	q.Push(Progress{Step: 6, Generation: 2})
+	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer fcancel()
+	if !q.Flush(fctx) {
+		t.Fatal("queue did not empty")
+	}
+	mu.Lock()
+	got := fmt.Sprint(sent)
+	mu.Unlock()
+	if want := "[2/4 2/5 2/5 2/5 2/6]"; got != want {
+		t.Fatalf("sent %s, want %s", got, want)
+	}
+}
