@@ -10,8 +10,9 @@ import (
 // Export writes c's EMA weights (ema true) or its parameters (ema false) to path as a
 // safetensors file: one F32 tensor per entry of c.Tensors, with the reference PyTorch model's
 // state_dict name and shape, in c.Tensors order, loadable by anchors/pytorch/parity.py and
-// by safetensors.torch.load_file. The metadata records format "pt", the step, preset, weights
-// ("ema" or "params"), sha256 and config hash. The write is atomic (temporary file, fsync,
+// by safetensors.torch.load_file. The metadata records format "pt", the step, model (c.Preset,
+// the U-Net preset), weights ("ema" or "params"), sha256 and config hash, as ddpm sample
+// --export-weights does. The write is atomic (temporary file, fsync,
 // rename): on error path is left as it was. ErrNotFound when ema is asked but c has no EMA
 // arena; ErrCorruptCheckpoint when c has no tensor index.
 func Export(path string, c *Checkpoint, ema bool) error {
@@ -35,7 +36,7 @@ func Export(path string, c *Checkpoint, ema bool) error {
 	meta := map[string]string{
 		"format":      "pt",
 		"step":        strconv.FormatInt(c.Step, 10),
-		"preset":      c.Preset,
+		"model":       c.Preset,
 		"weights":     which,
 		"sha256":      c.SHA256,
 		"config_hash": c.ConfigHash,

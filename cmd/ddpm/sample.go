@@ -248,7 +248,12 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 		}
 	}
 	if o.export != "" {
-		meta := map[string]string{"model": ld.Run.Model, "step": fmt.Sprint(ld.Step), "weights": weightsName(o.raw), "config_hash": ld.Run.Hash()}
+		// The keys and spellings of ddpm checkpoint export's metadata (checkpoint.Export).
+		weights := "ema"
+		if o.raw {
+			weights = "params"
+		}
+		meta := map[string]string{"format": "pt", "model": ld.Run.Model, "step": fmt.Sprint(ld.Step), "weights": weights, "config_hash": ld.Run.Hash()}
 		if err := unet.WriteSafetensors(o.export, ld.Model.Tensors(), ld.Model.Params(), meta); err != nil {
 			return fmt.Errorf("--export-weights %s: %w", o.export, err)
 		}
