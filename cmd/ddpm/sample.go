@@ -315,7 +315,7 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	}
 	chain := ""
 	if o.progressive != "" {
-		chain = fmt.Sprintf("; their predicted x0 every %d steps -> %s", o.every, o.progressive)
+		chain = fmt.Sprintf("; their predicted x0 every %s -> %s", countNoun(o.every, "step", "steps"), o.progressive)
 	}
 	fmt.Fprintf(w, "ddpm sample: %s of %s step %d (%s) in %.1fs -> %s%s\n", countNoun(o.n, "sample", "samples"), ld.Path, ld.Step, weightsName(o.raw), time.Since(t0).Seconds(), o.out, chain)
 	return nil

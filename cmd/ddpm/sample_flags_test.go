@@ -40,21 +40,23 @@ func TestSampleFlagsWithoutEffect(t *testing.T) {
 }
 
 // TestSampleNamesEveryFile: the result line names the --progressive file as well as --out (it
-// used to end "-> x.png" alone).
+// used to end "-> x.png" alone), "every 1 step" in the singular.
 func TestSampleNamesEveryFile(t *testing.T) {
 	dir, file := evalFixture(t)
 	tmp := t.TempDir()
-	out, prog := filepath.Join(tmp, "x.png"), filepath.Join(tmp, "p.png")
-	var stderr bytes.Buffer
-	if _, err := runCLI(t, context.Background(), &stderr, "sample", "--checkpoint", dir, "--n", "2", "--out", out, "--progressive", prog, "--every", "5"); err != nil {
-		t.Fatal(err)
+	for _, every := range []struct{ flag, words string }{{"5", "every 5 steps"}, {"1", "every 1 step"}} {
+		out, prog := filepath.Join(tmp, "x"+every.flag+".png"), filepath.Join(tmp, "p"+every.flag+".png")
+		var stderr bytes.Buffer
+		if _, err := runCLI(t, context.Background(), &stderr, "sample", "--checkpoint", dir, "--n", "2", "--out", out, "--progressive", prog, "--every", every.flag); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		last := lines[len(lines)-1]
+		want := fmt.Sprintf(" -> %s; their predicted x0 %s -> %s", out, every.words, prog)
+		if !strings.HasPrefix(last, "ddpm sample: 2 samples of "+file+" step 0 (EMA) in ") || !strings.HasSuffix(last, want) {
+			t.Errorf("result line %q, want it to end %q", last, want)
+		}
+		fileSum(t, out)
+		fileSum(t, prog)
 	}
-	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-	last := lines[len(lines)-1]
-	want := fmt.Sprintf(" -> %s; their predicted x0 every 5 steps -> %s", out, prog)
-	if !strings.HasPrefix(last, "ddpm sample: 2 samples of "+file+" step 0 (EMA) in ") || !strings.HasSuffix(last, want) {
-		t.Errorf("result line %q, want it to end %q", last, want)
-	}
-	fileSum(t, out)
-	fileSum(t, prog)
 }
