@@ -346,7 +346,9 @@ beside a run.yaml of another run, is refused (even with --force): fetch into a n
 				return nil
 			}
 			st, err := checkpoint.Open(out, checkpoint.Options{})
-			if err != nil {
+			if errors.Is(err, checkpoint.ErrInUse) {
+				return inUseExit(err)
+			} else if err != nil {
 				return withExit(exitBadData, fmt.Errorf("checkpoint fetch: %w", err))
 			}
 			defer st.Close()
@@ -400,7 +402,9 @@ func isDir(path string) bool {
 // holds c's step with c's sha256, committed (a fetch then changes nothing).
 func checkFetchInto(file, addr string, c *checkpoint.Checkpoint, force bool) (replace, held bool, err error) {
 	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
-	if err != nil {
+	if errors.Is(err, checkpoint.ErrInUse) {
+		return false, false, inUseExit(err)
+	} else if err != nil {
 		return false, false, withExit(exitBadData, fmt.Errorf("checkpoint fetch: %w", err))
 	}
 	defer st.Close()
