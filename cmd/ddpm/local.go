@@ -218,10 +218,10 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		// The processes of a run are part of its identity: raft's peers and the trainers' volumes
 		// are recorded in local.json.
 		if cmd.Flags().Changed("trainers") && o.trainers != man.Trainers {
-			return withExit(2, fmt.Errorf("--trainers cannot change on --resume: %s has %d trainers", out, man.Trainers))
+			return withExit(2, fmt.Errorf("--trainers cannot change on --resume: %s has %s", out, countNoun(man.Trainers, "trainer", "trainers")))
 		}
 		if cmd.Flags().Changed("coordinators") && o.coordinators != man.Coordinators {
-			return withExit(2, fmt.Errorf("--coordinators cannot change on --resume: %s has %d coordinators", out, man.Coordinators))
+			return withExit(2, fmt.Errorf("--coordinators cannot change on --resume: %s has %s", out, countNoun(man.Coordinators, "coordinator", "coordinators")))
 		}
 		if run.MinTrainers > man.Trainers {
 			return withExit(2, fmt.Errorf("%s: min_trainers %d is more than its %d trainers", out, run.MinTrainers, man.Trainers))
@@ -331,8 +331,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	if o.resume != "" {
 		fmt.Fprintln(stderr, resumeLine(out))
 	}
-	fmt.Fprintf(stderr, "ddpm local: run %s (config %.12s): %d coordinators, %d trainers, %d steps of global batch %d, model %s, data %s\n",
-		out, run.Hash(), man.Coordinators, man.Trainers, run.Steps, run.GlobalBatch, run.Model, run.Dataset)
+	fmt.Fprintf(stderr, "ddpm local: run %s (config %.12s): %s, %s, %d steps of global batch %d, model %s, data %s\n",
+		out, run.Hash(), countNoun(man.Coordinators, "coordinator", "coordinators"), countNoun(man.Trainers, "trainer", "trainers"),
+		run.Steps, run.GlobalBatch, run.Model, run.Dataset)
 	if msg := localEMAWarning(run.EMADecay, run.Steps, o.init); msg != "" && o.samples > 0 {
 		fmt.Fprintln(stderr, msg)
 	}

@@ -137,7 +137,7 @@ func TestLocalRefusesUpFront(t *testing.T) {
 	wantOneLine(t, runLocalCmd(t, "--resume", run, "--trainers", "3"),
 		2, fmt.Sprintf("ddpm: --trainers cannot change on --resume: %s has 2 trainers", run))
 	wantOneLine(t, runLocalCmd(t, "--resume", run, "--coordinators", "3"),
-		2, fmt.Sprintf("ddpm: --coordinators cannot change on --resume: %s has 1 coordinators", run))
+		2, fmt.Sprintf("ddpm: --coordinators cannot change on --resume: %s has 1 coordinator", run))
 	ca := filepath.Join(run, localrun.CertsDir, tlsauth.CAFile)
 	if err := os.Remove(ca); err != nil {
 		t.Fatal(err)
