@@ -53,6 +53,11 @@ type Client struct {
 	cur       int       // index of the replica that answered last
 	failSince time.Time // start of the current run of failed attempts (zero: the last one answered)
 	warned    time.Time // when that run was last logged
+	// certSince is the start of the current run of failed attempts that were all certificate
+	// refusals (CertRefusal), attempts that reached no one (connection refused, timed out)
+	// aside; zero once a replica answered or failed otherwise. certErr is the latest refusal.
+	certSince time.Time
+	certErr   error
 }
 
 // Unanswered calls are logged (WithLog) once they have failed for warnAfter, then every
@@ -105,11 +110,21 @@ func Hint(err error) string {
 // noteFailure records a failed attempt against the replica at addr and logs it as WithLog says;
 // c.mu is not held.
 func (c *Client) noteFailure(addr string, err error) {
-	if c.log == nil {
-		return
-	}
 	now := time.Now()
 	c.mu.Lock()
+	switch {
+	case CertRefusal(err):
+		if c.certSince.IsZero() {
+			c.certSince = now
+		}
+		c.certErr = err
+	case !unreached(err):
+		c.certSince, c.certErr = time.Time{}, nil
+	}
+	if c.log == nil {
+		c.mu.Unlock()
+		return
+	}
 	if c.failSince.IsZero() {
 		c.failSince = now
 	}
@@ -209,6 +224,38 @@ func (c *Client) answered(addr string) {
 		c.cur = i
 	}
 	c.failSince, c.warned = time.Time{}, time.Time{}
+	c.certSince, c.certErr = time.Time{}, nil
+}
+
+// CertRefusal reports whether err is a TLS certificate refusal between this process and a
+// coordinator: either side's certificate is not from the other's CA (the first two causes Hint
+// names: --certs of another cluster).
+func CertRefusal(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "certificate signed by unknown authority") || strings.Contains(msg, "bad certificate") ||
+		strings.Contains(msg, "unknown certificate authority") || strings.Contains(msg, "certificate required")
+}
+
+// unreached reports whether a failed attempt reached no replica at all (nothing listening, no
+// answer in time): it says nothing about the replicas that do answer.
+func unreached(err error) bool {
+	return status.Code(err) == codes.DeadlineExceeded || strings.Contains(err.Error(), "connection refused")
+}
+
+// CertRefusedFor reports for how long every failed attempt of this client has been a
+// certificate refusal (CertRefusal; attempts that reached no replica aside) with no replica
+// answering, and the latest refusal; 0 and nil when the latest answer or failure was another.
+// A process of another cluster (another CA) hears nothing else, however long it retries.
+func (c *Client) CertRefusedFor() (time.Duration, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.certSince.IsZero() {
+		return 0, nil
+	}
+	return time.Since(c.certSince), c.certErr
 }
 
 // wildcard reports whether host:port addr has no host or an unspecified IP (0.0.0.0, ::).

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"testing"
+	"time"
+
+	"ddpm/config"
+	"ddpm/internal/testutil"
+	"ddpm/trainer"
+)
+
+// TestTrainerOtherCAGivesUp: a trainer process given --config and the --certs of another
+// cluster (two `ddpm certs init` CAs) hears only certificate refusals from the coordinator; after
+// 30 s of them it exits with status 2 and one line naming the cause and --certs, having
+// written nothing to --data-dir beyond its checkpoint file (no run.yaml: the run was never
+// accepted). It used to log "coordinator not answering; retrying" every 30 s forever.
+func TestTrainerOtherCAGivesUp(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Steps, run.CheckpointEvery = 20, 10
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(cfgPath, run.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ours, theirs := filepath.Join(dir, "ours"), filepath.Join(dir, "theirs")
+	for _, d := range []string{ours, theirs} {
+		if out, err := exec.CommandContext(ctx, bin, "certs", "init", d).CombinedOutput(); err != nil {
+			t.Fatalf("ddpm certs init %s: %v\n%s", d, err, out)
+		}
+	}
+	grpcAddr, _ := startReplica(t, run, "dev", theirs)
+
+	vol := filepath.Join(dir, "vol")
+	cmd := exec.CommandContext(ctx, bin, "trainer", "--id", "t0", "--coordinator", grpcAddr, "--listen", freeAddr(t),
+		"--data-dir", vol, "--config", cfgPath, "--certs", ours)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	err = cmd.Run()
+	took := time.Since(t0)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("trainer with another CA's certs: %v after %v (want exit 2); stderr:\n%s", err, took, stderr.String())
+	}
+	if took < 30*time.Second || took > 60*time.Second {
+		t.Errorf("gave up after %v, want 30 s of refusals", took)
+	}
+	want := regexp.MustCompile(`^ddpm: joining \[` + regexp.QuoteMeta(grpcAddr) + `\]: only certificate refusals for 30s: the coordinator's certificate is not from this process's CA \(--certs of another run\?\); ` +
+		`give --certs the directory of this cluster's CA \(the one its coordinators were started with\): .*x509: certificate signed by unknown authority.*\n$`)
+	if !want.MatchString(stderr.String()) {
+		t.Fatalf("stderr %q, want one line matching %s", stderr.String(), want)
+	}
+	entries, err := os.ReadDir(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if slices.Contains(names, trainer.ConfigFile) || len(names) != 1 || names[0] != trainer.CheckpointFile {
+		t.Errorf("--data-dir holds %v, want only %s (written before joining)", names, trainer.CheckpointFile)
+	}
+}
