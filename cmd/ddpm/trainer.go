@@ -223,7 +223,7 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return withExit(2, fmt.Errorf("dataset %q: %w", run.Dataset, err))
 	}
 	if run.DatasetFingerprint != "" && ds.Fingerprint() != run.DatasetFingerprint {
-		return withExit(2, fmt.Errorf("dataset %s has fingerprint %.12s, the run pins %.12s", run.Dataset, ds.Fingerprint(), run.DatasetFingerprint))
+		return withExit(2, fmt.Errorf("dataset %s has fingerprint %s, the run pins %s", run.Dataset, ds.Fingerprint(), run.DatasetFingerprint))
 	}
 	tr, err := trainer.New(run, ds)
 	if err != nil {
