@@ -130,8 +130,13 @@ func appendStateFields(b []byte, h *api.CheckpointHeader) []byte {
 
 // stateSum combines the state fields of h and the four arena sums into the state hash.
 func stateSum(h *api.CheckpointHeader, arenaSums *[numArenas][32]byte) [32]byte {
+	return headedSum(stateHeader(h), arenaSums)
+}
+
+// headedSum is the sha256 of head followed by the four arena sums.
+func headedSum(head []byte, arenaSums *[numArenas][32]byte) [32]byte {
 	d := sha256.New()
-	d.Write(stateHeader(h))
+	d.Write(head)
 	for _, s := range arenaSums {
 		d.Write(s[:])
 	}
@@ -160,14 +165,7 @@ func StateHash(c *Checkpoint) string {
 
 // bodySum combines the header and the four arena sums into the checkpoint's sha256.
 func bodySum(h *api.CheckpointHeader, arenaSums *[numArenas][32]byte) [32]byte {
-	d := sha256.New()
-	d.Write(canonicalHeader(h))
-	for _, s := range arenaSums {
-		d.Write(s[:])
-	}
-	var out [32]byte
-	d.Sum(out[:0])
-	return out
+	return headedSum(canonicalHeader(h), arenaSums)
 }
 
 // sumArenas hashes the four arenas' little-endian bytes in parallel.

@@ -3,48 +3,20 @@ package main
 import (
 	"context"
 	"errors"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
 
 	"ddpm/checkpoint"
 	"ddpm/internal/tlsauth/tlsauthtest"
 )
 
 // holderServing starts a real CheckpointTransfer server on a loopback port over a fresh store
-// holding one committed checkpoint of step 4 whose parameters are all v; it returns the
-// server's address and the checkpoint's sha256.
+// holding one committed checkpoint of step 4 whose parameters are all v (servingCkpts); it
+// returns the server's address and the checkpoint's sha256.
 func holderServing(t *testing.T, v float32) (string, string) {
-	t.Helper()
-	st, err := checkpoint.Open(filepath.Join(t.TempDir(), "holder.db"), checkpoint.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	p := make([]float32, 64)
-	for i := range p {
-		p[i] = v
-	}
-	sha, err := st.Save(&checkpoint.Checkpoint{Step: 4, Generation: 1, ConfigHash: "run", Preset: "tiny",
-		Tensors: []checkpoint.TensorInfo{{Name: "w", Shape: []int{64}, Len: 64}}, Params: p, EMA: p})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.MarkCommitted(4); err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(tlsauthtest.Insecure(t).ServerOptions()...)
-	checkpoint.RegisterTransfer(srv, st)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String(), sha
+	addr, sums := servingCkpts(t, fetchCkpt("run", 4, v))
+	return addr, sums[0]
 }
 
 // TestHolderFetchKeepsOnlyTheCommittedSHA: a trainer fetching the committed checkpoint of its
