@@ -430,6 +430,12 @@ func (n *Node) load(ctx context.Context, a Assignment) error {
 			return fmt.Errorf("%w: fetched copy of step %d hashes to %.12s, the committed one to %.12s", errFetch, a.StartStep, c.SHA256, a.CheckpointSHA)
 		}
 	}
+	// A run's dataset is fixed by the checkpoints it wrote, pinned in the config or not: data
+	// swapped under a resumed run (another prepared folder at the same path) is refused.
+	if n.Fingerprint != "" && c.DatasetFingerprint != "" && c.DatasetFingerprint != n.Fingerprint {
+		return fmt.Errorf("%w: checkpoint step %d was trained on data of fingerprint %s, this trainer's dataset has %s: "+
+			"the data changed since the run started; give the trainer the run's data", ErrData, c.Step, c.DatasetFingerprint, n.Fingerprint)
+	}
 	if err := tr.Restore(c); err != nil {
 		return err
 	}
