@@ -112,7 +112,7 @@ func TestCLIBadInputs(t *testing.T) {
 		{"empty folder", []string{"dataset", "inspect", empty},
 			"no images: " + empty + ": no .png/.jpg/.jpeg/.webp files (searched recursively)"},
 		{"mixed sizes", []string{"dataset", "inspect", mixed},
-			"mixed image sizes: " + filepath.Join(mixed, "b.png") + " is 8x6, the folder's images are 8x8; pass a resolution (--resolution) to center-crop and resize all"},
+			"mixed image sizes: " + filepath.Join(mixed, "b.png") + " is 8x6, the folder's images are 8x8; pass a resolution to center-crop and resize all (--resolution N of ddpm dataset inspect/prepare; to train, prepare the folder with it and train on the prepared folder)"},
 		{"prepare over existing", []string{"dataset", "prepare", "mnist:test", "--out", mixed},
 			"output exists: " + mixed + ": refusing to overwrite"},
 		// Checked before the source is decoded: the existing --out is named, not the bad image.
@@ -234,7 +234,7 @@ func TestCLINonSquareFolderRefused(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, name), encodePNG(t, pattern(10, 6, i)), 0o644)
 	}
 	want := "ddpm: non-square images: " + filepath.Join(dir, "b.png") +
-		" is 10x6; training needs square images: pass a resolution (--resolution) to center-crop and resize all\n"
+		" is 10x6; training needs square images: pass a resolution to center-crop and resize all (--resolution N of ddpm dataset inspect/prepare; to train, prepare the folder with it and train on the prepared folder)\n"
 	stdout, stderr, code := runDDPM(t, "dataset", "inspect", dir, "--skip-bad")
 	if code != 1 || stderr != want || stdout != "" {
 		t.Fatalf("exit %d, stdout %q, stderr\n%q\nwant\n%q", code, stdout, stderr, want)

@@ -70,7 +70,7 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 		// The first image fixes the size the others must have, so the first that is not
 		// square is this one.
 		if r.h != r.w {
-			return nil, fmt.Errorf("%w: %s is %dx%d; training needs square images: pass a resolution (--resolution) to center-crop and resize all",
+			return nil, fmt.Errorf("%w: %s is %dx%d; training needs square images: pass a resolution to center-crop and resize all (--resolution N of ddpm dataset inspect/prepare; to train, prepare the folder with it and train on the prepared folder)",
 				ErrNotSquare, firstPath, r.w, r.h)
 		}
 	}
@@ -115,7 +115,7 @@ func (r *folderReader) read(p string, dst []uint8) error {
 	}
 	if r.res == 0 {
 		if b := img.Bounds(); b.Dx() != r.w || b.Dy() != r.h {
-			return fmt.Errorf("%w: %s is %dx%d, the folder's images are %dx%d; pass a resolution (--resolution) to center-crop and resize all",
+			return fmt.Errorf("%w: %s is %dx%d, the folder's images are %dx%d; pass a resolution to center-crop and resize all (--resolution N of ddpm dataset inspect/prepare; to train, prepare the folder with it and train on the prepared folder)",
 				ErrShape, p, b.Dx(), b.Dy(), r.w, r.h)
 		}
 	}
