@@ -23,7 +23,7 @@ func emaInitShare(decay float64, steps int64) float64 { return math.Pow(decay, f
 // still holds more than emaStaleShare of that start at the run's last step, or "" when it does
 // not (or the run starts from --init weights, which the EMA starts from too):
 //
-//	ddpm local: warning: the EMA (ema_decay 0.999) still holds 74% of the random initialization at step 300, the run's end (0.999^300), so samples.png will be mostly noise; give --ema-decay 0.99 (5% at step 300), train about 2302 steps, sample the raw parameters afterwards (ddpm sample --checkpoint RUN --raw), or warm-start with --init as make demo does
+//	ddpm local: warning: the EMA (ema_decay 0.999) still holds 74% of the random initialization at step 300, the run's end (0.999^300), so samples.png will be mostly noise; give --ema-decay 0.99 (5% at step 300), train about 2302 steps (0.999^2302 is under 10%), sample the raw parameters afterwards (ddpm sample --checkpoint RUN --raw), or warm-start with --init as make demo does
 func localEMAWarning(decay float64, steps int64, init string) string {
 	share := emaInitShare(decay, steps)
 	if init != "" || share <= emaStaleShare || decay <= 0 {
@@ -32,8 +32,8 @@ func localEMAWarning(decay float64, steps int64, init string) string {
 	// A decay whose EMA holds at most 5% of the start at the end, rounded down to 3 decimals.
 	lower := math.Floor(math.Pow(0.05, 1/float64(steps))*1000) / 1000
 	need := int64(math.Ceil(math.Log(emaStaleShare) / math.Log(decay)))
-	return fmt.Sprintf("ddpm local: warning: the EMA (ema_decay %g) still holds %.0f%% of the random initialization at step %d, the run's end (%g^%d), so samples.png will be mostly noise; give --ema-decay %g (%.0f%% at step %d), train about %d steps, sample the raw parameters afterwards (ddpm sample --checkpoint RUN --raw), or warm-start with --init as make demo does",
-		decay, 100*share, steps, decay, steps, lower, 100*emaInitShare(lower, steps), steps, need)
+	return fmt.Sprintf("ddpm local: warning: the EMA (ema_decay %g) still holds %.0f%% of the random initialization at step %d, the run's end (%g^%d), so samples.png will be mostly noise; give --ema-decay %g (%.0f%% at step %d), train about %d steps (%g^%d is under %.0f%%), sample the raw parameters afterwards (ddpm sample --checkpoint RUN --raw), or warm-start with --init as make demo does",
+		decay, 100*share, steps, decay, steps, lower, 100*emaInitShare(lower, steps), steps, need, decay, need, 100*emaStaleShare)
 }
 
 // sampleEMAWarning is ddpm sample's one-line warning for EMA weights of a step at which they

@@ -16,7 +16,7 @@ import (
 // still holds 0.999^300 = 74% of the initialization; the warning gives the numbers and the ways
 // out. A long enough run, a smaller decay and a warm start (--init) get none.
 func TestLocalEMAWarning(t *testing.T) {
-	want := "ddpm local: warning: the EMA (ema_decay 0.999) still holds 74% of the random initialization at step 300, the run's end (0.999^300), so samples.png will be mostly noise; give --ema-decay 0.99 (5% at step 300), train about 2302 steps, sample the raw parameters afterwards (ddpm sample --checkpoint RUN --raw), or warm-start with --init as make demo does"
+	want := "ddpm local: warning: the EMA (ema_decay 0.999) still holds 74% of the random initialization at step 300, the run's end (0.999^300), so samples.png will be mostly noise; give --ema-decay 0.99 (5% at step 300), train about 2302 steps (0.999^2302 is under 10%), sample the raw parameters afterwards (ddpm sample --checkpoint RUN --raw), or warm-start with --init as make demo does"
 	if got := localEMAWarning(0.999, 300, ""); got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
