@@ -22,9 +22,12 @@ var lossCmd = &cobra.Command{
 	Short: "Print, follow or save the cluster's loss curve",
 	Long: `Read the coordinator's down-sampled loss history (global L_simple per reported step; merged
 points hold means over the steps they cover, with the extremes in min/max) and print it as a
-table, or write it with --csv (step,loss,lr,grad_norm, as ddpm local's loss.csv) and --png (the
-same plot as ddpm local's loss.png). --follow keeps polling: new points are printed as they
-arrive and the files are rewritten, until the run ends or the command is interrupted.
+table, or write it with --csv (step,loss,lr,grad_norm, the columns of ddpm local's loss.csv) and
+--png (a plot like ddpm local's loss.png). The coordinators keep at most 1024 points: in a longer
+run, neighbouring points are merged pairwise, and a CSV row then stands for the mean over the
+steps it covers, ending at its step (the table's REPORTS column says how many; ddpm local's own
+loss.csv keeps every step). --follow keeps polling until the run ends or the command is
+interrupted: new points are printed as they arrive, or, with --csv/--png, the files rewritten.
 
 The table's Q0..Q3 columns are the loss by timestep quartile: the mean L_simple of the samples
 whose t lies in [0,T/4), [T/4,T/2), [T/2,3T/4) or [3T/4,T) ("-": no sample there). REPORTS is
