@@ -260,7 +260,7 @@ func (r *Run) Validate() error {
 		}
 	}
 	if f := r.DatasetFingerprint; f != "" && !isSHA256Hex(f) {
-		bad("dataset_fingerprint %q is not a whole sha256: give the 64 hex digits `ddpm dataset inspect` prints after sha256:", f)
+		bad("dataset_fingerprint %q is not a whole sha256: give the 64 hex digits `ddpm dataset inspect` prints (with or without its sha256: prefix)", f)
 	}
 	if !slices.Contains(Models, r.Model) {
 		bad("model %q is unknown (known: %s)", r.Model, strings.Join(Models, ", "))
@@ -376,7 +376,15 @@ func parse(data []byte, preset string) (Run, error) {
 	if err := yaml.UnmarshalStrict(data, &r); err != nil {
 		return Run{}, fmt.Errorf("%w: %s", ErrLoad, yamlMessage(err))
 	}
+	r.normalize()
 	return r, nil
+}
+
+// normalize writes fields given in an accepted alternative spelling in their one canonical form,
+// so that the config hash does not depend on the spelling: a dataset fingerprint as `ddpm dataset
+// inspect` prints it ("sha256:" and the hex digits) is stored as the hex digits.
+func (r *Run) normalize() {
+	r.DatasetFingerprint = strings.TrimPrefix(r.DatasetFingerprint, "sha256:")
 }
 
 // secondDocument returns n, the 1-based line of a "---" document marker that follows content in

@@ -345,9 +345,8 @@ func TestDatasetFingerprintValidated(t *testing.T) {
 	for _, tc := range []struct{ fp, want string }{
 		{"", ""},
 		{full, ""},
-		{"aa835da1252d", `invalid run config: dataset_fingerprint "aa835da1252d" is not a whole sha256: give the 64 hex digits ` + "`ddpm dataset inspect`" + ` prints after sha256:`},
-		{"sha256:" + full, `invalid run config: dataset_fingerprint "sha256:` + full + `" is not a whole sha256: give the 64 hex digits ` + "`ddpm dataset inspect`" + ` prints after sha256:`},
-		{strings.ToUpper(full), "invalid run config: dataset_fingerprint \"" + strings.ToUpper(full) + "\" is not a whole sha256: give the 64 hex digits `ddpm dataset inspect` prints after sha256:"},
+		{"aa835da1252d", `invalid run config: dataset_fingerprint "aa835da1252d" is not a whole sha256: give the 64 hex digits ` + "`ddpm dataset inspect`" + ` prints (with or without its sha256: prefix)`},
+		{strings.ToUpper(full), "invalid run config: dataset_fingerprint \"" + strings.ToUpper(full) + "\" is not a whole sha256: give the 64 hex digits `ddpm dataset inspect` prints (with or without its sha256: prefix)"},
 	} {
 		r, err := Preset("mnist")
 		if err != nil {
@@ -358,5 +357,29 @@ func TestDatasetFingerprintValidated(t *testing.T) {
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || err.Error() != tc.want || !errors.Is(err, ErrInvalid)) {
 			t.Errorf("%q: %v, want %q", tc.fp, err, tc.want)
 		}
+	}
+}
+
+// TestDatasetFingerprintSha256Form: the fingerprint as ddpm dataset inspect prints it
+// ("sha256:" and 64 hex digits) is accepted from a file and from --dataset-fingerprint, stored as
+// the hex digits, so both spellings give one config hash; it was refused.
+func TestDatasetFingerprintSha256Form(t *testing.T) {
+	full := "aa835da1252d32c4aaf8e8acb8405335ef2760657636dc195bf9fa464df3bacc"
+	plain, err := Parse([]byte("preset: mnist\ndataset_fingerprint: " + full + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefixed, err := Parse([]byte("preset: mnist\ndataset_fingerprint: sha256:" + full + "\n"))
+	if err != nil || prefixed.DatasetFingerprint != full || prefixed.Hash() != plain.Hash() || prefixed.Validate() != nil {
+		t.Fatalf("sha256: form from a file: %q %v", prefixed.DatasetFingerprint, err)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	f := AddFlags(fs)
+	if err := fs.Parse([]string{"--preset", "mnist", "--dataset-fingerprint", "sha256:" + full}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.Resolve()
+	if err != nil || r.DatasetFingerprint != full || r.Hash() != plain.Hash() {
+		t.Fatalf("sha256: form from the flag: %q %v", r.DatasetFingerprint, err)
 	}
 }

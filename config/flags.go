@@ -141,6 +141,7 @@ func (f *Flags) Resolve() (Run, error) {
 		return Run{}, fmt.Errorf("%w: give --config FILE or --preset NAME (%s); flags then override its fields", ErrNoRunConfig, strings.Join(Presets(), ", "))
 	}
 	f.Apply(&r)
+	r.normalize()
 	if f.Path != "" {
 		if err := noPreset(f.Path, r, " or give --preset NAME"); err != nil {
 			return Run{}, err
