@@ -133,7 +133,6 @@ func fromStatus(addr string, step int64, err error) error {
 		return fmt.Errorf("checkpoint: peer %s: %s: %w", addr, strings.TrimSuffix(s.Message(), ": "+ErrNotFound.Error()), ErrNotFound)
 	case codes.DataLoss:
 		return fmt.Errorf("checkpoint: peer %s: %s: %w", addr, strings.TrimSuffix(s.Message(), ": "+ErrCorruptCheckpoint.Error()), ErrCorruptCheckpoint)
-
 	default:
 		return fmt.Errorf("checkpoint: fetch step %d from %s: %w: %w", step, addr, ErrTransfer, err)
 	}

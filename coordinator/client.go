@@ -91,9 +91,9 @@ func Hint(err error) string {
 	}
 	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "certificate signed by unknown authority"):
+	case theirCertRefused(msg):
 		return "the coordinator's certificate is not from this process's CA (--certs of another run?)"
-	case strings.Contains(msg, "bad certificate"), strings.Contains(msg, "unknown certificate authority"), strings.Contains(msg, "certificate required"):
+	case ourCertRefused(msg):
 		return "the coordinator refused this process's certificate (--certs of another run?)"
 	case strings.Contains(msg, "error reading server preface"):
 		return "the coordinator closed the connection at once: it may require mutual TLS while this process runs --insecure"
@@ -235,8 +235,18 @@ func CertRefusal(err error) bool {
 		return false
 	}
 	msg := err.Error()
-	return strings.Contains(msg, "certificate signed by unknown authority") || strings.Contains(msg, "bad certificate") ||
-		strings.Contains(msg, "unknown certificate authority") || strings.Contains(msg, "certificate required")
+	return theirCertRefused(msg) || ourCertRefused(msg)
+}
+
+// theirCertRefused: this process refused the coordinator's certificate (another CA).
+func theirCertRefused(msg string) bool {
+	return strings.Contains(msg, "certificate signed by unknown authority")
+}
+
+// ourCertRefused: the coordinator refused this process's certificate (a TLS alert).
+func ourCertRefused(msg string) bool {
+	return strings.Contains(msg, "bad certificate") || strings.Contains(msg, "unknown certificate authority") ||
+		strings.Contains(msg, "certificate required")
 }
 
 // unreached reports whether a failed attempt reached no replica at all (nothing listening, no

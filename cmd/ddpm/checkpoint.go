@@ -426,13 +426,13 @@ func checkFetchInto(file, addr string, c *checkpoint.Checkpoint, force bool) (re
 			held = in.Committed
 			continue
 		}
-		held := "sha256 " + shortSum(in.SHA256)
+		what := "sha256 " + shortSum(in.SHA256)
 		if in.Err != nil {
-			held = "a damaged header"
+			what = "a damaged header"
 		}
 		if !force {
 			return false, false, withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s already holds step %d with %s, %s's has sha256 %s; give --force to replace it",
-				file, c.Step, held, addr, shortSum(c.SHA256)))
+				file, c.Step, what, addr, shortSum(c.SHA256)))
 		}
 		replace = true
 	}
@@ -443,7 +443,7 @@ func checkFetchInto(file, addr string, c *checkpoint.Checkpoint, force bool) (re
 // would read it with (beside file, else in the folder above: trainer.ResolveCheckpoint) names
 // another run: the weights would be read as that run's.
 func checkFetchRunConfig(file, addr string, c *checkpoint.Checkpoint) error {
-	for _, cand := range []string{filepath.Join(filepath.Dir(file), trainer.ConfigFile), filepath.Join(filepath.Dir(filepath.Dir(file)), trainer.ConfigFile)} {
+	for _, cand := range runConfigPaths(file) {
 		if _, err := os.Stat(cand); err != nil {
 			continue
 		}

@@ -57,8 +57,8 @@ RUN/logs/, and at the end writes RUN/loss.csv, RUN/loss.png and RUN/samples.png 
 Algorithm 2). At the start it prints the coordinators' gRPC addresses (for ddpm status and ddpm
 loss --coordinator, with --certs RUN/certs) and the dashboard's URL. Ctrl-C, SIGTERM, closing
 the terminal (SIGHUP) or an output pipe whose reader went away (| head) stops every process
-cleanly; --resume RUN continues from the last committed checkpoint. Run-config flags (--preset, --steps, --global-batch, ... or --config FILE) override
-the preset that --data names.
+cleanly; --resume RUN continues from the last committed checkpoint. Run-config flags (--preset,
+--steps, --global-batch, ... or --config FILE) override the preset that --data names.
 
 --data is this command's shorthand: a preset name, or a dataset path from which the preset is
 inferred (a path of data that fits no one preset, such as an image folder, needs --preset).

@@ -120,8 +120,7 @@ func resolveEvalRun(checkpointPath, model string) (*evalRun, error) {
 	// A checkpoint file alone (a cp of a trainer's checkpoints.db, a fetched copy in a new
 	// folder) does not say which run config builds its model: name what to copy where.
 	if file, err := trainer.CheckpointFileIn(checkpointPath); err == nil {
-		beside, above := filepath.Join(filepath.Dir(file), trainer.ConfigFile), filepath.Join(filepath.Dir(filepath.Dir(file)), trainer.ConfigFile)
-		if !exists(beside) && !exists(above) {
+		if cands := runConfigPaths(file); !exists(cands[0]) && !exists(cands[1]) {
 			return nil, withExit(2, fmt.Errorf("--checkpoint %s: no %s beside it (nor in the folder above) to say which run it belongs to; the model is built from the run config: copy the run's %s (from its run folder or the trainer's --data-dir) into %s",
 				file, trainer.ConfigFile, trainer.ConfigFile, filepath.Dir(file)))
 		}
@@ -319,6 +318,14 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	}
 	fmt.Fprintf(w, "ddpm sample: %s of %s step %d (%s) in %.1fs -> %s%s\n", countNoun(o.n, "sample", "samples"), ld.Path, ld.Step, weightsName(o.raw), time.Since(t0).Seconds(), o.out, chain)
 	return nil
+}
+
+// runConfigPaths are where the run config of checkpoint file is looked for, in order, as
+// trainer.ResolveCheckpoint does: beside it, then in the folder above (a run folder above its
+// trainers' volumes).
+func runConfigPaths(file string) [2]string {
+	dir := filepath.Dir(file)
+	return [2]string{filepath.Join(dir, trainer.ConfigFile), filepath.Join(filepath.Dir(dir), trainer.ConfigFile)}
 }
 
 // exists reports whether path names anything (a file or a folder).
