@@ -253,61 +253,66 @@ func (r *Run) Validate() error {
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
 	}
+	// badField is a rule about one field: its line starts with the field's YAML name, which
+	// Flags.Resolve replaces with the flag when a flag set the field.
+	badField := func(field, format string, args ...any) {
+		errs = append(errs, &fieldError{field: field, rest: fmt.Sprintf(format, args...)})
+	}
 	finite := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 	if r.Preset != "" {
 		if _, ok := presets[r.Preset]; !ok {
-			bad("preset %q is unknown (known: %s)", r.Preset, strings.Join(Presets(), ", "))
+			badField("preset", " %q is unknown (known: %s)", r.Preset, strings.Join(Presets(), ", "))
 		}
 	}
 	if f := r.DatasetFingerprint; f != "" && !isSHA256Hex(f) {
-		bad("dataset_fingerprint %q is not a whole sha256: give the 64 hex digits `ddpm dataset inspect` prints (with or without its sha256: prefix)", f)
+		badField("dataset_fingerprint", " %q is not a whole sha256: give the 64 hex digits `ddpm dataset inspect` prints (with or without its sha256: prefix)", f)
 	}
 	if !slices.Contains(Models, r.Model) {
-		bad("model %q is unknown (known: %s)", r.Model, strings.Join(Models, ", "))
+		badField("model", " %q is unknown (known: %s)", r.Model, strings.Join(Models, ", "))
 	}
 	if strings.TrimSpace(r.Dataset) == "" {
-		bad("dataset is missing")
+		badField("dataset", " is missing")
 	}
 	if r.Steps <= 0 {
-		bad("steps must be positive, got %d", r.Steps)
+		badField("steps", " must be positive, got %d", r.Steps)
 	}
 	if r.GlobalBatch <= 0 {
-		bad("global_batch must be positive, got %d", r.GlobalBatch)
+		badField("global_batch", " must be positive, got %d", r.GlobalBatch)
 	}
 	if !(r.LR > 0 && r.LR <= MaxLR) {
-		bad("lr must be in (0, %g], got %g", MaxLR, r.LR)
+		badField("lr", " must be in (0, %g], got %g", MaxLR, r.LR)
 	}
 	if r.WarmupSteps < 0 {
-		bad("warmup_steps must not be negative, got %d", r.WarmupSteps)
+		badField("warmup_steps", " must not be negative, got %d", r.WarmupSteps)
 	}
 	if !(r.GradClip >= 0) || !finite(r.GradClip) {
-		bad("grad_clip must be >= 0 (0 disables clipping), got %g", r.GradClip)
+		badField("grad_clip", " must be >= 0 (0 disables clipping), got %g", r.GradClip)
 	}
 	if !(r.EMADecay >= 0 && r.EMADecay < 1) {
-		bad("ema_decay must be in [0, 1), got %g", r.EMADecay)
+		badField("ema_decay", " must be in [0, 1), got %g", r.EMADecay)
 	}
 	if !(r.Dropout >= 0 && r.Dropout < 1) {
-		bad("dropout must be in [0, 1), got %g", r.Dropout)
+		badField("dropout", " must be in [0, 1), got %g", r.Dropout)
 	}
 	if r.T < 2 || r.T > MaxT { // a schedule needs T >= 2 (diffusion.ScheduleConfig.Validate)
-		bad("t (diffusion steps) must be in 2..%d, got %d", MaxT, r.T)
+		badField("t", " (diffusion steps) must be in 2..%d, got %d", MaxT, r.T)
 	}
 	if !slices.Contains(BetaSchedules, r.BetaSchedule) {
-		bad("beta_schedule %q is unknown (known: %s)", r.BetaSchedule, strings.Join(BetaSchedules, ", "))
+		badField("beta_schedule", " %q is unknown (known: %s)", r.BetaSchedule, strings.Join(BetaSchedules, ", "))
 	}
 	if !(r.BetaStart > 0 && r.BetaStart <= r.BetaEnd && r.BetaEnd < 1) {
 		bad("betas must satisfy 0 < beta_start <= beta_end < 1, got beta_start %g, beta_end %g", r.BetaStart, r.BetaEnd)
 	}
 	if r.CheckpointEvery <= 0 {
-		bad("checkpoint_every must be positive, got %d", r.CheckpointEvery)
+		badField("checkpoint_every", " must be positive, got %d", r.CheckpointEvery)
 	} else if r.Steps > 0 && r.CheckpointEvery > r.Steps {
 		bad("checkpoint_every %d is larger than the run (steps %d)", r.CheckpointEvery, r.Steps)
 	}
 	if r.KeepCheckpoints < 1 {
-		bad("keep_checkpoints must be at least 1, got %d", r.KeepCheckpoints)
+		badField("keep_checkpoints", " must be at least 1, got %d", r.KeepCheckpoints)
 	}
 	if r.MinTrainers < 1 {
-		bad("min_trainers must be at least 1, got %d", r.MinTrainers)
+		badField("min_trainers", " must be at least 1, got %d", r.MinTrainers)
 	}
 	if r.MaxTrainers < r.MinTrainers {
 		bad("min_trainers %d is larger than max_trainers %d", r.MinTrainers, r.MaxTrainers)
@@ -316,7 +321,7 @@ func (r *Run) Validate() error {
 		bad("max_trainers %d is larger than global_batch %d (a rank would get no samples)", r.MaxTrainers, r.GlobalBatch)
 	}
 	if r.HeartbeatTimeout.Std() < MinHeartbeatTimeout {
-		bad("heartbeat_timeout must be at least %s, got %s", MinHeartbeatTimeout, r.HeartbeatTimeout)
+		badField("heartbeat_timeout", " must be at least %s, got %s", MinHeartbeatTimeout, r.HeartbeatTimeout)
 	}
 	return errors.Join(errs...)
 }
@@ -382,9 +387,12 @@ func parse(data []byte, preset string) (Run, error) {
 
 // normalize writes fields given in an accepted alternative spelling in their one canonical form,
 // so that the config hash does not depend on the spelling: a dataset fingerprint as `ddpm dataset
-// inspect` prints it ("sha256:" and the hex digits) is stored as the hex digits.
+// inspect` prints it ("sha256:" and the hex digits) is stored as the hex digits. A value that is
+// not a whole sha256 either way stays as written, so that Validate quotes what the user typed.
 func (r *Run) normalize() {
-	r.DatasetFingerprint = strings.TrimPrefix(r.DatasetFingerprint, "sha256:")
+	if digits, ok := strings.CutPrefix(r.DatasetFingerprint, "sha256:"); ok && isSHA256Hex(digits) {
+		r.DatasetFingerprint = digits
+	}
 }
 
 // secondDocument returns n, the 1-based line of a "---" document marker that follows content in
@@ -542,6 +550,17 @@ func noPreset(path string, r Run, how string) error {
 	return fmt.Errorf("%s: %w: names no preset, so nothing fills the fields it leaves out; add `preset: NAME` (%s)%s, or write every field",
 		path, ErrInvalid, strings.Join(Presets(), ", "), how)
 }
+
+// fieldError is one Validate line about one field, "invalid run config: " then the field's YAML
+// name then rest (e.g. field "lr", rest " must be in (0, 1], got 5"); it is ErrInvalid under
+// errors.Is.
+type fieldError struct {
+	field string // YAML name; the flag is the same with dashes (Flags)
+	rest  string // the text after the field name
+}
+
+func (e *fieldError) Error() string        { return ErrInvalid.Error() + ": " + e.field + e.rest }
+func (e *fieldError) Is(target error) bool { return target == ErrInvalid }
 
 // prefixLines prefixes each line of a joined validation error with where, keeping errors.Is.
 func prefixLines(where string, err error) error {

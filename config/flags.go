@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -151,9 +152,30 @@ func (f *Flags) Resolve() (Run, error) {
 		return Run{}, err
 	}
 	if err := r.Validate(); err != nil {
-		return Run{}, prefixLines(where, err)
+		return Run{}, f.validationLines(where, err)
 	}
 	return r, nil
+}
+
+// validationLines is err from Validate with each line saying where its value came from: a rule
+// about one field that a flag set names the flag ("--lr must be in (0, 1], got 5"); every other
+// line starts with where (the --config file, or "flags"). Naming the file for a value the flag
+// gave sent users to a file that holds no such value. The result is ErrInvalid under errors.Is.
+func (f *Flags) validationLines(where string, err error) error {
+	lines := []error{err}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		lines = joined.Unwrap()
+	}
+	out := make([]error, len(lines))
+	for i, e := range lines {
+		var fe *fieldError
+		if errors.As(e, &fe) && f.fs.Changed(strings.ReplaceAll(fe.field, "_", "-")) {
+			out[i] = flagError("--" + strings.ReplaceAll(fe.field, "_", "-") + fe.rest)
+		} else {
+			out[i] = fmt.Errorf("%s: %w", where, e)
+		}
+	}
+	return errors.Join(out...)
 }
 
 // namesPreset reports whether the run config document data sets its preset: field.
