@@ -450,7 +450,12 @@ func olderHeldSteps(s *State) []string {
 
 // abandoned reports whether h is a checkpoint a rollback abandoned: a trainer that was away
 // during the rollback still holds it as committed, and adopting it would undo the rollback.
+// Every volume's checkpoint at or below State.AbandonedUpTo counts as abandoned: the list no
+// longer tells which of them are. (Callers ask only about steps outside State.Checkpoints.)
 func abandoned(s *State, h Held) bool {
+	if h.Step <= s.AbandonedUpTo {
+		return true
+	}
 	for _, a := range s.Abandoned {
 		if a.Step == h.Step && a.SHA256 == h.SHA256 {
 			return true
@@ -510,6 +515,10 @@ func planRollback(s *State, to int64) ([]Checkpoint, *Checkpoint, *failure) {
 					return nil, nil, fail("bad_rollback", "checkpoint %d was abandoned by the rollback to step %d (committed checkpoints: %s; or 0 for the start)", to, a.RolledBackTo, committed)
 				}
 			}
+			if to <= s.AbandonedUpTo {
+				return nil, nil, fail("bad_rollback", "step %d is at or below step %d, the newest abandoned checkpoint no longer listed (a member's copy there cannot be told from an abandoned one; committed checkpoints: %s; or 0 for the start)",
+					to, s.AbandonedUpTo, committed)
+			}
 			if older := olderHeldSteps(s); len(older) > 0 {
 				return nil, nil, fail("bad_rollback", "step %d is neither a committed checkpoint nor an older one a member holds (committed checkpoints: %s; older ones members hold: %s; or 0 for the start)",
 					to, committed, strings.Join(older, ", "))
@@ -565,6 +574,9 @@ func rollback(s *State, now int64, r *Rollback) *failure {
 		names = append(names, fmt.Sprintf("%d (%.12s)", c.Step, c.SHA256))
 	}
 	if extra := len(s.Abandoned) - MaxAbandoned; extra > 0 {
+		for _, a := range s.Abandoned[:extra] {
+			s.AbandonedUpTo = max(s.AbandonedUpTo, a.Step)
+		}
 		s.Abandoned = slices.Delete(s.Abandoned, 0, extra)
 	}
 	s.Loss.Truncate(r.ToStep)

@@ -234,7 +234,8 @@ const (
 	MaxEvents = 256
 	// MaxDedup bounds the request-id table; a retry older than this many commands applies again.
 	MaxDedup = 4096
-	// MaxAbandoned bounds the list of abandoned checkpoints; the oldest go first.
+	// MaxAbandoned bounds the list of abandoned checkpoints; the oldest go first, and
+	// State.AbandonedUpTo keeps their highest step so that they stay abandoned.
 	MaxAbandoned = 64
 )
 
@@ -259,8 +260,14 @@ type State struct {
 	// Abandoned are the committed checkpoints rollbacks gave up, in the order abandoned (at
 	// most MaxAbandoned). Absent from snapshots written before rollbacks existed.
 	Abandoned []AbandonedCheckpoint `json:"abandoned,omitempty"`
-	Loss      LossHistory           `json:"loss"`
-	Events    []Event               `json:"events"`
+	// AbandonedUpTo is the highest step of the abandoned checkpoints that fell off Abandoned (0
+	// while none did). A checkpoint a trainer's volume holds at this step or below is never
+	// adopted nor taken back by a rollback: its sha256 is no longer listed, so it cannot be told
+	// from an abandoned one, and one that came back would undo a rollback. (Steps at or below it
+	// that the cluster commits again are committed as usual; only volumes' copies are refused.)
+	AbandonedUpTo int64       `json:"abandoned_up_to,omitempty"`
+	Loss          LossHistory `json:"loss"`
+	Events        []Event     `json:"events"`
 
 	// Dedup remembers the results of the last MaxDedup request ids, oldest first.
 	Dedup      map[string]Result `json:"dedup"`
