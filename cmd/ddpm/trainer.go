@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -32,6 +33,9 @@ type trainerOpts struct {
 	standalone  bool
 	init        string
 	sec         *tlsauth.Config // --certs / --insecure (cluster mode only)
+	// certRefusalWait is --cert-refusal-wait: how long a joining cluster trainer that hears
+	// only certificate refusals keeps trying before it exits with status 2.
+	certRefusalWait time.Duration
 	// bind writes the volume's run.yaml (volumeClaim.bind); a cluster trainer calls it once
 	// the coordinators accepted its run config (its join succeeded), a standalone one at once.
 	bind func() error
@@ -74,7 +78,11 @@ step or using the CPU; waiting on others is live for any time) and /readyz (a me
 --stall-limit 0 (the default) means 10 minutes, or 4 x the run's heartbeat_timeout if longer;
 raise it for steps or checkpoint writes that block without computing for longer. It is at least
 1 minute: computing is judged from the CPU used between two probes (a kubelet probes every 10 s
-by default), so a limit near the probe period would fail a healthy trainer mid-step and restart it.`,
+by default), so a limit near the probe period would fail a healthy trainer mid-step and restart it.
+
+A trainer given the certificates of another cluster (--certs of another CA) hears only
+certificate refusals from the coordinators; after --cert-refusal-wait of nothing else (30s by
+default) it exits with status 2 and one line saying to give --certs this cluster's CA.`,
 		Args: cobra.NoArgs,
 	}
 	rf := config.AddFlags(cmd.Flags())
@@ -88,6 +96,7 @@ by default), so a limit near the probe period would fail a healthy trainer mid-s
 	f.BoolVar(&o.standalone, "standalone", false, "train a world of one without coordinators")
 	f.StringVar(&o.init, "init", "", "safetensors weights to start from instead of the seed's initialization")
 	f.DurationVar(&trainerStallLimit, "stall-limit", 0, "/healthz answers 503 after work (a ring, a step, a checkpoint write) goes this long without completing a step or using the CPU (at least 1m; 0: 10m, or 4 x heartbeat_timeout if longer)")
+	f.DurationVar(&o.certRefusalWait, "cert-refusal-wait", defaultCertRefusalWait, "how long joining may hear only certificate refusals (--certs of another cluster's CA) before the trainer exits with status 2 (positive)")
 	o.sec = tlsauth.AddFlags(f)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runTrainer(cmd, rf, o) }
 	return cmd
@@ -184,6 +193,9 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	}
 	if err := checkStallLimit(trainerStallLimit); err != nil {
 		return withExit(2, err)
+	}
+	if o.certRefusalWait <= 0 {
+		return withExit(2, fmt.Errorf("--cert-refusal-wait %v: want a positive duration (default %v)", o.certRefusalWait, defaultCertRefusalWait))
 	}
 	if !o.standalone && (o.coordinator == "" || o.listen == "") {
 		return withExit(2, errors.New("--coordinator and --listen are required (or --standalone)"))

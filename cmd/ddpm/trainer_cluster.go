@@ -52,10 +52,11 @@ type clusterCoord struct {
 	stopReplaced context.CancelFunc
 }
 
-// certRefusalWait is how long a joining trainer that hears nothing but certificate refusals
-// (coordinator.Client.CertRefusedFor) keeps trying before it exits with status 2 (a variable
-// only so that tests may shorten it).
-var certRefusalWait = 30 * time.Second
+// defaultCertRefusalWait is --cert-refusal-wait's default: how long a joining trainer that
+// hears nothing but certificate refusals (coordinator.Client.CertRefusedFor) keeps trying
+// before it exits with status 2. Long enough for a coordinator restarted with renewed
+// certificates to come back; short enough that a trainer of another cluster says so soon.
+const defaultCertRefusalWait = 30 * time.Second
 
 // exitReplaced is the exit status of a trainer process whose id was taken over by a newer
 // process (after this one was dropped: stopped, stalled or cut off past the heartbeat timeout).
@@ -354,16 +355,16 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	// (its old self stops heartbeating, so the refusal ends within the heartbeat timeout).
 	idWait := time.Now().Add(2 * run.HeartbeatTimeout.Std())
 	// Certificates of another cluster (another CA) are refused on every try, forever: after
-	// certRefusalWait of nothing else, the join gives up (TestTrainerOtherCAGivesUp).
+	// --cert-refusal-wait of nothing else, the join gives up (TestTrainerOtherCAGivesUp).
 	var certRefused atomic.Pointer[error]
 	go func() {
 		for {
 			select {
 			case <-joinCtx.Done():
 				return
-			case <-time.After(certRefusalWait / 30):
+			case <-time.After(min(max(o.certRefusalWait/30, 10*time.Millisecond), time.Second)):
 			}
-			if d, err := cli.CertRefusedFor(); err != nil && d >= certRefusalWait {
+			if d, err := cli.CertRefusedFor(); err != nil && d >= o.certRefusalWait {
 				certRefused.Store(&err)
 				joinCancel()
 				return
@@ -384,7 +385,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	joinCancel()
 	if p := certRefused.Load(); p != nil && err != nil && ctx.Err() == nil && !isClosed(stop) {
 		return withExit(2, fmt.Errorf("joining %v: only certificate refusals for %v: %s; give --certs the directory of this cluster's CA (the one its coordinators were started with): %w",
-			addrs, certRefusalWait, coordinator.Hint(*p), *p))
+			addrs, o.certRefusalWait, coordinator.Hint(*p), *p))
 	}
 	if err != nil && ctx.Err() == nil && isClosed(stop) {
 		node.Log.Info("left before joining", "coordinators", addrs, "last_error", err.Error())

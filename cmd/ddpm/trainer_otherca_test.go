@@ -19,9 +19,10 @@ import (
 
 // TestTrainerOtherCAGivesUp: a trainer process given --config and the --certs of another
 // cluster (two `ddpm certs init` CAs) hears only certificate refusals from the coordinator; after
-// 30 s of them it exits with status 2 and one line naming the cause and --certs, having
-// written nothing to --data-dir beyond its checkpoint file (no run.yaml: the run was never
-// accepted). It used to log "coordinator not answering; retrying" every 30 s forever.
+// --cert-refusal-wait (2s here; 30s by default) of them it exits with status 2 and one line
+// naming the cause and --certs, having written nothing to --data-dir beyond its checkpoint file
+// (no run.yaml: the run was never accepted). It used to log "coordinator not answering;
+// retrying" every 30 s forever.
 func TestTrainerOtherCAGivesUp(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
 	run, err := config.Preset("mnist")
@@ -46,20 +47,21 @@ func TestTrainerOtherCAGivesUp(t *testing.T) {
 
 	vol := filepath.Join(dir, "vol")
 	cmd := exec.CommandContext(ctx, bin, "trainer", "--id", "t0", "--coordinator", grpcAddr, "--listen", freeAddr(t),
-		"--data-dir", vol, "--config", cfgPath, "--certs", ours)
+		"--data-dir", vol, "--config", cfgPath, "--certs", ours, "--cert-refusal-wait", "2s")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	t0 := time.Now()
 	err = cmd.Run()
 	took := time.Since(t0)
+	t.Logf("trainer exited after %v", took)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 		t.Fatalf("trainer with another CA's certs: %v after %v (want exit 2); stderr:\n%s", err, took, stderr.String())
 	}
-	if took < 30*time.Second || took > 60*time.Second {
-		t.Errorf("gave up after %v, want 30 s of refusals", took)
+	if took < 2*time.Second || took > 20*time.Second {
+		t.Errorf("gave up after %v, want 2 s of refusals (--cert-refusal-wait 2s)", took)
 	}
-	want := regexp.MustCompile(`^ddpm: joining \[` + regexp.QuoteMeta(grpcAddr) + `\]: only certificate refusals for 30s: the coordinator's certificate is not from this process's CA \(--certs of another run\?\); ` +
+	want := regexp.MustCompile(`^ddpm: joining \[` + regexp.QuoteMeta(grpcAddr) + `\]: only certificate refusals for 2s: the coordinator's certificate is not from this process's CA \(--certs of another run\?\); ` +
 		`give --certs the directory of this cluster's CA \(the one its coordinators were started with\): .*x509: certificate signed by unknown authority.*\n$`)
 	if !want.MatchString(stderr.String()) {
 		t.Fatalf("stderr %q, want one line matching %s", stderr.String(), want)
@@ -74,5 +76,17 @@ func TestTrainerOtherCAGivesUp(t *testing.T) {
 	}
 	if slices.Contains(names, trainer.ConfigFile) || len(names) != 1 || names[0] != trainer.CheckpointFile {
 		t.Errorf("--data-dir holds %v, want only %s (written before joining)", names, trainer.CheckpointFile)
+	}
+}
+
+// TestTrainerCertRefusalWaitFlag: --cert-refusal-wait must be a positive duration; 0 or a
+// negative one is refused before anything is opened or written, with one line and exit 2.
+func TestTrainerCertRefusalWaitFlag(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vol")
+	for _, v := range []string{"0s", "-2s"} {
+		args := []string{"trainer", "--coordinator", "127.0.0.1:1", "--listen", "127.0.0.1:2", "--data-dir", dir, "--preset", "mnist", "--cert-refusal-wait", v}
+		_, err := runCLI(t, context.Background(), nil, args...)
+		wantExit(t, args, err, 2, "--cert-refusal-wait "+v+": want a positive duration (default 30s)")
+		mustNotExist(t, dir)
 	}
 }
