@@ -36,6 +36,9 @@ type trainerOpts struct {
 	// certRefusalWait is --cert-refusal-wait: how long a joining cluster trainer that hears
 	// only certificate refusals keeps trying before it exits with status 2.
 	certRefusalWait time.Duration
+	// stallLimit is --stall-limit: how long /healthz lets work go without completing a step
+	// or using the CPU (0: stallAfter's rule; checkStallLimit).
+	stallLimit time.Duration
 	// bind writes the volume's run.yaml (volumeClaim.bind); a cluster trainer calls it once
 	// the coordinators accepted its run config (its join succeeded), a standalone one at once.
 	bind func() error
@@ -95,7 +98,7 @@ default) it exits with status 2 and one line saying to give --certs this cluster
 	f.StringVar(&o.dataDir, "data-dir", "", "this trainer's volume: checkpoints.db and run.yaml (required)")
 	f.BoolVar(&o.standalone, "standalone", false, "train a world of one without coordinators")
 	f.StringVar(&o.init, "init", "", "safetensors weights to start from instead of the seed's initialization")
-	f.DurationVar(&trainerStallLimit, "stall-limit", 0, "/healthz answers 503 after work (a ring, a step, a checkpoint write) goes this long without completing a step or using the CPU (at least 1m; 0: 10m, or 4 x heartbeat_timeout if longer)")
+	f.DurationVar(&o.stallLimit, "stall-limit", 0, "/healthz answers 503 after work (a ring, a step, a checkpoint write) goes this long without completing a step or using the CPU (at least 1m; 0: 10m, or 4 x heartbeat_timeout if longer)")
 	f.DurationVar(&o.certRefusalWait, "cert-refusal-wait", defaultCertRefusalWait, "how long joining may hear only certificate refusals (--certs of another cluster's CA) before the trainer exits with status 2 (positive)")
 	o.sec = tlsauth.AddFlags(f)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runTrainer(cmd, rf, o) }
@@ -191,7 +194,7 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if o.dataDir == "" {
 		return withExit(2, errors.New("--data-dir is required"))
 	}
-	if err := checkStallLimit(trainerStallLimit); err != nil {
+	if err := checkStallLimit(o.stallLimit); err != nil {
 		return withExit(2, err)
 	}
 	if o.certRefusalWait <= 0 {

@@ -302,7 +302,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	checkpoint.RegisterTransfer(srv, node.Store)
 	go func() { _ = srv.Serve(lis) }()
 	defer srv.Stop()
-	health := newTrainerHealth(run, time.Now) // /healthz, /readyz (trainer_health.go)
+	health := newTrainerHealth(run, o.stallLimit, time.Now) // /healthz, /readyz (trainer_health.go)
 	go func() {
 		select {
 		case <-stop:

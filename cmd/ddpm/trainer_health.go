@@ -84,10 +84,6 @@ func stallAfter(run config.Run, limit time.Duration) time.Duration {
 	return max(minStall, 4*run.HeartbeatTimeout.Std())
 }
 
-// trainerStallLimit is `ddpm trainer --stall-limit` (0: stallAfter's rule), bound in
-// newTrainerCmd and checked by checkStallLimit before the trainer starts.
-var trainerStallLimit time.Duration
-
 // floorStall is the least --stall-limit: whether work is computing is judged from the CPU used
 // between two looks (the probes: a kubelet's period is 10 s by default), so a limit near the
 // probe period would call a step that computes between probes wedged, and liveness would flap
@@ -106,11 +102,12 @@ func checkStallLimit(d time.Duration) error {
 	return nil
 }
 
-// newTrainerHealth starts tracking a trainer of run that is joining the cluster, with the stall
-// limit of --stall-limit; now is the clock (time.Now; tests pass their own).
-func newTrainerHealth(run config.Run, now func() time.Time) *trainerHealth {
+// newTrainerHealth starts tracking a trainer of run that is joining the cluster; stallLimit is
+// --stall-limit (0: stallAfter's rule; checked by checkStallLimit before the trainer starts) and
+// now is the clock (time.Now; tests pass their own).
+func newTrainerHealth(run config.Run, stallLimit time.Duration, now func() time.Time) *trainerHealth {
 	t := now()
-	return &trainerHealth{now: now, ttl: run.HeartbeatTimeout.Std(), stall: stallAfter(run, trainerStallLimit),
+	return &trainerHealth{now: now, ttl: run.HeartbeatTimeout.Std(), stall: stallAfter(run, stallLimit),
 		since: t, activity: "joining the cluster", cpu: cpuSeconds, cpuAt: t, cpuMark: cpuSeconds()}
 }
 

@@ -131,7 +131,7 @@ func (c *scriptCoord) WaitCommitted(ctx context.Context, step int64) (string, er
 func TestTrainerHealthStates(t *testing.T) {
 	run := healthRun(t)
 	clk := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	h := newTrainerHealth(run, clk.now)
+	h := newTrainerHealth(run, 0, clk.now)
 	if h.stall != 10*time.Minute || h.ttl != 2*time.Second {
 		t.Fatalf("stall %v, ttl %v; want 10m0s (minStall) and the heartbeat timeout 2s", h.stall, h.ttl)
 	}
@@ -338,9 +338,13 @@ func TestTrainerStallLimitFlag(t *testing.T) {
 		if err := trainerCmd.ParseFlags([]string{"--stall-limit", tc.flag}); err != nil {
 			t.Fatal(err)
 		}
+		limit, err := trainerCmd.Flags().GetDuration("stall-limit")
+		if err != nil {
+			t.Fatal(err)
+		}
 		t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 		clk := &fakeClock{t: t0}
-		h := newTrainerHealth(healthRun(t), clk.now)
+		h := newTrainerHealth(healthRun(t), limit, clk.now)
 		url := healthServer(t, h)
 		n := &trainer.Node{Coord: newScriptCoord(), Ring: trainer.SoloRing}
 		h.watch(n)
@@ -399,7 +403,7 @@ func TestTrainerHealthWedgedNode(t *testing.T) {
 	run, ds, tr, st := healthNodeParts(t)
 
 	clk := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	h := newTrainerHealth(run, clk.now)
+	h := newTrainerHealth(run, 0, clk.now)
 	url := healthServer(t, h)
 	coord := newScriptCoord()
 	wedge := &wedgeRing{entered: make(chan struct{}), release: make(chan struct{})}
@@ -483,7 +487,7 @@ func (r *spinRing) AllReduce(context.Context, []float32) error {
 // kubelet restarted the trainer at every attempt of its first step: the run never advanced.
 func TestHealthSlowStepStaysLive(t *testing.T) {
 	run, ds, tr, st := healthNodeParts(t)
-	h := newTrainerHealth(run, time.Now)
+	h := newTrainerHealth(run, 0, time.Now)
 	h.stall = 400 * time.Millisecond
 	url := healthServer(t, h)
 	coord := newScriptCoord()
