@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -26,7 +27,13 @@ var statusCmd = &cobra.Command{
 	Short: "Show the run, its members, generation and committed checkpoints",
 	Long: `Ask any coordinator replica (its gRPC address; several may be given, comma-separated) for the
 replicated state and print it as tables: the run, the answering replica, the current generation,
-the members and the committed checkpoints.`,
+the members and the committed checkpoints.
+
+Exit status 1 when no replica answers: within about a second when nothing listens at any of the
+addresses (every connection refused: coordinator down, or not its --grpc-addr), after --timeout
+when one accepts connections but does not answer (a host that drops packets, a replica stuck).
+A replica answers without a raft leader; its tables then show leader "-". Exit status 2 for bad
+flags.`,
 	Args: cobra.NoArgs,
 	RunE: runStatus,
 }
@@ -88,8 +95,14 @@ func monitorSecurity(cmd *cobra.Command, cfg *tlsauth.Config) (*tlsauth.Bundle, 
 	return loadSecurity(cfg, nil)
 }
 
+// refusedAfter is how long fetchState asks before it checks whether anything listens at the
+// coordinator addresses at all: a coordinator starting up binds its port within it.
+const refusedAfter = time.Second
+
 // fetchState asks the coordinators at addrs, over links secured by sec, for the replicated
-// state within timeout. A refusal by TLS or the join secret names its cause.
+// state within timeout. A refusal by TLS or the join secret names its cause. When no replica
+// has answered after refusedAfter and every address refuses TCP connections, it returns at once
+// (exit 1) saying that nothing listens there, rather than retrying for the rest of timeout.
 func fetchState(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeout time.Duration) (*api.StatusResponse, *fsm.State, error) {
 	cli, err := coordinator.Dial(addrs, sec, coordinator.WithAttemptTimeout(min(timeout, 2*time.Second)))
 	if err != nil {
@@ -98,7 +111,19 @@ func fetchState(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeou
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := cli.Status(ctx)
+	first, cancelFirst := context.WithTimeout(ctx, refusedAfter)
+	resp, err := cli.Status(first)
+	cancelFirst()
+	if errors.Is(err, coordinator.ErrUnavailable) && !errors.Is(ctx.Err(), context.Canceled) {
+		// Not ctx: with --timeout under refusedAfter it has ended, and the probe has its own.
+		if allRefused(context.WithoutCancel(ctx), addrs) {
+			return nil, nil, withExit(1, fmt.Errorf("nothing listens at %s (connection refused): no coordinator runs there, or not yet (--coordinator takes a coordinator's --grpc-addr)",
+				strings.Join(addrs, ",")))
+		}
+		if ctx.Err() == nil {
+			resp, err = cli.Status(ctx)
+		}
+	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, coordinator.ErrUnavailable) {
 			if h := coordinator.Hint(err); h != "" {
@@ -113,6 +138,22 @@ func fetchState(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeou
 		return nil, nil, withExit(1, err)
 	}
 	return resp, st, nil
+}
+
+// allRefused reports whether a TCP connection to every one of addrs is refused (nothing
+// listens there); a connection that is made is closed at once, unused.
+func allRefused(ctx context.Context, addrs []string) bool {
+	d := net.Dialer{Timeout: refusedAfter / 2}
+	for _, a := range addrs {
+		conn, err := d.DialContext(ctx, "tcp", a)
+		if err == nil {
+			conn.Close()
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return false
+		}
+	}
+	return true
 }
 
 func runStatus(cmd *cobra.Command, _ []string) error {
