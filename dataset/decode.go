@@ -1,13 +1,16 @@
 package dataset
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"image"
+	"image/color"
 	"image/draw"
 	_ "image/jpeg" // LSUN values and folder images
 	_ "image/png"
+	"os"
 	"runtime"
 	"sync"
 
@@ -41,12 +44,17 @@ func decodeImage(b []byte) (image.Image, error) {
 	return img, err
 }
 
-// toCHW writes img as 3 x res x res uint8 RGB planes into dst: the centred largest square is
-// cut out and, when its side differs from res, resampled with Catmull-Rom (x/image/draw widens
-// the kernel when shrinking, so a downscale is anti-aliased). res 0 keeps the image's own size
-// (dst must then be 3*H*W). Transparent pixels are composited onto black. Grey images become
-// three equal planes. rgba is scratch of the output size, reused across calls.
-func toCHW(img image.Image, res int, dst []uint8, rgba *image.RGBA) {
+// toCHW writes img as c x res x res uint8 planes into dst, c being 3 (RGB) or 1 (the red plane,
+// which is the grey level of a greyscale image): the centred largest square is cut out and, when
+// its side differs from res, resampled with Catmull-Rom (x/image/draw widens the kernel when
+// shrinking, so a downscale is anti-aliased). res 0 keeps the image's own size (dst must then be
+// c*H*W). Transparent pixels are composited onto black. Grey images become three equal planes
+// when c is 3. rgba is scratch of the output size, reused across calls. It panics if c is not 1
+// or 3 or len(dst) is not c*H*W.
+func toCHW(img image.Image, res, c int, dst []uint8, rgba *image.RGBA) {
+	if c != 1 && c != 3 {
+		panic(fmt.Sprintf("dataset: toCHW: %d channels, want 1 or 3", c))
+	}
 	b := img.Bounds()
 	var crop image.Rectangle
 	if res == 0 {
@@ -64,18 +72,52 @@ func toCHW(img image.Image, res int, dst []uint8, rgba *image.RGBA) {
 	}
 	h, w := out.Dy(), out.Dx()
 	plane := h * w
-	if len(dst) != 3*plane {
-		panic(fmt.Sprintf("dataset: toCHW: len(dst) = %d, want %d", len(dst), 3*plane))
+	if len(dst) != c*plane {
+		panic(fmt.Sprintf("dataset: toCHW: len(dst) = %d, want %d", len(dst), c*plane))
 	}
 	for y := 0; y < h; y++ {
 		row := rgba.Pix[y*rgba.Stride : y*rgba.Stride+4*w]
 		for x := 0; x < w; x++ {
 			o := y*w + x
 			dst[o] = row[4*x]
-			dst[plane+o] = row[4*x+1]
-			dst[2*plane+o] = row[4*x+2]
+			if c == 3 {
+				dst[plane+o] = row[4*x+1]
+				dst[2*plane+o] = row[4*x+2]
+			}
 		}
 	}
+}
+
+// greyFile reports whether the image file at p is stored as greyscale, from its header alone:
+// a PNG of colour type 0 (grey) or 4 (grey with alpha), a paletted PNG whose palette is all grey,
+// or a one-component (greyscale) JPEG. ok is false when the file cannot be read or its header
+// does not decode (reading it in full then fails with its own error).
+func greyFile(p string) (grey, ok bool) {
+	f, err := os.Open(p)
+	if err != nil {
+		return false, false
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	// PNG: signature (8) | length (4) "IHDR" (4) | width (4) height (4) depth (1) colour type (1).
+	pngGrey := false
+	if hd, err := br.Peek(26); err == nil && string(hd[:8]) == "\x89PNG\r\n\x1a\n" && string(hd[12:16]) == "IHDR" {
+		pngGrey = hd[25] == 0 || hd[25] == 4
+	}
+	cfg, _, err := image.DecodeConfig(br)
+	if err != nil {
+		return false, false
+	}
+	if m, isPal := cfg.ColorModel.(color.Palette); isPal {
+		for _, e := range m {
+			r, g, b, _ := e.RGBA()
+			if r != g || g != b {
+				return false, true
+			}
+		}
+		return true, true
+	}
+	return pngGrey || cfg.ColorModel == color.GrayModel || cfg.ColorModel == color.Gray16Model, true
 }
 
 // scanResult is what an eager scan of a decoded source learns.

@@ -17,6 +17,7 @@ var imageExts = []string{".png", ".jpg", ".jpeg", ".webp"}
 // folderReader reads a folder of images (CelebA-HQ, users' own data).
 type folderReader struct {
 	paths []string
+	c     int // 1 when every image is stored as greyscale, else 3
 	h, w  int
 	res   int // 0: native size
 	cache []uint8
@@ -27,7 +28,10 @@ type folderReader struct {
 // openFolder opens every PNG/JPEG/WebP file under dir, recursively, in sorted path order. With
 // Resolution R each image is center-cropped and resized to R x R; with 0 all images must have
 // the first one's size, and it must be square (ErrNotSquare). Like openLSUN it decodes everything once at Open.
-// A folder has no splits: a test split asked of it is ErrNoSplit.
+// A folder has no splits: a test split asked of it is ErrNoSplit. Its images have one channel
+// when every file is stored as greyscale (greyFile: PNG grey or grey+alpha, an all-grey
+// palette, a one-component JPEG), as a 1-channel model takes them; otherwise three (RGB, grey
+// files as three equal planes).
 func openFolder(dir string, opts Options) (Dataset, error) {
 	if err := checkNoSplit(dir, "an image folder", opts); err != nil {
 		return nil, err
@@ -74,8 +78,17 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 				ErrNotSquare, firstPath, r.w, r.h)
 		}
 	}
-	r.d = 3 * r.h * r.w
-	scan, err := scanAll(len(paths), r.d, 3, r.h, r.w, opts.SkipBad,
+	// One channel when every image is greyscale; a file whose header does not decode has no
+	// say (it fails the scan below, or is skipped with SkipBad).
+	r.c = 1
+	for _, p := range paths {
+		if grey, ok := greyFile(p); ok && !grey {
+			r.c = 3
+			break
+		}
+	}
+	r.d = r.c * r.h * r.w
+	scan, err := scanAll(len(paths), r.d, r.c, r.h, r.w, opts.SkipBad,
 		func(i int, dst []uint8) error { return r.read(paths[i], dst) },
 		func(i int) string { return paths[i] })
 	if err != nil {
@@ -90,7 +103,7 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 	}
 	r.cache = scan.cache
 	return &set{
-		r: r, n: len(r.paths), c: 3, h: r.h, w: r.w,
+		r: r, n: len(r.paths), c: r.c, h: r.h, w: r.w,
 		name: "folder/" + filepath.Base(filepath.Clean(dir)), format: "image-folder", source: dir,
 		skipped: scan.skipped, fp: scan.fingerprint,
 	}, nil
@@ -123,7 +136,7 @@ func (r *folderReader) read(p string, dst []uint8) error {
 	if rgba == nil {
 		rgba = image.NewRGBA(image.Rect(0, 0, r.w, r.h))
 	}
-	toCHW(img, r.res, dst, rgba)
+	toCHW(img, r.res, r.c, dst, rgba)
 	r.rgba.Put(rgba)
 	return nil
 }

@@ -103,7 +103,7 @@ func (r *lsunReader) decode(key, val []byte, dst []uint8) error {
 	if rgba == nil {
 		rgba = image.NewRGBA(image.Rect(0, 0, r.res, r.res))
 	}
-	toCHW(img, r.res, dst, rgba)
+	toCHW(img, r.res, 3, dst, rgba)
 	r.rgba.Put(rgba)
 	return nil
 }
