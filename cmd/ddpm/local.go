@@ -636,7 +636,8 @@ func checkSamples(model string, n int) error {
 }
 
 // checkDataset opens the run's dataset as the trainers will and refuses one whose images the
-// model cannot take (the trainers would only fail and be restarted until their restarts ran out).
+// model cannot take (the trainers would only fail and be restarted until their restarts ran out),
+// in one line naming both shapes and the way out (shapeMismatch).
 func checkDataset(run config.Run) error {
 	ds, err := openDataset(run.Dataset, "train")
 	if err != nil {
@@ -647,10 +648,42 @@ func checkDataset(run config.Run) error {
 		return err
 	}
 	if c, h, w := ds.Shape(); c != ucfg.InCh || h != ucfg.Resolution || w != ucfg.Resolution {
-		return fmt.Errorf("dataset %s has %dx%dx%d images, model %q wants %dx%dx%d",
-			run.Dataset, c, h, w, run.Model, ucfg.InCh, ucfg.Resolution, ucfg.Resolution)
+		return shapeMismatch(run.Dataset, dataset.Describe(ds).Format, c, h, w, run.Model, ucfg)
 	}
 	return nil
+}
+
+// shapeMismatch words a dataset of c x h x w images (spec, of format) that model's U-Net ucfg
+// cannot take, e.g. `dataset imgs has 3x32x32 images (RGB), model "tiny" wants 1x32x32
+// (greyscale); the models for 3x32x32 images: cifar10, small (--model)`. When the channels agree
+// and only the size differs, a source that takes a resolution (an image folder, an LSUN LMDB) is
+// told how to make a copy at the model's size instead.
+func shapeMismatch(spec, format string, c, h, w int, model string, ucfg unet.Config) error {
+	kind := func(c int) string {
+		switch c {
+		case 1:
+			return " (greyscale)"
+		case 3:
+			return " (RGB)"
+		}
+		return ""
+	}
+	line := fmt.Sprintf("dataset %s has %dx%dx%d images%s, model %q wants %dx%dx%d%s",
+		spec, c, h, w, kind(c), model, ucfg.InCh, ucfg.Resolution, ucfg.Resolution, kind(ucfg.InCh))
+	if c == ucfg.InCh && (format == "image-folder" || format == "lsun-lmdb") {
+		return fmt.Errorf("%s; make a copy at %dx%d with: ddpm dataset prepare %s --resolution %d --out DIR, and train on DIR",
+			line, ucfg.Resolution, ucfg.Resolution, spec, ucfg.Resolution)
+	}
+	var fit []string
+	for _, name := range unet.PresetNames() {
+		if p, _ := unet.Preset(name); p.InCh == c && p.Resolution == h && h == w {
+			fit = append(fit, name)
+		}
+	}
+	if len(fit) == 0 {
+		return fmt.Errorf("%s; no model preset takes %dx%dx%d images", line, c, h, w)
+	}
+	return fmt.Errorf("%s; the models for %dx%dx%d images: %s (--model)", line, c, h, w, strings.Join(fit, ", "))
 }
 
 // coordinatorsLine says where the run's coordinators answer, as `ddpm status` and `ddpm loss`

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// writeImages writes n PNG images of side x side into dir (created): greyscale (image.Gray)
+// when grey, else RGB.
+func writeImages(t *testing.T, dir string, n, side int, grey bool) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		var img image.Image
+		if grey {
+			g := image.NewGray(image.Rect(0, 0, side, side))
+			for k := range g.Pix {
+				g.Pix[k] = uint8(k*7 + i*31)
+			}
+			img = g
+		} else {
+			c := image.NewNRGBA(image.Rect(0, 0, side, side))
+			for k := 0; k < side*side; k++ {
+				c.SetNRGBA(k%side, k/side, color.NRGBA{uint8(k + i), uint8(3 * k), uint8(i * 40), 255})
+			}
+			img = c
+		}
+		var b bytes.Buffer
+		if err := png.Encode(&b, img); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%03d.png", i)), b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestLocalGreyFolderTrainsOneChannel: a folder of greyscale 32x32 PNGs trains the mnist
+// preset's 1-channel tiny U-Net (2 steps, real processes); it used to be read as 3x32x32 and
+// refused ("dataset D has 3x32x32 images, model "tiny" wants 1x32x32"). Data a model cannot
+// take is one line naming both shapes and the way out, status 2, before any folder is made:
+// RGB images for a greyscale model, greyscale ones for an RGB model, and a size the model does
+// not have.
+func TestLocalGreyFolderTrainsOneChannel(t *testing.T) {
+	root := t.TempDir()
+	grey, rgb, grey28 := filepath.Join(root, "grey"), filepath.Join(root, "rgb"), filepath.Join(root, "grey28")
+	writeImages(t, grey, 8, 32, true)
+	writeImages(t, rgb, 8, 32, false)
+	writeImages(t, grey28, 8, 28, true)
+	fresh := filepath.Join(root, "fresh")
+	short := []string{"--trainers", "1", "--coordinators", "1", "--steps", "2", "--checkpoint-every", "1", "--samples", "0",
+		"--global-batch", "4", "--max-trainers", "1", "--quiet", "--out", fresh}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--data", rgb, "--preset", "mnist"},
+			"ddpm: dataset " + rgb + ` has 3x32x32 images (RGB), model "tiny" wants 1x32x32 (greyscale); the models for 3x32x32 images: cifar10, small (--model)`},
+		{[]string{"--data", grey, "--preset", "cifar10", "--model", "small"},
+			"ddpm: dataset " + grey + ` has 1x32x32 images (greyscale), model "small" wants 3x32x32 (RGB); the models for 1x32x32 images: tiny (--model)`},
+		{[]string{"--data", grey28, "--preset", "mnist"},
+			"ddpm: dataset " + grey28 + ` has 1x28x28 images (greyscale), model "tiny" wants 1x32x32 (greyscale); make a copy at 32x32 with: ddpm dataset prepare ` + grey28 + " --resolution 32 --out DIR, and train on DIR"},
+	} {
+		wantOneLine(t, runLocalCmd(t, append(tc.args, short...)...), 2, tc.want)
+		mustNotExist(t, fresh)
+	}
+
+	r := runLocalCmd(t, append([]string{"--data", grey, "--preset", "mnist"}, short...)...)
+	if r.code != 0 || !strings.HasPrefix(r.lastLine(), "ddpm local: done: "+fresh+"; final loss ") || !strings.HasSuffix(r.lastLine(), " at step 2") {
+		t.Fatalf("grey folder, preset mnist: exit %d\n%s", r.code, r.out)
+	}
+	csv, err := os.ReadFile(filepath.Join(fresh, "loss.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows := strings.Split(strings.TrimSpace(string(csv)), "\n"); len(rows) != 3 || !strings.HasPrefix(rows[2], "2,") {
+		t.Fatalf("loss.csv of the grey run:\n%s\nwant steps 1 and 2", csv)
+	}
+}
