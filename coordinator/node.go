@@ -246,8 +246,10 @@ type Node struct {
 	mux     *http.ServeMux
 	store   *raftboltdb.BoltStore
 	trans   *raft.NetworkTransport
-	cancel  context.CancelFunc
-	done    chan struct{}
+	// raftGuard bounds the raft connections awaiting authentication (MaxRaftPending).
+	raftGuard *raftGuard
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 // StartNode opens the stores in DataDir, starts raft and the listeners, and (when cfg.Run is
@@ -309,7 +311,8 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: raft transport on %s: %w", cfg.RaftAddr, err)
 	}
-	n.trans = raft.NewNetworkTransport(cfg.Security.RaftStreamLayer(rln, adv), 3, 2*time.Second, raftLog)
+	n.raftGuard = newRaftGuard(rln, MaxRaftPending, cfg.Logger)
+	n.trans = raft.NewNetworkTransport(guardLayer{cfg.Security.RaftStreamLayer(n.raftGuard, adv), n.raftGuard}, 3, 2*time.Second, raftLog)
 	n.Replica, err = NewReplica(ReplicaConfig{ID: cfg.ID, Peers: cfg.Peers, Bootstrap: cfg.Bootstrap, Raft: cfg.Raft,
 		LogStore: n.store, StableStore: n.store, Snapshots: snaps, Transport: n.trans, Logger: cfg.Logger, RaftLog: cfg.RaftLog})
 	if err != nil {
