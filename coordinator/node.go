@@ -153,7 +153,10 @@ func inUse(dbPath, dataDir string) error {
 // runOnDisk returns the run config held by the raft data in dataDir (nil, "" when none): the
 // newest readable snapshot's state, then the log entries after it replayed through fsm.Apply as
 // raft will once it knows them committed, stopping at the first that sets a run (a run, once
-// set, never changes). It opens raft.db read-only and writes nothing there. An entry that is in
+// set, never changes). It opens raft.db read-only and writes nothing there; raft's snapshot
+// store, opened to read the snapshots, creates and removes snapshots/permTest (its permissions
+// probe, which StartNode's own store repeats next; one left by a crash is skipped by the
+// listing and removed by the next start: TestLeftoverSnapshotProbe). An entry that is in
 // the log but not yet committed counts too: a replica cannot tell, and such an entry comes from
 // a run submitted to this very replica.
 func runOnDisk(dataDir string) (*config.Run, string, error) {
