@@ -32,6 +32,8 @@ func TestMain(m *testing.M) {
 		childHold(os.Getenv(childPathEnv))
 	case "saveloop":
 		childSaveLoop(os.Getenv(childPathEnv))
+	case "replacelimited":
+		childReplaceLimited(os.Getenv(childPathEnv))
 	default:
 		fmt.Fprintln(os.Stderr, "unknown child role")
 		os.Exit(2)

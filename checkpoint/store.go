@@ -215,7 +215,20 @@ func (s *Store) Close() error {
 // modified and its slices are not retained. Save panics if c is inconsistent (negative step,
 // EMA/AdamM/AdamV neither empty nor len(Params), a tensor outside Params or with
 // product(Shape) != Len, a repeated name).
-func (s *Store) Save(c *Checkpoint) (string, error) {
+func (s *Store) Save(c *Checkpoint) (string, error) { return s.save(c, false) }
+
+// ReplaceCommitted stores c as checkpoint c.Step and marks it committed, replacing whatever the
+// file holds of that step (committed or not, other bytes, a damaged copy), all in one fsync'ed
+// write transaction, and returns the sha256 (hex). It is how a verified copy from elsewhere
+// (Download) overrides a held one. c.SHA256 must be the sha256 c's bytes hash to, as Download
+// and Get set it: one that differs (or is empty) is ErrCorruptCheckpoint. Any failure (that
+// check, a file that cannot grow, a crash before bbolt's commit) leaves the file as it was: the
+// step's old copy stays, committed if it was, with its sha256. A step already committed with
+// c's sha256 and intact is left as is. Panics as Save does.
+func (s *Store) ReplaceCommitted(c *Checkpoint) (string, error) { return s.save(c, true) }
+
+// save is Save, and with replace ReplaceCommitted.
+func (s *Store) save(c *Checkpoint, replace bool) (string, error) {
 	h := headerOf(c, s.chunkBytes)
 	if err := checkHeader(h); err != nil {
 		panic("checkpoint: Save: " + err.Error())
@@ -262,6 +275,10 @@ func (s *Store) Save(c *Checkpoint) (string, error) {
 		return "", fmt.Errorf("checkpoint: save step %d: grow %s: %w", c.Step, s.path, err)
 	}
 	sum := bodySum(h, &sums)
+	if replace && hex.EncodeToString(sum[:]) != c.SHA256 {
+		return "", fmt.Errorf("checkpoint: replace step %d in %s: the checkpoint hashes to sha256 %x, it names %q (the held copy is unchanged): %w",
+			c.Step, s.path, sum, c.SHA256, ErrCorruptCheckpoint)
+	}
 	h.Sha256 = sum[:]
 	hb, err := proto.Marshal(h)
 	if err != nil {
@@ -282,10 +299,10 @@ func (s *Store) Save(c *Checkpoint) (string, error) {
 	stopWriteback := startWriteback(s.rf)
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		if prev := tx.Bucket(bucketCommitted).Get(key); prev != nil {
-			if !bytes.Equal(prev, sum[:]) {
+			if !bytes.Equal(prev, sum[:]) && !replace {
 				return fmt.Errorf("step %d is committed with sha256 %x, the new state hashes to %x: %w", c.Step, prev, sum, ErrConflict)
 			}
-			if intact {
+			if intact && bytes.Equal(prev, sum[:]) {
 				return errSame
 			}
 		}
@@ -311,7 +328,13 @@ func (s *Store) Save(c *Checkpoint) (string, error) {
 				}
 			}
 		}
-		return b.Put(keyHeader, hb)
+		if err := b.Put(keyHeader, hb); err != nil {
+			return err
+		}
+		if replace {
+			return tx.Bucket(bucketCommitted).Put(key, sum[:])
+		}
+		return nil
 	})
 	stopWriteback()
 	if err != nil && err != errSame {

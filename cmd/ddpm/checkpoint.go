@@ -303,7 +303,10 @@ An existing FILE is a checkpoint store that collects steps, like a trainer's vol
 the same run (the same run-config hash) is added beside the steps it holds without --force, and
 fetching a step it already holds with the same sha256 changes nothing. A step it holds with
 other bytes is replaced only with --force. A FILE holding checkpoints of another run, or
-beside a run.yaml of another run, is refused (even with --force): fetch into a new file.`,
+beside a run.yaml of another run, is refused (even with --force): fetch into a new file.
+
+The copy is stored and committed in one transaction: a fetch that fails (a full disk, a crash)
+leaves FILE's steps as they were, a replaced one committed with its old sha256.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" || step < 0 {
@@ -335,9 +338,9 @@ beside a run.yaml of another run, is refused (even with --force): fetch into a n
 				return err
 			}
 			// The checks read the file read-only: a refused fetch leaves it byte for byte.
-			replace, held := false, false
+			held := false
 			if fi, err := os.Stat(out); err == nil && fi.Size() > 0 {
-				if replace, held, err = checkFetchInto(out, args[0], c, force); err != nil {
+				if held, err = checkFetchInto(out, args[0], c, force); err != nil {
 					return err
 				}
 			}
@@ -352,16 +355,10 @@ beside a run.yaml of another run, is refused (even with --force): fetch into a n
 				return withExit(exitBadData, fmt.Errorf("checkpoint fetch: %w", err))
 			}
 			defer st.Close()
-			if replace {
-				if err := st.Uncommit(step); err != nil {
-					return withExit(exitBadData, err)
-				}
-			}
-			if _, err := st.Save(c); err != nil {
-				return withExit(exitBadData, err)
-			}
-			if err := st.MarkCommitted(step); err != nil {
-				return withExit(exitBadData, err)
+			// Stored and committed in one transaction, over a held copy with other bytes too
+			// (--force): if it fails, the held copy stays as it was, committed.
+			if _, err := st.ReplaceCommitted(c); err != nil {
+				return withExit(exitBadData, fmt.Errorf("checkpoint fetch: %w (the checkpoints in %s are unchanged)", err, out))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: step %d (sha256 %s) -> %s\n", args[0], step, shortSum(c.SHA256), out)
 			return nil
@@ -397,24 +394,24 @@ func isDir(path string) bool {
 }
 
 // checkFetchInto checks that the existing checkpoint file holds only checkpoints of c's run
-// and no other bytes for c's step (unless force); replace reports that c's step is held with
-// other bytes (or an unreadable header) and is to be replaced; held, that the file already
-// holds c's step with c's sha256, committed (a fetch then changes nothing).
-func checkFetchInto(file, addr string, c *checkpoint.Checkpoint, force bool) (replace, held bool, err error) {
+// and no other bytes for c's step (unless force: then they are to be replaced); held reports
+// that the file already holds c's step with c's sha256, committed (a fetch then changes
+// nothing).
+func checkFetchInto(file, addr string, c *checkpoint.Checkpoint, force bool) (held bool, err error) {
 	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
 	if errors.Is(err, checkpoint.ErrInUse) {
-		return false, false, inUseExit(err)
+		return false, inUseExit(err)
 	} else if err != nil {
-		return false, false, withExit(exitBadData, fmt.Errorf("checkpoint fetch: %w", err))
+		return false, withExit(exitBadData, fmt.Errorf("checkpoint fetch: %w", err))
 	}
 	defer st.Close()
 	list, err := st.List()
 	if err != nil {
-		return false, false, withExit(exitBadData, err)
+		return false, withExit(exitBadData, err)
 	}
 	for _, in := range list {
 		if in.Err == nil && in.ConfigHash != c.ConfigHash {
-			return false, false, withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s holds checkpoints of run config %.12s (step %d), step %d at %s belongs to run config %.12s; fetch it into a new file",
+			return false, withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s holds checkpoints of run config %.12s (step %d), step %d at %s belongs to run config %.12s; fetch it into a new file",
 				file, in.ConfigHash, in.Step, c.Step, addr, c.ConfigHash))
 		}
 	}
@@ -431,12 +428,11 @@ func checkFetchInto(file, addr string, c *checkpoint.Checkpoint, force bool) (re
 			what = "a damaged header"
 		}
 		if !force {
-			return false, false, withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s already holds step %d with %s, %s's has sha256 %s; give --force to replace it",
+			return false, withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s already holds step %d with %s, %s's has sha256 %s; give --force to replace it",
 				file, c.Step, what, addr, shortSum(c.SHA256)))
 		}
-		replace = true
 	}
-	return replace, held, nil
+	return held, nil
 }
 
 // checkFetchRunConfig refuses to fetch c into file when the run.yaml that sample and export
