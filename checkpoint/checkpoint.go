@@ -102,7 +102,8 @@ type Checkpoint struct {
 	Cursor  uint64 // next global sample position of the data sampler
 
 	// SHA256 is the lower-case hex sha256 of the canonical encoding (codec.go). Save ignores
-	// the value it is given and returns the computed one; Get, Latest... and Fetch set it.
+	// the value it is given and returns the computed one; ReplaceCommitted refuses a value that
+	// differs from it; Get, Latest..., Download and Fetch set it.
 	SHA256 string
 }
 

@@ -51,7 +51,7 @@ func TestReplaceCommitted(t *testing.T) {
 	for _, bad := range []string{"", old, strings.Repeat("0", 64)} {
 		c.SHA256 = bad
 		_, err := s.ReplaceCommitted(c)
-		want := fmt.Sprintf("checkpoint: replace step 20 in %s: the checkpoint hashes to sha256 %s, it names %q (the held copy is unchanged): corrupt checkpoint", path, good, bad)
+		want := fmt.Sprintf("checkpoint: replace step 20 in %s: the checkpoint hashes to sha256 %s, it names %q (nothing was written): corrupt checkpoint", path, good, bad)
 		if !errors.Is(err, ErrCorruptCheckpoint) || err.Error() != want {
 			t.Fatalf("ReplaceCommitted naming sha256 %q:\n got %v\nwant %s", bad, err, want)
 		}

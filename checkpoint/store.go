@@ -276,7 +276,7 @@ func (s *Store) save(c *Checkpoint, replace bool) (string, error) {
 	}
 	sum := bodySum(h, &sums)
 	if replace && hex.EncodeToString(sum[:]) != c.SHA256 {
-		return "", fmt.Errorf("checkpoint: replace step %d in %s: the checkpoint hashes to sha256 %x, it names %q (the held copy is unchanged): %w",
+		return "", fmt.Errorf("checkpoint: replace step %d in %s: the checkpoint hashes to sha256 %x, it names %q (nothing was written): %w",
 			c.Step, s.path, sum, c.SHA256, ErrCorruptCheckpoint)
 	}
 	h.Sha256 = sum[:]
