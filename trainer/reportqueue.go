@@ -19,8 +19,12 @@ const DefaultReportBacklog = 1024
 //
 // The queue holds the reports of one generation: a report of a newer generation drops those
 // of older ones (the coordinators refuse them as stale). When full, the oldest report is
-// dropped. Push never blocks, so training never waits on the coordinators. A ReportQueue is
-// safe for concurrent use; the zero value is not usable (NewReportQueue).
+// dropped. Push never blocks, so training never waits on the coordinators. The queue lives in
+// memory: a process that dies loses it. The cluster trains again every step after its last
+// committed checkpoint, so those reports come again; a cluster trainer reports a checkpoint only
+// once Flush says the reports before it were delivered (cmd/ddpm's clusterCoord.CheckpointReady),
+// so no report of a step at or before a committed checkpoint is lost. A ReportQueue is safe for
+// concurrent use; the zero value is not usable (NewReportQueue).
 type ReportQueue struct {
 	mu      sync.Mutex
 	q       []Progress

@@ -258,7 +258,18 @@ func (c *clusterCoord) flushReports(d time.Duration) {
 	}
 }
 
+// CheckpointReady reports checkpoint step once the progress reports queued before it (the
+// steps up to step) have reached the coordinators. The cluster resumes from its last committed
+// checkpoint and trains the steps after it again, so a report still queued when a later one
+// commits is the only one lost for good if this process dies (SIGKILL) or a new generation
+// supersedes it; the coordinators' answers resume together after an outage, and the queue
+// drains one report at a time while the commit lands at once. Waiting here keeps every loss
+// point up to a committed checkpoint in the cluster's history (TestKilledTrainerLossHistoryComplete).
+// It waits as long as the coordinators take the reports, until ctx ends.
 func (c *clusterCoord) CheckpointReady(ctx context.Context, gen uint64, step int64, sha string, size int64) error {
+	if c.reports != nil && !c.reports.Flush(ctx) {
+		return fmt.Errorf("checkpoint step %d not reported: %d progress reports of the steps before it not delivered: %w", step, c.reports.Len(), ctx.Err())
+	}
 	_, err := c.cli.CheckpointReady(ctx, &api.CheckpointReadyRequest{Id: c.id, Incarnation: c.inc.Load(), Generation: gen, Step: step, Sha256: sha, Size: size})
 	c.noteReplaced(err)
 	return err
