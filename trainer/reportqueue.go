@@ -11,6 +11,19 @@ import (
 // takes.
 const DefaultReportBacklog = 1024
 
+// MaxReportBacklog bounds ReportBacklog: 65536 reports of about 150 bytes, some 10 MB.
+const MaxReportBacklog = 1 << 16
+
+// ReportBacklog is the backlog of a cluster trainer's ReportQueue for a run checkpointing every
+// checkpointEvery steps: DefaultReportBacklog, or checkpointEvery if larger (the paper presets'
+// 5000), at most MaxReportBacklog. A cluster trainer waits at each checkpoint until its queue is
+// delivered, so it never holds more than checkpointEvery reports: with this backlog none is
+// dropped for want of room, however long the coordinators do not answer, unless checkpointEvery
+// exceeds MaxReportBacklog.
+func ReportBacklog(checkpointEvery int64) int {
+	return int(min(max(checkpointEvery, DefaultReportBacklog), MaxReportBacklog))
+}
+
 // ReportQueue keeps a trainer's per-step progress reports until the coordinators have taken
 // them, and sends them in step order, one at a time. The coordinators' loss history takes a
 // point of an earlier step than its newest as the run going back (it drops the newer points),
@@ -30,6 +43,7 @@ type ReportQueue struct {
 	q       []Progress
 	max     int
 	dropped int64         // reports dropped unsent (queue full, superseded generation)
+	full    int64         // of those, the ones dropped because the queue was full
 	wake    chan struct{} // 1-buffered: something was pushed
 	idle    chan struct{} // closed while nothing is queued or in flight; replaced when busy
 }
@@ -60,6 +74,7 @@ func (r *ReportQueue) Push(p Progress) {
 		n := len(r.q) - r.max + 1
 		r.q = append(r.q[:0], r.q[n:]...)
 		r.dropped += int64(n)
+		r.full += int64(n)
 	}
 	r.q = append(r.q, p)
 	r.markBusy()
@@ -91,6 +106,15 @@ func (r *ReportQueue) Dropped() int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.dropped
+}
+
+// Overflowed is the number of reports dropped unsent so far because the queue was full: unlike
+// those of a superseded generation (whose steps the cluster trains again), their steps keep no
+// loss point once a later checkpoint commits.
+func (r *ReportQueue) Overflowed() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.full
 }
 
 // Run sends the queued reports in order until ctx ends. send delivers one report; when it

@@ -37,6 +37,8 @@ type clusterCoord struct {
 	store   *checkpoint.Store // the volume: abandoned checkpoints are uncommitted on it
 	log     *slog.Logger
 	reports *trainer.ReportQueue // progress not yet taken by the coordinators (reportLoop)
+	// overflowSeen is reports.Overflowed() at the last checkpoint (CheckpointReady only).
+	overflowSeen int64
 	// abandonedSeen is the last abandoned list (as text) uncommitted without error on store:
 	// an assignment re-sent with the same list is not checked again.
 	abandonedSeen atomic.Pointer[string]
@@ -267,8 +269,16 @@ func (c *clusterCoord) flushReports(d time.Duration) {
 // point up to a committed checkpoint in the cluster's history (TestKilledTrainerLossHistoryComplete).
 // It waits as long as the coordinators take the reports, until ctx ends.
 func (c *clusterCoord) CheckpointReady(ctx context.Context, gen uint64, step int64, sha string, size int64) error {
-	if c.reports != nil && !c.reports.Flush(ctx) {
-		return fmt.Errorf("checkpoint step %d not reported: %d progress reports of the steps before it not delivered: %w", step, c.reports.Len(), ctx.Err())
+	if c.reports != nil {
+		if !c.reports.Flush(ctx) {
+			return fmt.Errorf("checkpoint step %d not reported: %d progress reports of the steps before it not delivered: %w", step, c.reports.Len(), ctx.Err())
+		}
+		// Only with checkpoint_every above trainer.MaxReportBacklog (the queue's room).
+		if n := c.reports.Overflowed(); n > c.overflowSeen {
+			c.log.Warn("progress reports dropped unsent (the queue was full while no coordinator answered): ddpm loss has no point for those steps before this checkpoint",
+				"reports", n-c.overflowSeen, "checkpoint", step)
+			c.overflowSeen = n
+		}
 	}
 	_, err := c.cli.CheckpointReady(ctx, &api.CheckpointReadyRequest{Id: c.id, Incarnation: c.inc.Load(), Generation: gen, Step: step, Sha256: sha, Size: size})
 	c.noteReplaced(err)
@@ -350,7 +360,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	}
 	join := coordinator.JoinRequest{ID: o.id, Address: advertised, Version: version.Version, ConfigHash: run.Hash(), Held: held}
 	cc := &clusterCoord{cli: cli, id: o.id, addr: advertised, nonce: coordinator.NewProcessNonce(), store: node.Store, log: node.Log,
-		reports: trainer.NewReportQueue(trainer.DefaultReportBacklog)}
+		reports: trainer.NewReportQueue(trainer.ReportBacklog(run.CheckpointEvery))}
 	// Joining waits as long as the cluster does not answer (or refuses our certificate): the
 	// first SIGTERM ends that wait, as it ends a step, not only the second.
 	joinCtx, joinCancel := context.WithCancel(ctx)

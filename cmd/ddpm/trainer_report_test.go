@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,5 +125,66 @@ func TestTrainerReportsSurviveCoordinatorOutage(t *testing.T) {
 	defer fcancel()
 	if !cc.reports.Flush(fctx) || cc.reports.Dropped() != 0 {
 		t.Fatalf("queue after delivery: %d queued, %d dropped", cc.reports.Len(), cc.reports.Dropped())
+	}
+}
+
+// TestCheckpointReadyWarnsOfOverflowedReports: a trainer whose report queue overflowed (its
+// backlog is smaller than the checkpoint interval: checkpoint_every above
+// trainer.MaxReportBacklog) delivers what it kept before it reports the checkpoint to a real
+// coordinator replica, and says in one log line how many steps before that checkpoint have no
+// loss point; the next checkpoint, without new overflow, says nothing.
+func TestCheckpointReadyWarnsOfOverflowedReports(t *testing.T) {
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Steps, run.CheckpointEvery, run.MinTrainers, run.MaxTrainers = 20, 10, 1, 1
+	_, cli := startReplica(t, run, "test", tlsauthtest.Dir(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	j := joinWhenLeading(t, cli, coordinator.JoinRequest{ID: "t0", Address: "t0.trainers:7100", Version: "test", ConfigHash: run.Hash()})
+	var gen uint64
+	for gen == 0 {
+		st, err := cli.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Generation.Rank("t0") == 0 {
+			gen = st.Generation.Number
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	logs := &lockedLog{}
+	cc := &clusterCoord{cli: cli, id: "t0", addr: "t0.trainers:7100", nonce: "n", log: slog.New(slog.NewTextHandler(logs, nil)),
+		reports: trainer.NewReportQueue(2)}
+	cc.inc.Store(j.Incarnation)
+	push := func(from, to int64) {
+		for s := from; s <= to; s++ {
+			cc.Report(ctx, trainer.Progress{Step: s, Loss: 1, LR: 1e-4, GradNorm: 1, Generation: gen, World: 1})
+		}
+	}
+	push(1, 10) // no coordinator answer yet: steps 1-8 overflow a backlog of 2
+	go cc.reportLoop(ctx)
+	sha := strings.Repeat("ab", 32)
+	_ = cc.CheckpointReady(ctx, gen, 10, sha, 1)
+	st, err := cli.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []int64
+	for _, p := range st.Loss.Points {
+		steps = append(steps, p.Step)
+	}
+	if fmt.Sprint(steps) != "[9 10]" {
+		t.Fatalf("loss history steps %v when checkpoint 10 was reported, want [9 10]", steps)
+	}
+	warn := `level=WARN msg="progress reports dropped unsent (the queue was full while no coordinator answered): ddpm loss has no point for those steps before this checkpoint" reports=8 checkpoint=10`
+	if got := logs.String(); strings.Count(got, "progress reports dropped unsent") != 1 || !strings.Contains(got, warn) {
+		t.Fatalf("log:\n%s\nwant one line ending %q", got, warn)
+	}
+	push(11, 12)
+	_ = cc.CheckpointReady(ctx, gen, 12, sha, 1)
+	if n := strings.Count(logs.String(), "progress reports dropped unsent"); n != 1 {
+		t.Fatalf("%d overflow warnings after a checkpoint without overflow, want 1:\n%s", n, logs)
 	}
 }
