@@ -36,10 +36,13 @@ type Coordinator interface {
 	// Assignments delivers this trainer's assignments, newest last; each one supersedes the
 	// ones before. The channel closes when ctx ends or the coordinator gives up on us.
 	Assignments(ctx context.Context) (<-chan Assignment, error)
-	// Report sends one step's progress; it may drop reports when the coordinator is slow.
+	// Report sends one step's progress without holding up the step (a cluster trainer queues
+	// it: ReportQueue).
 	Report(ctx context.Context, p Progress)
 	// CheckpointReady tells the coordinator this rank of generation gen stored checkpoint step
-	// with sha256 sha and size bytes of arenas.
+	// with sha256 sha and size bytes of arenas. One that queues reports delivers those of the
+	// steps up to step first: the run resumes from its newest committed checkpoint, never
+	// before it, so a report lost after the commit would leave its step without a loss point.
 	CheckpointReady(ctx context.Context, gen uint64, step int64, sha string, size int64) error
 	// WaitCommitted blocks until checkpoint step is committed (every rank reported the same
 	// sha256) and returns its sha256, or returns an error (ctx ended, ranks diverged, run failed).
