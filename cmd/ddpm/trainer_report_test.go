@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -186,5 +187,62 @@ func TestCheckpointReadyWarnsOfOverflowedReports(t *testing.T) {
 	_ = cc.CheckpointReady(ctx, gen, 12, sha, 1)
 	if n := strings.Count(logs.String(), "progress reports dropped unsent"); n != 1 {
 		t.Fatalf("%d overflow warnings after a checkpoint without overflow, want 1:\n%s", n, logs)
+	}
+}
+
+// TestNonFiniteReportNotSent: the report of a step skipped for a non-finite gradient (loss NaN,
+// gradient norm +Inf) is not sent to the real coordinator replica, which used to panic encoding
+// it into its raft log ("fsm: cannot encode command: json: unsupported value: NaN") and took
+// the test process down with it; the trainer logs one line naming the step, and the steps
+// around it get their points.
+func TestNonFiniteReportNotSent(t *testing.T) {
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Steps, run.CheckpointEvery, run.MinTrainers, run.MaxTrainers = 20, 10, 1, 1
+	_, cli := startReplica(t, run, "test", tlsauthtest.Dir(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	j := joinWhenLeading(t, cli, coordinator.JoinRequest{ID: "t0", Address: "t0.trainers:7100", Version: "test", ConfigHash: run.Hash()})
+	var gen uint64
+	for gen == 0 {
+		st, err := cli.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Generation.Rank("t0") == 0 {
+			gen = st.Generation.Number
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	logs := &lockedLog{}
+	cc := &clusterCoord{cli: cli, id: "t0", addr: "t0.trainers:7100", nonce: "n", log: slog.New(slog.NewTextHandler(logs, nil)),
+		reports: trainer.NewReportQueue(trainer.DefaultReportBacklog)}
+	cc.inc.Store(j.Incarnation)
+	go cc.reportLoop(ctx)
+	nan := math.NaN()
+	cc.Report(ctx, trainer.Progress{Step: 1, Loss: 0.5, LR: 1e-4, GradNorm: 1, Generation: gen, World: 1, LossQuartiles: [4]float64{1, nan, 3, 4}})
+	cc.Report(ctx, trainer.Progress{Step: 2, Loss: nan, LR: 1e-4, GradNorm: math.Inf(1), Skipped: true, Generation: gen, World: 1})
+	cc.Report(ctx, trainer.Progress{Step: 3, Loss: 0.25, LR: 1e-4, GradNorm: 1, Generation: gen, World: 1})
+	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer fcancel()
+	if !cc.reports.Flush(fctx) {
+		t.Fatalf("reports not delivered: %d queued", cc.reports.Len())
+	}
+	st, err := cli.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pts []string
+	for _, p := range st.Loss.Points {
+		pts = append(pts, fmt.Sprintf("%d:%v", p.Step, p.Loss))
+	}
+	if got := fmt.Sprint(pts); got != "[1:0.5 3:0.25]" {
+		t.Fatalf("loss history %s, want [1:0.5 3:0.25]", got)
+	}
+	want := `level=WARN msg="step with non-finite metrics not reported to the coordinators: the loss history has no point for it" step=2 loss=NaN grad_norm=+Inf skipped=true`
+	if got := logs.String(); strings.Count(got, "non-finite") != 1 || !strings.Contains(got, want) {
+		t.Fatalf("log:\n%s\nwant one line ending %q", got, want)
 	}
 }
