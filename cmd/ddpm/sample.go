@@ -79,7 +79,7 @@ fixed-large variance, predicted x0 clipped) on the EMA weights and writes an ima
 	f.IntVar(&o.every, "every", 100, "with --progressive: record every this many steps")
 	f.StringSliceVar(&o.interpolate, "interpolate", nil, "two images A.png,B.png to interpolate between (paper Fig. 8)")
 	f.IntVar(&o.lambdaSteps, "lambda-steps", 8, "with --interpolate: mixing weights 0..1 in this many intervals")
-	f.IntVar(&o.interpT, "interpolate-t", 500, "with --interpolate: the timestep both images are diffused to")
+	f.IntVar(&o.interpT, "interpolate-t", 0, "with --interpolate: the timestep both images are diffused to, 0..T-1 (default T/2: the paper's 500 of T = 1000)")
 	f.BoolVar(&o.raw, "raw", false, "use the raw parameters instead of the EMA")
 	f.StringVar(&o.model, "model", "", "expected U-Net preset; refuse a checkpoint of another one")
 	f.StringVar(&o.export, "export-weights", "", "write the loaded weights (EMA unless --raw) as safetensors with PyTorch names; with no --out, only that")
@@ -212,6 +212,9 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 		// The row: A, the lambdaSteps+1 mixtures, B.
 		if most := viz.MaxGridTiles(h, wd); o.lambdaSteps > most-3 {
 			return withExit(2, fmt.Errorf("--lambda-steps %d: at most %d fit one grid of %dx%d images (2^28 pixels)", o.lambdaSteps, most-3, h, wd))
+		}
+		if !o.given["interpolate-t"] {
+			o.interpT = T / 2 // the paper's Fig. 8 diffuses to t = 500 of T = 1000
 		}
 		if o.interpT < 0 || o.interpT >= T {
 			return withExit(2, fmt.Errorf("--interpolate-t %d: want 0..%d", o.interpT, T-1))
