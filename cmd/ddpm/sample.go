@@ -76,7 +76,7 @@ fixed-large variance, predicted x0 clipped) on the EMA weights and writes an ima
 	f.Uint64Var(&o.seed, "seed", 0, "seed of the sampling noise")
 	f.StringVar(&o.out, "out", "", "output PNG grid (required)")
 	f.StringVar(&o.progressive, "progressive", "", "also write the predicted x0 along the chain to this PNG")
-	f.IntVar(&o.every, "every", 100, "with --progressive: record every this many steps")
+	f.IntVar(&o.every, "every", 0, "with --progressive: record every this many steps, 1..T (default T/10: 100 of T = 1000)")
 	f.StringSliceVar(&o.interpolate, "interpolate", nil, "two images A.png,B.png to interpolate between (paper Fig. 8)")
 	f.IntVar(&o.lambdaSteps, "lambda-steps", 8, "with --interpolate: mixing weights 0..1 in this many intervals")
 	f.IntVar(&o.interpT, "interpolate-t", 0, "with --interpolate: the timestep both images are diffused to, 0..T-1 (default T/2: the paper's 500 of T = 1000)")
@@ -230,6 +230,9 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 			return err
 		}
 		if o.progressive != "" {
+			if !o.given["every"] {
+				o.every = max(1, T/10)
+			}
 			if o.every < 1 || o.every > T {
 				return withExit(2, fmt.Errorf("--every %d: want 1..%d", o.every, T))
 			}
