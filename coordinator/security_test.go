@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -208,6 +209,18 @@ func TestServiceValidatesRequests(t *testing.T) {
 			_, err := c.ReportProgress(ctx, &api.ReportProgressRequest{Id: "a", Step: 1, LossQuartiles: []float64{1, 2}})
 			return err
 		}, "loss_quartiles has 2 values, want 4 or none"},
+		{func() error {
+			_, err := c.ReportProgress(ctx, &api.ReportProgressRequest{Id: "a", Step: 1, Loss: math.NaN()})
+			return err
+		}, "loss is NaN, want a finite number"},
+		{func() error {
+			_, err := c.ReportProgress(ctx, &api.ReportProgressRequest{Id: "a", Step: 1, Loss: 0.5, GradNorm: math.Inf(1)})
+			return err
+		}, "grad_norm is +Inf, want a finite number"},
+		{func() error {
+			_, err := c.ReportProgress(ctx, &api.ReportProgressRequest{Id: "a", Step: 1, LossQuartiles: []float64{0.1, math.NaN(), 0.3, 0.4}})
+			return err
+		}, "loss_quartiles[1] is NaN, want a finite number"},
 		{func() error {
 			_, err := c.CheckpointReady(ctx, &api.CheckpointReadyRequest{Id: "a", Step: 1, Sha256: strings.ToUpper(sha), Size: 9})
 			return err

@@ -184,6 +184,23 @@ func validateProgress(r *api.ReportProgressRequest) error {
 	if len(r.Failure) > MaxFailureLen {
 		return badRequest("failure is %d bytes, at most %d allowed", len(r.Failure), MaxFailureLen)
 	}
+	// A NaN or infinity cannot be written into the raft log (JSON has no such numbers): the
+	// leader would fail encoding the command, and the sender retries the same report. A trainer
+	// skips a non-finite step without reporting it; anything else sending one is refused here.
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"loss", r.Loss}, {"grad_norm", r.GradNorm}, {"lr", r.Lr}, {"images_per_sec", r.ImagesPerSec},
+		{"compute_sec", r.ComputeSec}, {"allreduce_sec", r.AllreduceSec}, {"wait_sec", r.WaitSec}, {"busbw", r.Busbw}} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			return badRequest("%s is %v, want a finite number", f.name, f.v)
+		}
+	}
+	for i, q := range r.LossQuartiles {
+		if math.IsNaN(q) || math.IsInf(q, 0) {
+			return badRequest("loss_quartiles[%d] is %v, want a finite number", i, q)
+		}
+	}
 	return nil
 }
 
