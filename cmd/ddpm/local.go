@@ -164,8 +164,28 @@ func presetOfDataset(path string) (string, error) {
 			return found[0], nil
 		}
 	}
+	shape := fmt.Sprintf("%dx%dx%d", info.C, info.H, info.W)
+	if fit := presetsFor(info.C, info.H, info.W); len(fit) > 0 {
+		return "", fmt.Errorf("--data %s holds %s images (%s) of no one preset; give --preset NAME too (the presets whose model takes %s images: %s)",
+			path, shape, info.Name, shape, strings.Join(fit, ", "))
+	}
 	return "", fmt.Errorf("--data %s holds %s images (%s) of no one preset; give --preset NAME too (%s)",
-		path, fmt.Sprintf("%dx%dx%d", info.C, info.H, info.W), info.Name, strings.Join(config.Presets(), ", "))
+		path, shape, info.Name, strings.Join(config.Presets(), ", "))
+}
+
+// presetsFor lists, sorted, the run presets whose U-Net takes c x h x w images.
+func presetsFor(c, h, w int) []string {
+	var fit []string
+	for _, name := range config.Presets() {
+		run, err := config.Preset(name)
+		if err != nil {
+			continue
+		}
+		if u, err := unet.Preset(run.Model); err == nil && u.InCh == c && u.Resolution == h && h == w {
+			fit = append(fit, name)
+		}
+	}
+	return fit
 }
 
 func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {

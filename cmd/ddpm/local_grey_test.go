@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"image"
 	"image/color"
@@ -84,5 +85,28 @@ func TestLocalGreyFolderTrainsOneChannel(t *testing.T) {
 	}
 	if rows := strings.Split(strings.TrimSpace(string(csv)), "\n"); len(rows) != 3 || !strings.HasPrefix(rows[2], "2,") {
 		t.Fatalf("loss.csv of the grey run:\n%s\nwant steps 1 and 2", csv)
+	}
+}
+
+// TestLocalDataFolderNamesFittingPresets: ddpm local --data FOLDER without --preset names the
+// presets whose model takes the folder's images (fashion-mnist and mnist for greyscale 32x32,
+// cifar10 for RGB 32x32) rather than every preset, which led users to cifar10 for greyscale
+// images and a second refusal; a shape no preset takes still lists them all.
+func TestLocalDataFolderNamesFittingPresets(t *testing.T) {
+	root := t.TempDir()
+	grey, rgb, grey28 := filepath.Join(root, "grey"), filepath.Join(root, "rgb"), filepath.Join(root, "grey28")
+	writeImages(t, grey, 2, 32, true)
+	writeImages(t, rgb, 2, 32, false)
+	writeImages(t, grey28, 2, 28, true)
+	fresh := filepath.Join(root, "fresh")
+	for _, tc := range []struct{ data, want string }{
+		{grey, "--data " + grey + " holds 1x32x32 images (folder/grey) of no one preset; give --preset NAME too (the presets whose model takes 1x32x32 images: fashion-mnist, mnist)"},
+		{rgb, "--data " + rgb + " holds 3x32x32 images (folder/rgb) of no one preset; give --preset NAME too (the presets whose model takes 3x32x32 images: cifar10)"},
+		{grey28, "--data " + grey28 + " holds 1x28x28 images (folder/grey28) of no one preset; give --preset NAME too (celebahq, cifar10, fashion-mnist, lsun-bedroom, lsun-cat, lsun-church, mnist)"},
+	} {
+		args := []string{"local", "--data", tc.data, "--out", fresh}
+		_, err := runCLI(t, context.Background(), nil, args...)
+		wantExit(t, args, err, 2, tc.want)
+		mustNotExist(t, fresh)
 	}
 }
