@@ -121,6 +121,7 @@ func resolveLocalRun(cmd *cobra.Command, rf *config.Flags, o localOpts) (config.
 	if err != nil {
 		return config.Run{}, err
 	}
+	run.Dataset = absDataset(run.Dataset)
 	switch {
 	case o.trainers <= run.MaxTrainers:
 	case fs.Changed("max-trainers"):
@@ -133,6 +134,32 @@ func resolveLocalRun(cmd *cobra.Command, rf *config.Flags, o localOpts) (config.
 		run.MinTrainers = o.trainers
 	}
 	return run, nil
+}
+
+// absDataset returns spec with a relative path made absolute (a ":train"/":test" suffix kept):
+// the run's processes, --resume and ddpm sample/eval on the run folder may work in another
+// directory, where the relative path names other data or none (a resume from the folder above
+// the run used to open the run folder itself as the image folder). The built-in mnist and
+// fashion-mnist, and a path that does not exist (refused later with the user's spelling), are
+// returned as they are.
+func absDataset(spec string) string {
+	path, split := spec, ""
+	for _, sfx := range []string{":train", ":test"} {
+		if strings.HasSuffix(spec, sfx) {
+			path, split = strings.TrimSuffix(spec, sfx), sfx
+		}
+	}
+	if path == "mnist" || path == "fashion-mnist" || filepath.IsAbs(path) {
+		return spec
+	}
+	if _, err := os.Stat(path); err != nil {
+		return spec
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return spec
+	}
+	return abs + split
 }
 
 // presetOfDataset names the preset of the dataset at path from what it holds, for `ddpm local

@@ -50,7 +50,9 @@ func writeImages(t *testing.T, dir string, n, side int, grey bool) {
 // refused ("dataset D has 3x32x32 images, model "tiny" wants 1x32x32"). Data a model cannot
 // take is one line naming both shapes and the way out, status 2, before any folder is made:
 // RGB images for a greyscale model, greyscale ones for an RGB model, and a size the model does
-// not have.
+// not have. A dataset path given relative to the working directory is recorded absolute in
+// run.yaml: it used to be kept as typed, so that --resume, ddpm sample and ddpm eval from another
+// directory read other data or none.
 func TestLocalGreyFolderTrainsOneChannel(t *testing.T) {
 	root := t.TempDir()
 	grey, rgb, grey28 := filepath.Join(root, "grey"), filepath.Join(root, "rgb"), filepath.Join(root, "grey28")
@@ -75,9 +77,15 @@ func TestLocalGreyFolderTrainsOneChannel(t *testing.T) {
 		mustNotExist(t, fresh)
 	}
 
-	r := runLocalCmd(t, append([]string{"--data", grey, "--preset", "mnist"}, short...)...)
+	// Given relative to the working directory, the folder is recorded absolute in run.yaml.
+	cmd, out := localCommand(t, append([]string{"--data", "grey", "--preset", "mnist"}, short...)...)
+	cmd.Dir = root
+	r := finish(t, cmd, out, cmd.Run())
 	if r.code != 0 || !strings.HasPrefix(r.lastLine(), "ddpm local: done: "+fresh+"; final loss ") || !strings.HasSuffix(r.lastLine(), " at step 2") {
 		t.Fatalf("grey folder, preset mnist: exit %d\n%s", r.code, r.out)
+	}
+	if y, err := os.ReadFile(filepath.Join(fresh, "run.yaml")); err != nil || !strings.Contains(string(y), "\ndataset: "+grey+"\n") {
+		t.Errorf("run.yaml of --data grey in %s:\n%s\nwant dataset: %s (%v)", root, y, grey, err)
 	}
 	csv, err := os.ReadFile(filepath.Join(fresh, "loss.csv"))
 	if err != nil {
