@@ -129,6 +129,11 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 			splitName = fmt.Sprintf("all images (%s has no test split)", formatWords(dataset.Describe(ds).Format))
 		}
 	}
+	if errors.Is(err, dataset.ErrNotFound) && o.data == "" {
+		// The run's dataset, as its run.yaml names it (a relative path is relative to the
+		// directory the run was started in).
+		return withExit(exitUsage, fmt.Errorf("%w: %s, the run's dataset (named in %s), does not exist from this directory; give its path with --data", dataset.ErrNotFound, spec, er.cfgPath))
+	}
 	if err != nil {
 		return err
 	}
