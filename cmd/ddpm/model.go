@@ -32,13 +32,22 @@ var modelCmd = &cobra.Command{
 func init() {
 	var preset string
 	info := &cobra.Command{
-		Use:   "info",
+		Use:   "info [PRESET]",
 		Short: "Print a preset's architecture and exact parameter count",
-		Args:  cobra.NoArgs,
+		Long: `info prints the U-Net preset's layout, input and output shape, channels, attention
+resolutions and exact parameter count. The preset is the argument or --preset (` + strings.Join(unet.PresetNames(), ", ") + `).`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			what := "--preset"
+			if len(args) == 1 {
+				if cmd.Flags().Changed("preset") && preset != args[0] {
+					return withExit(modelExitUsage, fmt.Errorf("model info %s --preset %s: name the preset once", args[0], preset))
+				}
+				preset, what = args[0], "model info "+args[0]
+			}
 			cfg, err := unet.Preset(preset)
 			if err != nil {
-				return withExit(modelExitUsage, fmt.Errorf("--preset: %w", err))
+				return withExit(modelExitUsage, fmt.Errorf("%s: %w", what, err))
 			}
 			return writeModelInfo(cmd.OutOrStdout(), preset, cfg)
 		},
