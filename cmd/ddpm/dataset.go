@@ -131,6 +131,11 @@ run config records it and trainers refuse data whose fingerprint differs.`,
 					return withExit(exitBadData, err)
 				}
 			}
+			if dataset.Describe(ds).Format == "image-folder" {
+				if err := checkOutsideImageFolder("--preview", preview, strings.TrimSuffix(args[0], ":train"), "the grid"); err != nil {
+					return withExit(exitUsage, err)
+				}
+			}
 			printInfo(cmd.OutOrStdout(), ds)
 			if preview != "" {
 				if err := writePreview(ds, preview); err != nil {

@@ -21,12 +21,12 @@ func TestFashionMNISTPresetTrains(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := checkDataset(run); err != nil {
+	if err := checkDataset(run, ""); err != nil {
 		t.Fatalf("preset fashion-mnist (dataset %q): %v", run.Dataset, err)
 	}
 	// Debian's folder itself, as a user may name it with --dataset.
 	run.Dataset = "/usr/share/datasets/fashion-mnist"
-	if err := checkDataset(run); err != nil {
+	if err := checkDataset(run, ""); err != nil {
 		t.Fatalf("dataset %s: %v", run.Dataset, err)
 	}
 

@@ -160,6 +160,21 @@ func insideDir(path string, dir os.FileInfo) bool {
 	}
 }
 
+// checkOutsideImageFolder refuses an output (flag, path; "" for none) inside dir, an image
+// folder, which dataset.Open reads recursively: the PNGs written there (what) would become images
+// of the dataset, and every later read of it would fail ("mixed image sizes") or, worse, train
+// on them. One line naming the flag, the path and the folder; callers exit with status 2.
+func checkOutsideImageFolder(flag, path, dir, what string) error {
+	if path == "" {
+		return nil
+	}
+	st, err := os.Stat(dir)
+	if err != nil || !st.IsDir() || !insideDir(path, st) {
+		return nil
+	}
+	return fmt.Errorf("%s %s is inside the image folder %s, which is read recursively: %s would become images of the dataset; give a path outside it", flag, path, dir, what)
+}
+
 // checkOutputs applies checkOutPath to each output and refuses two outputs that name the same
 // file (which one would silently replace the other). The error has exit status 2.
 func checkOutputs(force bool, outs []outFile, inputs ...inputFile) error {

@@ -291,7 +291,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		if run, err = resolveLocalRun(cmd, rf, o); err != nil {
 			return withExit(2, err)
 		}
-		if err := checkDataset(run); err != nil {
+		if err := checkDataset(run, out); err != nil {
 			return withExit(2, err)
 		}
 		if err := checkSamples(run.Model, o.samples); err != nil {
@@ -684,11 +684,17 @@ func checkSamples(model string, n int) error {
 
 // checkDataset opens the run's dataset as the trainers will and refuses one whose images the
 // model cannot take (the trainers would only fail and be restarted until their restarts ran out),
-// in one line naming both shapes and the way out (shapeMismatch).
-func checkDataset(run config.Run) error {
+// in one line naming both shapes and the way out (shapeMismatch), and a run folder out inside
+// an image folder (its loss.png and samples.png would become images of the dataset).
+func checkDataset(run config.Run, out string) error {
 	ds, err := openDataset(run.Dataset, "train")
 	if err != nil {
 		return err
+	}
+	if dataset.Describe(ds).Format == "image-folder" {
+		if err := checkOutsideImageFolder("--out", out, strings.TrimSuffix(run.Dataset, ":train"), "the run's loss.png and samples.png"); err != nil {
+			return err
+		}
 	}
 	ucfg, err := unet.Preset(run.Model)
 	if err != nil {

@@ -118,3 +118,36 @@ func TestLocalDataFolderNamesFittingPresets(t *testing.T) {
 		mustNotExist(t, fresh)
 	}
 }
+
+// TestOutputsOutsideImageFolder: a file written inside an image folder becomes one of its images
+// (the folder is read recursively): `ddpm dataset inspect imgs --preview imgs/p.png` made every
+// later read of imgs fail ("mixed image sizes: imgs/p.png is 274x274"), and a ddpm local run
+// folder inside imgs added loss.png and samples.png to the data its --resume reads. Both are
+// refused in one line, exit 2, nothing written; a preview beside the folder is written.
+func TestOutputsOutsideImageFolder(t *testing.T) {
+	root := t.TempDir()
+	imgs := filepath.Join(root, "imgs")
+	writeImages(t, imgs, 2, 32, true)
+	preview, run := filepath.Join(imgs, "p.png"), filepath.Join(imgs, "runs", "r1")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dataset", "inspect", imgs, "--preview", preview},
+			"--preview " + preview + " is inside the image folder " + imgs + ", which is read recursively: the grid would become images of the dataset; give a path outside it"},
+		{[]string{"local", "--data", imgs, "--preset", "mnist", "--out", run},
+			"--out " + run + " is inside the image folder " + imgs + ", which is read recursively: the run's loss.png and samples.png would become images of the dataset; give a path outside it"},
+	} {
+		_, err := runCLI(t, context.Background(), nil, tc.args...)
+		wantExit(t, tc.args, err, 2, tc.want)
+	}
+	mustNotExist(t, preview)
+	mustNotExist(t, filepath.Join(imgs, "runs"))
+	beside := filepath.Join(root, "p.png")
+	if _, err := runCLI(t, context.Background(), nil, "dataset", "inspect", imgs, "--preview", beside); err != nil {
+		t.Fatalf("a preview beside the folder: %v", err)
+	}
+	if _, err := os.Stat(beside); err != nil {
+		t.Fatal(err)
+	}
+}
