@@ -684,10 +684,15 @@ func checkSamples(model string, n int) error {
 
 // checkDataset opens the run's dataset as the trainers will and refuses one whose images the
 // model cannot take (the trainers would only fail and be restarted until their restarts ran out),
-// in one line naming both shapes and the way out (shapeMismatch), and a run folder out inside
+// in one line naming both shapes and the way out (shapeMismatch), an undecodable image with the
+// way to train on the others (ddpm dataset prepare --skip-bad), and a run folder out inside
 // an image folder (its loss.png and samples.png would become images of the dataset).
 func checkDataset(run config.Run, out string) error {
 	ds, err := openDataset(run.Dataset, "train")
+	if errors.Is(err, dataset.ErrDecode) {
+		// ddpm local has no --skip-bad: say where it is.
+		return fmt.Errorf("%w; to train on the others: ddpm dataset prepare %s --skip-bad --out DIR, and train on DIR", err, strings.TrimSuffix(run.Dataset, ":train"))
+	}
 	if err != nil {
 		return err
 	}

@@ -50,7 +50,8 @@ func writeImages(t *testing.T, dir string, n, side int, grey bool) {
 // refused ("dataset D has 3x32x32 images, model "tiny" wants 1x32x32"). Data a model cannot
 // take is one line naming both shapes and the way out, status 2, before any folder is made:
 // RGB images for a greyscale model, greyscale ones for an RGB model, and a size the model does
-// not have. A dataset path given relative to the working directory is recorded absolute in
+// not have; an undecodable image names ddpm dataset prepare --skip-bad, which ddpm local lacks.
+// A dataset path given relative to the working directory is recorded absolute in
 // run.yaml: it used to be kept as typed, so that --resume, ddpm sample and ddpm eval from another
 // directory read other data or none.
 func TestLocalGreyFolderTrainsOneChannel(t *testing.T) {
@@ -59,6 +60,12 @@ func TestLocalGreyFolderTrainsOneChannel(t *testing.T) {
 	writeImages(t, grey, 8, 32, true)
 	writeImages(t, rgb, 8, 32, false)
 	writeImages(t, grey28, 8, 28, true)
+	// A folder with an undecodable file: ddpm local has no --skip-bad, so the line says where it is.
+	bad := filepath.Join(root, "bad")
+	writeImages(t, bad, 2, 32, true)
+	if err := os.WriteFile(filepath.Join(bad, "zz.png"), []byte("xx"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	fresh := filepath.Join(root, "fresh")
 	short := []string{"--trainers", "1", "--coordinators", "1", "--steps", "2", "--checkpoint-every", "1", "--samples", "0",
 		"--global-batch", "4", "--max-trainers", "1", "--quiet", "--out", fresh}
@@ -72,6 +79,8 @@ func TestLocalGreyFolderTrainsOneChannel(t *testing.T) {
 			"ddpm: dataset " + grey + ` has 1x32x32 images (greyscale), model "small" wants 3x32x32 (RGB); the models for 1x32x32 images: tiny (--model)`},
 		{[]string{"--data", grey28, "--preset", "mnist"},
 			"ddpm: dataset " + grey28 + ` has 1x28x28 images (greyscale), model "tiny" wants 1x32x32 (greyscale); make a copy at 32x32 with: ddpm dataset prepare ` + grey28 + " --resolution 32 --out DIR, and train on DIR"},
+		{[]string{"--data", bad, "--preset", "mnist"},
+			"ddpm: dataset \"" + bad + "\": undecodable image: " + filepath.Join(bad, "zz.png") + ": image: unknown format; to train on the others: ddpm dataset prepare " + bad + " --skip-bad --out DIR, and train on DIR"},
 	} {
 		wantOneLine(t, runLocalCmd(t, append(tc.args, short...)...), 2, tc.want)
 		mustNotExist(t, fresh)
