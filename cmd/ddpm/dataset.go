@@ -102,7 +102,8 @@ func init() {
 		Long: `PATH is mnist, fashion-mnist (":test" for the test split), a CIFAR-10 folder or
 cifar-10-binary.tar.gz, an LSUN LMDB directory, a folder of images, a prepared directory, a folder
 of idx files or an idx images file. A folder of images and an LSUN LMDB have no splits: --split
-test on one is refused. The fingerprint is the sha256 of the decoded content at the chosen resolution; the
+test on one is refused. A folder's images have 1 channel when every file is stored as greyscale
+(PNG grey or grey+alpha, an all-grey palette, a one-component JPEG), otherwise 3 (RGB). The fingerprint is the sha256 of the decoded content at the chosen resolution; the
 run config records it and trainers refuse data whose fingerprint differs.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
