@@ -26,6 +26,7 @@ type evalOpts struct {
 	split      string
 	splitSet   bool // --split was given
 	n          int
+	nSet       bool // --n was given
 	batch      int
 	seed       uint64
 	raw        bool
@@ -49,6 +50,7 @@ it names the split; an explicit --split test (or a :test suffix) on one is refus
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.splitSet = cmd.Flags().Changed("split")
+			o.nSet = cmd.Flags().Changed("n")
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return runEvalBPD(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
@@ -59,7 +61,7 @@ it names the split; an explicit --split test (or a :test suffix) on one is refus
 	addStepFlag(f, &o.step, "checkpoint step (default: the newest that verifies)")
 	f.StringVar(&o.data, "data", "", "dataset spec (default: the run's dataset)")
 	f.StringVar(&o.split, "split", "test", "split to evaluate (train or test; a --data spec's :train or :test suffix sets it; data without splits: all its images)")
-	f.IntVar(&o.n, "n", 1000, "images to evaluate (the first n of the split)")
+	f.IntVar(&o.n, "n", 1000, "images to evaluate, the first n of the split (without --n: 1000, or all of a smaller set)")
 	f.IntVar(&o.batch, "batch", 50, "images per model evaluation")
 	f.Uint64Var(&o.seed, "seed", 0, "seed of the forward-process noise")
 	f.BoolVar(&o.raw, "raw", false, "evaluate the raw parameters instead of the EMA")
@@ -140,6 +142,9 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 	c, h, w := ds.Shape()
 	if c != er.c || h != er.h || w != er.w {
 		return withExit(2, fmt.Errorf("dataset %s has %dx%dx%d images, the checkpoint's model %s wants %dx%dx%d", ds.Name(), c, h, w, er.run.Model, er.c, er.h, er.w))
+	}
+	if !o.nSet && o.n > ds.Len() {
+		o.n = ds.Len() // the default asks for up to 1000: a smaller set is evaluated whole
 	}
 	if o.n > ds.Len() {
 		return withExit(2, fmt.Errorf("--n %d: dataset %s holds %d images", o.n, ds.Name(), ds.Len()))
