@@ -684,10 +684,14 @@ func checkSamples(model string, n int) error {
 
 // checkDataset opens the run's dataset as the trainers will and refuses one whose images the
 // model cannot take (the trainers would only fail and be restarted until their restarts ran out),
-// in one line naming both shapes and the way out (shapeMismatch), an undecodable image with the
+// in one line naming both shapes and the way out (shapeMismatch), a test split, an undecodable image with the
 // way to train on the others (ddpm dataset prepare --skip-bad), and a run folder out inside
 // an image folder (its loss.png and samples.png would become images of the dataset).
 func checkDataset(run config.Run, out string) error {
+	if specSplit(run.Dataset) == "test" {
+		// openDataset would call it a conflict with a train split the user never asked for.
+		return fmt.Errorf("dataset %s names the test split; a run trains on the train split: give %s", run.Dataset, strings.TrimSuffix(run.Dataset, ":test"))
+	}
 	ds, err := openDataset(run.Dataset, "train")
 	if errors.Is(err, dataset.ErrDecode) {
 		// ddpm local has no --skip-bad: say where it is.

@@ -108,7 +108,8 @@ func TestLocalGreyFolderTrainsOneChannel(t *testing.T) {
 // TestLocalDataFolderNamesFittingPresets: ddpm local --data FOLDER without --preset names the
 // presets whose model takes the folder's images (fashion-mnist and mnist for greyscale 32x32,
 // cifar10 for RGB 32x32) rather than every preset, which led users to cifar10 for greyscale
-// images and a second refusal; a shape no preset takes still lists them all.
+// images and a second refusal; a shape no preset takes still lists them all. A dataset's test
+// split is refused as such.
 func TestLocalDataFolderNamesFittingPresets(t *testing.T) {
 	root := t.TempDir()
 	grey, rgb, grey28 := filepath.Join(root, "grey"), filepath.Join(root, "rgb"), filepath.Join(root, "grey28")
@@ -124,6 +125,14 @@ func TestLocalDataFolderNamesFittingPresets(t *testing.T) {
 		args := []string{"local", "--data", tc.data, "--out", fresh}
 		_, err := runCLI(t, context.Background(), nil, args...)
 		wantExit(t, args, err, 2, tc.want)
+		mustNotExist(t, fresh)
+	}
+	// A test split is named as such; it was "the split "test" in the name conflicts with the
+	// split "train" asked for", a train split the user had not asked for.
+	for _, data := range []string{"mnist:test", grey + ":test"} {
+		args := []string{"local", "--data", data, "--preset", "mnist", "--out", fresh}
+		_, err := runCLI(t, context.Background(), nil, args...)
+		wantExit(t, args, err, 2, "dataset "+data+" names the test split; a run trains on the train split: give "+strings.TrimSuffix(data, ":test"))
 		mustNotExist(t, fresh)
 	}
 }
