@@ -335,6 +335,7 @@ const (
 	kindRunConfig   = "a YAML run config"
 	kindManifest    = "a ddpm local run manifest"
 	kindDataset     = "a dataset file"
+	kindImage       = "an image (PNG, JPEG or WebP)"
 )
 
 // sniffFile says what the regular file at path holds, from its first bytes (and for a run
@@ -366,6 +367,10 @@ func sniffFile(path string) string {
 		return kindDataset
 	case len(head) >= 4 && head[0] == 0 && head[1] == 0 && head[2] == 8 && (head[3] == 1 || head[3] == 3): // idx
 		return kindDataset
+	case len(head) >= 8 && string(head[:8]) == "\x89PNG\r\n\x1a\n",
+		len(head) >= 3 && string(head[:3]) == "\xff\xd8\xff",
+		len(head) >= 12 && string(head[:4]) == "RIFF" && string(head[8:12]) == "WEBP":
+		return kindImage
 	}
 	base := filepath.Base(path)
 	if base == "local.json" {
@@ -414,7 +419,7 @@ func checkCheckpointKind(flag, path string) error {
 		return withExit(exitUsage, fmt.Errorf("%s is %s, not a checkpoint file (checkpoints.db); --init of ddpm local and ddpm trainer takes weights", what, kind))
 	case kindRunConfig, kindManifest:
 		return withExit(exitUsage, fmt.Errorf("%s is %s, not a checkpoint file; give the checkpoints.db of its run (or the run's folder)", what, kind))
-	case kindDataset:
+	case kindDataset, kindImage:
 		return withExit(exitUsage, fmt.Errorf("%s is %s, not a checkpoint file (checkpoints.db)", what, kind))
 	}
 	return nil
