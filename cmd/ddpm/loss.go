@@ -26,8 +26,10 @@ table, or write it with --csv (step,loss,lr,grad_norm, the columns of ddpm local
 --png (a plot like ddpm local's loss.png). The coordinators keep at most 1024 points: in a longer
 run, neighbouring points are merged pairwise, and a CSV row then stands for the mean over the
 steps it covers, ending at its step (the table's REPORTS column says how many; ddpm local's own
-loss.csv keeps every step). --follow keeps polling until the run ends or the command is
-interrupted: new points are printed as they arrive, or, with --csv/--png, the files rewritten.
+loss.csv keeps every step). --follow keeps polling every --every until the run ends or the
+command is interrupted: new points are printed as they arrive, or, with --csv/--png, the files
+rewritten; coordinators that stop answering (restarting, a leader failover) are waited for until
+none has answered for --timeout.
 
 The table's Q0..Q3 columns are the loss by timestep quartile: the mean L_simple of the samples
 whose t lies in [0,T/4), [T/4,T/2), [T/2,3T/4) or [3T/4,T) ("-": no sample there). REPORTS is
@@ -53,7 +55,7 @@ func init() {
 	f.StringVar(&lossFlags.csv, "csv", "", "write the loss history to this CSV file")
 	f.BoolVar(&lossFlags.force, "force", false, "replace --png/--csv files that already exist")
 	f.DurationVar(&lossFlags.every, "every", 2*time.Second, "polling period with --follow")
-	f.DurationVar(&lossFlags.timeout, "timeout", 10*time.Second, "give up when no replica answers within this time")
+	f.DurationVar(&lossFlags.timeout, "timeout", 10*time.Second, "give up when no replica answers within this time (with --follow: for this long since the last answer)")
 	lossFlags.sec = tlsauth.AddFlags(f)
 	rootCmd.AddCommand(lossCmd)
 }
@@ -84,6 +86,9 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 	if lossFlags.every <= 0 {
 		return withExit(2, fmt.Errorf("loss: --every must be positive, got %v", lossFlags.every))
 	}
+	if cmd.Flags().Changed("every") && !lossFlags.follow {
+		return withExit(2, fmt.Errorf("loss: --every %v is the polling period of --follow; without --follow the history is read once", lossFlags.every))
+	}
 	sec, err := monitorSecurity(cmd, lossFlags.sec)
 	if err != nil {
 		return err
@@ -99,14 +104,31 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 	var last int64 = -1
 	var lastN int
 	announced := false
+	var lastAnswer time.Time // of the last state read, with --follow
+	outage := false
 	for {
 		_, st, err := fetchState(ctx, addrs, sec, lossFlags.timeout)
 		if err != nil {
 			if ctx.Err() != nil && lossFlags.follow {
 				return nil // interrupted
 			}
-			return err
+			// Following, the coordinators may be restarting (a replica killed and brought back, a
+			// leader failover): keep asking until none has answered for --timeout.
+			if !lossFlags.follow || lastAnswer.IsZero() || time.Since(lastAnswer) >= lossFlags.timeout {
+				return err
+			}
+			if !outage {
+				outage = true
+				fmt.Fprintf(cmd.ErrOrStderr(), "ddpm: loss: no coordinator answers; following on until none has for --timeout %v\n", lossFlags.timeout)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(lossFlags.every):
+			}
+			continue
 		}
+		lastAnswer, outage = time.Now(), false
 		pts := st.Loss.Points
 		if table && len(pts) == 0 && last < 0 && !announced {
 			// Only the header so far: say why, once (with --follow the rows follow).

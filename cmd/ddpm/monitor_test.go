@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"ddpm/api"
 	"ddpm/config"
 	"ddpm/coordinator"
@@ -114,6 +117,9 @@ func runDDPM(t *testing.T, args ...string) (string, error) {
 	statusFlags.coordinator, statusFlags.timeout = "", 10*time.Second
 	lossFlags.coordinator, lossFlags.png, lossFlags.csv, lossFlags.follow, lossFlags.force = "", "", "", false, false
 	lossFlags.every, lossFlags.timeout = 2*time.Second, 10*time.Second
+	for _, c := range []*cobra.Command{lossCmd, statusCmd} { // checks that look at what was given
+		c.Flags().VisitAll(func(f *pflag.Flag) { f.Changed = false })
+	}
 	*statusFlags.sec = tlsauth.Config{ServerName: tlsauth.NodeName}
 	*lossFlags.sec = tlsauth.Config{ServerName: tlsauth.NodeName}
 	var out bytes.Buffer
