@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -66,18 +67,76 @@ func TestAbandonedBeyondBound(t *testing.T) {
 	if !errors.Is(err, ErrBadRollback) || err.Error() != want {
 		t.Fatalf("plan to the forgotten abandoned step:\n got %v\nwant %s", err, want)
 	}
-	// The price: b's copy of the never-abandoned 50 is below AbandonedUpTo too, and refused.
-	_, err = s.PlanRollback(50)
-	want = "cannot roll back: step 50 is at or below step 100, the newest abandoned checkpoint no longer listed " +
-		"(a member's copy there cannot be told from an abandoned one; committed checkpoints: 150, 200; or 0 for the start)"
-	if !errors.Is(err, ErrBadRollback) || err.Error() != want {
-		t.Fatalf("plan to a held step below the forgotten ones:\n got %v\nwant %s", err, want)
+	// b's copy of 50 is no abandoned one: every forgotten checkpoint was abandoned by a rollback
+	// to 50, which abandons only steps after 50. A rollback to 50 restarts from b's copy (it was
+	// refused while every step up to AbandonedUpTo counted as abandoned).
+	if _, err := s.PlanRollback(50); err != nil {
+		t.Fatalf("plan to b's copy of the never-abandoned 50: %v", err)
+	}
+	if p := s.RollbackPoint(50); p == nil || p.SHA256 != sha64("05") || !slices.Equal(p.Holders, []string{"b"}) {
+		t.Fatalf("rollback point at 50: %+v, want b's copy 0505...", p)
 	}
 	if p := s.RollbackPoint(100); p != nil {
 		t.Fatalf("rollback point at 100: %+v", p)
 	}
 	c, err := Decode(s.Encode())
-	if err != nil || c.AbandonedUpTo != 100 {
-		t.Fatalf("restored: %v, abandoned up to %d", err, c.AbandonedUpTo)
+	if err != nil || c.AbandonedUpTo != 100 || c.AbandonedAbove != 50 {
+		t.Fatalf("restored: %v, abandoned %d..%d", err, c.AbandonedAbove+1, c.AbandonedUpTo)
+	}
+}
+
+// TestAbandonedBeyondBoundOneRollback: with keep_checkpoints above MaxAbandoned, one rollback
+// abandons more checkpoints than the list keeps. The forgotten ones' steps (150..300) stay
+// abandoned: a returning volume's copy there is neither adopted nor a rollback's restart point,
+// and a rollback to one says why. A step there that no member holds is refused as an ordinary
+// uncommitted step (175), and the rollback's own target (50) and the steps before it stay restart points.
+func TestAbandonedBeyondBoundOneRollback(t *testing.T) {
+	s := New()
+	run := mnistRun(t)
+	run.MaxTrainers, run.KeepCheckpoints, run.Steps = 1, MaxAbandoned+6, 4000
+	Apply(s, Command{Kind: KindSubmit, Time: 1, Submit: &Submit{Run: run}})
+	Apply(s, Command{Kind: KindJoin, Time: 2, Join: &Join{ID: "a", Address: "h1:1", ConfigHash: s.ConfigHash}})
+	now := int64(3)
+	old := func(step int64) string { return sha64(fmt.Sprintf("a%03x", step/50)) }
+	for step := int64(50); step <= 50*int64(run.KeepCheckpoints); step += 50 {
+		now++
+		ck := &CheckpointReport{ID: "a", Generation: s.Generation.Number, Step: step, SHA256: old(step), Size: 10}
+		if r := Apply(s, Command{Kind: KindCheckpoint, Time: now, Checkpoint: ck}); r.Err() != nil {
+			t.Fatalf("commit %d: %v", step, r.Err())
+		}
+	}
+	now++
+	if r := Apply(s, Command{Kind: KindRollback, Time: now, Rollback: &Rollback{ToStep: 100}}); r.Err() != nil {
+		t.Fatal(r.Err())
+	}
+	// 150..3500 abandoned (68): 150..300 fell off the list.
+	if s.AbandonedAbove != 100 || s.AbandonedUpTo != 300 || len(s.Abandoned) != MaxAbandoned {
+		t.Fatalf("abandoned %d listed, forgotten %d..%d; want 64 listed, 101..300", len(s.Abandoned), s.AbandonedAbove+1, s.AbandonedUpTo)
+	}
+	// b was away through the rollback: its volume holds 50 and 100 (never abandoned) and the
+	// forgotten 200 as committed. Joining adopts nothing; the run goes on from 100.
+	now++
+	if r := Apply(s, Command{Kind: KindJoin, Time: now, Join: &Join{ID: "b", Address: "h2:1", ConfigHash: s.ConfigHash,
+		Held: []Held{{Step: 50, SHA256: old(50)}, {Step: 100, SHA256: old(100)}, {Step: 200, SHA256: old(200)}}}}); r.Err() != nil {
+		t.Fatal(r.Err())
+	}
+	if latest := s.LatestCheckpoint(); latest.Step != 100 || latest.SHA256 != old(100) {
+		t.Fatalf("after b joined: newest committed %d (%.4s), want 100", latest.Step, latest.SHA256)
+	}
+	_, err := s.PlanRollback(200)
+	want := "cannot roll back: step 200 lies in steps 101..300, where rollbacks abandoned checkpoints no longer listed " +
+		"(a member's copy there cannot be told from an abandoned one; committed checkpoints: 50, 100; or 0 for the start)"
+	if !errors.Is(err, ErrBadRollback) || err.Error() != want {
+		t.Fatalf("plan to b's forgotten abandoned 200:\n got %v\nwant %s", err, want)
+	}
+	// No volume holds 175 (no checkpoint step; a typo): no word about copies that cannot be
+	// told apart.
+	_, err = s.PlanRollback(175)
+	want = "cannot roll back: step 175 is not a committed checkpoint (committed checkpoints: 50, 100; or 0 for the start)"
+	if !errors.Is(err, ErrBadRollback) || err.Error() != want {
+		t.Fatalf("plan to 175, held by no one:\n got %v\nwant %s", err, want)
+	}
+	if _, err := s.PlanRollback(50); err != nil {
+		t.Fatalf("plan to the committed 50: %v", err)
 	}
 }

@@ -450,10 +450,11 @@ func olderHeldSteps(s *State) []string {
 
 // abandoned reports whether h is a checkpoint a rollback abandoned: a trainer that was away
 // during the rollback still holds it as committed, and adopting it would undo the rollback.
-// Every volume's checkpoint at or below State.AbandonedUpTo counts as abandoned: the list no
-// longer tells which of them are. (Callers ask only about steps outside State.Checkpoints.)
+// Every volume's checkpoint in the steps of the abandoned checkpoints no longer listed
+// (forgottenAbandoned) counts as abandoned: the list no longer tells which of them are.
+// (Callers ask only about steps outside State.Checkpoints.)
 func abandoned(s *State, h Held) bool {
-	if h.Step <= s.AbandonedUpTo {
+	if forgottenAbandoned(s, h.Step) {
 		return true
 	}
 	for _, a := range s.Abandoned {
@@ -462,6 +463,12 @@ func abandoned(s *State, h Held) bool {
 		}
 	}
 	return false
+}
+
+// forgottenAbandoned reports whether step lies in (State.AbandonedAbove, State.AbandonedUpTo],
+// the steps of the abandoned checkpoints that fell off State.Abandoned.
+func forgottenAbandoned(s *State, step int64) bool {
+	return step > s.AbandonedAbove && step <= s.AbandonedUpTo
 }
 
 // planRollback checks a rollback to step to (see State.PlanRollback) and returns the committed
@@ -515,9 +522,9 @@ func planRollback(s *State, to int64) ([]Checkpoint, *Checkpoint, *failure) {
 					return nil, nil, fail("bad_rollback", "checkpoint %d was abandoned by the rollback to step %d (committed checkpoints: %s; or 0 for the start)", to, a.RolledBackTo, committed)
 				}
 			}
-			if to <= s.AbandonedUpTo {
-				return nil, nil, fail("bad_rollback", "step %d is at or below step %d, the newest abandoned checkpoint no longer listed (a member's copy there cannot be told from an abandoned one; committed checkpoints: %s; or 0 for the start)",
-					to, s.AbandonedUpTo, committed)
+			if forgottenAbandoned(s, to) && memberHolds(s, to) {
+				return nil, nil, fail("bad_rollback", "step %d lies in steps %d..%d, where rollbacks abandoned checkpoints no longer listed (a member's copy there cannot be told from an abandoned one; committed checkpoints: %s; or 0 for the start)",
+					to, s.AbandonedAbove+1, s.AbandonedUpTo, committed)
 			}
 			if older := olderHeldSteps(s); len(older) > 0 {
 				return nil, nil, fail("bad_rollback", "step %d is neither a committed checkpoint nor an older one a member holds (committed checkpoints: %s; older ones members hold: %s; or 0 for the start)",
@@ -575,6 +582,10 @@ func rollback(s *State, now int64, r *Rollback) *failure {
 	}
 	if extra := len(s.Abandoned) - MaxAbandoned; extra > 0 {
 		for _, a := range s.Abandoned[:extra] {
+			if s.AbandonedUpTo == 0 { // the first to fall off (abandoned steps are above 0)
+				s.AbandonedAbove = a.RolledBackTo
+			}
+			s.AbandonedAbove = min(s.AbandonedAbove, a.RolledBackTo)
 			s.AbandonedUpTo = max(s.AbandonedUpTo, a.Step)
 		}
 		s.Abandoned = slices.Delete(s.Abandoned, 0, extra)
@@ -589,6 +600,16 @@ func rollback(s *State, now int64, r *Rollback) *failure {
 	// startGeneration takes the newest committed checkpoint, now the one rolled back to.
 	startGeneration(s, now, fmt.Sprintf("rolled back to step %d", r.ToStep))
 	return nil
+}
+
+// memberHolds reports whether a current member's volume holds a checkpoint at step.
+func memberHolds(s *State, step int64) bool {
+	for _, m := range s.Members {
+		if slices.ContainsFunc(m.Held, func(h Held) bool { return h.Step == step }) {
+			return true
+		}
+	}
+	return false
 }
 
 // memberIDs returns the current members' ids, sorted.

@@ -261,13 +261,17 @@ type State struct {
 	// most MaxAbandoned). Absent from snapshots written before rollbacks existed.
 	Abandoned []AbandonedCheckpoint `json:"abandoned,omitempty"`
 	// AbandonedUpTo is the highest step of the abandoned checkpoints that fell off Abandoned (0
-	// while none did). A checkpoint a trainer's volume holds at this step or below is never
-	// adopted nor taken back by a rollback: its sha256 is no longer listed, so it cannot be told
-	// from an abandoned one, and one that came back would undo a rollback. (Steps at or below it
-	// that the cluster commits again are committed as usual; only volumes' copies are refused.)
-	AbandonedUpTo int64       `json:"abandoned_up_to,omitempty"`
-	Loss          LossHistory `json:"loss"`
-	Events        []Event     `json:"events"`
+	// while none did), and AbandonedAbove the lowest step their rollbacks went back to: a
+	// rollback to step R abandons only checkpoints after R. A checkpoint a trainer's volume
+	// holds at a step in (AbandonedAbove, AbandonedUpTo] is never adopted nor taken back by a
+	// rollback: its sha256 is no longer listed, so it cannot be told from an abandoned one, and
+	// one that came back would undo a rollback. (Steps in that range that the cluster commits
+	// again are committed as usual; only volumes' copies are refused.) Snapshots written before
+	// AbandonedAbove lack it (0: the range starts at step 0).
+	AbandonedUpTo  int64       `json:"abandoned_up_to,omitempty"`
+	AbandonedAbove int64       `json:"abandoned_above,omitempty"`
+	Loss           LossHistory `json:"loss"`
+	Events         []Event     `json:"events"`
 
 	// Dedup remembers the results of the last MaxDedup request ids, oldest first.
 	Dedup      map[string]Result `json:"dedup"`
