@@ -122,6 +122,11 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 		if err != nil {
 			return withExit(2, err)
 		}
+		// A dataset path is kept as given: the trainers read it on their machines, where the
+		// coordinator's working directory means nothing. Its split means the same everywhere.
+		if err := checkTrainSplit(r.Dataset); err != nil {
+			return withExit(2, err)
+		}
 		run, runSource = &r, runFlagsSource(fs, coordFlags.run.Path)
 	}
 	log := newLogger().With("role", "coordinator", "id", coordFlags.id)

@@ -682,15 +682,26 @@ func checkSamples(model string, n int) error {
 	return checkGridCount("--samples", n, ucfg.Resolution, ucfg.Resolution)
 }
 
+// checkTrainSplit refuses a run dataset naming the test split (mnist:test, DIR:test) in one line
+// with the spec to give instead: a run trains on the train split, and the test split is what
+// ddpm eval measures it on. ddpm local, a standalone or cluster trainer and a coordinator given
+// the run config all refuse it so.
+func checkTrainSplit(spec string) error {
+	if specSplit(spec) == "test" {
+		return fmt.Errorf("dataset %s names the test split; a run trains on the train split: give %s", spec, strings.TrimSuffix(spec, ":test"))
+	}
+	return nil
+}
+
 // checkDataset opens the run's dataset as the trainers will and refuses one whose images the
 // model cannot take (the trainers would only fail and be restarted until their restarts ran out),
 // in one line naming both shapes and the way out (shapeMismatch), a test split, an undecodable image with the
 // way to train on the others (ddpm dataset prepare --skip-bad), and a run folder out inside
 // an image folder (its loss.png and samples.png would become images of the dataset).
 func checkDataset(run config.Run, out string) error {
-	if specSplit(run.Dataset) == "test" {
+	if err := checkTrainSplit(run.Dataset); err != nil {
 		// openDataset would call it a conflict with a train split the user never asked for.
-		return fmt.Errorf("dataset %s names the test split; a run trains on the train split: give %s", run.Dataset, strings.TrimSuffix(run.Dataset, ":test"))
+		return err
 	}
 	ds, err := openDataset(run.Dataset, "train")
 	if errors.Is(err, dataset.ErrDecode) {

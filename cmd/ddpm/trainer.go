@@ -119,6 +119,16 @@ func newProcessLogger(attrs ...any) *slog.Logger {
 	return slog.New(h).With(attrs...)
 }
 
+// standaloneDataset is the dataset a standalone trainer records in its volume's run.yaml: the
+// path made absolute (absDataset), except in a volume an older version bound to the path as
+// given, whose checkpoints would otherwise read as another run's (the dataset is in the hash).
+func standaloneDataset(dir string, run config.Run) string {
+	if old, err := config.Load(filepath.Join(dir, trainer.ConfigFile)); err == nil && old.Hash() == run.Hash() {
+		return run.Dataset
+	}
+	return absDataset(run.Dataset)
+}
+
 // volumeClaim is what checkDataDir found in a trainer's volume: whether its run.yaml must be
 // written for this run, and the other run's config hash when it names one (a volume without
 // checkpoints, re-bound).
@@ -232,6 +242,16 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		}
 	} else if err != nil {
 		return withExit(2, err)
+	}
+	if err := checkTrainSplit(run.Dataset); err != nil {
+		return withExit(2, err)
+	}
+	if o.standalone {
+		// The volume's run.yaml is the run's record, read again from any directory (a restart,
+		// ddpm sample and eval on it). A cluster trainer keeps the path as given: its config
+		// hash must match the coordinators', which hold the run config of trainers on other
+		// machines, and a path is made absolute only where it is read.
+		run.Dataset = standaloneDataset(o.dataDir, run)
 	}
 	ds, err := dataset.Open(run.Dataset, dataset.Options{})
 	if err != nil {
