@@ -566,6 +566,16 @@ func rollback(s *State, now int64, r *Rollback) *failure {
 	if f != nil {
 		return f
 	}
+	// The commits between the restart point and the oldest listed one were pruned from
+	// Checkpoints by keep_checkpoints before the rollback (a rollback to step 0, or to an older
+	// copy a member holds): they belong to the line given up, yet no list names their sha256s.
+	// Their steps join the forgotten abandoned ones, so a volume's copy there is never adopted
+	// nor taken back.
+	if oldest := s.Checkpoints[0].Step; r.ToStep < oldest {
+		if pruned := (oldest - 1) / s.Run.CheckpointEvery * s.Run.CheckpointEvery; pruned > r.ToStep {
+			forgetAbandoned(s, r.ToStep, pruned)
+		}
+	}
 	s.Checkpoints = slices.DeleteFunc(s.Checkpoints, func(c Checkpoint) bool { return c.Step > r.ToStep })
 	if restore != nil && findCheckpoint(s, restore.Step) == nil {
 		// An older checkpoint a member's volume holds: it becomes the committed checkpoint the
@@ -582,11 +592,7 @@ func rollback(s *State, now int64, r *Rollback) *failure {
 	}
 	if extra := len(s.Abandoned) - MaxAbandoned; extra > 0 {
 		for _, a := range s.Abandoned[:extra] {
-			if s.AbandonedUpTo == 0 { // the first to fall off (abandoned steps are above 0)
-				s.AbandonedAbove = a.RolledBackTo
-			}
-			s.AbandonedAbove = min(s.AbandonedAbove, a.RolledBackTo)
-			s.AbandonedUpTo = max(s.AbandonedUpTo, a.Step)
+			forgetAbandoned(s, a.RolledBackTo, a.Step)
 		}
 		s.Abandoned = slices.Delete(s.Abandoned, 0, extra)
 	}
@@ -600,6 +606,17 @@ func rollback(s *State, now int64, r *Rollback) *failure {
 	// startGeneration takes the newest committed checkpoint, now the one rolled back to.
 	startGeneration(s, now, fmt.Sprintf("rolled back to step %d", r.ToStep))
 	return nil
+}
+
+// forgetAbandoned widens the forgotten abandoned steps (State.AbandonedAbove, AbandonedUpTo] to
+// take in (above, upTo]: abandoned checkpoints whose sha256s are no longer (or were never)
+// listed, up to step upTo, given up by a rollback to step above.
+func forgetAbandoned(s *State, above, upTo int64) {
+	if s.AbandonedUpTo == 0 { // the first ones forgotten (abandoned steps are above 0)
+		s.AbandonedAbove = above
+	}
+	s.AbandonedAbove = min(s.AbandonedAbove, above)
+	s.AbandonedUpTo = max(s.AbandonedUpTo, upTo)
 }
 
 // memberHolds reports whether a current member's volume holds a checkpoint at step.

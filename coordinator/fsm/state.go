@@ -260,8 +260,10 @@ type State struct {
 	// Abandoned are the committed checkpoints rollbacks gave up, in the order abandoned (at
 	// most MaxAbandoned). Absent from snapshots written before rollbacks existed.
 	Abandoned []AbandonedCheckpoint `json:"abandoned,omitempty"`
-	// AbandonedUpTo is the highest step of the abandoned checkpoints that fell off Abandoned (0
-	// while none did), and AbandonedAbove the lowest step their rollbacks went back to: a
+	// AbandonedUpTo is the highest step of the abandoned checkpoints that fell off Abandoned, or
+	// that a rollback to a step older than every checkpoint in Checkpoints gave up after
+	// keep_checkpoints had pruned them from Checkpoints (0 while there are none), and
+	// AbandonedAbove the lowest step their rollbacks went back to: a
 	// rollback to step R abandons only checkpoints after R. A checkpoint a trainer's volume
 	// holds at a step in (AbandonedAbove, AbandonedUpTo] is never adopted nor taken back by a
 	// rollback: its sha256 is no longer listed, so it cannot be told from an abandoned one, and
