@@ -62,10 +62,14 @@ type Client struct {
 
 // Unanswered calls are logged (WithLog) once they have failed for warnAfter, then every
 // warnEvery: a leader election at start-up or a failover passes in a few seconds without a line,
-// a cluster that stays away (down, or refusing our certificate) does not.
+// a cluster that stays away (down, or refusing our certificate) does not. A join logs that it
+// waits for a run config once the coordinators have answered "no run config" for noRunWarnAfter
+// (replicas started with the config answer so until their leader has committed it), then every
+// warnEvery.
 var (
-	warnAfter = 5 * time.Second
-	warnEvery = 30 * time.Second
+	warnAfter      = 5 * time.Second
+	warnEvery      = 30 * time.Second
+	noRunWarnAfter = 5 * time.Second
 )
 
 // Option configures Dial.
@@ -397,7 +401,8 @@ func (e *StaleIncarnationError) Error() string { return e.err.Error() }
 func (e *StaleIncarnationError) Unwrap() error { return e.err }
 
 // MsgWaitingForRun is the message a joining trainer logs (WithLog) while the cluster has no run
-// config yet, once at first and then every so often.
+// config yet: once the coordinators have answered so for 5 s (not during a start-up in which the
+// leader commits the config it was given), then every 30 s.
 const MsgWaitingForRun = "waiting for a run config"
 
 // SubmitRun submits the run config and returns its hash. A run config that breaks a rule
@@ -448,7 +453,7 @@ func (c *Client) Join(ctx context.Context, j JoinRequest) (Joined, error) {
 	for _, h := range j.Held {
 		req.Held = append(req.Held, &api.CoordHeldCheckpoint{Step: h.Step, Sha256: h.SHA256})
 	}
-	var warned time.Time
+	var waitSince, warned time.Time
 	for {
 		var resp *api.JoinResponse
 		err := c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
@@ -460,8 +465,14 @@ func (c *Client) Join(ctx context.Context, j JoinRequest) (Joined, error) {
 			c.learn(resp.Replicas)
 		}
 		if errors.Is(err, fsm.ErrNoRun) {
-			// Coordinators started without --config wait for one; say what we wait for.
-			if c.log != nil && time.Since(warned) >= warnEvery {
+			// Coordinators started without --config wait for one; say what we wait for once the
+			// answers have said so for noRunWarnAfter: replicas given the config answer so too until
+			// their leader has committed it (start-up, a trainer started with them), and the
+			// hint would blame a config that was given.
+			if waitSince.IsZero() {
+				waitSince = time.Now()
+			}
+			if c.log != nil && time.Since(waitSince) >= noRunWarnAfter && time.Since(warned) >= warnEvery {
 				warned = time.Now()
 				c.log.Warn(MsgWaitingForRun, "hint", "no coordinator was given the run config (--config or the run flags); start one with it")
 			}
