@@ -306,7 +306,7 @@ func (r *Run) Validate() error {
 	if r.CheckpointEvery <= 0 {
 		badField("checkpoint_every", " must be positive, got %d", r.CheckpointEvery)
 	} else if r.Steps > 0 && r.CheckpointEvery > r.Steps {
-		bad("checkpoint_every %d is larger than the run (steps %d)", r.CheckpointEvery, r.Steps)
+		bad("checkpoint_every %d is larger than the run (steps %d): give checkpoint_every %d or less, or more steps", r.CheckpointEvery, r.Steps, r.Steps)
 	}
 	if r.KeepCheckpoints < 1 {
 		badField("keep_checkpoints", " must be at least 1, got %d", r.KeepCheckpoints)
@@ -484,17 +484,14 @@ func article(word string) string {
 }
 
 // notYAML is the one line for a file that cannot be a YAML run config at all, nil for any
-// other: an empty file, or binary data (a NUL byte, or bytes that are not UTF-8), named by what
+// other: an empty one (emptyConfig), or binary data (a NUL byte, or bytes that are not UTF-8), named by what
 // it looks like where its first bytes say (a bbolt checkpoint file, safetensors weights, a PNG
 // image). Without it an empty file would be a list of every missing field and a binary one a
 // YAML tokenizer complaint. The error is ErrLoad under errors.Is.
 func notYAML(path string, data []byte) error {
-	if len(data) == 0 {
-		return loadError(path + ": empty file, not a YAML run config")
-	}
 	head := data[:min(len(data), 4096)]
 	if bytes.IndexByte(head, 0) < 0 && utf8.Valid(head) {
-		return nil
+		return emptyConfig(path, data, "")
 	}
 	looks := "binary data"
 	switch {
@@ -508,6 +505,23 @@ func notYAML(path string, data []byte) error {
 		looks = "a gzip file"
 	}
 	return loadError(fmt.Sprintf("%s: not a YAML run config (looks like %s)", path, looks))
+}
+
+// emptyConfig is the one line for a run config file that sets no field, nil for any other: 0
+// bytes, only blank lines and comments, or an empty document (null, {}). A preset (--preset, or
+// ddpm local's from --data) would silently fill every field, training a whole preset run the
+// file never described. how says another way in ("" for none). The error is ErrLoad under
+// errors.Is.
+func emptyConfig(path string, data []byte, how string) error {
+	if n, _ := secondDocument(data); n > 0 {
+		return nil // Parse names the second document
+	}
+	var fields map[string]any
+	if err := yaml.Unmarshal(data, &fields); err != nil || len(fields) > 0 {
+		return nil
+	}
+	return loadError(fmt.Sprintf("%s is empty: a run config names at least its preset (preset: NAME; %s) and the fields it changes%s",
+		path, strings.Join(Presets(), ", "), how))
 }
 
 // loadError is a run config file that cannot be read, in one line that starts with the path;

@@ -83,7 +83,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		"invalid run config: dataset is missing",
 		"invalid run config: global_batch must be positive, got 0",
 		"invalid run config: lr must be in (0, 1], got -1",
-		"invalid run config: checkpoint_every 2001 is larger than the run (steps 2000)",
+		"invalid run config: checkpoint_every 2001 is larger than the run (steps 2000): give checkpoint_every 2000 or less, or more steps",
 		"invalid run config: min_trainers 3 is larger than max_trainers 2",
 	}
 	if got := strings.Split(err.Error(), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -167,7 +167,7 @@ func TestFlagsOverrideFile(t *testing.T) {
 	fs = pflag.NewFlagSet("t", pflag.ContinueOnError)
 	f = AddFlags(fs)
 	_ = fs.Parse([]string{"--preset", "cifar10", "--global-batch", "0"})
-	if _, err := f.Resolve(); err == nil || !strings.Contains(err.Error(), "flags: invalid run config: dataset is missing") {
+	if _, err := f.Resolve(); err == nil || !strings.Contains(err.Error(), "preset cifar10: invalid run config: dataset is missing") {
 		t.Errorf("got %v", err)
 	}
 	// Neither --config nor --preset: one line naming both, not every missing field.

@@ -111,13 +111,14 @@ func (f *Flags) Apply(r *Run) {
 // neither --config nor --preset the error wraps ErrNoRunConfig.
 func (f *Flags) Resolve() (Run, error) {
 	var r Run
-	where := "flags"
 	switch {
 	case f.Path != "":
-		where = f.Path
 		data, err := os.ReadFile(f.Path)
 		if err != nil {
 			return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
+		}
+		if err := emptyConfig(f.Path, data, "; to train a preset as it is, give --preset NAME without --config"); err != nil {
+			return Run{}, err
 		}
 		if err := notYAML(f.Path, data); err != nil {
 			return Run{}, err
@@ -151,7 +152,16 @@ func (f *Flags) Resolve() (Run, error) {
 	if err := f.worldError(r); err != nil {
 		return Run{}, err
 	}
+	if err := f.stepsError(r); err != nil {
+		return Run{}, err
+	}
 	if err := r.Validate(); err != nil {
+		// A line no flag answers for starts with where its values came from: the --config
+		// file, or the preset (--preset, or ddpm local's from --data).
+		where := f.Path
+		if where == "" {
+			where = f.Source()
+		}
 		return Run{}, f.validationLines(where, err)
 	}
 	return r, nil
@@ -159,7 +169,7 @@ func (f *Flags) Resolve() (Run, error) {
 
 // validationLines is err from Validate with each line saying where its value came from: a rule
 // about one field that a flag set names the flag ("--lr must be in (0, 1], got 5"); every other
-// line starts with where (the --config file, or "flags"). Naming the file for a value the flag
+// line starts with where (the --config file, or "preset NAME"). Naming the file for a value the flag
 // gave sent users to a file that holds no such value. The result is ErrInvalid under errors.Is.
 func (f *Flags) validationLines(where string, err error) error {
 	lines := []error{err}
@@ -233,6 +243,34 @@ func (f *Flags) worldError(r Run) error {
 		return nil
 	}
 	return flagError(msg)
+}
+
+// stepsError is the one line for checkpoint_every larger than steps when the user set one of
+// them by flag: it names the flag as typed, where the other value comes from, and the value to
+// give, e.g.
+//
+//	--steps 20 is shorter than checkpoint_every 50 of preset mnist: give --checkpoint-every 20 or less too
+//
+// nil when they agree or neither was set by flag (Validate then names the YAML fields). It used
+// to be "flags: invalid run config: checkpoint_every 50 is larger than the run (steps 20)", which
+// named no flag and no way out. The error is ErrInvalid under errors.Is.
+func (f *Flags) stepsError(r Run) error {
+	if r.CheckpointEvery <= 0 || r.Steps <= 0 || r.CheckpointEvery <= r.Steps {
+		return nil
+	}
+	src := f.Source()
+	switch stepsSet, everySet := f.fs.Changed("steps"), f.fs.Changed("checkpoint-every"); {
+	case stepsSet && everySet:
+		return flagError(fmt.Sprintf("--checkpoint-every %d is more than --steps %d: give --checkpoint-every %d or less",
+			r.CheckpointEvery, r.Steps, r.Steps))
+	case stepsSet:
+		return flagError(fmt.Sprintf("--steps %d is shorter than checkpoint_every %d of %s: give --checkpoint-every %d or less too",
+			r.Steps, r.CheckpointEvery, src, r.Steps))
+	case everySet:
+		return flagError(fmt.Sprintf("--checkpoint-every %d is more than steps %d of %s: give --checkpoint-every %d or less, or --steps %d or more too",
+			r.CheckpointEvery, r.Steps, src, r.Steps, r.CheckpointEvery))
+	}
+	return nil
 }
 
 // flagError is a bad flag value in one line that starts with the flag; it is ErrInvalid under

@@ -298,9 +298,9 @@ func TestMalformedConfigRefused(t *testing.T) {
 		{[]string{"--config", bad}, bad + ": invalid run config: dataset is missing\n" +
 			bad + ": invalid run config: global_batch must be positive, got 0\n" +
 			bad + ": invalid run config: lr must be in (0, 1], got -1\n" +
-			bad + ": invalid run config: checkpoint_every 50 is larger than the run (steps 10)\n"},
+			bad + ": invalid run config: checkpoint_every 50 is larger than the run (steps 10): give checkpoint_every 10 or less, or more steps\n"},
 		{[]string{"--preset", "svhn"}, `unknown preset "svhn" (known: celebahq, cifar10, fashion-mnist, lsun-bedroom, lsun-cat, lsun-church, mnist)` + "\n"},
-		{[]string{"--preset", "cifar10"}, "flags: invalid run config: dataset is missing\n"},
+		{[]string{"--preset", "cifar10"}, "preset cifar10: invalid run config: dataset is missing\n"},
 	}
 	for _, c := range cases {
 		cmd := exec.Command(bin, append(slicesClone(base), c.args...)...)

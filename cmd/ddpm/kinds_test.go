@@ -40,7 +40,7 @@ func TestWrongKindOfFile(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"local", "--config", empty, "--out", fresh}, empty + ": empty file, not a YAML run config"},
+		{[]string{"local", "--config", empty, "--out", fresh}, empty + " is empty: a run config names at least its preset (preset: NAME; celebahq, cifar10, fashion-mnist, lsun-bedroom, lsun-cat, lsun-church, mnist) and the fields it changes; to train a preset as it is, give --preset NAME without --config"},
 		{[]string{"local", "--config", file, "--out", fresh}, file + ": not a YAML run config (looks like a bbolt checkpoint file)"},
 		{[]string{"local", "--config", weights, "--out", fresh}, weights + ": not a YAML run config (looks like a safetensors weights file)"},
 		{[]string{"trainer", "--standalone", "--data-dir", fresh, "--config", file}, file + ": not a YAML run config (looks like a bbolt checkpoint file)"},
