@@ -282,7 +282,8 @@ func TestProcessesKillLeader(t *testing.T) {
 }
 
 // TestMalformedConfigRefused: a malformed run config is refused at submit with one clear line
-// per problem and a non-zero exit, before anything is written.
+// per problem, each starting "ddpm: " (the lines after the first lacked it), and a non-zero
+// exit, before anything is written.
 func TestMalformedConfigRefused(t *testing.T) {
 	bin := ddpmBinary(t)
 	dir := t.TempDir()
@@ -296,9 +297,9 @@ func TestMalformedConfigRefused(t *testing.T) {
 		want string
 	}{
 		{[]string{"--config", bad}, bad + ": invalid run config: dataset is missing\n" +
-			bad + ": invalid run config: global_batch must be positive, got 0\n" +
-			bad + ": invalid run config: lr must be in (0, 1], got -1\n" +
-			bad + ": invalid run config: checkpoint_every 50 is larger than the run (steps 10): give checkpoint_every 10 or less, or more steps\n"},
+			"ddpm: " + bad + ": invalid run config: global_batch must be positive, got 0\n" +
+			"ddpm: " + bad + ": invalid run config: lr must be in (0, 1], got -1\n" +
+			"ddpm: " + bad + ": invalid run config: checkpoint_every 50 is larger than the run (steps 10): give checkpoint_every 10 or less, or more steps\n"},
 		{[]string{"--preset", "svhn"}, `unknown preset "svhn" (known: celebahq, cifar10, fashion-mnist, lsun-bedroom, lsun-cat, lsun-church, mnist)` + "\n"},
 		{[]string{"--preset", "cifar10"}, "preset cifar10: invalid run config: dataset is missing\n"},
 	}

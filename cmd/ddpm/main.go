@@ -120,7 +120,11 @@ var configureRoot = sync.OnceFunc(func() {
 func main() {
 	configureRoot()
 	if err := rootCmd.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "ddpm:", err)
+		// Every line of an error of several (one per problem, errors.Join) starts "ddpm: ",
+		// so each reads as ddpm's.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(os.Stderr, "ddpm:", line)
+		}
 		var ee *exitError
 		if errors.As(err, &ee) {
 			os.Exit(ee.code)
