@@ -155,6 +155,9 @@ func (f *Flags) Resolve() (Run, error) {
 	if err := f.stepsError(r); err != nil {
 		return Run{}, err
 	}
+	if err := f.betaError(r); err != nil {
+		return Run{}, err
+	}
 	if err := r.Validate(); err != nil {
 		// A line no flag answers for starts with where its values came from: the --config
 		// file, or the preset (--preset, or ddpm local's from --data).
@@ -269,6 +272,38 @@ func (f *Flags) stepsError(r Run) error {
 	case everySet:
 		return flagError(fmt.Sprintf("--checkpoint-every %d is more than steps %d of %s: give --checkpoint-every %d or less, or --steps %d or more too",
 			r.CheckpointEvery, r.Steps, src, r.Steps, r.CheckpointEvery))
+	}
+	return nil
+}
+
+// betaError is the one line for betas breaking 0 < beta_start <= beta_end < 1 when the user set
+// one of them by flag: a value out of (0, 1) names its flag; beta_start above beta_end names the
+// flag(s), where the other value comes from and the values to give, e.g.
+//
+//	--beta-start 0.5 is more than beta_end 0.02 of preset mnist: give --beta-start 0.02 or less, or --beta-end 0.5 or more too
+//
+// It used to be one line about both YAML fields starting with where the other came from
+// ("preset mnist: invalid run config: betas must satisfy ..."). nil when they agree or neither
+// was set by flag. The error is ErrInvalid under errors.Is.
+func (f *Flags) betaError(r Run) error {
+	startSet, endSet := f.fs.Changed("beta-start"), f.fs.Changed("beta-end")
+	src := f.Source()
+	switch {
+	case startSet && !(r.BetaStart > 0 && r.BetaStart < 1):
+		return flagError(fmt.Sprintf("--beta-start %g: want a value in (0, 1)", r.BetaStart))
+	case endSet && !(r.BetaEnd > 0 && r.BetaEnd < 1):
+		return flagError(fmt.Sprintf("--beta-end %g: want a value in (0, 1)", r.BetaEnd))
+	case r.BetaStart <= r.BetaEnd:
+		return nil
+	case startSet && endSet:
+		return flagError(fmt.Sprintf("--beta-start %g is more than --beta-end %g: the betas rise from beta_start to beta_end; swap them",
+			r.BetaStart, r.BetaEnd))
+	case startSet:
+		return flagError(fmt.Sprintf("--beta-start %g is more than beta_end %g of %s: give --beta-start %g or less, or --beta-end %g or more too",
+			r.BetaStart, r.BetaEnd, src, r.BetaEnd, r.BetaStart))
+	case endSet:
+		return flagError(fmt.Sprintf("--beta-end %g is less than beta_start %g of %s: give --beta-end %g or more, or --beta-start %g or less too",
+			r.BetaEnd, r.BetaStart, src, r.BetaStart, r.BetaEnd))
 	}
 	return nil
 }
