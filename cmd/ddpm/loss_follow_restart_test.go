@@ -47,23 +47,7 @@ func TestLossFollowThroughRestart(t *testing.T) {
 	report(t, cli, joined.Generation, 1, 5)
 
 	csvPath := filepath.Join(t.TempDir(), "loss.csv")
-	type result struct {
-		out string
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		out, err := runDDPM(t, "loss", "--coordinator", grpcAddr, "--certs", monitorCerts, "--follow", "--every", "50ms", "--csv", csvPath)
-		done <- result{out, err}
-	}()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if pts, err := viz.ReadLossCSV(csvPath); err == nil && len(pts) == 5 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no CSV of 5 points within 20 s")
-		}
-	}
+	done := followLoss(t, grpcAddr, csvPath, 5)
 	cli.Close()
 	node.Close()
 	select {

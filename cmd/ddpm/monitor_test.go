@@ -318,25 +318,36 @@ func TestLossQuartilesWithoutSamples(t *testing.T) {
 	}
 }
 
+// followResult is what `ddpm loss --follow` printed and returned.
+type followResult struct {
+	out string
+	err error
+}
+
+// followLoss runs `ddpm loss --follow --csv csvPath` against addr in the background and returns
+// once the CSV holds n points (within 20 s); the command's result arrives on the channel.
+func followLoss(t *testing.T, addr, csvPath string, n int) <-chan followResult {
+	t.Helper()
+	done := make(chan followResult, 1)
+	go func() {
+		out, err := runDDPM(t, "loss", "--coordinator", addr, "--certs", monitorCerts, "--follow", "--every", "50ms", "--csv", csvPath)
+		done <- followResult{out, err}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if pts, err := viz.ReadLossCSV(csvPath); err == nil && len(pts) == n {
+			return done
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no CSV of %d points within 20 s", n)
+		}
+	}
+}
+
 func TestLossFollow(t *testing.T) {
 	addr, cli, gen := startMonitoredNode(t, 5)
 	csvPath := filepath.Join(t.TempDir(), "loss.csv")
-	type result struct {
-		out string
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		out, err := runDDPM(t, "loss", "--coordinator", addr, "--certs", monitorCerts, "--follow", "--every", "50ms", "--csv", csvPath)
-		done <- result{out, err}
-	}()
-	for { // the first write holds the first five points
-		if pts, err := viz.ReadLossCSV(csvPath); err == nil && len(pts) == 5 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	report(t, cli, gen, 6, 20) // step 20 is the last
+	done := followLoss(t, addr, csvPath, 5) // the first write holds the first five points
+	report(t, cli, gen, 6, 20)              // step 20 is the last
 	// The run succeeds when its final checkpoint commits (the only rank reports it).
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
