@@ -101,6 +101,17 @@ func openDataset(spec, split string) (dataset.Dataset, error) {
 	return ds, nil
 }
 
+// datasetPathExists reports whether the file or folder spec reads exists from the working
+// directory; true for the built-in mnist and fashion-mnist, which name no path.
+func datasetPathExists(spec string) bool {
+	in := datasetInput(spec)
+	if in.path == "" {
+		return true
+	}
+	_, err := os.Stat(in.path)
+	return err == nil
+}
+
 func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 	switch {
 	case o.checkpoint == "":
@@ -131,9 +142,10 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 			splitName = fmt.Sprintf("all images (%s has no test split)", formatWords(dataset.Describe(ds).Format))
 		}
 	}
-	if errors.Is(err, dataset.ErrNotFound) && o.data == "" {
+	if errors.Is(err, dataset.ErrNotFound) && o.data == "" && !datasetPathExists(spec) {
 		// The run's dataset, as its run.yaml names it (a relative path is relative to the
-		// directory the run was started in).
+		// directory the run was started in). Only a path that is not there: the built-in
+		// mnist's missing files, or a folder without the split asked for, keep their own line.
 		return withExit(exitUsage, fmt.Errorf("%w: %s, the run's dataset (named in %s), does not exist from this directory; give its path with --data", dataset.ErrNotFound, spec, er.cfgPath))
 	}
 	if err != nil {
