@@ -109,6 +109,15 @@ type Options struct {
 	// SkipBad drops undecodable LMDB values and folder images instead of failing; they are
 	// counted and listed in Info.Skipped.
 	SkipBad bool
+	// Channels is what the model reading the data takes: 1, 3, or 0 for the source's own count.
+	// It decides only for an image folder whose images are all stored as greyscale, which opens
+	// as 1 x H x W with 0 or 1 and with 3 as its grey level replicated into three equal planes
+	// (torchvision's Grayscale(num_output_channels=3)), byte for byte, and so fingerprint for
+	// fingerprint, what versions before the 1-channel grey folder read (Info.Grey reports such a
+	// folder). Every other source has the channels of its format (MNIST 1, CIFAR-10 and LSUN 3, a
+	// folder with an RGB image 3, a prepared folder those it was prepared with) whatever Channels
+	// says. Other values are ErrOption.
+	Channels int
 
 	// splitAsked: Split (or the spec's suffix) named the split; false when Open defaulted it
 	// to "train". Only an asked split is checked against the split a file says it holds.
@@ -126,6 +135,7 @@ type Info struct {
 	Labeled     bool     // whether Label returns classes
 	Fingerprint string   // as Dataset.Fingerprint
 	Skipped     []string // records dropped by Options.SkipBad, as "file" or "key" names
+	Grey        bool     // an image folder whose every image is stored as greyscale (see Options.Channels)
 }
 
 // Describe returns ds's Info. It panics if ds was not made by this package.
@@ -138,7 +148,7 @@ func Describe(ds Dataset) Info {
 	return Info{
 		Format: s.format, Name: s.name, Split: s.split, Source: s.source, Count: s.n,
 		C: c, H: h, W: w, Labeled: s.labels != nil, Fingerprint: s.Fingerprint(),
-		Skipped: append([]string(nil), s.skipped...),
+		Skipped: append([]string(nil), s.skipped...), Grey: s.grey,
 	}
 }
 
@@ -156,6 +166,7 @@ type set struct {
 	name, format  string
 	split, source string
 	skipped       []string
+	grey          bool // an all-greyscale image folder (Info.Grey)
 
 	fpOnce sync.Once
 	fp     string // precomputed (prepared, eager scans) or computed on first use
@@ -329,6 +340,9 @@ func Open(spec string, opts Options) (Dataset, error) {
 	opts.Split = split
 	if opts.Resolution < 0 {
 		return nil, fmt.Errorf("%w: %s: resolution %d", ErrOption, spec, opts.Resolution)
+	}
+	if opts.Channels != 0 && opts.Channels != 1 && opts.Channels != 3 {
+		return nil, fmt.Errorf("%w: %s: %d channels (want 1 or 3)", ErrOption, spec, opts.Channels)
 	}
 	switch spec {
 	case "mnist", "fashion-mnist":

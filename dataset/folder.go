@@ -17,7 +17,7 @@ var imageExts = []string{".png", ".jpg", ".jpeg", ".webp"}
 // folderReader reads a folder of images (CelebA-HQ, users' own data).
 type folderReader struct {
 	paths []string
-	c     int // 1 when every image is stored as greyscale, else 3
+	c     int // 1 for an all-greyscale folder read as such (Options.Channels 0 or 1), else 3
 	h, w  int
 	res   int // 0: native size
 	cache []uint8
@@ -28,10 +28,11 @@ type folderReader struct {
 // openFolder opens every PNG/JPEG/WebP file under dir, recursively, in sorted path order. With
 // Resolution R each image is center-cropped and resized to R x R; with 0 all images must have
 // the first one's size, and it must be square (ErrNotSquare). Like openLSUN it decodes everything once at Open.
-// A folder has no splits: a test split asked of it is ErrNoSplit. Its images have one channel
-// when every file is stored as greyscale (greyFile: PNG grey or grey+alpha, an all-grey
-// palette, a one-component JPEG), as a 1-channel model takes them; otherwise three (RGB, grey
-// files as three equal planes).
+// A folder has no splits: a test split asked of it is ErrNoSplit. When every file is stored as
+// greyscale (greyFile: PNG grey or grey+alpha, an all-grey palette, a one-component JPEG) its
+// images have the channels opts.Channels asks for: one (0 or 1), as a 1-channel model takes
+// them, or three equal planes (3), as a 3-channel model took grey folders before they opened
+// as one channel, with that fingerprint. Otherwise three (RGB, grey files as three equal planes).
 func openFolder(dir string, opts Options) (Dataset, error) {
 	if err := checkNoSplit(dir, "an image folder", opts); err != nil {
 		return nil, err
@@ -80,12 +81,16 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 	}
 	// One channel when every image is greyscale; a file whose header does not decode has no
 	// say (it fails the scan below, or is skipped with SkipBad).
-	r.c = 1
+	allGrey := true
 	for _, p := range paths {
 		if grey, ok := greyFile(p); ok && !grey {
-			r.c = 3
+			allGrey = false
 			break
 		}
+	}
+	r.c = 3
+	if allGrey && opts.Channels != 3 {
+		r.c = 1
 	}
 	r.d = r.c * r.h * r.w
 	scan, err := scanAll(len(paths), r.d, r.c, r.h, r.w, opts.SkipBad,
@@ -105,7 +110,7 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 	return &set{
 		r: r, n: len(r.paths), c: r.c, h: r.h, w: r.w,
 		name: "folder/" + filepath.Base(filepath.Clean(dir)), format: "image-folder", source: dir,
-		skipped: scan.skipped, fp: scan.fingerprint,
+		skipped: scan.skipped, fp: scan.fingerprint, grey: allGrey,
 	}, nil
 }
 
