@@ -31,12 +31,14 @@ type datasetFlags struct {
 	resolution int
 	split      string
 	skipBad    bool
+	channels   int
 }
 
 func (f *datasetFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.resolution, "resolution", 0, "output height and width (0: the format's default)")
 	cmd.Flags().StringVar(&f.split, "split", "", "train or test, for formats with splits (default train)")
 	cmd.Flags().BoolVar(&f.skipBad, "skip-bad", false, "skip undecodable LMDB values and images (counted and reported)")
+	cmd.Flags().IntVar(&f.channels, "channels", 0, "read a folder of greyscale images as a model of this many channels does: 1 (the default) or 3 (the grey level in each of three planes); other data keeps its own channels")
 }
 
 // maxResolution bounds --resolution: the paper's largest images are 256x256, and every image
@@ -49,13 +51,16 @@ func (f *datasetFlags) options(spec string) (dataset.Options, error) {
 	if f.resolution < 0 || f.resolution > maxResolution {
 		return dataset.Options{}, withExit(exitUsage, fmt.Errorf("--resolution %d: want 1..%d (or 0, the format's default)", f.resolution, maxResolution))
 	}
+	if f.channels != 0 && f.channels != 1 && f.channels != 3 {
+		return dataset.Options{}, withExit(exitUsage, fmt.Errorf("--channels %d: want 1 or 3 (or 0, the data's own)", f.channels))
+	}
 	if f.split != "" && f.split != "train" && f.split != "test" {
 		return dataset.Options{}, withExit(exitUsage, fmt.Errorf("--split %s: want train or test", f.split))
 	}
 	if sfx := specSplit(spec); sfx != "" && f.split != "" && f.split != sfx {
 		return dataset.Options{}, withExit(exitUsage, fmt.Errorf("--split %s conflicts with the split in %s", f.split, spec))
 	}
-	return dataset.Options{Resolution: f.resolution, Split: f.split, SkipBad: f.skipBad}, nil
+	return dataset.Options{Resolution: f.resolution, Split: f.split, SkipBad: f.skipBad, Channels: f.channels}, nil
 }
 
 // specSplit is the split a dataset spec names with a ":train" or ":test" suffix ("" for none),
@@ -103,7 +108,10 @@ func init() {
 cifar-10-binary.tar.gz, an LSUN LMDB directory, a folder of images, a prepared directory, a folder
 of idx files or an idx images file. A folder of images and an LSUN LMDB have no splits: --split
 test on one is refused. A folder's images have 1 channel when every file is stored as greyscale
-(PNG grey or grey+alpha, an all-grey palette, a one-component JPEG), otherwise 3 (RGB). The fingerprint is the sha256 of the decoded content at the chosen resolution; the
+(PNG grey or grey+alpha, an all-grey palette, a one-component JPEG), otherwise 3 (RGB); a run of
+a 3-channel model (cifar10, small, ...) reads a greyscale folder as 3 channels, the grey level in
+each, as --channels 3 shows it (versions before 1-channel grey folders read every folder so).
+The fingerprint is the sha256 of the decoded content at the chosen resolution and channels; the
 run config records it and trainers refuse data whose fingerprint differs.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -212,6 +220,14 @@ func printInfo(w io.Writer, ds dataset.Dataset) {
 	fmt.Fprintf(w, "source       %s\n", info.Source)
 	fmt.Fprintf(w, "count        %d\n", info.Count)
 	fmt.Fprintf(w, "shape        %dx%dx%d (CHW)\n", info.C, info.H, info.W)
+	if info.Grey {
+		if info.C == 1 {
+			fmt.Fprintf(w, "greyscale    every image; a 1-channel model reads 1x%dx%d, a 3-channel model 3x%dx%d, the grey level in each channel (--channels 3: its fingerprint)\n",
+				info.H, info.W, info.H, info.W)
+		} else {
+			fmt.Fprintf(w, "greyscale    every image, the grey level in each channel, as a 3-channel model reads it (a 1-channel model: --channels 1)\n")
+		}
+	}
 	if info.Labeled {
 		hist := map[int]int{}
 		maxLabel := 0
