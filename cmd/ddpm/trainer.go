@@ -123,10 +123,17 @@ func newProcessLogger(attrs ...any) *slog.Logger {
 // path made absolute (absDataset), except in a volume an older version bound to the path as
 // given, whose checkpoints would otherwise read as another run's (the dataset is in the hash).
 func standaloneDataset(dir string, run config.Run) string {
-	if old, err := config.Load(filepath.Join(dir, trainer.ConfigFile)); err == nil && old.Hash() == run.Hash() {
+	if volumeBoundTo(dir, run) {
 		return run.Dataset
 	}
 	return absDataset(run.Dataset)
+}
+
+// volumeBoundTo reports whether the trainer volume dir's run.yaml records run (the same config
+// hash): the volume already trains it, whatever version bound it.
+func volumeBoundTo(dir string, run config.Run) bool {
+	old, err := config.Load(filepath.Join(dir, trainer.ConfigFile))
+	return err == nil && old.Hash() == run.Hash()
 }
 
 // volumeClaim is what checkDataDir found in a trainer's volume: whether its run.yaml must be
@@ -235,15 +242,20 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		o.id, _ = os.Hostname()
 	}
 	run, err := rf.Resolve()
+	fromCoordinators := false
 	if errors.Is(err, config.ErrNoRunConfig) && !o.standalone {
 		// The documented start: the coordinators hold the run config.
 		if run, err = runFromCoordinator(cmd.Context(), rf, o); err != nil {
 			return err
 		}
+		fromCoordinators = true
 	} else if err != nil {
 		return withExit(2, err)
 	}
-	if err := checkTrainSplit(run.Dataset); err != nil {
+	// A new run on a test split is refused; one the coordinators already hold, or one this
+	// volume already trains (bound by a version that took it), goes on: refusing it would
+	// leave that run without a way to continue.
+	if err := checkTrainSplit(run.Dataset); err != nil && !fromCoordinators && !volumeBoundTo(o.dataDir, run) {
 		return withExit(2, err)
 	}
 	if o.standalone {
