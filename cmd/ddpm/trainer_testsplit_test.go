@@ -12,7 +12,9 @@ import (
 	"github.com/spf13/pflag"
 
 	"ddpm/config"
+	"ddpm/coordinator/fsm"
 	"ddpm/internal/testutil"
+	"ddpm/internal/tlsauth/tlsauthtest"
 	"ddpm/trainer"
 )
 
@@ -49,5 +51,33 @@ func TestTrainerTestSplitVolumeContinues(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(vol, trainer.CheckpointFile)); err != nil {
 		t.Errorf("no checkpoint file after the run: %v", err)
+	}
+}
+
+// TestClusterTrainerJoinsTestSplitRun: a cluster trainer given no run config joins the run the
+// coordinators hold even on a test split (a run an older coordinator accepted): the refusal is
+// for a run the trainer would start. It exited 2 ('names the test split'), and the run could get
+// no trainer. Here it trains the 4 steps and exits 0 with the run succeeded.
+func TestClusterTrainerJoinsTestSplitRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a trainer process")
+	}
+	bin := testutil.DDPMBinary(t)
+	dir := t.TempDir()
+	run, _ := procRun(t, dir, 4, 1, 1, 5*time.Second, func(r *config.Run) { r.Dataset = "mnist:test" })
+	certs := tlsauthtest.Dir(t)
+	coord, cli := startReplica(t, run, "dev", certs)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "trainer", "--id", "t0", "--coordinator", coord, "--listen", freeAddr(t),
+		"--data-dir", filepath.Join(dir, "t0"), "--certs", certs)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("cluster trainer joining the coordinators' mnist:test run: %v\n%s", err, out.String())
+	}
+	st := waitFor(t, cli, "the run's end", 30*time.Second, func(s *fsm.State) bool { return s.Status.Terminal() })
+	if st.Status != fsm.StatusSucceeded {
+		t.Errorf("run %s (%s), want succeeded", st.Status, st.Reason)
 	}
 }
