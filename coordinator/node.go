@@ -141,6 +141,18 @@ func wireHash(run config.Run) string {
 	return run.Hash()
 }
 
+// HoldsRun reports whether the raft data in dataDir holds run (the same config hash as the
+// replica compares at start; see runOnDisk): a restart of a replica of that run, not a new one.
+// dataDir without raft data holds none. The error is that of reading the data (another process
+// holding raft.db, a damaged store).
+func HoldsRun(dataDir string, run config.Run) (bool, error) {
+	held, hash, err := runOnDisk(dataDir)
+	if err != nil || held == nil {
+		return false, err
+	}
+	return hash == wireHash(run), nil
+}
+
 // inUse is the error of a raft.db whose file lock another process holds.
 func inUse(dbPath, dataDir string) error {
 	by := "another process"

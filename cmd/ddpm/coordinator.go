@@ -123,9 +123,13 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 			return withExit(2, err)
 		}
 		// A dataset path is kept as given: the trainers read it on their machines, where the
-		// coordinator's working directory means nothing. Its split means the same everywhere.
+		// coordinator's working directory means nothing. Its split means the same everywhere:
+		// a new run on a test split is refused; the restart of a replica whose data dir holds
+		// that very run (one an older version accepted) goes on.
 		if err := checkTrainSplit(r.Dataset); err != nil {
-			return withExit(2, err)
+			if held, herr := coordinator.HoldsRun(coordFlags.dataDir, r); herr != nil || !held {
+				return withExit(2, err)
+			}
 		}
 		run, runSource = &r, runFlagsSource(fs, coordFlags.run.Path)
 	}
