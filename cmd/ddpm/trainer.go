@@ -21,6 +21,7 @@ import (
 	"ddpm/dataset"
 	"ddpm/internal/tlsauth"
 	"ddpm/trainer"
+	"ddpm/unet"
 )
 
 type trainerOpts struct {
@@ -265,7 +266,13 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		// machines, and a path is made absolute only where it is read.
 		run.Dataset = standaloneDataset(o.dataDir, run)
 	}
-	ds, err := dataset.Open(run.Dataset, dataset.Options{})
+	ucfg, err := unet.Preset(run.Model)
+	if err != nil {
+		return withExit(2, err)
+	}
+	// A folder of greyscale images is read with the model's channels (dataset.Options.Channels):
+	// one plane, or the grey level in three for a 3-channel model, as ddpm local checks it.
+	ds, err := dataset.Open(run.Dataset, dataset.Options{Channels: ucfg.InCh})
 	if err != nil {
 		return withExit(2, fmt.Errorf("dataset %q: %w", run.Dataset, err))
 	}
