@@ -134,11 +134,13 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 		return err
 	}
 	splitName := split
-	ds, err := openSpec(spec, dataset.Options{Split: split})
+	// A folder of greyscale images is read with the checkpoint's model's channels (one plane,
+	// or the grey level in three), as its trainers read it.
+	ds, err := openSpec(spec, dataset.Options{Split: split, Channels: er.c})
 	if errors.Is(err, dataset.ErrNoSplit) && !o.splitSet && specSplit(spec) == "" {
 		// The default test split of data that has none (an image folder): evaluate the
 		// images it has and say so, instead of calling them a test split.
-		if ds, err = openSpec(spec, dataset.Options{}); err == nil {
+		if ds, err = openSpec(spec, dataset.Options{Channels: er.c}); err == nil {
 			splitName = fmt.Sprintf("all images (%s has no test split)", formatWords(dataset.Describe(ds).Format))
 		}
 	}
