@@ -693,7 +693,8 @@ func checkTrainSplit(spec string) error {
 	return nil
 }
 
-// checkDataset opens the run's dataset as the trainers will and refuses one whose images the
+// checkDataset opens the run's dataset as the trainers will (a greyscale image folder with the
+// model's channels, dataset.Options.Channels) and refuses one whose images the
 // model cannot take (the trainers would only fail and be restarted until their restarts ran out),
 // in one line naming both shapes and the way out (shapeMismatch), a test split, an undecodable image with the
 // way to train on the others (ddpm dataset prepare --skip-bad), and a run folder out inside
@@ -703,7 +704,16 @@ func checkDataset(run config.Run, out string) error {
 		// openDataset would call it a conflict with a train split the user never asked for.
 		return err
 	}
-	ds, err := openDataset(run.Dataset, "train")
+	ucfg, err := unet.Preset(run.Model)
+	if err != nil {
+		return err
+	}
+	// A folder of greyscale images is read with the model's channels, as the trainers read it:
+	// 1, or the grey level in three planes for a 3-channel model.
+	ds, err := dataset.Open(run.Dataset, dataset.Options{Split: "train", Channels: ucfg.InCh})
+	if err != nil {
+		err = fmt.Errorf("dataset %q: %w", run.Dataset, err)
+	}
 	if errors.Is(err, dataset.ErrDecode) {
 		// ddpm local has no --skip-bad: say where it is.
 		return fmt.Errorf("%w; to train on the others: ddpm dataset prepare %s --skip-bad --out DIR, and train on DIR", err, strings.TrimSuffix(run.Dataset, ":train"))
@@ -715,10 +725,6 @@ func checkDataset(run config.Run, out string) error {
 		if err := checkOutsideImageFolder("--out", out, strings.TrimSuffix(run.Dataset, ":train"), "the run's loss.png and samples.png"); err != nil {
 			return err
 		}
-	}
-	ucfg, err := unet.Preset(run.Model)
-	if err != nil {
-		return err
 	}
 	if c, h, w := ds.Shape(); c != ucfg.InCh || h != ucfg.Resolution || w != ucfg.Resolution {
 		return shapeMismatch(run.Dataset, dataset.Describe(ds).Format, c, h, w, run.Model, ucfg)
