@@ -47,3 +47,35 @@ func TestBetaFlagsNamed(t *testing.T) {
 		}
 	}
 }
+
+// TestBetaFlagOtherValueOutOfRange: a beta flag over a file whose other beta is itself out of
+// (0, 1) is not matched to that value: the line names the file's value (Validate). It read
+// "--beta-start 0.5 is more than beta_end -0.5 of config FILE: give --beta-start -0.5 or less",
+// advising a beta out of range.
+func TestBetaFlagOtherValueOutOfRange(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		file string
+		args []string
+		want string
+	}{
+		{"preset: mnist\nbeta_end: -0.5\n", []string{"--beta-start", "0.5"},
+			": invalid run config: betas must satisfy 0 < beta_start <= beta_end < 1, got beta_start 0.5, beta_end -0.5"},
+		{"preset: mnist\nbeta_start: 2\n", []string{"--beta-end", "0.5"},
+			": invalid run config: betas must satisfy 0 < beta_start <= beta_end < 1, got beta_start 2, beta_end 0.5"},
+	} {
+		cfg := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(cfg, []byte(tc.file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		f := AddFlags(fs)
+		if err := fs.Parse(append([]string{"--config", cfg}, tc.args...)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.Resolve()
+		if !errors.Is(err, ErrInvalid) || err.Error() != cfg+tc.want {
+			t.Errorf("%q %v:\n got %v\nwant %s", tc.file, tc.args, err, cfg+tc.want)
+		}
+	}
+}

@@ -295,6 +295,10 @@ func (f *Flags) betaError(r Run) error {
 		return flagError(fmt.Sprintf("--beta-end %g: want a value in (0, 1)", r.BetaEnd))
 	case r.BetaStart <= r.BetaEnd:
 		return nil
+	case !startSet && !(r.BetaStart > 0 && r.BetaStart < 1), !endSet && !(r.BetaEnd > 0 && r.BetaEnd < 1):
+		// The value no flag gave is itself out of (0, 1): Validate names it where it came
+		// from; matching the flag to it would advise a value out of range.
+		return nil
 	case startSet && endSet:
 		return flagError(fmt.Sprintf("--beta-start %g is more than --beta-end %g: the betas rise from beta_start to beta_end; swap them",
 			r.BetaStart, r.BetaEnd))
