@@ -270,6 +270,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		if cmd.Flags().Changed("coordinators") && o.coordinators != man.Coordinators {
 			return withExit(2, fmt.Errorf("--coordinators cannot change on --resume: %s has %s", out, countNoun(man.Coordinators, "coordinator", "coordinators")))
 		}
+		if err := checkResumeDataset(out, run); err != nil {
+			return withExit(2, err)
+		}
 		if run.MinTrainers > man.Trainers {
 			return withExit(2, fmt.Errorf("%s: min_trainers %d is more than its %d trainers", out, run.MinTrainers, man.Trainers))
 		}
