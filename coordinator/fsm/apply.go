@@ -465,10 +465,25 @@ func abandoned(s *State, h Held) bool {
 	return false
 }
 
-// forgottenAbandoned reports whether step lies in (State.AbandonedAbove, State.AbandonedUpTo],
-// the steps of the abandoned checkpoints that fell off State.Abandoned.
+// forgottenAbandoned reports whether step lies in the forgotten abandoned steps
+// (State.AbandonedRanges; for a state without them, the hull (AbandonedAbove, AbandonedUpTo]).
 func forgottenAbandoned(s *State, step int64) bool {
-	return step > s.AbandonedAbove && step <= s.AbandonedUpTo
+	_, ok := forgottenRange(s, step)
+	return ok
+}
+
+// forgottenRange returns the forgotten abandoned range holding step (see forgottenAbandoned).
+func forgottenRange(s *State, step int64) (StepRange, bool) {
+	ranges := s.AbandonedRanges
+	if len(ranges) == 0 {
+		ranges = []StepRange{{Above: s.AbandonedAbove, UpTo: s.AbandonedUpTo}}
+	}
+	for _, r := range ranges {
+		if step > r.Above && step <= r.UpTo {
+			return r, true
+		}
+	}
+	return StepRange{}, false
 }
 
 // planRollback checks a rollback to step to (see State.PlanRollback) and returns the committed
@@ -522,9 +537,9 @@ func planRollback(s *State, to int64) ([]Checkpoint, *Checkpoint, *failure) {
 					return nil, nil, fail("bad_rollback", "checkpoint %d was abandoned by the rollback to step %d (committed checkpoints: %s; or 0 for the start)", to, a.RolledBackTo, committed)
 				}
 			}
-			if forgottenAbandoned(s, to) && memberHolds(s, to) {
+			if r, ok := forgottenRange(s, to); ok && memberHolds(s, to) {
 				return nil, nil, fail("bad_rollback", "step %d lies in steps %d..%d, where rollbacks abandoned checkpoints no longer listed (a member's copy there cannot be told from an abandoned one; committed checkpoints: %s; or 0 for the start)",
-					to, s.AbandonedAbove+1, s.AbandonedUpTo, committed)
+					to, r.Above+1, r.UpTo, committed)
 			}
 			if older := olderHeldSteps(s); len(older) > 0 {
 				return nil, nil, fail("bad_rollback", "step %d is neither a committed checkpoint nor an older one a member holds (committed checkpoints: %s; older ones members hold: %s; or 0 for the start)",
@@ -611,12 +626,54 @@ func rollback(s *State, now int64, r *Rollback) *failure {
 // forgetAbandoned widens the forgotten abandoned steps (State.AbandonedAbove, AbandonedUpTo] to
 // take in (above, upTo]: abandoned checkpoints whose sha256s are no longer (or were never)
 // listed, up to step upTo, given up by a rollback to step above.
+// The exact ranges go to State.AbandonedRanges, merged where they overlap or touch; the hull
+// to AbandonedAbove and AbandonedUpTo.
 func forgetAbandoned(s *State, above, upTo int64) {
+	if len(s.AbandonedRanges) == 0 && s.AbandonedUpTo > 0 {
+		// A state from before the ranges: its hull is its one range.
+		s.AbandonedRanges = []StepRange{{Above: s.AbandonedAbove, UpTo: s.AbandonedUpTo}}
+	}
+	s.AbandonedRanges = addStepRange(s.AbandonedRanges, StepRange{Above: above, UpTo: upTo})
 	if s.AbandonedUpTo == 0 { // the first ones forgotten (abandoned steps are above 0)
 		s.AbandonedAbove = above
 	}
 	s.AbandonedAbove = min(s.AbandonedAbove, above)
 	s.AbandonedUpTo = max(s.AbandonedUpTo, upTo)
+}
+
+// addStepRange returns the disjoint ascending ranges rs with r added: ranges that overlap or
+// touch r merge with it; past MaxAbandonedRanges the two with the smallest gap between them
+// (the first such pair) merge.
+func addStepRange(rs []StepRange, r StepRange) []StepRange {
+	out := make([]StepRange, 0, len(rs)+1)
+	placed := false
+	for _, x := range rs {
+		switch {
+		case x.UpTo < r.Above:
+			out = append(out, x)
+		case r.UpTo < x.Above:
+			if !placed {
+				out, placed = append(out, r), true
+			}
+			out = append(out, x)
+		default: // overlapping or touching: one range
+			r = StepRange{Above: min(r.Above, x.Above), UpTo: max(r.UpTo, x.UpTo)}
+		}
+	}
+	if !placed {
+		out = append(out, r)
+	}
+	for len(out) > MaxAbandonedRanges {
+		best := 0
+		for i := 1; i+1 < len(out); i++ {
+			if out[i+1].Above-out[i].UpTo < out[best+1].Above-out[best].UpTo {
+				best = i
+			}
+		}
+		out[best].UpTo = out[best+1].UpTo
+		out = slices.Delete(out, best+1, best+2)
+	}
+	return out
 }
 
 // memberHolds reports whether a current member's volume holds a checkpoint at step.

@@ -237,7 +237,15 @@ const (
 	// MaxAbandoned bounds the list of abandoned checkpoints; the oldest go first, and
 	// State.AbandonedUpTo keeps their highest step so that they stay abandoned.
 	MaxAbandoned = 64
+	// MaxAbandonedRanges bounds State.AbandonedRanges; past it the two closest ranges merge.
+	MaxAbandonedRanges = 64
 )
+
+// StepRange is the steps (Above, UpTo].
+type StepRange struct {
+	Above int64 `json:"above"`
+	UpTo  int64 `json:"up_to"`
+}
 
 // State is the whole replicated state. Its zero value is the empty cluster. Snapshots are its
 // JSON encoding and replace it whole.
@@ -270,10 +278,19 @@ type State struct {
 	// one that came back would undo a rollback. (Steps in that range that the cluster commits
 	// again are committed as usual; only volumes' copies are refused.) Snapshots written before
 	// AbandonedAbove lack it (0: the range starts at step 0).
-	AbandonedUpTo  int64       `json:"abandoned_up_to,omitempty"`
-	AbandonedAbove int64       `json:"abandoned_above,omitempty"`
-	Loss           LossHistory `json:"loss"`
-	Events         []Event     `json:"events"`
+	AbandonedUpTo  int64 `json:"abandoned_up_to,omitempty"`
+	AbandonedAbove int64 `json:"abandoned_above,omitempty"`
+	// AbandonedRanges are the forgotten abandoned steps exactly: disjoint ranges (Above, UpTo]
+	// in ascending order, of which (AbandonedAbove, AbandonedUpTo] is the hull. The hull alone
+	// took in the steps between two ranges, so that after a rollback to 0 (forgetting steps up
+	// to 100) and a later one to a member's copy at 200 (forgetting 201..300) the copy at 200,
+	// the run's own restart point, was no restart point once pruned. At most
+	// MaxAbandonedRanges; past it the two closest merge (a step forgotten wrongly is only
+	// refused). Empty in snapshots written before it (and while none is forgotten): the hull
+	// is then the one range.
+	AbandonedRanges []StepRange `json:"abandoned_ranges,omitempty"`
+	Loss            LossHistory `json:"loss"`
+	Events          []Event     `json:"events"`
 
 	// Dedup remembers the results of the last MaxDedup request ids, oldest first.
 	Dedup      map[string]Result `json:"dedup"`
