@@ -91,16 +91,6 @@ func evalSplit(spec, split string, splitSet bool) (string, error) {
 	return split, nil
 }
 
-// openDataset opens spec's split and turns its failure into one line naming the dataset (ddpm
-// local checks a run's dataset with it).
-func openDataset(spec, split string) (dataset.Dataset, error) {
-	ds, err := dataset.Open(spec, dataset.Options{Split: split})
-	if err != nil {
-		return nil, fmt.Errorf("dataset %q: %w", spec, err)
-	}
-	return ds, nil
-}
-
 // datasetPathExists reports whether the file or folder spec reads exists from the working
 // directory; true for the built-in mnist and fashion-mnist, which name no path.
 func datasetPathExists(spec string) bool {
