@@ -121,6 +121,10 @@ func resolveLocalRun(cmd *cobra.Command, rf *config.Flags, o localOpts) (config.
 	if err != nil {
 		return config.Run{}, err
 	}
+	// A test split is named as the user typed it, before absDataset makes the path absolute.
+	if err := checkTrainSplit(run.Dataset); err != nil {
+		return config.Run{}, err
+	}
 	run.Dataset = absDataset(run.Dataset)
 	switch {
 	case o.trainers <= run.MaxTrainers:
@@ -167,7 +171,10 @@ func absDataset(spec string) string {
 // the built-in sources), CIFAR-10, LSUN church, bedroom or cat. Data of no single preset (an
 // image folder, idx files of unknown origin) is one line asking for --preset.
 func presetOfDataset(path string) (string, error) {
-	ds, err := dataset.Open(path, dataset.Options{}) // a test split is refused later, by name
+	if err := checkTrainSplit(path); err != nil {
+		return "", err
+	}
+	ds, err := dataset.Open(path, dataset.Options{})
 	if err != nil {
 		return "", fmt.Errorf("--data %s is neither a preset (%s) nor a dataset: %w", path, strings.Join(config.Presets(), ", "), err)
 	}
@@ -192,6 +199,14 @@ func presetOfDataset(path string) (string, error) {
 		}
 	}
 	shape := fmt.Sprintf("%dx%dx%d", info.C, info.H, info.W)
+	if info.Grey {
+		// A 3-channel model reads a greyscale folder too, its grey level in three planes.
+		if fit := append(presetsFor(1, info.H, info.W), presetsFor(3, info.H, info.W)...); len(fit) > 0 {
+			sort.Strings(fit)
+			return "", fmt.Errorf("--data %s holds %s images (%s) of no one preset; give --preset NAME too (the presets whose model takes %s images, or %dx%dx%d as the grey level in three channels: %s)",
+				path, shape, info.Name, shape, 3, info.H, info.W, strings.Join(fit, ", "))
+		}
+	}
 	if fit := presetsFor(info.C, info.H, info.W); len(fit) > 0 {
 		return "", fmt.Errorf("--data %s holds %s images (%s) of no one preset; give --preset NAME too (the presets whose model takes %s images: %s)",
 			path, shape, info.Name, shape, strings.Join(fit, ", "))
@@ -719,7 +734,7 @@ func checkDataset(run config.Run, out string) error {
 	}
 	if errors.Is(err, dataset.ErrDecode) {
 		// ddpm local has no --skip-bad: say where it is.
-		return fmt.Errorf("%w; to train on the others: ddpm dataset prepare %s --skip-bad --out DIR, and train on DIR", err, strings.TrimSuffix(run.Dataset, ":train"))
+		return fmt.Errorf("%w; to train on the others: ddpm dataset prepare %s --skip-bad%s --out DIR, and train on DIR", err, strings.TrimSuffix(run.Dataset, ":train"), prepareChannels(ucfg.InCh))
 	}
 	if err != nil {
 		return err
@@ -730,9 +745,20 @@ func checkDataset(run config.Run, out string) error {
 		}
 	}
 	if c, h, w := ds.Shape(); c != ucfg.InCh || h != ucfg.Resolution || w != ucfg.Resolution {
-		return shapeMismatch(run.Dataset, dataset.Describe(ds).Format, c, h, w, run.Model, ucfg)
+		info := dataset.Describe(ds)
+		return shapeMismatch(run.Dataset, info.Format, info.Grey, c, h, w, run.Model, ucfg)
 	}
 	return nil
+}
+
+// prepareChannels is the --channels flag a ddpm dataset prepare hint gives for a model of inCh
+// channels: a prepared copy of a greyscale folder keeps the channels it was prepared with, 1
+// unless --channels 3 asks for the grey level in three planes, as a 3-channel model reads it.
+func prepareChannels(inCh int) string {
+	if inCh == 3 {
+		return " --channels 3"
+	}
+	return ""
 }
 
 // shapeMismatch words a dataset of c x h x w images (spec, of format) that model's U-Net ucfg
@@ -740,7 +766,7 @@ func checkDataset(run config.Run, out string) error {
 // (greyscale); the models for 3x32x32 images: cifar10, small (--model)`. When the channels agree
 // and only the size differs, a source that takes a resolution (an image folder, an LSUN LMDB) is
 // told how to make a copy at the model's size instead.
-func shapeMismatch(spec, format string, c, h, w int, model string, ucfg unet.Config) error {
+func shapeMismatch(spec, format string, grey bool, c, h, w int, model string, ucfg unet.Config) error {
 	kind := func(c int) string {
 		switch c {
 		case 1:
@@ -750,11 +776,19 @@ func shapeMismatch(spec, format string, c, h, w int, model string, ucfg unet.Con
 		}
 		return ""
 	}
+	have := kind(c)
+	if grey && c == 3 {
+		have = " (greyscale, the grey level in three channels)"
+	}
 	line := fmt.Sprintf("dataset %s has %dx%dx%d images%s, model %q wants %dx%dx%d%s",
-		spec, c, h, w, kind(c), model, ucfg.InCh, ucfg.Resolution, ucfg.Resolution, kind(ucfg.InCh))
+		spec, c, h, w, have, model, ucfg.InCh, ucfg.Resolution, ucfg.Resolution, kind(ucfg.InCh))
 	if c == ucfg.InCh && (format == "image-folder" || format == "lsun-lmdb") {
-		return fmt.Errorf("%s; make a copy at %dx%d with: ddpm dataset prepare %s --resolution %d --out DIR, and train on DIR",
-			line, ucfg.Resolution, ucfg.Resolution, spec, ucfg.Resolution)
+		ch := ""
+		if grey {
+			ch = prepareChannels(ucfg.InCh)
+		}
+		return fmt.Errorf("%s; make a copy at %dx%d with: ddpm dataset prepare %s --resolution %d%s --out DIR, and train on DIR",
+			line, ucfg.Resolution, ucfg.Resolution, spec, ucfg.Resolution, ch)
 	}
 	var fit []string
 	for _, name := range unet.PresetNames() {

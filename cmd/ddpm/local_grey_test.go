@@ -105,8 +105,8 @@ func TestLocalGreyFolderTrainsOneChannel(t *testing.T) {
 
 // TestLocalDataFolderNamesFittingPresets: ddpm local --data FOLDER without --preset names the
 // presets whose model takes the folder's images (fashion-mnist and mnist for greyscale 32x32,
-// cifar10 for RGB 32x32) rather than every preset, which led users to cifar10 for greyscale
-// images and a second refusal; a shape no preset takes still lists them all. A dataset's test
+// and cifar10, which reads it as three equal channels; cifar10 for RGB 32x32) rather than every
+// preset; a shape no preset takes still lists them all. A dataset's test
 // split is refused as such.
 func TestLocalDataFolderNamesFittingPresets(t *testing.T) {
 	root := t.TempDir()
@@ -116,7 +116,7 @@ func TestLocalDataFolderNamesFittingPresets(t *testing.T) {
 	writeImages(t, grey28, 2, 28, true)
 	fresh := filepath.Join(root, "fresh")
 	for _, tc := range []struct{ data, want string }{
-		{grey, "--data " + grey + " holds 1x32x32 images (folder/grey) of no one preset; give --preset NAME too (the presets whose model takes 1x32x32 images: fashion-mnist, mnist)"},
+		{grey, "--data " + grey + " holds 1x32x32 images (folder/grey) of no one preset; give --preset NAME too (the presets whose model takes 1x32x32 images, or 3x32x32 as the grey level in three channels: cifar10, fashion-mnist, mnist)"},
 		{rgb, "--data " + rgb + " holds 3x32x32 images (folder/rgb) of no one preset; give --preset NAME too (the presets whose model takes 3x32x32 images: cifar10)"},
 		{grey28, "--data " + grey28 + " holds 1x28x28 images (folder/grey28) of no one preset; give --preset NAME too (celebahq, cifar10, fashion-mnist, lsun-bedroom, lsun-cat, lsun-church, mnist)"},
 	} {
