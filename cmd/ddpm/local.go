@@ -796,10 +796,15 @@ func shapeMismatch(spec, format string, grey bool, c, h, w int, model string, uc
 			fit = append(fit, name)
 		}
 	}
-	if len(fit) == 0 {
-		return fmt.Errorf("%s; no model preset takes %dx%dx%d images", line, c, h, w)
+	again := ""
+	if format == "prepared" && c == 1 && ucfg.InCh == 3 && h == ucfg.Resolution && w == ucfg.Resolution {
+		// A greyscale folder prepares as 1 channel unless --channels 3 asks for three.
+		again = "; a copy prepared from a folder of greyscale images: prepare it again with --channels 3"
 	}
-	return fmt.Errorf("%s; the models for %dx%dx%d images: %s (--model)", line, c, h, w, strings.Join(fit, ", "))
+	if len(fit) == 0 {
+		return fmt.Errorf("%s; no model preset takes %dx%dx%d images%s", line, c, h, w, again)
+	}
+	return fmt.Errorf("%s; the models for %dx%dx%d images: %s (--model)%s", line, c, h, w, strings.Join(fit, ", "), again)
 }
 
 // coordinatorsLine says where the run's coordinators answer, as `ddpm status` and `ddpm loss`

@@ -13,7 +13,8 @@ import (
 // Without --preset the presets listed include cifar10 (they were only the 1-channel ones). The
 // copy at the model's size that a 3-channel model is told to make is prepared with --channels 3:
 // without it the prepared copy held 1x32x32 images, which the same model then refused; the
-// prepared copy made as told passes the check. A test split is named as typed (a relative
+// prepared copy made as told passes the check, and a 1-channel copy is told to be prepared again
+// with --channels 3. A test split is named as typed (a relative
 // grey:test read as the absolute path).
 func TestLocalGreyFolderHints(t *testing.T) {
 	root := t.TempDir()
@@ -46,6 +47,17 @@ func TestLocalGreyFolderHints(t *testing.T) {
 	run.Dataset = prep
 	if err := checkDataset(run, fresh); err != nil {
 		t.Errorf("checkDataset of the copy prepared as told: %v", err)
+	}
+
+	// A copy prepared without --channels 3 holds one channel: the way out is named.
+	prep1 := filepath.Join(root, "prep1")
+	if _, err := runCLI(t, context.Background(), nil, "dataset", "prepare", grey, "--out", prep1); err != nil {
+		t.Fatalf("dataset prepare: %v", err)
+	}
+	run.Dataset = prep1
+	if err := checkDataset(run, fresh); err == nil || err.Error() != "dataset "+prep1+` has 1x32x32 images (greyscale), model "cifar10" wants 3x32x32 (RGB); `+
+		"the models for 1x32x32 images: tiny (--model); a copy prepared from a folder of greyscale images: prepare it again with --channels 3" {
+		t.Errorf("checkDataset of a 1-channel copy for model cifar10: %v", err)
 	}
 
 	// A relative test split is named as typed, with or without --preset.
