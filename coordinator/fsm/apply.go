@@ -454,7 +454,7 @@ func olderHeldSteps(s *State) []string {
 // (forgottenAbandoned) counts as abandoned: the list no longer tells which of them are.
 // (Callers ask only about steps outside State.Checkpoints.)
 func abandoned(s *State, h Held) bool {
-	if forgottenAbandoned(s, h.Step) {
+	if forgottenAbandoned(s, h.Step) && !slices.Contains(s.Recommitted, h) {
 		return true
 	}
 	for _, a := range s.Abandoned {
@@ -586,11 +586,18 @@ func rollback(s *State, now int64, r *Rollback) *failure {
 	// copy a member holds): they belong to the line given up, yet no list names their sha256s.
 	// Their steps join the forgotten abandoned ones, so a volume's copy there is never adopted
 	// nor taken back.
+	// The line's own commits at forgotten steps (Recommitted) after the restart point are among
+	// them.
 	if oldest := s.Checkpoints[0].Step; r.ToStep < oldest {
-		if pruned := (oldest - 1) / s.Run.CheckpointEvery * s.Run.CheckpointEvery; pruned > r.ToStep {
+		pruned := (oldest - 1) / s.Run.CheckpointEvery * s.Run.CheckpointEvery
+		for _, h := range s.Recommitted {
+			pruned = max(pruned, h.Step)
+		}
+		if pruned > r.ToStep {
 			forgetAbandoned(s, r.ToStep, pruned)
 		}
 	}
+	s.Recommitted = slices.DeleteFunc(s.Recommitted, func(h Held) bool { return h.Step > r.ToStep })
 	s.Checkpoints = slices.DeleteFunc(s.Checkpoints, func(c Checkpoint) bool { return c.Step > r.ToStep })
 	if restore != nil && findCheckpoint(s, restore.Step) == nil {
 		// An older checkpoint a member's volume holds: it becomes the committed checkpoint the
@@ -702,6 +709,15 @@ func addCommitted(s *State, c Checkpoint) {
 	s.Checkpoints = append(s.Checkpoints, c)
 	slices.SortFunc(s.Checkpoints, func(a, b Checkpoint) int { return cmpI64(a.Step, b.Step) })
 	if extra := len(s.Checkpoints) - s.Run.KeepCheckpoints; extra > 0 {
+		// A pruned commit at a forgotten abandoned step stays known as the line's own.
+		for _, p := range s.Checkpoints[:extra] {
+			if forgottenAbandoned(s, p.Step) {
+				s.Recommitted = append(s.Recommitted, Held{Step: p.Step, SHA256: p.SHA256})
+			}
+		}
+		if over := len(s.Recommitted) - MaxAbandoned; over > 0 {
+			s.Recommitted = slices.Delete(s.Recommitted, 0, over)
+		}
 		s.Checkpoints = slices.Delete(s.Checkpoints, 0, extra)
 	}
 	for step := range s.Pending {

@@ -289,8 +289,16 @@ type State struct {
 	// refused). Empty in snapshots written before it (and while none is forgotten): the hull
 	// is then the one range.
 	AbandonedRanges []StepRange `json:"abandoned_ranges,omitempty"`
-	Loss            LossHistory `json:"loss"`
-	Events          []Event     `json:"events"`
+	// Recommitted are checkpoints of the line in force that were committed at forgotten
+	// abandoned steps (AbandonedRanges) and since pruned from Checkpoints by keep_checkpoints:
+	// a volume's copy with one of these sha256s is the line's own, a rollback restart point, not
+	// an abandoned one. A rollback to a step below one abandons it (its step stays forgotten).
+	// At most MaxAbandoned, the oldest go first (a copy of one that went is refused, as every
+	// copy in those steps was before). Absent from snapshots written before it: every copy in
+	// the forgotten steps is refused.
+	Recommitted []Held      `json:"recommitted,omitempty"`
+	Loss        LossHistory `json:"loss"`
+	Events      []Event     `json:"events"`
 
 	// Dedup remembers the results of the last MaxDedup request ids, oldest first.
 	Dedup      map[string]Result `json:"dedup"`
