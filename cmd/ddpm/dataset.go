@@ -168,7 +168,9 @@ run config records it and trainers refuse data whose fingerprint differs.`,
 		Short: "Decode SRC once into memory-mappable shards with an index (count, shape, sha256 per shard)",
 		Long: `prepare reads SRC (any PATH that inspect takes), decodes, crops and resizes every image once,
 and writes DIR/index.json and DIR/shard-NNNNN.bin. Trainers read DIR like any source, without
-decoding; its fingerprint equals SRC's at the same resolution. DIR must not exist.`,
+decoding; its fingerprint equals SRC's at the same resolution and channels. A folder of greyscale
+images is prepared as 1 channel, or with --channels 3 as a 3-channel model reads it: the copy keeps
+those channels for every model. DIR must not exist.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
