@@ -127,7 +127,12 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 		// a new run on a test split is refused; the restart of a replica whose data dir holds
 		// that very run (one an older version accepted) goes on.
 		if err := checkTrainSplit(r.Dataset); err != nil {
-			if held, herr := coordinator.HoldsRun(coordFlags.dataDir, r); herr != nil || !held {
+			held, herr := coordinator.HoldsRun(coordFlags.dataDir, r)
+			if herr != nil {
+				// The data dir cannot be read (another coordinator on it): that is the line.
+				return withExit(1, herr)
+			}
+			if !held {
 				return withExit(2, err)
 			}
 		}

@@ -53,12 +53,23 @@ func TestCoordinatorRestartTestSplitRun(t *testing.T) {
 			t.Fatal("run not in force within 10 s")
 		}
 	}
+	// While another coordinator holds the data dir, that is what a second one on it is told
+	// (exit 1), not that the run names the test split (exit 2).
+	args := append([]string{"coordinator", "--id", "c0", "--raft-addr", raftAddr, "--grpc-addr", grpcAddr,
+		"--peers", "c0=" + raftAddr + "=" + grpcAddr, "--data-dir", dir, "--insecure"}, flags...)
+	busy, err := exec.Command(bin, args...).CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	if code != 1 || !bytes.Contains(busy, []byte(filepath.Join(dir, "raft.db")+" is in use by ")) {
+		node.Close()
+		t.Fatalf("ddpm coordinator on a data dir in use: exit %d (%v)\n%s\nwant exit 1, in use", code, err, busy)
+	}
 	node.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	args := append([]string{"coordinator", "--id", "c0", "--raft-addr", raftAddr, "--grpc-addr", grpcAddr,
-		"--peers", "c0=" + raftAddr + "=" + grpcAddr, "--data-dir", dir, "--insecure"}, flags...)
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
