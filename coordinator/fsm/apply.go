@@ -711,8 +711,8 @@ func addCommitted(s *State, c Checkpoint) {
 	if extra := len(s.Checkpoints) - s.Run.KeepCheckpoints; extra > 0 {
 		// A pruned commit at a forgotten abandoned step stays known as the line's own.
 		for _, p := range s.Checkpoints[:extra] {
-			if forgottenAbandoned(s, p.Step) {
-				s.Recommitted = append(s.Recommitted, Held{Step: p.Step, SHA256: p.SHA256})
+			if h := (Held{Step: p.Step, SHA256: p.SHA256}); forgottenAbandoned(s, p.Step) && !slices.Contains(s.Recommitted, h) {
+				s.Recommitted = append(s.Recommitted, h)
 			}
 		}
 		if over := len(s.Recommitted) - MaxAbandoned; over > 0 {

@@ -70,10 +70,14 @@ func TestRecommittedInForgottenRange(t *testing.T) {
 	if r := Apply(s, Command{Kind: KindRollback, Time: now, Rollback: &Rollback{ToStep: 150}}); r.Err() != nil {
 		t.Fatalf("rollback to b's 150: %v", r.Err())
 	}
-	// Rolled back below it, the recomputed 150 is abandoned with the rest.
+	// Taken back and pruned again, it is recorded once.
 	for step := int64(200); step <= 300; step += 50 {
 		commit(step, l2(step))
 	}
+	if n := len(s.Recommitted); n != 4 || s.Recommitted[3] != (Held{Step: 200, SHA256: l2(200)}) {
+		t.Errorf("recommitted %v, want line 2's 50, 100, 150, 200", s.Recommitted)
+	}
+	// Rolled back below it, the recomputed 150 is abandoned with the rest.
 	now++
 	if r := Apply(s, Command{Kind: KindRollback, Time: now, Rollback: &Rollback{ToStep: 0}}); r.Err() != nil {
 		t.Fatal(r.Err())
