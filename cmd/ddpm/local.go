@@ -746,7 +746,9 @@ func checkDataset(run config.Run, out string) error {
 	}
 	if c, h, w := ds.Shape(); c != ucfg.InCh || h != ucfg.Resolution || w != ucfg.Resolution {
 		info := dataset.Describe(ds)
-		return shapeMismatch(run.Dataset, info.Format, info.Grey, c, h, w, run.Model, ucfg)
+		// A prepared copy of 1-channel images from an image folder: a greyscale folder's.
+		grey := info.Grey || (info.Format == "prepared" && c == 1 && strings.HasPrefix(info.Name, "folder/"))
+		return shapeMismatch(run.Dataset, info.Format, grey, c, h, w, run.Model, ucfg)
 	}
 	return nil
 }
@@ -761,7 +763,8 @@ func prepareChannels(inCh int) string {
 	return ""
 }
 
-// shapeMismatch words a dataset of c x h x w images (spec, of format) that model's U-Net ucfg
+// shapeMismatch words a dataset of c x h x w images (spec, of format; grey: of a greyscale image
+// folder, or a prepared copy of one) that model's U-Net ucfg
 // cannot take, e.g. `dataset imgs has 3x32x32 images (RGB), model "tiny" wants 1x32x32
 // (greyscale); the models for 3x32x32 images: cifar10, small (--model)`. When the channels agree
 // and only the size differs, a source that takes a resolution (an image folder, an LSUN LMDB) is
@@ -797,7 +800,7 @@ func shapeMismatch(spec, format string, grey bool, c, h, w int, model string, uc
 		}
 	}
 	again := ""
-	if format == "prepared" && c == 1 && ucfg.InCh == 3 && h == ucfg.Resolution && w == ucfg.Resolution {
+	if format == "prepared" && grey && c == 1 && ucfg.InCh == 3 && h == ucfg.Resolution && w == ucfg.Resolution {
 		// A greyscale folder prepares as 1 channel unless --channels 3 asks for three.
 		again = "; a copy prepared from a folder of greyscale images: prepare it again with --channels 3"
 	}

@@ -60,6 +60,17 @@ func TestLocalGreyFolderHints(t *testing.T) {
 		t.Errorf("checkDataset of a 1-channel copy for model cifar10: %v", err)
 	}
 
+	// A 1-channel copy of other data (Fashion-MNIST at 32x32) is not told about --channels.
+	prepF := filepath.Join(root, "prepf")
+	if _, err := runCLI(t, context.Background(), nil, "dataset", "prepare", "fashion-mnist", "--resolution", "32", "--out", prepF); err != nil {
+		t.Fatalf("dataset prepare fashion-mnist: %v", err)
+	}
+	run.Dataset = prepF
+	if err := checkDataset(run, fresh); err == nil || err.Error() != "dataset "+prepF+` has 1x32x32 images (greyscale), model "cifar10" wants 3x32x32 (RGB); `+
+		"the models for 1x32x32 images: tiny (--model)" {
+		t.Errorf("checkDataset of a 1-channel Fashion-MNIST copy for model cifar10: %v", err)
+	}
+
 	// A relative test split is named as typed, with or without --preset.
 	t.Chdir(root)
 	for _, args := range [][]string{
