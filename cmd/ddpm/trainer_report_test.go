@@ -129,12 +129,12 @@ func TestTrainerReportsSurviveCoordinatorOutage(t *testing.T) {
 	}
 }
 
-// TestCheckpointReadyWarnsOfOverflowedReports: a trainer whose report queue overflowed (its
-// backlog is smaller than the checkpoint interval: checkpoint_every above
-// trainer.MaxReportBacklog) delivers what it kept before it reports the checkpoint to a real
-// coordinator replica, and says in one log line how many steps before that checkpoint have no
-// loss point; the next checkpoint, without new overflow, says nothing.
-func TestCheckpointReadyWarnsOfOverflowedReports(t *testing.T) {
+// rankedClusterCoord starts a real one-replica coordinator with a 20-step mnist run
+// (checkpoint_every 10, one trainer), joins trainer t0 and waits for its rank 0; it returns a
+// context of a minute, the client, t0's clusterCoord (report queue of backlog reports, log
+// lines into logs; its report loop not started), and the generation.
+func rankedClusterCoord(t *testing.T, backlog int) (context.Context, *coordinator.Client, *clusterCoord, uint64, *lockedLog) {
+	t.Helper()
 	run, err := config.Preset("mnist")
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +142,7 @@ func TestCheckpointReadyWarnsOfOverflowedReports(t *testing.T) {
 	run.Steps, run.CheckpointEvery, run.MinTrainers, run.MaxTrainers = 20, 10, 1, 1
 	_, cli := startReplica(t, run, "test", tlsauthtest.Dir(t))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	j := joinWhenLeading(t, cli, coordinator.JoinRequest{ID: "t0", Address: "t0.trainers:7100", Version: "test", ConfigHash: run.Hash()})
 	var gen uint64
 	for gen == 0 {
@@ -157,8 +157,18 @@ func TestCheckpointReadyWarnsOfOverflowedReports(t *testing.T) {
 	}
 	logs := &lockedLog{}
 	cc := &clusterCoord{cli: cli, id: "t0", addr: "t0.trainers:7100", nonce: "n", log: slog.New(slog.NewTextHandler(logs, nil)),
-		reports: trainer.NewReportQueue(2)}
+		reports: trainer.NewReportQueue(backlog)}
 	cc.inc.Store(j.Incarnation)
+	return ctx, cli, cc, gen, logs
+}
+
+// TestCheckpointReadyWarnsOfOverflowedReports: a trainer whose report queue overflowed (its
+// backlog is smaller than the checkpoint interval: checkpoint_every above
+// trainer.MaxReportBacklog) delivers what it kept before it reports the checkpoint to a real
+// coordinator replica, and says in one log line how many steps before that checkpoint have no
+// loss point; the next checkpoint, without new overflow, says nothing.
+func TestCheckpointReadyWarnsOfOverflowedReports(t *testing.T) {
+	ctx, cli, cc, gen, logs := rankedClusterCoord(t, 2)
 	push := func(from, to int64) {
 		for s := from; s <= to; s++ {
 			cc.Report(ctx, trainer.Progress{Step: s, Loss: 1, LR: 1e-4, GradNorm: 1, Generation: gen, World: 1})
@@ -196,30 +206,7 @@ func TestCheckpointReadyWarnsOfOverflowedReports(t *testing.T) {
 // the test process down with it; the trainer logs one line naming the step, and the steps
 // around it get their points.
 func TestNonFiniteReportNotSent(t *testing.T) {
-	run, err := config.Preset("mnist")
-	if err != nil {
-		t.Fatal(err)
-	}
-	run.Steps, run.CheckpointEvery, run.MinTrainers, run.MaxTrainers = 20, 10, 1, 1
-	_, cli := startReplica(t, run, "test", tlsauthtest.Dir(t))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	j := joinWhenLeading(t, cli, coordinator.JoinRequest{ID: "t0", Address: "t0.trainers:7100", Version: "test", ConfigHash: run.Hash()})
-	var gen uint64
-	for gen == 0 {
-		st, err := cli.State(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Generation.Rank("t0") == 0 {
-			gen = st.Generation.Number
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	logs := &lockedLog{}
-	cc := &clusterCoord{cli: cli, id: "t0", addr: "t0.trainers:7100", nonce: "n", log: slog.New(slog.NewTextHandler(logs, nil)),
-		reports: trainer.NewReportQueue(trainer.DefaultReportBacklog)}
-	cc.inc.Store(j.Incarnation)
+	ctx, cli, cc, gen, logs := rankedClusterCoord(t, trainer.DefaultReportBacklog)
 	go cc.reportLoop(ctx)
 	nan := math.NaN()
 	cc.Report(ctx, trainer.Progress{Step: 1, Loss: 0.5, LR: 1e-4, GradNorm: 1, Generation: gen, World: 1, LossQuartiles: [4]float64{1, nan, 3, 4}})
