@@ -436,7 +436,7 @@ func checkWeightsKind(flag, path string) error {
 	case "", kindSafetensors:
 		return nil
 	case kindCheckpoint:
-		return withExit(exitUsage, fmt.Errorf("%s %s is %s, not safetensors weights; write its weights with: ddpm checkpoint export %s --ema --out W.safetensors", flag, path, kind, path))
+		return withExit(exitUsage, fmt.Errorf("%s %s is %s, not safetensors weights; write its weights with: ddpm checkpoint export %s --ema --out W.safetensors", flag, path, kind, shellWord(path)))
 	default:
 		return withExit(exitUsage, fmt.Errorf("%s %s is %s, not safetensors weights", flag, path, kind))
 	}

@@ -545,7 +545,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		fmt.Fprintln(stderr, "ddpm local: loss files:", err)
 	}
 	if interrupted {
-		return withExit(130, fmt.Errorf("interrupted; continue with: ddpm local --resume %s", out))
+		return withExit(130, fmt.Errorf("interrupted; continue with: ddpm local --resume %s", shellWord(out)))
 	}
 	if se := (*startFailed)(nil); errors.As(runErr, &se) {
 		return withExit(1, runErr)
@@ -572,7 +572,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 				return fmt.Errorf("samples: %w", err)
 			}
 		case <-ctx.Done():
-			return withExit(130, fmt.Errorf("interrupted while sampling; the run is complete: draw samples with ddpm sample --checkpoint %s --out %s", out, samplesPath))
+			return withExit(130, fmt.Errorf("interrupted while sampling; the run is complete: draw samples with ddpm sample --checkpoint %s --out %s", shellWord(out), shellWord(samplesPath)))
 		}
 		fmt.Fprintf(stderr, "ddpm local: wrote %s (%d samples of the EMA weights in %.0fs)\n", samplesPath, o.samples, time.Since(t0).Seconds())
 	}
@@ -658,7 +658,7 @@ func checkRunCerts(dir string) error {
 	for _, f := range []string{tlsauth.CAFile, tlsauth.CertFile, tlsauth.KeyFile, tlsauth.SecretFile} {
 		p := filepath.Join(dir, f)
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("%s is missing: the run's processes authenticate each other with %s; restore it, or remove %s and make new ones with: ddpm certs init %s", p, dir, dir, dir)
+			return fmt.Errorf("%s is missing: the run's processes authenticate each other with %s; restore it, or remove %s and make new ones with: ddpm certs init %s", p, dir, dir, shellWord(dir))
 		}
 	}
 	if _, err := tlsauth.Load(tlsauth.Config{Dir: dir, ServerName: tlsauth.NodeName}); err != nil {
@@ -734,7 +734,7 @@ func checkDataset(run config.Run, out string) error {
 	}
 	if errors.Is(err, dataset.ErrDecode) {
 		// ddpm local has no --skip-bad: say where it is.
-		return fmt.Errorf("%w; to train on the others: ddpm dataset prepare %s --skip-bad%s --out DIR, and train on DIR", err, strings.TrimSuffix(run.Dataset, ":train"), prepareChannels(ucfg.InCh))
+		return fmt.Errorf("%w; to train on the others: ddpm dataset prepare %s --skip-bad%s --out DIR, and train on DIR", err, shellWord(strings.TrimSuffix(run.Dataset, ":train")), prepareChannels(ucfg.InCh))
 	}
 	if err != nil {
 		return err
@@ -791,7 +791,7 @@ func shapeMismatch(spec, format string, grey bool, c, h, w int, model string, uc
 			ch = prepareChannels(ucfg.InCh)
 		}
 		return fmt.Errorf("%s; make a copy at %dx%d with: ddpm dataset prepare %s --resolution %d%s --out DIR, and train on DIR",
-			line, ucfg.Resolution, ucfg.Resolution, spec, ucfg.Resolution, ch)
+			line, ucfg.Resolution, ucfg.Resolution, shellWord(spec), ucfg.Resolution, ch)
 	}
 	var fit []string
 	for _, name := range unet.PresetNames() {

@@ -88,11 +88,23 @@ func checkResumeDataset(out string, run config.Run) error {
 			if err != nil {
 				rel = absOut
 			}
-			return fmt.Errorf("%s: resume from %s (cd %s && ddpm local --resume %s)", line, dir, dir, rel)
+			return fmt.Errorf("%s: resume from %s (cd %s && ddpm local --resume %s)", line, dir, shellWord(dir), shellWord(rel))
 		}
 		if dir == filepath.Dir(dir) {
 			break
 		}
 	}
 	return errors.New(line + ": resume from the directory the run was started in")
+}
+
+// shellWord is s as one word for a POSIX shell: as it is when it holds only characters no shell
+// treats specially, else in single quotes (a single quote inside ends the quoting, is escaped
+// with a backslash, and the quoting starts again).
+func shellWord(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+:,@%=", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -50,6 +50,10 @@ func TestLocalResumeRelativeDataset(t *testing.T) {
 	oldRunFolder(t, lost, "nowhere")
 	gone := filepath.Join(root, "home", "runs", "c")
 	oldRunFolder(t, gone, filepath.Join(root, "gone"))
+	spaced := filepath.Join(root, "my data")
+	writeImages(t, filepath.Join(spaced, "grey"), 2, 32, true)
+	spacedRun := filepath.Join(spaced, "run's 1")
+	oldRunFolder(t, spacedRun, "grey")
 	elsewhere := filepath.Join(root, "elsewhere")
 	if err := os.MkdirAll(elsewhere, 0o755); err != nil {
 		t.Fatal(err)
@@ -64,6 +68,9 @@ func TestLocalResumeRelativeDataset(t *testing.T) {
 			elsewhere + ": resume from " + home + " (cd " + home + " && ddpm local --resume runs/a)"},
 		{lost, lost + "/run.yaml names its dataset nowhere, relative to the directory the run was started in, and there is no nowhere in " +
 			elsewhere + ": resume from the directory the run was started in"},
+		// The command to copy quotes what a shell would split or take apart.
+		{spacedRun, spacedRun + "/run.yaml names its dataset grey, relative to the directory the run was started in, and there is no grey in " +
+			elsewhere + ": resume from " + spaced + " (cd '" + spaced + "' && ddpm local --resume 'run'\\''s 1')"},
 		{gone, gone + "/run.yaml names its dataset " + filepath.Join(root, "gone") + ", which does not exist: put the data back there to resume the run"},
 	} {
 		args := []string{"local", "--resume", tc.resume, "--quiet"}

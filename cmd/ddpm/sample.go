@@ -153,7 +153,7 @@ func (r *evalRun) load(step int64, ema bool) (*trainer.Loaded, error) {
 	case errors.Is(err, trainer.ErrMismatch):
 		return nil, withExit(2, errors.New(strings.TrimPrefix(err.Error(), trainer.ErrMismatch.Error()+": ")))
 	case errors.Is(err, checkpoint.ErrNotFound) && step >= 0:
-		return nil, withExit(2, fmt.Errorf("--step %d: %s holds no checkpoint of that step (ddpm checkpoint list %s)", step, r.file, r.file))
+		return nil, withExit(2, fmt.Errorf("--step %d: %s holds no checkpoint of that step (ddpm checkpoint list %s)", step, r.file, shellWord(r.file)))
 	case err != nil:
 		return nil, withExit(2, err)
 	}
