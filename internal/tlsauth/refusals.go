@@ -19,9 +19,11 @@ const (
 )
 
 // refusalLimiter logs the first refusal of each (message, remote host, reason) at once and
-// counts the repeats within window; the first repeat after the window is logged with the count
-// ("suppressed") and opens a new window. Counts still pending when an entry is dropped (the map
-// is full) are lost. Safe for concurrent use.
+// counts the repeats within window. When the window ends with repeats counted, the last of them
+// is logged with the count ("suppressed"), so a burst that stops is still accounted for within a
+// window, and a new window opens; a refusal after a window without repeats is logged at once.
+// Counts still pending when an entry is dropped (the map is full) are lost. Safe for concurrent
+// use.
 type refusalLimiter struct {
 	log *slog.Logger
 
@@ -37,6 +39,11 @@ type refusalKey struct{ msg, host, reason string }
 type refusalCount struct {
 	since      time.Time // when the line that opened the window was logged
 	suppressed int
+	// The last suppressed refusal's remote and args, and the timer that logs them with the count
+	// at the window's end (nil when none is pending).
+	remote string
+	args   []any
+	flush  *time.Timer
 }
 
 func newRefusalLimiter(log *slog.Logger) *refusalLimiter {
@@ -54,12 +61,20 @@ func (l *refusalLimiter) warn(msg, remote, reason string, args ...any) {
 	c, ok := l.seen[k]
 	if ok && now.Sub(c.since) < l.window {
 		c.suppressed++
+		c.remote, c.args = remote, args
+		if c.flush == nil {
+			c.flush = time.AfterFunc(l.window-now.Sub(c.since), func() { l.flush(k, c) })
+		}
 		l.mu.Unlock()
 		return
 	}
 	suppressed := 0
 	if ok {
 		suppressed, c.since, c.suppressed = c.suppressed, now, 0
+		if c.flush != nil {
+			c.flush.Stop()
+			c.flush = nil
+		}
 	} else {
 		l.makeRoom(now)
 		l.seen[k] = &refusalCount{since: now}
@@ -70,6 +85,21 @@ func (l *refusalLimiter) warn(msg, remote, reason string, args ...any) {
 		args = append(args, "suppressed", suppressed)
 	}
 	l.log.Warn(msg, args...)
+}
+
+// flush logs the repeats of k counted in c's window, with the last one's remote and args, and
+// opens a new window; nothing if c was dropped or its count already logged.
+func (l *refusalLimiter) flush(k refusalKey, c *refusalCount) {
+	l.mu.Lock()
+	c.flush = nil
+	if l.seen[k] != c || c.suppressed == 0 {
+		l.mu.Unlock()
+		return
+	}
+	n, remote, args := c.suppressed, c.remote, c.args
+	c.since, c.suppressed, c.remote, c.args = time.Now(), 0, "", nil
+	l.mu.Unlock()
+	l.log.Warn(k.msg, append(append([]any{"remote", remote}, args...), "suppressed", n)...)
 }
 
 // hostOf is remote without its port (remote itself when it has none).

@@ -213,3 +213,38 @@ func TestRefusalReasonDropsPerConnectionParts(t *testing.T) {
 		t.Errorf("refusalReason = %q, want %q", got, want)
 	}
 }
+
+// TestRefusalCountLoggedWhenRepeatsStop: repeats suppressed within a window are logged with
+// their count when the window ends, even if no refusal follows (the old limiter held the count
+// until the next refusal, which a burst that stopped never sent); a window without repeats logs
+// nothing more.
+func TestRefusalCountLoggedWhenRepeatsStop(t *testing.T) {
+	rec := &recorder{}
+	l := newRefusalLimiter(slog.New(rec))
+	setWindow(l, 100*time.Millisecond)
+	for port := range 3 {
+		l.warn("tlsauth: refused connection", fmt.Sprintf("10.0.0.9:%d", 5000+port), "bad certificate", "err", "x509")
+	}
+	l.warn("tlsauth: refused connection", "10.0.0.8:5000", "bad certificate", "err", "x509")
+	if got := rec.lines(); len(got) != 2 {
+		t.Fatalf("within the window: %q", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rec.lines()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // two more windows: nothing new to say
+	want := []string{
+		"tlsauth: refused connection remote=10.0.0.9:5000 err=x509",
+		"tlsauth: refused connection remote=10.0.0.8:5000 err=x509",
+		"tlsauth: refused connection remote=10.0.0.9:5002 err=x509 suppressed=2",
+	}
+	if got := rec.lines(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// The window the count opened passed without repeats: the next refusal is logged at once.
+	l.warn("tlsauth: refused connection", "10.0.0.9:5003", "bad certificate", "err", "x509")
+	if got := rec.lines(); len(got) != 4 || got[3] != "tlsauth: refused connection remote=10.0.0.9:5003 err=x509" {
+		t.Fatalf("log:\n%s", strings.Join(got, "\n"))
+	}
+}
