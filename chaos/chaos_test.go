@@ -266,14 +266,17 @@ func TestChaosNetns(t *testing.T) {
 func TestChaosElastic(t *testing.T) {
 	longChaos(t)
 	bin := ddpmBinary(t)
-	// Training goes on while a trainer is down, so the faults are spaced for a 6 s downtime.
-	run := tinyRun(t, 100, 41)
+	// Training goes on while a trainer is down, and a fault is injected only after the previous
+	// one's downtime: the faults are spaced for 6 s of training at up to ~8 steps a second (two
+	// ranks of the tiny model on an idle machine; 100 steps with the last fault at 72 finished
+	// while the second fault's trainer was still down).
+	run := tinyRun(t, 200, 41)
 	cfg := Config{Bin: bin, Dir: runDir(t), Run: run, Trainers: 3, Coordinators: 3, Elastic: true,
 		Deadline: 6 * time.Minute, Logf: logf(t)}
 	rep, err := Run(context.Background(), cfg, []Fault{
 		{Kind: KillTrainer, AtStep: 10, Trainer: 2, Down: 6 * time.Second},
-		{Kind: KillInCheckpoint, AtStep: 40, Trainer: 1, Down: 6 * time.Second, Corrupt: true},
-		{Kind: StopTrainer, AtStep: 72, Trainer: 0, Down: 6 * time.Second},
+		{Kind: KillInCheckpoint, AtStep: 64, Trainer: 1, Down: 6 * time.Second, Corrupt: true},
+		{Kind: StopTrainer, AtStep: 140, Trainer: 0, Down: 6 * time.Second},
 	})
 	summarize(t, rep)
 	if err != nil {
