@@ -154,14 +154,14 @@ func TestFlagsOverrideFile(t *testing.T) {
 	}
 	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	f := AddFlags(fs)
-	if err := fs.Parse([]string{"--config", p, "--dataset", "/tmp/mnist", "--lr", "1e-3", "--heartbeat-timeout", "3s"}); err != nil {
+	if err := fs.Parse([]string{"--config", p, "--dataset", "data/mnist", "--lr", "1e-3", "--heartbeat-timeout", "3s"}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := f.Resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Dataset != "/tmp/mnist" || r.LR != 1e-3 || r.Steps != 100 || r.HeartbeatTimeout.Std() != 3*time.Second || r.GlobalBatch != 32 {
+	if r.Dataset != "data/mnist" || r.LR != 1e-3 || r.Steps != 100 || r.HeartbeatTimeout.Std() != 3*time.Second || r.GlobalBatch != 32 {
 		t.Errorf("got %+v", r)
 	}
 	fs = pflag.NewFlagSet("t", pflag.ContinueOnError)

@@ -54,8 +54,10 @@ func resumeLine(out string) string {
 // the run's identity, held by the coordinators), so the line names the directory to resume
 // from: the nearest folder above the run in which the path exists, e.g.
 //
-//	userH/og3/run.yaml names its dataset grey, relative to the directory the run was started
-//	in, and there is no grey in /tmp: resume from /tmp/userH (cd /tmp/userH && ddpm local --resume og3)
+//	runs/a/run.yaml names its dataset grey, relative to the directory the run was started
+//	in, and there is no grey in CWD: resume from START (cd START && ddpm local --resume runs/a)
+//
+// where CWD is this process's working directory and START the folder that holds grey.
 //
 // A dataset of an absolute path that is gone, or a relative one found nowhere above the run, is
 // one line too. The built-in mnist and fashion-mnist are not paths.

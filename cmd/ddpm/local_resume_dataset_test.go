@@ -43,12 +43,12 @@ func oldRunFolder(t *testing.T, dir, dataset string) {
 // failed at start-up (exit status 2): dataset "grey": dataset not found: grey: ...").
 func TestLocalResumeRelativeDataset(t *testing.T) {
 	root := t.TempDir()
-	writeImages(t, filepath.Join(root, "home", "grey"), 2, 32, true)
-	run := filepath.Join(root, "home", "runs", "a")
+	writeImages(t, filepath.Join(root, "projects", "grey"), 2, 32, true)
+	run := filepath.Join(root, "projects", "runs", "a")
 	oldRunFolder(t, run, "grey")
-	lost := filepath.Join(root, "home", "runs", "b")
+	lost := filepath.Join(root, "projects", "runs", "b")
 	oldRunFolder(t, lost, "nowhere")
-	gone := filepath.Join(root, "home", "runs", "c")
+	gone := filepath.Join(root, "projects", "runs", "c")
 	oldRunFolder(t, gone, filepath.Join(root, "gone"))
 	spaced := filepath.Join(root, "my data")
 	writeImages(t, filepath.Join(spaced, "grey"), 2, 32, true)
@@ -60,12 +60,12 @@ func TestLocalResumeRelativeDataset(t *testing.T) {
 	}
 	t.Chdir(elsewhere)
 
-	home := filepath.Join(root, "home")
+	projects := filepath.Join(root, "projects")
 	for _, tc := range []struct{ resume, want string }{
 		{run, run + "/run.yaml names its dataset grey, relative to the directory the run was started in, and there is no grey in " +
-			elsewhere + ": resume from " + home + " (cd " + home + " && ddpm local --resume runs/a)"},
-		{"../home/runs/a", "../home/runs/a/run.yaml names its dataset grey, relative to the directory the run was started in, and there is no grey in " +
-			elsewhere + ": resume from " + home + " (cd " + home + " && ddpm local --resume runs/a)"},
+			elsewhere + ": resume from " + projects + " (cd " + projects + " && ddpm local --resume runs/a)"},
+		{"../projects/runs/a", "../projects/runs/a/run.yaml names its dataset grey, relative to the directory the run was started in, and there is no grey in " +
+			elsewhere + ": resume from " + projects + " (cd " + projects + " && ddpm local --resume runs/a)"},
 		{lost, lost + "/run.yaml names its dataset nowhere, relative to the directory the run was started in, and there is no nowhere in " +
 			elsewhere + ": resume from the directory the run was started in"},
 		// The command to copy quotes what a shell would split or take apart.
