@@ -48,6 +48,10 @@ func TestReplaceCommitted(t *testing.T) {
 	}
 	c := replacement(t)
 	good := c.SHA256
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, bad := range []string{"", old, strings.Repeat("0", 64)} {
 		c.SHA256 = bad
 		_, err := s.ReplaceCommitted(c)
@@ -56,6 +60,9 @@ func TestReplaceCommitted(t *testing.T) {
 			t.Fatalf("ReplaceCommitted naming sha256 %q:\n got %v\nwant %s", bad, err, want)
 		}
 		wantCommitted(t, s, 20, old)
+		if fi, err := os.Stat(path); err != nil || fi.Size() != before.Size() {
+			t.Fatalf("after a refused replacement the file is %d bytes, was %d (%v)", fi.Size(), before.Size(), err)
+		}
 	}
 	c.SHA256 = good
 	if sum, err := s.ReplaceCommitted(c); err != nil || sum != good {

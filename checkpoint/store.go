@@ -262,6 +262,16 @@ func (s *Store) save(c *Checkpoint, replace bool) (string, error) {
 		body += int64(4 * len(a))
 		pages += int64((4*len(a) + s.chunkBytes - 1) / s.chunkBytes)
 	}
+	// A replacement is checked before anything touches the file (ReplaceCommitted's promise);
+	// a plain Save hashes beside the file's growth.
+	var sums [numArenas][32]byte
+	if replace {
+		sums = sumArenas(&bodies)
+		if sum := bodySum(h, &sums); hex.EncodeToString(sum[:]) != c.SHA256 {
+			return "", fmt.Errorf("checkpoint: replace step %d in %s: the checkpoint hashes to sha256 %x, it names %q (nothing was written): %w",
+				c.Step, s.path, sum, c.SHA256, ErrCorruptCheckpoint)
+		}
+	}
 	grown, collected := make(chan error, 1), make(chan struct{})
 	go func() {
 		prefaultHeap(body + pages*int64(s.db.Info().PageSize))
@@ -269,16 +279,14 @@ func (s *Store) save(c *Checkpoint, replace bool) (string, error) {
 		close(collected)
 	}()
 	go func() { grown <- preallocate(s.path, hwm+body+pages*int64(s.db.Info().PageSize)+1<<20) }()
-	sums := sumArenas(&bodies)
+	if !replace {
+		sums = sumArenas(&bodies)
+	}
 	<-collected
 	if err := <-grown; err != nil {
 		return "", fmt.Errorf("checkpoint: save step %d: grow %s: %w", c.Step, s.path, err)
 	}
 	sum := bodySum(h, &sums)
-	if replace && hex.EncodeToString(sum[:]) != c.SHA256 {
-		return "", fmt.Errorf("checkpoint: replace step %d in %s: the checkpoint hashes to sha256 %x, it names %q (nothing was written): %w",
-			c.Step, s.path, sum, c.SHA256, ErrCorruptCheckpoint)
-	}
 	h.Sha256 = sum[:]
 	hb, err := proto.Marshal(h)
 	if err != nil {
