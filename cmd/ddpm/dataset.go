@@ -74,11 +74,22 @@ func specSplit(spec string) string {
 	return ""
 }
 
+// specPath is spec without its ":train" or ":test" suffix: a built-in source's name or a path.
+func specPath(spec string) string {
+	if s := specSplit(spec); s != "" {
+		return strings.TrimSuffix(spec, ":"+s)
+	}
+	return spec
+}
+
+// builtinDataset reports whether path (a specPath) names a source the binary ships, not a file.
+func builtinDataset(path string) bool { return path == "mnist" || path == "fashion-mnist" }
+
 // datasetInput is the file or folder a dataset spec reads, as an input an output may not
 // overwrite (nothing for the built-in sources).
 func datasetInput(spec string) inputFile {
-	path := strings.TrimSuffix(strings.TrimSuffix(spec, ":train"), ":test")
-	if path == "mnist" || path == "fashion-mnist" {
+	path := specPath(spec)
+	if builtinDataset(path) {
 		return inputFile{}
 	}
 	return inputFile{"the dataset", path}
@@ -141,7 +152,7 @@ run config records it and trainers refuse data whose fingerprint differs.`,
 				}
 			}
 			if dataset.Describe(ds).Format == "image-folder" {
-				if err := checkOutsideImageFolder("--preview", preview, strings.TrimSuffix(args[0], ":train"), "the grid"); err != nil {
+				if err := checkOutsideImageFolder("--preview", preview, specPath(args[0]), "the grid"); err != nil {
 					return withExit(exitUsage, err)
 				}
 			}

@@ -147,13 +147,9 @@ func resolveLocalRun(cmd *cobra.Command, rf *config.Flags, o localOpts) (config.
 // fashion-mnist, and a path that does not exist (refused later with the user's spelling), are
 // returned as they are.
 func absDataset(spec string) string {
-	path, split := spec, ""
-	for _, sfx := range []string{":train", ":test"} {
-		if strings.HasSuffix(spec, sfx) {
-			path, split = strings.TrimSuffix(spec, sfx), sfx
-		}
-	}
-	if path == "mnist" || path == "fashion-mnist" || filepath.IsAbs(path) {
+	path := specPath(spec)
+	split := spec[len(path):]
+	if builtinDataset(path) || filepath.IsAbs(path) {
 		return spec
 	}
 	if _, err := os.Stat(path); err != nil {
@@ -706,20 +702,20 @@ func checkSamples(model string, n int) error {
 // the run config all refuse it so.
 func checkTrainSplit(spec string) error {
 	if specSplit(spec) == "test" {
-		return fmt.Errorf("dataset %s names the test split; a run trains on the train split: give %s", spec, strings.TrimSuffix(spec, ":test"))
+		return fmt.Errorf("dataset %s names the test split; a run trains on the train split: give %s", spec, specPath(spec))
 	}
 	return nil
 }
 
 // checkDataset opens the run's dataset as the trainers will (a greyscale image folder with the
-// model's channels, dataset.Options.Channels) and refuses one whose images the
-// model cannot take (the trainers would only fail and be restarted until their restarts ran out),
-// in one line naming both shapes and the way out (shapeMismatch), a test split, an undecodable image with the
-// way to train on the others (ddpm dataset prepare --skip-bad), and a run folder out inside
+// model's channels, dataset.Options.Channels) and refuses, each in one line: images the model
+// cannot take (the trainers would only fail and be restarted until their restarts ran out),
+// naming both shapes and the way out (shapeMismatch); a test split; an undecodable image, with
+// the way to train on the others (ddpm dataset prepare --skip-bad); and a run folder out inside
 // an image folder (its loss.png and samples.png would become images of the dataset).
 func checkDataset(run config.Run, out string) error {
 	if err := checkTrainSplit(run.Dataset); err != nil {
-		// openDataset would call it a conflict with a train split the user never asked for.
+		// Opened with Split "train", it would read as a conflict the user never asked for.
 		return err
 	}
 	ucfg, err := unet.Preset(run.Model)
@@ -734,13 +730,13 @@ func checkDataset(run config.Run, out string) error {
 	}
 	if errors.Is(err, dataset.ErrDecode) {
 		// ddpm local has no --skip-bad: say where it is.
-		return fmt.Errorf("%w; to train on the others: ddpm dataset prepare %s --skip-bad%s --out DIR, and train on DIR", err, shellWord(strings.TrimSuffix(run.Dataset, ":train")), prepareChannels(ucfg.InCh))
+		return fmt.Errorf("%w; to train on the others: ddpm dataset prepare %s --skip-bad%s --out DIR, and train on DIR", err, shellWord(specPath(run.Dataset)), prepareChannels(ucfg.InCh))
 	}
 	if err != nil {
 		return err
 	}
 	if dataset.Describe(ds).Format == "image-folder" {
-		if err := checkOutsideImageFolder("--out", out, strings.TrimSuffix(run.Dataset, ":train"), "the run's loss.png and samples.png"); err != nil {
+		if err := checkOutsideImageFolder("--out", out, specPath(run.Dataset), "the run's loss.png and samples.png"); err != nil {
 			return err
 		}
 	}

@@ -62,8 +62,8 @@ func resumeLine(out string) string {
 // A dataset of an absolute path that is gone, or a relative one found nowhere above the run, is
 // one line too. The built-in mnist and fashion-mnist are not paths.
 func checkResumeDataset(out string, run config.Run) error {
-	path := strings.TrimSuffix(strings.TrimSuffix(run.Dataset, ":train"), ":test")
-	if path == "mnist" || path == "fashion-mnist" {
+	path := specPath(run.Dataset)
+	if builtinDataset(path) {
 		return nil
 	}
 	if _, err := os.Stat(path); err == nil || !errors.Is(err, os.ErrNotExist) {
