@@ -190,8 +190,17 @@ func newestCommitted(path string) int64 {
 	return slices.Max(steps)
 }
 
+// RunConfigPaths are where the run config (ConfigFile) of checkpoint file is looked for, in
+// order: beside it (a trainer's --data-dir, a fetched copy), then in the folder above (a run
+// folder above its trainers' volumes).
+func RunConfigPaths(file string) [2]string {
+	dir := filepath.Dir(file)
+	return [2]string{filepath.Join(dir, ConfigFile), filepath.Join(filepath.Dir(dir), ConfigFile)}
+}
+
 // ResolveCheckpoint turns what a user names (see CheckpointFileIn) into the checkpoint file and
-// the run.yaml that describes it.
+// the run.yaml that describes it (the first of RunConfigPaths that exists); without one the
+// error says which file to copy where.
 func ResolveCheckpoint(path string) (file, cfg string, err error) {
 	if _, err := os.Stat(path); err != nil {
 		return "", "", fmt.Errorf("checkpoint %s: %w", path, err)
@@ -199,12 +208,13 @@ func ResolveCheckpoint(path string) (file, cfg string, err error) {
 	if file, err = CheckpointFileIn(path); err != nil {
 		return "", "", err
 	}
-	for _, cand := range []string{filepath.Join(filepath.Dir(file), ConfigFile), filepath.Join(filepath.Dir(filepath.Dir(file)), ConfigFile)} {
+	for _, cand := range RunConfigPaths(file) {
 		if _, err := os.Stat(cand); err == nil {
 			return file, cand, nil
 		}
 	}
-	return "", "", fmt.Errorf("checkpoint %s: no %s beside it to say which run it belongs to (a copy made with `ddpm checkpoint fetch`? copy the run's %s, from its run folder or a trainer's --data-dir, into %s)", file, ConfigFile, ConfigFile, filepath.Dir(file))
+	return "", "", fmt.Errorf("checkpoint %s: no %s beside it (nor in the folder above) to say which run it belongs to; the model is built from the run config: copy the run's %s (from its run folder or the trainer's --data-dir) into %s",
+		file, ConfigFile, ConfigFile, filepath.Dir(file))
 }
 
 // LoadForEval opens the checkpoint path names (see ResolveCheckpoint) read-only, takes step (the

@@ -39,9 +39,9 @@ func TestResolveCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err := ResolveCheckpoint(lone)
-	want := "no run.yaml beside it to say which run it belongs to (a copy made with `ddpm checkpoint fetch`? copy the run's run.yaml, from its run folder or a trainer's --data-dir, into " + filepath.Dir(lone) + ")"
-	if err == nil || !strings.HasSuffix(err.Error(), want) {
-		t.Errorf("lone copy: %v\nwant suffix %s", err, want)
+	want := "checkpoint " + lone + ": no run.yaml beside it (nor in the folder above) to say which run it belongs to; the model is built from the run config: copy the run's run.yaml (from its run folder or the trainer's --data-dir) into " + filepath.Dir(lone)
+	if err == nil || err.Error() != want {
+		t.Errorf("lone copy: %v\nwant %s", err, want)
 	}
 	if _, _, err := ResolveCheckpoint(filepath.Join(run, "missing")); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing path: %v", err)

@@ -439,7 +439,7 @@ func checkFetchInto(file, addr string, c *checkpoint.Checkpoint, force bool) (he
 // would read it with (beside file, else in the folder above: trainer.ResolveCheckpoint) names
 // another run: the weights would be read as that run's.
 func checkFetchRunConfig(file, addr string, c *checkpoint.Checkpoint) error {
-	for _, cand := range runConfigPaths(file) {
+	for _, cand := range trainer.RunConfigPaths(file) {
 		if _, err := os.Stat(cand); err != nil {
 			continue
 		}

@@ -23,7 +23,7 @@ func TestSampleCopyWithoutRunConfig(t *testing.T) {
 	if err := os.WriteFile(cp, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("--checkpoint %s: no run.yaml beside it (nor in the folder above) to say which run it belongs to; the model is built from the run config: copy the run's run.yaml (from its run folder or the trainer's --data-dir) into %s", cp, dir)
+	want := fmt.Sprintf("checkpoint %s: no run.yaml beside it (nor in the folder above) to say which run it belongs to; the model is built from the run config: copy the run's run.yaml (from its run folder or the trainer's --data-dir) into %s", cp, dir)
 	out := filepath.Join(t.TempDir(), "x.png")
 	for _, args := range [][]string{
 		{"sample", "--checkpoint", cp, "--n", "1", "--out", out},

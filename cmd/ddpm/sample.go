@@ -117,14 +117,6 @@ func resolveEvalRun(checkpointPath, model string) (*evalRun, error) {
 	if err := checkCheckpointKind("--checkpoint", checkpointPath); err != nil {
 		return nil, err
 	}
-	// A checkpoint file alone (a cp of a trainer's checkpoints.db, a fetched copy in a new
-	// folder) does not say which run config builds its model: name what to copy where.
-	if file, err := trainer.CheckpointFileIn(checkpointPath); err == nil {
-		if cands := runConfigPaths(file); !exists(cands[0]) && !exists(cands[1]) {
-			return nil, withExit(2, fmt.Errorf("--checkpoint %s: no %s beside it (nor in the folder above) to say which run it belongs to; the model is built from the run config: copy the run's %s (from its run folder or the trainer's --data-dir) into %s",
-				file, trainer.ConfigFile, trainer.ConfigFile, filepath.Dir(file)))
-		}
-	}
 	file, cfgPath, err := trainer.ResolveCheckpoint(checkpointPath)
 	if err != nil {
 		return nil, withExit(2, err)
@@ -324,20 +316,6 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	}
 	fmt.Fprintf(w, "ddpm sample: %s of %s step %d (%s) in %.1fs -> %s%s\n", countNoun(o.n, "sample", "samples"), ld.Path, ld.Step, weightsName(o.raw), time.Since(t0).Seconds(), o.out, chain)
 	return nil
-}
-
-// runConfigPaths are where the run config of checkpoint file is looked for, in order, as
-// trainer.ResolveCheckpoint does: beside it, then in the folder above (a run folder above its
-// trainers' volumes).
-func runConfigPaths(file string) [2]string {
-	dir := filepath.Dir(file)
-	return [2]string{filepath.Join(dir, trainer.ConfigFile), filepath.Join(filepath.Dir(dir), trainer.ConfigFile)}
-}
-
-// exists reports whether path names anything (a file or a folder).
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
 
 // checkSampleNoEffect refuses a flag given where it changes nothing (one line, exit 2): --every
