@@ -184,24 +184,33 @@ func validateProgress(r *api.ReportProgressRequest) error {
 	if len(r.Failure) > MaxFailureLen {
 		return badRequest("failure is %d bytes, at most %d allowed", len(r.Failure), MaxFailureLen)
 	}
-	// A NaN or infinity cannot be written into the raft log (JSON has no such numbers): the
-	// leader would fail encoding the command, and the sender retries the same report. A trainer
-	// skips a non-finite step without reporting it; anything else sending one is refused here.
+	if field, v := NonFiniteField(r); field != "" {
+		return badRequest("%s is %v, want a finite number", field, v)
+	}
+	return nil
+}
+
+// NonFiniteField names the first metric of r that is a NaN or an infinity ("loss",
+// "loss_quartiles[1]", ...) with its value, or "" when all are finite. ReportProgress refuses
+// such a report: the raft log's encoding (JSON) has no such numbers, and the leader would fail
+// to encode the command while the sender retried it. A trainer checks its reports with it and
+// skips a step whose gradient was non-finite instead of sending it.
+func NonFiniteField(r *api.ReportProgressRequest) (field string, v float64) {
 	for _, f := range []struct {
 		name string
 		v    float64
 	}{{"loss", r.Loss}, {"grad_norm", r.GradNorm}, {"lr", r.Lr}, {"images_per_sec", r.ImagesPerSec},
 		{"compute_sec", r.ComputeSec}, {"allreduce_sec", r.AllreduceSec}, {"wait_sec", r.WaitSec}, {"busbw", r.Busbw}} {
 		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
-			return badRequest("%s is %v, want a finite number", f.name, f.v)
+			return f.name, f.v
 		}
 	}
 	for i, q := range r.LossQuartiles {
 		if math.IsNaN(q) || math.IsInf(q, 0) {
-			return badRequest("loss_quartiles[%d] is %v, want a finite number", i, q)
+			return fmt.Sprintf("loss_quartiles[%d]", i), q
 		}
 	}
-	return nil
+	return "", 0
 }
 
 func validateCheckpoint(r *api.CheckpointReadyRequest) error {

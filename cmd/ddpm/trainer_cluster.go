@@ -223,14 +223,6 @@ func (c *clusterCoord) Report(_ context.Context, p trainer.Progress) {
 func (c *clusterCoord) reportLoop(ctx context.Context) {
 	var last *api.ReportProgressRequest // the request last tried and not answered
 	c.reports.Run(ctx, 200*time.Millisecond, func(ctx context.Context, p trainer.Progress) bool {
-		if !finiteProgress(p) {
-			// A step skipped for a non-finite gradient: the coordinators record no point for it,
-			// and a NaN in a request stops a coordinator that cannot encode it in its raft log
-			// (TestNonFiniteReportNotSent).
-			c.log.Warn("step with non-finite metrics not reported to the coordinators: the loss history has no point for it",
-				"step", p.Step, "loss", fmt.Sprint(p.Loss), "grad_norm", fmt.Sprint(p.GradNorm), "skipped", p.Skipped)
-			return false
-		}
 		req := &api.ReportProgressRequest{Id: c.id, Incarnation: c.inc.Load(), Generation: p.Generation,
 			Step: p.Step, Loss: p.Loss, GradNorm: p.GradNorm, Lr: p.LR, ImagesPerSec: p.ImagesPerS,
 			ComputeSec: p.ComputeSec, AllreduceSec: p.AllReduceSec, WaitSec: p.WaitSec, Busbw: p.BusBW}
@@ -245,6 +237,13 @@ func (c *clusterCoord) reportLoop(ctx context.Context) {
 			}
 			req.LossQuartiles[q] = v
 		}
+		if field, v := coordinator.NonFiniteField(req); field != "" {
+			// A step skipped for a non-finite gradient: the coordinators would refuse it, and
+			// there is no point to record for it (TestNonFiniteReportNotSent).
+			c.log.Warn("step with non-finite metrics not reported to the coordinators: the loss history has no point for it",
+				"step", p.Step, "field", field, "value", fmt.Sprint(v), "skipped", p.Skipped)
+			return false
+		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := c.cli.ReportProgress(rctx, req)
 		cancel()
@@ -256,22 +255,6 @@ func (c *clusterCoord) reportLoop(ctx context.Context) {
 		c.noteReplaced(err)
 		return false
 	})
-}
-
-// finiteProgress reports whether every metric of p is finite; a quartile may be NaN (no sample
-// of its timesteps this step), not infinite.
-func finiteProgress(p trainer.Progress) bool {
-	for _, v := range []float64{p.Loss, p.LR, p.GradNorm, p.ImagesPerS, p.ComputeSec, p.AllReduceSec, p.WaitSec, p.BusBW} {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return false
-		}
-	}
-	for _, v := range p.LossQuartiles {
-		if math.IsInf(v, 0) {
-			return false
-		}
-	}
-	return true
 }
 
 // flushReports gives the reports still queued (the last steps' ones) up to d to reach the

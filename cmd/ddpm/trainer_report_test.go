@@ -228,7 +228,7 @@ func TestNonFiniteReportNotSent(t *testing.T) {
 	if got := fmt.Sprint(pts); got != "[1:0.5 3:0.25]" {
 		t.Fatalf("loss history %s, want [1:0.5 3:0.25]", got)
 	}
-	want := `level=WARN msg="step with non-finite metrics not reported to the coordinators: the loss history has no point for it" step=2 loss=NaN grad_norm=+Inf skipped=true`
+	want := `level=WARN msg="step with non-finite metrics not reported to the coordinators: the loss history has no point for it" step=2 field=loss value=NaN skipped=true`
 	if got := logs.String(); strings.Count(got, "non-finite") != 1 || !strings.Contains(got, want) {
 		t.Fatalf("log:\n%s\nwant one line ending %q", got, want)
 	}
