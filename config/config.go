@@ -484,14 +484,15 @@ func article(word string) string {
 }
 
 // notYAML is the one line for a file that cannot be a YAML run config at all, nil for any
-// other: an empty one (emptyConfig), or binary data (a NUL byte, or bytes that are not UTF-8), named by what
-// it looks like where its first bytes say (a bbolt checkpoint file, safetensors weights, a PNG
-// image). Without it an empty file would be a list of every missing field and a binary one a
-// YAML tokenizer complaint. The error is ErrLoad under errors.Is.
-func notYAML(path string, data []byte) error {
+// other: one that sets no field (emptyConfig; how is its advice), or binary data (a NUL byte, or
+// bytes that are not UTF-8), named by what it looks like where its first bytes say (a bbolt
+// checkpoint file, safetensors weights, a PNG image). Without it an empty file would be a list
+// of every missing field and a binary one a YAML tokenizer complaint. The error is ErrLoad under
+// errors.Is.
+func notYAML(path string, data []byte, how string) error {
 	head := data[:min(len(data), 4096)]
 	if bytes.IndexByte(head, 0) < 0 && utf8.Valid(head) {
-		return emptyConfig(path, data, "")
+		return emptyConfig(path, data, how)
 	}
 	looks := "binary data"
 	switch {
@@ -537,7 +538,7 @@ func Load(path string) (Run, error) {
 	if err != nil {
 		return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
 	}
-	if err := notYAML(path, data); err != nil {
+	if err := notYAML(path, data, ""); err != nil {
 		return Run{}, err
 	}
 	r, err := Parse(data)

@@ -117,10 +117,7 @@ func (f *Flags) Resolve() (Run, error) {
 		if err != nil {
 			return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
 		}
-		if err := emptyConfig(f.Path, data, "; to train a preset as it is, give --preset NAME without --config"); err != nil {
-			return Run{}, err
-		}
-		if err := notYAML(f.Path, data); err != nil {
+		if err := notYAML(f.Path, data, "; to train a preset as it is, give --preset NAME without --config"); err != nil {
 			return Run{}, err
 		}
 		preset := ""
