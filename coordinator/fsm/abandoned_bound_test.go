@@ -11,7 +11,7 @@ import (
 // checkpoint at step 100, so the first abandoned one (sha "f000...") falls off State.Abandoned.
 // A trainer that was away through them all rejoins holding it as committed: it must not become
 // the newest committed checkpoint again, nor be a rollback's restart point once the recomputed
-// steps pushed step 100 out of State.Checkpoints. Before AbandonedUpTo the join adopted it
+// steps pushed step 100 out of State.Checkpoints. Before AbandonedRanges the join adopted it
 // (newest committed 100 with the abandoned sha256, the generation restarted from it).
 func TestAbandonedBeyondBound(t *testing.T) {
 	s := New()
@@ -69,7 +69,7 @@ func TestAbandonedBeyondBound(t *testing.T) {
 	}
 	// b's copy of 50 is no abandoned one: every forgotten checkpoint was abandoned by a rollback
 	// to 50, which abandons only steps after 50. A rollback to 50 restarts from b's copy (it was
-	// refused while every step up to AbandonedUpTo counted as abandoned).
+	// refused while every step up to the highest forgotten one counted as abandoned).
 	if _, err := s.PlanRollback(50); err != nil {
 		t.Fatalf("plan to b's copy of the never-abandoned 50: %v", err)
 	}
@@ -80,8 +80,8 @@ func TestAbandonedBeyondBound(t *testing.T) {
 		t.Fatalf("rollback point at 100: %+v", p)
 	}
 	c, err := Decode(s.Encode())
-	if err != nil || c.AbandonedUpTo != 100 || c.AbandonedAbove != 50 {
-		t.Fatalf("restored: %v, abandoned %d..%d", err, c.AbandonedAbove+1, c.AbandonedUpTo)
+	if err != nil || !slices.Equal(c.AbandonedRanges, []StepRange{{Above: 50, UpTo: 100}}) {
+		t.Fatalf("restored: %v, forgotten abandoned %v", err, c.AbandonedRanges)
 	}
 }
 
@@ -110,8 +110,8 @@ func TestAbandonedBeyondBoundOneRollback(t *testing.T) {
 		t.Fatal(r.Err())
 	}
 	// 150..3500 abandoned (68): 150..300 fell off the list.
-	if s.AbandonedAbove != 100 || s.AbandonedUpTo != 300 || len(s.Abandoned) != MaxAbandoned {
-		t.Fatalf("abandoned %d listed, forgotten %d..%d; want 64 listed, 101..300", len(s.Abandoned), s.AbandonedAbove+1, s.AbandonedUpTo)
+	if !slices.Equal(s.AbandonedRanges, []StepRange{{Above: 100, UpTo: 300}}) || len(s.Abandoned) != MaxAbandoned {
+		t.Fatalf("abandoned %d listed, forgotten %v; want 64 listed, 101..300", len(s.Abandoned), s.AbandonedRanges)
 	}
 	// b was away through the rollback: its volume holds 50 and 100 (never abandoned) and the
 	// forgotten 200 as committed. Joining adopts nothing; the run goes on from 100.

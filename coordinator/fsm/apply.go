@@ -466,7 +466,7 @@ func abandoned(s *State, h Held) bool {
 }
 
 // forgottenAbandoned reports whether step lies in the forgotten abandoned steps
-// (State.AbandonedRanges; for a state without them, the hull (AbandonedAbove, AbandonedUpTo]).
+// (State.AbandonedRanges).
 func forgottenAbandoned(s *State, step int64) bool {
 	_, ok := forgottenRange(s, step)
 	return ok
@@ -474,11 +474,7 @@ func forgottenAbandoned(s *State, step int64) bool {
 
 // forgottenRange returns the forgotten abandoned range holding step (see forgottenAbandoned).
 func forgottenRange(s *State, step int64) (StepRange, bool) {
-	ranges := s.AbandonedRanges
-	if len(ranges) == 0 {
-		ranges = []StepRange{{Above: s.AbandonedAbove, UpTo: s.AbandonedUpTo}}
-	}
-	for _, r := range ranges {
+	for _, r := range s.AbandonedRanges {
 		if step > r.Above && step <= r.UpTo {
 			return r, true
 		}
@@ -630,22 +626,11 @@ func rollback(s *State, now int64, r *Rollback) *failure {
 	return nil
 }
 
-// forgetAbandoned widens the forgotten abandoned steps (State.AbandonedAbove, AbandonedUpTo] to
-// take in (above, upTo]: abandoned checkpoints whose sha256s are no longer (or were never)
-// listed, up to step upTo, given up by a rollback to step above.
-// The exact ranges go to State.AbandonedRanges, merged where they overlap or touch; the hull
-// to AbandonedAbove and AbandonedUpTo.
+// forgetAbandoned adds (above, upTo] to the forgotten abandoned steps (State.AbandonedRanges):
+// abandoned checkpoints whose sha256s are no longer (or were never) listed, up to step upTo,
+// given up by a rollback to step above.
 func forgetAbandoned(s *State, above, upTo int64) {
-	if len(s.AbandonedRanges) == 0 && s.AbandonedUpTo > 0 {
-		// A state from before the ranges: its hull is its one range.
-		s.AbandonedRanges = []StepRange{{Above: s.AbandonedAbove, UpTo: s.AbandonedUpTo}}
-	}
 	s.AbandonedRanges = addStepRange(s.AbandonedRanges, StepRange{Above: above, UpTo: upTo})
-	if s.AbandonedUpTo == 0 { // the first ones forgotten (abandoned steps are above 0)
-		s.AbandonedAbove = above
-	}
-	s.AbandonedAbove = min(s.AbandonedAbove, above)
-	s.AbandonedUpTo = max(s.AbandonedUpTo, upTo)
 }
 
 // addStepRange returns the disjoint ascending ranges rs with r added: ranges that overlap or

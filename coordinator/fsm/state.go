@@ -235,7 +235,7 @@ const (
 	// MaxDedup bounds the request-id table; a retry older than this many commands applies again.
 	MaxDedup = 4096
 	// MaxAbandoned bounds the list of abandoned checkpoints; the oldest go first, and
-	// State.AbandonedUpTo keeps their highest step so that they stay abandoned.
+	// State.AbandonedRanges keeps their steps so that they stay abandoned.
 	MaxAbandoned = 64
 	// MaxAbandonedRanges bounds State.AbandonedRanges; past it the two closest ranges merge.
 	MaxAbandonedRanges = 64
@@ -268,26 +268,16 @@ type State struct {
 	// Abandoned are the committed checkpoints rollbacks gave up, in the order abandoned (at
 	// most MaxAbandoned). Absent from snapshots written before rollbacks existed.
 	Abandoned []AbandonedCheckpoint `json:"abandoned,omitempty"`
-	// AbandonedUpTo is the highest step of the abandoned checkpoints that fell off Abandoned, or
-	// that a rollback to a step older than every checkpoint in Checkpoints gave up after
-	// keep_checkpoints had pruned them from Checkpoints (0 while there are none), and
-	// AbandonedAbove the lowest step their rollbacks went back to: a
-	// rollback to step R abandons only checkpoints after R. A checkpoint a trainer's volume
-	// holds at a step in (AbandonedAbove, AbandonedUpTo] is never adopted nor taken back by a
-	// rollback: its sha256 is no longer listed, so it cannot be told from an abandoned one, and
-	// one that came back would undo a rollback. (Steps in that range that the cluster commits
-	// again are committed as usual; only volumes' copies are refused.) Snapshots written before
-	// AbandonedAbove lack it (0: the range starts at step 0).
-	AbandonedUpTo  int64 `json:"abandoned_up_to,omitempty"`
-	AbandonedAbove int64 `json:"abandoned_above,omitempty"`
-	// AbandonedRanges are the forgotten abandoned steps exactly: disjoint ranges (Above, UpTo]
-	// in ascending order, of which (AbandonedAbove, AbandonedUpTo] is the hull. The hull alone
-	// took in the steps between two ranges, so that after a rollback to 0 (forgetting steps up
-	// to 100) and a later one to a member's copy at 200 (forgetting 201..300) the copy at 200,
-	// the run's own restart point, was no restart point once pruned. At most
+	// AbandonedRanges are the steps of abandoned checkpoints whose sha256s are no longer (or were
+	// never) listed: those that fell off Abandoned, and those a rollback to a step older than
+	// every checkpoint in Checkpoints gave up after keep_checkpoints had pruned them. Disjoint
+	// ranges (Above, UpTo] in ascending order, Above the step their rollback went back to (a
+	// rollback to step R abandons only checkpoints after R). A checkpoint a trainer's volume
+	// holds at such a step is never adopted nor taken back by a rollback (unless Recommitted):
+	// it cannot be told from an abandoned one, and one that came back would undo a rollback.
+	// Steps there that the cluster commits again are committed as usual. At most
 	// MaxAbandonedRanges; past it the two closest merge (a step forgotten wrongly is only
-	// refused). Empty in snapshots written before it (and while none is forgotten): the hull
-	// is then the one range.
+	// refused).
 	AbandonedRanges []StepRange `json:"abandoned_ranges,omitempty"`
 	// Recommitted are checkpoints of the line in force that were committed at forgotten
 	// abandoned steps (AbandonedRanges) and since pruned from Checkpoints by keep_checkpoints:
