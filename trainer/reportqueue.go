@@ -31,7 +31,8 @@ func ReportBacklog(checkpointEvery int64) int {
 // leader during a re-election) stays at the head and is sent again before any later one.
 //
 // The queue holds the reports of one generation: a report of a newer generation drops those
-// of older ones (the coordinators refuse them as stale). When full, the oldest report is
+// of older ones, and a late one of an older generation is dropped (the coordinators refuse
+// them as stale). When full, the oldest report is
 // dropped. Push never blocks, so training never waits on the coordinators. The queue lives in
 // memory: a process that dies loses it. The cluster trains again every step after its last
 // committed checkpoint, so those reports come again; a cluster trainer reports a checkpoint only
@@ -58,21 +59,23 @@ func NewReportQueue(backlog int) *ReportQueue {
 	return &ReportQueue{max: backlog, wake: make(chan struct{}, 1), idle: idle}
 }
 
-// Push queues p behind the reports already queued. Reports of generations older than p's are
-// dropped; a full queue drops its oldest report.
+// Push queues p behind the reports already queued, in O(1): the queue holds one generation, so
+// p of a newer one drops every queued report and p of an older one is itself dropped (the
+// coordinators would refuse it as stale); a full queue drops its oldest report.
 func (r *ReportQueue) Push(p Progress) {
 	r.mu.Lock()
-	kept := r.q[:0]
-	for _, o := range r.q {
-		if o.Generation >= p.Generation {
-			kept = append(kept, o)
+	if len(r.q) > 0 && p.Generation != r.q[0].Generation {
+		if p.Generation < r.q[0].Generation {
+			r.dropped++
+			r.mu.Unlock()
+			return
 		}
+		r.dropped += int64(len(r.q))
+		r.q = r.q[:0]
 	}
-	r.dropped += int64(len(r.q) - len(kept))
-	r.q = kept
 	if len(r.q) >= r.max {
 		n := len(r.q) - r.max + 1
-		r.q = append(r.q[:0], r.q[n:]...)
+		r.q = r.q[n:] // append reallocates once the slack is used: amortized O(1)
 		r.dropped += int64(n)
 		r.full += int64(n)
 	}

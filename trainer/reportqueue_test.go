@@ -10,7 +10,7 @@ import (
 
 // TestReportQueueOrderAndBounds: reports go out in step order, a report send asks to try again
 // is sent again before any later one, a newer generation drops the older one's reports, and a
-// full queue drops its oldest.
+// full queue drops its oldest; a late report of a superseded generation is dropped.
 func TestReportQueueOrderAndBounds(t *testing.T) {
 	q := NewReportQueue(4)
 	for s := int64(1); s <= 6; s++ {
@@ -21,8 +21,9 @@ func TestReportQueueOrderAndBounds(t *testing.T) {
 	}
 	q.Push(Progress{Step: 4, Generation: 2}) // a new generation restarted from step 3
 	q.Push(Progress{Step: 5, Generation: 2})
-	if q.Len() != 2 || q.Dropped() != 6 || q.Overflowed() != 2 {
-		t.Fatalf("after a new generation: %d queued, %d dropped, %d overflowed; want 2, 6, 2", q.Len(), q.Dropped(), q.Overflowed())
+	q.Push(Progress{Step: 7, Generation: 1}) // late, of the superseded generation: dropped
+	if q.Len() != 2 || q.Dropped() != 7 || q.Overflowed() != 2 {
+		t.Fatalf("after a new generation: %d queued, %d dropped, %d overflowed; want 2, 7, 2", q.Len(), q.Dropped(), q.Overflowed())
 	}
 	var mu sync.Mutex
 	var sent []string
