@@ -326,8 +326,8 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: raft transport on %s: %w", cfg.RaftAddr, err)
 	}
-	n.raftGuard = newRaftGuard(rln, MaxRaftPending, cfg.Logger)
-	n.trans = raft.NewNetworkTransport(guardLayer{cfg.Security.RaftStreamLayer(n.raftGuard, adv), n.raftGuard}, 3, 2*time.Second, raftLog)
+	n.raftGuard = cfg.Security.RaftStreamLayer(rln, adv)
+	n.trans = raft.NewNetworkTransport(n.raftGuard, 3, 2*time.Second, raftLog)
 	n.Replica, err = NewReplica(ReplicaConfig{ID: cfg.ID, Peers: cfg.Peers, Bootstrap: cfg.Bootstrap, Raft: cfg.Raft,
 		LogStore: n.store, StableStore: n.store, Snapshots: snaps, Transport: n.trans, Logger: cfg.Logger, RaftLog: cfg.RaftLog})
 	if err != nil {

@@ -24,9 +24,9 @@ func TestRaftAcceptBoundsUnauthenticated(t *testing.T) {
 	const flood = 200
 	addrs := freeAddrs(t, 4)
 	peers := []Peer{{ID: "n0", RaftAddr: addrs[0], GRPCAddr: addrs[1]}, {ID: "n1", RaftAddr: addrs[2], GRPCAddr: addrs[3]}}
-	sec := tlsauthtest.Load(t, tlsauthtest.Dir(t), nil)
+	logs := &tlsauthtest.Log{} // the bound warns on the Bundle's logger (the node's, in ddpm coordinator)
+	sec := tlsauthtest.Load(t, tlsauthtest.Dir(t), logs)
 	dir := t.TempDir()
-	logs := &tlsauthtest.Log{}
 	start := func(p Peer, electionTimeout time.Duration, log *slog.Logger) *Node {
 		t.Helper()
 		rc := FastRaftConfig(p.ID)
