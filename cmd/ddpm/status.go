@@ -29,8 +29,9 @@ var statusCmd = &cobra.Command{
 replicated state and print it as tables: the run, the answering replica, the current generation,
 the members and the committed checkpoints.
 
-Exit status 1 when no replica answers: within about a second when nothing listens at any of the
-addresses (every connection refused: coordinator down, or not its --grpc-addr), after --timeout
+Exit status 1 when no replica answers: within about a second when none of the addresses can
+answer (every connection refused: coordinator down, or not its --grpc-addr; or a host name that
+does not resolve), after --timeout
 when one accepts connections but does not answer (a host that drops packets, a replica stuck).
 A replica answers without a raft leader; its tables then show leader "-". Exit status 2 for bad
 flags.`,
@@ -101,8 +102,11 @@ const refusedAfter = time.Second
 
 // fetchState asks the coordinators at addrs, over links secured by sec, for the replicated
 // state within timeout. A refusal by TLS or the join secret names its cause. When no replica
-// has answered after refusedAfter and every address refuses TCP connections, it returns at once
-// (exit 1) saying that nothing listens there, rather than retrying for the rest of timeout.
+// has answered after refusedAfter and no address can answer at all (every one refuses TCP
+// connections, or its host name does not resolve), it returns at once (exit 1) saying so,
+// rather than retrying for the rest of timeout. (A trainer keeps waiting on such names: in
+// Kubernetes a headless service's names resolve only once its pods exist. A command run by
+// hand has been given a wrong name or a coordinator that is not running.)
 func fetchState(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeout time.Duration) (*api.StatusResponse, *fsm.State, error) {
 	cli, err := coordinator.Dial(addrs, sec, coordinator.WithAttemptTimeout(min(timeout, 2*time.Second)))
 	if err != nil {
@@ -116,9 +120,8 @@ func fetchState(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeou
 	cancelFirst()
 	if errors.Is(err, coordinator.ErrUnavailable) && !errors.Is(ctx.Err(), context.Canceled) {
 		// Not ctx: with --timeout under refusedAfter it has ended, and the probe has its own.
-		if allRefused(context.WithoutCancel(ctx), addrs) {
-			return nil, nil, withExit(1, fmt.Errorf("nothing listens at %s (connection refused): no coordinator runs there, or not yet (--coordinator takes a coordinator's --grpc-addr)",
-				strings.Join(addrs, ",")))
+		if why := unreachable(context.WithoutCancel(ctx), addrs); why != "" {
+			return nil, nil, withExit(1, errors.New(why))
 		}
 		if ctx.Err() == nil {
 			resp, err = cli.Status(ctx)
@@ -140,20 +143,39 @@ func fetchState(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeou
 	return resp, st, nil
 }
 
-// allRefused reports whether a TCP connection to every one of addrs is refused (nothing
-// listens there); a connection that is made is closed at once, unused.
-func allRefused(ctx context.Context, addrs []string) bool {
+// unreachable tries a TCP connection to every one of addrs (a connection that is made is
+// closed at once, unused). When none can answer, because each refuses the connection (nothing
+// listens there) or names a host the resolver says does not exist, it returns the line that says
+// so; it returns "" when any address accepts a connection or fails otherwise (a timeout: a host
+// that drops packets, a slow resolver), since a coordinator may yet answer there:
+//
+//	nothing listens at 127.0.0.1:7001 (connection refused): no coordinator runs there, or not yet (--coordinator takes a coordinator's --grpc-addr)
+//	no coordinator at no-such-host.invalid:7001 (no such host): --coordinator takes a coordinator's --grpc-addr, host:port
+func unreachable(ctx context.Context, addrs []string) string {
 	d := net.Dialer{Timeout: refusedAfter / 2}
+	var why []string
+	resolved := true // every address refused: nothing listens
 	for _, a := range addrs {
 		conn, err := d.DialContext(ctx, "tcp", a)
 		if err == nil {
 			conn.Close()
 		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			return false
+		var dns *net.DNSError
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			why = append(why, a+" (connection refused)")
+		case errors.As(err, &dns) && dns.IsNotFound:
+			why = append(why, a+" (no such host)")
+			resolved = false
+		default:
+			return ""
 		}
 	}
-	return true
+	if resolved {
+		return fmt.Sprintf("nothing listens at %s (connection refused): no coordinator runs there, or not yet (--coordinator takes a coordinator's --grpc-addr)",
+			strings.Join(addrs, ","))
+	}
+	return fmt.Sprintf("no coordinator at %s: --coordinator takes a coordinator's --grpc-addr, host:port", strings.Join(why, ", "))
 }
 
 func runStatus(cmd *cobra.Command, _ []string) error {
