@@ -25,9 +25,20 @@ type inmemCluster struct {
 	trans  []*raft.InmemTransport
 	mu     sync.Mutex // guards reps against the heartbeat goroutine
 	reps   []*Replica
+	// rules is each replica's state machine rules version (ReplicaConfig.Rules; 0: this one's).
+	rules []int
 }
 
 func newInmemCluster(t *testing.T, n int) *inmemCluster {
+	c := newInmemStores(t, n)
+	for i := range n {
+		c.start(i, true)
+	}
+	return c
+}
+
+// newInmemStores returns a cluster of n replicas' stores with none started.
+func newInmemStores(t *testing.T, n int) *inmemCluster {
 	c := &inmemCluster{t: t}
 	for i := range n {
 		id := fmt.Sprintf("r%d", i)
@@ -36,9 +47,7 @@ func newInmemCluster(t *testing.T, n int) *inmemCluster {
 		c.snaps = append(c.snaps, raft.NewInmemSnapshotStore())
 		c.trans = append(c.trans, nil)
 		c.reps = append(c.reps, nil)
-	}
-	for i := range n {
-		c.start(i, true)
+		c.rules = append(c.rules, 0)
 	}
 	return c
 }
@@ -58,13 +67,23 @@ func (c *inmemCluster) start(i int, bootstrap bool) {
 	cfg.TrailingLogs = 16
 	cfg.SnapshotInterval = 2 * time.Second
 	rep, err := NewReplica(ReplicaConfig{ID: c.peers[i].ID, Peers: c.peers, Bootstrap: bootstrap, Raft: cfg,
-		LogStore: c.stores[i], StableStore: c.stores[i], Snapshots: c.snaps[i], Transport: tr})
+		LogStore: c.stores[i], StableStore: c.stores[i], Snapshots: c.snaps[i], Transport: tr,
+		Version: c.version(i), Rules: c.rules[i]})
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	c.mu.Lock()
 	c.reps[i] = rep
 	c.mu.Unlock()
+}
+
+// version is replica i's binary version: "v-rules" and its rules version.
+func (c *inmemCluster) version(i int) string {
+	rules := c.rules[i]
+	if rules == 0 {
+		rules = fsm.RulesVersion
+	}
+	return fmt.Sprintf("v-rules%d", rules)
 }
 
 // liveReplicas returns the running replicas; the slice is a copy.

@@ -47,8 +47,12 @@ type NodeConfig struct {
 	// RunSource names where Run came from in messages, such as "--config run.yaml"
 	// (default "the given run config").
 	RunSource string
-	// Version is this binary's version; joining trainers must match it.
+	// Version is this binary's version; joining trainers must match it, and the replica's
+	// release records name it (default internal/version.Version).
 	Version string
+	// Rules is the state machine rules version the replica applies the log under (default
+	// fsm.RulesVersion; ReplicaConfig.Rules).
+	Rules int
 	// Raft overrides the raft tuning (nil: FastRaftConfig).
 	Raft    *raft.Config
 	Logger  *slog.Logger
@@ -329,7 +333,8 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	n.raftGuard = cfg.Security.RaftStreamLayer(rln, adv)
 	n.trans = raft.NewNetworkTransport(n.raftGuard, 3, 2*time.Second, raftLog)
 	n.Replica, err = NewReplica(ReplicaConfig{ID: cfg.ID, Peers: cfg.Peers, Bootstrap: cfg.Bootstrap, Raft: cfg.Raft,
-		LogStore: n.store, StableStore: n.store, Snapshots: snaps, Transport: n.trans, Logger: cfg.Logger, RaftLog: cfg.RaftLog})
+		LogStore: n.store, StableStore: n.store, Snapshots: snaps, Transport: n.trans, Logger: cfg.Logger, RaftLog: cfg.RaftLog,
+		Version: cfg.Version, Rules: cfg.Rules})
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +362,26 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	n.cancel = cancel
 	go n.submitLoop(ctx)
 	go n.watchNoLeader(ctx, noLeaderWarnAfter)
+	go n.watchHalt(ctx)
 	return n, nil
+}
+
+// watchHalt passes the replica's halt (a *ReleaseMismatchError: the leader runs other state
+// machine rules) to Fatal.
+func (n *Node) watchHalt(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-n.Replica.Halted():
+		n.fail(n.Replica.HaltError())
+	}
+}
+
+// fail hands err to Fatal unless an error already waits there.
+func (n *Node) fail(err error) {
+	select {
+	case n.fatal <- err:
+	default:
+	}
 }
 
 // noLeaderWarnAfter is how long a replica may know no raft leader before it says so.
@@ -410,8 +434,10 @@ func (n *Node) Mux() *http.ServeMux { return n.mux }
 func (n *Node) Done() <-chan struct{} { return n.done }
 
 // Fatal receives, at most once, the error that ends this node's service while it runs: a
-// *RunConflictError when the cluster turns out to run another config than NodeConfig.Run. The
-// node keeps running until Close; its owner should close it and stop.
+// *RunConflictError when the cluster turns out to run another config than NodeConfig.Run, a
+// *ReleaseMismatchError when the leader runs another state machine rules version (the replica
+// has then shut its raft member down already). The node keeps serving its listeners until
+// Close; its owner should close it and stop.
 func (n *Node) Fatal() <-chan error { return n.fatal }
 
 // submitLoop submits cfg.Run through this node's own gRPC service (which forwards to the
@@ -427,7 +453,7 @@ func (n *Node) submitLoop(ctx context.Context) {
 		return
 	}
 	if err := n.conflict(); err != nil {
-		n.fatal <- err
+		n.fail(err)
 		return
 	}
 	c, err := Dial([]string{n.cfg.GRPCAddr}, n.cfg.Security)
@@ -452,10 +478,10 @@ func (n *Node) submitLoop(ctx context.Context) {
 			}
 		}
 		if e := n.conflict(); e != nil {
-			n.fatal <- e
+			n.fail(e)
 			return
 		}
-		n.fatal <- &RunConflictError{Where: "the cluster", Given: n.cfg.RunSource, GivenHash: n.given}
+		n.fail(&RunConflictError{Where: "the cluster", Given: n.cfg.RunSource, GivenHash: n.given})
 	case ctx.Err() == nil:
 		n.cfg.Logger.Error("run config refused", "err", err)
 	}

@@ -13,6 +13,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/version"
 )
 
 // Errors of this package; the state machine's own errors (fsm.ErrUnknownMember,
@@ -46,7 +48,53 @@ var (
 	// ErrNotCoordinator: the address answers gRPC but serves no coordinator (a trainer's
 	// --listen address, another service).
 	ErrNotCoordinator = errors.New("coordinator: not a coordinator")
+	// ErrReleaseMismatch: replicas of two state machine rules versions (fsm.RulesVersion) met
+	// in one cluster; see ReleaseMismatchError.
+	ErrReleaseMismatch = errors.New("coordinator: replicas of two releases")
 )
+
+// ReleaseMismatchError is why a replica stopped, or would not start, because another release's
+// rules (fsm.RulesVersion) govern its raft log: replicas of two rules versions may apply one log
+// differently and disagree about the run (which checkpoint is committed), so one must not go on.
+//
+//   - Applied from the leader it follows now (OnDisk false): the replica applied, or restored
+//     from a snapshot, the release record (fsm.Release) of its current raft term, and that
+//     leader's rules differ from its own. It applied nothing of that record or after it, shut its
+//     raft member down (it neither votes nor campaigns, so it cannot be elected) and reports this
+//     error on Replica.Halted; `ddpm coordinator` exits 2 with it. Whichever of the two releases
+//     leads, the replicas of the other one stop: an older replica under a newer leader, a newer
+//     replica under an older leader. Records of older terms (a whole run restarted on a new
+//     release replays its old leaders' records) stop nobody.
+//   - Found in its stores at start (OnDisk true): the newest release record in the replica's
+//     snapshot and log carries a higher rules version than its own, so a newer release led this
+//     log; NewReplica refuses to start rather than apply that log under older rules (a replica
+//     stopped by a newer leader cannot come back and be elected on the old release).
+//
+// errors.Is(err, ErrReleaseMismatch) holds.
+type ReleaseMismatchError struct {
+	Replica string // this replica's raft id
+	Version string // this replica's binary version
+	Rules   int    // this replica's rules version
+	// Leader is the release record that differs: the version, rules version and raft term of the
+	// leader that appended it.
+	Leader fsm.Release
+	OnDisk bool
+}
+
+func (e *ReleaseMismatchError) Error() string {
+	fix := `run every coordinator and trainer of a run on one release: stop the whole run, then start it all on the new release (README, "Upgrading ` + "`ddpm`" + `")`
+	if e.OnDisk {
+		return fmt.Sprintf("coordinator: replica %s (ddpm %s, state machine rules %d) will not start: its raft log was led in term %d by ddpm %s "+
+			"with newer rules %d, which this release may apply differently; %s",
+			e.Replica, e.Version, e.Rules, e.Leader.Term, e.Leader.Version, e.Leader.Rules, fix)
+	}
+	return fmt.Sprintf("coordinator: replica %s (ddpm %s, state machine rules %d) stopped: the leader of raft term %d runs ddpm %s "+
+		"with state machine rules %d, and replicas of two rules versions may apply one log differently; %s",
+		e.Replica, e.Version, e.Rules, e.Leader.Term, e.Leader.Version, e.Leader.Rules, fix)
+}
+
+// Unwrap returns ErrReleaseMismatch.
+func (e *ReleaseMismatchError) Unwrap() error { return ErrReleaseMismatch }
 
 // Messages a Replica logs at INFO, with attribute "term" (the raft term it led in), when it
 // becomes the raft leader and when it stops being the leader (stepping down, or shutting down
@@ -94,6 +142,13 @@ type ReplicaConfig struct {
 	Logger       *slog.Logger
 	// RaftLog receives hashicorp/raft's own log lines (default: discarded below warnings).
 	RaftLog io.Writer
+	// Version is the binary version the replica's release records name (default
+	// internal/version.Version).
+	Version string
+	// Rules is the state machine rules version this replica applies the log under and names in
+	// its release records (default fsm.RulesVersion; tests set another to play a replica of
+	// another release).
+	Rules int
 }
 
 // FastRaftConfig returns raft settings tuned for a LAN cluster that must fail over within a
@@ -127,6 +182,12 @@ type Replica struct {
 	leadership chan bool
 	watchDone  chan struct{}
 	watched    chan struct{}
+	// won wakes the failure detector when this replica becomes leader, to record its release.
+	won chan struct{}
+	// releaseMu serializes Propose's check that this term's release record is in the log;
+	// releasedTerm is the term whose record this replica, leading, has committed.
+	releaseMu    sync.Mutex
+	releasedTerm uint64
 }
 
 // NewReplica starts a raft member. It returns ErrBadPeers if Peers does not list ID, and raft's
@@ -159,6 +220,20 @@ func NewReplica(cfg ReplicaConfig) (*Replica, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Version == "" {
+		cfg.Version = version.Version
+	}
+	if cfg.Rules == 0 {
+		cfg.Rules = fsm.RulesVersion
+	}
+	if cfg.Rules < 0 {
+		panic(fmt.Sprintf("coordinator: ReplicaConfig.Rules %d is negative", cfg.Rules))
+	}
+	if rel, err := newestRelease(cfg.LogStore, cfg.Snapshots); err != nil {
+		return nil, err
+	} else if rel != nil && rel.Rules > cfg.Rules {
+		return nil, &ReleaseMismatchError{Replica: cfg.ID, Version: cfg.Version, Rules: cfg.Rules, Leader: *rel, OnDisk: true}
 	}
 	rc := FastRaftConfig(cfg.ID)
 	if cfg.Raft != nil {
@@ -197,22 +272,97 @@ func NewReplica(cfg ReplicaConfig) (*Replica, error) {
 		}
 	}
 	a := newAdapter()
+	a.id, a.version, a.rules = cfg.ID, cfg.Version, cfg.Rules
 	r, err := raft.NewRaft(rc, a, cfg.LogStore, cfg.StableStore, cfg.Snapshots, cfg.Transport)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: start raft: %w", err)
 	}
+	a.setTerm(r.CurrentTerm)
 	rep := &Replica{cfg: cfg, raft: r, fsm: a, peers: peers, log: cfg.Logger.With("replica", cfg.ID), stop: make(chan struct{}),
-		leadership: leadership, watchDone: make(chan struct{}), watched: make(chan struct{})}
+		leadership: leadership, watchDone: make(chan struct{}), watched: make(chan struct{}), won: make(chan struct{}, 1)}
 	a.setOnEvent(func(ev fsm.Event) {
 		if rep.IsLeader() {
 			rep.log.Info(MsgClusterEvent, "kind", ev.Kind, "generation", ev.Generation, "text", ev.Text)
 		}
 	})
 	go rep.watchLeadership()
+	go rep.watchHalt()
 	rep.wg.Add(1)
 	go rep.detect()
 	return rep, nil
 }
+
+// watchHalt shuts the replica down when its state machine halts on a release mismatch (the
+// adapter cannot: raft's shutdown waits for the very Apply that found it), logging the mismatch
+// at ERROR.
+func (r *Replica) watchHalt() {
+	select {
+	case <-r.stop:
+	case <-r.fsm.halted:
+		r.log.Error(r.fsm.haltErr().Error())
+		if err := r.Shutdown(); err != nil {
+			r.log.Warn("shut down after a release mismatch", "err", err)
+		}
+	}
+}
+
+// Halted is closed when the replica stopped itself because the leader it follows runs another
+// state machine rules version; HaltError then says which (a *ReleaseMismatchError). The replica
+// has applied nothing of that leader's release record or after it, and its raft member is shut
+// down. Its owner should stop serving and exit.
+func (r *Replica) Halted() <-chan struct{} { return r.fsm.halted }
+
+// HaltError returns the *ReleaseMismatchError that halted the replica, or nil.
+func (r *Replica) HaltError() error {
+	if err := r.fsm.haltErr(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// newestRelease returns the newest release record (fsm.Release, Term from its entry) in the
+// newest readable snapshot of snaps and the entries of logs after it; nil when there is none.
+func newestRelease(logs raft.LogStore, snaps raft.SnapshotStore) (*fsm.Release, error) {
+	var rel *fsm.Release
+	from := uint64(0)
+	metas, err := snaps.List()
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: snapshots: %w", err)
+	}
+	for _, m := range metas { // newest first; raft falls back to an older one when one is unreadable
+		if s, ok := readSnapshot(snaps, m.ID); ok {
+			rel, from = s.Release, m.Index
+			break
+		}
+	}
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: read raft log: %w", err)
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: read raft log: %w", err)
+	}
+	for i := max(first, from+1); i != 0 && i <= last; i++ {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return nil, fmt.Errorf("coordinator: read raft log entry %d: %w", i, err)
+		}
+		if l.Type != raft.LogCommand || !bytes.Contains(l.Data, releaseKindJSON) {
+			continue
+		}
+		if c, err := fsm.DecodeCommand(l.Data); err == nil && c.Kind == fsm.KindRelease && c.Release != nil {
+			r := *c.Release
+			r.Term = l.Term
+			rel = &r
+		}
+	}
+	return rel, nil
+}
+
+// releaseKindJSON is how a release record's kind appears in its entry: a cheap filter before
+// decoding.
+var releaseKindJSON = []byte(`"kind":"` + string(fsm.KindRelease) + `"`)
 
 // watchLeadership logs MsgBecameLeader and MsgLostLeadership from raft's notifications until
 // raft has shut down, then logs what raft still sent.
@@ -223,6 +373,10 @@ func (r *Replica) watchLeadership() {
 		if leader {
 			term = r.raft.CurrentTerm()
 			r.log.Info(MsgBecameLeader, "term", term)
+			select {
+			case r.won <- struct{}{}:
+			default:
+			}
 		} else {
 			r.log.Info(MsgLostLeadership, "term", term)
 		}
@@ -292,6 +446,38 @@ func (r *Replica) Changed() <-chan struct{} { return r.fsm.changed() }
 // when zero. A command whose result is lost (a leader change mid-way) may still have committed:
 // retry with the same RequestID and the state machine answers from its dedup table.
 func (r *Replica) Propose(ctx context.Context, c fsm.Command) (fsm.Result, error) {
+	if err := r.ensureRelease(ctx); err != nil {
+		return fsm.Result{}, err
+	}
+	return r.propose(ctx, c)
+}
+
+// ensureRelease appends this term's release record (fsm.Release: this replica's version and
+// rules) before the first command it proposes as leader in the term; a no-op once committed, and
+// where this replica does not lead (the raft apply refuses every command there anyway).
+func (r *Replica) ensureRelease(ctx context.Context) error {
+	term := r.raft.CurrentTerm()
+	if !r.IsLeader() {
+		return nil
+	}
+	r.releaseMu.Lock()
+	defer r.releaseMu.Unlock()
+	if r.releasedTerm >= term {
+		return nil
+	}
+	res, err := r.propose(ctx, fsm.Command{Kind: fsm.KindRelease, Release: &fsm.Release{Version: r.cfg.Version, Rules: r.cfg.Rules}})
+	if err != nil {
+		return err
+	}
+	if err := res.Err(); err != nil {
+		return fmt.Errorf("coordinator: release record: %w", err)
+	}
+	r.releasedTerm = term
+	return nil
+}
+
+// propose is Propose without the release record.
+func (r *Replica) propose(ctx context.Context, c fsm.Command) (fsm.Result, error) {
 	if c.Time == 0 {
 		c.Time = r.cfg.Now().UnixNano()
 	}
@@ -333,11 +519,18 @@ func (r *Replica) detect() {
 		case <-r.stop:
 			return
 		case <-tick.C:
+		case <-r.won:
 		}
 		if !r.IsLeader() {
 			leaderSince = time.Time{}
 			continue
 		}
+		// A new leader records its release at once, written or not by anyone.
+		rctx, rcancel := context.WithTimeout(context.Background(), r.cfg.ApplyTimeout)
+		if err := r.ensureRelease(rctx); err != nil && r.IsLeader() {
+			r.log.Warn("release record", "err", err)
+		}
+		rcancel()
 		now := r.cfg.Now()
 		if leaderSince.IsZero() {
 			leaderSince = now
@@ -377,13 +570,58 @@ func (r *Replica) Shutdown() error {
 	return err
 }
 
-// adapter is hashicorp/raft's FSM around the pure fsm.Apply.
+// adapter is hashicorp/raft's FSM around the pure fsm.Apply. It also guards the log's rules: an
+// entry of the replica's current raft term whose release record (the entry itself, or the one in
+// force) names other rules than the replica's halts it (see ReleaseMismatchError): raft cannot
+// fail an entry, so the adapter stops applying, keeps the state as it was before that entry,
+// answers every later entry with an ErrBadCommand result naming the mismatch, and closes halted
+// for the Replica to shut raft down.
 type adapter struct {
 	mu      sync.RWMutex
 	state   *fsm.State
 	applied uint64
 	notify  chan struct{}
 	onEvent func(fsm.Event) // each event an Apply records (under mu); nil: none
+	// id, version and rules are this replica's, named by a ReleaseMismatchError.
+	id, version string
+	rules       int
+	// term is raft's current term (nil while raft starts: a snapshot restored then is the
+	// replica's own, from before the restart, so only later entries are checked).
+	term func() uint64
+	// halt is the mismatch that halted the adapter; halted is closed then.
+	halt   *ReleaseMismatchError
+	halted chan struct{}
+}
+
+// setTerm installs raft's current-term getter.
+func (a *adapter) setTerm(fn func() uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.term = fn
+}
+
+// haltErr returns the mismatch that halted the adapter, or nil.
+func (a *adapter) haltErr() *ReleaseMismatchError {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.halt
+}
+
+// mustHalt reports whether an entry (or snapshot) of raft term entryTerm, governed by release
+// record rel, must not be applied here, and halts the adapter if so: rel was appended in that
+// term by the leader this replica follows now, and names other rules than this replica's.
+// Entries of older terms replay under this replica's rules (a whole run restarted on one new
+// release applies its old log alike everywhere). The caller holds mu.
+func (a *adapter) mustHalt(entryTerm uint64, rel *fsm.Release) bool {
+	if a.halt != nil {
+		return true
+	}
+	if rel == nil || rel.Rules == a.rules || rel.Term != entryTerm || a.term == nil || a.term() != entryTerm {
+		return false
+	}
+	a.halt = &ReleaseMismatchError{Replica: a.id, Version: a.version, Rules: a.rules, Leader: *rel}
+	close(a.halted)
+	return true
 }
 
 // setOnEvent installs fn to be called with each event later Applies record.
@@ -409,16 +647,30 @@ func (a *adapter) newEvents(last fsm.Event, ok bool) []fsm.Event {
 	return evs
 }
 
-func newAdapter() *adapter { return &adapter{state: fsm.New(), notify: make(chan struct{})} }
+func newAdapter() *adapter {
+	return &adapter{state: fsm.New(), notify: make(chan struct{}), rules: fsm.RulesVersion, halted: make(chan struct{})}
+}
 
 // Apply implements raft.FSM. A malformed entry yields an ErrBadCommand result on every replica
-// alike rather than a panic.
+// alike rather than a panic. A release record gets its entry's term (fsm.Release.Term); an entry
+// governed by another release's rules halts the adapter (mustHalt) and changes nothing.
 func (a *adapter) Apply(l *raft.Log) any {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.halt != nil {
+		return fsm.Result{Code: "bad_command", Message: a.halt.Error(), Generation: a.state.Generation.Number}
+	}
+	c, err := fsm.DecodeCommand(l.Data)
+	rel := a.state.Release
+	if err == nil && c.Kind == fsm.KindRelease && c.Release != nil {
+		c.Release.Term = l.Term
+		rel = c.Release
+	}
+	if a.mustHalt(l.Term, rel) {
+		return fsm.Result{Code: "bad_command", Message: a.halt.Error(), Generation: a.state.Generation.Number}
+	}
 	a.applied = l.Index
 	defer a.broadcast()
-	c, err := fsm.DecodeCommand(l.Data)
 	if err != nil {
 		return fsm.Result{Code: "bad_command", Message: err.Error(), Generation: a.state.Generation.Number}
 	}
@@ -450,7 +702,9 @@ func (a *adapter) Snapshot() (raft.FSMSnapshot, error) {
 	return snapshot(a.state.Encode()), nil
 }
 
-// Restore implements raft.FSM: the snapshot replaces the state whole.
+// Restore implements raft.FSM: the snapshot replaces the state whole, unless its release record
+// halts the adapter (mustHalt: the snapshot comes from a leader of this term with other rules),
+// which keeps the state it had and returns the *ReleaseMismatchError.
 func (a *adapter) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	b, err := io.ReadAll(rc)
@@ -463,6 +717,9 @@ func (a *adapter) Restore(rc io.ReadCloser) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if s.Release != nil && a.mustHalt(s.Release.Term, s.Release) {
+		return a.halt
+	}
 	a.state = s
 	a.broadcast()
 	return nil

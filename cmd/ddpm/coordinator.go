@@ -34,7 +34,9 @@ from --config run.yaml and/or the run flags (--preset, --dataset, ...), and is s
 leader is elected. A coordinator serves one run for the life of its --data-dir: given another
 run config than the one its raft data or the cluster already holds, it exits with status 2
 naming both config hashes (restart it with the run's config, or with fresh data dirs for a
-new run). Every flag can also come from the environment as DDPM_<FLAG> (for example
+new run). Replicas of releases with different state machine rules must not run one cluster: a
+replica that follows a leader of other rules, or whose raft log a newer release led, exits with
+status 2 naming both releases (upgrade a run whole: README, "Upgrading ddpm"). Every flag can also come from the environment as DDPM_<FLAG> (for example
 DDPM_PEERS, DDPM_DATA_DIR, DDPM_CERTS). Links are mutual TLS with the --certs directory; plain
 text only with --insecure.`,
 	Args: cobra.NoArgs,
@@ -47,6 +49,7 @@ var runFlagNames = map[string]bool{}
 var coordFlags struct {
 	id, raftAddr, grpcAddr, httpAddr, peers, dataDir string
 	bootstrap, raftLog                               bool
+	rules                                            int
 	run                                              *config.Flags
 	sec                                              *tlsauth.Config
 }
@@ -61,6 +64,12 @@ func init() {
 	f.StringVar(&coordFlags.dataDir, "data-dir", "", "directory for the raft log (bbolt) and snapshots")
 	f.BoolVar(&coordFlags.bootstrap, "bootstrap", false, "write the initial cluster configuration if the data dir is empty")
 	f.BoolVar(&coordFlags.raftLog, "raft-log", false, "print hashicorp/raft's own log lines")
+	// Tests of mixed-release clusters play a replica of another release with it; hidden, since
+	// claiming other rules than the binary's defeats the guard it tests.
+	f.IntVar(&coordFlags.rules, "rules-version", 0, "state machine rules version to claim (testing; 0: this binary's)")
+	if err := f.MarkHidden("rules-version"); err != nil {
+		panic("ddpm: " + err.Error())
+	}
 	before := map[string]bool{}
 	f.VisitAll(func(fl *pflag.Flag) { before[fl.Name] = true })
 	coordFlags.run = config.AddFlags(f)
@@ -149,14 +158,14 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 	}
 	cfg := coordinator.NodeConfig{ID: coordFlags.id, RaftAddr: coordFlags.raftAddr, GRPCAddr: coordFlags.grpcAddr,
 		HTTPAddr: coordFlags.httpAddr, Peers: peers, DataDir: coordFlags.dataDir, Bootstrap: coordFlags.bootstrap,
-		Run: run, RunSource: runSource, Version: version.Version, Logger: log, Security: sec}
+		Run: run, RunSource: runSource, Version: version.Version, Rules: coordFlags.rules, Logger: log, Security: sec}
 	if raftLog != nil {
 		cfg.RaftLog = raftLog
 	}
 	node, err := coordinator.StartNode(cfg)
 	var conflict *coordinator.RunConflictError
 	switch {
-	case errors.As(err, &conflict):
+	case errors.As(err, &conflict), errors.Is(err, coordinator.ErrReleaseMismatch):
 		return withExit(2, err)
 	case err != nil:
 		return withExit(1, err)
@@ -171,7 +180,8 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 		log.Info("stopping", "signal", s.String())
 		return node.Close()
 	case err := <-node.Fatal():
-		// The cluster runs another config: this replica must not serve it.
+		// The cluster runs another config, or its leader another release's state machine
+		// rules: this replica must not serve it.
 		node.Close()
 		return withExit(2, err)
 	}

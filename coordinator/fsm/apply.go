@@ -24,6 +24,7 @@ const (
 	KindProgress   Kind = "progress"   // Progress: a rank reports a step
 	KindCheckpoint Kind = "checkpoint" // CheckpointReport: a rank wrote a checkpoint
 	KindRollback   Kind = "rollback"   // Rollback: an operator abandons the newest checkpoints
+	KindRelease    Kind = "release"    // Release: a new leader's binary version and RulesVersion
 )
 
 // Command is one raft log entry. Time (Unix ns) is stamped by the proposing replica's clock and
@@ -41,6 +42,7 @@ type Command struct {
 	Progress   *Progress         `json:"progress,omitempty"`
 	Checkpoint *CheckpointReport `json:"checkpoint,omitempty"`
 	Rollback   *Rollback         `json:"rollback,omitempty"`
+	Release    *Release          `json:"release,omitempty"`
 }
 
 // Submit sets the run config. Submitting the config already in force is a no-op.
@@ -113,6 +115,21 @@ type CheckpointReport struct {
 // wrote it, so they hash differently).
 type Rollback struct {
 	ToStep int64 `json:"to_step"`
+}
+
+// Release is the record a replica appends when it wins a raft election, before any other
+// command of its term: the release it runs (Version, the binary's internal/version string) and
+// the RulesVersion it applies the log under. Term is the raft term of the log entry that carries
+// the record; the replica's raft adapter sets it from the entry before Apply (a proposer leaves it
+// 0), so every replica stores the same value. Apply keeps the record as State.Release and changes
+// nothing else; a replica that finds the leader it follows now applying other rules than its own
+// stops before applying past it (coordinator.ReleaseMismatchError). Releases before this record
+// existed answer it with ErrBadCommand ("unknown command kind") and change nothing else, so they
+// cannot be guarded.
+type Release struct {
+	Version string `json:"version"`
+	Rules   int    `json:"rules"`
+	Term    uint64 `json:"term"`
 }
 
 // Encode returns c as a log entry.
@@ -243,6 +260,13 @@ func apply(s *State, c Command) *failure {
 			return fail("bad_command", "rollback without a body")
 		}
 		return rollback(s, c.Time, c.Rollback)
+	case KindRelease:
+		if c.Release == nil || c.Release.Rules <= 0 {
+			return fail("bad_command", "release record without a rules version")
+		}
+		rel := *c.Release
+		s.Release = &rel
+		return nil
 	}
 	return fail("bad_command", "unknown command kind %q", c.Kind)
 }

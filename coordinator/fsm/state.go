@@ -33,6 +33,16 @@ import (
 	"ddpm/config"
 )
 
+// RulesVersion numbers the rules by which Apply turns a log into a State. It must be bumped in
+// every release that changes how any command applies (what a command changes in the State, what
+// it refuses, which fields snapshots carry with a meaning older releases lack), and only then:
+// replicas of two rules versions may reach different states from one log, so a replica that
+// follows a leader of another rules version stops (see Release and coordinator.Replica), while
+// replicas that differ only in binary version keep running together. 1 is the rules of the first
+// release that records them (rollbacks keeping AbandonedRanges and Recommitted); releases before
+// it have none.
+const RulesVersion = 1
+
 // Errors of Apply, carried in Result and rebuilt by Result.Err; test with errors.Is.
 var (
 	// ErrNoRun: the command needs a run config and none was submitted yet.
@@ -286,9 +296,13 @@ type State struct {
 	// At most MaxAbandoned, the oldest go first (a copy of one that went is refused, as every
 	// copy in those steps was before). Absent from snapshots written before it: every copy in
 	// the forgotten steps is refused.
-	Recommitted []Held      `json:"recommitted,omitempty"`
-	Loss        LossHistory `json:"loss"`
-	Events      []Event     `json:"events"`
+	Recommitted []Held `json:"recommitted,omitempty"`
+	// Release is the newest release record applied (see Release): the version and rules
+	// version of the leader that appended it and its raft term. Nil before the first record,
+	// in logs and snapshots of releases before records existed.
+	Release *Release    `json:"release,omitempty"`
+	Loss    LossHistory `json:"loss"`
+	Events  []Event     `json:"events"`
 
 	// Dedup remembers the results of the last MaxDedup request ids, oldest first.
 	Dedup      map[string]Result `json:"dedup"`
