@@ -388,6 +388,80 @@ func UncommitAbandoned(store *checkpoint.Store, abandoned []AbandonedCheckpoint,
 	return done, nil
 }
 
+// StepRange is the steps (Above, UpTo].
+type StepRange struct {
+	Above, UpTo int64
+}
+
+// CommittedCheckpoint names a checkpoint the cluster committed: its step and sha256 (hex).
+type CommittedCheckpoint struct {
+	Step   int64
+	SHA256 string
+}
+
+// ForgottenAbandoned is what the coordinators' state says of the abandoned checkpoints whose
+// sha256s it no longer lists (fsm.State.AbandonedRanges): those that fell off the bounded list
+// of abandoned ones after many rollbacks, and those a rollback to a step older than every
+// listed checkpoint gave up after keep_checkpoints had pruned them.
+type ForgottenAbandoned struct {
+	// Ranges are those steps, as disjoint ranges (Above, UpTo]; Above is a step a rollback went
+	// back to, and a copy at it is no part of the range.
+	Ranges []StepRange
+	// Line are the checkpoints the line in force committed, the ones the cluster lists
+	// (fsm.State.Checkpoints) and those at forgotten steps it pruned since
+	// (fsm.State.Recommitted): a volume's copy with one of these steps and sha256s is the run's own.
+	Line []CommittedCheckpoint
+	// Generation is the generation of the state this was read from. A rollback starts a
+	// newer generation than every checkpoint it abandons, and every commit of an older
+	// generation is in the state: only copies written by an older generation are judged.
+	Generation uint64
+}
+
+// UncommitForgotten removes the commit mark of every checkpoint of store in f's forgotten
+// ranges that is not one of f.Line, written by a generation older than f.Generation, logging one
+// MsgUncommittedAbandoned line per step, and returns those steps, ascending. It is
+// UncommitAbandoned for the abandoned checkpoints the coordinators can name only by step: the
+// cluster never adopts such a copy nor takes it back by a rollback (it cannot be told from an
+// abandoned one), so a volume that kept it committed would offer sample, eval and export an
+// abandoned model for the run's newest. A copy at a range's own Above (a rollback's restart
+// point) is left alone. The data stays until a recomputed checkpoint replaces it or Prune drops
+// it. Errors: the store's, wrapped.
+func UncommitForgotten(store *checkpoint.Store, f ForgottenAbandoned, log *slog.Logger) ([]int64, error) {
+	if len(f.Ranges) == 0 {
+		return nil, nil
+	}
+	infos, err := store.List()
+	if err != nil {
+		return nil, fmt.Errorf("trainer: uncommit forgotten abandoned checkpoints: %w", err)
+	}
+	var done []int64
+	for _, in := range infos {
+		if !in.Committed || in.Err != nil || in.Generation >= f.Generation ||
+			slices.Contains(f.Line, CommittedCheckpoint{Step: in.Step, SHA256: in.SHA256}) {
+			continue
+		}
+		i := slices.IndexFunc(f.Ranges, func(r StepRange) bool { return in.Step > r.Above && in.Step <= r.UpTo })
+		if i < 0 {
+			continue
+		}
+		// As in UncommitAbandoned: a checkpoint of this step committed since the listing
+		// (another sha256) keeps its mark.
+		removed, err := store.UncommitIf(in.Step, in.SHA256)
+		if err != nil {
+			return done, fmt.Errorf("trainer: uncommit forgotten abandoned checkpoint %d: %w", in.Step, err)
+		}
+		if !removed {
+			continue
+		}
+		done = append(done, in.Step)
+		r := f.Ranges[i]
+		log.Warn(MsgUncommittedAbandoned, "step", in.Step, "sha256", in.SHA256,
+			"why", fmt.Sprintf("the run was rolled back to step %d past steps %d..%d, whose abandoned checkpoints the cluster no longer lists; this volume's copy is no restart point and not the run's model",
+				r.Above, r.Above+1, r.UpTo))
+	}
+	return done, nil
+}
+
 // load brings the replica to a's start step: the seed's initialization for step 0, else the
 // committed checkpoint from our own store or, if we lack it, from a peer that holds it.
 func (n *Node) load(ctx context.Context, a Assignment) error {

@@ -138,7 +138,8 @@ func TestTrainerUncommitsAbandonedCheckpoints(t *testing.T) {
 	if _, err := cli.RollbackRun(ctx, 4); err != nil {
 		t.Fatal(err)
 	}
-	for committedSteps(t, sVol)[len(committedSteps(t, sVol))-1] != 4 {
+	// The log line follows the uncommit: wait for both.
+	for committedSteps(t, sVol)[len(committedSteps(t, sVol))-1] != 4 || !strings.Contains(sLog.String(), trainer.MsgUncommittedAbandoned) {
 		if ctx.Err() != nil {
 			t.Fatalf("standby s still holds step 8 as committed after the rollback; log:\n%s", sLog)
 		}

@@ -39,8 +39,9 @@ type clusterCoord struct {
 	reports *trainer.ReportQueue // progress not yet taken by the coordinators (reportLoop)
 	// overflowSeen is reports.Overflowed() at the last checkpoint (CheckpointReady only).
 	overflowSeen int64
-	// abandonedSeen is the last abandoned list (as text) uncommitted without error on store:
-	// an assignment re-sent with the same list is not checked again.
+	// abandonedSeen is the last abandoned list (as text) whose checkpoints, and those in the
+	// steps it no longer names, were uncommitted without error on store: an assignment re-sent
+	// with the same list is not checked again.
 	abandonedSeen atomic.Pointer[string]
 	// finished: the run succeeded while this trainer had no rank in it (it was stalled or cut
 	// off at the end, or a standby); it leaves with status 0.
@@ -71,16 +72,20 @@ func (c *clusterCoord) join(ctx context.Context, req coordinator.JoinRequest) er
 	j, err := c.cli.Join(ctx, req)
 	if err == nil {
 		c.inc.Store(j.Incarnation)
-		c.uncommitAbandoned(j.Abandoned)
+		c.uncommitAbandoned(ctx, j.Abandoned, j.Generation)
 	}
 	return err
 }
 
-// uncommitAbandoned uncommits on the volume the checkpoints of list (the coordinators' list of
-// abandoned ones) that it holds as committed with the same sha256 (trainer.UncommitAbandoned,
-// one log line per step). A store failure is logged and tried again with the next list.
-func (c *clusterCoord) uncommitAbandoned(list []fsm.Held) {
-	if c.store == nil || len(list) == 0 {
+// uncommitAbandoned uncommits on the volume the checkpoints the cluster abandoned that it holds as
+// committed: those of list (the coordinators' list of abandoned ones) with the same sha256
+// (trainer.UncommitAbandoned), and those in the steps of abandoned checkpoints the list no
+// longer names (trainer.UncommitForgotten, from the coordinators' state once it has reached
+// generation gen, the join's or the assignment's), one log line per step. It runs at the first
+// join and whenever the list changes (every rollback changes it); a store failure or an
+// unreadable state is logged and tried again with the next join or assignment.
+func (c *clusterCoord) uncommitAbandoned(ctx context.Context, list []fsm.Held, gen uint64) {
+	if c.store == nil {
 		return
 	}
 	key := fmt.Sprint(list)
@@ -95,7 +100,57 @@ func (c *clusterCoord) uncommitAbandoned(list []fsm.Held) {
 		c.log.Error("could not uncommit the checkpoints the cluster abandoned; sample and export of this volume may take one", "err", err)
 		return
 	}
+	st, err := c.stateAt(ctx, gen)
+	if err != nil {
+		c.log.Warn("could not read the coordinators' state to uncommit the abandoned checkpoints they no longer list; tried again at the next assignment", "err", err)
+		return
+	}
+	if _, err := trainer.UncommitForgotten(c.store, forgottenOf(st), c.log); err != nil {
+		c.log.Error("could not uncommit the checkpoints the cluster abandoned; sample and export of this volume may take one", "err", err)
+		return
+	}
 	c.abandonedSeen.Store(&key)
+}
+
+// stateWait bounds how long stateAt waits for a replica's state to reach a generation.
+const stateWait = 5 * time.Second
+
+// stateAt returns the coordinators' state once the replica answering has applied generation gen
+// (the one answering Status may lag the one that answered a join or sent an assignment), trying
+// for up to stateWait.
+func (c *clusterCoord) stateAt(ctx context.Context, gen uint64) (*fsm.State, error) {
+	ctx, cancel := context.WithTimeout(ctx, stateWait)
+	defer cancel()
+	for {
+		st, err := c.cli.State(ctx)
+		if err == nil && st.Generation.Number >= gen {
+			return st, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("the coordinators' state is at generation %d, not yet at %d", st.Generation.Number, gen)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// forgottenOf is what st says of the abandoned checkpoints it no longer lists
+// (fsm.State.AbandonedRanges), for trainer.UncommitForgotten.
+func forgottenOf(st *fsm.State) trainer.ForgottenAbandoned {
+	f := trainer.ForgottenAbandoned{Generation: st.Generation.Number}
+	for _, r := range st.AbandonedRanges {
+		f.Ranges = append(f.Ranges, trainer.StepRange{Above: r.Above, UpTo: r.UpTo})
+	}
+	for _, ck := range st.Checkpoints {
+		f.Line = append(f.Line, trainer.CommittedCheckpoint{Step: ck.Step, SHA256: ck.SHA256})
+	}
+	for _, h := range st.Recommitted {
+		f.Line = append(f.Line, trainer.CommittedCheckpoint{Step: h.Step, SHA256: h.SHA256})
+	}
+	return f
 }
 
 // noteReplaced reports whether err is the cluster saying that this trainer's id now belongs to
@@ -177,7 +232,7 @@ func (c *clusterCoord) watch(ctx context.Context, out chan<- trainer.Assignment)
 	return c.cli.WatchAssignmentAs(ctx, c.id, c.inc.Load(), func(a *api.Assignment) error {
 		// Before the assignment is acted on, and for a standby too: nothing may take an
 		// abandoned checkpoint on this volume for a committed one.
-		c.uncommitAbandoned(coordinator.HeldOf(a.Abandoned))
+		c.uncommitAbandoned(ctx, coordinator.HeldOf(a.Abandoned), a.Generation)
 		switch a.RunStatus {
 		case "failed":
 			return fmt.Errorf("run failed: %s", a.Reason)
@@ -554,6 +609,9 @@ func logFinishedWithout(node *trainer.Node, id string, st *fsm.State) {
 		ab = append(ab, trainer.AbandonedCheckpoint{Step: h.Step, SHA256: h.SHA256})
 	}
 	if _, err := trainer.UncommitAbandoned(node.Store, ab, node.Log); err != nil {
+		node.Log.Warn("could not uncommit the checkpoints the cluster abandoned", "err", err)
+	}
+	if _, err := trainer.UncommitForgotten(node.Store, forgottenOf(st), node.Log); err != nil {
 		node.Log.Warn("could not uncommit the checkpoints the cluster abandoned", "err", err)
 	}
 	committed := map[int64]string{}
