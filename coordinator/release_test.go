@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -242,4 +245,58 @@ func TestWholeRunUpgrade(t *testing.T) {
 		c.fill(l, 1, "last")
 		c.agree(0, 1, 2)
 	})
+}
+
+// TestProcessOfOtherRulesExits: real `ddpm coordinator` processes: two replicas run the cluster;
+// a third, claiming the next rules version (the hidden --rules-version), stops on the leader's
+// release record and exits 2 with the exact line; the two others keep serving the run; the
+// third, started again on this release's rules, serves it.
+func TestProcessOfOtherRulesExits(t *testing.T) {
+	bin := ddpmBinary(t)
+	dir := t.TempDir()
+	a, _, ra, _ := runConfigs(t, dir)
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ver := strings.TrimPrefix(strings.TrimSpace(string(out)), "ddpm ")
+	addrs := freeAddrs(t, 6)
+	ids := []string{"c0", "c1", "c2"}
+	var peers []string
+	for i, id := range ids {
+		peers = append(peers, fmt.Sprintf("%s=%s=%s", id, addrs[2*i], addrs[2*i+1]))
+	}
+	args := func(i int, extra ...string) []string {
+		return append([]string{"coordinator", "--insecure", "--id", ids[i], "--raft-addr", addrs[2*i], "--grpc-addr", addrs[2*i+1],
+			"--peers", strings.Join(peers, ","), "--data-dir", filepath.Join(dir, ids[i]), "--bootstrap", "--config", a}, extra...)
+	}
+	for i := range 2 {
+		startProc(t, bin, filepath.Join(dir, ids[i]+".log"), args(i)...)
+	}
+	waitLogMsg(t, filepath.Join(dir, "c0.log"), "run config in force", 20*time.Second)
+	c, err := Dial([]string{addrs[1], addrs[3]}, insecureBundle(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := waitState(t, ctx, c, func(s *fsm.State) bool { return s.Release != nil && s.Run != nil })
+	rel := *s.Release
+
+	got := runRefused(t, bin, args(2, fmt.Sprintf("--rules-version=%d", fsm.RulesVersion+1))...)
+	want := fmt.Sprintf("ddpm: coordinator: replica c2 (ddpm %s, state machine rules %d) stopped: the leader of raft term %d runs "+
+		"ddpm %s with state machine rules %d, and replicas of two rules versions may apply one log differently; "+
+		"run every coordinator and trainer of a run on one release: stop the whole run, then start it all on the new release "+
+		"(README, \"Upgrading `ddpm`\")", ver, fsm.RulesVersion+1, rel.Term, ver, fsm.RulesVersion)
+	if got != want {
+		t.Errorf("c2's last line\n%s\nwant\n%s", got, want)
+	}
+	if s, err := c.State(ctx); err != nil || s.ConfigHash != ra.Hash() || *s.Release != rel {
+		t.Fatalf("the cluster after c2 stopped: %v (err %v)", s, err)
+	}
+
+	c2 := startProc(t, bin, filepath.Join(dir, "c2.log"), args(2)...)
+	waitLogMsg(t, c2.log, "run config in force", 20*time.Second)
+	stopProc(t, c2)
 }
