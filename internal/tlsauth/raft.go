@@ -44,9 +44,10 @@ const raftPendingWarnEvery = 30 * time.Second
 // MaxRaftPending of them were awaiting authentication, logged on the Bundle's logger at most once
 // per 30 s; "closed" counts the connections closed since the previous line, "last_from" names
 // the remote of the last one.
-const MsgRaftPendingFull = "raft: too many connections awaiting authentication; closing the oldest"
+const MsgRaftPendingFull = "raft: too many connections awaiting authentication; closing the oldest from the busiest address"
 
-// Stages of an accepted connection on its way to authentication; a lower stage is closed first.
+// Stages of an accepted connection on its way to authentication (RaftLayer says which is closed
+// first).
 const (
 	stageSilent   int32 = iota // accepted, no byte read from the peer yet
 	stageHeard                 // bytes read, TLS handshake not complete
@@ -64,7 +65,8 @@ const (
 //  3. one that has sent nothing before one in its TLS handshake;
 //  4. the oldest.
 //
-// A connection leaves the count the moment it authenticates (or fails, or is closed); an
+// The bound is hard (a verified peer that never sends its join secret still counts), but a
+// connection leaves the count the moment it authenticates (or fails, or is closed): an
 // authenticated connection is never closed by the bound. With Insecure there is nothing to
 // authenticate: a connection counts until its first Read or Write returns. Safe for concurrent
 // use.
