@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"errors"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -14,10 +13,10 @@ import (
 )
 
 // TestRaftAcceptBoundsUnauthenticated floods a real replica's raft port (mutual TLS + join
-// secret) with 200 TCP connections that send nothing: it keeps exactly MaxRaftPending of them
-// and closes the other 136 at once (before, it held all 200, each with a goroutine, until
-// tlsauth's 10 s authentication timeout), and says so in one warning line. While the flood goes
-// on (a new idle connection every 5 ms, the bound always full), a second replica whose election
+// secret) with 200 TCP connections that send nothing: its raft layer (tlsauth.RaftLayer, whose
+// own tests check which connections it closes) keeps exactly MaxRaftPending of them, closes the
+// other 136 and says so in one warning line on the replica's logger. While the flood goes on (a
+// new idle connection every 5 ms, the bound always full), a second replica whose election
 // timeout is the shorter one must win the election through the flooded port (its vote request
 // is accepted there) and keep leading it with heartbeats.
 func TestRaftAcceptBoundsUnauthenticated(t *testing.T) {
@@ -71,28 +70,6 @@ func TestRaftAcceptBoundsUnauthenticated(t *testing.T) {
 	}
 	if p, c := g.Pending(), g.Closed(); p != MaxRaftPending || c != flood-MaxRaftPending {
 		t.Fatalf("after %d idle connections: %d pending, %d closed; want %d and %d", flood, p, c, MaxRaftPending, flood-MaxRaftPending)
-	}
-	// Seen from the flooding side: the 136 oldest read EOF at once, the newest 64 stay open.
-	var open, eof int
-	readBy := time.Now().Add(300 * time.Millisecond)
-	for i, c := range conns[:flood] {
-		c.SetReadDeadline(readBy)
-		_, err := c.Read(make([]byte, 1))
-		var ne net.Error
-		switch {
-		case errors.As(err, &ne) && ne.Timeout():
-			open++
-			if i < flood-MaxRaftPending {
-				t.Fatalf("connection %d (of the oldest) still open", i)
-			}
-		case err != nil:
-			eof++
-		default:
-			t.Fatalf("connection %d read a byte", i)
-		}
-	}
-	if open != MaxRaftPending || eof != flood-MaxRaftPending {
-		t.Fatalf("flooding side: %d open, %d closed; want %d and %d", open, eof, MaxRaftPending, flood-MaxRaftPending)
 	}
 	if n := strings.Count(logs.String(), MsgRaftPendingFull); n != 1 ||
 		!strings.Contains(logs.String(), "limit=64 closed=1 ") {
