@@ -31,7 +31,9 @@ var certsInitCmd = &cobra.Command{
   join-secret          32 random bytes (hex) that every process of the run must present
 
 Files are created with mode 0600; if any already exists nothing is written. Every process then
-takes --certs DIR (Kubernetes: mount ca.crt, node.crt, node.key and join-secret from a secret).`,
+takes --certs DIR (Kubernetes: mount ca.crt, node.crt, node.key and join-secret from a secret).
+Make one directory per run: a process trusts every server its CA vouches for, so under a CA
+shared by two runs one pointed at the other run's address would send it its join secret.`,
 	Args: cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
 		if certsInitFlags.days < 1 {

@@ -9,7 +9,13 @@
 //     Config.ServerName when set);
 //   - the join secret: a random token shared by the processes of one run (file join-secret). A
 //     process holding a valid certificate but not the secret is refused with
-//     codes.Unauthenticated, so one CA can serve several runs without them mixing.
+//     codes.Unauthenticated, so one CA can serve several runs without them mixing. They do not
+//     mix, but the secret is not kept from them: once TLS is up a dialing process sends its
+//     secret (gRPC metadata) or the secret's SHA-256 (the raft preamble, which passes a raft port
+//     as well as the secret) to any server its CA vouches for, so a process pointed at another
+//     run's address under the same CA hands that run its secret. Keep one CA per run, as
+//     `ddpm certs init` and `ddpm local` make: then such a dial fails verifying the server's
+//     certificate before anything is sent.
 //
 // The material lives in one directory, made by `ddpm certs init DIR` (see Init) or mounted from a
 // Kubernetes secret:
