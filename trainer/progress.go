@@ -2,7 +2,10 @@ package trainer
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"math"
+	"strconv"
 
 	"ddpm/internal/metrics"
 )
@@ -19,7 +22,7 @@ type Progress struct {
 	Step       int64   `json:"step"` // steps completed, i.e. the index of this step + 1
 	Loss       float64 `json:"loss"`
 	LR         float64 `json:"lr"`
-	GradNorm   float64 `json:"grad_norm"` // global gradient norm before clipping
+	GradNorm   float64 `json:"grad_norm"` // global gradient norm before clipping; NaN when Skipped
 	Skipped    bool    `json:"skipped"`   // a non-finite gradient somewhere: nobody updated
 	ImagesPerS float64 `json:"images_per_s"`
 	Generation uint64  `json:"generation"`
@@ -44,20 +47,58 @@ func (p Progress) Sample(globalBatch int) metrics.StepSample {
 		WaitSec: p.WaitSec, BusBW: p.BusBW}
 }
 
-// Log writes p as the per-step line.
+// Log writes p as the per-step line. A Loss or GradNorm that is not finite (a skipped step) is
+// written as the text "NaN", "+Inf" or "-Inf": JSON has no number for it, and slog's JSON handler
+// would write an error message in its place, which no reader could take for the step.
 func (p Progress) Log(l *slog.Logger) {
-	l.Info(ProgressMsg, "step", p.Step, "loss", p.Loss, "lr", p.LR, "grad_norm", p.GradNorm,
+	l.Info(ProgressMsg, "step", p.Step, "loss", logFloat(p.Loss), "lr", p.LR, "grad_norm", logFloat(p.GradNorm),
 		"skipped", p.Skipped, "images_per_s", p.ImagesPerS, "generation", p.Generation,
 		"rank", p.Rank, "world", p.World, "compute_s", p.ComputeSec, "allreduce_s", p.AllReduceSec,
 		"wait_s", p.WaitSec, "busbw", p.BusBW)
 }
 
-// ParseProgress reads a per-step line written by Log through slog's JSON handler. ok is false
-// for any other line.
+// logFloat is v as a log value: a number, or its text when v is NaN or infinite.
+func logFloat(v float64) slog.Value {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return slog.StringValue(strconv.FormatFloat(v, 'g', -1, 64))
+	}
+	return slog.Float64Value(v)
+}
+
+// loggedFloat reads a value logFloat wrote: a JSON number, or the string "NaN", "+Inf" or "-Inf".
+type loggedFloat float64
+
+func (f *loggedFloat) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		switch s {
+		case "NaN", "+Inf", "-Inf":
+			v, _ := strconv.ParseFloat(s, 64)
+			*f = loggedFloat(v)
+			return nil
+		}
+		return fmt.Errorf("trainer: %q is not a number", s)
+	}
+	var v float64
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*f = loggedFloat(v)
+	return nil
+}
+
+// ParseProgress reads a per-step line written by Log through slog's JSON handler, a skipped
+// step's non-finite loss and gradient norm included. ok is false for any other line.
 func ParseProgress(line []byte) (p Progress, ok bool) {
 	var probe struct {
 		Msg string `json:"msg"`
 		Progress
+		// Shallower than Progress's fields of the same names, so these take them.
+		Loss     loggedFloat `json:"loss"`
+		GradNorm loggedFloat `json:"grad_norm"`
 	}
 	if len(line) == 0 || line[0] != '{' {
 		return p, false
@@ -65,5 +106,7 @@ func ParseProgress(line []byte) (p Progress, ok bool) {
 	if err := json.Unmarshal(line, &probe); err != nil || probe.Msg != ProgressMsg {
 		return p, false
 	}
-	return probe.Progress, true
+	p = probe.Progress
+	p.Loss, p.GradNorm = float64(probe.Loss), float64(probe.GradNorm)
+	return p, true
 }

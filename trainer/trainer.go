@@ -272,7 +272,10 @@ func (tr *Trainer) Step(ctx context.Context) (Progress, error) {
 		// Every rank sees the same flag and skips together; the data stream moves on.
 		tr.badRun++
 		tr.step++
-		p.Skipped = true
+		// The gradient holds a non-finite value: it has no norm. NaN also keeps the step out
+		// of the coordinators' loss history (they take finite metrics only) and marks its row
+		// in ddpm local's loss.csv.
+		p.Skipped, p.GradNorm = true, math.NaN()
 		if tr.badRun >= MaxNonFiniteSteps {
 			return p, fmt.Errorf("%w: %d consecutive steps with non-finite gradients (last step %d)", ErrDiverged, tr.badRun, tr.step)
 		}

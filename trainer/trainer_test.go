@@ -166,8 +166,8 @@ func TestNonFiniteStepsAreSkippedTogether(t *testing.T) {
 	tr.SetRing(nanPeer{}, 0, 1, 2)
 	for i := 1; i <= MaxNonFiniteSteps; i++ {
 		p, err := tr.Step(context.Background())
-		if i < MaxNonFiniteSteps && (err != nil || !p.Skipped) {
-			t.Fatalf("bad step %d: skipped %v, err %v", i, p.Skipped, err)
+		if i < MaxNonFiniteSteps && (err != nil || !p.Skipped || !math.IsNaN(p.GradNorm) || math.IsNaN(p.Loss)) {
+			t.Fatalf("bad step %d: skipped %v, loss %v, grad norm %v, err %v; want skipped, the loss (finite here), grad norm NaN", i, p.Skipped, p.Loss, p.GradNorm, err)
 		}
 		if i == MaxNonFiniteSteps && !errors.Is(err, ErrDiverged) {
 			t.Fatalf("after %d bad steps: err %v, want ErrDiverged", i, err)

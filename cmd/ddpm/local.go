@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,7 +55,9 @@ func newLocalCmd() *cobra.Command {
 		Long: `local starts raft coordinators and trainers as child processes of this binary on free
 loopback ports, shows one progress bar (step, loss, images/s, ETA), keeps each process's log in
 RUN/logs/, and at the end writes RUN/loss.csv, RUN/loss.png and RUN/samples.png (the EMA weights,
-Algorithm 2). At the start it prints the coordinators' gRPC addresses (for ddpm status and ddpm
+Algorithm 2). loss.csv has one row per step (step,loss,lr,grad_norm); a step skipped for a
+non-finite gradient (no trainer updated the model) keeps its row, marked by grad_norm NaN, and
+loss.png leaves it out. At the start it prints the coordinators' gRPC addresses (for ddpm status and ddpm
 loss --coordinator, with --certs RUN/certs) and the dashboard's URL. Ctrl-C, SIGTERM, closing
 the terminal (SIGHUP) or an output pipe whose reader went away (| head) stops every process
 cleanly; --resume RUN continues from the last committed checkpoint. Run-config flags (--preset,
@@ -967,8 +970,8 @@ func (m *localMonitor) line(name string, line []byte) {
 		m.mu.Lock()
 		// Every rank reports the same global loss; a replayed step (after a resume or a
 		// re-ring) replaces the earlier record of that step.
-		pt := viz.LossPoint{Step: p.Step, Loss: p.Loss, LR: p.LR, GradNorm: p.GradNorm}
-		if old, seen := m.points[p.Step]; (!seen || old != pt) && m.journal != nil {
+		pt := lossPoint(p)
+		if old, seen := m.points[p.Step]; (!seen || !sameLossPoint(old, pt)) && m.journal != nil {
 			// One write of one whole line: a kill of this process leaves no half line. A failed
 			// write (a full disk) may have left part of one: appending more would bury it
 			// mid-file, so the journal stops and loss.csv is rewritten whole at the end.
@@ -1113,6 +1116,32 @@ func (m *localMonitor) finish() {
 	}
 }
 
+// lossPoint is p's row of loss.csv. A step skipped for a non-finite gradient (no rank updated
+// the model) keeps its row, with grad_norm NaN as its mark and the loss as measured (NaN or
+// infinite when that was not finite); loss.png leaves it out (plotted).
+func lossPoint(p trainer.Progress) viz.LossPoint {
+	pt := viz.LossPoint{Step: p.Step, Loss: p.Loss, LR: p.LR, GradNorm: p.GradNorm}
+	if p.Skipped {
+		pt.GradNorm = math.NaN()
+	}
+	return pt
+}
+
+// skippedPoint reports whether pt is the row of a skipped step (lossPoint).
+func skippedPoint(pt viz.LossPoint) bool { return math.IsNaN(pt.GradNorm) }
+
+// plotted returns the points of loss.png: pts without the skipped steps.
+func plotted(pts []viz.LossPoint) []viz.LossPoint {
+	return slices.DeleteFunc(slices.Clone(pts), skippedPoint)
+}
+
+// sameLossPoint reports whether a and b are the same row, NaN equal to NaN (a skipped step
+// replayed after a resume is the same row again).
+func sameLossPoint(a, b viz.LossPoint) bool {
+	eq := func(x, y float64) bool { return x == y || math.IsNaN(x) && math.IsNaN(y) }
+	return a.Step == b.Step && eq(a.Loss, b.Loss) && eq(a.LR, b.LR) && eq(a.GradNorm, b.GradNorm)
+}
+
 func (m *localMonitor) sorted() []viz.LossPoint {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -1145,5 +1174,5 @@ func (m *localMonitor) writeLoss() error {
 		}
 	}
 	title := fmt.Sprintf("%s: L_simple, global batch %d", filepath.Base(m.out), m.run.GlobalBatch)
-	return viz.WriteLossPNG(filepath.Join(m.out, localrun.LossPNG), pts, title)
+	return viz.WriteLossPNG(filepath.Join(m.out, localrun.LossPNG), plotted(pts), title)
 }
