@@ -68,11 +68,22 @@ func (c *inmemCluster) state(i int) []byte {
 	return b
 }
 
+// releaseOrNil returns the release record in force at replica i, or nil.
+func (c *inmemCluster) releaseOrNil(i int) *fsm.Release {
+	var rel *fsm.Release
+	c.reps[i].View(func(s *fsm.State) {
+		if s.Release != nil {
+			r := *s.Release
+			rel = &r
+		}
+	})
+	return rel
+}
+
 // release returns the release record in force at replica i.
 func (c *inmemCluster) release(i int) fsm.Release {
 	c.t.Helper()
-	var rel *fsm.Release
-	c.reps[i].View(func(s *fsm.State) { rel = s.Release })
+	rel := c.releaseOrNil(i)
 	if rel == nil {
 		c.t.Fatalf("r%d has no release record", i)
 	}
@@ -124,8 +135,12 @@ func TestFollowerOfOtherRulesStops(t *testing.T) {
 				c.start(0, true)
 				c.start(1, true)
 				l := c.leader(0, 1)
-				c.propose(l, fsm.Command{Kind: fsm.KindSubmit, Submit: &fsm.Submit{Run: testRun()}})
+				// The new leader records its release unasked.
+				for end := time.Now().Add(time.Second); c.releaseOrNil(l) == nil && time.Now().Before(end); {
+					time.Sleep(10 * time.Millisecond)
+				}
 				rel := c.release(l)
+				c.propose(l, fsm.Command{Kind: fsm.KindSubmit, Submit: &fsm.Submit{Run: testRun()}})
 				if want := (fsm.Release{Version: c.version(l), Rules: fsm.RulesVersion, Term: c.reps[l].Raft().CurrentTerm()}); rel != want {
 					t.Fatalf("leader's release record %+v, want %+v", rel, want)
 				}

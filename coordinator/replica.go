@@ -184,9 +184,10 @@ type Replica struct {
 	watched    chan struct{}
 	// won wakes the failure detector when this replica becomes leader, to record its release.
 	won chan struct{}
-	// releaseMu serializes Propose's check that this term's release record is in the log;
-	// releasedTerm is the term whose record this replica, leading, has committed.
-	releaseMu    sync.Mutex
+	// releasing (a one-slot semaphore, so that a waiter can give up with its context)
+	// serializes Propose's check that this term's release record is in the log; releasedTerm,
+	// guarded by it, is the term whose record this replica, leading, has committed.
+	releasing    chan struct{}
 	releasedTerm uint64
 }
 
@@ -279,7 +280,8 @@ func NewReplica(cfg ReplicaConfig) (*Replica, error) {
 	}
 	a.setTerm(r.CurrentTerm)
 	rep := &Replica{cfg: cfg, raft: r, fsm: a, peers: peers, log: cfg.Logger.With("replica", cfg.ID), stop: make(chan struct{}),
-		leadership: leadership, watchDone: make(chan struct{}), watched: make(chan struct{}), won: make(chan struct{}, 1)}
+		leadership: leadership, watchDone: make(chan struct{}), watched: make(chan struct{}), won: make(chan struct{}, 1),
+		releasing: make(chan struct{}, 1)}
 	a.setOnEvent(func(ev fsm.Event) {
 		if rep.IsLeader() {
 			rep.log.Info(MsgClusterEvent, "kind", ev.Kind, "generation", ev.Generation, "text", ev.Text)
@@ -444,7 +446,9 @@ func (r *Replica) Changed() <-chan struct{} { return r.fsm.changed() }
 // Propose commits c through raft and returns the state machine's result. Only the leader can
 // propose: elsewhere it returns ErrNotLeader. Command.Time is stamped with the replica's clock
 // when zero. A command whose result is lost (a leader change mid-way) may still have committed:
-// retry with the same RequestID and the state machine answers from its dedup table.
+// retry with the same RequestID and the state machine answers from its dedup table. The first
+// command a leader proposes in a raft term goes after its release record (fsm.KindRelease),
+// which it also appends unasked as soon as it wins the election (the failure detector's loop).
 func (r *Replica) Propose(ctx context.Context, c fsm.Command) (fsm.Result, error) {
 	if err := r.ensureRelease(ctx); err != nil {
 		return fsm.Result{}, err
@@ -460,8 +464,12 @@ func (r *Replica) ensureRelease(ctx context.Context) error {
 	if !r.IsLeader() {
 		return nil
 	}
-	r.releaseMu.Lock()
-	defer r.releaseMu.Unlock()
+	select {
+	case r.releasing <- struct{}{}:
+		defer func() { <-r.releasing }()
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	}
 	if r.releasedTerm >= term {
 		return nil
 	}

@@ -117,6 +117,9 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 			return withExit(2, fmt.Errorf("coordinator: --%s is required", req.name))
 		}
 	}
+	if coordFlags.rules < 0 {
+		return withExit(2, fmt.Errorf("coordinator: --rules-version %d: want 0 (this binary's) or more", coordFlags.rules))
+	}
 	peers, err := coordinator.ParsePeers(coordFlags.peers)
 	if err != nil {
 		return withExit(2, fmt.Errorf("--peers: %w", err))
