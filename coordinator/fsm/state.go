@@ -22,6 +22,9 @@
 //     holders are gone for good, an operator's Rollback abandons the committed checkpoints after
 //     an older one that a member holds (or all of them: step 0) and the run restarts from there;
 //     the abandoned ones stay listed in State.Abandoned.
+//   - Each leader's first command of its term is its release record (Release: binary version and
+//     RulesVersion), kept as State.Release; replicas of other rules stop there (the coordinator
+//     package's ReleaseMismatchError), since they would apply the log differently.
 package fsm
 
 import (
