@@ -134,6 +134,11 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 			splitName = fmt.Sprintf("all images (%s has no test split)", formatWords(dataset.Describe(ds).Format))
 		}
 	}
+	if errors.Is(err, dataset.ErrOption) && specSplit(spec) == "" {
+		if why := otherSplitOnly(spec, split, o.data == "", er.c); why != nil {
+			return why
+		}
+	}
 	if errors.Is(err, dataset.ErrNotFound) && o.data == "" && !datasetPathExists(spec) {
 		// The run's dataset, as its run.yaml names it (a relative path is relative to the
 		// directory the run was started in). Only a path that is not there: the built-in
@@ -216,6 +221,34 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 	fmt.Fprintf(out, "  decoder L_0   %.4f\n", mean(l0))
 	fmt.Fprintf(out, "  KL L_1..L_T-1 %.4f\n", mean(kl))
 	return nil
+}
+
+// otherSplitOnly is eval's line, exit status 2, for data that holds one split only (a folder
+// ddpm dataset prepare made from a training split, an idx file named train-*) when split is
+// the other one; nil when spec is not such data. runs says that spec is the run's dataset
+// (run.yaml), not --data. The way out names the built-in set's split where the data came from
+// one:
+//
+//	the run's dataset /runs/fm/data holds only the train split (fashion-mnist/train): give --data fashion-mnist:test for the test split, or --split train to evaluate its own images
+func otherSplitOnly(spec, split string, runs bool, channels int) error {
+	ds, err := openSpec(spec, dataset.Options{Channels: channels})
+	if err != nil {
+		return nil
+	}
+	info := dataset.Describe(ds)
+	if info.Split == "" || info.Split == split {
+		return nil
+	}
+	who := "--data " + shellWord(spec)
+	if runs {
+		who = "the run's dataset " + shellWord(spec)
+	}
+	other := fmt.Sprintf("give --data the %s split of the data it came from", split)
+	if base := strings.TrimSuffix(info.Name, "/"+info.Split); base == "mnist" || base == "fashion-mnist" {
+		other = fmt.Sprintf("give --data %s:%s for the %s split", base, split, split)
+	}
+	return withExit(exitUsage, fmt.Errorf("%s holds only the %s split (%s): %s, or --split %s to evaluate its own images",
+		who, info.Split, info.Name, other, info.Split))
 }
 
 // meanSE returns the mean of xs and its standard error s/sqrt(n), s the sample standard deviation
