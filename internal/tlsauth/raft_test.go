@@ -110,6 +110,25 @@ func leaderOf(t *testing.T, nodes []*raftNode) *raftNode {
 	return nil
 }
 
+// applyOnLeader applies data on leader, or on the next leader when leader has lost leadership
+// before taking it (ErrNotLeader: nothing appended; a busy machine can delay heartbeats past the
+// lease); it returns the node that applied it.
+func applyOnLeader(t *testing.T, nodes []*raftNode, leader *raftNode, data []byte) *raftNode {
+	t.Helper()
+	for range 5 {
+		err := leader.r.Apply(data, 5*time.Second).Error()
+		if err == nil {
+			return leader
+		}
+		if !errors.Is(err, raft.ErrNotLeader) {
+			t.Fatalf("apply on %s: %v", leader.addr, err)
+		}
+		leader = leaderOf(t, nodes)
+	}
+	t.Fatal("leadership moved five times in a row")
+	return nil
+}
+
 func TestRaftClusterOverTLS(t *testing.T) {
 	dir := newDir(t)
 	log := &syncBuf{}
@@ -120,9 +139,7 @@ func TestRaftClusterOverTLS(t *testing.T) {
 		want += i * i
 		var buf [8]byte
 		binary.BigEndian.PutUint64(buf[:], i*i)
-		if err := leader.r.Apply(buf[:], 5*time.Second).Error(); err != nil {
-			t.Fatalf("apply %d: %v", i, err)
-		}
+		leader = applyOnLeader(t, nodes, leader, buf[:])
 	}
 	if err := leader.r.Barrier(5 * time.Second).Error(); err != nil {
 		t.Fatal(err)
