@@ -460,10 +460,12 @@ func (r *Replica) Propose(ctx context.Context, c fsm.Command) (fsm.Result, error
 // rules) before the first command it proposes as leader in the term; a no-op once committed, and
 // where this replica does not lead (the raft apply refuses every command there anyway).
 func (r *Replica) ensureRelease(ctx context.Context) error {
-	term := r.raft.CurrentTerm()
 	if !r.IsLeader() {
 		return nil
 	}
+	// Read after the leadership: a later term than the one it led in when checked, never an
+	// earlier one, so a record committed for this term's number went into this term or a later.
+	term := r.raft.CurrentTerm()
 	select {
 	case r.releasing <- struct{}{}:
 		defer func() { <-r.releasing }()
