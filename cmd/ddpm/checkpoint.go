@@ -15,6 +15,7 @@ import (
 
 	"ddpm/checkpoint"
 	"ddpm/config"
+	"ddpm/internal/localrun"
 	"ddpm/internal/tlsauth"
 	"ddpm/trainer"
 )
@@ -58,9 +59,47 @@ func openCheckpoint(file string) (*checkpoint.Store, error) {
 
 // inUseExit is the one line, exit status 2, of every command that reads a checkpoint file
 // another process (a running trainer) holds: err (a checkpoint.ErrInUse) names the file and
-// the holder; the hint says how to copy a committed checkpoint out of the live trainer.
+// the holder; the hint says how to copy a committed checkpoint out of the live trainer. For
+// trainer I of a ddpm local run folder (RUN/trainer-I/checkpoints.db beside RUN/local.json) it
+// is the command to run, with the trainer's address, the run's certificates, a copy beside the
+// run's run.yaml (which sample and export read) and where to find a committed step:
+//
+//	checkpoint: runs/a/trainer-0/checkpoints.db in use by process 4242 (trainer-0 of the ddpm local run runs/a: copy a committed checkpoint out of it with: ddpm checkpoint fetch 127.0.0.1:40001 --certs runs/a/certs --step N --out runs/a/step-N.db, N a committed step that ddpm status --coordinator 127.0.0.1:40002 --certs runs/a/certs lists)
 func inUseExit(err error) error {
+	var iu *checkpoint.InUseError
+	if errors.As(err, &iu) {
+		if hint := localFetchHint(iu.Path); hint != "" {
+			return withExit(exitUsage, fmt.Errorf("%w (%s)", err, hint))
+		}
+	}
 	return withExit(exitUsage, fmt.Errorf("%w (a running trainer? copy a committed checkpoint with: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db)", err))
+}
+
+// localFetchHint is inUseExit's hint for file when it is a trainer's checkpoint file in a
+// ddpm local run folder whose local.json names that trainer's port; "" otherwise.
+func localFetchHint(file string) string {
+	tdir := filepath.Dir(file)
+	run := filepath.Dir(tdir)
+	if filepath.Base(file) != trainer.CheckpointFile {
+		return ""
+	}
+	m, err := localrun.ReadManifest(run)
+	if err != nil {
+		return ""
+	}
+	for i, p := range m.TrainerPorts {
+		if localrun.TrainerDir(run, i) != tdir {
+			continue
+		}
+		var coords []string
+		for _, c := range m.CoordinatorPorts {
+			coords = append(coords, fmt.Sprintf("127.0.0.1:%d", c.GRPC))
+		}
+		certs := shellWord(filepath.Join(run, localrun.CertsDir))
+		return fmt.Sprintf("%s of the ddpm local run %s: copy a committed checkpoint out of it with: ddpm checkpoint fetch 127.0.0.1:%d --certs %s --step N --out %s, N a committed step that ddpm status --coordinator %s --certs %s lists",
+			filepath.Base(tdir), shellWord(run), p.Listen, certs, shellWord(filepath.Join(run, "step-N.db")), strings.Join(coords, ","), certs)
+	}
+	return ""
 }
 
 func humanBytes(n int64) string {
