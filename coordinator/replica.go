@@ -288,9 +288,10 @@ func NewReplica(cfg ReplicaConfig) (*Replica, error) {
 		}
 	})
 	go rep.watchLeadership()
-	go rep.watchHalt()
 	rep.wg.Add(1)
 	go rep.detect()
+	// Last: a halt may come at once, and its Shutdown waits for the goroutines started above.
+	go rep.watchHalt()
 	return rep, nil
 }
 
