@@ -113,11 +113,6 @@ func TestCLIBadInputs(t *testing.T) {
 			"no images: " + empty + ": no .png/.jpg/.jpeg/.webp files (searched recursively)"},
 		{"mixed sizes", []string{"dataset", "inspect", mixed},
 			"mixed image sizes: " + filepath.Join(mixed, "b.png") + " is 8x6, the folder's images are 8x8; pass a resolution to center-crop and resize all (--resolution N of ddpm dataset inspect/prepare; to train, prepare the folder with it and train on the prepared folder)"},
-		{"prepare over existing", []string{"dataset", "prepare", "mnist:test", "--out", mixed},
-			"output exists: " + mixed + ": refusing to overwrite"},
-		// Checked before the source is decoded: the existing --out is named, not the bad image.
-		{"prepare over existing, source undecoded", []string{"dataset", "prepare", unreadable, "--out", mixed},
-			"output exists: " + mixed + ": refusing to overwrite"},
 	}
 	// Exit status 2: a dataset that is not there (or incomplete) or an option it cannot honour,
 	// i.e. a command line to correct.
@@ -133,6 +128,13 @@ func TestCLIBadInputs(t *testing.T) {
 			"dataset not found: " + filepath.Join(root, "nope") + ": no such file or directory"},
 		{"bad split", []string{"dataset", "inspect", "mnist", "--split", "val"},
 			"--split val: want train or test"},
+		// An existing --out is a command line to change, as sample --out's and export --out's
+		// are (it was exit status 1, that of unreadable data).
+		{"prepare over existing", []string{"dataset", "prepare", "mnist:test", "--out", mixed},
+			"output exists: " + mixed + ": refusing to overwrite; choose a new --out"},
+		// Checked before the source is decoded: the existing --out is named, not the bad image.
+		{"prepare over existing, source undecoded", []string{"dataset", "prepare", unreadable, "--out", mixed},
+			"output exists: " + mixed + ": refusing to overwrite; choose a new --out"},
 		// Checked before the source is decoded: a place where no folder can be made.
 		{"prepare into /proc", []string{"dataset", "prepare", unreadable, "--out", "/proc/ddpm-prep/x"},
 			"output folder cannot be created: /proc/ddpm-prep/x: cannot create a folder in /proc (no such file or directory)"},

@@ -195,7 +195,7 @@ those channels for every model. DIR must not exist.`,
 				return err
 			}
 			// Before the source is decoded (minutes for a large folder or LMDB), not after.
-			if err := dataset.CheckPrepareOut(out); errors.Is(err, dataset.ErrUnwritable) {
+			if err := dataset.CheckPrepareOut(out); errors.Is(err, dataset.ErrUnwritable) || errors.Is(err, dataset.ErrExists) {
 				return withExit(exitUsage, err)
 			} else if err != nil {
 				return withExit(exitBadData, err)
