@@ -19,6 +19,10 @@ import (
 const (
 	CheckpointFile = "checkpoints.db" // the bbolt checkpoint store
 	ConfigFile     = "run.yaml"       // the run config the checkpoints belong to
+	// InitFile names the --init weights the run's step 0 came from (their absolute path, one
+	// line), when the trainer was given them: the EMA of its early checkpoints then holds
+	// those weights, not a random initialization.
+	InitFile = "init.txt"
 )
 
 // Snapshot returns the replica's whole state as a checkpoint of step StepCount(). The arenas

@@ -3,9 +3,11 @@ package main
 import (
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 
 	"ddpm/internal/localrun"
+	"ddpm/trainer"
 )
 
 // The EMA of the parameters (ema <- decay*ema + (1-decay)*params after every step, starting
@@ -38,13 +40,19 @@ func localEMAWarning(decay float64, steps int64, init string) string {
 
 // sampleEMAWarning is ddpm sample's one-line warning for EMA weights of a step at which they
 // still hold more than emaStaleShare of the step-0 weights, or "" (also for the checkpoint of a
-// ddpm local run started from --init weights, whose EMA started from them). file is the
+// ddpm local run started from --init weights, whose EMA started from them, and for a trainer's
+// volume whose trainer.InitFile says it was given --init weights: the checkpoint itself
+// records nothing of its start). file is the
 // checkpoint file and cfgPath the run config it was resolved with: a ddpm local run folder
 // keeps local.json beside its run.yaml and above its trainers' folders (RUN/trainer-0/
 // checkpoints.db, whose own run.yaml the trainer wrote beside it), so both places are looked at.
 func sampleEMAWarning(decay float64, step int64, file, cfgPath string) string {
 	share := emaInitShare(decay, step)
 	if share <= emaStaleShare {
+		return ""
+	}
+	// A trainer given --init records the weights in its volume (trainer.InitFile).
+	if _, err := os.Stat(filepath.Join(filepath.Dir(file), trainer.InitFile)); err == nil {
 		return ""
 	}
 	for _, dir := range []string{filepath.Dir(cfgPath), filepath.Dir(file), filepath.Dir(filepath.Dir(file))} {

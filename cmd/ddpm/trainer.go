@@ -98,7 +98,7 @@ default) it exits with status 2 and one line saying to give --certs this cluster
 	f.StringVar(&o.httpAddr, "http-addr", "", "HTTP address for /metrics, /healthz and /readyz (empty: none)")
 	f.StringVar(&o.dataDir, "data-dir", "", "this trainer's volume: checkpoints.db and run.yaml (required)")
 	f.BoolVar(&o.standalone, "standalone", false, "train a world of one without coordinators")
-	f.StringVar(&o.init, "init", "", "safetensors weights to start from instead of the seed's initialization")
+	f.StringVar(&o.init, "init", "", "safetensors weights to start from instead of the seed's initialization (recorded in the volume's init.txt for ddpm sample)")
 	f.DurationVar(&o.stallLimit, "stall-limit", 0, "/healthz answers 503 after work (a ring, a step, a checkpoint write) goes this long without completing a step or using the CPU (at least 1m; 0: 10m, or 4 x heartbeat_timeout if longer)")
 	f.DurationVar(&o.certRefusalWait, "cert-refusal-wait", defaultCertRefusalWait, "how long joining may hear only certificate refusals (--certs of another cluster's CA) before the trainer exits with status 2 (positive)")
 	o.sec = tlsauth.AddFlags(f)
@@ -139,11 +139,15 @@ func volumeBoundTo(dir string, run config.Run) bool {
 
 // volumeClaim is what checkDataDir found in a trainer's volume: whether its run.yaml must be
 // written for this run, and the other run's config hash when it names one (a volume without
-// checkpoints, re-bound).
+// checkpoints, re-bound). init and empty say what bind records in the volume's InitFile.
 type volumeClaim struct {
 	dir, other string
 	write      bool
 	run        config.Run
+	// init is the --init weights' absolute path ("" without --init); empty: the volume holds
+	// no checkpoint, so a run without --init starts in it from the seed's initialization.
+	init  string
+	empty bool
 }
 
 // checkDataDir decides whether dir (created if absent) may be the volume of run, writing
@@ -197,15 +201,31 @@ func volumeCheckpoints(dir string) (int, error) {
 
 // bind writes the volume's run.yaml for c's run if it lacks one or names another run (saying so
 // in one log line when it re-binds a volume without checkpoints).
+//
+// It records the --init weights in the volume's trainer.InitFile, so that `ddpm sample` of an
+// early checkpoint does not call its EMA a random start (sampleEMAWarning); a trainer without
+// --init removes the record from a volume holding no checkpoint (a new run starts there), and
+// leaves it in one whose checkpoints came from those weights.
 func (c volumeClaim) bind(log *slog.Logger) error {
-	if !c.write {
-		return nil
+	if c.write {
+		if c.other != "" {
+			log.Warn("volume re-bound to this run: its run.yaml named another run and it holds no checkpoint",
+				"data_dir", c.dir, "old_config", c.other, "config", c.run.Hash())
+		}
+		if err := os.WriteFile(filepath.Join(c.dir, trainer.ConfigFile), c.run.Marshal(), 0o644); err != nil {
+			return err
+		}
 	}
-	if c.other != "" {
-		log.Warn("volume re-bound to this run: its run.yaml named another run and it holds no checkpoint",
-			"data_dir", c.dir, "old_config", c.other, "config", c.run.Hash())
+	p := filepath.Join(c.dir, trainer.InitFile)
+	switch {
+	case c.init != "":
+		return os.WriteFile(p, []byte(c.init+"\n"), 0o644)
+	case c.empty:
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
-	return os.WriteFile(filepath.Join(c.dir, trainer.ConfigFile), c.run.Marshal(), 0o644)
+	return nil
 }
 
 func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
@@ -301,6 +321,16 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return withExit(1, err)
 	}
 	defer store.Close()
+	if o.init != "" {
+		if claim.init, err = filepath.Abs(o.init); err != nil {
+			return withExit(2, err)
+		}
+	}
+	infos, err := store.List()
+	if err != nil {
+		return withExit(1, err)
+	}
+	claim.empty = len(infos) == 0
 	log := newProcessLogger("trainer", o.id)
 	// Before the volume is offered to the cluster or resumed from: a damaged committed
 	// checkpoint is no restart point (one line each).
