@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"ddpm/diffusion"
 	"ddpm/internal/rng"
@@ -27,6 +28,16 @@ const modelExitUsage = 2
 var modelCmd = &cobra.Command{
 	Use:   "model",
 	Short: "Inspect and time the U-Net (eps_theta) presets",
+}
+
+// modelFlagAlias lets the model commands take --model for their --preset: every other command
+// names the U-Net preset --model (and a dataset preset --preset), so --model tiny is what a
+// user of sample, eval or local types here too.
+func modelFlagAlias(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+	if name == "model" {
+		name = "preset"
+	}
+	return pflag.NormalizedName(name)
 }
 
 func init() {
@@ -52,7 +63,7 @@ resolutions and exact parameter count. The preset is the argument or --preset (`
 			return writeModelInfo(cmd.OutOrStdout(), preset, cfg)
 		},
 	}
-	info.Flags().StringVar(&preset, "preset", "cifar10", "model preset: "+strings.Join(unet.PresetNames(), ", "))
+	info.Flags().StringVar(&preset, "preset", "cifar10", "model preset (--model is the same flag): "+strings.Join(unet.PresetNames(), ", "))
 
 	var bf benchFlags
 	bench := &cobra.Command{
@@ -88,7 +99,7 @@ alternately with the PyTorch twin and prints the ratios.`,
 			return runModelBench(cmd.OutOrStdout(), cfg, bf)
 		},
 	}
-	bench.Flags().StringVar(&bf.preset, "preset", "small", "model preset: "+strings.Join(unet.PresetNames(), ", "))
+	bench.Flags().StringVar(&bf.preset, "preset", "small", "model preset (--model is the same flag): "+strings.Join(unet.PresetNames(), ", "))
 	bench.Flags().StringVar(&bf.mode, "mode", "train", "what one step is: "+strings.Join(benchModes, ", "))
 	bench.Flags().IntVar(&bf.batch, "batch", 16, "images per step")
 	bench.Flags().IntVar(&bf.warmup, "warmup", 2, "untimed steps first")
@@ -126,7 +137,7 @@ small (SmallUNet), cifar10 (DDPMUNet) and tiny (SmallUNet's layout at the tiny s
 			return runModelCompare(cmd.OutOrStdout(), cmd.ErrOrStderr(), twin, cf)
 		},
 	}
-	compare.Flags().StringVar(&cf.preset, "preset", "small", "tiny, small or cifar10")
+	compare.Flags().StringVar(&cf.preset, "preset", "small", "tiny, small or cifar10 (--model is the same flag)")
 	compare.Flags().StringVar(&cf.mode, "mode", "train", "what one step is: "+strings.Join(benchModes, ", "))
 	compare.Flags().IntVar(&cf.batch, "batch", 16, "images per step")
 	compare.Flags().IntVar(&cf.warmup, "warmup", 2, "untimed steps per process")
@@ -135,6 +146,9 @@ small (SmallUNet), cifar10 (DDPMUNet) and tiny (SmallUNet's layout at the tiny s
 	compare.Flags().IntVar(&cf.threads, "threads", 2, "threads of each side (GOMAXPROCS; torch.set_num_threads)")
 	compare.Flags().StringVar(&cf.python, "python", "/usr/bin/python3", "Python with Debian's python3-torch")
 	compare.Flags().StringVar(&cf.script, "pytorch-script", "bench/pytorch_engine.py", "the PyTorch twin")
+	for _, c := range []*cobra.Command{info, bench, compare} {
+		c.Flags().SetNormalizeFunc(modelFlagAlias)
+	}
 	modelCmd.AddCommand(info, bench, compare)
 	rootCmd.AddCommand(modelCmd)
 }
