@@ -365,7 +365,7 @@ leaves FILE's steps as they were, a replaced one committed with its old sha256.`
 			}
 			b, err := loadSecurity(sec, nil)
 			if err != nil {
-				return err
+				return clientCertsHint(cmd, sec, err)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()

@@ -220,7 +220,12 @@ func TestStatusAndLossCommands(t *testing.T) {
 		{[]string{"loss", "--coordinator", addr, "--certs", monitorCerts, "--png", dir},
 			"loss: --png " + dir + " is a directory, not a file"},
 		{[]string{"loss", "--coordinator", addr, "--certs", monitorCerts, "--every", "0s", "--follow"}, "loss: --every must be positive, got 0s"},
-		{[]string{"status", "--coordinator", addr}, "tlsauth: choose TLS (--certs DIR) or plain text (--insecure): no certificate directory given (make one with `ddpm certs init DIR`)"},
+		// A client needs the cluster's certificates, not new ones: the line said "make one with
+		// `ddpm certs init DIR`".
+		{[]string{"status", "--coordinator", addr}, "status: --certs DIR is required: the certificates the cluster was started with (a ddpm local run's are in RUN/certs, as its first lines say); --insecure only for a cluster started with --insecure"},
+		{[]string{"loss", "--coordinator", addr}, "loss: --certs DIR is required: the certificates the cluster was started with (a ddpm local run's are in RUN/certs, as its first lines say); --insecure only for a cluster started with --insecure"},
+		{[]string{"checkpoint", "rollback", "--coordinator", addr, "--to-step", "0"}, "checkpoint rollback: --certs DIR is required: the certificates the cluster was started with (a ddpm local run's are in RUN/certs, as its first lines say); --insecure only for a cluster started with --insecure"},
+		{[]string{"checkpoint", "fetch", addr, "--step", "5", "--out", filepath.Join(dir, "missing.db")}, "checkpoint fetch: --certs DIR is required: the certificates the cluster was started with (a ddpm local run's are in RUN/certs, as its first lines say); --insecure only for a cluster started with --insecure"},
 		{[]string{"status", "--coordinator", addr, "--certs", monitorCerts, "--insecure"},
 			"tlsauth: choose TLS (--certs DIR) or plain text (--insecure): --insecure and --certs " + monitorCerts + " exclude each other"},
 	} {

@@ -93,7 +93,21 @@ func monitorSecurity(cmd *cobra.Command, cfg *tlsauth.Config) (*tlsauth.Bundle, 
 	if err := flagsFromEnv(cmd.Flags()); err != nil {
 		return nil, withExit(2, err)
 	}
-	return loadSecurity(cfg, nil)
+	b, err := loadSecurity(cfg, nil)
+	return b, clientCertsHint(cmd, cfg, err)
+}
+
+// clientCertsHint turns tlsauth's "choose TLS (--certs DIR) or plain text (--insecure): no
+// certificate directory given (make one with `ddpm certs init DIR`)" of a command that dials a
+// running cluster (status, loss, checkpoint rollback and fetch) into advice that fits it: a
+// client needs the certificates the cluster was started with, not new ones, and a ddpm local
+// run keeps them in RUN/certs. Exit status 2; other errors (both flags given) pass through.
+func clientCertsHint(cmd *cobra.Command, cfg *tlsauth.Config, err error) error {
+	if !errors.Is(err, tlsauth.ErrNoMode) || cfg.Dir != "" || cfg.Insecure {
+		return err
+	}
+	name := strings.TrimPrefix(cmd.CommandPath(), rootCmd.Name()+" ")
+	return withExit(exitUsage, fmt.Errorf("%s: --certs DIR is required: the certificates the cluster was started with (a ddpm local run's are in RUN/certs, as its first lines say); --insecure only for a cluster started with --insecure", name))
 }
 
 // refusedAfter is how long fetchState asks before it checks whether anything listens at the
