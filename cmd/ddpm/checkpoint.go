@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -422,6 +423,12 @@ func fetchError(addr string, step int64, insecure bool, err error) error {
 		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s serves no checkpoint transfer (a coordinator's address? give a trainer's --listen address)", addr))
 	case insecure && strings.Contains(err.Error(), "error reading server preface"):
 		return withExit(exitBadData, fmt.Errorf("%w (the trainer at %s closed the connection at once: it may require TLS; give --certs DIR instead of --insecure)", err, addr))
+	case status.Code(err) == codes.Unavailable:
+		// Nothing listens there, or the host name does not resolve: say which, not gRPC's
+		// "name resolver error: produced zero addresses".
+		if why, _ := deadAddrs(context.Background(), []string{addr}); why != nil {
+			return withExit(exitBadData, fmt.Errorf("checkpoint fetch: no trainer at %s: give a running trainer's --listen address (ddpm status lists them)", why[0]))
+		}
 	}
 	return withExit(exitBadData, err)
 }

@@ -166,9 +166,24 @@ func fetchState(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeou
 //	nothing listens at 127.0.0.1:7001 (connection refused): no coordinator runs there, or not yet (--coordinator takes a coordinator's --grpc-addr)
 //	no coordinator at no-such-host.invalid:7001 (no such host): --coordinator takes a coordinator's --grpc-addr, host:port
 func unreachable(ctx context.Context, addrs []string) string {
+	why, refused := deadAddrs(ctx, addrs)
+	switch {
+	case why == nil:
+		return ""
+	case refused:
+		return fmt.Sprintf("nothing listens at %s (connection refused): no coordinator runs there, or not yet (--coordinator takes a coordinator's --grpc-addr)",
+			strings.Join(addrs, ","))
+	}
+	return fmt.Sprintf("no coordinator at %s: --coordinator takes a coordinator's --grpc-addr, host:port", strings.Join(why, ", "))
+}
+
+// deadAddrs tries a TCP connection to every one of addrs (closing at once one that is made). When
+// every one is refused or names a host the resolver does not know, why holds "ADDR (connection
+// refused)" or "ADDR (no such host)" for each, and refused reports that all were refused; why is
+// nil when any accepts or fails otherwise (a timeout).
+func deadAddrs(ctx context.Context, addrs []string) (why []string, refused bool) {
 	d := net.Dialer{Timeout: refusedAfter / 2}
-	var why []string
-	resolved := true // every address refused: nothing listens
+	refused = true
 	for _, a := range addrs {
 		conn, err := d.DialContext(ctx, "tcp", a)
 		if err == nil {
@@ -180,16 +195,12 @@ func unreachable(ctx context.Context, addrs []string) string {
 			why = append(why, a+" (connection refused)")
 		case errors.As(err, &dns) && dns.IsNotFound:
 			why = append(why, a+" (no such host)")
-			resolved = false
+			refused = false
 		default:
-			return ""
+			return nil, false
 		}
 	}
-	if resolved {
-		return fmt.Sprintf("nothing listens at %s (connection refused): no coordinator runs there, or not yet (--coordinator takes a coordinator's --grpc-addr)",
-			strings.Join(addrs, ","))
-	}
-	return fmt.Sprintf("no coordinator at %s: --coordinator takes a coordinator's --grpc-addr, host:port", strings.Join(why, ", "))
+	return why, refused
 }
 
 func runStatus(cmd *cobra.Command, _ []string) error {
