@@ -319,6 +319,13 @@ func openPrepared(dir string, opts Options) (Dataset, error) {
 	if idx.Split != "" && opts.splitAsked && opts.Split != idx.Split {
 		return nil, fmt.Errorf("%w: %s: holds the %s split, %s asked", ErrOption, dir, idx.Split, opts.Split)
 	}
+	// A copy of data without splits (an image folder, an LSUN LMDB) has none either: a test
+	// split asked of it is refused as of its source, not answered with all its images.
+	if idx.Split == "" {
+		if err := checkNoSplit(dir, "a prepared copy of "+sourceKind(idx.SourceFormat), opts); err != nil {
+			return nil, err
+		}
+	}
 	// index.json's numbers are bounded before any product or allocation uses them: a record
 	// of c*h*w bytes and a shard of per_shard records plus labels must be representable, and
 	// the labels grow with the shards actually mapped, not with what count claims.
@@ -419,4 +426,16 @@ func mapShard(p string, sh Shard, c, h, w int, labeled bool) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s: shard header disagrees with index.json (count %d, shape %dx%dx%d)", ErrFormat, p, sh.Count, c, h, w)
 	}
 	return m, nil
+}
+
+// sourceKind names a prepared copy's source format for a message: "an image folder", "an LSUN
+// LMDB", else "data without splits".
+func sourceKind(format string) string {
+	switch format {
+	case "image-folder":
+		return "an image folder"
+	case "lsun-lmdb":
+		return "an LSUN LMDB"
+	}
+	return "data without splits"
 }

@@ -274,6 +274,8 @@ func formatWords(format string) string {
 		return "an image folder"
 	case "lsun-lmdb":
 		return "an LSUN LMDB"
+	case "prepared":
+		return "a prepared folder"
 	}
 	return "the " + format + " dataset"
 }

@@ -99,4 +99,19 @@ func TestEvalBPDImageFolderNoTestSplit(t *testing.T) {
 		_, err := runCLI(t, context.Background(), nil, args...)
 		wantExit(t, args, err, 2, noSplit)
 	}
+
+	// A copy ddpm dataset prepare made of the folder (a new user's way to resize one) has no
+	// test split either: eval said "folder/faces test" over its images.
+	prep := filepath.Join(tmp, "faces-prepared")
+	if _, err := runCLI(t, context.Background(), nil, "dataset", "prepare", imgs, "--out", prep); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCLI(t, context.Background(), nil, "eval", "bpd", "--checkpoint", dir, "--data", prep, "--n", "2", "--batch", "2")
+	want = "checkpoint " + file + " step 0 (EMA), folder/faces all images (a prepared folder has no test split), 2 images, T=20\n"
+	if first, _, _ := strings.Cut(out, "\n"); err != nil || first+"\n" != want {
+		t.Errorf("eval bpd of a prepared folder: %v, output begins %q, want %q", err, first, want)
+	}
+	args := []string{"eval", "bpd", "--checkpoint", dir, "--data", prep, "--n", "2", "--split", "test"}
+	_, err = runCLI(t, context.Background(), nil, args...)
+	wantExit(t, args, err, 2, "unsupported option: "+prep+": a prepared copy of an image folder has no test split (all its images are one set; give no split)")
 }
