@@ -103,6 +103,25 @@ func localFetchHint(file string) string {
 	return ""
 }
 
+// missingStep is the line, exit status 2, of a --step that st does not hold, naming the steps it
+// does (as sample's line names the file):
+//
+//	--step 100: runs/a/trainer-0/checkpoints.db holds no checkpoint of that step (it holds steps 150, 200)
+func missingStep(st *checkpoint.Store, step int64) error {
+	held := "none"
+	if list, err := st.List(); err == nil && len(list) > 0 {
+		var steps []string
+		for _, in := range list {
+			steps = append(steps, fmt.Sprint(in.Step))
+		}
+		held = "steps " + strings.Join(steps, ", ")
+		if len(steps) == 1 {
+			held = "step " + steps[0]
+		}
+	}
+	return withExit(exitUsage, fmt.Errorf("--step %d: %s holds no checkpoint of that step (it holds %s)", step, st.Path(), held))
+}
+
 func humanBytes(n int64) string {
 	switch {
 	case n >= 1e9:
@@ -212,7 +231,7 @@ one is printed with its state hash in full.
 				state, err := st.VerifyState(s)
 				if err != nil {
 					if errors.Is(err, checkpoint.ErrNotFound) {
-						return withExit(exitUsage, fmt.Errorf("%s has no checkpoint of step %d", args[0], s))
+						return missingStep(st, s)
 					}
 					bad++
 					fmt.Fprintf(cmd.OutOrStdout(), "step %d: %v\n", s, err)
@@ -282,6 +301,8 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 				c, err = st.LatestVerified()
 			}
 			switch {
+			case errors.Is(err, checkpoint.ErrNotFound) && step >= 0:
+				return missingStep(st, step)
 			case errors.Is(err, checkpoint.ErrNotFound):
 				return withExit(exitUsage, err)
 			case err != nil:
