@@ -401,6 +401,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	if msg := localEMAWarning(run.EMADecay, run.Steps, o.init); msg != "" && o.samples > 0 {
 		fmt.Fprintln(stderr, msg)
 	}
+	if msg := localWarmupWarning(run.Steps, run.WarmupSteps, run.LR); msg != "" {
+		fmt.Fprintln(stderr, msg)
+	}
 	fmt.Fprintln(stderr, coordinatorsLine(out, man))
 
 	cfgPath := filepath.Join(out, localrun.ConfigFile)
