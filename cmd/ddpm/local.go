@@ -254,7 +254,11 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 			return withExit(2, fmt.Errorf("--out %s and --resume %s name different folders", o.out, o.resume))
 		}
 		if rf.Given() {
-			return withExit(2, errors.New("--resume continues a run with its own run.yaml; run-config flags cannot change it"))
+			// The way to train on with other settings (more steps above all) is a new run from
+			// the weights, as the README's "Resuming a finished run with more steps" says.
+			w := filepath.Clean(o.resume) + "-weights.safetensors"
+			return withExit(2, fmt.Errorf("--resume continues a run with its own run.yaml; run-config flags cannot change it (to train on with other settings, such as more steps: ddpm checkpoint export %s --out %s, then a new ddpm local --init %s --out NEW with the settings you want; its step count and optimizer state start afresh)",
+				shellWord(filepath.Join(o.resume, "trainer-0", "checkpoints.db")), shellWord(w), shellWord(w)))
 		}
 		out = o.resume
 		if man, err = localrun.ReadManifest(out); err != nil {
@@ -576,7 +580,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		case <-ctx.Done():
 			return withExit(130, fmt.Errorf("interrupted while sampling; the run is complete: draw samples with ddpm sample --checkpoint %s --out %s", shellWord(out), shellWord(samplesPath)))
 		}
-		fmt.Fprintf(stderr, "ddpm local: wrote %s (%d samples of the EMA weights in %.0fs)\n", samplesPath, o.samples, time.Since(t0).Seconds())
+		fmt.Fprintf(stderr, "ddpm local: wrote %s (%s of the EMA weights in %.0fs)\n", samplesPath, countNoun(o.samples, "sample", "samples"), time.Since(t0).Seconds())
 	}
 	fmt.Fprintf(stderr, "ddpm local: done: %s; final loss %s\n", out, mon.finalLoss())
 	return nil
