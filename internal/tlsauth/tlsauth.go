@@ -143,7 +143,9 @@ func Load(cfg Config) (*Bundle, error) {
 		p := filepath.Join(cfg.Dir, name)
 		b, err := os.ReadFile(p)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s (make the directory with `ddpm certs init DIR`)", ErrMissing, p)
+			// The same line serves a cluster's processes and its clients (status, loss,
+			// fetch), which need the cluster's own directory, not a new one.
+			return nil, fmt.Errorf("%w: %s (--certs takes the directory `ddpm certs init DIR` made for the cluster; a ddpm local run's is RUN/certs)", ErrMissing, p)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("tlsauth: read %s: %w", p, err)

@@ -256,7 +256,7 @@ func TestLoadErrors(t *testing.T) {
 	missing := copyDir(t, good)
 	os.Remove(filepath.Join(missing, KeyFile))
 	_, err := Load(Config{Dir: missing})
-	if want := "tlsauth: missing file: " + filepath.Join(missing, KeyFile) + " (make the directory with `ddpm certs init DIR`)"; !errors.Is(err, ErrMissing) || err.Error() != want {
+	if want := "tlsauth: missing file: " + filepath.Join(missing, KeyFile) + " (--certs takes the directory `ddpm certs init DIR` made for the cluster; a ddpm local run's is RUN/certs)"; !errors.Is(err, ErrMissing) || err.Error() != want {
 		t.Errorf("missing key: %v, want %q", err, want)
 	}
 
