@@ -56,6 +56,12 @@ var (
 	ErrReadOnly = errors.New("checkpoint store is read-only")
 	// ErrTransfer: a peer transfer failed (connection, protocol, or the peer's error).
 	ErrTransfer = errors.New("checkpoint transfer failed")
+	// ErrStorage: a write to the file failed for a cause of the machine holding it, not of the
+	// checkpoint written: the disk is full or fails (ENOSPC, EFBIG, EIO while growing or
+	// committing), or bbolt met damaged pages of the file (then ErrCorruptCheckpoint too, and
+	// the error says to move the file aside). The error's text names the file and the cause;
+	// errors.Is(err, ErrStorage) tells it from ErrConflict, ErrNotFound and a peer's failure.
+	ErrStorage = errors.New("checkpoint file cannot be written")
 )
 
 // InUseError is the error Open returns when another process holds the file's lock past the

@@ -284,7 +284,7 @@ func (s *Store) save(c *Checkpoint, replace bool) (string, error) {
 	}
 	<-collected
 	if err := <-grown; err != nil {
-		return "", fmt.Errorf("checkpoint: save step %d: grow %s: %w", c.Step, s.path, err)
+		return "", storageError{fmt.Errorf("checkpoint: save step %d: grow %s: %w", c.Step, s.path, err)}
 	}
 	sum := bodySum(h, &sums)
 	h.Sha256 = sum[:]
@@ -293,7 +293,6 @@ func (s *Store) save(c *Checkpoint, replace bool) (string, error) {
 		return "", fmt.Errorf("checkpoint: encode header of step %d: %w", c.Step, err)
 	}
 	key := stepKey(c.Step)
-	errSame := errors.New("same")
 	// A committed copy with this sha256 is kept only while it verifies: a damaged one (a bad
 	// sector, a flipped bit) is rewritten from c, which hashes to the committed sha256. This is
 	// how Fetch repairs a volume whose committed checkpoint went bad (found by chaos runs).
@@ -305,7 +304,7 @@ func (s *Store) save(c *Checkpoint, replace bool) (string, error) {
 		intact = s.Verify(c.Step) == nil
 	}
 	stopWriteback := startWriteback(s.rf)
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		if prev := tx.Bucket(bucketCommitted).Get(key); prev != nil {
 			if !bytes.Equal(prev, sum[:]) && !replace {
 				return fmt.Errorf("step %d is committed with sha256 %x, the new state hashes to %x: %w", c.Step, prev, sum, ErrConflict)
@@ -317,7 +316,7 @@ func (s *Store) save(c *Checkpoint, replace bool) (string, error) {
 		root := tx.Bucket(bucketCheckpoints)
 		if root.Bucket(key) != nil {
 			if err := root.DeleteBucket(key); err != nil {
-				return err
+				return damagedBucket(c.Step, err)
 			}
 		}
 		b, err := root.CreateBucket(key)
@@ -349,6 +348,40 @@ func (s *Store) save(c *Checkpoint, replace bool) (string, error) {
 		return "", fmt.Errorf("checkpoint: save step %d to %s: %w", c.Step, s.path, err)
 	}
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// storageError marks err as ErrStorage without changing its text.
+type storageError struct{ err error }
+
+func (e storageError) Error() string   { return e.err.Error() }
+func (e storageError) Unwrap() []error { return []error{e.err, ErrStorage} }
+
+// errSame ends save's write transaction when the step is stored intact already.
+var errSame = errors.New("checkpoint: same")
+
+// update runs fn in a write transaction. A panic of bbolt's on a damaged page (its consistency
+// assertions, a fault reading a page) rolls the transaction back (bbolt's Update does) and comes
+// back as one error (ErrStorage, ErrCorruptCheckpoint) saying to move the file aside: writing on
+// would spread the damage. A failure of the commit itself (the disk) is ErrStorage; fn's own
+// errors ErrConflict, ErrNotFound and errSame are returned as they are.
+func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = storageError{fmt.Errorf("the file is damaged (bbolt: %v) and cannot be written safely; move it aside: %w", r, ErrCorruptCheckpoint)}
+		}
+	}()
+	err = s.db.Update(fn)
+	if err == nil || errors.Is(err, errSame) || errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return storageError{err}
+}
+
+// damagedBucket is the error of a bucket the file lists that bbolt cannot open (a page of the
+// file zeroed or overwritten).
+func damagedBucket(step int64, err error) error {
+	return storageError{fmt.Errorf("the file is damaged (step %d's bucket: %v) and cannot be written safely; move it aside: %w", step, err, ErrCorruptCheckpoint)}
 }
 
 // view runs fn in a read transaction; memory faults (pages past the end of a truncated file)
@@ -682,7 +715,7 @@ func (s *Store) MarkCommitted(step int64) error {
 	if s.readOnly {
 		return fmt.Errorf("checkpoint: mark step %d committed in %s: %w", step, s.path, ErrReadOnly)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		h, _, err := s.loadHeader(tx, step)
 		if err != nil {
 			return err
@@ -699,7 +732,7 @@ func (s *Store) Uncommit(step int64) error {
 	if s.readOnly {
 		return fmt.Errorf("checkpoint: uncommit step %d in %s: %w", step, s.path, ErrReadOnly)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketCommitted).Delete(stepKey(step))
 	})
 }
@@ -714,7 +747,7 @@ func (s *Store) UncommitIf(step int64, sha256Hex string) (bool, error) {
 		return false, fmt.Errorf("checkpoint: uncommit step %d in %s: %w", step, s.path, ErrReadOnly)
 	}
 	removed := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		cm := tx.Bucket(bucketCommitted)
 		mark := cm.Get(stepKey(step))
 		if mark == nil || hex.EncodeToString(mark) != sha256Hex {
@@ -740,7 +773,7 @@ func (s *Store) Prune(keep int, milestoneEvery int64) ([]int64, error) {
 		return nil, fmt.Errorf("checkpoint: prune %s: %w", s.path, ErrReadOnly)
 	}
 	var removed []int64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		removed = removed[:0]
 		root, cm := tx.Bucket(bucketCheckpoints), tx.Bucket(bucketCommitted)
 		var steps []int64
@@ -784,7 +817,7 @@ func (s *Store) Prune(keep int, milestoneEvery int64) ([]int64, error) {
 				continue
 			}
 			if err := root.DeleteBucket(stepKey(st)); err != nil {
-				return err
+				return damagedBucket(st, err)
 			}
 			if err := cm.Delete(stepKey(st)); err != nil {
 				return err

@@ -146,7 +146,7 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				return errors.New("trainer: the coordinator closed the assignment stream")
+				return ErrAssignmentsClosed
 			case <-stop:
 				return nil
 			case <-ctx.Done():
@@ -180,7 +180,7 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return ctx.Err()
-		case errors.Is(err, ErrDiverged) || errors.Is(err, errStore) || errors.Is(err, ErrData):
+		case FailsRun(err) || errors.Is(err, ErrVolume):
 			// No new generation would get past these: the same data, the same volume.
 			return err
 		case err != nil:
@@ -228,10 +228,22 @@ const (
 	stopped
 )
 
-var (
-	errStore = errors.New("trainer: checkpoint store")
-	errFetch = errors.New("trainer: checkpoint fetch")
-)
+// errFetch: no holder served the assigned checkpoint in time; the node waits for the next
+// generation (it is never returned by Run).
+var errFetch = errors.New("trainer: checkpoint fetch")
+
+// FailsRun reports whether err, returned by Node.Run, is a failure every rank of the run meets
+// alike, so that the run itself cannot go on: ErrDiverged (the ranks share one all-reduced
+// gradient, so every rank sees the same non-finite steps), ErrMismatch (a checkpoint or dataset
+// that does not belong to the run) and ErrData (the run's dataset cannot be read, or differs from
+// the one its checkpoints were trained on). A cluster trainer reports such an error to the
+// coordinators, which fail the run. Every other error is this trainer's own (ErrVolume: its
+// checkpoint file, its disk; a fetch, a network, a commit this rank disagrees with): it ends this
+// trainer only, which leaves the cluster so that the others go on in a new generation without
+// it, and may come back (a restart) once the cause is gone.
+func FailsRun(err error) bool {
+	return errors.Is(err, ErrDiverged) || errors.Is(err, ErrMismatch) || errors.Is(err, ErrData)
+}
 
 // steps runs steps of generation a until the run's last step, stop, or an error.
 func (n *Node) steps(ctx context.Context, stop <-chan struct{}, a Assignment) (outcome, error) {
@@ -275,7 +287,7 @@ func (n *Node) checkpoint(ctx context.Context, gen uint64) error {
 	ck := tr.Snapshot(gen, n.Fingerprint)
 	sha, err := n.Store.Save(ck)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errStore, err)
+		return fmt.Errorf("%w: %w", ErrVolume, err)
 	}
 	took := time.Since(t0).Seconds()
 	n.Log.Info("checkpoint saved", "step", s, "sha256", sha, "seconds", took)
@@ -298,9 +310,13 @@ func (n *Node) checkpoint(ctx context.Context, gen uint64) error {
 		return fmt.Errorf("trainer: checkpoint step %d: this rank's copy hashes to %.12s, the cluster committed %.12s", s, sha, committed)
 	}
 	if err := n.Store.MarkCommitted(s); err != nil {
-		return fmt.Errorf("%w: %w", errStore, err)
+		return fmt.Errorf("%w: %w", ErrVolume, err)
 	}
-	if _, err := n.Store.Prune(tr.run.KeepCheckpoints, 0); err != nil {
+	if _, err := n.Store.Prune(tr.run.KeepCheckpoints, 0); errors.Is(err, checkpoint.ErrStorage) {
+		// A damaged file (a panic of bbolt's before) or a failing disk: writing on would
+		// spread the damage, and the file keeps growing without a prune.
+		return fmt.Errorf("%w: %w", ErrVolume, err)
+	} else if err != nil {
 		n.Log.Warn("prune failed", "err", err)
 	}
 	return nil
@@ -321,7 +337,7 @@ func (n *Node) checkpoint(ctx context.Context, gen uint64) error {
 func (n *Node) uncommitAbandoned(a Assignment) error {
 	infos, err := n.Store.List()
 	if err != nil {
-		return fmt.Errorf("%w: %w", errStore, err)
+		return fmt.Errorf("%w: %w", ErrVolume, err)
 	}
 	var dropped []int64
 	for _, in := range infos {
@@ -330,7 +346,7 @@ func (n *Node) uncommitAbandoned(a Assignment) error {
 			continue
 		}
 		if err := n.Store.Uncommit(in.Step); err != nil {
-			return fmt.Errorf("%w: %w", errStore, err)
+			return fmt.Errorf("%w: %w", ErrVolume, err)
 		}
 		dropped = append(dropped, in.Step)
 	}
@@ -479,7 +495,7 @@ func (n *Node) load(ctx context.Context, a Assignment) error {
 	}
 	if err != nil {
 		if n.Fetch == nil || len(a.Holders) == 0 {
-			return fmt.Errorf("%w: checkpoint step %d: %w", errStore, a.StartStep, err)
+			return fmt.Errorf("%w: checkpoint step %d: %w", ErrVolume, a.StartStep, err)
 		}
 		n.Log.Info("fetching checkpoint", "step", a.StartStep, "from", a.Holders)
 		// A holder marks its copy committed when it hears of the commit, which can be a
@@ -488,6 +504,11 @@ func (n *Node) load(ctx context.Context, a Assignment) error {
 			err := n.Fetch(ctx, a.Holders, a.StartStep, a.CheckpointSHA, n.Store)
 			if err == nil {
 				break
+			}
+			if errors.Is(err, checkpoint.ErrStorage) {
+				// The copy arrived and this volume cannot store it (full, failing, damaged):
+				// no holder helps; the cluster goes on without this trainer.
+				return fmt.Errorf("%w: %w", ErrVolume, err)
 			}
 			if try%20 == 19 {
 				n.Log.Warn("checkpoint fetch still failing", "step", a.StartStep, "err", err)
@@ -499,7 +520,7 @@ func (n *Node) load(ctx context.Context, a Assignment) error {
 			}
 		}
 		if c, err = n.Store.Get(a.StartStep); err != nil {
-			return fmt.Errorf("%w: %w", errStore, err)
+			return fmt.Errorf("%w: %w", ErrVolume, err)
 		}
 		// The holder served what it holds as committed; the assignment names the sha256 the
 		// cluster committed. Checked as the local copy was.

@@ -47,7 +47,7 @@ func (s SoloCoordinator) WaitCommitted(_ context.Context, step int64) (string, e
 		return "", err
 	}
 	if err := s.Store.MarkCommitted(step); err != nil {
-		return "", fmt.Errorf("%w: %w", errStore, err)
+		return "", fmt.Errorf("%w: %w", ErrVolume, err)
 	}
 	return c.SHA256, nil
 }

@@ -39,6 +39,13 @@ var (
 	// from its index, an undecodable image). It wraps the dataset's error, which names the
 	// file; no restart or new generation reads other bytes, so the run cannot go on.
 	ErrData = errors.New("trainer: the dataset cannot be read")
+	// ErrVolume: this trainer's checkpoint file could not be read or written (a full disk, an
+	// I/O error, a damaged file); it wraps the checkpoint package's error, which names the file
+	// and the cause. It is this trainer's own failure, not the run's (FailsRun).
+	ErrVolume = errors.New("trainer: this trainer's volume")
+	// ErrAssignmentsClosed: the coordinators ended this trainer's assignment stream (a cluster
+	// trainer's Coordinator says why in its own error, e.g. the run failed).
+	ErrAssignmentsClosed = errors.New("trainer: the coordinator closed the assignment stream")
 )
 
 // MaxNonFiniteSteps is how many consecutive skipped (non-finite) steps end the run with

@@ -316,7 +316,12 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if err != nil {
 		return withExit(2, err)
 	}
-	store, err := checkpoint.Open(filepath.Join(o.dataDir, trainer.CheckpointFile), checkpoint.Options{})
+	dbPath := filepath.Join(o.dataDir, trainer.CheckpointFile)
+	emptyDB, err := emptyCheckpointFile(dbPath, o.standalone)
+	if err != nil {
+		return withExit(1, err)
+	}
+	store, err := checkpoint.Open(dbPath, checkpoint.Options{})
 	if err != nil {
 		return withExit(1, err)
 	}
@@ -332,6 +337,9 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	}
 	claim.empty = len(infos) == 0
 	log := newProcessLogger("trainer", o.id)
+	if emptyDB {
+		log.Warn(MsgEmptyCheckpointFile, "file", dbPath)
+	}
 	// Before the volume is offered to the cluster or resumed from: a damaged committed
 	// checkpoint is no restart point (one line each).
 	if _, err := trainer.UncommitDamaged(store, log); err != nil {
@@ -368,6 +376,26 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	}
 	addrs := strings.Split(o.coordinator, ",")
 	return dataExit(runClusterTrainer(ctx, stop, node, run, o, addrs))
+}
+
+// MsgEmptyCheckpointFile is the warning of a cluster trainer whose volume's checkpoint file was
+// empty (0 bytes: cut short while bbolt created it, or emptied since).
+const MsgEmptyCheckpointFile = "the volume's checkpoint file was empty (0 bytes); it starts afresh, and the trainer takes the run's committed checkpoint from the cluster"
+
+// emptyCheckpointFile reports whether the checkpoint file at path exists and is empty (0 bytes),
+// which bbolt would silently make a new, empty file of. A standalone trainer refuses it (the
+// error): its volume is the run's only record, and starting over at step 0 would hide that the
+// checkpoints it held are gone. A cluster trainer goes on (true, no error): the coordinators name
+// the committed checkpoint to start from and a holder serves it, as for a new volume.
+func emptyCheckpointFile(path string, standalone bool) (bool, error) {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() != 0 || !fi.Mode().IsRegular() {
+		return false, nil
+	}
+	if standalone {
+		return true, fmt.Errorf("%s is empty (0 bytes), not a checkpoint file: the checkpoints of this volume are lost; move it aside to start the run over from step 0", path)
+	}
+	return true, nil
 }
 
 // dataExit gives a dataset that cannot be read (trainer.ErrData: a corrupted prepared shard,

@@ -53,6 +53,9 @@ type clusterCoord struct {
 	// stopReplaced then ends the run without another call to the cluster.
 	replaced     atomic.Pointer[coordinator.StaleIncarnationError]
 	stopReplaced context.CancelFunc
+	// closedBy is why the assignment stream ended for good (the run failed: its reason), set
+	// before Assignments' channel closes; runClusterTrainer adds it to trainer.ErrAssignmentsClosed.
+	closedBy atomic.Pointer[error]
 }
 
 // defaultCertRefusalWait is --cert-refusal-wait's default: how long a joining trainer that
@@ -182,6 +185,10 @@ func (c *clusterCoord) replacedErr() error {
 	return withExit(exitReplaced, fmt.Errorf("trainer %s: replaced by a newer process at %s (incarnation %d); exiting", c.id, se.Address, se.Current))
 }
 
+// errRunFailed ends the assignment watch of a trainer whose run the coordinators failed; the
+// trainer's last line gives it with the run's reason.
+var errRunFailed = errors.New("the run has failed")
+
 // errFinishedElsewhere ends the assignment watch of a trainer that has no part in a run that
 // has succeeded.
 var errFinishedElsewhere = errors.New("the run succeeded without this trainer")
@@ -194,6 +201,10 @@ func (c *clusterCoord) Assignments(ctx context.Context) (<-chan trainer.Assignme
 		for {
 			err := c.watch(ctx, out)
 			if ctx.Err() != nil || c.noteReplaced(err) {
+				return
+			}
+			if errors.Is(err, errRunFailed) {
+				c.closedBy.Store(&err)
 				return
 			}
 			if errors.Is(err, fsm.ErrStaleIncarnation) {
@@ -235,7 +246,7 @@ func (c *clusterCoord) watch(ctx context.Context, out chan<- trainer.Assignment)
 		c.uncommitAbandoned(ctx, coordinator.HeldOf(a.Abandoned), a.Generation)
 		switch a.RunStatus {
 		case "failed":
-			return fmt.Errorf("run failed: %s", a.Reason)
+			return fmt.Errorf("%w: %s", errRunFailed, a.Reason)
 		case "succeeded":
 			if a.Rank < 0 {
 				c.finished.Store(true)
@@ -580,16 +591,45 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		logFinishedWithout(node, o.id, st)
 		return nil
 	}
-	if err != nil && ctx.Err() == nil {
-		// Tell the cluster why this rank gives up (divergence, a mismatch).
+	if errors.Is(err, trainer.ErrAssignmentsClosed) {
+		if why := cc.closedBy.Load(); why != nil {
+			return fmt.Errorf("%w: %w", err, *why)
+		}
+	}
+	if err != nil && ctx.Err() == nil && trainer.FailsRun(err) {
+		// Tell the cluster why the run cannot go on (divergence, a data or config mismatch:
+		// every rank meets it alike).
 		rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
 		// With the generation it trained in: the coordinator refuses reports of other
 		// generations as stale, which left the run "running" and the trainer crash-looping.
 		_, _ = cli.ReportProgress(rctx, &api.ReportProgressRequest{Id: o.id, Incarnation: cc.inc.Load(), Generation: node.Trainer.Generation(), Failure: err.Error()})
 		rcancel()
+		return err
+	}
+	if err != nil && ctx.Err() == nil {
+		// This trainer's own failure (its volume, its disk: trainer.FailsRun): reported as the
+		// run's, it failed the run for every trainer (TestVolumeFullLeavesRunGoing). Leave as a
+		// stopped trainer does, so that the others go on at once in a new generation without
+		// it; exit 1, and a restart (Kubernetes, ddpm local) joins again once the cause is gone.
+		cc.flushReports(2 * time.Second)
+		cancel()
+		<-heartbeats
+		lctx, lcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		gen, lerr := cli.LeaveAs(lctx, o.id, cc.inc.Load())
+		lcancel()
+		if lerr != nil {
+			node.Log.Warn("could not leave the cluster; it drops this trainer at its heartbeat timeout", "err", lerr)
+		} else {
+			node.Log.Info(MsgLeftOnFailure, "generation", gen, "err", err.Error())
+		}
+		return withExit(1, err)
 	}
 	return err
 }
+
+// MsgLeftOnFailure is the log message of a trainer that left the cluster on a failure of its
+// own (trainer.FailsRun false: its volume, its disk), before it exits with status 1.
+const MsgLeftOnFailure = "left the cluster on a failure of this trainer; the others go on without it"
 
 // logFinishedWithout ends a trainer that has no part in the end of its run, which succeeded
 // (st is the coordinators' state saying so): it stopped or was cut off past the heartbeat
@@ -707,7 +747,11 @@ func holderFetch(dial []grpc.DialOption) trainer.FetchFunc {
 	return func(ctx context.Context, holders []string, step int64, sha string, dst *checkpoint.Store) error {
 		var errs []error
 		for _, h := range holders {
-			if err := checkpoint.FetchCommitted(ctx, h, step, sha, dst, dial...); err != nil {
+			if err := checkpoint.FetchCommitted(ctx, h, step, sha, dst, dial...); errors.Is(err, checkpoint.ErrStorage) {
+				// This volume cannot store it (full, failing, damaged): another holder's copy
+				// would fare no better.
+				return fmt.Errorf("fetching checkpoint step %d: %w", step, err)
+			} else if err != nil {
 				errs = append(errs, err)
 				continue
 			}

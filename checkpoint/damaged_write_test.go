@@ -1,0 +1,52 @@
+package checkpoint
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// zeroPage overwrites page n (bbolt's page size, the OS's: os.Getpagesize) of the file at path
+// with zeros, as a bad sector read back as zeros or a stray write does.
+func zeroPage(t *testing.T, path string, n int) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ps := os.Getpagesize()
+	if _, err := f.WriteAt(make([]byte, ps), int64(n*ps)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDamagedPageWriteIsError: a file of three small committed checkpoints with page 2 or 3
+// zeroed (pages 0 and 1 are bbolt's meta pages; these hold the buckets' pages) opens, and Prune
+// returns one error that is ErrStorage and ErrCorruptCheckpoint and says to move the file aside,
+// without a panic; the store stays usable (Close). Prune panicked inside bbolt's DeleteBucket
+// ("assertion failed: Page expected to be: 2, but self identifies as 0"), which killed the
+// trainer with a Go trace and exit status 2.
+func TestDamagedPageWriteIsError(t *testing.T) {
+	for _, page := range []int{2, 3} {
+		path := filepath.Join(t.TempDir(), "ckpt.db")
+		s := openT(t, path, Options{})
+		for _, step := range []int64{4, 8, 12} {
+			saveT(t, s, testState(step, 300))
+			if err := s.MarkCommitted(step); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+		zeroPage(t, path, page)
+		s = openT(t, path, Options{})
+		_, err := s.Prune(1, 0)
+		want := fmt.Sprintf("checkpoint: prune %s: the file is damaged (bbolt: assertion failed: Page expected to be: %d, but self identifies as 0) "+
+			"and cannot be written safely; move it aside: corrupt checkpoint", path, page)
+		if err == nil || err.Error() != want || !errors.Is(err, ErrStorage) || !errors.Is(err, ErrCorruptCheckpoint) {
+			t.Errorf("page %d zeroed: Prune = %v\nwant %s (ErrStorage, ErrCorruptCheckpoint)", page, err, want)
+		}
+	}
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"ddpm/api"
+	"ddpm/coordinator"
+	"ddpm/coordinator/fsm"
+	"ddpm/internal/testutil"
+	"ddpm/internal/tlsauth/tlsauthtest"
+)
+
+// limitedBinary writes DIR/ddpm-fsize, a script that runs bin under `prlimit --fsize=limit`: a
+// process whose files cannot grow past limit bytes, as on a full volume (writes past it fail
+// with EFBIG). It skips the test without prlimit.
+func limitedBinary(t *testing.T, dir, bin string, limit int64) string {
+	t.Helper()
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Skip("prlimit (util-linux) not installed:", err)
+	}
+	p := filepath.Join(dir, "ddpm-fsize")
+	script := fmt.Sprintf("#!/bin/sh\nexec %q --fsize=%d -- %q \"$@\"\n", prlimit, limit, bin)
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestVolumeFullLeavesRunGoing: trainer t1's volume cannot grow (a file-size limit below one
+// checkpoint, as a full disk) in a run of two trainers (min_trainers 1). At its first save (or
+// its fetch of the checkpoint it starts from) t1 leaves the cluster and exits with status 1 and
+// one line naming the file and the cause; the healthy t0 goes on alone in a new generation, t1 started again on the same volume without
+// the limit joins again, and the run succeeds with both. The failed save used to be reported as
+// the run's failure: the coordinators failed the run, t0 exited 1 ("the coordinator closed the
+// assignment stream") and every later join was refused.
+func TestVolumeFullLeavesRunGoing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts trainer processes")
+	}
+	bin := testutil.DDPMBinary(t)
+	dir := t.TempDir()
+	run, cfg := procRun(t, dir, 64, 1, 2, 2*time.Second, nil)
+	certs := tlsauthtest.Dir(t)
+	coord, cli := startReplica(t, run, "dev", certs)
+
+	t0 := startTrainerProc(t, bin, dir, "t0", coord, cfg, certs)
+	waitFor(t, cli, "t0's first steps", 2*time.Minute, func(s *fsm.State) bool { return s.Step >= 1 })
+	// 2 MiB: bbolt's first growth of an empty file (1 MiB past its pages) fits, a checkpoint of
+	// the test model does not.
+	vol, listen := filepath.Join(dir, "t1-vol"), freeAddr(t)
+	t1 := launchTrainer(t, limitedBinary(t, dir, bin, 2<<20), vol, "t1", listen, coord, cfg, certs)
+	select {
+	case <-t1.exited:
+	case <-time.After(2 * time.Minute):
+		b, _ := os.ReadFile(t1.log)
+		t.Fatalf("t1 did not exit within 2 minutes on a volume that cannot grow; its log:\n%s\nstderr:\n%s", b, t1.stderr.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(t1.err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("t1 exited with %v, want status 1; stderr:\n%s", t1.err, t1.stderr.String())
+	}
+	db := filepath.Join(vol, "checkpoints.db")
+	// At its first save, or at the fetch of the checkpoint its first generation starts from.
+	want := regexp.MustCompile(`^ddpm: trainer: this trainer's volume: (fetching checkpoint step [0-9]+: )?checkpoint: save step [0-9]+: grow ` +
+		regexp.QuoteMeta(db) + `: file too large\n$`)
+	if !want.MatchString(t1.stderr.String()) {
+		t.Fatalf("t1's stderr %q, want one line matching %q", t1.stderr.String(), want)
+	}
+	left := waitFor(t, cli, "a generation without t1", 30*time.Second, func(s *fsm.State) bool {
+		return s.Members["t1"] == nil && s.Generation.World == 1
+	})
+	if left.Status.Terminal() {
+		t.Fatalf("the run is %s after t1's volume filled (%s)", left.Status, left.Reason)
+	}
+
+	// Room again: the same volume, no limit.
+	t1 = launchTrainer(t, bin, vol, "t1", listen, coord, cfg, certs)
+	waitFor(t, cli, "t1 back in a ring of two", 2*time.Minute, func(s *fsm.State) bool {
+		m := s.Members["t1"]
+		return m != nil && m.State == fsm.MemberActive && s.Generation.World == 2
+	})
+	finishWith(t, cli, run, t0, t1)
+}
+
+// TestFailedRunLineSaysWhy: a trainer process whose run the coordinators fail (another member
+// reports a failure every rank would meet) exits with status 1 and one line giving the run's
+// reason; it used to say only "the coordinator closed the assignment stream".
+func TestFailedRunLineSaysWhy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a trainer process")
+	}
+	bin := testutil.DDPMBinary(t)
+	dir := t.TempDir()
+	run, cfg := procRun(t, dir, 64, 2, 2, 2*time.Second, nil)
+	certs := tlsauthtest.Dir(t)
+	coord, cli := startReplica(t, run, "dev", certs)
+	t0 := startTrainerProc(t, bin, dir, "t0", coord, cfg, certs)
+	waitFor(t, cli, "t0 joined", time.Minute, func(s *fsm.State) bool { return s.Members["t0"] != nil })
+	// tx: a member this test plays; its failure report fails the run.
+	j := joinWhenLeading(t, cli, coordinator.JoinRequest{ID: "tx", Address: freeAddr(t), Version: "dev", ConfigHash: run.Hash()})
+	gen := waitFor(t, cli, "a ring of t0 and tx", 30*time.Second, func(s *fsm.State) bool {
+		return s.Generation.World == 2 && s.Generation.Rank("tx") >= 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := cli.ReportProgress(ctx, &api.ReportProgressRequest{Id: "tx", Incarnation: j.Incarnation, Generation: gen.Generation.Number,
+		Failure: "trainer: training diverged: 5 consecutive steps with non-finite gradients"}); err != nil {
+		t.Fatal(err)
+	}
+	failed := waitFor(t, cli, "the run failed", 10*time.Second, func(s *fsm.State) bool { return s.Status == fsm.StatusFailed })
+	select {
+	case <-t0.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("t0 did not exit within 30 s of the run's failure (log %s)", t0.log)
+	}
+	var ee *exec.ExitError
+	want := "ddpm: trainer: the coordinator closed the assignment stream: the run has failed: " + failed.Reason + "\n"
+	if !errors.As(t0.err, &ee) || ee.ExitCode() != 1 || t0.stderr.String() != want {
+		t.Fatalf("t0 exited with %v, stderr %q; want status 1 and %q", t0.err, t0.stderr.String(), want)
+	}
+}
