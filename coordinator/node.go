@@ -150,6 +150,9 @@ func wireHash(run config.Run) string {
 // dataDir without raft data holds none. The error is that of reading the data (another process
 // holding raft.db, a damaged store).
 func HoldsRun(dataDir string, run config.Run) (bool, error) {
+	if err := checkRaftData(dataDir); err != nil {
+		return false, err
+	}
 	held, hash, err := runOnDisk(dataDir)
 	if err != nil || held == nil {
 		return false, err
@@ -174,7 +177,7 @@ func inUse(dbPath, dataDir string) error {
 // probe, which StartNode's own store repeats next; one left by a crash is skipped by the
 // listing and removed by the next start: TestLeftoverSnapshotProbe). An entry that is in
 // the log but not yet committed counts too: a replica cannot tell, and such an entry comes from
-// a run submitted to this very replica.
+// a run submitted to this very replica. The data must have passed checkRaftData.
 func runOnDisk(dataDir string) (*config.Run, string, error) {
 	dbPath := filepath.Join(dataDir, "raft.db")
 	if _, err := os.Stat(dbPath); errors.Is(err, os.ErrNotExist) {
@@ -263,7 +266,7 @@ type Node struct {
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
 	mux     *http.ServeMux
-	store   *raftboltdb.BoltStore
+	store   *guardedStore
 	trans   *raft.NetworkTransport
 	// raftGuard bounds the raft connections awaiting authentication (MaxRaftPending).
 	raftGuard *raftGuard
@@ -284,6 +287,9 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 		cfg.RunSource = "the given run config"
 	}
 	n := &Node{cfg: cfg, done: make(chan struct{}), fatal: make(chan error, 1)}
+	if err := checkRaftData(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	if cfg.Run != nil {
 		n.given = wireHash(*cfg.Run)
 		run, hash, err := runOnDisk(cfg.DataDir)
@@ -304,13 +310,14 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 		}
 	}()
 	dbPath := filepath.Join(cfg.DataDir, "raft.db")
-	n.store, err = raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &bolt.Options{Timeout: raftDBLockTimeout}})
+	bs, err := raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &bolt.Options{Timeout: raftDBLockTimeout}})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, inUse(dbPath, cfg.DataDir)
 	case err != nil:
 		return nil, fmt.Errorf("coordinator: open %s: %w", dbPath, err)
 	}
+	n.store = newGuardedStore(bs, dbPath, cfg.Logger, n.fail)
 	raftLog := cfg.RaftLog
 	if raftLog == nil {
 		raftLog = io.Discard
@@ -332,12 +339,13 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	}
 	n.raftGuard = cfg.Security.RaftStreamLayer(rln, adv)
 	n.trans = raft.NewNetworkTransport(n.raftGuard, 3, 2*time.Second, raftLog)
-	n.Replica, err = NewReplica(ReplicaConfig{ID: cfg.ID, Peers: cfg.Peers, Bootstrap: cfg.Bootstrap, Raft: cfg.Raft,
+	n.Replica, err = newReplicaOnDisk(cfg.DataDir, ReplicaConfig{ID: cfg.ID, Peers: cfg.Peers, Bootstrap: cfg.Bootstrap, Raft: cfg.Raft,
 		LogStore: n.store, StableStore: n.store, Snapshots: snaps, Transport: n.trans, Logger: cfg.Logger, RaftLog: cfg.RaftLog,
 		Version: cfg.Version, Rules: cfg.Rules})
 	if err != nil {
 		return nil, err
 	}
+	n.store.arm()
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: gRPC listen on %s: %w", cfg.GRPCAddr, err)
@@ -580,6 +588,9 @@ func (n *Node) closeAll() error {
 	}
 	if n.server != nil {
 		errs = append(errs, n.server.Close())
+	}
+	if n.store != nil {
+		n.store.Release() // a raft goroutine held by a failed term write ends, so raft can shut down
 	}
 	if n.Replica != nil {
 		errs = append(errs, n.Replica.Shutdown())

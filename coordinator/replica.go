@@ -51,6 +51,11 @@ var (
 	// ErrReleaseMismatch: replicas of two state machine rules versions (fsm.RulesVersion) met
 	// in one cluster; see ReleaseMismatchError.
 	ErrReleaseMismatch = errors.New("coordinator: replicas of two releases")
+	// ErrDamagedStore: the raft data in --data-dir cannot be read back whole; see
+	// DamagedStoreError.
+	ErrDamagedStore = errors.New("coordinator: raft data damaged")
+	// ErrStoreWrite: raft could not store its term or vote; see StoreWriteError.
+	ErrStoreWrite = errors.New("coordinator: raft store write failed")
 )
 
 // ReleaseMismatchError is why a replica stopped, or would not start, because another release's

@@ -36,7 +36,10 @@ run config than the one its raft data or the cluster already holds, it exits wit
 naming both config hashes (restart it with the run's config, or with fresh data dirs for a
 new run). Replicas of releases with different state machine rules must not run one cluster: a
 replica that follows a leader of other rules, or whose raft log a newer release led, exits with
-status 2 naming both releases (upgrade a run whole: README, "Upgrading ddpm"). Every flag can also come from the environment as DDPM_<FLAG> (for example
+status 2 naming both releases (upgrade a run whole: README, "Upgrading ddpm"). Damaged raft data
+in --data-dir, or a raft.db that cannot be written, ends the replica with status 1 and one line
+naming the file: move such a --data-dir aside and start the replica again with the same --id
+and --peers, and it catches up from the other replicas. Every flag can also come from the environment as DDPM_<FLAG> (for example
 DDPM_PEERS, DDPM_DATA_DIR, DDPM_CERTS). Links are mutual TLS with the --certs directory; plain
 text only with --insecure.`,
 	Args: cobra.NoArgs,
@@ -183,11 +186,19 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 		log.Info("stopping", "signal", s.String())
 		return node.Close()
 	case err := <-node.Fatal():
-		// The cluster runs another config, or its leader another release's state machine
-		// rules: this replica must not serve it.
 		node.Close()
-		return withExit(2, err)
+		return withExit(fatalStatus(err), err)
 	}
+}
+
+// fatalStatus is the exit status for an error on coordinator.Node.Fatal: 1 when raft could not
+// write its store (an operational failure; the other replicas keep the run), 2 (a config to
+// change) when the cluster runs another config or its leader another release's rules.
+func fatalStatus(err error) int {
+	if errors.Is(err, coordinator.ErrStoreWrite) {
+		return 1
+	}
+	return 2
 }
 
 // runFlagsSource names where the run config came from for a refusal: the --config file, or the
