@@ -50,3 +50,21 @@ func TestDamagedPageWriteIsError(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenSystemErrorIsNotCorruption: a file the system cannot open (here a symbolic link to
+// itself; on a failing disk EIO) is said as the system says it, once, not as a damaged
+// checkpoint file: "checkpoint: PATH is not a readable checkpoint file (open PATH: ...): corrupt
+// checkpoint" named the path twice and blamed the file.
+func TestOpenSystemErrorIsNotCorruption(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ckpt.db")
+	if err := os.Symlink(path, path); err != nil {
+		t.Fatal(err)
+	}
+	for _, ro := range []bool{false, true} {
+		_, err := Open(path, Options{ReadOnly: ro})
+		want := fmt.Sprintf("checkpoint: open %s: too many levels of symbolic links", path)
+		if err == nil || err.Error() != want || errors.Is(err, ErrCorruptCheckpoint) {
+			t.Errorf("Open (read-only %v) = %v, want %q (not ErrCorruptCheckpoint)", ro, err, want)
+		}
+	}
+}

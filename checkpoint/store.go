@@ -96,7 +96,9 @@ func Open(path string, opts Options) (_ *Store, err error) {
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, &InUseError{Path: path, PID: lockHolder(path)}
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist) || errors.As(err, new(*fs.PathError)):
+		// The file could not be opened (an I/O error, a path the system refuses): the error
+		// names the path and the cause; nothing says the file is damaged.
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	case err != nil:
 		return nil, fmt.Errorf("checkpoint: %s is not a readable checkpoint file (%v): %w", path, err, ErrCorruptCheckpoint)
