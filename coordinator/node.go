@@ -356,6 +356,7 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	go n.grpcSrv.Serve(lis)
 	n.mux = http.NewServeMux()
 	n.mux.HandleFunc("GET /healthz", n.healthz)
+	n.mux.HandleFunc("GET /readyz", n.readyz)
 	n.mux.HandleFunc("GET /api/status", n.apiStatus)
 	web.Mount(n.mux, n.Replica, web.Options{}) // dashboard /, /api/summary, /api/loss, /metrics
 	if cfg.HTTPAddr != "" {
@@ -435,7 +436,7 @@ func (n *Node) watchNoLeader(ctx context.Context, after time.Duration) {
 	}
 }
 
-// Mux is the HTTP mux (/healthz, /api/status); other packages add their routes to it.
+// Mux is the HTTP mux (/healthz, /readyz, /api/status); other packages add their routes to it.
 func (n *Node) Mux() *http.ServeMux { return n.mux }
 
 // Done is closed when the node has shut down.
@@ -530,13 +531,36 @@ func (n *Node) conflict() error {
 	return err
 }
 
+// healthz answers 200 "ok ID ROLE" while raft runs (liveness: a restart would not help a
+// replica whose disk is full), with the store's failure appended when raft.db cannot take the
+// log entries it receives; 503 once raft has shut down.
 func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
 	st := n.Replica.Raft().State()
 	if st == raft.Shutdown {
 		http.Error(w, "shut down", http.StatusServiceUnavailable)
 		return
 	}
+	if err := n.store.Failing(); err != nil {
+		fmt.Fprintf(w, "ok %s %s; %s: %s: %v\n", n.cfg.ID, strings.ToLower(st.String()), MsgStoreFailing, n.store.path, err)
+		return
+	}
 	fmt.Fprintf(w, "ok %s %s\n", n.cfg.ID, strings.ToLower(st.String()))
+}
+
+// readyz answers 200 "ready ID ROLE" while raft runs and its log takes writes; 503 naming the
+// failure while raft.db cannot store what the replica receives (its state falls behind: readers
+// such as the dashboard's Service should ask another replica), or once raft has shut down.
+func (n *Node) readyz(w http.ResponseWriter, _ *http.Request) {
+	st := n.Replica.Raft().State()
+	switch err := n.store.Failing(); {
+	case st == raft.Shutdown:
+		http.Error(w, "shut down", http.StatusServiceUnavailable)
+	case err != nil:
+		http.Error(w, fmt.Sprintf("not ready %s %s: %s: %s: %v", n.cfg.ID, strings.ToLower(st.String()), MsgStoreFailing, n.store.path, err),
+			http.StatusServiceUnavailable)
+	default:
+		fmt.Fprintf(w, "ready %s %s\n", n.cfg.ID, strings.ToLower(st.String()))
+	}
 }
 
 // StatusJSON is the /api/status document.
