@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,5 +128,57 @@ func TestFailedRunLineSaysWhy(t *testing.T) {
 	want := "ddpm: trainer: the coordinator closed the assignment stream: the run has failed: " + failed.Reason + "\n"
 	if !errors.As(t0.err, &ee) || ee.ExitCode() != 1 || t0.stderr.String() != want {
 		t.Fatalf("t0 exited with %v, stderr %q; want status 1 and %q", t0.err, t0.stderr.String(), want)
+	}
+}
+
+// TestClusterEmptyCheckpointFile: a cluster trainer whose checkpoints.db was emptied (0 bytes)
+// while it was stopped starts with one warning, joins with nothing held, fetches the committed
+// checkpoint its generation starts from from the other trainer, and the run succeeds with both:
+// the cluster holds the committed checkpoints, so no step is lost (a standalone trainer refuses
+// such a file: TestStandaloneDamagedVolume).
+func TestClusterEmptyCheckpointFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts trainer processes")
+	}
+	bin := testutil.DDPMBinary(t)
+	dir := t.TempDir()
+	run, cfg := procRun(t, dir, 64, 1, 2, 2*time.Second, nil)
+	certs := tlsauthtest.Dir(t)
+	coord, cli := startReplica(t, run, "dev", certs)
+	t0 := startTrainerProc(t, bin, dir, "t0", coord, cfg, certs)
+	vol, listen := filepath.Join(dir, "t1-vol"), freeAddr(t)
+	t1 := launchTrainer(t, bin, vol, "t1", listen, coord, cfg, certs)
+	waitFor(t, cli, "a commit by the ring of two", 2*time.Minute, func(s *fsm.State) bool {
+		return s.Generation.World == 2 && len(s.Checkpoints) > 0 && s.Checkpoints[len(s.Checkpoints)-1].Step > s.Generation.StartStep
+	})
+	if err := t1.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-t1.exited:
+		if t1.err != nil {
+			t.Fatalf("t1 stopped: %v; stderr:\n%s", t1.err, t1.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("t1 did not stop within 30 s of SIGTERM")
+	}
+	db := filepath.Join(vol, "checkpoints.db")
+	if err := os.Truncate(db, 0); err != nil {
+		t.Fatal(err)
+	}
+	t1 = launchTrainer(t, bin, vol, "t1", listen, coord, cfg, certs)
+	back := waitFor(t, cli, "t1 back in a ring of two", 2*time.Minute, func(s *fsm.State) bool {
+		m := s.Members["t1"]
+		return m != nil && m.State == fsm.MemberActive && s.Generation.World == 2 && s.Generation.StartStep > 0
+	})
+	finishWith(t, cli, run, t0, t1)
+	b, err := os.ReadFile(t1.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"msg":"` + MsgEmptyCheckpointFile + `"`, `"msg":"fetching checkpoint"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("t1's log has no %s (it rejoined at step %d):\n%s", want, back.Generation.StartStep, b)
+		}
 	}
 }
