@@ -219,7 +219,43 @@ func runStatus(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	resp, st, note := leaderState(cmd.Context(), resp, st, sec, statusFlags.timeout)
+	if note != "" {
+		fmt.Fprintln(cmd.OutOrStdout(), note)
+	}
 	return writeStatus(cmd.OutOrStdout(), resp, st, secFlags(statusFlags.sec))
+}
+
+// statusLagEntries is how many raft entries a follower may have applied fewer than its leader
+// before `ddpm status` says so: heartbeats are entries, so a healthy follower trails by a few.
+const statusLagEntries = 100
+
+// leaderState checks the answer of a follower against its leader's (asked at the leader's gRPC
+// address within timeout): when the follower has applied more than statusLagEntries entries
+// fewer (a replica whose disk cannot store what it receives, one cut off), it returns the
+// leader's answer and the note saying so; otherwise (the leader itself answered, no leader known,
+// the leader not answering) the answer it was given and "".
+func leaderState(ctx context.Context, resp *api.StatusResponse, st *fsm.State, sec *tlsauth.Bundle, timeout time.Duration) (*api.StatusResponse, *fsm.State, string) {
+	if resp.LeaderId == "" || resp.LeaderId == resp.ReplicaId || resp.LeaderGrpcAddress == "" {
+		return resp, st, ""
+	}
+	cli, err := coordinator.Dial([]string{resp.LeaderGrpcAddress}, sec, coordinator.WithAttemptTimeout(min(timeout, 2*time.Second)))
+	if err != nil {
+		return resp, st, ""
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, min(timeout, 3*time.Second))
+	defer cancel()
+	lr, err := cli.Status(ctx)
+	if err != nil || lr.ReplicaId != resp.LeaderId || lr.AppliedIndex <= resp.AppliedIndex+statusLagEntries {
+		return resp, st, ""
+	}
+	lst, err := fsm.Decode(lr.StateJson)
+	if err != nil {
+		return resp, st, ""
+	}
+	return lr, lst, fmt.Sprintf("note: replica %s lags its leader (applied index %d, the leader's %d; its disk may be full, see its log): the state below is the leader %s's",
+		resp.ReplicaId, resp.AppliedIndex, lr.AppliedIndex, lr.ReplicaId)
 }
 
 // secFlags is the --certs DIR or --insecure of a monitoring command's security choice (after

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"ddpm/coordinator"
+	"ddpm/internal/tlsauth"
+)
+
+// TestStatusFollowerLags: `ddpm status` answered by a follower whose raft.db stopped taking
+// writes (three real replicas; the follower's descriptor on raft.db is replaced by a read-only
+// one, as a disk gone read-only) says that it lags the leader, by how much, and shows the
+// leader's state. Before: the follower's stale state with no note.
+func TestStatusFollowerLags(t *testing.T) {
+	sec, err := tlsauth.Load(tlsauth.Config{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peers []coordinator.Peer
+	for i := range 3 {
+		peers = append(peers, coordinator.Peer{ID: "c" + strconv.Itoa(i), RaftAddr: freeAddr(t), GRPCAddr: freeAddr(t)})
+	}
+	var nodes []*coordinator.Node
+	for _, p := range peers {
+		node, err := coordinator.StartNode(coordinator.NodeConfig{ID: p.ID, RaftAddr: p.RaftAddr, GRPCAddr: p.GRPCAddr, Peers: peers,
+			DataDir: filepath.Join(t.TempDir(), p.ID), Bootstrap: true, Version: "v1", Security: sec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { node.Close() })
+		nodes = append(nodes, node)
+	}
+	leader := -1
+	for deadline := time.Now().Add(10 * time.Second); leader < 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		for i, n := range nodes {
+			if n.Replica.IsLeader() {
+				leader = i
+			}
+		}
+	}
+	f := (leader + 1) % 3
+	dbPath := ""
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err == nil && strings.HasSuffix(target, string(filepath.Separator)+peers[f].ID+string(filepath.Separator)+"raft.db") {
+			dbPath = target
+			fd, _ := strconv.Atoi(e.Name())
+			ro, err := os.Open(target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Dup3(int(ro.Fd()), fd, syscall.O_CLOEXEC); err != nil {
+				t.Fatal(err)
+			}
+			ro.Close()
+		}
+	}
+	if dbPath == "" {
+		t.Skip("raft.db's descriptor not found in /proc/self/fd")
+	}
+	for range 150 {
+		if err := nodes[leader].Replica.Raft().Apply([]byte("entry"), 5*time.Second).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lead, before := nodes[leader].Replica.AppliedIndex(), nodes[f].Replica.AppliedIndex()
+	out, err := runDDPM(t, "status", "--coordinator", peers[f].GRPCAddr, "--insecure")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(out, "\n")
+	want := "note: replica " + peers[f].ID + " lags its leader (applied index " + strconv.FormatUint(before, 10) + ", the leader's " +
+		strconv.FormatUint(lead, 10) + "; its disk may be full, see its log): the state below is the leader " + peers[leader].ID + "'s"
+	if first != want {
+		t.Fatalf("first line:\n%s\nwant\n%s\n(output:\n%s)", first, want, out)
+	}
+	if !strings.Contains(out, "replica  "+peers[leader].ID+" (leader "+peers[leader].ID+",") {
+		t.Fatalf("the replica line is not the leader's:\n%s", out)
+	}
+	// The leader's own answer carries no note.
+	out, err = runDDPM(t, "status", "--coordinator", peers[leader].GRPCAddr, "--insecure")
+	if err != nil || strings.HasPrefix(out, "note:") {
+		t.Fatalf("leader's status: %v\n%s", err, out)
+	}
+}
