@@ -369,7 +369,7 @@ func (c *clusterCoord) WaitCommitted(ctx context.Context, step int64) (string, e
 				}
 			}
 			if st.Status == fsm.StatusFailed {
-				return "", fmt.Errorf("run failed: %s", st.Reason)
+				return "", fmt.Errorf("%w: %s", errRunFailed, st.Reason)
 			}
 		}
 		select {
@@ -595,6 +595,9 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		if why := cc.closedBy.Load(); why != nil {
 			return fmt.Errorf("%w: %w", err, *why)
 		}
+	}
+	if errors.Is(err, errRunFailed) {
+		return err // the run's failure, already recorded: nothing to report or leave
 	}
 	if err != nil && ctx.Err() == nil && trainer.FailsRun(err) {
 		// Tell the cluster why the run cannot go on (divergence, a data or config mismatch:
