@@ -42,7 +42,11 @@ N must be a committed checkpoint that a current member holds (ddpm status lists 
 holders), an older committed checkpoint a current member's volume still holds (one that fell off
 the coordinator's list of the newest ones; the refusal of another N names them), or 0 to start
 again from the initial parameters. Without --yes the command prints what
-would be abandoned and changes nothing. The abandoned checkpoints stay listed in ddpm status.`,
+would be abandoned and changes nothing. The abandoned checkpoints stay listed in ddpm status.
+
+A failed run (a trainer reported a failure, ranks diverged) is revived the same way: roll it
+back to a committed checkpoint, its newest one included (nothing is abandoned then), or to 0;
+restarted trainers then join it again. A succeeded run is not rolled back.`,
 	Args: cobra.NoArgs,
 	RunE: runRollback,
 }
@@ -87,7 +91,11 @@ func runRollback(cmd *cobra.Command, _ []string) error {
 	out := cmd.OutOrStdout()
 	writeRollbackPlan(out, st, to, abandon)
 	if !rollbackFlags.yes {
-		return withExit(exitUsage, fmt.Errorf("%s: nothing done; run again with --yes to abandon %s", name, stepList(abandon)))
+		what := "to abandon " + stepList(abandon)
+		if len(abandon) == 0 {
+			what = "to revive the run"
+		}
+		return withExit(exitUsage, fmt.Errorf("%s: nothing done; run again with --yes %s", name, what))
 	}
 
 	cli, err := coordinator.Dial(addrs, sec, coordinator.WithAttemptTimeout(min(rollbackFlags.timeout, 2*time.Second)))
@@ -125,6 +133,9 @@ func writeRollbackPlan(out io.Writer, st *fsm.State, to int64, abandon []fsm.Che
 		}
 		return monOrNone(strings.Join(hs, ", "))
 	}
+	if st.Status == fsm.StatusFailed {
+		fmt.Fprintf(out, "revives the failed run (%s)\n", st.Reason)
+	}
 	if to == 0 {
 		fmt.Fprintln(out, "the run restarts from step 0 (the initial parameters)")
 	} else {
@@ -135,11 +146,16 @@ func writeRollbackPlan(out io.Writer, st *fsm.State, to int64, abandon []fsm.Che
 	for _, c := range abandon {
 		fmt.Fprintf(out, "abandons committed checkpoint %d (sha256 %.16s, held by %s)\n", c.Step, c.SHA256, holders(c))
 	}
-	last := max(st.Step, abandon[len(abandon)-1].Step)
+	last := st.Step
+	if len(abandon) > 0 {
+		last = max(last, abandon[len(abandon)-1].Step)
+	}
 	if n := len(st.Loss.Points); n > 0 {
 		last = max(last, st.Loss.Points[n-1].Step)
 	}
-	fmt.Fprintf(out, "steps %d-%d are computed again (their loss history is dropped)\n", to+1, last)
+	if last > to {
+		fmt.Fprintf(out, "steps %d-%d are computed again (their loss history is dropped)\n", to+1, last)
+	}
 }
 
 // stepList names the steps of cs: "checkpoint 30" or "checkpoints 30, 40".

@@ -305,10 +305,19 @@ func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State, sec str
 		fmt.Fprintf(w, "step\t%d / %d (%.1f%%)", st.Step, st.TotalSteps, pct)
 		// Between a broken generation and the next one's first report, the run stands at the
 		// checkpoint it restarts from while the loss history still ends further on.
-		if n := len(st.Loss.Points); n > 0 && st.Loss.Points[n-1].Step > st.Step {
+		if n := len(st.Loss.Points); n > 0 && st.Loss.Points[n-1].Step > st.Step && !st.Status.Terminal() {
 			fmt.Fprintf(w, ": restarting from the last committed checkpoint (steps %d-%d are recomputed)", st.Step+1, st.Loss.Points[n-1].Step)
 		}
 		fmt.Fprintln(w)
+		if st.Status == fsm.StatusFailed {
+			// A failed run stays failed until an operator revives it from a committed checkpoint.
+			to := int64(0)
+			if cp := st.LatestCheckpoint(); cp != nil {
+				to = cp.Step
+			}
+			fmt.Fprintf(w, "revive\t%s, then start the trainers that stopped\n", strings.TrimSpace(fmt.Sprintf("ddpm checkpoint rollback --coordinator %s --to-step %d --yes %s",
+				monOrNone(strings.Join(resp.Replicas, ",")), to, sec)))
+		}
 		fmt.Fprintf(w, "preset / model\t%s / %s\n", monOrNone(st.Run.Preset), st.Run.Model)
 		fmt.Fprintf(w, "global batch\t%d\n", st.Run.GlobalBatch)
 		fmt.Fprintf(w, "config\t%.12s\n", st.ConfigHash)

@@ -112,7 +112,10 @@ type CheckpointReport struct {
 // the loss points after ToStep are dropped (the recomputed steps report theirs), and a new
 // generation starts from ToStep at once, whatever the current one was doing. The recomputed
 // checkpoints commit afresh at the abandoned steps (a checkpoint records the generation that
-// wrote it, so they hash differently).
+// wrote it, so they hash differently). On a failed run it is also the way to revive it: ToStep
+// may then be the newest committed checkpoint (nothing abandoned), or one no current member holds
+// (the generation waits for a holder to rejoin); the run is running again. A succeeded run is
+// not rolled back.
 type Rollback struct {
 	ToStep int64 `json:"to_step"`
 }
@@ -513,11 +516,19 @@ func planRollback(s *State, to int64) ([]Checkpoint, *Checkpoint, *failure) {
 	if s.Run == nil {
 		return nil, nil, fail("no_run", "no run configured: there is nothing to roll back")
 	}
-	if s.Status.Terminal() {
+	if s.Status == StatusSucceeded {
 		return nil, nil, fail("run_finished", "the run has %s%s; a finished run is not rolled back", s.Status, reasonSuffix(s.Reason))
 	}
+	// A failed run (a trainer's failure report, ranks that diverged) is revived by a rollback:
+	// to the newest committed checkpoint too, abandoning none, and to one no current member
+	// holds (its trainers were refused and went away when the run failed); the new generation
+	// then waits for a holder to rejoin, as any run whose newest checkpoint is unheld.
+	failed := s.Status == StatusFailed
 	latest := s.LatestCheckpoint()
 	if latest == nil {
+		if failed && to == 0 {
+			return nil, nil, nil
+		}
 		return nil, nil, fail("bad_rollback", "no checkpoint is committed yet: there is nothing to roll back")
 	}
 	steps := make([]string, len(s.Checkpoints))
@@ -529,7 +540,7 @@ func planRollback(s *State, to int64) ([]Checkpoint, *Checkpoint, *failure) {
 	switch {
 	case to < 0:
 		return nil, nil, fail("bad_rollback", "step %d is negative (committed checkpoints: %s; or 0 for the start)", to, committed)
-	case to == latest.Step:
+	case to == latest.Step && !failed:
 		return nil, nil, fail("bad_rollback", "checkpoint %d is the newest committed one, nothing is newer to abandon (committed checkpoints: %s)", latest.Step, committed)
 	case to > 0:
 		c := findCheckpoint(s, to)
@@ -567,7 +578,7 @@ func planRollback(s *State, to int64) ([]Checkpoint, *Checkpoint, *failure) {
 			}
 			return nil, nil, fail("bad_rollback", "step %d is not a committed checkpoint (committed checkpoints: %s; or 0 for the start)", to, committed)
 		}
-		if !heldByMember(s, c) {
+		if !heldByMember(s, c) && !failed {
 			var held []string
 			for i := len(s.Checkpoints) - 1; i >= 0; i-- {
 				if heldByMember(s, &s.Checkpoints[i]) {
@@ -601,6 +612,10 @@ func rollback(s *State, now int64, r *Rollback) *failure {
 	if f != nil {
 		return f
 	}
+	if s.Status == StatusFailed {
+		s.event(now, "run", "run revived by the rollback to step %d (it had failed: %s)", r.ToStep, s.Reason)
+		s.Status, s.Reason = StatusRunning, ""
+	}
 	// The commits between the restart point and the oldest listed one were pruned from
 	// Checkpoints by keep_checkpoints before the rollback (a rollback to step 0, or to an older
 	// copy a member holds): they belong to the line given up, yet no list names their sha256s.
@@ -608,7 +623,8 @@ func rollback(s *State, now int64, r *Rollback) *failure {
 	// nor taken back.
 	// The line's own commits at forgotten steps (Recommitted) after the restart point are among
 	// them.
-	if oldest := s.Checkpoints[0].Step; r.ToStep < oldest {
+	if len(s.Checkpoints) > 0 && r.ToStep < s.Checkpoints[0].Step {
+		oldest := s.Checkpoints[0].Step
 		pruned := (oldest - 1) / s.Run.CheckpointEvery * s.Run.CheckpointEvery
 		for _, h := range s.Recommitted {
 			pruned = max(pruned, h.Step)
@@ -643,8 +659,11 @@ func rollback(s *State, now int64, r *Rollback) *failure {
 	if r.ToStep == 0 {
 		from = "the start (step 0)"
 	}
-	s.event(now, "rollback", "rolled back to %s: abandoned committed checkpoint(s) %s; the steps after %d are recomputed",
-		from, strings.Join(names, ", "), r.ToStep)
+	gone := "abandoned committed checkpoint(s) " + strings.Join(names, ", ")
+	if len(names) == 0 {
+		gone = "no checkpoint abandoned"
+	}
+	s.event(now, "rollback", "rolled back to %s: %s; the steps after %d are recomputed", from, gone, r.ToStep)
 	// startGeneration takes the newest committed checkpoint, now the one rolled back to.
 	startGeneration(s, now, fmt.Sprintf("rolled back to step %d", r.ToStep))
 	return nil
@@ -919,7 +938,9 @@ func progress(s *State, now int64, p *Progress) *failure {
 	}
 	m.LastHeartbeat = max(m.LastHeartbeat, now)
 	if p.Failure != "" {
-		s.Status, s.Reason = StatusFailed, fmt.Sprintf("trainer %s at step %d: %s", p.ID, p.Step, p.Failure)
+		// A failure report names no step of its own (the trainer reports where it failed, not a
+		// step it trained): the member's last reported step is where it stood.
+		s.Status, s.Reason = StatusFailed, fmt.Sprintf("trainer %s at step %d: %s", p.ID, max(p.Step, m.Step), p.Failure)
 		s.event(now, "run", "run failed: %s", s.Reason)
 		return nil
 	}

@@ -21,7 +21,8 @@
 //   - A generation starts only when a member holds the newest committed checkpoint. When its
 //     holders are gone for good, an operator's Rollback abandons the committed checkpoints after
 //     an older one that a member holds (or all of them: step 0) and the run restarts from there;
-//     the abandoned ones stay listed in State.Abandoned.
+//     the abandoned ones stay listed in State.Abandoned. A rollback also revives a failed run
+//     (to a committed checkpoint, its newest one included, or to 0); a succeeded one is final.
 //   - Each leader's first command of its term is its release record (Release: binary version and
 //     RulesVersion), kept as State.Release; replicas of other rules stop there (the coordinator
 //     package's ReleaseMismatchError), since they would apply the log differently.
@@ -42,8 +43,8 @@ import (
 // replicas of two rules versions may reach different states from one log, so a replica that
 // follows a leader of another rules version stops (see Release and coordinator.Replica), while
 // replicas that differ only in binary version keep running together. 1 is the rules of the first
-// release that records them (rollbacks keeping AbandonedRanges and Recommitted); releases before
-// it have none.
+// release that records them (rollbacks keeping AbandonedRanges and Recommitted and reviving a
+// failed run, a failure's reason naming the member's last step); releases before it have none.
 const RulesVersion = 1
 
 // Errors of Apply, carried in Result and rebuilt by Result.Err; test with errors.Is.
