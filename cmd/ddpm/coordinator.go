@@ -62,7 +62,7 @@ func init() {
 	f.StringVar(&coordFlags.id, "id", "", "this replica's id (must appear in --peers)")
 	f.StringVar(&coordFlags.raftAddr, "raft-addr", "", "raft TCP address to listen on and advertise (ip:port)")
 	f.StringVar(&coordFlags.grpcAddr, "grpc-addr", "", "gRPC listen address (host:port)")
-	f.StringVar(&coordFlags.httpAddr, "http-addr", "", "HTTP listen address for /healthz and /api/status (empty: none)")
+	f.StringVar(&coordFlags.httpAddr, "http-addr", "", "HTTP listen address for /healthz, /readyz and /api/status (empty: none)")
 	f.StringVar(&coordFlags.peers, "peers", "", "every replica as id=raftaddr=grpcaddr, comma-separated")
 	f.StringVar(&coordFlags.dataDir, "data-dir", "", "directory for the raft log (bbolt) and snapshots")
 	f.BoolVar(&coordFlags.bootstrap, "bootstrap", false, "write the initial cluster configuration if the data dir is empty")
