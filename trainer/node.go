@@ -154,9 +154,18 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 			}
 		}
 		n.Log.Info("assignment", "generation", a.Generation, "rank", a.Rank, "world", a.World, "start_step", a.StartStep, "peers", a.Peers)
-		if err := n.load(genCtx, a); err != nil {
+		// A stop ends the load at once (a fetch waiting for a holder that stops too would
+		// retry until the trainer is killed): no step is in flight yet.
+		loadCtx, loadDone := untilStop(genCtx, stop)
+		err := n.load(loadCtx, a)
+		loadDone()
+		if err != nil {
 			if genCtx.Err() != nil && ctx.Err() == nil {
 				continue // superseded while loading
+			}
+			if loadCtx.Err() != nil && ctx.Err() == nil && stopping(stop) {
+				n.Log.Info("stopped while loading the checkpoint", "step", a.StartStep, "err", err)
+				return nil
 			}
 			if errors.Is(err, errFetch) {
 				// No holder could serve it now; the coordinator will re-ring without us or
@@ -183,12 +192,19 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 		case FailsRun(err) || errors.Is(err, ErrVolume):
 			// No new generation would get past these: the same data, the same volume.
 			return err
+		case err != nil && stopping(stop):
+			// Stopped while the peers stop too (ddpm local stops every trainer at once): the
+			// step in flight lost its ring. Nothing was written of it; an expected end.
+			n.Log.Info("generation ended while stopping", "generation", a.Generation, "step", n.Trainer.StepCount(), "err", err)
+			return nil
 		case err != nil:
 			// A peer left or a new generation aborted the step: the coordinator will assign
 			// the next generation (from the last committed checkpoint). A generation superseded
-			// by a newer one (a trainer joining, as at every start) is routine: not a warning.
+			// by a newer one (a trainer joining or leaving, as at every start and stop: the
+			// ring's stale generation, or the newer assignment ending a checkpoint's wait) is
+			// routine: not a warning.
 			level := slog.LevelWarn
-			if errors.Is(err, allreduce.ErrStaleGeneration) {
+			if errors.Is(err, allreduce.ErrStaleGeneration) || genCtx.Err() != nil {
 				level = slog.LevelInfo
 			}
 			n.Log.Log(ctx, level, "generation ended", "generation", a.Generation, "step", n.Trainer.StepCount(), "err", err)
@@ -207,6 +223,29 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 		_ = n.Store.MarkCommitted(run.Steps)
 		n.Log.Info(MsgRunComplete, "step", run.Steps)
 		return nil
+	}
+}
+
+// untilStop returns a context that ends with ctx or when stop is closed.
+func untilStop(ctx context.Context, stop <-chan struct{}) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-c.Done():
+		}
+	}()
+	return c, cancel
+}
+
+// stopping reports whether stop is closed.
+func stopping(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
 	}
 }
 

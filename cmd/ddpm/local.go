@@ -525,7 +525,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	// a successful run the coordinators stay up through the final sampling, and at least
 	// followLinger, so that `ddpm status` and `ddpm loss --follow` see the run succeed rather
 	// than the cluster vanish.
-	sup.StopAll(o.grace, trainerNames...)
+	stopTogether(sup, o.grace, trainerNames)
 	trainersDone := time.Now()
 	var stopOnce sync.Once
 	stopCoordinators := func() {
@@ -584,6 +584,18 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	}
 	fmt.Fprintf(stderr, "ddpm local: done: %s; final loss %s\n", out, mon.finalLoss())
 	return nil
+}
+
+// stopTogether stops the named processes (Supervisor.Stop: SIGTERM, SIGKILL after grace) all at
+// once and waits for them. Trainers stop together: stopped one after the other, the next one ran
+// into a step whose peer had gone and logged a warning ("generation ended ... peer lost") for an
+// expected stop, or trained on alone until its own SIGTERM came.
+func stopTogether(sup *localrun.Supervisor, grace time.Duration, names []string) {
+	var wg sync.WaitGroup
+	for _, n := range names {
+		wg.Go(func() { _ = sup.Stop(n, grace) }) // a name never started: ErrUnknownProcess
+	}
+	wg.Wait()
 }
 
 // startAttempts is how many start-up failures in a row of one child stop the run.
