@@ -223,6 +223,12 @@ func (c *clusterCoord) Assignments(ctx context.Context) (<-chan trainer.Assignme
 			// A finished run refuses joins: nothing to wait for.
 			if st, err := c.cli.State(ctx); err == nil && st.Status.Terminal() {
 				c.finished.Store(st.Status == fsm.StatusSucceeded)
+				if st.Status == fsm.StatusFailed {
+					// The run failed while this trainer was away: its reason is this
+					// trainer's last line, as when the stream says so.
+					why := fmt.Errorf("%w: %s", errRunFailed, st.Reason)
+					c.closedBy.Store(&why)
+				}
 				return
 			}
 			// Dropped after missed heartbeats (a stall, a cut link): the heartbeat loop joins
