@@ -169,6 +169,15 @@ func inUse(dbPath, dataDir string) error {
 	return fmt.Errorf("coordinator: %s is in use by %s (another coordinator on --data-dir %s?)", dbPath, by, dataDir)
 }
 
+// openError is the error of opening the raft store dbPath: the operating system's refusal
+// already names the file ("open PATH: permission denied"); bbolt's own errors do not.
+func openError(dbPath string, err error) error {
+	if strings.Contains(err.Error(), dbPath) {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	return fmt.Errorf("coordinator: open %s: %w", dbPath, err)
+}
+
 // runOnDisk returns the run config held by the raft data in dataDir (nil, "" when none): the
 // newest readable snapshot's state, then the log entries after it replayed through fsm.Apply as
 // raft will once it knows them committed, stopping at the first that sets a run (a run, once
@@ -189,7 +198,7 @@ func runOnDisk(dataDir string) (*config.Run, string, error) {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, "", inUse(dbPath, dataDir)
 	case err != nil:
-		return nil, "", fmt.Errorf("coordinator: open %s: %w", dbPath, err)
+		return nil, "", openError(dbPath, err)
 	}
 	defer store.Close()
 	state, from := fsm.New(), uint64(0)
@@ -315,7 +324,7 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, inUse(dbPath, cfg.DataDir)
 	case err != nil:
-		return nil, fmt.Errorf("coordinator: open %s: %w", dbPath, err)
+		return nil, openError(dbPath, err)
 	}
 	n.store = newGuardedStore(bs, dbPath, cfg.Logger, n.fail)
 	raftLog := cfg.RaftLog

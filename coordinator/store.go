@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -113,6 +114,13 @@ func checkBolt(dbPath, dataDir string, size int64) (err error) {
 	return db.View(func(tx *bolt.Tx) error {
 		if need := tx.Size(); size < need {
 			return damaged(fmt.Sprintf("%d bytes long, its pages need %d", size, need))
+		}
+		// bbolt's Check reads the pages through its memory map on a goroutine of its own, where
+		// a key or value placed past the map by a damaged page faults and ends the process, and
+		// a cycle of pages recurses until the stack overflows: it runs only on pages that passed
+		// walkPages.
+		if err := walkPages(dbPath, tx, db.Info().PageSize); err != nil {
+			return damaged("bbolt check: " + err.Error())
 		}
 		var errs []string
 		for e := range tx.Check() {
@@ -315,4 +323,177 @@ func newReplicaOnDisk(dataDir string, cfg ReplicaConfig) (r *Replica, err error)
 		}
 	}()
 	return NewReplica(cfg)
+}
+
+// bbolt's on-disk layout (go.etcd.io/bbolt/internal/common), as walkPages reads it.
+const (
+	boltPageHeader   = 16   // id u64, flags u16, count u16, overflow u32
+	boltElement      = 16   // branch: pos u32, ksize u32, pgid u64; leaf: flags u32, pos u32, ksize u32, vsize u32
+	boltBucketHeader = 16   // root pgid u64 (0: the bucket's page follows inline), sequence u64
+	boltBranchPage   = 0x01 // page flags
+	boltLeafPage     = 0x02 //
+	boltFreelistPage = 0x10 //
+	boltBucketLeaf   = 0x01 // leaf element flag: the value is a bucket
+	boltNoFreelist   = ^uint64(0)
+	boltMetaFreelist = 16 + 32 // offset in a meta page of the freelist's pgid (after magic, version, page size, flags, root bucket)
+	boltMetaTxid     = 16 + 48 // and of the transaction id
+)
+
+// walkPages reads with plain file reads (no memory map, so damage is an error, never a fault) the
+// pages of tx's view of the bbolt file path that bbolt's Check reads: the freelist page and every
+// page of the bucket trees, and the inline buckets inside them. Each page must lie below the
+// high-water mark (tx.Size) and be reached once (no cycle), be a branch or leaf page (the
+// freelist page: a freelist), and hold its elements, keys and values within its own bytes.
+func walkPages(path string, tx *bolt.Tx, pageSize int) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w := &pageWalk{f: f, psz: uint64(pageSize), hwm: uint64(tx.Size()) / uint64(pageSize), seen: map[uint64]bool{}}
+	// The meta page tx reads (the one of its transaction id) names the freelist page.
+	for id := uint64(0); id < 2; id++ {
+		meta := make([]byte, boltMetaTxid+8)
+		if _, err := f.ReadAt(meta, int64(id*w.psz)); err != nil {
+			return fmt.Errorf("meta page %d: %w", id, err)
+		}
+		if binary.LittleEndian.Uint64(meta[boltMetaTxid:]) != uint64(tx.ID()) {
+			continue
+		}
+		if fl := binary.LittleEndian.Uint64(meta[boltMetaFreelist:]); fl != boltNoFreelist {
+			if err := w.freelist(fl); err != nil {
+				return err
+			}
+		}
+		break
+	}
+	return w.tree(uint64(tx.Cursor().Bucket().Root()), 0)
+}
+
+// pageWalk is walkPages' state: the file, its page size, the high-water mark (pages), and the
+// pages reached so far.
+type pageWalk struct {
+	f        *os.File
+	psz, hwm uint64
+	seen     map[uint64]bool
+	bufs     [][]byte // a page buffer per tree depth
+}
+
+// read returns page id with its overflow pages, after checking they lie below the high-water
+// mark and were not reached before. The bytes are valid until the next read at the same depth.
+func (w *pageWalk) read(id uint64, depth int) ([]byte, error) {
+	if id < 2 || id >= w.hwm {
+		return nil, fmt.Errorf("page %d: out of bounds (the file has %d pages)", id, w.hwm)
+	}
+	hdr := make([]byte, boltPageHeader)
+	if _, err := w.f.ReadAt(hdr, int64(id*w.psz)); err != nil {
+		return nil, fmt.Errorf("page %d: %w", id, err)
+	}
+	over := uint64(binary.LittleEndian.Uint32(hdr[12:]))
+	if id+over >= w.hwm {
+		return nil, fmt.Errorf("page %d: %d overflow pages reach past the file's %d", id, over, w.hwm)
+	}
+	for i := id; i <= id+over; i++ {
+		if w.seen[i] {
+			return nil, fmt.Errorf("page %d: reached twice", i)
+		}
+		w.seen[i] = true
+	}
+	for len(w.bufs) <= depth {
+		w.bufs = append(w.bufs, nil)
+	}
+	if need := int((over + 1) * w.psz); cap(w.bufs[depth]) < need {
+		w.bufs[depth] = make([]byte, need)
+	}
+	p := w.bufs[depth][:(over+1)*w.psz]
+	if _, err := w.f.ReadAt(p, int64(id*w.psz)); err != nil {
+		return nil, fmt.Errorf("page %d: %w", id, err)
+	}
+	return p, nil
+}
+
+// freelist checks the freelist page id: its type and that its page ids lie within it.
+func (w *pageWalk) freelist(id uint64) error {
+	p, err := w.read(id, 0)
+	if err != nil {
+		return err
+	}
+	if fl := binary.LittleEndian.Uint16(p[8:]); fl != boltFreelistPage {
+		return fmt.Errorf("page %d: type %#x, the meta page names it the freelist", id, fl)
+	}
+	n, start := uint64(binary.LittleEndian.Uint16(p[10:])), uint64(boltPageHeader)
+	if n == 0xffff { // the count overflows into the first element
+		n, start = binary.LittleEndian.Uint64(p[boltPageHeader:]), boltPageHeader+8
+	}
+	if n > (uint64(len(p))-start)/8 {
+		return fmt.Errorf("page %d: a freelist of %d ids overruns its %d bytes", id, n, len(p))
+	}
+	return nil
+}
+
+// tree checks the page tree rooted at page id.
+func (w *pageWalk) tree(id uint64, depth int) error {
+	if depth > 64 {
+		return fmt.Errorf("page %d: the tree is over 64 levels deep", id)
+	}
+	p, err := w.read(id, depth)
+	if err != nil {
+		return err
+	}
+	return w.page(id, p, depth)
+}
+
+// page checks page p (page id, or an inline bucket's page inside page id) and the pages below it.
+func (w *pageWalk) page(id uint64, p []byte, depth int) error {
+	if depth > 64 {
+		return fmt.Errorf("page %d: the tree is over 64 levels deep", id)
+	}
+	size := uint64(len(p))
+	if size < boltPageHeader {
+		return fmt.Errorf("page %d: an inline bucket of %d bytes", id, size)
+	}
+	flags, n := binary.LittleEndian.Uint16(p[8:]), uint64(binary.LittleEndian.Uint16(p[10:]))
+	if flags != boltBranchPage && flags != boltLeafPage {
+		return fmt.Errorf("page %d: type %#x is neither branch nor leaf", id, flags)
+	}
+	if boltPageHeader+n*boltElement > size {
+		return fmt.Errorf("page %d: %d elements overrun its %d bytes", id, n, size)
+	}
+	for i := range n {
+		at := boltPageHeader + i*boltElement
+		e := p[at : at+boltElement]
+		if flags == boltBranchPage {
+			pos, ksize := uint64(binary.LittleEndian.Uint32(e)), uint64(binary.LittleEndian.Uint32(e[4:]))
+			if at+pos+ksize > size {
+				return fmt.Errorf("page %d: branch element %d's key overruns the page", id, i)
+			}
+			if err := w.tree(binary.LittleEndian.Uint64(e[8:]), depth+1); err != nil {
+				return err
+			}
+			continue
+		}
+		eflags := binary.LittleEndian.Uint32(e)
+		pos, ksize, vsize := uint64(binary.LittleEndian.Uint32(e[4:])), uint64(binary.LittleEndian.Uint32(e[8:])), uint64(binary.LittleEndian.Uint32(e[12:]))
+		end := at + pos + ksize + vsize
+		if end > size {
+			return fmt.Errorf("page %d: leaf element %d's key and value overrun the page", id, i)
+		}
+		if eflags&boltBucketLeaf == 0 {
+			continue
+		}
+		v := p[end-vsize : end]
+		if vsize < boltBucketHeader {
+			return fmt.Errorf("page %d: leaf element %d: a bucket header of %d bytes", id, i, vsize)
+		}
+		var err error
+		if root := binary.LittleEndian.Uint64(v); root == 0 {
+			err = w.page(id, v[boltBucketHeader:], depth+1)
+		} else {
+			err = w.tree(root, depth+1)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -3,7 +3,9 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -11,6 +13,8 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // raftDataWithSnapshot makes a single replica's data dir (real raft, real bbolt) holding 400
@@ -50,6 +54,49 @@ func raftDataWithSnapshot(t *testing.T) (string, Peer) {
 		t.Fatal(err)
 	}
 	return dir, p
+}
+
+// pokeBoltPage writes v (-1: the page's own id) as a little-endian integer at offset off of the
+// first page of the bbolt file path that bbolt lists as typ ("leaf", "branch"): 4 bytes at a
+// leaf element's field, 8 at a branch element's child.
+func pokeBoltPage(t *testing.T, path, typ string, off int64, v int64) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, PreLoadFreelist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, psz := -1, db.Info().PageSize
+	err = db.View(func(tx *bolt.Tx) error {
+		for i := 2; id < 0; i++ {
+			pi, err := tx.Page(i)
+			if err != nil || pi == nil {
+				return fmt.Errorf("no %s page: %v", typ, err)
+			}
+			if pi.Type == typ {
+				id = i
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v < 0 {
+		v = int64(id)
+	}
+	b := binary.LittleEndian.AppendUint64(nil, uint64(v))
+	if typ == "leaf" {
+		b = b[:4]
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, int64(id*psz)+off); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func copyTree(t *testing.T, from, to string) {
@@ -133,6 +180,16 @@ func TestDamagedRaftDataOneLine(t *testing.T) {
 			}
 			return db(dir)
 		}, `bbolt check: .+`},
+		// bbolt's Check reads these through its memory map on its own goroutine: a key past the
+		// map faulted there (SIGSEGV, exit 2 with a trace), a cycle overflowed its stack.
+		{"raft.db leaf key past the file", func(t *testing.T, dir string) string {
+			pokeBoltPage(t, db(dir), "leaf", 16+4, 0x10000000) // element 0's pos: 256 MiB on
+			return db(dir)
+		}, `bbolt check: page \d+: leaf element 0's key and value overrun the page`},
+		{"raft.db branch page pointing at itself", func(t *testing.T, dir string) string {
+			pokeBoltPage(t, db(dir), "branch", 16+8, -1) // element 0's child: the page itself
+			return db(dir)
+		}, `bbolt check: page \d+: reached twice`},
 		{"meta.json empty", func(t *testing.T, dir string) string {
 			meta := filepath.Join(snapshotDir(t, dir), "meta.json")
 			if err := os.WriteFile(meta, nil, 0o644); err != nil {
