@@ -405,7 +405,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	if msg := localEMAWarning(run.EMADecay, run.Steps, o.init); msg != "" && o.samples > 0 {
 		fmt.Fprintln(stderr, msg)
 	}
-	if msg := localWarmupWarning(run.Steps, run.WarmupSteps, run.LR); msg != "" {
+	// Not for a resumed run: its run.yaml is fixed (--resume refuses --warmup-steps), and the
+	// warning came at its start.
+	if msg := localWarmupWarning(run.Steps, run.WarmupSteps, run.LR); msg != "" && o.resume == "" {
 		fmt.Fprintln(stderr, msg)
 	}
 	fmt.Fprintln(stderr, coordinatorsLine(out, man))

@@ -6,8 +6,10 @@ import (
 	"ddpm/optim"
 )
 
-// localWarmupWarning is ddpm local's one-line warning for a run shorter than its learning-rate
-// warmup, or "" when the warmup ends within the run (or there is none). The linear warmup
+// localWarmupWarning is ddpm local's one-line warning for a run that ends before half its
+// learning-rate warmup (its last step's rate below half the peak), or "" when the run gets
+// further (or there is no warmup): a warmup a little longer than the run still ends near the
+// peak, and the model learns. The linear warmup
 // (optim.WarmupLR: lr * s/warmup_steps at Adam's step s, counted from 0) of a preset meant for
 // long runs, cifar10's 5000 steps, keeps a 50-step run's learning rate at a hundredth of its
 // peak, and the run learns next to nothing without a word:
@@ -18,6 +20,9 @@ func localWarmupWarning(steps, warmup int64, lr float64) string {
 		return ""
 	}
 	last := optim.WarmupLR(steps-1, lr, warmup)
+	if last >= lr/2 {
+		return ""
+	}
 	return fmt.Sprintf("ddpm local: warning: warmup_steps %d is longer than the run (%d steps): the learning rate rises only to %.3g by the last step, %.0f%% of lr %g, so the model will learn little; give --warmup-steps %d (a tenth of the run) or fewer",
 		warmup, steps, last, 100*last/lr, lr, max(steps/10, 1))
 }
