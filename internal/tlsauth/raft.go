@@ -161,12 +161,16 @@ func (s *RaftLayer) Accept() (net.Conn, error) {
 func (s *RaftLayer) admit(c *acceptedConn) {
 	var victim *acceptedConn
 	s.mu.Lock()
-	if len(s.pending) >= s.max {
+	for victim == nil && len(s.pending) >= s.max {
 		i := s.victimLocked()
-		victim = s.pending[i]
+		v := s.pending[i]
 		s.pending = slices.Delete(s.pending, i, i+1)
-		victim.left.Store(true)
-		s.unwarned++
+		// One that has just authenticated (or failed, or closed) has left already, its leave
+		// waiting for mu: its slot is free, and it is not closed.
+		if v.left.CompareAndSwap(false, true) {
+			victim = v
+			s.unwarned++
+		}
 	}
 	s.pending = append(s.pending, c)
 	warn, now := 0, time.Now()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -307,5 +308,60 @@ func TestRaftLayerFloodSparesVerifiedPeer(t *testing.T) {
 	waitFor(t, "the peer to leave the count", func() bool { return port.l.Pending() == MaxRaftPending-1 })
 	if c := port.l.Closed(); c != n-(MaxRaftPending-1) {
 		t.Fatalf("after the peer authenticated: %d closed, want %d", c, n-(MaxRaftPending-1))
+	}
+}
+
+// TestRaftLayerSparesConnectionLeaving: a connection that has just authenticated has left the
+// bound (its leave marked it) and waits for the layer's lock to drop off the list; a connection
+// accepted then takes its slot and closes nothing. Before, the bound picked it as the victim and
+// closed an authenticated raft link.
+func TestRaftLayerSparesConnectionLeaving(t *testing.T) {
+	b, err := Load(Config{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := b.RaftStreamLayer(ln, nil)
+	defer l.Close()
+	l.max = 1
+	accept := func() (client net.Conn, server *acceptedConn) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		s, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return c, s.(*acceptedConn)
+	}
+	client, first := accept()
+	// What leave does first, before it takes the lock, when the peer has authenticated.
+	if !first.left.CompareAndSwap(false, true) {
+		t.Fatal("first connection had left already")
+	}
+	_, second := accept()
+	if got := l.Closed(); got != 0 {
+		t.Fatalf("Closed() = %d, want 0", got)
+	}
+	l.mu.Lock()
+	pending := slices.Clone(l.pending)
+	l.mu.Unlock()
+	if len(pending) != 1 || pending[0] != second {
+		t.Fatalf("pending %v, want only the second connection", pending)
+	}
+	// The first link still carries raft traffic.
+	if _, err := first.Write([]byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "ok" {
+		t.Fatalf("read %q, %v; want \"ok\"", buf, err)
 	}
 }
