@@ -1175,7 +1175,9 @@ func (m *localMonitor) sorted() []viz.LossPoint {
 }
 
 func (m *localMonitor) finalLoss() string {
-	pts := m.sorted()
+	// The last step the model was trained at: a skipped step's loss (NaN, or measured with a
+	// non-finite gradient) is no loss of the model the run ends with.
+	pts := plotted(m.sorted())
 	if len(pts) == 0 {
 		return "n/a"
 	}

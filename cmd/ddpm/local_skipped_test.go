@@ -90,3 +90,29 @@ func TestLossCSVKeepsSkippedStep(t *testing.T) {
 		t.Fatalf("output: %q", out.String())
 	}
 }
+
+// TestFinalLossNotOfSkippedStep: ddpm local's last line names the loss of the last step that
+// trained the model; a last step skipped for a non-finite gradient said "final loss NaN at step
+// 4".
+func TestFinalLossNotOfSkippedStep(t *testing.T) {
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Steps = 4
+	var out bytes.Buffer
+	m := newLocalMonitor(run, t.TempDir(), &out, true)
+	for _, p := range []trainer.Progress{
+		{Step: 1, Loss: 0.5, LR: 1e-4, GradNorm: 1.5, World: 1},
+		{Step: 2, Loss: 0.25, LR: 1e-4, GradNorm: 1.25, World: 1},
+		{Step: 3, Loss: 0.4, LR: 1e-4, GradNorm: math.NaN(), Skipped: true, World: 1},
+		{Step: 4, Loss: math.NaN(), LR: 1e-4, GradNorm: math.NaN(), Skipped: true, World: 1},
+	} {
+		var line bytes.Buffer
+		p.Log(slog.New(slog.NewJSONHandler(&line, nil)))
+		m.line("trainer-0", bytes.TrimSpace(line.Bytes()))
+	}
+	if got, want := m.finalLoss(), "0.25000 at step 2"; got != want {
+		t.Fatalf("finalLoss() = %q, want %q", got, want)
+	}
+}
