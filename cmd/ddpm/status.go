@@ -230,15 +230,27 @@ func runStatus(cmd *cobra.Command, _ []string) error {
 // before `ddpm status` says so: heartbeats are entries, so a healthy follower trails by a few.
 const statusLagEntries = 100
 
+// leaderProbe bounds the TCP connection leaderState tries before it asks a follower's leader.
+const leaderProbe = 500 * time.Millisecond
+
 // leaderState checks the answer of a follower against its leader's (asked at the leader's gRPC
 // address within timeout): when the follower has applied more than statusLagEntries entries
 // fewer (a replica whose disk cannot store what it receives, one cut off), it returns the
 // leader's answer and the note saying so; otherwise (the leader itself answered, no leader known,
-// the leader not answering) the answer it was given and "".
+// the leader not answering) the answer it was given and "". A leader address that takes no TCP
+// connection within leaderProbe (a leader just gone that the follower still names, a cluster
+// name that does not resolve where the command runs, such as through kubectl port-forward) is not
+// asked at all: gRPC would retry it for seconds.
 func leaderState(ctx context.Context, resp *api.StatusResponse, st *fsm.State, sec *tlsauth.Bundle, timeout time.Duration) (*api.StatusResponse, *fsm.State, string) {
 	if resp.LeaderId == "" || resp.LeaderId == resp.ReplicaId || resp.LeaderGrpcAddress == "" {
 		return resp, st, ""
 	}
+	d := net.Dialer{Timeout: min(timeout, leaderProbe)}
+	conn, err := d.DialContext(ctx, "tcp", resp.LeaderGrpcAddress)
+	if err != nil {
+		return resp, st, ""
+	}
+	conn.Close()
 	cli, err := coordinator.Dial([]string{resp.LeaderGrpcAddress}, sec, coordinator.WithAttemptTimeout(min(timeout, 2*time.Second)))
 	if err != nil {
 		return resp, st, ""
