@@ -72,8 +72,10 @@ type Node struct {
 }
 
 // Run follows assignments until the run's last step is committed (nil), stop is closed (nil,
-// after finishing the step in flight; nothing partial is written), ctx ends (ctx.Err()), or the
-// run cannot go on (ErrDiverged, ErrMismatch, ErrData, a store failure).
+// after finishing the step in flight, or at once while a checkpoint loads or when the step's
+// ring breaks as its peers stop too; nothing partial is written), ctx ends (ctx.Err()), the
+// assignment stream ends (ErrAssignmentsClosed), or this trainer cannot go on: the run's
+// failure (FailsRun: ErrDiverged, ErrMismatch, ErrData) or its own (ErrVolume).
 func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
