@@ -301,8 +301,17 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 			return withExit(1, err)
 		}
 		defer lock.Release()
-		if err := man.CheckPortsFree(); err != nil {
+		moved, err := man.ClaimPorts(portWait, func(line string) { fmt.Fprintln(cmd.ErrOrStderr(), "ddpm local:", line) })
+		if err != nil {
 			return withExit(1, err)
+		}
+		if len(moved) > 0 {
+			for _, line := range moved {
+				fmt.Fprintln(cmd.ErrOrStderr(), "ddpm local:", line)
+			}
+			if err := localrun.WriteManifest(out, man); err != nil {
+				return err
+			}
 		}
 	} else {
 		if o.out == "" {
@@ -614,6 +623,11 @@ const (
 // for a coordinator): a long run survives a crash now and then, a child that keeps crashing
 // still stops being restarted.
 const restartWindow = 10 * time.Minute
+
+// portWait is how long a resumed run waits for a coordinator's recorded port that another
+// process holds (localrun.Manifest.ClaimPorts): a closed connection that was given the port as
+// its ephemeral one keeps it for TIME_WAIT's 60 s.
+const portWait = 65 * time.Second
 
 // followLinger is how long the coordinators outlive a successful run's trainers at least: a
 // little more than one poll of `ddpm loss --follow` (--every, default 2 s).
