@@ -301,17 +301,8 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 			return withExit(1, err)
 		}
 		defer lock.Release()
-		moved, err := man.ClaimPorts(portWait, func(line string) { fmt.Fprintln(cmd.ErrOrStderr(), "ddpm local:", line) })
-		if err != nil {
+		if err := man.ClaimPorts(portWait, func(line string) { fmt.Fprintln(cmd.ErrOrStderr(), "ddpm local:", line) }); err != nil {
 			return withExit(1, err)
-		}
-		if len(moved) > 0 {
-			for _, line := range moved {
-				fmt.Fprintln(cmd.ErrOrStderr(), "ddpm local:", line)
-			}
-			if err := localrun.WriteManifest(out, man); err != nil {
-				return err
-			}
 		}
 	} else {
 		if o.out == "" {
@@ -624,7 +615,7 @@ const (
 // still stops being restarted.
 const restartWindow = 10 * time.Minute
 
-// portWait is how long a resumed run waits for a coordinator's recorded port that another
+// portWait is how long a resumed run waits for a recorded port that another
 // process holds (localrun.Manifest.ClaimPorts): a closed connection that was given the port as
 // its ephemeral one keeps it for TIME_WAIT's 60 s.
 const portWait = 65 * time.Second

@@ -188,58 +188,42 @@ func NewManifest(hash string, c, n int) (Manifest, error) {
 	return m, nil
 }
 
-// ClaimPorts makes sure m's ports can be bound before a resumed run starts its processes. Any
+// ClaimPorts waits until m's ports can be bound before a resumed run starts its processes. Any
 // process's outgoing connection may have been given a recorded port as its ephemeral local port
 // while the run was stopped, and it keeps the port until it closes and for TIME_WAIT's 60 s
-// after (a bind fails on such a port even with SO_REUSEADDR). A busy trainer port is replaced by
-// a free one (a trainer rejoins under any address; moved names each change, for the caller to
-// say and record in the manifest); a coordinator's ports are in the replicas' raft configuration
-// and in their peers' flags, so ClaimPorts waits up to wait for them, calling say once with the
-// port it waits for. Errors: ErrPortBusy naming the first coordinator port still taken after
-// wait, or FreePorts' error.
-func (m *Manifest) ClaimPorts(wait time.Duration, say func(string)) (moved []string, err error) {
-	recorded := map[int]bool{}
-	for _, c := range m.CoordinatorPorts {
-		recorded[c.Raft], recorded[c.GRPC], recorded[c.HTTP] = true, true, true
+// after (a bind fails on such a port even with SO_REUSEADDR). The ports stay as recorded: a
+// coordinator's are in the replicas' raft configuration and their peers' flags, and a trainer
+// rejoining from another address within heartbeat_timeout of its last heartbeat is refused as a
+// second process with its id. ClaimPorts calls say once, with the first port it waits for.
+// Errors: ErrPortBusy naming the first port still taken after wait, and whose it is.
+func (m Manifest) ClaimPorts(wait time.Duration, say func(string)) error {
+	type port struct {
+		n     int
+		owner string
 	}
-	for _, t := range m.TrainerPorts {
-		recorded[t.Listen], recorded[t.HTTP] = true, true
+	var all []port
+	for i, c := range m.CoordinatorPorts {
+		o := fmt.Sprintf("coordinator-%d's", i)
+		all = append(all, port{c.Raft, o}, port{c.GRPC, o}, port{c.HTTP, o})
 	}
-	for i := range m.TrainerPorts {
-		for _, p := range []*int{&m.TrainerPorts[i].Listen, &m.TrainerPorts[i].HTTP} {
-			if portFree(*p) {
-				continue
-			}
-			fresh := 0
-			// Not a port of another process of the run: those are free while it is stopped.
-			for fresh == 0 || recorded[fresh] {
-				f, err := FreePorts(1)
-				if err != nil {
-					return moved, err
-				}
-				fresh = f[0]
-			}
-			recorded[fresh] = true
-			moved = append(moved, fmt.Sprintf("trainer-%d's port 127.0.0.1:%d is in use; it takes 127.0.0.1:%d", i, *p, fresh))
-			*p = fresh
-		}
+	for i, t := range m.TrainerPorts {
+		o := fmt.Sprintf("trainer-%d's", i)
+		all = append(all, port{t.Listen, o}, port{t.HTTP, o})
 	}
 	deadline, said := time.Now().Add(wait), false
-	for i, c := range m.CoordinatorPorts {
-		for _, p := range []int{c.Raft, c.GRPC, c.HTTP} {
-			for !portFree(p) {
-				if !time.Now().Before(deadline) {
-					return moved, fmt.Errorf("%w: 127.0.0.1:%d, coordinator-%d's (recorded in %s; stop what holds it)", ErrPortBusy, p, i, ManifestFile)
-				}
-				if !said {
-					say(fmt.Sprintf("coordinator-%d's port 127.0.0.1:%d (recorded in %s) is in use; waiting up to %v for it (a closed connection holds its port for 60 s)", i, p, ManifestFile, wait.Round(time.Second)))
-					said = true
-				}
-				time.Sleep(250 * time.Millisecond)
+	for _, p := range all {
+		for !portFree(p.n) {
+			if !time.Now().Before(deadline) {
+				return fmt.Errorf("%w: 127.0.0.1:%d, %s (recorded in %s; stop what holds it)", ErrPortBusy, p.n, p.owner, ManifestFile)
 			}
+			if !said {
+				say(fmt.Sprintf("%s port 127.0.0.1:%d (recorded in %s) is in use; waiting up to %v for it (a closed connection holds its port for 60 s)", p.owner, p.n, ManifestFile, wait.Round(time.Second)))
+				said = true
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
 	}
-	return moved, nil
+	return nil
 }
 
 // portFree reports whether 127.0.0.1:p can be bound now.
