@@ -190,8 +190,9 @@ type Replica struct {
 	// won wakes the failure detector when this replica becomes leader, to record its release.
 	won chan struct{}
 	// releasing (a one-slot semaphore, so that a waiter can give up with its context)
-	// serializes Propose's check that this term's release record is in the log; releasedTerm,
-	// guarded by it, is the term whose record this replica, leading, has committed.
+	// serializes Propose's check that this replica leads in a term whose release record is in
+	// the log; releasedTerm, guarded by it, is the term whose record this replica, leading, has
+	// committed.
 	releasing    chan struct{}
 	releasedTerm uint64
 }
@@ -456,55 +457,98 @@ func (r *Replica) Changed() <-chan struct{} { return r.fsm.changed() }
 // command a leader proposes in a raft term goes after its release record (fsm.KindRelease),
 // which it also appends unasked as soon as it wins the election (the failure detector's loop).
 func (r *Replica) Propose(ctx context.Context, c fsm.Command) (fsm.Result, error) {
-	if err := r.ensureRelease(ctx); err != nil {
-		return fsm.Result{}, err
-	}
-	return r.propose(ctx, c)
-}
-
-// ensureRelease appends this term's release record (fsm.Release: this replica's version and
-// rules) before the first command it proposes as leader in the term; a no-op once committed, and
-// where this replica does not lead (the raft apply refuses every command there anyway).
-func (r *Replica) ensureRelease(ctx context.Context) error {
-	if !r.IsLeader() {
-		return nil
-	}
-	// Read after the leadership: a later term than the one it led in when checked, never an
-	// earlier one, so a record committed for this term's number went into this term or a later.
-	term := r.raft.CurrentTerm()
-	select {
-	case r.releasing <- struct{}{}:
-		defer func() { <-r.releasing }()
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
-	}
-	if r.releasedTerm >= term {
-		return nil
-	}
-	res, err := r.propose(ctx, fsm.Command{Kind: fsm.KindRelease, Release: &fsm.Release{Version: r.cfg.Version, Rules: r.cfg.Rules}})
-	if err != nil {
-		return err
-	}
-	if err := res.Err(); err != nil {
-		return fmt.Errorf("coordinator: release record: %w", err)
-	}
-	r.releasedTerm = term
-	return nil
-}
-
-// propose is Propose without the release record.
-func (r *Replica) propose(ctx context.Context, c fsm.Command) (fsm.Result, error) {
 	if c.Time == 0 {
 		c.Time = r.cfg.Now().UnixNano()
 	}
+	if err := r.acquireRelease(ctx); err != nil {
+		return fsm.Result{}, err
+	}
+	// A replica that does not lead proposes nothing: one that became leader while such a
+	// Propose was on its way to raft would take the command into its new term before its
+	// record. (The semaphore is not held while the command waits for raft's queue, where
+	// raft batches concurrent commands into one write.)
+	err := r.recordRelease(ctx)
+	<-r.releasing
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	f, err := r.enqueue(ctx, c)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	return r.result(f)
+}
+
+// acquireRelease takes the releasing semaphore, or gives up with ctx (ErrUnavailable).
+func (r *Replica) acquireRelease(ctx context.Context) error {
+	select {
+	case r.releasing <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	}
+}
+
+// ensureRelease appends this term's release record (fsm.Release: this replica's version and
+// rules) unless it is in the log already; ErrNotLeader where this replica does not lead.
+func (r *Replica) ensureRelease(ctx context.Context) error {
+	if err := r.acquireRelease(ctx); err != nil {
+		return err
+	}
+	defer func() { <-r.releasing }()
+	return r.recordRelease(ctx)
+}
+
+// recordRelease, holding the releasing semaphore, returns once this replica leads in a term whose
+// release record it has committed, appending the record first when it has not; ErrNotLeader where
+// it does not lead, ErrShutdown once its raft member has shut down.
+func (r *Replica) recordRelease(ctx context.Context) error {
+	for {
+		switch r.raft.State() {
+		case raft.Leader:
+		case raft.Shutdown:
+			return ErrShutdown
+		default:
+			return fmt.Errorf("%w: %v", ErrNotLeader, raft.ErrNotLeader)
+		}
+		// Read after the leadership: a later term than the one it led in when checked, never an
+		// earlier one, so a record committed for this term's number went into this term or a later.
+		term := r.raft.CurrentTerm()
+		if r.releasedTerm >= term {
+			return nil
+		}
+		f, err := r.enqueue(ctx, fsm.Command{Kind: fsm.KindRelease, Time: r.cfg.Now().UnixNano(),
+			Release: &fsm.Release{Version: r.cfg.Version, Rules: r.cfg.Rules}})
+		if err != nil {
+			return err
+		}
+		res, err := r.result(f)
+		if err != nil {
+			return err
+		}
+		if err := res.Err(); err != nil {
+			return fmt.Errorf("coordinator: release record: %w", err)
+		}
+		r.releasedTerm = term
+	}
+}
+
+// enqueue hands c to raft within ApplyTimeout (or ctx's deadline, if sooner) and returns its
+// future.
+func (r *Replica) enqueue(ctx context.Context, c fsm.Command) (raft.ApplyFuture, error) {
 	timeout := r.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
 		if timeout <= 0 {
-			return fsm.Result{}, fmt.Errorf("%w: %v", ErrUnavailable, context.DeadlineExceeded)
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, context.DeadlineExceeded)
 		}
 	}
-	f := r.raft.Apply(c.Encode(), timeout)
+	return r.raft.Apply(c.Encode(), timeout), nil
+}
+
+// result waits for f and returns the state machine's result, raft's errors mapped to this
+// package's.
+func (r *Replica) result(f raft.ApplyFuture) (fsm.Result, error) {
 	if err := f.Error(); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
