@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -66,5 +67,41 @@ func TestOpenSystemErrorIsNotCorruption(t *testing.T) {
 		if err == nil || err.Error() != want || errors.Is(err, ErrCorruptCheckpoint) {
 			t.Errorf("Open (read-only %v) = %v, want %q (not ErrCorruptCheckpoint)", ro, err, want)
 		}
+	}
+}
+
+// TestDamageWhileOpenIsError: pages zeroed under an open writer (dd ... conv=notrunc on a
+// running trainer's checkpoints.db; the store's map shows the new bytes) make each of its
+// reads and writes one error, ErrCorruptCheckpoint and, for a write, ErrStorage, saying to move
+// the file aside: the next Save panicked in its read transaction ("assertion failed: Page
+// expected to be: 3, but self identifies as 0"), outside the guard of its write, and killed the
+// trainer with a Go trace and exit status 2.
+func TestDamageWhileOpenIsError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ckpt.db")
+	s := openT(t, path, Options{})
+	defer s.Close()
+	var sha12 string
+	for _, step := range []int64{4, 8, 12} {
+		sha12 = saveT(t, s, testState(step, 300))
+		if err := s.MarkCommitted(step); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for p := 2; p < 40; p++ {
+		zeroPage(t, path, p)
+	}
+	_, err := s.Save(testState(16, 300))
+	want := fmt.Sprintf("checkpoint: save step 16 to %s: the file is damaged (bbolt: assertion failed: Page expected to be: ", path)
+	if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.HasSuffix(err.Error(), "but self identifies as 0) and cannot be written safely; move it aside: corrupt checkpoint") ||
+		!errors.Is(err, ErrStorage) || !errors.Is(err, ErrCorruptCheckpoint) {
+		t.Errorf("Save = %v\nwant %s... (ErrStorage, ErrCorruptCheckpoint)", err, want)
+	}
+	c12 := testState(12, 300)
+	c12.SHA256 = sha12
+	if _, err := s.ReplaceCommitted(c12); err == nil || !errors.Is(err, ErrStorage) || !errors.Is(err, ErrCorruptCheckpoint) {
+		t.Errorf("ReplaceCommitted = %v, want ErrStorage and ErrCorruptCheckpoint", err)
+	}
+	if _, err := s.List(); !errors.Is(err, ErrCorruptCheckpoint) {
+		t.Errorf("List = %v, want ErrCorruptCheckpoint", err)
 	}
 }

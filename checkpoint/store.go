@@ -139,8 +139,8 @@ func mmapSize(path string) int {
 // init checks the file against its own metadata and, for a writer, creates the buckets.
 func (s *Store) init() error {
 	var need int64
-	if err := s.db.View(func(tx *bolt.Tx) error { need = tx.Size(); return nil }); err != nil { // meta page only
-		return fmt.Errorf("checkpoint: %s: %w", s.path, err)
+	if err := s.openView(func(tx *bolt.Tx) error { need = tx.Size(); return nil }); err != nil { // meta page only
+		return err
 	}
 	fi, err := os.Stat(s.path)
 	if err != nil {
@@ -155,13 +155,13 @@ func (s *Store) init() error {
 		return nil // reads of pages past the end fail, guarded, as ErrCorruptCheckpoint
 	}
 	var format []byte
-	if err := s.db.View(func(tx *bolt.Tx) error {
+	if err := s.openView(func(tx *bolt.Tx) error {
 		if m := tx.Bucket(bucketMeta); m != nil {
 			format = bytes.Clone(m.Get(keyFormat))
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("checkpoint: %s: %w", s.path, err)
+		return err
 	}
 	if format != nil {
 		if len(format) != 4 {
@@ -174,12 +174,17 @@ func (s *Store) init() error {
 	if s.readOnly {
 		return nil
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.guard(func() error { return s.db.Update(s.createBuckets(format == nil)) }, s.openDamage)
+}
+
+// createBuckets is init's write: the buckets, and the format key when the file has none.
+func (s *Store) createBuckets(noFormat bool) func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
 		m, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
 		}
-		if format == nil {
+		if noFormat {
 			if err := m.Put(keyFormat, []byte{0, 0, 0, FormatVersion}); err != nil {
 				return err
 			}
@@ -190,7 +195,7 @@ func (s *Store) init() error {
 			}
 		}
 		return nil
-	})
+	}
 }
 
 // Path returns the file the store was opened on.
@@ -243,7 +248,7 @@ func (s *Store) save(c *Checkpoint, replace bool) (string, error) {
 		bodies[i] = leBytes(a)
 	}
 	var hwm int64
-	if err := s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
+	if err := s.writeView(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil }); err != nil {
 		return "", fmt.Errorf("checkpoint: save step %d to %s: %w", c.Step, s.path, err)
 	}
 	// Room for the body past the high-water mark, plus a page of overhead per chunk and the
@@ -299,10 +304,12 @@ func (s *Store) save(c *Checkpoint, replace bool) (string, error) {
 	// sector, a flipped bit) is rewritten from c, which hashes to the committed sha256. This is
 	// how Fetch repairs a volume whose committed checkpoint went bad (found by chaos runs).
 	intact := true
-	if err := s.db.View(func(tx *bolt.Tx) error {
+	if err := s.writeView(func(tx *bolt.Tx) error {
 		intact = !bytes.Equal(tx.Bucket(bucketCommitted).Get(key), sum[:])
 		return nil
-	}); err == nil && !intact {
+	}); err != nil {
+		return "", fmt.Errorf("checkpoint: save step %d to %s: %w", c.Step, s.path, err)
+	} else if !intact {
 		intact = s.Verify(c.Step) == nil
 	}
 	stopWriteback := startWriteback(s.rf)
@@ -366,15 +373,9 @@ var errSame = errors.New("checkpoint: same")
 // back as one error (ErrStorage, ErrCorruptCheckpoint) saying to move the file aside: writing on
 // would spread the damage. A failure of the commit itself (the disk) is ErrStorage; fn's own
 // errors ErrConflict, ErrNotFound and errSame are returned as they are.
-func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = storageError{fmt.Errorf("the file is damaged (bbolt: %v) and cannot be written safely; move it aside: %w", r, ErrCorruptCheckpoint)}
-		}
-	}()
-	err = s.db.Update(fn)
-	if err == nil || errors.Is(err, errSame) || errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	err := s.guard(func() error { return s.db.Update(fn) }, writeDamage)
+	if err == nil || isWriteDamage(err) || errors.Is(err, errSame) || errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
 		return err
 	}
 	return storageError{err}
@@ -386,20 +387,58 @@ func damagedBucket(step int64, err error) error {
 	return storageError{fmt.Errorf("the file is damaged (step %d's bucket: %v) and cannot be written safely; move it aside: %w", step, err, ErrCorruptCheckpoint)}
 }
 
+// writeView runs fn, a read that a write depends on (save's), in a read transaction; bbolt's
+// panics on damaged pages come back as update's do (ErrStorage, ErrCorruptCheckpoint, move it
+// aside): the file changed under an open writer (dd on a running trainer's volume) fails the
+// write it was read for.
+func (s *Store) writeView(fn func(*bolt.Tx) error) error {
+	return s.guard(func() error { return s.db.View(fn) }, writeDamage)
+}
+
 // view runs fn in a read transaction; memory faults (pages past the end of a truncated file)
 // and bbolt's panics on damaged pages come back as ErrCorruptCheckpoint.
-func (s *Store) view(what string, fn func(*bolt.Tx) error) (err error) {
+func (s *Store) view(what string, fn func(*bolt.Tx) error) error {
+	return s.guard(func() error { return s.db.View(fn) }, func(r any) error {
+		if s.truncated != nil {
+			return fmt.Errorf("%s is unreadable: %w", what, s.truncated)
+		}
+		return fmt.Errorf("checkpoint: %s: %s is unreadable (%v): %w", s.path, what, r, ErrCorruptCheckpoint)
+	})
+}
+
+// openView runs fn, a read of Open's, in a read transaction; a panic on a damaged page is Open's
+// error for a file bbolt cannot read.
+func (s *Store) openView(fn func(*bolt.Tx) error) error {
+	return s.guard(func() error { return s.db.View(fn) }, s.openDamage)
+}
+
+func (s *Store) openDamage(r any) error {
+	return fmt.Errorf("checkpoint: %s is unreadable (%v): %w", s.path, r, ErrCorruptCheckpoint)
+}
+
+// guard runs op, one bbolt transaction (every View and Update of a Store goes through it),
+// with memory faults as panics, and returns damaged(r) for a panic r: bbolt's consistency
+// assertions and faults on a damaged page (a zeroed page, pages past a cut) panic, and a
+// transaction that panics is rolled back by bbolt before the panic reaches here.
+func (s *Store) guard(op func() error, damaged func(r any) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			if s.truncated != nil {
-				err = fmt.Errorf("%s is unreadable: %w", what, s.truncated)
-				return
-			}
-			err = fmt.Errorf("checkpoint: %s: %s is unreadable (%v): %w", s.path, what, r, ErrCorruptCheckpoint)
+			err = damaged(r)
 		}
 	}()
-	return s.db.View(fn)
+	return op()
+}
+
+// writeDamage is a write's (or its read's) error for bbolt's panic r on a damaged page.
+func writeDamage(r any) error {
+	return storageError{fmt.Errorf("the file is damaged (bbolt: %v) and cannot be written safely; move it aside: %w", r, ErrCorruptCheckpoint)}
+}
+
+// isWriteDamage reports whether err is writeDamage's (already ErrStorage).
+func isWriteDamage(err error) bool {
+	var se storageError
+	return errors.As(err, &se)
 }
 
 func (s *Store) corrupt(step int64, format string, args ...any) error {
