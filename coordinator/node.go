@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
@@ -347,7 +348,14 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 		return nil, fmt.Errorf("coordinator: raft transport on %s: %w", cfg.RaftAddr, err)
 	}
 	n.raftGuard = cfg.Security.RaftStreamLayer(rln, adv)
-	n.trans = raft.NewNetworkTransport(n.raftGuard, 3, 2*time.Second, raftLog)
+	// MaxRPCsInFlight 1: no pipelined replication. hashicorp/raft's pipeline wedges when a
+	// follower answers an AppendEntries with Success=false, as a replica whose raft.db cannot
+	// store entries does: the leader stops replicating to it for good while heartbeats still
+	// flow, so it never catches up, and the leader's shutdown hangs on it (hashicorp/raft#612).
+	// Each batch of entries then waits for its answer, one round trip.
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: n.raftGuard, MaxPool: 3,
+		Timeout: 2 * time.Second, MaxRPCsInFlight: 1,
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "raft-net", Output: raftLog, Level: hclog.DefaultLevel})})
 	n.Replica, err = newReplicaOnDisk(cfg.DataDir, ReplicaConfig{ID: cfg.ID, Peers: cfg.Peers, Bootstrap: cfg.Bootstrap, Raft: cfg.Raft,
 		LogStore: n.store, StableStore: n.store, Snapshots: snaps, Transport: n.trans, Logger: cfg.Logger, RaftLog: cfg.RaftLog,
 		Version: cfg.Version, Rules: cfg.Rules})
