@@ -155,10 +155,12 @@ func (s *Store) init() error {
 		return nil // reads of pages past the end fail, guarded, as ErrCorruptCheckpoint
 	}
 	var format []byte
+	complete := false // the buckets are there: a writer has nothing to create
 	if err := s.openView(func(tx *bolt.Tx) error {
 		if m := tx.Bucket(bucketMeta); m != nil {
 			format = bytes.Clone(m.Get(keyFormat))
 		}
+		complete = format != nil && tx.Bucket(bucketCheckpoints) != nil && tx.Bucket(bucketCommitted) != nil
 		return nil
 	}); err != nil {
 		return err
@@ -171,7 +173,9 @@ func (s *Store) init() error {
 			return fmt.Errorf("checkpoint: %s has format version %d, this build reads 1..%d: %w", s.path, v, FormatVersion, ErrFormat)
 		}
 	}
-	if s.readOnly {
+	if s.readOnly || complete {
+		// Opening a complete file writes nothing: a file refused after Open (a standalone
+		// trainer's volume whose checkpoints are all damaged) stays byte for byte as it was.
 		return nil
 	}
 	return s.guard(func() error { return s.db.Update(s.createBuckets(format == nil)) }, s.openDamage)

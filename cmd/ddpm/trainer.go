@@ -342,7 +342,13 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	}
 	// Before the volume is offered to the cluster or resumed from: a damaged committed
 	// checkpoint is no restart point (one line each).
-	if _, err := trainer.UncommitDamaged(store, log); err != nil {
+	// A standalone trainer's volume is its run's only record: one whose committed checkpoints
+	// are all damaged is refused as it is, not started over at step 0.
+	uncommit := trainer.UncommitDamaged
+	if o.standalone {
+		uncommit = trainer.UncommitDamagedStandalone
+	}
+	if _, err := uncommit(store, log); err != nil {
 		return withExit(1, err)
 	}
 

@@ -4,15 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -142,4 +146,103 @@ func oldestArenaPage(t *testing.T, path string) uint64 {
 		t.Fatalf("%s: no arena bucket page found (%v)", path, err)
 	}
 	return page
+}
+
+// TestStandaloneAllCheckpointsDamaged: a standalone trainer whose volume holds committed
+// checkpoints, every one with a page of its body zeroed (the file's tree intact), exits 1 with
+// one line naming the file, the damaged steps, and to move the file aside to start over, and
+// leaves the file byte for byte as it was. It warned "damaged checkpoint uncommitted on this
+// volume" for each, with a why that promised a holder's copy a standalone trainer has none of,
+// started over at step 0 and pruned the damaged copies.
+func TestStandaloneAllCheckpointsDamaged(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	root := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	vol := filepath.Join(root, "vol")
+	args := []string{"trainer", "--standalone", "--preset", "mnist", "--steps", "4",
+		"--checkpoint-every", "2", "--global-batch", "4", "--t", "20", "--data-dir", vol}
+	if out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput(); err != nil {
+		t.Fatalf("first run: %v\n%s", err, out)
+	}
+	db := filepath.Join(vol, trainer.CheckpointFile)
+	steps := zeroBodyPages(t, db)
+	before, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	prefix := fmt.Sprintf("ddpm: trainer: this trainer's volume: every committed checkpoint in %s is damaged (%s; step %d: checkpoint: %s step %d: ",
+		db, stepNames(steps), steps[len(steps)-1], db, steps[len(steps)-1])
+	suffix := ": corrupt checkpoint); it was left as it is: move it aside to start the run over from step 0\n"
+	out := stderr.String()
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.HasPrefix(out, prefix) || !strings.HasSuffix(out, suffix) || strings.Count(out, "\n") != 1 {
+		t.Errorf("every checkpoint damaged: %v, stderr %q; want status 1 and one line %q...%q", err, out, prefix, suffix)
+	}
+	if after, err := os.ReadFile(db); err != nil || !bytes.Equal(after, before) {
+		t.Errorf("the damaged file was changed by the refused trainer (%v)", err)
+	}
+}
+
+// zeroBodyPages zeroes, for every checkpoint in the checkpoint file at path, one page inside a
+// chunk of its first arena (the data, not bbolt's tree), and returns those steps ascending.
+func zeroBodyPages(t *testing.T, path string) []int64 {
+	t.Helper()
+	ps := os.Getpagesize()
+	var steps []int64
+	var offsets []int64
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := db.Info().Data
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("checkpoints")).ForEach(func(k, _ []byte) error {
+			cb := tx.Bucket([]byte("checkpoints")).Bucket(k)
+			return cb.ForEach(func(ak, v []byte) error {
+				ab := cb.Bucket(ak)
+				if v != nil || ab == nil || len(steps) > 0 && steps[len(steps)-1] == int64(binary.BigEndian.Uint64(k)) {
+					return nil
+				}
+				_, chunk := ab.Cursor().First()
+				if len(chunk) < 3*ps {
+					return fmt.Errorf("step %x: a chunk of %d bytes, want at least 3 pages", k, len(chunk))
+				}
+				off := int64(uintptr(unsafe.Pointer(&chunk[len(chunk)/2]))-base) / int64(ps) * int64(ps)
+				steps, offsets = append(steps, int64(binary.BigEndian.Uint64(k))), append(offsets, off)
+				return nil
+			})
+		})
+	})
+	db.Close()
+	if err != nil || len(steps) < 2 {
+		t.Fatalf("%s: checkpoints %v (%v); want two or more with data", path, steps, err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, off := range offsets {
+		if _, err := f.WriteAt(make([]byte, ps), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return steps
+}
+
+// stepNames is the damaged steps as the refusal names them: "steps 2, 4".
+func stepNames(steps []int64) string {
+	s := "steps "
+	for i, st := range steps {
+		if i > 0 {
+			s += ", "
+		}
+		s += strconv.FormatInt(st, 10)
+	}
+	return s
 }
