@@ -321,7 +321,7 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if err != nil {
 		return withExit(1, err)
 	}
-	store, err := checkpoint.Open(dbPath, checkpoint.Options{})
+	store, err := openVolume(dbPath, o.standalone)
 	if err != nil {
 		return withExit(1, err)
 	}
@@ -402,6 +402,23 @@ func emptyCheckpointFile(path string, standalone bool) (bool, error) {
 		return true, fmt.Errorf("%s is empty (0 bytes), not a checkpoint file: the checkpoints of this volume are lost; move it aside to start the run over from step 0", path)
 	}
 	return true, nil
+}
+
+// openVolume opens the trainer's checkpoint file at path for writing. A file it cannot read
+// (checkpoint.ErrCorruptCheckpoint: damaged pages, truncated, not a bbolt file) is refused with
+// the way on added, as for an empty one (emptyCheckpointFile): a cluster trainer's is moved aside
+// and the trainer started again, and it takes the run's committed checkpoint from the cluster; a
+// standalone trainer's is its run's only record, moved aside to start the run over from step 0.
+func openVolume(path string, standalone bool) (*checkpoint.Store, error) {
+	store, err := checkpoint.Open(path, checkpoint.Options{})
+	switch {
+	case err == nil || !errors.Is(err, checkpoint.ErrCorruptCheckpoint):
+		return store, err
+	case standalone:
+		return nil, fmt.Errorf("%w; move it aside to start the run over from step 0", err)
+	default:
+		return nil, fmt.Errorf("%w; move it aside and start the trainer again: it takes the run's committed checkpoint from the cluster", err)
+	}
 }
 
 // dataExit gives a dataset that cannot be read (trainer.ErrData: a corrupted prepared shard,
