@@ -666,12 +666,18 @@ func startFailure(out string, se *localrun.StartError) error {
 }
 
 // restartsSpent words re, a child that failed again with its restarts spent, as one line: the
-// child, how often it failed within the window, its last exit, and where its log is, e.g.
-// "trainer-1 failed 6 times in 10m0s; giving up: signal: killed (see RUN/logs/trainer-1.log)".
+// child, how often it failed within the window, its last exit, the reason it gave when its last
+// line is its command's error line ("ddpm: ..."), and where its log is, e.g. "trainer-1 failed
+// 6 times in 10m0s; giving up: signal: killed (see RUN/logs/trainer-1.log)" or "trainer-1
+// failed 6 times in 10m0s; giving up: exit status 1: trainer: ...: no space left on device
+// (see ...)". A child killed mid-run has no such line: its last is a log record, no reason.
 func restartsSpent(out string, re *localrun.RestartsSpentError) error {
 	why := "status 0 before the run ended"
 	if re.Err != nil {
 		why = re.Err.Error()
+	}
+	if reason, ok := strings.CutPrefix(strings.TrimRight(re.LastLine, "\n"), "ddpm: "); ok && reason != "" {
+		why += ": " + reason
 	}
 	return &startFailed{fmt.Sprintf("%s failed %d times in %v; giving up: %s (see %s)", re.Name, re.Failures, re.Window, why, filepath.Join(out, localrun.LogsDir, re.Name+".log"))}
 }
