@@ -246,3 +246,52 @@ func stepNames(steps []int64) string {
 	}
 	return s
 }
+
+// TestStandaloneDamagedWhileRunning: pages 3..302 of a running standalone trainer's
+// checkpoints.db zeroed (the tester's `dd if=/dev/zero of=checkpoints.db bs=4096 seek=3
+// count=300 conv=notrunc` at step 4) end the trainer at its next checkpoint with status 1 and
+// one line naming the damage and to move the file aside. It died in a Go panic ("assertion
+// failed: Page expected to be: 4, but self identifies as 0" in Save's read transaction), exit
+// status 2, which `ddpm local` takes for a fatal conflict and stops the whole run on.
+func TestStandaloneDamagedWhileRunning(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	root := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	vol := filepath.Join(root, "vol")
+	db := filepath.Join(vol, trainer.CheckpointFile)
+	cmd := exec.CommandContext(ctx, bin, "trainer", "--standalone", "--preset", "mnist", "--steps", "100000",
+		"--checkpoint-every", "2", "--global-batch", "4", "--t", "20", "--data-dir", vol)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	damaged := false
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		var line struct {
+			Msg  string `json:"msg"`
+			Step int64  `json:"step"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) == nil && !damaged && line.Msg == "checkpoint saved" && line.Step >= 4 {
+			if out, err := exec.Command("dd", "if=/dev/zero", "of="+db, "bs=4096", "seek=3", "count=300", "conv=notrunc").CombinedOutput(); err != nil {
+				t.Fatalf("dd: %v\n%s", err, out)
+			}
+			damaged = true
+		}
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	out := stderr.String()
+	prefix := "ddpm: trainer: this trainer's volume: checkpoint: "
+	suffix := "cannot be written safely; move it aside: corrupt checkpoint\n"
+	if !damaged || !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.HasPrefix(out, prefix) || !strings.HasSuffix(out, suffix) ||
+		strings.Count(out, "\n") != 1 || !strings.Contains(out, db) {
+		t.Errorf("damaged while running (dd done: %v): %v, stderr %q; want status 1 and one line %q...%q naming %s", damaged, err, out, prefix, suffix, db)
+	}
+}
