@@ -332,10 +332,14 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	if raftLog == nil {
 		raftLog = io.Discard
 	}
-	snaps, err := raft.NewFileSnapshotStore(cfg.DataDir, 2, raftLog)
+	if err := removeSnapshotTemps(cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("coordinator: snapshots: %w", err)
+	}
+	fss, err := raft.NewFileSnapshotStore(cfg.DataDir, 2, raftLog)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: snapshots: %w", err)
 	}
+	snaps := &guardedSnapshots{FileSnapshotStore: fss, dir: filepath.Join(cfg.DataDir, "snapshots"), g: n.store}
 	adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: raft address %q: %w", cfg.RaftAddr, err)

@@ -57,16 +57,23 @@ func (e *StoreWriteError) Error() string {
 
 func (e *StoreWriteError) Unwrap() error { return ErrStoreWrite }
 
-// MsgStoreFailing is the warning of a replica whose raft log cannot store what it receives (a
-// full disk, an I/O error): it falls behind the leader until the writes succeed again. Given at
-// most once per storeWarnEvery while it lasts.
+// MsgStoreFailing is the warning of a replica whose raft log or snapshots cannot store what it
+// receives (a full disk, an I/O error): it falls behind the leader until the writes succeed
+// again. Given at most once per storeWarnEvery while it lasts, flaps included (a write that
+// succeeds between failures, as a small entry into a page bbolt had free, does not end it).
 const MsgStoreFailing = "cannot store raft log entries: this replica falls behind the leader until its disk takes writes again"
 
-// MsgStoreRecovered is logged when the raft log takes writes again after MsgStoreFailing.
+// MsgStoreRecovered is logged after MsgStoreFailing once writes have succeeded for storeSettle
+// with no failure between them.
 const MsgStoreRecovered = "raft log takes writes again"
 
 // storeWarnEvery is the least time between two MsgStoreFailing warnings.
 var storeWarnEvery = time.Minute
+
+// storeSettle is how long writes must go on succeeding, with no failure, before a replica that
+// warned MsgStoreFailing says MsgStoreRecovered (a leader re-elected on a full disk stores its
+// first small entry, then fails again within a second or two).
+var storeSettle = 10 * time.Second
 
 // checkRaftData checks the raft data in dataDir before raft's libraries open it (they panic or
 // fault on damaged data): raft.db's size against the pages its meta page counts, bbolt's
@@ -224,14 +231,18 @@ type guardedStore struct {
 	onFatal func(error)
 	release chan struct{}
 
+	now func() time.Time
+
 	mu         sync.Mutex
 	armed      bool
-	failingErr error // the last log write's error, nil once one succeeds
-	warned     time.Time
+	failingErr error     // the last log or snapshot write's error, nil once one succeeds
+	warned     time.Time // when MsgStoreFailing was last given
+	degraded   bool      // MsgStoreFailing given, MsgStoreRecovered not yet
+	okSince    time.Time // while degraded: the first success since the last failure (zero: none)
 }
 
 func newGuardedStore(s *raftboltdb.BoltStore, path string, log *slog.Logger, onFatal func(error)) *guardedStore {
-	return &guardedStore{BoltStore: s, path: path, log: log, onFatal: onFatal, release: make(chan struct{})}
+	return &guardedStore{BoltStore: s, path: path, log: log, onFatal: onFatal, release: make(chan struct{}), now: time.Now}
 }
 
 // arm makes a failed term or vote write end the replica (before: returned, as to raft's
@@ -278,19 +289,29 @@ func (g *guardedStore) stable(what string, err error) error {
 	return err
 }
 
-func (g *guardedStore) logWrite(err error) error {
+// logWrite records the outcome of a write of the raft log or of a snapshot (file: what was
+// written): a failure sets Failing and is warned about unless a warning was given less than
+// storeWarnEvery ago in the same episode; a success clears Failing, and ends the episode
+// (MsgStoreRecovered) once writes have succeeded for storeSettle with no failure between.
+func (g *guardedStore) logWrite(file string, err error) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	now := g.now()
 	switch {
 	case err != nil:
-		if g.failingErr == nil || time.Since(g.warned) >= storeWarnEvery {
-			g.log.Warn(MsgStoreFailing, "file", g.path, "err", err.Error())
-			g.warned = time.Now()
+		if !g.degraded || now.Sub(g.warned) >= storeWarnEvery {
+			g.log.Warn(MsgStoreFailing, "file", file, "err", err.Error())
+			g.warned = now
 		}
-		g.failingErr = err
-	case g.failingErr != nil:
+		g.degraded, g.failingErr, g.okSince = true, err, time.Time{}
+	case g.degraded:
 		g.failingErr = nil
-		g.log.Info(MsgStoreRecovered, "file", g.path)
+		if g.okSince.IsZero() {
+			g.okSince = now
+		} else if now.Sub(g.okSince) >= storeSettle {
+			g.degraded, g.okSince = false, time.Time{}
+			g.log.Info(MsgStoreRecovered, "file", file)
+		}
 	}
 	return err
 }
@@ -306,10 +327,78 @@ func (g *guardedStore) SetUint64(k []byte, v uint64) error {
 }
 
 // StoreLog implements raft.LogStore.
-func (g *guardedStore) StoreLog(l *raft.Log) error { return g.logWrite(g.BoltStore.StoreLog(l)) }
+func (g *guardedStore) StoreLog(l *raft.Log) error {
+	return g.logWrite(g.path, g.BoltStore.StoreLog(l))
+}
 
 // StoreLogs implements raft.LogStore.
-func (g *guardedStore) StoreLogs(ls []*raft.Log) error { return g.logWrite(g.BoltStore.StoreLogs(ls)) }
+func (g *guardedStore) StoreLogs(ls []*raft.Log) error {
+	return g.logWrite(g.path, g.BoltStore.StoreLogs(ls))
+}
+
+// guardedSnapshots is the raft.SnapshotStore of a Node: raft's FileSnapshotStore, whose failures
+// to create or write a snapshot (one installed from the leader on a full disk, one the replica
+// takes of its own state) count as the store's (guardedStore.logWrite: MsgStoreFailing, /readyz
+// 503) instead of showing only in raft's own log; a failed Create also removes the .tmp
+// directory it left (raft leaves it when meta.json or state.bin cannot be written).
+type guardedSnapshots struct {
+	*raft.FileSnapshotStore
+	dir string // DataDir/snapshots
+	g   *guardedStore
+}
+
+// Create implements raft.SnapshotStore.
+func (s *guardedSnapshots) Create(version raft.SnapshotVersion, index, term uint64, c raft.Configuration,
+	ci uint64, trans raft.Transport) (raft.SnapshotSink, error) {
+	sink, err := s.FileSnapshotStore.Create(version, index, term, c, ci, trans)
+	if err != nil {
+		// raft names a snapshot TERM-INDEX-MILLISECONDS and writes it as NAME.tmp first.
+		left, _ := filepath.Glob(filepath.Join(s.dir, fmt.Sprintf("%d-%d-*.tmp", term, index)))
+		for _, d := range left {
+			os.RemoveAll(d)
+		}
+		return nil, s.g.logWrite(s.dir, fmt.Errorf("create snapshot %d-%d: %w", term, index, err))
+	}
+	return &guardedSink{SnapshotSink: sink, s: s}, nil
+}
+
+// guardedSink is a snapshot being written through guardedSnapshots.
+type guardedSink struct {
+	raft.SnapshotSink
+	s *guardedSnapshots
+}
+
+func (k *guardedSink) Write(p []byte) (int, error) {
+	n, err := k.SnapshotSink.Write(p)
+	if err != nil {
+		k.s.g.logWrite(k.s.dir, fmt.Errorf("write snapshot %s: %w", k.ID(), err))
+	}
+	return n, err
+}
+
+func (k *guardedSink) Close() error {
+	err := k.SnapshotSink.Close()
+	if err != nil {
+		err = fmt.Errorf("write snapshot %s: %w", k.ID(), err)
+	}
+	k.s.g.logWrite(k.s.dir, err)
+	return err
+}
+
+// removeSnapshotTemps removes the NAME.tmp directories in dataDir/snapshots: snapshots raft
+// began and never finished (a full disk, a crash), which raft ignores and never removes. Called
+// while the replica holds raft.db's lock, so no other process is writing one.
+func removeSnapshotTemps(dataDir string) error {
+	left, err := filepath.Glob(filepath.Join(dataDir, "snapshots", "*.tmp"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range left {
+		errs = append(errs, os.RemoveAll(d))
+	}
+	return errors.Join(errs...)
+}
 
 // newReplicaOnDisk is NewReplica on the stores of dataDir, with a panic or a memory fault in
 // raft's libraries while they read those stores (damage checkRaftData did not see) returned as
