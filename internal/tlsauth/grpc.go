@@ -5,8 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -113,12 +117,41 @@ type refusalLogger struct {
 }
 
 func (r refusalLogger) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	conn, info, err := r.TransportCredentials.ServerHandshake(raw)
-	if err != nil {
+	h := &heardConn{Conn: raw}
+	conn, info, err := r.TransportCredentials.ServerHandshake(h)
+	if err != nil && !hungUpSilent(err, h.heard.Load()) {
 		remote := raw.RemoteAddr().String()
 		r.b.refusals.warn("tlsauth: refused connection", remote, refusalReason(err, remote), "err", err.Error())
 	}
 	return conn, info, err
+}
+
+// hungUpSilent reports whether a failed server-side handshake is a peer that closed its
+// connection before sending any byte of it (heard: a byte was read): a client going away as its
+// process stops, or a TCP probe; no refusal.
+func hungUpSilent(err error, heard bool) bool { return !heard && errors.Is(err, io.EOF) }
+
+// heardConn is an accepted connection that notes the first byte read from it.
+type heardConn struct {
+	net.Conn
+	heard atomic.Bool
+}
+
+func (h *heardConn) Read(p []byte) (int, error) {
+	n, err := h.Conn.Read(p)
+	if n > 0 && !h.heard.Load() {
+		h.heard.Store(true)
+	}
+	return n, err
+}
+
+// SyscallConn passes the TCP connection's through, for gRPC's socket options and channelz.
+func (h *heardConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := h.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
 }
 
 func (r refusalLogger) Clone() credentials.TransportCredentials {

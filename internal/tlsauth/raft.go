@@ -334,7 +334,9 @@ func (c *acceptedConn) auth() error {
 			}
 		}
 		if c.err != nil {
-			if !c.evicted.Load() { // the bound's warning already accounts for it
+			// Neither a connection the bound closed (its warning accounts for it) nor a peer
+			// that hung up before its first byte (a replica stopping) is a refusal.
+			if !c.evicted.Load() && !hungUpSilent(c.err, c.stage.Load() != stageSilent) {
 				c.l.b.refusals.warn("tlsauth: refused raft connection", c.remote, refusalReason(c.err, c.remote), "err", c.err.Error())
 			}
 			c.raw.Conn.Close()
