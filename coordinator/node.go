@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -170,13 +171,24 @@ func inUse(dbPath, dataDir string) error {
 	return fmt.Errorf("coordinator: %s is in use by %s (another coordinator on --data-dir %s?)", dbPath, by, dataDir)
 }
 
+// diskRemedy is what to do about err, a write to dataDir that failed, when the disk is full (or
+// a quota or the process's file size limit is reached): ": free space ...", else "".
+func diskRemedy(dataDir string, err error) string {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EFBIG) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Sprintf(": free space on the disk of --data-dir %s (or raise the file size limit, ulimit -f), then start this replica again", dataDir)
+	}
+	return ""
+}
+
 // openError is the error of opening the raft store dbPath: the operating system's refusal
 // already names the file ("open PATH: permission denied"); bbolt's own errors do not.
+// A full disk (or quota, or file size limit) gets the remedy: free space on --data-dir's disk.
 func openError(dbPath string, err error) error {
+	remedy := diskRemedy(filepath.Dir(dbPath), err)
 	if strings.Contains(err.Error(), dbPath) {
-		return fmt.Errorf("coordinator: %w", err)
+		return fmt.Errorf("coordinator: %w%s", err, remedy)
 	}
-	return fmt.Errorf("coordinator: open %s: %w", dbPath, err)
+	return fmt.Errorf("coordinator: open %s: %w%s", dbPath, err, remedy)
 }
 
 // runOnDisk returns the run config held by the raft data in dataDir (nil, "" when none): the
@@ -362,7 +374,7 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "raft-net", Output: raftLog, Level: hclog.DefaultLevel})})
 	n.Replica, err = newReplicaOnDisk(cfg.DataDir, ReplicaConfig{ID: cfg.ID, Peers: cfg.Peers, Bootstrap: cfg.Bootstrap, Raft: cfg.Raft,
 		LogStore: n.store, StableStore: n.store, Snapshots: snaps, Transport: n.trans, Logger: cfg.Logger, RaftLog: cfg.RaftLog,
-		Version: cfg.Version, Rules: cfg.Rules})
+		Version: cfg.Version, Rules: cfg.Rules}, n.store)
 	if err != nil {
 		return nil, err
 	}

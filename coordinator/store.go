@@ -239,6 +239,7 @@ type guardedStore struct {
 	warned     time.Time // when MsgStoreFailing was last given
 	degraded   bool      // MsgStoreFailing given, MsgStoreRecovered not yet
 	okSince    time.Time // while degraded: the first success since the last failure (zero: none)
+	unarmedErr error     // a term or vote write that failed before arm (raft panics on it at start)
 }
 
 func newGuardedStore(s *raftboltdb.BoltStore, path string, log *slog.Logger, onFatal func(error)) *guardedStore {
@@ -277,6 +278,9 @@ func (g *guardedStore) stable(what string, err error) error {
 	}
 	g.mu.Lock()
 	armed := g.armed
+	if !armed {
+		g.unarmedErr = &StoreWriteError{Path: g.path, What: what, Err: err}
+	}
 	g.mu.Unlock()
 	if !armed {
 		return err
@@ -402,16 +406,30 @@ func removeSnapshotTemps(dataDir string) error {
 
 // newReplicaOnDisk is NewReplica on the stores of dataDir, with a panic or a memory fault in
 // raft's libraries while they read those stores (damage checkRaftData did not see) returned as
-// a *DamagedStoreError naming raft.db.
-func newReplicaOnDisk(dataDir string, cfg ReplicaConfig) (r *Replica, err error) {
+// a *DamagedStoreError naming raft.db; raft's panic on a term or vote store (raft.db's guard)
+// could not write (a full disk) is that *StoreWriteError, with the remedy.
+func newReplicaOnDisk(dataDir string, cfg ReplicaConfig, store *guardedStore) (r *Replica, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {
+			if store != nil {
+				store.mu.Lock()
+				werr := store.unarmedErr
+				store.mu.Unlock()
+				if we, ok := werr.(*StoreWriteError); ok { // raft's panic on a term or vote it could not write: no damage
+					r, err = nil, fmt.Errorf("coordinator: cannot write %s (%s): %w%s", we.Path, we.What, we.Err, diskRemedy(dataDir, we.Err))
+					return
+				}
+			}
 			r, err = nil, &DamagedStoreError{Path: filepath.Join(dataDir, "raft.db"), DataDir: dataDir,
 				Why: "raft could not read it back: " + fmt.Sprint(p)}
 		}
 	}()
-	return NewReplica(cfg)
+	r, err = NewReplica(cfg)
+	if err != nil && !strings.Contains(err.Error(), "free space on the disk") {
+		err = fmt.Errorf("%w%s", err, diskRemedy(dataDir, err))
+	}
+	return r, err
 }
 
 // bbolt's on-disk layout (go.etcd.io/bbolt/internal/common), as walkPages reads it.
