@@ -18,6 +18,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -591,16 +592,30 @@ func (c *Client) CheckpointReady(ctx context.Context, req *api.CheckpointReadyRe
 
 // Status returns one replica's view of the cluster.
 func (c *Client) Status(ctx context.Context) (*api.StatusResponse, error) {
+	resp, _, err := c.StatusStore(ctx)
+	return resp, err
+}
+
+// StatusStore is Status with the answering replica's store failure: the cause of
+// MsgStoreFailing while its raft log or snapshots cannot store what it receives (a full disk),
+// "" while they can (StoreFailingHeader).
+func (c *Client) StatusStore(ctx context.Context) (*api.StatusResponse, string, error) {
 	var resp *api.StatusResponse
+	var failing string
 	err := c.call(ctx, func(ctx context.Context, cl api.CoordinatorClient) error {
+		var hdr metadata.MD
 		var err error
-		resp, err = cl.Status(ctx, &api.StatusRequest{})
+		resp, err = cl.Status(ctx, &api.StatusRequest{}, grpc.Header(&hdr))
 		if err == nil {
 			c.learn(resp.Replicas)
+			failing = ""
+			if v := hdr.Get(StoreFailingHeader); len(v) > 0 {
+				failing = v[0]
+			}
 		}
 		return err
 	})
-	return resp, err
+	return resp, failing, err
 }
 
 // RollbackRun abandons the committed checkpoints after step toStep and restarts the run from

@@ -384,6 +384,7 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 		return nil, fmt.Errorf("coordinator: gRPC listen on %s: %w", cfg.GRPCAddr, err)
 	}
 	n.server = NewServer(n.Replica, cfg.Version, cfg.Security)
+	n.server.storeFailing = n.store.Failing
 	n.grpcSrv = grpc.NewServer(append(cfg.Security.ServerOptions(), ServerOptions()...)...)
 	api.RegisterCoordinatorServer(n.grpcSrv, n.server)
 	go n.grpcSrv.Serve(lis)

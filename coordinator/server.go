@@ -41,9 +41,16 @@ type Server struct {
 	version string
 	sec     *tlsauth.Bundle
 
+	storeFailing func() error // a Node's raft.db failing writes (nil: no guarded store)
+
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
+
+// StoreFailingHeader is the gRPC response header in which Status names the failure of a
+// replica whose raft log or snapshots cannot store what it receives (MsgStoreFailing's cause);
+// absent while its writes succeed. Client.StatusStore reads it.
+const StoreFailingHeader = "ddpm-store-failing"
 
 // NewServer returns the service for rep. version is this binary's version; joining trainers
 // must run the same one. sec secures the connections that forward writes to the leader (nil
@@ -348,6 +355,11 @@ func (s *Server) Status(ctx context.Context, _ *api.StatusRequest) (*api.StatusR
 	l := s.rep.Leader()
 	resp := &api.StatusResponse{ReplicaId: s.rep.ID(), LeaderId: l.ID, LeaderGrpcAddress: l.GRPCAddr,
 		RaftTerm: s.rep.raft.CurrentTerm(), AppliedIndex: s.rep.AppliedIndex(), Replicas: s.rep.ReplicaAddrs()}
+	if s.storeFailing != nil {
+		if err := s.storeFailing(); err != nil {
+			grpc.SetHeader(ctx, metadata.Pairs(StoreFailingHeader, err.Error()))
+		}
+	}
 	s.rep.View(func(st *fsm.State) {
 		resp.StateJson = st.Encode()
 		resp.RunStatus, resp.Reason, resp.Step, resp.TotalSteps = string(st.Status), st.Reason, st.Step, st.TotalSteps

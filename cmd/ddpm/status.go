@@ -122,39 +122,46 @@ const refusedAfter = time.Second
 // Kubernetes a headless service's names resolve only once its pods exist. A command run by
 // hand has been given a wrong name or a coordinator that is not running.)
 func fetchState(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeout time.Duration) (*api.StatusResponse, *fsm.State, error) {
+	resp, st, _, err := fetchStateStore(ctx, addrs, sec, timeout)
+	return resp, st, err
+}
+
+// fetchStateStore is fetchState with the answering replica's store failure
+// (coordinator.Client.StatusStore: "" while its raft log takes writes).
+func fetchStateStore(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeout time.Duration) (*api.StatusResponse, *fsm.State, string, error) {
 	cli, err := coordinator.Dial(addrs, sec, coordinator.WithAttemptTimeout(min(timeout, 2*time.Second)))
 	if err != nil {
-		return nil, nil, withExit(2, err)
+		return nil, nil, "", withExit(2, err)
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	first, cancelFirst := context.WithTimeout(ctx, refusedAfter)
-	resp, err := cli.Status(first)
+	resp, failing, err := cli.StatusStore(first)
 	cancelFirst()
 	if errors.Is(err, coordinator.ErrUnavailable) && !errors.Is(ctx.Err(), context.Canceled) {
 		// Not ctx: with --timeout under refusedAfter it has ended, and the probe has its own.
 		if why := unreachable(context.WithoutCancel(ctx), addrs); why != "" {
-			return nil, nil, withExit(1, errors.New(why))
+			return nil, nil, "", withExit(1, errors.New(why))
 		}
 		if ctx.Err() == nil {
-			resp, err = cli.Status(ctx)
+			resp, failing, err = cli.StatusStore(ctx)
 		}
 	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, coordinator.ErrUnavailable) {
 			if h := coordinator.Hint(err); h != "" {
-				return nil, nil, withExit(1, fmt.Errorf("no coordinator answered at %s within %v: %s (%v)", strings.Join(addrs, ","), timeout, h, err))
+				return nil, nil, "", withExit(1, fmt.Errorf("no coordinator answered at %s within %v: %s (%v)", strings.Join(addrs, ","), timeout, h, err))
 			}
-			return nil, nil, withExit(1, fmt.Errorf("no coordinator answered at %s within %v (%v)", strings.Join(addrs, ","), timeout, err))
+			return nil, nil, "", withExit(1, fmt.Errorf("no coordinator answered at %s within %v (%v)", strings.Join(addrs, ","), timeout, err))
 		}
-		return nil, nil, withExit(1, err)
+		return nil, nil, "", withExit(1, err)
 	}
 	st, err := fsm.Decode(resp.StateJson)
 	if err != nil {
-		return nil, nil, withExit(1, err)
+		return nil, nil, "", withExit(1, err)
 	}
-	return resp, st, nil
+	return resp, st, failing, nil
 }
 
 // unreachable tries a TCP connection to every one of addrs (a connection that is made is
@@ -215,11 +222,11 @@ func runStatus(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	resp, st, err := fetchState(cmd.Context(), addrs, sec, statusFlags.timeout)
+	resp, st, failing, err := fetchStateStore(cmd.Context(), addrs, sec, statusFlags.timeout)
 	if err != nil {
 		return err
 	}
-	resp, st, note := leaderState(cmd.Context(), resp, st, sec, statusFlags.timeout)
+	resp, st, note := leaderState(cmd.Context(), resp, st, failing, sec, statusFlags.timeout)
 	if note != "" {
 		fmt.Fprintln(cmd.OutOrStdout(), note)
 	}
@@ -235,13 +242,14 @@ const leaderProbe = 500 * time.Millisecond
 
 // leaderState checks the answer of a follower against its leader's (asked at the leader's gRPC
 // address within timeout): when the follower has applied more than statusLagEntries entries
-// fewer (a replica whose disk cannot store what it receives, one cut off), it returns the
-// leader's answer and the note saying so; otherwise (the leader itself answered, no leader known,
+// fewer, it returns the leader's answer and the note saying so: that the replica cannot store
+// raft log entries when it said so (failing: its store failure, from fetchStateStore), else that
+// it is catching up (after a restart, or cut off for a while); otherwise (the leader itself answered, no leader known,
 // the leader not answering) the answer it was given and "". A leader address that takes no TCP
 // connection within leaderProbe (a leader just gone that the follower still names, a cluster
 // name that does not resolve where the command runs, such as through kubectl port-forward) is not
 // asked at all: gRPC would retry it for seconds.
-func leaderState(ctx context.Context, resp *api.StatusResponse, st *fsm.State, sec *tlsauth.Bundle, timeout time.Duration) (*api.StatusResponse, *fsm.State, string) {
+func leaderState(ctx context.Context, resp *api.StatusResponse, st *fsm.State, failing string, sec *tlsauth.Bundle, timeout time.Duration) (*api.StatusResponse, *fsm.State, string) {
 	if resp.LeaderId == "" || resp.LeaderId == resp.ReplicaId || resp.LeaderGrpcAddress == "" {
 		return resp, st, ""
 	}
@@ -266,7 +274,11 @@ func leaderState(ctx context.Context, resp *api.StatusResponse, st *fsm.State, s
 	if err != nil {
 		return resp, st, ""
 	}
-	return lr, lst, fmt.Sprintf("note: replica %s lags its leader (applied index %d, the leader's %d; its disk may be full, see its log): the state below is the leader %s's",
+	if failing != "" {
+		return lr, lst, fmt.Sprintf("note: replica %s lags its leader (applied index %d, the leader's %d) and cannot store raft log entries (%s; free space on its disk, see its log): the state below is the leader %s's",
+			resp.ReplicaId, resp.AppliedIndex, lr.AppliedIndex, failing, lr.ReplicaId)
+	}
+	return lr, lst, fmt.Sprintf("note: replica %s is catching up with its leader (applied index %d, the leader's %d; normal after a restart): the state below is the leader %s's",
 		resp.ReplicaId, resp.AppliedIndex, lr.AppliedIndex, lr.ReplicaId)
 }
 

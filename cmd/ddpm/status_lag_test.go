@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"ddpm/api"
 	"ddpm/coordinator"
 	"ddpm/internal/tlsauth"
 )
@@ -80,9 +82,26 @@ func TestStatusFollowerLags(t *testing.T) {
 	}
 	first, _, _ := strings.Cut(out, "\n")
 	want := "note: replica " + peers[f].ID + " lags its leader (applied index " + strconv.FormatUint(before, 10) + ", the leader's " +
-		strconv.FormatUint(lead, 10) + "; its disk may be full, see its log): the state below is the leader " + peers[leader].ID + "'s"
+		strconv.FormatUint(lead, 10) + ") and cannot store raft log entries (write " + dbPath + ": bad file descriptor; free space on its disk, see its log): the state below is the leader " + peers[leader].ID + "'s"
 	if first != want {
 		t.Fatalf("first line:\n%s\nwant\n%s\n(output:\n%s)", first, want, out)
+	}
+	// A replica as far behind whose writes succeed (one catching up after a restart: the
+	// tester's c0 at applied index 0 for 10 s) is said to be catching up, no disk named.
+	cli, err := coordinator.Dial([]string{peers[leader].GRPCAddr}, sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	lr, err := cli.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted := &api.StatusResponse{ReplicaId: peers[f].ID, LeaderId: peers[leader].ID, LeaderGrpcAddress: peers[leader].GRPCAddr}
+	_, _, note := leaderState(context.Background(), restarted, nil, "", sec, 10*time.Second)
+	if want := "note: replica " + peers[f].ID + " is catching up with its leader (applied index 0, the leader's " +
+		strconv.FormatUint(lr.AppliedIndex, 10) + "; normal after a restart): the state below is the leader " + peers[leader].ID + "'s"; note != want {
+		t.Fatalf("note of a replica catching up:\n%s\nwant\n%s", note, want)
 	}
 	if !strings.Contains(out, "replica  "+peers[leader].ID+" (leader "+peers[leader].ID+",") {
 		t.Fatalf("the replica line is not the leader's:\n%s", out)

@@ -29,7 +29,7 @@ func TestStatusLeaderUnreachable(t *testing.T) {
 		t.Run(addr, func(t *testing.T) {
 			resp := &api.StatusResponse{ReplicaId: "c0", LeaderId: "c1", LeaderGrpcAddress: addr, AppliedIndex: 7}
 			start := time.Now()
-			got, _, note := leaderState(context.Background(), resp, nil, sec, 10*time.Second)
+			got, _, note := leaderState(context.Background(), resp, nil, "", sec, 10*time.Second)
 			if took := time.Since(start); took > time.Second {
 				t.Errorf("took %v, want under 1s", took)
 			}
