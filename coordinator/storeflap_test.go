@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"ddpm/internal/testutil"
+
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
@@ -181,5 +183,48 @@ func TestSnapshotTempsRemovedAtStart(t *testing.T) {
 	}
 	if err := removeSnapshotTemps(t.TempDir()); err != nil { // no snapshots/ yet
 		t.Fatal(err)
+	}
+}
+
+// TestSnapshotFailureNotReady: on a real replica, a snapshot raft cannot create (snapshots/
+// replaced by a file: the MkdirAll fails, as an install on a full disk failed) makes /readyz
+// answer 503 naming it and warns MsgStoreFailing on the node's logger; the old code left both
+// to raft's own log (200 'ready').
+func TestSnapshotFailureNotReady(t *testing.T) {
+	addrs := freeAddrs(t, 3)
+	p := Peer{ID: "n0", RaftAddr: addrs[0], GRPCAddr: addrs[1]}
+	dir := t.TempDir()
+	var buf testutil.SyncBuffer
+	node, err := StartNode(NodeConfig{ID: p.ID, RaftAddr: p.RaftAddr, GRPCAddr: p.GRPCAddr, HTTPAddr: addrs[2], Peers: []Peer{p},
+		DataDir: dir, Bootstrap: true, Version: "v1", Security: insecureBundle(t), Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	for deadline := time.Now().Add(5 * time.Second); !node.Replica.IsLeader(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+	}
+	if err := node.Replica.Raft().Apply([]byte("entry"), 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	snapDir := filepath.Join(dir, "snapshots")
+	if err := os.RemoveAll(snapDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(snapDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Replica.Raft().Snapshot().Error(); err == nil {
+		t.Fatal("snapshot succeeded with snapshots/ a file")
+	}
+	code, body := httpGet(t, "http://"+addrs[2]+"/readyz")
+	if code != 503 || !strings.HasPrefix(body, "not ready n0 leader: "+MsgStoreFailing+": ") || !strings.Contains(body, "create snapshot ") ||
+		!strings.Contains(body, "not a directory") {
+		t.Fatalf("/readyz: %d %q", code, body)
+	}
+	if n := countLines(buf.String(), "level=WARN msg=\""+MsgStoreFailing+"\" file="+snapDir+" "); n != 1 {
+		t.Fatalf("%d warnings naming %s, want 1:\n%s", n, snapDir, buf.String())
 	}
 }
