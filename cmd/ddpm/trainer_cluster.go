@@ -567,10 +567,10 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		// The last steps' reports (the final one's loss point) may still be on their way.
 		cc.flushReports(5 * time.Second)
 	}
-	if err == nil && isClosed(stop) {
-		// Stopped on purpose, the step in flight finished: leave now, so that the peers'
-		// next generation starts without us at once rather than at our heartbeat timeout.
-		// The heartbeats end first, or one could join us again after the leave.
+	// leave leaves the cluster, so that the peers' next generation starts without us at once
+	// rather than at our heartbeat timeout, and logs msg with the generation and attrs. The
+	// heartbeats end first, or one could join us again after the leave.
+	leave := func(msg string, attrs ...any) {
 		cancel()
 		<-heartbeats
 		lctx, lcancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -578,9 +578,12 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		lcancel()
 		if lerr != nil {
 			node.Log.Warn("could not leave the cluster; it drops this trainer at its heartbeat timeout", "err", lerr)
-		} else {
-			node.Log.Info(MsgLeft, "generation", gen)
+			return
 		}
+		node.Log.Info(msg, append([]any{"generation", gen}, attrs...)...)
+	}
+	if err == nil && isClosed(stop) {
+		leave(MsgLeft) // stopped on purpose, the step in flight finished
 		return nil
 	}
 	if err != nil && cc.finished.Load() {
@@ -621,16 +624,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		// stopped trainer does, so that the others go on at once in a new generation without
 		// it; exit 1, and a restart (Kubernetes, ddpm local) joins again once the cause is gone.
 		cc.flushReports(2 * time.Second)
-		cancel()
-		<-heartbeats
-		lctx, lcancel := context.WithTimeout(context.Background(), 3*time.Second)
-		gen, lerr := cli.LeaveAs(lctx, o.id, cc.inc.Load())
-		lcancel()
-		if lerr != nil {
-			node.Log.Warn("could not leave the cluster; it drops this trainer at its heartbeat timeout", "err", lerr)
-		} else {
-			node.Log.Info(MsgLeftOnFailure, "generation", gen, "err", err.Error())
-		}
+		leave(MsgLeftOnFailure, "err", err.Error())
 		return withExit(1, err)
 	}
 	return err
