@@ -439,6 +439,16 @@ func writeDamage(r any) error {
 	return storageError{fmt.Errorf("the file is damaged (bbolt: %v) and cannot be written safely; move it aside: %w", r, ErrCorruptCheckpoint)}
 }
 
+// named prefixes a storage error of update's (the file damaged, the disk failing), which names
+// no file, with "checkpoint: OP PATH: "; other errors (nil, ErrNotFound's, which names the path
+// already) pass through.
+func (s *Store) named(op string, err error) error {
+	if errors.Is(err, ErrStorage) {
+		return fmt.Errorf("checkpoint: %s %s: %w", op, s.path, err)
+	}
+	return err
+}
+
 // isWriteDamage reports whether err is writeDamage's (already ErrStorage).
 func isWriteDamage(err error) bool {
 	var se storageError
@@ -760,13 +770,13 @@ func (s *Store) MarkCommitted(step int64) error {
 	if s.readOnly {
 		return fmt.Errorf("checkpoint: mark step %d committed in %s: %w", step, s.path, ErrReadOnly)
 	}
-	return s.update(func(tx *bolt.Tx) error {
+	return s.named(fmt.Sprintf("mark step %d committed in", step), s.update(func(tx *bolt.Tx) error {
 		h, _, err := s.loadHeader(tx, step)
 		if err != nil {
 			return err
 		}
 		return tx.Bucket(bucketCommitted).Put(stepKey(step), h.Sha256)
-	})
+	}))
 }
 
 // Uncommit removes the commit mark of checkpoint step: the coordinator abandoned it (an
@@ -777,9 +787,9 @@ func (s *Store) Uncommit(step int64) error {
 	if s.readOnly {
 		return fmt.Errorf("checkpoint: uncommit step %d in %s: %w", step, s.path, ErrReadOnly)
 	}
-	return s.update(func(tx *bolt.Tx) error {
+	return s.named(fmt.Sprintf("uncommit step %d in", step), s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketCommitted).Delete(stepKey(step))
-	})
+	}))
 }
 
 // UncommitIf removes the commit mark of checkpoint step only if the mark records sha256Hex (the
@@ -801,7 +811,7 @@ func (s *Store) UncommitIf(step int64, sha256Hex string) (bool, error) {
 		removed = true
 		return cm.Delete(stepKey(step))
 	})
-	return removed, err
+	return removed, s.named(fmt.Sprintf("uncommit step %d in", step), err)
 }
 
 // Prune deletes checkpoints in one write transaction and returns the deleted steps. It keeps
