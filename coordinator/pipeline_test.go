@@ -2,46 +2,13 @@ package coordinator
 
 import (
 	"errors"
-	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 )
-
-// restoreWrites undoes breakWrites: the descriptor open on path is replaced by one opened for
-// reading and writing, as a disk that takes writes again.
-func restoreWrites(t *testing.T, path string) {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	rw, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rw.Close()
-	n := 0
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd == int(rw.Fd()) {
-			continue
-		}
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == path {
-			if err := syscall.Dup3(int(rw.Fd()), fd, syscall.O_CLOEXEC); err != nil {
-				t.Fatal(err)
-			}
-			n++
-		}
-	}
-	if n != 1 {
-		t.Fatalf("%d descriptors open on %s, want 1", n, path)
-	}
-}
 
 // TestReplicationUnpipelined: a node's raft transport offers no pipelined replication
 // (hashicorp/raft's pipeline wedges on a follower that answers Success=false, as one whose

@@ -21,25 +21,33 @@ import (
 // breakWrites makes every later write to path by this process fail with EBADF, as a disk that
 // went read-only would: the descriptor bbolt holds open on it is replaced (dup3) by one opened
 // read-only on the same file, so reads and the mmap go on.
-func breakWrites(t *testing.T, path string) {
+func breakWrites(t *testing.T, path string) { t.Helper(); swapDescriptor(t, path, os.O_RDONLY) }
+
+// restoreWrites undoes breakWrites: the descriptor open on path is replaced by one opened for
+// reading and writing, as a disk that takes writes again.
+func restoreWrites(t *testing.T, path string) { t.Helper(); swapDescriptor(t, path, os.O_RDWR) }
+
+// swapDescriptor replaces the one descriptor of this process open on path with one opened on the
+// same file with flag (dup3), keeping its number; it fails the test unless exactly one was open.
+func swapDescriptor(t *testing.T, path string, flag int) {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skipf("no /proc/self/fd: %v", err)
 	}
-	ro, err := os.Open(path)
+	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ro.Close()
+	defer f.Close()
 	n := 0
 	for _, e := range ents {
 		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd == int(ro.Fd()) {
+		if err != nil || fd == int(f.Fd()) {
 			continue
 		}
 		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == path {
-			if err := syscall.Dup3(int(ro.Fd()), fd, syscall.O_CLOEXEC); err != nil {
+			if err := syscall.Dup3(int(f.Fd()), fd, syscall.O_CLOEXEC); err != nil {
 				t.Fatal(err)
 			}
 			n++
