@@ -420,27 +420,41 @@ func UncommitAbandoned(store *checkpoint.Store, abandoned []AbandonedCheckpoint,
 	if len(abandoned) == 0 {
 		return nil, nil
 	}
+	return uncommitWhere(store, "abandoned", log, func(in checkpoint.Info) string {
+		if !slices.Contains(abandoned, AbandonedCheckpoint{Step: in.Step, SHA256: in.SHA256}) {
+			return ""
+		}
+		return fmt.Sprintf("the run was rolled back past step %d; this volume's copy is no restart point and not the run's model", in.Step)
+	})
+}
+
+// uncommitWhere removes the commit mark of every intact committed checkpoint of store for which
+// why returns a reason (not ""), logging one MsgUncommittedAbandoned line per step with it, and
+// returns those steps, ascending. Each mark is checked against the listed sha256 in the same
+// transaction that removes it (UncommitIf): a recomputed checkpoint of the step committed since
+// the listing keeps its mark. what names the kind in errors. Errors: the store's, wrapped.
+func uncommitWhere(store *checkpoint.Store, what string, log *slog.Logger, why func(checkpoint.Info) string) ([]int64, error) {
 	infos, err := store.List()
 	if err != nil {
-		return nil, fmt.Errorf("trainer: uncommit abandoned checkpoints: %w", err)
+		return nil, fmt.Errorf("trainer: uncommit %s checkpoints: %w", what, err)
 	}
 	var done []int64
 	for _, in := range infos {
-		if !in.Committed || in.Err != nil || !slices.Contains(abandoned, AbandonedCheckpoint{Step: in.Step, SHA256: in.SHA256}) {
+		if !in.Committed || in.Err != nil {
 			continue
 		}
-		// Checked against the commit mark's sha256 in the same transaction: a recomputed
-		// checkpoint of this step committed since the listing keeps its mark.
+		reason := why(in)
+		if reason == "" {
+			continue
+		}
 		removed, err := store.UncommitIf(in.Step, in.SHA256)
 		if err != nil {
-			return done, fmt.Errorf("trainer: uncommit abandoned checkpoint %d: %w", in.Step, err)
+			return done, fmt.Errorf("trainer: uncommit %s checkpoint %d: %w", what, in.Step, err)
 		}
-		if !removed {
-			continue
+		if removed {
+			done = append(done, in.Step)
+			log.Warn(MsgUncommittedAbandoned, "step", in.Step, "sha256", in.SHA256, "why", reason)
 		}
-		done = append(done, in.Step)
-		log.Warn(MsgUncommittedAbandoned, "step", in.Step, "sha256", in.SHA256,
-			"why", fmt.Sprintf("the run was rolled back past step %d; this volume's copy is no restart point and not the run's model", in.Step))
 	}
 	return done, nil
 }
@@ -487,36 +501,18 @@ func UncommitForgotten(store *checkpoint.Store, f ForgottenAbandoned, log *slog.
 	if len(f.Ranges) == 0 {
 		return nil, nil
 	}
-	infos, err := store.List()
-	if err != nil {
-		return nil, fmt.Errorf("trainer: uncommit forgotten abandoned checkpoints: %w", err)
-	}
-	var done []int64
-	for _, in := range infos {
-		if !in.Committed || in.Err != nil || in.Generation >= f.Generation ||
-			slices.Contains(f.Line, CommittedCheckpoint{Step: in.Step, SHA256: in.SHA256}) {
-			continue
+	return uncommitWhere(store, "forgotten abandoned", log, func(in checkpoint.Info) string {
+		if in.Generation >= f.Generation || slices.Contains(f.Line, CommittedCheckpoint{Step: in.Step, SHA256: in.SHA256}) {
+			return ""
 		}
 		i := slices.IndexFunc(f.Ranges, func(r StepRange) bool { return in.Step > r.Above && in.Step <= r.UpTo })
 		if i < 0 {
-			continue
+			return ""
 		}
-		// As in UncommitAbandoned: a checkpoint of this step committed since the listing
-		// (another sha256) keeps its mark.
-		removed, err := store.UncommitIf(in.Step, in.SHA256)
-		if err != nil {
-			return done, fmt.Errorf("trainer: uncommit forgotten abandoned checkpoint %d: %w", in.Step, err)
-		}
-		if !removed {
-			continue
-		}
-		done = append(done, in.Step)
 		r := f.Ranges[i]
-		log.Warn(MsgUncommittedAbandoned, "step", in.Step, "sha256", in.SHA256,
-			"why", fmt.Sprintf("the run was rolled back to step %d past steps %d..%d, whose abandoned checkpoints the cluster no longer lists; this volume's copy is no restart point and not the run's model",
-				r.Above, r.Above+1, r.UpTo))
-	}
-	return done, nil
+		return fmt.Sprintf("the run was rolled back to step %d past steps %d..%d, whose abandoned checkpoints the cluster no longer lists; this volume's copy is no restart point and not the run's model",
+			r.Above, r.Above+1, r.UpTo)
+	})
 }
 
 // load brings the replica to a's start step: the seed's initialization for step 0, else the
