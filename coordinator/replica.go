@@ -83,6 +83,8 @@ type ReleaseMismatchError struct {
 	// Leader is the release record that differs: the version, rules version and raft term of the
 	// leader that appended it.
 	Leader fsm.Release
+	// OnDisk: found in the stored log or snapshot at start-up (NewReplica refused to start),
+	// not while following a live leader.
 	OnDisk bool
 }
 

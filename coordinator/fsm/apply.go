@@ -130,9 +130,9 @@ type Rollback struct {
 // existed answer it with ErrBadCommand ("unknown command kind") and change nothing else, so they
 // cannot be guarded.
 type Release struct {
-	Version string `json:"version"`
-	Rules   int    `json:"rules"`
-	Term    uint64 `json:"term"`
+	Version string `json:"version"` // the leader's binary version (internal/version)
+	Rules   int    `json:"rules"`   // the leader's RulesVersion, >= 1
+	Term    uint64 `json:"term"`    // the raft term of the entry that carries the record
 }
 
 // Encode returns c as a log entry.
