@@ -918,6 +918,14 @@ type ReportProgressRequest struct {
 	Busbw         float64   `protobuf:"fixed64,13,opt,name=busbw,proto3" json:"busbw,omitempty"`            // bytes/s
 	Failure       string    `protobuf:"bytes,14,opt,name=failure,proto3" json:"failure,omitempty"`          // non-empty: fail the run with this reason
 	Incarnation   uint64    `protobuf:"varint,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // from JoinResponse; 0: not checked
+	// The step was skipped: some rank's gradient (or loss) was not finite, so no rank updated
+	// the parameters (the trainer's loss.csv row has grad_norm NaN). The coordinators record
+	// the step as skipped in the loss history (fsm.LossPoint.skipped) without its loss,
+	// loss_quartiles and grad_norm, which are therefore not checked and may be NaN or infinite;
+	// the other metrics must still be finite. Absent (false): a trained step, as from trainers
+	// older than this field, which never sent a skipped step. Coordinators older than it refuse
+	// a skipped report whose values are not finite (INVALID_ARGUMENT).
+	Skipped       bool `protobuf:"varint,16,opt,name=skipped,proto3" json:"skipped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1055,6 +1063,13 @@ func (x *ReportProgressRequest) GetIncarnation() uint64 {
 		return x.Incarnation
 	}
 	return 0
+}
+
+func (x *ReportProgressRequest) GetSkipped() bool {
+	if x != nil {
+		return x.Skipped
+	}
+	return false
 }
 
 type ReportProgressResponse struct {
@@ -1601,7 +1616,7 @@ const file_coordinator_proto_rawDesc = "" +
 	"\vtotal_steps\x18\n" +
 	" \x01(\x03R\n" +
 	"totalSteps\x12F\n" +
-	"\tabandoned\x18\v \x03(\v2(.ddpm.coordinator.v1.CoordHeldCheckpointR\tabandoned\"\xbb\x03\n" +
+	"\tabandoned\x18\v \x03(\v2(.ddpm.coordinator.v1.CoordHeldCheckpointR\tabandoned\"\xd5\x03\n" +
 	"\x15ReportProgressRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x0e\n" +
@@ -1622,7 +1637,8 @@ const file_coordinator_proto_rawDesc = "" +
 	"\bwait_sec\x18\f \x01(\x01R\awaitSec\x12\x14\n" +
 	"\x05busbw\x18\r \x01(\x01R\x05busbw\x12\x18\n" +
 	"\afailure\x18\x0e \x01(\tR\afailure\x12 \n" +
-	"\vincarnation\x18\x0f \x01(\x04R\vincarnation\"8\n" +
+	"\vincarnation\x18\x0f \x01(\x04R\vincarnation\x12\x18\n" +
+	"\askipped\x18\x10 \x01(\bR\askipped\"8\n" +
 	"\x16ReportProgressResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
