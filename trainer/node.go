@@ -158,7 +158,7 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 		n.Log.Info("assignment", "generation", a.Generation, "rank", a.Rank, "world", a.World, "start_step", a.StartStep, "peers", a.Peers)
 		// A stop ends the load at once (a fetch waiting for a holder that stops too would
 		// retry until the trainer is killed): no step is in flight yet.
-		loadCtx, loadDone := untilStop(genCtx, stop)
+		loadCtx, loadDone := UntilStop(genCtx, stop)
 		err := n.load(loadCtx, a)
 		loadDone()
 		if err != nil {
@@ -228,8 +228,12 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 	}
 }
 
-// untilStop returns a context that ends with ctx or when stop is closed.
-func untilStop(ctx context.Context, stop <-chan struct{}) (context.Context, context.CancelFunc) {
+// UntilStop returns a context that ends with ctx, when stop is closed (a trainer's first SIGTERM),
+// or when the returned cancel function is called, whichever comes first: the wait it bounds (a
+// checkpoint fetch, a join the coordinators do not answer) ends at the stop instead of running
+// on until a second signal. Call cancel when the wait is over: it ends the goroutine that
+// watches stop.
+func UntilStop(ctx context.Context, stop <-chan struct{}) (context.Context, context.CancelFunc) {
 	c, cancel := context.WithCancel(ctx)
 	go func() {
 		select {

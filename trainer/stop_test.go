@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"ddpm/allreduce"
 	"ddpm/checkpoint"
 )
@@ -82,5 +84,42 @@ func TestStopWithPeersIsNoWarning(t *testing.T) {
 	want := `level=INFO msg="generation ended while stopping" generation=1 step=0 err="allreduce: peer lost: rank 1: stream from predecessor 0 (context canceled)"`
 	if err != nil || strings.Contains(text, "level=WARN") || !strings.Contains(text, want) {
 		t.Fatalf("Run = %v, want nil and the line\n%s\nno warning; log:\n%s", err, want, text)
+	}
+}
+
+// TestUntilStop: the context UntilStop returns ends when stop is closed (the parent goes on),
+// when the parent ends, and when its cancel function is called; each way, the goroutine that
+// watches stop ends with it.
+func TestUntilStop(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	for _, way := range []string{"stop", "parent", "cancel"} {
+		parent, cancelParent := context.WithCancel(context.Background())
+		stop := make(chan struct{})
+		ctx, cancel := UntilStop(parent, stop)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("%s: ended before anything happened: %v", way, err)
+		}
+		switch way {
+		case "stop":
+			close(stop)
+		case "parent":
+			cancelParent()
+		case "cancel":
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: the context did not end within 5 s", way)
+		}
+		if ctx.Err() != context.Canceled {
+			t.Errorf("%s: ctx.Err() = %v, want context.Canceled", way, ctx.Err())
+		}
+		if way == "stop" && parent.Err() != nil {
+			t.Errorf("stop: the parent ended too: %v", parent.Err())
+		}
+		cancel()
+		cancelParent()
+		goleak.VerifyNone(t, ignore)
 	}
 }

@@ -442,14 +442,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		reports: trainer.NewReportQueue(trainer.ReportBacklog(run.CheckpointEvery))}
 	// Joining waits as long as the cluster does not answer (or refuses our certificate): the
 	// first SIGTERM ends that wait, as it ends a step, not only the second.
-	joinCtx, joinCancel := context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-stop:
-			joinCancel()
-		case <-joinCtx.Done():
-		}
-	}()
+	joinCtx, joinCancel := trainer.UntilStop(ctx, stop)
 	// An id held by a live member at another address is refused: a second process given the
 	// same --id (it gives up with the refusal), or this trainer restarted on another address
 	// (its old self stops heartbeating, so the refusal ends within the heartbeat timeout).
