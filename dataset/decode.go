@@ -88,10 +88,11 @@ func toCHW(img image.Image, res, c int, dst []uint8, rgba *image.RGBA) {
 	}
 }
 
-// greyFile reports whether the image file at p is stored as greyscale, from its header alone:
-// a PNG of colour type 0 (grey) or 4 (grey with alpha), a paletted PNG whose palette is all grey,
-// or a one-component (greyscale) JPEG. ok is false when the file cannot be read or its header
-// does not decode (reading it in full then fails with its own error).
+// greyFile reports whether the image file at p is stored as greyscale: from its header, a PNG
+// of colour type 0 (grey) or 4 (grey with alpha), a paletted PNG whose palette is all grey, or a
+// one-component (greyscale) JPEG; a WebP, which has no grey mode, from its pixels (neutralWebP).
+// ok is false when the file cannot be read or does not decode (reading it in full then fails
+// with its own error).
 func greyFile(p string) (grey, ok bool) {
 	f, err := os.Open(p)
 	if err != nil {
@@ -104,9 +105,20 @@ func greyFile(p string) (grey, ok bool) {
 	if hd, err := br.Peek(26); err == nil && string(hd[:8]) == "\x89PNG\r\n\x1a\n" && string(hd[12:16]) == "IHDR" {
 		pngGrey = hd[25] == 0 || hd[25] == 4
 	}
-	cfg, _, err := image.DecodeConfig(br)
+	cfg, format, err := image.DecodeConfig(br)
 	if err != nil {
 		return false, false
+	}
+	if format == "webp" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return false, false
+		}
+		img, err := decodeImage(b)
+		if err != nil {
+			return false, false
+		}
+		return neutralWebP(img), true
 	}
 	if m, isPal := cfg.ColorModel.(color.Palette); isPal {
 		for _, e := range m {
@@ -118,6 +130,40 @@ func greyFile(p string) (grey, ok bool) {
 		return true, true
 	}
 	return pngGrey || cfg.ColorModel == color.GrayModel || cfg.ColorModel == color.Gray16Model, true
+}
+
+// neutralWebP reports whether a decoded WebP image is grey: a lossy one (VP8, *image.YCbCr or
+// *image.NYCbCrA with alpha) when every Cb and Cr sample of the picture is 128, which is how
+// cwebp stores a grey image (chroma exactly neutral at every quality) and which decodes to
+// R = G = B = Y; a lossless one (VP8L, *image.NRGBA) when every pixel that is not fully
+// transparent has R = G = B. Such an image read as one channel (toCHW's red plane) loses
+// nothing. Only the picture's rectangle counts, not the decoder's padding to whole macroblocks.
+func neutralWebP(img image.Image) bool {
+	b := img.Bounds()
+	switch m := img.(type) {
+	case *image.NYCbCrA:
+		return neutralWebP(&m.YCbCr)
+	case *image.YCbCr:
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			for x := b.Min.X; x < b.Max.X; x++ {
+				if c := m.COffset(x, y); m.Cb[c] != 128 || m.Cr[c] != 128 {
+					return false
+				}
+			}
+		}
+		return true
+	case *image.NRGBA:
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			row := m.Pix[m.PixOffset(b.Min.X, y):m.PixOffset(b.Max.X, y)]
+			for k := 0; k < len(row); k += 4 {
+				if row[k+3] != 0 && (row[k] != row[k+1] || row[k+1] != row[k+2]) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // scanResult is what an eager scan of a decoded source learns.

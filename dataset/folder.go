@@ -29,10 +29,10 @@ type folderReader struct {
 // Resolution R each image is center-cropped and resized to R x R; with 0 all images must have
 // the first one's size, and it must be square (ErrNotSquare). Like openLSUN it decodes everything once at Open.
 // A folder has no splits: a test split asked of it is ErrNoSplit. When every file is stored as
-// greyscale (greyFile: PNG grey or grey+alpha, an all-grey palette, a one-component JPEG) its
-// images have the channels opts.Channels asks for: one (0 or 1), as a 1-channel model takes
-// them, or three equal planes (3), as a 3-channel model took grey folders before they opened
-// as one channel, with that fingerprint. Otherwise three (RGB, grey files as three equal planes).
+// greyscale (greyFile: PNG grey or grey+alpha, an all-grey palette, a one-component JPEG, a
+// WebP of neutral chroma) its images have the channels opts.Channels asks for: one (0 or 1), as
+// a 1-channel model takes them, or three equal planes (3), as a 3-channel model took grey folders
+// before they opened as one channel, with that fingerprint. Otherwise three (RGB, grey files as three equal planes).
 func openFolder(dir string, opts Options) (Dataset, error) {
 	if err := checkNoSplit(dir, "an image folder", opts); err != nil {
 		return nil, err
