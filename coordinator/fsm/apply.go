@@ -84,7 +84,9 @@ type Leave struct {
 }
 
 // Progress is a rank's report after finishing Step (steps completed). Point's Step and Time are
-// overwritten from the report and the command. Failure, when not empty, fails the run with it.
+// overwritten from the report and the command; Point.Skipped non-zero reports a step skipped for
+// a non-finite gradient, recorded without its loss (LossHistory.Add). Failure, when not empty,
+// fails the run with it.
 type Progress struct {
 	ID          string    `json:"id"`
 	Incarnation uint64    `json:"incarnation,omitempty"`
@@ -968,9 +970,14 @@ func progress(s *State, now int64, p *Progress) *failure {
 	return nil
 }
 
+// pointFinite reports whether the metrics of p that the history records are finite: a skipped
+// step's loss, quartiles and gradient norm are not recorded, so they are not asked.
 func pointFinite(p LossPoint) bool {
-	xs := []float64{p.Loss, p.GradNorm, p.LR, p.ImagesPerSec, p.ComputeSec, p.AllReduceSec, p.WaitSec, p.BusBW}
-	xs = append(xs, p.LossQuartiles[:]...)
+	xs := []float64{p.LR, p.ImagesPerSec, p.ComputeSec, p.AllReduceSec, p.WaitSec, p.BusBW}
+	if p.Skipped == 0 {
+		xs = append(xs, p.Loss, p.GradNorm)
+		xs = append(xs, p.LossQuartiles[:]...)
+	}
 	for _, x := range xs {
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return false

@@ -7,11 +7,18 @@ const DefaultLossCapacity = 1024
 
 // LossPoint is one point of the down-sampled training history. A point stands for Count merged
 // reports: the float fields are their count-weighted means, LossMin and LossMax their extremes,
-// Step and Time those of the newest report merged in.
+// Step and Time those of the newest report merged in. Skipped of them were steps skipped for a
+// non-finite gradient, which have no loss: Loss, LossMin, LossMax, GradNorm and LossQuartiles
+// cover the other Count-Skipped reports only (all 0 when there are none; see HasLoss), while LR,
+// ImagesPerSec and the times cover all Count.
 type LossPoint struct {
 	Step  int64 `json:"step"`
 	Time  int64 `json:"time"` // Unix ns
 	Count int64 `json:"count"`
+	// Skipped counts the merged reports of steps skipped for a non-finite gradient (no rank
+	// updated the parameters; api ReportProgressRequest.skipped). Absent from points of rules
+	// version 1 (see RulesVersion), which never recorded such a step.
+	Skipped int64 `json:"skipped,omitempty"`
 	// Loss is the global L_simple (the all-reduced mean over the global batch).
 	Loss    float64 `json:"loss"`
 	LossMin float64 `json:"loss_min"`
@@ -35,6 +42,10 @@ type LossPoint struct {
 // (0..3), i.e. whether LossQuartiles[q] means anything.
 func (p LossPoint) HasQuartile(q int) bool { return p.QuartilesMissing[q] < max(p.Count, 1) }
 
+// HasLoss reports whether any report merged into p was a trained step (not skipped), i.e.
+// whether Loss, LossMin, LossMax and GradNorm mean anything.
+func (p LossPoint) HasLoss() bool { return p.Skipped < max(p.Count, 1) }
+
 // LossHistory is a bounded history: when it is full, neighbouring points merge pairwise, except
 // the first and the newest, so it always spans the whole run, keeps the first and last points
 // exactly and keeps every minimum and maximum of the loss in LossMin and LossMax.
@@ -51,11 +62,17 @@ func NewLossHistory(capacity int) LossHistory {
 	return LossHistory{Capacity: capacity}
 }
 
-// Add appends p (Count 1, LossMin = LossMax = Loss are set here). A point whose step is not
+// Add appends p (Count 1, LossMin = LossMax = Loss are set here). A p with Skipped non-zero
+// is one skipped step: it is stored with Skipped 1 and without a loss (Loss, GradNorm and the
+// quartiles 0, every quartile missing), whatever p held there. A point whose step is not
 // after the newest point's means the run went back (a new generation restarted from a
 // checkpoint): the points at or after that step are dropped first, so the history follows the
 // trajectory the run actually took.
 func (h *LossHistory) Add(p LossPoint) {
+	if p.Skipped != 0 {
+		p.Skipped, p.Loss, p.GradNorm = 1, 0, 0
+		p.LossQuartiles, p.QuartilesMissing = [4]float64{}, [4]int64{1, 1, 1, 1}
+	}
 	p.Count, p.LossMin, p.LossMax = 1, p.Loss, p.Loss
 	for len(h.Points) > 0 && h.Points[len(h.Points)-1].Step >= p.Step {
 		h.Points = h.Points[:len(h.Points)-1]
@@ -97,10 +114,20 @@ func merge(a, b LossPoint) LossPoint {
 	wa, wb := float64(a.Count)/n, float64(b.Count)/n
 	mean := func(x, y float64) float64 { return wa*x + wb*y }
 	m := b
-	m.Count = a.Count + b.Count
-	m.Loss = mean(a.Loss, b.Loss)
-	m.LossMin = math.Min(a.LossMin, b.LossMin)
-	m.LossMax = math.Max(a.LossMax, b.LossMax)
+	m.Count, m.Skipped = a.Count+b.Count, a.Skipped+b.Skipped
+	// The loss and the gradient norm over the trained (not skipped) reports only.
+	ta, tb := float64(a.Count-a.Skipped), float64(b.Count-b.Skipped)
+	switch {
+	case ta == 0:
+		m.Loss, m.LossMin, m.LossMax, m.GradNorm = b.Loss, b.LossMin, b.LossMax, b.GradNorm
+	case tb == 0:
+		m.Loss, m.LossMin, m.LossMax, m.GradNorm = a.Loss, a.LossMin, a.LossMax, a.GradNorm
+	default:
+		m.Loss = ta/(ta+tb)*a.Loss + tb/(ta+tb)*b.Loss
+		m.GradNorm = ta/(ta+tb)*a.GradNorm + tb/(ta+tb)*b.GradNorm
+		m.LossMin = math.Min(a.LossMin, b.LossMin)
+		m.LossMax = math.Max(a.LossMax, b.LossMax)
+	}
 	// Each quartile over the reports that had it (the same weights as the other fields when
 	// none lacked it).
 	for q := range m.LossQuartiles {
@@ -111,7 +138,6 @@ func merge(a, b LossPoint) LossPoint {
 			m.LossQuartiles[q] = na/(na+nb)*a.LossQuartiles[q] + nb/(na+nb)*b.LossQuartiles[q]
 		}
 	}
-	m.GradNorm = mean(a.GradNorm, b.GradNorm)
 	m.LR = mean(a.LR, b.LR)
 	m.ImagesPerSec = mean(a.ImagesPerSec, b.ImagesPerSec)
 	m.ComputeSec = mean(a.ComputeSec, b.ComputeSec)

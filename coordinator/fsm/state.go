@@ -45,7 +45,10 @@ import (
 // replicas that differ only in binary version keep running together. 1 is the rules of the first
 // release that records them (rollbacks keeping AbandonedRanges and Recommitted and reviving a
 // failed run, a failure's reason naming the member's last step); releases before it have none.
-const RulesVersion = 1
+// 2: a progress report of a skipped step (Progress.Point.Skipped, from the report's skipped
+// field) is recorded as a skipped point without a loss (LossPoint.Skipped), where rules 1 read
+// the command without that field and recorded a trained step of loss 0.
+const RulesVersion = 2
 
 // Errors of Apply, carried in Result and rebuilt by Result.Err; test with errors.Is.
 var (
