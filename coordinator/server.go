@@ -291,10 +291,16 @@ func (s *Server) ReportProgress(ctx context.Context, req *api.ReportProgressRequ
 	}
 	p := fsm.LossPoint{Loss: req.Loss, GradNorm: req.GradNorm, LR: req.Lr, ImagesPerSec: req.ImagesPerSec,
 		ComputeSec: req.ComputeSec, AllReduceSec: req.AllreduceSec, WaitSec: req.WaitSec, BusBW: req.Busbw}
+	if req.Skipped {
+		// A skipped step's loss, quartiles and gradient norm are not recorded (and may be
+		// non-finite, which the log's JSON cannot carry).
+		p = fsm.LossPoint{Skipped: 1, LR: req.Lr, ImagesPerSec: req.ImagesPerSec,
+			ComputeSec: req.ComputeSec, AllReduceSec: req.AllreduceSec, WaitSec: req.WaitSec, BusBW: req.Busbw}
+	}
 	// A quartile is absent when the report has none, or marks it with a negative value (no
 	// sample this step); L_simple itself is never negative.
 	for q := range p.LossQuartiles {
-		if q < len(req.LossQuartiles) && req.LossQuartiles[q] >= 0 {
+		if !req.Skipped && q < len(req.LossQuartiles) && req.LossQuartiles[q] >= 0 {
 			p.LossQuartiles[q] = req.LossQuartiles[q]
 		} else {
 			p.QuartilesMissing[q] = 1

@@ -193,17 +193,24 @@ func validateProgress(r *api.ReportProgressRequest) error {
 // NonFiniteField names the first metric of r that is a NaN or an infinity ("loss",
 // "loss_quartiles[1]", ...) with its value, or "" when all are finite. ReportProgress refuses
 // such a report: the raft log's encoding (JSON) has no such numbers, and the leader would fail
-// to encode the command while the sender retried it. A trainer checks its reports with it and
-// skips a step whose gradient was non-finite instead of sending it.
+// to encode the command while the sender retried it. The loss, loss_quartiles and grad_norm of
+// a report with skipped set (a step skipped for a non-finite gradient) are not recorded, so not
+// checked: a trainer sends such a step with skipped set and checks its reports with this.
 func NonFiniteField(r *api.ReportProgressRequest) (field string, v float64) {
 	for _, f := range []struct {
 		name string
 		v    float64
 	}{{"loss", r.Loss}, {"grad_norm", r.GradNorm}, {"lr", r.Lr}, {"images_per_sec", r.ImagesPerSec},
 		{"compute_sec", r.ComputeSec}, {"allreduce_sec", r.AllreduceSec}, {"wait_sec", r.WaitSec}, {"busbw", r.Busbw}} {
+		if r.Skipped && (f.name == "loss" || f.name == "grad_norm") {
+			continue
+		}
 		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
 			return f.name, f.v
 		}
+	}
+	if r.Skipped {
+		return "", 0
 	}
 	for i, q := range r.LossQuartiles {
 		if math.IsNaN(q) || math.IsInf(q, 0) {
