@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -34,7 +35,14 @@ none has answered for --timeout.
 The table's Q0..Q3 columns are the loss by timestep quartile: the mean L_simple of the samples
 whose t lies in [0,T/4), [T/4,T/2), [T/2,3T/4) or [3T/4,T) ("-": no sample there). REPORTS is
 how many reported steps a merged point covers. Before the first report the table says "no loss
-reported yet".`,
+reported yet".
+
+SKIPPED counts the steps among them that the trainers skipped for a non-finite gradient (no
+parameter update; ddpm local's loss.csv has such a step's row with grad_norm NaN). A skipped
+step has no loss: LOSS, MIN, MAX, the quartiles and GRAD NORM are over the point's other steps,
+"-" when it has none. In the --csv file such a point's row has loss and grad_norm NaN, as in
+ddpm local's loss.csv; a merged row is the mean over its trained steps only (the table's
+SKIPPED column says how many it left out).`,
 	Args: cobra.NoArgs,
 	RunE: runLoss,
 }
@@ -99,7 +107,7 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 	table := lossFlags.png == "" && lossFlags.csv == ""
 	tw := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
 	if table {
-		fmt.Fprintln(tw, "STEP\tLOSS\tMIN\tMAX\tQ0\tQ1\tQ2\tQ3\tGRAD NORM\tLR\tIMAGES/S\tREPORTS")
+		fmt.Fprintln(tw, "STEP\tLOSS\tMIN\tMAX\tQ0\tQ1\tQ2\tQ3\tGRAD NORM\tLR\tIMAGES/S\tREPORTS\tSKIPPED")
 	}
 	var last int64 = -1
 	var lastN int
@@ -188,8 +196,13 @@ func writeLossRow(w io.Writer, p fsm.LossPoint) {
 			q[i] = fmt.Sprintf("%.4g", v)
 		}
 	}
-	fmt.Fprintf(w, "%d\t%.6g\t%.6g\t%.6g\t%s\t%s\t%s\t%s\t%.4g\t%.3g\t%.1f\t%d\n", p.Step, p.Loss, p.LossMin, p.LossMax,
-		q[0], q[1], q[2], q[3], p.GradNorm, p.LR, p.ImagesPerSec, p.Count)
+	loss, lo, hi, grad := "-", "-", "-", "-" // only skipped steps: no loss
+	if p.HasLoss() {
+		loss, lo, hi = fmt.Sprintf("%.6g", p.Loss), fmt.Sprintf("%.6g", p.LossMin), fmt.Sprintf("%.6g", p.LossMax)
+		grad = fmt.Sprintf("%.4g", p.GradNorm)
+	}
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3g\t%.1f\t%d\t%d\n", p.Step, loss, lo, hi,
+		q[0], q[1], q[2], q[3], grad, p.LR, p.ImagesPerSec, p.Count, p.Skipped)
 }
 
 // writeLossFiles writes --csv and --png through internal/viz (the files ddpm local writes).
@@ -197,6 +210,11 @@ func writeLossFiles(pts []fsm.LossPoint, st *fsm.State) error {
 	vp := make([]viz.LossPoint, len(pts))
 	for i, p := range pts {
 		vp[i] = viz.LossPoint{Step: p.Step, Loss: p.Loss, LR: p.LR, GradNorm: p.GradNorm}
+		if !p.HasLoss() {
+			// Only skipped steps: ddpm local's loss.csv marks such a step with grad_norm NaN;
+			// its loss is none either (the plot leaves the point out).
+			vp[i].Loss, vp[i].GradNorm = math.NaN(), math.NaN()
+		}
 	}
 	if lossFlags.csv != "" {
 		if err := viz.WriteLossCSV(lossFlags.csv, vp); err != nil {

@@ -348,7 +348,18 @@ func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State, sec str
 	}
 	if n := len(st.Loss.Points); n > 0 {
 		p := st.Loss.Points[n-1]
-		fmt.Fprintf(w, "loss\t%.5g at step %d (lr %.3g, grad norm %.4g, %.1f images/s)\n", p.Loss, p.Step, p.LR, p.GradNorm, p.ImagesPerSec)
+		if p.HasLoss() {
+			fmt.Fprintf(w, "loss\t%.5g at step %d (lr %.3g, grad norm %.4g, %.1f images/s)\n", p.Loss, p.Step, p.LR, p.GradNorm, p.ImagesPerSec)
+		} else {
+			fmt.Fprintf(w, "loss\tnone at step %d: skipped for a non-finite gradient (lr %.3g)\n", p.Step, p.LR)
+		}
+		var skipped int64
+		for _, p := range st.Loss.Points {
+			skipped += p.Skipped
+		}
+		if skipped > 0 {
+			fmt.Fprintf(w, "skipped\t%d steps of the loss history skipped for a non-finite gradient (ddpm loss: SKIPPED)\n", skipped)
+		}
 	}
 	fmt.Fprintf(w, "replica\t%s (leader %s, term %d, applied index %d)\n", resp.ReplicaId, monOrNone(resp.LeaderId), resp.RaftTerm, resp.AppliedIndex)
 	fmt.Fprintln(w)
