@@ -195,14 +195,19 @@
     var r = s.replica || {};
     document.getElementById("replica").textContent = r.replica ? "replica " + r.replica + " (" + r.role + ", term " + r.term + ", leader " + (r.leader || "?") + ")" : "";
     var last = st.points.length ? st.points[st.points.length - 1] : null;
+    // A point whose reports were all skipped steps (a non-finite gradient) has no loss.
+    var lastSkipped = last && (last.skipped || 0) >= last.count;
+    var skipped = 0;
+    for (var i = 0; i < st.points.length; i++) skipped += st.points[i].skipped || 0;
     fillDL("run", [
       ["status", s.status + (s.reason ? ": " + s.reason : "")],
       ["preset / model", (s.preset || "-") + " / " + (s.model || "-")],
       ["global batch", s.global_batch],
       ["config", (s.config_hash || "").slice(0, 12)],
-      ["loss (newest)", last ? last.loss.toPrecision(5) : "-"],
+      ["loss (newest)", lastSkipped ? "none: step " + last.step + " skipped (non-finite gradient)" : last ? last.loss.toPrecision(5) : "-"],
       ["lr", last ? last.lr.toExponential(2) : "-"],
-      ["grad norm", last ? last.grad_norm.toPrecision(4) : "-"],
+      ["grad norm", last && !lastSkipped ? last.grad_norm.toPrecision(4) : "-"],
+      ["skipped steps", skipped],
       ["images/s", last ? last.images_per_sec.toFixed(1) : "-"],
       ["all-reduce busbw", last ? (last.busbw / 1e6).toFixed(1) + " MB/s" : "-"],
       ["history", s.loss_points + " points"],

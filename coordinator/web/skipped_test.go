@@ -1,0 +1,89 @@
+package web_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"ddpm/coordinator/fsm"
+	"ddpm/coordinator/web"
+)
+
+// reportSkipped proposes rank 0's report of step, skipped for a non-finite gradient.
+func (c *cluster) reportSkipped(i int, gen uint64, step int64) {
+	c.t.Helper()
+	p := point(step)
+	c.propose(i, fsm.Command{Kind: fsm.KindProgress, Time: t0 + step*stepNS, Progress: &fsm.Progress{
+		ID: "trainer-a", Generation: gen, Step: step, Point: fsm.LossPoint{Skipped: 1, LR: p.LR, ComputeSec: p.ComputeSec}}})
+}
+
+// TestLossDocSkipped: /api/loss carries a skipped step's point marked "skipped" (count 1,
+// skipped 1) with no loss, between its trained neighbours.
+func TestLossDocSkipped(t *testing.T) {
+	c := newCluster(t, 1)
+	l := c.leader()
+	gen := c.start(l)
+	c.report(l, gen, 1, 3)
+	c.reportSkipped(l, gen, 4)
+	c.report(l, gen, 5, 5)
+	var doc web.LossDoc
+	getJSON(t, c.srvs[l].URL+"/api/loss?from=3&to=5", &doc)
+	if len(doc.Points) != 3 || doc.ReportsTotal != 5 {
+		t.Fatalf("points %+v, reports %d", doc.Points, doc.ReportsTotal)
+	}
+	if p := doc.Points[1]; p.Step != 4 || p.Count != 1 || p.Skipped != 1 || p.HasLoss() || p.Loss != 0 || p.LR != point(4).LR {
+		t.Errorf("skipped point %+v", p)
+	}
+	if doc.Points[0].Skipped != 0 || doc.Points[2].Skipped != 0 || doc.Points[2].Loss != point(5).Loss {
+		t.Errorf("trained neighbours %+v, %+v", doc.Points[0], doc.Points[2])
+	}
+}
+
+// TestDashboardSkippedInChromium: after a skipped step the dashboard's run summary says that the
+// newest step was skipped (no loss, no gradient norm) and counts the skipped steps, and the loss
+// chart has a gap (null) at that step rather than a loss of 0.
+func TestDashboardSkippedInChromium(t *testing.T) {
+	ctx := newBrowser(t)
+	c := newCluster(t, 1)
+	l := c.leader()
+	gen := c.start(l)
+	c.report(l, gen, 1, 5)
+	c.reportSkipped(l, gen, 6)
+	if _, err := chromedp.Run(ctx, chromedp.Navigate(c.srvs[l].URL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	type view struct {
+		Run  map[string]string
+		Loss []*float64 // the loss chart's per-report series
+	}
+	var v view
+	for {
+		var err error
+		v, err = chromedp.Run(ctx, chromedp.Evaluate[view](`(function () {
+			var run = {}, dl = document.getElementById("run");
+			dl.querySelectorAll("dt").forEach(function (dt) { run[dt.textContent] = dt.nextElementSibling.textContent; });
+			var p = window.ddpm && window.ddpm.plotted();
+			return {run: run, loss: p && p.loss ? p.loss[1] : []};
+		})()`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(v.Loss) == 6 && v.Run["skipped steps"] != "" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for 6 points: page shows %+v", v)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	for k, want := range map[string]string{"loss (newest)": "none: step 6 skipped (non-finite gradient)", "grad norm": "-", "skipped steps": "1"} {
+		if v.Run[k] != want {
+			t.Errorf("run summary %q = %q, want %q", k, v.Run[k], want)
+		}
+	}
+	if v.Loss[5] != nil || v.Loss[4] == nil || *v.Loss[4] != point(5).Loss {
+		t.Errorf("loss chart at steps 5, 6: %v, %v; want %v, a gap", v.Loss[4], v.Loss[5], point(5).Loss)
+	}
+}
