@@ -27,7 +27,7 @@ func TestResumeRefusesChangedData(t *testing.T) {
 	n := &Node{Trainer: tr, Store: st, Fingerprint: now, Log: slog.New(slog.DiscardHandler)}
 	err = n.load(context.Background(), Assignment{Generation: 2, StartStep: 2, CheckpointSHA: sha})
 	want := "checkpoint step 2 was trained on data of fingerprint " + was + ", this trainer's dataset has " + now +
-		": the data changed since the run started; give the trainer the run's data"
+		": the data changed since the run started, or this trainer was given other data; give the trainer the run's data"
 	if !errors.Is(err, ErrData) || !strings.HasSuffix(err.Error(), want) {
 		t.Fatalf("load: %v\nwant ErrData ending in %s", err, want)
 	}

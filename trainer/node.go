@@ -75,7 +75,7 @@ type Node struct {
 // after finishing the step in flight, or at once while a checkpoint loads or when the step's
 // ring breaks as its peers stop too; nothing partial is written), ctx ends (ctx.Err()), the
 // assignment stream ends (ErrAssignmentsClosed), or this trainer cannot go on: the run's
-// failure (FailsRun: ErrDiverged, ErrMismatch, ErrData) or its own (ErrVolume).
+// failure (FailsRun: ErrDiverged, ErrMismatch) or its own (ErrVolume, ErrData).
 func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -191,7 +191,7 @@ func (n *Node) Run(ctx context.Context, stop <-chan struct{}) error {
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return ctx.Err()
-		case FailsRun(err) || errors.Is(err, ErrVolume):
+		case FailsRun(err) || errors.Is(err, ErrVolume) || errors.Is(err, ErrData):
 			// No new generation would get past these: the same data, the same volume.
 			return err
 		case err != nil && stopping(stop):
@@ -279,15 +279,26 @@ var errFetch = errors.New("trainer: checkpoint fetch")
 
 // FailsRun reports whether err, returned by Node.Run, is a failure every rank of the run meets
 // alike, so that the run itself cannot go on: ErrDiverged (the ranks share one all-reduced
-// gradient, so every rank sees the same non-finite steps), ErrMismatch (a checkpoint or dataset
-// that does not belong to the run) and ErrData (the run's dataset cannot be read, or differs from
-// the one its checkpoints were trained on). A cluster trainer reports such an error to the
-// coordinators, which fail the run. Every other error is this trainer's own (ErrVolume: its
-// checkpoint file, its disk; a fetch, a network, a commit this rank disagrees with): it ends this
-// trainer only, which leaves the cluster so that the others go on in a new generation without
-// it, and may come back (a restart) once the cause is gone.
+// gradient, so every rank sees the same non-finite steps) and ErrMismatch (the checkpoint the
+// cluster committed, verified against its committed sha256, belongs to another model preset or
+// run config than the one every member joined with). A cluster trainer reports such an error
+// to the coordinators, which fail the run.
+//
+// Every other error is this trainer's own: it ends this trainer only, which leaves the cluster
+// so that the others go on in a new generation without it, and may come back (a restart) once
+// the cause is gone. So are ErrVolume (its checkpoint file, its disk; a fetch, a network, a
+// commit this rank disagrees with) and ErrData. The run pins its data: by the fingerprint its
+// run config may name (checked before the trainer joins) and the one recorded in every
+// committed checkpoint (checked at every load), and a prepared copy's index, which the
+// fingerprint covers, pins every shard's sha256. A trainer whose own data fails one of these
+// checks holds another copy than the one the run trains on, and the other trainers' copies may
+// well be intact: one node's bad disk, or a node given other data, must not fail the run. A
+// single trainer cannot tell that every copy is bad (one file on storage they all share): then
+// every trainer that reads it leaves in turn, each with the line naming the file, and the run
+// waits, not failed, for its data to be fixed. A standalone trainer (no cluster) ends on either
+// kind alike.
 func FailsRun(err error) bool {
-	return errors.Is(err, ErrDiverged) || errors.Is(err, ErrMismatch) || errors.Is(err, ErrData)
+	return errors.Is(err, ErrDiverged) || errors.Is(err, ErrMismatch)
 }
 
 // steps runs steps of generation a until the run's last step, stop, or an error.
@@ -573,7 +584,7 @@ func (n *Node) load(ctx context.Context, a Assignment) error {
 	// swapped under a resumed run (another prepared folder at the same path) is refused.
 	if n.Fingerprint != "" && c.DatasetFingerprint != "" && c.DatasetFingerprint != n.Fingerprint {
 		return fmt.Errorf("%w: checkpoint step %d was trained on data of fingerprint %s, this trainer's dataset has %s: "+
-			"the data changed since the run started; give the trainer the run's data", ErrData, c.Step, c.DatasetFingerprint, n.Fingerprint)
+			"the data changed since the run started, or this trainer was given other data; give the trainer the run's data", ErrData, c.Step, c.DatasetFingerprint, n.Fingerprint)
 	}
 	if err := tr.Restore(c); err != nil {
 		return err

@@ -35,9 +35,12 @@ var (
 	ErrMismatch = errors.New("trainer: does not match the run")
 	// ErrFinished: Step was called after the run's last step.
 	ErrFinished = errors.New("trainer: run already finished")
-	// ErrData: a record of the dataset could not be read (a prepared shard whose sha256 differs
-	// from its index, an undecodable image). It wraps the dataset's error, which names the
-	// file; no restart or new generation reads other bytes, so the run cannot go on.
+	// ErrData: this trainer's copy of the run's data is not the run's: a record could not be
+	// read (a prepared shard whose sha256 differs from its index, an image that no longer
+	// decodes), or its fingerprint differs from the one the run's checkpoints were trained on.
+	// It wraps the dataset's error, which names the file, and says what to do. No restart or
+	// new generation of this trainer reads other bytes, so it cannot go on; it is this
+	// trainer's own failure, not the run's (FailsRun).
 	ErrData = errors.New("trainer: the dataset cannot be read")
 	// ErrVolume: this trainer's checkpoint file could not be read or written (a full disk, an
 	// I/O error, a damaged file); it wraps the checkpoint package's error, which names the file
@@ -201,7 +204,7 @@ func (tr *Trainer) Step(ctx context.Context) (Progress, error) {
 		tr.pos[i] = p
 		x0 := tr.x0[i*D : (i+1)*D]
 		if err := tr.data.Image(tr.samp.Index(p), x0); err != nil {
-			return Progress{}, fmt.Errorf("%w: %w", ErrData, err)
+			return Progress{}, tr.dataError(err)
 		}
 		if tr.run.Flip && dataset.Flip(seed, p) {
 			dataset.FlipW(x0, tr.c, tr.h, tr.w)
@@ -294,6 +297,20 @@ func (tr *Trainer) Step(ctx context.Context) (Progress, error) {
 	tr.step++
 	p.ImagesPerS = float64(G) / time.Since(start).Seconds()
 	return p, nil
+}
+
+// dataError is ErrData for err, a record of the dataset that could not be read, with the way
+// out. The dataset was opened with every check its format has (a prepared copy's index and shard
+// sizes, every image of a folder decoded for its fingerprint), so such a record is this
+// trainer's copy of the data gone bad since: a shard whose bytes differ from the sha256 its
+// index pins, a file changed under the running trainer.
+func (tr *Trainer) dataError(err error) error {
+	if errors.Is(err, dataset.ErrIntegrity) {
+		return fmt.Errorf("%w: %w; this trainer's copy of the run's data is damaged: copy the data over it again "+
+			"(ddpm dataset inspect %s checks every shard) and start the trainer again", ErrData, err, tr.run.Dataset)
+	}
+	return fmt.Errorf("%w: %w; the data changed on this trainer's disk after it started: "+
+		"put the run's data back and start the trainer again", ErrData, err)
 }
 
 func allFinite(x []float32) bool {

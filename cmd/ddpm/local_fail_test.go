@@ -159,7 +159,8 @@ func flippedPrepared(t *testing.T) (dir, shard, got, want string) {
 // forever), and stops `ddpm local` at the trainer's first failure with one line.
 func TestCorruptedShardIsFatal(t *testing.T) {
 	dir, shard, got, want := flippedPrepared(t)
-	reason := fmt.Sprintf("trainer: the dataset cannot be read: integrity check failed: %s: sha256 %s, index.json says %s (corrupted copy?)", shard, got, want)
+	reason := fmt.Sprintf("trainer: the dataset cannot be read: integrity check failed: %s: sha256 %s, index.json says %s (corrupted copy?); "+
+		"this trainer's copy of the run's data is damaged: copy the data over it again (ddpm dataset inspect %s checks every shard) and start the trainer again", shard, got, want, dir)
 
 	vol := filepath.Join(t.TempDir(), "vol")
 	c := exec.Command(testutil.DDPMBinary(t), "trainer", "--standalone", "--preset", "mnist", "--dataset", dir,

@@ -422,8 +422,11 @@ func openVolume(path string, standalone bool) (*checkpoint.Store, error) {
 }
 
 // dataExit gives a dataset that cannot be read (trainer.ErrData: a corrupted prepared shard,
-// an undecodable image) the status of refused input, 2: no restart fixes it, and `ddpm local`
-// stops the run on it rather than restarting the trainer. Other errors pass unchanged.
+// an image changed on disk, data of another fingerprint than the run's checkpoints) the status of
+// refused input, 2: no restart fixes it, and `ddpm local` stops the run on it rather than
+// restarting the trainer. A cluster trainer has left the cluster by then: its data is its own
+// failure, not the run's (trainer.FailsRun), and the others go on. Other errors, and an error
+// that already carries an exit status, pass unchanged.
 func dataExit(err error) error {
 	var ee *exitError
 	if errors.Is(err, trainer.ErrData) && !errors.As(err, &ee) {

@@ -602,8 +602,8 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		return err // the run's failure, already recorded: nothing to report or leave
 	}
 	if err != nil && ctx.Err() == nil && trainer.FailsRun(err) {
-		// Tell the cluster why the run cannot go on (divergence, a data or config mismatch:
-		// every rank meets it alike).
+		// Tell the cluster why the run cannot go on (divergence, a committed checkpoint of
+		// another preset or config: every rank meets it alike).
 		rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
 		// With the generation it trained in: the coordinator refuses reports of other
 		// generations as stale, which left the run "running" and the trainer crash-looping.
@@ -612,19 +612,26 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		return err
 	}
 	if err != nil && ctx.Err() == nil {
-		// This trainer's own failure (its volume, its disk: trainer.FailsRun): reported as the
-		// run's, it failed the run for every trainer (TestVolumeFullLeavesRunGoing). Leave as a
-		// stopped trainer does, so that the others go on at once in a new generation without
-		// it; exit 1, and a restart (Kubernetes, ddpm local) joins again once the cause is gone.
+		// This trainer's own failure (its volume, its disk, its copy of the data:
+		// trainer.FailsRun): reported as the run's, it failed the run for every trainer
+		// (TestVolumeFullLeavesRunGoing, TestDamagedShardLeavesRunGoing). Leave as a stopped
+		// trainer does, so that the others go on at once in a new generation without it; exit
+		// 1, and a restart (Kubernetes, ddpm local) joins again once the cause is gone. Its
+		// data is refused input (as dataExit): status 2, on which ddpm local, whose trainers
+		// share one copy of the data, stops the run rather than restart them on it.
 		cc.flushReports(2 * time.Second)
 		leave(MsgLeftOnFailure, "err", err.Error())
+		if errors.Is(err, trainer.ErrData) {
+			return withExit(2, err)
+		}
 		return withExit(1, err)
 	}
 	return err
 }
 
 // MsgLeftOnFailure is the log message of a trainer that left the cluster on a failure of its
-// own (trainer.FailsRun false: its volume, its disk), before it exits with status 1.
+// own (trainer.FailsRun false: its volume, its disk, its copy of the data), before it exits
+// with status 1 (2 for its data: dataExit).
 const MsgLeftOnFailure = "left the cluster on a failure of this trainer; the others go on without it"
 
 // logFinishedWithout ends a trainer that has no part in the end of its run, which succeeded

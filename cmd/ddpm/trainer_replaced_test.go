@@ -44,6 +44,13 @@ func startTrainerProc(t *testing.T, bin, dir, id, coord, cfg, certs string) *tra
 // stdout goes to vol.log. The test's end kills it (SIGCONTed first, in case it was stopped).
 func launchTrainer(t *testing.T, bin, vol, id, listen, coord, cfg, certs string, extra ...string) *trainerProc {
 	t.Helper()
+	return launchTrainerIn(t, "", bin, vol, id, listen, coord, cfg, certs, extra...)
+}
+
+// launchTrainerIn is launchTrainer with the process's working directory wd ("": the test's): a
+// run config's relative dataset path is then read there, as on a node of its own.
+func launchTrainerIn(t *testing.T, wd, bin, vol, id, listen, coord, cfg, certs string, extra ...string) *trainerProc {
+	t.Helper()
 	p := &trainerProc{listen: listen, exited: make(chan struct{}), log: vol + ".log"}
 	f, err := os.Create(p.log)
 	if err != nil {
@@ -52,6 +59,7 @@ func launchTrainer(t *testing.T, bin, vol, id, listen, coord, cfg, certs string,
 	args := append([]string{"trainer", "--id", id, "--coordinator", coord, "--listen", listen,
 		"--data-dir", vol, "--config", cfg, "--certs", certs}, extra...)
 	p.cmd = exec.Command(bin, args...)
+	p.cmd.Dir = wd
 	p.cmd.Stdout, p.cmd.Stderr = f, &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -183,7 +191,13 @@ func expectReplaced(t *testing.T, old *trainerProc, addr string, inc uint64) {
 // succeed at its last step, and returns the coordinators' final state.
 func finishWith(t *testing.T, cli *coordinator.Client, run config.Run, t0, repl *trainerProc) *fsm.State {
 	t.Helper()
-	for name, p := range map[string]*trainerProc{"t0": t0, "new t1": repl} {
+	return finishProcs(t, cli, run, map[string]*trainerProc{"t0": t0, "new t1": repl})
+}
+
+// finishProcs is finishWith for the trainers procs names.
+func finishProcs(t *testing.T, cli *coordinator.Client, run config.Run, procs map[string]*trainerProc) *fsm.State {
+	t.Helper()
+	for name, p := range procs {
 		select {
 		case <-p.exited:
 			if p.err != nil {
