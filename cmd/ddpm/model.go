@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -131,8 +134,8 @@ small (SmallUNet), cifar10 (DDPMUNet) and tiny (SmallUNet's layout at the tiny s
 			if !slices.Contains(benchModes, cf.mode) {
 				return withExit(modelExitUsage, fmt.Errorf("--mode %q: want one of %s", cf.mode, strings.Join(benchModes, ", ")))
 			}
-			if _, err := os.Stat(cf.script); err != nil {
-				return withExit(modelExitUsage, fmt.Errorf("--pytorch-script: %w", err))
+			if err := checkCompareFiles(&cf); err != nil {
+				return withExit(modelExitUsage, err)
 			}
 			return runModelCompare(cmd.OutOrStdout(), cmd.ErrOrStderr(), twin, cf)
 		},
@@ -145,7 +148,8 @@ small (SmallUNet), cifar10 (DDPMUNet) and tiny (SmallUNet's layout at the tiny s
 	compare.Flags().IntVar(&cf.rounds, "rounds", 2, "alternations (ours, then PyTorch)")
 	compare.Flags().IntVar(&cf.threads, "threads", 2, "threads of each side (GOMAXPROCS; torch.set_num_threads)")
 	compare.Flags().StringVar(&cf.python, "python", "/usr/bin/python3", "Python with Debian's python3-torch")
-	compare.Flags().StringVar(&cf.script, "pytorch-script", "bench/pytorch_engine.py", "the PyTorch twin")
+	compare.Flags().StringVar(&cf.script, "pytorch-script", "bench/pytorch_engine.py", "the PyTorch twin (the default is relative to the repository's root)")
+	compare.Flags().StringVar(&cf.anchors, "anchors", "", "the PyTorch anchor's folder, which holds unet_bench.py (default: shared/anchors/pytorch two folders above --pytorch-script, beside the repository)")
 	for _, c := range []*cobra.Command{info, bench, compare} {
 		c.Flags().SetNormalizeFunc(modelFlagAlias)
 	}
@@ -359,7 +363,7 @@ func peakRSSMiB() float64 {
 }
 
 type compareFlags struct {
-	preset, mode, python, script          string
+	preset, mode, python, script, anchors string
 	batch, warmup, steps, rounds, threads int
 }
 
@@ -402,6 +406,35 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// checkCompareFiles refuses, in one line each, what would otherwise end model compare with a
+// Python traceback or a fork/exec error after our first timed process: a --pytorch-script that is
+// not there (the default is relative to the repository's root, so any other working folder), a
+// --python that is not there, and an anchor folder without unet_bench.py, which the script
+// imports its models from. An empty cf.anchors is set to the script's own default,
+// SCRIPT_DIR/../../shared/anchors/pytorch.
+func checkCompareFiles(cf *compareFlags) error {
+	if _, err := os.Stat(cf.script); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("--pytorch-script %s: no such file (the default is relative to the repository's root: run ddpm model compare there, or give --pytorch-script PATH)", cf.script)
+		}
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("--pytorch-script %s: %v", cf.script, err)
+	}
+	if _, err := exec.LookPath(cf.python); err != nil {
+		return fmt.Errorf("--python %s: no such program (the PyTorch side needs a Python with torch: Debian's python3-torch, /usr/bin/python3; make bench-engine installs it)", cf.python)
+	}
+	if cf.anchors == "" {
+		cf.anchors = filepath.Join(filepath.Dir(cf.script), "..", "..", "shared", "anchors", "pytorch")
+	}
+	if _, err := os.Stat(filepath.Join(cf.anchors, "unet_bench.py")); err != nil {
+		return fmt.Errorf("--anchors %s: no unet_bench.py there (the PyTorch anchor the twin imports its models from; give --anchors DIR, the folder that holds it)", filepath.Clean(cf.anchors))
+	}
+	return nil
+}
+
 func runModelCompare(w, stderr io.Writer, twin string, cf compareFlags) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -417,7 +450,7 @@ func runModelCompare(w, stderr io.Writer, twin string, cf compareFlags) error {
 		if err != nil {
 			return err
 		}
-		t, err := runChild(stderr, env, cf.python, cf.script, "--model", twin, "--mode", cf.mode,
+		t, err := runChild(stderr, env, cf.python, cf.script, "--anchors", cf.anchors, "--model", twin, "--mode", cf.mode,
 			"--batch", n(cf.batch), "--warmup", n(cf.warmup), "--steps", n(cf.steps), "--threads", th)
 		if err != nil {
 			return err
