@@ -54,7 +54,9 @@ restarted trainers then join it again. A succeeded run is not rolled back.`,
 func init() {
 	f := checkpointRollbackCmd.Flags()
 	f.StringVar(&rollbackFlags.coordinator, "coordinator", "", "coordinator gRPC address(es), comma-separated (host:port)")
-	f.Int64Var(&rollbackFlags.toStep, "to-step", -1, "the committed checkpoint step to restart from, or 0 for the start (required)")
+	// A stepFlag: -1 until given, and its help shows no "(default -1)" beside "(required)".
+	rollbackFlags.toStep = -1
+	f.Var(stepFlag{&rollbackFlags.toStep}, "to-step", "the committed checkpoint step to restart from, or 0 for the start (required)")
 	f.BoolVar(&rollbackFlags.yes, "yes", false, "roll back (without it, only print what would be abandoned)")
 	f.DurationVar(&rollbackFlags.timeout, "timeout", 10*time.Second, "give up when no replica answers within this time")
 	rollbackFlags.sec = tlsauth.AddFlags(f)
@@ -71,8 +73,6 @@ func runRollback(cmd *cobra.Command, _ []string) error {
 	switch {
 	case !cmd.Flags().Changed("to-step"):
 		return withExit(exitUsage, fmt.Errorf("%s: --to-step N is required (a committed checkpoint step a member holds, or 0)", name))
-	case to < 0:
-		return withExit(exitUsage, fmt.Errorf("%s: --to-step %d is negative (a committed checkpoint step a member holds, or 0)", name, to))
 	case rollbackFlags.timeout <= 0:
 		return withExit(exitUsage, fmt.Errorf("%s: --timeout must be positive, got %v", name, rollbackFlags.timeout))
 	}
