@@ -179,8 +179,10 @@ func Apply(s *State, c Command) Result {
 		s.Dedup[c.RequestID] = r
 		s.DedupOrder = append(s.DedupOrder, c.RequestID)
 		if len(s.DedupOrder) > MaxDedup {
+			// Re-slicing (not shifting the MaxDedup ids left) keeps this O(1): append copies
+			// the ids into a new array once the old one's room is used up.
 			delete(s.Dedup, s.DedupOrder[0])
-			s.DedupOrder = slices.Delete(s.DedupOrder, 0, 1)
+			s.DedupOrder = s.DedupOrder[1:]
 		}
 	}
 	return r
