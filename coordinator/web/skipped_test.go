@@ -1,10 +1,14 @@
 package web_test
 
 import (
+	"math"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"ddpm/coordinator/fsm"
 	"ddpm/coordinator/web"
@@ -37,6 +41,29 @@ func TestLossDocSkipped(t *testing.T) {
 	}
 	if doc.Points[0].Skipped != 0 || doc.Points[2].Skipped != 0 || doc.Points[2].Loss != point(5).Loss {
 		t.Errorf("trained neighbours %+v, %+v", doc.Points[0], doc.Points[2])
+	}
+
+	// /metrics gives a newest point of a skipped step a NaN loss and gradient norm, not 0.
+	c.reportSkipped(l, gen, 6)
+	resp, err := http.Get(c.srvs[l].URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, nan := range map[string]bool{"ddpm_coordinator_loss": true, "ddpm_coordinator_grad_norm": true, "ddpm_coordinator_learning_rate": false} {
+		f, ok := fams[name]
+		if !ok || len(f.Metric) != 1 {
+			t.Errorf("%s missing", name)
+			continue
+		}
+		if got := f.Metric[0].GetGauge().GetValue(); math.IsNaN(got) != nan || (!nan && got != point(6).LR) {
+			t.Errorf("%s = %v after a skipped step", name, got)
+		}
 	}
 }
 

@@ -339,6 +339,11 @@ func (h *handler) snapshot() metrics.ClusterSnapshot {
 		if n := len(s.Loss.Points); n > 0 {
 			p := s.Loss.Points[n-1]
 			snap.HasLast, snap.Loss, snap.LossQuartiles, snap.GradNorm, snap.LR = true, p.Loss, p.LossQuartiles, p.GradNorm, p.LR
+			if !p.HasLoss() {
+				// Only steps skipped for a non-finite gradient: no loss, no gradient norm (0
+				// would read as a perfect loss).
+				snap.Loss, snap.GradNorm = math.NaN(), math.NaN()
+			}
 			for q := range snap.LossQuartiles {
 				if !p.HasQuartile(q) {
 					snap.LossQuartiles[q] = math.NaN() // not exported
