@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -379,7 +380,7 @@ func parse(data []byte, preset string) (Run, error) {
 		return r, nil
 	}
 	if err := yaml.UnmarshalStrict(data, &r); err != nil {
-		return Run{}, fmt.Errorf("%w: %s", ErrLoad, yamlMessage(err))
+		return Run{}, fmt.Errorf("%w: %s", ErrLoad, unknownFieldHint(yamlMessage(err), data))
 	}
 	r.normalize()
 	return r, nil
@@ -474,6 +475,78 @@ func yamlMessage(err error) string {
 		msg = strings.TrimPrefix(msg, prefix)
 	}
 	return strings.ReplaceAll(msg, "\n", " ")
+}
+
+// reUnknownField is yamlMessage's text for a key no Run field has.
+var reUnknownField = regexp.MustCompile(`^unknown field "([^"]*)"$`)
+
+// unknownFieldHint adds to msg, when it is the decoder's `unknown field "KEY"`, the line of data
+// where KEY is written and the field meant: the one KEY spells with dashes or capitals
+// (global-batch, the flag's spelling, for global_batch), else the one at most two letters away
+// (stpes for steps; fewer than KEY's letters), else the list of fields. Any other msg is
+// returned as it is.
+func unknownFieldHint(msg string, data []byte) string {
+	m := reUnknownField.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	key := m[1]
+	where := ""
+	for i, line := range strings.Split(string(data), "\n") {
+		k, _, ok := strings.Cut(line, ":")
+		if ok && strings.Trim(strings.TrimSpace(k), `"'`) == key {
+			where = fmt.Sprintf("line %d: ", i+1)
+			break
+		}
+	}
+	fields := fieldNames()
+	fold := strings.ToLower(strings.ReplaceAll(key, "-", "_"))
+	best, bestD := "", 3
+	for _, f := range fields {
+		if f == fold {
+			return fmt.Sprintf("%s%s; did you mean %s? (a run config's fields are written with _, the flags with -)", where, msg, f)
+		}
+		if d := editDistance(fold, f); d < bestD && d < len(fold) {
+			best, bestD = f, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("%s%s; did you mean %s?", where, msg, best)
+	}
+	return fmt.Sprintf("%s%s (the fields: %s)", where, msg, strings.Join(fields, ", "))
+}
+
+// fieldNames returns the field names a run config file takes, in the order of Run.
+func fieldNames() []string {
+	t := reflect.TypeFor[Run]()
+	var out []string
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// editDistance is the Levenshtein distance between a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			sub := prev[j-1]
+			if a[i-1] != b[j-1] {
+				sub++
+			}
+			cur[j] = min(sub, prev[j]+1, cur[j-1]+1)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func article(word string) string {

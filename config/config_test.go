@@ -206,7 +206,7 @@ func TestBoundsAndTypeMessages(t *testing.T) {
 		{"steps: 1.5\n", "cannot load run config: field steps: got number 1.5, want an integer in range"},
 		{"lr: [1]\n", "cannot load run config: field lr: got array, want a number"},
 		{"- a\n- b\n", "cannot load run config: the document is an array, want a mapping of field: value lines"},
-		{"stepz: 1\n", `cannot load run config: unknown field "stepz"`},
+		{"stepz: 1\n", `cannot load run config: line 1: unknown field "stepz"; did you mean steps?`},
 	} {
 		_, err := Parse([]byte(tc.doc))
 		if !errors.Is(err, ErrLoad) || err.Error() != tc.want {
