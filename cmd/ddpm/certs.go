@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -36,12 +39,16 @@ Make one directory per run: a process trusts every server its CA vouches for, so
 shared by two runs one pointed at the other run's address would send it its join secret.`,
 	Args: cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
-		if certsInitFlags.days < 1 {
-			return withExit(2, fmt.Errorf("--days %d: want at least 1", certsInitFlags.days))
+		if d := certsInitFlags.days; d < 1 || d > maxCertDays {
+			return withExit(2, fmt.Errorf("--days %d: want 1..%d", d, maxCertDays))
 		}
-		paths, err := tlsauth.Init(args[0], tlsauth.InitOptions{Hosts: certsInitFlags.hosts, Days: certsInitFlags.days})
+		dir := args[0]
+		if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+			return withExit(2, fmt.Errorf("certs init %s: a file, not a directory (give a new or empty directory to make the certificates in)", dir))
+		}
+		paths, err := tlsauth.Init(dir, tlsauth.InitOptions{Hosts: certsInitFlags.hosts, Days: certsInitFlags.days})
 		if err != nil {
-			return withExit(2, err)
+			return withExit(2, certsInitError(err))
 		}
 		b, err := tlsauth.Load(tlsauth.Config{Dir: args[0]})
 		if err != nil { // the files just written must load; anything else is a bug worth reporting
@@ -55,6 +62,39 @@ shared by two runs one pointed at the other run's address would send it its join
 		return nil
 	},
 }
+
+// maxCertDays is the longest validity tlsauth.Init issues (100 years).
+const maxCertDays = 100 * 365
+
+// certsInitError words tlsauth.Init's refusals in the command's terms: a file that exists
+// ("certs init: DIR/ca.crt already exists (remove it ...)") and a bad --hosts entry
+// (`--hosts "host:7000": give a host name or IP without a port`), without the package's
+// prefixes; errors.Is still finds tlsauth.ErrExists and tlsauth.ErrBadOption. Other errors
+// (a directory that cannot be written) are returned as they are.
+func certsInitError(err error) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, tlsauth.ErrExists):
+		msg = "certs init: " + strings.TrimPrefix(msg, tlsauth.ErrExists.Error()+": ")
+	case errors.Is(err, tlsauth.ErrBadOption):
+		msg = strings.TrimPrefix(msg, tlsauth.ErrBadOption.Error()+": ")
+		if rest, ok := strings.CutPrefix(msg, "host "); ok {
+			msg = "--hosts " + rest
+		}
+	default:
+		return err
+	}
+	return rewordedError{msg: msg, err: err}
+}
+
+// rewordedError is err with another text.
+type rewordedError struct {
+	msg string
+	err error
+}
+
+func (e rewordedError) Error() string { return e.msg }
+func (e rewordedError) Unwrap() error { return e.err }
 
 func init() {
 	f := certsInitCmd.Flags()

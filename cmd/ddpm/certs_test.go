@@ -47,7 +47,7 @@ func TestCertsInitCommand(t *testing.T) {
 	if !errors.As(err, &ee) || ee.code != 2 || !errors.Is(err, tlsauth.ErrExists) {
 		t.Fatalf("second init: %v, want exit 2 with ErrExists", err)
 	}
-	if want := "tlsauth: refusing to overwrite: " + filepath.Join(dir, tlsauth.CAFile) + " already exists (remove it or choose another directory)"; err.Error() != want {
+	if want := "certs init: " + filepath.Join(dir, tlsauth.CAFile) + " already exists (remove it or choose another directory)"; err.Error() != want {
 		t.Errorf("second init says %q, want %q", err, want)
 	}
 	if again, _ := os.ReadFile(filepath.Join(dir, tlsauth.SecretFile)); !bytes.Equal(secret, again) {
@@ -58,8 +58,10 @@ func TestCertsInitCommand(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--days", "0"}, "--days 0: want at least 1"},
-		{[]string{"--hosts", "host:7000"}, `tlsauth: bad option: host "host:7000": give a host name or IP without a port`},
+		{[]string{"--days", "0"}, "--days 0: want 1..36500"},
+		{[]string{"--days", "40000"}, "--days 40000: want 1..36500"},
+		{[]string{"--hosts", "host:7000"}, `--hosts "host:7000": give a host name or IP without a port`},
+		{[]string{"--hosts", "bad host"}, `--hosts "bad host": character ' ' not allowed in a DNS name`},
 	} {
 		d := filepath.Join(t.TempDir(), "x")
 		_, err := runCerts(t, append([]string{d}, tc.args...)...)
@@ -69,5 +71,19 @@ func TestCertsInitCommand(t *testing.T) {
 		if _, serr := os.Stat(d); !os.IsNotExist(serr) {
 			t.Errorf("%v: %s created", tc.args, d)
 		}
+	}
+
+	// DIR a file (a run.yaml given by mistake): one line naming it, the file left as it was. It
+	// was "tlsauth: lstat F/ca.crt: not a directory".
+	file := filepath.Join(t.TempDir(), "run.yaml")
+	if err := os.WriteFile(file, []byte("preset: mnist\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = runCerts(t, file)
+	if want := "certs init " + file + ": a file, not a directory (give a new or empty directory to make the certificates in)"; !errors.As(err, &ee) || ee.code != 2 || err.Error() != want {
+		t.Errorf("certs init FILE: %v, want exit 2 %q", err, want)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "preset: mnist\n" {
+		t.Errorf("certs init FILE changed it: %q", b)
 	}
 }
