@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	_ "golang.org/x/image/webp" // --interpolate images, as the dataset folders take them
 
 	"ddpm/checkpoint"
 	"ddpm/config"
@@ -77,7 +78,7 @@ fixed-large variance, predicted x0 clipped) on the EMA weights and writes an ima
 	f.StringVar(&o.out, "out", "", "output PNG grid (required)")
 	f.StringVar(&o.progressive, "progressive", "", "also write the predicted x0 along the chain to this PNG")
 	f.IntVar(&o.every, "every", 0, "with --progressive: record every this many steps, 1..T (default T/10: 100 of T = 1000)")
-	f.StringSliceVar(&o.interpolate, "interpolate", nil, "two images A.png,B.png to interpolate between (paper Fig. 8)")
+	f.StringSliceVar(&o.interpolate, "interpolate", nil, "two images A.png,B.png (PNG, JPEG or WebP, of the model's size) to interpolate between (paper Fig. 8)")
 	f.IntVar(&o.lambdaSteps, "lambda-steps", 8, "with --interpolate: mixing weights 0..1 in this many intervals")
 	f.IntVar(&o.interpT, "interpolate-t", 0, "with --interpolate: the timestep both images are diffused to, 0..T-1 (default T/2: the paper's 500 of T = 1000)")
 	f.BoolVar(&o.raw, "raw", false, "use the raw parameters instead of the EMA")
@@ -437,7 +438,7 @@ func runInterpolate(ctx context.Context, w io.Writer, ld *trainer.Loaded, o samp
 	return nil
 }
 
-// readImage reads a PNG or JPEG of exactly h x w pixels as CHW float32 in [-1, 1] (grey for one
+// readImage reads a PNG, JPEG or WebP of exactly h x w pixels as CHW float32 in [-1, 1] (grey for one
 // channel, RGB for three).
 func readImage(path string, c, h, w int) ([]float32, error) {
 	f, err := os.Open(path)
@@ -450,7 +451,7 @@ func readImage(path string, c, h, w int) ([]float32, error) {
 	// The header first: a huge image is refused before it is decoded.
 	cfg, _, err := image.DecodeConfig(f)
 	if err != nil {
-		return nil, fmt.Errorf("--interpolate image %s: not a PNG or JPEG image (%v)", path, err)
+		return nil, fmt.Errorf("--interpolate image %s: not a PNG, JPEG or WebP image (%v)", path, err)
 	}
 	if cfg.Width != w || cfg.Height != h {
 		return nil, fmt.Errorf("--interpolate image %s is %dx%d, the model wants %dx%d", path, cfg.Width, cfg.Height, w, h)
@@ -460,7 +461,7 @@ func readImage(path string, c, h, w int) ([]float32, error) {
 	}
 	img, _, err := image.Decode(f)
 	if err != nil {
-		return nil, fmt.Errorf("--interpolate image %s: not a PNG or JPEG image (%v)", path, err)
+		return nil, fmt.Errorf("--interpolate image %s: not a PNG, JPEG or WebP image (%v)", path, err)
 	}
 	b := img.Bounds()
 	x := make([]float32, c*h*w)
