@@ -768,6 +768,7 @@ func addHolder(s *State, id string, held []Held) {
 			if c.Step == h.Step && c.SHA256 == h.SHA256 && !slices.Contains(c.Holders, id) {
 				c.Holders = append(c.Holders, id)
 				slices.Sort(c.Holders)
+				c.Holders = trimDeparted(s, c.Holders)
 			}
 		}
 	}
@@ -776,6 +777,27 @@ func addHolder(s *State, id string, held []Held) {
 			cp.Holders = slices.Clone(latest.Holders)
 		}
 	}
+}
+
+// trimDeparted returns the sorted holders without the first of those that are no longer
+// members (in id order) past MaxDepartedHolders of them: trainers that come and go under new
+// ids (restarts that draw new host names) would otherwise grow the list of a checkpoint that
+// stays the newest one for ever. A dropped holder that rejoins with the checkpoint on its
+// volume is listed again (join).
+func trimDeparted(s *State, holders []string) []string {
+	departed := 0
+	for _, id := range holders {
+		if s.Members[id] == nil {
+			departed++
+		}
+	}
+	return slices.DeleteFunc(holders, func(id string) bool {
+		if departed > MaxDepartedHolders && s.Members[id] == nil {
+			departed--
+			return true
+		}
+		return false
+	})
 }
 
 // heldByMember reports whether a current member holds c (can load it or serve it to peers).

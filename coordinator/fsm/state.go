@@ -47,7 +47,8 @@ import (
 // failed run, a failure's reason naming the member's last step); releases before it have none.
 // 2: a progress report of a skipped step (Progress.Point.Skipped, from the report's skipped
 // field) is recorded as a skipped point without a loss (LossPoint.Skipped), where rules 1 read
-// the command without that field and recorded a trained step of loss 0.
+// the command without that field and recorded a trained step of loss 0; a checkpoint lists at
+// most MaxDepartedHolders holders that are no longer members.
 const RulesVersion = 2
 
 // Errors of Apply, carried in Result and rebuilt by Result.Err; test with errors.Is.
@@ -187,10 +188,12 @@ type Checkpoint struct {
 	SHA256 string `json:"sha256"`
 	// Size is the bytes of the arenas the ranks reported; 0 (with Generation 0) for a checkpoint
 	// adopted from a trainer's volume, whose size the coordinators never heard (see adopt).
-	Size       int64    `json:"size"`
-	Generation uint64   `json:"generation"`
-	Holders    []string `json:"holders"` // member ids holding a verified copy, sorted
-	Time       int64    `json:"time"`
+	Size       int64  `json:"size"`
+	Generation uint64 `json:"generation"`
+	// Holders are the ids holding a verified copy, sorted: current members and members that
+	// left since, these cut to MaxDepartedHolders whenever a holder is added.
+	Holders []string `json:"holders"`
+	Time    int64    `json:"time"`
 }
 
 // AbandonedCheckpoint is a committed checkpoint that a rollback gave up (see Rollback): the run
@@ -256,6 +259,10 @@ const (
 	MaxAbandoned = 64
 	// MaxAbandonedRanges bounds State.AbandonedRanges; past it the two closest ranges merge.
 	MaxAbandonedRanges = 64
+	// MaxDepartedHolders bounds the holders of a committed checkpoint that are no longer
+	// members (kept so that an operator knows whom to bring back); past it, as a holder is
+	// added, the first of them in id order go.
+	MaxDepartedHolders = 16
 )
 
 // StepRange is the steps (Above, UpTo].
