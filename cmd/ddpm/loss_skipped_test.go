@@ -32,7 +32,7 @@ func TestLossShowsSkippedSteps(t *testing.T) {
 	}
 	flat := strings.Join(strings.Fields(out), " ")
 	for _, want := range []string{"loss none at step 3: skipped for a non-finite gradient (lr 0.0003)",
-		"skipped 1 steps of the loss history skipped for a non-finite gradient (ddpm loss: SKIPPED)"} {
+		"skipped 1 step of the loss history skipped for a non-finite gradient (ddpm loss: SKIPPED)"} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

@@ -358,7 +358,11 @@ func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State, sec str
 			skipped += p.Skipped
 		}
 		if skipped > 0 {
-			fmt.Fprintf(w, "skipped\t%d steps of the loss history skipped for a non-finite gradient (ddpm loss: SKIPPED)\n", skipped)
+			steps := "steps"
+			if skipped == 1 {
+				steps = "step"
+			}
+			fmt.Fprintf(w, "skipped\t%d %s of the loss history skipped for a non-finite gradient (ddpm loss: SKIPPED)\n", skipped, steps)
 		}
 	}
 	fmt.Fprintf(w, "replica\t%s (leader %s, term %d, applied index %d)\n", resp.ReplicaId, monOrNone(resp.LeaderId), resp.RaftTerm, resp.AppliedIndex)
