@@ -12,11 +12,13 @@
 package dataset
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -364,6 +366,9 @@ func Open(spec string, opts Options) (Dataset, error) {
 		case filepath.Base(spec) == indexName:
 			return openPrepared(filepath.Dir(spec), opts)
 		}
+		if what := notDataFile(spec); what != "" {
+			return nil, fmt.Errorf("%w: %s: %s", ErrUnknownFormat, spec, what)
+		}
 		return nil, fmt.Errorf("%w: %s: not an idx3 images file, a .tar.gz, data.mdb or %s", ErrUnknownFormat, spec, indexName)
 	}
 	if exists(filepath.Join(spec, indexName)) {
@@ -378,7 +383,46 @@ func Open(spec string, opts Options) (Dataset, error) {
 	if isIdxDir(spec) {
 		return openIdxDir(spec, opts)
 	}
+	if what := runFolder(spec); what != "" {
+		return nil, fmt.Errorf("%w: %s: %s, not a dataset; give the data itself (a preset's name, or the folder of the images)", ErrUnknownFormat, spec, what)
+	}
 	return openFolder(spec, opts)
+}
+
+// runFolder says what dir is when it is a folder of ddpm's own making rather than a dataset: a
+// ddpm local run folder (local.json, or trainer-0/checkpoints.db) or a trainer's volume
+// (checkpoints.db), "" otherwise. Read as an image folder, such a folder would offer its
+// loss.png and samples.png as the data.
+func runFolder(dir string) string {
+	switch {
+	case exists(filepath.Join(dir, "local.json")) || exists(filepath.Join(dir, "trainer-0", "checkpoints.db")):
+		return "a ddpm local run folder"
+	case exists(filepath.Join(dir, "checkpoints.db")):
+		return "a trainer's folder (checkpoints.db)"
+	}
+	return ""
+}
+
+// notDataFile says what the file p is when its first bytes show it to be no dataset file but
+// something a user may give by mistake: one image (a folder of them is a dataset) or a
+// checkpoint file; "" otherwise.
+func notDataFile(p string) string {
+	f, err := os.Open(p)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	head := make([]byte, 20)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	switch {
+	case bytes.HasPrefix(head, []byte("\x89PNG\r\n\x1a\n")), bytes.HasPrefix(head, []byte("\xff\xd8\xff")),
+		len(head) >= 12 && string(head[:4]) == "RIFF" && string(head[8:12]) == "WEBP":
+		return "one image, not a dataset (a folder of images is one: give " + filepath.Dir(p) + ")"
+	case len(head) >= 20 && binary.LittleEndian.Uint32(head[16:20]) == 0xED0CDAED: // bbolt's meta page magic
+		return "a checkpoint file (bbolt), not a dataset"
+	}
+	return ""
 }
 
 func exists(p string) bool {
