@@ -24,7 +24,10 @@ func ddpmBinary(t *testing.T) string {
 }
 
 // tinyRun is the mnist preset cut down to a short run of the tiny U-Net (about 0.3 s a step on
-// two cores): global batch 8, T = 50, a checkpoint every 4 steps, a 2 s heartbeat timeout.
+// two cores): global batch 8, T = 50, a checkpoint every 4 steps, a 2 s heartbeat timeout. It
+// turns on dropout and random flips, which the preset leaves off, so that the bitwise checks
+// after a fault cover every per-sample draw (a mask or flip keyed by anything that changes
+// across a restart, such as the generation, would differ from the reference run).
 func tinyRun(t *testing.T, steps int64, seed uint64) config.Run {
 	t.Helper()
 	r, err := config.Preset("mnist")
@@ -32,6 +35,7 @@ func tinyRun(t *testing.T, steps int64, seed uint64) config.Run {
 		t.Fatal(err)
 	}
 	r.Steps, r.GlobalBatch, r.LR, r.WarmupSteps, r.CheckpointEvery, r.Seed = steps, 8, 1e-3, 2, 4, seed
+	r.Dropout, r.Flip = 0.1, true
 	r.T, r.BetaStart, r.BetaEnd = 50, 0.002, 0.4
 	r.HeartbeatTimeout = config.Duration(2 * time.Second)
 	return r
