@@ -296,7 +296,9 @@ func TestEvalInputMessages(t *testing.T) {
 		{[]string{"eval", "bpd", "--checkpoint", dir, "--model", "cifar10"},
 			"--model cifar10: " + file + " belongs to a run of model tiny (" + filepath.Join(dir, "run.yaml") + ")"},
 		{[]string{"sample", "--checkpoint", dir, "--step", "7", "--out", out},
-			"--step 7: " + file + " holds no checkpoint of that step (ddpm checkpoint list " + file + ")"},
+			"--step 7: " + file + " holds no checkpoint of that step (it holds step 0)"},
+		{[]string{"eval", "bpd", "--checkpoint", dir, "--step", "7"},
+			"--step 7: " + file + " holds no checkpoint of that step (it holds step 0)"},
 		{[]string{"eval", "bpd", "--checkpoint", dir, "--data", "mnist:train", "--split", "test"}, "--split test conflicts with the split in mnist:train"},
 		{[]string{"eval", "bpd", "--checkpoint", dir, "--batch", "5000"}, "--batch 5000: at most 1024 images per model evaluation"},
 	} {

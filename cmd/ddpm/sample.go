@@ -146,6 +146,11 @@ func (r *evalRun) load(step int64, ema bool) (*trainer.Loaded, error) {
 	case errors.Is(err, trainer.ErrMismatch):
 		return nil, withExit(2, errors.New(strings.TrimPrefix(err.Error(), trainer.ErrMismatch.Error()+": ")))
 	case errors.Is(err, checkpoint.ErrNotFound) && step >= 0:
+		// The steps it holds, as checkpoint verify and export name them.
+		if st, oerr := checkpoint.Open(r.file, checkpoint.Options{ReadOnly: true}); oerr == nil {
+			defer st.Close()
+			return nil, missingStep(st, step)
+		}
 		return nil, withExit(2, fmt.Errorf("--step %d: %s holds no checkpoint of that step (ddpm checkpoint list %s)", step, r.file, shellWord(r.file)))
 	case err != nil:
 		return nil, withExit(2, err)
