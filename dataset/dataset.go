@@ -353,6 +353,10 @@ func Open(spec string, opts Options) (Dataset, error) {
 	}
 	st, err := os.Stat(spec)
 	if err != nil {
+		if name, sfx, ok := strings.Cut(spec, ":"); ok && (name == "mnist" || name == "fashion-mnist") {
+			// mnist:tset, fashion-mnist:Test: the built-in name with a split it has not.
+			return nil, fmt.Errorf("%w: %s: split %q (want %s:train or %s:test)", ErrOption, spec, sfx, name, name)
+		}
 		return nil, fmt.Errorf("%w: %s: no such file or directory (and not one of mnist, fashion-mnist)", ErrNotFound, spec)
 	}
 	if !st.IsDir() {
