@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"net"
 	"os"
@@ -71,14 +73,21 @@ Sizes take B, KiB, MiB, GiB (powers of two) or kB, MB, GB (powers of ten) suffix
 		var ranks []int
 		for _, f := range strings.Split(benchAR.ranks, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 1 || n > 64 {
-				return withExit(2, fmt.Errorf("--ranks: %q is not a rank count in [1, 64]", f))
+			if err != nil || n < 2 || n > 64 {
+				return withExit(2, fmt.Errorf("--ranks: %q is not a rank count in [2, 64] (one rank has no peer to reduce with)", f))
 			}
 			ranks = append(ranks, n)
+		}
+		if err := checkBenchFlags(); err != nil {
+			return withExit(2, err)
 		}
 		var anchors []anchorRow
 		if benchAR.anchor != "" {
 			if anchors, err = readAnchors(benchAR.anchor); err != nil {
+				var pe *fs.PathError
+				if errors.As(err, &pe) && errors.Is(err, fs.ErrNotExist) {
+					return withExit(2, fmt.Errorf("--anchor %s does not exist", benchAR.anchor))
+				}
 				return withExit(2, fmt.Errorf("--anchor %s: %w", benchAR.anchor, err))
 			}
 		}
@@ -118,6 +127,31 @@ func init() {
 	}
 	benchCmd.AddCommand(benchAllreduceCmd)
 	rootCmd.AddCommand(benchCmd)
+}
+
+// checkBenchFlags refuses, before any rank starts, the flags each rank or the end of the run
+// would refuse: a --chunk-bytes the ring does not take (every worker said so, and the parent
+// then "bench worker 0 of 2: exit status 1"), a negative --procs (run as the default), and a
+// --cpuprofile folder or a --json file's folder that does not exist (the workers, or the end of
+// a bench of minutes, failed on it).
+func checkBenchFlags() error {
+	if c := benchAR.chunkBytes; c != 0 && (c < 4 || c > allreduce.MaxChunkBytes || c%4 != 0) {
+		return fmt.Errorf("--chunk-bytes %d: want a multiple of 4 in [4, %d] (or 0, the ring's default)", c, allreduce.MaxChunkBytes)
+	}
+	if benchAR.procs < 0 {
+		return fmt.Errorf("--procs %d: want 1 or more (or 0, the cores shared out among the ranks)", benchAR.procs)
+	}
+	if d := benchAR.cpuProfile; d != "" {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--cpuprofile %s: no such folder (give an existing folder for the profiles)", d)
+		}
+	}
+	if j := benchAR.jsonOut; j != "" {
+		if fi, err := os.Stat(filepath.Dir(j)); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--json %s: folder %s does not exist", j, filepath.Dir(j))
+		}
+	}
+	return nil
 }
 
 func parseSizes(s string) ([]int, error) {
