@@ -104,7 +104,7 @@ type Checkpoint struct {
 	Params, EMA, AdamM, AdamV []float32
 
 	OptStep int64  // Adam's step counter (bias correction)
-	RNG     []byte // RNG state, opaque to this package
+	RNG     []byte // RNG state, opaque to this package (the trainer's start record: trainer.InitSHA256)
 	Cursor  uint64 // next global sample position of the data sampler
 
 	// SHA256 is the lower-case hex sha256 of the canonical encoding (codec.go). Save ignores
@@ -126,6 +126,7 @@ type Info struct {
 	SHA256     string // hex, as recorded in the header (not recomputed)
 	Bytes      int64  // arena bytes (4 per float32)
 	Committed  bool
+	RNG        []byte // the header's RNG state, as Checkpoint.RNG
 	// Err is non-nil (wrapping ErrCorruptCheckpoint) when the header is missing or unreadable;
 	// only Step and Committed are meaningful then.
 	Err error

@@ -220,7 +220,8 @@ func TestListLatestCommitted(t *testing.T) {
 	var steps []int64
 	for _, in := range list {
 		steps = append(steps, in.Step)
-		if in.SHA256 != sums[in.Step] || in.Bytes != 4*4*64 || in.Preset != "tiny" || in.Err != nil {
+		if in.SHA256 != sums[in.Step] || in.Bytes != 4*4*64 || in.Preset != "tiny" || in.Err != nil ||
+			!bytes.Equal(in.RNG, testState(in.Step, 64).RNG) {
 			t.Fatalf("List entry %+v", in)
 		}
 		if in.Committed != (in.Step != 300) {

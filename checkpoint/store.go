@@ -691,7 +691,7 @@ func (s *Store) List() ([]Info, error) {
 			if err != nil {
 				return err
 			}
-			info.Generation, info.Preset, info.ConfigHash = h.Generation, h.Preset, h.ConfigHash
+			info.Generation, info.Preset, info.ConfigHash, info.RNG = h.Generation, h.Preset, h.ConfigHash, h.Rng
 			info.SHA256 = hex.EncodeToString(h.Sha256)
 			for _, n := range h.ArenaLen {
 				info.Bytes += 4 * int64(n)

@@ -1,12 +1,18 @@
 package trainer
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"ddpm/checkpoint"
@@ -21,7 +27,9 @@ const (
 	ConfigFile     = "run.yaml"       // the run config the checkpoints belong to
 	// InitFile names the --init weights the run's step 0 came from (their absolute path, one
 	// line), when the trainer was given them: the EMA of its early checkpoints then holds
-	// those weights, not a random initialization.
+	// those weights, not a random initialization. Checkpoints record the weights' sha256
+	// themselves (InitSHA256), on every volume the run's checkpoints reach; the file tells
+	// of checkpoints written before they did.
 	InitFile = "init.txt"
 )
 
@@ -39,6 +47,8 @@ func (tr *Trainer) Snapshot(gen uint64, fingerprint string) *checkpoint.Checkpoi
 		Params: clone(tr.model.Params()), EMA: clone(tr.ema),
 		AdamM: clone(tr.adam.M), AdamV: clone(tr.adam.V), OptStep: tr.adam.Step,
 		// Every random draw is keyed by (seed, position); the cursor is all the sampler needs.
+		// What the seed does not give is the start of a warm-started run (InitSHA256).
+		RNG:    bytes.Clone(tr.start),
 		Cursor: uint64(tr.step) * uint64(tr.run.GlobalBatch),
 	}
 }
@@ -59,6 +69,7 @@ func (tr *Trainer) Restore(c *checkpoint.Checkpoint) error {
 	tr.adam.Step = c.OptStep
 	tr.step = c.Step
 	tr.badRun = 0
+	tr.start = bytes.Clone(c.RNG)
 	return nil
 }
 
@@ -80,7 +91,8 @@ func (tr *Trainer) Compatible(c *checkpoint.Checkpoint) error {
 }
 
 // Reset puts the replica back to step 0: parameters initialized from the run's seed (or the
-// weights of InitFrom), EMA equal to them, Adam zeroed. A generation that starts at step 0 (no checkpoint committed yet) uses it.
+// weights of InitFrom), EMA equal to them, Adam zeroed, and the start record (InitSHA256) this
+// trainer's own. A generation that starts at step 0 (no checkpoint committed yet) uses it.
 func (tr *Trainer) Reset() {
 	if tr.initial != nil {
 		copy(tr.model.Params(), tr.initial)
@@ -93,12 +105,14 @@ func (tr *Trainer) Reset() {
 	tr.adam.Step = 0
 	tr.step = 0
 	tr.badRun = 0
+	tr.start = bytes.Clone(tr.initStart)
 }
 
 // InitFrom makes the weights in the safetensors file path (PyTorch names and shapes, as
 // `ddpm checkpoint export` writes them) the run's step-0 state in place of the seed's
-// initialization: a warm start. Every rank must be given the same file; a rank that is not
-// diverges and the first coordinated checkpoint stops the run. The replica is Reset.
+// initialization: a warm start, recorded in the checkpoints of the run (InitSHA256). Every rank
+// must be given the same file; a rank that is not diverges and the first coordinated checkpoint
+// stops the run. The replica is Reset.
 func (tr *Trainer) InitFrom(path string) error {
 	w := make([]float32, len(tr.model.Params()))
 	if _, err := unet.ReadSafetensors(path, tr.model.Tensors(), w); err != nil {
@@ -108,8 +122,42 @@ func (tr *Trainer) InitFrom(path string) error {
 		return fmt.Errorf("%w: --init %s: %w", ErrMismatch, path, err)
 	}
 	tr.initial = w
+	h := sha256.New()
+	var buf [4 << 10]byte
+	for len(w) > 0 {
+		n := min(len(w), len(buf)/4)
+		for i, v := range w[:n] {
+			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+		}
+		h.Write(buf[:4*n])
+		w = w[n:]
+	}
+	tr.initStart = append([]byte(initRecord), hex.EncodeToString(h.Sum(nil))...)
 	tr.Reset()
 	return nil
+}
+
+// initRecord opens the start record of a warm-started run (InitSHA256).
+const initRecord = "init sha256:"
+
+// InitSHA256 reads the start record a trainer keeps in its checkpoints' RNG field
+// (checkpoint.Checkpoint.RNG, checkpoint.Info.RNG): the sha256 (hex) of the little-endian
+// float32 parameters that InitFrom made the run's step 0 (the --init weights), or "" for a run
+// started from the seed's initialization, or a checkpoint written before checkpoints recorded
+// it. The counter-based draws keep no generator state (every one is keyed by (seed, position)),
+// so the field holds the one input of the run's start the seed does not give. It is hashed with
+// the checkpoint and travels with every copy: a trainer that joins later and loads a fetched
+// checkpoint writes the run's record into its own checkpoints, with or without --init of its
+// own, so that `ddpm sample` of its volume knows the EMA's start (sampleEMAWarning).
+func InitSHA256(rng []byte) string {
+	sum, ok := strings.CutPrefix(string(rng), initRecord)
+	if !ok || len(sum) != 2*sha256.Size {
+		return ""
+	}
+	if _, err := hex.DecodeString(sum); err != nil {
+		return ""
+	}
+	return sum
 }
 
 // Loaded is a model restored from a checkpoint for sampling or evaluation.

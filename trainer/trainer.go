@@ -84,6 +84,11 @@ type Trainer struct {
 	red         Reducer
 	badRun      int       // consecutive skipped steps
 	initial     []float32 // step-0 weights from InitFrom; nil: the seed's initialization
+	// start is the run's start record, kept in every checkpoint's RNG field (InitSHA256): nil
+	// for the seed's initialization, else initRecord + the sha256 of the --init weights. Reset
+	// takes this trainer's own (initStart), Restore the checkpoint's: a trainer that resumes a
+	// run it did not start carries the run's record, whatever its own --init.
+	start, initStart []byte
 
 	c, h, w int
 	// per-step buffers, sized for the largest slice a rank can get (ceil(G / world))

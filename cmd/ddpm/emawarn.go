@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"ddpm/checkpoint"
 	"ddpm/internal/localrun"
 	"ddpm/trainer"
 )
@@ -39,16 +40,21 @@ func localEMAWarning(decay float64, steps int64, init string) string {
 }
 
 // sampleEMAWarning is ddpm sample's one-line warning for EMA weights of a step at which they
-// still hold more than emaStaleShare of the step-0 weights, or "" (also for the checkpoint of a
-// ddpm local run started from --init weights, whose EMA started from them, and for a trainer's
-// volume whose trainer.InitFile says it was given --init weights: the checkpoint itself
-// records nothing of its start). file is the
-// checkpoint file and cfgPath the run config it was resolved with: a ddpm local run folder
-// keeps local.json beside its run.yaml and above its trainers' folders (RUN/trainer-0/
-// checkpoints.db, whose own run.yaml the trainer wrote beside it), so both places are looked at.
+// still hold more than emaStaleShare of the step-0 weights, or "" when those were --init
+// weights, not a random start: the checkpoint records them (trainer.InitSHA256), on the volume
+// of every trainer of the run, one that joined later without --init and fetched the run's
+// checkpoint included; a checkpoint written before checkpoints recorded them is judged by its
+// trainer's volume (trainer.InitFile: that trainer was given --init) or its ddpm local run
+// (local.json names --init weights). file is the checkpoint file and cfgPath the run config it
+// was resolved with: a ddpm local run folder keeps local.json beside its run.yaml and above its
+// trainers' folders (RUN/trainer-0/checkpoints.db, whose own run.yaml the trainer wrote beside
+// it), so both places are looked at.
 func sampleEMAWarning(decay float64, step int64, file, cfgPath string) string {
 	share := emaInitShare(decay, step)
 	if share <= emaStaleShare {
+		return ""
+	}
+	if warmStarted(file, step) {
 		return ""
 	}
 	// A trainer given --init records the weights in its volume (trainer.InitFile).
@@ -65,4 +71,25 @@ func sampleEMAWarning(decay float64, step int64, file, cfgPath string) string {
 	}
 	return fmt.Sprintf("ddpm sample: warning: the EMA weights of step %d (ema_decay %g) still hold %.0f%% of the step-0 weights (%g^%d); from a random start they draw mostly noise: give --raw to sample the raw parameters",
 		step, decay, 100*share, decay, step)
+}
+
+// warmStarted reports whether checkpoint step of file records --init weights as its run's start
+// (trainer.InitSHA256); false also when the file cannot be read (sample has read it a moment
+// ago: the other records decide then).
+func warmStarted(file string, step int64) bool {
+	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
+	if err != nil {
+		return false
+	}
+	defer st.Close()
+	infos, err := st.List()
+	if err != nil {
+		return false
+	}
+	for _, in := range infos {
+		if in.Step == step && in.Err == nil {
+			return trainer.InitSHA256(in.RNG) != ""
+		}
+	}
+	return false
 }
