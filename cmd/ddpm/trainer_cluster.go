@@ -614,7 +614,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	if err != nil && ctx.Err() == nil {
 		// This trainer's own failure (its volume, its disk, its copy of the data:
 		// trainer.FailsRun): reported as the run's, it failed the run for every trainer
-		// (TestVolumeFullLeavesRunGoing, TestDamagedShardLeavesRunGoing). Leave as a stopped
+		// (TestVolumeFullLeavesRunGoing, TestDamagedDataLeavesRunGoing). Leave as a stopped
 		// trainer does, so that the others go on at once in a new generation without it; exit
 		// 1, and a restart (Kubernetes, ddpm local) joins again once the cause is gone. Its
 		// data is refused input (as dataExit): status 2, on which ddpm local, whose trainers
