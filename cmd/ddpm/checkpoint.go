@@ -16,6 +16,7 @@ import (
 
 	"ddpm/checkpoint"
 	"ddpm/config"
+	"ddpm/coordinator"
 	"ddpm/internal/localrun"
 	"ddpm/internal/tlsauth"
 	"ddpm/trainer"
@@ -393,7 +394,7 @@ leaves FILE's steps as they were, a replaced one committed with its old sha256.`
 			defer stop()
 			c, err := checkpoint.Download(ctx, args[0], step, b.DialOptions()...)
 			if err != nil {
-				return fetchError(args[0], step, sec.Insecure, err)
+				return fetchError(args[0], step, sec.Insecure, sec.Dir, err)
 			}
 			if err := checkFetchRunConfig(out, args[0], c); err != nil {
 				return err
@@ -435,9 +436,13 @@ leaves FILE's steps as they were, a replaced one committed with its old sha256.`
 // fetchError turns a failed checkpoint.Download from addr into one line: a step the trainer
 // holds no committed checkpoint of, or an address that serves no checkpoint transfer (a
 // coordinator's), is a command line to change (exit 2); a plain-text dial (--insecure) the
-// server hangs up on at once is named as a TLS server's likely refusal.
-func fetchError(addr string, step int64, insecure bool, err error) error {
+// server hangs up on at once is named as a TLS server's likely refusal, and a certificate of
+// another CA than --certs DIR's (either side refusing the other's) as --certs of another
+// cluster (exit 2).
+func fetchError(addr string, step int64, insecure bool, certs string, err error) error {
 	switch {
+	case !insecure && coordinator.CertRefusal(err):
+		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: the trainer at %s and --certs %s are of different CAs (the certificates of another run?): give --certs the directory of its cluster's certificates (a ddpm local run's RUN/certs)", addr, certs))
 	case errors.Is(err, checkpoint.ErrNotFound):
 		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s holds no committed checkpoint of step %d (ddpm status lists the committed ones)", addr, step))
 	case status.Code(err) == codes.Unimplemented:
