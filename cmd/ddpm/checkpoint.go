@@ -437,12 +437,20 @@ leaves FILE's steps as they were, a replaced one committed with its old sha256.`
 // holds no committed checkpoint of, or an address that serves no checkpoint transfer (a
 // coordinator's), is a command line to change (exit 2); a plain-text dial (--insecure) the
 // server hangs up on at once is named as a TLS server's likely refusal, and a certificate of
-// another CA than --certs DIR's (either side refusing the other's) as --certs of another
-// cluster (exit 2).
+// another CA than --certs DIR's (either side refusing the other's) or another join secret as
+// --certs of another cluster (exit 2).
 func fetchError(addr string, step int64, insecure bool, certs string, err error) error {
 	switch {
 	case !insecure && coordinator.CertRefusal(err):
 		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: the trainer at %s and --certs %s are of different CAs (the certificates of another run?): give --certs the directory of its cluster's certificates (a ddpm local run's RUN/certs)", addr, certs))
+	case !insecure && status.Code(err) == codes.Unauthenticated:
+		// The same CA, another join secret: the trainer's own words name it.
+		msg := err.Error()
+		var se interface{ GRPCStatus() *status.Status }
+		if errors.As(err, &se) {
+			msg = se.GRPCStatus().Message()
+		}
+		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: the trainer at %s refused --certs %s: %s", addr, certs, strings.TrimPrefix(msg, "ddpm: ")))
 	case errors.Is(err, checkpoint.ErrNotFound):
 		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s holds no committed checkpoint of step %d (ddpm status lists the committed ones)", addr, step))
 	case status.Code(err) == codes.Unimplemented:
