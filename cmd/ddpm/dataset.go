@@ -108,6 +108,16 @@ func openSpec(spec string, opts dataset.Options) (dataset.Dataset, error) {
 	return ds, nil
 }
 
+// openDatasetArg is openSpec for dataset inspect and prepare, which take --skip-bad: an image
+// that does not decode, one bad file among many perhaps, ends its line with that way past it.
+func openDatasetArg(spec string, opts dataset.Options) (dataset.Dataset, error) {
+	ds, err := openSpec(spec, opts)
+	if errors.Is(err, dataset.ErrDecode) && !opts.SkipBad {
+		return nil, withExit(exitBadData, fmt.Errorf("%w (--skip-bad leaves undecodable images out, counted and named)", err))
+	}
+	return ds, err
+}
+
 func init() {
 	var df datasetFlags
 	var preview string
@@ -141,7 +151,7 @@ run config records it and trainers refuse data whose fingerprint differs.`,
 			if err := checkOutputs(force, []outFile{{"--preview", preview}}, datasetInput(args[0])); err != nil {
 				return err
 			}
-			ds, err := openSpec(args[0], opts)
+			ds, err := openDatasetArg(args[0], opts)
 			if err != nil {
 				return err
 			}
@@ -201,7 +211,7 @@ those channels for every model. DIR must not exist.`,
 			} else if err != nil {
 				return withExit(exitBadData, err)
 			}
-			ds, err := openSpec(args[0], opts)
+			ds, err := openDatasetArg(args[0], opts)
 			if err != nil {
 				return err
 			}
