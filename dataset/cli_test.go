@@ -106,7 +106,7 @@ func TestCLIBadInputs(t *testing.T) {
 		{"empty LMDB value", []string{"dataset", "inspect", lsunEmpty, "--resolution", "16"},
 			"undecodable image: " + lsunEmpty + `: key "0000bad": 0-byte value: empty (--skip-bad leaves undecodable images out, counted and named)`},
 		{"undecodable LMDB value", []string{"dataset", "inspect", lsunJunk, "--resolution", "16"},
-			"undecodable image: " + lsunJunk + `: key "ffff-junk": 21-byte value: invalid JPEG format (--skip-bad leaves undecodable images out, counted and named)`},
+			"undecodable image: " + lsunJunk + `: key "ffff-junk": 21-byte value: invalid JPEG format: unknown marker (--skip-bad leaves undecodable images out, counted and named)`},
 		{"unreadable image", []string{"dataset", "inspect", unreadable},
 			"undecodable image: " + filepath.Join(unreadable, "b.png") + ": "},
 		{"empty folder", []string{"dataset", "inspect", empty},
