@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"reflect"
@@ -22,6 +23,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -607,9 +609,9 @@ func (e loadError) Is(target error) bool { return target == ErrLoad }
 
 // Load reads, parses and validates the run config file at path. Every error names the path.
 func Load(path string) (Run, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
-		return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
+		return Run{}, err
 	}
 	if err := notYAML(path, data, ""); err != nil {
 		return Run{}, err
@@ -625,6 +627,26 @@ func Load(path string) (Run, error) {
 		return Run{}, prefixLines(path, err)
 	}
 	return r, nil
+}
+
+// readFile reads the run config file at path; an error names the path once, at the start, as
+// Load's other lines do ("run.yaml: cannot load run config: no such file"), not os's "open
+// run.yaml: no such file or directory". It is ErrLoad under errors.Is.
+func readFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		return data, nil
+	}
+	var pe *fs.PathError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%s: %w: no such file", path, ErrLoad)
+	case errors.As(err, &pe) && errors.Is(pe.Err, syscall.EISDIR):
+		return nil, fmt.Errorf("%s: %w: a folder, not a file (give the run config's YAML file)", path, ErrLoad)
+	case errors.As(err, &pe):
+		return nil, fmt.Errorf("%s: %w: %v", path, ErrLoad, pe.Err)
+	}
+	return nil, fmt.Errorf("%s: %w: %v", path, ErrLoad, err)
 }
 
 // noPreset is the one line for a config file that names no preset and leaves the model out,

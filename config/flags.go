@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -113,9 +112,9 @@ func (f *Flags) Resolve() (Run, error) {
 	var r Run
 	switch {
 	case f.Path != "":
-		data, err := os.ReadFile(f.Path)
+		data, err := readFile(f.Path)
 		if err != nil {
-			return Run{}, fmt.Errorf("%w: %v", ErrLoad, err)
+			return Run{}, err
 		}
 		if err := notYAML(f.Path, data, "; to train a preset as it is, give --preset NAME without --config"); err != nil {
 			return Run{}, err
