@@ -110,7 +110,7 @@ func TestDamagedDataLeavesRunGoing(t *testing.T) {
 	sum = sha256.Sum256(b)
 	now := hex.EncodeToString(sum[:])
 
-	run, cfg := procRun(t, dir, 32, 1, 3, 2*time.Second, func(r *config.Run) { r.Dataset = "prep" })
+	run, cfg := procRun(t, dir, 64, 1, 3, 2*time.Second, func(r *config.Run) { r.Dataset = "prep" })
 	certs := tlsauthtest.Dir(t)
 	coord, cli := startReplica(t, run, "dev", certs)
 	t0 := launchTrainerIn(t, n0, bin, filepath.Join(dir, "t0-vol"), "t0", freeAddr(t), coord, cfg, certs)
