@@ -407,10 +407,13 @@ func runFolder(dir string) string {
 	return ""
 }
 
-// notDataFile says what the file p is when its first bytes show it to be no dataset file but
-// something a user may give by mistake: one image (a folder of them is a dataset) or a
-// checkpoint file; "" otherwise.
+// notDataFile says what the file p is when it is no dataset file but something a user may give
+// by mistake: an idx labels file (by its name), one image (a folder of them is a dataset) or a
+// checkpoint file (by their first bytes); "" otherwise.
 func notDataFile(p string) string {
+	if base := filepath.Base(p); strings.Contains(base, "labels-idx1") {
+		return "an idx labels file, not images (give " + filepath.Join(filepath.Dir(p), strings.Replace(base, "labels-idx1", "images-idx3", 1)) + "; its labels are read beside it)"
+	}
 	f, err := os.Open(p)
 	if err != nil {
 		return ""
