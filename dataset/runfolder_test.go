@@ -11,10 +11,11 @@ import (
 )
 
 // TestRunFolderIsNotADataset: a ddpm local run folder, a trainer's folder, a checkpoints.db, one
-// image and an idx labels file, given where a dataset is expected (ddpm dataset inspect, eval bpd --data), are each
-// refused in one line saying what they are, with exit status 2. A run folder used to be read as
-// an image folder and refused for its loss.png ("non-square images: RUN/loss.png is 768x480",
-// exit 1), the files as "not an idx3 images file, a .tar.gz, data.mdb or index.json".
+// image and an idx labels file, given where a dataset is expected (ddpm dataset inspect, eval
+// bpd --data), are each refused in one line saying what they are, with exit status 2. A run
+// folder used to be read as an image folder and refused for its loss.png ("non-square images:
+// RUN/loss.png is 768x480", exit 1), the files as "not an idx3 images file, a .tar.gz, data.mdb
+// or index.json".
 func TestRunFolderIsNotADataset(t *testing.T) {
 	root := t.TempDir()
 	run := filepath.Join(root, "run")
