@@ -288,11 +288,13 @@ var errFetch = errors.New("trainer: checkpoint fetch")
 // so that the others go on in a new generation without it, and may come back (a restart) once
 // the cause is gone. So are ErrVolume (its checkpoint file, its disk; a fetch, a network, a
 // commit this rank disagrees with) and ErrData. The run pins its data: by the fingerprint its
-// run config may name (checked before the trainer joins) and the one recorded in every
-// committed checkpoint (checked at every load), and a prepared copy's index, which the
-// fingerprint covers, pins every shard's sha256. A trainer whose own data fails one of these
-// checks holds another copy than the one the run trains on, and the other trainers' copies may
-// well be intact: one node's bad disk, or a node given other data, must not fail the run. A
+// run config may name (checked before the trainer joins), by the one recorded in every
+// committed checkpoint (checked at every load), and, for a prepared copy, by the shard sha256s
+// of the index.json that records that fingerprint (checked as the shards are first read; every
+// other format's records were all read when the data was opened). A trainer whose data fails
+// one of these checks, or a later read, holds another copy than the one the run trains on, and
+// the other trainers' copies may well be intact: one node's bad disk, or a node given other
+// data, must not fail the run. A
 // single trainer cannot tell that every copy is bad (one file on storage they all share): then
 // every trainer that reads it leaves in turn, each with the line naming the file, and the run
 // waits, not failed, for its data to be fixed. A standalone trainer (no cluster) ends on either
