@@ -211,7 +211,7 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 	if strings.HasSuffix(ds.Name(), "/"+splitName) { // mnist/test, not "mnist/test test"
 		data = ds.Name()
 	}
-	fmt.Fprintf(out, "checkpoint %s step %d (%s), %s, %d images, T=%d\n", ld.Path, ld.Step, weightsName(o.raw), data, n, T)
+	fmt.Fprintf(out, "checkpoint %s step %d (%s), %s, %s, T=%d\n", ld.Path, ld.Step, weightsName(o.raw), data, countNoun(n, "image", "images"), T)
 	if len(total) > 1 {
 		fmt.Fprintf(out, "total bits/dim  %.4f ± %.4f (standard error of the mean over %d images)\n", m, se, len(total))
 	} else {

@@ -91,6 +91,10 @@ func TestEvalBPDImageFolderNoTestSplit(t *testing.T) {
 		!strings.HasSuffix(lines[1], " (one image: no standard error; give --n 2 or more)") || strings.Contains(lines[1], "±") {
 		t.Errorf("eval bpd --n 1: %v %q", err, out)
 	}
+	// One image is "1 image" (it said "1 images").
+	if want := "checkpoint " + file + " step 0 (EMA), folder/faces all images (an image folder has no test split), 1 image, T=20\n"; !strings.HasPrefix(out, want) {
+		t.Errorf("eval bpd --n 1 output begins %q, want %q", out, want)
+	}
 	noSplit := "unsupported option: " + imgs + ": an image folder has no test split (all its images are one set; give no split)"
 	for _, args := range [][]string{
 		{"eval", "bpd", "--checkpoint", dir, "--n", "2", "--split", "test"},
