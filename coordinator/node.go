@@ -297,7 +297,8 @@ type Node struct {
 }
 
 // StartNode opens the stores in DataDir, starts raft and the listeners, and (when cfg.Run is
-// set) submits the run config in the background. Errors name what failed.
+// set) submits the run config in the background. Errors name what failed; a DataDir that is
+// another of ddpm's folders is refused before anything is written (CheckDataDir, ErrNotDataDir).
 func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	if cfg.Security == nil {
 		panic("coordinator: NodeConfig.Security is nil (tlsauth.Load it; plain text only with Config.Insecure)")
@@ -309,6 +310,9 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 		cfg.RunSource = "the given run config"
 	}
 	n := &Node{cfg: cfg, done: make(chan struct{}), fatal: make(chan error, 1)}
+	if err := CheckDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	if err := checkRaftData(cfg.DataDir); err != nil {
 		return nil, err
 	}

@@ -56,6 +56,9 @@ var (
 	ErrDamagedStore = errors.New("coordinator: raft data damaged")
 	// ErrStoreWrite: raft could not store its term or vote; see StoreWriteError.
 	ErrStoreWrite = errors.New("coordinator: raft store write failed")
+	// ErrNotDataDir: --data-dir is a folder of another of ddpm's roles (a ddpm local run
+	// folder, a trainer's folder), refused before anything is written there; see CheckDataDir.
+	ErrNotDataDir = errors.New("not a coordinator's data dir")
 )
 
 // ReleaseMismatchError is why a replica stopped, or would not start, because another release's

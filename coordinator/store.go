@@ -75,6 +75,30 @@ var storeWarnEvery = time.Minute
 // first small entry, then fails again within a second or two).
 var storeSettle = 10 * time.Second
 
+// CheckDataDir refuses a dataDir that is another of ddpm's folders, before a replica writes its
+// raft.db and snapshots/ there: a ddpm local run folder (local.json, or trainer-0/checkpoints.db;
+// its coordinators keep their raft data in its coordinator-I folders, which pass) or a trainer's
+// folder (checkpoints.db). The error, which matches ErrNotDataDir, is one line naming the folder,
+// what it is and what to give instead. Nil for any other folder, and for one that does not exist.
+func CheckDataDir(dataDir string) error {
+	has := func(p ...string) bool {
+		_, err := os.Stat(filepath.Join(append([]string{dataDir}, p...)...))
+		return err == nil
+	}
+	var what, instead string
+	switch {
+	case has("local.json") || has("trainer-0", "checkpoints.db"):
+		what = "a ddpm local run folder"
+		instead = fmt.Sprintf("give a new folder (the run's own coordinators keep their raft data in %s)",
+			filepath.Join(dataDir, "coordinator-N"))
+	case has("checkpoints.db"):
+		what, instead = "a trainer's folder (checkpoints.db)", "give a new folder"
+	default:
+		return nil
+	}
+	return fmt.Errorf("coordinator: --data-dir %s: %s, %w; %s", dataDir, what, ErrNotDataDir, instead)
+}
+
 // checkRaftData checks the raft data in dataDir before raft's libraries open it (they panic or
 // fault on damaged data): raft.db's size against the pages its meta page counts, bbolt's
 // consistency check of every page, and that a readable snapshot reaches the entry before the

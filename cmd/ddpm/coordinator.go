@@ -120,6 +120,11 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 			return withExit(2, fmt.Errorf("coordinator: --%s is required", req.name))
 		}
 	}
+	// A ddpm local run folder or a trainer's folder given as the data dir: refused before
+	// anything (the test-split check's look at the raft data included) reads or writes there.
+	if err := coordinator.CheckDataDir(coordFlags.dataDir); err != nil {
+		return withExit(2, err)
+	}
 	if coordFlags.rules < 0 {
 		return withExit(2, fmt.Errorf("coordinator: --rules-version %d: want 0 (this binary's) or more", coordFlags.rules))
 	}
@@ -171,7 +176,7 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 	node, err := coordinator.StartNode(cfg)
 	var conflict *coordinator.RunConflictError
 	switch {
-	case errors.As(err, &conflict), errors.Is(err, coordinator.ErrReleaseMismatch):
+	case errors.As(err, &conflict), errors.Is(err, coordinator.ErrReleaseMismatch), errors.Is(err, coordinator.ErrNotDataDir):
 		return withExit(2, err)
 	case err != nil:
 		return withExit(1, err)
