@@ -211,6 +211,10 @@ func Prepare(ds Dataset, out string, shardBytes int) (*Index, error) {
 		return nil, fmt.Errorf("prepare %s: %w", out, err)
 	}
 	if err := os.Rename(tmp, out); err != nil {
+		if errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.ENOTDIR) {
+			// Made while this one decoded: a second prepare into the same --out, run at once.
+			return nil, fmt.Errorf("%w: %s: made by another process while this prepare ran (a second ddpm dataset prepare into it?); refusing to overwrite; choose a new --out", ErrExists, out)
+		}
 		return nil, fmt.Errorf("prepare %s: %w", out, err)
 	}
 	done = true

@@ -216,7 +216,9 @@ those channels for every model. DIR must not exist.`,
 				return err
 			}
 			idx, err := dataset.Prepare(ds, out, shardMB<<20)
-			if err != nil {
+			if errors.Is(err, dataset.ErrExists) {
+				return withExit(exitUsage, err)
+			} else if err != nil {
 				return withExit(exitBadData, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "prepared %d images of %dx%dx%d into %d shards in %s\nfingerprint sha256:%s\n",
