@@ -31,7 +31,7 @@ func AddFlags(fs *pflag.FlagSet) *Flags {
 	fs.StringVar(&f.Path, "config", "", "run config YAML file (flags below override its fields)")
 	fs.StringVar(&v.Preset, "preset", "", "dataset preset: cifar10, celebahq, lsun-church, lsun-bedroom, lsun-cat, mnist, fashion-mnist")
 	fs.StringVar(&v.Model, "model", "", "U-Net preset: cifar10, lsun256, celebahq256, small, tiny")
-	fs.StringVar(&v.Dataset, "dataset", "", "dataset spec: mnist, fashion-mnist, or a path to CIFAR-10 / LSUN / an image folder / a prepared folder / idx files")
+	fs.StringVar(&v.Dataset, "dataset", "", "the run's dataset: mnist, fashion-mnist, or a path to CIFAR-10 / LSUN / an image folder / a prepared folder / idx files")
 	fs.StringVar(&v.DatasetFingerprint, "dataset-fingerprint", "", "expected sha256 fingerprint of the dataset")
 	fs.Uint64Var(&v.Seed, "seed", 0, "seed of every random stream of the run")
 	fs.Int64Var(&v.Steps, "steps", 0, "total optimizer steps")

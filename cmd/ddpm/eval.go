@@ -59,7 +59,7 @@ it names the split; an explicit --split test (or a :test suffix) on one is refus
 	f := bpd.Flags()
 	f.StringVar(&o.checkpoint, "checkpoint", "", "checkpoint file, trainer folder or run folder (required)")
 	addStepFlag(f, &o.step, "checkpoint step (default: the newest that verifies)")
-	f.StringVar(&o.data, "data", "", "dataset spec (default: the run's dataset)")
+	f.StringVar(&o.data, "data", "", "the data to evaluate on: mnist, fashion-mnist (:test, :train) or a path, as ddpm dataset inspect takes it (default: the run's dataset)")
 	f.StringVar(&o.split, "split", "test", "split to evaluate (train or test; a --data spec's :train or :test suffix sets it; data without splits: all its images)")
 	f.IntVar(&o.n, "n", 1000, "images to evaluate, the first n of the split (without --n: 1000, or all of a smaller set)")
 	f.IntVar(&o.batch, "batch", 50, "images per model evaluation")
