@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"ddpm/internal/version"
 )
@@ -110,12 +111,69 @@ func commandName(cmd *cobra.Command) string {
 var configureRoot = sync.OnceFunc(func() {
 	usageErrors(rootCmd)
 	rootCmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		hint := flagHint(cmd, err)
 		if cmd == rootCmd {
-			return withExit(2, fmt.Errorf("%v (see ddpm --help)", err))
+			return withExit(2, fmt.Errorf("%v%s (see ddpm --help)", err, hint))
 		}
-		return withExit(2, fmt.Errorf("%s: %v (see %s --help)", commandName(cmd), err, cmd.CommandPath()))
+		return withExit(2, fmt.Errorf("%s: %v%s (see %s --help)", commandName(cmd), err, hint, cmd.CommandPath()))
 	})
 })
+
+// flagSuggestionDistance is the largest edit distance at which an unknown flag is taken for a
+// typo of one cmd has, as cobra's SuggestionsMinimumDistance of 2 for subcommands.
+const flagSuggestionDistance = 2
+
+// flagHint is "; did you mean --NAME?" when err is pflag's unknown long flag (--NAME, not a
+// shorthand) and cmd has a visible flag within flagSuggestionDistance of it (Levenshtein distance,
+// case folded; ties joined with " or "), "" otherwise. A name that would have to be replaced
+// whole (a distance of its own length or more) gets no hint: --ab is no typo of --id.
+func flagHint(cmd *cobra.Command, err error) string {
+	var ne *pflag.NotExistError
+	if !errors.As(err, &ne) || ne.GetSpecifiedShortnames() != "" || !strings.HasPrefix(err.Error(), "unknown flag: --") {
+		return ""
+	}
+	typed := strings.ToLower(ne.GetSpecifiedName())
+	best := min(flagSuggestionDistance, len([]rune(typed))-1)
+	var names []string
+	cmd.Flags().VisitAll(func(f *pflag.Flag) { // in name order
+		if f.Hidden {
+			return
+		}
+		switch d := editDistance(typed, strings.ToLower(f.Name)); {
+		case d < best:
+			best, names = d, []string{"--" + f.Name}
+		case d == best:
+			names = append(names, "--"+f.Name)
+		}
+	})
+	if len(names) == 0 {
+		return ""
+	}
+	return "; did you mean " + strings.Join(names, " or ") + "?"
+}
+
+// editDistance is the Levenshtein distance between a and b: the fewest single-character
+// insertions, deletions and substitutions that turn one into the other.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(rb)]
+}
 
 func main() {
 	configureRoot()
