@@ -132,17 +132,26 @@ func greyFile(p string) (grey, ok bool) {
 	return pngGrey || cfg.ColorModel == color.GrayModel || cfg.ColorModel == color.Gray16Model, true
 }
 
-// neutralWebP reports whether a decoded WebP image is grey: a lossy one (VP8, *image.YCbCr or
-// *image.NYCbCrA with alpha) when every Cb and Cr sample of the picture is 128, which is how
-// cwebp stores a grey image (chroma exactly neutral at every quality) and which decodes to
-// R = G = B = Y; a lossless one (VP8L, *image.NRGBA) when every pixel that is not fully
-// transparent has R = G = B. Such an image read as one channel (toCHW's red plane) loses
-// nothing. Only the picture's rectangle counts, not the decoder's padding to whole macroblocks.
+// neutralWebP reports whether a decoded WebP image is grey: a lossy one (VP8, *image.YCbCr) when
+// every Cb and Cr sample of the picture is 128, which is how cwebp stores a grey image (chroma
+// exactly neutral at every quality) and which decodes to R = G = B = Y; a lossy one with alpha
+// (*image.NYCbCrA) when the chroma of every pixel that is not fully transparent is 128; a
+// lossless one (VP8L, *image.NRGBA) when every pixel that is not fully transparent has
+// R = G = B. A fully transparent pixel is composited onto black whatever its colour. Such an
+// image read as one channel (toCHW's red plane) loses nothing. Only the picture's rectangle
+// counts, not the decoder's padding to whole macroblocks.
 func neutralWebP(img image.Image) bool {
 	b := img.Bounds()
 	switch m := img.(type) {
 	case *image.NYCbCrA:
-		return neutralWebP(&m.YCbCr)
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			for x := b.Min.X; x < b.Max.X; x++ {
+				if c := m.COffset(x, y); m.A[m.AOffset(x, y)] != 0 && (m.Cb[c] != 128 || m.Cr[c] != 128) {
+					return false
+				}
+			}
+		}
+		return true
 	case *image.YCbCr:
 		for y := b.Min.Y; y < b.Max.Y; y++ {
 			for x := b.Min.X; x < b.Max.X; x++ {

@@ -138,12 +138,40 @@ func TestGreyWebPFolderIsOneChannel(t *testing.T) {
 		}
 	}
 
+	// Lossy with alpha (*image.NYCbCrA), some pixels fully transparent: still grey, one channel,
+	// each pixel the grey level composited onto black.
+	alphaDir := filepath.Join(root, "alpha")
+	if err := os.MkdirAll(alphaDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ys, as := make([]uint8, 64), make([]uint8, 64)
+	for k := range ys {
+		ys[k], as[k] = greyLevel(2, k), uint8(max(0, 255-9*k))
+	}
+	if err := os.WriteFile(filepath.Join(alphaDir, "00.webp"), cwebp(t, pngGreyAlpha(t, 8, 8, ys, as), false), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := Open(alphaDir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, _, _ := ds.Shape(); c != 1 || !Describe(ds).Grey {
+		t.Fatalf("grey WebP with alpha: %d channels, grey %v; want 1, true", c, Describe(ds).Grey)
+	}
+	px := make([]uint8, 64)
+	if err := ds.(Pixeler).Pixels(0, px); err != nil {
+		t.Fatal(err)
+	}
+	if want := webpRGB(t, filepath.Join(alphaDir, "00.webp"))[:64]; !bytes.Equal(px, want) || px[63] != 0 {
+		t.Fatalf("grey WebP with alpha: %v, want %v (pixel 63 transparent: 0)", px, want)
+	}
+
 	// A colour WebP among grey ones: 3 channels, not greyscale.
 	mixed := writeWebPLevels(t, filepath.Join(root, "mixed"), false)
 	if err := os.WriteFile(filepath.Join(mixed, "05.webp"), cwebp(t, encodePNG(t, pattern(8, 8, 3)), false), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ds, err := Open(mixed, Options{})
+	ds, err = Open(mixed, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
