@@ -64,7 +64,7 @@ func init() {
 	f.StringVar(&coordFlags.grpcAddr, "grpc-addr", "", "gRPC listen address (host:port)")
 	f.StringVar(&coordFlags.httpAddr, "http-addr", "", "HTTP listen address for /healthz, /readyz and /api/status (empty: none)")
 	f.StringVar(&coordFlags.peers, "peers", "", "every replica as id=raftaddr=grpcaddr, comma-separated")
-	f.StringVar(&coordFlags.dataDir, "data-dir", "", "directory for the raft log (bbolt) and snapshots")
+	f.StringVar(&coordFlags.dataDir, "data-dir", "", "directory for the raft log (bbolt) and snapshots, of its own (not a ddpm local run folder or a trainer's)")
 	f.BoolVar(&coordFlags.bootstrap, "bootstrap", false, "write the initial cluster configuration if the data dir is empty")
 	f.BoolVar(&coordFlags.raftLog, "raft-log", false, "print hashicorp/raft's own log lines")
 	// Tests of mixed-release clusters play a replica of another release with it; hidden, since
