@@ -40,7 +40,7 @@ lint:
 demo: build  ## 3 raft coordinators + 2 trainers on MNIST as real processes; leaves RUN/samples.png, loss.png, loss.csv
 	@out=$${DEMO_OUT:-runs/demo-$$(date +%Y%m%d-%H%M%S)}; set -x; \
 	$(BIN) local --config demo/mnist-demo.yaml --init demo/mnist-tiny.safetensors \
-		--trainers 2 --coordinators 3 --samples 25 --out $$out && \
+		--trainers 2 --coordinators 3 --samples 25 --out "$$out" && \
 	echo "make demo: see $$out/samples.png and $$out/loss.png"
 
 proto:       ## regenerate api/*.pb.go with protoc (Debian protobuf-compiler) and the plugins pinned in go.mod
