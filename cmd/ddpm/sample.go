@@ -318,7 +318,11 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	}
 	chain := ""
 	if o.progressive != "" {
-		chain = fmt.Sprintf("; their predicted x0 every %s -> %s", countNoun(o.every, "step", "steps"), o.progressive)
+		whose := "their"
+		if o.n == 1 {
+			whose = "its"
+		}
+		chain = fmt.Sprintf("; %s predicted x0 every %s -> %s", whose, countNoun(o.every, "step", "steps"), o.progressive)
 	}
 	fmt.Fprintf(w, "ddpm sample: %s of %s step %d (%s) in %.1fs -> %s%s\n", countNoun(o.n, "sample", "samples"), ld.Path, ld.Step, weightsName(o.raw), time.Since(t0).Seconds(), o.out, chain)
 	return nil

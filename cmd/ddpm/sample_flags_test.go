@@ -40,7 +40,7 @@ func TestSampleFlagsWithoutEffect(t *testing.T) {
 }
 
 // TestSampleNamesEveryFile: the result line names the --progressive file as well as --out (it
-// used to end "-> x.png" alone), "every 1 step" in the singular.
+// used to end "-> x.png" alone), "every 1 step" in the singular, and one sample's "its" x0.
 func TestSampleNamesEveryFile(t *testing.T) {
 	dir, file := evalFixture(t)
 	tmp := t.TempDir()
@@ -58,5 +58,16 @@ func TestSampleNamesEveryFile(t *testing.T) {
 		}
 		fileSum(t, out)
 		fileSum(t, prog)
+	}
+	// One sample: "its predicted x0" (it said "their").
+	out, prog := filepath.Join(tmp, "one.png"), filepath.Join(tmp, "one-p.png")
+	var stderr bytes.Buffer
+	if _, err := runCLI(t, context.Background(), &stderr, "sample", "--checkpoint", dir, "--n", "1", "--out", out, "--progressive", prog, "--every", "5"); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	last := lines[len(lines)-1]
+	if want := fmt.Sprintf(" -> %s; its predicted x0 every 5 steps -> %s", out, prog); !strings.HasPrefix(last, "ddpm sample: 1 sample of "+file+" step 0 (EMA) in ") || !strings.HasSuffix(last, want) {
+		t.Errorf("result line %q, want it to end %q", last, want)
 	}
 }
