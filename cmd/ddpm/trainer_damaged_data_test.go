@@ -110,7 +110,7 @@ func TestDamagedDataLeavesRunGoing(t *testing.T) {
 	sum = sha256.Sum256(b)
 	now := hex.EncodeToString(sum[:])
 
-	run, cfg := procRun(t, dir, 64, 1, 3, 2*time.Second, func(r *config.Run) { r.Dataset = "prep" })
+	run, cfg := procRun(t, dir, endlessSteps, 1, 3, 2*time.Second, func(r *config.Run) { r.Dataset = "prep" })
 	certs := tlsauthtest.Dir(t)
 	coord, cli := startReplica(t, run, "dev", certs)
 	t0 := launchTrainerIn(t, n0, bin, filepath.Join(dir, "t0-vol"), "t0", freeAddr(t), coord, cfg, certs)
@@ -133,13 +133,16 @@ func TestDamagedDataLeavesRunGoing(t *testing.T) {
 		t.Fatalf("t2's stderr %q, want one line ending in %q", line, fp)
 	}
 	expectDataExit(t, "t2", t2, line)
-	alone := waitFor(t, cli, "a generation of t0 alone", 30*time.Second, func(s *fsm.State) bool {
+	alone := waitFor(t, cli, "a generation of t0 alone", time.Minute, func(s *fsm.State) bool {
 		return s.Members["t1"] == nil && s.Members["t2"] == nil && s.Generation.World == 1
 	})
 	if alone.Status.Terminal() {
 		t.Fatalf("the run is %s after t1 and t2 met their data (%s)", alone.Status, alone.Reason)
 	}
-	finishProcs(t, cli, run, map[string]*trainerProc{"t0": t0})
+	if final := commitIn(t, cli, "a commit by t0 alone", alone.Generation.Number); final.Status.Terminal() {
+		t.Fatalf("the run is %s (%s)", final.Status, final.Reason)
+	}
+	stopTrainer(t, "t0", t0)
 }
 
 // fingerprintOf is the fingerprint of the dataset at path, read with the model's channels.

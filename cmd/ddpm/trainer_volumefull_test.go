@@ -37,20 +37,56 @@ func limitedBinary(t *testing.T, dir, bin string, limit int64) string {
 	return p
 }
 
+// endlessSteps is the length of a process test's run that its trainers never finish: a test
+// that needs the run to go on while a trainer leaves and comes back waits on what the
+// coordinators record (a generation, a commit) and stops the trainers itself (stopTrainer),
+// rather than racing the healthy trainers to the run's end (at 64 steps, a loaded machine let
+// t0 finish the run before t1 came back).
+const endlessSteps = 1_000_000
+
+// stopTrainer sends p SIGTERM and waits (1 minute at most) for it to leave and exit with
+// status 0.
+func stopTrainer(t *testing.T, name string, p *trainerProc) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+		if p.err != nil {
+			t.Fatalf("%s stopped: %v; stderr:\n%s", name, p.err, p.stderr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("%s did not stop within a minute of SIGTERM (log %s)", name, p.log)
+	}
+}
+
+// commitIn waits (2 minutes at most) for a checkpoint committed in generation gen past the step
+// the generation started from: every member of gen trained and saved.
+func commitIn(t *testing.T, cli *coordinator.Client, what string, gen uint64) *fsm.State {
+	t.Helper()
+	return waitFor(t, cli, what, 2*time.Minute, func(s *fsm.State) bool {
+		n := len(s.Checkpoints)
+		return s.Generation.Number == gen && n > 0 && s.Checkpoints[n-1].Step > s.Generation.StartStep
+	})
+}
+
 // TestVolumeFullLeavesRunGoing: trainer t1's volume cannot grow (a file-size limit below one
 // checkpoint, as a full disk) in a run of two trainers (min_trainers 1). At its first save (or
 // its fetch of the checkpoint it starts from) t1 leaves the cluster and exits with status 1 and
-// one line naming the file and the cause; the healthy t0 goes on alone in a new generation, t1 started again on the same volume without
-// the limit joins again, and the run succeeds with both. The failed save used to be reported as
-// the run's failure: the coordinators failed the run, t0 exited 1 ("the coordinator closed the
-// assignment stream") and every later join was refused.
+// one line naming the file and the cause; the healthy t0 goes on alone in a new generation
+// (and commits in it), t1 started again on the same volume without the limit joins again, and
+// the ring of both commits a checkpoint (t1 saved it); the run is never failed and both stop
+// cleanly. The failed save used to be reported as the run's failure: the coordinators failed
+// the run, t0 exited 1 ("the coordinator closed the assignment stream") and every later join
+// was refused. The run is endlessSteps long, so t0 cannot end it before t1 is back.
 func TestVolumeFullLeavesRunGoing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts trainer processes")
 	}
 	bin := testutil.DDPMBinary(t)
 	dir := t.TempDir()
-	run, cfg := procRun(t, dir, 64, 1, 2, 2*time.Second, nil)
+	run, cfg := procRun(t, dir, endlessSteps, 1, 2, 2*time.Second, nil)
 	certs := tlsauthtest.Dir(t)
 	coord, cli := startReplica(t, run, "dev", certs)
 
@@ -77,20 +113,25 @@ func TestVolumeFullLeavesRunGoing(t *testing.T) {
 	if !want.MatchString(t1.stderr.String()) {
 		t.Fatalf("t1's stderr %q, want one line matching %q", t1.stderr.String(), want)
 	}
-	left := waitFor(t, cli, "a generation without t1", 30*time.Second, func(s *fsm.State) bool {
+	left := waitFor(t, cli, "a generation without t1", time.Minute, func(s *fsm.State) bool {
 		return s.Members["t1"] == nil && s.Generation.World == 1
 	})
 	if left.Status.Terminal() {
 		t.Fatalf("the run is %s after t1's volume filled (%s)", left.Status, left.Reason)
 	}
+	commitIn(t, cli, "a commit by t0 alone", left.Generation.Number)
 
 	// Room again: the same volume, no limit.
 	t1 = launchTrainer(t, bin, vol, "t1", listen, coord, cfg, certs)
-	waitFor(t, cli, "t1 back in a ring of two", 2*time.Minute, func(s *fsm.State) bool {
+	both := waitFor(t, cli, "t1 back in a ring of two", 2*time.Minute, func(s *fsm.State) bool {
 		m := s.Members["t1"]
 		return m != nil && m.State == fsm.MemberActive && s.Generation.World == 2
 	})
-	finishWith(t, cli, run, t0, t1)
+	if final := commitIn(t, cli, "a commit by the ring of t0 and t1", both.Generation.Number); final.Status.Terminal() {
+		t.Fatalf("the run is %s (%s)", final.Status, final.Reason)
+	}
+	stopTrainer(t, "t1", t1)
+	stopTrainer(t, "t0", t0)
 }
 
 // TestFailedRunLineSaysWhy: a trainer process whose run the coordinators fail (another member
@@ -133,16 +174,17 @@ func TestFailedRunLineSaysWhy(t *testing.T) {
 
 // TestClusterEmptyCheckpointFile: a cluster trainer whose checkpoints.db was emptied (0 bytes)
 // while it was stopped starts with one warning, joins with nothing held, fetches the committed
-// checkpoint its generation starts from from the other trainer, and the run succeeds with both:
-// the cluster holds the committed checkpoints, so no step is lost (a standalone trainer refuses
-// such a file: TestStandaloneDamagedVolume).
+// checkpoint its generation starts from from the other trainer, and the ring of both commits
+// past it: the cluster holds the committed checkpoints, so no step is lost (a standalone trainer
+// refuses such a file: TestStandaloneDamagedVolume). The run is endlessSteps long, so t0 cannot
+// end it alone while t1 is stopped.
 func TestClusterEmptyCheckpointFile(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts trainer processes")
 	}
 	bin := testutil.DDPMBinary(t)
 	dir := t.TempDir()
-	run, cfg := procRun(t, dir, 64, 1, 2, 2*time.Second, nil)
+	run, cfg := procRun(t, dir, endlessSteps, 1, 2, 2*time.Second, nil)
 	certs := tlsauthtest.Dir(t)
 	coord, cli := startReplica(t, run, "dev", certs)
 	t0 := startTrainerProc(t, bin, dir, "t0", coord, cfg, certs)
@@ -151,17 +193,7 @@ func TestClusterEmptyCheckpointFile(t *testing.T) {
 	waitFor(t, cli, "a commit by the ring of two", 2*time.Minute, func(s *fsm.State) bool {
 		return s.Generation.World == 2 && len(s.Checkpoints) > 0 && s.Checkpoints[len(s.Checkpoints)-1].Step > s.Generation.StartStep
 	})
-	if err := t1.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-t1.exited:
-		if t1.err != nil {
-			t.Fatalf("t1 stopped: %v; stderr:\n%s", t1.err, t1.stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("t1 did not stop within 30 s of SIGTERM")
-	}
+	stopTrainer(t, "t1", t1)
 	db := filepath.Join(vol, "checkpoints.db")
 	if err := os.Truncate(db, 0); err != nil {
 		t.Fatal(err)
@@ -171,7 +203,9 @@ func TestClusterEmptyCheckpointFile(t *testing.T) {
 		m := s.Members["t1"]
 		return m != nil && m.State == fsm.MemberActive && s.Generation.World == 2 && s.Generation.StartStep > 0
 	})
-	finishWith(t, cli, run, t0, t1)
+	commitIn(t, cli, "a commit by the ring of t0 and the restarted t1", back.Generation.Number)
+	stopTrainer(t, "t1", t1)
+	stopTrainer(t, "t0", t0)
 	b, err := os.ReadFile(t1.log)
 	if err != nil {
 		t.Fatal(err)
