@@ -291,13 +291,15 @@ func (c *clusterCoord) Report(_ context.Context, p trainer.Progress) {
 // not answer (no leader during a re-election, all replicas away) is sent again, with the same
 // request id so that it applies once, before any later one: dropping it lost that step's loss
 // point for good (TestTrainerReportsSurviveCoordinatorOutage). A refusal (a stale generation or
-// incarnation, a dropped member) drops it.
+// incarnation, a dropped member) drops it. A step skipped for a non-finite gradient goes with
+// skipped set, its NaN loss and gradient norm as they are: the coordinators record it as a
+// skipped point without a loss (TestSkippedStepReported).
 func (c *clusterCoord) reportLoop(ctx context.Context) {
 	var last *api.ReportProgressRequest // the request last tried and not answered
 	c.reports.Run(ctx, 200*time.Millisecond, func(ctx context.Context, p trainer.Progress) bool {
 		req := &api.ReportProgressRequest{Id: c.id, Incarnation: c.inc.Load(), Generation: p.Generation,
 			Step: p.Step, Loss: p.Loss, GradNorm: p.GradNorm, Lr: p.LR, ImagesPerSec: p.ImagesPerS,
-			ComputeSec: p.ComputeSec, AllreduceSec: p.AllReduceSec, WaitSec: p.WaitSec, Busbw: p.BusBW}
+			ComputeSec: p.ComputeSec, AllreduceSec: p.AllReduceSec, WaitSec: p.WaitSec, Busbw: p.BusBW, Skipped: p.Skipped}
 		if last != nil && last.Generation == req.Generation && last.Step == req.Step && last.Incarnation == req.Incarnation {
 			req.RequestId = last.RequestId
 		}
@@ -310,8 +312,9 @@ func (c *clusterCoord) reportLoop(ctx context.Context) {
 			req.LossQuartiles[q] = v
 		}
 		if field, v := coordinator.NonFiniteField(req); field != "" {
-			// A step skipped for a non-finite gradient: the coordinators would refuse it, and
-			// there is no point to record for it (TestNonFiniteReportNotSent).
+			// A metric the coordinators record is not finite (a skipped step's loss and gradient
+			// norm are not recorded, so not checked): they would refuse it, and there is no point
+			// to record for it (TestSkippedStepReported).
 			c.log.Warn("step with non-finite metrics not reported to the coordinators: the loss history has no point for it",
 				"step", p.Step, "field", field, "value", fmt.Sprint(v), "skipped", p.Skipped)
 			return false
