@@ -11,8 +11,11 @@ import (
 // safetensors file: one F32 tensor per entry of c.Tensors, with the reference PyTorch model's
 // state_dict name and shape, in c.Tensors order, loadable by anchors/pytorch/parity.py and
 // by safetensors.torch.load_file. The metadata records format "pt", the step, model (c.Preset,
-// the U-Net preset), weights ("ema" or "params"), sha256 and config hash, as ddpm sample
-// --export-weights does. The write is atomic (temporary file, fsync,
+// the U-Net preset), weights ("ema" or "params") and config hash, as ddpm sample
+// --export-weights does, and the state hash (StateHash, the STATE column of ddpm checkpoint
+// list) rather than c.SHA256, which also covers the generation: the same state written by an
+// interrupted-and-resumed run and by the same run uninterrupted exports to the same bytes, so
+// `cmp` of two exports agrees with their STATE. The write is atomic (temporary file, fsync,
 // rename): on error path is left as it was. ErrNotFound when ema is asked but c has no EMA
 // arena; ErrCorruptCheckpoint when c has no tensor index.
 func Export(path string, c *Checkpoint, ema bool) error {
@@ -38,7 +41,7 @@ func Export(path string, c *Checkpoint, ema bool) error {
 		"step":        strconv.FormatInt(c.Step, 10),
 		"model":       c.Preset,
 		"weights":     which,
-		"sha256":      c.SHA256,
+		"state":       StateHash(c),
 		"config_hash": c.ConfigHash,
 	}
 	if err := safetensors.Write(path, ts, meta); err != nil {

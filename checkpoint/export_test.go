@@ -61,7 +61,7 @@ func TestExportLoadsInPyTorch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ts) != len(infos) || meta["weights"] != "ema" || meta["step"] != "100" || meta["sha256"] != c.SHA256 {
+	if len(ts) != len(infos) || meta["weights"] != "ema" || meta["step"] != "100" || meta["state"] != checkpoint.StateHash(c) {
 		t.Fatalf("export: %d tensors, metadata %v", len(ts), meta)
 	}
 
