@@ -19,6 +19,7 @@ import (
 	"ddpm/checkpoint"
 	"ddpm/config"
 	"ddpm/dataset"
+	"ddpm/internal/localrun"
 	"ddpm/internal/tlsauth"
 	"ddpm/trainer"
 	"ddpm/unet"
@@ -231,6 +232,13 @@ func (c volumeClaim) bind(log *slog.Logger) error {
 func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if o.dataDir == "" {
 		return withExit(2, errors.New("--data-dir is required"))
+	}
+	// A ddpm local run folder given as the volume: refused before anything reads or writes
+	// there. Its run.yaml is the local run's, and re-binding it (the checkpoints are in its
+	// trainer-N folders, so it looked like a volume without any) left the run unable to resume.
+	if localrun.IsRunFolder(o.dataDir) {
+		return withExit(2, fmt.Errorf("--data-dir %s: a ddpm local run folder, not a trainer's volume; give one of its trainer folders (%s, as the run's own trainers use) or a new folder",
+			o.dataDir, filepath.Join(o.dataDir, "trainer-N")))
 	}
 	if err := checkStallLimit(o.stallLimit); err != nil {
 		return withExit(2, err)

@@ -115,6 +115,20 @@ func CoordinatorDir(out string, i int) string {
 }
 func TrainerDir(out string, i int) string { return filepath.Join(out, "trainer-"+strconv.Itoa(i)) }
 
+// IsRunFolder reports whether dir is a ddpm local run folder: it holds local.json, or
+// trainer-0/checkpoints.db (a run folder whose manifest was lost still has its first trainer's
+// volume). Commands that take a folder of another kind (a trainer's volume, a coordinator's raft
+// data, a dataset) refuse one, before they write anything; the run's own trainer-I and
+// coordinator-I folders are not run folders.
+func IsRunFolder(dir string) bool {
+	for _, p := range []string{filepath.Join(dir, ManifestFile), filepath.Join(TrainerDir(dir, 0), "checkpoints.db")} {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // CheckFresh decides whether out may receive a new run whose config hashes to hash. A missing or
 // empty folder is fine. A folder holding a run is refused: ErrOtherRun when its config differs
 // (naming both hashes), and an error suggesting --resume when it is the same run. Any other
