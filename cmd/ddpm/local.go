@@ -309,6 +309,11 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 			return withExit(2, errors.New("--out RUN_DIR is required (or --resume RUN_DIR)"))
 		}
 		out = o.out
+		// A folder whose run is going: nothing else to say of it (CheckFresh's advice to
+		// --resume it would be refused as running).
+		if err := localrun.Running(out); err != nil {
+			return withExit(1, err)
+		}
 		if run, err = resolveLocalRun(cmd, rf, o); err != nil {
 			return withExit(2, err)
 		}

@@ -270,15 +270,7 @@ func Lock(out string) (*RunLock, error) {
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("locking %s: %w", p, err)
 		}
-		pid := flockholder.PID(p)
-		if pid == 0 { // no /proc/locks: the pid the holder wrote
-			b, _ := os.ReadFile(p)
-			pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-		}
-		if pid > 0 {
-			return nil, fmt.Errorf("%s %w (pid %d)", out, ErrRunning, pid)
-		}
-		return nil, fmt.Errorf("%s %w (%s is locked)", out, ErrRunning, p)
+		return nil, runningError(out, p)
 	}
 	err = f.Truncate(0)
 	if err == nil {
@@ -289,6 +281,41 @@ func Lock(out string) (*RunLock, error) {
 		return nil, fmt.Errorf("writing %s: %w", p, err)
 	}
 	return &RunLock{f: f}, nil
+}
+
+// runningError is ErrRunning for the run directory out whose lock file p another process
+// holds, naming that process ("OUT is already running (pid N)").
+func runningError(out, p string) error {
+	pid := flockholder.PID(p)
+	if pid == 0 { // no /proc/locks: the pid the holder wrote
+		b, _ := os.ReadFile(p)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	if pid > 0 {
+		return fmt.Errorf("%s %w (pid %d)", out, ErrRunning, pid)
+	}
+	return fmt.Errorf("%s %w (%s is locked)", out, ErrRunning, p)
+}
+
+// Running reports whether a live process holds the run directory out (Lock), without taking it:
+// ErrRunning naming that process, as Lock says it; nil when none does, or out holds no lock file.
+// A new run refused for out says this first: advice to --resume a running run would only be
+// refused in turn.
+func Running(out string) error {
+	p := filepath.Join(out, LockFile)
+	if flockholder.PID(p) > 0 {
+		return runningError(out, p)
+	}
+	// No holder in /proc/locks (or none to read): a non-blocking try, given up at once.
+	f, err := os.Open(p)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); errors.Is(err, syscall.EWOULDBLOCK) {
+		return runningError(out, p)
+	}
+	return nil
 }
 
 // Release gives the run directory up (the file stays, unlocked).
