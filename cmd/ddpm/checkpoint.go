@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -73,8 +75,83 @@ func inUseExit(err error) error {
 		if hint := localFetchHint(iu.Path); hint != "" {
 			return withExit(exitUsage, fmt.Errorf("%w (%s)", err, hint))
 		}
+		if hint := holderHint(iu.PID); hint != "" {
+			return withExit(exitUsage, fmt.Errorf("%w (%s)", err, hint))
+		}
 	}
 	return withExit(exitUsage, fmt.Errorf("%w (a running trainer? copy a committed checkpoint with: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db)", err))
+}
+
+// holderHint is inUseExit's hint from the command line of the process pid that holds the file
+// (/proc/PID/cmdline, Linux), "" when it is no ddpm trainer or cannot be read:
+//
+//   - a standalone trainer serves no checkpoint transfer, so the fetch the general hint names
+//     cannot be done: "a standalone trainer (ddpm trainer --standalone), which serves no copy:
+//     stop it (kill -TERM 4242: it finishes its step) and run this command again; started
+//     again, it resumes from its newest checkpoint";
+//   - a cluster trainer: the fetch with its own --advertise (else --listen, an unspecified host
+//     as 127.0.0.1) and --certs (resolved against its working folder) or --insecure:
+//     "a cluster trainer: copy a committed checkpoint out of it with: ddpm checkpoint fetch
+//     127.0.0.1:7100 --certs /run/certs --step N --out COPY.db, N a committed step that ddpm
+//     status lists".
+func holderHint(pid int) string {
+	if pid <= 0 {
+		return ""
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return ""
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	// The ddpm binary's "trainer" subcommand (whatever the binary's folder).
+	at := slices.Index(args, "trainer")
+	if at < 1 || !strings.HasPrefix(filepath.Base(args[at-1]), "ddpm") {
+		return ""
+	}
+	flags := map[string]string{}
+	for i := at + 1; i < len(args); i++ {
+		name, val, hasVal := strings.Cut(args[i], "=")
+		if !strings.HasPrefix(name, "--") {
+			continue
+		}
+		name = strings.TrimPrefix(name, "--")
+		switch name {
+		case "standalone", "insecure":
+			flags[name] = "true"
+		case "listen", "advertise", "certs":
+			if !hasVal && i+1 < len(args) {
+				i++
+				val = args[i]
+			}
+			flags[name] = val
+		}
+	}
+	if flags["standalone"] == "true" {
+		return fmt.Sprintf("a standalone trainer (ddpm trainer --standalone), which serves no copy: stop it (kill -TERM %d: it finishes its step) and run this command again; started again, it resumes from its newest checkpoint", pid)
+	}
+	addr := flags["advertise"]
+	if addr == "" {
+		addr = flags["listen"]
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	sec := "--insecure"
+	if certs := flags["certs"]; certs != "" {
+		if !filepath.IsAbs(certs) {
+			if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil {
+				certs = filepath.Join(cwd, certs)
+			}
+		}
+		sec = "--certs " + shellWord(certs)
+	} else if flags["insecure"] != "true" {
+		sec = "--certs DIR"
+	}
+	return fmt.Sprintf("a cluster trainer: copy a committed checkpoint out of it with: ddpm checkpoint fetch %s %s --step N --out COPY.db, N a committed step that ddpm status lists", net.JoinHostPort(host, port), sec)
 }
 
 // localFetchHint is inUseExit's hint for file when it is a trainer's checkpoint file in a
