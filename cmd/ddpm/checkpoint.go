@@ -35,7 +35,9 @@ commands open it read-only, except compact. A file a running trainer holds canno
 the commands wait one second for its lock, then name the process that holds it (on a machine
 busy training, starting the command and that answer take a few seconds in all) and exit with
 status 2 (status 1 means a damaged checkpoint); copy a committed checkpoint out of the live
-trainer instead: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db.
+trainer instead: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db (a standalone
+trainer serves no copy: stop it, SIGTERM, and it resumes from its newest checkpoint when
+started again).
 ddpm checkpoint rollback restarts a run that waits for a lost checkpoint from an older one.`,
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,5 +75,15 @@ func TestInUseHolderHint(t *testing.T) {
 	}
 	if got := holderHint(os.Getpid()); got != "" {
 		t.Errorf("holderHint of the test process: %q, want none", got)
+	}
+}
+
+// TestCheckpointHelpStandalone: ddpm checkpoint --help says what to do about a standalone
+// trainer's file, which no fetch can copy.
+func TestCheckpointHelpStandalone(t *testing.T) {
+	out, err := runCLI(t, context.Background(), nil, "checkpoint", "--help")
+	const want = "trainer instead: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db (a standalone\ntrainer serves no copy: stop it, SIGTERM, and it resumes from its newest checkpoint when\nstarted again).\n"
+	if err != nil || !strings.Contains(out, want) {
+		t.Errorf("ddpm checkpoint --help: %v; want %q in:\n%s", err, want, out)
 	}
 }
