@@ -94,7 +94,10 @@ func init() { rootCmd.AddCommand(newLocalCmd()) }
 func resolveLocalRun(cmd *cobra.Command, rf *config.Flags, o localOpts) (config.Run, error) {
 	fs := cmd.Flags()
 	if rf.Path == "" && !fs.Changed("preset") {
-		if _, err := config.Preset(o.data); err == nil {
+		if p, err := config.Preset(o.data); err == nil {
+			if p.Dataset == "" && !fs.Changed("dataset") {
+				return config.Run{}, noBuiltinData("--data", o.data)
+			}
 			_ = fs.Set("preset", o.data)
 		} else if fs.Changed("data") {
 			name, err := presetOfDataset(o.data)
@@ -107,6 +110,11 @@ func resolveLocalRun(cmd *cobra.Command, rf *config.Flags, o localOpts) (config.
 			}
 		}
 	} else {
+		if name, _ := fs.GetString("preset"); rf.Path == "" && !fs.Changed("data") && !fs.Changed("dataset") {
+			if p, err := config.Preset(name); err == nil && p.Dataset == "" {
+				return config.Run{}, noBuiltinData("--preset", name)
+			}
+		}
 		// A --config without preset: (and no --preset) takes the preset --data names to fill
 		// what it leaves out, as the help says.
 		if _, err := config.Preset(o.data); err == nil {
@@ -175,6 +183,11 @@ func presetOfDataset(path string) (string, error) {
 	}
 	ds, err := dataset.Open(path, dataset.Options{})
 	if err != nil {
+		if _, serr := os.Stat(specPath(path)); errors.Is(serr, os.ErrNotExist) {
+			if near := nearPresets(path); len(near) > 0 {
+				return "", fmt.Errorf("--data %s is neither a preset nor a dataset (no such file or folder); did you mean %s?", path, strings.Join(near, " or "))
+			}
+		}
 		return "", fmt.Errorf("--data %s is neither a preset (%s) nor a dataset: %w", path, strings.Join(config.Presets(), ", "), err)
 	}
 	info := dataset.Describe(ds)
@@ -212,6 +225,55 @@ func presetOfDataset(path string) (string, error) {
 	}
 	return "", fmt.Errorf("--data %s holds %s images (%s) of no one preset; give --preset NAME too (%s)",
 		path, shape, info.Name, strings.Join(config.Presets(), ", "))
+}
+
+// presetData describes the data each preset without built-in data is trained on, as --data
+// takes it (noBuiltinData).
+var presetData = map[string]string{
+	"cifar10":      "a CIFAR-10 folder or cifar-10-binary.tar.gz",
+	"lsun-church":  "an LSUN church_outdoor LMDB folder, the one holding data.mdb",
+	"lsun-bedroom": "an LSUN bedroom LMDB folder, the one holding data.mdb",
+	"lsun-cat":     "an LSUN cat LMDB folder, the one holding data.mdb",
+	"celebahq":     "a folder of CelebA-HQ 256x256 images",
+}
+
+// noBuiltinData is the one line for a preset named by flag (--data or --preset) that ships no
+// data of its own: which presets do, and what to give instead.
+func noBuiltinData(flag, name string) error {
+	var builtin []string
+	for _, p := range config.Presets() {
+		if r, err := config.Preset(p); err == nil && r.Dataset != "" {
+			builtin = append(builtin, p)
+		}
+	}
+	what, ok := presetData[name]
+	if !ok {
+		what = "the dataset's file or folder"
+	}
+	return fmt.Errorf("%s %s: the %s preset has no data built in (only %s ship theirs); give --data PATH (%s) and --preset %s",
+		flag, name, name, strings.Join(builtin, " and "), what, name)
+}
+
+// nearPresets lists the presets that s is likely a typo of (case folded: within an edit
+// distance of 2 and less than s's length, or s a prefix of at least 4 characters), the nearest
+// first, in name order among equals.
+func nearPresets(s string) []string {
+	typed := strings.ToLower(s)
+	best := min(2, len([]rune(typed))-1)
+	var near []string
+	for _, p := range config.Presets() {
+		d := editDistance(typed, p)
+		if len(typed) >= 4 && strings.HasPrefix(p, typed) {
+			d = min(d, best)
+		}
+		switch {
+		case d < best:
+			best, near = d, []string{p}
+		case d == best:
+			near = append(near, p)
+		}
+	}
+	return near
 }
 
 // presetsFor lists, sorted, the run presets whose U-Net takes c x h x w images.
