@@ -104,7 +104,7 @@ type Checkpoint struct {
 	Params, EMA, AdamM, AdamV []float32
 
 	OptStep int64  // Adam's step counter (bias correction)
-	RNG     []byte // RNG state, opaque to this package (the trainer's start record: trainer.InitSHA256)
+	RNG     []byte // RNG state, opaque to this package (the trainer's run record: trainer.InitSHA256, trainer.NonFiniteStreak)
 	Cursor  uint64 // next global sample position of the data sampler
 
 	// SHA256 is the lower-case hex sha256 of the canonical encoding (codec.go). Save ignores

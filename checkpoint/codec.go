@@ -147,8 +147,11 @@ func headedSum(head []byte, arenaSums *[numArenas][32]byte) [32]byte {
 
 // StateHash returns the lower-case hex state hash of c (codec above): the sha256 of what
 // determines the rest of its run (step, run-config hash, dataset fingerprint, preset, tensor
-// index, parameters, EMA, Adam moments, optimizer step, RNG state, data cursor), without the
-// generation that c.SHA256 also covers. It panics if c is inconsistent (as Save does).
+// index, parameters, EMA, Adam moments, optimizer step, RNG field, data cursor), without the
+// generation that c.SHA256 also covers. The RNG field is the trainer's run record: the run's
+// start and the streak of consecutive skipped steps that the run's divergence limit counts
+// (trainer.NonFiniteStreak), so two checkpoints of one step that differ only in that streak
+// hash apart, as their runs go on differently. It panics if c is inconsistent (as Save does).
 func StateHash(c *Checkpoint) string {
 	h := headerOf(c, MaxChunkBytes)
 	if err := checkHeader(h); err != nil {

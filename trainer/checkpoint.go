@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,17 +48,21 @@ func (tr *Trainer) Snapshot(gen uint64, fingerprint string) *checkpoint.Checkpoi
 		Params: clone(tr.model.Params()), EMA: clone(tr.ema),
 		AdamM: clone(tr.adam.M), AdamV: clone(tr.adam.V), OptStep: tr.adam.Step,
 		// Every random draw is keyed by (seed, position); the cursor is all the sampler needs.
-		// What the seed does not give is the start of a warm-started run (InitSHA256).
-		RNG:    bytes.Clone(tr.start),
+		// What the seed does not give is the run record: the start of a warm-started run
+		// (InitSHA256) and the streak of skipped steps the step ends (NonFiniteStreak).
+		RNG:    runRecord(tr.start, tr.badRun),
 		Cursor: uint64(tr.step) * uint64(tr.run.GlobalBatch),
 	}
 }
 
 func clone(x []float32) []float32 { return append([]float32(nil), x...) }
 
-// Restore replaces the replica's state with c. It returns ErrMismatch (naming what differs) when
-// c belongs to another model preset, another run config or has arenas of another size; the
-// replica is unchanged then.
+// Restore replaces the replica's state with c, the streak of consecutive skipped steps
+// (MaxNonFiniteSteps) included, so that a resumed run stops with ErrDiverged at the step the
+// same run uninterrupted does; a checkpoint written before checkpoints recorded the streak
+// resumes with none. It returns ErrMismatch (naming what differs) when c belongs to another
+// model preset, another run config, has arenas of another size or a run record this build
+// cannot read; the replica is unchanged then.
 func (tr *Trainer) Restore(c *checkpoint.Checkpoint) error {
 	if err := tr.Compatible(c); err != nil {
 		return err
@@ -68,8 +73,9 @@ func (tr *Trainer) Restore(c *checkpoint.Checkpoint) error {
 	copy(tr.adam.V, c.AdamV)
 	tr.adam.Step = c.OptStep
 	tr.step = c.Step
-	tr.badRun = 0
-	tr.start = bytes.Clone(c.RNG)
+	start, streak, _ := parseRunRecord(c.RNG) // checked by Compatible
+	tr.badRun = streak
+	tr.start = bytes.Clone(start)
 	return nil
 }
 
@@ -86,6 +92,9 @@ func (tr *Trainer) Compatible(c *checkpoint.Checkpoint) error {
 			ErrMismatch, c.Step, len(c.Params), len(c.EMA), len(c.AdamM), len(c.AdamV), n)
 	case c.Step > tr.run.Steps:
 		return fmt.Errorf("%w: checkpoint step %d is past the run's %d steps", ErrMismatch, c.Step, tr.run.Steps)
+	}
+	if _, _, err := parseRunRecord(c.RNG); err != nil {
+		return fmt.Errorf("%w: checkpoint step %d: %w", ErrMismatch, c.Step, err)
 	}
 	return nil
 }
@@ -140,17 +149,67 @@ func (tr *Trainer) InitFrom(path string) error {
 // initRecord opens the start record of a warm-started run (InitSHA256).
 const initRecord = "init sha256:"
 
+// streakRecord opens the line of the run record that counts the consecutive skipped steps a
+// checkpoint's step ends (NonFiniteStreak).
+const streakRecord = "non-finite steps:"
+
+// runRecord is the run record a checkpoint keeps in its RNG field: the start record (nil for the
+// seed's initialization, initRecord + sha256 for --init weights), then, only when the step ends
+// a streak of streak > 0 consecutive steps skipped for a non-finite gradient, a line
+// "\nnon-finite steps:N". A checkpoint outside such a streak (almost all of them) records the
+// start alone, as checkpoints did before the streak was recorded, and hashes as they did.
+func runRecord(start []byte, streak int) []byte {
+	if streak == 0 {
+		return bytes.Clone(start)
+	}
+	return fmt.Appendf(bytes.Clone(start), "\n%s%d", streakRecord, streak)
+}
+
+// parseRunRecord splits a checkpoint's run record (runRecord) into its start record and its
+// streak of skipped steps: 0 when there is no streak line (every checkpoint written before the
+// streak was recorded). A streak line that is not "non-finite steps:N" with N in
+// 1..MaxNonFiniteSteps-1 (a run that reached MaxNonFiniteSteps ended with ErrDiverged) is an
+// error naming it.
+func parseRunRecord(rng []byte) (start []byte, streak int, err error) {
+	start, line, found := bytes.Cut(rng, []byte("\n"))
+	if !found {
+		return rng, 0, nil
+	}
+	digits, ok := bytes.CutPrefix(line, []byte(streakRecord))
+	n, aerr := strconv.Atoi(string(digits))
+	if !ok || aerr != nil || strconv.Itoa(n) != string(digits) || n < 1 || n >= MaxNonFiniteSteps {
+		return nil, 0, fmt.Errorf("run record line %q: want %q and a count of 1 to %d", line, streakRecord+"N", MaxNonFiniteSteps-1)
+	}
+	return start, n, nil
+}
+
+// NonFiniteStreak reads the streak a checkpoint's run record holds (checkpoint.Checkpoint.RNG,
+// checkpoint.Info.RNG): how many consecutive steps up to and including the checkpoint's step
+// were skipped for a non-finite gradient, which the run resumed from it goes on counting
+// towards MaxNonFiniteSteps. 0 for a checkpoint whose step was not skipped, for one written
+// before checkpoints recorded the streak, and for a record that cannot be read (Restore
+// refuses that one with ErrMismatch).
+func NonFiniteStreak(rng []byte) int {
+	_, n, err := parseRunRecord(rng)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
 // InitSHA256 reads the start record a trainer keeps in its checkpoints' RNG field
 // (checkpoint.Checkpoint.RNG, checkpoint.Info.RNG): the sha256 (hex) of the little-endian
 // float32 parameters that InitFrom made the run's step 0 (the --init weights), or "" for a run
 // started from the seed's initialization, or a checkpoint written before checkpoints recorded
 // it. The counter-based draws keep no generator state (every one is keyed by (seed, position)),
-// so the field holds the one input of the run's start the seed does not give. It is hashed with
+// so the field holds the run record (runRecord): the one input of the run's start the seed does
+// not give, and the streak of skipped steps (NonFiniteStreak) that follows it. It is hashed with
 // the checkpoint and travels with every copy: a trainer that joins later and loads a fetched
 // checkpoint writes the run's record into its own checkpoints, with or without --init of its
 // own, so that `ddpm sample` of its volume knows the EMA's start (sampleEMAWarning).
 func InitSHA256(rng []byte) string {
-	sum, ok := strings.CutPrefix(string(rng), initRecord)
+	start, _, _ := bytes.Cut(rng, []byte("\n")) // the start record, without a streak line
+	sum, ok := strings.CutPrefix(string(start), initRecord)
 	if !ok || len(sum) != 2*sha256.Size {
 		return ""
 	}

@@ -52,7 +52,9 @@ var (
 )
 
 // MaxNonFiniteSteps is how many consecutive skipped (non-finite) steps end the run with
-// ErrDiverged. One bad batch is survivable; a run that keeps producing NaN is not.
+// ErrDiverged. One bad batch is survivable; a run that keeps producing NaN is not. The count
+// travels in checkpoints (NonFiniteStreak), so a resumed run stops at the step the same run
+// uninterrupted does.
 const MaxNonFiniteSteps = 5
 
 // Reducer sums buf element-wise over all ranks of the current generation, in place, leaving
@@ -82,7 +84,7 @@ type Trainer struct {
 	rank, world int
 	gen         uint64
 	red         Reducer
-	badRun      int       // consecutive skipped steps
+	badRun      int       // consecutive skipped steps (saved in checkpoints: runRecord)
 	initial     []float32 // step-0 weights from InitFrom; nil: the seed's initialization
 	// start is the run's start record, kept in every checkpoint's RNG field (InitSHA256): nil
 	// for the seed's initialization, else initRecord + the sha256 of the --init weights. Reset
