@@ -67,6 +67,12 @@ func TestInUseHolderHint(t *testing.T) {
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// Until bash has exec'd, /proc/PID/cmdline is this test binary's.
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Process.Pid)); strings.Contains(string(b), "sleep 30") {
+				break
+			}
+		}
 		if got := holderHint(p.Process.Pid); got != tc.want {
 			t.Errorf("holderHint of %v:\n got %q\nwant %q", tc.args, got, tc.want)
 		}
