@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,11 +16,13 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"google.golang.org/grpc"
 
 	"ddpm/checkpoint"
 	"ddpm/config"
 	"ddpm/dataset"
 	"ddpm/internal/localrun"
+	"ddpm/internal/metrics"
 	"ddpm/internal/tlsauth"
 	"ddpm/trainer"
 	"ddpm/unet"
@@ -41,6 +44,9 @@ type trainerOpts struct {
 	// stallLimit is --stall-limit: how long /healthz lets work go without completing a step
 	// or using the CPU (0: stallAfter's rule; checkStallLimit).
 	stallLimit time.Duration
+	// stayAfterDone is --stay-after-done: once the run has succeeded, a cluster trainer stays up
+	// idle (stayUpAfterDone) instead of exiting 0.
+	stayAfterDone bool
 	// bind writes the volume's run.yaml (volumeClaim.bind); a cluster trainer calls it once
 	// the coordinators accepted its run config (its join succeeded), a standalone one at once.
 	bind func() error
@@ -72,8 +78,13 @@ process at ADDR (incarnation N); exiting", without another word to the cluster. 
 back (or is started) after its run succeeded without it exits with status 0 and one "run
 complete" line, "trainer ID: the run finished at step N without this trainer; this volume holds
 step M; the final checkpoint is on IDS": its volume keeps the older committed checkpoint, and
-the run folder of ddpm local resolves to a trainer holding the final one. --coordinator
-may name one replica: the trainer learns the others' addresses from the replicas' answers.
+the run folder of ddpm local resolves to a trainer holding the final one. With
+--stay-after-done a trainer whose run has succeeded (with it or without it) stays up idle
+instead, until SIGTERM: /healthz and /readyz answer 200 ("ok: the run is complete ..."),
+--listen serves the volume's committed checkpoints to ddpm checkpoint fetch, and one log line
+says so; a Kubernetes StatefulSet, which restarts a container that exits even with status 0,
+then shows its pods Running rather than crash-looping.
+--coordinator may name one replica: the trainer learns the others' addresses from the replicas' answers.
 --advertise names the address peers reach this trainer at when it is not --listen (a stable DNS
 name such as a StatefulSet pod's); a newer process under the same name and --id is told apart
 from this one by a random token each process joins with, not by its address.
@@ -101,6 +112,7 @@ default) it exits with status 2 and one line saying to give --certs this cluster
 	f.BoolVar(&o.standalone, "standalone", false, "train a world of one without coordinators")
 	f.StringVar(&o.init, "init", "", "safetensors weights to start from instead of the seed's initialization (recorded in the volume's init.txt for ddpm sample)")
 	f.DurationVar(&o.stallLimit, "stall-limit", 0, "/healthz answers 503 after work (a ring, a step, a checkpoint write) goes this long without completing a step or using the CPU (at least 1m; 0: 10m, or 4 x heartbeat_timeout if longer)")
+	f.BoolVar(&o.stayAfterDone, "stay-after-done", false, "once the run has succeeded, stay up idle until SIGTERM instead of exiting 0: /healthz and /readyz answer 200 and --listen serves this volume's committed checkpoints to ddpm checkpoint fetch (for a Kubernetes StatefulSet, which restarts a container that exits)")
 	f.DurationVar(&o.certRefusalWait, "cert-refusal-wait", defaultCertRefusalWait, "how long joining may hear only certificate refusals (--certs of another cluster's CA) before the trainer exits with status 2 (positive)")
 	o.sec = tlsauth.AddFlags(f)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runTrainer(cmd, rf, o) }
@@ -246,6 +258,9 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if o.certRefusalWait <= 0 {
 		return withExit(2, fmt.Errorf("--cert-refusal-wait %v: want a positive duration (default %v)", o.certRefusalWait, defaultCertRefusalWait))
 	}
+	if o.standalone && o.stayAfterDone {
+		return withExit(2, errors.New("--stay-after-done is for a cluster trainer: a standalone trainer serves no checkpoints (ddpm sample, eval and checkpoint export read its --data-dir once it has exited)"))
+	}
 	if !o.standalone && (o.coordinator == "" || o.listen == "") {
 		return withExit(2, errors.New("--coordinator and --listen are required (or --standalone)"))
 	}
@@ -389,7 +404,63 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return dataExit(node.Run(ctx, stop))
 	}
 	addrs := strings.Split(o.coordinator, ",")
-	return dataExit(runClusterTrainer(ctx, stop, node, run, o, addrs))
+	err = runClusterTrainer(ctx, stop, node, run, o, addrs)
+	// nil without a stop or a second signal: the run has succeeded (every other way out of
+	// runClusterTrainer with nil is a stop; a failure is an error).
+	if err == nil && o.stayAfterDone && !isClosed(stop) && ctx.Err() == nil {
+		return stayUpAfterDone(ctx, stop, store, run, o, log)
+	}
+	return dataExit(err)
+}
+
+// MsgStayingUp is the log line of a --stay-after-done trainer whose run has succeeded.
+const MsgStayingUp = "the run is complete; the trainer stays up to serve this volume's committed checkpoints (ddpm checkpoint fetch) until SIGTERM"
+
+// stayUpAfterDone keeps a cluster trainer whose run has succeeded up and idle until stop (the
+// first SIGTERM) or ctx ends, then returns nil (exit status 0). A StatefulSet (restartPolicy
+// Always) restarts a container that exits, even with status 0, and each restart joins, hears the
+// run is over and exits again: the pods crash-looped. Meanwhile --listen serves this volume's
+// checkpoints (checkpoint.RegisterTransfer: `ddpm checkpoint fetch` takes a committed one) with
+// the cluster's mutual TLS, and --http-addr answers /healthz and /readyz with 200, "ok: the run
+// is complete; ..." (and /metrics, empty of training series). The ring is not served: no
+// generation follows a finished run. One log line, MsgStayingUp, says so.
+func stayUpAfterDone(ctx context.Context, stop <-chan struct{}, store *checkpoint.Store, run config.Run, o trainerOpts, log *slog.Logger) error {
+	sec, err := loadSecurity(o.sec, log)
+	if err != nil {
+		return err
+	}
+	// runClusterTrainer closed its listeners on return; the ports are free again at once.
+	lis, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return withExit(1, fmt.Errorf("--listen %s (serving checkpoints after the run): %w", o.listen, err))
+	}
+	srv := grpc.NewServer(sec.ServerOptions()...)
+	checkpoint.RegisterTransfer(srv, store)
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	held := volumeStep(store)
+	if o.httpAddr != "" {
+		hl, err := net.Listen("tcp", o.httpAddr)
+		if err != nil {
+			return withExit(1, fmt.Errorf("--http-addr %s: %w", o.httpAddr, err))
+		}
+		msg := fmt.Sprintf("the run is complete (step %d); serving this volume's committed checkpoints (newest: step %d) to ddpm checkpoint fetch", run.Steps, held)
+		ok := func(w http.ResponseWriter, _ *http.Request) { answer(w, true, msg) }
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", ok)
+		mux.HandleFunc("GET /readyz", ok)
+		mux.Handle("/metrics", metrics.Handler(metrics.NewRegistry()))
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = hs.Serve(hl) }()
+		defer hs.Close()
+	}
+	log.Info(MsgStayingUp, "listen", o.listen, "http_addr", o.httpAddr, "step", run.Steps, "volume_step", held)
+	select {
+	case <-stop:
+	case <-ctx.Done():
+	}
+	log.Info("stopped after the run's end")
+	return nil
 }
 
 // MsgEmptyCheckpointFile is the warning of a cluster trainer whose volume's checkpoint file was

@@ -543,6 +543,11 @@ func TestTrainerCommandLine(t *testing.T) {
 		if p.Flags["standalone"] != "false" {
 			t.Errorf("trainers on Kubernetes must join the coordinators")
 		}
+		// A trainer that exits once its run has succeeded is restarted by the StatefulSet
+		// (restartPolicy Always) until CrashLoopBackOff; it stays up instead.
+		if p.Flags["stay-after-done"] != "true" {
+			t.Errorf("--stay-after-done %q: without it a finished run's trainer pods crash-loop", p.Flags["stay-after-done"])
+		}
 		if p.Flags["id"] != sts.Name+"-0" {
 			t.Errorf("--id expands to %q, want the pod name", p.Flags["id"])
 		}
