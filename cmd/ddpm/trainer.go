@@ -517,6 +517,11 @@ func dataExit(err error) error {
 // checkListen checks a trainer's --listen address, which is also the address its ring peers
 // dial: it must name a port and a host they can reach, not only a port or a wildcard IP.
 func checkListen(addr string) error {
+	// Port 0 (any free port) is a number, but the peers and the coordinators are told this
+	// address: it must name the port they will find the trainer at.
+	if _, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
+		return errors.New("give a fixed port in 1..65535 (the ring peers and the coordinators reach the trainer there)")
+	}
 	if err := checkHostPort(addr); err != nil {
 		return err
 	}

@@ -78,9 +78,9 @@ func TestTrainerDuplicateIDRefused(t *testing.T) {
 	}
 }
 
-// TestTrainerListenChecked: --listen is also the address the ring peers dial, so a bare port or
-// a wildcard IP is refused at once with one line (exit 2), as is a --coordinator entry that is
-// not host:port. ":7100" used to fail only after the dataset loaded and the cluster answered,
+// TestTrainerListenChecked: --listen is also the address the ring peers dial, so a bare port, a
+// wildcard IP or port 0 (any free port; it said 'port "0" is not a number in 1..65535') is
+// refused at once with one line (exit 2), as is a --coordinator entry that is not host:port. ":7100" used to fail only after the dataset loaded and the cluster answered,
 // as "bad command: address ...", and "0.0.0.0:7100" was advertised to peers on other machines,
 // which dial themselves there.
 func TestTrainerListenChecked(t *testing.T) {
@@ -91,7 +91,8 @@ func TestTrainerListenChecked(t *testing.T) {
 		{":7100", "127.0.0.1:7001", "--listen :7100: the ring peers dial this address: give a host they can reach (this machine's IP or name), not only a port"},
 		{"0.0.0.0:7100", "127.0.0.1:7001", "--listen 0.0.0.0:7100: the ring peers dial this address: give an address of this machine they can reach, not 0.0.0.0"},
 		{"[::]:7100", "127.0.0.1:7001", "--listen [::]:7100: the ring peers dial this address: give an address of this machine they can reach, not ::"},
-		{"10.0.0.5:0", "127.0.0.1:7001", `--listen 10.0.0.5:0: port "0" is not a number in 1..65535`},
+		{"10.0.0.5:0", "127.0.0.1:7001", "--listen 10.0.0.5:0: give a fixed port in 1..65535 (the ring peers and the coordinators reach the trainer there)"},
+		{"10.0.0.5:70000", "127.0.0.1:7001", `--listen 10.0.0.5:70000: port "70000" is not a number in 1..65535`},
 		{"10.0.0.5:7100", "127.0.0.1:7001,c2", "--coordinator c2: not a host:port address (missing port in address)"},
 	} {
 		args := []string{"trainer", "--id", "t0", "--listen", tc.listen, "--coordinator", tc.coord, "--data-dir", vol, "--preset", "mnist", "--insecure"}
