@@ -43,10 +43,10 @@ ddpm checkpoint rollback restarts a run that waits for a lost checkpoint from an
 
 // openCheckpoint opens file (or the checkpoint file of a folder, see trainer.CheckpointFileIn)
 // read-only and turns the usual failures into one clear line.
-func openCheckpoint(file string) (*checkpoint.Store, error) {
-	file, err := trainer.CheckpointFileIn(file)
+func openCheckpoint(path string) (*checkpoint.Store, error) {
+	file, err := trainer.CheckpointFileIn(path)
 	if err != nil {
-		return nil, withExit(exitUsage, err)
+		return nil, withExit(exitUsage, noCheckpointYet(path, err))
 	}
 	if err := checkCheckpointKind("", file); err != nil {
 		return nil, err
@@ -82,6 +82,23 @@ func inUseExit(err error) error {
 		}
 	}
 	return withExit(exitUsage, fmt.Errorf("%w (a running trainer? copy a committed checkpoint with: ddpm checkpoint fetch TRAINER_ADDR --step N --out COPY.db)", err))
+}
+
+// noCheckpointYet rewords err, the refusal of a folder without a checkpoint file, for a ddpm
+// local run folder (path holds local.json): its trainers have written none yet, and the line
+// says when they will and how to go on; any other err is returned as it is:
+//
+//	checkpoint runs/a: a ddpm local run without a checkpoint yet (its trainers write the first at step 50, checkpoint_every of runs/a/run.yaml; ddpm local --resume runs/a trains on when the run is stopped)
+func noCheckpointYet(path string, err error) error {
+	if _, merr := localrun.ReadManifest(path); merr != nil {
+		return err
+	}
+	every := "checkpoint_every"
+	if run, cerr := config.Load(filepath.Join(path, localrun.ConfigFile)); cerr == nil {
+		every = fmt.Sprintf("step %d, checkpoint_every", run.CheckpointEvery)
+	}
+	return fmt.Errorf("checkpoint %s: a ddpm local run without a checkpoint yet (its trainers write the first at %s of %s; ddpm local --resume %s trains on when the run is stopped)",
+		path, every, filepath.Join(path, localrun.ConfigFile), shellWord(path))
 }
 
 // holderHint is inUseExit's hint from the command line of the process pid that holds the file
@@ -351,7 +368,7 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 			}
 			in, err := trainer.CheckpointFileIn(args[0])
 			if err != nil {
-				return withExit(exitUsage, err)
+				return withExit(exitUsage, noCheckpointYet(args[0], err))
 			}
 			// The run configs beside the checkpoint (a trainer's folder, a ddpm local run's) are
 			// what sample and eval need to read it: never replaced, as sample --out refuses too.

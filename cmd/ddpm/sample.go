@@ -120,7 +120,7 @@ func resolveEvalRun(checkpointPath, model string) (*evalRun, error) {
 	}
 	file, cfgPath, err := trainer.ResolveCheckpoint(checkpointPath)
 	if err != nil {
-		return nil, withExit(2, err)
+		return nil, withExit(2, noCheckpointYet(checkpointPath, err))
 	}
 	run, err := config.Load(cfgPath)
 	if err != nil {
