@@ -567,7 +567,9 @@ func TestTrainerLeavesOnSIGTERM(t *testing.T) {
 	wait("world-1 assignment on trainer-0 after trainer-1 left", 30*time.Second, func() bool { return alone() != nil })
 	d := logTime(t, alone()).Sub(left)
 	t.Logf("trainer-0 trains alone %v after trainer-1 logged that it left", d)
-	if d > 3*time.Second {
-		t.Fatalf("trainer-0 got its world-1 assignment %v after trainer-1 left; want well under the 10 s heartbeat timeout", d)
+	// Under 6 s, not 3: room for a loaded machine (make test's packages in parallel on 2
+	// cores) between the leave and the new generation; without the leave it takes at least 7.5 s.
+	if d > 6*time.Second {
+		t.Fatalf("trainer-0 got its world-1 assignment %v after trainer-1 left; want under 6 s, which only a leave gives (the heartbeat timeout is 10 s)", d)
 	}
 }
