@@ -19,6 +19,8 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"ddpm/internal/localrun"
 )
 
 // DamagedStoreError is why a replica will not start on its --data-dir: raft.db or the snapshots
@@ -81,18 +83,14 @@ var storeSettle = 10 * time.Second
 // folder (checkpoints.db). The error, which matches ErrNotDataDir, is one line naming the folder,
 // what it is and what to give instead. Nil for any other folder, and for one that does not exist.
 func CheckDataDir(dataDir string) error {
-	has := func(p ...string) bool {
-		_, err := os.Stat(filepath.Join(append([]string{dataDir}, p...)...))
-		return err == nil
-	}
-	var what, instead string
-	switch {
-	case has("local.json") || has("trainer-0", "checkpoints.db"):
-		what = "a ddpm local run folder"
+	what := localrun.FolderKind(dataDir)
+	var instead string
+	switch what {
+	case localrun.KindRunFolder:
 		instead = fmt.Sprintf("give a new folder (the run's own coordinators keep their raft data in %s)",
 			filepath.Join(dataDir, "coordinator-N"))
-	case has("checkpoints.db"):
-		what, instead = "a trainer's folder (checkpoints.db)", "give a new folder"
+	case localrun.KindTrainerFolder:
+		instead = "give a new folder"
 	default:
 		return nil
 	}

@@ -23,6 +23,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"ddpm/internal/localrun"
 )
 
 // Operational failures. Each error returned by this package wraps exactly one of these and reads
@@ -387,24 +389,10 @@ func Open(spec string, opts Options) (Dataset, error) {
 	if isIdxDir(spec) {
 		return openIdxDir(spec, opts)
 	}
-	if what := runFolder(spec); what != "" {
+	if what := localrun.FolderKind(spec); what != "" {
 		return nil, fmt.Errorf("%w: %s: %s, not a dataset; give the data itself (a preset's name, or the folder of the images)", ErrUnknownFormat, spec, what)
 	}
 	return openFolder(spec, opts)
-}
-
-// runFolder says what dir is when it is a folder of ddpm's own making rather than a dataset: a
-// ddpm local run folder (local.json, or trainer-0/checkpoints.db) or a trainer's volume
-// (checkpoints.db), "" otherwise. Read as an image folder, such a folder would offer its
-// loss.png and samples.png as the data.
-func runFolder(dir string) string {
-	switch {
-	case exists(filepath.Join(dir, "local.json")) || exists(filepath.Join(dir, "trainer-0", "checkpoints.db")):
-		return "a ddpm local run folder"
-	case exists(filepath.Join(dir, "checkpoints.db")):
-		return "a trainer's folder (checkpoints.db)"
-	}
-	return ""
 }
 
 // notDataFile says what the file p is when it is no dataset file but something a user may give

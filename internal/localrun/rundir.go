@@ -121,12 +121,33 @@ func TrainerDir(out string, i int) string { return filepath.Join(out, "trainer-"
 // data, a dataset) refuse one, before they write anything; the run's own trainer-I and
 // coordinator-I folders are not run folders.
 func IsRunFolder(dir string) bool {
-	for _, p := range []string{filepath.Join(dir, ManifestFile), filepath.Join(TrainerDir(dir, 0), "checkpoints.db")} {
-		if _, err := os.Stat(p); err == nil {
-			return true
-		}
+	return exists(filepath.Join(dir, ManifestFile)) || exists(filepath.Join(TrainerDir(dir, 0), "checkpoints.db"))
+}
+
+// Phrases of FolderKind.
+const (
+	KindRunFolder     = "a ddpm local run folder"
+	KindTrainerFolder = "a trainer's folder (checkpoints.db)"
+)
+
+// FolderKind names dir when it is one of ddpm's own folders: KindRunFolder (IsRunFolder) or
+// KindTrainerFolder (a trainer's volume: it holds checkpoints.db); "" for any other folder and
+// for one that does not exist. dataset.Open, coordinator.CheckDataDir and the trainer's
+// --data-dir check refuse a folder of the wrong kind in these words, so that the three
+// refusals judge a folder by one rule.
+func FolderKind(dir string) string {
+	switch {
+	case IsRunFolder(dir):
+		return KindRunFolder
+	case exists(filepath.Join(dir, "checkpoints.db")):
+		return KindTrainerFolder
 	}
-	return false
+	return ""
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // CheckFresh decides whether out may receive a new run whose config hashes to hash. A missing or
