@@ -61,15 +61,18 @@ func TestInUseHolderHint(t *testing.T) {
 			"a cluster trainer: copy a committed checkpoint out of it with: ddpm checkpoint fetch ddpm-trainer-0.ddpm-trainer:7100 --insecure --step N --out COPY.db, N a committed step that ddpm status lists"},
 		{[]string{"python3", "trainer", "--standalone"}, ""},
 	} {
-		// bash -c 'sleep 30' NAME ARGS...: a process whose command line ends with ARGS.
-		p := exec.Command("bash", append([]string{"-c", "sleep 30"}, tc.args...)...)
+		// bash -c 'sleep 30; :' NAME ARGS...: a process whose command line ends with ARGS. The
+		// script is two commands so that bash stays the process: given one, bash execs sleep,
+		// and the command line becomes "sleep 30" (the test then failed when the poll below
+		// missed bash's moment under load).
+		p := exec.Command("bash", append([]string{"-c", "sleep 30; :"}, tc.args...)...)
 		p.Dir = work
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
 		// Until bash has exec'd, /proc/PID/cmdline is this test binary's.
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Process.Pid)); strings.Contains(string(b), "sleep 30") {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Process.Pid)); strings.Contains(string(b), "sleep 30; :") {
 				break
 			}
 		}
