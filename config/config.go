@@ -508,7 +508,7 @@ func unknownFieldHint(msg string, data []byte) string {
 		if f == fold {
 			return fmt.Sprintf("%s%s; did you mean %s? (a run config's fields are written with _, the flags with -)", where, msg, f)
 		}
-		if d := editDistance(fold, f); d < bestD && d < len(fold) {
+		if d := EditDistance(fold, f); d < bestD && d < len(fold) {
 			best, bestD = f, d
 		}
 	}
@@ -530,25 +530,28 @@ func fieldNames() []string {
 	return out
 }
 
-// editDistance is the Levenshtein distance between a and b (bytes).
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
+// EditDistance is the Levenshtein distance between a and b, counted in runes: the fewest
+// single-character insertions, deletions and substitutions that turn one into the other. The
+// "did you mean" hints of ddpm rank by it (a config key, a flag, a built-in dataset's name).
+func EditDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
 	for j := range prev {
 		prev[j] = j
 	}
-	for i := 1; i <= len(a); i++ {
+	for i := 1; i <= len(ra); i++ {
 		cur[0] = i
-		for j := 1; j <= len(b); j++ {
+		for j := 1; j <= len(rb); j++ {
 			sub := prev[j-1]
-			if a[i-1] != b[j-1] {
+			if ra[i-1] != rb[j-1] {
 				sub++
 			}
 			cur[j] = min(sub, prev[j]+1, cur[j-1]+1)
 		}
 		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return prev[len(rb)]
 }
 
 func article(word string) string {

@@ -52,18 +52,3 @@ func TestFlagTypoSuggestion(t *testing.T) {
 		t.Errorf("ddpm dataset inspect mnist --resolutoin 28: %v, stdout %q, stderr %q; want exit 2, %q", err, stdout.String(), stderr.String(), want)
 	}
 }
-
-// TestEditDistance: the Levenshtein distances flagHint ranks by.
-func TestEditDistance(t *testing.T) {
-	for _, tc := range []struct {
-		a, b string
-		want int
-	}{
-		{"", "", 0}, {"", "abc", 3}, {"json", "json", 0}, {"jsn", "json", 1},
-		{"resolutoin", "resolution", 2}, {"kitten", "sitting", 3}, {"ab", "id", 2},
-	} {
-		if got := editDistance(tc.a, tc.b); got != tc.want {
-			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
-		}
-	}
-}

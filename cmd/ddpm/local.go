@@ -262,7 +262,7 @@ func nearPresets(s string) []string {
 	best := min(2, len([]rune(typed))-1)
 	var near []string
 	for _, p := range config.Presets() {
-		d := editDistance(typed, p)
+		d := config.EditDistance(typed, p)
 		if len(typed) >= 4 && strings.HasPrefix(p, typed) {
 			d = min(d, best)
 		}

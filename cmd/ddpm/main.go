@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"ddpm/config"
 	"ddpm/internal/version"
 )
 
@@ -139,7 +140,7 @@ func flagHint(cmd *cobra.Command, err error) string {
 		if f.Hidden {
 			return
 		}
-		switch d := editDistance(typed, strings.ToLower(f.Name)); {
+		switch d := config.EditDistance(typed, strings.ToLower(f.Name)); {
 		case d < best:
 			best, names = d, []string{"--" + f.Name}
 		case d == best:
@@ -150,29 +151,6 @@ func flagHint(cmd *cobra.Command, err error) string {
 		return ""
 	}
 	return "; did you mean " + strings.Join(names, " or ") + "?"
-}
-
-// editDistance is the Levenshtein distance between a and b: the fewest single-character
-// insertions, deletions and substitutions that turn one into the other.
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
 }
 
 func main() {
