@@ -114,8 +114,8 @@ type Options struct {
 	// counted and listed in Info.Skipped.
 	SkipBad bool
 	// Channels is what the model reading the data takes: 1, 3, or 0 for the source's own count.
-	// It decides only for an image folder whose images are all stored as greyscale (a WebP: of
-	// neutral chroma at every pixel, see greyFile), which opens as 1 x H x W with 0 or 1 and
+	// It decides only for an image folder whose images are all stored as greyscale (a WebP or a
+	// colour-mode JPEG: of neutral chroma at every pixel, see greyFile), which opens as 1 x H x W with 0 or 1 and
 	// with 3 as its grey level replicated into three equal planes
 	// (torchvision's Grayscale(num_output_channels=3)), byte for byte, and so fingerprint for
 	// fingerprint, what versions before the 1-channel grey folder read (Info.Grey reports such a

@@ -90,9 +90,11 @@ func toCHW(img image.Image, res, c int, dst []uint8, rgba *image.RGBA) {
 
 // greyFile reports whether the image file at p is stored as greyscale: from its header, a PNG
 // of colour type 0 (grey) or 4 (grey with alpha), a paletted PNG whose palette is all grey, or a
-// one-component (greyscale) JPEG; a WebP, which has no grey mode, from its pixels (neutralWebP).
-// ok is false when the file cannot be read or does not decode (reading it in full then fails
-// with its own error).
+// one-component (greyscale) JPEG; from its pixels (neutralChroma), a WebP, which has no grey
+// mode, and a three-component JPEG (a grey image saved in colour mode, as ImageMagick's
+// -type TrueColor or an encoder given RGB pixels with R = G = B writes it). A CMYK JPEG is not
+// greyscale. ok is false when the file cannot be read or does not decode (reading it in full then
+// fails with its own error).
 func greyFile(p string) (grey, ok bool) {
 	f, err := os.Open(p)
 	if err != nil {
@@ -109,7 +111,7 @@ func greyFile(p string) (grey, ok bool) {
 	if err != nil {
 		return false, false
 	}
-	if format == "webp" {
+	if format == "webp" || (format == "jpeg" && (cfg.ColorModel == color.YCbCrModel || cfg.ColorModel == color.RGBAModel)) {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return false, false
@@ -118,7 +120,7 @@ func greyFile(p string) (grey, ok bool) {
 		if err != nil {
 			return false, false
 		}
-		return neutralWebP(img), true
+		return neutralChroma(img), true
 	}
 	if m, isPal := cfg.ColorModel.(color.Palette); isPal {
 		for _, e := range m {
@@ -132,15 +134,19 @@ func greyFile(p string) (grey, ok bool) {
 	return pngGrey || cfg.ColorModel == color.GrayModel || cfg.ColorModel == color.Gray16Model, true
 }
 
-// neutralWebP reports whether a decoded WebP image is grey: a lossy one (VP8, *image.YCbCr) when
-// every Cb and Cr sample of the picture is 128, which is how cwebp stores a grey image (chroma
-// exactly neutral at every quality) and which decodes to R = G = B = Y; a lossy one with alpha
-// (*image.NYCbCrA) when the chroma of every pixel that is not fully transparent is 128; a
-// lossless one (VP8L, *image.NRGBA) when every pixel that is not fully transparent has
-// R = G = B. A fully transparent pixel is composited onto black whatever its colour. Such an
-// image read as one channel (toCHW's red plane) loses nothing. Only the picture's rectangle
-// counts, not the decoder's padding to whole macroblocks.
-func neutralWebP(img image.Image) bool {
+// neutralChroma reports whether a decoded WebP or JPEG image is grey. A lossy WebP (VP8) or a
+// three-component JPEG (*image.YCbCr) is grey when every Cb and Cr sample the picture uses is
+// exactly 128: cwebp stores a grey image so at every quality, and a JPEG encoder given R = G = B
+// (libjpeg, Go's image/jpeg) computes chroma of exactly 128, which the DCT keeps exact (a
+// constant block of zero after the level shift has no coefficients to quantize). Such samples
+// decode to R = G = B = Y. A colour image whose chroma is off by one somewhere is not grey. A
+// lossy WebP with alpha (*image.NYCbCrA) is grey when the chroma of every pixel that is not fully
+// transparent is 128; a lossless WebP (VP8L, *image.NRGBA) or an Adobe RGB JPEG (*image.RGBA)
+// when every pixel that is not fully transparent has R = G = B. A fully transparent pixel is
+// composited onto black whatever its colour. Such an image read as one channel (toCHW's red
+// plane) loses nothing. Only the picture's rectangle counts, not the decoder's padding to whole
+// macroblocks or MCUs.
+func neutralChroma(img image.Image) bool {
 	b := img.Bounds()
 	switch m := img.(type) {
 	case *image.NYCbCrA:
@@ -162,17 +168,25 @@ func neutralWebP(img image.Image) bool {
 		}
 		return true
 	case *image.NRGBA:
-		for y := b.Min.Y; y < b.Max.Y; y++ {
-			row := m.Pix[m.PixOffset(b.Min.X, y):m.PixOffset(b.Max.X, y)]
-			for k := 0; k < len(row); k += 4 {
-				if row[k+3] != 0 && (row[k] != row[k+1] || row[k+1] != row[k+2]) {
-					return false
-				}
-			}
-		}
-		return true
+		return equalRGB(m.Pix, m.Stride, m.PixOffset(b.Min.X, b.Min.Y), b.Dx(), b.Dy())
+	case *image.RGBA:
+		return equalRGB(m.Pix, m.Stride, m.PixOffset(b.Min.X, b.Min.Y), b.Dx(), b.Dy())
 	}
 	return false
+}
+
+// equalRGB reports whether every pixel of the w x h RGBA or NRGBA rectangle at pix[off:] (rows
+// stride bytes apart) that is not fully transparent has R = G = B.
+func equalRGB(pix []uint8, stride, off, w, h int) bool {
+	for y := 0; y < h; y++ {
+		row := pix[off+y*stride : off+y*stride+4*w]
+		for k := 0; k < len(row); k += 4 {
+			if row[k+3] != 0 && (row[k] != row[k+1] || row[k+1] != row[k+2]) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // scanResult is what an eager scan of a decoded source learns.

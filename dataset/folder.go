@@ -6,9 +6,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // imageExts are the file kinds a folder dataset reads (case-insensitive).
@@ -30,7 +32,7 @@ type folderReader struct {
 // the first one's size, and it must be square (ErrNotSquare). Like openLSUN it decodes everything once at Open.
 // A folder has no splits: a test split asked of it is ErrNoSplit. When every file is stored as
 // greyscale (greyFile: PNG grey or grey+alpha, an all-grey palette, a one-component JPEG, a
-// WebP of neutral chroma) its images have the channels opts.Channels asks for: one (0 or 1), as
+// WebP or three-component JPEG of neutral chroma) its images have the channels opts.Channels asks for: one (0 or 1), as
 // a 1-channel model takes them, or three equal planes (3), as a 3-channel model took grey folders
 // before they opened as one channel, with that fingerprint. Otherwise three (RGB, grey files as three equal planes).
 func openFolder(dir string, opts Options) (Dataset, error) {
@@ -79,15 +81,7 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 				ErrNotSquare, firstPath, r.w, r.h)
 		}
 	}
-	// One channel when every image is greyscale; a file whose header does not decode has no
-	// say (it fails the scan below, or is skipped with SkipBad).
-	allGrey := true
-	for _, p := range paths {
-		if grey, ok := greyFile(p); ok && !grey {
-			allGrey = false
-			break
-		}
-	}
+	allGrey := allGreyFiles(paths)
 	r.c = 3
 	if allGrey && opts.Channels != 3 {
 		r.c = 1
@@ -112,6 +106,34 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 		name: "folder/" + filepath.Base(filepath.Clean(dir)), format: "image-folder", source: dir,
 		skipped: scan.skipped, fp: scan.fingerprint, grey: allGrey,
 	}, nil
+}
+
+// allGreyFiles reports whether every file of paths is stored as greyscale (greyFile); a file
+// whose header does not decode has no say (it fails the scan, or is skipped with SkipBad). WebP
+// and colour-mode JPEG files are judged from their pixels, so GOMAXPROCS workers judge the
+// files at once; the first colour file ends the search (a colour folder costs about one
+// decode per worker).
+func allGreyFiles(paths []string) bool {
+	var colour atomic.Bool
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(paths)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !colour.Load() {
+				i := int(next.Add(1)) - 1
+				if i >= len(paths) {
+					return
+				}
+				if grey, ok := greyFile(paths[i]); ok && !grey {
+					colour.Store(true)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return !colour.Load()
 }
 
 func (r *folderReader) load(p string) (image.Image, error) {

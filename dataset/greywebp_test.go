@@ -34,9 +34,9 @@ func writeWebPLevels(t *testing.T, dir string, lossless bool) string {
 	return dir
 }
 
-// webpRGB decodes the WebP file p as the folder reader did before grey WebP folders opened as
-// one channel: its R, G and B planes (8x8, no alpha).
-func webpRGB(t *testing.T, p string) []uint8 {
+// decodedRGB decodes the image file p as the folder reader did before grey WebP and JPEG
+// folders opened as one channel: its R, G and B planes (8x8, no alpha).
+func decodedRGB(t *testing.T, p string) []uint8 {
 	t.Helper()
 	b, err := os.ReadFile(p)
 	if err != nil {
@@ -97,7 +97,7 @@ func TestGreyWebPFolderIsOneChannel(t *testing.T) {
 				if err := ds.(Pixeler).Pixels(i, px); err != nil {
 					t.Fatal(err)
 				}
-				want := webpRGB(t, filepath.Join(tc.dir, fmt.Sprintf("%02d.webp", i)))[:64]
+				want := decodedRGB(t, filepath.Join(tc.dir, fmt.Sprintf("%02d.webp", i)))[:64]
 				if !bytes.Equal(px, want) {
 					t.Fatalf("%s with Channels %d: record %d = %v, want the decoded grey levels %v", tc.dir, ch, i, px, want)
 				}
@@ -124,7 +124,7 @@ func TestGreyWebPFolderIsOneChannel(t *testing.T) {
 			if err := ds3.(Pixeler).Pixels(i, px); err != nil {
 				t.Fatal(err)
 			}
-			want := webpRGB(t, filepath.Join(tc.dir, fmt.Sprintf("%02d.webp", i)))
+			want := decodedRGB(t, filepath.Join(tc.dir, fmt.Sprintf("%02d.webp", i)))
 			if !bytes.Equal(px, want) {
 				t.Fatalf("%s with Channels 3: record %d differs from the decoded RGB planes", tc.dir, i)
 			}
@@ -162,7 +162,7 @@ func TestGreyWebPFolderIsOneChannel(t *testing.T) {
 	if err := ds.(Pixeler).Pixels(0, px); err != nil {
 		t.Fatal(err)
 	}
-	if want := webpRGB(t, filepath.Join(alphaDir, "00.webp"))[:64]; !bytes.Equal(px, want) || px[63] != 0 {
+	if want := decodedRGB(t, filepath.Join(alphaDir, "00.webp"))[:64]; !bytes.Equal(px, want) || px[63] != 0 {
 		t.Fatalf("grey WebP with alpha: %v, want %v (pixel 63 transparent: 0)", px, want)
 	}
 
