@@ -585,8 +585,7 @@ func (n *Node) load(ctx context.Context, a Assignment) error {
 	// A run's dataset is fixed by the checkpoints it wrote, pinned in the config or not: data
 	// swapped under a resumed run (another prepared folder at the same path) is refused.
 	if n.Fingerprint != "" && c.DatasetFingerprint != "" && c.DatasetFingerprint != n.Fingerprint {
-		return fmt.Errorf("%w: checkpoint step %d was trained on data of fingerprint %s, this trainer's dataset has %s: "+
-			"the data changed since the run started, or this trainer was given other data; give the trainer the run's data", ErrData, c.Step, c.DatasetFingerprint, n.Fingerprint)
+		return &fingerprintError{step: c.Step, want: c.DatasetFingerprint, have: n.Fingerprint}
 	}
 	if err := tr.Restore(c); err != nil {
 		return err

@@ -210,8 +210,11 @@ func (tr *Trainer) Step(ctx context.Context) (Progress, error) {
 		p := lo + uint64(i)
 		tr.pos[i] = p
 		x0 := tr.x0[i*D : (i+1)*D]
-		if err := tr.data.Image(tr.samp.Index(p), x0); err != nil {
-			return Progress{}, tr.dataError(err)
+		k := tr.samp.Index(p)
+		if err := tr.data.Image(k, x0); err != nil {
+			// The record's index goes with the error: a restart reads that record again
+			// (Fault.Recheck) before it joins.
+			return Progress{}, &recordError{record: k, err: tr.dataError(err)}
 		}
 		if tr.run.Flip && dataset.Flip(seed, p) {
 			dataset.FlipW(x0, tr.c, tr.h, tr.w)

@@ -374,6 +374,13 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if _, err := uncommit(store, log); err != nil {
 		return withExit(1, err)
 	}
+	// A cluster trainer that left its run for a failure of its own checks that again before
+	// it joins: a restart onto the same fault would start a generation only to leave it.
+	if !o.standalone {
+		if err := recheckFault(o.dataDir, tr, ds.Fingerprint(), log); err != nil {
+			return err
+		}
+	}
 
 	// The first SIGTERM/SIGINT lets the step in flight finish; a second one aborts at once.
 	ctx, cancel := context.WithCancel(cmd.Context())
@@ -411,6 +418,66 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return stayUpAfterDone(ctx, stop, store, run, o, log)
 	}
 	return dataExit(err)
+}
+
+// MsgFaultStillThere is the log message of a restarted cluster trainer that does not join
+// because the failure of its own it last left the run for is still there (recheckFault).
+const MsgFaultStillThere = "not joining: the failure this trainer left the run for is still there"
+
+// MsgFaultGone is the log message of a restarted cluster trainer whose recorded failure is gone.
+const MsgFaultGone = "the failure this trainer last left the run for is gone; joining"
+
+// recheckFault checks again, before a cluster trainer joins, the failure of its own it last left
+// its run for (trainer.FaultFile in the volume dir, written by recordFault; none: nil). While it
+// is there the trainer exits as it did then, with its one line and status (2 for its data, 1 for
+// its volume), without joining: a join would start a new generation, sending the healthy
+// trainers back to the last committed checkpoint, only for this one to leave it at once (a
+// Kubernetes pod restarted onto the same fault did so at every restart). Once it is gone (the
+// data copied over again, room on the volume), the record is removed and the trainer joins. The
+// check costs what the record names (trainer.Fault.Recheck): one record read, whose prepared
+// shard's sha256 is computed again, or one write the size of a checkpoint; never the whole
+// dataset. A record that does not parse is removed with a warning.
+func recheckFault(dir string, tr *trainer.Trainer, fingerprint string, log *slog.Logger) error {
+	f, err := trainer.LoadFault(dir)
+	if err != nil {
+		log.Warn("the record of the failure this trainer last left the run for is unreadable; removed", "err", err)
+		_ = trainer.ClearFault(dir)
+		return nil
+	}
+	if f == nil {
+		return nil
+	}
+	if err := f.Recheck(tr, fingerprint, dir); err != nil {
+		attrs := []any{"kind", f.Kind, "record", filepath.Join(dir, trainer.FaultFile), "err", err.Error()}
+		var ve *trainer.VolumeCheckError
+		if errors.As(err, &ve) {
+			attrs = append(attrs, "write_check", ve.Write.Error(), "bytes", f.Bytes)
+		}
+		log.Error(MsgFaultStillThere, attrs...)
+		if f.Kind == trainer.FaultData {
+			return withExit(2, err)
+		}
+		return withExit(1, err)
+	}
+	log.Info(MsgFaultGone, "kind", f.Kind, "was", f.Err)
+	if err := trainer.ClearFault(dir); err != nil {
+		return withExit(1, fmt.Errorf("removing %s: %w", filepath.Join(dir, trainer.FaultFile), err))
+	}
+	return nil
+}
+
+// recordFault writes the volume dir's trainer.FaultFile for err, the failure of its own a cluster
+// trainer leaves its run for (trainer.FaultOf: its data, its volume), for recheckFault at its
+// next start. A record that cannot be written (a volume too full even for it) is said in one
+// log line: the restart then joins, as before such records.
+func recordFault(dir string, node *trainer.Node, err error) {
+	f, ok := trainer.FaultOf(err, node.Trainer)
+	if !ok {
+		return
+	}
+	if werr := trainer.SaveFault(dir, f); werr != nil {
+		node.Log.Warn("could not record the failure this trainer leaves for; a restart joins before it meets it again", "err", werr)
+	}
 }
 
 // MsgStayingUp is the log line of a --stay-after-done trainer whose run has succeeded.

@@ -624,6 +624,9 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		// share one copy of the data, stops the run rather than restart them on it.
 		cc.flushReports(2 * time.Second)
 		leave(MsgLeftOnFailure, "err", err.Error())
+		// A restart checks this fault again before it joins (recheckFault): no generation
+		// is started for a trainer that would leave it at once.
+		recordFault(o.dataDir, node, err)
 		if errors.Is(err, trainer.ErrData) {
 			return withExit(2, err)
 		}

@@ -1,0 +1,215 @@
+package trainer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// FaultFile is the file, in a cluster trainer's volume (--data-dir), recording the failure of
+// its own (ErrData, ErrVolume) it last left the run for: a Fault in JSON. The trainer writes it
+// as it exits and reads it at its next start, before it joins.
+const FaultFile = "fault.json"
+
+// Kinds of Fault.
+const (
+	FaultData   = "data"   // this trainer's copy of the run's data (ErrData)
+	FaultVolume = "volume" // this trainer's volume: its checkpoint file, its disk (ErrVolume)
+)
+
+// Fault records what failed when a cluster trainer left its run for a failure of its own, so
+// that a restart (Kubernetes restarts a container that exits) can check exactly that again
+// before it joins. A restart onto the same fault used to join, start a new generation (sending
+// every healthy trainer back to the last committed checkpoint) and leave again, once per
+// restart. The check costs what the fault names, not the dataset's size: one record read (a
+// prepared shard's sha256), one fingerprint comparison, or one write the size of a checkpoint.
+type Fault struct {
+	Kind   string `json:"kind"`   // FaultData or FaultVolume
+	Config string `json:"config"` // the run config's hash: a record of another run is stale
+	// Err is the error's text, the trainer's last line ("ddpm: " aside).
+	Err string `json:"err"`
+	// Record is the index of the dataset record that could not be read (a data fault met in a
+	// step; its prepared shard's sha256 is checked again as the record is read), -1 for none.
+	Record int `json:"record"`
+	// Checkpoint and Fingerprint: a data fault met at a load, the committed checkpoint of step
+	// Checkpoint trained on data of Fingerprint (hex), which this trainer's dataset does not have.
+	Checkpoint  int64  `json:"checkpoint,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// Bytes is, for a volume fault, the size of the write that is tried again: one checkpoint of
+	// the run's model (CheckpointBytes), as the failed save or fetch needed.
+	Bytes int64 `json:"bytes,omitempty"`
+}
+
+// recordError is ErrData for one record (index record) of the dataset that could not be read; its
+// text is the wrapped error's.
+type recordError struct {
+	record int
+	err    error
+}
+
+func (e *recordError) Error() string { return e.err.Error() }
+func (e *recordError) Unwrap() error { return e.err }
+
+// fingerprintError is ErrData for a committed checkpoint of step step trained on data of
+// fingerprint want, while this trainer's dataset has have.
+type fingerprintError struct {
+	step       int64
+	want, have string
+}
+
+func (e *fingerprintError) Error() string {
+	return fmt.Sprintf("%v: checkpoint step %d was trained on data of fingerprint %s, this trainer's dataset has %s: "+
+		"the data changed since the run started, or this trainer was given other data; give the trainer the run's data", ErrData, e.step, e.want, e.have)
+}
+
+func (e *fingerprintError) Unwrap() error { return ErrData }
+
+// VolumeCheckError is a volume fault still there at a restart (Fault.Recheck): its text is the
+// recorded one (the first failure's words: a test write cannot say "save step N"), and it wraps
+// ErrVolume and Write, the test write's own error.
+type VolumeCheckError struct {
+	Recorded string
+	Write    error
+}
+
+func (e *VolumeCheckError) Error() string   { return e.Recorded }
+func (e *VolumeCheckError) Unwrap() []error { return []error{ErrVolume, e.Write} }
+
+// CheckpointBytes is the size in bytes of one checkpoint of tr's model: parameters, EMA and
+// Adam's two moments, float32 each.
+func CheckpointBytes(tr *Trainer) int64 {
+	return 4 * int64(len(tr.model.Params())+len(tr.ema)+len(tr.adam.M)+len(tr.adam.V))
+}
+
+// FaultOf is the Fault to record for err, the error a cluster trainer of tr left its run for,
+// and true; false when err is neither ErrData nor ErrVolume (nothing a restart could check).
+func FaultOf(err error, tr *Trainer) (Fault, bool) {
+	f := Fault{Config: tr.run.Hash(), Err: err.Error(), Record: -1}
+	var re *recordError
+	var fe *fingerprintError
+	switch {
+	case errors.As(err, &re):
+		f.Kind, f.Record = FaultData, re.record
+	case errors.As(err, &fe):
+		f.Kind, f.Checkpoint, f.Fingerprint = FaultData, fe.step, fe.want
+	case errors.Is(err, ErrData):
+		f.Kind = FaultData // nothing precise to check: the restart joins
+	case errors.Is(err, ErrVolume):
+		f.Kind, f.Bytes = FaultVolume, CheckpointBytes(tr)
+	default:
+		return Fault{}, false
+	}
+	return f, true
+}
+
+// SaveFault writes f as dir's FaultFile (through a temporary file and a rename, so that a crash
+// leaves the old record or the new one). Errors: the file system's (a volume too full even for
+// the record: the restart then joins, as before records).
+func SaveFault(dir string, f Fault) error {
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(dir, FaultFile)
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+// LoadFault reads dir's FaultFile: nil without one. A record that does not parse is an error.
+func LoadFault(dir string) (*Fault, error) {
+	b, err := os.ReadFile(filepath.Join(dir, FaultFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var f Fault
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, FaultFile), err)
+	}
+	return &f, nil
+}
+
+// ClearFault removes dir's FaultFile (none is not an error).
+func ClearFault(dir string) error {
+	err := os.Remove(filepath.Join(dir, FaultFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// Recheck checks again what f records, for a trainer tr of the run whose dataset has fingerprint
+// fingerprint and whose volume is dir, before it joins: nil when the fault is gone (or the record
+// is of another run, or of data this trainer no longer has), else the error the trainer would
+// leave for again:
+//   - a record that could not be read: it is read again (ErrData, the dataset's error as a
+//     step words it: for a prepared copy its shard's sha256 is computed again, that shard only);
+//   - a committed checkpoint trained on other data: the fingerprints are compared again;
+//   - a volume: a file of f.Bytes (one checkpoint) is written to dir, synced and removed; while
+//     that fails, a *VolumeCheckError.
+//
+// A data fault recorded without a record or a checkpoint (a file changed under the running
+// trainer) is not checked: nil.
+func (f Fault) Recheck(tr *Trainer, fingerprint, dir string) error {
+	if f.Config != tr.run.Hash() {
+		return nil
+	}
+	switch {
+	case f.Kind == FaultData && f.Record >= 0:
+		if f.Record >= tr.data.Len() {
+			return nil // other data than the one that failed: the join's checks judge it
+		}
+		c, h, w := tr.data.Shape()
+		if err := tr.data.Image(f.Record, make([]float32, c*h*w)); err != nil {
+			return &recordError{record: f.Record, err: tr.dataError(err)}
+		}
+	case f.Kind == FaultData && f.Fingerprint != "":
+		if fingerprint != f.Fingerprint {
+			return &fingerprintError{step: f.Checkpoint, want: f.Fingerprint, have: fingerprint}
+		}
+	case f.Kind == FaultVolume:
+		if err := probeWrite(dir, f.Bytes); err != nil {
+			return &VolumeCheckError{Recorded: f.Err, Write: err}
+		}
+	}
+	return nil
+}
+
+// probeWrite writes n bytes to a new file in dir, syncs and removes it. The bytes are not zeros:
+// a compressing file system stores a file of zeros in next to no room.
+func probeWrite(dir string, n int64) error {
+	f, err := os.CreateTemp(dir, ".space-check-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	buf := make([]byte, 1<<20)
+	x := uint64(0x9E3779B97F4A7C15)
+	for i := range buf {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		buf[i] = byte(x)
+	}
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := f.Write(buf[:k]); err != nil {
+			f.Close()
+			return err
+		}
+		n -= k
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
