@@ -293,8 +293,10 @@ func (s *Server) ReportProgress(ctx context.Context, req *api.ReportProgressRequ
 		ComputeSec: req.ComputeSec, AllReduceSec: req.AllreduceSec, WaitSec: req.WaitSec, BusBW: req.Busbw}
 	if req.Skipped {
 		// A skipped step's loss, quartiles and gradient norm are not recorded (and may be
-		// non-finite, which the log's JSON cannot carry).
-		p = fsm.LossPoint{Skipped: 1, LR: req.Lr, ImagesPerSec: req.ImagesPerSec,
+		// non-finite, which the log's JSON cannot carry). Its images/s is recorded as 0 whatever
+		// the report says (ddpm's trainers report 0: no image was trained), so the trained-only
+		// throughput of a merged point is derivable (fsm.LossPoint.TrainedImagesPerSec).
+		p = fsm.LossPoint{Skipped: 1, LR: req.Lr,
 			ComputeSec: req.ComputeSec, AllReduceSec: req.AllreduceSec, WaitSec: req.WaitSec, BusBW: req.Busbw}
 	}
 	// A quartile is absent when the report has none, or marks it with a negative value (no

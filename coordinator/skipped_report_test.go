@@ -17,7 +17,9 @@ import (
 // sent through a follower, is forwarded to the leader and recorded on every replica as a point
 // marked skipped, without a loss. Such a report used to be refused (a non-finite value) or not
 // sent at all, so the cluster's history had no mark for the step. A skipped report's other
-// metrics must still be finite, and an unmarked NaN is still refused.
+// metrics must still be finite, and an unmarked NaN is still refused. A skipped report's
+// images/s is recorded as 0 whatever it says (48 here; it was kept), so that merged points give
+// the trained steps' throughput exactly (fsm.LossPoint.TrainedImagesPerSec).
 func TestSkippedStepReport(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-replica cluster")
@@ -36,7 +38,7 @@ func TestSkippedStepReport(t *testing.T) {
 	}
 	for _, r := range []*api.ReportProgressRequest{
 		{Step: 1, Loss: 0.5, LossQuartiles: []float64{0.4, 0.5, 0.6, 0.7}, GradNorm: 2, Lr: 1e-4, ImagesPerSec: 64},
-		{Step: 2, Skipped: true, Loss: math.NaN(), LossQuartiles: []float64{math.NaN(), -1, math.Inf(1), 0.5}, GradNorm: math.NaN(), Lr: 2e-4, ComputeSec: 0.25},
+		{Step: 2, Skipped: true, Loss: math.NaN(), LossQuartiles: []float64{math.NaN(), -1, math.Inf(1), 0.5}, GradNorm: math.NaN(), Lr: 2e-4, ComputeSec: 0.25, ImagesPerSec: 48},
 		{Step: 3, Loss: 0.25, GradNorm: 1, Lr: 3e-4},
 	} {
 		r.Id, r.Incarnation, r.Generation = "a", j.Incarnation, j.Generation

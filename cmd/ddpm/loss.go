@@ -39,8 +39,8 @@ reported yet".
 
 SKIPPED counts the steps among them that the trainers skipped for a non-finite gradient (no
 parameter update; ddpm local's loss.csv has such a step's row with grad_norm NaN). A skipped
-step has no loss: LOSS, MIN, MAX, the quartiles and GRAD NORM are over the point's other steps,
-"-" when it has none. In the --csv file such a point's row has loss and grad_norm NaN, as in
+step has no loss: LOSS, MIN, MAX, the quartiles, GRAD NORM and IMAGES/S (the cluster's
+throughput) are over the point's other steps, "-" when it has none. In the --csv file such a point's row has loss and grad_norm NaN, as in
 ddpm local's loss.csv; a merged row is the mean over its trained steps only (the table's
 SKIPPED column says how many it left out).`,
 	Args: cobra.NoArgs,
@@ -196,13 +196,16 @@ func writeLossRow(w io.Writer, p fsm.LossPoint) {
 			q[i] = fmt.Sprintf("%.4g", v)
 		}
 	}
-	loss, lo, hi, grad := "-", "-", "-", "-" // only skipped steps: no loss
+	// Only skipped steps: no loss, no gradient norm, no throughput (no image was trained).
+	loss, lo, hi, grad, ips := "-", "-", "-", "-", "-"
 	if p.HasLoss() {
 		loss, lo, hi = fmt.Sprintf("%.6g", p.Loss), fmt.Sprintf("%.6g", p.LossMin), fmt.Sprintf("%.6g", p.LossMax)
 		grad = fmt.Sprintf("%.4g", p.GradNorm)
+		// Over the trained steps only: a skipped step's 0 would read as a slow cluster.
+		ips = fmt.Sprintf("%.1f", p.TrainedImagesPerSec())
 	}
-	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3g\t%.1f\t%d\t%d\n", p.Step, loss, lo, hi,
-		q[0], q[1], q[2], q[3], grad, p.LR, p.ImagesPerSec, p.Count, p.Skipped)
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3g\t%s\t%d\t%d\n", p.Step, loss, lo, hi,
+		q[0], q[1], q[2], q[3], grad, p.LR, ips, p.Count, p.Skipped)
 }
 
 // writeLossFiles writes --csv and --png through internal/viz (the files ddpm local writes).

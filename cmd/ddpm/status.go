@@ -349,7 +349,7 @@ func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State, sec str
 	if n := len(st.Loss.Points); n > 0 {
 		p := st.Loss.Points[n-1]
 		if p.HasLoss() {
-			fmt.Fprintf(w, "loss\t%.5g at step %d (lr %.3g, grad norm %.4g, %.1f images/s)\n", p.Loss, p.Step, p.LR, p.GradNorm, p.ImagesPerSec)
+			fmt.Fprintf(w, "loss\t%.5g at step %d (lr %.3g, grad norm %.4g, %.1f images/s)\n", p.Loss, p.Step, p.LR, p.GradNorm, p.TrainedImagesPerSec())
 		} else {
 			fmt.Fprintf(w, "loss\tnone at step %d: skipped for a non-finite gradient (lr %.3g)\n", p.Step, p.LR)
 		}

@@ -10,7 +10,9 @@ const DefaultLossCapacity = 1024
 // Step and Time those of the newest report merged in. Skipped of them were steps skipped for a
 // non-finite gradient, which have no loss: Loss, LossMin, LossMax, GradNorm and LossQuartiles
 // cover the other Count-Skipped reports only (all 0 when there are none; see HasLoss), while LR,
-// ImagesPerSec and the times cover all Count.
+// ImagesPerSec and the times cover all Count. A skipped report's ImagesPerSec is 0 (its trainer
+// trained no image and the coordinators record 0), so ImagesPerSec reads low where steps were
+// skipped: read the throughput through TrainedImagesPerSec.
 type LossPoint struct {
 	Step  int64 `json:"step"`
 	Time  int64 `json:"time"` // Unix ns
@@ -45,6 +47,23 @@ func (p LossPoint) HasQuartile(q int) bool { return p.QuartilesMissing[q] < max(
 // HasLoss reports whether any report merged into p was a trained step (not skipped), i.e.
 // whether Loss, LossMin, LossMax and GradNorm mean anything.
 func (p LossPoint) HasLoss() bool { return p.Skipped < max(p.Count, 1) }
+
+// TrainedImagesPerSec is the throughput over the trained (not skipped) reports merged into p, in
+// images per second: the mean of their ImagesPerSec. ImagesPerSec is the Count-weighted mean over
+// all of them in which each skipped report counts 0, so this is ImagesPerSec * Count / (Count -
+// Skipped), derived when read so that the replicated state stays as the rules of every release
+// compute it (equal to the trained-only mean up to float64 rounding, exactly so where the merge
+// weights are powers of two). NaN when p has no trained report (see HasLoss); ImagesPerSec itself
+// for a point without a count (none is stored so).
+func (p LossPoint) TrainedImagesPerSec() float64 {
+	switch {
+	case !p.HasLoss():
+		return math.NaN()
+	case p.Skipped <= 0 || p.Count <= 0:
+		return p.ImagesPerSec
+	}
+	return p.ImagesPerSec * float64(p.Count) / float64(p.Count-p.Skipped)
+}
 
 // LossHistory is a bounded history: when it is full, neighbouring points merge pairwise, except
 // the first and the newest, so it always spans the whole run, keeps the first and last points

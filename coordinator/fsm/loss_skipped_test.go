@@ -110,3 +110,25 @@ func must(b []byte, err error) []byte {
 	}
 	return b
 }
+
+// TestTrainedImagesPerSec: a merged point's ImagesPerSec stays the mean over all its reports
+// (the replicated state as every release computes it), in which a skipped step counts 0; its
+// TrainedImagesPerSec is the mean over the trained ones: of 64 and 96 images/s and two skipped
+// steps, 40 in the state and 80 read. A point of skipped steps only has none (NaN); a point
+// without skipped steps reads as stored.
+func TestTrainedImagesPerSec(t *testing.T) {
+	h := NewLossHistory(6)
+	for s, ips := range []float64{10, 64, 0, 96, 0, 10, 10, 10, 10} {
+		h.Add(LossPoint{Step: int64(s + 1), ImagesPerSec: ips, Skipped: map[bool]int64{true: 1}[ips == 0]})
+	}
+	// Steps 2-3 and 4-5 merged at step 7, then those two at step 9.
+	if p := h.Points[1]; p.Step != 5 || p.Count != 4 || p.Skipped != 2 || p.ImagesPerSec != 40 || p.TrainedImagesPerSec() != 80 {
+		t.Errorf("merged point %+v: trained images/s %v, want 40 stored and 80 read", p, p.TrainedImagesPerSec())
+	}
+	if p := h.Points[2]; p.Step != 7 || p.Count != 2 || p.Skipped != 0 || p.TrainedImagesPerSec() != 10 {
+		t.Errorf("point without skipped steps %+v: trained images/s %v, want 10", p, p.TrainedImagesPerSec())
+	}
+	if p := (LossPoint{Step: 3, Count: 2, Skipped: 2}); !math.IsNaN(p.TrainedImagesPerSec()) {
+		t.Errorf("skipped steps only: %v, want NaN", p.TrainedImagesPerSec())
+	}
+}

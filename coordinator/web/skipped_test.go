@@ -114,3 +114,120 @@ func TestDashboardSkippedInChromium(t *testing.T) {
 		t.Errorf("loss chart at steps 5, 6: %v, %v; want %v, a gap", v.Loss[4], v.Loss[5], point(5).Loss)
 	}
 }
+
+// skipEveryOther reports step 1, then steps 3..1026 with the odd ones skipped (images/s 0) and
+// the even ones trained at point(s).ImagesPerSec (64); the 1025th point merges the history's
+// neighbours pairwise into points of steps (3,4), (5,6), ..., each one skipped and one trained
+// step. It then commits checkpoints at steps 200 and 300 and rolls back to 200, so the newest point is
+// the merged one of steps 199-200 (count 2, skipped 1, images/s 32 in the state).
+func (c *cluster) skipEveryOther(i int, gen uint64) {
+	c.t.Helper()
+	c.report(i, gen, 1, 1)
+	for s := int64(3); s <= fsm.DefaultLossCapacity+2; s++ {
+		if s%2 == 1 {
+			c.reportSkipped(i, gen, s)
+		} else {
+			c.report(i, gen, s, s)
+		}
+	}
+	for _, ck := range []struct {
+		step int64
+		sha  string
+	}{{200, sha100}, {300, sha200}} {
+		c.propose(i, fsm.Command{Kind: fsm.KindCheckpoint, Time: t0 + 1030*stepNS, Checkpoint: &fsm.CheckpointReport{
+			ID: "trainer-a", Generation: gen, Step: ck.step, SHA256: ck.sha, Size: 99}})
+	}
+	c.rollback(i, 200)
+	var doc web.LossDoc
+	getJSON(c.t, c.srvs[i].URL+"/api/loss?from=199", &doc)
+	if len(doc.Points) != 1 || doc.Points[0].Step != 200 || doc.Points[0].Count != 2 || doc.Points[0].Skipped != 1 ||
+		doc.Points[0].ImagesPerSec != 32 {
+		c.t.Fatalf("newest points after the rollback: %+v, want steps 199-200 merged", doc.Points)
+	}
+}
+
+// TestThroughputOverTrainedSteps: when the newest loss point merges a skipped step (images/s 0)
+// with a trained one at 64 images/s, /api/summary's images_per_sec and /metrics'
+// ddpm_coordinator_images_per_second give the throughput over the trained step, 64 (/metrics
+// said 32, the mean with the skipped step's 0; the summary had no such figure).
+func TestThroughputOverTrainedSteps(t *testing.T) {
+	c := newCluster(t, 1)
+	l := c.leader()
+	gen := c.start(l)
+	c.skipEveryOther(l, gen)
+	var sum web.Summary
+	getJSON(t, c.srvs[l].URL+"/api/summary", &sum)
+	if sum.ImagesPerSec == nil || *sum.ImagesPerSec != 64 {
+		t.Errorf("summary images_per_sec %v, want 64", sum.ImagesPerSec)
+	}
+	if got := metricValue(t, c.srvs[l].URL, "ddpm_coordinator_images_per_second"); got != 64 {
+		t.Errorf("ddpm_coordinator_images_per_second = %v, want 64", got)
+	}
+	// A newest point of a skipped step only has no throughput: null and NaN, not 0.
+	c.reportSkipped(l, gen+1, 201)
+	sum = web.Summary{}
+	getJSON(t, c.srvs[l].URL+"/api/summary", &sum)
+	if sum.ImagesPerSec != nil {
+		t.Errorf("summary images_per_sec %v after a skipped step, want null", *sum.ImagesPerSec)
+	}
+	if got := metricValue(t, c.srvs[l].URL, "ddpm_coordinator_images_per_second"); !math.IsNaN(got) {
+		t.Errorf("ddpm_coordinator_images_per_second = %v after a skipped step, want NaN", got)
+	}
+}
+
+// metricValue reads the one sample of the gauge name from base's /metrics.
+func metricValue(t *testing.T, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, ok := fams[name]
+	if !ok || len(f.Metric) != 1 {
+		t.Fatalf("%s: %d samples, want 1", name, len(f.GetMetric()))
+	}
+	return f.Metric[0].GetGauge().GetValue()
+}
+
+// TestDashboardThroughputInChromium: the dashboard's "images/s" is the throughput over the newest
+// point's trained steps (64.0 for the merged skipped and trained steps of skipEveryOther; it
+// showed 32.0).
+func TestDashboardThroughputInChromium(t *testing.T) {
+	ctx := newBrowser(t)
+	c := newCluster(t, 1)
+	l := c.leader()
+	gen := c.start(l)
+	c.skipEveryOther(l, gen)
+	if _, err := chromedp.Run(ctx, chromedp.Navigate(c.srvs[l].URL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	var run map[string]string
+	for {
+		var err error
+		run, err = chromedp.Run(ctx, chromedp.Evaluate[map[string]string](`(function () {
+			var run = {}, dl = document.getElementById("run");
+			dl.querySelectorAll("dt").forEach(function (dt) { run[dt.textContent] = dt.nextElementSibling.textContent; });
+			return run;
+		})()`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if run["images/s"] != "" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for the run summary: page shows %+v", run)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if run["images/s"] != "64.0" {
+		t.Errorf("images/s %q, want 64.0", run["images/s"])
+	}
+}

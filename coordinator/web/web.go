@@ -200,7 +200,11 @@ type Summary struct {
 	Abandoned  []fsm.AbandonedCheckpoint `json:"abandoned"`
 	Events     []fsm.Event               `json:"events"`
 	LossPoints int                       `json:"loss_points"`
-	Applied    uint64                    `json:"applied"`
+	// ImagesPerSec is the cluster's throughput at the newest loss-history point, images/s over
+	// its trained steps (fsm.LossPoint.TrainedImagesPerSec); null when there is no point or the
+	// newest has only skipped steps.
+	ImagesPerSec *float64 `json:"images_per_sec"`
+	Applied      uint64   `json:"applied"`
 }
 
 // SummaryOf extracts the Summary of s (without the replica facts).
@@ -213,6 +217,11 @@ func SummaryOf(s *fsm.State) Summary {
 		cc := *c
 		cc.Holders = slices.Clone(c.Holders)
 		sum.Generation.Checkpoint = &cc
+	}
+	if n := len(s.Loss.Points); n > 0 {
+		if v := s.Loss.Points[n-1].TrainedImagesPerSec(); !math.IsNaN(v) {
+			sum.ImagesPerSec = &v
+		}
 	}
 	if s.Run != nil {
 		sum.Preset, sum.Model, sum.GlobalBatch = s.Run.Preset, s.Run.Model, s.Run.GlobalBatch
@@ -349,8 +358,10 @@ func (h *handler) snapshot() metrics.ClusterSnapshot {
 					snap.LossQuartiles[q] = math.NaN() // not exported
 				}
 			}
+			// Throughput over the point's trained steps (NaN when it has none), as ddpm loss and
+			// ddpm status read it.
 			snap.ImagesPerSec, snap.BusBW, snap.ComputeSec, snap.AllReduceSec, snap.WaitSec =
-				p.ImagesPerSec, p.BusBW, p.ComputeSec, p.AllReduceSec, p.WaitSec
+				p.TrainedImagesPerSec(), p.BusBW, p.ComputeSec, p.AllReduceSec, p.WaitSec
 		}
 	})
 	return snap

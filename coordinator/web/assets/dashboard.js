@@ -208,7 +208,8 @@
       ["lr", last ? last.lr.toExponential(2) : "-"],
       ["grad norm", last && !lastSkipped ? last.grad_norm.toPrecision(4) : "-"],
       ["skipped steps", skipped],
-      ["images/s", last ? last.images_per_sec.toFixed(1) : "-"],
+      // Over the newest point's trained steps (the server derives it; a skipped step trains none).
+      ["images/s", typeof s.images_per_sec === "number" ? s.images_per_sec.toFixed(1) : "-"],
       ["all-reduce busbw", last ? (last.busbw / 1e6).toFixed(1) + " MB/s" : "-"],
       ["history", s.loss_points + " points"],
     ]);
