@@ -6,14 +6,18 @@
 
   var POLL_MS = 1000;
   var RATE_KEEP = 600; // step-rate samples kept per trainer
+  // Step-rate series kept for trainers that are no longer members (the most recently seen
+  // ones): with trainer churn (a new id at each restart) the page would keep one per id ever
+  // seen, its data and chart growing for as long as it stays open.
+  var RATE_DEPARTED_KEEP = 4;
   var COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
   var st = {
     points: [],        // the loss history as the server holds it (fsm.LossPoint objects)
     generation: null,  // generation the history was fetched under
     summary: null,     // last api/summary
-    rates: {},         // member id -> [[unix seconds, steps/s], ...]
-    lastSeen: {},      // member id -> {step, hb} of the previous summary
+    rates: {},         // id -> [[unix seconds, steps/s], ...]: the members' and RATE_DEPARTED_KEEP departed
+    lastSeen: {},      // member id -> {step, hb} of the previous summary (members only)
     polls: 0, updates: 0, fullFetches: 0, errors: 0, lastError: "",
     smoothing: 0.9,
   };
@@ -169,8 +173,14 @@
     });
   }
 
+  // updateRates adds a step-rate sample for every member whose heartbeat moved on since the
+  // previous summary, then bounds what it keeps: lastSeen holds the current members only, and
+  // rates the current members' series plus those of the RATE_DEPARTED_KEEP departed trainers
+  // with the newest samples (ties: the greater id).
   function updateRates(s) {
+    var members = {};
     (s.members || []).forEach(function (m) {
+      members[m.id] = true;
       var prev = st.lastSeen[m.id];
       st.lastSeen[m.id] = { step: m.step, hb: m.last_heartbeat };
       if (!prev || m.last_heartbeat <= prev.hb || m.step < prev.step) return;
@@ -179,6 +189,15 @@
       list.push([m.last_heartbeat / 1e9, rate]);
       if (list.length > RATE_KEEP) list.splice(0, list.length - RATE_KEEP);
     });
+    Object.keys(st.lastSeen).forEach(function (id) {
+      if (!members[id]) delete st.lastSeen[id];
+    });
+    var departed = Object.keys(st.rates).filter(function (id) { return !members[id]; });
+    departed.sort(function (a, b) {
+      var ta = st.rates[a][st.rates[a].length - 1][0], tb = st.rates[b][st.rates[b].length - 1][0];
+      return ta !== tb ? tb - ta : (a < b ? 1 : -1);
+    });
+    departed.slice(RATE_DEPARTED_KEEP).forEach(function (id) { delete st.rates[id]; });
   }
 
   function lastRate(id) {
