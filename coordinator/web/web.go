@@ -266,7 +266,9 @@ func (h *handler) summary(w http.ResponseWriter, _ *http.Request) {
 // <= To, in step order. PointsTotal and ReportsTotal describe the whole history (ReportsTotal
 // sums the points' Count) and Generation is the current generation: a client that fetches only
 // new points keeps its copy while these agree with what it holds, and refetches everything when
-// they do not (the history was compacted, or a new generation rolled it back).
+// they do not (the history was compacted, or a new generation rolled it back). Points are as the
+// replicated state holds them: a merged point's images_per_sec counts its skipped steps as 0
+// (fsm.LossPoint.TrainedImagesPerSec gives the throughput over its trained ones).
 type LossDoc struct {
 	Generation   uint64          `json:"generation"`
 	Capacity     int             `json:"capacity"`
