@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,13 +15,11 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"google.golang.org/grpc"
 
 	"ddpm/checkpoint"
 	"ddpm/config"
 	"ddpm/dataset"
 	"ddpm/internal/localrun"
-	"ddpm/internal/metrics"
 	"ddpm/internal/tlsauth"
 	"ddpm/trainer"
 	"ddpm/unet"
@@ -411,13 +408,9 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return dataExit(node.Run(ctx, stop))
 	}
 	addrs := strings.Split(o.coordinator, ",")
-	err = runClusterTrainer(ctx, stop, node, run, o, addrs)
-	// nil without a stop or a second signal: the run has succeeded (every other way out of
-	// runClusterTrainer with nil is a stop; a failure is an error).
-	if err == nil && o.stayAfterDone && !isClosed(stop) && ctx.Err() == nil {
-		return stayUpAfterDone(ctx, stop, store, run, o, log)
-	}
-	return dataExit(err)
+	// With --stay-after-done, a run that succeeds keeps the trainer up inside runClusterTrainer
+	// (stayUpAfterDone), on the servers it already has.
+	return dataExit(runClusterTrainer(ctx, stop, node, run, o, addrs))
 }
 
 // MsgFaultStillThere is the log message of a restarted cluster trainer that does not join
@@ -483,44 +476,20 @@ func recordFault(dir string, node *trainer.Node, err error) {
 // MsgStayingUp is the log line of a --stay-after-done trainer whose run has succeeded.
 const MsgStayingUp = "the run is complete; the trainer stays up to serve this volume's committed checkpoints (ddpm checkpoint fetch) until SIGTERM"
 
-// stayUpAfterDone keeps a cluster trainer whose run has succeeded up and idle until stop (the
-// first SIGTERM) or ctx ends, then returns nil (exit status 0). A StatefulSet (restartPolicy
-// Always) restarts a container that exits, even with status 0, and each restart joins, hears the
-// run is over and exits again: the pods crash-looped. Meanwhile --listen serves this volume's
-// checkpoints (checkpoint.RegisterTransfer: `ddpm checkpoint fetch` takes a committed one) with
-// the cluster's mutual TLS, and --http-addr answers /healthz and /readyz with 200, "ok: the run
-// is complete; ..." (and /metrics, empty of training series). The ring is not served: no
-// generation follows a finished run. One log line, MsgStayingUp, says so.
-func stayUpAfterDone(ctx context.Context, stop <-chan struct{}, store *checkpoint.Store, run config.Run, o trainerOpts, log *slog.Logger) error {
-	sec, err := loadSecurity(o.sec, log)
-	if err != nil {
-		return err
-	}
-	// runClusterTrainer closed its listeners on return; the ports are free again at once.
-	lis, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return withExit(1, fmt.Errorf("--listen %s (serving checkpoints after the run): %w", o.listen, err))
-	}
-	srv := grpc.NewServer(sec.ServerOptions()...)
-	checkpoint.RegisterTransfer(srv, store)
-	go func() { _ = srv.Serve(lis) }()
-	defer srv.Stop()
+// stayUpAfterDone keeps a cluster trainer whose run has succeeded (with it or without it) up and
+// idle until stop (the first SIGTERM) or ctx ends, then returns nil (exit status 0). A
+// StatefulSet (restartPolicy Always) restarts a container that exits, even with status 0, and
+// each restart joins, hears the run is over and exits again: the pods crash-looped. It is a hook
+// inside runClusterTrainer's run loop, which calls it once its heartbeats have stopped: the
+// servers the loop started stay as they are, with every connection made to them, so no probe
+// meets a closed port. --listen goes on serving this volume's checkpoints
+// (checkpoint.RegisterTransfer: `ddpm checkpoint fetch` takes a committed one) with the cluster's
+// mutual TLS (its ring service answers nothing: no generation follows a finished run), and
+// health makes --http-addr's /healthz and /readyz answer 200, "ok: the run is complete (step N);
+// ..." (/metrics keeps the run's series). One log line, MsgStayingUp, says so.
+func stayUpAfterDone(ctx context.Context, stop <-chan struct{}, store *checkpoint.Store, run config.Run, o trainerOpts, health *trainerHealth, log *slog.Logger) error {
 	held := volumeStep(store)
-	if o.httpAddr != "" {
-		hl, err := net.Listen("tcp", o.httpAddr)
-		if err != nil {
-			return withExit(1, fmt.Errorf("--http-addr %s: %w", o.httpAddr, err))
-		}
-		msg := fmt.Sprintf("the run is complete (step %d); serving this volume's committed checkpoints (newest: step %d) to ddpm checkpoint fetch", run.Steps, held)
-		ok := func(w http.ResponseWriter, _ *http.Request) { answer(w, true, msg) }
-		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", ok)
-		mux.HandleFunc("GET /readyz", ok)
-		mux.Handle("/metrics", metrics.Handler(metrics.NewRegistry()))
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = hs.Serve(hl) }()
-		defer hs.Close()
-	}
+	health.done(fmt.Sprintf("the run is complete (step %d); serving this volume's committed checkpoints (newest: step %d) to ddpm checkpoint fetch", run.Steps, held))
 	log.Info(MsgStayingUp, "listen", o.listen, "http_addr", o.httpAddr, "step", run.Steps, "volume_step", held)
 	select {
 	case <-stop:

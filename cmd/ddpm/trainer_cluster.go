@@ -391,7 +391,11 @@ func (c *clusterCoord) WaitCommitted(ctx context.Context, step int64) (string, e
 
 // runClusterTrainer serves the ring and checkpoint transfer on --listen, joins the
 // coordinators, keeps heartbeating, and runs node until the run completes.
+//
+// A run that succeeds (with this trainer or without it) ends it with nil, or, with
+// --stay-after-done, keeps it up on these servers until SIGTERM (stayUpAfterDone).
 func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.Node, run config.Run, o trainerOpts, addrs []string) error {
+	outer := ctx // the process's: the run loop's own ends with the run
 	sec, err := loadSecurity(o.sec, node.Log)
 	if err != nil {
 		return err
@@ -406,6 +410,14 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	go func() { _ = srv.Serve(lis) }()
 	defer srv.Stop()
 	health := newTrainerHealth(run, o.stallLimit, time.Now) // /healthz, /readyz (trainer_health.go)
+	// done ends a trainer whose run has succeeded: at once, or with --stay-after-done once
+	// stopped (a stop or a second signal before it: at once).
+	done := func() error {
+		if !o.stayAfterDone || isClosed(stop) || outer.Err() != nil {
+			return nil
+		}
+		return stayUpAfterDone(outer, stop, node.Store, run, o, health, node.Log)
+	}
 	go func() {
 		select {
 		case <-stop:
@@ -493,7 +505,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		if errors.Is(err, fsm.ErrRunFinished) {
 			if st, serr := cli.State(ctx); serr == nil && st.Status == fsm.StatusSucceeded {
 				logFinishedWithout(node, o.id, st)
-				return nil
+				return done()
 			}
 		}
 		return withExit(2, fmt.Errorf("joining %v: %w", addrs, err))
@@ -582,6 +594,15 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		leave(MsgLeft) // stopped on purpose, the step in flight finished
 		return nil
 	}
+	// The run has succeeded (with this trainer, or without it): nothing left to heartbeat for.
+	stopHeartbeats := func() {
+		cancel()
+		<-heartbeats
+	}
+	if err == nil && ctx.Err() == nil {
+		stopHeartbeats()
+		return done()
+	}
 	if err != nil && cc.finished.Load() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		st, serr := cli.State(sctx)
@@ -591,10 +612,11 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 			// line names no final step or holders.
 			node.Log.Info(trainer.MsgRunComplete, "note", fmt.Sprintf("trainer %s: %v; this volume holds step %d (the coordinators' state is unreadable: %v)",
 				o.id, errFinishedElsewhere, volumeStep(node.Store), serr))
-			return nil
+		} else {
+			logFinishedWithout(node, o.id, st)
 		}
-		logFinishedWithout(node, o.id, st)
-		return nil
+		stopHeartbeats()
+		return done()
 	}
 	if errors.Is(err, trainer.ErrAssignmentsClosed) {
 		if why := cc.closedBy.Load(); why != nil {

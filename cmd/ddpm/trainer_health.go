@@ -56,6 +56,7 @@ type trainerHealth struct {
 	hbErr    error     // the last heartbeat's failure, nil after a success
 	working  bool      // working (bounded by stall) rather than waiting
 	stopping bool      // told to stop (SIGTERM): finishing its step, then leaving
+	complete string    // the run has succeeded and the trainer stays up (stayUpAfterDone): what both answer
 	since    time.Time // when the current activity began (working: the last progress)
 	activity string
 
@@ -138,6 +139,9 @@ func answer(w http.ResponseWriter, ok bool, msg string) {
 func (h *trainerHealth) live() (bool, string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.complete != "" {
+		return true, h.complete
+	}
 	return h.liveLocked()
 }
 
@@ -164,6 +168,9 @@ func (h *trainerHealth) liveLocked() (bool, string) {
 func (h *trainerHealth) ready() (bool, string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.complete != "" {
+		return true, h.complete
+	}
 	ok, msg := h.liveLocked()
 	switch {
 	case !ok:
@@ -197,6 +204,15 @@ func (h *trainerHealth) set(working bool, format string, args ...any) {
 func (h *trainerHealth) stop() {
 	h.mu.Lock()
 	h.stopping = true
+	h.mu.Unlock()
+}
+
+// done records that the run has succeeded and the trainer stays up idle (--stay-after-done):
+// /healthz and /readyz answer 200 with "ok: " and msg from now on, a SIGTERM included (the
+// trainer then exits at once).
+func (h *trainerHealth) done(msg string) {
+	h.mu.Lock()
+	h.complete = msg
 	h.mu.Unlock()
 }
 

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"ddpm/internal/testutil"
+	"ddpm/internal/tlsauth/tlsauthtest"
+)
+
+// getOn sends GET path on the open HTTP/1.1 connection conn (kept alive) and returns the status
+// and body of the answer read from r.
+func getOn(conn net.Conn, r *bufio.Reader, path string) (int, string, error) {
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		return 0, "", err
+	}
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: trainer\r\n\r\n", path); err != nil {
+		return 0, "", err
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// TestStayAfterDoneKeepsConnections: a --stay-after-done trainer stays up on the servers its
+// run loop started: an HTTP connection to --http-addr opened (and used) while the run trains
+// stays open after the run succeeds, and /readyz on it answers 200 with the run-complete line.
+// The trainer used to close --listen and --http-addr when the run loop ended and open them
+// again, a gap in which probes were refused and every open connection was closed.
+func TestStayAfterDoneKeepsConnections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a trainer process")
+	}
+	bin := testutil.DDPMBinary(t)
+	dir := t.TempDir()
+	run, cfg := procRun(t, dir, 12, 1, 1, 2*time.Second, nil)
+	certs := tlsauthtest.Dir(t)
+	coord, _ := startReplica(t, run, "dev", certs)
+	listen, httpAddr := freeAddr(t), freeAddr(t)
+	p := launchTrainer(t, bin, filepath.Join(dir, "t0"), "t0", listen, coord, cfg, certs, "--stay-after-done", "--http-addr", httpAddr)
+
+	var conn net.Conn
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if conn, err = net.Dial("tcp", httpAddr); err == nil {
+			break
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("the trainer exited (%v) before serving --http-addr:\n%s", p.err, p.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("--http-addr %s not served within 60 s: %v", httpAddr, err)
+		}
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	want := "ok: the run is complete (step 12); serving this volume's committed checkpoints (newest: step 12) to ddpm checkpoint fetch\n"
+	code, body, err := getOn(conn, r, "/healthz")
+	if err != nil || code != http.StatusOK || body == want {
+		t.Fatalf("GET /healthz while the run trains: %d %q, %v; want 200 and what the trainer does", code, body, err)
+	}
+
+	line := []byte(`"msg":"` + MsgStayingUp + `"`)
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(p.log)
+		if bytes.Contains(b, line) {
+			break
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("the trainer exited (%v) instead of staying up:\n%s%s", p.err, b, p.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q line within 90 s:\n%s", MsgStayingUp, b)
+		}
+	}
+	for _, path := range []string{"/readyz", "/healthz"} {
+		code, body, err := getOn(conn, r, path)
+		if err != nil || code != http.StatusOK || body != want {
+			t.Fatalf("GET %s on the connection opened during the run, after it: %d %q, %v; want 200 %q", path, code, body, err, want)
+		}
+	}
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the trainer did not exit within 15 s of SIGTERM")
+	}
+	if p.err != nil || p.stderr.Len() != 0 {
+		t.Fatalf("after SIGTERM: %v, stderr %q; want exit 0 and nothing on stderr", p.err, p.stderr.String())
+	}
+}
