@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 )
@@ -101,7 +103,131 @@ func CheckPrepareOut(out string) error {
 		}
 		return fmt.Errorf("%w: %s: cannot create a folder in %s (%v)", ErrUnwritable, out, dir, err)
 	}
-	return os.Remove(probe)
+	// A prepare starting at once may have removed the empty probe already (see
+	// RemoveInterrupted): the folder could be made, which is all the probe asks.
+	if err := os.Remove(probe); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// prepareLock is the file inside a prepare's temporary folder on which the writing process
+// holds an exclusive flock(2) until the folder is renamed into place or removed: a temporary
+// folder whose lock can be taken was left by a process that is gone (killed, or its machine
+// down; the kernel releases the lock with the process, and NFS with the client's lease).
+const prepareLock = ".prepare.lock"
+
+// tmpPrefix is the name prefix of Prepare's temporary folder beside out.
+func tmpPrefix(out string) string { return "." + filepath.Base(filepath.Clean(out)) + ".tmp" }
+
+// RemoveInterrupted removes what prepares into out that are gone left behind, and returns the
+// removed paths: tmps, each temporary folder beside out ("." + base(out) +
+// ".tmp*") whose lock (prepareLock) no process holds, and probes, each empty ".prepare-probe-*"
+// folder of CheckPrepareOut in the nearest existing folder above out. The temporary folder of a prepare
+// still running is locked and stays (the prepare that finishes second is refused: ErrExists),
+// as does one without a lock file (made by a version before the lock, or in the moment between
+// its creation and the lock's). A folder that cannot be removed is an error naming it, after
+// the others were tried.
+func RemoveInterrupted(out string) (tmps, probes []string, err error) {
+	out = filepath.Clean(out)
+	var errs []error // one line in all, for the caller's warning
+	parent := filepath.Dir(out)
+	entries, _ := os.ReadDir(parent) // a missing parent holds nothing to remove
+	for _, e := range entries {
+		// os.MkdirTemp's names: the prefix, then decimal digits.
+		digits, ok := strings.CutPrefix(e.Name(), tmpPrefix(out))
+		if !e.IsDir() || !ok || digits == "" || strings.Trim(digits, "0123456789") != "" {
+			continue
+		}
+		p := filepath.Join(parent, e.Name())
+		lock, err := lockIfGone(p)
+		if err == nil && lock != nil {
+			err = os.RemoveAll(p)
+			lock.Close() // after the folder (and the lock file in it) is gone
+			if err == nil {
+				tmps = append(tmps, p)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p, unwrapPathError(err)))
+		}
+	}
+	dir := parent
+	for {
+		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+			break
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			break
+		}
+		dir = up
+	}
+	found, _ := filepath.Glob(filepath.Join(dir, ".prepare-probe-*"))
+	for _, p := range found {
+		// An empty folder: CheckPrepareOut's probe, whose remover was killed (or is about to
+		// remove it, and takes its absence as done). rmdir refuses anything else.
+		if os.Remove(p) == nil {
+			probes = append(probes, p)
+		}
+	}
+	if len(errs) > 0 {
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
+			msgs[i] = e.Error()
+		}
+		err = errors.New(strings.Join(msgs, "; "))
+	}
+	return tmps, probes, err
+}
+
+// lockIfGone returns the lock file of the temporary folder tmp, locked, when the prepare that
+// made tmp is gone: its lock file exists and this process could take the lock; the caller
+// closes it once tmp is removed. nil when the lock is held (a prepare writes into tmp), when tmp
+// has no lock file (nothing proves its writer gone), or when the lock file was removed or
+// replaced while this process took the lock (a prepare finishing, another cleaner).
+func lockIfGone(tmp string) (*os.File, error) {
+	lp := filepath.Join(tmp, prepareLock)
+	f, err := os.OpenFile(lp, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	st, err1 := os.Stat(lp)
+	fst, err2 := f.Stat()
+	if err1 != nil || err2 != nil || !os.SameFile(st, fst) {
+		f.Close()
+		return nil, nil
+	}
+	return f, nil
+}
+
+// lockTmp marks the new temporary folder tmp as this process's: it creates the lock file
+// under another name, takes its flock and only then gives it the name prepareLock, so that a
+// cleaner (RemoveInterrupted) never meets it unlocked while this process lives. The lock is
+// released when the process ends, however it ends. nil where the file system has no flock (or
+// the file cannot be made): tmp then has no lock file and, as before the lock, nothing removes
+// it but this process.
+func lockTmp(tmp string) *os.File {
+	next := filepath.Join(tmp, prepareLock+".new")
+	f, err := os.OpenFile(next, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil || os.Rename(next, filepath.Join(tmp, prepareLock)) != nil {
+		f.Close()
+		os.Remove(next)
+		return nil
+	}
+	return f
 }
 
 // Prepare decodes ds once into the prepared format in the new directory out, with shards of
@@ -135,14 +261,18 @@ func Prepare(ds Dataset, out string, shardBytes int) (*Index, error) {
 	if err := os.MkdirAll(filepath.Dir(filepath.Clean(out)), 0o755); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnwritable, out, err)
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".tmp")
+	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(out)), tmpPrefix(out))
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", out, err)
 	}
+	lock := lockTmp(tmp)
 	done := false
 	defer func() {
 		if !done {
 			os.RemoveAll(tmp)
+		}
+		if lock != nil {
+			lock.Close() // after the folder is gone: no one else removes it meanwhile
 		}
 	}()
 	hash := newHash(c, h, w)
@@ -209,6 +339,12 @@ func Prepare(ds Dataset, out string, shardBytes int) (*Index, error) {
 	js, _ := json.MarshalIndent(idx, "", "  ")
 	if err := os.WriteFile(filepath.Join(tmp, indexName), append(js, '\n'), 0o644); err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", out, err)
+	}
+	// The lock file stays out of the prepared folder; the lock itself is held until return.
+	if lock != nil {
+		if err := os.Remove(filepath.Join(tmp, prepareLock)); err != nil {
+			return nil, fmt.Errorf("prepare %s: %w", out, err)
+		}
 	}
 	if err := os.Rename(tmp, out); err != nil {
 		if errors.Is(err, syscall.EEXIST) || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.ENOTDIR) {

@@ -211,6 +211,17 @@ those channels for every model. DIR must not exist.`,
 			} else if err != nil {
 				return withExit(exitBadData, err)
 			}
+			// What prepares into --out that were killed left behind; a running one's stays.
+			tmps, probes, err := dataset.RemoveInterrupted(out)
+			for _, p := range tmps {
+				fmt.Fprintf(cmd.ErrOrStderr(), "ddpm dataset prepare: removed the temp folder of an interrupted prepare: %s\n", p)
+			}
+			for _, p := range probes {
+				fmt.Fprintf(cmd.ErrOrStderr(), "ddpm dataset prepare: removed the probe folder of an interrupted prepare: %s\n", p)
+			}
+			if err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "ddpm dataset prepare: could not remove what an interrupted prepare left: %v\n", err)
+			}
 			ds, err := openDatasetArg(args[0], opts)
 			if err != nil {
 				return err
