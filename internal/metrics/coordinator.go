@@ -71,7 +71,7 @@ func NewCoordinator(reg prometheus.Registerer, snap func() ClusterSnapshot) {
 	d("loss_by_timestep_quartile", "Global L_simple by timestep quartile, newest loss-history point.", "quartile")
 	d("grad_norm", "Global gradient norm before clipping, newest loss-history point.")
 	d("learning_rate", "Learning rate, newest loss-history point.")
-	d("images_per_second", "Cluster throughput, newest loss-history point.")
+	d("images_per_second", "Cluster throughput over the trained steps of the newest loss-history point (NaN: only skipped steps).")
 	d("allreduce_busbw_bytes_per_second", "All-reduce bus bandwidth, newest loss-history point.")
 	d("step_phase_seconds", "Per-step wall time by phase (compute, allreduce, wait), newest loss-history point.", "phase")
 	reg.MustRegister(c)
