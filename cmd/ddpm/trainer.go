@@ -81,6 +81,13 @@ instead, until SIGTERM: /healthz and /readyz answer 200 ("ok: the run is complet
 --listen serves the volume's committed checkpoints to ddpm checkpoint fetch, and one log line
 says so; a Kubernetes StatefulSet, which restarts a container that exits even with status 0,
 then shows its pods Running rather than crash-looping.
+A cluster trainer that leaves its run for a failure of its own (its copy of the data damaged:
+exit 2; its volume full or failing: exit 1; one line each) records what failed in --data-dir's
+fault.json. Started again, it checks exactly that before it joins (it reads the record that
+failed, whose prepared shard's sha256 is computed again, or writes a file of one checkpoint's
+size): while the fault is there it exits again with the same line and status without joining,
+so no new generation sends the others back to their last commit; once it is gone the record is
+removed and the trainer joins.
 --coordinator may name one replica: the trainer learns the others' addresses from the replicas' answers.
 --advertise names the address peers reach this trainer at when it is not --listen (a stable DNS
 name such as a StatefulSet pod's); a newer process under the same name and --id is told apart

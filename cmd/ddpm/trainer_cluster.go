@@ -641,7 +641,8 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		// trainer.FailsRun): reported as the run's, it failed the run for every trainer
 		// (TestVolumeFullLeavesRunGoing, TestDamagedDataLeavesRunGoing). Leave as a stopped
 		// trainer does, so that the others go on at once in a new generation without it; exit
-		// 1, and a restart (Kubernetes, ddpm local) joins again once the cause is gone. Its
+		// 1, and a restart (Kubernetes, ddpm local) joins again once the cause is gone (it
+		// checks the recorded fault first: recheckFault). Its
 		// data is refused input (as dataExit): status 2, on which ddpm local, whose trainers
 		// share one copy of the data, stops the run rather than restart them on it.
 		cc.flushReports(2 * time.Second)
