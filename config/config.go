@@ -348,7 +348,8 @@ func (r *Run) Hash() string {
 
 // Parse reads a run config from YAML (or JSON) bytes. If the document names a preset, the
 // preset's values are the defaults and the document overrides them field by field. Unknown
-// fields, duplicate fields, wrongly typed values and a second YAML document (after "---") are
+// fields (a key must be a field's name exactly, in lowercase: `Steps:` is refused naming
+// steps), duplicate fields, wrongly typed values and a second YAML document (after "---") are
 // errors. Parse does not Validate.
 func Parse(data []byte) (Run, error) { return parse(data, "") }
 
@@ -366,6 +367,9 @@ func parse(data []byte, preset string) (Run, error) {
 		return Run{}, fmt.Errorf("%w: line %d: a second YAML document starts here (after the end marker ... on line %d); a run config is one document", ErrLoad, n, end)
 	} else if n > 0 {
 		return Run{}, fmt.Errorf("%w: line %d: a second YAML document starts here (---); a run config is one document", ErrLoad, n)
+	}
+	if key := inexactKey(data); key != "" {
+		return Run{}, fmt.Errorf("%w: %s", ErrLoad, unknownFieldHint(fmt.Sprintf("unknown field %q", key), data))
 	}
 	if preset == "" {
 		preset = probe.Preset
@@ -479,6 +483,52 @@ func yamlMessage(err error) string {
 	return strings.ReplaceAll(msg, "\n", " ")
 }
 
+// inexactKey returns the first key of data's mapping (by the line it is written on) that is not
+// exactly the name of a Run field, "" when every key is one (or data is no mapping, which the
+// strict decoding reports). The YAML is decoded as JSON, and encoding/json matches a key to a
+// field without regard to case, so without this check `Steps: 10` or `LR: 1` would set steps or
+// lr while the file says another name than the fields ddpm writes and documents.
+func inexactKey(data []byte) string {
+	var doc map[string]json.RawMessage
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return ""
+	}
+	fields := fieldNames()
+	var bad []string
+	for k := range doc {
+		if !slices.Contains(fields, k) {
+			bad = append(bad, k)
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	// The earliest line wins; a key not found by the line scan (a JSON document on one line,
+	// a flow mapping) comes after those that are, in name order.
+	sort.Strings(bad)
+	lines := strings.Split(string(data), "\n")
+	at := func(key string) int {
+		if n := keyLine(lines, key); n > 0 {
+			return n
+		}
+		return len(lines) + 1
+	}
+	slices.SortStableFunc(bad, func(a, b string) int { return at(a) - at(b) })
+	return bad[0]
+}
+
+// keyLine is the 1-based line of lines where key is written as a block mapping's key
+// ("key:", quoted or not), 0 if none is.
+func keyLine(lines []string, key string) int {
+	for i, line := range lines {
+		k, _, ok := strings.Cut(line, ":")
+		if ok && strings.Trim(strings.TrimSpace(k), `"'`) == key {
+			return i + 1
+		}
+	}
+	return 0
+}
+
 // reUnknownField is yamlMessage's text for a key no Run field has.
 var reUnknownField = regexp.MustCompile(`^unknown field "([^"]*)"$`)
 
@@ -494,19 +544,18 @@ func unknownFieldHint(msg string, data []byte) string {
 	}
 	key := m[1]
 	where := ""
-	for i, line := range strings.Split(string(data), "\n") {
-		k, _, ok := strings.Cut(line, ":")
-		if ok && strings.Trim(strings.TrimSpace(k), `"'`) == key {
-			where = fmt.Sprintf("line %d: ", i+1)
-			break
-		}
+	if n := keyLine(strings.Split(string(data), "\n"), key); n > 0 {
+		where = fmt.Sprintf("line %d: ", n)
 	}
 	fields := fieldNames()
 	fold := strings.ToLower(strings.ReplaceAll(key, "-", "_"))
 	best, bestD := "", 3
 	for _, f := range fields {
-		if f == fold {
+		if f == fold && strings.Contains(key, "-") {
 			return fmt.Sprintf("%s%s; did you mean %s? (a run config's fields are written with _, the flags with -)", where, msg, f)
+		}
+		if f == fold { // the field in other capitals: STEPS, Steps
+			return fmt.Sprintf("%s%s; did you mean %s?", where, msg, f)
 		}
 		if d := EditDistance(fold, f); d < bestD && d < len(fold) {
 			best, bestD = f, d
