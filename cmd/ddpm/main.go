@@ -6,9 +6,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -112,6 +116,11 @@ func commandName(cmd *cobra.Command) string {
 var configureRoot = sync.OnceFunc(func() {
 	usageErrors(rootCmd)
 	rootCmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		if name, problem := flagValueProblem(err); problem != "" {
+			var ie *pflag.InvalidValueError
+			errors.As(err, &ie)
+			err = fmt.Errorf("%s %q: %s", name, ie.GetValue(), problem)
+		}
 		hint := flagHint(cmd, err)
 		if cmd == rootCmd {
 			return withExit(2, fmt.Errorf("%v%s (see ddpm --help)", err, hint))
@@ -119,6 +128,85 @@ var configureRoot = sync.OnceFunc(func() {
 		return withExit(2, fmt.Errorf("%s: %v%s (see %s --help)", commandName(cmd), err, hint, cmd.CommandPath()))
 	})
 })
+
+// flagValueProblem says in a few words what is wrong with the value of a number, duration or
+// true/false flag when err is pflag's refusal of it (*pflag.InvalidValueError straight from
+// strconv or time.ParseDuration): "not a whole number", "not a number", "not true or false",
+// "not a duration (e.g. 30s, 5m)", or for a value of the right kind too large or too small
+// "out of range (at most HI)" or "(at least LO)" with the end of the flag's range it passed (a
+// negative value of an unsigned flag: at least 0). name is the flag as "--NAME". For any
+// other error, and a flag type of its own (which words its errors itself), problem is "".
+// pflag's own text quotes strconv ("strconv.ParseInt: parsing "1O": invalid syntax").
+func flagValueProblem(err error) (name, problem string) {
+	var ie *pflag.InvalidValueError
+	if !errors.As(err, &ie) || ie.GetFlag() == nil {
+		return "", ""
+	}
+	f, value := ie.GetFlag(), ie.GetValue()
+	var ne *strconv.NumError
+	isNum := errors.As(err, &ne)
+	outOfRange := isNum && errors.Is(ne.Err, strconv.ErrRange)
+	typ := f.Value.Type()
+	switch {
+	case typ == "duration":
+		if durationSyntax.MatchString(value) { // written as a duration, but past what one holds
+			return "--" + f.Name, outside(value, time.Duration(math.MinInt64).String(), time.Duration(math.MaxInt64).String())
+		}
+		return "--" + f.Name, "not a duration (e.g. 30s, 5m)"
+	case !isNum:
+		return "", ""
+	case typ == "bool":
+		return "--" + f.Name, "not true or false"
+	case typ == "float64" || typ == "float32":
+		if outOfRange {
+			limit := math.MaxFloat64
+			if typ == "float32" {
+				limit = math.MaxFloat32
+			}
+			return "--" + f.Name, outside(value, fmt.Sprintf("%.2g", -limit), fmt.Sprintf("%.2g", limit))
+		}
+		return "--" + f.Name, "not a number"
+	}
+	kind, ok := intFlagTypes[typ]
+	if !ok {
+		return "", ""
+	}
+	// A negative whole number for an unsigned flag is out of its range too, though strconv
+	// calls it a syntax error.
+	_, asInt := strconv.ParseInt(value, 0, 64)
+	negative := strings.HasPrefix(value, "-") && (asInt == nil || errors.Is(asInt, strconv.ErrRange))
+	switch {
+	case kind.signed && outOfRange:
+		lo := int64(-1) << (kind.bits - 1)
+		return "--" + f.Name, outside(value, strconv.FormatInt(lo, 10), strconv.FormatInt(^lo, 10))
+	case !kind.signed && (outOfRange || negative):
+		return "--" + f.Name, outside(value, "0", strconv.FormatUint(^uint64(0)>>(64-kind.bits), 10))
+	}
+	return "--" + f.Name, "not a whole number"
+}
+
+// outside is the problem of a flag's value that is past one end of the range lo..hi: "out of
+// range (at least LO)" for a negative value, else "out of range (at most HI)".
+func outside(value, lo, hi string) string {
+	if strings.HasPrefix(value, "-") {
+		return "out of range (at least " + lo + ")"
+	}
+	return "out of range (at most " + hi + ")"
+}
+
+// intFlagTypes maps pflag's integer flag types (Value.Type()) to their size in bits and whether
+// they take negative values.
+var intFlagTypes = map[string]struct {
+	bits   int
+	signed bool
+}{
+	"int": {strconv.IntSize, true}, "int8": {8, true}, "int16": {16, true}, "int32": {32, true}, "int64": {64, true},
+	"uint": {strconv.IntSize, false}, "uint8": {8, false}, "uint16": {16, false}, "uint32": {32, false}, "uint64": {64, false},
+}
+
+// durationSyntax is a Go duration as time.ParseDuration reads it ("1h30m", "-1.5s"), whatever
+// its size.
+var durationSyntax = regexp.MustCompile(`^[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
 
 // flagSuggestionDistance is the largest edit distance at which an unknown flag is taken for a
 // typo of one cmd has, as cobra's SuggestionsMinimumDistance of 2 for subcommands.
