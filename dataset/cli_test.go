@@ -128,6 +128,11 @@ func TestCLIBadInputs(t *testing.T) {
 			"dataset not found: " + filepath.Join(root, "nope") + ": no such file or directory"},
 		{"bad split", []string{"dataset", "inspect", "mnist", "--split", "val"},
 			"--split val: want train or test"},
+		// A built-in dataset is named as given, not by its file in the module cache.
+		{"built-in at a resolution it cannot take", []string{"dataset", "inspect", "mnist", "--resolution", "7"},
+			"ddpm: unsupported option: mnist: resolution 7 for 28x28 idx images (use 28, or a larger size by an even margin for padding)"},
+		{"empty path", []string{"dataset", "inspect", ""},
+			"ddpm: dataset not found: the dataset path is empty (give a folder or file of data, or one of mnist, fashion-mnist)"},
 		// An existing --out is a command line to change, as sample --out's and export --out's
 		// are (it was exit status 1, that of unreadable data).
 		{"prepare over existing", []string{"dataset", "prepare", "mnist:test", "--out", mixed},

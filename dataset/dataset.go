@@ -127,6 +127,9 @@ type Options struct {
 	// splitAsked: Split (or the spec's suffix) named the split; false when Open defaulted it
 	// to "train". Only an asked split is checked against the split a file says it holds.
 	splitAsked bool
+	// subject is what an error about the options names the source by when the user did not
+	// give its path: a built-in dataset's name ("mnist"), not its file in the module cache.
+	subject string
 }
 
 // Info describes a dataset for `ddpm dataset inspect` and the run log.
@@ -352,6 +355,8 @@ func Open(spec string, opts Options) (Dataset, error) {
 	switch spec {
 	case "mnist", "fashion-mnist":
 		return openBuiltinMNIST(spec, opts)
+	case "":
+		return nil, fmt.Errorf("%w: the dataset path is empty (give a folder or file of data, or one of mnist, fashion-mnist)", ErrNotFound)
 	}
 	st, err := os.Stat(spec)
 	if err != nil {

@@ -142,6 +142,7 @@ func openBuiltinMNIST(which string, opts Options) (Dataset, error) {
 		}
 		return nil, fmt.Errorf("%w: mnist: %s missing", ErrNotFound, images)
 	}
+	opts.subject = which
 	return openIdx(images, labelsFor(images), which+"/"+opts.Split, opts)
 }
 
@@ -248,8 +249,12 @@ func openIdx(images, labels, name string, opts Options) (Dataset, error) {
 	case rows == cols && res > rows && (res-rows)%2 == 0:
 		pad = (res - rows) / 2
 	default:
+		subject := images
+		if opts.subject != "" {
+			subject = opts.subject
+		}
 		return nil, fmt.Errorf("%w: %s: resolution %d for %dx%d idx images (use %d, or a larger size by an even margin for padding)",
-			ErrOption, images, res, rows, cols, rows)
+			ErrOption, subject, res, rows, cols, rows)
 	}
 	s := &set{
 		r: &idxReader{pix: pix, rows: rows, cols: cols, pad: pad},
