@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 
 	"ddpm/internal/testutil"
 	"ddpm/internal/tlsauth/tlsauthtest"
@@ -37,9 +41,11 @@ func getOn(conn net.Conn, r *bufio.Reader, path string) (int, string, error) {
 
 // TestStayAfterDoneKeepsConnections: a --stay-after-done trainer stays up on the servers its
 // run loop started: an HTTP connection to --http-addr opened (and used) while the run trains
-// stays open after the run succeeds, and /readyz on it answers 200 with the run-complete line.
-// The trainer used to close --listen and --http-addr when the run loop ended and open them
-// again, a gap in which probes were refused and every open connection was closed.
+// stays open after the run succeeds, and /readyz on it answers 200 with the run-complete line;
+// a gRPC connection (the cluster's mutual TLS) to --listen made ready during the run stays
+// ready, never closed. The trainer used to close --listen and --http-addr when the run loop
+// ended and open them again, a gap in which probes were refused and every open connection was
+// closed.
 func TestStayAfterDoneKeepsConnections(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a trainer process")
@@ -68,6 +74,29 @@ func TestStayAfterDoneKeepsConnections(t *testing.T) {
 		}
 	}
 	defer conn.Close()
+	// The gRPC connection: every state it moves to after READY is sent on moved.
+	gc, err := grpc.NewClient(listen, tlsauthtest.Load(t, certs, nil).DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Close()
+	gc.Connect()
+	rctx, rcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	for s := gc.GetState(); s != connectivity.Ready; s = gc.GetState() {
+		if !gc.WaitForStateChange(rctx, s) {
+			t.Fatalf("the gRPC connection to --listen %s is %v after 60 s, not ready", listen, s)
+		}
+	}
+	rcancel()
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	moved := make(chan connectivity.State, 16)
+	go func() {
+		for s := connectivity.Ready; gc.WaitForStateChange(wctx, s); {
+			s = gc.GetState()
+			moved <- s
+		}
+	}()
 	r := bufio.NewReader(conn)
 	want := "ok: the run is complete (step 12); serving this volume's committed checkpoints (newest: step 12) to ddpm checkpoint fetch\n"
 	code, body, err := getOn(conn, r, "/healthz")
@@ -95,6 +124,14 @@ func TestStayAfterDoneKeepsConnections(t *testing.T) {
 		if err != nil || code != http.StatusOK || body != want {
 			t.Fatalf("GET %s on the connection opened during the run, after it: %d %q, %v; want 200 %q", path, code, body, err, want)
 		}
+	}
+
+	// A closed server's connection leaves READY within milliseconds (the loop closed --listen
+	// before the line); a second is ample.
+	select {
+	case st := <-moved:
+		t.Fatalf("the gRPC connection to --listen made during the run went from READY to %v", st)
+	case <-time.After(time.Second):
 	}
 
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
