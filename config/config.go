@@ -534,8 +534,8 @@ var reUnknownField = regexp.MustCompile(`^unknown field "([^"]*)"$`)
 
 // unknownFieldHint adds to msg, when it is the decoder's `unknown field "KEY"`, the line of data
 // where KEY is written and the field meant: the one KEY spells with dashes or capitals
-// (global-batch, the flag's spelling, for global_batch), else the one at most two letters away
-// (stpes for steps; fewer than KEY's letters), else the list of fields. Any other msg is
+// (global-batch, the flag's spelling, for global_batch; Steps), else those Nearest finds
+// (stpes for steps; heartbeat for heartbeat_timeout), else the list of fields. Any other msg is
 // returned as it is.
 func unknownFieldHint(msg string, data []byte) string {
 	m := reUnknownField.FindStringSubmatch(msg)
@@ -549,20 +549,11 @@ func unknownFieldHint(msg string, data []byte) string {
 	}
 	fields := fieldNames()
 	fold := strings.ToLower(strings.ReplaceAll(key, "-", "_"))
-	best, bestD := "", 3
-	for _, f := range fields {
-		if f == fold && strings.Contains(key, "-") {
-			return fmt.Sprintf("%s%s; did you mean %s? (a run config's fields are written with _, the flags with -)", where, msg, f)
-		}
-		if f == fold { // the field in other capitals: STEPS, Steps
-			return fmt.Sprintf("%s%s; did you mean %s?", where, msg, f)
-		}
-		if d := EditDistance(fold, f); d < bestD && d < len(fold) {
-			best, bestD = f, d
-		}
+	if slices.Contains(fields, fold) && strings.Contains(key, "-") {
+		return fmt.Sprintf("%s%s; did you mean %s? (a run config's fields are written with _, the flags with -)", where, msg, fold)
 	}
-	if best != "" {
-		return fmt.Sprintf("%s%s; did you mean %s?", where, msg, best)
+	if near := Nearest(fold, fields); len(near) > 0 { // the field in other capitals (STEPS), or a letter or two off
+		return fmt.Sprintf("%s%s; did you mean %s?", where, msg, strings.Join(near, " or "))
 	}
 	return fmt.Sprintf("%s%s (the fields: %s)", where, msg, strings.Join(fields, ", "))
 }

@@ -11,7 +11,8 @@ import (
 
 // TestFlagTypoSuggestion: a mistyped long flag of the real command tree is answered with the
 // closest flag of that command (edit distance at most 2), as a mistyped subcommand is; a
-// shorthand flag, a hidden flag's near name and a name near none keep the plain line. Each exits
+// shorthand flag, a hidden flag's near name and a name near none keep the plain line; the start
+// of a flag's name (--resol) is taken for it, and got no hint before config.Nearest. Each exits
 // 2. The line ended "(see ddpm dataset inspect --help)" with no suggestion.
 func TestFlagTypoSuggestion(t *testing.T) {
 	configureRoot()
@@ -23,6 +24,9 @@ func TestFlagTypoSuggestion(t *testing.T) {
 			"dataset inspect: unknown flag: --resolutoin; did you mean --resolution? (see ddpm dataset inspect --help)"},
 		{[]string{"dataset", "inspect", "--resolutoin=28", "mnist"},
 			"dataset inspect: unknown flag: --resolutoin; did you mean --resolution? (see ddpm dataset inspect --help)"},
+		// The start of a flag's name (4 letters or more), as of a preset's (config.Nearest).
+		{[]string{"dataset", "inspect", "mnist", "--resol", "28"},
+			"dataset inspect: unknown flag: --resol; did you mean --resolution? (see ddpm dataset inspect --help)"},
 		{[]string{"--verison"}, "unknown flag: --verison; did you mean --version? (see ddpm --help)"},
 		{[]string{"dataset", "inspect", "mnist", "--Resolution", "28"},
 			"dataset inspect: unknown flag: --Resolution; did you mean --resolution? (see ddpm dataset inspect --help)"},

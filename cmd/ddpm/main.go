@@ -208,37 +208,25 @@ var intFlagTypes = map[string]struct {
 // its size.
 var durationSyntax = regexp.MustCompile(`^[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
 
-// flagSuggestionDistance is the largest edit distance at which an unknown flag is taken for a
-// typo of one cmd has, as cobra's SuggestionsMinimumDistance of 2 for subcommands.
-const flagSuggestionDistance = 2
-
 // flagHint is "; did you mean --NAME?" when err is pflag's unknown long flag (--NAME, not a
-// shorthand) and cmd has a visible flag within flagSuggestionDistance of it (Levenshtein distance,
-// case folded; ties joined with " or "), "" otherwise. A name that would have to be replaced
-// whole (a distance of its own length or more) gets no hint: --ab is no typo of --id.
+// shorthand) and config.Nearest finds visible flags of cmd it is likely a typo of (ties joined
+// with " or "), "" otherwise.
 func flagHint(cmd *cobra.Command, err error) string {
 	var ne *pflag.NotExistError
 	if !errors.As(err, &ne) || ne.GetSpecifiedShortnames() != "" || !strings.HasPrefix(err.Error(), "unknown flag: --") {
 		return ""
 	}
-	typed := strings.ToLower(ne.GetSpecifiedName())
-	best := min(flagSuggestionDistance, len([]rune(typed))-1)
-	var names []string
+	var visible []string
 	cmd.Flags().VisitAll(func(f *pflag.Flag) { // in name order
-		if f.Hidden {
-			return
-		}
-		switch d := config.EditDistance(typed, strings.ToLower(f.Name)); {
-		case d < best:
-			best, names = d, []string{"--" + f.Name}
-		case d == best:
-			names = append(names, "--"+f.Name)
+		if !f.Hidden {
+			visible = append(visible, f.Name)
 		}
 	})
+	names := config.Nearest(ne.GetSpecifiedName(), visible)
 	if len(names) == 0 {
 		return ""
 	}
-	return "; did you mean " + strings.Join(names, " or ") + "?"
+	return "; did you mean --" + strings.Join(names, " or --") + "?"
 }
 
 func main() {
