@@ -83,6 +83,10 @@ func TestCLIBadInputs(t *testing.T) {
 	os.WriteFile(filepath.Join(unreadable, "b.png"), []byte("\x89PNG\r\n\x1a\n garbage"), 0o644)
 	empty := mk("folder-empty")
 	os.WriteFile(filepath.Join(empty, "README.txt"), []byte("no images here"), 0o644)
+	bmps := mk("folder-bmp")
+	for _, name := range []string{"a.bmp", "b.bmp", "c.GIF"} {
+		os.WriteFile(filepath.Join(bmps, name), []byte("BM"), 0o644)
+	}
 	mixed := mk("folder-mixed")
 	os.WriteFile(filepath.Join(mixed, "a.png"), encodePNG(t, pattern(8, 8, 1)), 0o644)
 	os.WriteFile(filepath.Join(mixed, "b.png"), encodePNG(t, pattern(8, 6, 2)), 0o644)
@@ -110,7 +114,10 @@ func TestCLIBadInputs(t *testing.T) {
 		{"unreadable image", []string{"dataset", "inspect", unreadable},
 			"undecodable image: " + filepath.Join(unreadable, "b.png") + ": "},
 		{"empty folder", []string{"dataset", "inspect", empty},
-			"no images: " + empty + ": no .png/.jpg/.jpeg/.webp files (searched recursively)"},
+			"no images: " + empty + ": no .png/.jpg/.jpeg/.webp files (searched recursively; it holds 1 .txt file); not a CIFAR-10, LMDB or prepared folder either"},
+		// Images of a kind ddpm does not read are counted by kind.
+		{"folder of other images", []string{"dataset", "inspect", bmps},
+			"no images: " + bmps + ": no .png/.jpg/.jpeg/.webp files (searched recursively; it holds 2 .bmp and 1 .gif files); not a CIFAR-10, LMDB or prepared folder either"},
 		{"mixed sizes", []string{"dataset", "inspect", mixed},
 			"mixed image sizes: " + filepath.Join(mixed, "b.png") + " is 8x6, the folder's images are 8x8; pass a resolution to center-crop and resize all (--resolution N of ddpm dataset inspect/prepare; to train, prepare the folder with it and train on the prepared folder)"},
 	}

@@ -40,12 +40,18 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 		return nil, err
 	}
 	var paths []string
+	others := map[string]int{} // files of other kinds, by extension: named when no image is found
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && slices.Contains(imageExts, strings.ToLower(filepath.Ext(p))) {
+		if d.IsDir() {
+			return nil
+		}
+		if ext := strings.ToLower(filepath.Ext(p)); slices.Contains(imageExts, ext) {
 			paths = append(paths, p)
+		} else {
+			others[ext]++
 		}
 		return nil
 	})
@@ -53,8 +59,8 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, dir, err)
 	}
 	if len(paths) == 0 {
-		return nil, fmt.Errorf("%w: %s: no %s files (searched recursively); not a CIFAR-10, LMDB or prepared folder either",
-			ErrEmpty, dir, strings.Join(imageExts, "/"))
+		return nil, fmt.Errorf("%w: %s: no %s files (searched recursively%s); not a CIFAR-10, LMDB or prepared folder either",
+			ErrEmpty, dir, strings.Join(imageExts, "/"), otherFiles(others))
 	}
 	slices.Sort(paths)
 	r := &folderReader{paths: paths, res: opts.Resolution}
@@ -106,6 +112,52 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 		name: "folder/" + filepath.Base(filepath.Clean(dir)), format: "image-folder", source: dir,
 		skipped: scan.skipped, fp: scan.fingerprint, grey: allGrey,
 	}, nil
+}
+
+// otherFiles words the counts of files by extension that a folder without images holds, the
+// three most common first (ties by extension, none last), e.g. "; it holds 12 .bmp and 1 .txt files"; ""
+// for none.
+func otherFiles(byExt map[string]int) string {
+	if len(byExt) == 0 {
+		return ""
+	}
+	exts := make([]string, 0, len(byExt))
+	total := 0
+	for e, n := range byExt {
+		exts = append(exts, e)
+		total += n
+	}
+	slices.SortFunc(exts, func(a, b string) int {
+		if byExt[a] != byExt[b] {
+			return byExt[b] - byExt[a]
+		}
+		if (a == "") != (b == "") { // files without an extension after the others
+			return strings.Compare(b, a)
+		}
+		return strings.Compare(a, b)
+	})
+	var parts []string
+	shown := 0
+	for _, e := range exts[:min(3, len(exts))] {
+		name := e
+		if e == "" {
+			name = "without an extension"
+		}
+		parts = append(parts, fmt.Sprintf("%d %s", byExt[e], name))
+		shown += byExt[e]
+	}
+	if shown < total {
+		parts = append(parts, fmt.Sprintf("%d other", total-shown))
+	}
+	list := parts[0]
+	if len(parts) > 1 {
+		list = strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
+	}
+	files := "files"
+	if total == 1 {
+		files = "file"
+	}
+	return "; it holds " + list + " " + files
 }
 
 // allGreyFiles reports whether every file of paths is stored as greyscale (greyFile); a file
