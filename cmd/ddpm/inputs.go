@@ -430,8 +430,19 @@ func checkCheckpointKind(flag, path string) error {
 //
 //	--init c.db is a bbolt checkpoint file, not safetensors weights; write its weights with: ddpm checkpoint export c.db --ema --out W.safetensors
 //
+// A folder is refused too: one of ddpm's own (a run folder, a trainer's folder) with the export
+// command that writes its weights, any other as a folder:
+//
+//	--init runs/a is a ddpm local run folder, not safetensors weights; write its weights with: ddpm checkpoint export runs/a --ema --out W.safetensors
+//
 // A safetensors file, a missing file and anything unrecognized pass (the reader names them).
 func checkWeightsKind(flag, path string) error {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		if kind := localrun.FolderKind(path); kind != "" {
+			return withExit(exitUsage, fmt.Errorf("%s %s is %s, not safetensors weights; write its weights with: ddpm checkpoint export %s --ema --out W.safetensors", flag, path, kind, shellWord(path)))
+		}
+		return withExit(exitUsage, fmt.Errorf("%s %s is a folder, not safetensors weights (a .safetensors file, as ddpm checkpoint export writes)", flag, path))
+	}
 	switch kind := sniffFile(path); kind {
 	case "", kindSafetensors:
 		return nil

@@ -184,7 +184,7 @@ func presetOfDataset(path string) (string, error) {
 	ds, err := dataset.Open(path, dataset.Options{})
 	if err != nil {
 		if _, serr := os.Stat(specPath(path)); errors.Is(serr, os.ErrNotExist) {
-			if near := config.Nearest(path, config.Presets()); len(near) > 0 {
+			if near := nearPresets(path); len(near) > 0 {
 				return "", fmt.Errorf("--data %s is neither a preset nor a dataset (no such file or folder); did you mean %s?", path, strings.Join(near, " or "))
 			}
 		}
@@ -254,6 +254,28 @@ func noBuiltinData(flag, name string) error {
 		flag, name, name, strings.Join(builtin, " and "), what, name)
 }
 
+// nearPresets lists the presets that s is likely a typo of (case folded: within an edit
+// distance of 2 and less than s's length, or s a prefix of at least 4 characters), the nearest
+// first, in name order among equals.
+func nearPresets(s string) []string {
+	typed := strings.ToLower(s)
+	best := min(2, len([]rune(typed))-1)
+	var near []string
+	for _, p := range config.Presets() {
+		d := config.EditDistance(typed, p)
+		if len(typed) >= 4 && strings.HasPrefix(p, typed) {
+			d = min(d, best)
+		}
+		switch {
+		case d < best:
+			best, near = d, []string{p}
+		case d == best:
+			near = append(near, p)
+		}
+	}
+	return near
+}
+
 // presetsFor lists, sorted, the run presets whose U-Net takes c x h x w images.
 func presetsFor(c, h, w int) []string {
 	var fit []string
@@ -301,6 +323,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 				shellWord(filepath.Join(o.resume, "trainer-0", "checkpoints.db")), shellWord(w), shellWord(w)))
 		}
 		out = o.resume
+		if err := checkResumeFolder(out); err != nil {
+			return withExit(2, err)
+		}
 		if man, err = localrun.ReadManifest(out); err != nil {
 			return withExit(2, err)
 		}
@@ -309,6 +334,11 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		}
 		if run.Hash() != man.ConfigHash {
 			return withExit(2, fmt.Errorf("%s: run.yaml (config %.12s) does not match %s (%.12s)", out, run.Hash(), localrun.ManifestFile, man.ConfigHash))
+		}
+		if cmd.Flags().Changed("data") && !sameRunData(o.data, run) {
+			// --data is this command's shorthand for the run config's preset and dataset, which
+			// run.yaml fixes; it was ignored here, and the run went on with its own data.
+			return withExit(2, fmt.Errorf("--data %s cannot change on --resume: %s trains on %s (its %s); drop --data", o.data, out, run.Dataset, localrun.ConfigFile))
 		}
 		if o.init != "" && o.init != man.Init {
 			return withExit(2, fmt.Errorf("--init %s: the run in %s started from %q", o.init, out, man.Init))
@@ -368,6 +398,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		}
 		if run.MinTrainers > o.trainers { // the first generation would wait for trainers forever
 			return withExit(2, fmt.Errorf("--min-trainers %d is more than --trainers %d", run.MinTrainers, o.trainers))
+		}
+		if err := checkOutFolder(out); err != nil {
+			return withExit(2, err)
 		}
 		if err := localrun.CheckFresh(out, run.Hash()); err != nil {
 			return withExit(2, err)
@@ -746,7 +779,9 @@ func checkRunCerts(dir string) error {
 // checkInit reads --init as the trainers will, so that a file that is not weights of the run's
 // model is refused before the run folder is created and the processes are started.
 func checkInit(path, model string) error {
-	if _, err := os.Stat(path); err != nil {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("--init %s does not exist", path)
+	} else if err != nil {
 		return fmt.Errorf("--init: %w", err)
 	}
 	if err := checkWeightsKind("--init", path); err != nil {
@@ -764,6 +799,94 @@ func checkInit(path, model string) error {
 		return fmt.Errorf("--init %s is not weights of model %q: %w", path, model, err)
 	}
 	return nil
+}
+
+// runFolderAbove is the ddpm local run folder (localrun.IsRunFolder) that holds path within two
+// levels (RUN/trainer-0, RUN/trainer-0/checkpoints.db, RUN/run.yaml), or "" when none does.
+func runFolderAbove(path string) string {
+	dir := filepath.Clean(path)
+	for range 2 {
+		if dir = filepath.Dir(dir); localrun.IsRunFolder(dir) {
+			return dir
+		}
+		if dir == filepath.Dir(dir) {
+			break
+		}
+	}
+	return ""
+}
+
+// checkResumeFolder refuses a --resume path that is not a run folder in one line saying what it
+// is: missing, a part of a run (its trainer folder, its checkpoint file: give the run folder
+// above), or a file. A folder that may be a run passes, for localrun.ReadManifest to judge:
+//
+//	--resume runs/a/trainer-0/checkpoints.db is a file of the ddpm local run runs/a; give --resume runs/a
+func checkResumeFolder(path string) error {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("--resume %s does not exist (it takes the folder of a ddpm local run, its --out)", path)
+	case err != nil:
+		return fmt.Errorf("--resume %s: %w", path, err)
+	case localrun.IsRunFolder(path):
+		return nil
+	}
+	if run := runFolderAbove(path); run != "" {
+		what := "a folder"
+		if !st.IsDir() {
+			what = "a file"
+		}
+		return fmt.Errorf("--resume %s is %s of the ddpm local run %s; give --resume %s", path, what, run, shellWord(run))
+	}
+	if !st.IsDir() {
+		if kind := sniffFile(path); kind != "" {
+			return fmt.Errorf("--resume %s is %s, not a ddpm local run folder (the --out of a ddpm local run)", path, kind)
+		}
+		return fmt.Errorf("--resume %s is a file, not a ddpm local run folder (the --out of a ddpm local run)", path)
+	}
+	return nil
+}
+
+// checkOutFolder refuses, in one line before anything is written, a new run's --out that is a
+// file, a folder in a ddpm local run (its trainer or coordinator folder, or a new one there), or
+// a folder of other files (what they are is not ours to judge, and nothing of them is
+// overwritten):
+//
+//	--out imgs holds 40 files or folders and no ddpm local run; give a new or empty folder for the run
+//
+// A folder that holds a run is localrun.CheckFresh's to judge (the same run, or another).
+func checkOutFolder(out string) error {
+	if localrun.IsRunFolder(out) {
+		return nil
+	}
+	if run := runFolderAbove(out); run != "" {
+		return fmt.Errorf("--out %s is in the folder of the ddpm local run %s; give a new folder outside it (or --resume %s)", out, run, shellWord(run))
+	}
+	st, err := os.Stat(out)
+	if err != nil {
+		return nil // missing: created; unreadable: CheckFresh names it
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("--out %s is a file, not a folder: give a new folder for the run", out)
+	}
+	if ents, err := os.ReadDir(out); err == nil && len(ents) > 0 {
+		return fmt.Errorf("--out %s holds %s and no ddpm local run; give a new or empty folder for the run", out, countNoun(len(ents), "file or folder", "files or folders"))
+	}
+	return nil
+}
+
+// sameRunData reports whether --data data names the data of run (its run.yaml): the same spec,
+// the same path, or the preset whose built-in data the run trains on.
+func sameRunData(data string, run config.Run) bool {
+	if data == run.Dataset {
+		return true
+	}
+	if p, err := config.Preset(data); err == nil {
+		return data == run.Preset && p.Dataset == run.Dataset
+	}
+	a, errA := filepath.Abs(data)
+	b, errB := filepath.Abs(run.Dataset)
+	return errA == nil && errB == nil && a == b
 }
 
 // checkSamples refuses a --samples count that one samples.png cannot hold (checkGridCount), before
