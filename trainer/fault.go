@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,10 +34,12 @@ type Fault struct {
 	// Record is the index of the dataset record that could not be read (a data fault met in a
 	// step; its prepared shard's sha256 is checked again as the record is read), -1 for none.
 	Record int `json:"record"`
-	// Checkpoint and Fingerprint: a data fault met at a load, the committed checkpoint of step
-	// Checkpoint trained on data of Fingerprint (hex), which this trainer's dataset does not have.
-	Checkpoint  int64  `json:"checkpoint,omitempty"`
-	Fingerprint string `json:"fingerprint,omitempty"`
+	// Checkpoint, CheckpointSHA256 and Fingerprint: a data fault met at a load, the committed
+	// checkpoint of step Checkpoint (that sha256) trained on data of Fingerprint (hex), which
+	// this trainer's dataset does not have.
+	Checkpoint       int64  `json:"checkpoint,omitempty"`
+	CheckpointSHA256 string `json:"checkpoint_sha256,omitempty"`
+	Fingerprint      string `json:"fingerprint,omitempty"`
 	// Bytes is, for a volume fault, the size of the write that is tried again: one checkpoint of
 	// the run's model (CheckpointBytes), as the failed save or fetch needed.
 	Bytes int64 `json:"bytes,omitempty"`
@@ -52,11 +55,11 @@ type recordError struct {
 func (e *recordError) Error() string { return e.err.Error() }
 func (e *recordError) Unwrap() error { return e.err }
 
-// fingerprintError is ErrData for a committed checkpoint of step step trained on data of
-// fingerprint want, while this trainer's dataset has have.
+// fingerprintError is ErrData for a committed checkpoint of step step (sha256 sha) trained on
+// data of fingerprint want, while this trainer's dataset has have.
 type fingerprintError struct {
-	step       int64
-	want, have string
+	step            int64
+	sha, want, have string
 }
 
 func (e *fingerprintError) Error() string {
@@ -93,7 +96,7 @@ func FaultOf(err error, tr *Trainer) (Fault, bool) {
 	case errors.As(err, &re):
 		f.Kind, f.Record = FaultData, re.record
 	case errors.As(err, &fe):
-		f.Kind, f.Checkpoint, f.Fingerprint = FaultData, fe.step, fe.want
+		f.Kind, f.Checkpoint, f.CheckpointSHA256, f.Fingerprint = FaultData, fe.step, fe.sha, fe.want
 	case errors.Is(err, ErrData):
 		f.Kind = FaultData // nothing precise to check: the restart joins
 	case errors.Is(err, ErrVolume):
@@ -152,13 +155,16 @@ func ClearFault(dir string) error {
 // leave for again:
 //   - a record that could not be read: it is read again (ErrData, the dataset's error as a
 //     step words it: for a prepared copy its shard's sha256 is computed again, that shard only);
-//   - a committed checkpoint trained on other data: the fingerprints are compared again;
+//   - a committed checkpoint trained on other data: the fingerprints are compared again, while
+//     committed (the coordinators' committed checkpoints; nil: unknown) still holds that
+//     checkpoint: a rollback past it (the run started over on other data) makes the record stale;
 //   - a volume: a file of f.Bytes (one checkpoint) is written to dir, synced and removed; while
 //     that fails, a *VolumeCheckError.
 //
 // A data fault recorded without a record or a checkpoint (a file changed under the running
-// trainer) is not checked: nil.
-func (f Fault) Recheck(tr *Trainer, fingerprint, dir string) error {
+// trainer) is not checked: nil. ctx ending stops the test write (its file removed) with ctx's
+// error.
+func (f Fault) Recheck(ctx context.Context, tr *Trainer, fingerprint, dir string, committed func(step int64, sha string) bool) error {
 	if f.Config != tr.run.Hash() {
 		return nil
 	}
@@ -172,21 +178,31 @@ func (f Fault) Recheck(tr *Trainer, fingerprint, dir string) error {
 			return &recordError{record: f.Record, err: tr.dataError(err)}
 		}
 	case f.Kind == FaultData && f.Fingerprint != "":
+		if committed != nil && !committed(f.Checkpoint, f.CheckpointSHA256) {
+			return nil
+		}
 		if fingerprint != f.Fingerprint {
-			return &fingerprintError{step: f.Checkpoint, want: f.Fingerprint, have: fingerprint}
+			return &fingerprintError{step: f.Checkpoint, sha: f.CheckpointSHA256, want: f.Fingerprint, have: fingerprint}
 		}
 	case f.Kind == FaultVolume:
-		if err := probeWrite(dir, f.Bytes); err != nil {
+		if err := probeWrite(ctx, dir, f.Bytes); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return &VolumeCheckError{Recorded: f.Err, Write: err}
 		}
 	}
 	return nil
 }
 
-// probeWrite writes n bytes to a new file in dir, syncs and removes it. The bytes are not zeros:
-// a compressing file system stores a file of zeros in next to no room.
-func probeWrite(dir string, n int64) error {
-	f, err := os.CreateTemp(dir, ".space-check-*")
+// ProbeFile is the file of Recheck's test write in a volume, removed after it; one left by a
+// killed process is overwritten and removed by the next.
+const ProbeFile = ".space-check"
+
+// probeWrite writes n bytes to dir's ProbeFile, syncs and removes it, stopping when ctx ends.
+// The bytes are not zeros: a compressing file system stores a file of zeros in next to no room.
+func probeWrite(ctx context.Context, dir string, n int64) error {
+	f, err := os.OpenFile(filepath.Join(dir, ProbeFile), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
@@ -200,6 +216,10 @@ func probeWrite(dir string, n int64) error {
 		buf[i] = byte(x)
 	}
 	for n > 0 {
+		if err := ctx.Err(); err != nil {
+			f.Close()
+			return err
+		}
 		k := min(n, int64(len(buf)))
 		if _, err := f.Write(buf[:k]); err != nil {
 			f.Close()

@@ -13,12 +13,14 @@ import (
 
 // TestFaultRecheck: the record of a trainer's own failure goes through its volume (SaveFault,
 // LoadFault) and Recheck checks what it names again: a committed checkpoint trained on other
-// data is refused with the same line while the fingerprint differs and passes with the run's
-// data; a volume fault is the recorded line (ErrVolume, the test write's error) while a write of
-// one checkpoint's size fails there, and passes, leaving nothing behind, where it succeeds; a
-// record of another run's config is stale (nil); ClearFault removes the record, and a record
-// that does not parse is an error naming the file.
+// data is refused with the same line while the fingerprint differs and the coordinators still
+// commit that checkpoint, and passes with the run's data or once it was rolled back; a volume
+// fault is the recorded line (ErrVolume, the test write's error) while a write of one
+// checkpoint's size fails there, and passes, leaving nothing behind, where it succeeds or is
+// stopped; a record of another run's config is stale (nil); ClearFault removes the record, and
+// a record that does not parse is an error naming the file.
 func TestFaultRecheck(t *testing.T) {
+	ctx := context.Background()
 	tr, st := nodeTrainer(t, 6)
 	was, now := strings.Repeat("a1", 32), strings.Repeat("b2", 32)
 	at2 := tr.Snapshot(1, was)
@@ -33,7 +35,7 @@ func TestFaultRecheck(t *testing.T) {
 	n := &Node{Trainer: tr, Store: st, Fingerprint: now, Log: slog.New(slog.DiscardHandler)}
 	loadErr := n.load(context.Background(), Assignment{Generation: 2, StartStep: 2, CheckpointSHA: sha})
 	f, ok := FaultOf(loadErr, tr)
-	if !ok || f.Kind != FaultData || f.Checkpoint != 2 || f.Fingerprint != was || f.Record != -1 || f.Err != loadErr.Error() {
+	if !ok || f.Kind != FaultData || f.Checkpoint != 2 || f.CheckpointSHA256 != sha || f.Fingerprint != was || f.Record != -1 || f.Err != loadErr.Error() {
 		t.Fatalf("FaultOf(%v) = %+v, %v", loadErr, f, ok)
 	}
 	vol := t.TempDir()
@@ -44,15 +46,24 @@ func TestFaultRecheck(t *testing.T) {
 	if err != nil || got == nil || *got != f {
 		t.Fatalf("LoadFault: %+v, %v; want %+v", got, err, f)
 	}
-	if err := got.Recheck(tr, now, vol); !errors.Is(err, ErrData) || err.Error() != loadErr.Error() {
+	if err := got.Recheck(ctx, tr, now, vol, nil); !errors.Is(err, ErrData) || err.Error() != loadErr.Error() {
 		t.Fatalf("Recheck with the other data: %v\nwant ErrData, %v", err, loadErr)
 	}
-	if err := got.Recheck(tr, was, vol); err != nil {
+	if err := got.Recheck(ctx, tr, was, vol, nil); err != nil {
 		t.Fatalf("Recheck with the run's data: %v", err)
+	}
+	// The coordinators still commit that checkpoint: the fault holds; rolled back past it (the
+	// run started over, on other data): the record is stale.
+	holds := func(step int64, h string) bool { return step == 2 && h == sha }
+	if err := got.Recheck(ctx, tr, now, vol, holds); err == nil || err.Error() != loadErr.Error() {
+		t.Fatalf("Recheck while step 2 is committed: %v, want %v", err, loadErr)
+	}
+	if err := got.Recheck(ctx, tr, now, vol, func(int64, string) bool { return false }); err != nil {
+		t.Fatalf("Recheck once step 2 was rolled back: %v", err)
 	}
 	stale := f
 	stale.Config = strings.Repeat("0", 64)
-	if err := stale.Recheck(tr, now, vol); err != nil {
+	if err := stale.Recheck(ctx, tr, now, vol, nil); err != nil {
 		t.Fatalf("Recheck of another run's record: %v", err)
 	}
 
@@ -62,13 +73,18 @@ func TestFaultRecheck(t *testing.T) {
 		t.Fatalf("FaultOf(%v) = %+v, %v; want a volume fault of %d bytes", full, vf, ok, 16*len(tr.Model().Params()))
 	}
 	gone := filepath.Join(vol, "gone") // a volume where no file can be created
-	err = vf.Recheck(tr, now, gone)
+	err = vf.Recheck(ctx, tr, now, gone, nil)
 	var ve *VolumeCheckError
 	if !errors.Is(err, ErrVolume) || !errors.Is(err, os.ErrNotExist) || !errors.As(err, &ve) || err.Error() != full.Error() {
 		t.Fatalf("Recheck of a volume that cannot be written: %v\nwant ErrVolume and the write's error, saying %v", err, full)
 	}
-	if err := vf.Recheck(tr, now, vol); err != nil {
+	if err := vf.Recheck(ctx, tr, now, vol, nil); err != nil {
 		t.Fatalf("Recheck of a volume with room: %v", err)
+	}
+	stopped, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := vf.Recheck(stopped, tr, now, vol, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Recheck stopped: %v, want context.Canceled", err)
 	}
 	ents, err := os.ReadDir(vol)
 	if err != nil || len(ents) != 1 || ents[0].Name() != FaultFile {

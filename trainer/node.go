@@ -585,7 +585,7 @@ func (n *Node) load(ctx context.Context, a Assignment) error {
 	// A run's dataset is fixed by the checkpoints it wrote, pinned in the config or not: data
 	// swapped under a resumed run (another prepared folder at the same path) is refused.
 	if n.Fingerprint != "" && c.DatasetFingerprint != "" && c.DatasetFingerprint != n.Fingerprint {
-		return &fingerprintError{step: c.Step, want: c.DatasetFingerprint, have: n.Fingerprint}
+		return &fingerprintError{step: c.Step, sha: c.SHA256, want: c.DatasetFingerprint, have: n.Fingerprint}
 	}
 	if err := tr.Restore(c); err != nil {
 		return err

@@ -18,6 +18,8 @@ import (
 
 	"ddpm/checkpoint"
 	"ddpm/config"
+	"ddpm/coordinator"
+	"ddpm/coordinator/fsm"
 	"ddpm/dataset"
 	"ddpm/internal/localrun"
 	"ddpm/internal/tlsauth"
@@ -378,13 +380,6 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if _, err := uncommit(store, log); err != nil {
 		return withExit(1, err)
 	}
-	// A cluster trainer that left its run for a failure of its own checks that again before
-	// it joins: a restart onto the same fault would start a generation only to leave it.
-	if !o.standalone {
-		if err := recheckFault(o.dataDir, tr, ds.Fingerprint(), log); err != nil {
-			return err
-		}
-	}
 
 	// The first SIGTERM/SIGINT lets the step in flight finish; a second one aborts at once.
 	ctx, cancel := context.WithCancel(cmd.Context())
@@ -427,17 +422,28 @@ const MsgFaultStillThere = "not joining: the failure this trainer left the run f
 // MsgFaultGone is the log message of a restarted cluster trainer whose recorded failure is gone.
 const MsgFaultGone = "the failure this trainer last left the run for is gone; joining"
 
+// faultStateWait bounds how long recheckFault waits for the coordinators' state.
+const faultStateWait = 10 * time.Second
+
 // recheckFault checks again, before a cluster trainer joins, the failure of its own it last left
-// its run for (trainer.FaultFile in the volume dir, written by recordFault; none: nil). While it
+// its run for (trainer.FaultFile in its volume dir, written by recordFault; none: nil). While it
 // is there the trainer exits as it did then, with its one line and status (2 for its data, 1 for
 // its volume), without joining: a join would start a new generation, sending the healthy
 // trainers back to the last committed checkpoint, only for this one to leave it at once (a
 // Kubernetes pod restarted onto the same fault did so at every restart). Once it is gone (the
-// data copied over again, room on the volume), the record is removed and the trainer joins. The
+// data copied over again, room on the volume) the record is removed and the trainer joins. The
 // check costs what the record names (trainer.Fault.Recheck): one record read, whose prepared
 // shard's sha256 is computed again, or one write the size of a checkpoint; never the whole
-// dataset. A record that does not parse is removed with a warning.
-func recheckFault(dir string, tr *trainer.Trainer, fingerprint string, log *slog.Logger) error {
+// dataset.
+//
+// It asks the coordinators' state first (faultStateWait at most; unreadable: the record alone
+// decides): a run that has succeeded needs nothing of this trainer, which joins, is refused and
+// ends as any trainer of a finished run (logFinishedWithout: status 0, or --stay-after-done); a
+// checkpoint trained on other data that the run no longer holds committed (a rollback past it)
+// no longer says anything of this trainer's data. A stop (SIGTERM) during the check ends it
+// (nil: the caller sees stop closed). A record that does not parse is removed with a warning.
+func recheckFault(ctx context.Context, stop <-chan struct{}, cli *coordinator.Client, dir string, node *trainer.Node) error {
+	log := node.Log
 	f, err := trainer.LoadFault(dir)
 	if err != nil {
 		log.Warn("the record of the failure this trainer last left the run for is unreadable; removed", "err", err)
@@ -447,11 +453,42 @@ func recheckFault(dir string, tr *trainer.Trainer, fingerprint string, log *slog
 	if f == nil {
 		return nil
 	}
-	if err := f.Recheck(tr, fingerprint, dir); err != nil {
+	ctx, cancel := trainer.UntilStop(ctx, stop)
+	defer cancel()
+	sctx, scancel := context.WithTimeout(ctx, faultStateWait)
+	st, serr := cli.State(sctx)
+	scancel()
+	if serr == nil && st.Status == fsm.StatusSucceeded {
+		return nil
+	}
+	var committed func(int64, string) bool
+	if serr == nil {
+		committed = func(step int64, sha string) bool {
+			for _, ck := range st.Checkpoints {
+				if ck.Step == step && ck.SHA256 == sha {
+					return true
+				}
+			}
+			for _, h := range st.Recommitted {
+				if h.Step == step && h.SHA256 == sha {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	err = f.Recheck(ctx, node.Trainer, node.Fingerprint, dir, committed)
+	if ctx.Err() != nil {
+		return nil // stopped during the check
+	}
+	if err != nil {
 		attrs := []any{"kind", f.Kind, "record", filepath.Join(dir, trainer.FaultFile), "err", err.Error()}
 		var ve *trainer.VolumeCheckError
 		if errors.As(err, &ve) {
 			attrs = append(attrs, "write_check", ve.Write.Error(), "bytes", f.Bytes)
+		}
+		if serr != nil {
+			attrs = append(attrs, "state_err", serr.Error())
 		}
 		log.Error(MsgFaultStillThere, attrs...)
 		if f.Kind == trainer.FaultData {

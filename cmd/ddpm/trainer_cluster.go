@@ -447,6 +447,15 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		return withExit(2, err)
 	}
 	defer cli.Close()
+	// A trainer that left its run for a failure of its own checks that again before it joins:
+	// a restart onto the same fault would start a generation only to leave it.
+	if err := recheckFault(ctx, stop, cli, o.dataDir, node); err != nil {
+		return err
+	}
+	if isClosed(stop) || ctx.Err() != nil {
+		node.Log.Info("left before joining", "coordinators", addrs)
+		return nil
+	}
 	held := volumeHeld(node.Store)
 	advertised := o.listen
 	if o.advertise != "" {

@@ -189,3 +189,70 @@ func TestVolumeFullRestartDoesNotJoin(t *testing.T) {
 	stopTrainer(t, "t1", t1)
 	stopTrainer(t, "t0", t0)
 }
+
+// TestFaultRecordAfterRunSucceeded: t1, alone in a run with a damaged shard, leaves it at its
+// first step (exit 2) with its fault recorded; t0 then trains the run to its end. t1 restarted
+// afterwards onto the same copy has nothing left to train: it ends as any trainer started after
+// its run succeeded, with status 0, nothing on stderr and the "run complete" line saying the run
+// finished without it (so that Kubernetes and ddpm local stop restarting it), not with the
+// recorded fault's status 2 at every restart. Its record stays (the copy is still damaged).
+func TestFaultRecordAfterRunSucceeded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts trainer processes")
+	}
+	bin := testutil.DDPMBinary(t)
+	dir := t.TempDir()
+	n0, n1 := filepath.Join(dir, "n0"), filepath.Join(dir, "n1")
+	nodeData(t, n0, n1)
+	shard := filepath.Join(n1, "prep", "shard-00000.bin")
+	b, err := os.ReadFile(shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x40
+	if err := os.WriteFile(shard, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run, cfg := procRun(t, dir, 8, 1, 2, 2*time.Second, func(r *config.Run) { r.Dataset = "prep" })
+	certs := tlsauthtest.Dir(t)
+	coord, cli := startReplica(t, run, "dev", certs)
+	vol, listen := filepath.Join(dir, "t1-vol"), freeAddr(t)
+	t1 := launchTrainerIn(t, n1, bin, vol, "t1", listen, coord, cfg, certs)
+	select {
+	case <-t1.exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("t1 did not exit within 2 minutes (log %s)", t1.log)
+	}
+	var ee *exec.ExitError
+	if !errors.As(t1.err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("t1 exited with %v, want status 2; stderr:\n%s", t1.err, t1.stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(vol, trainer.FaultFile)); err != nil {
+		t.Fatalf("the record of t1's fault: %v", err)
+	}
+	t0 := launchTrainerIn(t, n0, bin, filepath.Join(dir, "t0-vol"), "t0", freeAddr(t), coord, cfg, certs)
+	select {
+	case <-t0.exited:
+		if t0.err != nil {
+			t.Fatalf("t0: %v\n%s", t0.err, t0.stderr.String())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("t0 did not finish the run within 2 minutes (log %s)", t0.log)
+	}
+	waitFor(t, cli, "the run's success", 10*time.Second, func(s *fsm.State) bool { return s.Status == fsm.StatusSucceeded })
+
+	t1 = launchTrainerIn(t, n1, bin, vol, "t1", listen, coord, cfg, certs)
+	select {
+	case <-t1.exited:
+	case <-time.After(time.Minute):
+		t.Fatalf("the restarted t1 did not exit within a minute (log %s)", t1.log)
+	}
+	logb, _ := os.ReadFile(t1.log)
+	want := `"note":"trainer t1: the run finished at step 8 without this trainer; this volume holds no committed checkpoint; the final checkpoint is on t0"`
+	if t1.err != nil || t1.stderr.Len() != 0 || !strings.Contains(string(logb), `"msg":"`+trainer.MsgRunComplete+`"`) || !strings.Contains(string(logb), want) {
+		t.Fatalf("the restarted t1 after the run succeeded: %v, stderr %q; want status 0, nothing on stderr and %s in its log:\n%s", t1.err, t1.stderr.String(), want, logb)
+	}
+	if _, err := os.Stat(filepath.Join(vol, trainer.FaultFile)); err != nil {
+		t.Errorf("the record of t1's fault, its copy still damaged: %v", err)
+	}
+}
