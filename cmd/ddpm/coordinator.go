@@ -95,7 +95,11 @@ func flagsFromEnv(fs *pflag.FlagSet) error {
 		key := "DDPM_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
 		if v, ok := os.LookupEnv(key); ok {
 			if e := fs.Set(fl.Name, v); e != nil {
-				err = fmt.Errorf("%s=%q: %v", key, v, e)
+				if _, problem := flagValueProblem(e); problem != "" {
+					err = fmt.Errorf("%s=%q (--%s): %s", key, v, fl.Name, problem)
+				} else {
+					err = fmt.Errorf("%s=%q: %v", key, v, e)
+				}
 			}
 		}
 	})
