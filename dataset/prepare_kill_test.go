@@ -17,8 +17,9 @@ import (
 // that folder beside --out; the next prepare into the same --out removes it, says so in one line
 // on stderr, and writes a correct folder (index.json and its shard only, the source's
 // fingerprint). An empty probe folder of CheckPrepareOut, as a kill between its creation and
-// removal leaves it, goes too, in a line of its own. The old code printed nothing and left both
-// for good.
+// removal leaves it, goes too, in a line of its own; a temporary folder without a lock file
+// (an older ddpm's), untouched for an hour, is said and left. The old code printed nothing and
+// left all three for good.
 func TestPrepareKilledLeavesNothingForGood(t *testing.T) {
 	parent := t.TempDir()
 	out := filepath.Join(parent, "prepared")
@@ -59,12 +60,25 @@ func TestPrepareKilledLeavesNothingForGood(t *testing.T) {
 	if err := os.Mkdir(probe, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// An older ddpm's temporary folder (no lock file), untouched for an hour: said, not removed.
+	older := filepath.Join(parent, ".prepared.tmp42")
+	if err := os.Mkdir(older, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(older, "shard-00000.bin"), []byte("DDPMSHD1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hourAgo := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(older, hourAgo, hourAgo); err != nil {
+		t.Fatal(err)
+	}
 
 	src := filepath.Join(t.TempDir(), "grey")
 	writeLevels(t, src, true)
 	stdout, errOut, code := runDDPM(t, "dataset", "prepare", src, "--out", out)
 	want := "ddpm dataset prepare: removed the temp folder of an interrupted prepare: " + tmp + "\n" +
-		"ddpm dataset prepare: removed the probe folder of an interrupted prepare: " + probe + "\n"
+		"ddpm dataset prepare: removed the probe folder of an interrupted prepare: " + probe + "\n" +
+		"ddpm dataset prepare: left " + older + ": the temp folder of a prepare by an older ddpm, which did not mark whether it runs; remove it if no prepare into " + out + " runs\n"
 	if code != 0 || errOut != want {
 		t.Fatalf("the second prepare: exit %d, stderr\n%s\nwant exit 0, stderr\n%s", code, errOut, want)
 	}
@@ -76,8 +90,8 @@ func TestPrepareKilledLeavesNothingForGood(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if !slices.Equal(names, []string{"prepared"}) {
-		t.Errorf("%s holds %v, want only prepared", parent, names)
+	if !slices.Equal(names, []string{".prepared.tmp42", "prepared"}) {
+		t.Errorf("%s holds %v, want only the older folder and prepared", parent, names)
 	}
 	entries, _ = os.ReadDir(out)
 	names = names[:0]

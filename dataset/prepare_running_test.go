@@ -59,9 +59,9 @@ func TestRemoveInterruptedLeavesRunningPrepare(t *testing.T) {
 	if len(locks) != 1 {
 		t.Fatalf("lock files of the held prepare: %v, want one", locks)
 	}
-	tmps, probes, err := RemoveInterrupted(out)
-	if len(tmps) != 0 || len(probes) != 0 || err != nil {
-		t.Fatalf("RemoveInterrupted during a prepare: removed %v and %v (%v), want nothing", tmps, probes, err)
+	left, err := RemoveInterrupted(out)
+	if len(left.Tmps) != 0 || len(left.Probes) != 0 || len(left.Unmarked) != 0 || err != nil {
+		t.Fatalf("RemoveInterrupted during a prepare: %+v (%v), want nothing (the older folder is fresh)", left, err)
 	}
 	for _, p := range []string{locks[0], older, probe} {
 		if _, err := os.Stat(p); err != nil {

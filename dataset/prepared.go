@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // The prepared format, written once by Prepare (`ddpm dataset prepare`) and memory-mapped by
@@ -120,15 +121,31 @@ const prepareLock = ".prepare.lock"
 // tmpPrefix is the name prefix of Prepare's temporary folder beside out.
 func tmpPrefix(out string) string { return "." + filepath.Base(filepath.Clean(out)) + ".tmp" }
 
-// RemoveInterrupted removes what prepares into out that are gone left behind, and returns the
-// removed paths: tmps, each temporary folder beside out ("." + base(out) +
-// ".tmp*") whose lock (prepareLock) no process holds, and probes, each empty ".prepare-probe-*"
-// folder of CheckPrepareOut in the nearest existing folder above out. The temporary folder of a prepare
+// Leftovers is what RemoveInterrupted found beside a prepare's --out.
+type Leftovers struct {
+	Tmps   []string // temporary folders of prepares that are gone, removed
+	Probes []string // empty probe folders of CheckPrepareOut, removed
+	// Unmarked are temporary folders without a lock file, untouched for over unmarkedAge: made
+	// by a version before the lock, whose writer nothing proves gone (they stay; the caller
+	// may say so).
+	Unmarked []string
+}
+
+// unmarkedAge is how long a temporary folder without a lock file must have been untouched to
+// be listed in Leftovers.Unmarked. This version's folders are without one only for the
+// moments after their creation and before their rename (see lockTmp), each of which changes
+// the folder's modification time.
+const unmarkedAge = time.Minute
+
+// RemoveInterrupted removes what prepares into out that are gone left behind and returns
+// what it found: each temporary folder beside out ("." + base(out) + ".tmp" and os.MkdirTemp's
+// digits) whose lock (prepareLock) no process holds, and each empty ".prepare-probe-*" folder of
+// CheckPrepareOut in the nearest existing folder above out. The temporary folder of a prepare
 // still running is locked and stays (the prepare that finishes second is refused: ErrExists),
-// as does one without a lock file (made by a version before the lock, or in the moment between
-// its creation and the lock's). A folder that cannot be removed is an error naming it, after
-// the others were tried.
-func RemoveInterrupted(out string) (tmps, probes []string, err error) {
+// as does one without a lock file (Leftovers.Unmarked). A folder that cannot be removed is an
+// error (one line) naming it, after the others were tried.
+func RemoveInterrupted(out string) (Leftovers, error) {
+	var found Leftovers
 	out = filepath.Clean(out)
 	var errs []error // one line in all, for the caller's warning
 	parent := filepath.Dir(out)
@@ -140,12 +157,17 @@ func RemoveInterrupted(out string) (tmps, probes []string, err error) {
 			continue
 		}
 		p := filepath.Join(parent, e.Name())
-		lock, err := lockIfGone(p)
+		lock, unmarked, err := lockIfGone(p)
 		if err == nil && lock != nil {
 			err = os.RemoveAll(p)
 			lock.Close() // after the folder (and the lock file in it) is gone
 			if err == nil {
-				tmps = append(tmps, p)
+				found.Tmps = append(found.Tmps, p)
+			}
+		}
+		if unmarked {
+			if st, err := os.Stat(p); err == nil && time.Since(st.ModTime()) > unmarkedAge {
+				found.Unmarked = append(found.Unmarked, p)
 			}
 		}
 		if err != nil {
@@ -163,12 +185,12 @@ func RemoveInterrupted(out string) (tmps, probes []string, err error) {
 		}
 		dir = up
 	}
-	found, _ := filepath.Glob(filepath.Join(dir, ".prepare-probe-*"))
-	for _, p := range found {
+	probes, _ := filepath.Glob(filepath.Join(dir, ".prepare-probe-*"))
+	for _, p := range probes {
 		// An empty folder: CheckPrepareOut's probe, whose remover was killed (or is about to
 		// remove it, and takes its absence as done). rmdir refuses anything else.
 		if os.Remove(p) == nil {
-			probes = append(probes, p)
+			found.Probes = append(found.Probes, p)
 		}
 	}
 	if len(errs) > 0 {
@@ -176,38 +198,39 @@ func RemoveInterrupted(out string) (tmps, probes []string, err error) {
 		for i, e := range errs {
 			msgs[i] = e.Error()
 		}
-		err = errors.New(strings.Join(msgs, "; "))
+		return found, errors.New(strings.Join(msgs, "; "))
 	}
-	return tmps, probes, err
+	return found, nil
 }
 
 // lockIfGone returns the lock file of the temporary folder tmp, locked, when the prepare that
 // made tmp is gone: its lock file exists and this process could take the lock; the caller
 // closes it once tmp is removed. nil when the lock is held (a prepare writes into tmp), when tmp
-// has no lock file (nothing proves its writer gone), or when the lock file was removed or
-// replaced while this process took the lock (a prepare finishing, another cleaner).
-func lockIfGone(tmp string) (*os.File, error) {
+// has no lock file (then unmarked is true: nothing proves its writer gone), or when the lock
+// file was removed or replaced while this process took the lock (a prepare finishing, another
+// cleaner).
+func lockIfGone(tmp string) (lock *os.File, unmarked bool, err error) {
 	lp := filepath.Join(tmp, prepareLock)
 	f, err := os.OpenFile(lp, os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return nil, nil
+		return nil, true, nil
 	} else if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, nil
+			return nil, false, nil
 		}
-		return nil, err
+		return nil, false, err
 	}
 	st, err1 := os.Stat(lp)
 	fst, err2 := f.Stat()
 	if err1 != nil || err2 != nil || !os.SameFile(st, fst) {
 		f.Close()
-		return nil, nil
+		return nil, false, nil
 	}
-	return f, nil
+	return f, false, nil
 }
 
 // lockTmp marks the new temporary folder tmp as this process's: it creates the lock file

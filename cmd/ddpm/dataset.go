@@ -212,12 +212,15 @@ those channels for every model. DIR must not exist.`,
 				return withExit(exitBadData, err)
 			}
 			// What prepares into --out that were killed left behind; a running one's stays.
-			tmps, probes, err := dataset.RemoveInterrupted(out)
-			for _, p := range tmps {
+			left, err := dataset.RemoveInterrupted(out)
+			for _, p := range left.Tmps {
 				fmt.Fprintf(cmd.ErrOrStderr(), "ddpm dataset prepare: removed the temp folder of an interrupted prepare: %s\n", p)
 			}
-			for _, p := range probes {
+			for _, p := range left.Probes {
 				fmt.Fprintf(cmd.ErrOrStderr(), "ddpm dataset prepare: removed the probe folder of an interrupted prepare: %s\n", p)
+			}
+			for _, p := range left.Unmarked {
+				fmt.Fprintf(cmd.ErrOrStderr(), "ddpm dataset prepare: left %s: the temp folder of a prepare by an older ddpm, which did not mark whether it runs; remove it if no prepare into %s runs\n", p, out)
 			}
 			if err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "ddpm dataset prepare: could not remove what an interrupted prepare left: %v\n", err)
