@@ -115,8 +115,8 @@ type Options struct {
 	SkipBad bool
 	// Channels is what the model reading the data takes: 1, 3, or 0 for the source's own count.
 	// It decides only for an image folder whose images are all stored as greyscale (a WebP or a
-	// colour-mode JPEG: of neutral chroma at every pixel, see greyFile), which opens as 1 x H x W with 0 or 1 and
-	// with 3 as its grey level replicated into three equal planes
+	// colour-mode JPEG: of neutral chroma at every pixel, see greyHeader), which opens as
+	// 1 x H x W with 0 or 1 and with 3 as its grey level replicated into three equal planes
 	// (torchvision's Grayscale(num_output_channels=3)), byte for byte, and so fingerprint for
 	// fingerprint, what versions before the 1-channel grey folder read (Info.Grey reports such a
 	// folder). Every other source has the channels of its format (MNIST 1, CIFAR-10 and LSUN 3, a

@@ -88,17 +88,28 @@ func toCHW(img image.Image, res, c int, dst []uint8, rgba *image.RGBA) {
 	}
 }
 
-// greyFile reports whether the image file at p is stored as greyscale: from its header, a PNG
-// of colour type 0 (grey) or 4 (grey with alpha), a paletted PNG whose palette is all grey, or a
-// one-component (greyscale) JPEG; from its pixels (neutralChroma), a WebP, which has no grey
+// fileKind is what an image file's header says of its colours (greyHeader).
+type fileKind int
+
+const (
+	kindUnread fileKind = iota // the header cannot be read or does not decode: no say
+	kindGrey                   // stored as greyscale
+	kindColour                 // stored in colour
+	kindPixels                 // grey exactly when its pixels' chroma is neutral (neutralChroma)
+)
+
+// greyHeader says from the header of the image file at p whether it is stored as greyscale:
+// kindGrey for a PNG of colour type 0 (grey) or 4 (grey with alpha), a paletted PNG whose palette
+// is all grey, or a one-component (greyscale) JPEG; kindPixels for a WebP, which has no grey
 // mode, and a three-component JPEG (a grey image saved in colour mode, as ImageMagick's
-// -type TrueColor or an encoder given RGB pixels with R = G = B writes it). A CMYK JPEG is not
-// greyscale. ok is false when the file cannot be read or does not decode (reading it in full then
-// fails with its own error).
-func greyFile(p string) (grey, ok bool) {
+// -type TrueColor or an encoder given RGB pixels with R = G = B writes it), whose pixels decide
+// (neutralChroma); kindColour for every other image (a CMYK JPEG among them); kindUnread when
+// the file cannot be read or its header does not decode (reading it in full then fails with its
+// own error).
+func greyHeader(p string) fileKind {
 	f, err := os.Open(p)
 	if err != nil {
-		return false, false
+		return kindUnread
 	}
 	defer f.Close()
 	br := bufio.NewReader(f)
@@ -109,29 +120,24 @@ func greyFile(p string) (grey, ok bool) {
 	}
 	cfg, format, err := image.DecodeConfig(br)
 	if err != nil {
-		return false, false
+		return kindUnread
 	}
 	if format == "webp" || (format == "jpeg" && (cfg.ColorModel == color.YCbCrModel || cfg.ColorModel == color.RGBAModel)) {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return false, false
-		}
-		img, err := decodeImage(b)
-		if err != nil {
-			return false, false
-		}
-		return neutralChroma(img), true
+		return kindPixels
 	}
 	if m, isPal := cfg.ColorModel.(color.Palette); isPal {
 		for _, e := range m {
 			r, g, b, _ := e.RGBA()
 			if r != g || g != b {
-				return false, true
+				return kindColour
 			}
 		}
-		return true, true
+		return kindGrey
 	}
-	return pngGrey || cfg.ColorModel == color.GrayModel || cfg.ColorModel == color.Gray16Model, true
+	if pngGrey || cfg.ColorModel == color.GrayModel || cfg.ColorModel == color.Gray16Model {
+		return kindGrey
+	}
+	return kindColour
 }
 
 // neutralChroma reports whether a decoded WebP or JPEG image is grey. A lossy WebP (VP8) or a

@@ -1,6 +1,7 @@
 package dataset
 
 import (
+	"errors"
 	"fmt"
 	"image"
 	"io/fs"
@@ -29,12 +30,14 @@ type folderReader struct {
 
 // openFolder opens every PNG/JPEG/WebP file under dir, recursively, in sorted path order. With
 // Resolution R each image is center-cropped and resized to R x R; with 0 all images must have
-// the first one's size, and it must be square (ErrNotSquare). Like openLSUN it decodes everything once at Open.
-// A folder has no splits: a test split asked of it is ErrNoSplit. When every file is stored as
-// greyscale (greyFile: PNG grey or grey+alpha, an all-grey palette, a one-component JPEG, a
-// WebP or three-component JPEG of neutral chroma) its images have the channels opts.Channels asks for: one (0 or 1), as
-// a 1-channel model takes them, or three equal planes (3), as a 3-channel model took grey folders
-// before they opened as one channel, with that fingerprint. Otherwise three (RGB, grey files as three equal planes).
+// the first one's size, and it must be square (ErrNotSquare). Like openLSUN it decodes everything
+// once at Open (a folder of colour JPEGs or WebPs: a few images twice). A folder has no splits: a
+// test split asked of it is ErrNoSplit. When every file is stored as greyscale (greyHeader: PNG
+// grey or grey+alpha, an all-grey palette, a one-component JPEG, a WebP or three-component JPEG
+// of neutral chroma) its images have the channels opts.Channels asks for: one (0 or 1), as a
+// 1-channel model takes them, or three equal planes (3), as a 3-channel model took grey folders
+// before they opened as one channel, with that fingerprint. Otherwise three (RGB, grey files as
+// three equal planes).
 func openFolder(dir string, opts Options) (Dataset, error) {
 	if err := checkNoSplit(dir, "an image folder", opts); err != nil {
 		return nil, err
@@ -87,18 +90,52 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 				ErrNotSquare, firstPath, r.w, r.h)
 		}
 	}
-	allGrey := allGreyFiles(paths)
-	r.c = 3
-	if allGrey && opts.Channels != 3 {
-		r.c = 1
+	// One channel when every image is greyscale. Headers decide most files; a WebP or a
+	// three-component JPEG is judged on its pixels as the scan decodes it (one decode per
+	// file): speculatively as one channel, scanned again as three at its first colour image.
+	kinds, colour := headerKinds(paths)
+	allGrey := !colour
+	pixels := slices.Contains(kinds, kindPixels)
+	if allGrey && pixels && opts.Channels != 3 && !firstPixelsGrey(paths, kinds) {
+		allGrey = false // a colour folder of JPEGs or WebPs: no scan to waste
 	}
-	r.d = r.c * r.h * r.w
-	scan, err := scanAll(len(paths), r.d, r.c, r.h, r.w, opts.SkipBad,
-		func(i int, dst []uint8) error { return r.read(paths[i], dst) },
-		func(i int) string { return paths[i] })
+	var (
+		scan    scanResult
+		neutral atomic.Bool // every kindPixels image scanned has neutral chroma
+	)
+	for {
+		r.c = 3
+		if allGrey && opts.Channels != 3 {
+			r.c = 1
+		}
+		r.d = r.c * r.h * r.w
+		judge := allGrey && pixels
+		neutral.Store(true)
+		scan, err = scanAll(len(paths), r.d, r.c, r.h, r.w, opts.SkipBad,
+			func(i int, dst []uint8) error {
+				img, err := r.load(paths[i])
+				if err != nil {
+					return err
+				}
+				if judge && kinds[i] == kindPixels && !neutralChroma(img) {
+					if r.c == 1 {
+						return errNotGrey
+					}
+					neutral.Store(false)
+				}
+				return r.record(paths[i], img, dst)
+			},
+			func(i int) string { return paths[i] })
+		if r.c == 1 && errors.Is(err, errNotGrey) {
+			allGrey = false
+			continue
+		}
+		break
+	}
 	if err != nil {
 		return nil, err
 	}
+	allGrey = allGrey && neutral.Load()
 	if len(scan.good) == 0 {
 		return nil, fmt.Errorf("%w: %s: none of the %d images decodes (first: %s)", ErrEmpty, dir, len(paths), scan.skipped[0])
 	}
@@ -115,8 +152,8 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 }
 
 // otherFiles words the counts of files by extension that a folder without images holds, the
-// three most common first (ties by extension, none last), e.g. "; it holds 12 .bmp and 1 .txt files"; ""
-// for none.
+// three most common first (ties by extension, none last), e.g. "; it holds 12 .bmp and 1 .txt
+// files"; "" for none.
 func otherFiles(byExt map[string]int) string {
 	if len(byExt) == 0 {
 		return ""
@@ -160,31 +197,56 @@ func otherFiles(byExt map[string]int) string {
 	return "; it holds " + list + " " + files
 }
 
-// allGreyFiles reports whether every file of paths is stored as greyscale (greyFile); a file
-// whose header does not decode has no say (it fails the scan, or is skipped with SkipBad). WebP
-// and colour-mode JPEG files are judged from their pixels, so GOMAXPROCS workers judge the
-// files at once; the first colour file ends the search (a colour folder costs about one
-// decode per worker).
-func allGreyFiles(paths []string) bool {
-	var colour atomic.Bool
+// errNotGrey ends a one-channel scan at an image whose chroma is not neutral.
+var errNotGrey = errors.New("not a greyscale image")
+
+// headerKinds reads the header of every file of paths (greyHeader) with GOMAXPROCS workers;
+// colour is true when one says kindColour, and the search ends there (the kinds of the files
+// after it are then not all read).
+func headerKinds(paths []string) (kinds []fileKind, colour bool) {
+	kinds = make([]fileKind, len(paths))
+	var found atomic.Bool
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(runtime.GOMAXPROCS(0), len(paths)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for !colour.Load() {
+			for !found.Load() {
 				i := int(next.Add(1)) - 1
 				if i >= len(paths) {
 					return
 				}
-				if grey, ok := greyFile(paths[i]); ok && !grey {
-					colour.Store(true)
+				if kinds[i] = greyHeader(paths[i]); kinds[i] == kindColour {
+					found.Store(true)
 				}
 			}
 		}()
 	}
 	wg.Wait()
+	return kinds, found.Load()
+}
+
+// firstPixelsGrey decodes the first GOMAXPROCS files of kind kindPixels at once and reports
+// whether none has chroma that is not neutral (an undecodable one has no say): a folder of
+// colour JPEGs or WebPs is known for one before a one-channel scan would start on it.
+func firstPixelsGrey(paths []string, kinds []fileKind) bool {
+	var first []string
+	for i, k := range kinds {
+		if k == kindPixels && len(first) < runtime.GOMAXPROCS(0) {
+			first = append(first, paths[i])
+		}
+	}
+	var colour atomic.Bool
+	parallelFor(len(first), func(k int) {
+		b, err := os.ReadFile(first[k])
+		if err != nil {
+			return
+		}
+		if img, err := decodeImage(b); err == nil && !neutralChroma(img) {
+			colour.Store(true)
+		}
+	})
 	return !colour.Load()
 }
 
@@ -205,6 +267,11 @@ func (r *folderReader) read(p string, dst []uint8) error {
 	if err != nil {
 		return err
 	}
+	return r.record(p, img, dst)
+}
+
+// record writes img, decoded from the file p, as the folder's record into dst.
+func (r *folderReader) record(p string, img image.Image, dst []uint8) error {
 	if r.res == 0 {
 		if b := img.Bounds(); b.Dx() != r.w || b.Dy() != r.h {
 			return fmt.Errorf("%w: %s is %dx%d, the folder's images are %dx%d; pass a resolution to center-crop and resize all (--resolution N of ddpm dataset inspect/prepare; to train, prepare the folder with it and train on the prepared folder)",

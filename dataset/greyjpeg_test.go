@@ -8,6 +8,8 @@ import (
 	"image/jpeg"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -47,8 +49,9 @@ func rgbLevels(i, w, h, tint int) *image.RGBA {
 // Channels 0 or 1, each record the decoded grey level, and with Channels 3 (a 3-channel model's
 // run) the 3 x H x W bytes and fingerprint of the decoded RGB planes, which is what every
 // release before read, so those runs resume. A folder of grey JPEGs and grey PNGs is grey too.
-// A JPEG of a faint tint (R four levels above G = B) is colour: 3 channels. ddpm dataset
-// inspect prints the greyscale line. The old code opened every one of these folders as 3
+// A JPEG of a faint tint (R four levels above G = B) after grey ones is colour: 3 channels,
+// the decoded RGB planes. A JPEG cut short has no say with SkipBad. ddpm dataset inspect prints
+// the greyscale line. The old code opened every one of these folders as 3
 // channels.
 func TestGreyJPEGFolderIsOneChannel(t *testing.T) {
 	root := t.TempDir()
@@ -149,21 +152,77 @@ func TestGreyJPEGFolderIsOneChannel(t *testing.T) {
 		t.Fatalf("grey PNGs and a grey JPEG: %d channels, grey %v, %d records; want 1, true, 6", c, Describe(ds).Grey, ds.Len())
 	}
 
-	// A faint tint among grey JPEGs: its decoded planes differ, so the folder is colour.
+	// A faint tint after more grey JPEGs than the workers that judge the first files at once
+	// (GOMAXPROCS): its decoded planes differ, so the folder is colour, found by a one-channel
+	// scan that stops there and scans again as three channels; with Channels 3 too.
 	tinted := filepath.Join(root, "tinted")
-	for i := range qualities {
-		writeJPEG(t, filepath.Join(tinted, fmt.Sprintf("%02d.jpg", i)), rgbLevels(i, 8, 8, 0), 90)
+	n := runtime.GOMAXPROCS(0) + 3
+	for i := 0; i < n; i++ {
+		writeJPEG(t, filepath.Join(tinted, fmt.Sprintf("%03d.jpg", i)), rgbLevels(i%5, 8, 8, 0), 90)
 	}
-	writeJPEG(t, filepath.Join(tinted, "05.jpg"), rgbLevels(2, 8, 8, 4), 90)
-	if d := decodedRGB(t, filepath.Join(tinted, "05.jpg")); bytes.Equal(d[:64], d[64:128]) {
+	last := filepath.Join(tinted, fmt.Sprintf("%03d.jpg", n))
+	writeJPEG(t, last, rgbLevels(2, 8, 8, 4), 90)
+	if d := decodedRGB(t, last); bytes.Equal(d[:64], d[64:128]) {
 		t.Fatal("the tinted JPEG decodes with R = G: not a colour image to test with")
 	}
-	ds, err = Open(tinted, Options{})
+	for _, ch := range []int{0, 3} {
+		ds, err := Open(tinted, Options{Channels: ch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, _, _ := ds.Shape(); c != 3 || Describe(ds).Grey || ds.Len() != n+1 {
+			t.Fatalf("grey JPEGs and a faintly tinted one, Channels %d: %d channels, grey %v, %d records; want 3, false, %d", ch, c, Describe(ds).Grey, ds.Len(), n+1)
+		}
+		hash := newHash(3, 8, 8)
+		px := make([]uint8, 3*64)
+		for i := 0; i <= n; i++ {
+			if err := ds.(Pixeler).Pixels(i, px); err != nil {
+				t.Fatal(err)
+			}
+			want := decodedRGB(t, filepath.Join(tinted, fmt.Sprintf("%03d.jpg", i)))
+			if !bytes.Equal(px, want) {
+				t.Fatalf("tinted folder, Channels %d: record %d differs from the decoded RGB planes", ch, i)
+			}
+			hash.add(-1, want)
+		}
+		if ds.Fingerprint() != hash.hex() {
+			t.Fatalf("tinted folder, Channels %d: fingerprint %s, want %s", ch, ds.Fingerprint(), hash.hex())
+		}
+	}
+
+	// The tinted one first: found by the first files' judges, before any scan.
+	first := filepath.Join(root, "tinted-first")
+	writeJPEG(t, filepath.Join(first, "000.jpg"), rgbLevels(2, 8, 8, 4), 90)
+	for i := 1; i < 5; i++ {
+		writeJPEG(t, filepath.Join(first, fmt.Sprintf("%03d.jpg", i)), rgbLevels(i, 8, 8, 0), 90)
+	}
+	ds, err = Open(first, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c, _, _ := ds.Shape(); c != 3 || Describe(ds).Grey {
-		t.Fatalf("grey JPEGs and a faintly tinted one: %d channels, grey %v; want 3, false", c, Describe(ds).Grey)
+		t.Fatalf("a faintly tinted JPEG and grey ones: %d channels, grey %v; want 3, false", c, Describe(ds).Grey)
+	}
+
+	// A JPEG cut short has no say with SkipBad: the folder is grey, the file skipped and named.
+	cut := filepath.Join(root, "cut")
+	for i := range qualities {
+		writeJPEG(t, filepath.Join(cut, fmt.Sprintf("%02d.jpg", i)), rgbLevels(i, 8, 8, 0), 90)
+	}
+	b, err := os.ReadFile(filepath.Join(cut, "02.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cut, "02.jpg"), b[:len(b)-40], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ds, err = Open(cut, Options{SkipBad: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, _, _ := ds.Shape(); c != 1 || !Describe(ds).Grey || ds.Len() != 4 || !slices.Equal(Describe(ds).Skipped, []string{filepath.Join(cut, "02.jpg")}) {
+		t.Fatalf("grey JPEGs and a cut one, SkipBad: %d channels, grey %v, %d records, skipped %v; want 1, true, 4, [02.jpg]",
+			c, Describe(ds).Grey, ds.Len(), Describe(ds).Skipped)
 	}
 
 	out, stderr, code := runDDPM(t, "dataset", "inspect", greyDir)
