@@ -211,7 +211,7 @@ func RemoveInterrupted(out string) (Leftovers, error) {
 // cleaner).
 func lockIfGone(tmp string) (lock *os.File, unmarked bool, err error) {
 	lp := filepath.Join(tmp, prepareLock)
-	f, err := os.OpenFile(lp, os.O_RDWR, 0)
+	f, err := os.Open(lp) // flock takes an exclusive lock through a read-only descriptor too
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return nil, true, nil
 	} else if err != nil {
