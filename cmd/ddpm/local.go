@@ -658,12 +658,29 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 				return fmt.Errorf("samples: %w", err)
 			}
 		case <-ctx.Done():
-			return withExit(130, fmt.Errorf("interrupted while sampling; the run is complete: draw samples with ddpm sample --checkpoint %s --out %s", shellWord(out), shellWord(samplesPath)))
+			return withExit(130, errors.New(interruptedSamplingLine(out, samplesPath, o.samples, run.Seed)))
 		}
 		fmt.Fprintf(stderr, "ddpm local: wrote %s (%s of the EMA weights in %.0fs)\n", samplesPath, countNoun(o.samples, "sample", "samples"), time.Since(t0).Seconds())
 	}
 	fmt.Fprintf(stderr, "ddpm local: done: %s; final loss %s\n", out, mon.finalLoss())
 	return nil
+}
+
+// interruptedSamplingLine is the line of a ddpm local run stopped while it drew its n final
+// samples (seed: the run's): the run is complete, and the ddpm sample command given draws the
+// grid it would have written, the same n images of the same seed (sample's defaults, 64 and 0,
+// left out):
+//
+//	interrupted while sampling; the run is complete: draw samples with ddpm sample --checkpoint runs/a --n 16 --out runs/a/samples.png
+func interruptedSamplingLine(out, samplesPath string, n int, seed uint64) string {
+	args := ""
+	if n != 64 {
+		args += fmt.Sprintf(" --n %d", n)
+	}
+	if seed != 0 {
+		args += fmt.Sprintf(" --seed %d", seed)
+	}
+	return fmt.Sprintf("interrupted while sampling; the run is complete: draw samples with ddpm sample --checkpoint %s%s --out %s", shellWord(out), args, shellWord(samplesPath))
 }
 
 // stopTogether stops the named processes (Supervisor.Stop: SIGTERM, SIGKILL after grace) all at
