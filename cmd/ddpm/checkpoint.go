@@ -408,6 +408,11 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 			if err := checkpoint.Export(out, c, ema); err != nil {
 				return withExit(exitBadData, err)
 			}
+			if step < 0 {
+				if msg := damagedNewerWarning("ddpm checkpoint export", st.Path(), c.Step); msg != "" {
+					fmt.Fprintln(cmd.ErrOrStderr(), msg)
+				}
+			}
 			which := "parameters"
 			if ema {
 				which = "EMA weights"

@@ -162,6 +162,11 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 	if err != nil {
 		return err
 	}
+	if o.step < 0 {
+		if msg := damagedNewerWarning("ddpm eval bpd", ld.Path, ld.Step); msg != "" {
+			fmt.Fprintln(log, msg)
+		}
+	}
 	n := o.n
 	d := c * h * w
 	T := ld.Sched.T()

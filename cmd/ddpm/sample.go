@@ -245,6 +245,11 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	if err != nil {
 		return err
 	}
+	if o.step < 0 {
+		if msg := damagedNewerWarning("ddpm sample", ld.Path, ld.Step); msg != "" {
+			fmt.Fprintln(w, msg)
+		}
+	}
 	if !o.raw && !o.noEMAWarn {
 		if msg := sampleEMAWarning(ld.Run.EMADecay, ld.Step, er.file, er.cfgPath); msg != "" {
 			fmt.Fprintln(w, msg)
@@ -368,6 +373,40 @@ func interruptible(f func()) (in *interruption) {
 	}()
 	f()
 	return nil
+}
+
+// damagedNewerWarning is the warning of command (as "ddpm sample") that loaded step used of
+// file as the newest checkpoint that verifies (no --step), when file holds newer ones: they were
+// passed over because they do not verify, and the line says so, since the output is then not of
+// the run's newest weights:
+//
+//	ddpm sample: warning: step 60 of runs/a/trainer-0/checkpoints.db is damaged; this used step 50, the newest that verifies (ddpm checkpoint verify runs/a/trainer-0/checkpoints.db names the damage)
+//
+// "" when no step is newer, or the file cannot be read again.
+func damagedNewerWarning(command, file string, used int64) string {
+	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
+	if err != nil {
+		return ""
+	}
+	defer st.Close()
+	list, err := st.List()
+	if err != nil {
+		return ""
+	}
+	var newer []string
+	for _, in := range list {
+		if in.Step > used {
+			newer = append(newer, fmt.Sprint(in.Step))
+		}
+	}
+	if len(newer) == 0 {
+		return ""
+	}
+	what := "step " + newer[0] + " of " + file + " is"
+	if len(newer) > 1 {
+		what = "steps " + strings.Join(newer, ", ") + " of " + file + " are"
+	}
+	return fmt.Sprintf("%s: warning: %s damaged; this used step %d, the newest that verifies (ddpm checkpoint verify %s names the damage)", command, what, used, shellWord(file))
 }
 
 // sampleGrid is what `ddpm local` calls at the end of a run.

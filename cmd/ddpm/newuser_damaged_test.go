@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"ddpm/checkpoint"
+)
+
+// damagedNewestFixture is evalFixture's run folder with a second checkpoint, step 1, whose
+// parameters are then damaged on disk (bytes of its body overwritten, the header left): the
+// newest checkpoint no longer verifies, step 0 does.
+func damagedNewestFixture(t *testing.T) (dir, file string) {
+	t.Helper()
+	dir, file = evalFixture(t)
+	st, err := checkpoint.Open(file, checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := *fixtureCkpt
+	c.Step = 1
+	c.Params = slices.Repeat([]float32{7.25}, len(fixtureCkpt.Params)) // a run of bytes to find
+	if _, err := st.Save(&c); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := bytes.Repeat(binary.LittleEndian.AppendUint32(nil, math.Float32bits(7.25)), 64)
+	i := bytes.Index(b, run)
+	if i < 0 {
+		t.Fatal("step 1's parameters not found in the file")
+	}
+	copy(b[i:], bytes.Repeat([]byte{0xff}, 16))
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, file
+}
+
+// TestNewUserDamagedNewest: sample, eval bpd and checkpoint export without --step take the
+// newest checkpoint that verifies; when a newer one is damaged they say so in a warning line
+// (which step, which file, the step used and the command that names the damage), since the
+// output is not of the run's newest weights. They passed it over in silence: a run whose final
+// checkpoint was damaged got samples.png, bits/dim and exported weights of an older step, each
+// named only by its step number.
+func TestNewUserDamagedNewest(t *testing.T) {
+	dir, file := damagedNewestFixture(t)
+	want := "warning: step 1 of " + file + " is damaged; this used step 0, the newest that verifies (ddpm checkpoint verify " + file + " names the damage)"
+	tmp := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		cmd  string
+	}{
+		{[]string{"sample", "--checkpoint", dir, "--n", "1", "--out", filepath.Join(tmp, "s.png")}, "ddpm sample"},
+		{[]string{"eval", "bpd", "--checkpoint", dir, "--data", "mnist", "--n", "1", "--batch", "1"}, "ddpm eval bpd"},
+		{[]string{"checkpoint", "export", dir, "--out", filepath.Join(tmp, "w.safetensors")}, "ddpm checkpoint export"},
+	} {
+		var stderr bytes.Buffer
+		if _, err := runCLI(t, context.Background(), &stderr, tc.args...); err != nil {
+			t.Fatalf("%v: %v\n%s", tc.args, err, stderr.String())
+		}
+		if !slices.Contains(strings.Split(stderr.String(), "\n"), tc.cmd+": "+want) {
+			t.Errorf("ddpm %s: stderr lacks %q:\n%s", strings.Join(tc.args, " "), tc.cmd+": "+want, stderr.String())
+		}
+	}
+	// With --step, or when the newest verifies, no such line.
+	var stderr bytes.Buffer
+	if _, err := runCLI(t, context.Background(), &stderr, "checkpoint", "export", dir, "--step", "0", "--out", filepath.Join(tmp, "w0.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stderr.String(), "damaged") {
+		t.Errorf("--step 0: %s", stderr.String())
+	}
+	if msg := damagedNewerWarning("ddpm sample", file, 1); msg != "" {
+		t.Errorf("step 1 used: %q", msg)
+	}
+}
