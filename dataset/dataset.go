@@ -114,13 +114,14 @@ type Options struct {
 	// counted and listed in Info.Skipped.
 	SkipBad bool
 	// Channels is what the model reading the data takes: 1, 3, or 0 for the source's own count.
-	// It decides only for an image folder whose images are all stored as greyscale (a WebP or a
-	// colour-mode JPEG: of neutral chroma at every pixel, see greyHeader), which opens as
-	// 1 x H x W with 0 or 1 and with 3 as its grey level replicated into three equal planes
-	// (torchvision's Grayscale(num_output_channels=3)), byte for byte, and so fingerprint for
-	// fingerprint, what versions before the 1-channel grey folder read (Info.Grey reports such a
-	// folder). Every other source has the channels of its format (MNIST 1, CIFAR-10 and LSUN 3, a
-	// folder with an RGB image 3, a prepared folder those it was prepared with) whatever Channels
+	// It decides only for an image folder whose images are all stored as greyscale (a WebP, a
+	// colour-mode JPEG or an RGB or RGBA PNG: of neutral chroma, R = G = B, at every pixel that
+	// is not fully transparent, see greyHeader), which opens as 1 x H x W with 0 or 1 and with 3
+	// as its grey level replicated into three equal planes (torchvision's
+	// Grayscale(num_output_channels=3)), byte for byte, and so fingerprint for fingerprint, what
+	// versions before the 1-channel grey folder read (Info.Grey reports such a folder). Every
+	// other source has the channels of its format (MNIST 1, CIFAR-10 and LSUN 3, a folder with a
+	// colour image 3, a prepared folder those it was prepared with) whatever Channels
 	// says. Other values are ErrOption.
 	Channels int
 

@@ -101,9 +101,9 @@ const (
 // greyHeader says from the header of the image file at p whether it is stored as greyscale:
 // kindGrey for a PNG of colour type 0 (grey) or 4 (grey with alpha), a paletted PNG whose palette
 // is all grey, or a one-component (greyscale) JPEG; kindPixels for a WebP, which has no grey
-// mode, and a three-component JPEG (a grey image saved in colour mode, as ImageMagick's
-// -type TrueColor or an encoder given RGB pixels with R = G = B writes it), whose pixels decide
-// (neutralChroma); kindColour for every other image (a CMYK JPEG among them); kindUnread when
+// mode, a three-component JPEG and a PNG of colour type 2 (RGB) or 6 (RGB with alpha) (a grey
+// image saved in colour mode, as ImageMagick's -type TrueColor, many editors and any encoder
+// given RGB pixels with R = G = B write it), whose pixels decide (neutralChroma); kindColour for every other image (a CMYK JPEG among them); kindUnread when
 // the file cannot be read or its header does not decode (reading it in full then fails with its
 // own error).
 func greyHeader(p string) fileKind {
@@ -114,15 +114,17 @@ func greyHeader(p string) fileKind {
 	defer f.Close()
 	br := bufio.NewReader(f)
 	// PNG: signature (8) | length (4) "IHDR" (4) | width (4) height (4) depth (1) colour type (1).
-	pngGrey := false
+	pngType := -1
 	if hd, err := br.Peek(26); err == nil && string(hd[:8]) == "\x89PNG\r\n\x1a\n" && string(hd[12:16]) == "IHDR" {
-		pngGrey = hd[25] == 0 || hd[25] == 4
+		pngType = int(hd[25])
 	}
+	pngGrey := pngType == 0 || pngType == 4
 	cfg, format, err := image.DecodeConfig(br)
 	if err != nil {
 		return kindUnread
 	}
-	if format == "webp" || (format == "jpeg" && (cfg.ColorModel == color.YCbCrModel || cfg.ColorModel == color.RGBAModel)) {
+	if format == "webp" || (format == "jpeg" && (cfg.ColorModel == color.YCbCrModel || cfg.ColorModel == color.RGBAModel)) ||
+		(format == "png" && (pngType == 2 || pngType == 6)) {
 		return kindPixels
 	}
 	if m, isPal := cfg.ColorModel.(color.Palette); isPal {
@@ -147,8 +149,10 @@ func greyHeader(p string) fileKind {
 // constant block of zero after the level shift has no coefficients to quantize). Such samples
 // decode to R = G = B = Y. A colour image whose chroma is off by one somewhere is not grey. A
 // lossy WebP with alpha (*image.NYCbCrA) is grey when the chroma of every pixel that is not fully
-// transparent is 128; a lossless WebP (VP8L, *image.NRGBA) or an Adobe RGB JPEG (*image.RGBA)
-// when every pixel that is not fully transparent has R = G = B. A fully transparent pixel is
+// transparent is 128; a lossless WebP (VP8L, *image.NRGBA), an Adobe RGB JPEG (*image.RGBA) or
+// an RGB or RGBA PNG (*image.RGBA, *image.NRGBA, and *image.RGBA64, *image.NRGBA64 at 16 bits a
+// sample, where all 16 bits must agree) when every pixel that is not fully transparent has
+// R = G = B. A fully transparent pixel is
 // composited onto black whatever its colour. Such an image read as one channel (toCHW's red
 // plane) loses nothing. Only the picture's rectangle counts, not the decoder's padding to whole
 // macroblocks or MCUs.
@@ -177,8 +181,27 @@ func neutralChroma(img image.Image) bool {
 		return equalRGB(m.Pix, m.Stride, m.PixOffset(b.Min.X, b.Min.Y), b.Dx(), b.Dy())
 	case *image.RGBA:
 		return equalRGB(m.Pix, m.Stride, m.PixOffset(b.Min.X, b.Min.Y), b.Dx(), b.Dy())
+	case *image.NRGBA64:
+		return equalRGB64(m.Pix, m.Stride, m.PixOffset(b.Min.X, b.Min.Y), b.Dx(), b.Dy())
+	case *image.RGBA64:
+		return equalRGB64(m.Pix, m.Stride, m.PixOffset(b.Min.X, b.Min.Y), b.Dx(), b.Dy())
 	}
 	return false
+}
+
+// equalRGB64 is equalRGB for 16-bit samples (big-endian, 8 bytes a pixel, as image.RGBA64 and
+// image.NRGBA64 hold them): every pixel whose alpha is not 0 has R = G = B in all 16 bits.
+func equalRGB64(pix []uint8, stride, off, w, h int) bool {
+	for y := 0; y < h; y++ {
+		row := pix[off+y*stride : off+y*stride+8*w]
+		for k := 0; k < len(row); k += 8 {
+			if (row[k+6] != 0 || row[k+7] != 0) &&
+				(row[k] != row[k+2] || row[k+1] != row[k+3] || row[k+2] != row[k+4] || row[k+3] != row[k+5]) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // equalRGB reports whether every pixel of the w x h RGBA or NRGBA rectangle at pix[off:] (rows

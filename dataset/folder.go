@@ -33,8 +33,8 @@ type folderReader struct {
 // the first one's size, and it must be square (ErrNotSquare). Like openLSUN it decodes everything
 // once at Open (a folder of colour JPEGs or WebPs: a few images twice). A folder has no splits: a
 // test split asked of it is ErrNoSplit. When every file is stored as greyscale (greyHeader: PNG
-// grey or grey+alpha, an all-grey palette, a one-component JPEG, a WebP or three-component JPEG
-// of neutral chroma) its images have the channels opts.Channels asks for: one (0 or 1), as a
+// grey or grey+alpha, an all-grey palette, a one-component JPEG, a WebP, three-component JPEG,
+// or RGB or RGBA PNG of neutral chroma) its images have the channels opts.Channels asks for: one (0 or 1), as a
 // 1-channel model takes them, or three equal planes (3), as a 3-channel model took grey folders
 // before they opened as one channel, with that fingerprint. Otherwise three (RGB, grey files as
 // three equal planes).
@@ -90,14 +90,14 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 				ErrNotSquare, firstPath, r.w, r.h)
 		}
 	}
-	// One channel when every image is greyscale. Headers decide most files; a WebP or a
-	// three-component JPEG is judged on its pixels as the scan decodes it (one decode per
+	// One channel when every image is greyscale. Headers decide most files; a WebP, a
+	// three-component JPEG or an RGB(A) PNG is judged on its pixels as the scan decodes it (one decode per
 	// file): speculatively as one channel, scanned again as three at its first colour image.
 	kinds, colour := headerKinds(paths)
 	allGrey := !colour
 	pixels := slices.Contains(kinds, kindPixels)
 	if allGrey && pixels && opts.Channels != 3 && !firstPixelsGrey(paths, kinds) {
-		allGrey = false // a colour folder of JPEGs or WebPs: no scan to waste
+		allGrey = false // a colour folder of JPEGs, WebPs or RGB PNGs: no scan to waste
 	}
 	var (
 		scan    scanResult
@@ -229,7 +229,7 @@ func headerKinds(paths []string) (kinds []fileKind, colour bool) {
 
 // firstPixelsGrey decodes the first GOMAXPROCS files of kind kindPixels at once and reports
 // whether none has chroma that is not neutral (an undecodable one has no say): a folder of
-// colour JPEGs or WebPs is known for one before a one-channel scan would start on it.
+// colour JPEGs, WebPs or RGB PNGs is known for one before a one-channel scan would start on it.
 func firstPixelsGrey(paths []string, kinds []fileKind) bool {
 	var first []string
 	for i, k := range kinds {

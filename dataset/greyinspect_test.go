@@ -42,9 +42,9 @@ func TestInspectGreyFolderChannels(t *testing.T) {
 		}
 	}
 
-	// An RGB folder has no greyscale line.
+	// A colour folder has no greyscale line.
 	rgb := filepath.Join(t.TempDir(), "rgb")
-	writeLevels(t, rgb, false)
+	writeColour(t, rgb)
 	if out, _, _ := runDDPM(t, "dataset", "inspect", rgb, "--channels", "1"); strings.Contains(out, "greyscale") || !strings.Contains(out, "shape        3x8x8 (CHW)\n") {
 		t.Errorf("inspect of an RGB folder with --channels 1:\n%s", out)
 	}

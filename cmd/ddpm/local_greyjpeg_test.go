@@ -23,7 +23,7 @@ import (
 // code read it as 3x32x32 and refused ("dataset D has 3x32x32 images (RGB), model "tiny" wants
 // 1x32x32 (greyscale); ..."). A run of a 3-channel model on that folder, as every release before
 // could start one, pins the fingerprint of the decoded RGB planes (here: of a lossless RGB PNG
-// copy of the decoded pixels); resumed by this release, its trainers read those same bytes and
+// copy of the decoded pixels, opened with Channels 3); resumed by this release, its trainers read those same bytes and
 // the run finishes (a trainer reading other bytes exits 2: "dataset ... has fingerprint ..., the
 // run pins ...").
 func TestLocalGreyJPEGFolder(t *testing.T) {
@@ -51,7 +51,7 @@ func TestLocalGreyJPEGFolder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rgb := image.NewNRGBA(dec.Bounds()) // a PNG of colour type 6: read as RGB
+		rgb := image.NewNRGBA(dec.Bounds()) // a PNG of colour type 2 (R = G = B): read as RGB with --channels 3
 		draw.Draw(rgb, rgb.Bounds(), dec, image.Point{}, draw.Src)
 		b.Reset()
 		if err := png.Encode(&b, rgb); err != nil {
@@ -69,7 +69,7 @@ func TestLocalGreyJPEGFolder(t *testing.T) {
 		t.Fatalf("grey JPEG folder, model tiny: exit %d\n%s", r.code, r.out)
 	}
 
-	rgb, err := dataset.Open(pngs, dataset.Options{})
+	rgb, err := dataset.Open(pngs, dataset.Options{Channels: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
