@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"ddpm/config"
 	"ddpm/diffusion"
 	"ddpm/internal/rng"
 	"ddpm/nn"
@@ -27,6 +28,29 @@ import (
 )
 
 const modelExitUsage = 2
+
+// unknownModelPreset is the line of a U-Net preset name unet.Preset refused (err), given as
+// what ("--preset", "model info NAME"): a run preset's name (mnist, celebahq, lsun-church) gets
+// the U-Net it trains, a near miss the names it is near, any other err (naming the known ones):
+//
+//	model info mnist: mnist is a run preset (ddpm local --preset mnist); its U-Net is tiny: ddpm model info tiny
+//	model info tinyy: no U-Net preset "tinyy"; did you mean tiny? (known: celebahq256, cifar10, lsun256, small, tiny)
+func unknownModelPreset(what, name string, err error) error {
+	if run, rerr := config.Preset(name); rerr == nil {
+		return fmt.Errorf("%s: %s is a run preset (ddpm local --preset %s); its U-Net is %s: ddpm model info %s", what, name, name, run.Model, run.Model)
+	}
+	var near []string
+	for _, p := range unet.PresetNames() {
+		if d := config.EditDistance(strings.ToLower(name), p); d <= 2 && d < len([]rune(name)) {
+			near = append(near, p)
+		}
+	}
+	known := strings.Join(unet.PresetNames(), ", ")
+	if len(near) > 0 {
+		return fmt.Errorf("%s: no U-Net preset %q; did you mean %s? (known: %s)", what, name, strings.Join(near, " or "), known)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
 
 var modelCmd = &cobra.Command{
 	Use:   "model",
@@ -61,7 +85,7 @@ resolutions and exact parameter count. The preset is the argument or --preset (`
 			}
 			cfg, err := unet.Preset(preset)
 			if err != nil {
-				return withExit(modelExitUsage, fmt.Errorf("%s: %w", what, err))
+				return withExit(modelExitUsage, unknownModelPreset(what, preset, err))
 			}
 			return writeModelInfo(cmd.OutOrStdout(), preset, cfg)
 		},

@@ -496,9 +496,15 @@ func readImage(path string, c, h, w int) ([]float32, error) {
 		return nil, fmt.Errorf("--interpolate image %s: %w", path, errors.Unwrap(err))
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return nil, fmt.Errorf("--interpolate image %s is a folder; give two image files, A.png,B.png", path)
+	}
 	// The header first: a huge image is refused before it is decoded.
 	cfg, _, err := image.DecodeConfig(f)
 	if err != nil {
+		if kind := sniffFile(path); kind != "" && kind != kindImage {
+			return nil, fmt.Errorf("--interpolate image %s is %s, not a PNG, JPEG or WebP image", path, kind)
+		}
 		return nil, fmt.Errorf("--interpolate image %s: not a PNG, JPEG or WebP image (%v)", path, err)
 	}
 	if cfg.Width != w || cfg.Height != h {
