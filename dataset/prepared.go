@@ -10,9 +10,11 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -253,10 +255,30 @@ func lockTmp(tmp string) *os.File {
 	return f
 }
 
+// mkdirTemp makes a new folder in dir named prefix and then decimal digits (the names
+// RemoveInterrupted looks for, os.MkdirTemp's), with mode 0777 less the process's umask, as mkdir
+// makes any folder (and a default ACL of dir applies): renamed into place it is the prepared
+// folder, which trainers running as another user (the prepare ran as root in an init container,
+// or as a colleague on a shared file system) must be able to read. os.MkdirTemp's 0700 kept them
+// out. The error is os.Mkdir's.
+func mkdirTemp(dir, prefix string) (string, error) {
+	for try := 0; ; try++ {
+		p := filepath.Join(dir, prefix+strconv.FormatUint(uint64(rand.Uint32()), 10))
+		err := os.Mkdir(p, 0o777)
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, fs.ErrExist) || try == 1000 {
+			return "", err
+		}
+	}
+}
+
 // Prepare decodes ds once into the prepared format in the new directory out, with shards of
 // about shardBytes bytes (0: 256 MiB). It writes into a temporary sibling directory and renames
 // it into place only when complete, so out is never left half-written; it refuses (ErrExists) if
-// out exists. The result's Fingerprint equals ds.Fingerprint(); a mismatch is ErrIntegrity.
+// out exists. The folder and its files get the modes mkdir and creat give (0777 and 0666 less
+// the umask), so that other users may read them as they may any folder. The result's Fingerprint equals ds.Fingerprint(); a mismatch is ErrIntegrity.
 func Prepare(ds Dataset, out string, shardBytes int) (*Index, error) {
 	px, ok := ds.(Pixeler)
 	if !ok {
@@ -284,7 +306,7 @@ func Prepare(ds Dataset, out string, shardBytes int) (*Index, error) {
 	if err := os.MkdirAll(filepath.Dir(filepath.Clean(out)), 0o755); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnwritable, out, err)
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(out)), tmpPrefix(out))
+	tmp, err := mkdirTemp(filepath.Dir(filepath.Clean(out)), tmpPrefix(out))
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", out, err)
 	}
@@ -360,7 +382,7 @@ func Prepare(ds Dataset, out string, shardBytes int) (*Index, error) {
 		return nil, fmt.Errorf("%w: %s: the written content hashes to %s, the source's fingerprint is %s", ErrIntegrity, out, idx.Fingerprint, want)
 	}
 	js, _ := json.MarshalIndent(idx, "", "  ")
-	if err := os.WriteFile(filepath.Join(tmp, indexName), append(js, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(tmp, indexName), append(js, '\n'), 0o666); err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", out, err)
 	}
 	// The lock file stays out of the prepared folder; the lock itself is held until return.
