@@ -130,7 +130,8 @@ cifar-10-binary.tar.gz, an LSUN LMDB directory, a folder of images, a prepared d
 of idx files or an idx images file. A folder of images and an LSUN LMDB have no splits: --split
 test on one is refused. A folder's images have 1 channel when every file is stored as greyscale
 (PNG grey or grey+alpha, an all-grey palette, a one-component JPEG; a WebP, which has no grey
-mode, when its chroma is neutral at every pixel, as cwebp stores a grey image), otherwise 3 (RGB); a run of
+mode, a colour-mode JPEG or an RGB/RGBA PNG when R = G = B at every pixel that is not fully
+transparent, as cwebp, JPEG encoders and many editors store a grey image), otherwise 3 (RGB); a run of
 a 3-channel model (cifar10, small, ...) reads a greyscale folder as 3 channels, the grey level in
 each, as --channels 3 shows it (versions before 1-channel grey folders read every folder so).
 The fingerprint is the sha256 of the decoded content at the chosen resolution and channels; the
