@@ -57,10 +57,21 @@ func openCheckpoint(path string) (*checkpoint.Store, error) {
 		return nil, inUseExit(err)
 	case errors.Is(err, os.ErrNotExist):
 		return nil, withExit(exitUsage, fmt.Errorf("checkpoint file %s does not exist", file))
+	case errors.Is(err, os.ErrPermission):
+		return nil, checkpointPermission(file)
 	case err != nil:
 		return nil, withExit(exitBadData, err)
 	}
 	return st, nil
+}
+
+// checkpointPermission is the line, exit status 2, of a checkpoint file this user may not read
+// (a trainer's volume of another user, a file made private): nothing is wrong with the file, so
+// not status 1, which says a checkpoint is damaged.
+//
+//	checkpoint file runs/a/trainer-0/checkpoints.db cannot be opened: permission denied (the commands need read access to it)
+func checkpointPermission(file string) error {
+	return withExit(exitUsage, fmt.Errorf("checkpoint file %s cannot be opened: permission denied (the commands need read access to it)", file))
 }
 
 // inUseExit is the one line, exit status 2, of every command that reads a checkpoint file
