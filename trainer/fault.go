@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+
+	"ddpm/checkpoint"
 )
 
 // FaultFile is the file, in a cluster trainer's volume (--data-dir), recording the failure of
@@ -40,8 +43,9 @@ type Fault struct {
 	Checkpoint       int64  `json:"checkpoint,omitempty"`
 	CheckpointSHA256 string `json:"checkpoint_sha256,omitempty"`
 	Fingerprint      string `json:"fingerprint,omitempty"`
-	// Bytes is, for a volume fault, the size of the write that is tried again: one checkpoint of
-	// the run's model (CheckpointBytes), as the failed save or fetch needed.
+	// Bytes is, for a volume fault, the size in bytes of the write that is tried again: what one
+	// save of a checkpoint of the run's model needs on the volume (SaveBytes), as the failed save
+	// or fetch did.
 	Bytes int64 `json:"bytes,omitempty"`
 }
 
@@ -69,15 +73,29 @@ func (e *fingerprintError) Error() string {
 
 func (e *fingerprintError) Unwrap() error { return ErrData }
 
-// VolumeCheckError is a volume fault still there at a restart (Fault.Recheck): its text is the
-// recorded one (the first failure's words: a test write cannot say "save step N"), and it wraps
-// ErrVolume and Write, the test write's own error.
+// VolumeCheckError is a volume fault still there at a restart (Fault.Recheck): the test write of
+// Bytes bytes (SaveBytes) to the volume Dir failed with Write. Its text says so in one line, with
+// the write's own error briefly (open, write or sync, and the system's words: "file too large",
+// "no space left on device", "read-only file system"), and what to do; Recorded is the first
+// failure's text (a test write cannot say "save step N"), for the log. It wraps ErrVolume and
+// Write.
 type VolumeCheckError struct {
 	Recorded string
+	Dir      string
+	Bytes    int64
 	Write    error
 }
 
-func (e *VolumeCheckError) Error() string   { return e.Recorded }
+func (e *VolumeCheckError) Error() string {
+	why := e.Write.Error()
+	var pe *fs.PathError
+	if errors.As(e.Write, &pe) {
+		why = pe.Op + ": " + pe.Err.Error()
+	}
+	return fmt.Sprintf("%v still cannot take one checkpoint's save: a test write of %d bytes to %s failed (%s); "+
+		"free space on it (or fix what the error names) and start the trainer again", ErrVolume, e.Bytes, e.Dir, why)
+}
+
 func (e *VolumeCheckError) Unwrap() []error { return []error{ErrVolume, e.Write} }
 
 // CheckpointBytes is the size in bytes of one checkpoint of tr's model: parameters, EMA and
@@ -85,6 +103,23 @@ func (e *VolumeCheckError) Unwrap() []error { return []error{ErrVolume, e.Write}
 func CheckpointBytes(tr *Trainer) int64 {
 	return 4 * int64(len(tr.model.Params())+len(tr.ema)+len(tr.adam.M)+len(tr.adam.V))
 }
+
+// SaveBytes is the room in bytes one save of a checkpoint of tr's model takes on its volume, at
+// most: checkpoint.Store.Save preallocates, past the file's high-water mark, the checkpoint's
+// four arenas (CheckpointBytes), one page per chunk of at most checkpoint.MaxChunkBytes of each
+// arena (at most CheckpointBytes/MaxChunkBytes + 4 chunks), 64 pages for the header, leaf and
+// branch pages, and 1 MiB; pages are the OS page size (bbolt's). It is not twice a checkpoint:
+// bbolt's copy-on-write writes the new checkpoint's pages before the old ones are freed, but
+// Save asks room for the new pages only (the old ones lie below the high-water mark already),
+// and the pages it frees by pruning are reused by later saves, not asked for again.
+func SaveBytes(tr *Trainer) int64 {
+	body := CheckpointBytes(tr)
+	pages := 64 + numArenas + body/checkpoint.MaxChunkBytes
+	return body + pages*int64(os.Getpagesize()) + 1<<20
+}
+
+// numArenas is the number of arenas of a checkpoint: parameters, EMA, Adam's m and v.
+const numArenas = 4
 
 // FaultOf is the Fault to record for err, the error a cluster trainer of tr left its run for,
 // and true; false when err is neither ErrData nor ErrVolume (nothing a restart could check).
@@ -100,7 +135,7 @@ func FaultOf(err error, tr *Trainer) (Fault, bool) {
 	case errors.Is(err, ErrData):
 		f.Kind = FaultData // nothing precise to check: the restart joins
 	case errors.Is(err, ErrVolume):
-		f.Kind, f.Bytes = FaultVolume, CheckpointBytes(tr)
+		f.Kind, f.Bytes = FaultVolume, SaveBytes(tr)
 	default:
 		return Fault{}, false
 	}
@@ -155,16 +190,18 @@ func ClearFault(dir string) error {
 // leave for again:
 //   - a record that could not be read: it is read again (ErrData, the dataset's error as a
 //     step words it: for a prepared copy its shard's sha256 is computed again, that shard only);
-//   - a committed checkpoint trained on other data: the fingerprints are compared again, while
-//     committed (the coordinators' committed checkpoints; nil: unknown) still holds that
-//     checkpoint: a rollback past it (the run started over on other data) makes the record stale;
-//   - a volume: a file of f.Bytes (one checkpoint) is written to dir, synced and removed; while
-//     that fails, a *VolumeCheckError.
+//   - a committed checkpoint trained on other data: the fingerprints are compared again while
+//     lineage (from the coordinators' state; nil: unknown, the record stands) reports that the
+//     run's committed line still holds that checkpoint (step, sha256): a rollback past it (the
+//     run started over, maybe on other data) makes the record stale, a checkpoint that merely
+//     fell off the coordinators' list of the newest keep_checkpoints does not;
+//   - a volume: a file of f.Bytes (SaveBytes) is written to dir, synced and removed; while that
+//     fails, a *VolumeCheckError.
 //
 // A data fault recorded without a record or a checkpoint (a file changed under the running
 // trainer) is not checked: nil. ctx ending stops the test write (its file removed) with ctx's
 // error.
-func (f Fault) Recheck(ctx context.Context, tr *Trainer, fingerprint, dir string, committed func(step int64, sha string) bool) error {
+func (f Fault) Recheck(ctx context.Context, tr *Trainer, fingerprint, dir string, lineage func(step int64, sha string) bool) error {
 	if f.Config != tr.run.Hash() {
 		return nil
 	}
@@ -178,7 +215,7 @@ func (f Fault) Recheck(ctx context.Context, tr *Trainer, fingerprint, dir string
 			return &recordError{record: f.Record, err: tr.dataError(err)}
 		}
 	case f.Kind == FaultData && f.Fingerprint != "":
-		if committed != nil && !committed(f.Checkpoint, f.CheckpointSHA256) {
+		if lineage != nil && !lineage(f.Checkpoint, f.CheckpointSHA256) {
 			return nil
 		}
 		if fingerprint != f.Fingerprint {
@@ -189,7 +226,7 @@ func (f Fault) Recheck(ctx context.Context, tr *Trainer, fingerprint, dir string
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return &VolumeCheckError{Recorded: f.Err, Write: err}
+			return &VolumeCheckError{Recorded: f.Err, Dir: dir, Bytes: f.Bytes, Write: err}
 		}
 	}
 	return nil

@@ -15,9 +15,9 @@ import (
 // LoadFault) and Recheck checks what it names again: a committed checkpoint trained on other
 // data is refused with the same line while the fingerprint differs and the coordinators still
 // commit that checkpoint, and passes with the run's data or once it was rolled back; a volume
-// fault is the recorded line (ErrVolume, the test write's error) while a write of one
-// checkpoint's size fails there, and passes, leaving nothing behind, where it succeeds or is
-// stopped; a record of another run's config is stale (nil); ClearFault removes the record, and
+// fault, recorded with one save's room (SaveBytes), is one line naming that size, the volume and
+// the test write's error (ErrVolume, and that error) while a write of that size fails there, and
+// passes, leaving nothing behind, where it succeeds or is stopped; a record of another run's config is stale (nil); ClearFault removes the record, and
 // a record that does not parse is an error naming the file.
 func TestFaultRecheck(t *testing.T) {
 	ctx := context.Background()
@@ -69,14 +69,19 @@ func TestFaultRecheck(t *testing.T) {
 
 	full := fmt.Errorf("%w: checkpoint: save step 4: grow %s: file too large", ErrVolume, filepath.Join(vol, "checkpoints.db"))
 	vf, ok := FaultOf(full, tr)
-	if !ok || vf.Kind != FaultVolume || vf.Bytes != CheckpointBytes(tr) || vf.Bytes != 16*int64(len(tr.Model().Params())) {
-		t.Fatalf("FaultOf(%v) = %+v, %v; want a volume fault of %d bytes", full, vf, ok, 16*len(tr.Model().Params()))
+	// One save's room: the four arenas, a page per 16 MiB chunk of each (one here), 64 pages and 1 MiB.
+	body := 16 * int64(len(tr.Model().Params()))
+	want := body + (64+4)*int64(os.Getpagesize()) + 1<<20
+	if !ok || vf.Kind != FaultVolume || CheckpointBytes(tr) != body || vf.Bytes != want || vf.Bytes != SaveBytes(tr) {
+		t.Fatalf("FaultOf(%v) = %+v, %v; want a volume fault of %d bytes", full, vf, ok, want)
 	}
 	gone := filepath.Join(vol, "gone") // a volume where no file can be created
 	err = vf.Recheck(ctx, tr, now, gone, nil)
 	var ve *VolumeCheckError
-	if !errors.Is(err, ErrVolume) || !errors.Is(err, os.ErrNotExist) || !errors.As(err, &ve) || err.Error() != full.Error() {
-		t.Fatalf("Recheck of a volume that cannot be written: %v\nwant ErrVolume and the write's error, saying %v", err, full)
+	line := fmt.Sprintf("trainer: this trainer's volume still cannot take one checkpoint's save: a test write of %d bytes to %s failed "+
+		"(open: no such file or directory); free space on it (or fix what the error names) and start the trainer again", want, gone)
+	if !errors.Is(err, ErrVolume) || !errors.Is(err, os.ErrNotExist) || !errors.As(err, &ve) || err.Error() != line || ve.Recorded != full.Error() {
+		t.Fatalf("Recheck of a volume that cannot be written: %v\nwant ErrVolume and the write's error, saying\n%s", err, line)
 	}
 	if err := vf.Recheck(ctx, tr, now, vol, nil); err != nil {
 		t.Fatalf("Recheck of a volume with room: %v", err)

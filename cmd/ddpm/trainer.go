@@ -439,9 +439,11 @@ const faultStateWait = 10 * time.Second
 // It asks the coordinators' state first (faultStateWait at most; unreadable: the record alone
 // decides): a run that has succeeded needs nothing of this trainer, which joins, is refused and
 // ends as any trainer of a finished run (logFinishedWithout: status 0, or --stay-after-done); a
-// checkpoint trained on other data that the run no longer holds committed (a rollback past it)
-// no longer says anything of this trainer's data. A stop (SIGTERM) during the check ends it
-// (nil: the caller sees stop closed). A record that does not parse is removed with a warning.
+// checkpoint trained on other data that the run's committed line no longer holds (a rollback
+// past it: lineageHolds) no longer says anything of this trainer's data. While the fault is
+// there, the error's line ends saying how to join anyway (remove the record). A stop (SIGTERM)
+// during the check ends it (nil: the caller sees stop closed). A record that does not parse is
+// removed with a warning.
 func recheckFault(ctx context.Context, stop <-chan struct{}, cli *coordinator.Client, dir string, node *trainer.Node) error {
 	log := node.Log
 	f, err := trainer.LoadFault(dir)
@@ -461,36 +463,28 @@ func recheckFault(ctx context.Context, stop <-chan struct{}, cli *coordinator.Cl
 	if serr == nil && st.Status == fsm.StatusSucceeded {
 		return nil
 	}
-	var committed func(int64, string) bool
+	var lineage func(int64, string) bool
 	if serr == nil {
-		committed = func(step int64, sha string) bool {
-			for _, ck := range st.Checkpoints {
-				if ck.Step == step && ck.SHA256 == sha {
-					return true
-				}
-			}
-			for _, h := range st.Recommitted {
-				if h.Step == step && h.SHA256 == sha {
-					return true
-				}
-			}
-			return false
-		}
+		lineage = func(step int64, sha string) bool { return lineageHolds(st, step, sha) }
 	}
-	err = f.Recheck(ctx, node.Trainer, node.Fingerprint, dir, committed)
+	err = f.Recheck(ctx, node.Trainer, node.Fingerprint, dir, lineage)
 	if ctx.Err() != nil {
 		return nil // stopped during the check
 	}
 	if err != nil {
-		attrs := []any{"kind", f.Kind, "record", filepath.Join(dir, trainer.FaultFile), "err", err.Error()}
+		record := filepath.Join(dir, trainer.FaultFile)
+		attrs := []any{"kind", f.Kind, "record", record, "err", err.Error()}
 		var ve *trainer.VolumeCheckError
 		if errors.As(err, &ve) {
-			attrs = append(attrs, "write_check", ve.Write.Error(), "bytes", f.Bytes)
+			attrs = append(attrs, "write_check", ve.Write.Error(), "bytes", f.Bytes, "was", f.Err)
 		}
 		if serr != nil {
 			attrs = append(attrs, "state_err", serr.Error())
 		}
 		log.Error(MsgFaultStillThere, attrs...)
+		// The way out when the record is wrong (or the operator knows better): without it the
+		// trainer joins, and meets the fault again there if it is real.
+		err = fmt.Errorf("%w; or remove %s to join anyway", err, record)
 		if f.Kind == trainer.FaultData {
 			return withExit(2, err)
 		}
@@ -501,6 +495,45 @@ func recheckFault(ctx context.Context, stop <-chan struct{}, cli *coordinator.Cl
 		return withExit(1, fmt.Errorf("removing %s: %w", filepath.Join(dir, trainer.FaultFile), err))
 	}
 	return nil
+}
+
+// lineageHolds reports whether the run's committed line, as the coordinators' state st tells it,
+// still holds the checkpoint of step step with sha256 sha (one a fault record names). st lists
+// only the newest keep_checkpoints commits (Checkpoints; Recommitted: pruned commits at steps of
+// forgotten abandoned ones), so a checkpoint missing from them is not gone: every checkpoint of
+// one line carries the data it started with, and the line holds a pruned one until a rollback
+// goes back past it. It does not hold it only on evidence of that: a listed commit at step with
+// another sha256; no commit at or past step (a rollback below it, or coordinators started
+// afresh); the checkpoint among those rollbacks abandoned (Abandoned), or step among the
+// abandoned steps no longer listed (AbandonedRanges). A wrong answer errs towards "no longer":
+// one join, which meets the fault again and records it again.
+func lineageHolds(st *fsm.State, step int64, sha string) bool {
+	newest := int64(0)
+	for _, ck := range st.Checkpoints {
+		if ck.Step == step {
+			return ck.SHA256 == sha
+		}
+		newest = max(newest, ck.Step)
+	}
+	for _, h := range st.Recommitted {
+		if h.Step == step {
+			return h.SHA256 == sha
+		}
+	}
+	if newest < step {
+		return false
+	}
+	for _, a := range st.Abandoned {
+		if a.Step == step && a.SHA256 == sha {
+			return false
+		}
+	}
+	for _, r := range st.AbandonedRanges {
+		if step > r.Above && step <= r.UpTo {
+			return false
+		}
+	}
+	return true
 }
 
 // recordFault writes the volume dir's trainer.FaultFile for err, the failure of its own a cluster

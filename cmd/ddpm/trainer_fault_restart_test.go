@@ -76,8 +76,8 @@ func lastCommitted(st *fsm.State) int64 {
 // TestDamagedDataRestartDoesNotJoin: t1's copy of the run's data has one byte of its shard
 // flipped; it leaves the run at its first step (exit 2, one line) and t0 goes on alone in a new
 // generation. Restarted onto the same copy (as Kubernetes restarts a container), t1 reads the
-// record that failed again (its shard's sha256 only) and exits with the same line and status 2
-// without joining: the generation stays t0's and t0 commits on in it. Before, every restart
+// record that failed again (its shard's sha256 only) and exits with the same line, ending with
+// how to join anyway, and status 2 without joining: the generation stays t0's and t0 commits on in it. Before, every restart
 // joined, started a generation (sending t0 back to its last commit) and left it again. With the
 // shard repaired, the restarted t1 joins and the ring of both commits; the record is gone.
 func TestDamagedDataRestartDoesNotJoin(t *testing.T) {
@@ -121,7 +121,8 @@ func TestDamagedDataRestartDoesNotJoin(t *testing.T) {
 	alone = commitIn(t, cli, "a commit by t0 alone", alone.Generation.Number)
 
 	t1 = launchTrainerIn(t, n1, bin, vol, "t1", listen, coord, cfg, certs)
-	expectNoJoin(t, cli, "the restarted t1", "t1", t1, 2, want, alone.Generation.Number, lastCommitted(alone))
+	again := strings.TrimSuffix(want, "\n") + "; or remove " + filepath.Join(vol, trainer.FaultFile) + " to join anyway\n"
+	expectNoJoin(t, cli, "the restarted t1", "t1", t1, 2, again, alone.Generation.Number, lastCommitted(alone))
 	if _, err := os.Stat(filepath.Join(vol, trainer.FaultFile)); err != nil {
 		t.Fatalf("the record of t1's fault: %v", err)
 	}
@@ -141,9 +142,9 @@ func TestDamagedDataRestartDoesNotJoin(t *testing.T) {
 
 // TestVolumeFullRestartDoesNotJoin: t1's volume cannot grow (a file-size limit below one
 // checkpoint, as a full disk); it leaves the run (exit 1, one line) and t0 goes on alone.
-// Restarted under the same limit, t1 tries one write of a checkpoint's size on its volume,
-// which fails, and exits with the same line and status 1 without joining: the generation stays
-// t0's and t0 commits on in it. Restarted without the limit (room again), t1 joins and the ring
+// Restarted under the same limit, t1 tries one write of a save's room on its volume, which
+// fails, and exits with status 1 and one line saying so (the size, the volume, the write's
+// error, how to get out) without joining: the generation stays t0's and t0 commits on in it. Restarted without the limit (room again), t1 joins and the ring
 // of both commits.
 func TestVolumeFullRestartDoesNotJoin(t *testing.T) {
 	if testing.Short() {
@@ -177,8 +178,14 @@ func TestVolumeFullRestartDoesNotJoin(t *testing.T) {
 	})
 	alone = commitIn(t, cli, "a commit by t0 alone", alone.Generation.Number)
 
+	rec, err := trainer.LoadFault(vol)
+	if err != nil || rec == nil || rec.Kind != trainer.FaultVolume || rec.Bytes <= 2<<20 {
+		t.Fatalf("t1's record: %+v, %v; want a volume fault of one save's room, over the 2 MiB limit", rec, err)
+	}
 	t1 = launchTrainer(t, limited, vol, "t1", listen, coord, cfg, certs)
-	expectNoJoin(t, cli, "the restarted t1", "t1", t1, 1, line, alone.Generation.Number, lastCommitted(alone))
+	again := fmt.Sprintf("ddpm: trainer: this trainer's volume still cannot take one checkpoint's save: a test write of %d bytes to %s failed (write: file too large); "+
+		"free space on it (or fix what the error names) and start the trainer again; or remove %s to join anyway\n", rec.Bytes, vol, filepath.Join(vol, trainer.FaultFile))
+	expectNoJoin(t, cli, "the restarted t1", "t1", t1, 1, again, alone.Generation.Number, lastCommitted(alone))
 	if b, _ := os.ReadFile(t1.log); !strings.Contains(string(b), `"write_check":"write `) || !strings.Contains(string(b), `: file too large"`) {
 		t.Errorf("the restarted t1's log does not name the failed test write:\n%s", b)
 	}
