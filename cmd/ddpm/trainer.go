@@ -86,10 +86,12 @@ then shows its pods Running rather than crash-looping.
 A cluster trainer that leaves its run for a failure of its own (its copy of the data damaged:
 exit 2; its volume full or failing: exit 1; one line each) records what failed in --data-dir's
 fault.json. Started again, it checks exactly that before it joins (it reads the record that
-failed, whose prepared shard's sha256 is computed again, or writes a file of one checkpoint's
-size): while the fault is there it exits again with the same line and status without joining,
-so no new generation sends the others back to their last commit; once it is gone the record is
-removed and the trainer joins (after the run has succeeded, it ends as any finished run's trainer).
+failed, whose prepared shard's sha256 is computed again, or writes a file of one checkpoint
+save's size): while the fault is there it exits again with status 2 or 1 and one line (the
+data's line again, or the test write's size and error), ending with "or remove DIR/fault.json to
+join anyway", without joining, so no new generation sends the others back to their last commit;
+once it is gone the record is removed and the trainer joins (after the run has succeeded, it ends
+as any finished run's trainer).
 --coordinator may name one replica: the trainer learns the others' addresses from the replicas' answers.
 --advertise names the address peers reach this trainer at when it is not --listen (a stable DNS
 name such as a StatefulSet pod's); a newer process under the same name and --id is told apart
