@@ -986,7 +986,13 @@ func progress(s *State, now int64, p *Progress) *failure {
 		pt := p.Point
 		pt.Step, pt.Time = p.Step, now
 		if pointFinite(pt) {
-			s.Loss.Add(pt)
+			// By the rules of the release that wrote the entry: a replica replaying older entries
+			// compacts them as their leader did.
+			if s.Release != nil && s.Release.Rules >= 3 {
+				s.Loss.AddEven(pt)
+			} else {
+				s.Loss.Add(pt)
+			}
 		} else {
 			s.event(now, "loss", "non-finite metrics at step %d not recorded", p.Step)
 		}

@@ -87,7 +87,15 @@ func NewLossHistory(capacity int) LossHistory {
 // after the newest point's means the run went back (a new generation restarted from a
 // checkpoint): the points at or after that step are dropped first, so the history follows the
 // trajectory the run actually took.
-func (h *LossHistory) Add(p LossPoint) {
+func (h *LossHistory) Add(p LossPoint) { h.add(p, false) }
+
+// AddEven is Add under rules 3 and later (RulesVersion): a full history compacts by
+// compactEven, which keeps the spans of the merged points within a small factor of one another,
+// where Add's compact doubles the oldest ones at every compaction (after 800000 reports into 1024
+// points, one point covered 99.4% of the run).
+func (h *LossHistory) AddEven(p LossPoint) { h.add(p, true) }
+
+func (h *LossHistory) add(p LossPoint, even bool) {
 	if p.Skipped != 0 {
 		p.Skipped, p.Loss, p.GradNorm = 1, 0, 0
 		p.LossQuartiles, p.QuartilesMissing = [4]float64{}, [4]int64{1, 1, 1, 1}
@@ -100,7 +108,11 @@ func (h *LossHistory) Add(p LossPoint) {
 		h.Capacity = DefaultLossCapacity
 	}
 	if len(h.Points) >= h.Capacity {
-		h.compact()
+		if even {
+			h.compactEven()
+		} else {
+			h.compact()
+		}
 	}
 	h.Points = append(h.Points, p)
 }
@@ -125,6 +137,38 @@ func (h *LossHistory) compact() {
 		out = append(out, ps[i])
 	}
 	h.Points = out
+}
+
+// compactEven makes as many merges as compact, each of two neighbouring points of the smallest
+// combined Count, keeping the first and the last point as they are: in passes from the oldest
+// point, each merging the neighbours whose combined Count is the smallest there is (the oldest
+// such pairs first), until the merges are made. Points of equal counts merge pairwise from the
+// oldest, exactly as compact merges them; otherwise the points of the smallest spans merge first,
+// so a point's span stays within a small factor of steps/Capacity however long the run.
+func (h *LossHistory) compactEven() {
+	ps := h.Points
+	merges := (len(ps) - 2) / 2
+	for merges > 0 {
+		target := int64(math.MaxInt64)
+		for i := 1; i+1 < len(ps)-1; i++ {
+			target = min(target, ps[i].Count+ps[i+1].Count)
+		}
+		out := make([]LossPoint, 0, len(ps))
+		out = append(out, ps[0])
+		i := 1
+		for i < len(ps)-1 {
+			if merges > 0 && i+1 < len(ps)-1 && ps[i].Count+ps[i+1].Count <= target {
+				out = append(out, merge(ps[i], ps[i+1]))
+				i += 2
+				merges--
+				continue
+			}
+			out = append(out, ps[i])
+			i++
+		}
+		ps = append(out, ps[len(ps)-1])
+	}
+	h.Points = ps
 }
 
 // merge combines a and the newer b.

@@ -54,8 +54,10 @@ import (
 // 2: a progress report of a skipped step (Progress.Point.Skipped, from the report's skipped
 // field) is recorded as a skipped point without a loss (LossPoint.Skipped), where rules 1 read
 // the command without that field and recorded a trained step of loss 0; a checkpoint lists at
-// most MaxDepartedHolders holders that are no longer members.
-const RulesVersion = 2
+// most MaxDepartedHolders holders that are no longer members. 3: the loss history compacts by
+// LossHistory.AddEven once a release record of rules 3 or later has applied (entries before it
+// as rules 2 did), so that a long run's history keeps spans of similar size.
+const RulesVersion = 3
 
 // Errors of Apply, carried in Result and rebuilt by Result.Err; test with errors.Is.
 var (
