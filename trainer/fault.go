@@ -28,7 +28,8 @@ const (
 // before it joins. A restart onto the same fault used to join, start a new generation (sending
 // every healthy trainer back to the last committed checkpoint) and leave again, once per
 // restart. The check costs what the fault names, not the dataset's size: one record read (a
-// prepared shard's sha256), one fingerprint comparison, or one write of the room a checkpoint save takes (SaveBytes).
+// prepared shard's sha256), one fingerprint comparison, or one write of the room a checkpoint
+// save takes (SaveBytes).
 type Fault struct {
 	Kind   string `json:"kind"`   // FaultData or FaultVolume
 	Config string `json:"config"` // the run config's hash: a record of another run is stale

@@ -435,8 +435,8 @@ const faultStateWait = 10 * time.Second
 // Kubernetes pod restarted onto the same fault did so at every restart). Once it is gone (the
 // data copied over again, room on the volume) the record is removed and the trainer joins. The
 // check costs what the record names (trainer.Fault.Recheck): one record read, whose prepared
-// shard's sha256 is computed again, or one write of the room a checkpoint save takes (trainer.SaveBytes); never the whole
-// dataset.
+// shard's sha256 is computed again, or one write of the room a checkpoint save takes
+// (trainer.SaveBytes); never the whole dataset.
 //
 // It asks the coordinators' state first (faultStateWait at most; unreadable: the record alone
 // decides): a run that has succeeded needs nothing of this trainer, which joins, is refused and
