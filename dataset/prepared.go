@@ -117,7 +117,11 @@ func CheckPrepareOut(out string) error {
 // prepareLock is the file inside a prepare's temporary folder on which the writing process
 // holds an exclusive flock(2) until the folder is renamed into place or removed: a temporary
 // folder whose lock can be taken was left by a process that is gone (killed, or its machine
-// down; the kernel releases the lock with the process, and NFS with the client's lease).
+// down; the kernel releases the lock with the process, and NFS with the client's lease). Where
+// flock does not reach across hosts (NFS mounted with local_lock=flock, local_lock=all or nolock,
+// some FUSE file systems) a prepare on another host holding the lock is not seen, and its
+// temporary folder would be removed under it (it then fails at its next write or its rename; it
+// never leaves a bad folder at out).
 const prepareLock = ".prepare.lock"
 
 // tmpPrefix is the name prefix of Prepare's temporary folder beside out.
