@@ -120,8 +120,8 @@ func CheckPrepareOut(out string) error {
 // down; the kernel releases the lock with the process, and NFS with the client's lease). Where
 // flock does not reach across hosts (NFS mounted with local_lock=flock, local_lock=all or nolock,
 // some FUSE file systems) a prepare on another host holding the lock is not seen, and its
-// temporary folder would be removed under it (it then fails at its next write or its rename; it
-// never leaves a bad folder at out).
+// temporary folder would be removed under it: prepares into one out must then not run on two
+// hosts at once (README says so).
 const prepareLock = ".prepare.lock"
 
 // tmpPrefix is the name prefix of Prepare's temporary folder beside out.
