@@ -344,6 +344,13 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 			return withExit(2, fmt.Errorf("--init %s: the run in %s started from %q", o.init, out, man.Init))
 		}
 		o.init = man.Init
+		if o.init != "" {
+			// Its trainers read the weights at start-up, even from a committed checkpoint: gone,
+			// they would fail there, after the coordinators had started.
+			if _, err := os.Stat(o.init); errors.Is(err, os.ErrNotExist) {
+				return withExit(2, fmt.Errorf("%s started from --init %s, which does not exist: put the weights back there to resume the run (its trainers read them at start-up)", out, o.init))
+			}
+		}
 		if !cmd.Flags().Changed("samples") && man.Samples != nil {
 			o.samples = *man.Samples
 		}

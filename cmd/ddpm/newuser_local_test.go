@@ -151,3 +151,28 @@ func TestNewUserInitFolder(t *testing.T) {
 		mustNotExist(t, out)
 	}
 }
+
+// TestNewUserResumeInitGone: a run started from --init weights that have since been moved is
+// refused at --resume before any process starts, in one line naming the file, exit 2 (its
+// trainers read it at start-up even from a committed checkpoint: the coordinators started, then
+// the run stopped with "trainer-0 failed at start-up (exit status 2): trainer: --init W: unet:
+// reading W: safetensors: open W: no such file or directory"). Through the real binary, on a
+// run folder as ddpm local leaves it (certificates too).
+func TestNewUserResumeInitGone(t *testing.T) {
+	run := makeLocalRun(t, 1, nil)
+	m, err := localrun.ReadManifest(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := filepath.Join(filepath.Dir(run), "w.safetensors")
+	m.Init = w
+	if err := localrun.WriteManifest(run, m); err != nil {
+		t.Fatal(err)
+	}
+	r := runLocalCmd(t, "--resume", run, "--quiet")
+	want := "ddpm: " + run + " started from --init " + w + ", which does not exist: put the weights back there to resume the run (its trainers read them at start-up)\n"
+	if r.code != 2 || r.out != want {
+		t.Errorf("ddpm local --resume %s: exit %d\n%s\nwant exit 2 %q", run, r.code, r.out, want)
+	}
+	mustNotExist(t, filepath.Join(run, "logs"))
+}
