@@ -217,7 +217,13 @@ func RemoveInterrupted(out string) (Leftovers, error) {
 // cleaner).
 func lockIfGone(tmp string) (lock *os.File, unmarked bool, err error) {
 	lp := filepath.Join(tmp, prepareLock)
-	f, err := os.Open(lp) // flock takes an exclusive lock through a read-only descriptor too
+	// Read-write where this process may: on NFS, where Linux emulates flock by a byte-range lock,
+	// an exclusive lock needs a descriptor open for writing (flock(2)); locally a read-only one
+	// serves too, so a lock file this process may not write (another user's) is opened so.
+	f, err := os.OpenFile(lp, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
+		f, err = os.Open(lp)
+	}
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return nil, true, nil
 	} else if err != nil {
