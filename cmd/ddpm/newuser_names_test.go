@@ -25,19 +25,19 @@ func TestNewUserModelInfoNames(t *testing.T) {
 	}
 }
 
-// TestNewUserInterpolateKinds: an --interpolate "image" that is a folder or a file of a kind
-// ddpm knows (weights, a run config) says what it is; they were 'not a PNG, JPEG or WebP image
-// (image: unknown format)'.
+// TestNewUserInterpolateKinds: an --interpolate "image" that is a folder or a binary file of a
+// kind ddpm knows (a checkpoint, weights, a dataset shard) says what it is; they were 'not a
+// PNG, JPEG or WebP image (image: unknown format)'.
 func TestNewUserInterpolateKinds(t *testing.T) {
 	dir, _ := evalFixture(t)
 	tmp := t.TempDir()
 	writeImages(t, filepath.Join(tmp, "imgs"), 1, 32, true)
 	a := filepath.Join(tmp, "imgs", "000.png")
 	out := filepath.Join(tmp, "i.png")
-	yaml := filepath.Join(dir, "run.yaml")
+	db := filepath.Join(dir, "trainer-0", "checkpoints.db")
 	for _, tc := range []struct{ b, want string }{
 		{filepath.Join(tmp, "imgs"), "--interpolate image " + filepath.Join(tmp, "imgs") + " is a folder; give two image files, A.png,B.png"},
-		{yaml, "--interpolate image " + yaml + " is a YAML run config, not a PNG, JPEG or WebP image"},
+		{db, "--interpolate image " + db + " is a bbolt checkpoint file, not a PNG, JPEG or WebP image"},
 	} {
 		args := []string{"sample", "--checkpoint", dir, "--out", out, "--interpolate", a + "," + tc.b}
 		_, err := runCLI(t, context.Background(), nil, args...)

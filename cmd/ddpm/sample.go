@@ -504,7 +504,7 @@ func readImage(path string, c, h, w int) ([]float32, error) {
 	// The header first: a huge image is refused before it is decoded.
 	cfg, _, err := image.DecodeConfig(f)
 	if err != nil {
-		if kind := sniffFile(path); kind != "" && kind != kindImage {
+		if kind := sniffFile(path); kind == kindCheckpoint || kind == kindSafetensors || kind == kindDataset {
 			return nil, fmt.Errorf("--interpolate image %s is %s, not a PNG, JPEG or WebP image", path, kind)
 		}
 		return nil, fmt.Errorf("--interpolate image %s: not a PNG, JPEG or WebP image (%v)", path, err)
