@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/localrun"
 	"ddpm/internal/tlsauth"
 )
 
@@ -47,8 +49,37 @@ would be abandoned and changes nothing. The abandoned checkpoints stay listed in
 A failed run (a trainer reported a failure, ranks diverged) is revived the same way: roll it
 back to a committed checkpoint, its newest one included (nothing is abandoned then), or to 0;
 restarted trainers then join it again. A succeeded run is not rolled back.`,
-	Args: cobra.NoArgs,
+	// A run folder given as the other checkpoint commands take one is answered in runRollback.
+	Args: func(cmd *cobra.Command, args []string) error {
+		if len(args) == 1 && rollbackFolderLine(args[0]) != "" {
+			return nil
+		}
+		return cobra.NoArgs(cmd, args)
+	},
 	RunE: runRollback,
+}
+
+// rollbackFolderLine is the answer to `ddpm checkpoint rollback RUN`, a ddpm local run folder
+// given as the other checkpoint commands take one: rollback asks the run's coordinators, so the
+// line gives the command with the run's coordinator addresses and certificates (local.json),
+// and how to have them up (unless the run is going). "" when dir is no run folder.
+//
+//	checkpoint rollback asks a running cluster's coordinators, not a folder: for the ddpm local run runs/a, start it (ddpm local --resume runs/a), then: ddpm checkpoint rollback --coordinator 127.0.0.1:40001 --certs runs/a/certs --to-step N
+func rollbackFolderLine(dir string) string {
+	m, err := localrun.ReadManifest(dir)
+	if err != nil {
+		return ""
+	}
+	var coords []string
+	for _, c := range m.CoordinatorPorts {
+		coords = append(coords, fmt.Sprintf("127.0.0.1:%d", c.GRPC))
+	}
+	start := fmt.Sprintf("start it (ddpm local --resume %s), then", shellWord(dir))
+	if localrun.Running(dir) != nil {
+		start = "which is running"
+	}
+	return fmt.Sprintf("checkpoint rollback asks a running cluster's coordinators, not a folder: for the ddpm local run %s, %s: ddpm checkpoint rollback --coordinator %s --certs %s --to-step N",
+		dir, start, strings.Join(coords, ","), shellWord(filepath.Join(dir, localrun.CertsDir)))
 }
 
 func init() {
@@ -63,8 +94,11 @@ func init() {
 	checkpointCmd.AddCommand(checkpointRollbackCmd)
 }
 
-func runRollback(cmd *cobra.Command, _ []string) error {
+func runRollback(cmd *cobra.Command, args []string) error {
 	const name = "checkpoint rollback"
+	if len(args) == 1 { // a run folder (Args)
+		return withExit(exitUsage, errors.New(rollbackFolderLine(args[0])))
+	}
 	addrs, err := coordinatorAddrs(name, rollbackFlags.coordinator)
 	if err != nil {
 		return err
