@@ -48,7 +48,7 @@ shared by two runs one pointed at the other run's address would send it its join
 		}
 		paths, err := tlsauth.Init(dir, tlsauth.InitOptions{Hosts: certsInitFlags.hosts, Days: certsInitFlags.days})
 		if err != nil {
-			return withExit(2, certsInitError(err))
+			return withExit(2, certsInitError(dir, err))
 		}
 		b, err := tlsauth.Load(tlsauth.Config{Dir: args[0]})
 		if err != nil { // the files just written must load; anything else is a bug worth reporting
@@ -69,13 +69,16 @@ const maxCertDays = 100 * 365
 // certsInitError words tlsauth.Init's refusals in the command's terms: a file that exists
 // ("certs init: DIR/ca.crt already exists (remove it ...)") and a bad --hosts entry
 // (`--hosts "host:7000": give a host name or IP without a port`), without the package's
-// prefixes; errors.Is still finds tlsauth.ErrExists and tlsauth.ErrBadOption. Other errors
-// (a directory that cannot be written) are returned as they are.
-func certsInitError(err error) error {
+// prefixes, and a dir this user may not write ("certs init DIR: permission denied (...)", was
+// "tlsauth: mkdir DIR: permission denied"); errors.Is still finds tlsauth.ErrExists,
+// tlsauth.ErrBadOption and os.ErrPermission. Other errors are returned as they are.
+func certsInitError(dir string, err error) error {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, tlsauth.ErrExists):
 		msg = "certs init: " + strings.TrimPrefix(msg, tlsauth.ErrExists.Error()+": ")
+	case errors.Is(err, os.ErrPermission):
+		msg = fmt.Sprintf("certs init %s: permission denied (give a directory this user may create and write)", dir)
 	case errors.Is(err, tlsauth.ErrBadOption):
 		msg = strings.TrimPrefix(msg, tlsauth.ErrBadOption.Error()+": ")
 		if rest, ok := strings.CutPrefix(msg, "host "); ok {

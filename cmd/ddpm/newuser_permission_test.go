@@ -17,7 +17,8 @@ import (
 // status 2, for checkpoint list and verify and for sample: the file is not damaged. checkpoint
 // list and verify exited 1 ("checkpoint: open F: permission denied"), the status their help
 // gives a damaged checkpoint. Through the real binary as an unprivileged user (uid 65534 by
-// setpriv when the test runs as root, whom no file mode stops).
+// setpriv when the test runs as root, whom no file mode stops). certs init into a folder it may
+// not write is one line too.
 func TestNewUserCheckpointPermission(t *testing.T) {
 	dir, file := evalFixture(t)
 	binDir := t.TempDir()
@@ -74,4 +75,25 @@ func TestNewUserCheckpointPermission(t *testing.T) {
 		}
 	}
 	mustNotExist(t, out)
+
+	// certs init into a folder this user may not write: one line, exit 2 (was "tlsauth: mkdir
+	// D: permission denied").
+	ro := filepath.Join(outDir, "ro")
+	if err := os.Mkdir(ro, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	certs := filepath.Join(ro, "certs")
+	argv := []string{bin, "certs", "init", certs}
+	if os.Geteuid() == 0 {
+		argv = append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if want := "ddpm: certs init " + certs + ": permission denied (give a directory this user may create and write)\n"; !errors.As(err, &ee) || ee.ExitCode() != 2 || stderr.String() != want {
+		t.Errorf("ddpm certs init %s: %v\n%s\nwant exit 2 %q", certs, err, stderr.String(), want)
+	}
+	mustNotExist(t, certs)
 }
