@@ -143,9 +143,10 @@ func FaultOf(err error, tr *Trainer) (Fault, bool) {
 	return f, true
 }
 
-// SaveFault writes f as dir's FaultFile (through a temporary file and a rename, so that a crash
-// leaves the old record or the new one). Errors: the file system's (a volume too full even for
-// the record: the restart then joins, as before records).
+// SaveFault writes f as dir's FaultFile through a temporary file, synced before it is renamed
+// into place, so that a crash, the process's or the machine's (a node lost, the pod rescheduled),
+// leaves the old record or the new one, never an empty file. Errors: the file system's (a volume
+// too full even for the record: the restart then joins, as before records).
 func SaveFault(dir string, f Fault) error {
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
@@ -153,11 +154,28 @@ func SaveFault(dir string, f Fault) error {
 	}
 	p := filepath.Join(dir, FaultFile)
 	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	if err := writeSynced(tmp, append(b, '\n')); err != nil {
 		os.Remove(tmp)
 		return err
 	}
 	return os.Rename(tmp, p)
+}
+
+// writeSynced writes b to the new or truncated file path (mode 0644) and syncs it to disk.
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // LoadFault reads dir's FaultFile: nil without one. A record that does not parse is an error.
