@@ -36,6 +36,24 @@ func nodeData(t *testing.T, dirs ...string) {
 	}
 }
 
+// damageShard flips one bit in the middle of the shard file, as a bad disk or a torn copy
+// would, and returns its bytes before (to repair it with), the sha256 they hash to (the one
+// index.json pins) and the sha256 of the damaged file, in hex.
+func damageShard(t *testing.T, shard string) (good []byte, was, now string) {
+	t.Helper()
+	good, err := os.ReadFile(shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte(nil), good...)
+	bad[len(bad)/2] ^= 0x40
+	if err := os.WriteFile(shard, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum, sumBad := sha256.Sum256(good), sha256.Sum256(bad)
+	return good, hex.EncodeToString(sum[:]), hex.EncodeToString(sumBad[:])
+}
+
 // otherData writes dir/prep as a folder of 16 grey 32x32 PNG images: data of the run's shape
 // and another fingerprint.
 func otherData(t *testing.T, dir string) {
@@ -96,19 +114,7 @@ func TestDamagedDataLeavesRunGoing(t *testing.T) {
 	n0, n1, n2 := filepath.Join(dir, "n0"), filepath.Join(dir, "n1"), filepath.Join(dir, "n2")
 	nodeData(t, n0, n1)
 	otherData(t, n2)
-	shard := filepath.Join(n1, "prep", "shard-00000.bin")
-	b, err := os.ReadFile(shard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	was := hex.EncodeToString(sum[:])
-	b[len(b)/2] ^= 0x40
-	if err := os.WriteFile(shard, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sum = sha256.Sum256(b)
-	now := hex.EncodeToString(sum[:])
+	_, was, now := damageShard(t, filepath.Join(n1, "prep", "shard-00000.bin"))
 
 	run, cfg := procRun(t, dir, endlessSteps, 1, 3, 2*time.Second, func(r *config.Run) { r.Dataset = "prep" })
 	certs := tlsauthtest.Dir(t)

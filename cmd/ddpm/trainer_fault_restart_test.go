@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -89,19 +87,7 @@ func TestDamagedDataRestartDoesNotJoin(t *testing.T) {
 	n0, n1 := filepath.Join(dir, "n0"), filepath.Join(dir, "n1")
 	nodeData(t, n0, n1)
 	shard := filepath.Join(n1, "prep", "shard-00000.bin")
-	good, err := os.ReadFile(shard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(good)
-	was := hex.EncodeToString(sum[:])
-	bad := append([]byte(nil), good...)
-	bad[len(bad)/2] ^= 0x40
-	if err := os.WriteFile(shard, bad, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sum = sha256.Sum256(bad)
-	now := hex.EncodeToString(sum[:])
+	good, was, now := damageShard(t, shard)
 
 	run, cfg := procRun(t, dir, endlessSteps, 1, 2, 2*time.Second, func(r *config.Run) { r.Dataset = "prep" })
 	certs := tlsauthtest.Dir(t)
@@ -211,15 +197,7 @@ func TestFaultRecordAfterRunSucceeded(t *testing.T) {
 	dir := t.TempDir()
 	n0, n1 := filepath.Join(dir, "n0"), filepath.Join(dir, "n1")
 	nodeData(t, n0, n1)
-	shard := filepath.Join(n1, "prep", "shard-00000.bin")
-	b, err := os.ReadFile(shard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)/2] ^= 0x40
-	if err := os.WriteFile(shard, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	damageShard(t, filepath.Join(n1, "prep", "shard-00000.bin"))
 	run, cfg := procRun(t, dir, 8, 1, 2, 2*time.Second, func(r *config.Run) { r.Dataset = "prep" })
 	certs := tlsauthtest.Dir(t)
 	coord, cli := startReplica(t, run, "dev", certs)

@@ -123,13 +123,7 @@ func TestVolumeFullLeavesRunGoing(t *testing.T) {
 
 	// Room again: the same volume, no limit.
 	t1 = launchTrainer(t, bin, vol, "t1", listen, coord, cfg, certs)
-	both := waitFor(t, cli, "t1 back in a ring of two", 2*time.Minute, func(s *fsm.State) bool {
-		m := s.Members["t1"]
-		return m != nil && m.State == fsm.MemberActive && s.Generation.World == 2
-	})
-	if final := commitIn(t, cli, "a commit by the ring of t0 and t1", both.Generation.Number); final.Status.Terminal() {
-		t.Fatalf("the run is %s (%s)", final.Status, final.Reason)
-	}
+	backInRing(t, cli, "t1")
 	stopTrainer(t, "t1", t1)
 	stopTrainer(t, "t0", t0)
 }
