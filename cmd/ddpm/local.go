@@ -173,6 +173,25 @@ func absDataset(spec string) string {
 	return abs + split
 }
 
+// unreadableData is the line of data (what: "--data", "dataset") that exists but that this
+// user may not read: the trainers, run as this user, could not either. It was "--data D is
+// neither a preset (...) nor a dataset: dataset not found: D: open D: permission denied".
+//
+//	--data /srv/imgs cannot be read: permission denied (the run's trainers read it as this user: give it read access)
+func unreadableData(what, path string) error {
+	return fmt.Errorf("%s %s cannot be read: permission denied (the run's trainers read it as this user: give it read access)", what, path)
+}
+
+// cannotRead reports whether the data spec's file or folder exists but this user may not open it
+// (dataset.Open's error does not carry os.ErrPermission).
+func cannotRead(spec string) bool {
+	f, err := os.Open(specPath(spec))
+	if err == nil {
+		f.Close()
+	}
+	return errors.Is(err, os.ErrPermission)
+}
+
 // presetOfDataset names the preset of the dataset at path from what it holds, for `ddpm local
 // --data PATH` without --preset: MNIST or Fashion-MNIST (prepared by ddpm dataset prepare from
 // the built-in sources), CIFAR-10, LSUN church, bedroom or cat. Data of no single preset (an
@@ -183,6 +202,9 @@ func presetOfDataset(path string) (string, error) {
 	}
 	ds, err := dataset.Open(path, dataset.Options{})
 	if err != nil {
+		if cannotRead(path) {
+			return "", unreadableData("--data", path)
+		}
 		if _, serr := os.Stat(specPath(path)); errors.Is(serr, os.ErrNotExist) {
 			if near := nearPresets(path); len(near) > 0 {
 				return "", fmt.Errorf("--data %s is neither a preset nor a dataset (no such file or folder); did you mean %s?", path, strings.Join(near, " or "))
@@ -952,6 +974,9 @@ func checkDataset(run config.Run, out string) error {
 	// A folder of greyscale images is read with the model's channels, as the trainers read it:
 	// 1, or the grey level in three planes for a 3-channel model.
 	ds, err := dataset.Open(run.Dataset, dataset.Options{Split: "train", Channels: ucfg.InCh})
+	if err != nil && cannotRead(run.Dataset) {
+		return unreadableData("dataset", run.Dataset)
+	}
 	if err != nil {
 		err = fmt.Errorf("dataset %q: %w", run.Dataset, err)
 	}

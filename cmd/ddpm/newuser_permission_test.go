@@ -18,7 +18,7 @@ import (
 // list and verify exited 1 ("checkpoint: open F: permission denied"), the status their help
 // gives a damaged checkpoint. Through the real binary as an unprivileged user (uid 65534 by
 // setpriv when the test runs as root, whom no file mode stops). certs init into a folder it may
-// not write is one line too.
+// not write, and ddpm local's data it may not read, are one line too.
 func TestNewUserCheckpointPermission(t *testing.T) {
 	dir, file := evalFixture(t)
 	binDir := t.TempDir()
@@ -96,4 +96,29 @@ func TestNewUserCheckpointPermission(t *testing.T) {
 		t.Errorf("ddpm certs init %s: %v\n%s\nwant exit 2 %q", certs, err, stderr.String(), want)
 	}
 	mustNotExist(t, certs)
+
+	// ddpm local --data (or --dataset) of a folder this user may not read: one line, exit 2,
+	// nothing made (was "--data D is neither a preset (...) nor a dataset: dataset not found:
+	// D: open D: permission denied").
+	imgs := filepath.Join(outDir, "imgs")
+	writeImages(t, imgs, 2, 32, true)
+	if err := os.Chmod(imgs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(outDir, "run")
+	for _, tc := range []struct{ flag, what string }{{"--data", "--data"}, {"--dataset", "dataset"}} {
+		argv := []string{bin, "local", tc.flag, imgs, "--steps", "50", "--out", run, "--quiet"}
+		if os.Geteuid() == 0 {
+			argv = append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}, argv...)
+		}
+		cmd := exec.Command(argv[0], argv[1:]...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if want := "ddpm: " + tc.what + " " + imgs + " cannot be read: permission denied (the run's trainers read it as this user: give it read access)\n"; !errors.As(err, &ee) || ee.ExitCode() != 2 || stderr.String() != want {
+			t.Errorf("ddpm local %s %s: %v\n%s\nwant exit 2 %q", tc.flag, imgs, err, stderr.String(), want)
+		}
+		mustNotExist(t, run)
+	}
 }
