@@ -2,15 +2,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -104,21 +101,7 @@ func TestStayAfterDoneKeepsConnections(t *testing.T) {
 		t.Fatalf("GET /healthz while the run trains: %d %q, %v; want 200 and what the trainer does", code, body, err)
 	}
 
-	line := []byte(`"msg":"` + MsgStayingUp + `"`)
-	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		b, _ := os.ReadFile(p.log)
-		if bytes.Contains(b, line) {
-			break
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("the trainer exited (%v) instead of staying up:\n%s%s", p.err, b, p.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q line within 90 s:\n%s", MsgStayingUp, b)
-		}
-	}
+	waitStayingUp(t, p, 90*time.Second)
 	for _, path := range []string{"/readyz", "/healthz"} {
 		code, body, err := getOn(conn, r, path)
 		if err != nil || code != http.StatusOK || body != want {
@@ -134,15 +117,5 @@ func TestStayAfterDoneKeepsConnections(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		t.Fatal("the trainer did not exit within 15 s of SIGTERM")
-	}
-	if p.err != nil || p.stderr.Len() != 0 {
-		t.Fatalf("after SIGTERM: %v, stderr %q; want exit 0 and nothing on stderr", p.err, p.stderr.String())
-	}
+	termExitsClean(t, p)
 }

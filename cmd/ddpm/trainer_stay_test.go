@@ -34,21 +34,7 @@ func TestTrainerStaysAfterDone(t *testing.T) {
 	listen, httpAddr := freeAddr(t), freeAddr(t)
 	p := launchTrainer(t, bin, filepath.Join(dir, "t0"), "t0", listen, coord, cfg, certs, "--stay-after-done", "--http-addr", httpAddr)
 
-	line := []byte(`"msg":"` + MsgStayingUp + `"`)
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		b, _ := os.ReadFile(p.log)
-		if bytes.Contains(b, line) {
-			break
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("the trainer exited (%v) instead of staying up:\n%s%s", p.err, b, p.stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q line within 60 s:\n%s", MsgStayingUp, b)
-		}
-	}
+	line := waitStayingUp(t, p, 60*time.Second)
 	st := waitFor(t, cli, "the run's success", 10*time.Second, func(s *fsm.State) bool { return s.Status == fsm.StatusSucceeded })
 	var sha string
 	for _, ck := range st.Checkpoints {
@@ -84,6 +70,43 @@ func TestTrainerStaysAfterDone(t *testing.T) {
 		t.Fatalf("fetched copy: %v step %d sha256 %s, want the committed step 4 %s", err, got.Step, got.SHA256, sha)
 	}
 
+	termExitsClean(t, p)
+	if b, _ := os.ReadFile(p.log); bytes.Count(b, line) != 1 {
+		t.Errorf("the %q line appears %d times, want once", MsgStayingUp, bytes.Count(b, line))
+	}
+
+	stdout, stderr, code := ddpmRun(t, bin, "trainer", "--standalone", "--stay-after-done", "--preset", "mnist", "--data-dir", filepath.Join(dir, "solo"))
+	if want := "ddpm: --stay-after-done is for a cluster trainer: a standalone trainer serves no checkpoints (ddpm sample, eval and checkpoint export read its --data-dir once it has exited)\n"; code != 2 || stdout != "" || stderr != want {
+		t.Errorf("trainer --standalone --stay-after-done: exit %d, stdout %q, stderr %q; want exit 2, %q", code, stdout, stderr, want)
+	}
+}
+
+// waitStayingUp waits (within at most) for the log of p, a --stay-after-done trainer, to hold
+// the MsgStayingUp line, and returns that line as the JSON log writes it; p exiting first fails
+// the test.
+func waitStayingUp(t *testing.T, p *trainerProc, within time.Duration) []byte {
+	t.Helper()
+	line := []byte(`"msg":"` + MsgStayingUp + `"`)
+	for deadline := time.Now().Add(within); ; time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(p.log)
+		if bytes.Contains(b, line) {
+			return line
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("the trainer exited (%v) instead of staying up:\n%s%s", p.err, b, p.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q line within %v:\n%s", MsgStayingUp, within, b)
+		}
+	}
+}
+
+// termExitsClean sends p SIGTERM and wants it to exit within 15 s with status 0 and nothing on
+// stderr, as a trainer staying up after its run's end does.
+func termExitsClean(t *testing.T, p *trainerProc) {
+	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -94,13 +117,5 @@ func TestTrainerStaysAfterDone(t *testing.T) {
 	}
 	if p.err != nil || p.stderr.Len() != 0 {
 		t.Fatalf("after SIGTERM: %v, stderr %q; want exit 0 and nothing on stderr", p.err, p.stderr.String())
-	}
-	if b, _ := os.ReadFile(p.log); bytes.Count(b, line) != 1 {
-		t.Errorf("the %q line appears %d times, want once", MsgStayingUp, bytes.Count(b, line))
-	}
-
-	stdout, stderr, code := ddpmRun(t, bin, "trainer", "--standalone", "--stay-after-done", "--preset", "mnist", "--data-dir", filepath.Join(dir, "solo"))
-	if want := "ddpm: --stay-after-done is for a cluster trainer: a standalone trainer serves no checkpoints (ddpm sample, eval and checkpoint export read its --data-dir once it has exited)\n"; code != 2 || stdout != "" || stderr != want {
-		t.Errorf("trainer --standalone --stay-after-done: exit %d, stdout %q, stderr %q; want exit 2, %q", code, stdout, stderr, want)
 	}
 }
