@@ -154,28 +154,22 @@ func SaveFault(dir string, f Fault) error {
 	}
 	p := filepath.Join(dir, FaultFile)
 	tmp := p + ".tmp"
-	if err := writeSynced(tmp, append(b, '\n')); err != nil {
+	w, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	if err == nil {
+		err = w.Sync()
+	}
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return err
 	}
 	return os.Rename(tmp, p)
-}
-
-// writeSynced writes b to the new or truncated file path (mode 0644) and syncs it to disk.
-func writeSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // LoadFault reads dir's FaultFile: nil without one. A record that does not parse is an error.
