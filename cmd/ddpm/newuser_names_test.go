@@ -45,3 +45,17 @@ func TestNewUserInterpolateKinds(t *testing.T) {
 		mustNotExist(t, out)
 	}
 }
+
+// TestNewUserExportWeightsName: sample --export-weights of a name without .safetensors is
+// refused as checkpoint export --out is, exit 2, nothing written; it wrote safetensors into
+// w.bin (or into a .png name) without a word.
+func TestNewUserExportWeightsName(t *testing.T) {
+	dir, _ := evalFixture(t)
+	for _, name := range []string{"w.bin", "w.png"} {
+		w := filepath.Join(t.TempDir(), name)
+		args := []string{"sample", "--checkpoint", dir, "--export-weights", w}
+		_, err := runCLI(t, context.Background(), nil, args...)
+		wantExit(t, args, err, 2, "--export-weights "+w+": the weights are written as safetensors; give it a .safetensors name")
+		mustNotExist(t, w)
+	}
+}

@@ -200,6 +200,10 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	if err := checkPNGNames(outs[:2]...); err != nil {
 		return err
 	}
+	// As checkpoint export names its --out: the file is safetensors whatever its name.
+	if err := checkOutNames(".safetensors", "the weights are written as safetensors", outs[2]); err != nil {
+		return err
+	}
 	if err := checkOutputs(o.force, outs, inputs...); err != nil {
 		return err
 	}
