@@ -12,13 +12,14 @@ import (
 )
 
 // TestFaultRecheck: the record of a trainer's own failure goes through its volume (SaveFault,
-// LoadFault) and Recheck checks what it names again: a committed checkpoint trained on other
-// data is refused with the same line while the fingerprint differs and the coordinators still
-// commit that checkpoint, and passes with the run's data or once it was rolled back; a volume
-// fault, recorded with one save's room (SaveBytes), is one line naming that size, the volume and
-// the test write's error (ErrVolume, and that error) while a write of that size fails there, and
-// passes, leaving nothing behind, where it succeeds or is stopped; a record of another run's config is stale (nil); ClearFault removes the record, and
-// a record that does not parse is an error naming the file.
+// LoadFault) and Recheck checks what it names again: a committed checkpoint trained on other data
+// is refused with the same line while the fingerprint differs and the coordinators still commit
+// that checkpoint, and passes with the run's data or once it was rolled back; a volume fault,
+// recorded with one save's room (SaveBytes), is one line naming that size, the volume and the test
+// write's error (ErrVolume, and that error) while a write of that size fails there, and passes,
+// leaving nothing behind, where it succeeds or is stopped; a record of another run's config is
+// stale (nil); ClearFault removes the record, and a record that does not parse is an error naming
+// the file.
 func TestFaultRecheck(t *testing.T) {
 	ctx := context.Background()
 	tr, st := nodeTrainer(t, 6)

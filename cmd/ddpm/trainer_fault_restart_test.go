@@ -74,10 +74,11 @@ func lastCommitted(st *fsm.State) int64 {
 // TestDamagedDataRestartDoesNotJoin: t1's copy of the run's data has one byte of its shard
 // flipped; it leaves the run at its first step (exit 2, one line) and t0 goes on alone in a new
 // generation. Restarted onto the same copy (as Kubernetes restarts a container), t1 reads the
-// record that failed again (its shard's sha256 only) and exits with the same line, ending with
-// how to join anyway, and status 2 without joining: the generation stays t0's and t0 commits on in it. Before, every restart
-// joined, started a generation (sending t0 back to its last commit) and left it again. With the
-// shard repaired, the restarted t1 joins and the ring of both commits; the record is gone.
+// record that failed again (its shard's sha256 only) and exits with the same line, ending with how
+// to join anyway, and status 2 without joining: the generation stays t0's and t0 commits on in it.
+// Before, every restart joined, started a generation (sending t0 back to its last commit) and left
+// it again. With the shard repaired, the restarted t1 joins and the ring of both commits; the
+// record is gone.
 func TestDamagedDataRestartDoesNotJoin(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts trainer processes")
@@ -128,10 +129,10 @@ func TestDamagedDataRestartDoesNotJoin(t *testing.T) {
 
 // TestVolumeFullRestartDoesNotJoin: t1's volume cannot grow (a file-size limit below one
 // checkpoint, as a full disk); it leaves the run (exit 1, one line) and t0 goes on alone.
-// Restarted under the same limit, t1 tries one write of a save's room on its volume, which
-// fails, and exits with status 1 and one line saying so (the size, the volume, the write's
-// error, how to get out) without joining: the generation stays t0's and t0 commits on in it. Restarted without the limit (room again), t1 joins and the ring
-// of both commits.
+// Restarted under the same limit, t1 tries one write of a save's room on its volume, which fails,
+// and exits with status 1 and one line saying so (the size, the volume, the write's error, how to
+// get out) without joining: the generation stays t0's and t0 commits on in it. Restarted without
+// the limit (room again), t1 joins and the ring of both commits.
 func TestVolumeFullRestartDoesNotJoin(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts trainer processes")
