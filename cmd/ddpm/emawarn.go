@@ -50,27 +50,46 @@ func localEMAWarning(decay float64, steps int64, init string) string {
 // trainers' folders (RUN/trainer-0/checkpoints.db, whose own run.yaml the trainer wrote beside
 // it), so both places are looked at.
 func sampleEMAWarning(decay float64, step int64, file, cfgPath string) string {
-	share := emaInitShare(decay, step)
-	if share <= emaStaleShare {
+	if !staleRandomEMA(decay, step, file, cfgPath) {
 		return ""
 	}
-	if warmStarted(file, step) {
+	return fmt.Sprintf("ddpm sample: warning: the EMA weights of step %d (ema_decay %g) still hold %.0f%% of the step-0 weights (%g^%d); from a random start they draw mostly noise: give --raw to sample the raw parameters",
+		step, decay, 100*emaInitShare(decay, step), decay, step)
+}
+
+// evalEMAWarning is ddpm eval bpd's warning of the same case as sampleEMAWarning: the bound of
+// such EMA weights is mostly that of the random start (a run of 60 steps measured 5.79 bits/dim
+// on its EMA), which says little of what the run learned.
+func evalEMAWarning(decay float64, step int64, file, cfgPath string) string {
+	if !staleRandomEMA(decay, step, file, cfgPath) {
 		return ""
+	}
+	return fmt.Sprintf("ddpm eval bpd: warning: the EMA weights of step %d (ema_decay %g) still hold %.0f%% of the step-0 weights (%g^%d); from a random start their bound is mostly the random start's: give --raw to evaluate the raw parameters",
+		step, decay, 100*emaInitShare(decay, step), decay, step)
+}
+
+// staleRandomEMA reports whether the EMA weights of step still hold more than emaStaleShare of
+// a random start (see sampleEMAWarning for how a warm start is told).
+func staleRandomEMA(decay float64, step int64, file, cfgPath string) bool {
+	if emaInitShare(decay, step) <= emaStaleShare {
+		return false
+	}
+	if warmStarted(file, step) {
+		return false
 	}
 	// A trainer given --init records the weights in its volume (trainer.InitFile).
 	if _, err := os.Stat(filepath.Join(filepath.Dir(file), trainer.InitFile)); err == nil {
-		return ""
+		return false
 	}
 	for _, dir := range []string{filepath.Dir(cfgPath), filepath.Dir(file), filepath.Dir(filepath.Dir(file))} {
 		if m, err := localrun.ReadManifest(dir); err == nil {
 			if m.Init != "" {
-				return ""
+				return false
 			}
 			break // the run folder: a random start
 		}
 	}
-	return fmt.Sprintf("ddpm sample: warning: the EMA weights of step %d (ema_decay %g) still hold %.0f%% of the step-0 weights (%g^%d); from a random start they draw mostly noise: give --raw to sample the raw parameters",
-		step, decay, 100*share, decay, step)
+	return true
 }
 
 // warmStarted reports whether checkpoint step of file records --init weights as its run's start
