@@ -355,7 +355,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 			return withExit(2, err)
 		}
 		if run.Hash() != man.ConfigHash {
-			return withExit(2, fmt.Errorf("%s: run.yaml (config %.12s) does not match %s (%.12s)", out, run.Hash(), localrun.ManifestFile, man.ConfigHash))
+			return withExit(2, changedRunConfig(out, run, man))
 		}
 		if cmd.Flags().Changed("data") && !sameRunData(o.data, run) {
 			// --data is this command's shorthand for the run config's preset and dataset, which
@@ -845,6 +845,28 @@ func checkInit(path, model string) error {
 		return fmt.Errorf("--init %s is not weights of model %q: %w", path, model, err)
 	}
 	return nil
+}
+
+// changedRunConfig is the --resume refusal of a run folder whose run.yaml (run) no longer
+// hashes to the config its local.json (man) recorded at the start, as when it was edited to
+// train on with more steps: a run's config is its identity (the coordinators and every
+// checkpoint hold its hash). The line names the way back, a trainer's copy of the original
+// (RUN/trainer-I/run.yaml) when one hashes right, and the way on:
+//
+//	runs/a/run.yaml was changed since the run started (config 1f4f6e1055cc, the run's 9d60c1b7189b), and a run's config cannot change: put it back (cp runs/a/trainer-0/run.yaml runs/a/run.yaml); to train on with other settings, such as more steps: ddpm checkpoint export runs/a --out runs/a-weights.safetensors, then a new ddpm local --init runs/a-weights.safetensors --out NEW
+func changedRunConfig(out string, run config.Run, man localrun.Manifest) error {
+	yaml := filepath.Join(out, localrun.ConfigFile)
+	back := "put it back as it was"
+	for i := range man.Trainers {
+		c := filepath.Join(localrun.TrainerDir(out, i), trainer.ConfigFile)
+		if r, err := config.Load(c); err == nil && r.Hash() == man.ConfigHash {
+			back = fmt.Sprintf("put it back (cp %s %s)", shellWord(c), shellWord(yaml))
+			break
+		}
+	}
+	w := filepath.Clean(out) + "-weights.safetensors"
+	return fmt.Errorf("%s was changed since the run started (config %.12s, the run's %.12s), and a run's config cannot change: %s; to train on with other settings, such as more steps: ddpm checkpoint export %s --out %s, then a new ddpm local --init %s --out NEW",
+		yaml, run.Hash(), man.ConfigHash, back, shellWord(out), shellWord(w), shellWord(w))
 }
 
 // runFolderAbove is the ddpm local run folder (localrun.IsRunFolder) that holds path within two

@@ -176,3 +176,31 @@ func TestNewUserResumeInitGone(t *testing.T) {
 	}
 	mustNotExist(t, filepath.Join(run, "logs"))
 }
+
+// TestNewUserResumeEditedConfig: --resume of a run whose run.yaml was edited (steps raised, to
+// train on) says what happened and both ways: the command that puts the original back (a
+// trainer's copy that hashes to the recorded config) and the way to train on with other
+// settings; exit 2, nothing started. It was "RUN: run.yaml (config X) does not match local.json
+// (Y)".
+func TestNewUserResumeEditedConfig(t *testing.T) {
+	run := filepath.Join(t.TempDir(), "run")
+	orig := mnistRunFolder(t, run)
+	copyPath := filepath.Join(run, "trainer-0", "run.yaml")
+	if err := os.WriteFile(copyPath, orig.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	edited := orig
+	edited.Steps = 120
+	yaml := filepath.Join(run, localrun.ConfigFile)
+	if err := os.WriteFile(yaml, edited.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := run + "-weights.safetensors"
+	want := yaml + " was changed since the run started (config " + edited.Hash()[:12] + ", the run's " + orig.Hash()[:12] +
+		"), and a run's config cannot change: put it back (cp " + copyPath + " " + yaml + "); to train on with other settings, such as more steps: ddpm checkpoint export " +
+		run + " --out " + w + ", then a new ddpm local --init " + w + " --out NEW"
+	args := []string{"local", "--resume", run, "--quiet"}
+	_, err := runCLI(t, context.Background(), nil, args...)
+	wantExit(t, args, err, 2, want)
+	mustNotExist(t, filepath.Join(run, "logs"))
+}
