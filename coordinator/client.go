@@ -59,6 +59,8 @@ type Client struct {
 	// aside; zero once a replica answered or failed otherwise. certErr is the latest refusal.
 	certSince time.Time
 	certErr   error
+	// certFinal (WithCertRefusalFinal): a certificate refusal ends the call at once.
+	certFinal bool
 }
 
 // Unanswered calls are logged (WithLog) once they have failed for warnAfter, then every
@@ -78,6 +80,25 @@ type Option func(*Client)
 
 // WithAttemptTimeout bounds each single attempt against one replica (default 2s).
 func WithAttemptTimeout(d time.Duration) Option { return func(c *Client) { c.attempt = d } }
+
+// WithCertRefusalFinal makes a call end at the first certificate refusal (CertRefusal: either
+// side's certificate is not from the other's CA) with a *CertRefusedError naming the replica,
+// rather than retrying until ctx ends: for a command run by hand with --certs of another
+// cluster, which retrying cannot mend. (A trainer keeps retrying, see CertRefusedFor.)
+func WithCertRefusalFinal() Option { return func(c *Client) { c.certFinal = true } }
+
+// CertRefusedError is a call's failure at a TLS handshake with the replica at Addr that refused,
+// or was refused by, this process's certificate (WithCertRefusalFinal). Err is gRPC's error.
+type CertRefusedError struct {
+	Addr string
+	Err  error
+}
+
+func (e *CertRefusedError) Error() string {
+	return fmt.Sprintf("coordinator %s: %s (%v)", e.Addr, Hint(e.Err), e.Err)
+}
+
+func (e *CertRefusedError) Unwrap() error { return e.Err }
 
 // WithBackoff sets the pause after a round of failed attempts (default 100ms).
 func WithBackoff(d time.Duration) Option { return func(c *Client) { c.backoff = d } }
@@ -336,6 +357,9 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.C
 			}
 			last = err
 			c.noteFailure(addrs[idx], err)
+			if c.certFinal && CertRefusal(err) {
+				return &CertRefusedError{Addr: addrs[idx], Err: err}
+			}
 			if ctx.Err() != nil {
 				return fmt.Errorf("%w: %v (last error: %v)", ErrUnavailable, ctx.Err(), last)
 			}

@@ -115,7 +115,7 @@ func runLoss(cmd *cobra.Command, _ []string) error {
 	var lastAnswer time.Time // of the last state read, with --follow
 	outage := false
 	for {
-		_, st, err := fetchState(ctx, addrs, sec, lossFlags.timeout)
+		_, st, err := fetchState(ctx, "loss", addrs, sec, lossFlags.sec.Dir, lossFlags.timeout)
 		if err != nil {
 			if ctx.Err() != nil && lossFlags.follow {
 				return nil // interrupted

@@ -114,7 +114,7 @@ func runRollback(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	_, st, err := fetchState(cmd.Context(), addrs, sec, rollbackFlags.timeout)
+	_, st, err := fetchState(cmd.Context(), name, addrs, sec, rollbackFlags.sec.Dir, rollbackFlags.timeout)
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,8 @@ answer (every connection refused: coordinator down, or not its --grpc-addr; or a
 does not resolve), after --timeout
 when one accepts connections but does not answer (a host that drops packets, a replica stuck).
 A replica answers without a raft leader; its tables then show leader "-". Exit status 2 for bad
-flags.`,
+flags, and at once for --certs of another cluster (another CA: the coordinator's certificate
+and ours refuse each other).`,
 	Args: cobra.NoArgs,
 	RunE: runStatus,
 }
@@ -115,21 +116,23 @@ func clientCertsHint(cmd *cobra.Command, cfg *tlsauth.Config, err error) error {
 const refusedAfter = time.Second
 
 // fetchState asks the coordinators at addrs, over links secured by sec, for the replicated
-// state within timeout. A refusal by TLS or the join secret names its cause. When no replica
+// state within timeout. A refusal by TLS or the join secret names its cause: a certificate of
+// another CA than that of --certs certs (either side refusing the other's) ends it at the first
+// failed handshake, in one line starting "name: " (otherCAError, exit 2). When no replica
 // has answered after refusedAfter and no address can answer at all (every one refuses TCP
 // connections, or its host name does not resolve), it returns at once (exit 1) saying so,
 // rather than retrying for the rest of timeout. (A trainer keeps waiting on such names: in
 // Kubernetes a headless service's names resolve only once its pods exist. A command run by
 // hand has been given a wrong name or a coordinator that is not running.)
-func fetchState(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeout time.Duration) (*api.StatusResponse, *fsm.State, error) {
-	resp, st, _, err := fetchStateStore(ctx, addrs, sec, timeout)
+func fetchState(ctx context.Context, name string, addrs []string, sec *tlsauth.Bundle, certs string, timeout time.Duration) (*api.StatusResponse, *fsm.State, error) {
+	resp, st, _, err := fetchStateStore(ctx, name, addrs, sec, certs, timeout)
 	return resp, st, err
 }
 
 // fetchStateStore is fetchState with the answering replica's store failure
 // (coordinator.Client.StatusStore: "" while its raft log takes writes).
-func fetchStateStore(ctx context.Context, addrs []string, sec *tlsauth.Bundle, timeout time.Duration) (*api.StatusResponse, *fsm.State, string, error) {
-	cli, err := coordinator.Dial(addrs, sec, coordinator.WithAttemptTimeout(min(timeout, 2*time.Second)))
+func fetchStateStore(ctx context.Context, name string, addrs []string, sec *tlsauth.Bundle, certs string, timeout time.Duration) (*api.StatusResponse, *fsm.State, string, error) {
+	cli, err := coordinator.Dial(addrs, sec, coordinator.WithAttemptTimeout(min(timeout, 2*time.Second)), coordinator.WithCertRefusalFinal())
 	if err != nil {
 		return nil, nil, "", withExit(2, err)
 	}
@@ -148,6 +151,10 @@ func fetchStateStore(ctx context.Context, addrs []string, sec *tlsauth.Bundle, t
 			resp, failing, err = cli.StatusStore(ctx)
 		}
 	}
+	var refused *coordinator.CertRefusedError
+	if errors.As(err, &refused) {
+		return nil, nil, "", otherCAError(name, "the coordinator at "+refused.Addr, certs)
+	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, coordinator.ErrUnavailable) {
 			if h := coordinator.Hint(err); h != "" {
@@ -162,6 +169,13 @@ func fetchStateStore(ctx context.Context, addrs []string, sec *tlsauth.Bundle, t
 		return nil, nil, "", withExit(1, err)
 	}
 	return resp, st, failing, nil
+}
+
+// otherCAError is the line of command name ("status", "checkpoint fetch") whose TLS handshake
+// with who ("the coordinator at ADDR", "the trainer at ADDR") failed because one side's
+// certificate is not from the other's CA: --certs certs of another cluster. Exit status 2.
+func otherCAError(name, who, certs string) error {
+	return withExit(exitUsage, fmt.Errorf("%s: %s and --certs %s are of different CAs (the certificates of another run?): give --certs the directory of its cluster's certificates (a ddpm local run's RUN/certs)", name, who, certs))
 }
 
 // unreachable tries a TCP connection to every one of addrs (a connection that is made is
@@ -222,7 +236,7 @@ func runStatus(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	resp, st, failing, err := fetchStateStore(cmd.Context(), addrs, sec, statusFlags.timeout)
+	resp, st, failing, err := fetchStateStore(cmd.Context(), "status", addrs, sec, statusFlags.sec.Dir, statusFlags.timeout)
 	if err != nil {
 		return err
 	}
