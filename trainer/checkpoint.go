@@ -130,7 +130,7 @@ func (tr *Trainer) InitFrom(path string) error {
 		}
 		return fmt.Errorf("%w: --init %s: %w", ErrMismatch, path, err)
 	}
-	tr.initial = w
+	tr.initial, tr.initErr = w, nil
 	h := sha256.New()
 	var buf [4 << 10]byte
 	for len(w) > 0 {
@@ -145,6 +145,14 @@ func (tr *Trainer) InitFrom(path string) error {
 	tr.Reset()
 	return nil
 }
+
+// DeferInit records that the --init weights given to this trainer could not be read: err is
+// InitFrom's error (it names the file). A trainer resuming from a committed checkpoint needs no
+// --init weights (the checkpoint holds the parameters, the EMA, Adam's moments and the run's
+// start record, InitSHA256), so the weights are needed only when a generation starts at step 0:
+// Node then fails it with ErrInitGone wrapping err, rather than starting from the seed's
+// initialization in their place. InitFrom clears the record.
+func (tr *Trainer) DeferInit(err error) { tr.initErr = err }
 
 // initRecord opens the start record of a warm-started run (InitSHA256).
 const initRecord = "init sha256:"

@@ -532,14 +532,17 @@ func UncommitForgotten(store *checkpoint.Store, f ForgottenAbandoned, log *slog.
 	})
 }
 
-// load brings the replica to a's start step: the seed's initialization for step 0, else the
-// committed checkpoint from our own store or, if we lack it, from a peer that holds it.
+// load brings the replica to a's start step: the seed's initialization (or the --init weights;
+// ErrInitGone when they could not be read: DeferInit) for step 0, else the committed checkpoint from our own store or, if we lack it, from a peer that holds it.
 func (n *Node) load(ctx context.Context, a Assignment) error {
 	tr := n.Trainer
 	if err := n.uncommitAbandoned(a); err != nil {
 		return err
 	}
 	if a.StartStep == 0 {
+		if tr.initErr != nil {
+			return fmt.Errorf("%w: %w", ErrInitGone, tr.initErr)
+		}
 		tr.Reset()
 		return nil
 	}

@@ -46,6 +46,10 @@ var (
 	// I/O error, a damaged file); it wraps the checkpoint package's error, which names the file
 	// and the cause. It is this trainer's own failure, not the run's (FailsRun).
 	ErrVolume = errors.New("trainer: this trainer's volume")
+	// ErrInitGone: a generation starts at step 0, from the --init weights, and this trainer
+	// could not read them (DeferInit: moved or deleted since the run started). It wraps the
+	// read's error, which names the file. It is this trainer's own failure, not the run's.
+	ErrInitGone = errors.New("trainer: the run starts at step 0 from the --init weights, which this trainer cannot read")
 	// ErrAssignmentsClosed: the coordinators ended this trainer's assignment stream (a cluster
 	// trainer's Coordinator says why in its own error, e.g. the run failed).
 	ErrAssignmentsClosed = errors.New("trainer: the coordinator closed the assignment stream")
@@ -91,6 +95,10 @@ type Trainer struct {
 	// takes this trainer's own (initStart), Restore the checkpoint's: a trainer that resumes a
 	// run it did not start carries the run's record, whatever its own --init.
 	start, initStart []byte
+	// initErr is why the --init weights given to this trainer could not be read (DeferInit):
+	// nil when they were read or none were given. A generation that starts at step 0 fails
+	// with it; one that resumes from a checkpoint does not need them.
+	initErr error
 
 	c, h, w int
 	// per-step buffers, sized for the largest slice a rank can get (ceil(G / world))

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -220,6 +222,22 @@ func volumeCheckpoints(dir string) (int, error) {
 	return len(infos), err
 }
 
+// mayHoldCommitted reports whether the checkpoint file at path may hold a committed checkpoint:
+// false when there is no file or it holds none, true when it does or cannot be read now (the
+// trainer's own opening of it says why).
+func mayHoldCommitted(path string) bool {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	st, err := checkpoint.Open(path, checkpoint.Options{ReadOnly: true})
+	if err != nil {
+		return true
+	}
+	defer st.Close()
+	infos, err := st.List()
+	return err == nil && slices.ContainsFunc(infos, func(in checkpoint.Info) bool { return in.Committed })
+}
+
 // bind writes the volume's run.yaml for c's run if it lacks one or names another run (saying so
 // in one log line when it re-binds a volume without checkpoints).
 //
@@ -334,11 +352,19 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if err != nil {
 		return withExit(2, err)
 	}
+	// initGone: the --init weights are not there. A trainer that resumes from a committed
+	// checkpoint on its volume needs none of them (the checkpoint holds the run's state and its
+	// start record), so that is decided once the volume is open; a Kubernetes pod whose --init
+	// file was moved crash-looped on it.
+	var initGone error
 	if o.init != "" {
 		if err := checkWeightsKind("--init", o.init); err != nil {
 			return err
 		}
-		if err := tr.InitFrom(o.init); err != nil {
+		if err := tr.InitFrom(o.init); errors.Is(err, fs.ErrNotExist) {
+			initGone = err
+			tr.DeferInit(err)
+		} else if err != nil {
 			return withExit(2, err)
 		}
 	}
@@ -348,6 +374,9 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return withExit(2, err)
 	}
 	dbPath := filepath.Join(o.dataDir, trainer.CheckpointFile)
+	if initGone != nil && !mayHoldCommitted(dbPath) {
+		return withExit(2, initGone) // a new run starts from them: refused before the volume is written
+	}
 	emptyDB, err := emptyCheckpointFile(dbPath, o.standalone)
 	if err != nil {
 		return withExit(1, err)
@@ -381,6 +410,10 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	}
 	if _, err := uncommit(store, log); err != nil {
 		return withExit(1, err)
+	}
+	if initGone != nil {
+		log.Info("the --init weights are gone; this trainer resumes from the run's committed checkpoint, which holds everything they gave the run (a generation that starts at step 0 would need them)",
+			"init", o.init, "err", initGone.Error())
 	}
 
 	// The first SIGTERM/SIGINT lets the step in flight finish; a second one aborts at once.
@@ -618,12 +651,13 @@ func openVolume(path string, standalone bool) (*checkpoint.Store, error) {
 // dataExit gives a dataset that cannot be read (trainer.ErrData: a corrupted prepared shard,
 // an image changed on disk, data of another fingerprint than the run's checkpoints) the status of
 // refused input, 2: no restart fixes it, and `ddpm local` stops the run on it rather than
-// restarting the trainer. A cluster trainer has left the cluster by then: its data is its own
+// restarting the trainer; so does a generation that starts at step 0 from --init weights that
+// are gone (trainer.ErrInitGone). A cluster trainer has left the cluster by then: its data is its own
 // failure, not the run's (trainer.FailsRun), and the others go on. Other errors, and an error
 // that already carries an exit status, pass unchanged.
 func dataExit(err error) error {
 	var ee *exitError
-	if errors.Is(err, trainer.ErrData) && !errors.As(err, &ee) {
+	if (errors.Is(err, trainer.ErrData) || errors.Is(err, trainer.ErrInitGone)) && !errors.As(err, &ee) {
 		return withExit(2, err)
 	}
 	return err

@@ -659,8 +659,8 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		// A restart checks this fault again before it joins (recheckFault): no generation
 		// is started for a trainer that would leave it at once.
 		recordFault(o.dataDir, node, err)
-		if errors.Is(err, trainer.ErrData) {
-			return withExit(2, err)
+		if errors.Is(err, trainer.ErrData) || errors.Is(err, trainer.ErrInitGone) {
+			return withExit(2, err) // refused input: its data, or --init weights that are gone
 		}
 		return withExit(1, err)
 	}
