@@ -897,6 +897,13 @@ func checkResumeFolder(path string) error {
 	case err != nil:
 		return fmt.Errorf("--resume %s: %w", path, err)
 	case localrun.IsRunFolder(path):
+		if _, err := os.Stat(filepath.Join(path, localrun.ManifestFile)); errors.Is(err, os.ErrNotExist) {
+			// trainer-0/checkpoints.db without local.json: the record of its processes and
+			// ports is gone, the checkpoints are not.
+			w := filepath.Clean(path) + "-weights.safetensors"
+			return fmt.Errorf("--resume %s: its %s is gone (the run's processes and ports), so the run cannot be resumed; its checkpoints are there: ddpm checkpoint export %s --out %s, then a new ddpm local --init %s --out NEW",
+				path, localrun.ManifestFile, shellWord(path), shellWord(w), shellWord(w))
+		}
 		return nil
 	}
 	if run := runFolderAbove(path); run != "" {

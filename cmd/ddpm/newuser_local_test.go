@@ -204,3 +204,20 @@ func TestNewUserResumeEditedConfig(t *testing.T) {
 	wantExit(t, args, err, 2, want)
 	mustNotExist(t, filepath.Join(run, "logs"))
 }
+
+// TestNewUserResumeManifestGone: --resume of a run folder whose local.json is gone (its
+// checkpoints are there) says that and how to train on from them, exit 2; it said "RUN holds no
+// ddpm local run (no local.json)", of a folder that holds one.
+func TestNewUserResumeManifestGone(t *testing.T) {
+	run := filepath.Join(t.TempDir(), "run")
+	mnistRunFolder(t, run)
+	if err := os.Remove(filepath.Join(run, localrun.ManifestFile)); err != nil {
+		t.Fatal(err)
+	}
+	w := run + "-weights.safetensors"
+	args := []string{"local", "--resume", run, "--quiet"}
+	_, err := runCLI(t, context.Background(), nil, args...)
+	wantExit(t, args, err, 2, "--resume "+run+": its local.json is gone (the run's processes and ports), so the run cannot be resumed; its checkpoints are there: ddpm checkpoint export "+
+		run+" --out "+w+", then a new ddpm local --init "+w+" --out NEW")
+	mustNotExist(t, filepath.Join(run, "logs"))
+}
