@@ -85,6 +85,9 @@ func openCIFARDir(dir string, opts Options) (Dataset, error) {
 	for _, f := range cifarFiles(opts.Split) {
 		p := filepath.Join(dir, f)
 		b, err := os.ReadFile(p)
+		if perm := unreadable(p, err); perm != nil {
+			return nil, perm
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v (CIFAR-10 %s split needs %v)", ErrNotFound, p, unwrapPathError(err), opts.Split, cifarFiles(opts.Split))
 		}
@@ -105,6 +108,9 @@ const maxCIFARFile = cifarRecord << 18
 // members by base name wherever they sit in the archive.
 func openCIFARTar(p string, opts Options) (Dataset, error) {
 	f, err := os.Open(p)
+	if perm := unreadable(p, err); perm != nil {
+		return nil, perm
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, p, unwrapPathError(err))
 	}

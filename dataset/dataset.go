@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,6 +55,23 @@ var (
 	// their images are one set). Such an error is also ErrOption under errors.Is.
 	ErrNoSplit = errors.New("format has no splits")
 )
+
+// unreadable returns, when err (of opening, reading or listing path p) is a permission refusal,
+// the one line for data that exists but that this user may not read, naming the path refused (the
+// *fs.PathError's, a subfolder perhaps, else p) and wrapping os.ErrPermission rather than
+// ErrNotFound: the data is there. It returns nil for any other err.
+//
+//	/srv/imgs: permission denied (this user may not read it: give it read access)
+func unreadable(p string, err error) error {
+	if !errors.Is(err, fs.ErrPermission) {
+		return nil
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path != "" {
+		p = pe.Path
+	}
+	return fmt.Errorf("%s: %w (this user may not read it: give it read access)", p, os.ErrPermission)
+}
 
 // noSplitError is the one line for a split asked of a source without splits; it is ErrNoSplit
 // and ErrOption under errors.Is, and reads as an ErrOption error.
@@ -328,7 +346,8 @@ func (ch *contentHash) hex() string { return hex.EncodeToString(ch.h.Sum(nil)) }
 // A ":train" or ":test" suffix selects the split, as Options.Split does. Image folders and LSUN
 // LMDBs have no splits: their images are the training set, and a test split asked of them is
 // ErrNoSplit. Errors wrap ErrNotFound, ErrUnknownFormat, ErrFormat, ErrDecode, ErrEmpty,
-// ErrShape, ErrNotSquare, ErrIntegrity, ErrOption or ErrNoSplit (with ErrOption).
+// ErrShape, ErrNotSquare, ErrIntegrity, ErrOption or ErrNoSplit (with ErrOption); a path this
+// user may not read (or search) wraps os.ErrPermission instead ("P: permission denied (...)").
 func Open(spec string, opts Options) (Dataset, error) {
 	split := opts.Split
 	for _, sfx := range []string{":train", ":test"} {
@@ -361,6 +380,9 @@ func Open(spec string, opts Options) (Dataset, error) {
 	}
 	st, err := os.Stat(spec)
 	if err != nil {
+		if perm := unreadable(spec, err); perm != nil {
+			return nil, perm // a folder above it this user may not search
+		}
 		if name, sfx, ok := strings.Cut(spec, ":"); ok && (name == "mnist" || name == "fashion-mnist") {
 			// mnist:tset, fashion-mnist:Test: the built-in name with a split it has not.
 			return nil, fmt.Errorf("%w: %s: split %q (want %s:train or %s:test)", ErrOption, spec, sfx, name, name)

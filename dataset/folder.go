@@ -58,6 +58,9 @@ func openFolder(dir string, opts Options) (Dataset, error) {
 		}
 		return nil
 	})
+	if perm := unreadable(dir, err); perm != nil {
+		return nil, perm // the folder or one below it
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, dir, err)
 	}

@@ -285,6 +285,9 @@ const maxIdxBytes = 1 << 40
 
 func readIdx(path string, magic uint32) ([]int, []byte, error) {
 	raw, err := os.ReadFile(path)
+	if perm := unreadable(path, err); perm != nil {
+		return nil, nil, perm
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s: %v", ErrNotFound, path, unwrapPathError(err))
 	}

@@ -493,6 +493,9 @@ func (r *preparedReader) verify() error {
 func openPrepared(dir string, opts Options) (Dataset, error) {
 	ip := filepath.Join(dir, indexName)
 	raw, err := os.ReadFile(ip)
+	if perm := unreadable(ip, err); perm != nil {
+		return nil, perm
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, ip, unwrapPathError(err))
 	}
