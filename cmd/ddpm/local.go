@@ -1007,6 +1007,19 @@ func checkDataset(run config.Run, out string) error {
 		return unreadableData("dataset", run.Dataset)
 	}
 	if err != nil {
+		// A prepared copy of a test split (ddpm dataset prepare fashion-mnist:test): the
+		// package's "unsupported option: D: holds the test split, train asked" said it obliquely.
+		if whole, werr := dataset.Open(run.Dataset, dataset.Options{Channels: ucfg.InCh}); werr == nil {
+			if info := dataset.Describe(whole); info.Split == "test" {
+				way := "give the data of the train split (for a prepared folder, one prepared without :test)"
+				if base := strings.TrimSuffix(info.Name, "/test"); base == "mnist" || base == "fashion-mnist" {
+					way = fmt.Sprintf("give --data %s (or a folder ddpm dataset prepare %s made)", base, base)
+				}
+				return fmt.Errorf("dataset %s holds the test split (%s); a run trains on the train split: %s", run.Dataset, info.Name, way)
+			}
+		}
+	}
+	if err != nil {
 		err = fmt.Errorf("dataset %q: %w", run.Dataset, err)
 	}
 	if errors.Is(err, dataset.ErrDecode) {

@@ -221,3 +221,23 @@ func TestNewUserResumeManifestGone(t *testing.T) {
 		run+" --out "+w+", then a new ddpm local --init "+w+" --out NEW")
 	mustNotExist(t, filepath.Join(run, "logs"))
 }
+
+// TestNewUserPreparedTestSplit: ddpm local on a folder ddpm dataset prepare made from a test
+// split (mnist:test) is refused in one line naming the split and the data to give, exit 2,
+// nothing made; it said `dataset "D": unsupported option: D: holds the test split, train asked`.
+func TestNewUserPreparedTestSplit(t *testing.T) {
+	root := t.TempDir()
+	prep := filepath.Join(root, "mt")
+	if _, err := runCLI(t, context.Background(), nil, "dataset", "prepare", "mnist:test", "--out", prep); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(root, "run")
+	abs, err := filepath.Abs(prep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"local", "--data", prep, "--steps", "50", "--out", out, "--quiet"}
+	_, err = runCLI(t, context.Background(), nil, args...)
+	wantExit(t, args, err, 2, "dataset "+abs+" holds the test split (mnist/test); a run trains on the train split: give --data mnist (or a folder ddpm dataset prepare mnist made)")
+	mustNotExist(t, out)
+}
