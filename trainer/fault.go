@@ -67,9 +67,11 @@ type fingerprintError struct {
 	sha, want, have string
 }
 
+// Error says the data is other data, not data that cannot be read (ErrData's own text): it was
+// read, and its fingerprint is not the one the run's checkpoints were trained on.
 func (e *fingerprintError) Error() string {
-	return fmt.Sprintf("%v: checkpoint step %d was trained on data of fingerprint %s, this trainer's dataset has %s: "+
-		"the data changed since the run started, or this trainer was given other data; give the trainer the run's data", ErrData, e.step, e.want, e.have)
+	return fmt.Sprintf("trainer: this trainer's dataset is not the run's: checkpoint step %d was trained on data of fingerprint %s, this trainer's dataset has %s: "+
+		"the data changed since the run started, or this trainer was given other data; give the trainer the run's data", e.step, e.want, e.have)
 }
 
 func (e *fingerprintError) Unwrap() error { return ErrData }

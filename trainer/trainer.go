@@ -38,7 +38,8 @@ var (
 	// ErrData: this trainer's copy of the run's data is not the run's: a record could not be
 	// read (a prepared shard whose sha256 differs from its index, an image that no longer
 	// decodes), or its fingerprint differs from the one the run's checkpoints were trained on.
-	// It wraps the dataset's error, which names the file, and says what to do. No restart or
+	// It wraps the dataset's error, which names the file, and says what to do; data of another
+	// fingerprint, which was read, says "this trainer's dataset is not the run's" instead. No restart or
 	// new generation of this trainer reads other bytes, so it cannot go on; it is this
 	// trainer's own failure, not the run's (FailsRun).
 	ErrData = errors.New("trainer: the dataset cannot be read")

@@ -135,7 +135,7 @@ func TestDamagedDataLeavesRunGoing(t *testing.T) {
 	line := t2.stderr.String()
 	fp := fmt.Sprintf(" was trained on data of fingerprint %s, this trainer's dataset has %s: the data changed since the run started, or this trainer was given other data; give the trainer the run's data\n",
 		fingerprintOf(t, filepath.Join(n0, "prep"), 1), fingerprintOf(t, filepath.Join(n2, "prep"), 1))
-	if !strings.HasPrefix(line, "ddpm: trainer: the dataset cannot be read: checkpoint step ") || !strings.HasSuffix(line, fp) || strings.Count(line, "\n") != 1 {
+	if !strings.HasPrefix(line, "ddpm: trainer: this trainer's dataset is not the run's: checkpoint step ") || !strings.HasSuffix(line, fp) || strings.Count(line, "\n") != 1 {
 		t.Fatalf("t2's stderr %q, want one line ending in %q", line, fp)
 	}
 	expectDataExit(t, "t2", t2, line)
