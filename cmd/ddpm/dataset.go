@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -96,11 +97,13 @@ func datasetInput(spec string) inputFile {
 }
 
 // openSpec opens spec with opts and sorts its failure into exit status 2 (a spec or option the
-// dataset package cannot honour) or 1 (data that cannot be read).
+// dataset package cannot honour, or data this user may not read: os.ErrPermission, as for a
+// checkpoint file) or 1 (data that cannot be read: damaged, undecodable).
 func openSpec(spec string, opts dataset.Options) (dataset.Dataset, error) {
 	ds, err := dataset.Open(spec, opts)
 	switch {
-	case errors.Is(err, dataset.ErrNotFound) || errors.Is(err, dataset.ErrOption) || errors.Is(err, dataset.ErrUnknownFormat):
+	case errors.Is(err, dataset.ErrNotFound) || errors.Is(err, dataset.ErrOption) || errors.Is(err, dataset.ErrUnknownFormat),
+		errors.Is(err, os.ErrPermission):
 		return nil, withExit(exitUsage, err)
 	case err != nil:
 		return nil, withExit(exitBadData, err)

