@@ -206,7 +206,7 @@ func presetOfDataset(path string) (string, error) {
 			return "", unreadableData("--data", path)
 		}
 		if _, serr := os.Stat(specPath(path)); errors.Is(serr, os.ErrNotExist) {
-			if near := nearPresets(path); len(near) > 0 {
+			if near := config.Nearest(path, config.Presets()); len(near) > 0 {
 				return "", fmt.Errorf("--data %s is neither a preset nor a dataset (no such file or folder); did you mean %s?", path, strings.Join(near, " or "))
 			}
 		}
@@ -274,28 +274,6 @@ func noBuiltinData(flag, name string) error {
 	}
 	return fmt.Errorf("%s %s: the %s preset has no data built in (only %s ship theirs); give --data PATH (%s) and --preset %s",
 		flag, name, name, strings.Join(builtin, " and "), what, name)
-}
-
-// nearPresets lists the presets that s is likely a typo of (case folded: within an edit
-// distance of 2 and less than s's length, or s a prefix of at least 4 characters), the nearest
-// first, in name order among equals.
-func nearPresets(s string) []string {
-	typed := strings.ToLower(s)
-	best := min(2, len([]rune(typed))-1)
-	var near []string
-	for _, p := range config.Presets() {
-		d := config.EditDistance(typed, p)
-		if len(typed) >= 4 && strings.HasPrefix(p, typed) {
-			d = min(d, best)
-		}
-		switch {
-		case d < best:
-			best, near = d, []string{p}
-		case d == best:
-			near = append(near, p)
-		}
-	}
-	return near
 }
 
 // presetsFor lists, sorted, the run presets whose U-Net takes c x h x w images.

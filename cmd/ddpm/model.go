@@ -39,12 +39,7 @@ func unknownModelPreset(what, name string, err error) error {
 	if run, rerr := config.Preset(name); rerr == nil {
 		return fmt.Errorf("%s: %s is a run preset (ddpm local --preset %s); its U-Net is %s: ddpm model info %s", what, name, name, run.Model, run.Model)
 	}
-	var near []string
-	for _, p := range unet.PresetNames() {
-		if d := config.EditDistance(strings.ToLower(name), p); d <= 2 && d < len([]rune(name)) {
-			near = append(near, p)
-		}
-	}
+	near := config.Nearest(name, unet.PresetNames())
 	known := strings.Join(unet.PresetNames(), ", ")
 	if len(near) > 0 {
 		return fmt.Errorf("%s: no U-Net preset %q; did you mean %s? (known: %s)", what, name, strings.Join(near, " or "), known)
