@@ -554,7 +554,7 @@ leaves FILE's steps as they were, a replaced one committed with its old sha256.`
 func fetchError(addr string, step int64, insecure bool, certs string, err error) error {
 	switch {
 	case !insecure && coordinator.CertRefusal(err):
-		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: the trainer at %s and --certs %s are of different CAs (the certificates of another run?): give --certs the directory of its cluster's certificates (a ddpm local run's RUN/certs)", addr, certs))
+		return otherCAError("checkpoint fetch", "the trainer at "+addr, certs)
 	case !insecure && status.Code(err) == codes.Unauthenticated:
 		// The same CA, another join secret: the trainer's own words name it.
 		msg := err.Error()
