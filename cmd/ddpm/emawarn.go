@@ -57,6 +57,17 @@ func sampleEMAWarning(decay float64, step int64, file, cfgPath string) string {
 		step, decay, 100*emaInitShare(decay, step), decay, step)
 }
 
+// evalEMAWarning is ddpm eval bpd's warning of the same case as sampleEMAWarning: the bound of
+// such EMA weights is mostly that of the random start (a run of 60 steps measured 5.79 bits/dim
+// on its EMA), which says little of what the run learned.
+func evalEMAWarning(decay float64, step int64, file, cfgPath string) string {
+	if !staleRandomEMA(decay, step, file, cfgPath) {
+		return ""
+	}
+	return fmt.Sprintf("ddpm eval bpd: warning: the EMA weights of step %d (ema_decay %g) still hold %.0f%% of the step-0 weights (%g^%d); from a random start their bound is mostly the random start's: give --raw to evaluate the raw parameters",
+		step, decay, 100*emaInitShare(decay, step), decay, step)
+}
+
 // staleRandomEMA reports whether the EMA weights of step still hold more than emaStaleShare of
 // a random start (see sampleEMAWarning for how a warm start is told).
 func staleRandomEMA(decay float64, step int64, file, cfgPath string) bool {

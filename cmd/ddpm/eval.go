@@ -167,6 +167,11 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 			fmt.Fprintln(log, msg)
 		}
 	}
+	if !o.raw {
+		if msg := evalEMAWarning(ld.Run.EMADecay, ld.Step, er.file, er.cfgPath); msg != "" {
+			fmt.Fprintln(log, msg)
+		}
+	}
 	n := o.n
 	d := c * h * w
 	T := ld.Sched.T()
