@@ -353,9 +353,11 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return withExit(2, err)
 	}
 	// initGone: the --init weights are not there. A trainer that resumes from a committed
-	// checkpoint on its volume needs none of them (the checkpoint holds the run's state and its
-	// start record), so that is decided once the volume is open; a Kubernetes pod whose --init
-	// file was moved crash-looped on it.
+	// checkpoint needs none of them (the checkpoint holds the run's state and its start record):
+	// a Kubernetes pod whose --init file was moved crash-looped on it. A standalone trainer
+	// knows at once (its volume is its run); a cluster trainer learns it from its assignment
+	// (a new pod's empty volume takes the run's checkpoint from a peer), and one that starts
+	// at step 0 fails there (trainer.ErrInitGone, exit 2).
 	var initGone error
 	if o.init != "" {
 		if err := checkWeightsKind("--init", o.init); err != nil {
@@ -374,7 +376,7 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return withExit(2, err)
 	}
 	dbPath := filepath.Join(o.dataDir, trainer.CheckpointFile)
-	if initGone != nil && !mayHoldCommitted(dbPath) {
+	if initGone != nil && o.standalone && !mayHoldCommitted(dbPath) {
 		return withExit(2, initGone) // a new run starts from them: refused before the volume is written
 	}
 	emptyDB, err := emptyCheckpointFile(dbPath, o.standalone)
@@ -412,7 +414,7 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return withExit(1, err)
 	}
 	if initGone != nil {
-		log.Info("the --init weights are gone; this trainer resumes from the run's committed checkpoint, which holds everything they gave the run (a generation that starts at step 0 would need them)",
+		log.Info("the --init weights are gone; a committed checkpoint of the run holds everything they gave it, and only a generation that starts at step 0 needs them",
 			"init", o.init, "err", initGone.Error())
 	}
 

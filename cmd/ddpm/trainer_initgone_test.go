@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"ddpm/checkpoint"
+	"ddpm/coordinator/fsm"
 	"ddpm/internal/testutil"
+	"ddpm/internal/tlsauth/tlsauthtest"
 	"ddpm/trainer"
 )
 
@@ -104,7 +106,7 @@ func TestTrainerResumesWithInitGone(t *testing.T) {
 	if err := second.Run(); err != nil {
 		t.Fatalf("resume without the --init file (committed step %d): %v\nstderr:\n%s\nlog:\n%s", c.Step, err, secondErr, log2.String())
 	}
-	if msg := `"level":"INFO","msg":"the --init weights are gone; this trainer resumes from the run's committed checkpoint`; !strings.Contains(log2.String(), msg) {
+	if msg := `"level":"INFO","msg":"the --init weights are gone; a committed checkpoint of the run holds everything they gave it`; !strings.Contains(log2.String(), msg) {
 		t.Errorf("no %q line in the resumed trainer's log:\n%s", msg, log2.String())
 	}
 	st, err = checkpoint.Open(filepath.Join(vol, trainer.CheckpointFile), checkpoint.Options{ReadOnly: true})
@@ -134,5 +136,71 @@ func TestTrainerResumesWithInitGone(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(fresh, trainer.CheckpointFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the refused trainer left %s (%v)", trainer.CheckpointFile, err)
+	}
+}
+
+// TestClusterTrainerJoinsWithInitGone: t0 and ta, given --init weights, start a cluster run that
+// needs two trainers; after its first commit ta stops, the weights file is moved away, and t1
+// joins with the same --init flag (a new pod of the same spec) and an empty volume: it takes the
+// run's committed checkpoint from t0, trains in the ring with it, and the run finishes, t1's
+// final checkpoint recording the run's start (the moved weights' sha256). Before, t1 exited 2
+// at start-up ("trainer: --init W: ...: no such file or directory") and a StatefulSet
+// restarted it on the same line forever.
+func TestClusterTrainerJoinsWithInitGone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts trainer processes")
+	}
+	bin := testutil.DDPMBinary(t)
+	dir := t.TempDir()
+	demo, err := os.ReadFile(filepath.Join("..", "..", "demo", "mnist-tiny.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := filepath.Join(dir, "w.safetensors")
+	if err := os.WriteFile(w, demo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := initWeightsSHA(t, w)
+	run, cfg := procRun(t, dir, 32, 2, 2, 2*time.Second, nil)
+	certs := tlsauthtest.Dir(t)
+	coord, cli := startReplica(t, run, "dev", certs)
+	t0 := launchTrainer(t, bin, filepath.Join(dir, "t0-vol"), "t0", freeAddr(t), coord, cfg, certs, "--init", w)
+	ta := launchTrainer(t, bin, filepath.Join(dir, "ta-vol"), "ta", freeAddr(t), coord, cfg, certs, "--init", w)
+	waitFor(t, cli, "the first commit", 2*time.Minute, func(s *fsm.State) bool { return len(s.Checkpoints) > 0 })
+	if err := ta.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ta.exited:
+		if ta.err != nil {
+			t.Fatalf("ta stopped: %v; stderr:\n%s", ta.err, ta.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ta did not stop within 30 s of SIGTERM")
+	}
+	if err := os.Rename(w, filepath.Join(dir, "moved.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	vol := filepath.Join(dir, "t1-vol")
+	t1 := launchTrainer(t, bin, vol, "t1", freeAddr(t), coord, cfg, certs, "--init", w)
+	finishWith(t, cli, run, t0, t1)
+	b, err := os.ReadFile(t1.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg := `"level":"INFO","msg":"the --init weights are gone;`; !strings.Contains(string(b), msg) || !strings.Contains(string(b), `"msg":"fetching checkpoint"`) {
+		t.Fatalf("t1's log has no %q line or did not fetch the run's checkpoint:\n%s", msg, b)
+	}
+	st, err := checkpoint.Open(filepath.Join(vol, trainer.CheckpointFile), checkpoint.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := st.LatestCommitted()
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Step != run.Steps || trainer.InitSHA256(c.RNG) != want {
+		t.Fatalf("t1's newest committed checkpoint: step %d, start record %q; want step %d recording %s", c.Step, c.RNG, run.Steps, want)
 	}
 }
