@@ -96,7 +96,7 @@ func (e *VolumeCheckError) Error() string {
 		why = pe.Op + ": " + pe.Err.Error()
 	}
 	return fmt.Sprintf("%v still cannot take one checkpoint's save: a test write of %d bytes to %s failed (%s); "+
-		"free space on it (or fix what the error names) and start the trainer again", ErrVolume, e.Bytes, e.Dir, why)
+		"free space on it (or fix what the error names) and %s", ErrVolume, e.Bytes, e.Dir, why, RestartAdvice)
 }
 
 func (e *VolumeCheckError) Unwrap() []error { return []error{ErrVolume, e.Write} }

@@ -326,11 +326,16 @@ func (tr *Trainer) Step(ctx context.Context) (Progress, error) {
 func (tr *Trainer) dataError(err error) error {
 	if errors.Is(err, dataset.ErrIntegrity) {
 		return fmt.Errorf("%w: %w; this trainer's copy of the run's data is damaged: copy the data over it again "+
-			"(ddpm dataset inspect %s checks every shard) and start the trainer again", ErrData, err, tr.run.Dataset)
+			"(ddpm dataset inspect %s checks every shard) and %s", ErrData, err, tr.run.Dataset, RestartAdvice)
 	}
 	return fmt.Errorf("%w: %w; the data changed on this trainer's disk after it started: "+
-		"put the run's data back and start the trainer again", ErrData, err)
+		"put the run's data back and %s", ErrData, err, RestartAdvice)
 }
+
+// RestartAdvice ends the text of a failure of this trainer's own (its data: ErrData; its volume:
+// VolumeCheckError) with the way on once the cause is fixed. A trainer that ddpm local started
+// is started again by `ddpm local --resume RUN`, which cmd/ddpm says in its place.
+const RestartAdvice = "start the trainer again"
 
 func allFinite(x []float32) bool {
 	for _, v := range x {

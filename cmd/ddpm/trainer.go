@@ -521,7 +521,7 @@ func recheckFault(ctx context.Context, stop <-chan struct{}, cli *coordinator.Cl
 		log.Error(MsgFaultStillThere, attrs...)
 		// The way out when the record is wrong (or the operator knows better): without it the
 		// trainer joins, and meets the fault again there if it is real.
-		err = fmt.Errorf("%w; or remove %s to join anyway", err, record)
+		err = &advisedError{err: err, msg: fmt.Sprintf("%s; or remove %s to join anyway", restartAdvice(err.Error(), dir), record)}
 		if f.Kind == trainer.FaultData {
 			return withExit(2, err)
 		}
@@ -532,6 +532,27 @@ func recheckFault(ctx context.Context, stop <-chan struct{}, cli *coordinator.Cl
 		return withExit(1, fmt.Errorf("removing %s: %w", filepath.Join(dir, trainer.FaultFile), err))
 	}
 	return nil
+}
+
+// advisedError is err with its line reworded (msg): errors.Is and errors.As still see err.
+type advisedError struct {
+	err error
+	msg string
+}
+
+func (e *advisedError) Error() string { return e.msg }
+func (e *advisedError) Unwrap() error { return e.err }
+
+// restartAdvice rewords msg's trainer.RestartAdvice ("start the trainer again") for a trainer
+// whose volume dir is a trainer folder of a ddpm local run (RUN/trainer-N, as ddpm local starts
+// its trainers): ddpm local starts it again, so the way on is "resume the run (ddpm local
+// --resume RUN)". msg is returned as it is for any other volume.
+func restartAdvice(msg, dir string) string {
+	run := filepath.Dir(dir)
+	if !strings.HasPrefix(filepath.Base(dir), "trainer-") || !localrun.IsRunFolder(run) {
+		return msg
+	}
+	return strings.Replace(msg, trainer.RestartAdvice, "resume the run (ddpm local --resume "+shellWord(run)+")", 1)
 }
 
 // lineageHolds reports whether the run's committed line, as the coordinators' state st tells it,
