@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"ddpm/checkpoint"
 	"ddpm/config"
 	"ddpm/coordinator"
 	"ddpm/dataset"
@@ -345,10 +346,11 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		}
 		o.init = man.Init
 		if o.init != "" {
-			// Its trainers read the weights at start-up, even from a committed checkpoint: gone,
-			// they would fail there, after the coordinators had started.
-			if _, err := os.Stat(o.init); errors.Is(err, os.ErrNotExist) {
-				return withExit(2, fmt.Errorf("%s started from --init %s, which does not exist: put the weights back there to resume the run (its trainers read them at start-up)", out, o.init))
+			// Its trainers need the weights only while the run is at step 0 (a committed
+			// checkpoint holds everything they gave it): gone before the first commit, the
+			// trainers would fail at their first generation, after the coordinators had started.
+			if _, err := os.Stat(o.init); errors.Is(err, os.ErrNotExist) && !runCommitted(out) {
+				return withExit(2, fmt.Errorf("%s started from --init %s, which does not exist, and holds no committed checkpoint yet: put the weights back there to resume the run (it starts at step 0 from them)", out, o.init))
 			}
 		}
 		if !cmd.Flags().Changed("samples") && man.Samples != nil {
@@ -1446,4 +1448,24 @@ func (m *localMonitor) writeLoss() error {
 	}
 	title := fmt.Sprintf("%s: L_simple, global batch %d", filepath.Base(m.out), m.run.GlobalBatch)
 	return viz.WriteLossPNG(filepath.Join(m.out, localrun.LossPNG), plotted(pts), title)
+}
+
+// runCommitted reports whether a trainer volume of the ddpm local run in out holds a committed
+// checkpoint (read-only, before the trainers hold their volumes; one that cannot be read counts
+// as none).
+func runCommitted(out string) bool {
+	file, err := trainer.CheckpointFileIn(out)
+	if err != nil {
+		return false
+	}
+	if _, err := os.Stat(file); err != nil {
+		return false
+	}
+	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
+	if err != nil {
+		return false
+	}
+	defer st.Close()
+	steps, err := st.Committed()
+	return err == nil && len(steps) > 0
 }

@@ -170,7 +170,7 @@ func TestNewUserResumeInitGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := runLocalCmd(t, "--resume", run, "--quiet")
-	want := "ddpm: " + run + " started from --init " + w + ", which does not exist: put the weights back there to resume the run (its trainers read them at start-up)\n"
+	want := "ddpm: " + run + " started from --init " + w + ", which does not exist, and holds no committed checkpoint yet: put the weights back there to resume the run (it starts at step 0 from them)\n"
 	if r.code != 2 || r.out != want {
 		t.Errorf("ddpm local --resume %s: exit %d\n%s\nwant exit 2 %q", run, r.code, r.out, want)
 	}
