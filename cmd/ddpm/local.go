@@ -803,7 +803,9 @@ func checkRunCerts(dir string) error {
 }
 
 // checkInit reads --init as the trainers will, so that a file that is not weights of the run's
-// model is refused before the run folder is created and the processes are started.
+// model is refused before the run folder is created and the processes are started. Weights of
+// another preset (unet.PresetsOfWeights) are named as such, with both ways out; other weights
+// that do not fit say which tensor does not.
 func checkInit(path, model string) error {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("--init %s does not exist", path)
@@ -822,6 +824,14 @@ func checkInit(path, model string) error {
 		return err
 	}
 	if _, err := unet.ReadSafetensors(path, m.Tensors(), make([]float32, len(m.Params()))); err != nil {
+		if names, _ := unet.PresetsOfWeights(path); len(names) > 0 && !slices.Contains(names, model) {
+			quoted := make([]string, len(names))
+			for i, n := range names {
+				quoted[i] = strconv.Quote(n)
+			}
+			return fmt.Errorf("--init %s holds weights of U-Net %s, this run's model is %q: give weights of %q (ddpm checkpoint export of a %s run) or --model %s",
+				path, strings.Join(quoted, " or "), model, model, model, names[0])
+		}
 		return fmt.Errorf("--init %s is not weights of model %q: %w", path, model, err)
 	}
 	return nil
