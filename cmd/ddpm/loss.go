@@ -19,7 +19,7 @@ import (
 
 // lossCmd prints or saves the cluster's loss history.
 var lossCmd = &cobra.Command{
-	Use:   "loss --coordinator ADDR [--follow] [--png out.png] [--csv out.csv]",
+	Use:   "loss (RUN | --coordinator ADDR (--certs DIR | --insecure)) [--follow] [--png out.png] [--csv out.csv]",
 	Short: "Print, follow or save the cluster's loss curve",
 	Long: `Read the coordinator's down-sampled loss history (global L_simple per reported step; merged
 points hold means over the steps they cover, with the extremes in min/max) and print it as a
@@ -42,8 +42,11 @@ parameter update; ddpm local's loss.csv has such a step's row with grad_norm NaN
 step has no loss: LOSS, MIN, MAX, the quartiles, GRAD NORM and IMAGES/S (the cluster's
 throughput) are over the point's other steps, "-" when it has none. In the --csv file such a point's row has loss and grad_norm NaN, as in
 ddpm local's loss.csv; a merged row is the mean over its trained steps only (the table's
-SKIPPED column says how many it left out).`,
-	Args: cobra.NoArgs,
+SKIPPED column says how many it left out).
+
+For a ddpm local run, give its folder RUN instead of --coordinator and --certs: the
+coordinators' addresses are read from RUN/local.json and the certificates from RUN/certs.`,
+	Args: cobra.MaximumNArgs(1),
 	RunE: runLoss,
 }
 
@@ -68,7 +71,10 @@ func init() {
 	rootCmd.AddCommand(lossCmd)
 }
 
-func runLoss(cmd *cobra.Command, _ []string) error {
+func runLoss(cmd *cobra.Command, args []string) error {
+	if err := runFolderFlags(cmd, "loss", args); err != nil {
+		return err
+	}
 	addrs, err := coordinatorAddrs("loss", lossFlags.coordinator)
 	if err != nil {
 		return err

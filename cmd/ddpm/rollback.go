@@ -66,20 +66,28 @@ restarted trainers then join it again. A succeeded run is not rolled back.`,
 //
 //	checkpoint rollback asks a running cluster's coordinators, not a folder: for the ddpm local run runs/a, start it (ddpm local --resume runs/a), then: ddpm checkpoint rollback --coordinator 127.0.0.1:40001 --certs runs/a/certs --to-step N
 func rollbackFolderLine(dir string) string {
-	m, err := localrun.ReadManifest(dir)
+	coords, certs, err := runFolderCluster(dir)
 	if err != nil {
 		return ""
-	}
-	var coords []string
-	for _, c := range m.CoordinatorPorts {
-		coords = append(coords, fmt.Sprintf("127.0.0.1:%d", c.GRPC))
 	}
 	start := fmt.Sprintf("start it (ddpm local --resume %s), then", shellWord(dir))
 	if localrun.Running(dir) != nil {
 		start = "which is running"
 	}
 	return fmt.Sprintf("checkpoint rollback asks a running cluster's coordinators, not a folder: for the ddpm local run %s, %s: ddpm checkpoint rollback --coordinator %s --certs %s --to-step N",
-		dir, start, strings.Join(coords, ","), shellWord(filepath.Join(dir, localrun.CertsDir)))
+		dir, start, strings.Join(coords, ","), shellWord(certs))
+}
+
+// runFolderCluster reads the local.json of the ddpm local run folder dir: its coordinators'
+// gRPC addresses (127.0.0.1:PORT, in replica order), which --coordinator takes, and its
+// certificate directory dir/certs, which --certs takes. err is localrun.ReadManifest's
+// (wrapping localrun.ErrNotARun) when dir holds no readable local.json.
+func runFolderCluster(dir string) (addrs []string, certs string, err error) {
+	m, err := localrun.ReadManifest(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	return m.CoordinatorGRPC(), filepath.Join(dir, localrun.CertsDir), nil
 }
 
 func init() {

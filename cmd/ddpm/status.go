@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,16 +20,18 @@ import (
 	"ddpm/api"
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/localrun"
 	"ddpm/internal/tlsauth"
 )
 
 // statusCmd prints the cluster's state as tables.
 var statusCmd = &cobra.Command{
-	Use:   "status --coordinator ADDR",
+	Use:   "status (RUN | --coordinator ADDR (--certs DIR | --insecure))",
 	Short: "Show the run, its members, generation and committed checkpoints",
 	Long: `Ask any coordinator replica (its gRPC address; several may be given, comma-separated) for the
 replicated state and print it as tables: the run, the answering replica, the current generation,
-the members and the committed checkpoints.
+the members and the committed checkpoints. For a ddpm local run, give its folder RUN instead:
+the coordinators' addresses are read from RUN/local.json and the certificates from RUN/certs.
 
 Exit status 1 when no replica answers: within about a second when none of the addresses can
 answer (every connection refused: coordinator down, or not its --grpc-addr; or a host name that
@@ -36,7 +40,7 @@ when one accepts connections but does not answer (a host that drops packets, a r
 A replica answers without a raft leader; its tables then show leader "-". Exit status 2 for bad
 flags, and at once for --certs of another cluster (another CA: the coordinator's certificate
 and ours refuse each other).`,
-	Args: cobra.NoArgs,
+	Args: cobra.MaximumNArgs(1),
 	RunE: runStatus,
 }
 
@@ -70,6 +74,53 @@ func coordinatorAddrs(cmd, flag string) ([]string, error) {
 		return nil, withExit(2, fmt.Errorf("%s: --coordinator ADDR is required (a coordinator's gRPC host:port)", cmd))
 	}
 	return addrs, nil
+}
+
+// runFolderFlags gives the monitoring command cmd (name: status, loss) the --coordinator and
+// --certs of the ddpm local run folder args[0], when one was given: the addresses of its
+// coordinators and its certificate directory, as runFolderCluster reads them from RUN/local.json,
+// exactly as if they had been given on the command line. Exit status 2, in one line, for a
+// folder given with --coordinator, --certs or --insecure, and for a path that is no run folder
+// (naming what it is instead):
+//
+//	status: give the run folder runs/a or --coordinator, not both (runs/a/local.json names its coordinators, runs/a/certs holds its certificates)
+//	status: runs/a/trainer-0 is a trainer's folder (checkpoints.db), not a ddpm local run folder (no local.json): give the run folder, or --coordinator ADDR --certs DIR
+func runFolderFlags(cmd *cobra.Command, name string, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	dir := args[0]
+	f := cmd.Flags()
+	for _, fl := range []string{"coordinator", "certs", "insecure"} {
+		if f.Changed(fl) {
+			return withExit(exitUsage, fmt.Errorf("%s: give the run folder %s or --%s, not both (%s names its coordinators, %s holds its certificates)",
+				name, dir, fl, filepath.Join(dir, localrun.ManifestFile), filepath.Join(dir, localrun.CertsDir)))
+		}
+	}
+	addrs, certs, err := runFolderCluster(dir)
+	if err != nil {
+		what := "not a ddpm local run folder (no " + localrun.ManifestFile + ")"
+		st, serr := os.Stat(dir)
+		switch kind := localrun.FolderKind(dir); {
+		case serr != nil:
+			what = "not a ddpm local run folder (no such file or folder)"
+		case kind == localrun.KindRunFolder:
+			// trainer-0/checkpoints.db but no readable local.json: the addresses are lost.
+			return withExit(exitUsage, fmt.Errorf("%s: %s: %v; give --coordinator ADDR --certs %s", name, dir, err, filepath.Join(dir, localrun.CertsDir)))
+		case kind != "":
+			what = kind + ", not a ddpm local run folder (no " + localrun.ManifestFile + ")"
+		case !st.IsDir():
+			what = "a file, not a ddpm local run folder"
+		}
+		return withExit(exitUsage, fmt.Errorf("%s: %s is %s: give the run folder, or --coordinator ADDR --certs DIR", name, dir, what))
+	}
+	if err := f.Set("coordinator", strings.Join(addrs, ",")); err != nil {
+		return withExit(exitUsage, err)
+	}
+	if err := f.Set("certs", certs); err != nil {
+		return withExit(exitUsage, err)
+	}
+	return nil
 }
 
 // checkHostPort says what is wrong with an address that is not host:port with a port in
@@ -224,7 +275,10 @@ func deadAddrs(ctx context.Context, addrs []string) (why []string, refused bool)
 	return why, refused
 }
 
-func runStatus(cmd *cobra.Command, _ []string) error {
+func runStatus(cmd *cobra.Command, args []string) error {
+	if err := runFolderFlags(cmd, "status", args); err != nil {
+		return err
+	}
 	addrs, err := coordinatorAddrs("status", statusFlags.coordinator)
 	if err != nil {
 		return err
