@@ -492,6 +492,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	if msg := localEMAWarning(run.EMADecay, run.Steps, o.init); msg != "" && o.samples > 0 {
 		fmt.Fprintln(stderr, msg)
 	}
+	if msg := localSamplesWarning(o.samples, run.T, run.Model); msg != "" {
+		fmt.Fprintln(stderr, msg)
+	}
 	// Not for a resumed run: its run.yaml is fixed (--resume refuses --warmup-steps), and the
 	// warning came at its start.
 	if msg := localWarmupWarning(run.Steps, run.WarmupSteps, run.LR); msg != "" && o.resume == "" {
@@ -952,6 +955,72 @@ func sameRunData(data string, run config.Run) bool {
 	a, errA := filepath.Abs(data)
 	b, errB := filepath.Abs(run.Dataset)
 	return errA == nil && errB == nil && a == b
+}
+
+// samplesWarnAbove: a --samples count above this many images gets localSamplesWarning at the
+// start (the default is 64; sampling takes T forward passes per image, after training).
+const samplesWarnAbove = 1024
+
+// sampleImageStep measures the seconds one eps_theta forward pass of model takes per image on
+// this machine now, as sampling runs it (inference mode, no dropout): the second of two passes of
+// a batch of 2, so that buffer allocation is not counted. A variable so that tests can fix it.
+var sampleImageStep = func(model string) (float64, error) {
+	ucfg, err := unet.Preset(model)
+	if err != nil {
+		return 0, err
+	}
+	ucfg.Dropout = 0
+	m, err := unet.New(ucfg)
+	if err != nil {
+		return 0, err
+	}
+	m.Init(1)
+	m.SetInference(true)
+	const b = 2
+	x := make([]float32, b*ucfg.InCh*ucfg.Resolution*ucfg.Resolution)
+	t := []int32{0, 0}
+	m.Forward(x, t, b, nil)
+	t0 := time.Now()
+	m.Forward(x, t, b, nil)
+	return time.Since(t0).Seconds() / b, nil
+}
+
+// localSamplesWarning is the start-up warning of a --samples count n above samplesWarnAbove:
+// drawing n images takes n*T forward passes of model after training, and one line says roughly
+// how long on this machine (sampleImageStep), e.g. "ddpm local: warning: --samples 100000 will
+// take about 1.2 days of sampling after training (1000 reverse steps per image on this machine);
+// samples.png needs far fewer: the default is 64". "" for n up to samplesWarnAbove, or when the
+// time cannot be measured (an unknown model, refused elsewhere).
+func localSamplesWarning(n, T int, model string) string {
+	if n <= samplesWarnAbove {
+		return ""
+	}
+	per, err := sampleImageStep(model)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("ddpm local: warning: --samples %d will take about %s of sampling after training (%d reverse steps per image on this machine); samples.png needs far fewer: the default is 64",
+		n, roughDuration(per*float64(n)*float64(T)), T)
+}
+
+// roughDuration words sec seconds to two figures at most, in the unit that suits it: "40 s",
+// "12 min", "3.5 h", "1 day", "1.2 days", "365 days".
+func roughDuration(sec float64) string {
+	switch {
+	case sec < 60:
+		return fmt.Sprintf("%.0f s", sec)
+	case sec < 3600:
+		return fmt.Sprintf("%.0f min", sec/60)
+	case sec < 24*3600:
+		return fmt.Sprintf("%.2g h", sec/3600)
+	case sec < 10*24*3600:
+		if d := fmt.Sprintf("%.2g", sec/(24*3600)); d != "1" {
+			return d + " days"
+		}
+		return "1 day"
+	default:
+		return fmt.Sprintf("%.0f days", sec/(24*3600))
+	}
 }
 
 // checkSamples refuses a --samples count that one samples.png cannot hold (checkGridCount), before

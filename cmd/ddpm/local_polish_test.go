@@ -58,3 +58,31 @@ func TestLocalInitOtherPreset(t *testing.T) {
 		mustNotExist(t, out)
 	}
 }
+
+// TestLocalSamplesWarning: a --samples count above 1024 gets one start-up line with the rough
+// time its sampling takes after training (n * T forward passes at the measured time of one),
+// and the default's count; 1024 and fewer get none (ddpm local took --samples 100000, a day of
+// sampling on two cores, without a word). The measurement is fixed here at 0.9 ms per image
+// and step; the real one of the tiny model is positive and well under a second.
+func TestLocalSamplesWarning(t *testing.T) {
+	if per, err := sampleImageStep("tiny"); err != nil || !(per > 0 && per < 1) {
+		t.Errorf("sampleImageStep(tiny) = %g s, %v", per, err)
+	}
+	defer func(f func(string) (float64, error)) { sampleImageStep = f }(sampleImageStep)
+	sampleImageStep = func(string) (float64, error) { return 0.0009, nil }
+	for _, tc := range []struct {
+		n, T int
+		want string
+	}{
+		{100000, 1000, "ddpm local: warning: --samples 100000 will take about 1 day of sampling after training (1000 reverse steps per image on this machine); samples.png needs far fewer: the default is 64"},
+		{1025, 1000, "ddpm local: warning: --samples 1025 will take about 15 min of sampling after training (1000 reverse steps per image on this machine); samples.png needs far fewer: the default is 64"},
+		{200000, 4000, "ddpm local: warning: --samples 200000 will take about 8.3 days of sampling after training (4000 reverse steps per image on this machine); samples.png needs far fewer: the default is 64"},
+		{1024, 1000, ""},
+		{64, 1000, ""},
+		{0, 1000, ""},
+	} {
+		if got := localSamplesWarning(tc.n, tc.T, "tiny"); got != tc.want {
+			t.Errorf("localSamplesWarning(%d, %d):\n got %q\nwant %q", tc.n, tc.T, got, tc.want)
+		}
+	}
+}
