@@ -186,7 +186,10 @@ type Replica struct {
 	log   *slog.Logger
 	stop  chan struct{}
 	wg    sync.WaitGroup
-	once  sync.Once
+	// halted (Halted) is closed by watchHalt once the adapter's halt is logged, so that an owner
+	// that exits on it prints its last line after the log's.
+	halted chan struct{}
+	once   sync.Once
 	// leadership carries raft's leadership changes (Config.NotifyCh); watchDone is closed when
 	// raft has shut down, and watched when watchLeadership has returned.
 	leadership chan bool
@@ -290,7 +293,7 @@ func NewReplica(cfg ReplicaConfig) (*Replica, error) {
 		return nil, fmt.Errorf("coordinator: start raft: %w", err)
 	}
 	a.setTerm(r.CurrentTerm)
-	rep := &Replica{cfg: cfg, raft: r, fsm: a, peers: peers, log: cfg.Logger.With("replica", cfg.ID), stop: make(chan struct{}),
+	rep := &Replica{cfg: cfg, raft: r, fsm: a, peers: peers, log: cfg.Logger.With("replica", cfg.ID), stop: make(chan struct{}), halted: make(chan struct{}),
 		leadership: leadership, watchDone: make(chan struct{}), watched: make(chan struct{}), won: make(chan struct{}, 1),
 		releasing: make(chan struct{}, 1)}
 	a.setOnEvent(func(ev fsm.Event) {
@@ -312,8 +315,15 @@ func NewReplica(cfg ReplicaConfig) (*Replica, error) {
 func (r *Replica) watchHalt() {
 	select {
 	case <-r.stop:
+		select {
+		case <-r.fsm.halted: // both at once: the halt is still said
+			r.log.Error(r.fsm.haltErr().Error())
+			close(r.halted)
+		default:
+		}
 	case <-r.fsm.halted:
 		r.log.Error(r.fsm.haltErr().Error())
+		close(r.halted)
 		if err := r.Shutdown(); err != nil {
 			r.log.Warn("shut down after a release mismatch", "err", err)
 		}
@@ -323,8 +333,9 @@ func (r *Replica) watchHalt() {
 // Halted is closed when the replica stopped itself because the leader it follows runs another
 // state machine rules version; HaltError then says which (a *ReleaseMismatchError). The replica
 // has applied nothing of that leader's release record or after it, and its raft member is shut
-// down. Its owner should stop serving and exit.
-func (r *Replica) Halted() <-chan struct{} { return r.fsm.halted }
+// down. Its owner should stop serving and exit. It is closed once the mismatch is logged at
+// ERROR, so a line the owner prints on it comes after that log line.
+func (r *Replica) Halted() <-chan struct{} { return r.halted }
 
 // HaltError returns the *ReleaseMismatchError that halted the replica, or nil.
 func (r *Replica) HaltError() error {
