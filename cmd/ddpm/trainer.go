@@ -562,9 +562,9 @@ func restartAdvice(msg, dir string) string {
 // one line carries the data it started with, and the line holds a pruned one until a rollback
 // goes back past it. It does not hold it only on evidence of that: a listed commit at step with
 // another sha256; no commit at or past step (a rollback below it, or coordinators started
-// afresh); the checkpoint among those rollbacks abandoned (Abandoned), or step among the
-// abandoned steps no longer listed (AbandonedRanges). A wrong answer errs towards "no longer":
-// one join, which meets the fault again and records it again.
+// afresh); the checkpoint abandoned by a rollback (fsm.State.Abandons, the state machine's own
+// rule). A wrong answer errs towards "no longer": one join, which meets the fault again and
+// records it again.
 func lineageHolds(st *fsm.State, step int64, sha string) bool {
 	newest := int64(0)
 	for _, ck := range st.Checkpoints {
@@ -578,20 +578,7 @@ func lineageHolds(st *fsm.State, step int64, sha string) bool {
 			return h.SHA256 == sha
 		}
 	}
-	if newest < step {
-		return false
-	}
-	for _, a := range st.Abandoned {
-		if a.Step == step && a.SHA256 == sha {
-			return false
-		}
-	}
-	for _, r := range st.AbandonedRanges {
-		if step > r.Above && step <= r.UpTo {
-			return false
-		}
-	}
-	return true
+	return newest >= step && !st.Abandons(fsm.Held{Step: step, SHA256: sha})
 }
 
 // recordFault writes the volume dir's trainer.FaultFile for err, the failure of its own a cluster

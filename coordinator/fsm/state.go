@@ -387,6 +387,12 @@ func (s *State) LatestCheckpoint() *Checkpoint {
 	return &c
 }
 
+// Abandons reports whether a rollback abandoned the checkpoint h (step and sha256): it is among
+// Abandoned, or its step lies in the forgotten abandoned steps (AbandonedRanges) and it was not
+// committed again (Recommitted). The rule the state machine itself applies to checkpoints members
+// offer; a trainer asks it of a checkpoint it recorded.
+func (s *State) Abandons(h Held) bool { return abandoned(s, h) }
+
 // StillAbandoned returns the checkpoints rollbacks abandoned (step and sha256, in the order
 // abandoned) except those committed again with the same sha256: a trainer whose volume holds one
 // of them as committed must uncommit it, or sample, eval and export of the volume would take it
