@@ -24,7 +24,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"ddpm/checkpoint"
 	"ddpm/config"
 	"ddpm/coordinator"
 	"ddpm/dataset"
@@ -1537,14 +1536,6 @@ func runCommitted(out string) bool {
 	if err != nil {
 		return false
 	}
-	if _, err := os.Stat(file); err != nil {
-		return false
-	}
-	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true})
-	if err != nil {
-		return false
-	}
-	defer st.Close()
-	steps, err := st.Committed()
-	return err == nil && len(steps) > 0
+	held, _ := holdsCommitted(file)
+	return held
 }

@@ -222,20 +222,20 @@ func volumeCheckpoints(dir string) (int, error) {
 	return len(infos), err
 }
 
-// mayHoldCommitted reports whether the checkpoint file at path may hold a committed checkpoint:
-// false when there is no file or it holds none, true when it does or cannot be read now (the
-// trainer's own opening of it says why).
-func mayHoldCommitted(path string) bool {
+// holdsCommitted reports whether the checkpoint file at path holds a committed checkpoint,
+// opening it read-only: false and nil when there is no file; the open's or listing's error when
+// it cannot be read now (each caller decides what that means).
+func holdsCommitted(path string) (bool, error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return false
+		return false, nil
 	}
 	st, err := checkpoint.Open(path, checkpoint.Options{ReadOnly: true})
 	if err != nil {
-		return true
+		return false, err
 	}
 	defer st.Close()
 	infos, err := st.List()
-	return err == nil && slices.ContainsFunc(infos, func(in checkpoint.Info) bool { return in.Committed })
+	return err == nil && slices.ContainsFunc(infos, func(in checkpoint.Info) bool { return in.Committed }), err
 }
 
 // bind writes the volume's run.yaml for c's run if it lacks one or names another run (saying so
@@ -376,8 +376,12 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return withExit(2, err)
 	}
 	dbPath := filepath.Join(o.dataDir, trainer.CheckpointFile)
-	if initGone != nil && o.standalone && !mayHoldCommitted(dbPath) {
-		return withExit(2, initGone) // a new run starts from them: refused before the volume is written
+	if initGone != nil && o.standalone {
+		// A new run starts from them: refused before the volume is written. A file that cannot
+		// be read now may hold one (the trainer's own opening of it says why).
+		if held, err := holdsCommitted(dbPath); !held && err == nil {
+			return withExit(2, initGone)
+		}
 	}
 	emptyDB, err := emptyCheckpointFile(dbPath, o.standalone)
 	if err != nil {
