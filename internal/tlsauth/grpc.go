@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -30,7 +31,8 @@ const (
 )
 
 // ServerOptions returns the options a gRPC server of the cluster needs: mutual TLS 1.3 against
-// the CA and the join-secret check on every unary and streaming call. With Insecure they select
+// the CA, the join-secret check on every unary and streaming call, and then the role check (a
+// caller whose certificate's role may not call the method gets codes.PermissionDenied; see Role). With Insecure they select
 // plain text and no checks. Append the component's own options (message sizes, windows) after.
 func (b *Bundle) ServerOptions() []grpc.ServerOption {
 	if b.insecure {
@@ -84,8 +86,38 @@ func (b *Bundle) checkSecret(ctx context.Context, method string) error {
 	return status.Error(codes.Unauthenticated, msg)
 }
 
+// checkRole returns nil when the caller's certificate has a role that may call method (see
+// Role; a certificate without a role may call everything), and a codes.PermissionDenied status
+// naming the role and the method otherwise (msgRoleRefused), with one Warn line on the server's
+// log (rate-limited like every refusal).
+func (b *Bundle) checkRole(ctx context.Context, method string) error {
+	remote, ti := "unknown", credentials.TLSInfo{}
+	if p, ok := peer.FromContext(ctx); ok {
+		if p.Addr != nil {
+			remote = p.Addr.String()
+		}
+		ti, _ = p.AuthInfo.(credentials.TLSInfo)
+	}
+	var msg string
+	var role Role
+	if len(ti.State.PeerCertificates) == 0 {
+		msg = "ddpm: the caller presented no certificate" // ServerOptions' TLS requires one: not reached
+	} else if r, err := RoleOf(ti.State.PeerCertificates[0]); err != nil {
+		msg = "ddpm: refused: " + strings.TrimPrefix(err.Error(), ErrRole.Error()+": ")
+	} else if r.MayCall(method) {
+		return nil
+	} else {
+		role, msg = r, msgRoleRefused(r, method)
+	}
+	b.refusals.warn("tlsauth: refused call", remote, msg, "method", method, "role", string(role), "reason", msg)
+	return status.Error(codes.PermissionDenied, msg)
+}
+
 func (b *Bundle) unaryCheck(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if err := b.checkSecret(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	if err := b.checkRole(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
 	return handler(ctx, req)
@@ -93,6 +125,9 @@ func (b *Bundle) unaryCheck(ctx context.Context, req any, info *grpc.UnaryServer
 
 func (b *Bundle) streamCheck(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if err := b.checkSecret(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	if err := b.checkRole(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
 	return handler(srv, ss)

@@ -54,21 +54,9 @@ func Init(dir string, o InitOptions) ([]string, error) {
 	if o.Rand == nil {
 		o.Rand = rand.Reader
 	}
-	dns := []string{NodeName, "localhost"}
-	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-	for _, h := range o.Hosts {
-		h = strings.TrimSpace(h)
-		if h == "" {
-			continue
-		}
-		if ip := net.ParseIP(h); ip != nil {
-			ips = append(ips, ip)
-			continue
-		}
-		if err := checkDNSName(h); err != nil {
-			return nil, err
-		}
-		dns = append(dns, strings.ToLower(h))
+	dns, ips, err := nodeNames(o.Hosts)
+	if err != nil {
+		return nil, err
 	}
 
 	names := []string{CAFile, CAKeyFile, CertFile, KeyFile, SecretFile}
@@ -184,6 +172,29 @@ func writeNew(p string, data []byte) error {
 		return err
 	}
 	return f.Close()
+}
+
+// nodeNames returns the DNS names and IP addresses of a node certificate: NodeName, localhost,
+// 127.0.0.1 and ::1, then each of hosts (an IP address, or a DNS name checked by checkDNSName and
+// lowered; blank entries skipped). A bad name returns ErrBadOption.
+func nodeNames(hosts []string) ([]string, []net.IP, error) {
+	dns := []string{NodeName, "localhost"}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	for _, h := range hosts {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			continue
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+			continue
+		}
+		if err := checkDNSName(h); err != nil {
+			return nil, nil, err
+		}
+		dns = append(dns, strings.ToLower(h))
+	}
+	return dns, ips, nil
 }
 
 // serial returns a random positive 127-bit certificate serial number (RFC 5280 allows 20 octets).

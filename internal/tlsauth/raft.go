@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,9 @@ const raftMagic = "DDPMRFT1"
 const (
 	raftAccepted byte = 'A'
 	raftRefused  byte = 'R'
+	// raftRoleRefused: the join secret is right but the dialer's certificate has a role that may
+	// not make raft links (Role.MayRaft). A release older than roles reads it as raftRefused.
+	raftRoleRefused byte = 'P'
 	// raftAuthTimeout bounds the TLS handshake plus preamble on the accepting side, so a peer that
 	// connects and goes silent does not hold a goroutine forever.
 	raftAuthTimeout = 10 * time.Second
@@ -88,7 +92,8 @@ type RaftLayer struct {
 
 // RaftStreamLayer returns a raft.StreamLayer over ln for raft.NewNetworkTransport: every link is
 // mutual TLS 1.3 against the CA plus the join secret, in both directions (each replica is a
-// server for some links and a client for others), and at most MaxRaftPending accepted
+// server for some links and a client for others), between certificates of role coordinator or
+// without a role (Role.MayRaft: a trainer's or operator's certificate is refused, ErrRole), and at most MaxRaftPending accepted
 // connections await authentication (see RaftLayer). advertise is the address other replicas dial
 // (nil: ln.Addr()); the dialed host must be named in the peer's certificate unless
 // Config.ServerName is set. With Insecure the links are plain TCP. Closing the layer closes ln.
@@ -274,6 +279,11 @@ func (s *RaftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net
 	if err := conn.Handshake(); err != nil {
 		return fail(fmt.Errorf("tlsauth: raft peer %s: %w", address, err))
 	}
+	// The peer must be a coordinator too: the preamble is not sent to a trainer's or an
+	// operator's certificate.
+	if err := raftPeerRole(conn, string(address)); err != nil {
+		return fail(err)
+	}
 	pre := make([]byte, 0, len(raftMagic)+len(s.b.digest))
 	pre = append(append(pre, raftMagic...), s.b.digest[:]...)
 	if _, err := conn.Write(pre); err != nil {
@@ -285,11 +295,32 @@ func (s *RaftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net
 	if _, err := io.ReadFull(conn, ack[:]); err != nil {
 		return fail(fmt.Errorf("tlsauth: raft peer %s refused the connection: %w", address, err))
 	}
+	if ack[0] == raftRoleRefused {
+		return fail(fmt.Errorf("%w: raft peer %s refused our certificate of role %s: raft links take coordinator certificates (ddpm certs issue --role coordinator)", ErrRole, address, s.b.role))
+	}
 	if ack[0] != raftAccepted {
 		return fail(fmt.Errorf("%w: raft peer %s refused our join secret", ErrJoinSecret, address))
 	}
 	conn.SetDeadline(time.Time{})
 	return conn, nil
+}
+
+// raftPeerRole returns nil when the certificate the peer at remote presented on conn (handshake
+// complete) may make raft links (Role.MayRaft), and an error wrapping ErrRole naming its role
+// otherwise.
+func raftPeerRole(conn *tls.Conn, remote string) error {
+	certs := conn.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return fmt.Errorf("%w: raft peer %s presented no certificate", ErrRole, remote)
+	}
+	r, err := RoleOf(certs[0])
+	if err != nil {
+		return fmt.Errorf("%w: raft peer %s: %v", ErrRole, remote, strings.TrimPrefix(err.Error(), ErrRole.Error()+": "))
+	}
+	if !r.MayRaft() {
+		return fmt.Errorf("%w: raft peer %s presented a certificate of role %s: raft links take coordinator certificates", ErrRole, remote, r)
+	}
+	return nil
 }
 
 // acceptedConn is the accepting end of a raft link; it authenticates the peer once, before the
@@ -329,6 +360,9 @@ func (c *acceptedConn) auth() error {
 				subtle.ConstantTimeCompare(pre[len(raftMagic):], c.l.b.digest[:]) != 1 {
 				c.tls.Write([]byte{raftRefused})
 				c.err = fmt.Errorf("%w: raft peer %s presented a wrong join secret", ErrJoinSecret, c.remote)
+			} else if err := raftPeerRole(c.tls, c.remote); err != nil {
+				c.tls.Write([]byte{raftRoleRefused})
+				c.err = err
 			} else if _, err := c.tls.Write([]byte{raftAccepted}); err != nil {
 				c.err = fmt.Errorf("tlsauth: raft peer %s: %w", c.remote, err)
 			}

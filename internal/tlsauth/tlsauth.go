@@ -120,6 +120,7 @@ type Bundle struct {
 	refusals   *refusalLimiter // rate-limits the refusal lines written to log
 	notAfter   time.Time
 	serverName string
+	role       Role // of node.crt
 }
 
 // Load reads the certificate directory named by cfg (or returns a plain-text Bundle when
@@ -188,12 +189,13 @@ func Load(cfg Config) (*Bundle, error) {
 			return nil, fmt.Errorf("%w: %s against %s: %v", ErrInvalid, filepath.Join(cfg.Dir, CertFile), filepath.Join(cfg.Dir, CAFile), err)
 		}
 	}
-	secret := strings.TrimSpace(string(secretRaw))
-	if len(secret) < MinSecretLen {
-		return nil, fmt.Errorf("%w: %s holds %d bytes, want at least %d", ErrInvalid, filepath.Join(cfg.Dir, SecretFile), len(secret), MinSecretLen)
+	role, err := RoleOf(leaf)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, filepath.Join(cfg.Dir, CertFile), strings.TrimPrefix(err.Error(), ErrRole.Error()+": "))
 	}
-	if strings.ContainsAny(secret, "\r\n") {
-		return nil, fmt.Errorf("%w: %s must be one line", ErrInvalid, filepath.Join(cfg.Dir, SecretFile))
+	secret, err := parseSecret(filepath.Join(cfg.Dir, SecretFile), secretRaw)
+	if err != nil {
+		return nil, err
 	}
 
 	b := &Bundle{
@@ -203,6 +205,7 @@ func Load(cfg Config) (*Bundle, error) {
 		refusals:   newRefusalLimiter(log),
 		notAfter:   leaf.NotAfter,
 		serverName: cfg.ServerName,
+		role:       role,
 	}
 	b.serverTLS = &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -219,6 +222,22 @@ func Load(cfg Config) (*Bundle, error) {
 	return b, nil
 }
 
+// parseSecret returns the join secret held in raw (the file p): one line of at least
+// MinSecretLen bytes, surrounding white space dropped. Errors wrap ErrInvalid and name p.
+func parseSecret(p string, raw []byte) (string, error) {
+	secret := strings.TrimSpace(string(raw))
+	if len(secret) < MinSecretLen {
+		return "", fmt.Errorf("%w: %s holds %d bytes, want at least %d", ErrInvalid, p, len(secret), MinSecretLen)
+	}
+	if strings.ContainsAny(secret, "\r\n") {
+		return "", fmt.Errorf("%w: %s must be one line", ErrInvalid, p)
+	}
+	return secret, nil
+}
+
+// Role is the role of the node certificate (RoleNone: all rights, and when Insecure).
+func (b *Bundle) Role() Role { return b.role }
+
 // Insecure reports whether the Bundle makes plain-text, unauthenticated links.
 func (b *Bundle) Insecure() bool { return b.insecure }
 
@@ -230,5 +249,9 @@ func (b *Bundle) String() string {
 	if b.insecure {
 		return "plain text, unauthenticated (--insecure)"
 	}
-	return fmt.Sprintf("mutual TLS 1.3 + join secret, node certificate valid until %s", b.notAfter.UTC().Format(time.RFC3339))
+	role := ""
+	if b.role != RoleNone {
+		role = ", role " + string(b.role)
+	}
+	return fmt.Sprintf("mutual TLS 1.3 + join secret%s, node certificate valid until %s", role, b.notAfter.UTC().Format(time.RFC3339))
 }
