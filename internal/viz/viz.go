@@ -14,15 +14,15 @@ import (
 	"image/png"
 	"io"
 	"math"
-	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+
+	"ddpm/internal/atomicfile"
 )
 
 // Errors returned by this package; each is wrapped with the file it concerns.
@@ -323,42 +323,16 @@ func WritePNG(path string, img image.Image) error {
 	return writeAtomic(path, func(w io.Writer) error { return png.Encode(w, img) })
 }
 
-// writeAtomic writes through fill into a temporary file next to path, syncs it and renames it
-// over path; on any error path is left as it was. The file gets mode 0666 less the umask (0644
-// usually), as any file a user shares: these are no secrets.
-func writeAtomic(path string, fill func(io.Writer) error) (err error) {
-	f, err := createShared(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+// writeAtomic writes through fill to path with atomicfile (synced, renamed into place, the
+// directory synced; on any error path is left as it was and no temporary file stays). The file
+// gets mode 0666 less the umask (0644 usually), as any file a user shares: these are no secrets.
+// fill's error (an encoder's, or a write's) comes back as "viz: writing PATH: ERR"; the others
+// are atomicfile's, naming path.
+func writeAtomic(path string, fill func(io.Writer) error) error {
+	return atomicfile.Write(path, 0o666, atomicfile.Replace, func(w io.Writer) error {
+		if err := fill(w); err != nil {
+			return fmt.Errorf("viz: writing %s: %w", path, err)
 		}
-	}()
-	if err = fill(f); err != nil {
-		return fmt.Errorf("viz: writing %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
-// createShared creates a new file dir/prefixNNNN for writing with mode 0666 less the umask
-// (os.CreateTemp's 0600 is for private files), trying fresh random names while one exists.
-func createShared(dir, prefix string) (*os.File, error) {
-	for range 1000 {
-		name := filepath.Join(dir, prefix+strconv.FormatUint(uint64(rand.Uint32()), 10))
-		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
-		if errors.Is(err, os.ErrExist) {
-			continue
-		}
-		return f, err
-	}
-	return nil, fmt.Errorf("viz: no free temporary name %s* in %s", prefix, dir)
+		return nil
+	})
 }

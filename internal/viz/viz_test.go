@@ -181,3 +181,21 @@ func TestOutputsFollowUmask(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteErrorNamesTheFile: a grid written where a directory stands fails with the file's own
+// name ("rename DIR/samples.png: file exists"; it used to name the hidden temporary file beside
+// it, ".samples.png.tmp1234") and leaves nothing beside the directory.
+func TestWriteErrorNamesTheFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "samples.png")
+	if err := os.Mkdir(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := WritePNG(p, Grid(make([]float32, 4), 1, 1, 2, 2, 1, 0))
+	if want := "rename " + p + ": file exists"; err == nil || err.Error() != want {
+		t.Fatalf("WritePNG onto a directory: %v, want %q", err, want)
+	}
+	if es, _ := os.ReadDir(dir); len(es) != 1 {
+		t.Fatalf("%d entries in the folder, want the directory alone", len(es))
+	}
+}
