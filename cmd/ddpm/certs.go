@@ -15,7 +15,7 @@ import (
 // certsCmd groups the certificate tooling.
 var certsCmd = &cobra.Command{
 	Use:   "certs",
-	Short: "Make the TLS material (CA, node certificate, join secret) of a cluster",
+	Short: "Make the TLS material (CA, node certificates, join secret) of a cluster",
 }
 
 var certsInitFlags struct {
@@ -104,7 +104,109 @@ func init() {
 	f.StringSliceVar(&certsInitFlags.hosts, "hosts", nil, "extra DNS names or IPs for the node certificate, comma-separated (wildcards like *.ddpm.ns.svc.cluster.local allowed)")
 	f.IntVar(&certsInitFlags.days, "days", 365, "validity of the certificates in days")
 	certsCmd.AddCommand(certsInitCmd)
+
+	f = certsIssueCmd.Flags()
+	f.StringVar(&certsIssueFlags.certs, "certs", "", "`DIR` made by ddpm certs init (its ca.crt, ca.key and join-secret are read)")
+	f.StringVar(&certsIssueFlags.role, "role", "", "role of the new certificate: coordinator, trainer or operator")
+	f.StringVar(&certsIssueFlags.out, "out", "", "`DIR` to write ca.crt, node.crt, node.key and join-secret in (new or empty)")
+	f.StringSliceVar(&certsIssueFlags.hosts, "hosts", nil, "extra DNS names or IPs for the certificate, comma-separated (as for certs init)")
+	f.IntVar(&certsIssueFlags.days, "days", 0, "validity in days (0: until the CA expires)")
+	certsCmd.AddCommand(certsIssueCmd)
 	rootCmd.AddCommand(certsCmd)
+}
+
+var certsIssueFlags struct {
+	certs, role, out string
+	hosts            []string
+	days             int
+}
+
+var certsIssueCmd = &cobra.Command{
+	Use:   "issue --certs DIR --role ROLE --out DIR2",
+	Short: "Make a certificate of one role (coordinator, trainer, operator) from the CA of a certs init directory",
+	Long: `Make a certificate directory for one role from the CA of DIR (made by ddpm certs init):
+
+  ca.crt, join-secret  copied from DIR
+  node.crt, node.key   a new certificate signed by DIR's CA, carrying the role as the URI
+                       ddpm:role/ROLE, naming ddpm-node, localhost, 127.0.0.1, ::1 and every
+                       --hosts entry
+
+DIR2 never receives ca.key. Every process takes --certs DIR2 like --certs DIR. What each role
+may do:
+
+  coordinator  raft between replicas, every coordinator call
+  trainer      join, heartbeat, leave, watch, report, checkpoint ready, status; the all-reduce
+               ring and checkpoint fetch between trainers. No raft, no rollback.
+  operator     ddpm status, ddpm loss, ddpm checkpoint rollback, ddpm checkpoint fetch
+
+A refused call gets PERMISSION_DENIED naming the role and the method. DIR's own node
+certificate carries no role and may still do everything: once the processes hold role
+certificates, keep DIR (and its node.key) off the nodes. Files are created with mode 0600; if
+any already exists nothing is written.`,
+	Args: cobra.NoArgs,
+	RunE: func(cmd *cobra.Command, args []string) error {
+		f := certsIssueFlags
+		switch {
+		case f.certs == "":
+			return withExit(2, errors.New("certs issue: --certs DIR is required (the directory ddpm certs init made, holding ca.key)"))
+		case f.role == "":
+			return withExit(2, errors.New("certs issue: --role is required (coordinator, trainer or operator)"))
+		case f.out == "":
+			return withExit(2, errors.New("certs issue: --out DIR2 is required (a new or empty directory for the role's certificate)"))
+		}
+		role, err := tlsauth.ParseRole(f.role)
+		if err != nil {
+			return withExit(2, fmt.Errorf("certs issue: --role %q: want coordinator, trainer or operator", f.role))
+		}
+		if d := f.days; d < 0 || d > maxCertDays {
+			return withExit(2, fmt.Errorf("certs issue: --days %d: want 1..%d, or 0 for the CA's own expiry", d, maxCertDays))
+		}
+		if fi, err := os.Stat(f.certs); err != nil || !fi.IsDir() {
+			return withExit(2, fmt.Errorf("certs issue: --certs %s: no such directory (give the directory ddpm certs init made)", f.certs))
+		}
+		if fi, err := os.Stat(f.out); err == nil && !fi.IsDir() {
+			return withExit(2, fmt.Errorf("certs issue: --out %s: a file, not a directory (give a new or empty directory)", f.out))
+		}
+		paths, err := tlsauth.Issue(f.certs, f.out, tlsauth.IssueOptions{Role: role, Hosts: f.hosts, Days: f.days})
+		if err != nil {
+			return withExit(2, certsIssueError(f.out, err))
+		}
+		b, err := tlsauth.Load(tlsauth.Config{Dir: f.out})
+		if err != nil { // the files just written must load; anything else is a bug worth reporting
+			return withExit(1, err)
+		}
+		out := cmd.OutOrStdout()
+		for _, p := range paths {
+			fmt.Fprintln(out, "wrote", p)
+		}
+		fmt.Fprintln(out, b)
+		return nil
+	},
+}
+
+// certsIssueError words tlsauth.Issue's refusals as the command's lines: "certs issue: " and the
+// problem without the package's prefixes ("certs issue: OUT/node.crt already exists (...)",
+// "certs issue: --hosts "h:1": give a host name or IP without a port", "certs issue: missing
+// file: DIR/ca.key (...)"), and an --out this user may not write. errors.Is still finds the
+// package's errors.
+func certsIssueError(out string, err error) error {
+	msg := err.Error()
+	for _, e := range []error{tlsauth.ErrExists, tlsauth.ErrBadOption, tlsauth.ErrMissing, tlsauth.ErrInvalid} {
+		if errors.Is(err, e) {
+			msg = strings.TrimPrefix(msg, e.Error()+": ")
+			if e == tlsauth.ErrMissing || e == tlsauth.ErrInvalid {
+				msg = strings.TrimPrefix(e.Error(), "tlsauth: ") + ": " + msg
+			}
+			break
+		}
+	}
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		msg = fmt.Sprintf("--out %s: permission denied (give a directory this user may create and write)", out)
+	case strings.HasPrefix(msg, "host "):
+		msg = "--hosts " + strings.TrimPrefix(msg, "host ")
+	}
+	return rewordedError{msg: "certs issue: " + msg, err: err}
 }
 
 // loadSecurity loads the --certs/--insecure choice of a command (exit status 2 on a missing or

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ddpm/internal/tlsauth"
+)
+
+// runCertsIssue runs `ddpm certs issue ARGS...` in-process and returns stdout and the error.
+func runCertsIssue(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	certsIssueFlags.certs, certsIssueFlags.role, certsIssueFlags.out = "", "", ""
+	certsIssueFlags.hosts, certsIssueFlags.days = nil, 0
+	var out bytes.Buffer
+	rootCmd.SetOut(&out)
+	rootCmd.SetArgs(append([]string{"certs", "issue"}, args...))
+	defer rootCmd.SetArgs(nil)
+	err := rootCmd.Execute()
+	return out.String(), err
+}
+
+// TestCertsIssueCommand: `ddpm certs issue --certs DIR --role trainer --out OUT` writes OUT's
+// four files (no ca.key), prints them and the loaded mode with the role, and OUT loads as
+// --certs with role trainer. A second issue into OUT, a role that does not exist, a missing
+// flag, a --certs without ca.key (a node's copy) and --days past the CA's expiry are each one
+// line with exit status 2, OUT left as it was and nothing else created.
+func TestCertsIssueCommand(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	if _, err := tlsauth.Init(dir, tlsauth.InitOptions{Days: 10}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "trainer")
+	stdout, err := runCertsIssue(t, "--certs", dir, "--role", "trainer", "--out", out, "--hosts", "trainer-0.ddpm.default.svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("output:\n%s", stdout)
+	}
+	for i, n := range []string{tlsauth.CAFile, tlsauth.CertFile, tlsauth.KeyFile, tlsauth.SecretFile} {
+		if want := "wrote " + filepath.Join(out, n); lines[i] != want {
+			t.Errorf("line %d %q, want %q", i+1, lines[i], want)
+		}
+	}
+	if !strings.HasPrefix(lines[4], "mutual TLS 1.3 + join secret, role trainer, node certificate valid until ") {
+		t.Errorf("last line %q", lines[4])
+	}
+	b, err := tlsauth.Load(tlsauth.Config{Dir: out})
+	if err != nil || b.Role() != tlsauth.RoleTrainer {
+		t.Fatalf("issued directory: %v, role %v", err, b.Role())
+	}
+	if _, err := os.Stat(filepath.Join(out, tlsauth.CAKeyFile)); !os.IsNotExist(err) {
+		t.Fatalf("ca.key copied: %v", err)
+	}
+	cert, _ := os.ReadFile(filepath.Join(out, tlsauth.CertFile))
+
+	fresh := filepath.Join(t.TempDir(), "x")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--certs", dir, "--role", "operator", "--out", out},
+			"certs issue: " + filepath.Join(out, tlsauth.CAFile) + " already exists (remove it or choose another directory)"},
+		{[]string{"--certs", dir, "--role", "admin", "--out", fresh},
+			`certs issue: --role "admin": want coordinator, trainer or operator`},
+		{[]string{"--certs", dir, "--out", fresh},
+			"certs issue: --role is required (coordinator, trainer or operator)"},
+		{[]string{"--role", "operator", "--out", fresh},
+			"certs issue: --certs DIR is required (the directory ddpm certs init made, holding ca.key)"},
+		{[]string{"--certs", dir, "--role", "operator"},
+			"certs issue: --out DIR2 is required (a new or empty directory for the role's certificate)"},
+		{[]string{"--certs", out, "--role", "operator", "--out", fresh},
+			"certs issue: missing file: " + filepath.Join(out, tlsauth.CAKeyFile) + " (issuing takes the CA's key: give the directory ddpm certs init made, not a copy made for the nodes)"},
+		{[]string{"--certs", dir, "--role", "operator", "--out", fresh, "--hosts", "h:7000"},
+			`certs issue: --hosts "h:7000": give a host name or IP without a port`},
+		{[]string{"--certs", dir, "--role", "operator", "--out", fresh, "--days", "-1"},
+			"certs issue: --days -1: want 1..36500, or 0 for the CA's own expiry"},
+	} {
+		_, err := runCertsIssue(t, tc.args...)
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != 2 || err.Error() != tc.want {
+			t.Errorf("%q: %v, want exit 2 %q", tc.args, err, tc.want)
+		}
+		if _, serr := os.Stat(fresh); !os.IsNotExist(serr) {
+			t.Fatalf("%q: %s created", tc.args, fresh)
+		}
+	}
+	// --days past the CA's (10 days) expiry: the line names the days left.
+	_, err = runCertsIssue(t, "--certs", dir, "--role", "operator", "--out", fresh, "--days", "11")
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || !errors.Is(err, tlsauth.ErrBadOption) ||
+		!strings.HasPrefix(err.Error(), "certs issue: --days 11: the CA of "+dir+" expires at ") ||
+		!strings.HasSuffix(err.Error(), ", in 9 days; give --days 9 or less, or leave --days out (the CA's expiry)") {
+		t.Errorf("--days 11: %v", err)
+	}
+	if again, _ := os.ReadFile(filepath.Join(out, tlsauth.CertFile)); !bytes.Equal(cert, again) {
+		t.Error("node.crt of the issued directory overwritten")
+	}
+}
