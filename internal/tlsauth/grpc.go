@@ -109,7 +109,7 @@ func (b *Bundle) checkRole(ctx context.Context, method string) error {
 	} else {
 		role, msg = r, msgRoleRefused(r, method)
 	}
-	b.refusals.warn("tlsauth: refused call", remote, msg, "method", method, "role", string(role), "reason", msg)
+	b.refusals.warn("tlsauth: refused call", remote, msg, "method", method, "cert_role", string(role), "reason", msg)
 	return status.Error(codes.PermissionDenied, msg)
 }
 

@@ -262,7 +262,7 @@ func TestGRPCRolesEnforced(t *testing.T) {
 				t.Errorf("%s %s: %v\nwant PermissionDenied %q", role, method, err, want)
 			}
 			if want != "" {
-				waitLog(t, log, "tlsauth: refused call", "method=/ddpm.coordinator.v1.Coordinator/"+method, "role="+string(role))
+				waitLog(t, log, "tlsauth: refused call", "method=/ddpm.coordinator.v1.Coordinator/"+method, "cert_role="+string(role))
 			}
 		}
 	}
