@@ -220,3 +220,18 @@ func loadSecurity(cfg *tlsauth.Config, log *slog.Logger) (*tlsauth.Bundle, error
 	}
 	return b, nil
 }
+
+// certRoleFor refuses, before anything starts, a --certs DIR whose certificate's role cannot do
+// the work of process ("coordinator", "trainer"): its peers would refuse it one call at a time
+// (raft links, the all-reduce ring, checkpoint transfer). want is the role that can (want's own
+// and a certificate without a role pass). The refusal is one line, exit status 2:
+// "coordinator: --certs DIR holds a certificate of role trainer; a coordinator takes one of role
+// coordinator (ddpm certs issue --role coordinator) or the role-less one of ddpm certs init".
+// A plain-text Bundle (--insecure) has no role and passes.
+func certRoleFor(b *tlsauth.Bundle, process string, want tlsauth.Role, dir string) error {
+	if r := b.Role(); r == tlsauth.RoleNone || r == want {
+		return nil
+	}
+	return withExit(2, fmt.Errorf("%s: --certs %s holds a certificate of role %s; a %s takes one of role %s (ddpm certs issue --role %s) or the role-less one of ddpm certs init",
+		process, dir, b.Role(), process, want, want))
+}

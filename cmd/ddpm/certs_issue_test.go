@@ -103,3 +103,67 @@ func TestCertsIssueCommand(t *testing.T) {
 		t.Error("node.crt of the issued directory overwritten")
 	}
 }
+
+// TestCertRoleFor: a coordinator refuses a trainer's certificate directory at start-up, and a
+// trainer an operator's, each in one line with exit status 2; their own role, a certificate
+// without a role and --insecure pass.
+func TestCertRoleFor(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	if _, err := tlsauth.Init(dir, tlsauth.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bundle := func(r tlsauth.Role) (*tlsauth.Bundle, string) {
+		if r == tlsauth.RoleNone {
+			b, err := tlsauth.Load(tlsauth.Config{Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b, dir
+		}
+		out := filepath.Join(t.TempDir(), string(r))
+		if _, err := runCertsIssue(t, "--certs", dir, "--role", string(r), "--out", out); err != nil {
+			t.Fatal(err)
+		}
+		b, err := tlsauth.Load(tlsauth.Config{Dir: out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b, out
+	}
+	for _, tc := range []struct {
+		process string
+		want    tlsauth.Role
+		have    tlsauth.Role
+		refused bool
+	}{
+		{"coordinator", tlsauth.RoleCoordinator, tlsauth.RoleTrainer, true},
+		{"coordinator", tlsauth.RoleCoordinator, tlsauth.RoleOperator, true},
+		{"coordinator", tlsauth.RoleCoordinator, tlsauth.RoleCoordinator, false},
+		{"coordinator", tlsauth.RoleCoordinator, tlsauth.RoleNone, false},
+		{"trainer", tlsauth.RoleTrainer, tlsauth.RoleOperator, true},
+		{"trainer", tlsauth.RoleTrainer, tlsauth.RoleCoordinator, true},
+		{"trainer", tlsauth.RoleTrainer, tlsauth.RoleTrainer, false},
+	} {
+		b, d := bundle(tc.have)
+		err := certRoleFor(b, tc.process, tc.want, d)
+		want := ""
+		if tc.refused {
+			want = tc.process + ": --certs " + d + " holds a certificate of role " + string(tc.have) + "; a " + tc.process +
+				" takes one of role " + string(tc.want) + " (ddpm certs issue --role " + string(tc.want) + ") or the role-less one of ddpm certs init"
+		}
+		var ee *exitError
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%s with %s: %v", tc.process, tc.have, err)
+		case want != "" && (!errors.As(err, &ee) || ee.code != 2 || err.Error() != want):
+			t.Errorf("%s with %s: %v\nwant exit 2 %q", tc.process, tc.have, err, want)
+		}
+	}
+	ib, err := tlsauth.Load(tlsauth.Config{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := certRoleFor(ib, "trainer", tlsauth.RoleTrainer, ""); err != nil {
+		t.Errorf("--insecure: %v", err)
+	}
+}
