@@ -129,6 +129,9 @@ func runLoss(cmd *cobra.Command, args []string) error {
 			// Following, the coordinators may be restarting (a replica killed and brought back, a
 			// leader failover): keep asking until none has answered for --timeout.
 			if !lossFlags.follow || lastAnswer.IsZero() || time.Since(lastAnswer) >= lossFlags.timeout {
+				if lastAnswer.IsZero() {
+					return stoppedRunFolder(ctx, "loss", args, addrs, err)
+				}
 				return err
 			}
 			if !outage {

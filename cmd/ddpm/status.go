@@ -18,10 +18,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"ddpm/api"
+	"ddpm/checkpoint"
+	"ddpm/config"
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
 	"ddpm/internal/localrun"
 	"ddpm/internal/tlsauth"
+	"ddpm/trainer"
 )
 
 // statusCmd prints the cluster's state as tables.
@@ -275,6 +278,70 @@ func deadAddrs(ctx context.Context, addrs []string) (why []string, refused bool)
 	return why, refused
 }
 
+// stoppedRunFolder rewords err, the failure of command name (status, loss) to reach the
+// coordinators addrs that the ddpm local run folder args[0] names, when that run is not going:
+// no process holds its local.lock and nothing listens at any of its coordinators' ports (every
+// connection refused). The line says so (and that it finished, when a trainer holds the
+// committed checkpoint of its last step), where its checkpoints (for loss, its loss history,
+// RUN/loss.csv, every step) are read instead, and how to start an unfinished one again; exit status 1,
+// as for any cluster that does not answer. It was "nothing listens at ADDRS: no coordinator
+// runs there, or not yet (--coordinator takes a coordinator's --grpc-addr)", naming a flag the
+// command line did not give. Any other err (no folder given, a run still going, a port that
+// takes connections) is returned as it is.
+//
+//	status: the ddpm local run runs/a is not running (nothing listens at its coordinators 127.0.0.1:40001,127.0.0.1:40004): ddpm checkpoint list runs/a lists its checkpoints; ddpm local --resume runs/a starts it again
+//	loss: the ddpm local run runs/a finished at step 200 and is not running (nothing listens at its coordinators 127.0.0.1:40001): its loss history is in runs/a/loss.csv
+func stoppedRunFolder(ctx context.Context, name string, args, addrs []string, err error) error {
+	if err == nil || len(args) != 1 || ctx.Err() != nil {
+		return err
+	}
+	dir := args[0]
+	if localrun.Running(dir) != nil {
+		return err
+	}
+	if why, refused := deadAddrs(ctx, addrs); why == nil || !refused {
+		return err
+	}
+	see := fmt.Sprintf("ddpm checkpoint list %s lists its checkpoints", shellWord(dir))
+	if name == "loss" {
+		csv := filepath.Join(dir, localrun.LossCSV)
+		see = "it has no loss history yet (no " + csv + ")"
+		if _, serr := os.Stat(csv); serr == nil {
+			see = "its loss history is in " + csv
+		}
+	}
+	state, next := "is not running", "; ddpm local --resume "+shellWord(dir)+" starts it again"
+	if run, cerr := config.Load(filepath.Join(dir, localrun.ConfigFile)); cerr == nil {
+		if runFolderFinished(dir, run.Steps) {
+			state, next = fmt.Sprintf("finished at step %d and is not running", run.Steps), ""
+		}
+	}
+	return withExit(1, fmt.Errorf("%s: the ddpm local run %s %s (nothing listens at its coordinators %s): %s%s",
+		name, dir, state, strings.Join(addrs, ","), see, next))
+}
+
+// runFolderFinished reports whether a trainer of the stopped ddpm local run in dir holds the
+// committed checkpoint of the run's last step, steps: the coordinators commit it only when
+// every rank reported it, so the run finished. A file that cannot be read counts as no.
+func runFolderFinished(dir string, steps int64) bool {
+	m, err := localrun.ReadManifest(dir)
+	if err != nil {
+		return false
+	}
+	for i := range m.Trainers {
+		st, err := checkpoint.Open(filepath.Join(localrun.TrainerDir(dir, i), trainer.CheckpointFile), checkpoint.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
+		if err != nil {
+			continue
+		}
+		committed, err := st.Committed()
+		st.Close()
+		if err == nil && slices.Contains(committed, steps) {
+			return true
+		}
+	}
+	return false
+}
+
 func runStatus(cmd *cobra.Command, args []string) error {
 	if err := runFolderFlags(cmd, "status", args); err != nil {
 		return err
@@ -292,7 +359,7 @@ func runStatus(cmd *cobra.Command, args []string) error {
 	}
 	resp, st, failing, err := fetchStateStore(cmd.Context(), "status", addrs, sec, statusFlags.sec.Dir, statusFlags.timeout)
 	if err != nil {
-		return err
+		return stoppedRunFolder(cmd.Context(), "status", args, addrs, err)
 	}
 	resp, st, note := leaderState(cmd.Context(), resp, st, failing, sec, statusFlags.timeout)
 	if note != "" {

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"ddpm/checkpoint"
+	"ddpm/config"
+	"ddpm/internal/localrun"
+	"ddpm/internal/testutil"
+	"ddpm/trainer"
+)
+
+// nuRun runs the built binary with args and returns its stdout, its stderr and its exit status.
+func nuRun(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(testutil.DDPMBinary(t), args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("ddpm %s: %v", strings.Join(args, " "), err)
+	}
+	return o.String(), e.String(), code
+}
+
+// nuWant checks that the binary run with args exits with code and writes exactly want (one
+// line) to stderr.
+func nuWant(t *testing.T, code int, want string, args ...string) {
+	t.Helper()
+	_, stderr, got := nuRun(t, args...)
+	if got != code || stderr != want+"\n" {
+		t.Errorf("ddpm %s: exit %d\n%s\nwant exit %d\n%s", strings.Join(args, " "), got, stderr, code, want)
+	}
+}
+
+// stoppedRunFixture writes a stopped ddpm local run folder: evalFixture's run.yaml and
+// trainer-0/checkpoints.db (a real step-0 checkpoint of the mnist preset), local.json with one
+// coordinator on a free port and one trainer, and the run's certificates (ddpm certs init).
+func stoppedRunFixture(t *testing.T) (dir, grpc string) {
+	t.Helper()
+	dir, _ = evalFixture(t)
+	m, err := localrun.NewManifest(fixtureRun.Hash(), 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := localrun.WriteManifest(dir, m); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := nuRun(t, "certs", "init", filepath.Join(dir, localrun.CertsDir)); code != 0 {
+		t.Fatalf("certs init: exit %d: %s", code, stderr)
+	}
+	return dir, m.CoordinatorGRPC()[0]
+}
+
+// TestNewUserS24StoppedRunFolder: ddpm status RUN and ddpm loss RUN of a ddpm local run that
+// is not going say so in one line (exit 1): where its checkpoints or its loss history are read
+// instead, and --resume for one that has not finished (a finished one: the step it finished
+// at, and no --resume, which would only say "nothing to resume"). Both said "nothing listens at
+// ADDR (connection refused): no coordinator runs there, or not yet (--coordinator takes a
+// coordinator's --grpc-addr)", naming a flag the command line did not give.
+func TestNewUserS24StoppedRunFolder(t *testing.T) {
+	dir, grpc := stoppedRunFixture(t)
+	csv := filepath.Join(dir, localrun.LossCSV)
+	stopped := "the ddpm local run " + dir + " is not running (nothing listens at its coordinators " + grpc + "): "
+	resume := "; ddpm local --resume " + dir + " starts it again"
+	nuWant(t, 1, "ddpm: status: "+stopped+"ddpm checkpoint list "+dir+" lists its checkpoints"+resume, "status", dir)
+	nuWant(t, 1, "ddpm: loss: "+stopped+"it has no loss history yet (no "+csv+")"+resume, "loss", dir)
+	if err := os.WriteFile(csv, []byte("step,loss,lr,grad_norm\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nuWant(t, 1, "ddpm: loss: "+stopped+"its loss history is in "+csv+resume, "loss", dir, "--follow")
+
+	// Finished: trainer-0 holds the committed checkpoint of the run's last step.
+	st, err := checkpoint.Open(filepath.Join(dir, "trainer-0", trainer.CheckpointFile), checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := *fixtureCkpt
+	last.Step = fixtureRun.Steps
+	if _, err := st.Save(&last); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkCommitted(last.Step); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if run, err := config.Load(filepath.Join(dir, localrun.ConfigFile)); err != nil || run.Steps != last.Step {
+		t.Fatalf("run.yaml: %v, steps %d", err, run.Steps)
+	}
+	finished := "the ddpm local run " + dir + " finished at step " + strconv.FormatInt(last.Step, 10) + " and is not running (nothing listens at its coordinators " + grpc + "): "
+	nuWant(t, 1, "ddpm: status: "+finished+"ddpm checkpoint list "+dir+" lists its checkpoints", "status", dir)
+	nuWant(t, 1, "ddpm: loss: "+finished+"its loss history is in "+csv, "loss", dir)
+}
