@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -231,7 +232,7 @@ func flagHint(cmd *cobra.Command, err error) string {
 
 func main() {
 	configureRoot()
-	if err := rootCmd.Execute(); err != nil {
+	if err := execute(); err != nil {
 		// Every line of an error of several (one per problem, errors.Join) starts "ddpm: ",
 		// so each reads as ddpm's.
 		for _, line := range strings.Split(err.Error(), "\n") {
@@ -243,4 +244,41 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+// exitBug is the exit status of a panic that reaches main: a bug in ddpm, not a mistake in the
+// command line or its input (status 2) nor a failure of the run or the machine (status 1). It is
+// sysexits.h's EX_SOFTWARE. The Go runtime's own status for a panic is 2, which ddpm local (and a
+// script) took for refused input: a trainer that crashed stopped the whole run instead of being
+// restarted.
+const exitBug = 70
+
+// envTestPanic, set to some text, makes every command panic with that text once its flags are
+// parsed (a cobra initializer), as a library panic would. Only tests set it
+// (TestPanicExitsAsBug): no user-visible flag exists for it.
+const envTestPanic = "DDPM_TEST_PANIC"
+
+// execute runs the command line. A panic on this goroutine (every command's RunE runs on it: a
+// library's index out of range, a nil map) is turned into exitBug: its stack trace goes to
+// stderr first, as the Go runtime would print it (under ddpm local that is the child's log,
+// under Kubernetes the container's log, so the trace reaches a bug report), and then the
+// returned error's one line, which main prints last: "ddpm: internal error (a bug in ddpm, not
+// in your input): VALUE; its stack trace is above; please report it with the trace". Deferred
+// calls of the commands have run by then (locks released, temporary files removed). A panic on
+// another goroutine (a gRPC handler's, a ring worker's) and a fatal runtime error (a concurrent
+// map write, out of memory) cannot be recovered here: the runtime prints them and exits 2.
+func execute() (err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "panic: %v\n\n%s\n", r, debug.Stack())
+		what := strings.Join(strings.Fields(fmt.Sprint(r)), " ") // one line whatever the value holds
+		err = withExit(exitBug, fmt.Errorf("internal error (a bug in ddpm, not in your input): %s; its stack trace is above; please report it with the trace", what))
+	}()
+	if v := os.Getenv(envTestPanic); v != "" {
+		cobra.OnInitialize(func() { panic(v) })
+	}
+	return rootCmd.Execute()
 }
