@@ -56,7 +56,26 @@ func (stubCoordinator) WatchAssignment(_ *api.WatchAssignmentRequest, s grpc.Ser
 	return s.Send(&api.Assignment{Generation: 7})
 }
 
-// coordinatorServer serves stubCoordinator over real gRPC on loopback with b's options.
+// stubTrainer answers the calls a trainer serves (the ring and checkpoint transfer) with one
+// message each.
+type stubTrainer struct {
+	api.UnimplementedRingServer
+	api.UnimplementedCheckpointTransferServer
+}
+
+func (stubTrainer) Stream(s grpc.BidiStreamingServer[api.Frame, api.Signal]) error {
+	if _, err := s.Recv(); err != nil {
+		return err
+	}
+	return s.Send(&api.Signal{})
+}
+
+func (stubTrainer) Fetch(_ *api.CheckpointFetchRequest, s grpc.ServerStreamingServer[api.CheckpointFetchResponse]) error {
+	return s.Send(&api.CheckpointFetchResponse{})
+}
+
+// coordinatorServer serves stubCoordinator (and stubTrainer's services, as one server may in a
+// test) over real gRPC on loopback with b's options.
 func coordinatorServer(t *testing.T, b *Bundle) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -65,14 +84,17 @@ func coordinatorServer(t *testing.T, b *Bundle) string {
 	}
 	srv := grpc.NewServer(b.ServerOptions()...)
 	api.RegisterCoordinatorServer(srv, stubCoordinator{})
+	api.RegisterRingServer(srv, stubTrainer{})
+	api.RegisterCheckpointTransferServer(srv, stubTrainer{})
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
 	return ln.Addr().String()
 }
 
-// coordCalls makes each Coordinator call the role tests check, with the Bundle of dir, and
-// returns each one's error by method name (Join, Status, RollbackRun, SubmitRun and the stream
-// WatchAssignment, its first message read).
+// coordCalls makes each call the role tests check and returns each one's error by method name:
+// the Coordinator's Join, Status, RollbackRun, SubmitRun and the stream WatchAssignment (its
+// first message read), the trainers' Ring.Stream (one frame sent, one signal read) and
+// CheckpointTransfer.Fetch (its first message read).
 func coordCalls(t *testing.T, addr string, opts ...grpc.DialOption) map[string]error {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, opts...)
@@ -93,6 +115,18 @@ func coordCalls(t *testing.T, addr string, opts ...grpc.DialOption) map[string]e
 		_, err = w.Recv()
 	}
 	errs["WatchAssignment"] = err
+	rs, err := api.NewRingClient(cc).Stream(ctx)
+	if err == nil {
+		if err = rs.Send(&api.Frame{}); err == nil {
+			_, err = rs.Recv()
+		}
+	}
+	errs["Ring.Stream"] = err
+	fs, err := api.NewCheckpointTransferClient(cc).Fetch(ctx, &api.CheckpointFetchRequest{Step: 100})
+	if err == nil {
+		_, err = fs.Recv()
+	}
+	errs["CheckpointTransfer.Fetch"] = err
 	return errs
 }
 
@@ -218,34 +252,49 @@ func TestMethodRolesCoverAPI(t *testing.T) {
 	}
 }
 
-// TestGRPCRolesEnforced: over real mutual TLS on loopback, a trainer certificate may join and
-// watch its assignment but gets PERMISSION_DENIED on RollbackRun and SubmitRun, naming its role
-// and the method, with one server log line each; an operator certificate may call Status and
-// RollbackRun but not Join or WatchAssignment; a coordinator's and a certificate without a role
-// (init's) may call everything; a trainer certificate of another CA is still refused in the TLS
-// handshake.
+// TestGRPCRolesEnforced: over real mutual TLS on loopback, a trainer certificate may join, watch
+// its assignment, stream the ring and fetch a checkpoint but gets PERMISSION_DENIED on
+// RollbackRun and SubmitRun, naming its role and the method, with one server log line each; an
+// operator certificate may call Status, RollbackRun and Fetch but not Join, WatchAssignment or
+// the ring; a coordinator's every Coordinator call but not the ring or Fetch; a certificate
+// without a role (init's) everything; a trainer certificate of another CA is still refused in
+// the TLS handshake.
 func TestGRPCRolesEnforced(t *testing.T) {
 	dir := newDir(t)
 	log := &syncBuf{}
 	addr := coordinatorServer(t, load(t, dir, log))
 
-	denied := func(role Role, method string) string {
-		return "ddpm: role " + string(role) + " may not call /ddpm.coordinator.v1.Coordinator/" + method
+	full := func(method string) string {
+		switch method {
+		case "Ring.Stream":
+			return "/ddpm.allreduce.v1.Ring/Stream"
+		case "CheckpointTransfer.Fetch":
+			return "/ddpm.checkpoint.v1.CheckpointTransfer/Fetch"
+		}
+		return "/ddpm.coordinator.v1.Coordinator/" + method
 	}
+	denied := func(role Role, method string) string {
+		return "ddpm: role " + string(role) + " may not call " + full(method)
+	}
+	all := map[string]string{"Join": "", "Status": "", "WatchAssignment": "", "RollbackRun": "", "SubmitRun": "", "Ring.Stream": "", "CheckpointTransfer.Fetch": ""}
 	cases := map[Role]map[string]string{ // method -> "" (allowed) or the exact PERMISSION_DENIED message
 		RoleTrainer: {
-			"Join": "", "Status": "", "WatchAssignment": "",
+			"Join": "", "Status": "", "WatchAssignment": "", "Ring.Stream": "", "CheckpointTransfer.Fetch": "",
 			"RollbackRun": denied(RoleTrainer, "RollbackRun") + " (roles allowed: coordinator, operator)",
 			"SubmitRun":   denied(RoleTrainer, "SubmitRun") + " (roles allowed: coordinator)",
 		},
 		RoleOperator: {
-			"Status": "", "RollbackRun": "",
+			"Status": "", "RollbackRun": "", "CheckpointTransfer.Fetch": "",
+			"Ring.Stream":     denied(RoleOperator, "Ring.Stream") + " (roles allowed: trainer)",
 			"Join":            denied(RoleOperator, "Join") + " (roles allowed: coordinator, trainer)",
 			"WatchAssignment": denied(RoleOperator, "WatchAssignment") + " (roles allowed: coordinator, trainer)",
 			"SubmitRun":       denied(RoleOperator, "SubmitRun") + " (roles allowed: coordinator)",
 		},
-		RoleCoordinator: {"Join": "", "Status": "", "WatchAssignment": "", "RollbackRun": "", "SubmitRun": ""},
-		RoleNone:        {"Join": "", "Status": "", "WatchAssignment": "", "RollbackRun": "", "SubmitRun": ""},
+		RoleCoordinator: {"Join": "", "Status": "", "WatchAssignment": "", "RollbackRun": "", "SubmitRun": "",
+			"Ring.Stream":              denied(RoleCoordinator, "Ring.Stream") + " (roles allowed: trainer)",
+			"CheckpointTransfer.Fetch": denied(RoleCoordinator, "CheckpointTransfer.Fetch") + " (roles allowed: trainer, operator)",
+		},
+		RoleNone: all,
 	}
 	for _, role := range []Role{RoleTrainer, RoleOperator, RoleCoordinator, RoleNone} {
 		certs := dir
@@ -262,12 +311,12 @@ func TestGRPCRolesEnforced(t *testing.T) {
 				t.Errorf("%s %s: %v\nwant PermissionDenied %q", role, method, err, want)
 			}
 			if want != "" {
-				waitLog(t, log, "tlsauth: refused call", "method=/ddpm.coordinator.v1.Coordinator/"+method, "cert_role="+string(role))
+				waitLog(t, log, "tlsauth: refused call", "method="+full(method), "cert_role="+string(role))
 			}
 		}
 	}
-	if n := strings.Count(log.String(), "tlsauth: refused call"); n != 5 {
-		t.Errorf("%d refusal lines, want 5 (one per refused call):\n%s", n, log)
+	if n := strings.Count(log.String(), "tlsauth: refused call"); n != 8 {
+		t.Errorf("%d refusal lines, want 8 (one per refused call):\n%s", n, log)
 	}
 
 	// A trainer certificate of another CA: refused in the handshake, as without roles.
@@ -282,8 +331,9 @@ func TestGRPCRolesEnforced(t *testing.T) {
 // TestRaftRefusesNonCoordinatorRoles: a raft cluster of coordinator certificates (issued) elects
 // and commits; a trainer's or operator's certificate with the right CA and join secret is refused
 // on its raft port (the dialer told ErrRole naming its role, the replica logging the peer's
-// role); a certificate without a role still links; and a replica's dial to a raft port that
-// presents a trainer certificate is refused before the join secret is sent.
+// role); a certificate without a role still links, one of another CA is refused as before; and a
+// replica's dial to a raft port that presents a trainer certificate is refused before the join
+// secret is sent.
 func TestRaftRefusesNonCoordinatorRoles(t *testing.T) {
 	dir := newDir(t)
 	log := &syncBuf{}
@@ -305,6 +355,11 @@ func TestRaftRefusesNonCoordinatorRoles(t *testing.T) {
 		}
 		return err
 	}
+	// A coordinator certificate of another CA: refused in the handshake, as without roles.
+	if err := dial(load(t, issue(t, newDir(t), RoleCoordinator), nil), target); err == nil || !strings.Contains(err.Error(), "x509: certificate signed by unknown authority") {
+		t.Fatalf("foreign coordinator dialing raft: %v", err)
+	}
+	waitLog(t, log, "tlsauth: refused raft connection", "remote error: tls: bad certificate")
 	for _, role := range []Role{RoleTrainer, RoleOperator} {
 		err := dial(load(t, issue(t, dir, role), nil), target)
 		want := "tlsauth: certificate role refused: raft peer " + string(target) + " refused our certificate of role " + string(role) +
