@@ -81,7 +81,7 @@ func checkpointPermission(file string) error {
 // is the command to run, with the trainer's address, the run's certificates, a copy beside the
 // run's run.yaml (which sample and export read) and where to find a committed step:
 //
-//	checkpoint: runs/a/trainer-0/checkpoints.db in use by process 4242 (trainer-0 of the ddpm local run runs/a: copy a committed checkpoint out of it with: ddpm checkpoint fetch 127.0.0.1:40001 --certs runs/a/certs --step N --out runs/a/step-N.db, N a committed step that ddpm status --coordinator 127.0.0.1:40002 --certs runs/a/certs lists)
+//	checkpoint: runs/a/trainer-0/checkpoints.db in use by process 4242 (trainer-0 of the ddpm local run runs/a: copy a committed checkpoint out of it with: ddpm checkpoint fetch 127.0.0.1:40001 --certs runs/a/certs --step N --out runs/a/step-N.db, N a committed step that ddpm status runs/a lists)
 func inUseExit(err error) error {
 	var iu *checkpoint.InUseError
 	if errors.As(err, &iu) {
@@ -200,13 +200,9 @@ func localFetchHint(file string) string {
 		if localrun.TrainerDir(run, i) != tdir {
 			continue
 		}
-		var coords []string
-		for _, c := range m.CoordinatorPorts {
-			coords = append(coords, fmt.Sprintf("127.0.0.1:%d", c.GRPC))
-		}
 		certs := shellWord(filepath.Join(run, localrun.CertsDir))
-		return fmt.Sprintf("%s of the ddpm local run %s: copy a committed checkpoint out of it with: ddpm checkpoint fetch 127.0.0.1:%d --certs %s --step N --out %s, N a committed step that ddpm status --coordinator %s --certs %s lists",
-			filepath.Base(tdir), shellWord(run), p.Listen, certs, shellWord(filepath.Join(run, "step-N.db")), strings.Join(coords, ","), certs)
+		return fmt.Sprintf("%s of the ddpm local run %s: copy a committed checkpoint out of it with: ddpm checkpoint fetch 127.0.0.1:%d --certs %s --step N --out %s, N a committed step that ddpm status %s lists",
+			filepath.Base(tdir), shellWord(run), p.Listen, certs, shellWord(filepath.Join(run, "step-N.db")), shellWord(run))
 	}
 	return ""
 }

@@ -32,8 +32,8 @@ func TestCheckpointInUseLocalRunHint(t *testing.T) {
 	defer st.Close()
 	certs := filepath.Join(dir, "certs")
 	want := fmt.Sprintf("checkpoint: %s in use by process %d (trainer-0 of the ddpm local run %s: copy a committed checkpoint out of it with: "+
-		"ddpm checkpoint fetch 127.0.0.1:40021 --certs %s --step N --out %s, N a committed step that ddpm status --coordinator 127.0.0.1:40002,127.0.0.1:40012 --certs %s lists)",
-		file, os.Getpid(), dir, certs, filepath.Join(dir, "step-N.db"), certs)
+		"ddpm checkpoint fetch 127.0.0.1:40021 --certs %s --step N --out %s, N a committed step that ddpm status %s lists)",
+		file, os.Getpid(), dir, certs, filepath.Join(dir, "step-N.db"), dir)
 	out := filepath.Join(t.TempDir(), "x")
 	for _, args := range [][]string{
 		{"sample", "--checkpoint", dir, "--n", "1", "--out", out + ".png"},

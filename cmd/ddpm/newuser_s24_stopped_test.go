@@ -102,3 +102,24 @@ func TestNewUserS24StoppedRunFolder(t *testing.T) {
 	nuWant(t, 1, "ddpm: status: "+finished+"ddpm checkpoint list "+dir+" lists its checkpoints", "status", dir)
 	nuWant(t, 1, "ddpm: loss: "+finished+"its loss history is in "+csv, "loss", dir)
 }
+
+// TestNewUserS24InUseStatusHint: the line of a checkpoint file a trainer of a ddpm local run
+// holds names the committed steps' list as ddpm status RUN, which takes the run folder since
+// d5d6c58; it gave the long --coordinator ADDR,... --certs RUN/certs form.
+func TestNewUserS24InUseStatusHint(t *testing.T) {
+	dir, _ := stoppedRunFixture(t)
+	m, err := localrun.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "trainer-0", trainer.CheckpointFile)
+	st, err := checkpoint.Open(file, checkpoint.Options{}) // this test process is the holder
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	want := "ddpm: checkpoint: " + file + " in use by process " + strconv.Itoa(os.Getpid()) + " (trainer-0 of the ddpm local run " + dir +
+		": copy a committed checkpoint out of it with: ddpm checkpoint fetch " + localrun.Addr(m.TrainerPorts[0].Listen) + " --certs " + filepath.Join(dir, "certs") +
+		" --step N --out " + filepath.Join(dir, "step-N.db") + ", N a committed step that ddpm status " + dir + " lists)"
+	nuWant(t, 2, want, "checkpoint", "list", dir)
+}
