@@ -3,8 +3,12 @@ package tlsauth
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -401,5 +405,58 @@ func TestRaftRefusesNonCoordinatorRoles(t *testing.T) {
 	// The cluster is undisturbed.
 	if err := leaderOf(t, nodes).r.Barrier(5 * time.Second).Error(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUnknownRoleRefused: a certificate of the cluster's CA carrying a role this release does not
+// know ("ddpm:role/admin"), or two roles, gets no rights: Load refuses its directory naming
+// node.crt, and a server refuses its calls with PERMISSION_DENIED saying why.
+func TestUnknownRoleRefused(t *testing.T) {
+	dir := newDir(t)
+	ca, caKey, _, err := readCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withURIs := func(uris ...string) string {
+		out := copyDir(t, dir)
+		tmpl := readCert(t, filepath.Join(dir, CertFile))
+		tmpl.URIs = nil
+		for _, u := range uris {
+			pu, err := url.Parse(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl.URIs = append(tmpl.URIs, pu)
+		}
+		pair := pairOf(t, dir)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, pair.Leaf.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(out, CertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	log := &syncBuf{}
+	addr := coordinatorServer(t, load(t, dir, log))
+	for _, tc := range []struct {
+		uris []string
+		why  string
+	}{
+		{[]string{"ddpm:role/admin"}, `the certificate carries the unknown role "admin" (want coordinator, trainer or operator)`},
+		{[]string{"ddpm:role/trainer", "ddpm:role/coordinator"}, "the certificate carries 2 roles (trainer, coordinator), want at most one"},
+	} {
+		d := withURIs(tc.uris...)
+		_, err := Load(Config{Dir: d})
+		if want := "tlsauth: invalid certificate material: " + filepath.Join(d, CertFile) + ": " + tc.why; !errors.Is(err, ErrInvalid) || err.Error() != want {
+			t.Errorf("Load %v: %v\nwant %q", tc.uris, err, want)
+		}
+		// A client built by hand from the directory Load refuses.
+		err = coordCalls(t, addr, tlsCreds(poolOf(t, dir), pairOf(t, d)), grpc.WithPerRPCCredentials(secretCreds{load(t, dir, nil).secret}))["Status"]
+		if want := "ddpm: refused: " + tc.why; status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != want {
+			t.Errorf("call with %v: %v\nwant PermissionDenied %q", tc.uris, err, want)
+		}
+		waitLog(t, log, "tlsauth: refused call", strings.ReplaceAll(tc.why, `"`, `\"`)) // quotes escaped by the text handler
 	}
 }

@@ -21,10 +21,15 @@
 // Kubernetes secret:
 //
 //	ca.crt       the cluster CA (PEM); read by every process
-//	node.crt     the node certificate (PEM), server and client usage, signed by ca.crt
+//	node.crt     the node certificate (PEM), server and client usage, signed by ca.crt; Init's
+//	             carries no role (all rights), Issue's one role (see Role)
 //	node.key     its private key (PEM, PKCS#8)
 //	join-secret  the join secret (one line)
 //	ca.key       the CA's private key; written by Init, never read by Load: keep it off the nodes
+//
+// `ddpm certs issue` (Issue) makes such a directory for one role (coordinator, trainer, operator)
+// from the CA of Init's: the servers then refuse what the role may not do (raft links, gRPC
+// methods; see Role and MethodRoles).
 //
 // Plain text is available only by asking for it (Config.Insecure, the --insecure flag); Load
 // refuses a Config that names neither a directory nor Insecure.
@@ -98,8 +103,8 @@ type Config struct {
 
 // AddFlags registers --certs and --insecure on fs and returns the Config they fill. Pass the
 // Config to Load after parsing. The Config expects NodeName in servers' certificates rather than
-// the dialed host: every process of a cluster holds the same node certificate (Init makes one),
-// so a per-host name check would add no assurance, and peers may advertise pod IPs that no
+// the dialed host: every certificate names NodeName (Init's, shared by every process unless role
+// certificates are issued, and each of Issue's), so a per-host name check would add no assurance, and peers may advertise pod IPs that no
 // certificate names.
 func AddFlags(fs *pflag.FlagSet) *Config {
 	c := &Config{ServerName: NodeName}
@@ -125,8 +130,9 @@ type Bundle struct {
 
 // Load reads the certificate directory named by cfg (or returns a plain-text Bundle when
 // cfg.Insecure). It checks that node.key matches node.crt, that node.crt is signed by ca.crt for
-// both server and client use and valid now, and that the join secret has at least MinSecretLen
-// bytes. Errors wrap ErrNoMode, ErrMissing or ErrInvalid and name the file.
+// both server and client use and valid now and carries at most one role, a known one (RoleOf),
+// and that the join secret has at least MinSecretLen bytes. Errors wrap ErrNoMode, ErrMissing or
+// ErrInvalid and name the file.
 func Load(cfg Config) (*Bundle, error) {
 	log := cfg.Logger
 	if log == nil {
