@@ -366,6 +366,15 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		if cmd.Flags().Changed("coordinators") && o.coordinators != man.Coordinators {
 			return withExit(2, fmt.Errorf("--coordinators cannot change on --resume: %s has %s", out, countNoun(man.Coordinators, "coordinator", "coordinators")))
 		}
+		// A run going, or one that is over, starts nothing: the one with its ports and lock held
+		// is named; the other is answered from its folder (its dataset and --init weights may
+		// be gone by now, and no coordinator or trainer is needed).
+		if err := localrun.Running(out); err != nil {
+			return withExit(1, err)
+		}
+		if runFolderFinished(out, run.Steps) {
+			return resumeFinished(cmd.Context(), cmd.ErrOrStderr(), out, run, o.samples)
+		}
 		if err := checkResumeDataset(out, run); err != nil {
 			return withExit(2, err)
 		}
@@ -375,13 +384,18 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		if err := checkRunCerts(filepath.Join(out, localrun.CertsDir)); err != nil {
 			return withExit(2, err)
 		}
+		// The ports before the lock: a port held by another program is refused (exit 2) with
+		// nothing changed, local.lock's pid included.
+		if err := man.ClaimPorts(out, portWait, func(line string) { fmt.Fprintln(cmd.ErrOrStderr(), "ddpm local:", line) }); err != nil {
+			if errors.Is(err, localrun.ErrPortHeld) {
+				return withExit(2, err)
+			}
+			return withExit(1, err)
+		}
 		if lock, err = localrun.Lock(out); err != nil {
 			return withExit(1, err)
 		}
 		defer lock.Release()
-		if err := man.ClaimPorts(portWait, func(line string) { fmt.Fprintln(cmd.ErrOrStderr(), "ddpm local:", line) }); err != nil {
-			return withExit(1, err)
-		}
 	} else {
 		if o.out == "" {
 			return withExit(2, errors.New("--out RUN_DIR is required (or --resume RUN_DIR)"))
@@ -721,9 +735,10 @@ const (
 // still stops being restarted.
 const restartWindow = 10 * time.Minute
 
-// portWait is how long a resumed run waits for a recorded port that another
-// process holds (localrun.Manifest.ClaimPorts): a closed connection that was given the port as
-// its ephemeral one keeps it for TIME_WAIT's 60 s.
+// portWait is how long a resumed run waits for a recorded port held by what lets go by itself
+// (localrun.Manifest.ClaimPorts): a closed connection that was given the port as its ephemeral
+// one keeps it for TIME_WAIT's 60 s; a process of the run left from a killed supervisor stops
+// within its grace. Another program listening on the port is refused at once.
 const portWait = 65 * time.Second
 
 // followLinger is how long the coordinators outlive a successful run's trainers at least: a

@@ -46,8 +46,11 @@ var (
 	ErrOtherRun = errors.New("holds a different run")
 	// ErrNotARun: --resume of a folder that holds no run.
 	ErrNotARun = errors.New("holds no ddpm local run")
-	// ErrPortBusy: a port recorded in the manifest is taken by another program.
+	// ErrPortBusy: a port recorded in the manifest stayed taken while ClaimPorts waited (by
+	// this run's own process, a closed connection, or something /proc does not show).
 	ErrPortBusy = errors.New("port is in use")
+	// ErrPortHeld: another program holds a port recorded in the manifest (ClaimPorts).
+	ErrPortHeld = errors.New("port is held by another program")
 	// ErrRunning: another live process holds the run directory's lock (Lock).
 	ErrRunning = errors.New("is already running")
 )
@@ -223,15 +226,27 @@ func NewManifest(hash string, c, n int) (Manifest, error) {
 	return m, nil
 }
 
-// ClaimPorts waits until m's ports can be bound before a resumed run starts its processes. Any
-// process's outgoing connection may have been given a recorded port as its ephemeral local port
-// while the run was stopped, and it keeps the port until it closes and for TIME_WAIT's 60 s
-// after (a bind fails on such a port even with SO_REUSEADDR). The ports stay as recorded: a
-// coordinator's are in the replicas' raft configuration and their peers' flags, and a trainer
-// rejoining from another address within heartbeat_timeout of its last heartbeat is refused as a
-// second process with its id. ClaimPorts calls say once, with the first port it waits for.
-// Errors: ErrPortBusy naming the first port still taken after wait, and whose it is.
-func (m Manifest) ClaimPorts(wait time.Duration, say func(string)) error {
+// ClaimPorts waits until m's ports can be bound before the resumed run in out starts its
+// processes, and says at once what holds a port that cannot be bound (FindPortHolder). The
+// ports stay as recorded: a coordinator's are in the replicas' raft configuration and their
+// peers' flags, and a trainer rejoining from another address within heartbeat_timeout of its
+// last heartbeat is refused as a second process with its id.
+//
+// It waits, up to wait, for what goes away by itself: a process of this run (its --data-dir is
+// one of out's coordinator-I or trainer-I folders) still stopping after its supervisor was
+// killed (the kernel sent it SIGTERM); a closed connection in TIME_WAIT, which keeps its port
+// up to 60 s and which no process holds (any process's outgoing connection may have been given
+// a recorded port as its ephemeral local port while the run was stopped, and a bind fails on
+// it even with SO_REUSEADDR); another process's open connection; and a socket whose process
+// this user cannot look into (another user's). It does not wait for another process's listening
+// socket, which stays until that process closes it. say is called once for each port and
+// holder it waits for, with what holds it.
+//
+// Errors: ErrPortHeld at once for another process's listening socket, and after wait for
+// another process's connection or a holder that cannot be looked into, naming it ("pid N
+// (COMMAND)"); ErrPortBusy after wait for a port still held by this run's own process, or by
+// something /proc does not show. Nothing is changed either way.
+func (m Manifest) ClaimPorts(out string, wait time.Duration, say func(string)) error {
 	type port struct {
 		n     int
 		owner string
@@ -245,20 +260,113 @@ func (m Manifest) ClaimPorts(wait time.Duration, say func(string)) error {
 		o := fmt.Sprintf("trainer-%d's", i)
 		all = append(all, port{t.Listen, o}, port{t.HTTP, o})
 	}
-	deadline, said := time.Now().Add(wait), false
+	manifest := filepath.Join(out, ManifestFile)
+	deadline := time.Now().Add(wait)
+	waitFor := wait.Round(time.Second)
+	said := map[string]bool{}
 	for _, p := range all {
 		for !portFree(p.n) {
-			if !time.Now().Before(deadline) {
-				return fmt.Errorf("%w: 127.0.0.1:%d, %s (recorded in %s; stop what holds it)", ErrPortBusy, p.n, p.owner, ManifestFile)
+			what := fmt.Sprintf("%s port 127.0.0.1:%d (recorded in %s)", p.owner, p.n, manifest)
+			h, found := FindPortHolder(p.n)
+			own := ""
+			if found && h.PID > 0 {
+				own = RunProcess(out, h.PID)
 			}
-			if !said {
-				say(fmt.Sprintf("%s port 127.0.0.1:%d (recorded in %s) is in use; waiting up to %v for it (a closed connection holds its port for 60 s)", p.owner, p.n, ManifestFile, wait.Round(time.Second)))
-				said = true
+			var (
+				waiting string // what is said while waiting
+				failed  error  // the error at the deadline (nil: at once, failNow)
+				failNow error
+			)
+			switch {
+			case !found:
+				waiting = fmt.Sprintf("%s is in use; waiting up to %v for it (a closed connection holds its port for 60 s)", what, waitFor)
+				failed = &portError{fmt.Sprintf("%s is in use after %v: stop what holds it, then resume again", what, waitFor), ErrPortBusy}
+			case h.TimeWait:
+				waiting = fmt.Sprintf("%s is held by %s; waiting for it", what, h.Describe())
+				failed = &portError{fmt.Sprintf("%s is held by %s: resume again once it has ended", what, h.Describe()), ErrPortBusy}
+			case own != "":
+				waiting = fmt.Sprintf("%s is still held by this run's %s (pid %d), left from its last session; waiting up to %v for it to stop", what, own, h.PID, waitFor)
+				failed = &portError{fmt.Sprintf("%s is still held by this run's %s (pid %d), left from its last session, after %v: stop it (kill %d), then resume again", what, own, h.PID, waitFor, h.PID), ErrPortBusy}
+			case h.Listening && h.PID > 0:
+				failNow = &portError{fmt.Sprintf("%s is held by %s, which is not this run's: stop it, then resume again", what, h.Describe()), ErrPortHeld}
+			case h.PID > 0:
+				waiting = fmt.Sprintf("%s is the local end of %s's connection to %s; waiting up to %v for it to close", what, h.Describe(), h.Remote, waitFor)
+				failed = &portError{fmt.Sprintf("%s is still the local end of %s's connection to %s after %v: stop that process, then resume again", what, h.Describe(), h.Remote, waitFor), ErrPortHeld}
+			default:
+				waiting = fmt.Sprintf("%s is held by %s; waiting up to %v for it to let go", what, h.Describe(), waitFor)
+				failed = &portError{fmt.Sprintf("%s is still held by %s after %v: have it stopped, then resume again", what, h.Describe(), waitFor), ErrPortHeld}
+			}
+			if failNow != nil {
+				return failNow
+			}
+			if !time.Now().Before(deadline) {
+				return failed
+			}
+			key := fmt.Sprintf("%d %v %d %v", p.n, h.TimeWait, h.PID, found)
+			if !said[key] {
+				say(waiting)
+				said[key] = true
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
 	return nil
+}
+
+// portError is an error of ClaimPorts: its line, and ErrPortBusy or ErrPortHeld.
+type portError struct {
+	msg  string
+	kind error
+}
+
+func (e *portError) Error() string { return e.msg }
+func (e *portError) Unwrap() error { return e.kind }
+
+// RunProcess names the process pid when it is one of the run in out's own ("coordinator-0",
+// "trainer-1"): its command line's --data-dir (resolved against its working directory) is that
+// process's folder in out. "" for any other process, and when /proc/PID cannot be read.
+func RunProcess(out string, pid int) string {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return ""
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	dir := ""
+	for i, a := range args {
+		if a == "--data-dir" && i+1 < len(args) {
+			dir = args[i+1]
+		} else if v, ok := strings.CutPrefix(a, "--data-dir="); ok {
+			dir = v
+		}
+	}
+	if dir == "" {
+		return ""
+	}
+	if !filepath.IsAbs(dir) {
+		cwd, err := os.Readlink(filepath.Join(procRoot, strconv.Itoa(pid), "cwd"))
+		if err != nil {
+			return ""
+		}
+		dir = filepath.Join(cwd, dir)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return ""
+	}
+	ents, err := os.ReadDir(out)
+	if err != nil {
+		return ""
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !e.IsDir() || !strings.HasPrefix(name, "coordinator-") && !strings.HasPrefix(name, "trainer-") {
+			continue
+		}
+		if fj, err := os.Stat(filepath.Join(out, name)); err == nil && os.SameFile(fi, fj) {
+			return name
+		}
+	}
+	return ""
 }
 
 // portFree reports whether 127.0.0.1:p can be bound now.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -30,6 +31,20 @@ func TestMain(m *testing.M) {
 		fmt.Println("ready")
 		<-c
 		fmt.Println("got SIGTERM")
+		os.Exit(0)
+	case "listen": // listens on 127.0.0.1:LISTEN_PORT, says "ready", closes after HOLD (or a minute)
+		l, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("LISTEN_PORT"))
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Println("ready")
+		hold, err := time.ParseDuration(os.Getenv("HOLD"))
+		if err != nil {
+			hold = time.Minute
+		}
+		time.Sleep(hold)
+		l.Close()
 		os.Exit(0)
 	case "ignore-term": // must be SIGKILLed
 		signal.Ignore(syscall.SIGTERM)
