@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -411,7 +412,8 @@ func checkOutNames(ext, what string, outs ...outFile) error {
 //
 //	--checkpoint w.safetensors is a safetensors weights file, not a checkpoint file (checkpoints.db); --init of ddpm local and ddpm trainer takes weights
 //
-// A folder, a missing file and anything unrecognized pass (the checkpoint package names them).
+// A text file (isTextFile: a CSV, a log) is refused as one. A folder, a missing file and anything
+// unrecognized pass (the checkpoint package names them).
 func checkCheckpointKind(flag, path string) error {
 	what := strings.TrimSpace(flag + " " + path)
 	switch kind := sniffFile(path); kind {
@@ -421,8 +423,36 @@ func checkCheckpointKind(flag, path string) error {
 		return withExit(exitUsage, fmt.Errorf("%s is %s, not a checkpoint file; give the checkpoints.db of its run (or the run's folder)", what, kind))
 	case kindDataset, kindImage:
 		return withExit(exitUsage, fmt.Errorf("%s is %s, not a checkpoint file (checkpoints.db)", what, kind))
+	case "":
+		if isTextFile(path) {
+			return withExit(exitUsage, fmt.Errorf("%s is a text file, not a checkpoint file (checkpoints.db)", what))
+		}
 	}
 	return nil
+}
+
+// isTextFile reports whether the regular file at path begins as text: its first 64 KiB are
+// UTF-8 without a NUL byte (a CSV such as a run's loss.csv, a log, a note). No bbolt file is
+// (its first page header holds zero bytes), nor one whose pages were zeroed. A file that cannot be read is
+// no text file.
+func isTextFile(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
+		return false
+	}
+	head := make([]byte, 64<<10)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	if n == cap(head) { // cut at the limit: the last rune may be cut short there
+		for i := 1; i < utf8.UTFMax && !utf8.Valid(head); i++ {
+			head = head[:len(head)-1]
+		}
+	}
+	return utf8.Valid(head) && !bytes.Contains(head, []byte{0})
 }
 
 // checkWeightsKind refuses, in one line with exit status 2, a file given to flag (--init) that
