@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -48,6 +49,10 @@ type trainerOpts struct {
 	// stayAfterDone is --stay-after-done: once the run has succeeded, a cluster trainer stays up
 	// idle (stayUpAfterDone) instead of exiting 0.
 	stayAfterDone bool
+	// initGone is why the --init weights could not be read (nil: read, or no --init): a
+	// cluster trainer checks before it joins that the run does not start at step 0 from them
+	// (checkInitBeforeJoin).
+	initGone error
 	// bind writes the volume's run.yaml (volumeClaim.bind); a cluster trainer calls it once
 	// the coordinators accepted its run config (its join succeeded), a standalone one at once.
 	bind func() error
@@ -451,6 +456,7 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return dataExit(node.Run(ctx, stop))
 	}
 	addrs := strings.Split(o.coordinator, ",")
+	o.initGone = initGone
 	// With --stay-after-done, a run that succeeds keeps the trainer up inside runClusterTrainer
 	// (stayUpAfterDone), on the servers it already has.
 	return dataExit(runClusterTrainer(ctx, stop, node, run, o, addrs))
@@ -485,7 +491,10 @@ const faultStateWait = 10 * time.Second
 // there, the error's line ends saying how to join anyway (remove the record). A stop (SIGTERM)
 // during the check ends it (nil: the caller sees stop closed). A record that does not parse is
 // removed with a warning.
-func recheckFault(ctx context.Context, stop <-chan struct{}, cli *coordinator.Client, dir string, node *trainer.Node) error {
+//
+// ctx ends at the stop (trainer.UntilStop); state is the coordinators' state as read once
+// before the join (stateOnce), asked only when there is a record.
+func recheckFault(ctx context.Context, state func() (*fsm.State, error), dir string, node *trainer.Node) error {
 	log := node.Log
 	f, err := trainer.LoadFault(dir)
 	if err != nil {
@@ -496,11 +505,7 @@ func recheckFault(ctx context.Context, stop <-chan struct{}, cli *coordinator.Cl
 	if f == nil {
 		return nil
 	}
-	ctx, cancel := trainer.UntilStop(ctx, stop)
-	defer cancel()
-	sctx, scancel := context.WithTimeout(ctx, faultStateWait)
-	st, serr := cli.State(sctx)
-	scancel()
+	st, serr := state()
 	if serr == nil && st.Status == fsm.StatusSucceeded {
 		return nil
 	}
@@ -538,6 +543,56 @@ func recheckFault(ctx context.Context, stop <-chan struct{}, cli *coordinator.Cl
 	return nil
 }
 
+// stateOnce returns a function that reads the coordinators' state through cli at its first call
+// (faultStateWait at most, ending with ctx) and returns that answer at every call: the checks a
+// cluster trainer makes before it joins (recheckFault, checkInitBeforeJoin) share one read-only
+// look, and a trainer that needs none of them asks nothing.
+func stateOnce(ctx context.Context, cli *coordinator.Client) func() (*fsm.State, error) {
+	return sync.OnceValues(func() (*fsm.State, error) {
+		sctx, cancel := context.WithTimeout(ctx, faultStateWait)
+		defer cancel()
+		return cli.State(sctx)
+	})
+}
+
+// MsgInitGoneFreshRun is the log message of a cluster trainer that does not join because its
+// --init weights are gone and the run has no committed checkpoint (checkInitBeforeJoin).
+const MsgInitGoneFreshRun = "not joining: the --init weights are gone and the run has no committed checkpoint, so its generations start at step 0 from them"
+
+// checkInitBeforeJoin refuses, before it joins, a cluster trainer whose --init weights are gone
+// (initGone: InitFrom's error, naming the file; nil: nothing to check) in a run whose
+// coordinators' state (state: stateOnce) lists no committed checkpoint: every generation such a
+// run starts, starts at step 0 from the --init weights. Joined, the trainer was put in the next
+// one (at once when the others waited for it, as at a run's start; when the ring broke, when
+// they were training) and left it at once with trainer.ErrInitGone, sending the others back to
+// step 0 twice. The refusal is one line naming the file and what to do, status 2 (refused input,
+// as dataExit); the others' generation is unchanged. It also refuses a trainer that, joining
+// while the others train, would have waited for their first commit and started from it without
+// the weights: its line says that waiting for that commit is the other way on. A run that has a
+// committed checkpoint needs no weights (the trainer takes the checkpoint from its volume or a
+// peer), and one that has ended refuses the join its own way: nil for both; so does a trainer
+// whose volume holds committed checkpoints (held: volumeHeld), which its join brings back to
+// coordinators that lost their record of them (fsm's adopt), the run then starting from the
+// newest. A state that cannot be read leaves the join to find out, as before: nil.
+func checkInitBeforeJoin(state func() (*fsm.State, error), init string, initGone error, held []fsm.Held, dir string, log *slog.Logger) error {
+	if initGone == nil || len(held) > 0 {
+		return nil
+	}
+	st, err := state()
+	if err != nil {
+		log.Warn("the --init weights are gone and the coordinators' state is unreadable: joining; a generation that starts at step 0 would need them", "init", init, "err", err)
+		return nil
+	}
+	if st.Status.Terminal() || st.LatestCheckpoint() != nil {
+		return nil
+	}
+	log.Error(MsgInitGoneFreshRun, "init", init, "generation", st.Generation.Number, "err", initGone.Error())
+	msg := fmt.Sprintf("%v; the run has no committed checkpoint yet, so its generations start at step 0 from these weights: "+
+		"put the run's weights at %s (the file the other trainers started from), or wait for the run's first committed checkpoint (it needs no weights then), and %s; "+
+		"it has not joined the run", initGone, init, trainer.RestartAdvice)
+	return withExit(2, &advisedError{err: fmt.Errorf("%w: %w", trainer.ErrInitGone, initGone), msg: restartAdvice(msg, dir)})
+}
+
 // advisedError is err with its line reworded (msg): errors.Is and errors.As still see err.
 type advisedError struct {
 	err error
@@ -557,6 +612,17 @@ func restartAdvice(msg, dir string) string {
 		return msg
 	}
 	return strings.Replace(msg, trainer.RestartAdvice, "resume the run (ddpm local --resume "+shellWord(run)+")", 1)
+}
+
+// advised is err with its line given the way on that is true for a trainer whose volume is dir
+// (restartAdvice: under ddpm local, resuming the run instead of starting the trainer again); err
+// itself when the line says no such thing. errors.Is and errors.As see err through it.
+func advised(err error, dir string) error {
+	msg := err.Error()
+	if m := restartAdvice(msg, dir); m != msg {
+		return &advisedError{err: err, msg: m}
+	}
+	return err
 }
 
 // lineageHolds reports whether the run's committed line, as the coordinators' state st tells it,

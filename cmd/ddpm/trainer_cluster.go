@@ -448,8 +448,17 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	}
 	defer cli.Close()
 	// A trainer that left its run for a failure of its own checks that again before it joins:
-	// a restart onto the same fault would start a generation only to leave it.
-	if err := recheckFault(ctx, stop, cli, o.dataDir, node); err != nil {
+	// a restart onto the same fault would start a generation only to leave it. So does one whose
+	// --init weights are gone, in a run that would start it at step 0 from them. Both ask the
+	// coordinators' state once, read-only (stateOnce), and only when they need it.
+	pctx, pcancel := trainer.UntilStop(ctx, stop)
+	state := stateOnce(pctx, cli)
+	err = recheckFault(pctx, state, o.dataDir, node)
+	if err == nil && pctx.Err() == nil {
+		err = checkInitBeforeJoin(state, o.init, o.initGone, volumeHeld(node.Store), o.dataDir, node.Log)
+	}
+	pcancel()
+	if err != nil {
 		return err
 	}
 	if isClosed(stop) || ctx.Err() != nil {
@@ -658,6 +667,9 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		leave(MsgLeftOnFailure, "err", err.Error())
 		// A restart checks this fault again before it joins (recheckFault): no generation
 		// is started for a trainer that would leave it at once.
+		// Its line gives the way on that is true where it runs: under ddpm local, resuming
+		// the run rather than starting the trainer again (restartAdvice).
+		err = advised(err, o.dataDir)
 		recordFault(o.dataDir, node, err)
 		if errors.Is(err, trainer.ErrData) || errors.Is(err, trainer.ErrInitGone) {
 			return withExit(2, err) // refused input: its data, or --init weights that are gone

@@ -17,11 +17,11 @@ import (
 
 // TestFaultStillThereSaysLocalResume: a trainer whose volume is a ddpm local run's trainer
 // folder (RUN/trainer-1 beside RUN/local.json, as ddpm local starts its trainers) leaves the run
-// on its damaged copy of the data; restarted onto the same copy, its line says how to go on as
-// a ddpm local run does: "... and resume the run (ddpm local --resume RUN); or remove
-// RUN/trainer-1/fault.json to join anyway", exit 2 without joining. It said "start the trainer
-// again", which a ddpm local user does with `ddpm local --resume RUN`. The first failure's line
-// is unchanged (ddpm local words its own stop around it).
+// on its damaged copy of the data with a line that ends "... and resume the run (ddpm local
+// --resume RUN)", exit 2; restarted onto the same copy, its line says the same and "; or remove
+// RUN/trainer-1/fault.json to join anyway", exit 2 without joining. Both said "start the trainer
+// again", which a ddpm local user does with `ddpm local --resume RUN` (the restart's line until
+// stop 23, the first failure's until stop 24).
 func TestFaultStillThereSaysLocalResume(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts trainer processes")
@@ -50,7 +50,7 @@ func TestFaultStillThereSaysLocalResume(t *testing.T) {
 		"this trainer's copy of the run's data is damaged: copy the data over it again (ddpm dataset inspect prep checks every shard) and ",
 		filepath.Join("prep", "shard-00000.bin"), now, was)
 	t1 := launchTrainerIn(t, n1, bin, vol, "t1", listen, coord, cfg, certs)
-	expectDataExit(t, "t1", t1, first+"start the trainer again\n")
+	expectDataExit(t, "t1", t1, first+"resume the run (ddpm local --resume "+runDir+")\n")
 	alone := waitFor(t, cli, "a generation of t0 alone", time.Minute, func(s *fsm.State) bool {
 		return s.Members["t1"] == nil && s.Generation.World == 1
 	})
