@@ -111,3 +111,14 @@ func Insecure(t testing.TB) *tlsauth.Bundle {
 	}
 	return b
 }
+
+// Issue makes a certificate directory of one role from the CA of dir (tlsauth.Issue, as `ddpm
+// certs issue` does) under t.TempDir and returns it; dir's own certificate has no role.
+func Issue(t testing.TB, dir string, role tlsauth.Role) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "certs-"+string(role))
+	if _, err := tlsauth.Issue(dir, out, tlsauth.IssueOptions{Role: role}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

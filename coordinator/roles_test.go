@@ -1,0 +1,99 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"ddpm/coordinator/fsm"
+	"ddpm/internal/tlsauth"
+	"ddpm/internal/tlsauth/tlsauthtest"
+)
+
+// TestRoleCertificatesCluster runs three real coordinator nodes (raft + gRPC) on coordinator
+// certificates issued from one CA (`ddpm certs issue --role coordinator`): they elect a leader
+// and take the run. A trainer certificate joins through a follower (which forwards the write to
+// the leader under its own coordinator certificate) but its RollbackRun is refused with
+// PERMISSION_DENIED naming its role and the method; an operator certificate reads the status
+// and its RollbackRun, forwarded the same way, reaches the state machine (refused there only for
+// want of a committed checkpoint). Without role checks the trainer's rollback reached the state
+// machine too.
+func TestRoleCertificatesCluster(t *testing.T) {
+	certs := tlsauthtest.Dir(t)
+	coordCerts := tlsauthtest.Issue(t, certs, tlsauth.RoleCoordinator)
+	addrs := freeAddrs(t, 6)
+	var peers []Peer
+	for i := range 3 {
+		peers = append(peers, Peer{ID: []string{"c0", "c1", "c2"}[i], RaftAddr: addrs[2*i], GRPCAddr: addrs[2*i+1]})
+	}
+	run := testRun()
+	var nodes []*Node
+	log := &tlsauthtest.Log{}
+	for i, p := range peers {
+		cfg := NodeConfig{ID: p.ID, RaftAddr: p.RaftAddr, GRPCAddr: p.GRPCAddr, Peers: peers, DataDir: t.TempDir(),
+			Bootstrap: true, Version: "v1", Security: tlsauthtest.Load(t, coordCerts, log)}
+		if i == 0 {
+			cfg.Run = &run
+		}
+		n, err := StartNode(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes = append(nodes, n)
+	}
+
+	dial := func(role tlsauth.Role, addr string) *Client {
+		c, err := Dial([]string{addr}, tlsauthtest.Load(t, tlsauthtest.Issue(t, certs, role), nil), WithAttemptTimeout(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// A follower that knows its leader, once the run is in force.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var follower string
+	for follower == "" {
+		for _, n := range nodes {
+			if !n.Replica.IsLeader() && n.Replica.Leader().ID != "" {
+				follower = n.cfg.GRPCAddr
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no follower with a leader within 30 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	op := dial(tlsauth.RoleOperator, follower)
+	for {
+		st, err := op.State(ctx)
+		if err != nil {
+			t.Fatalf("operator status: %v", err)
+		}
+		if st.ConfigHash != "" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	tr := dial(tlsauth.RoleTrainer, follower)
+	j, err := tr.Join(ctx, JoinRequest{ID: "t0", Address: "127.0.0.1:7100", Version: "v1"})
+	if err != nil || j.Incarnation == 0 {
+		t.Fatalf("trainer join through a follower: %+v, %v", j, err)
+	}
+	_, err = tr.RollbackRun(ctx, 0)
+	const denied = "role trainer may not call /ddpm.coordinator.v1.Coordinator/RollbackRun (roles allowed: coordinator, operator)"
+	if err == nil || !strings.Contains(err.Error(), denied) {
+		t.Fatalf("trainer rollback: %v, want the refusal %q", err, denied)
+	}
+	log.Wait(t, "tlsauth: refused call", "Coordinator/RollbackRun", "cert_role=trainer")
+
+	_, err = op.RollbackRun(ctx, 0)
+	if !errors.Is(err, fsm.ErrBadRollback) {
+		t.Fatalf("operator rollback: %v, want the state machine's refusal (%v)", err, fsm.ErrBadRollback)
+	}
+}
