@@ -47,7 +47,7 @@ the sum of the KL terms L_1..L_{T-1}.
 A dataset without splits (an image folder, an LSUN LMDB) has no test set: by default eval bpd
 evaluates its first --n images and says "all images (an image folder has no test split)" where
 it names the split; an explicit --split test (or a :test suffix) on one is refused.`,
-		Args: cobra.NoArgs,
+		Args: checkpointFlagArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.splitSet = cmd.Flags().Changed("split")
 			o.nSet = cmd.Flags().Changed("n")

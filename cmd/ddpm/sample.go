@@ -61,7 +61,7 @@ folder; the run config comes from the run.yaml beside it), runs the reverse proc
 fixed-large variance, predicted x0 clipped) on the EMA weights and writes an image grid.
 --progressive also writes the predicted x0 every --every steps (paper Fig. 6, one row per sample);
 --interpolate A.png,B.png writes the latent-space interpolation of paper Fig. 8.`,
-		Args: cobra.NoArgs,
+		Args: checkpointFlagArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -89,6 +89,29 @@ fixed-large variance, predicted x0 clipped) on the EMA weights and writes an ima
 }
 
 func init() { rootCmd.AddCommand(newSampleCmd()) }
+
+// checkpointFlagArgs is the Args check of sample and eval bpd, which take no arguments: the
+// checkpoint is their --checkpoint flag, while the checkpoint commands (list, export) and
+// status and loss take a run folder as their argument, and so a user gives one here too. A
+// lone argument without --checkpoint gets the flag to give it with; any other argument is
+// named as one the command does not take. (Both were cobra's 'unknown command "runs/a" for
+// "ddpm sample"'.) The caller's usage wrapper adds the command's name and usage line.
+//
+//	runs/a: give the checkpoint as --checkpoint runs/a
+//	unexpected argument extra: the command takes flags only
+func checkpointFlagArgs(cmd *cobra.Command, args []string) error {
+	switch {
+	case len(args) == 0:
+		return nil
+	case len(args) == 1 && !cmd.Flags().Changed("checkpoint"):
+		return fmt.Errorf("%s: give the checkpoint as --checkpoint %s", args[0], shellWord(args[0]))
+	}
+	noun := "argument"
+	if len(args) > 1 {
+		noun = "arguments"
+	}
+	return fmt.Errorf("unexpected %s %s: the command takes flags only", noun, strings.Join(args, " "))
+}
 
 // sampleBatch is the number of images one reverse process runs at a time: memory stays that of
 // sampleBatch images whatever --n is. Image i's noise depends on (seed, i) alone
