@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"ddpm/config"
 	"ddpm/dataset"
 	"ddpm/internal/viz"
 )
@@ -99,8 +100,26 @@ func datasetInput(spec string) inputFile {
 // openSpec opens spec with opts and sorts its failure into exit status 2 (a spec or option the
 // dataset package cannot honour, or data this user may not read: os.ErrPermission, as for a
 // checkpoint file) or 1 (data that cannot be read: damaged, undecodable).
+//
+// A run preset's name whose data does not ship with the binary (cifar10, lsun-church, ...),
+// where no such file is, gets what to give instead, as ddpm local's --data does (it was "no such
+// file or directory (and not one of mnist, fashion-mnist)", though the name is a preset's):
+//
+//	dataset not found: cifar10 is a run preset whose data does not ship with ddpm (only fashion-mnist and mnist do): give the path of its data (a CIFAR-10 folder or cifar-10-binary.tar.gz)
 func openSpec(spec string, opts dataset.Options) (dataset.Dataset, error) {
 	ds, err := dataset.Open(spec, opts)
+	if what, ok := presetData[specPath(spec)]; ok && errors.Is(err, dataset.ErrNotFound) {
+		if _, serr := os.Stat(specPath(spec)); errors.Is(serr, os.ErrNotExist) {
+			var builtin []string
+			for _, p := range config.Presets() {
+				if r, perr := config.Preset(p); perr == nil && r.Dataset != "" {
+					builtin = append(builtin, p)
+				}
+			}
+			err = fmt.Errorf("%w: %s is a run preset whose data does not ship with ddpm (only %s do): give the path of its data (%s)",
+				dataset.ErrNotFound, specPath(spec), strings.Join(builtin, " and "), what)
+		}
+	}
 	switch {
 	case errors.Is(err, dataset.ErrNotFound) || errors.Is(err, dataset.ErrOption) || errors.Is(err, dataset.ErrUnknownFormat),
 		errors.Is(err, os.ErrPermission):

@@ -30,3 +30,19 @@ func TestNewUserS24TextNotCheckpoint(t *testing.T) {
 	}
 	mustNotExist(t, out)
 }
+
+// TestNewUserS24PresetWithoutData: dataset inspect, dataset prepare and eval bpd --data given
+// the name of a run preset whose data does not ship with the binary say so and what to give
+// instead, exit status 2, nothing written; they said "dataset not found: cifar10: no such file
+// or directory (and not one of mnist, fashion-mnist)", as of a mistyped path.
+func TestNewUserS24PresetWithoutData(t *testing.T) {
+	dir, _ := evalFixture(t)
+	const cifar = "ddpm: dataset not found: cifar10 is a run preset whose data does not ship with ddpm (only fashion-mnist and mnist do): give the path of its data (a CIFAR-10 folder or cifar-10-binary.tar.gz)"
+	out := filepath.Join(t.TempDir(), "prepared")
+	nuWant(t, 2, cifar, "dataset", "inspect", "cifar10")
+	nuWant(t, 2, cifar, "dataset", "prepare", "cifar10:test", "--out", out)
+	nuWant(t, 2, cifar, "eval", "bpd", "--checkpoint", dir, "--data", "cifar10", "--n", "1")
+	nuWant(t, 2, "ddpm: dataset not found: lsun-church is a run preset whose data does not ship with ddpm (only fashion-mnist and mnist do): give the path of its data (an LSUN church_outdoor LMDB folder, the one holding data.mdb)",
+		"dataset", "inspect", "lsun-church")
+	mustNotExist(t, out)
+}
