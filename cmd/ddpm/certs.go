@@ -3,8 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -90,6 +92,12 @@ func certsInitError(dir string, err error) error {
 	return rewordedError{msg: msg, err: err}
 }
 
+// inDir reports whether p is dir or a path inside it (lexically).
+func inDir(dir, p string) bool {
+	rel, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(p))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
 // rewordedError is err with another text.
 type rewordedError struct {
 	msg string
@@ -161,15 +169,17 @@ any already exists nothing is written.`,
 		if d := f.days; d < 0 || d > maxCertDays {
 			return withExit(2, fmt.Errorf("certs issue: --days %d: want 1..%d, or 0 for the CA's own expiry", d, maxCertDays))
 		}
-		if fi, err := os.Stat(f.certs); err != nil || !fi.IsDir() {
+		if fi, err := os.Stat(f.certs); err != nil {
 			return withExit(2, fmt.Errorf("certs issue: --certs %s: no such directory (give the directory ddpm certs init made)", f.certs))
+		} else if !fi.IsDir() {
+			return withExit(2, fmt.Errorf("certs issue: --certs %s: a file, not a directory (give the directory ddpm certs init made)", f.certs))
 		}
 		if fi, err := os.Stat(f.out); err == nil && !fi.IsDir() {
 			return withExit(2, fmt.Errorf("certs issue: --out %s: a file, not a directory (give a new or empty directory)", f.out))
 		}
 		paths, err := tlsauth.Issue(f.certs, f.out, tlsauth.IssueOptions{Role: role, Hosts: f.hosts, Days: f.days})
 		if err != nil {
-			return withExit(2, certsIssueError(f.out, err))
+			return withExit(2, certsIssueError(f.certs, f.out, err))
 		}
 		b, err := tlsauth.Load(tlsauth.Config{Dir: f.out})
 		if err != nil { // the files just written must load; anything else is a bug worth reporting
@@ -187,9 +197,10 @@ any already exists nothing is written.`,
 // certsIssueError words tlsauth.Issue's refusals as the command's lines: "certs issue: " and the
 // problem without the package's prefixes ("certs issue: OUT/node.crt already exists (...)",
 // "certs issue: --hosts "h:1": give a host name or IP without a port", "certs issue: missing
-// file: DIR/ca.key (...)"), and an --out this user may not write. errors.Is still finds the
-// package's errors.
-func certsIssueError(out string, err error) error {
+// file: DIR/ca.key (...)"), an --out this user may not write, and a file of --certs or --out the
+// system refuses ("certs issue: --out /proc/x: cannot write there (mkdir /proc/x: no such file
+// or directory)"). errors.Is still finds the package's errors.
+func certsIssueError(certs, out string, err error) error {
 	msg := err.Error()
 	for _, e := range []error{tlsauth.ErrExists, tlsauth.ErrBadOption, tlsauth.ErrMissing, tlsauth.ErrInvalid} {
 		if errors.Is(err, e) {
@@ -200,9 +211,16 @@ func certsIssueError(out string, err error) error {
 			break
 		}
 	}
+	var pe *fs.PathError
 	switch {
+	case errors.Is(err, os.ErrPermission) && errors.As(err, &pe) && !inDir(out, pe.Path):
+		msg = fmt.Sprintf("--certs %s: permission denied reading %s (run as a user who may read the directory ddpm certs init made)", certs, pe.Path)
 	case errors.Is(err, os.ErrPermission):
 		msg = fmt.Sprintf("--out %s: permission denied (give a directory this user may create and write)", out)
+	case errors.As(err, &pe) && inDir(out, pe.Path):
+		msg = fmt.Sprintf("--out %s: cannot write there (%s %s: %v)", out, pe.Op, pe.Path, pe.Err)
+	case errors.As(err, &pe):
+		msg = fmt.Sprintf("--certs %s: cannot read it (%s %s: %v)", certs, pe.Op, pe.Path, pe.Err)
 	case strings.HasPrefix(msg, "host "):
 		msg = "--hosts " + strings.TrimPrefix(msg, "host ")
 	}

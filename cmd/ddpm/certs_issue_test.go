@@ -81,6 +81,10 @@ func TestCertsIssueCommand(t *testing.T) {
 			`certs issue: --hosts "h:7000": give a host name or IP without a port`},
 		{[]string{"--certs", dir, "--role", "operator", "--out", fresh, "--days", "-1"},
 			"certs issue: --days -1: want 1..36500, or 0 for the CA's own expiry"},
+		{[]string{"--certs", filepath.Join(dir, tlsauth.CAFile), "--role", "operator", "--out", fresh},
+			"certs issue: --certs " + filepath.Join(dir, tlsauth.CAFile) + ": a file, not a directory (give the directory ddpm certs init made)"},
+		{[]string{"--certs", dir, "--role", "operator", "--out", "/proc/ddpm-certs"},
+			"certs issue: --out /proc/ddpm-certs: cannot write there (mkdir /proc/ddpm-certs: no such file or directory)"},
 	} {
 		_, err := runCertsIssue(t, tc.args...)
 		var ee *exitError
