@@ -38,7 +38,11 @@ var certsInitCmd = &cobra.Command{
 Files are created with mode 0600; if any already exists nothing is written. Every process then
 takes --certs DIR (Kubernetes: mount ca.crt, node.crt, node.key and join-secret from a secret).
 Make one directory per run: a process trusts every server its CA vouches for, so under a CA
-shared by two runs one pointed at the other run's address would send it its join secret.`,
+shared by two runs one pointed at the other run's address would send it its join secret.
+
+The node certificate carries no role: any process holding it may do everything (join raft, roll
+the run back). To give coordinators, trainers and operators only their own calls, make a
+directory per role with ddpm certs issue --certs DIR --role ROLE --out DIR2.`,
 	Args: cobra.ExactArgs(1),
 	RunE: func(cmd *cobra.Command, args []string) error {
 		if d := certsInitFlags.days; d < 1 || d > maxCertDays {
