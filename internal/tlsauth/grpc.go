@@ -32,8 +32,9 @@ const (
 
 // ServerOptions returns the options a gRPC server of the cluster needs: mutual TLS 1.3 against
 // the CA, the join-secret check on every unary and streaming call, and then the role check (a
-// caller whose certificate's role may not call the method gets codes.PermissionDenied; see Role). With Insecure they select
-// plain text and no checks. Append the component's own options (message sizes, windows) after.
+// caller whose certificate's role may not call the method gets codes.PermissionDenied; see
+// Role). With Insecure they select plain text and no checks. Append the component's own options
+// (message sizes, windows) after.
 func (b *Bundle) ServerOptions() []grpc.ServerOption {
 	if b.insecure {
 		return []grpc.ServerOption{grpc.Creds(insecure.NewCredentials())}

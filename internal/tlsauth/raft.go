@@ -93,8 +93,8 @@ type RaftLayer struct {
 // RaftStreamLayer returns a raft.StreamLayer over ln for raft.NewNetworkTransport: every link is
 // mutual TLS 1.3 against the CA plus the join secret, in both directions (each replica is a
 // server for some links and a client for others), between certificates of role coordinator or
-// without a role (Role.MayRaft: a trainer's or operator's certificate is refused, ErrRole), and at most MaxRaftPending accepted
-// connections await authentication (see RaftLayer). advertise is the address other replicas dial
+// without a role (Role.MayRaft: a trainer's or operator's certificate is refused, ErrRole), and
+// at most MaxRaftPending accepted connections await authentication (see RaftLayer). advertise is the address other replicas dial
 // (nil: ln.Addr()); the dialed host must be named in the peer's certificate unless
 // Config.ServerName is set. With Insecure the links are plain TCP. Closing the layer closes ln.
 //
