@@ -1375,7 +1375,7 @@ func (m *localMonitor) line(name string, line []byte) {
 		m.println("[" + name + "] " + note)
 		return
 	}
-	m.println("[" + name + "] " + humanLine(line))
+	m.println("[" + name + "] " + renderLine(line, true))
 }
 
 // etaString words a remaining time of sec seconds for the progress bar in whole seconds, and a
@@ -1408,9 +1408,14 @@ func runCompleteNote(line []byte) string {
 	return rec.Note
 }
 
-// humanLine renders a child's JSON log line as "LEVEL msg key=value ..." for the terminal (the
-// log file keeps the JSON); other lines pass through.
-func humanLine(line []byte) string {
+// humanLine renders a child's JSON log line as "LEVEL msg key=value ..." (the log file keeps
+// the JSON); other lines pass through.
+func humanLine(line []byte) string { return renderLine(line, false) }
+
+// renderLine is humanLine; with short (the terminal's lines above the progress bar), a value
+// that is a sha256 in hex (64 digits: the run config's hash, a checkpoint's digest) shows its
+// first 12 digits, as the run's first line shows its config, and the log keeps it whole.
+func renderLine(line []byte, short bool) string {
 	var rec map[string]any
 	if err := json.Unmarshal(line, &rec); err != nil {
 		return strings.TrimRight(string(line), "\n")
@@ -1430,10 +1435,18 @@ func humanLine(line []byte) string {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
+		if s, ok := rec[k].(string); ok && short && isSHA256Hex(s) {
+			rec[k] = s[:12]
+		}
 		v, _ := json.Marshal(rec[k])
 		fmt.Fprintf(&b, " %s=%s", k, v)
 	}
 	return b.String()
+}
+
+// isSHA256Hex reports whether s is 64 lowercase hex digits.
+func isSHA256Hex(s string) bool {
+	return len(s) == 64 && strings.IndexFunc(s, func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') }) < 0
 }
 
 // worthShowing keeps the terminal readable: trainers' lines except DEBUG, coordinators' warnings

@@ -38,11 +38,21 @@ func treeTimes(t *testing.T, dir string) []string {
 // checkpoint at step 4", started the coordinators and trainers again, and redrew samples.png.
 // A finished run whose samples.png is missing (its end cut short while sampling) gets that grid
 // drawn from the final checkpoint alone, the same grid `ddpm sample` draws with the run's seed,
-// and no process started.
+// and no process started. (The first session also shows a checkpoint's sha256 on the terminal
+// cut to 12 digits.)
 func TestLocalS24ResumeFinished(t *testing.T) {
 	run := makeLocalRun(t, 1, func(r *config.Run) { r.MinTrainers = 1 })
-	if r := runLocalCmd(t, "--resume", run, "--quiet"); r.code != 0 || !strings.Contains(r.out, "ddpm local: done: ") {
+	r := runLocalCmd(t, "--resume", run)
+	if r.code != 0 || !strings.Contains(r.out, "ddpm local: done: ") {
 		t.Fatalf("the run: exit %d\n%s", r.code, r.out)
+	}
+	// On the terminal a sha256 shows its first 12 digits (the run's line shows its config so);
+	// the log keeps it whole. It was all 64, in every trainer's joining, joined and checkpoint
+	// lines.
+	saved := regexp.MustCompile(`(?m)^\[trainer-0\] checkpoint saved seconds=\S+ sha256="([0-9a-f]+)" step=4$`).FindStringSubmatch(r.out)
+	logb, _ := os.ReadFile(filepath.Join(run, localrun.LogsDir, "trainer-0.log"))
+	if saved == nil || len(saved[1]) != 12 || !regexp.MustCompile(`"sha256":"`+saved[1]+`[0-9a-f]{52}"`).Match(logb) {
+		t.Errorf("the run's terminal lines\n%s\nhave no [trainer-0] checkpoint saved ... sha256=\"(12 digits of the log's sha256)\" step=4", r.out)
 	}
 	pts, err := viz.ReadLossCSV(filepath.Join(run, localrun.LossCSV))
 	if err != nil || len(pts) == 0 || pts[len(pts)-1].Step != 4 {
@@ -53,7 +63,7 @@ func TestLocalS24ResumeFinished(t *testing.T) {
 
 	// Finished, with its loss curve (the run draws no samples: --samples 0 in local.json).
 	before := treeTimes(t, run)
-	r := runLocalCmd(t, "--resume", run)
+	r = runLocalCmd(t, "--resume", run)
 	want := fmt.Sprintf("ddpm local: %s finished at step 4 (final loss %s): loss curve in %s\n", run, loss, filepath.Join(run, localrun.LossPNG)) + fmt.Sprintf(further, "")
 	if r.code != 0 || strings.TrimSpace(r.out) != want {
 		t.Fatalf("exit %d with\n%s\nwant exit 0 with\n%s", r.code, r.out, want)
