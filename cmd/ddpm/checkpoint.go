@@ -482,6 +482,9 @@ leaves FILE's steps as they were, a replaced one committed with its old sha256.`
 			if out == "" || step < 0 {
 				return withExit(exitUsage, errors.New("checkpoint fetch: --step N and --out FILE are required"))
 			}
+			if err := fetchAddrArg(args[0]); err != nil {
+				return err
+			}
 			if err := flagsFromEnv(cmd.Flags()); err != nil {
 				return withExit(exitUsage, err)
 			}
@@ -539,6 +542,38 @@ leaves FILE's steps as they were, a replaced one committed with its old sha256.`
 	cmd.Flags().BoolVar(&force, "force", false, "replace a step --out already holds with other bytes")
 	sec = tlsauth.AddFlags(cmd.Flags())
 	return cmd
+}
+
+// fetchAddrArg refuses, in one line with exit status 2 before anything is dialed or written, an
+// ADDR of checkpoint fetch that is no trainer's host:port: a ddpm local run folder (with the
+// fetch command for its first trainer, when the run is going, else the folder itself, which the
+// other commands read), any other file or folder, or a string that is not host:port. They were
+// "rpc error: code = Unavailable desc = name resolver error: produced zero addresses", exit 1,
+// after a --certs DIR the folder's own certs would have given.
+//
+//	checkpoint fetch: runs/a is a ddpm local run folder, not a trainer's address: ddpm checkpoint fetch 127.0.0.1:40021 --certs runs/a/certs --step N --out FILE copies from its trainer-0
+//	checkpoint fetch: runs/a is a ddpm local run folder that is not running (its trainers serve no copy): read its checkpoints there, as ddpm checkpoint list runs/a does
+//	checkpoint fetch: ADDR foo: not a host:port address (missing port in address); give a trainer's --listen address
+func fetchAddrArg(addr string) error {
+	if st, err := os.Stat(addr); err == nil {
+		if m, merr := localrun.ReadManifest(addr); merr == nil && len(m.TrainerPorts) > 0 {
+			if localrun.Running(addr) == nil {
+				return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s is a ddpm local run folder that is not running (its trainers serve no copy): read its checkpoints there, as ddpm checkpoint list %s does",
+					addr, shellWord(addr)))
+			}
+			return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s is a ddpm local run folder, not a trainer's address: ddpm checkpoint fetch %s --certs %s --step N --out FILE copies from its trainer-0",
+				addr, localrun.Addr(m.TrainerPorts[0].Listen), shellWord(filepath.Join(addr, localrun.CertsDir))))
+		}
+		what := "a file"
+		if st.IsDir() {
+			what = "a folder"
+		}
+		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s is %s, not a trainer's address (host:port, its --listen)", addr, what))
+	}
+	if err := checkHostPort(addr); err != nil {
+		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: ADDR %s: %v; give a trainer's --listen address", addr, err))
+	}
+	return nil
 }
 
 // fetchError turns a failed checkpoint.Download from addr into one line: a step the trainer

@@ -123,3 +123,33 @@ func TestNewUserS24InUseStatusHint(t *testing.T) {
 		" --step N --out " + filepath.Join(dir, "step-N.db") + ", N a committed step that ddpm status " + dir + " lists)"
 	nuWant(t, 2, want, "checkpoint", "list", dir)
 }
+
+// TestNewUserS24FetchFromFolder: checkpoint fetch given a ddpm local run folder (or any file)
+// as ADDR, or a string that is not host:port, is refused in one line, exit status 2, nothing
+// written: a running run's line is the fetch command for its first trainer, a stopped run's
+// says to read the folder itself. They said "rpc error: code = Unavailable desc = name
+// resolver error: produced zero addresses", exit 1 (or first asked for --certs).
+func TestNewUserS24FetchFromFolder(t *testing.T) {
+	dir, _ := stoppedRunFixture(t)
+	m, err := localrun.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs := filepath.Join(dir, localrun.CertsDir)
+	out := filepath.Join(t.TempDir(), "copy.db")
+	nuWant(t, 2, "ddpm: checkpoint fetch: "+dir+" is a ddpm local run folder that is not running (its trainers serve no copy): read its checkpoints there, as ddpm checkpoint list "+dir+" does",
+		"checkpoint", "fetch", dir, "--certs", certs, "--step", "0", "--out", out)
+	yaml := filepath.Join(dir, localrun.ConfigFile)
+	nuWant(t, 2, "ddpm: checkpoint fetch: "+yaml+" is a file, not a trainer's address (host:port, its --listen)",
+		"checkpoint", "fetch", yaml, "--certs", certs, "--step", "0", "--out", out)
+	nuWant(t, 2, "ddpm: checkpoint fetch: ADDR trainer-0: not a host:port address (missing port in address); give a trainer's --listen address",
+		"checkpoint", "fetch", "trainer-0", "--insecure", "--step", "0", "--out", out)
+	lock, err := localrun.Lock(dir) // this test process runs the run
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	nuWant(t, 2, "ddpm: checkpoint fetch: "+dir+" is a ddpm local run folder, not a trainer's address: ddpm checkpoint fetch "+localrun.Addr(m.TrainerPorts[0].Listen)+" --certs "+certs+" --step N --out FILE copies from its trainer-0",
+		"checkpoint", "fetch", dir, "--step", "0", "--out", out)
+	mustNotExist(t, out)
+}
