@@ -425,6 +425,11 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 			return withExit(2, err)
 		}
 		if err := localrun.CheckFresh(out, run.Hash()); err != nil {
+			if old, merr := localrun.ReadManifest(out); merr == nil && old.ConfigHash == run.Hash() && runFolderFinished(out, run.Steps) {
+				// The same command again after its run finished: --resume would only say so.
+				return withExit(2, fmt.Errorf("output folder %s already holds this run, which finished at step %d (ddpm local --resume %s says where its samples and loss curve are); choose another --out for a new run",
+					out, run.Steps, shellWord(out)))
+			}
 			return withExit(2, err)
 		}
 		if man, err = localrun.NewManifest(run.Hash(), o.coordinators, o.trainers); err != nil {

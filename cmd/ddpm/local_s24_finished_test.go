@@ -38,7 +38,8 @@ func treeTimes(t *testing.T, dir string) []string {
 // checkpoint at step 4", started the coordinators and trainers again, and redrew samples.png.
 // A finished run whose samples.png is missing (its end cut short while sampling) gets that grid
 // drawn from the final checkpoint alone, the same grid `ddpm sample` draws with the run's seed,
-// and no process started. (The first session also shows a checkpoint's sha256 on the terminal
+// and no process started. The same command with --out RUN says the run in RUN finished. (The
+// first session also shows a checkpoint's sha256 on the terminal
 // cut to 12 digits.)
 func TestLocalS24ResumeFinished(t *testing.T) {
 	run := makeLocalRun(t, 1, func(r *config.Run) { r.MinTrainers = 1 })
@@ -70,6 +71,14 @@ func TestLocalS24ResumeFinished(t *testing.T) {
 	}
 	if after := treeTimes(t, run); !slices.Equal(before, after) {
 		t.Fatalf("the finished run's folder changed:\nbefore %q\nafter  %q", before, after)
+	}
+
+	// The same command again with --out: the run is there, and over. It said "already holds
+	// this run ...; continue it with --resume RUN", which only said it finished.
+	wantOneLine(t, runLocalCmd(t, "--config", filepath.Join(run, localrun.ConfigFile), "--trainers", "1", "--coordinators", "1", "--samples", "0", "--out", run),
+		2, fmt.Sprintf("ddpm: output folder %s already holds this run, which finished at step 4 (ddpm local --resume %s says where its samples and loss curve are); choose another --out for a new run", run, run))
+	if after := treeTimes(t, run); !slices.Equal(before, after) {
+		t.Fatalf("the refused run changed the folder:\nbefore %q\nafter  %q", before, after)
 	}
 
 	// Its samples.png missing (the run's local.json asks for 4): drawn, nothing else started.
