@@ -47,6 +47,33 @@ func unknownModelPreset(what, name string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
+// modelOfPath is the line of a "preset" given as what ("model info PATH", "--preset") that is
+// a path: model info takes a U-Net preset's name, and the line names the preset of the
+// checkpoint, trainer folder, run folder or safetensors weights there, with the command for it
+// (it was 'unet: invalid config: unknown preset "runs/a"'). nil when nothing is at path.
+//
+//	model info runs/a: runs/a is a path, not a U-Net preset; its checkpoints are of U-Net tiny (runs/a/run.yaml): ddpm model info tiny
+//	model info w.safetensors: w.safetensors is a path, not a U-Net preset; its weights are those of U-Net tiny: ddpm model info tiny
+func modelOfPath(what, path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	known := strings.Join(unet.PresetNames(), ", ")
+	if sniffFile(path) == kindRunConfig {
+		if run, err := config.Load(path); err == nil && run.Model != "" {
+			return fmt.Errorf("%s: %s is a path, not a U-Net preset; it is a run config of U-Net %s: ddpm model info %s", what, path, run.Model, run.Model)
+		}
+	}
+	if sniffFile(path) == kindSafetensors {
+		if names, err := unet.PresetsOfWeights(path); err == nil && len(names) > 0 {
+			return fmt.Errorf("%s: %s is a path, not a U-Net preset; its weights are those of U-Net %s: ddpm model info %s", what, path, strings.Join(names, " or "), names[0])
+		}
+	} else if er, err := resolveEvalRun(path, ""); err == nil {
+		return fmt.Errorf("%s: %s is a path, not a U-Net preset; its checkpoints are of U-Net %s (%s): ddpm model info %s", what, path, er.run.Model, er.cfgPath, er.run.Model)
+	}
+	return fmt.Errorf("%s: %s is a path, not a U-Net preset (known: %s)", what, path, known)
+}
+
 var modelCmd = &cobra.Command{
 	Use:   "model",
 	Short: "Inspect and time the U-Net (eps_theta) presets",
@@ -80,6 +107,9 @@ resolutions and exact parameter count. The preset is the argument or --preset (`
 			}
 			cfg, err := unet.Preset(preset)
 			if err != nil {
+				if line := modelOfPath(what, preset); line != nil {
+					return withExit(modelExitUsage, line)
+				}
 				return withExit(modelExitUsage, unknownModelPreset(what, preset, err))
 			}
 			return writeModelInfo(cmd.OutOrStdout(), preset, cfg)

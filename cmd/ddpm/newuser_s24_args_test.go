@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -20,4 +21,28 @@ func TestNewUserS24CheckpointAsArgument(t *testing.T) {
 	nuWant(t, 2, "ddpm: sample: unexpected argument extra: the command takes flags only "+sampleUse, "sample", "--checkpoint", dir, "extra", "--out", out)
 	nuWant(t, 2, "ddpm: eval bpd: unexpected arguments a b: the command takes flags only "+evalUse, "eval", "bpd", "a", "b")
 	mustNotExist(t, out)
+}
+
+// TestNewUserS24ModelInfoPath: ddpm model info given a run folder, a checkpoint file or
+// safetensors weights (where a U-Net preset's name goes) names the preset they are of and the
+// command for it, exit status 2; any other path is named as a path. All said 'unet: invalid
+// config: unknown preset "PATH" (known: ...)'.
+func TestNewUserS24ModelInfoPath(t *testing.T) {
+	dir, file := evalFixture(t)
+	yaml := filepath.Join(dir, "run.yaml")
+	weights := filepath.Join(t.TempDir(), "w.safetensors")
+	if _, stderr, code := nuRun(t, "checkpoint", "export", dir, "--out", weights); code != 0 {
+		t.Fatalf("checkpoint export: exit %d: %s", code, stderr)
+	}
+	for _, p := range []string{dir, file} {
+		nuWant(t, 2, "ddpm: model info "+p+": "+p+" is a path, not a U-Net preset; its checkpoints are of U-Net tiny ("+yaml+"): ddpm model info tiny", "model", "info", p)
+	}
+	nuWant(t, 2, "ddpm: --preset: "+dir+" is a path, not a U-Net preset; its checkpoints are of U-Net tiny ("+yaml+"): ddpm model info tiny", "model", "info", "--preset", dir)
+	nuWant(t, 2, "ddpm: model info "+weights+": "+weights+" is a path, not a U-Net preset; its weights are those of U-Net tiny: ddpm model info tiny", "model", "info", weights)
+	nuWant(t, 2, "ddpm: model info "+yaml+": "+yaml+" is a path, not a U-Net preset; it is a run config of U-Net tiny: ddpm model info tiny", "model", "info", yaml)
+	csv := filepath.Join(dir, "loss.csv")
+	if err := os.WriteFile(csv, []byte("step,loss,lr,grad_norm\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nuWant(t, 2, "ddpm: model info "+csv+": "+csv+" is a path, not a U-Net preset (known: celebahq256, cifar10, lsun256, small, tiny)", "model", "info", csv)
 }
