@@ -61,7 +61,7 @@ it names the split; an explicit --split test (or a :test suffix) on one is refus
 	addStepFlag(f, &o.step, "checkpoint step (default: the newest that verifies)")
 	f.StringVar(&o.data, "data", "", "the data to evaluate on: mnist, fashion-mnist (:test, :train) or a path, as ddpm dataset inspect takes it (default: the run's dataset)")
 	f.StringVar(&o.split, "split", "test", "split to evaluate (train or test; a --data spec's :train or :test suffix sets it; data without splits: all its images)")
-	f.IntVar(&o.n, "n", 1000, "images to evaluate, the first n of the split (without --n: 1000, or all of a smaller set)")
+	f.IntVar(&o.n, "n", 1000, "images to evaluate, the first n of the split (a split of fewer without --n: all of it)")
 	f.IntVar(&o.batch, "batch", 50, "images per model evaluation")
 	f.Uint64Var(&o.seed, "seed", 0, "seed of the forward-process noise")
 	f.BoolVar(&o.raw, "raw", false, "evaluate the raw parameters instead of the EMA")
@@ -199,6 +199,9 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 		}); in != nil {
 			prog.End()
 			if lo == 0 { // no running total yet (the mean of nothing is NaN)
+				if b == 1 {
+					return withExit(exitInterrupted, errors.New("eval bpd interrupted before the first image was done"))
+				}
 				return withExit(exitInterrupted, fmt.Errorf("eval bpd interrupted before the first %d images were done", b))
 			}
 			return withExit(exitInterrupted, fmt.Errorf("eval bpd interrupted after %d of %d images (running total %.4f bits/dim)", lo, n, mean(total)))
