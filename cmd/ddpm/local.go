@@ -60,7 +60,8 @@ non-finite gradient (no trainer updated the model) keeps its row, marked by grad
 loss.png leaves it out. At the start it prints the coordinators' gRPC addresses (for ddpm status and ddpm
 loss --coordinator, with --certs RUN/certs) and the dashboard's URL. Ctrl-C, SIGTERM, closing
 the terminal (SIGHUP) or an output pipe whose reader went away (| head) stops every process
-cleanly; --resume RUN continues from the last committed checkpoint. Run-config flags (--preset,
+cleanly; --resume RUN continues from the last committed checkpoint (of a run that finished, it
+says where its results are and starts nothing). Run-config flags (--preset,
 --steps, --global-batch, ... or --config FILE) override the preset that --data names.
 
 --data is this command's shorthand: a preset name, or a dataset path from which the preset is
@@ -75,7 +76,7 @@ replaces the dataset of the preset or config and never chooses a preset.`,
 	f.IntVar(&o.trainers, "trainers", 2, "trainer processes")
 	f.IntVar(&o.coordinators, "coordinators", 3, "coordinator replicas (1, 3 or 5)")
 	f.StringVar(&o.out, "out", "", "run directory to create (must be empty or absent)")
-	f.StringVar(&o.resume, "resume", "", "continue the run in this directory from its last committed checkpoint")
+	f.StringVar(&o.resume, "resume", "", "continue the run in this directory from its last committed checkpoint (a finished run: say where its results are, draw a samples.png its end missed)")
 	f.IntVar(&o.samples, "samples", 64, "images in samples.png at the end (0: none)")
 	f.BoolVar(&o.quiet, "quiet", false, "no progress bar and no child lines on the terminal")
 	f.StringVar(&o.init, "init", "", "safetensors weights every trainer starts from (a warm start; see README, the demo)")
