@@ -20,6 +20,18 @@ func TestNewUserS24CheckpointAsArgument(t *testing.T) {
 	nuWant(t, 2, "ddpm: eval bpd: "+dir+": give the checkpoint as --checkpoint "+dir+" "+evalUse, "eval", "bpd", dir, "--n", "1")
 	nuWant(t, 2, "ddpm: sample: unexpected argument extra: the command takes flags only "+sampleUse, "sample", "--checkpoint", dir, "extra", "--out", out)
 	nuWant(t, 2, "ddpm: eval bpd: unexpected arguments a b: the command takes flags only "+evalUse, "eval", "bpd", "a", "b")
+	// Only a folder or a checkpoint file is advised as --checkpoint (review N1): a PNG name is
+	// sample's --out, a number or a text file no checkpoint.
+	db := filepath.Join(dir, "trainer-0", "checkpoints.db")
+	nuWant(t, 2, "ddpm: eval bpd: "+db+": give the checkpoint as --checkpoint "+db+" "+evalUse, "eval", "bpd", db)
+	nuWant(t, 2, "ddpm: sample: "+out+": give the output as --out "+out+" "+sampleUse, "sample", out, "--checkpoint", dir)
+	nuWant(t, 2, "ddpm: eval bpd: unexpected argument "+out+": the command takes flags only "+evalUse, "eval", "bpd", out, "--checkpoint", dir)
+	nuWant(t, 2, "ddpm: sample: unexpected argument 16: the command takes flags only "+sampleUse, "sample", "16")
+	csv := filepath.Join(dir, "loss.csv")
+	if err := os.WriteFile(csv, []byte("step,loss,lr,grad_norm\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nuWant(t, 2, "ddpm: sample: unexpected argument "+csv+": the command takes flags only "+sampleUse, "sample", csv)
 	mustNotExist(t, out)
 }
 

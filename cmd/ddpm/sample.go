@@ -93,18 +93,28 @@ func init() { rootCmd.AddCommand(newSampleCmd()) }
 // checkpointFlagArgs is the Args check of sample and eval bpd, which take no arguments: the
 // checkpoint is their --checkpoint flag, while the checkpoint commands (list, export) and
 // status and loss take a run folder as their argument, and so a user gives one here too. A
-// lone argument without --checkpoint gets the flag to give it with; any other argument is
-// named as one the command does not take. (Both were cobra's 'unknown command "runs/a" for
-// "ddpm sample"'.) The caller's usage wrapper adds the command's name and usage line.
+// lone argument without --checkpoint that is a folder or a checkpoint file gets the flag to give
+// it with; a lone PNG name given to sample without --out, that flag; any other argument is named
+// as one the command does not take. (All were cobra's 'unknown command "runs/a" for "ddpm
+// sample"'.) The caller's usage wrapper adds the command's name and usage line.
 //
 //	runs/a: give the checkpoint as --checkpoint runs/a
-//	unexpected argument extra: the command takes flags only
+//	grid.png: give the output as --out grid.png
+//	unexpected argument 16: the command takes flags only
 func checkpointFlagArgs(cmd *cobra.Command, args []string) error {
-	switch {
-	case len(args) == 0:
+	if len(args) == 0 {
 		return nil
-	case len(args) == 1 && !cmd.Flags().Changed("checkpoint"):
-		return fmt.Errorf("%s: give the checkpoint as --checkpoint %s", args[0], shellWord(args[0]))
+	}
+	if a := args[0]; len(args) == 1 {
+		st, err := os.Stat(a)
+		switch {
+		case cmd.Flags().Changed("checkpoint"):
+		case err == nil && (st.IsDir() || sniffFile(a) == kindCheckpoint):
+			return fmt.Errorf("%s: give the checkpoint as --checkpoint %s", a, shellWord(a))
+		}
+		if cmd.Flags().Lookup("out") != nil && !cmd.Flags().Changed("out") && strings.EqualFold(filepath.Ext(a), ".png") {
+			return fmt.Errorf("%s: give the output as --out %s", a, shellWord(a))
+		}
 	}
 	noun := "argument"
 	if len(args) > 1 {
