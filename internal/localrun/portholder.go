@@ -29,7 +29,8 @@ type PortHolder struct {
 	// found: another user's process whose /proc/PID/fd this user may not read, or no /proc).
 	UID int
 	PID int
-	// Command is PID's command line, its words joined by spaces and cut at 80 characters.
+	// Command is PID's command line, its words joined by spaces (white space inside a word
+	// too: one line) and cut at 80 characters.
 	Command string
 }
 
@@ -178,14 +179,15 @@ func socketPID(inode string) int {
 	return 0
 }
 
-// commandOf is pid's command line, its words joined by spaces, cut at 80 characters ("" when it
-// cannot be read).
+// commandOf is pid's command line, its words joined by single spaces (a word's own newlines and
+// tabs become spaces too), cut at 80 characters ("" when it cannot be read).
 func commandOf(pid int) string {
 	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "cmdline"))
 	if err != nil {
 		return ""
 	}
-	s := strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+	// Words joined by one space, a word's own newlines and tabs too: the holder's line is one.
+	s := strings.Join(strings.Fields(strings.ReplaceAll(string(b), "\x00", " ")), " ")
 	if r := []rune(s); len(r) > 80 {
 		s = string(r[:77]) + "..."
 	}

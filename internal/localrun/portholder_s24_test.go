@@ -41,8 +41,9 @@ func holdPort(t *testing.T, port int, hold time.Duration, dir, name string, args
 }
 
 // TestClaimPortsNamesOtherHolder: a recorded port on which a process that is not the run's
-// listens is refused at once, naming its pid and command line, as ErrPortHeld; it was waited
-// for 65 s and then named only as "in use" (a listener does not go away by waiting).
+// listens is refused at once, naming its pid and command line (on one line, whatever its words
+// hold), as ErrPortHeld; it was waited for 65 s and then named only as "in use" (a listener
+// does not go away by waiting).
 func TestClaimPortsNamesOtherHolder(t *testing.T) {
 	out := t.TempDir()
 	m, err := NewManifest("h", 1, 2)
@@ -50,11 +51,12 @@ func TestClaimPortsNamesOtherHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := m.TrainerPorts[1].Listen
-	holder := holdPort(t, p, time.Minute, "", "other-server", "--port", strconv.Itoa(p))
+	// A word of its command line holds a newline (python3 -c "...", a shell script): still one line.
+	holder := holdPort(t, p, time.Minute, "", "other-server", "--port", strconv.Itoa(p), "-c", "import a\nserve()")
 	var said []string
 	t0 := time.Now()
 	err = m.ClaimPorts(out, 30*time.Second, func(s string) { said = append(said, s) })
-	want := fmt.Sprintf("trainer-1's port 127.0.0.1:%d (recorded in %s) is held by pid %d (other-server --port %d), which is not this run's: stop it, then resume again",
+	want := fmt.Sprintf("trainer-1's port 127.0.0.1:%d (recorded in %s) is held by pid %d (other-server --port %d -c import a serve()), which is not this run's: stop it, then resume again",
 		p, filepath.Join(out, ManifestFile), holder.Process.Pid, p)
 	if !errors.Is(err, ErrPortHeld) || err.Error() != want || len(said) != 0 {
 		t.Fatalf("ClaimPorts = %v (said %q)\nwant %q, nothing said", err, said, want)

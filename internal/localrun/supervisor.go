@@ -95,6 +95,7 @@ type Spec struct {
 	StartAttempts int
 	// FatalStatus, when positive, is an exit status that ends the process for good when it
 	// exits with it while starting up (the status of refused input, which no restart will fix).
+	// A Go runtime crash is never taken for it, although the runtime exits 2 (see Exit.Crash).
 	FatalStatus int
 	// FatalAnyTime extends FatalStatus to the whole life of the process: an exit with that
 	// status after a good start ends it for good too (for a process whose status means refused
@@ -120,6 +121,13 @@ type Exit struct {
 	// counts those failures, this one included.
 	RestartsSpent bool
 	Failures      int
+	// Crash is the first line of the Go runtime's crash report ("panic: ..." or "fatal error:
+	// ...", followed by its "goroutine N [...]" trace) when the process ended with the runtime's
+	// status 2 after writing one: a panic off the goroutine main recovers on (an nn pool
+	// worker's, a gRPC handler's) or a fatal runtime error. Such an exit is a crash, restarted
+	// as Restart allows, and LastLine is this line (the trace's last line names only a source
+	// offset). "" for any other exit.
+	Crash string
 }
 
 // StartError is Wait's error for a process the supervisor gave up on at start-up (see
@@ -199,6 +207,19 @@ type incarnation struct {
 	ready    bool   // Spec.Ready matched a line
 	finished bool   // Spec.Finished matched a line
 	last     string // the last non-empty line
+	// header is the first "panic: " or "fatal error: " line, and traced says a "goroutine N ["
+	// line came after it: the Go runtime's crash report (Exit.Crash).
+	header string
+	traced bool
+}
+
+// runtimeCrash is the first line of the Go runtime's crash report that inc wrote, when it ended
+// with the runtime's status 2 (Exit.Crash); "" otherwise.
+func runtimeCrash(inc *incarnation, cmd *exec.Cmd) string {
+	if !inc.traced || cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 {
+		return ""
+	}
+	return inc.header
 }
 
 // New returns a supervisor that starts exe (usually os.Executable()) and keeps logs under logDir,
@@ -285,7 +306,12 @@ func (s *Supervisor) launch(p *proc) error {
 		_ = os.Remove(pidFile)
 		s.mu.Lock()
 		p.exited = true
-		gaveUp := s.judgeStart(p, inc, cmd, err)
+		crash := runtimeCrash(inc, cmd)
+		last := inc.last
+		if crash != "" {
+			last = crash
+		}
+		gaveUp := s.judgeStart(p, inc, cmd, err, crash != "")
 		unfinished := err != nil || (p.spec.Finished != nil && !inc.finished)
 		now := time.Now()
 		if w := p.spec.RestartWindow; w > 0 {
@@ -299,11 +325,11 @@ func (s *Supervisor) launch(p *proc) error {
 			p.restarts = append(p.restarts, now)
 		}
 		if gaveUp {
-			p.startErr = &StartError{Name: p.spec.Name, FailedStarts: p.failedStarts, LastLine: inc.last, Err: err}
+			p.startErr = &StartError{Name: p.spec.Name, FailedStarts: p.failedStarts, LastLine: last, Err: err}
 		}
-		e := Exit{Name: p.spec.Name, Err: err, Restarting: restart, GaveUp: gaveUp, FailedStarts: p.failedStarts, LastLine: inc.last, RestartsSpent: spent}
+		e := Exit{Name: p.spec.Name, Err: err, Restarting: restart, GaveUp: gaveUp, FailedStarts: p.failedStarts, LastLine: last, RestartsSpent: spent, Crash: crash}
 		if spent {
-			p.spentErr = &RestartsSpentError{Name: p.spec.Name, Failures: len(p.restarts) + 1, Window: p.spec.RestartWindow, LastLine: inc.last, Err: err}
+			p.spentErr = &RestartsSpentError{Name: p.spec.Name, Failures: len(p.restarts) + 1, Window: p.spec.RestartWindow, LastLine: last, Err: err}
 			e.Failures = p.spentErr.Failures
 		}
 		s.report(e)
@@ -331,9 +357,9 @@ func (s *Supervisor) launch(p *proc) error {
 }
 
 // judgeStart updates p's series of failed starts after the incarnation inc ended with err, and
-// says whether the supervisor gives up on p (see Spec.StartAttempts, Spec.FatalStatus); s.mu is
-// held.
-func (s *Supervisor) judgeStart(p *proc, inc *incarnation, cmd *exec.Cmd, err error) bool {
+// says whether the supervisor gives up on p (see Spec.StartAttempts, Spec.FatalStatus); crashed:
+// it ended in a Go runtime crash, whose status is no refusal. s.mu is held.
+func (s *Supervisor) judgeStart(p *proc, inc *incarnation, cmd *exec.Cmd, err error, crashed bool) bool {
 	if inc.ready {
 		p.failedStarts = 0
 	}
@@ -344,13 +370,14 @@ func (s *Supervisor) judgeStart(p *proc, inc *incarnation, cmd *exec.Cmd, err er
 	if status <= 0 {
 		return false
 	}
+	fatal := p.spec.FatalStatus > 0 && status == p.spec.FatalStatus && !crashed
 	if inc.ready {
 		// A crash after a good start: final only for a status fatal at any time (the series
 		// of failed starts stays at 0).
-		return p.spec.FatalAnyTime && p.spec.FatalStatus > 0 && status == p.spec.FatalStatus
+		return p.spec.FatalAnyTime && fatal
 	}
 	p.failedStarts++
-	if p.spec.FatalStatus > 0 && status == p.spec.FatalStatus {
+	if fatal {
 		return true
 	}
 	return p.spec.StartAttempts > 0 && p.failedStarts >= p.spec.StartAttempts
@@ -364,7 +391,7 @@ func (s *Supervisor) report(e Exit) {
 }
 
 // copyLines writes r to the log file, hands each line to s.Line and notes in inc whether the
-// process became ready and its last line.
+// process became ready, its last line, and the Go runtime's crash report.
 func (s *Supervisor) copyLines(sp Spec, inc *incarnation, r io.Reader, logf io.Writer) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
@@ -373,6 +400,12 @@ func (s *Supervisor) copyLines(sp Spec, inc *incarnation, r io.Reader, logf io.W
 			logf.Write(line)
 			if t := strings.TrimSpace(string(line)); t != "" {
 				inc.last = t
+				switch {
+				case inc.header == "" && (strings.HasPrefix(t, "panic: ") || strings.HasPrefix(t, "fatal error: ")):
+					inc.header = t
+				case inc.header != "" && goroutineLine(t):
+					inc.traced = true
+				}
 			}
 			if !inc.ready && sp.Ready != nil && sp.Ready(line) {
 				inc.ready = true
@@ -513,4 +546,18 @@ func (s *Supervisor) Close(grace time.Duration) {
 	}
 	wg.Wait()
 	s.wg.Wait()
+}
+
+// goroutineLine reports whether t opens a goroutine's stack in a Go crash report: "goroutine 17
+// [running]:".
+func goroutineLine(t string) bool {
+	rest, ok := strings.CutPrefix(t, "goroutine ")
+	if !ok {
+		return false
+	}
+	n, rest, ok := strings.Cut(rest, " [")
+	if _, err := strconv.Atoi(n); err != nil || !ok {
+		return false
+	}
+	return strings.HasSuffix(rest, ":")
 }

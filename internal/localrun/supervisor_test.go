@@ -85,6 +85,10 @@ func TestMain(m *testing.M) {
 		case "ready-bad":
 			fmt.Println("ready")
 			os.Exit(2)
+		case "ready-panic": // a good start, then a panic on another goroutine (the runtime's status 2)
+			fmt.Println("ready")
+			go func() { panic("injected on a worker") }()
+			time.Sleep(time.Minute)
 		case "ok":
 			fmt.Println("ready")
 			os.Exit(0)
