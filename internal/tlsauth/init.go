@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"ddpm/internal/atomicfile"
 )
 
 // InitOptions configures Init.
@@ -157,21 +159,13 @@ func Init(dir string, o InitOptions) ([]string, error) {
 	return paths, nil
 }
 
-// writeNew creates p with mode 0600, failing if it exists (O_EXCL: no race with another writer).
+// writeNew creates p with mode 0600 (less the umask) holding data, failing with an error for
+// which errors.Is(err, fs.ErrExist) holds if p exists (no race with another writer). p appears
+// complete or not at all (atomicfile: a temporary file, synced, hard-linked into place, the
+// directory synced): a failed write or a crash no longer leaves a half-written key behind, which
+// the next `certs init` refused as existing.
 func writeNew(p string, data []byte) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return atomicfile.WriteBytes(p, 0o600, atomicfile.NoReplace, data)
 }
 
 // nodeNames returns the DNS names and IP addresses of a node certificate: NodeName, localhost,
