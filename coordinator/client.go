@@ -386,6 +386,9 @@ func decodeErr(err error) error {
 	if st.Code() == codes.Unauthenticated {
 		return fmt.Errorf("%w: %s", ErrUnauthenticated, st.Message())
 	}
+	if st.Code() == codes.PermissionDenied { // "coordinator: permission denied: role trainer may not call ..."
+		return fmt.Errorf("%w: %s", ErrPermissionDenied, strings.TrimPrefix(st.Message(), "ddpm: "))
+	}
 	for _, d := range st.Details() {
 		info, ok := d.(*errdetails.ErrorInfo)
 		if !ok || info.Domain != errDomain {

@@ -41,6 +41,9 @@ var (
 	ErrVersionMismatch = errors.New("binary version mismatch")
 	// ErrUnauthenticated: the replica refused our join secret (a different cluster's --certs).
 	ErrUnauthenticated = errors.New("coordinator: refused by the cluster")
+	// ErrPermissionDenied: the replica refused the call for the role of our certificate (a
+	// trainer's certificate calling RollbackRun, an operator's calling Join: tlsauth.Role).
+	ErrPermissionDenied = errors.New("coordinator: permission denied")
 	// ErrBadPeers: the static peer list is malformed.
 	ErrBadPeers = errors.New("coordinator: bad peer list")
 	// ErrShutdown: the replica is shutting down.
