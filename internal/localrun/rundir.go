@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"ddpm/internal/atomicfile"
 	"ddpm/internal/flockholder"
 )
 
@@ -194,7 +195,10 @@ func ReadManifest(out string) (Manifest, error) {
 	return m, nil
 }
 
-// WriteManifest writes OUT/local.json (creating OUT).
+// WriteManifest writes OUT/local.json (creating OUT), mode 0644 less the umask, with atomicfile:
+// synced and renamed into place, OUT synced after, so a crash leaves the old manifest or the new
+// one, never an empty one (it was neither synced nor its temporary file removed on a failure).
+// Errors: creating OUT's, or the file system's naming OUT/local.json.
 func WriteManifest(out string, m Manifest) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
@@ -203,11 +207,7 @@ func WriteManifest(out string, m Manifest) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(out, "."+ManifestFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(out, ManifestFile))
+	return atomicfile.WriteBytes(filepath.Join(out, ManifestFile), 0o644, atomicfile.Replace, append(b, '\n'))
 }
 
 // NewManifest allocates free loopback ports for c coordinators and n trainers.
