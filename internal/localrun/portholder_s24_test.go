@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -137,5 +138,55 @@ func TestClaimPortsTimeWait(t *testing.T) {
 	}
 	if !errors.Is(err, ErrPortBusy) || !strings.HasPrefix(err.Error(), prefix) || !strings.HasSuffix(err.Error(), " s): resume again once it has ended") {
 		t.Fatalf("ClaimPorts = %v", err)
+	}
+}
+
+// TestClaimPortsHolderOutOfSight: a recorded port held by a process this user may not look into
+// (here this test, run as root, holds it; ClaimPorts runs as nobody, who cannot read root's
+// /proc/PID/fd) is said at once to be held by a process of user root (uid 0), and waited for up
+// to the bound, then refused as ErrPortHeld naming that user. Only as root (to start nobody's
+// process).
+func TestClaimPortsHolderOutOfSight(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run a process as another user")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	p := l.Addr().(*net.TCPAddr).Port
+	// This test binary where nobody may run it.
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} { // the test's temporary folders are 0700
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, "localrun.test")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "run")
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "LOCALRUN_CHILD=claim", "LISTEN_PORT="+strconv.Itoa(p), "WAIT=1s", "DIR="+out)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	got, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, got)
+	}
+	what := fmt.Sprintf("trainer-0's port 127.0.0.1:%d (recorded in %s)", p, filepath.Join(out, ManifestFile))
+	who := "a process of user root (uid 0) that this user cannot look into"
+	want := fmt.Sprintf("said: %s is held by %s; waiting up to 1s for it to let go\nerror: %s is still held by %s after 1s: have it stopped, then resume again true\n", what, who, what, who)
+	if string(got) != want {
+		t.Fatalf("as nobody:\n%s\nwant\n%s", got, want)
 	}
 }

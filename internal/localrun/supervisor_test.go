@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,6 +46,13 @@ func TestMain(m *testing.M) {
 		}
 		time.Sleep(hold)
 		l.Close()
+		os.Exit(0)
+	case "claim": // ClaimPorts of trainer-0's listen port LISTEN_PORT for WAIT: its lines, then its error
+		port, _ := strconv.Atoi(os.Getenv("LISTEN_PORT"))
+		wait, _ := time.ParseDuration(os.Getenv("WAIT"))
+		m := Manifest{ConfigHash: "h", Coordinators: 1, Trainers: 1, TrainerPorts: []TrainerPorts{{Listen: port}}}
+		err := m.ClaimPorts(os.Getenv("DIR"), wait, func(s string) { fmt.Println("said:", s) })
+		fmt.Println("error:", err, errors.Is(err, ErrPortHeld))
 		os.Exit(0)
 	case "ignore-term": // must be SIGKILLed
 		signal.Ignore(syscall.SIGTERM)
