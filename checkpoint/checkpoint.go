@@ -46,6 +46,9 @@ var (
 	ErrCorruptCheckpoint = errors.New("corrupt checkpoint")
 	// ErrNotFound: no checkpoint (or no committed checkpoint, or no verified one) for the step asked.
 	ErrNotFound = errors.New("checkpoint not found")
+	// ErrNoneYet: the file holds no checkpoint at all (its trainer has not written its first);
+	// Latest, LatestVerified and LatestCommitted return it. It wraps ErrNotFound.
+	ErrNoneYet = fmt.Errorf("no checkpoint yet: %w", ErrNotFound)
 	// ErrInUse: another process holds the file's lock; the error is an *InUseError naming it.
 	ErrInUse = errors.New("checkpoint file in use")
 	// ErrFormat: the file or header was written by a newer format version than this build reads.

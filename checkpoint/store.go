@@ -711,7 +711,7 @@ func (s *Store) Latest() (*Checkpoint, error) {
 		return nil, err
 	}
 	if len(steps) == 0 {
-		return nil, fmt.Errorf("checkpoint: %s holds no checkpoint: %w", s.path, ErrNotFound)
+		return nil, fmt.Errorf("checkpoint: %s holds %w", s.path, ErrNoneYet)
 	}
 	return s.Get(steps[len(steps)-1])
 }
@@ -738,7 +738,19 @@ func (s *Store) LatestCommitted() (*Checkpoint, error) {
 	return s.newestGood(steps, committed)
 }
 
+// newestGood is the newest of steps that verifies (and, with committed, matches its committed
+// sha256). Its ErrNotFound says which case it is: a file that holds no checkpoint (ErrNoneYet,
+// "holds no checkpoint yet"), none of steps committed ("holds no committed checkpoint"), or
+// every one damaged ("holds no verified checkpoint").
 func (s *Store) newestGood(steps []int64, committed map[int64][]byte) (*Checkpoint, error) {
+	if len(steps) == 0 {
+		if committed != nil {
+			if all, _, err := s.index(); err == nil && len(all) > 0 {
+				return nil, fmt.Errorf("checkpoint: %s holds no committed checkpoint: %w", s.path, ErrNotFound)
+			}
+		}
+		return nil, fmt.Errorf("checkpoint: %s holds %w", s.path, ErrNoneYet)
+	}
 	for i := len(steps) - 1; i >= 0; i-- {
 		c, err := s.Get(steps[i])
 		if errors.Is(err, ErrCorruptCheckpoint) {

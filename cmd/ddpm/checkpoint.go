@@ -112,6 +112,48 @@ func noCheckpointYet(path string, err error) error {
 		path, every, filepath.Join(path, localrun.ConfigFile), shellWord(path))
 }
 
+// noneYetLine rewords err, a read of the newest checkpoint of file that found none
+// (checkpoint.ErrNoneYet: "F holds no checkpoint yet"), for a trainer's file in a ddpm local
+// run folder: the run has written none yet, noCheckpointYet's line says when it will (it was
+// "F holds no verified checkpoint: checkpoint not found", as if they were damaged). Any other
+// err is returned as it is.
+func noneYetLine(file string, err error) error {
+	if !errors.Is(err, checkpoint.ErrNoneYet) {
+		return err
+	}
+	if run := localRunOfFile(file); run != "" {
+		return noCheckpointYet(run, err)
+	}
+	return err
+}
+
+// localRunOfFile is the ddpm local run folder whose trainer file (RUN/trainer-I/checkpoints.db)
+// file is, "" for any other file.
+func localRunOfFile(file string) string {
+	tdir := filepath.Dir(file)
+	run := filepath.Dir(tdir)
+	if filepath.Base(file) != trainer.CheckpointFile || !strings.HasPrefix(filepath.Base(tdir), "trainer-") {
+		return ""
+	}
+	if _, err := localrun.ReadManifest(run); err != nil {
+		return ""
+	}
+	return run
+}
+
+// noneYetSentence is checkpoint list's line for path (file, once opened) that holds no
+// checkpoint: for a ddpm local run's trainer file, when its trainers write the first.
+//
+//	runs/a holds no checkpoint yet (its trainers write the first at step 50, checkpoint_every of runs/a/run.yaml)
+func noneYetSentence(path, file string) string {
+	if run := localRunOfFile(file); run != "" {
+		if r, err := config.Load(filepath.Join(run, localrun.ConfigFile)); err == nil {
+			return fmt.Sprintf("%s holds no checkpoint yet (its trainers write the first at step %d, checkpoint_every of %s)", path, r.CheckpointEvery, filepath.Join(run, localrun.ConfigFile))
+		}
+	}
+	return path + " holds no checkpoint yet"
+}
+
 // holderHint is inUseExit's hint from the command line of the process pid that holds the file
 // (/proc/PID/cmdline, Linux), "" when it is no ddpm trainer or cannot be read:
 //
@@ -273,6 +315,11 @@ exits with status 1.
 		if err != nil {
 			return withExit(exitBadData, err)
 		}
+		if len(list) == 0 {
+			// No header over no rows: the line says when the first will be there.
+			fmt.Fprintln(cmd.OutOrStdout(), noneYetSentence(args[0], st.Path()))
+			return nil
+		}
 		w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "STEP\tGENERATION\tCOMMITTED\tMODEL\tSIZE\tSHA256\tSTATE")
 		damaged := 0
@@ -292,9 +339,6 @@ exits with status 1.
 		}
 		if err := w.Flush(); err != nil {
 			return err
-		}
-		if len(list) == 0 {
-			fmt.Fprintf(cmd.OutOrStdout(), "%s holds no checkpoints\n", args[0])
 		}
 		if damaged > 0 {
 			return withExit(exitBadData, fmt.Errorf("%s: %d of %d checkpoints are damaged (the DAMAGED rows)", args[0], damaged, len(list)))
@@ -408,7 +452,7 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 			case errors.Is(err, checkpoint.ErrNotFound) && step >= 0:
 				return missingStep(st, step)
 			case errors.Is(err, checkpoint.ErrNotFound):
-				return withExit(exitUsage, err)
+				return withExit(exitUsage, noneYetLine(st.Path(), err))
 			case err != nil:
 				return withExit(exitBadData, err)
 			}

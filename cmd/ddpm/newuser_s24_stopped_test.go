@@ -153,3 +153,42 @@ func TestNewUserS24FetchFromFolder(t *testing.T) {
 		"checkpoint", "fetch", dir, "--step", "0", "--out", out)
 	mustNotExist(t, out)
 }
+
+// TestNewUserS24NoCheckpointYet: sample, eval bpd and checkpoint export of a ddpm local run
+// interrupted before its first checkpoint (trainer-0's file holds none) say that the run has
+// none yet and when its trainers write the first, exit status 2; checkpoint list says it without
+// an empty table's header. They said "F holds no verified checkpoint: checkpoint not found", as
+// if its checkpoints were damaged, and list printed the header over "RUN holds no checkpoints".
+// A file outside a run folder says "holds no checkpoint yet" too.
+func TestNewUserS24NoCheckpointYet(t *testing.T) {
+	dir, _ := stoppedRunFixture(t)
+	file := filepath.Join(dir, "trainer-0", trainer.CheckpointFile)
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	st, err := checkpoint.Open(file, checkpoint.Options{}) // as a trainer leaves it before step 50
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	yaml := filepath.Join(dir, localrun.ConfigFile)
+	every := strconv.FormatInt(fixtureRun.CheckpointEvery, 10)
+	want := "ddpm: checkpoint " + dir + ": a ddpm local run without a checkpoint yet (its trainers write the first at step " + every +
+		", checkpoint_every of " + yaml + "; ddpm local --resume " + dir + " trains on when the run is stopped)"
+	out := filepath.Join(t.TempDir(), "x")
+	nuWant(t, 2, want, "sample", "--checkpoint", dir, "--n", "1", "--out", out+".png")
+	nuWant(t, 2, want, "eval", "bpd", "--checkpoint", dir, "--n", "1")
+	nuWant(t, 2, want, "checkpoint", "export", dir, "--out", out+".safetensors")
+	stdout, stderr, code := nuRun(t, "checkpoint", "list", dir)
+	if want := dir + " holds no checkpoint yet (its trainers write the first at step " + every + ", checkpoint_every of " + yaml + ")\n"; code != 0 || stdout != want || stderr != "" {
+		t.Errorf("checkpoint list %s: exit %d, stdout %q, stderr %q; want exit 0, stdout %q", dir, code, stdout, stderr, want)
+	}
+	// Outside a run folder.
+	lone := filepath.Join(t.TempDir(), "c.db")
+	if err := os.Rename(file, lone); err != nil {
+		t.Fatal(err)
+	}
+	nuWant(t, 2, "ddpm: checkpoint: "+lone+" holds no checkpoint yet: checkpoint not found", "checkpoint", "export", lone, "--out", out+".safetensors")
+	mustNotExist(t, out+".png")
+	mustNotExist(t, out+".safetensors")
+}

@@ -180,6 +180,8 @@ func (r *evalRun) load(step int64, ema bool) (*trainer.Loaded, error) {
 		return nil, withExit(2, errors.New(strings.TrimPrefix(err.Error(), trainer.ErrMismatch.Error()+": ")))
 	case errors.Is(err, os.ErrPermission):
 		return nil, checkpointPermission(r.file)
+	case errors.Is(err, checkpoint.ErrNoneYet):
+		return nil, withExit(2, noneYetLine(r.file, err))
 	case errors.Is(err, checkpoint.ErrNotFound) && step >= 0:
 		// The steps it holds, as checkpoint verify and export name them.
 		if st, oerr := checkpoint.Open(r.file, checkpoint.Options{ReadOnly: true}); oerr == nil {
