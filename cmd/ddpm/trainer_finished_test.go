@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"ddpm/checkpoint"
+	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
 	"ddpm/internal/testutil"
 	"ddpm/internal/tlsauth/tlsauthtest"
@@ -56,12 +57,58 @@ func TestRunCompleteNote(t *testing.T) {
 	}
 }
 
+// startReplicaWithoutRun is startReplica without a run config: trainers wait in Join until a
+// client submits one (SubmitRun).
+func startReplicaWithoutRun(t *testing.T, certs string) (string, *coordinator.Client) {
+	t.Helper()
+	sec := tlsauthtest.Load(t, certs, nil)
+	grpcAddr, raftAddr := freeAddr(t), freeAddr(t)
+	node, err := coordinator.StartNode(coordinator.NodeConfig{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr,
+		Peers: []coordinator.Peer{{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr}}, DataDir: t.TempDir(),
+		Bootstrap: true, Version: "dev", Security: sec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	cli, err := coordinator.Dial([]string{grpcAddr}, sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return grpcAddr, cli
+}
+
+// waitLogged waits (limit at most) until p's JSON log holds a record with message msg.
+func waitLogged(t *testing.T, p *trainerProc, msg string, limit time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); ; time.Sleep(100 * time.Millisecond) {
+		b, _ := os.ReadFile(p.log)
+		if bytes.Contains(b, []byte(`"msg":"`+msg+`"`)) {
+			return
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("trainer exited (%v) before logging %q; stderr:\n%s", p.err, msg, p.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in %s within %v", msg, p.log, limit)
+		}
+	}
+}
+
 // TestStalledTrainerFinishedWithout: in an elastic run (min_trainers 1) trainer t1 is SIGSTOPped
 // past the heartbeat timeout; t0 finishes the run alone. SIGCONTed afterwards, t1 exits with
 // status 0, nothing on stderr, and one "run complete" line saying the run finished without it,
 // which committed step its volume holds (one the coordinators committed, now marked so on the
 // volume) and that t0 holds the final checkpoint. It used to say only "the run succeeded without
 // this trainer", leaving the user to find out which volume has the model.
+//
+// Both moments are chosen by the state, not by timing (on a loaded machine this test could
+// race): the trainers get the run config only once both wait for one, so neither trains alone
+// for more than one join retry (the first one up used to be able to train the whole run before
+// the second joined: no 2-trainer ring ever); and the state is read again once t1 is stopped,
+// so a run that moved on between the look and the stop is seen (it could finish, with t1).
 func TestStalledTrainerFinishedWithout(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts trainer processes")
@@ -73,7 +120,7 @@ func TestStalledTrainerFinishedWithout(t *testing.T) {
 	}
 	run, cfg := procRun(t, dir, 32, 1, 2, 2*time.Second, nil)
 	certs := tlsauthtest.Dir(t)
-	coord, cli := startReplica(t, run, "dev", certs)
+	coord, cli := startReplicaWithoutRun(t, certs)
 	// Registered after the replica's own cleanups, so it runs before them.
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -92,15 +139,61 @@ func TestStalledTrainerFinishedWithout(t *testing.T) {
 
 	t0 := startTrainerProc(t, bin, dir, "t0", coord, cfg, certs)
 	t1 := startTrainerProc(t, bin, dir, "t1", coord, cfg, certs)
-	// Both must hold the newest committed checkpoint first: stopped while it is t1's alone (t0
-	// joined a ring starting from it and was still fetching it), t1 would rightly keep the run
-	// waiting for its return.
-	waitFor(t, cli, "a checkpoint both trainers hold", 3*time.Minute, func(s *fsm.State) bool {
-		n := len(s.Checkpoints)
-		return s.Generation.World == 2 && n > 0 && slices.Equal(s.Checkpoints[n-1].Holders, []string{"t0", "t1"})
-	})
-	if err := t1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	// Each trainer logs that it waits for a run config after 5 s of "no run config" answers to
+	// its Join, which it retries every 0.5 s: once both have, the config goes in and both join
+	// within one retry of it. The ring grows to both at the first checkpoint committed after the
+	// second join (step 4 or 8), far from the run's end.
+	for _, p := range []*trainerProc{t0, t1} {
+		waitLogged(t, p, coordinator.MsgWaitingForRun, 3*time.Minute)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	_, err = cli.SubmitRun(ctx, run)
+	cancel()
+	if err != nil {
 		t.Fatal(err)
+	}
+
+	// t1 is to stop where both hold the newest committed checkpoint of the 2-trainer ring (stopped
+	// while it is t1's alone, t0 having joined a ring starting from it and still fetching it, t1
+	// would rightly keep the run waiting for its return) with more than a checkpoint interval
+	// still to train. That is seen first, then t1 stopped, then the state read again: the run may
+	// have moved on between the look and the stop, but not after it (the ring takes no step
+	// without t1), so the second read says where t1 stopped. Good there: t0 holds the newest
+	// committed checkpoint and t1 holds one too; and t1 is either still a rank with more than a
+	// checkpoint interval to go (so no report it sent just before the stop can complete the run)
+	// or dropped already (a read that came late) and no holder of a final checkpoint. Otherwise t1
+	// goes on and the look starts over.
+	bothHold := func(s *fsm.State) bool {
+		n := len(s.Checkpoints)
+		return s.Generation.World == 2 && n > 0 && slices.Equal(s.Checkpoints[n-1].Holders, []string{"t0", "t1"}) &&
+			!s.Status.Terminal() && s.Step+run.CheckpointEvery < run.Steps
+	}
+	stoppedWell := func(s *fsm.State) bool {
+		n := len(s.Checkpoints)
+		if n == 0 || !slices.Contains(s.Checkpoints[n-1].Holders, "t0") ||
+			!slices.ContainsFunc(s.Checkpoints, func(c fsm.Checkpoint) bool { return slices.Contains(c.Holders, "t1") }) {
+			return false
+		}
+		if slices.Contains(s.Generation.Ring, "t1") {
+			return !s.Status.Terminal() && s.Step+run.CheckpointEvery < run.Steps
+		}
+		return !s.Status.Terminal() || !slices.Contains(s.Checkpoints[n-1].Holders, "t1")
+	}
+	for {
+		waitFor(t, cli, "a checkpoint both trainers hold", 3*time.Minute, bothHold)
+		if err := t1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatalf("stopping t1: %v; stderr:\n%s", err, t1.stderr.String())
+		}
+		at := waitFor(t, cli, "the state", time.Minute, func(*fsm.State) bool { return true })
+		if stoppedWell(at) {
+			break
+		}
+		if at.Status.Terminal() {
+			t.Fatalf("the run %s at step %d between the look and t1's stop (it had more than %d steps to go at the look)", at.Status, at.Step, run.CheckpointEvery)
+		}
+		if err := t1.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
 	}
 	final := waitFor(t, cli, "the run's success without t1", 3*time.Minute, func(s *fsm.State) bool { return s.Status.Terminal() })
 	if final.Status != fsm.StatusSucceeded {
