@@ -186,6 +186,8 @@ func TestCorruptedShardIsFatal(t *testing.T) {
 	run := makeLocalRun(t, 1, func(r *config.Run) { r.Dataset = dir })
 	r := runLocalCmd(t, "--resume", run, "--quiet")
 	logf := filepath.Join(run, localrun.LogsDir, "trainer-0.log")
+	// A trainer of ddpm local is started again by resuming the run (the trainer's restartAdvice).
+	reason = strings.Replace(reason, "start the trainer again", "resume the run (ddpm local --resume "+shellWord(run)+")", 1)
 	wantLine := fmt.Sprintf("ddpm: trainer-0 failed at start-up (exit status 2): %s (see %s)", reason, logf)
 	if r.code != 1 || r.lastLine() != wantLine || strings.Count(r.out, "ddpm: ") != 1 {
 		t.Fatalf("exit %d with\n%s\nwant exit 1 ending in the one line\n%s", r.code, r.out, wantLine)
