@@ -272,10 +272,13 @@ func (m Manifest) ClaimPorts(out string, wait time.Duration, say func(string)) e
 			if found && h.PID > 0 {
 				own = RunProcess(out, h.PID)
 			}
+			if !found && portFree(p.n) {
+				break // it came free meanwhile
+			}
 			var (
-				waiting string // what is said while waiting
-				failed  error  // the error at the deadline (nil: at once, failNow)
-				failNow error
+				waiting string // what say is told while waiting
+				failed  error  // the error once wait is over
+				failNow error  // the error without waiting
 			)
 			switch {
 			case !found:
