@@ -31,8 +31,10 @@ const (
 	// NoReplace leaves an existing file (or directory, or symbolic link) at the path as it is
 	// and fails with an error for which errors.Is(err, fs.ErrExist) holds. The new file is put
 	// in place with a hard link, which the kernel refuses if the name is taken, so two writers
-	// racing for one name cannot both win. A file system without hard links (FAT, some FUSE
-	// file systems) refuses every NoReplace write with the link error.
+	// racing for one name cannot both win. On a file system without hard links (FAT, exFAT,
+	// some FUSE and SMB mounts) path is instead created exclusively and the complete temporary
+	// file copied into it: still never two winners, but a crash during the copy can leave path
+	// short there.
 	NoReplace
 )
 
@@ -50,7 +52,8 @@ const (
 //   - Op "write", "sync", "close": the temporary file could not be written (a full disk) or
 //     flushed to the device;
 //   - Op "rename" (Replace) or "link" (NoReplace): the move into place failed, e.g. path is a
-//     directory;
+//     directory (on a file system without hard links NoReplace's copy fails as "open", "write",
+//     "sync" or "close");
 //   - Op "sync" with the directory as Path: the file is in place and complete, but the
 //     directory could not be synced, so a power cut might still undo the move. A file system
 //     that cannot sync directories at all (EINVAL) is taken as having nothing to sync.
@@ -86,15 +89,21 @@ func Write(path string, perm fs.FileMode, existing Existing, fill func(io.Writer
 		return &fs.PathError{Op: "close", Path: path, Err: unwrapPath(err)}
 	}
 	if existing == NoReplace {
-		if err := os.Link(f.Name(), path); err != nil {
+		err := link(f.Name(), path)
+		if noHardLinks(err) {
+			err = copyNew(f.Name(), path, perm)
+		} else if err != nil {
 			op := "link"
 			if errors.Is(err, fs.ErrExist) {
 				op = "open" // the same words as the check above: it lost a race with another writer
 			}
-			return &fs.PathError{Op: op, Path: path, Err: unwrapPath(err)}
+			err = &fs.PathError{Op: op, Path: path, Err: unwrapPath(err)}
+		}
+		if err != nil {
+			return err
 		}
 		placed = true
-		os.Remove(f.Name()) // path is the file now; the temporary name was its second link
+		os.Remove(f.Name()) // path is the file now (the temporary name was its second link, or a copy)
 	} else {
 		if err := os.Rename(f.Name(), path); err != nil {
 			return &fs.PathError{Op: "rename", Path: path, Err: unwrapPath(err)}
@@ -102,6 +111,44 @@ func Write(path string, perm fs.FileMode, existing Existing, fill func(io.Writer
 		placed = true
 	}
 	return syncDir(dir)
+}
+
+// link is os.Link; tests replace it to play a file system without hard links.
+var link = os.Link
+
+// noHardLinks says whether err is link(2)'s answer of a file system that makes no hard links
+// (FAT, exFAT, some FUSE and SMB mounts: EPERM, EOPNOTSUPP, ENOSYS), not a refusal of this link.
+func noHardLinks(err error) bool {
+	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS)
+}
+
+// copyNew is NoReplace on a file system without hard links: path is created exclusively
+// (O_EXCL, so two writers still cannot both win) with mode perm, and the synced temporary file
+// tmp is copied into it and synced. Only here can a crash leave path short; on an error path is
+// removed again. Errors as Write's: "open" (path exists: "open PATH: file exists"), "write",
+// "sync", "close", all naming path.
+func copyNew(tmp, path string, perm fs.FileMode) error {
+	src, err := os.Open(tmp)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: path, Err: unwrapPath(err)}
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: path, Err: unwrapPath(err)}
+	}
+	if _, err = io.Copy(dst, src); err != nil {
+		err = &fs.PathError{Op: "write", Path: path, Err: unwrapPath(err)}
+	} else if err = dst.Sync(); err != nil {
+		err = &fs.PathError{Op: "sync", Path: path, Err: unwrapPath(err)}
+	}
+	if cerr := dst.Close(); err == nil && cerr != nil {
+		err = &fs.PathError{Op: "close", Path: path, Err: unwrapPath(cerr)}
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
 }
 
 // WriteBytes is Write with data as the file's content.

@@ -191,3 +191,39 @@ func TestWriteFileTooLarge(t *testing.T) {
 		t.Fatalf("folder holds %v after the failed write, want nothing", got)
 	}
 }
+
+// TestWriteNoReplaceWithoutHardLinks: on a file system that makes no hard links (link(2)
+// answering EPERM, as vfat does) NoReplace still writes the file, mode 0600, with no temporary
+// file left, and still refuses an existing one with "open PATH: file exists", keeping it. It
+// used to fail every such write with the link error ("certs init" on a USB stick).
+func TestWriteNoReplaceWithoutHardLinks(t *testing.T) {
+	withUmask(t)
+	link = func(old, new string) error { return &os.LinkError{Op: "link", Old: old, New: new, Err: syscall.EPERM} }
+	t.Cleanup(func() { link = os.Link })
+	dir := t.TempDir()
+	p := filepath.Join(dir, "ca.key")
+	if err := WriteBytes(p, 0o600, NoReplace, []byte("key")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(p)
+	if b, _ := os.ReadFile(p); err != nil || string(b) != "key" || st.Mode().Perm() != 0o600 {
+		t.Fatalf("ca.key: %q, %v, %v; want \"key\" with mode 0600", b, st, err)
+	}
+	q := filepath.Join(dir, "ca.crt")
+	err = Write(q, 0o600, NoReplace, func(w io.Writer) error {
+		if err := os.WriteFile(q, []byte("theirs"), 0o600); err != nil { // another writer, meanwhile
+			return err
+		}
+		_, err := w.Write([]byte("mine"))
+		return err
+	})
+	if want := "open " + q + ": file exists"; err == nil || err.Error() != want {
+		t.Fatalf("write onto a name taken meanwhile: %v, want %q", err, want)
+	}
+	if b, _ := os.ReadFile(q); string(b) != "theirs" {
+		t.Errorf("ca.crt holds %q, want the other writer's", b)
+	}
+	if got := names(t, dir); !slices.Equal(got, []string{"ca.crt", "ca.key"}) {
+		t.Errorf("folder holds %v, want [ca.crt ca.key]", got)
+	}
+}
