@@ -117,6 +117,17 @@ func commandName(cmd *cobra.Command) string {
 var configureRoot = sync.OnceFunc(func() {
 	usageErrors(rootCmd)
 	rootCmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		if cmd != rootCmd && cmd.HasSubCommands() && len(cmd.Flags().Args()) > 0 {
+			// ddpm eval bdp --checkpoint X: the group got the flags of a mistyped subcommand;
+			// the mistake is the subcommand's name, not the flag (it was "eval: unknown flag:
+			// --checkpoint").
+			name := cmd.Flags().Arg(0)
+			hint := ""
+			if s := cmd.SuggestionsFor(name); len(s) > 0 {
+				hint = fmt.Sprintf("; did you mean %s?", strings.Join(s, " or "))
+			}
+			return withExit(2, fmt.Errorf("%s: unknown command %q%s (see %s --help)", commandName(cmd), name, hint, cmd.CommandPath()))
+		}
 		if name, problem := flagValueProblem(err); problem != "" {
 			var ie *pflag.InvalidValueError
 			errors.As(err, &ie)
