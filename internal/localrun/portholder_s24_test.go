@@ -190,3 +190,32 @@ func TestClaimPortsHolderOutOfSight(t *testing.T) {
 		t.Fatalf("as nobody:\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestClaimPortsNamesOtherRun: a recorded port held by a process of another ddpm local run (a
+// copy of a run folder resumed while the original runs: the original's coordinator holds the
+// ports both record) names that process by its run: "pid N (coordinator-0 of the ddpm local run
+// ORIG)". It showed the first 80 characters of its command line, which end before its
+// --data-dir.
+func TestClaimPortsNamesOtherRun(t *testing.T) {
+	orig, out := filepath.Join(t.TempDir(), "orig"), filepath.Join(t.TempDir(), "copy")
+	m, err := NewManifest("h", 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{orig, out} {
+		if err := WriteManifest(dir, m); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(CoordinatorDir(dir, 0), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := m.CoordinatorPorts[0].Raft
+	holder := holdPort(t, p, time.Minute, orig, "/usr/local/bin/ddpm", "coordinator", "--id", "c0", "--raft-addr", "127.0.0.1:"+strconv.Itoa(p), "--data-dir", "coordinator-0")
+	err = m.ClaimPorts(out, 30*time.Second, func(s string) { t.Errorf("said %q", s) })
+	want := fmt.Sprintf("coordinator-0's port 127.0.0.1:%d (recorded in %s) is held by pid %d (coordinator-0 of the ddpm local run %s), which is not this run's: stop it, then resume again",
+		p, filepath.Join(out, ManifestFile), holder.Process.Pid, orig)
+	if !errors.Is(err, ErrPortHeld) || err.Error() != want {
+		t.Fatalf("ClaimPorts = %v\nwant %q", err, want)
+	}
+}

@@ -270,7 +270,11 @@ func (m Manifest) ClaimPorts(out string, wait time.Duration, say func(string)) e
 			h, found := FindPortHolder(p.n)
 			own := ""
 			if found && h.PID > 0 {
-				own = RunProcess(out, h.PID)
+				if own = RunProcess(out, h.PID); own == "" {
+					if other := otherRunProcess(h.PID); other != "" {
+						h.Command = other // its data folder says more than its first 80 characters
+					}
+				}
 			}
 			if !found && portFree(p.n) {
 				break // it came free meanwhile
@@ -329,28 +333,9 @@ func (e *portError) Unwrap() error { return e.kind }
 // "trainer-1"): its command line's --data-dir (resolved against its working directory) is that
 // process's folder in out. "" for any other process, and when /proc/PID cannot be read.
 func RunProcess(out string, pid int) string {
-	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "cmdline"))
-	if err != nil {
-		return ""
-	}
-	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	dir := ""
-	for i, a := range args {
-		if a == "--data-dir" && i+1 < len(args) {
-			dir = args[i+1]
-		} else if v, ok := strings.CutPrefix(a, "--data-dir="); ok {
-			dir = v
-		}
-	}
+	dir := dataDirOf(pid)
 	if dir == "" {
 		return ""
-	}
-	if !filepath.IsAbs(dir) {
-		cwd, err := os.Readlink(filepath.Join(procRoot, strconv.Itoa(pid), "cwd"))
-		if err != nil {
-			return ""
-		}
-		dir = filepath.Join(cwd, dir)
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -370,6 +355,48 @@ func RunProcess(out string, pid int) string {
 		}
 	}
 	return ""
+}
+
+// otherRunProcess words the process pid when it is a coordinator or trainer of some ddpm local
+// run (its --data-dir is the coordinator-I or trainer-I folder of a run folder, IsRunFolder):
+// "coordinator-0 of the ddpm local run /srv/runs/a" (a copy of a run folder resumed beside the
+// original finds the original's processes on its ports); "" for any other process.
+func otherRunProcess(pid int) string {
+	dir := dataDirOf(pid)
+	name := filepath.Base(dir)
+	if dir == "" || !strings.HasPrefix(name, "coordinator-") && !strings.HasPrefix(name, "trainer-") || !IsRunFolder(filepath.Dir(dir)) {
+		return ""
+	}
+	return name + " of the ddpm local run " + filepath.Dir(dir)
+}
+
+// dataDirOf is the --data-dir of process pid's command line, made absolute against its working
+// directory; "" when it has none or /proc/PID cannot be read.
+func dataDirOf(pid int) string {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return ""
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	dir := ""
+	for i, a := range args {
+		if a == "--data-dir" && i+1 < len(args) {
+			dir = args[i+1]
+		} else if v, ok := strings.CutPrefix(a, "--data-dir="); ok {
+			dir = v
+		}
+	}
+	if dir == "" {
+		return ""
+	}
+	if filepath.IsAbs(dir) {
+		return filepath.Clean(dir)
+	}
+	cwd, err := os.Readlink(filepath.Join(procRoot, strconv.Itoa(pid), "cwd"))
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(cwd, dir)
 }
 
 // portFree reports whether 127.0.0.1:p can be bound now.
