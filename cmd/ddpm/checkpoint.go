@@ -630,8 +630,9 @@ func fetchError(addr string, step int64, insecure bool, certs string, err error)
 	switch {
 	case !insecure && coordinator.CertRefusal(err):
 		return otherCAError("checkpoint fetch", "the trainer at "+addr, certs)
-	case !insecure && status.Code(err) == codes.Unauthenticated:
-		// The same CA, another join secret: the trainer's own words name it.
+	case !insecure && (status.Code(err) == codes.Unauthenticated || status.Code(err) == codes.PermissionDenied):
+		// The same CA, another join secret, or a certificate whose role may not fetch (a
+		// coordinator's): the trainer's own words name it.
 		msg := err.Error()
 		var se interface{ GRPCStatus() *status.Status }
 		if errors.As(err, &se) {

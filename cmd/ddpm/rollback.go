@@ -153,6 +153,8 @@ func runRollback(cmd *cobra.Command, args []string) error {
 		// The rollback may still have been applied after the last attempt: say how to tell.
 		return withExit(1, fmt.Errorf("%s: no coordinator answered at %s within %v; ddpm status shows whether it was applied (%v)",
 			name, strings.Join(addrs, ","), rollbackFlags.timeout, err))
+	case errors.Is(err, coordinator.ErrPermissionDenied):
+		return withExit(exitUsage, fmt.Errorf("%s: %w (--certs %s: roll back with an operator's certificate, ddpm certs issue --role operator)", name, err, rollbackFlags.sec.Dir))
 	case err != nil:
 		return withExit(1, fmt.Errorf("%s: %w", name, err))
 	}
