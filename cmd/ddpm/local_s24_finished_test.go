@@ -91,15 +91,23 @@ func TestLocalS24ResumeFinished(t *testing.T) {
 	if err := localrun.WriteManifest(run, man); err != nil {
 		t.Fatal(err)
 	}
+	// loss.png gone too (the supervisor killed before the end): redrawn from loss.csv.
+	lossPNG := filepath.Join(run, localrun.LossPNG)
+	if err := os.Remove(lossPNG); err != nil {
+		t.Fatal(err)
+	}
 	logs := treeTimes(t, filepath.Join(run, localrun.LogsDir))
 	r = runLocalCmd(t, "--resume", run)
 	samples := filepath.Join(run, localrun.SamplesPNG)
 	lines := strings.Split(strings.TrimSpace(r.out), "\n")
-	first := fmt.Sprintf("ddpm local: %s finished training at step 4 (trainer-0 holds the final checkpoint); writing its missing samples.png, no cluster needed", run)
+	first := fmt.Sprintf("ddpm local: %s finished training at step 4 (trainer-0 holds the final checkpoint); writing its missing loss.png and samples.png, no cluster needed", run)
 	wrote := regexp.MustCompile(`^ddpm local: wrote ` + regexp.QuoteMeta(samples) + ` \(4 samples of the EMA weights in \d+s\)$`)
 	done := fmt.Sprintf("ddpm local: done: %s; final loss %s at step 4", run, loss)
-	if n := len(lines); r.code != 0 || n < 3 || lines[0] != first || !wrote.MatchString(lines[n-2]) || lines[n-1] != done {
+	if n := len(lines); r.code != 0 || n < 4 || lines[0] != first || lines[1] != "ddpm local: wrote "+lossPNG || !wrote.MatchString(lines[n-2]) || lines[n-1] != done {
 		t.Fatalf("exit %d with\n%s\nwant exit 0, first line\n%s\nthen ddpm sample's, ddpm local: wrote %s (...), and last\n%s", r.code, r.out, first, samples, done)
+	}
+	if _, err := os.Stat(lossPNG); err != nil {
+		t.Errorf("loss.png: %v", err)
 	}
 	if after := treeTimes(t, filepath.Join(run, localrun.LogsDir)); !slices.Equal(logs, after) {
 		t.Errorf("drawing the samples started processes:\nbefore %q\nafter  %q", logs, after)
