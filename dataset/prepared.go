@@ -71,6 +71,16 @@ type Shard struct {
 // ErrExists: Prepare's output directory already exists (nothing is overwritten).
 var ErrExists = errors.New("output exists")
 
+// preparedIndex reads the index.json of the prepared directory dir; ok is false when dir holds
+// none that parses as one (its shards are not checked).
+func preparedIndex(dir string) (idx Index, ok bool) {
+	raw, err := os.ReadFile(filepath.Join(dir, indexName))
+	if err != nil || json.Unmarshal(raw, &idx) != nil || idx.Format != preparedKind {
+		return Index{}, false
+	}
+	return idx, true
+}
+
 // ErrUnwritable: Prepare cannot create its output directory (a read-only mount, a folder of
 // another user, a file where a folder should be).
 var ErrUnwritable = errors.New("output folder cannot be created")
@@ -82,6 +92,11 @@ var ErrUnwritable = errors.New("output folder cannot be created")
 func CheckPrepareOut(out string) error {
 	out = filepath.Clean(out)
 	if _, err := os.Lstat(out); err == nil {
+		if idx, ok := preparedIndex(out); ok {
+			// A prepare run again: the data is there, ready to train on.
+			return fmt.Errorf("%w: %s holds a prepared dataset already (%s, %d images), which runs take as it is; choose a new --out to prepare again",
+				ErrExists, out, idx.Name, idx.Count)
+		}
 		return fmt.Errorf("%w: %s: refusing to overwrite; choose a new --out", ErrExists, out)
 	}
 	dir := filepath.Dir(out)

@@ -46,3 +46,23 @@ func TestNewUserS24PresetWithoutData(t *testing.T) {
 		"dataset", "inspect", "lsun-church")
 	mustNotExist(t, out)
 }
+
+// TestNewUserS24PrepareAgain: ddpm dataset prepare run a second time into the --out it made
+// says that the folder holds that prepared dataset already, exit status 2, and leaves it as it
+// was; it said only "output exists: D: refusing to overwrite; choose a new --out", as of any
+// folder (which a folder of other files still gets).
+func TestNewUserS24PrepareAgain(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "mnist-test")
+	if _, stderr, code := nuRun(t, "dataset", "prepare", "mnist:test", "--out", out); code != 0 {
+		t.Fatalf("dataset prepare: exit %d: %s", code, stderr)
+	}
+	index := filepath.Join(out, "index.json")
+	before := fileSum(t, index)
+	nuWant(t, 2, "ddpm: output exists: "+out+" holds a prepared dataset already (mnist/test, 10000 images), which runs take as it is; choose a new --out to prepare again",
+		"dataset", "prepare", "mnist:test", "--out", out)
+	if fileSum(t, index) != before {
+		t.Errorf("%s changed", index)
+	}
+	other := t.TempDir()
+	nuWant(t, 2, "ddpm: output exists: "+other+": refusing to overwrite; choose a new --out", "dataset", "prepare", "mnist:test", "--out", other)
+}
