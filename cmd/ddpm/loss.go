@@ -45,7 +45,9 @@ ddpm local's loss.csv; a merged row is the mean over its trained steps only (the
 SKIPPED column says how many it left out).
 
 For a ddpm local run, give its folder RUN instead of --coordinator and --certs: the
-coordinators' addresses are read from RUN/local.json and the certificates from RUN/certs.`,
+coordinators' addresses are read from RUN/local.json and the certificates from RUN/certs. Of a
+run that is not going it says so, exit status 1, and names RUN/loss.csv, where ddpm local kept
+every step's loss.`,
 	Args: cobra.MaximumNArgs(1),
 	RunE: runLoss,
 }

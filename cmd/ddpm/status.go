@@ -34,7 +34,9 @@ var statusCmd = &cobra.Command{
 	Long: `Ask any coordinator replica (its gRPC address; several may be given, comma-separated) for the
 replicated state and print it as tables: the run, the answering replica, the current generation,
 the members and the committed checkpoints. For a ddpm local run, give its folder RUN instead:
-the coordinators' addresses are read from RUN/local.json and the certificates from RUN/certs.
+the coordinators' addresses are read from RUN/local.json and the certificates from RUN/certs;
+of a run that is not going it says so (and whether it finished) and where its checkpoints are
+listed, with exit status 1.
 
 Exit status 1 when no replica answers: within about a second when none of the addresses can
 answer (every connection refused: coordinator down, or not its --grpc-addr; or a host name that
