@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"ddpm/internal/localrun"
 )
@@ -424,8 +425,9 @@ func Open(spec string, opts Options) (Dataset, error) {
 }
 
 // notDataFile says what the file p is when it is no dataset file but something a user may give
-// by mistake: an idx labels file (by its name), one image (a folder of them is a dataset) or a
-// checkpoint file (by their first bytes); "" otherwise.
+// by mistake: an idx labels file (by its name), one image (a folder of them is a dataset, unless
+// it is a ddpm local run's folder, whose samples.png and loss.png these are), a checkpoint file,
+// safetensors weights or a text file (a run.yaml, a loss.csv; by their first 4 KiB); "" otherwise.
 func notDataFile(p string) string {
 	if base := filepath.Base(p); strings.Contains(base, "labels-idx1") {
 		return "an idx labels file, not images (give " + filepath.Join(filepath.Dir(p), strings.Replace(base, "labels-idx1", "images-idx3", 1)) + "; its labels are read beside it)"
@@ -435,15 +437,23 @@ func notDataFile(p string) string {
 		return ""
 	}
 	defer f.Close()
-	head := make([]byte, 20)
+	head := make([]byte, 4096)
 	n, _ := io.ReadFull(f, head)
 	head = head[:n]
 	switch {
 	case bytes.HasPrefix(head, []byte("\x89PNG\r\n\x1a\n")), bytes.HasPrefix(head, []byte("\xff\xd8\xff")),
 		len(head) >= 12 && string(head[:4]) == "RIFF" && string(head[8:12]) == "WEBP":
+		if kind := localrun.FolderKind(filepath.Dir(p)); kind != "" {
+			// samples.png, loss.png of a run: its folder is no dataset either.
+			return "one image (an output in " + filepath.Dir(p) + ", " + kind + "), not a dataset; give the data itself (a preset's name, or the folder of the images)"
+		}
 		return "one image, not a dataset (a folder of images is one: give " + filepath.Dir(p) + ")"
 	case len(head) >= 20 && binary.LittleEndian.Uint32(head[16:20]) == 0xED0CDAED: // bbolt's meta page magic
 		return "a checkpoint file (bbolt), not a dataset"
+	case len(head) >= 9 && head[8] == '{' && binary.LittleEndian.Uint32(head[4:8]) == 0 && binary.LittleEndian.Uint32(head[:4]) > 1: // u64 header length, then JSON
+		return "safetensors weights, not a dataset"
+	case n > 0 && utf8.Valid(head[:n-min(n, utf8.UTFMax-1)]) && !bytes.Contains(head, []byte{0}):
+		return "a text file, not a dataset"
 	}
 	return ""
 }

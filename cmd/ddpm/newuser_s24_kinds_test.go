@@ -66,3 +66,30 @@ func TestNewUserS24PrepareAgain(t *testing.T) {
 	other := t.TempDir()
 	nuWant(t, 2, "ddpm: output exists: "+other+": refusing to overwrite; choose a new --out", "dataset", "prepare", "mnist:test", "--out", other)
 }
+
+// TestNewUserS24NotDatasetFiles: dataset inspect given a run folder's own files says what each
+// is, exit status 2: its samples.png is an output of the run (the advice "give RUN" that one
+// image got before was then refused as a run folder), safetensors weights are named, and a text
+// file (loss.csv, run.yaml) is one. They were "not an idx3 images file, a .tar.gz, data.mdb or
+// index.json".
+func TestNewUserS24NotDatasetFiles(t *testing.T) {
+	dir, _ := evalFixture(t)
+	png := filepath.Join(dir, "samples.png")
+	if _, stderr, code := nuRun(t, "dataset", "inspect", "mnist:test", "--preview", png); code != 0 {
+		t.Fatalf("dataset inspect --preview: exit %d: %s", code, stderr)
+	}
+	weights := filepath.Join(t.TempDir(), "w.safetensors")
+	if _, stderr, code := nuRun(t, "checkpoint", "export", dir, "--out", weights); code != 0 {
+		t.Fatalf("checkpoint export: exit %d: %s", code, stderr)
+	}
+	csv := filepath.Join(dir, "loss.csv")
+	if err := os.WriteFile(csv, []byte("step,loss,lr,grad_norm\n1,0.9875,2e-06,3.25\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const pre = "ddpm: unrecognized dataset format: "
+	nuWant(t, 2, pre+png+": one image (an output in "+dir+", a ddpm local run folder), not a dataset; give the data itself (a preset's name, or the folder of the images)", "dataset", "inspect", png)
+	nuWant(t, 2, pre+weights+": safetensors weights, not a dataset", "dataset", "inspect", weights)
+	nuWant(t, 2, pre+csv+": a text file, not a dataset", "dataset", "inspect", csv)
+	yaml := filepath.Join(dir, "run.yaml")
+	nuWant(t, 2, pre+yaml+": a text file, not a dataset", "eval", "bpd", "--checkpoint", dir, "--data", yaml)
+}
