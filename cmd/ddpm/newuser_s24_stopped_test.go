@@ -192,3 +192,23 @@ func TestNewUserS24NoCheckpointYet(t *testing.T) {
 	mustNotExist(t, out+".png")
 	mustNotExist(t, out+".safetensors")
 }
+
+// TestNewUserS24RunFolderOverEnv: ddpm status RUN with DDPM_INSECURE=true in the environment
+// (left from another cluster) uses the run's certificates: the run folder on the command line
+// decides, as a flag would. It was "tlsauth: choose TLS (--certs DIR) or plain text
+// (--insecure): --insecure and --certs RUN/certs exclude each other", exit 2, two flags the
+// command line did not give.
+func TestNewUserS24RunFolderOverEnv(t *testing.T) {
+	dir, grpc := stoppedRunFixture(t)
+	cmd := exec.Command(testutil.DDPMBinary(t), "status", dir)
+	cmd.Env = append(os.Environ(), "DDPM_INSECURE=true")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	want := "ddpm: status: the ddpm local run " + dir + " is not running (nothing listens at its coordinators " + grpc + "): ddpm checkpoint list " + dir +
+		" lists its checkpoints; ddpm local --resume " + dir + " starts it again\n"
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || stderr.String() != want {
+		t.Errorf("DDPM_INSECURE=true ddpm status %s: %v\n%s\nwant exit 1\n%s", dir, err, stderr.String(), want)
+	}
+}

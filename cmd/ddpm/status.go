@@ -125,6 +125,13 @@ func runFolderFlags(cmd *cobra.Command, name string, args []string) error {
 	if err := f.Set("certs", certs); err != nil {
 		return withExit(exitUsage, err)
 	}
+	// Given too, so that a DDPM_INSECURE of the environment (flagsFromEnv reads it for a flag the
+	// command line left unset) does not meet the run's certificates: the run folder on the
+	// command line decides, as a flag would. It was "--insecure and --certs RUN/certs exclude
+	// each other", two flags the user had not given.
+	if err := f.Set("insecure", "false"); err != nil {
+		return withExit(exitUsage, err)
+	}
 	return nil
 }
 
