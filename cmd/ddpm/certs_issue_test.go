@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"ddpm/internal/tlsauth"
 )
@@ -169,5 +171,38 @@ func TestCertRoleFor(t *testing.T) {
 	}
 	if err := certRoleFor(ib, "trainer", tlsauth.RoleTrainer, ""); err != nil {
 		t.Errorf("--insecure: %v", err)
+	}
+}
+
+// TestCoordinatorRefusesOtherRoleCertificate: ddpm coordinator given a trainer's certificate
+// directory stops before it opens anything, in one line with exit status 2 (it used to start,
+// be refused by the other replicas' raft ports, and serve its gRPC port under a trainer's
+// certificate); its --data-dir is not created.
+func TestCoordinatorRefusesOtherRoleCertificate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	if _, err := tlsauth.Init(dir, tlsauth.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	trainerDir := filepath.Join(t.TempDir(), "trainer")
+	if _, err := tlsauth.Issue(dir, trainerDir, tlsauth.IssueOptions{Role: tlsauth.RoleTrainer}); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(t.TempDir(), "data")
+	args := []string{"coordinator", "--id", "c0", "--peers", "c0=127.0.0.1:0=127.0.0.1:0", "--raft-addr", "127.0.0.1:0",
+		"--grpc-addr", "127.0.0.1:0", "--bootstrap", "--data-dir", data, "--preset", "mnist", "--certs", trainerDir}
+	done := make(chan error, 1)
+	go func() {
+		_, err := runCLI(t, context.Background(), nil, args...)
+		done <- err
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("ddpm coordinator with a trainer's certificate still runs after 15 s: it started")
+	}
+	wantExit(t, args, err, 2, "coordinator: --certs "+trainerDir+" holds a certificate of role trainer; a coordinator takes one of role coordinator (ddpm certs issue --role coordinator) or the role-less one of ddpm certs init")
+	if _, serr := os.Stat(data); !os.IsNotExist(serr) {
+		t.Errorf("--data-dir %s created (%v)", data, serr)
 	}
 }

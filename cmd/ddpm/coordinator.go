@@ -167,6 +167,9 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	if err := certRoleFor(sec, "coordinator", tlsauth.RoleCoordinator, coordFlags.sec.Dir); err != nil {
+		return err
+	}
 	var raftLog *os.File
 	if coordFlags.raftLog {
 		raftLog = os.Stderr
