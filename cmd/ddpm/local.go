@@ -812,9 +812,10 @@ func restartsSpent(out string, re *localrun.RestartsSpentError) error {
 	return &startFailed{fmt.Sprintf("%s failed %d times in %v; giving up: %s (see %s)", re.Name, re.Failures, re.Window, why, filepath.Join(out, localrun.LogsDir, re.Name+".log"))}
 }
 
-// checkRunCerts refuses a run folder whose certificates are gone or unusable before any process
-// is started (each would fail at start-up, and the coordinators' refusal to talk would be all
-// the user saw).
+// checkRunCerts refuses a run folder whose certificates are gone, unusable, or of one role (ddpm
+// certs issue; every process of the run uses this one directory) before any process is started
+// (each would fail at start-up, or the coordinators would refuse each other, and that refusal
+// in their logs would be all there is to see).
 func checkRunCerts(dir string) error {
 	for _, f := range []string{tlsauth.CAFile, tlsauth.CertFile, tlsauth.KeyFile, tlsauth.SecretFile} {
 		p := filepath.Join(dir, f)
@@ -822,8 +823,16 @@ func checkRunCerts(dir string) error {
 			return fmt.Errorf("%s is missing: the run's processes authenticate each other with %s; restore it, or remove %s and make new ones with: ddpm certs init %s", p, dir, dir, shellWord(dir))
 		}
 	}
-	if _, err := tlsauth.Load(tlsauth.Config{Dir: dir, ServerName: tlsauth.NodeName}); err != nil {
+	b, err := tlsauth.Load(tlsauth.Config{Dir: dir, ServerName: tlsauth.NodeName})
+	if err != nil {
 		return fmt.Errorf("%s: %w", dir, err)
+	}
+	if r := b.Role(); r != tlsauth.RoleNone {
+		// Every process of the run, coordinators and trainers, presents this one certificate:
+		// one of a role (ddpm certs issue) lets only that role's processes work (the others'
+		// raft links or calls are refused, and the run waits with nothing on the terminal).
+		return fmt.Errorf("%s holds a certificate of role %s (made by ddpm certs issue): ddpm local runs every process on this one directory and needs the role-less one ddpm certs init makes; restore it, or remove %s and make new ones with: ddpm certs init %s",
+			dir, r, dir, shellWord(dir))
 	}
 	return nil
 }
