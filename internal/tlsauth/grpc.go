@@ -48,7 +48,8 @@ func (b *Bundle) ServerOptions() []grpc.ServerOption {
 
 // DialOptions returns the options a gRPC client of the cluster needs: TLS 1.3 verifying the
 // server against the CA (and Config.ServerName when set), our certificate offered, and the join
-// secret sent with every call. With Insecure they select plain text. A later
+// secret sent with every call, to a server whose certificate's role serves the method (or has
+// no role; ServerRole): a call to another is not sent and fails with codes.PermissionDenied. With Insecure they select plain text. A later
 // grpc.WithTransportCredentials in the same option list would replace ours: append these last.
 func (b *Bundle) DialOptions() []grpc.DialOption {
 	if b.insecure {
@@ -135,11 +136,41 @@ func (b *Bundle) streamCheck(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 }
 
 // secretCreds attaches the join secret to every call. It insists on transport security so the
-// secret never travels in plain text.
+// secret never travels in plain text, and sends it only to a server whose certificate's role
+// serves the method (checkServerRole).
 type secretCreds struct{ secret string }
 
-func (c secretCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+func (c secretCreds) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+	if ri, ok := credentials.RequestInfoFromContext(ctx); ok {
+		if err := checkServerRole(ri); err != nil {
+			return nil, err
+		}
+	}
 	return map[string]string{MetadataKey: c.secret}, nil
+}
+
+// checkServerRole returns nil when the server of the call ri describes presented a certificate
+// without a role or of the role that serves ri.Method (ServerRole; methods of no ddpm service
+// are not checked), and a codes.PermissionDenied status otherwise (msgServerRefused): the call is
+// not sent, the join secret with it. So a trainer's or operator's certificate cannot pass for a
+// coordinator, nor a coordinator's or operator's for a trainer, to this process.
+func checkServerRole(ri credentials.RequestInfo) error {
+	want, ok := ServerRole(ri.Method)
+	if !ok {
+		return nil
+	}
+	ti, _ := ri.AuthInfo.(credentials.TLSInfo)
+	if len(ti.State.PeerCertificates) == 0 {
+		return nil // TLS verified the server against the CA; a server without a certificate is not reached
+	}
+	r, err := RoleOf(ti.State.PeerCertificates[0])
+	if err != nil {
+		return status.Error(codes.PermissionDenied, "ddpm: this process refused the server: "+strings.TrimPrefix(err.Error(), ErrRole.Error()+": "))
+	}
+	if r == RoleNone || r == want {
+		return nil
+	}
+	return status.Error(codes.PermissionDenied, msgServerRefused(r, want, ri.Method))
 }
 
 func (secretCreds) RequireTransportSecurity() bool { return true }

@@ -28,7 +28,13 @@ import (
 //     checkpoint fetch` call (Coordinator.Status, Coordinator.RollbackRun,
 //     CheckpointTransfer.Fetch); no raft, no trainer calls.
 //
-// MethodRoles is the table; a method missing from it is open to RoleNone only.
+// MethodRoles is the table; a method missing from it is open to RoleNone only. Clients check the
+// other direction (DialOptions): a call goes only to a server whose certificate has no role or
+// the role that serves the method (ServerRole: coordinator for the Coordinator service, trainer
+// for the ring and checkpoint transfer), and raft links check both ends.
+//
+// A role is not an identity: every trainer certificate is the same to the servers, so a holder
+// of one may call Heartbeat, Leave or ReportProgress naming any trainer id.
 type Role string
 
 // The roles. RoleNone is the empty string.
@@ -66,6 +72,27 @@ var MethodRoles = map[string][]Role{
 	"/ddpm.allreduce.v1.Ring/Stream": {RoleTrainer},
 	// Checkpoint transfer, served by trainers (api/checkpoint.proto).
 	"/ddpm.checkpoint.v1.CheckpointTransfer/Fetch": {RoleTrainer, RoleOperator},
+}
+
+// serviceServers maps the method prefix of each service in api/*.proto to the role of the
+// processes that serve it.
+var serviceServers = map[string]Role{
+	"/ddpm.coordinator.v1.Coordinator/":       RoleCoordinator,
+	"/ddpm.allreduce.v1.Ring/":                RoleTrainer,
+	"/ddpm.checkpoint.v1.CheckpointTransfer/": RoleTrainer,
+}
+
+// ServerRole returns the role of the processes that serve the full gRPC method name method:
+// coordinator for the Coordinator service, trainer for the ring and checkpoint transfer; ok is
+// false for a method of no ddpm service. A client sends a call only to a server whose
+// certificate has that role or none (DialOptions).
+func ServerRole(method string) (r Role, ok bool) {
+	for prefix, r := range serviceServers {
+		if strings.HasPrefix(method, prefix) {
+			return r, true
+		}
+	}
+	return RoleNone, false
 }
 
 // ParseRole returns the role named s (coordinator, trainer or operator); anything else, the
@@ -127,6 +154,14 @@ func roleList(roles []Role, sep string) string {
 		return strings.Join(names, "")
 	}
 	return strings.Join(names[:len(names)-1], ", ") + sep + names[len(names)-1]
+}
+
+// msgServerRefused is the codes.PermissionDenied message of a call a client did not send because
+// the server's certificate has role r and method is served by role want, e.g. "ddpm: this
+// process refused the server: its certificate has role operator, and
+// /ddpm.coordinator.v1.Coordinator/Status is served by role coordinator".
+func msgServerRefused(r, want Role, method string) string {
+	return fmt.Sprintf("ddpm: this process refused the server: its certificate has role %s, and %s is served by role %s", r, method, want)
 }
 
 // msgRoleRefused is the codes.PermissionDenied message of a call the caller's role may not make,

@@ -245,6 +245,9 @@ func TestMethodRolesCoverAPI(t *testing.T) {
 		if len(MethodRoles[m]) == 0 {
 			t.Errorf("%s: no roles in MethodRoles", m)
 		}
+		if _, ok := ServerRole(m); !ok {
+			t.Errorf("%s: no server role (serviceServers)", m)
+		}
 	}
 	for m := range MethodRoles {
 		if !slices.Contains(methods, m) {
@@ -458,5 +461,62 @@ func TestUnknownRoleRefused(t *testing.T) {
 			t.Errorf("call with %v: %v\nwant PermissionDenied %q", tc.uris, err, want)
 		}
 		waitLog(t, log, "tlsauth: refused call", strings.ReplaceAll(tc.why, `"`, `\"`)) // quotes escaped by the text handler
+	}
+}
+
+// TestGRPCClientRefusesWrongRoleServer: a server holding a certificate of the cluster's CA but of
+// the wrong role for the service (an operator's serving the Coordinator service, a coordinator's
+// serving the ring and checkpoint transfer) gets no call from a client of any role: each fails
+// with PERMISSION_DENIED naming the server's role and the role that serves the method, and the
+// server sees nothing, not even a call without a join secret. The right role's server, or one
+// without a role, is called as before.
+func TestGRPCClientRefusesWrongRoleServer(t *testing.T) {
+	dir := newDir(t)
+	refused := func(server Role, method string) string {
+		want, _ := ServerRole(method)
+		return "ddpm: this process refused the server: its certificate has role " + string(server) + ", and " + method + " is served by role " + string(want)
+	}
+	coord := "/ddpm.coordinator.v1.Coordinator/"
+	for _, tc := range []struct {
+		server  Role
+		allowed []string // the calls a no-role client gets through; the others are refused
+	}{
+		{RoleOperator, nil},
+		{RoleTrainer, []string{"Ring.Stream", "CheckpointTransfer.Fetch"}},
+		{RoleCoordinator, []string{"Join", "Status", "RollbackRun", "SubmitRun", "WatchAssignment"}},
+	} {
+		log := &syncBuf{}
+		addr := coordinatorServer(t, load(t, issue(t, dir, tc.server), log))
+		for _, client := range []Role{RoleNone, RoleTrainer} {
+			certs := dir
+			if client != RoleNone {
+				certs = issue(t, dir, client)
+			}
+			errs := coordCalls(t, addr, load(t, certs, nil).DialOptions()...)
+			for name, err := range errs {
+				method := coord + name
+				switch name {
+				case "Ring.Stream":
+					method = "/ddpm.allreduce.v1.Ring/Stream"
+				case "CheckpointTransfer.Fetch":
+					method = "/ddpm.checkpoint.v1.CheckpointTransfer/Fetch"
+				}
+				if slices.Contains(tc.allowed, name) {
+					// Sent: the server's role check decides (a trainer may not submit a run).
+					if st := status.Convert(err); err != nil && st.Code() != codes.PermissionDenied || strings.Contains(st.Message(), "refused the server") {
+						t.Errorf("%s server, %s client, %s: %v, want it sent", tc.server, client, name, err)
+					}
+					continue
+				}
+				if status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != refused(tc.server, method) {
+					t.Errorf("%s server, %s client, %s: %v\nwant PermissionDenied %q", tc.server, client, name, err, refused(tc.server, method))
+				}
+			}
+		}
+		if tc.allowed == nil {
+			if s := log.String(); s != "" {
+				t.Errorf("the %s server saw calls:\n%s", tc.server, s)
+			}
+		}
 	}
 }
