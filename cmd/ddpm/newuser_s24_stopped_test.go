@@ -101,6 +101,11 @@ func TestNewUserS24StoppedRunFolder(t *testing.T) {
 	finished := "the ddpm local run " + dir + " finished at step " + strconv.FormatInt(last.Step, 10) + " and is not running (nothing listens at its coordinators " + grpc + "): "
 	nuWant(t, 1, "ddpm: status: "+finished+"ddpm checkpoint list "+dir+" lists its checkpoints", "status", dir)
 	nuWant(t, 1, "ddpm: loss: "+finished+"its loss history is in "+csv, "loss", dir)
+	// RUN/run.yaml gone: the trainer's copy beside its checkpoints tells the run's steps.
+	if err := os.Rename(filepath.Join(dir, localrun.ConfigFile), filepath.Join(dir, "trainer-0", trainer.ConfigFile)); err != nil {
+		t.Fatal(err)
+	}
+	nuWant(t, 1, "ddpm: status: "+finished+"ddpm checkpoint list "+dir+" lists its checkpoints", "status", dir)
 }
 
 // TestNewUserS24InUseStatusHint: the line of a checkpoint file a trainer of a ddpm local run

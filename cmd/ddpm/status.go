@@ -320,10 +320,16 @@ func stoppedRunFolder(ctx context.Context, name string, args, addrs []string, er
 		}
 	}
 	state, next := "is not running", "; ddpm local --resume "+shellWord(dir)+" starts it again"
-	if run, cerr := config.Load(filepath.Join(dir, localrun.ConfigFile)); cerr == nil {
+	// The run's config: RUN/run.yaml, or (that one gone) a trainer's copy beside its checkpoints.
+	for _, yaml := range []string{filepath.Join(dir, localrun.ConfigFile), filepath.Join(localrun.TrainerDir(dir, 0), trainer.ConfigFile), filepath.Join(localrun.TrainerDir(dir, 1), trainer.ConfigFile)} {
+		run, cerr := config.Load(yaml)
+		if cerr != nil {
+			continue
+		}
 		if runFolderFinished(dir, run.Steps) {
 			state, next = fmt.Sprintf("finished at step %d and is not running", run.Steps), ""
 		}
+		break
 	}
 	return withExit(1, fmt.Errorf("%s: the ddpm local run %s %s (nothing listens at its coordinators %s): %s%s",
 		name, dir, state, strings.Join(addrs, ","), see, next))
