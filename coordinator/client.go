@@ -351,6 +351,9 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.C
 				return fmt.Errorf("%w: %s answers but serves no coordinator (a trainer's --listen address? "+
 					"use the coordinators' --grpc-addr)", ErrNotCoordinator, addrs[idx])
 			}
+			if why := tlsauth.ServerRefusal(err); why != "" { // nothing was sent to it
+				return fmt.Errorf("%w: refused the server at %s: %s", ErrNotCoordinator, addrs[idx], why)
+			}
 			if err == nil || !retryable(err) {
 				c.answered(addrs[idx])
 				return decodeErr(err)

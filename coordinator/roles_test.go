@@ -96,3 +96,22 @@ func TestRoleCertificatesCluster(t *testing.T) {
 		t.Fatalf("operator rollback: %v, want the state machine's refusal (%v)", err, fsm.ErrBadRollback)
 	}
 }
+
+// TestClientRefusesNonCoordinatorServer: a real coordinator node that runs on an operator's
+// certificate (StartNode given it directly; ddpm coordinator refuses such a directory at
+// start-up) gets no call from a trainer's client: Status fails at once with ErrNotCoordinator
+// naming the address and both roles, and the node sees no call.
+func TestClientRefusesNonCoordinatorServer(t *testing.T) {
+	certs := tlsauthtest.Dir(t)
+	node, log := startSecureNode(t, tlsauthtest.Issue(t, certs, tlsauth.RoleOperator))
+	addr := node.cfg.GRPCAddr
+	err := statusWith(t, addr, tlsauthtest.Load(t, tlsauthtest.Issue(t, certs, tlsauth.RoleTrainer), nil))
+	want := "coordinator: not a coordinator: refused the server at " + addr +
+		": its certificate has role operator, and /ddpm.coordinator.v1.Coordinator/Status is served by role coordinator"
+	if !errors.Is(err, ErrNotCoordinator) || err.Error() != want {
+		t.Fatalf("status: %v\nwant %q", err, want)
+	}
+	if s := log.String(); s != "" {
+		t.Errorf("the node saw a call:\n%s", s)
+	}
+}

@@ -165,7 +165,7 @@ func checkServerRole(ri credentials.RequestInfo) error {
 	}
 	r, err := RoleOf(ti.State.PeerCertificates[0])
 	if err != nil {
-		return status.Error(codes.PermissionDenied, "ddpm: this process refused the server: "+strings.TrimPrefix(err.Error(), ErrRole.Error()+": "))
+		return status.Error(codes.PermissionDenied, serverRefusedPrefix+strings.TrimPrefix(err.Error(), ErrRole.Error()+": "))
 	}
 	if r == RoleNone || r == want {
 		return nil

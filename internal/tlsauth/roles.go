@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Role is what a certificate's holder may do in a cluster. A certificate carries at most one
@@ -161,7 +164,30 @@ func roleList(roles []Role, sep string) string {
 // process refused the server: its certificate has role operator, and
 // /ddpm.coordinator.v1.Coordinator/Status is served by role coordinator".
 func msgServerRefused(r, want Role, method string) string {
-	return fmt.Sprintf("ddpm: this process refused the server: its certificate has role %s, and %s is served by role %s", r, method, want)
+	return fmt.Sprintf("%sits certificate has role %s, and %s is served by role %s", serverRefusedPrefix, r, method, want)
+}
+
+// serverRefusedPrefix starts every message of a call a client did not send for the server's role.
+const serverRefusedPrefix = "ddpm: this process refused the server: "
+
+// ServerRefusal returns why a call was not sent when err is the codes.PermissionDenied of a
+// client that refused the server's role (DialOptions), e.g. "its certificate has role operator,
+// and /ddpm.coordinator.v1.Coordinator/Status is served by role coordinator", and "" for any other
+// error (a server's refusal of the caller's role included). err may be wrapped.
+func ServerRefusal(err error) string {
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
+		return ""
+	}
+	st := se.GRPCStatus()
+	if st.Code() != codes.PermissionDenied {
+		return ""
+	}
+	why, ok := strings.CutPrefix(st.Message(), serverRefusedPrefix)
+	if !ok {
+		return ""
+	}
+	return why
 }
 
 // msgRoleRefused is the codes.PermissionDenied message of a call the caller's role may not make,

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -503,13 +504,16 @@ func TestGRPCClientRefusesWrongRoleServer(t *testing.T) {
 				}
 				if slices.Contains(tc.allowed, name) {
 					// Sent: the server's role check decides (a trainer may not submit a run).
-					if st := status.Convert(err); err != nil && st.Code() != codes.PermissionDenied || strings.Contains(st.Message(), "refused the server") {
+					if st := status.Convert(err); err != nil && st.Code() != codes.PermissionDenied || ServerRefusal(err) != "" {
 						t.Errorf("%s server, %s client, %s: %v, want it sent", tc.server, client, name, err)
 					}
 					continue
 				}
 				if status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != refused(tc.server, method) {
 					t.Errorf("%s server, %s client, %s: %v\nwant PermissionDenied %q", tc.server, client, name, err, refused(tc.server, method))
+				}
+				if why := ServerRefusal(fmt.Errorf("wrapped: %w", err)); why != strings.TrimPrefix(refused(tc.server, method), "ddpm: this process refused the server: ") {
+					t.Errorf("ServerRefusal = %q", why)
 				}
 			}
 		}
