@@ -82,23 +82,8 @@ func TestNewUserS24StoppedRunFolder(t *testing.T) {
 	nuWant(t, 1, "ddpm: loss: "+stopped+"its loss history is in "+csv+resume, "loss", dir, "--follow")
 
 	// Finished: trainer-0 holds the committed checkpoint of the run's last step.
-	st, err := checkpoint.Open(filepath.Join(dir, "trainer-0", trainer.CheckpointFile), checkpoint.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	last := *fixtureCkpt
-	last.Step = fixtureRun.Steps
-	if _, err := st.Save(&last); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.MarkCommitted(last.Step); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
-	if run, err := config.Load(filepath.Join(dir, localrun.ConfigFile)); err != nil || run.Steps != last.Step {
-		t.Fatalf("run.yaml: %v, steps %d", err, run.Steps)
-	}
-	finished := "the ddpm local run " + dir + " finished at step " + strconv.FormatInt(last.Step, 10) + " and is not running (nothing listens at its coordinators " + grpc + "): "
+	last := finishFixture(t, dir)
+	finished := "the ddpm local run " + dir + " finished at step " + strconv.FormatInt(last, 10) + " and is not running (nothing listens at its coordinators " + grpc + "): "
 	nuWant(t, 1, "ddpm: status: "+finished+"ddpm checkpoint list "+dir+" lists its checkpoints", "status", dir)
 	nuWant(t, 1, "ddpm: loss: "+finished+"its loss history is in "+csv, "loss", dir)
 	// RUN/run.yaml gone: the trainer's copy beside its checkpoints tells the run's steps.
@@ -216,4 +201,41 @@ func TestNewUserS24RunFolderOverEnv(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || stderr.String() != want {
 		t.Errorf("DDPM_INSECURE=true ddpm status %s: %v\n%s\nwant exit 1\n%s", dir, err, stderr.String(), want)
 	}
+}
+
+// finishFixture saves into the fixture run dir's trainer-0 file the committed checkpoint of the
+// run's last step (its run.yaml's steps), as a finished run leaves it, and returns that step.
+func finishFixture(t *testing.T, dir string) int64 {
+	t.Helper()
+	st, err := checkpoint.Open(filepath.Join(dir, "trainer-0", trainer.CheckpointFile), checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	last := *fixtureCkpt
+	last.Step = fixtureRun.Steps
+	if _, err := st.Save(&last); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkCommitted(last.Step); err != nil {
+		t.Fatal(err)
+	}
+	if run, err := config.Load(filepath.Join(dir, localrun.ConfigFile)); err != nil || run.Steps != last.Step {
+		t.Fatalf("run.yaml: %v, steps %d", err, run.Steps)
+	}
+	return last.Step
+}
+
+// TestNewUserS24RollbackFinished: ddpm checkpoint rollback RUN of a ddpm local run that
+// finished says that a finished run is not rolled back and how to train again from one of its
+// steps, exit status 2. It advised "start it (ddpm local --resume RUN), then: ddpm checkpoint
+// rollback --coordinator ...", but that --resume starts nothing for a finished run and its
+// coordinators refuse to roll one back.
+func TestNewUserS24RollbackFinished(t *testing.T) {
+	dir, _ := stoppedRunFixture(t)
+	last := finishFixture(t, dir)
+	nuWant(t, 2, "ddpm: checkpoint rollback: the ddpm local run "+dir+" finished at step "+strconv.FormatInt(last, 10)+
+		", and a finished run is not rolled back; to train again from a step M, export its weights (ddpm checkpoint export "+dir+
+		" --step M --out W.safetensors) and start a new run from them (ddpm local --init W.safetensors --out NEW)",
+		"checkpoint", "rollback", dir, "--to-step", "0")
 }

@@ -73,6 +73,11 @@ func rollbackFolderLine(dir string) string {
 	start := fmt.Sprintf("start it (ddpm local --resume %s), then", shellWord(dir))
 	if localrun.Running(dir) != nil {
 		start = "which is running"
+	} else if steps, ok := runFolderSteps(dir); ok && runFolderFinished(dir, steps) {
+		// --resume starts nothing for it, and its coordinators would refuse: a succeeded run
+		// is not rolled back.
+		return fmt.Sprintf("checkpoint rollback: the ddpm local run %s finished at step %d, and a finished run is not rolled back; to train again from a step M, export its weights (ddpm checkpoint export %s --step M --out W.safetensors) and start a new run from them (ddpm local --init W.safetensors --out NEW)",
+			dir, steps, shellWord(dir))
 	}
 	return fmt.Sprintf("checkpoint rollback asks a running cluster's coordinators, not a folder: for the ddpm local run %s, %s: ddpm checkpoint rollback --coordinator %s --certs %s --to-step N",
 		dir, start, strings.Join(coords, ","), shellWord(certs))

@@ -320,19 +320,22 @@ func stoppedRunFolder(ctx context.Context, name string, args, addrs []string, er
 		}
 	}
 	state, next := "is not running", "; ddpm local --resume "+shellWord(dir)+" starts it again"
-	// The run's config: RUN/run.yaml, or (that one gone) a trainer's copy beside its checkpoints.
-	for _, yaml := range []string{filepath.Join(dir, localrun.ConfigFile), filepath.Join(localrun.TrainerDir(dir, 0), trainer.ConfigFile), filepath.Join(localrun.TrainerDir(dir, 1), trainer.ConfigFile)} {
-		run, cerr := config.Load(yaml)
-		if cerr != nil {
-			continue
-		}
-		if runFolderFinished(dir, run.Steps) {
-			state, next = fmt.Sprintf("finished at step %d and is not running", run.Steps), ""
-		}
-		break
+	if steps, ok := runFolderSteps(dir); ok && runFolderFinished(dir, steps) {
+		state, next = fmt.Sprintf("finished at step %d and is not running", steps), ""
 	}
 	return withExit(1, fmt.Errorf("%s: the ddpm local run %s %s (nothing listens at its coordinators %s): %s%s",
 		name, dir, state, strings.Join(addrs, ","), see, next))
+}
+
+// runFolderSteps is the steps of the ddpm local run in dir, from RUN/run.yaml or (that one
+// gone) a trainer's copy beside its checkpoints; ok is false when none loads.
+func runFolderSteps(dir string) (steps int64, ok bool) {
+	for _, yaml := range []string{filepath.Join(dir, localrun.ConfigFile), filepath.Join(localrun.TrainerDir(dir, 0), trainer.ConfigFile), filepath.Join(localrun.TrainerDir(dir, 1), trainer.ConfigFile)} {
+		if run, err := config.Load(yaml); err == nil {
+			return run.Steps, true
+		}
+	}
+	return 0, false
 }
 
 // runFolderFinished reports whether a trainer of the stopped ddpm local run in dir holds the
