@@ -76,11 +76,18 @@ func usageErrors(c *cobra.Command) {
 			return nil
 		}
 	}
-	if c != rootCmd && c.HasSubCommands() && !c.Runnable() {
-		// A group command (ddpm checkpoint, ddpm model, ...): cobra takes a mistyped
-		// subcommand as an argument of the group and prints its help with status 0, so a typo
-		// in a script passed silently.
-		c.Args = cobra.ArbitraryArgs
+	if c.HasSubCommands() && !c.Runnable() {
+		// A group command (ddpm checkpoint, ddpm model, ...) or ddpm itself: cobra takes a
+		// mistyped subcommand as an argument of the group and prints its help with status 0,
+		// so a typo in a script passed silently (ddpm itself printed cobra's five lines of
+		// "unknown command", exit 1). Its arguments are checked before anything runs (before
+		// DDPM_CHECK_FLAGS's print too): one line, exit 2.
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 && args[0] != "help" {
+				return unknownCommand(cmd, args[0])
+			}
+			return nil
+		}
 		c.SuggestionsMinimumDistance = 2
 		// Runnable now, but its usage stays "ddpm GROUP [command]" only (its subcommands,
 		// which inherit the template, keep their usage lines).
@@ -89,23 +96,33 @@ func usageErrors(c *cobra.Command) {
 			if len(args) == 0 {
 				return cmd.Help()
 			}
-			if args[0] == "help" { // ddpm checkpoint help [list]: as ddpm help checkpoint [list]
-				sub, rest, err := cmd.Find(args[1:])
-				if err != nil || len(rest) > 0 {
-					return withExit(2, fmt.Errorf("%s: no help for %q (see %s --help)", commandName(cmd), strings.Join(args[1:], " "), cmd.CommandPath()))
-				}
-				return sub.Help()
+			// ddpm checkpoint help [list]: as ddpm help checkpoint [list]
+			sub, rest, err := cmd.Find(args[1:])
+			if err != nil || len(rest) > 0 {
+				return withExit(2, fmt.Errorf("%s: no help for %q (see %s --help)", commandName(cmd), strings.Join(args[1:], " "), cmd.CommandPath()))
 			}
-			hint := ""
-			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-				hint = fmt.Sprintf("; did you mean %s?", strings.Join(s, " or "))
-			}
-			return withExit(2, fmt.Errorf("%s: unknown command %q%s (see %s --help)", commandName(cmd), args[0], hint, cmd.CommandPath()))
+			return sub.Help()
 		}
 	}
 	for _, sub := range c.Commands() {
 		usageErrors(sub)
 	}
+}
+
+// unknownCommand is the exit-2 error of name given to cmd (ddpm or a group command) as a
+// subcommand it lacks, with cobra's near names: `checkpoint: unknown command "lst"; did you mean
+// list? (see ddpm checkpoint --help)`, and for ddpm itself `unknown command "stauts"; did you
+// mean status? (see ddpm --help)`.
+func unknownCommand(cmd *cobra.Command, name string) error {
+	hint := ""
+	if s := cmd.SuggestionsFor(name); len(s) > 0 {
+		hint = fmt.Sprintf("; did you mean %s?", strings.Join(s, " or "))
+	}
+	where := ""
+	if cmd != rootCmd {
+		where = commandName(cmd) + ": "
+	}
+	return withExit(2, fmt.Errorf("%sunknown command %q%s (see %s --help)", where, name, hint, cmd.CommandPath()))
 }
 
 // commandName is the command's path without the binary's name ("checkpoint list").
@@ -117,16 +134,11 @@ func commandName(cmd *cobra.Command) string {
 var configureRoot = sync.OnceFunc(func() {
 	usageErrors(rootCmd)
 	rootCmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		if cmd != rootCmd && cmd.HasSubCommands() && len(cmd.Flags().Args()) > 0 {
-			// ddpm eval bdp --checkpoint X: the group got the flags of a mistyped subcommand;
-			// the mistake is the subcommand's name, not the flag (it was "eval: unknown flag:
-			// --checkpoint").
-			name := cmd.Flags().Arg(0)
-			hint := ""
-			if s := cmd.SuggestionsFor(name); len(s) > 0 {
-				hint = fmt.Sprintf("; did you mean %s?", strings.Join(s, " or "))
-			}
-			return withExit(2, fmt.Errorf("%s: unknown command %q%s (see %s --help)", commandName(cmd), name, hint, cmd.CommandPath()))
+		if cmd.HasSubCommands() && len(cmd.Flags().Args()) > 0 && cmd.Flags().Arg(0) != "help" {
+			// ddpm eval bdp --checkpoint X, ddpm stauts RUN --timeout 1s: the group (or ddpm)
+			// got the flags of a mistyped subcommand; the mistake is the subcommand's name, not
+			// the flag (it was "eval: unknown flag: --checkpoint").
+			return unknownCommand(cmd, cmd.Flags().Arg(0))
 		}
 		if name, problem := flagValueProblem(err); problem != "" {
 			var ie *pflag.InvalidValueError
