@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -75,14 +76,20 @@ const maxCertDays = 100 * 365
 // certsInitError words tlsauth.Init's refusals in the command's terms: a file that exists
 // ("certs init: DIR/ca.crt already exists (remove it ...)") and a bad --hosts entry
 // (`--hosts "host:7000": give a host name or IP without a port`), without the package's
-// prefixes, and a dir this user may not write ("certs init DIR: permission denied (...)", was
-// "tlsauth: mkdir DIR: permission denied"); errors.Is still finds tlsauth.ErrExists,
+// prefixes, a dir this user may not write (EACCES: "certs init DIR: permission denied (...)", was
+// "tlsauth: mkdir DIR: permission denied"), and an operation the system refuses otherwise (EPERM:
+// its own words, "certs init DIR: link DIR/.ca.crt.tmp1 DIR/ca.crt: operation not permitted", not
+// a word on the directory's permissions); errors.Is still finds tlsauth.ErrExists,
 // tlsauth.ErrBadOption and os.ErrPermission. Other errors are returned as they are.
 func certsInitError(dir string, err error) error {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, tlsauth.ErrExists):
 		msg = "certs init: " + strings.TrimPrefix(msg, tlsauth.ErrExists.Error()+": ")
+	case errors.Is(err, os.ErrPermission) && !errors.Is(err, syscall.EACCES):
+		// EPERM: not the directory's mode bits (a file system refusing an operation, an
+		// immutable file): the system's own words.
+		msg = fmt.Sprintf("certs init %s: %s", dir, osErrorWords(err))
 	case errors.Is(err, os.ErrPermission):
 		msg = fmt.Sprintf("certs init %s: permission denied (give a directory this user may create and write)", dir)
 	case errors.Is(err, tlsauth.ErrBadOption):
@@ -94,6 +101,20 @@ func certsInitError(dir string, err error) error {
 		return err
 	}
 	return rewordedError{msg: msg, err: err}
+}
+
+// osErrorWords is the system's own account of err: "OP PATH: ERRNO" of the *fs.PathError or
+// "link OLD NEW: ERRNO" of the *os.LinkError inside it, else err's text.
+func osErrorWords(err error) string {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &le):
+		return le.Error()
+	case errors.As(err, &pe):
+		return pe.Error()
+	}
+	return err.Error()
 }
 
 // inDir reports whether p is dir or a path inside it (lexically).
@@ -219,6 +240,8 @@ func certsIssueError(certs, out string, err error) error {
 	switch {
 	case errors.Is(err, os.ErrPermission) && errors.As(err, &pe) && !inDir(out, pe.Path):
 		msg = fmt.Sprintf("--certs %s: permission denied reading %s (run as a user who may read the directory ddpm certs init made)", certs, pe.Path)
+	case errors.Is(err, os.ErrPermission) && !errors.Is(err, syscall.EACCES):
+		msg = fmt.Sprintf("--out %s: %s", out, osErrorWords(err)) // EPERM: see certsInitError
 	case errors.Is(err, os.ErrPermission):
 		msg = fmt.Sprintf("--out %s: permission denied (give a directory this user may create and write)", out)
 	case errors.As(err, &pe) && inDir(out, pe.Path):

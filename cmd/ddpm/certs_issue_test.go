@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -204,5 +207,29 @@ func TestCoordinatorRefusesOtherRoleCertificate(t *testing.T) {
 	wantExit(t, args, err, 2, "coordinator: --certs "+trainerDir+" holds a certificate of role trainer; a coordinator takes one of role coordinator (ddpm certs issue --role coordinator) or the role-less one of ddpm certs init")
 	if _, serr := os.Stat(data); !os.IsNotExist(serr) {
 		t.Errorf("--data-dir %s created (%v)", data, serr)
+	}
+}
+
+// TestCertsPermissionWords: a directory's mode bits refusing us (EACCES) keep the hint to give
+// another directory; any other refusal (EPERM: a file system that makes no hard links, an
+// immutable file) is named in the system's own words, for certs init and certs issue alike. Both
+// used to say "permission denied (give a directory this user may create and write)".
+func TestCertsPermissionWords(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	ca := filepath.Join(dir, tlsauth.CAFile)
+	linkErr := fmt.Errorf("tlsauth: write %s: %w", ca, &os.LinkError{Op: "link", Old: filepath.Join(dir, ".ca.crt.tmp1"), New: ca, Err: syscall.EPERM})
+	mkdirErr := fmt.Errorf("tlsauth: %w", &fs.PathError{Op: "mkdir", Path: dir, Err: syscall.EACCES})
+	for _, tc := range []struct {
+		got  error
+		want string
+	}{
+		{certsInitError(dir, linkErr), "certs init " + dir + ": link " + filepath.Join(dir, ".ca.crt.tmp1") + " " + ca + ": operation not permitted"},
+		{certsInitError(dir, mkdirErr), "certs init " + dir + ": permission denied (give a directory this user may create and write)"},
+		{certsIssueError("src", dir, linkErr), "certs issue: --out " + dir + ": link " + filepath.Join(dir, ".ca.crt.tmp1") + " " + ca + ": operation not permitted"},
+		{certsIssueError("src", dir, mkdirErr), "certs issue: --out " + dir + ": permission denied (give a directory this user may create and write)"},
+	} {
+		if tc.got.Error() != tc.want || !errors.Is(tc.got, os.ErrPermission) {
+			t.Errorf("%v\nwant %q", tc.got, tc.want)
+		}
 	}
 }
