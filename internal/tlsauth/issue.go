@@ -95,6 +95,10 @@ func Issue(src, dst string, o IssueOptions) ([]string, error) {
 		notAfter = o.Now.Add(time.Duration(o.Days) * 24 * time.Hour).UTC().Truncate(time.Second)
 		if notAfter.After(ca.NotAfter) {
 			left := int(ca.NotAfter.Sub(o.Now) / (24 * time.Hour))
+			if left < 1 {
+				return nil, fmt.Errorf("%w: --days %d: the CA of %s expires at %s, in less than a day; leave --days out (the CA's expiry), or make a new directory with ddpm certs init",
+					ErrBadOption, o.Days, src, ca.NotAfter.UTC().Format(time.RFC3339))
+			}
 			return nil, fmt.Errorf("%w: --days %d: the CA of %s expires at %s, in %d days; give --days %d or less, or leave --days out (the CA's expiry)",
 				ErrBadOption, o.Days, src, ca.NotAfter.UTC().Format(time.RFC3339), left, left)
 		}

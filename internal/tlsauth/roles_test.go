@@ -208,6 +208,8 @@ func TestIssueRoleCertificates(t *testing.T) {
 			`tlsauth: bad option: role "": want coordinator, trainer or operator`},
 		{"past the CA", dir, "", IssueOptions{Role: RoleOperator, Days: 31, Now: now}, ErrBadOption,
 			"tlsauth: bad option: --days 31: the CA of " + dir + " expires at 2026-12-30T12:00:00Z, in 30 days; give --days 30 or less, or leave --days out (the CA's expiry)"},
+		{"CA ending today", dir, "", IssueOptions{Role: RoleOperator, Days: 1, Now: now.AddDate(0, 0, 30).Add(-time.Hour)}, ErrBadOption,
+			"tlsauth: bad option: --days 1: the CA of " + dir + " expires at 2026-12-30T12:00:00Z, in less than a day; leave --days out (the CA's expiry), or make a new directory with ddpm certs init"},
 		{"CA expired", dir, "", IssueOptions{Role: RoleOperator, Now: now.AddDate(0, 0, 31)}, ErrInvalid,
 			"tlsauth: invalid certificate material: " + filepath.Join(dir, CAFile) + " expired at 2026-12-30T12:00:00Z (make a new directory with ddpm certs init)"},
 	} {
