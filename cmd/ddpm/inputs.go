@@ -465,7 +465,8 @@ func isTextFile(path string) bool {
 //
 //	--init runs/a is a ddpm local run folder, not safetensors weights; write its weights with: ddpm checkpoint export runs/a --ema --out W.safetensors
 //
-// A safetensors file, a missing file and anything unrecognized pass (the reader names them).
+// A text file is refused as one. A safetensors file, a missing file and anything unrecognized
+// pass (the reader names them).
 func checkWeightsKind(flag, path string) error {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		if kind := localrun.FolderKind(path); kind != "" {
@@ -474,7 +475,13 @@ func checkWeightsKind(flag, path string) error {
 		return withExit(exitUsage, fmt.Errorf("%s %s is a folder, not safetensors weights (a .safetensors file, as ddpm checkpoint export writes)", flag, path))
 	}
 	switch kind := sniffFile(path); kind {
-	case "", kindSafetensors:
+	case "":
+		if isTextFile(path) {
+			// It was the safetensors reader's "malformed header: header length 83179... exceeds the limit".
+			return withExit(exitUsage, fmt.Errorf("%s %s is a text file, not safetensors weights", flag, path))
+		}
+		return nil
+	case kindSafetensors:
 		return nil
 	case kindCheckpoint:
 		return withExit(exitUsage, fmt.Errorf("%s %s is %s, not safetensors weights; write its weights with: ddpm checkpoint export %s --ema --out W.safetensors", flag, path, kind, shellWord(path)))

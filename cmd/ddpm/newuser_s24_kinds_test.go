@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -92,4 +93,23 @@ func TestNewUserS24NotDatasetFiles(t *testing.T) {
 	nuWant(t, 2, pre+csv+": a text file, not a dataset", "dataset", "inspect", csv)
 	yaml := filepath.Join(dir, "run.yaml")
 	nuWant(t, 2, pre+yaml+": a text file, not a dataset", "eval", "bpd", "--checkpoint", dir, "--data", yaml)
+}
+
+// TestNewUserS24InitText: ddpm local --init and ddpm trainer --init given a text file (a run's
+// loss.csv) say it is one, exit status 2, before anything starts; they quoted the safetensors
+// reader: "malformed header: header length 8317985974896653427 exceeds the limit 100000000".
+func TestNewUserS24InitText(t *testing.T) {
+	dir, _ := evalFixture(t)
+	csv := filepath.Join(dir, "loss.csv")
+	if err := os.WriteFile(csv, []byte("step,loss,lr,grad_norm\n1,0.9875,2e-06,3.25\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "run")
+	nuWant(t, 2, "ddpm: --init "+csv+" is a text file, not safetensors weights", "local", "--init", csv, "--steps", "50", "--out", out, "--quiet")
+	mustNotExist(t, out)
+	vol := filepath.Join(t.TempDir(), "vol")
+	_, stderr, code := nuRun(t, "trainer", "--standalone", "--preset", "mnist", "--init", csv, "--data-dir", vol)
+	if want := "--init " + csv + " is a text file, not safetensors weights"; code != 2 || !strings.Contains(stderr, want) {
+		t.Errorf("ddpm trainer --standalone --init %s: exit %d\n%s\nwant exit 2 and %q", csv, code, stderr, want)
+	}
 }
