@@ -19,11 +19,13 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"ddpm/checkpoint"
 	"ddpm/config"
 	"ddpm/diffusion"
 	"ddpm/internal/rng"
 	"ddpm/nn"
 	"ddpm/optim"
+	"ddpm/trainer"
 	"ddpm/unet"
 )
 
@@ -70,8 +72,36 @@ func modelOfPath(what, path string) error {
 		}
 	} else if er, err := resolveEvalRun(path, ""); err == nil {
 		return fmt.Errorf("%s: %s is a path, not a U-Net preset; its checkpoints are of U-Net %s (%s): ddpm model info %s", what, path, er.run.Model, er.cfgPath, er.run.Model)
+	} else if model := checkpointModel(path); model != "" {
+		// A checkpoint file without its run.yaml (a copy ddpm checkpoint fetch made): the
+		// model its newest checkpoint names.
+		return fmt.Errorf("%s: %s is a path, not a U-Net preset; its checkpoints are of U-Net %s: ddpm model info %s", what, path, model, model)
 	}
 	return fmt.Errorf("%s: %s is a path, not a U-Net preset (known: %s)", what, path, known)
+}
+
+// checkpointModel is the U-Net preset the newest readable checkpoint in the checkpoint file at
+// path (or in a folder's, trainer.CheckpointFileIn) names, "" when there is none to read.
+func checkpointModel(path string) string {
+	file, err := trainer.CheckpointFileIn(path)
+	if err != nil || sniffFile(file) != kindCheckpoint {
+		return ""
+	}
+	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
+	if err != nil {
+		return ""
+	}
+	defer st.Close()
+	list, err := st.List()
+	if err != nil {
+		return ""
+	}
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i].Err == nil && list[i].Preset != "" {
+			return list[i].Preset
+		}
+	}
+	return ""
 }
 
 var modelCmd = &cobra.Command{

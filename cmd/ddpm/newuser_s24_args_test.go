@@ -57,4 +57,10 @@ func TestNewUserS24ModelInfoPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	nuWant(t, 2, "ddpm: model info "+csv+": "+csv+" is a path, not a U-Net preset (known: celebahq256, cifar10, lsun256, small, tiny)", "model", "info", csv)
+	// A checkpoint file without its run.yaml (a fetched copy): the model its checkpoints name.
+	lone := filepath.Join(t.TempDir(), "final.db")
+	if err := os.Rename(file, lone); err != nil {
+		t.Fatal(err)
+	}
+	nuWant(t, 2, "ddpm: model info "+lone+": "+lone+" is a path, not a U-Net preset; its checkpoints are of U-Net tiny: ddpm model info tiny", "model", "info", lone)
 }
