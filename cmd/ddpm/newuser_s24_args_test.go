@@ -32,6 +32,10 @@ func TestNewUserS24CheckpointAsArgument(t *testing.T) {
 		t.Fatal(err)
 	}
 	nuWant(t, 2, "ddpm: sample: unexpected argument "+csv+": the command takes flags only "+sampleUse, "sample", csv)
+	// A flag's value left out, the next flag taken for it and that flag's value left over as an
+	// argument: the flag is named, not the argument (it was "unexpected argument 3").
+	nuWant(t, 2, "ddpm: eval bpd: --checkpoint --n: --checkpoint needs a value (--n is a flag of ddpm eval bpd)", "eval", "bpd", "--checkpoint", "--n", "3")
+	nuWant(t, 2, "ddpm: sample: --checkpoint --out: --checkpoint needs a value (--out is a flag of ddpm sample)", "sample", "--checkpoint", "--out", out)
 	mustNotExist(t, out)
 }
 

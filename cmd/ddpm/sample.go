@@ -102,7 +102,9 @@ func init() { rootCmd.AddCommand(newSampleCmd()) }
 //	grid.png: give the output as --out grid.png
 //	unexpected argument 16: the command takes flags only
 func checkpointFlagArgs(cmd *cobra.Command, args []string) error {
-	if len(args) == 0 {
+	if len(args) == 0 || flagTakenAsValue(cmd) != nil {
+		// A flag whose value was left out (--checkpoint --n 3: "--n" its value, 3 an
+		// argument): the root's PersistentPreRunE names that mistake, after this check.
 		return nil
 	}
 	if a := args[0]; len(args) == 1 {
