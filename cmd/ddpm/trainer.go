@@ -481,7 +481,7 @@ const faultStateWait = 10 * time.Second
 // data copied over again, room on the volume) the record is removed and the trainer joins. The
 // check costs what the record names (trainer.Fault.Recheck): one record read, whose prepared
 // shard's sha256 is computed again, or one write of the room a checkpoint save takes
-// (trainer.SaveBytes); never the whole dataset.
+// (trainer.SaveBytes); the whole dataset only for a data fault that names no record.
 //
 // It asks the coordinators' state first (faultStateWait at most; unreadable: the record alone
 // decides): a run that has succeeded needs nothing of this trainer, which joins, is refused and
@@ -653,15 +653,33 @@ func lineageHolds(st *fsm.State, step int64, sha string) bool {
 
 // recordFault writes the volume dir's trainer.FaultFile for err, the failure of its own a cluster
 // trainer leaves its run for (trainer.FaultOf: its data, its volume), for recheckFault at its
-// next start. A record that cannot be written (a volume too full even for it) is said in one
-// log line: the restart then joins, as before such records.
+// next start. A volume too full for a new file takes it in the room kept for it since the
+// trainer joined (trainer.SaveFaultReserved, reserveFaultRoom). A record that cannot be written
+// either way is said in one log line: the restart then joins, as before such records.
 func recordFault(dir string, node *trainer.Node, err error) {
 	f, ok := trainer.FaultOf(err, node.Trainer)
 	if !ok {
 		return
 	}
-	if werr := trainer.SaveFault(dir, f); werr != nil {
-		node.Log.Warn("could not record the failure this trainer leaves for; a restart joins before it meets it again", "err", werr)
+	werr := trainer.SaveFault(dir, f)
+	if werr == nil {
+		return
+	}
+	if rerr := trainer.SaveFaultReserved(dir, f); rerr != nil {
+		node.Log.Warn("could not record the failure this trainer leaves for; a restart joins before it meets it again", "err", werr, "reserved_err", rerr)
+		return
+	}
+	node.Log.Info("recorded the failure this trainer leaves for in the room kept for it", "record", filepath.Join(dir, trainer.FaultFile), "err", werr)
+}
+
+// reserveFaultRoom keeps room for a fault record in a cluster trainer's volume dir once it has
+// joined (trainer.ReserveFault: a file of trainer.FaultReserveBytes, written while the volume has
+// room), so that a volume that fills up later still records the failure this trainer leaves for
+// (recordFault) and a restart onto it does not join. A volume without that much room is said in
+// one log line; the trainer goes on (its first save will tell).
+func reserveFaultRoom(dir string, log *slog.Logger) {
+	if err := trainer.ReserveFault(dir); err != nil {
+		log.Warn("could not keep room for a fault record in the volume; should it fill up, a restart joins before it meets that again", "err", err)
 	}
 }
 

@@ -534,6 +534,8 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		}
 	}
 	node.Log.Info("joined", "coordinators", addrs, "config", run.Hash(), "held", len(held), "incarnation", cc.inc.Load())
+	// Accepted: the volume is this run's, and keeps room for a fault record from now on.
+	reserveFaultRoom(o.dataDir, node.Log)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
