@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"ddpm/config"
 	"ddpm/dataset"
@@ -97,6 +98,29 @@ func datasetInput(spec string) inputFile {
 	return inputFile{"the dataset", path}
 }
 
+// datasetArg is the Args check of dataset inspect and prepare, which take one data spec. With
+// none it says what goes there, and names a flag that took a built-in dataset's name for its
+// value (dataset inspect --preview mnist: the grid's file was left out); it was cobra's "accepts 1
+// arg(s), received 0". The caller's usage wrapper adds the command's name and usage line.
+//
+//	the data is required: a preset's name (mnist, fashion-mnist) or the path of a dataset
+//	the data is required; --preview took mnist for its value (give --preview FILE.png after the data)
+func datasetArg(cmd *cobra.Command, args []string) error {
+	if len(args) == 1 {
+		return nil
+	}
+	if len(args) > 1 {
+		return fmt.Errorf("one data spec, got %d: %s", len(args), strings.Join(args, " "))
+	}
+	var took string
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if v := f.Value.String(); took == "" && f.Value.Type() == "string" && builtinDataset(specPath(v)) {
+			took = fmt.Sprintf("; --%s took %s for its value (give --%s its own value after the data)", f.Name, v, f.Name)
+		}
+	})
+	return fmt.Errorf("the data is required: a preset's name (mnist, fashion-mnist) or the path of a dataset%s", took)
+}
+
 // openSpec opens spec with opts and sorts its failure into exit status 2 (a spec or option the
 // dataset package cannot honour, or data this user may not read: os.ErrPermission, as for a
 // checkpoint file) or 1 (data that cannot be read: damaged, undecodable).
@@ -158,7 +182,7 @@ a 3-channel model (cifar10, small, ...) reads a greyscale folder as 3 channels, 
 each, as --channels 3 shows it (versions before 1-channel grey folders read every folder so).
 The fingerprint is the sha256 of the decoded content at the chosen resolution and channels; the
 run config records it and trainers refuse data whose fingerprint differs.`,
-		Args: cobra.ExactArgs(1),
+		Args: datasetArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts, err := df.options(args[0])
 			if err != nil {
@@ -216,7 +240,7 @@ and writes DIR/index.json and DIR/shard-NNNNN.bin. Trainers read DIR like any so
 decoding; its fingerprint equals SRC's at the same resolution and channels. A folder of greyscale
 images is prepared as 1 channel, or with --channels 3 as a 3-channel model reads it: the copy keeps
 those channels for every model. DIR must not exist.`,
-		Args: cobra.ExactArgs(1),
+		Args: datasetArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return withExit(exitUsage, errors.New("dataset prepare: --out DIR is required"))

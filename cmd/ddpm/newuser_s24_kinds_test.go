@@ -113,3 +113,20 @@ func TestNewUserS24InitText(t *testing.T) {
 		t.Errorf("ddpm trainer --standalone --init %s: exit %d\n%s\nwant exit 2 and %q", csv, code, stderr, want)
 	}
 }
+
+// TestNewUserS24DatasetArgMissing: dataset inspect and prepare without the data say what goes
+// there, exit status 2, and name a flag that took a built-in dataset's name for its value
+// (dataset inspect --preview mnist: the grid's file left out). They said cobra's "accepts 1
+// arg(s), received 0".
+func TestNewUserS24DatasetArgMissing(t *testing.T) {
+	const inspect = " (usage: ddpm dataset inspect PATH [flags])"
+	const prepare = " (usage: ddpm dataset prepare SRC --out DIR [--resolution R] [flags])"
+	const need = "the data is required: a preset's name (mnist, fashion-mnist) or the path of a dataset"
+	nuWant(t, 2, "ddpm: dataset inspect: "+need+inspect, "dataset", "inspect")
+	nuWant(t, 2, "ddpm: dataset inspect: "+need+"; --preview took mnist for its value (give --preview its own value after the data)"+inspect, "dataset", "inspect", "--preview", "mnist")
+	out := filepath.Join(t.TempDir(), "p")
+	nuWant(t, 2, "ddpm: dataset prepare: "+need+prepare, "dataset", "prepare", "--out", out)
+	nuWant(t, 2, "ddpm: dataset inspect: one data spec, got 2: mnist fashion-mnist"+inspect, "dataset", "inspect", "mnist", "fashion-mnist")
+	mustNotExist(t, out)
+	mustNotExist(t, "mnist")
+}
