@@ -334,7 +334,11 @@ func retryable(err error) bool {
 	return false
 }
 
-// call runs fn against replicas in turn, starting with the last one that answered.
+// call runs fn against replicas in turn, starting with the last one that answered. An address
+// that is no coordinator (it serves no coordinator service, or its certificate has another role
+// than coordinator) is passed over like an unreachable one, so one stale or hijacked entry does
+// not hide the real replicas; when every address of a round is such, the call fails at once with
+// ErrNotCoordinator naming the first.
 func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.CoordinatorClient) error) error {
 	var last error
 	for round := 0; ; round++ {
@@ -342,17 +346,27 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.C
 		c.mu.Lock()
 		start, conns, addrs := c.cur, c.conns, c.addrs
 		c.mu.Unlock()
+		var notCoord error // the first address of this round that is no coordinator
+		wrong := 0
 		for i := range conns {
 			idx := (start + i) % len(conns)
 			actx, cancel := context.WithTimeout(ctx, c.attempt)
 			err := fn(actx, api.NewCoordinatorClient(conns[idx]))
 			cancel()
+			var nc error
 			if status.Code(err) == codes.Unimplemented {
-				return fmt.Errorf("%w: %s answers but serves no coordinator (a trainer's --listen address? "+
+				nc = fmt.Errorf("%w: %s answers but serves no coordinator (a trainer's --listen address? "+
 					"use the coordinators' --grpc-addr)", ErrNotCoordinator, addrs[idx])
+			} else if why := tlsauth.ServerRefusal(err); why != "" { // nothing was sent to it
+				nc = fmt.Errorf("%w: refused the server at %s: %s", ErrNotCoordinator, addrs[idx], why)
 			}
-			if why := tlsauth.ServerRefusal(err); why != "" { // nothing was sent to it
-				return fmt.Errorf("%w: refused the server at %s: %s", ErrNotCoordinator, addrs[idx], why)
+			if nc != nil {
+				wrong++
+				if notCoord == nil {
+					notCoord = nc
+				}
+				last = nc
+				continue
 			}
 			if err == nil || !retryable(err) {
 				c.answered(addrs[idx])
@@ -366,6 +380,9 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.C
 			if ctx.Err() != nil {
 				return fmt.Errorf("%w: %v (last error: %v)", ErrUnavailable, ctx.Err(), last)
 			}
+		}
+		if wrong > 0 && wrong == len(conns) {
+			return notCoord
 		}
 		t := time.NewTimer(c.backoff)
 		select {

@@ -100,7 +100,8 @@ func TestRoleCertificatesCluster(t *testing.T) {
 // TestClientRefusesNonCoordinatorServer: a real coordinator node that runs on an operator's
 // certificate (StartNode given it directly; ddpm coordinator refuses such a directory at
 // start-up) gets no call from a trainer's client: Status fails at once with ErrNotCoordinator
-// naming the address and both roles, and the node sees no call.
+// naming the address and both roles, and the node sees no call. Listed before a real replica,
+// it is passed over and the real one answers (it used to end the call).
 func TestClientRefusesNonCoordinatorServer(t *testing.T) {
 	certs := tlsauthtest.Dir(t)
 	node, log := startSecureNode(t, tlsauthtest.Issue(t, certs, tlsauth.RoleOperator))
@@ -110,6 +111,22 @@ func TestClientRefusesNonCoordinatorServer(t *testing.T) {
 		": its certificate has role operator, and /ddpm.coordinator.v1.Coordinator/Status is served by role coordinator"
 	if !errors.Is(err, ErrNotCoordinator) || err.Error() != want {
 		t.Fatalf("status: %v\nwant %q", err, want)
+	}
+	if s := log.String(); s != "" {
+		t.Errorf("the node saw a call:\n%s", s)
+	}
+
+	// Listed first, before a real replica of the cluster: passed over, the real one answers.
+	real, _ := startSecureNode(t, certs)
+	c, err := Dial([]string{addr, real.cfg.GRPCAddr}, tlsauthtest.Load(t, tlsauthtest.Issue(t, certs, tlsauth.RoleTrainer), nil), WithAttemptTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Status(ctx); err != nil {
+		t.Fatalf("status with the operator's address listed before a coordinator's: %v", err)
 	}
 	if s := log.String(); s != "" {
 		t.Errorf("the node saw a call:\n%s", s)
