@@ -41,6 +41,19 @@ started again).
 ddpm checkpoint rollback restarts a run that waits for a lost checkpoint from an older one.`,
 }
 
+// checkpointFileArg is the Args check of checkpoint list, verify, export and compact, which take
+// one FILE. With none it says what FILE may be; with more, how many (it was cobra's "accepts 1
+// arg(s), received 0"). The caller's usage wrapper adds the command's name and usage line.
+func checkpointFileArg(_ *cobra.Command, args []string) error {
+	switch {
+	case len(args) == 0:
+		return errors.New("FILE is required: a checkpoint file (checkpoints.db), a trainer's folder or a ddpm local run folder")
+	case len(args) > 1:
+		return fmt.Errorf("one FILE, got %d: %s", len(args), strings.Join(args, " "))
+	}
+	return nil
+}
+
 // openCheckpoint opens file (or the checkpoint file of a folder, see trainer.CheckpointFileIn)
 // read-only and turns the usual failures into one clear line.
 func openCheckpoint(path string) (*checkpoint.Store, error) {
@@ -304,7 +317,7 @@ not hash to its sha256 shows as a DAMAGED row; then list also says how many are 
 exits with status 1.
 
 ` + stateHashHelp,
-	Args: cobra.ExactArgs(1),
+	Args: checkpointFileArg,
 	RunE: func(cmd *cobra.Command, args []string) error {
 		st, err := openCheckpoint(args[0])
 		if err != nil {
@@ -356,7 +369,7 @@ func newCheckpointVerifyCmd() *cobra.Command {
 one is printed with its state hash in full.
 
 ` + stateHashHelp,
-		Args: cobra.ExactArgs(1),
+		Args: checkpointFileArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := openCheckpoint(args[0])
 			if err != nil {
@@ -412,7 +425,7 @@ func newCheckpointExportCmd() *cobra.Command {
 one checkpoint (default: the newest that verifies) as a safetensors file whose tensor names and
 shapes are the reference PyTorch model's state_dict, loadable with safetensors.torch.load_file
 and by anchors/pytorch/parity.py. The output is written atomically.`,
-		Args: cobra.ExactArgs(1),
+		Args: checkpointFileArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return withExit(exitUsage, errors.New("checkpoint export: --out FILE is required"))
@@ -482,7 +495,7 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 var checkpointCompactCmd = &cobra.Command{
 	Use:   "compact FILE",
 	Short: "Rewrite FILE without free pages (the file must not be open in a trainer)",
-	Args:  cobra.ExactArgs(1),
+	Args:  checkpointFileArg,
 	RunE: func(cmd *cobra.Command, args []string) error {
 		// Only a readable checkpoint file is rewritten (a file of anything else is left as is).
 		st, err := openCheckpoint(args[0])

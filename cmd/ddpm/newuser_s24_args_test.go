@@ -68,3 +68,14 @@ func TestNewUserS24ModelInfoPath(t *testing.T) {
 	}
 	nuWant(t, 2, "ddpm: model info "+lone+": "+lone+" is a path, not a U-Net preset; its checkpoints are of U-Net tiny: ddpm model info tiny", "model", "info", lone)
 }
+
+// TestNewUserS24CheckpointFileMissing: checkpoint list, verify, export and compact without their
+// FILE say what it may be, exit status 2; with two, how many. They said cobra's "accepts 1
+// arg(s), received 0".
+func TestNewUserS24CheckpointFileMissing(t *testing.T) {
+	const need = "FILE is required: a checkpoint file (checkpoints.db), a trainer's folder or a ddpm local run folder"
+	nuWant(t, 2, "ddpm: checkpoint list: "+need+" (usage: ddpm checkpoint list FILE [flags])", "checkpoint", "list")
+	nuWant(t, 2, "ddpm: checkpoint verify: "+need+" (usage: ddpm checkpoint verify FILE [--step N] [flags])", "checkpoint", "verify")
+	nuWant(t, 2, "ddpm: checkpoint compact: "+need+" (usage: ddpm checkpoint compact FILE [flags])", "checkpoint", "compact")
+	nuWant(t, 2, "ddpm: checkpoint export: one FILE, got 2: a b (usage: ddpm checkpoint export FILE [--step N] [--ema] --out model.safetensors [flags])", "checkpoint", "export", "a", "b", "--out", "w.safetensors")
+}
