@@ -1193,12 +1193,13 @@ func shapeMismatch(spec, format string, grey bool, c, h, w int, model string, uc
 
 // coordinatorsLine says where the run's coordinators answer, as `ddpm status` and `ddpm loss`
 // take it, and the dashboard's URL (the first coordinator's; every replica serves it), e.g.
-// "ddpm local: coordinators 127.0.0.1:A,127.0.0.1:B (ddpm status --coordinator 127.0.0.1:A,127.0.0.1:B
-// --certs RUN/certs); dashboard http://127.0.0.1:H/".
+// "ddpm local: coordinators 127.0.0.1:A,127.0.0.1:B (ddpm status RUN, ddpm loss RUN; from
+// elsewhere --coordinator 127.0.0.1:A,127.0.0.1:B --certs RUN/certs); dashboard http://127.0.0.1:H/".
+// (It gave the --coordinator form only, from before status and loss took the run folder.)
 func coordinatorsLine(out string, man localrun.Manifest) string {
 	addrs := strings.Join(man.CoordinatorGRPC(), ",")
-	return fmt.Sprintf("ddpm local: coordinators %s (ddpm status --coordinator %s --certs %s); dashboard http://%s/",
-		addrs, addrs, filepath.Join(out, localrun.CertsDir), localrun.Addr(man.CoordinatorPorts[0].HTTP))
+	return fmt.Sprintf("ddpm local: coordinators %s (ddpm status %s, ddpm loss %s; from elsewhere --coordinator %s --certs %s); dashboard http://%s/",
+		addrs, shellWord(out), shellWord(out), addrs, filepath.Join(out, localrun.CertsDir), localrun.Addr(man.CoordinatorPorts[0].HTTP))
 }
 
 // coordinatorArgs builds each replica's command line; the first replica bootstraps a new cluster.

@@ -99,7 +99,7 @@ func TestLocalSIGHUPStopsCleanly(t *testing.T) {
 	waitStepped(t, run, "trainer-0", live)
 	grpc, dash := localrun.Addr(man.CoordinatorPorts[0].GRPC), localrun.Addr(man.CoordinatorPorts[0].HTTP)
 	certs := filepath.Join(run, localrun.CertsDir)
-	line := fmt.Sprintf("ddpm local: coordinators %s (ddpm status --coordinator %s --certs %s); dashboard http://%s/", grpc, grpc, certs, dash)
+	line := fmt.Sprintf("ddpm local: coordinators %s (ddpm status %s, ddpm loss %s; from elsewhere --coordinator %s --certs %s); dashboard http://%s/", grpc, run, run, grpc, certs, dash)
 	if !strings.Contains(live.String(), line+"\n") {
 		t.Fatalf("no line %q:\n%s", line, live)
 	}
