@@ -234,8 +234,13 @@ func finishFixture(t *testing.T, dir string) int64 {
 func TestNewUserS24RollbackFinished(t *testing.T) {
 	dir, _ := stoppedRunFixture(t)
 	last := finishFixture(t, dir)
-	nuWant(t, 2, "ddpm: checkpoint rollback: the ddpm local run "+dir+" finished at step "+strconv.FormatInt(last, 10)+
-		", and a finished run is not rolled back; to train again from a step M, export its weights (ddpm checkpoint export "+dir+
+	finished := "ddpm: checkpoint rollback: the ddpm local run " + dir + " finished at step " + strconv.FormatInt(last, 10) + ", and a finished run is not rolled back; "
+	nuWant(t, 2, finished+"to train again from a step M, export its weights (ddpm checkpoint export "+dir+
 		" --step M --out W.safetensors) and start a new run from them (ddpm local --init W.safetensors --out NEW)",
-		"checkpoint", "rollback", dir, "--to-step", "0")
+		"checkpoint", "rollback", dir)
+	// The step given is put in the commands (review N3), or the steps held named.
+	w := dir + "-step0.safetensors"
+	nuWant(t, 2, finished+"to train again from step 0, export its weights (ddpm checkpoint export "+dir+" --step 0 --out "+w+
+		") and start a new run from them (ddpm local --init "+w+" --out NEW)", "checkpoint", "rollback", dir, "--to-step", "0")
+	nuWant(t, 2, finished+dir+" holds no checkpoint of step 7 (it holds steps 0, "+strconv.FormatInt(last, 10)+")", "checkpoint", "rollback", dir, "--to-step", "7")
 }

@@ -6,15 +6,19 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"ddpm/checkpoint"
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
 	"ddpm/internal/localrun"
 	"ddpm/internal/tlsauth"
+	"ddpm/trainer"
 )
 
 // `ddpm checkpoint rollback`: the way out of a run that waits for a holder of its newest
@@ -76,11 +80,57 @@ func rollbackFolderLine(dir string) string {
 	} else if steps, ok := runFolderSteps(dir); ok && runFolderFinished(dir, steps) {
 		// --resume starts nothing for it, and its coordinators would refuse: a succeeded run
 		// is not rolled back.
-		return fmt.Sprintf("checkpoint rollback: the ddpm local run %s finished at step %d, and a finished run is not rolled back; to train again from a step M, export its weights (ddpm checkpoint export %s --step M --out W.safetensors) and start a new run from them (ddpm local --init W.safetensors --out NEW)",
-			dir, steps, shellWord(dir))
+		return finishedRollbackLine(dir, steps, rollbackFlags.toStep)
 	}
 	return fmt.Sprintf("checkpoint rollback asks a running cluster's coordinators, not a folder: for the ddpm local run %s, %s: ddpm checkpoint rollback --coordinator %s --certs %s --to-step N",
 		dir, start, strings.Join(coords, ","), shellWord(certs))
+}
+
+// finishedRollbackLine is the answer to `ddpm checkpoint rollback RUN [--to-step M]` for a ddpm
+// local run that finished at step steps: a finished run is not rolled back, and the commands
+// that train again from step M (to, -1 when not given: "a step M"), with the steps RUN holds
+// when M is not among them (review N3: the line ignored the --to-step given):
+//
+//	checkpoint rollback: the ddpm local run rn finished at step 40, and a finished run is not rolled back; to train again from step 20, export its weights (ddpm checkpoint export rn --step 20 --out rn-step20.safetensors) and start a new run from them (ddpm local --init rn-step20.safetensors --out NEW)
+//	... ; rn holds no checkpoint of step 10 (it holds steps 30, 40)
+func finishedRollbackLine(dir string, steps, to int64) string {
+	line := fmt.Sprintf("checkpoint rollback: the ddpm local run %s finished at step %d, and a finished run is not rolled back", dir, steps)
+	if to < 0 {
+		return line + fmt.Sprintf("; to train again from a step M, export its weights (ddpm checkpoint export %s --step M --out W.safetensors) and start a new run from them (ddpm local --init W.safetensors --out NEW)", shellWord(dir))
+	}
+	if held := heldSteps(dir); held != nil && !slices.Contains(held, to) {
+		words := make([]string, len(held))
+		for i, h := range held {
+			words[i] = strconv.FormatInt(h, 10)
+		}
+		return line + fmt.Sprintf("; %s holds no checkpoint of step %d (it holds steps %s)", dir, to, strings.Join(words, ", "))
+	}
+	w := shellWord(fmt.Sprintf("%s-step%d.safetensors", filepath.Clean(dir), to))
+	return line + fmt.Sprintf("; to train again from step %d, export its weights (ddpm checkpoint export %s --step %d --out %s) and start a new run from them (ddpm local --init %s --out NEW)",
+		to, shellWord(dir), to, w, w)
+}
+
+// heldSteps lists the steps of the checkpoints the ddpm local run folder dir holds (its
+// trainer-0's file, as the checkpoint commands read a run folder); nil when it cannot be read.
+func heldSteps(dir string) []int64 {
+	file, err := trainer.CheckpointFileIn(dir)
+	if err != nil {
+		return nil
+	}
+	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
+	if err != nil {
+		return nil
+	}
+	defer st.Close()
+	list, err := st.List()
+	if err != nil {
+		return nil
+	}
+	held := []int64{}
+	for _, in := range list {
+		held = append(held, in.Step)
+	}
+	return held
 }
 
 // runFolderCluster reads the local.json of the ddpm local run folder dir: its coordinators'
