@@ -571,11 +571,14 @@ const MsgInitGoneFreshRun = "not joining: the --init weights are gone and the ru
 // the weights: its line says that waiting for that commit is the other way on. A run that has a
 // committed checkpoint needs no weights (the trainer takes the checkpoint from its volume or a
 // peer), and one that has ended refuses the join its own way: nil for both; so does a trainer
-// whose volume holds committed checkpoints (held: volumeHeld), which its join brings back to
-// coordinators that lost their record of them (fsm's adopt), the run then starting from the
-// newest. A state that cannot be read leaves the join to find out, as before: nil.
+// whose volume holds a committed checkpoint (held: volumeHeld) that the state does not say a
+// rollback abandoned (fsm.State.Abandons), which its join brings back to coordinators that lost
+// their record of it (fsm's adopt), the run then starting from it. One rolled back to step 0
+// holds only abandoned ones: refused. A state that cannot be read leaves the join to find out,
+// as before: nil. initGone comes from a file that is not there (DeferInit is given only
+// fs.ErrNotExist), and the line says so once; the log keeps the reader's words.
 func checkInitBeforeJoin(state func() (*fsm.State, error), init string, initGone error, held []fsm.Held, dir string, log *slog.Logger) error {
-	if initGone == nil || len(held) > 0 {
+	if initGone == nil {
 		return nil
 	}
 	st, err := state()
@@ -583,13 +586,13 @@ func checkInitBeforeJoin(state func() (*fsm.State, error), init string, initGone
 		log.Warn("the --init weights are gone and the coordinators' state is unreadable: joining; a generation that starts at step 0 would need them", "init", init, "err", err)
 		return nil
 	}
-	if st.Status.Terminal() || st.LatestCheckpoint() != nil {
+	if st.Status.Terminal() || st.LatestCheckpoint() != nil || slices.ContainsFunc(held, func(h fsm.Held) bool { return !st.Abandons(h) }) {
 		return nil
 	}
-	log.Error(MsgInitGoneFreshRun, "init", init, "generation", st.Generation.Number, "err", initGone.Error())
-	msg := fmt.Sprintf("%v; the run has no committed checkpoint yet, so its generations start at step 0 from these weights: "+
-		"put the run's weights at %s (the file the other trainers started from), or wait for the run's first committed checkpoint (it needs no weights then), and %s; "+
-		"it has not joined the run", initGone, init, trainer.RestartAdvice)
+	log.Error(MsgInitGoneFreshRun, "init", init, "generation", st.Generation.Number, "held", len(held), "err", initGone.Error())
+	msg := fmt.Sprintf("trainer: --init %s does not exist; the run has no committed checkpoint, so its generations start at step 0 from these weights: "+
+		"put the run's weights there (the file the other trainers started from), or wait for the run's next committed checkpoint (it needs no weights then), and %s; "+
+		"it has not joined the run", init, trainer.RestartAdvice)
 	return withExit(2, &advisedError{err: fmt.Errorf("%w: %w", trainer.ErrInitGone, initGone), msg: restartAdvice(msg, dir)})
 }
 

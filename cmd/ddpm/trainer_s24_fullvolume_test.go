@@ -205,4 +205,3 @@ func TestFullVolumeStillRecordsFault(t *testing.T) {
 	stopTrainer(t, "t1", t1)
 	stopTrainer(t, "t0", t0)
 }
-

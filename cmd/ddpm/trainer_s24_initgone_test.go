@@ -19,10 +19,9 @@ import (
 // initGoneLine is the one line of a cluster trainer refused before it joins because its --init
 // file gone is missing and the run has no committed checkpoint (checkInitBeforeJoin).
 func initGoneLine(gone string) string {
-	return fmt.Sprintf("ddpm: trainer: --init %s: unet: reading %s: safetensors: open %s: no such file or directory; "+
-		"the run has no committed checkpoint yet, so its generations start at step 0 from these weights: "+
-		"put the run's weights at %s (the file the other trainers started from), or wait for the run's first committed checkpoint (it needs no weights then), "+
-		"and start the trainer again; it has not joined the run\n", gone, gone, gone, gone)
+	return fmt.Sprintf("ddpm: trainer: --init %s does not exist; the run has no committed checkpoint, so its generations start at step 0 from these weights: "+
+		"put the run's weights there (the file the other trainers started from), or wait for the run's next committed checkpoint (it needs no weights then), "+
+		"and start the trainer again; it has not joined the run\n", gone)
 }
 
 // expectInitGoneRefusal waits (a minute at most) for p to exit with status 2 and exactly
@@ -106,4 +105,52 @@ func TestFreshRunInitGoneDoesNotJoin(t *testing.T) {
 	}
 	stopTrainer(t, "t2", t2)
 	stopTrainer(t, "t0", t0)
+}
+
+// TestRolledBackToZeroInitGoneDoesNotJoin: t0 trains a run from --init weights (min_trainers 1)
+// until it has committed checkpoints, and is stopped; the run is rolled back to step 0 (ddpm
+// checkpoint rollback --to-step 0 --yes), which abandons every checkpoint t0's volume holds, and
+// the weights file is moved away. t0 started again with the same flags asks the coordinators'
+// state before it joins: its checkpoints are abandoned ones, so the run would start it at step 0
+// from the weights; it exits with status 2 and the one line, without joining (the generation the
+// rollback left, of world 0, unchanged). Before, the checkpoints it held let it join, and its
+// step-0 generation failed at once with trainer.ErrInitGone (found by the reviewer).
+func TestRolledBackToZeroInitGoneDoesNotJoin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts trainer processes")
+	}
+	bin := testutil.DDPMBinary(t)
+	dir := t.TempDir()
+	demo, err := os.ReadFile(filepath.Join("..", "..", "demo", "mnist-tiny.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := filepath.Join(dir, "w.safetensors")
+	if err := os.WriteFile(w, demo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run, cfg := procRun(t, dir, endlessSteps, 1, 2, 2*time.Second, nil)
+	certs := tlsauthtest.Dir(t)
+	coord, cli := startReplica(t, run, "dev", certs)
+	vol, listen := filepath.Join(dir, "t0-vol"), freeAddr(t)
+	t0 := launchTrainer(t, bin, vol, "t0", listen, coord, cfg, certs, "--init", w)
+	waitFor(t, cli, "two commits", 2*time.Minute, func(s *fsm.State) bool { return len(s.Checkpoints) >= 2 })
+	stopTrainer(t, "t0", t0)
+	if out, err := exec.Command(bin, "checkpoint", "rollback", "--coordinator", coord, "--certs", certs, "--to-step", "0", "--yes").CombinedOutput(); err != nil {
+		t.Fatalf("rollback to step 0: %v\n%s", err, out)
+	}
+	back := waitFor(t, cli, "the rollback to step 0", 30*time.Second, func(s *fsm.State) bool {
+		return len(s.Checkpoints) == 0 && s.Generation.World == 0 && len(s.Abandoned) >= 2
+	})
+	gone := filepath.Join(dir, "moved.safetensors")
+	if err := os.Rename(w, gone); err != nil {
+		t.Fatal(err)
+	}
+	t0 = launchTrainer(t, bin, vol, "t0", listen, coord, cfg, certs, "--init", w)
+	expectInitGoneRefusal(t, "the restarted t0", t0, w)
+	st := waitFor(t, cli, "the state after t0 exited", 10*time.Second, func(*fsm.State) bool { return true })
+	if st.Generation.Number != back.Generation.Number || st.Generation.World != 0 || st.Members["t0"] != nil || st.Status.Terminal() {
+		t.Fatalf("after t0 exited: generation %d of world %d, t0 a member: %v, run %s; want the rollback's generation %d of world 0, without t0",
+			st.Generation.Number, st.Generation.World, st.Members["t0"] != nil, st.Status, back.Generation.Number)
+	}
 }
