@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"ddpm/checkpoint"
+	"ddpm/internal/atomicfile"
 )
 
 // FaultFile is the file, in a cluster trainer's volume (--data-dir), recording the failure of
@@ -146,33 +147,17 @@ func FaultOf(err error, tr *Trainer) (Fault, bool) {
 	return f, true
 }
 
-// SaveFault writes f as dir's FaultFile through a temporary file, synced before it is renamed
-// into place, so that a crash, the process's or the machine's (a node lost, the pod rescheduled),
-// leaves the old record or the new one, never an empty file. Errors: the file system's (a volume
+// SaveFault writes f as dir's FaultFile (mode 0644 less the umask) with atomicfile: a temporary
+// file, synced before it is renamed into place and the volume's directory synced after, so that a
+// crash, the process's or the machine's (a node lost, the pod rescheduled), leaves the old record
+// or the new one, never an empty file. Errors: the file system's, naming the FaultFile (a volume
 // too full even for the record: SaveFaultReserved writes it into the room kept for it).
 func SaveFault(dir string, f Fault) error {
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err
 	}
-	p := filepath.Join(dir, FaultFile)
-	tmp := p + ".tmp"
-	w, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(b, '\n'))
-	if err == nil {
-		err = w.Sync()
-	}
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, p)
+	return atomicfile.WriteBytes(filepath.Join(dir, FaultFile), 0o644, atomicfile.Replace, append(b, '\n'))
 }
 
 // FaultReserveFile is the file, in a cluster trainer's volume, holding the room of a fault record
@@ -297,16 +282,15 @@ func ClearFault(dir string) error {
 //     run started over, maybe on other data) makes the record stale, a checkpoint that merely
 //     fell off the coordinators' list of the newest keep_checkpoints does not;
 //   - a volume: a file of f.Bytes (SaveBytes) is written to dir, synced and removed; while that
-//     fails, a *VolumeCheckError.
-//
+//     fails, a *VolumeCheckError;
 //   - a data fault recorded with neither a record nor a checkpoint (FaultOf of an ErrData that
 //     names neither): every record of the dataset is read, in order, until one fails (for a
 //     prepared copy that is each shard's sha256 against index.json, once: 12 ms for the 7.8 MB
-//     of mnist:test's 10,000 records; other formats' records are read as their Open read them). The first that fails is the error, and the record is narrowed to it
-//     (SaveFault), so that the next restart reads that one. Data changed in place under a
-//     running trainer after its shard was checked is read as it now is, with no error and no
-//     record: a restart checks it (the shard's sha256 at its first read), the running trainer
-//     does not.
+//     of mnist:test's 10,000 records; other formats' records are read as their Open read
+//     them). The first that fails is the error, and the record is narrowed to it (SaveFault),
+//     so that the next restart reads that one. Data changed in place under a running trainer
+//     after its shard was checked is read as it now is, with no error and no record: a restart
+//     checks it (the shard's sha256 at its first read), the running trainer does not.
 //
 // ctx ending stops the test write (its file removed), or the reading of every record, with ctx's
 // error.
