@@ -98,7 +98,11 @@ save's size): while the fault is there it exits again with status 2 or 1 and one
 data's line again, or the test write's size and error), ending with "or remove DIR/fault.json to
 join anyway", without joining, so no new generation sends the others back to their last commit;
 once it is gone the record is removed and the trainer joins (after the run has succeeded, it ends
-as any finished run's trainer).
+as any finished run's trainer). From its join on, --data-dir keeps 16 KiB for that record
+(.fault-reserve), so a volume that fills up completely still records it.
+A cluster trainer whose --init file is missing while the run has no committed checkpoint (every
+generation then starts at step 0 from it) exits with status 2 and one line naming the file,
+without joining.
 --coordinator may name one replica: the trainer learns the others' addresses from the replicas' answers.
 --advertise names the address peers reach this trainer at when it is not --listen (a stable DNS
 name such as a StatefulSet pod's); a newer process under the same name and --id is told apart
