@@ -162,13 +162,14 @@ func HoldsRun(dataDir string, run config.Run) (bool, error) {
 	return hash == wireHash(run), nil
 }
 
-// inUse is the error of a raft.db whose file lock another process holds.
+// inUse is the error of a raft.db whose file lock another process holds; it matches
+// ErrDataDirInUse.
 func inUse(dbPath, dataDir string) error {
 	by := "another process"
 	if pid := flockholder.PID(dbPath); pid > 0 {
 		by = "process " + strconv.Itoa(pid)
 	}
-	return fmt.Errorf("coordinator: %s is in use by %s (another coordinator on --data-dir %s?)", dbPath, by, dataDir)
+	return fmt.Errorf("coordinator: %s is %w by %s (another coordinator on --data-dir %s?)", dbPath, ErrDataDirInUse, by, dataDir)
 }
 
 // diskRemedy is what to do about err, a write to dataDir that failed, when the disk is full (or
@@ -327,6 +328,37 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 				Given: cfg.RunSource, GivenHash: n.given}
 		}
 	}
+	// Every port is bound before raft starts: a port in use (the replica started twice, another
+	// program on it) ends the start-up before this replica votes or campaigns, or writes
+	// anything into a new --data-dir.
+	adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: raft address %q: %w", cfg.RaftAddr, err)
+	}
+	if adv.IP == nil || adv.IP.IsUnspecified() {
+		return nil, fmt.Errorf("coordinator: raft address %q: must name an IP other peers can reach", cfg.RaftAddr)
+	}
+	var rln, lis, hl net.Listener // nil once a server or the raft transport owns it
+	defer func() {
+		if err != nil {
+			for _, l := range []net.Listener{rln, lis, hl} {
+				if l != nil {
+					l.Close()
+				}
+			}
+		}
+	}()
+	if rln, err = listenFlag("--raft-addr", cfg.RaftAddr); err != nil {
+		return nil, err
+	}
+	if lis, err = listenFlag("--grpc-addr", cfg.GRPCAddr); err != nil {
+		return nil, err
+	}
+	if cfg.HTTPAddr != "" {
+		if hl, err = listenFlag("--http-addr", cfg.HTTPAddr); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("coordinator: data dir: %w", err)
 	}
@@ -356,17 +388,6 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 		return nil, fmt.Errorf("coordinator: snapshots: %w", err)
 	}
 	snaps := &guardedSnapshots{FileSnapshotStore: fss, dir: filepath.Join(cfg.DataDir, "snapshots"), g: n.store}
-	adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
-	if err != nil {
-		return nil, fmt.Errorf("coordinator: raft address %q: %w", cfg.RaftAddr, err)
-	}
-	if adv.IP == nil || adv.IP.IsUnspecified() {
-		return nil, fmt.Errorf("coordinator: raft address %q: must name an IP other peers can reach", cfg.RaftAddr)
-	}
-	rln, err := net.Listen("tcp", cfg.RaftAddr)
-	if err != nil {
-		return nil, fmt.Errorf("coordinator: raft transport on %s: %w", cfg.RaftAddr, err)
-	}
 	n.raftGuard = cfg.Security.RaftStreamLayer(rln, adv)
 	// MaxRPCsInFlight 1: no pipelined replication. hashicorp/raft's pipeline wedges when a
 	// follower answers an AppendEntries with Success=false, as a replica whose raft.db cannot
@@ -376,34 +397,32 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: n.raftGuard, MaxPool: 3,
 		Timeout: 2 * time.Second, MaxRPCsInFlight: 1,
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "raft-net", Output: raftLog, Level: hclog.DefaultLevel})})
+	rln = nil // the transport closes it
 	n.Replica, err = newReplicaOnDisk(cfg.DataDir, ReplicaConfig{ID: cfg.ID, Peers: cfg.Peers, Bootstrap: cfg.Bootstrap, Raft: cfg.Raft,
 		LogStore: n.store, StableStore: n.store, Snapshots: snaps, Transport: n.trans, Logger: cfg.Logger, RaftLog: cfg.RaftLog,
 		Version: cfg.Version, Rules: cfg.Rules}, n.store)
 	if err != nil {
 		return nil, err
 	}
-	n.store.arm()
-	lis, err := net.Listen("tcp", cfg.GRPCAddr)
-	if err != nil {
-		return nil, fmt.Errorf("coordinator: gRPC listen on %s: %w", cfg.GRPCAddr, err)
+	if err := checkHeldPeers(n.Replica.raft, cfg.Peers, cfg.DataDir); err != nil {
+		return nil, err
 	}
+	n.store.arm()
 	n.server = NewServer(n.Replica, cfg.Version, cfg.Security)
 	n.server.storeFailing = n.store.Failing
 	n.grpcSrv = grpc.NewServer(append(cfg.Security.ServerOptions(), ServerOptions()...)...)
 	api.RegisterCoordinatorServer(n.grpcSrv, n.server)
 	go n.grpcSrv.Serve(lis)
+	lis = nil // the server closes it
 	n.mux = http.NewServeMux()
 	n.mux.HandleFunc("GET /healthz", n.healthz)
 	n.mux.HandleFunc("GET /readyz", n.readyz)
 	n.mux.HandleFunc("GET /api/status", n.apiStatus)
 	web.Mount(n.mux, n.Replica, web.Options{}) // dashboard /, /api/summary, /api/loss, /metrics
-	if cfg.HTTPAddr != "" {
-		hl, err := net.Listen("tcp", cfg.HTTPAddr)
-		if err != nil {
-			return nil, fmt.Errorf("coordinator: HTTP listen on %s: %w", cfg.HTTPAddr, err)
-		}
+	if hl != nil {
 		n.httpSrv = &http.Server{Handler: n.mux, ReadHeaderTimeout: 5 * time.Second}
 		go n.httpSrv.Serve(hl)
+		hl = nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel

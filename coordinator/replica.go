@@ -62,6 +62,12 @@ var (
 	// ErrNotDataDir: --data-dir is a folder of another of ddpm's roles (a ddpm local run
 	// folder, a trainer's folder), refused before anything is written there; see CheckDataDir.
 	ErrNotDataDir = errors.New("not a coordinator's data dir")
+	// ErrDataDirInUse: another process holds --data-dir's raft.db (the replica started twice,
+	// two replicas given one --data-dir); see inUse.
+	ErrDataDirInUse = errors.New("in use")
+	// ErrPeersMismatch: --peers is not the raft configuration that --data-dir holds (the
+	// replicas and raft addresses the cluster began with); see checkHeldPeers.
+	ErrPeersMismatch = errors.New("--peers is not the cluster's raft configuration")
 )
 
 // ReleaseMismatchError is why a replica stopped, or would not start, because another release's

@@ -36,8 +36,8 @@ func TestStartNodeFailsCleanly(t *testing.T) {
 		raft, rpc string
 		want      string
 	}{
-		{"grpc port taken", addrs[0], taken.Addr().String(), "gRPC listen on " + taken.Addr().String()},
-		{"raft port taken", taken.Addr().String(), addrs[1], "raft transport on " + taken.Addr().String()},
+		{"grpc port taken", addrs[0], taken.Addr().String(), "cannot listen on --grpc-addr " + taken.Addr().String() + ": the port is in use by pid "},
+		{"raft port taken", taken.Addr().String(), addrs[1], "cannot listen on --raft-addr " + taken.Addr().String() + ": the port is in use by pid "},
 		{"unspecified raft address", "0.0.0.0:" + strings.Split(addrs[0], ":")[1], addrs[1], "must name an IP other peers can reach"},
 	}
 	for _, c := range cases {

@@ -91,11 +91,27 @@ func CheckDataDir(dataDir string) error {
 			filepath.Join(dataDir, "coordinator-N"))
 	case localrun.KindTrainerFolder:
 		instead = "give a new folder"
+		if _, err := os.Stat(filepath.Join(dataDir, "raft.db")); err == nil {
+			// A trainer was given this replica's folder as its --data-dir and wrote its volume
+			// beside the raft data: the raft data is this replica's, the rest the trainer's.
+			return notDataDirError("coordinator: --data-dir " + dataDir + " holds this replica's raft data (raft.db) and a " +
+				"trainer's checkpoints.db (a trainer was given it as its --data-dir): move checkpoints.db and the trainer's " +
+				"run.yaml to a folder of their own (that trainer's volume), then start this replica again")
+		}
 	default:
 		return nil
 	}
 	return fmt.Errorf("coordinator: --data-dir %s: %s, %w; %s", dataDir, what, ErrNotDataDir, instead)
 }
+
+// notDataDirError is a refusal of --data-dir whose line does not read "not a coordinator's data
+// dir" (a folder that is one, and a trainer's too); it matches ErrNotDataDir.
+type notDataDirError string
+
+func (e notDataDirError) Error() string { return string(e) }
+
+// Unwrap returns ErrNotDataDir.
+func (e notDataDirError) Unwrap() error { return ErrNotDataDir }
 
 // checkRaftData checks the raft data in dataDir before raft's libraries open it (they panic or
 // fault on damaged data): raft.db's size against the pages its meta page counts, bbolt's

@@ -153,8 +153,9 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 		if err := checkTrainSplit(r.Dataset); err != nil {
 			held, herr := coordinator.HoldsRun(coordFlags.dataDir, r)
 			if herr != nil {
-				// The data dir cannot be read (another coordinator on it): that is the line.
-				return withExit(1, herr)
+				// The data dir cannot be read (another coordinator on it, exit 2; damaged, exit
+				// 1): that is the line.
+				return withExit(coordinatorStartStatus(herr), herr)
 			}
 			if !held {
 				return withExit(2, err)
@@ -180,19 +181,17 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 	if raftLog != nil {
 		cfg.RaftLog = raftLog
 	}
-	node, err := coordinator.StartNode(cfg)
-	var conflict *coordinator.RunConflictError
-	switch {
-	case errors.As(err, &conflict), errors.Is(err, coordinator.ErrReleaseMismatch), errors.Is(err, coordinator.ErrNotDataDir):
-		return withExit(2, err)
-	case err != nil:
-		return withExit(1, err)
-	}
-	log.Info(coordinatorStartedMsg, "raft", coordFlags.raftAddr, "grpc", coordFlags.grpcAddr, "http", coordFlags.httpAddr,
-		"peers", len(peers), "version", version.Version, "security", sec.String())
+	// Signals are caught from before the start line: a SIGTERM sent on seeing it closes the
+	// replica cleanly (it used to end the process by the signal's default action).
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
+	node, err := coordinator.StartNode(cfg)
+	if err != nil {
+		return withExit(coordinatorStartStatus(err), err)
+	}
+	log.Info(coordinatorStartedMsg, "raft", coordFlags.raftAddr, "grpc", coordFlags.grpcAddr, "http", coordFlags.httpAddr,
+		"peers", len(peers), "version", version.Version, "security", sec.String())
 	select {
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
@@ -201,6 +200,25 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 		node.Close()
 		return withExit(fatalStatus(err), err)
 	}
+}
+
+// coordinatorStartStatus is the exit status for an error of coordinator.StartNode: 2 (the
+// command to change) for another run's config, another release's raft log, a folder of another
+// role, a --peers list that is not the cluster's, an address that cannot be bound and a data dir
+// another process holds (the replica started twice, two replicas on one --data-dir); 1 for
+// the rest (damaged raft data, a disk that refuses writes).
+func coordinatorStartStatus(err error) int {
+	var conflict *coordinator.RunConflictError
+	for _, user := range []error{coordinator.ErrReleaseMismatch, coordinator.ErrNotDataDir, coordinator.ErrPeersMismatch,
+		coordinator.ErrListen, coordinator.ErrDataDirInUse} {
+		if errors.Is(err, user) {
+			return 2
+		}
+	}
+	if errors.As(err, &conflict) {
+		return 2
+	}
+	return 1
 }
 
 // fatalStatus is the exit status for an error on coordinator.Node.Fatal: 1 when raft could not

@@ -54,7 +54,7 @@ func TestCoordinatorRestartTestSplitRun(t *testing.T) {
 		}
 	}
 	// While another coordinator holds the data dir, that is what a second one on it is told
-	// (exit 1), not that the run names the test split (exit 2).
+	// (exit 2, a replica started twice), not that the run names the test split.
 	args := append([]string{"coordinator", "--id", "c0", "--raft-addr", raftAddr, "--grpc-addr", grpcAddr,
 		"--peers", "c0=" + raftAddr + "=" + grpcAddr, "--data-dir", dir, "--insecure"}, flags...)
 	busy, err := exec.Command(bin, args...).CombinedOutput()
@@ -62,9 +62,9 @@ func TestCoordinatorRestartTestSplitRun(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	}
-	if code != 1 || !bytes.Contains(busy, []byte(filepath.Join(dir, "raft.db")+" is in use by ")) {
+	if code != 2 || !bytes.Contains(busy, []byte(filepath.Join(dir, "raft.db")+" is in use by ")) {
 		node.Close()
-		t.Fatalf("ddpm coordinator on a data dir in use: exit %d (%v)\n%s\nwant exit 1, in use", code, err, busy)
+		t.Fatalf("ddpm coordinator on a data dir in use: exit %d (%v)\n%s\nwant exit 2, in use", code, err, busy)
 	}
 	node.Close()
 

@@ -1,0 +1,66 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"syscall"
+
+	"ddpm/internal/localrun"
+)
+
+// ErrListen: one of a replica's addresses (--raft-addr, --grpc-addr, --http-addr) cannot be
+// bound for a reason the command line can change: the port is in use (another replica started
+// twice, another program), the IP is not this machine's, or the port needs privileges. A mistake
+// of the command (`ddpm coordinator` exits 2); see listenFlag.
+var ErrListen = errors.New("cannot listen")
+
+// listenFlag binds addr, the value of flag, for TCP. A port in use, an address not of this
+// machine or a privileged port is one line matching ErrListen that names the flag, the address,
+// what holds the port (pid and command line, found in /proc for a loopback or wildcard address)
+// and what to do; other errors are net.Listen's, prefixed with the flag.
+func listenFlag(flag, addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err == nil {
+		return l, nil
+	}
+	fix := "give this replica other ports in every replica's --peers"
+	if flag == "--http-addr" {
+		fix = "give another --http-addr"
+	}
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		by := "another process"
+		if h, ok := portHolder(addr); ok {
+			by = h.Describe()
+		}
+		return nil, fmt.Errorf("coordinator: %w on %s %s: the port is in use by %s: stop that process, or %s",
+			ErrListen, flag, addr, by, fix)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return nil, fmt.Errorf("coordinator: %w on %s %s: no network interface of this machine has that IP: give one of its addresses",
+			ErrListen, flag, addr)
+	case errors.Is(err, syscall.EACCES):
+		return nil, fmt.Errorf("coordinator: %w on %s %s: this user may not bind that port (below 1024 it needs privileges): %s",
+			ErrListen, flag, addr, fix)
+	}
+	return nil, fmt.Errorf("coordinator: %s %s: %w", flag, addr, err)
+}
+
+// portHolder finds what listens on addr's port, for an address on loopback or every interface
+// (localrun.FindPortHolder reads the sockets whose binding conflicts with 127.0.0.1:PORT; for
+// another IP its answer could name a socket that does not conflict, so none is looked up).
+func portHolder(addr string) (localrun.PortHolder, bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return localrun.PortHolder{}, false
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p <= 0 {
+		return localrun.PortHolder{}, false
+	}
+	if ip := net.ParseIP(host); host != "" && host != "localhost" && (ip == nil || !ip.IsLoopback() && !ip.IsUnspecified()) {
+		return localrun.PortHolder{}, false
+	}
+	return localrun.FindPortHolder(p)
+}
