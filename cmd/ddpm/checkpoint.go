@@ -643,6 +643,10 @@ func fetchError(addr string, step int64, insecure bool, certs string, err error)
 	switch {
 	case !insecure && coordinator.CertRefusal(err):
 		return otherCAError("checkpoint fetch", "the trainer at "+addr, certs)
+	case !insecure && tlsauth.ServerRefusal(err) != "":
+		// This process refused the server (a coordinator's or operator's certificate serving at
+		// addr) and sent it nothing: not "the trainer refused --certs".
+		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s is not a trainer: %s", addr, tlsauth.ServerRefusal(err)))
 	case !insecure && (status.Code(err) == codes.Unauthenticated || status.Code(err) == codes.PermissionDenied):
 		// The same CA, another join secret, or a certificate whose role may not fetch (a
 		// coordinator's): the trainer's own words name it.

@@ -62,3 +62,30 @@ func TestNewUserS24FetchRoleRefused(t *testing.T) {
 		"checkpoint", "fetch", lis.Addr().String(), "--step", "50", "--out", out, "--certs", coord)
 	mustNotExist(t, out)
 }
+
+// TestNewUserS24FetchFromNonTrainer: ddpm checkpoint fetch from a TLS checkpoint server whose
+// certificate is a coordinator's (the address of a coordinator given for a trainer's) says that
+// the address is no trainer, exit status 2, nothing written; this process refused the server
+// and sent it nothing, but the line said "the trainer at ADDR refused --certs DIR: ..."
+// (certs_fetch_server_role.patch, from "certs").
+func TestNewUserS24FetchFromNonTrainer(t *testing.T) {
+	st, err := checkpoint.Open(filepath.Join(t.TempDir(), "tls.db"), checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	dir := tlsauthtest.Dir(t)
+	coord := tlsauthtest.Issue(t, dir, tlsauth.RoleCoordinator)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(tlsauthtest.Load(t, coord, nil).ServerOptions()...)
+	checkpoint.RegisterTransfer(srv, st)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	out := filepath.Join(t.TempDir(), "copy.db")
+	nuWant(t, 2, "ddpm: checkpoint fetch: "+lis.Addr().String()+" is not a trainer: its certificate has role coordinator, and /ddpm.checkpoint.v1.CheckpointTransfer/Fetch is served by role trainer",
+		"checkpoint", "fetch", lis.Addr().String(), "--step", "50", "--out", out, "--certs", dir)
+	mustNotExist(t, out)
+}
