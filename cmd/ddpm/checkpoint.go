@@ -155,7 +155,8 @@ func localRunOfFile(file string) string {
 }
 
 // noneYetSentence is checkpoint list's line for path (file, once opened) that holds no
-// checkpoint: for a ddpm local run's trainer file, when its trainers write the first.
+// checkpoint: for a ddpm local run's trainer file or a trainer's folder with its run.yaml, when
+// the first is written.
 //
 //	runs/a holds no checkpoint yet (its trainers write the first at step 50, checkpoint_every of runs/a/run.yaml)
 func noneYetSentence(path, file string) string {
@@ -163,6 +164,11 @@ func noneYetSentence(path, file string) string {
 		if r, err := config.Load(filepath.Join(run, localrun.ConfigFile)); err == nil {
 			return fmt.Sprintf("%s holds no checkpoint yet (its trainers write the first at step %d, checkpoint_every of %s)", path, r.CheckpointEvery, filepath.Join(run, localrun.ConfigFile))
 		}
+	}
+	// A trainer's --data-dir (a standalone trainer's too): its run.yaml beside the file.
+	yaml := filepath.Join(filepath.Dir(file), trainer.ConfigFile)
+	if r, err := config.Load(yaml); err == nil {
+		return fmt.Sprintf("%s holds no checkpoint yet (its trainer writes the first at step %d, checkpoint_every of %s)", path, r.CheckpointEvery, yaml)
 	}
 	return path + " holds no checkpoint yet"
 }

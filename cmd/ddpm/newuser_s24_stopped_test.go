@@ -179,6 +179,19 @@ func TestNewUserS24NoCheckpointYet(t *testing.T) {
 		t.Fatal(err)
 	}
 	nuWant(t, 2, "ddpm: checkpoint: "+lone+" holds no checkpoint yet: checkpoint not found", "checkpoint", "export", lone, "--out", out+".safetensors")
+	// A trainer's --data-dir (a standalone trainer stopped before its first checkpoint): list
+	// names its run.yaml's checkpoint_every.
+	vol := filepath.Dir(lone)
+	if err := os.Rename(lone, filepath.Join(vol, trainer.CheckpointFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vol, trainer.ConfigFile), fixtureRun.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, code = nuRun(t, "checkpoint", "list", vol)
+	if want := vol + " holds no checkpoint yet (its trainer writes the first at step " + every + ", checkpoint_every of " + filepath.Join(vol, trainer.ConfigFile) + ")\n"; code != 0 || stdout != want {
+		t.Errorf("checkpoint list %s: exit %d, stdout %q; want exit 0, %q", vol, code, stdout, want)
+	}
 	mustNotExist(t, out+".png")
 	mustNotExist(t, out+".safetensors")
 }
