@@ -304,7 +304,7 @@ func (f Fault) Recheck(ctx context.Context, tr *Trainer, fingerprint, dir string
 			return nil // other data than the one that failed: the join's checks judge it
 		}
 		c, h, w := tr.data.Shape()
-		if err := tr.data.Image(f.Record, make([]float32, c*h*w)); err != nil {
+		if err := tr.image(f.Record, make([]float32, c*h*w)); err != nil {
 			return &recordError{record: f.Record, err: tr.dataError(err)}
 		}
 	case f.Kind == FaultData && f.Fingerprint == "":
@@ -347,7 +347,7 @@ func readAll(ctx context.Context, tr *Trainer) (int, error) {
 		if i%256 == 0 && ctx.Err() != nil {
 			return i, ctx.Err()
 		}
-		if err := tr.data.Image(i, buf); err != nil {
+		if err := tr.image(i, buf); err != nil {
 			return i, err
 		}
 	}

@@ -149,3 +149,45 @@ func TestSaveFaultReserved(t *testing.T) {
 		t.Fatalf("LoadFault of a record with a long text: %+v, %v", got, err)
 	}
 }
+
+// TestShardCutShortUnderRunningTrainer: a prepared shard truncated under a running trainer (its
+// map now reaches past the file's end) makes the next step that reads past that end fail with
+// ErrData naming the record and the dataset, the record's index recorded by FaultOf, not leave
+// the run failed or counted; the process used to die of the memory fault (SIGBUS: "unexpected
+// fault address", a runtime trace, exit 2) without leaving the cluster or recording its fault.
+func TestShardCutShortUnderRunningTrainer(t *testing.T) {
+	run, _ := mnistRun(t, 4)
+	src, err := dataset.Open("mnist:test", dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "prep")
+	if _, err := dataset.Prepare(src, dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	run.Dataset = dir
+	ds, err := dataset.Open(dir, dataset.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := New(run, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(dir, "shard-00000.bin"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tr.Step(context.Background())
+	f, ok := FaultOf(err, tr)
+	want := fmt.Sprintf("trainer: the dataset cannot be read: record %d of %s: a memory fault reading the file that holds it (SIGBUS): the file was cut short under the running trainer; "+
+		"the data changed on this trainer's disk after it started: put the run's data back and start the trainer again", f.Record, dir)
+	if !errors.Is(err, ErrData) || FailsRun(err) || !ok || f.Kind != FaultData || f.Record < 0 || err.Error() != want {
+		t.Fatalf("Step on a shard cut short: %v (fault %+v, %v)\nwant ErrData: %s", err, f, ok, want)
+	}
+	if tr.StepCount() != 1 {
+		t.Fatalf("StepCount %d after the failed step, want 1", tr.StepCount())
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime/debug"
 	"time"
 
 	"ddpm/config"
@@ -220,7 +221,7 @@ func (tr *Trainer) Step(ctx context.Context) (Progress, error) {
 		tr.pos[i] = p
 		x0 := tr.x0[i*D : (i+1)*D]
 		k := tr.samp.Index(p)
-		if err := tr.data.Image(k, x0); err != nil {
+		if err := tr.image(k, x0); err != nil {
 			// The record's index goes with the error: a restart reads that record again
 			// (Fault.Recheck) before it joins.
 			return Progress{}, &recordError{record: k, err: tr.dataError(err)}
@@ -316,6 +317,29 @@ func (tr *Trainer) Step(ctx context.Context) (Progress, error) {
 	tr.step++
 	p.ImagesPerS = float64(G) / time.Since(start).Seconds()
 	return p, nil
+}
+
+// image reads record i of tr's dataset into dst (dataset.Dataset.Image). A prepared copy's
+// shards are mapped into memory; one cut short under the running trainer (truncated, or
+// rewritten smaller) faults (SIGBUS) at the first read past its new end, which crashed the
+// process with a runtime trace, without leaving the cluster or recording the fault. The fault is
+// turned into the read's error here (runtime/debug.SetPanicOnFault, this goroutine only, for the
+// read's duration), naming the record and the dataset: a step leaves the run on it as on
+// any record it cannot read (ErrData, its record index recorded). Other panics pass on.
+func (tr *Trainer) image(i int, dst []float32) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if _, ok := r.(interface{ Addr() uintptr }); ok {
+			err = fmt.Errorf("record %d of %s: a memory fault reading the file that holds it (SIGBUS): the file was cut short under the running trainer", i, tr.run.Dataset)
+			return
+		}
+		panic(r)
+	}()
+	return tr.data.Image(i, dst)
 }
 
 // dataError is ErrData for err, a record of the dataset that could not be read, with the way
