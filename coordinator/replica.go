@@ -453,6 +453,15 @@ func (r *Replica) Leader() Peer {
 	return Peer{ID: string(id)}
 }
 
+// peerIDs returns the ids of the static peer list (ReplicaConfig.Peers) in its order.
+func (r *Replica) peerIDs() []string {
+	var ids []string
+	for _, p := range r.cfg.Peers {
+		ids = append(ids, p.ID)
+	}
+	return ids
+}
+
 // ReplicaAddrs returns the gRPC addresses of every replica of the static peer list
 // (ReplicaConfig.Peers, this one included) in that list's order, leaving out peers without one.
 func (r *Replica) ReplicaAddrs() []string {

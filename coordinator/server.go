@@ -83,6 +83,13 @@ func (s *Server) leaderClient(ctx context.Context) (api.CoordinatorClient, error
 		return nil, status.Errorf(codes.Unavailable, "%v: replica %s received a forwarded write", ErrNotLeader, s.rep.ID())
 	}
 	l := s.rep.Leader()
+	if l.ID != "" && l.GRPCAddr == "" {
+		// raft follows a leader this replica's static peer list leaves out (a replica whose
+		// data dir was emptied and that bootstrapped with a shorter --peers), so no write
+		// can be forwarded to it.
+		return nil, status.Errorf(codes.Unavailable, "%v: the leader %s is not in replica %s's --peers (%s): restart %s with the --peers of the other replicas",
+			ErrNotLeader, l.ID, s.rep.ID(), strings.Join(s.rep.peerIDs(), ","), s.rep.ID())
+	}
 	if l.GRPCAddr == "" {
 		return nil, status.Errorf(codes.Unavailable, "%v: no leader known to replica %s", ErrNotLeader, s.rep.ID())
 	}
