@@ -45,6 +45,7 @@ func checkHeldPeers(r *raft.Raft, peers []Peer, dataDir string) error {
 		return nil
 	}
 	return fmt.Errorf("coordinator: %w: --data-dir %s holds replicas %s (id=raft address), --peers lists %s; "+
-		"start every replica with the --peers the cluster began with",
-		ErrPeersMismatch, dataDir, strings.Join(held, ","), strings.Join(given, ","))
+		"give every replica the --peers the cluster began with, or, if this --peers is that list and the data dir "+
+		"was bootstrapped with another, move %s aside and start this replica again (it catches up from the others)",
+		ErrPeersMismatch, dataDir, strings.Join(held, ","), strings.Join(given, ","), dataDir)
 }

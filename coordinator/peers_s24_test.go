@@ -14,7 +14,7 @@ import (
 
 // TestLeaderNotInPeersS24: a replica whose data dir was emptied and that was started again with
 // --bootstrap and a --peers that leaves the others out follows the real cluster's leader
-// (raft replaces its one-entry log), but cannot forward writes to it: a write sent to it says
+// (raft keeps the bootstrap entry, of the same index and term as the cluster's), but cannot forward writes to it: a write sent to it says
 // that the leader is not in its --peers and what to do. It said "no leader known to replica
 // c1", while ddpm status through it named the leader.
 func TestLeaderNotInPeersS24(t *testing.T) {
@@ -57,7 +57,7 @@ func TestLeaderNotInPeersS24(t *testing.T) {
 	defer cancel()
 	_, err = api.NewCoordinatorClient(cc).SubmitRun(ctx, &api.SubmitRunRequest{RequestId: "s24", RunYaml: run.Marshal()})
 	want := "coordinator: not the raft leader: the leader " + leader + " is not in replica c1's --peers (c1,cz): " +
-		"restart c1 with the --peers of the other replicas"
+		"stop c1, move its --data-dir aside and start it with the --peers of the other replicas"
 	if got := status.Convert(err).Message(); got != want {
 		t.Fatalf("SubmitRun through c1: %v\nwant %q", err, want)
 	}

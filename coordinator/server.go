@@ -86,8 +86,10 @@ func (s *Server) leaderClient(ctx context.Context) (api.CoordinatorClient, error
 	if l.ID != "" && l.GRPCAddr == "" {
 		// raft follows a leader this replica's static peer list leaves out (a replica whose
 		// data dir was emptied and that bootstrapped with a shorter --peers), so no write
-		// can be forwarded to it.
-		return nil, status.Errorf(codes.Unavailable, "%v: the leader %s is not in replica %s's --peers (%s): restart %s with the --peers of the other replicas",
+		// can be forwarded to it. Its raft data keeps that bootstrap's configuration (the
+		// cluster's first entry has the same index and term, so raft never replaces it), which
+		// the start-up check would refuse: the data dir is to be moved aside.
+		return nil, status.Errorf(codes.Unavailable, "%v: the leader %s is not in replica %s's --peers (%s): stop %s, move its --data-dir aside and start it with the --peers of the other replicas",
 			ErrNotLeader, l.ID, s.rep.ID(), strings.Join(s.rep.peerIDs(), ","), s.rep.ID())
 	}
 	if l.GRPCAddr == "" {

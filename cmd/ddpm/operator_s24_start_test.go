@@ -164,7 +164,9 @@ func TestOperatorS24CoordinatorStartMistakes(t *testing.T) {
 	} {
 		runRefused(t, bin, 2, "ddpm: coordinator: --peers is not the cluster's raft configuration: --data-dir "+dir+
 			" holds replicas "+held+" (id=raft address), --peers lists "+wrong.listed+
-			"; start every replica with the --peers the cluster began with\n", args(dir, wrong.peers)...)
+			"; give every replica the --peers the cluster began with, or, if this --peers is that list and the data dir "+
+			"was bootstrapped with another, move "+dir+" aside and start this replica again (it catches up from the others)\n",
+			args(dir, wrong.peers)...)
 	}
 	startOpCoordinator(t, bin, 30*time.Second, args(dir, peers)...).stop(t)
 }
