@@ -501,7 +501,11 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 var checkpointCompactCmd = &cobra.Command{
 	Use:   "compact FILE",
 	Short: "Rewrite FILE without free pages (the file must not be open in a trainer)",
-	Args:  checkpointFileArg,
+	Long: `compact copies FILE's checkpoints into a new file without the free pages that pruned
+steps leave behind, cut to the pages it uses, and renames it over FILE. It prints the size
+before and after. A file that the copy would not make smaller (already compact) is left byte
+for byte as it was. FILE must not be open in a trainer.`,
+	Args: checkpointFileArg,
 	RunE: func(cmd *cobra.Command, args []string) error {
 		// Only a readable checkpoint file is rewritten (a file of anything else is left as is).
 		st, err := openCheckpoint(args[0])
@@ -513,6 +517,10 @@ var checkpointCompactCmd = &cobra.Command{
 		before, after, err := checkpoint.Compact(file, checkpoint.Options{})
 		if err != nil {
 			return withExit(exitBadData, err)
+		}
+		if after == before {
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s, already compact (left as it was)\n", file, humanBytes(before))
+			return nil
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "%s: %s -> %s\n", file, humanBytes(before), humanBytes(after))
 		return nil
