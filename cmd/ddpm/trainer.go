@@ -317,6 +317,17 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 			}
 		}
 	}
+	if !o.standalone {
+		// A certificate of another role (a coordinator's, an operator's): refused before the
+		// coordinators are asked anything and before the volume is made or opened.
+		sec, err := loadSecurity(o.sec, nil)
+		if err != nil {
+			return err
+		}
+		if err := certRoleFor(sec, "trainer", tlsauth.RoleTrainer, o.sec.Dir); err != nil {
+			return err
+		}
+	}
 	if o.id == "" {
 		o.id, _ = os.Hostname()
 	}
@@ -426,9 +437,10 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if _, err := uncommit(store, log); err != nil {
 		return withExit(1, err)
 	}
-	if initGone != nil {
-		log.Info("the --init weights are gone; a committed checkpoint of the run holds everything they gave it, and only a generation that starts at step 0 needs them",
-			"init", o.init, "err", initGone.Error())
+	if initGone != nil && o.standalone {
+		// A cluster trainer says so once the coordinators' state showed the run need not start
+		// at step 0 (checkInitBeforeJoin).
+		log.Info(MsgInitGoneResumes, "init", o.init, "err", initGone.Error())
 	}
 
 	// The first SIGTERM/SIGINT lets the step in flight finish; a second one aborts at once.
@@ -559,6 +571,10 @@ func stateOnce(ctx context.Context, cli *coordinator.Client) func() (*fsm.State,
 	})
 }
 
+// MsgInitGoneResumes is the log message of a trainer whose --init weights are gone and that goes
+// on: the run resumes from a committed checkpoint, which holds everything they gave it.
+const MsgInitGoneResumes = "the --init weights are gone; a committed checkpoint of the run holds everything they gave it, and only a generation that starts at step 0 needs them"
+
 // MsgInitGoneFreshRun is the log message of a cluster trainer that does not join because its
 // --init weights are gone and the run has no committed checkpoint (checkInitBeforeJoin).
 const MsgInitGoneFreshRun = "not joining: the --init weights are gone and the run has no committed checkpoint, so its generations start at step 0 from them"
@@ -579,8 +595,9 @@ const MsgInitGoneFreshRun = "not joining: the --init weights are gone and the ru
 // rollback abandoned (fsm.State.Abandons), which its join brings back to coordinators that lost
 // their record of it (fsm's adopt), the run then starting from it. One rolled back to step 0
 // holds only abandoned ones: refused. A state that cannot be read leaves the join to find out,
-// as before: nil. initGone comes from a file that is not there (DeferInit is given only
-// fs.ErrNotExist), and the line says so once; the log keeps the reader's words.
+// as before: nil. A trainer let through because the run need not start at step 0 says so in
+// one log line (MsgInitGoneResumes). initGone comes from a file that is not there (DeferInit is
+// given only fs.ErrNotExist), and the line says so once; the log keeps the reader's words.
 func checkInitBeforeJoin(state func() (*fsm.State, error), init string, initGone error, held []fsm.Held, dir string, log *slog.Logger) error {
 	if initGone == nil {
 		return nil
@@ -590,7 +607,11 @@ func checkInitBeforeJoin(state func() (*fsm.State, error), init string, initGone
 		log.Warn("the --init weights are gone and the coordinators' state is unreadable: joining; a generation that starts at step 0 would need them", "init", init, "err", err)
 		return nil
 	}
-	if st.Status.Terminal() || st.LatestCheckpoint() != nil || slices.ContainsFunc(held, func(h fsm.Held) bool { return !st.Abandons(h) }) {
+	if st.Status.Terminal() {
+		return nil
+	}
+	if st.LatestCheckpoint() != nil || slices.ContainsFunc(held, func(h fsm.Held) bool { return !st.Abandons(h) }) {
+		log.Info(MsgInitGoneResumes, "init", init, "err", initGone.Error())
 		return nil
 	}
 	log.Error(MsgInitGoneFreshRun, "init", init, "generation", st.Generation.Number, "held", len(held), "err", initGone.Error())

@@ -22,7 +22,6 @@ import (
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
 	"ddpm/internal/metrics"
-	"ddpm/internal/tlsauth"
 	"ddpm/internal/version"
 	"ddpm/trainer"
 )
@@ -399,9 +398,6 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	outer := ctx // the process's: the run loop's own ends with the run
 	sec, err := loadSecurity(o.sec, node.Log)
 	if err != nil {
-		return err
-	}
-	if err := certRoleFor(sec, "trainer", tlsauth.RoleTrainer, o.sec.Dir); err != nil {
 		return err
 	}
 	lis, err := net.Listen("tcp", o.listen)

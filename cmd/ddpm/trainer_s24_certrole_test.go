@@ -11,13 +11,12 @@ import (
 	"ddpm/internal/testutil"
 	"ddpm/internal/tlsauth"
 	"ddpm/internal/tlsauth/tlsauthtest"
-	"ddpm/trainer"
 )
 
 // TestTrainerRefusesCoordinatorCertificate: a cluster trainer given the certificate directory of
 // a coordinator (ddpm certs issue --role coordinator) exits with status 2 and one line naming the
-// directory, its role and the role a trainer takes, before it listens or asks anything of the
-// coordinators, its volume left without run.yaml. It joined (coordinators may call Join), took a
+// directory, its role and the role a trainer takes, before it asks anything of the coordinators
+// or makes its --data-dir (review T4: it was refused after the volume was made and opened). It joined (coordinators may call Join), took a
 // rank, and every ring link to it was refused (PERMISSION_DENIED): the run stalled on "peer lost"
 // (hunk of certs_permission_denied.patch, from "certs").
 func TestTrainerRefusesCoordinatorCertificate(t *testing.T) {
@@ -41,7 +40,7 @@ func TestTrainerRefusesCoordinatorCertificate(t *testing.T) {
 	if !errors.As(p.err, &ee) || ee.ExitCode() != 2 || p.stderr.String() != want {
 		t.Fatalf("trainer with a coordinator's certificate: %v, stderr %q; want status 2 and %q", p.err, p.stderr.String(), want)
 	}
-	if _, err := os.Stat(filepath.Join(vol, trainer.ConfigFile)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the refused trainer bound its volume (%v)", err)
+	if _, err := os.Stat(vol); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused trainer made its --data-dir (%v)", err)
 	}
 }

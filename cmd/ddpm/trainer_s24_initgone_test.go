@@ -43,6 +43,10 @@ func expectInitGoneRefusal(t *testing.T, name string, p *trainerProc, gone strin
 	if !strings.Contains(string(b), `"msg":"`+MsgInitGoneFreshRun+`"`) || strings.Contains(string(b), `"msg":"joining"`) {
 		t.Fatalf("%s's log has no %q line, or it went on to join:\n%s", name, MsgInitGoneFreshRun, b)
 	}
+	// Nor the line of a trainer that goes on without the weights (review T4).
+	if strings.Contains(string(b), `"msg":"`+MsgInitGoneResumes+`"`) {
+		t.Fatalf("%s's log says it resumes without the weights before refusing:\n%s", name, b)
+	}
 }
 
 // TestFreshRunInitGoneDoesNotJoin: a fresh run (no checkpoint committed during the test: one
