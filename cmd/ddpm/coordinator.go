@@ -39,7 +39,10 @@ replica that follows a leader of other rules, or whose raft log a newer release 
 status 2 naming both releases (upgrade a run whole: README, "Upgrading ddpm"). Damaged raft data
 in --data-dir, or a raft.db that cannot be written, ends the replica with status 1 and one line
 naming the file: move such a --data-dir aside and start the replica again with the same --id
-and --peers, and it catches up from the other replicas. Every flag can also come from the environment as DDPM_<FLAG> (for example
+and --peers, and it catches up from the other replicas. A --peers list other than the raft
+configuration in --data-dir, a --data-dir another process holds (the replica started twice) and
+an address that cannot be bound (the port in use: its holder is named) exit with status 2 and
+one line, before raft starts. Every flag can also come from the environment as DDPM_<FLAG> (for example
 DDPM_PEERS, DDPM_DATA_DIR, DDPM_CERTS). Links are mutual TLS with the --certs directory; plain
 text only with --insecure.`,
 	Args: cobra.NoArgs,
