@@ -469,13 +469,38 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		}
 		node.Coord, node.Ring = trainer.SoloCoordinator{Store: store}, trainer.SoloRing
 		log.Info("standalone trainer", "config", run.Hash(), "model", run.Model, "steps", run.Steps, "global_batch", run.GlobalBatch, "data", ds.Name())
-		return dataExit(node.Run(ctx, stop))
+		err := node.Run(ctx, stop)
+		if err == nil && isClosed(stop) {
+			logStoppedUnsaved(log, tr.StepCount(), volumeStep(store), run.CheckpointEvery)
+		}
+		return dataExit(err)
 	}
 	addrs := strings.Split(o.coordinator, ",")
 	o.initGone = initGone
 	// With --stay-after-done, a run that succeeds keeps the trainer up inside runClusterTrainer
 	// (stayUpAfterDone), on the servers it already has.
 	return dataExit(runClusterTrainer(ctx, stop, node, run, o, addrs))
+}
+
+// MsgStoppedUnsaved is the log message of a standalone trainer stopped (SIGTERM, Ctrl-C) past its
+// volume's newest checkpoint: the steps since are not saved.
+const MsgStoppedUnsaved = "stopped; the steps since this volume's newest checkpoint are not saved"
+
+// logStoppedUnsaved says, for a standalone trainer stopped after step step while its volume's
+// newest committed checkpoint is step held (0: none), that the steps after held are lost and
+// where a restart begins, e.g. "stopped at step 45; this volume holds no checkpoint yet (one every
+// 50 steps): started again, the trainer begins at step 0". It stopped without a word on that: a
+// user stopping at step 45 of a checkpoint_every 50 run did not know the 45 steps were gone.
+// Nothing is said when nothing is lost (stopped at a checkpoint).
+func logStoppedUnsaved(log *slog.Logger, step, held, every int64) {
+	if step <= held {
+		return
+	}
+	note := fmt.Sprintf("stopped at step %d; this volume's newest checkpoint is step %d: started again, the trainer resumes from it and trains steps %d-%d again", step, held, held+1, step)
+	if held == 0 {
+		note = fmt.Sprintf("stopped at step %d; this volume holds no checkpoint yet (one every %d steps): started again, the trainer begins at step 0", step, every)
+	}
+	log.Info(MsgStoppedUnsaved, "step", step, "checkpoint", held, "note", note)
 }
 
 // MsgFaultStillThere is the log message of a restarted cluster trainer that does not join
