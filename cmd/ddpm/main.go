@@ -125,6 +125,37 @@ func unknownCommand(cmd *cobra.Command, name string) error {
 	return withExit(2, fmt.Errorf("%sunknown command %q%s (see %s --help)", where, name, hint, cmd.CommandPath()))
 }
 
+// helpCmd is `ddpm help [COMMAND...]`: the help of ddpm or of the command the names lead to.
+// A name no command has is the one line and exit 2 of `ddpm stauts` (`unknown command "stauts";
+// did you mean status? (see ddpm --help)`); cobra's own help command printed ddpm's whole help
+// with status 0, so `ddpm help stauts` in a script passed.
+var helpCmd = &cobra.Command{
+	Use:   "help [command]",
+	Short: "Help about any command",
+	Long:  "help prints the help of ddpm or of the command named (ddpm help checkpoint fetch).",
+	RunE: func(_ *cobra.Command, args []string) error {
+		c := rootCmd
+		for _, name := range args {
+			var next *cobra.Command
+			for _, sub := range c.Commands() {
+				if sub.Name() == name || sub.HasAlias(name) {
+					next = sub
+					break
+				}
+			}
+			if next == nil && !c.HasSubCommands() {
+				return withExit(2, fmt.Errorf("help: %s has no subcommands, %q is none (see ddpm help %s)", commandName(c), name, commandName(c)))
+			}
+			if next == nil {
+				return unknownCommand(c, name)
+			}
+			c = next
+		}
+		c.InitDefaultHelpFlag()
+		return c.Help()
+	},
+}
+
 // commandName is the command's path without the binary's name ("checkpoint list").
 func commandName(cmd *cobra.Command) string {
 	return strings.TrimPrefix(cmd.CommandPath(), rootCmd.Name()+" ")
@@ -132,6 +163,7 @@ func commandName(cmd *cobra.Command) string {
 
 // configureRoot installs the usage-error handling on the command tree (once).
 var configureRoot = sync.OnceFunc(func() {
+	rootCmd.SetHelpCommand(helpCmd)
 	usageErrors(rootCmd)
 	rootCmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		if cmd.HasSubCommands() && len(cmd.Flags().Args()) > 0 && cmd.Flags().Arg(0) != "help" {

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"ddpm/internal/testutil"
+)
+
+// TestPolishS24HelpUnknownCommand: `ddpm help stauts` is the one line and exit 2 of `ddpm stauts`
+// (cobra's help command printed ddpm's whole help with exit 0), also for a group's subcommand and
+// for a name past a command without subcommands; a known name still prints its help, exit 0.
+func TestPolishS24HelpUnknownCommand(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	run := func(args ...string) (int, string, string) {
+		cmd := exec.Command(bin, args...)
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		var xe *exec.ExitError
+		if err != nil && !errors.As(err, &xe) {
+			t.Fatal(err)
+		}
+		return cmd.ProcessState.ExitCode(), o.String(), e.String()
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"help", "stauts"}, `ddpm: unknown command "stauts"; did you mean status? (see ddpm --help)`},
+		{[]string{"help", "checkpoint", "lst"}, `ddpm: checkpoint: unknown command "lst"; did you mean list? (see ddpm checkpoint --help)`},
+		{[]string{"help", "status", "extra"}, `ddpm: help: status has no subcommands, "extra" is none (see ddpm help status)`},
+	} {
+		code, o, e := run(tc.args...)
+		if code != 2 || o != "" || e != tc.want+"\n" {
+			t.Errorf("ddpm %q: exit %d, stdout %.80q, stderr %q; want exit 2, stderr %q", tc.args, code, o, e, tc.want)
+		}
+	}
+	for _, tc := range [][]string{{"help", "checkpoint", "compact"}, {"help"}} {
+		code, o, e := run(tc...)
+		want := "Usage:\n  ddpm " + strings.Join(tc[1:], " ")
+		if code != 0 || e != "" || !strings.Contains(o, want) {
+			t.Errorf("ddpm %q: exit %d, stderr %q, stdout %.200q; want exit 0 and %q", tc, code, e, o, want)
+		}
+	}
+}
