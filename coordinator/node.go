@@ -450,6 +450,13 @@ func (n *Node) fail(err error) {
 	}
 }
 
+// MsgNoConfigHint is MsgNoLeader's hint when the replica holds no raft configuration at all: its
+// --data-dir is new and it was started without --bootstrap, so it never campaigns and, unless the
+// running cluster's leader lists it, waits for ever (three new replicas all started without
+// --bootstrap waited so with the other hint, which named --peers).
+const MsgNoConfigHint = "this replica holds no raft configuration: start the replicas of a new cluster with --bootstrap " +
+	"(one --peers for all); a replica the running cluster lists, started without it, waits until their leader reaches its raft address"
+
 // noLeaderWarnAfter is how long a replica may know no raft leader before it says so.
 var noLeaderWarnAfter = 10 * time.Second
 
@@ -486,9 +493,13 @@ func (n *Node) watchNoLeader(ctx context.Context, after time.Duration) {
 				voters = append(voters, string(s.ID)+"="+string(s.Address))
 			}
 		}
+		hint := "every replica needs the same --peers, each raft address reachable, and a majority up"
+		if len(voters) == 0 {
+			hint = MsgNoConfigHint
+		}
 		n.cfg.Logger.Warn(MsgNoLeader, "for", time.Since(since).Round(time.Second).String(),
 			"role", strings.ToLower(r.State().String()), "term", r.CurrentTerm(), "voters", strings.Join(voters, ","),
-			"hint", "every replica needs the same --peers, each raft address reachable, and a majority up")
+			"hint", hint)
 		since = time.Now()
 	}
 }
