@@ -16,6 +16,10 @@ import (
 // of the command (`ddpm coordinator` exits 2); see listenFlag.
 var ErrListen = errors.New("cannot listen")
 
+// ErrRaftAddr: --raft-addr names no IP (0.0.0.0, ::, an empty host), which raft would advertise
+// to the other replicas as this one's address; a mistake of the command (exit 2).
+var ErrRaftAddr = errors.New("must name an IP other peers can reach")
+
 // listenFlag binds addr, the value of flag, for TCP. A port in use, an address not of this
 // machine or a privileged port is one line matching ErrListen that names the flag, the address,
 // what holds the port (pid and command line, found in /proc for a loopback or wildcard address)

@@ -336,7 +336,7 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 		return nil, fmt.Errorf("coordinator: raft address %q: %w", cfg.RaftAddr, err)
 	}
 	if adv.IP == nil || adv.IP.IsUnspecified() {
-		return nil, fmt.Errorf("coordinator: raft address %q: must name an IP other peers can reach", cfg.RaftAddr)
+		return nil, fmt.Errorf("coordinator: --raft-addr %s: %w (raft advertises it to them)", cfg.RaftAddr, ErrRaftAddr)
 	}
 	var rln, lis, hl net.Listener // nil once a server or the raft transport owns it
 	defer func() {

@@ -213,7 +213,7 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 func coordinatorStartStatus(err error) int {
 	var conflict *coordinator.RunConflictError
 	for _, user := range []error{coordinator.ErrReleaseMismatch, coordinator.ErrNotDataDir, coordinator.ErrPeersMismatch,
-		coordinator.ErrListen, coordinator.ErrDataDirInUse} {
+		coordinator.ErrListen, coordinator.ErrDataDirInUse, coordinator.ErrRaftAddr} {
 		if errors.Is(err, user) {
 			return 2
 		}

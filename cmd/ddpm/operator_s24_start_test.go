@@ -169,6 +169,14 @@ func TestOperatorS24CoordinatorStartMistakes(t *testing.T) {
 			args(dir, wrong.peers)...)
 	}
 	startOpCoordinator(t, bin, 30*time.Second, args(dir, peers)...).stop(t)
+
+	// A wildcard --raft-addr (which --peers' address matches as a listen address) is no address
+	// for the others to dial: exit 2, nothing written; it was exit 1.
+	wild := filepath.Join(t.TempDir(), "c0-wild")
+	_, port, _ := strings.Cut(raft0, ":")
+	runRefused(t, bin, 2, "ddpm: coordinator: --raft-addr 0.0.0.0:"+port+": must name an IP other peers can reach (raft advertises it to them)\n",
+		"coordinator", "--id", "c0", "--raft-addr", "0.0.0.0:"+port, "--grpc-addr", grpc0, "--peers", peers, "--data-dir", wild, "--insecure")
+	mustNotExist(t, wild)
 }
 
 // TestOperatorS24CoordinatorDirWithTrainerVolume: a replica's --data-dir into which a trainer
