@@ -562,6 +562,11 @@ leaves FILE's steps as they were, a replaced one committed with its old sha256.`
 			if fi, err := os.Stat(out); err == nil && fi.IsDir() {
 				return withExit(exitUsage, fmt.Errorf("checkpoint fetch: --out %s is a folder; name the checkpoint file to write (e.g. %s)", out, filepath.Join(out, trainer.CheckpointFile)))
 			}
+			if strings.EqualFold(filepath.Ext(out), ".safetensors") || sniffFile(out) == kindSafetensors {
+				// Before the kind check, whose hint (--init takes weights) is for a file given to read.
+				return withExit(exitUsage, fmt.Errorf("checkpoint fetch: --out %s: fetch writes a checkpoint file (checkpoints.db format), not safetensors; fetch into a .db file, then ddpm checkpoint export FILE --out %s writes its weights as safetensors",
+					out, shellWord(out)))
+			}
 			if err := checkCheckpointKind("--out", out); err != nil {
 				return err
 			}
