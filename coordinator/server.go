@@ -231,6 +231,20 @@ func (s *Server) Join(ctx context.Context, req *api.JoinRequest) (*api.JoinRespo
 		}
 		return lc.Join(forwarded(ctx), req)
 	}
+	// A trainer of another run config is refused as the state machine would refuse it (a run,
+	// once set, never changes, so the leader's view decides), with the cluster's run named and
+	// what to do: the state machine's line gave only both hashes.
+	var mismatch string
+	s.rep.View(func(st *fsm.State) {
+		if st.Run != nil && req.ConfigHash != "" && req.ConfigHash != st.ConfigHash {
+			mismatch = fmt.Sprintf("trainer %q runs config %.12s but the cluster runs %.12s (preset %s, model %s, dataset %s, "+
+				"%d steps, seed %d): leave out --config and the run flags to take the cluster's run config, or make them match it",
+				req.Id, req.ConfigHash, st.ConfigHash, orDash(st.Run.Preset), st.Run.Model, st.Run.Dataset, st.Run.Steps, st.Run.Seed)
+		}
+	})
+	if mismatch != "" {
+		return nil, resultStatus(fsm.Result{Code: "config_mismatch", Message: mismatch})
+	}
 	j := &fsm.Join{ID: req.Id, Address: req.Address, Version: req.Version, ConfigHash: req.ConfigHash, Nonce: req.ProcessNonce}
 	for _, h := range req.Held {
 		j.Held = append(j.Held, fsm.Held{Step: h.Step, SHA256: h.Sha256})
