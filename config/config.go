@@ -602,12 +602,15 @@ func article(word string) string {
 }
 
 // notYAML is the one line for a file that cannot be a YAML run config at all, nil for any
-// other: one that sets no field (emptyConfig; how is its advice), or binary data (a NUL byte, or
+// other: another file of a run folder or trainer volume (otherFile), one that sets no field (emptyConfig; how is its advice), or binary data (a NUL byte, or
 // bytes that are not UTF-8), named by what it looks like where its first bytes say (a bbolt
 // checkpoint file, safetensors weights, a PNG image). Without it an empty file would be a list
 // of every missing field and a binary one a YAML tokenizer complaint. The error is ErrLoad under
 // errors.Is.
 func notYAML(path string, data []byte, how string) error {
+	if err := otherFile(path, data); err != nil {
+		return err
+	}
 	head := data[:min(len(data), 4096)]
 	if bytes.IndexByte(head, 0) < 0 && utf8.Valid(head) {
 		return emptyConfig(path, data, how)
