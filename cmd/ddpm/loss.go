@@ -27,9 +27,9 @@ table, or write it with --csv (step,loss,lr,grad_norm, the columns of ddpm local
 --png (a plot like ddpm local's loss.png). The coordinators keep at most 1024 points: in a longer
 run, neighbouring points are merged pairwise, and a CSV row then stands for the mean over the
 steps it covers, ending at its step (the table's REPORTS column says how many; ddpm local's own
-loss.csv keeps every step). --follow keeps polling every --every until the run ends or the
-command is interrupted: new points are printed as they arrive, or, with --csv/--png, the files
-rewritten; coordinators that stop answering (restarting, a leader failover) are waited for until
+loss.csv keeps every step). --follow keeps polling every --every until the run ends (exit
+status 0) or the command is interrupted (Ctrl-C: exit status 130, as tail -f; the run goes on):
+new points are printed as they arrive, or, with --csv/--png, the files rewritten; coordinators that stop answering (restarting, a leader failover) are waited for until
 none has answered for --timeout.
 
 The table's Q0..Q3 columns are the loss by timestep quartile: the mean L_simple of the samples
@@ -125,8 +125,8 @@ func runLoss(cmd *cobra.Command, args []string) error {
 	for {
 		_, st, err := fetchState(ctx, "loss", addrs, sec, lossFlags.sec.Dir, lossFlags.timeout)
 		if err != nil {
-			if ctx.Err() != nil && lossFlags.follow {
-				return nil // interrupted
+			if ctx.Err() != nil {
+				return lossInterrupted(last)
 			}
 			// Following, the coordinators may be restarting (a replica killed and brought back, a
 			// leader failover): keep asking until none has answered for --timeout.
@@ -142,7 +142,7 @@ func runLoss(cmd *cobra.Command, args []string) error {
 			}
 			select {
 			case <-ctx.Done():
-				return nil
+				return lossInterrupted(last)
 			case <-time.After(lossFlags.every):
 			}
 			continue
@@ -186,10 +186,22 @@ func runLoss(cmd *cobra.Command, args []string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return lossInterrupted(last)
 		case <-time.After(lossFlags.every):
 		}
 	}
+}
+
+// lossInterrupted is the exit-130 line of ddpm loss stopped by SIGINT or SIGTERM (Ctrl-C of
+// --follow), as every other ddpm command and tail -f: the status tells a script that the
+// following was cut short from a run that ended (0, after "run succeeded"). last is the newest
+// step printed or written, -1 for none. It exited 0 without a word.
+func lossInterrupted(last int64) error {
+	at := "before any loss point"
+	if last >= 0 {
+		at = fmt.Sprintf("after step %d", last)
+	}
+	return withExit(exitInterrupted, fmt.Errorf("loss: interrupted %s; the run goes on", at))
 }
 
 func lastStep(pts []fsm.LossPoint) int64 {
