@@ -409,7 +409,8 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	}
 	store, err := openVolume(dbPath, o.standalone)
 	if err != nil {
-		return withExit(1, err)
+		// Under ddpm local the way on is resuming the run (restartAdvice).
+		return withExit(1, advised(err, o.dataDir))
 	}
 	defer store.Close()
 	if o.init != "" {
@@ -785,8 +786,9 @@ func emptyCheckpointFile(path string, standalone bool) (bool, error) {
 // openVolume opens the trainer's checkpoint file at path for writing. A file it cannot read
 // (checkpoint.ErrCorruptCheckpoint: damaged pages, truncated, not a bbolt file) is refused with
 // the way on added, as for an empty one (emptyCheckpointFile): a cluster trainer's is moved aside
-// and the trainer started again, and it takes the run's committed checkpoint from the cluster; a
-// standalone trainer's is its run's only record, moved aside to start the run over from step 0.
+// and the trainer started again (trainer.RestartAdvice, which the caller rewords for ddpm local:
+// restartAdvice), and it takes the run's committed checkpoint from the cluster; a standalone
+// trainer's is its run's only record, moved aside to start the run over from step 0.
 func openVolume(path string, standalone bool) (*checkpoint.Store, error) {
 	store, err := checkpoint.Open(path, checkpoint.Options{})
 	switch {
@@ -795,7 +797,7 @@ func openVolume(path string, standalone bool) (*checkpoint.Store, error) {
 	case standalone:
 		return nil, fmt.Errorf("%w; move it aside to start the run over from step 0", err)
 	default:
-		return nil, fmt.Errorf("%w; move it aside and start the trainer again: it takes the run's committed checkpoint from the cluster", err)
+		return nil, fmt.Errorf("%w; move it aside and %s: it takes the run's committed checkpoint from the cluster", err, trainer.RestartAdvice)
 	}
 }
 
