@@ -220,7 +220,11 @@ func SaveFaultReserved(dir string, f Fault) error {
 			break
 		}
 		r := []rune(f.Err)
-		f.Err = string(r[:len(r)*3/4]) + "..."
+		if len(r) <= 8 {
+			f.Err = "" // no room for any of it: the size check below says so
+			continue
+		}
+		f.Err = string(r[:len(r)/2]) + "..."
 	}
 	if int64(len(b)) >= fi.Size() {
 		return fmt.Errorf("%s: %d bytes, too small for a fault record of %d", p, fi.Size(), len(b)+1)

@@ -105,7 +105,8 @@ func TestRecheckRecordlessDataFault(t *testing.T) {
 // (again only when its size is wrong); SaveFaultReserved writes a record into it in place (the
 // file neither shrinks nor grows: the volume need give it no new block) and renames it to
 // FaultFile, which LoadFault reads as the record saved; an error text too long for the reserve
-// is cut to fit, ending with "..."; without a reserve it fails with os.ErrNotExist.
+// is cut to fit, ending with "..."; without a reserve it fails with os.ErrNotExist, and a reserve
+// too small for any record is an error naming it, the file untouched.
 func TestSaveFaultReserved(t *testing.T) {
 	vol := t.TempDir()
 	if err := SaveFaultReserved(vol, Fault{Kind: FaultVolume}); !errors.Is(err, os.ErrNotExist) {
@@ -147,6 +148,16 @@ func TestSaveFaultReserved(t *testing.T) {
 	got, err := LoadFault(vol)
 	if err != nil || got == nil || !strings.HasSuffix(got.Err, "...") || !strings.HasPrefix(long.Err, strings.TrimSuffix(got.Err, "...")) || got.Bytes != f.Bytes || got.Kind != f.Kind {
 		t.Fatalf("LoadFault of a record with a long text: %+v, %v", got, err)
+	}
+	// A reserve too small for any record (not one ReserveFault wrote) is an error, left as it is.
+	if err := os.WriteFile(res, []byte("0123456789"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := SaveFaultReserved(vol, long); err == nil || !strings.HasPrefix(err.Error(), res+": 10 bytes, too small for a fault record of ") {
+		t.Fatalf("SaveFaultReserved into a 10-byte reserve: %v", err)
+	}
+	if b, err := os.ReadFile(res); err != nil || string(b) != "0123456789" {
+		t.Fatalf("the 10-byte reserve after the refusal: %q, %v", b, err)
 	}
 }
 
