@@ -133,6 +133,20 @@ var helpCmd = &cobra.Command{
 	Use:   "help [command]",
 	Short: "Help about any command",
 	Long:  "help prints the help of ddpm or of the command named (ddpm help checkpoint fetch).",
+	// Shell completion offers the subcommands of the command the names so far lead to.
+	ValidArgsFunction: func(_ *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		c, rest, err := rootCmd.Find(args)
+		if err != nil || len(rest) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var names []cobra.Completion
+		for _, sub := range c.Commands() {
+			if sub.IsAvailableCommand() && strings.HasPrefix(sub.Name(), toComplete) {
+				names = append(names, cobra.CompletionWithDesc(sub.Name(), sub.Short))
+			}
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	},
 	RunE: func(_ *cobra.Command, args []string) error {
 		c := rootCmd
 		for _, name := range args {

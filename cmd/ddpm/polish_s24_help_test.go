@@ -39,6 +39,10 @@ func TestPolishS24HelpUnknownCommand(t *testing.T) {
 			t.Errorf("ddpm %q: exit %d, stdout %.80q, stderr %q; want exit 2, stderr %q", tc.args, code, o, e, tc.want)
 		}
 	}
+	// Shell completion of help's names still offers the subcommands (cobra's help command did).
+	if code, o, _ := run("__complete", "help", "checkpoint", "co"); code != 0 || !strings.HasPrefix(o, "compact\t") {
+		t.Errorf("ddpm __complete help checkpoint co: exit %d, stdout %q; want compact first", code, o)
+	}
 	for _, tc := range [][]string{{"help", "checkpoint", "compact"}, {"help"}} {
 		code, o, e := run(tc...)
 		want := "Usage:\n  ddpm " + strings.Join(tc[1:], " ")
