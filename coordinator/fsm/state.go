@@ -39,6 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"ddpm/config"
 )
@@ -424,6 +425,25 @@ func (s *State) HolderWait() *Checkpoint {
 		return nil
 	}
 	return cp
+}
+
+// TrainerWait describes the wait of a run that has fewer members than min_trainers (so no
+// generation runs: world 0): "for N trainers (min_trainers), M joined: IDS", or "for N trainers
+// (min_trainers), none joined". Empty when the run is not configured, finished, training, or
+// has enough members (HolderWait covers a wait with enough members).
+func (s *State) TrainerWait() string {
+	if s.Run == nil || s.Status.Terminal() || s.Generation.World > 0 || len(s.Members) >= s.Run.MinTrainers {
+		return ""
+	}
+	if len(s.Members) == 0 {
+		return fmt.Sprintf("for %d trainers (min_trainers), none joined", s.Run.MinTrainers)
+	}
+	ids := make([]string, 0, len(s.Members))
+	for id := range s.Members {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return fmt.Sprintf("for %d trainers (min_trainers), %d joined: %s", s.Run.MinTrainers, len(ids), strings.Join(ids, " "))
 }
 
 // RollbackTarget returns the step a rollback can restart the run from at the least loss: the

@@ -197,9 +197,13 @@ type Summary struct {
 	Checkpoints []fsm.Checkpoint `json:"checkpoints"`
 	// Abandoned are the committed checkpoints rollbacks gave up, in the order abandoned (as
 	// fsm.State.Abandoned); empty when no rollback happened.
-	Abandoned  []fsm.AbandonedCheckpoint `json:"abandoned"`
-	Events     []fsm.Event               `json:"events"`
-	LossPoints int                       `json:"loss_points"`
+	Abandoned []fsm.AbandonedCheckpoint `json:"abandoned"`
+	// Waiting says why no generation runs, when it is for trainers (fsm.State.TrainerWait:
+	// "for 2 trainers (min_trainers), 1 joined: t0") or for a holder of the newest committed
+	// checkpoint ("for a holder of checkpoint N (IDS) to rejoin"); empty otherwise.
+	Waiting    string      `json:"waiting,omitempty"`
+	Events     []fsm.Event `json:"events"`
+	LossPoints int         `json:"loss_points"`
 	// ImagesPerSec is the cluster's throughput at the newest loss-history point, images/s over
 	// its trained steps (fsm.LossPoint.TrainedImagesPerSec); null when there is no point or the
 	// newest has only skipped steps.
@@ -225,6 +229,10 @@ func SummaryOf(s *fsm.State) Summary {
 	}
 	if s.Run != nil {
 		sum.Preset, sum.Model, sum.GlobalBatch = s.Run.Preset, s.Run.Model, s.Run.GlobalBatch
+	}
+	sum.Waiting = s.TrainerWait()
+	if cp := s.HolderWait(); cp != nil {
+		sum.Waiting = fmt.Sprintf("for a holder of checkpoint %d (%s) to rejoin", cp.Step, strings.Join(cp.Holders, " "))
 	}
 	for _, m := range s.Members {
 		sum.Members = append(sum.Members, *m)

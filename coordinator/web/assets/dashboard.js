@@ -219,7 +219,7 @@
     var skipped = 0;
     for (var i = 0; i < st.points.length; i++) skipped += st.points[i].skipped || 0;
     fillDL("run", [
-      ["status", s.status + (s.reason ? ": " + s.reason : "")],
+      ["status", s.status + (s.reason ? ": " + s.reason : "") + (s.waiting ? ", waiting " + s.waiting : "")],
       ["preset / model", (s.preset || "-") + " / " + (s.model || "-")],
       ["global batch", s.global_batch],
       ["config", (s.config_hash || "").slice(0, 12)],
