@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -688,6 +689,10 @@ func readFile(path string) ([]byte, error) {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%s: %w: no such file", path, ErrLoad)
 	case errors.As(err, &pe) && errors.Is(pe.Err, syscall.EISDIR):
+		// A run folder (ddpm local's) or trainer data dir: name the run config it holds.
+		if yaml := filepath.Join(path, "run.yaml"); isRegular(yaml) {
+			return nil, fmt.Errorf("%s: %w: a folder, not a file (give the run config in it, %s)", path, ErrLoad, yaml)
+		}
 		return nil, fmt.Errorf("%s: %w: a folder, not a file (give the run config's YAML file)", path, ErrLoad)
 	case errors.As(err, &pe):
 		return nil, fmt.Errorf("%s: %w: %v", path, ErrLoad, pe.Err)

@@ -25,7 +25,7 @@ func otherFile(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	beside := ""
 	if yaml := filepath.Join(dir, "run.yaml"); filepath.Clean(path) != yaml {
-		if fi, err := os.Stat(yaml); err == nil && fi.Mode().IsRegular() {
+		if isRegular(yaml) {
 			beside = yaml
 		}
 	}
@@ -74,6 +74,12 @@ func otherFile(path string, data []byte) error {
 		line += "; the run config beside it is " + beside
 	}
 	return loadError(line)
+}
+
+// isRegular reports whether path is a regular file (following links).
+func isRegular(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // isLogRecord reports whether line is a JSON log record of log/slog (time, level and msg keys).

@@ -9,7 +9,8 @@ import (
 
 // TestOtherFileS24: a trainer volume's fault record and ddpm logs (text and JSON) given as a run
 // config are named for what they are (they were "unknown field" and "the document is a string"),
-// with the run.yaml beside them; that run.yaml itself still loads.
+// with the run.yaml beside them, and their folder names its run.yaml; that run.yaml itself still
+// loads.
 func TestOtherFileS24(t *testing.T) {
 	dir := t.TempDir()
 	yaml := filepath.Join(dir, "run.yaml")
@@ -34,6 +35,11 @@ func TestOtherFileS24(t *testing.T) {
 		if err == nil || err.Error() != want || !errors.Is(err, ErrLoad) {
 			t.Errorf("Load(%s): %v\nwant %s (ErrLoad)", filepath.Base(path), err, want)
 		}
+	}
+	// The folder itself (a run folder, a trainer's data dir) names the run.yaml in it.
+	want := dir + ": cannot load run config: a folder, not a file (give the run config in it, " + yaml + ")"
+	if _, err := Load(dir); err == nil || err.Error() != want || !errors.Is(err, ErrLoad) {
+		t.Errorf("Load(folder): %v\nwant %s (ErrLoad)", err, want)
 	}
 	if got, err := Load(yaml); err != nil || got.Hash() != r.Hash() {
 		t.Fatalf("Load(run.yaml): %v", err)
