@@ -150,6 +150,9 @@ var helpCmd = &cobra.Command{
 	RunE: func(_ *cobra.Command, args []string) error {
 		c := rootCmd
 		for _, name := range args {
+			if name == "help" && c != rootCmd && c.HasSubCommands() {
+				continue // ddpm help checkpoint help: as ddpm checkpoint help, the group's help
+			}
 			var next *cobra.Command
 			for _, sub := range c.Commands() {
 				if sub.Name() == name || sub.HasAlias(name) {
