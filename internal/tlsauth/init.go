@@ -1,6 +1,7 @@
 package tlsauth
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -14,6 +15,7 @@ import (
 	"io/fs"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,15 +63,9 @@ func Init(dir string, o InitOptions) ([]string, error) {
 		return nil, err
 	}
 
-	names := []string{CAFile, CAKeyFile, CertFile, KeyFile, SecretFile}
-	paths := make([]string, len(names))
-	for i, n := range names {
-		paths[i] = filepath.Join(dir, n)
-		if _, err := os.Lstat(paths[i]); err == nil {
-			return nil, fmt.Errorf("%w: %s already exists (remove it or choose another directory)", ErrExists, paths[i])
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("tlsauth: %w", err)
-		}
+	paths, err := absentPaths(dir, CAFile, CAKeyFile, CertFile, KeyFile, SecretFile)
+	if err != nil {
+		return nil, err
 	}
 
 	notBefore := o.Now.Add(-time.Hour).UTC().Truncate(time.Second)
@@ -100,35 +96,13 @@ func Init(dir string, o InitOptions) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tlsauth: CA certificate: %w", err)
 	}
-	nodeKey, err := ecdsa.GenerateKey(elliptic.P256(), o.Rand)
-	if err != nil {
-		return nil, fmt.Errorf("tlsauth: node key: %w", err)
-	}
-	nodeSerial, err := serial(o.Rand)
+	nodeCert, nodeKey, err := newNodeCert(o.Rand, ca, caKey, notBefore, notAfter, dns, ips, RoleNone)
 	if err != nil {
 		return nil, err
-	}
-	nodeTmpl := &x509.Certificate{
-		SerialNumber: nodeSerial,
-		Subject:      pkix.Name{CommonName: NodeName, Organization: []string{"ddpm"}},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     dns,
-		IPAddresses:  ips,
-	}
-	nodeDER, err := x509.CreateCertificate(o.Rand, nodeTmpl, ca, &nodeKey.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("tlsauth: node certificate: %w", err)
 	}
 	caKeyDER, err := x509.MarshalPKCS8PrivateKey(caKey)
 	if err != nil {
 		return nil, fmt.Errorf("tlsauth: CA key: %w", err)
-	}
-	nodeKeyDER, err := x509.MarshalPKCS8PrivateKey(nodeKey)
-	if err != nil {
-		return nil, fmt.Errorf("tlsauth: node key: %w", err)
 	}
 	secret := make([]byte, 32)
 	if _, err := io.ReadFull(o.Rand, secret); err != nil {
@@ -138,25 +112,89 @@ func Init(dir string, o InitOptions) ([]string, error) {
 	contents := [][]byte{
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: caKeyDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: nodeDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: nodeKeyDER}),
+		nodeCert,
+		nodeKey,
 		[]byte(hex.EncodeToString(secret) + "\n"),
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("tlsauth: %w", err)
+	if err := writeAllNew(dir, paths, contents); err != nil {
+		return nil, err
 	}
-	for i, p := range paths {
-		if err := writeNew(p, contents[i]); err != nil {
-			for _, q := range paths[:i] { // leave no half-made directory behind
-				os.Remove(q)
-			}
-			if errors.Is(err, fs.ErrExist) {
-				return nil, fmt.Errorf("%w: %s already exists (remove it or choose another directory)", ErrExists, p)
-			}
-			return nil, fmt.Errorf("tlsauth: write %s: %w", p, err)
+	return paths, nil
+}
+
+// absentPaths joins each of names to dir, and refuses them all with ErrExists naming the first
+// that exists already (a file, a directory or a link): Init and Issue write nothing then. Errors:
+// ErrExists, or the file system's (wrapped, naming the path) when one cannot be looked up.
+func absentPaths(dir string, names ...string) ([]string, error) {
+	paths := make([]string, len(names))
+	for i, n := range names {
+		paths[i] = filepath.Join(dir, n)
+		if _, err := os.Lstat(paths[i]); err == nil {
+			return nil, fmt.Errorf("%w: %s already exists (remove it or choose another directory)", ErrExists, paths[i])
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("tlsauth: %w", err)
 		}
 	}
 	return paths, nil
+}
+
+// newNodeCert makes a node certificate signed by ca (key caKey) for server and client use:
+// a new ECDSA P-256 key, a serial from rnd, subject NodeName, valid notBefore..notAfter, for the
+// names dns and ips, carrying role as the URI "ddpm:role/ROLE" unless it is RoleNone. It returns
+// the certificate and its key as PEM (CERTIFICATE; PRIVATE KEY, PKCS#8). rnd is read in the
+// order key, serial, signature, so that a fixed reader gives the same files.
+func newNodeCert(rnd io.Reader, ca *x509.Certificate, caKey crypto.Signer, notBefore, notAfter time.Time, dns []string, ips []net.IP, role Role) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rnd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tlsauth: node key: %w", err)
+	}
+	sn, err := serial(rnd)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{CommonName: NodeName, Organization: []string{"ddpm"}},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:     dns,
+		IPAddresses:  ips,
+	}
+	if role != RoleNone {
+		tmpl.URIs = []*url.URL{{Scheme: "ddpm", Opaque: "role/" + string(role)}}
+	}
+	der, err := x509.CreateCertificate(rnd, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tlsauth: node certificate: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tlsauth: node key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// writeAllNew creates dir (0700) if needed and writes contents[i] to paths[i] with writeNew, in
+// order; on a failure it removes the files it wrote, leaving no half-made directory. Errors:
+// ErrExists naming a path another writer took meanwhile, or the file system's naming the path.
+func writeAllNew(dir string, paths []string, contents [][]byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("tlsauth: %w", err)
+	}
+	for i, p := range paths {
+		if err := writeNew(p, contents[i]); err != nil {
+			for _, q := range paths[:i] {
+				os.Remove(q)
+			}
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("%w: %s already exists (remove it or choose another directory)", ErrExists, p)
+			}
+			return fmt.Errorf("tlsauth: write %s: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // writeNew creates p with mode 0600 (less the umask) holding data, failing with an error for

@@ -2,17 +2,13 @@ package tlsauth
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -104,63 +100,17 @@ func Issue(src, dst string, o IssueOptions) ([]string, error) {
 		}
 	}
 
-	names := []string{CAFile, CertFile, KeyFile, SecretFile}
-	paths := make([]string, len(names))
-	for i, n := range names {
-		paths[i] = filepath.Join(dst, n)
-		if _, err := os.Lstat(paths[i]); err == nil {
-			return nil, fmt.Errorf("%w: %s already exists (remove it or choose another directory)", ErrExists, paths[i])
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("tlsauth: %w", err)
-		}
-	}
-
-	key, err := ecdsa.GenerateKey(elliptic.P256(), o.Rand)
-	if err != nil {
-		return nil, fmt.Errorf("tlsauth: node key: %w", err)
-	}
-	sn, err := serial(o.Rand)
+	paths, err := absentPaths(dst, CAFile, CertFile, KeyFile, SecretFile)
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: NodeName, Organization: []string{"ddpm"}},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     dns,
-		IPAddresses:  ips,
-		URIs:         []*url.URL{{Scheme: "ddpm", Opaque: "role/" + string(o.Role)}},
-	}
-	der, err := x509.CreateCertificate(o.Rand, tmpl, ca, &key.PublicKey, caKey)
+	certPEM, keyPEM, err := newNodeCert(o.Rand, ca, caKey, notBefore, notAfter, dns, ips, o.Role)
 	if err != nil {
-		return nil, fmt.Errorf("tlsauth: node certificate: %w", err)
+		return nil, err
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("tlsauth: node key: %w", err)
-	}
-	contents := [][]byte{
-		caPEM,
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-		[]byte(secret + "\n"),
-	}
-	if err := os.MkdirAll(dst, 0o700); err != nil {
-		return nil, fmt.Errorf("tlsauth: %w", err)
-	}
-	for i, p := range paths {
-		if err := writeNew(p, contents[i]); err != nil {
-			for _, q := range paths[:i] { // leave no half-made directory behind
-				os.Remove(q)
-			}
-			if errors.Is(err, fs.ErrExist) {
-				return nil, fmt.Errorf("%w: %s already exists (remove it or choose another directory)", ErrExists, p)
-			}
-			return nil, fmt.Errorf("tlsauth: write %s: %w", p, err)
-		}
+	contents := [][]byte{caPEM, certPEM, keyPEM, []byte(secret + "\n")}
+	if err := writeAllNew(dst, paths, contents); err != nil {
+		return nil, err
 	}
 	return paths, nil
 }
