@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -57,17 +58,24 @@ directory per role with ddpm certs issue --certs DIR --role ROLE --out DIR2.`,
 		if err != nil {
 			return withExit(2, certsInitError(dir, err))
 		}
-		b, err := tlsauth.Load(tlsauth.Config{Dir: args[0]})
-		if err != nil { // the files just written must load; anything else is a bug worth reporting
-			return withExit(1, err)
-		}
-		out := cmd.OutOrStdout()
-		for _, p := range paths {
-			fmt.Fprintln(out, "wrote", p)
-		}
-		fmt.Fprintln(out, b)
-		return nil
+		return printCertsWritten(cmd.OutOrStdout(), dir, paths)
 	},
+}
+
+// printCertsWritten is the output of certs init and certs issue once the files paths are
+// written in dir: a "wrote PATH" line each, then the directory as tlsauth.Load reads it (its
+// bundle's one-line summary). The files just written must load: an error there is returned with
+// exit status 1.
+func printCertsWritten(out io.Writer, dir string, paths []string) error {
+	b, err := tlsauth.Load(tlsauth.Config{Dir: dir})
+	if err != nil {
+		return withExit(1, err)
+	}
+	for _, p := range paths {
+		fmt.Fprintln(out, "wrote", p)
+	}
+	fmt.Fprintln(out, b)
+	return nil
 }
 
 // maxCertDays is the longest validity tlsauth.Init issues (100 years).
@@ -206,16 +214,7 @@ any already exists nothing is written.`,
 		if err != nil {
 			return withExit(2, certsIssueError(f.certs, f.out, err))
 		}
-		b, err := tlsauth.Load(tlsauth.Config{Dir: f.out})
-		if err != nil { // the files just written must load; anything else is a bug worth reporting
-			return withExit(1, err)
-		}
-		out := cmd.OutOrStdout()
-		for _, p := range paths {
-			fmt.Fprintln(out, "wrote", p)
-		}
-		fmt.Fprintln(out, b)
-		return nil
+		return printCertsWritten(cmd.OutOrStdout(), f.out, paths)
 	},
 }
 
