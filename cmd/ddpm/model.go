@@ -87,21 +87,26 @@ func checkpointModel(path string) string {
 	if err != nil || sniffFile(file) != kindCheckpoint {
 		return ""
 	}
-	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
-	if err != nil {
-		return ""
-	}
-	defer st.Close()
-	list, err := st.List()
-	if err != nil {
-		return ""
-	}
+	list, _ := listCheckpointsNow(file)
 	for i := len(list) - 1; i >= 0; i-- {
 		if list[i].Err == nil && list[i].Preset != "" {
 			return list[i].Preset
 		}
 	}
 	return ""
+}
+
+// listCheckpointsNow is the List of the checkpoint file at file (every stored checkpoint in step
+// order, from its headers), opened read-only for a hint in a message: it waits at most 100 ms
+// for a live process's lock; ok is false when the file cannot be opened or listed.
+func listCheckpointsNow(file string) (list []checkpoint.Info, ok bool) {
+	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
+	if err != nil {
+		return nil, false
+	}
+	defer st.Close()
+	list, err = st.List()
+	return list, err == nil
 }
 
 var modelCmd = &cobra.Command{

@@ -13,7 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"ddpm/checkpoint"
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
 	"ddpm/internal/localrun"
@@ -117,13 +116,8 @@ func heldSteps(dir string) []int64 {
 	if err != nil {
 		return nil
 	}
-	st, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
-	if err != nil {
-		return nil
-	}
-	defer st.Close()
-	list, err := st.List()
-	if err != nil {
+	list, ok := listCheckpointsNow(file)
+	if !ok {
 		return nil
 	}
 	held := []int64{}
