@@ -24,9 +24,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
 	"ddpm/internal/localrun"
+	"ddpm/internal/sniff"
 )
 
 // Operational failures. Each error returned by this package wraps exactly one of these and reads
@@ -452,7 +452,7 @@ func notDataFile(p string) string {
 		return "a checkpoint file (bbolt), not a dataset"
 	case len(head) >= 9 && head[8] == '{' && binary.LittleEndian.Uint32(head[4:8]) == 0 && binary.LittleEndian.Uint32(head[:4]) > 1: // u64 header length, then JSON
 		return "safetensors weights, not a dataset"
-	case n > 0 && utf8.Valid(head[:n-min(n, utf8.UTFMax-1)]) && !bytes.Contains(head, []byte{0}):
+	case sniff.Text(head, n == cap(head)): // a read that filled head may end inside a character
 		return "a text file, not a dataset"
 	}
 	return ""

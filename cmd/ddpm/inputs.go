@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 
 	"ddpm/config"
 	"ddpm/internal/localrun"
+	"ddpm/internal/sniff"
 	"ddpm/internal/viz"
 )
 
@@ -446,13 +446,7 @@ func isTextFile(path string) bool {
 	}
 	head := make([]byte, 64<<10)
 	n, _ := io.ReadFull(f, head)
-	head = head[:n]
-	if n == cap(head) { // cut at the limit: the last rune may be cut short there
-		for i := 1; i < utf8.UTFMax && !utf8.Valid(head); i++ {
-			head = head[:len(head)-1]
-		}
-	}
-	return utf8.Valid(head) && !bytes.Contains(head, []byte{0})
+	return sniff.Text(head[:n], n == cap(head))
 }
 
 // checkWeightsKind refuses, in one line with exit status 2, a file given to flag (--init) that
