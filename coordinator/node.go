@@ -293,8 +293,10 @@ type Node struct {
 	trans   *raft.NetworkTransport
 	// raftGuard bounds the raft connections awaiting authentication (MaxRaftPending).
 	raftGuard *raftGuard
-	cancel    context.CancelFunc
-	done      chan struct{}
+	// dbInfo is raft.db as opened; dbGone compares the path's file with it.
+	dbInfo os.FileInfo
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // StartNode opens the stores in DataDir, starts raft and the listeners, and (when cfg.Run is
@@ -376,6 +378,9 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 		return nil, openError(dbPath, err)
 	}
 	n.store = newGuardedStore(bs, dbPath, cfg.Logger, n.fail)
+	if n.dbInfo, err = os.Stat(dbPath); err != nil {
+		return nil, openError(dbPath, err)
+	}
 	raftLog := cfg.RaftLog
 	if raftLog == nil {
 		raftLog = io.Discard
@@ -428,6 +433,7 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	n.cancel = cancel
 	go n.submitLoop(ctx)
 	go n.watchNoLeader(ctx, noLeaderWarnAfter)
+	go n.watchRaftDB(ctx, raftDBCheckEvery)
 	go n.watchHalt(ctx)
 	return n, nil
 }
@@ -456,6 +462,51 @@ func (n *Node) fail(err error) {
 // --bootstrap waited so with the other hint, which named --peers).
 const MsgNoConfigHint = "this replica holds no raft configuration: start the replicas of a new cluster with --bootstrap " +
 	"(one --peers for all); a replica the running cluster lists, started without it, waits until their leader reaches its raft address"
+
+// raftDBCheckEvery is how often a running replica checks that its --data-dir still holds the
+// raft.db it opened.
+var raftDBCheckEvery = 2 * time.Second
+
+// MsgRaftDBGone is the error a replica logs, once, when the raft.db it runs on is no longer in its
+// --data-dir (the folder or the file removed, or another file put there), with the reason.
+const MsgRaftDBGone = "raft.db is no longer in --data-dir"
+
+// dbGone says how raft.db differs from the one this replica opened: "" while it is the same
+// file; otherwise one line naming the path and what to do. The replica goes on with its open
+// file, but that is gone once it stops, and it then starts empty and catches up from the others.
+func (n *Node) dbGone() string {
+	path := n.store.path
+	fi, err := os.Stat(path)
+	what := "removed"
+	switch {
+	case err == nil && os.SameFile(fi, n.dbInfo):
+		return ""
+	case err == nil:
+		what = "replaced by another file"
+	case !errors.Is(err, os.ErrNotExist):
+		what = "unreadable (" + err.Error() + ")"
+	}
+	return fmt.Sprintf("%s %s while this replica runs: it goes on with its open file, which is lost when it stops; "+
+		"stopped, it starts again empty and catches up from the other replicas (if they are up)", path, what)
+}
+
+// watchRaftDB logs MsgRaftDBGone at ERROR once when raft.db leaves --data-dir (/readyz answers
+// 503 from then on).
+func (n *Node) watchRaftDB(ctx context.Context, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if why := n.dbGone(); why != "" {
+			n.cfg.Logger.Error(MsgRaftDBGone, "data_dir", n.cfg.DataDir, "why", why)
+			return
+		}
+	}
+}
 
 // noLeaderWarnAfter is how long a replica may know no raft leader before it says so.
 var noLeaderWarnAfter = 10 * time.Second
@@ -623,6 +674,8 @@ func (n *Node) readyz(w http.ResponseWriter, _ *http.Request) {
 	switch err := n.store.Failing(); {
 	case st == raft.Shutdown:
 		http.Error(w, "shut down", http.StatusServiceUnavailable)
+	case n.dbGone() != "":
+		http.Error(w, fmt.Sprintf("not ready %s %s: %s", n.cfg.ID, strings.ToLower(st.String()), n.dbGone()), http.StatusServiceUnavailable)
 	case err != nil:
 		http.Error(w, fmt.Sprintf("not ready %s %s: %s: %s: %v", n.cfg.ID, strings.ToLower(st.String()), MsgStoreFailing, n.store.path, err),
 			http.StatusServiceUnavailable)

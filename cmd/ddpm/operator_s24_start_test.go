@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,25 +27,38 @@ type opCoordinator struct {
 	cmd     *exec.Cmd
 	started chan struct{}
 	exited  chan struct{}
+	scanned chan struct{} // closed once stderr is read to its end
 	err     error
+	mu      sync.Mutex // guards stderr
 	stderr  bytes.Buffer
+}
+
+// log returns what the process has written to stderr so far.
+func (p *opCoordinator) log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
 }
 
 // startOpCoordinator starts bin with args and waits up to limit for its start line; it fails
 // the test if the process exits first.
 func startOpCoordinator(t *testing.T, bin string, limit time.Duration, args ...string) *opCoordinator {
 	t.Helper()
-	p := &opCoordinator{cmd: exec.Command(bin, args...), started: make(chan struct{}), exited: make(chan struct{})}
+	p := &opCoordinator{cmd: exec.Command(bin, args...), started: make(chan struct{}), exited: make(chan struct{}),
+		scanned: make(chan struct{})}
 	pr, pw := io.Pipe()
 	p.cmd.Stderr = pw
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
+		defer close(p.scanned)
 		sc := bufio.NewScanner(pr)
 		said := false
 		for sc.Scan() {
+			p.mu.Lock()
 			p.stderr.Write(append(sc.Bytes(), '\n'))
+			p.mu.Unlock()
 			if !said && strings.Contains(sc.Text(), `"msg":"`+coordinatorStartedMsg+`"`) {
 				said = true
 				close(p.started)
@@ -63,14 +77,15 @@ func startOpCoordinator(t *testing.T, bin string, limit time.Duration, args ...s
 	select {
 	case <-p.started:
 	case <-p.exited:
-		t.Fatalf("ddpm %s exited before it started: %v\n%s", strings.Join(args, " "), p.err, p.stderr.String())
+		<-p.scanned
+		t.Fatalf("ddpm %s exited before it started: %v\n%s", strings.Join(args, " "), p.err, p.log())
 	case <-time.After(limit):
 		t.Fatalf("ddpm %s did not start within %v", strings.Join(args, " "), limit)
 	}
 	return p
 }
 
-// stop sends SIGTERM and waits for a clean exit.
+// stop sends SIGTERM and waits for a clean exit and the end of its stderr.
 func (p *opCoordinator) stop(t *testing.T) {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
@@ -79,8 +94,9 @@ func (p *opCoordinator) stop(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("coordinator did not stop within 30 s of SIGTERM")
 	}
+	<-p.scanned
 	if p.err != nil {
-		t.Fatalf("coordinator stopped with %v\n%s", p.err, p.stderr.String())
+		t.Fatalf("coordinator stopped with %v\n%s", p.err, p.log())
 	}
 }
 

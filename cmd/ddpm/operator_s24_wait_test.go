@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,4 +81,58 @@ func TestOperatorS24DashboardWaitsForTrainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("for 2 trainers (min_trainers), 1 joined: t0")
+}
+
+// TestOperatorS24RaftDBRemoved: a replica whose --data-dir is deleted while it runs (rm -rf by
+// mistake) goes on with its open raft.db, which is lost when it stops; it says so once at
+// ERROR and /readyz answers 503 with the same line. It stayed ready, silently.
+func TestOperatorS24RaftDBRemoved(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	raft0, grpc0, http0 := freeAddr(t), freeAddr(t), freeAddr(t)
+	dir := filepath.Join(t.TempDir(), "c0")
+	c0 := startOpCoordinator(t, bin, 30*time.Second, "coordinator", "--id", "c0", "--raft-addr", raft0, "--grpc-addr", grpc0,
+		"--http-addr", http0, "--peers", "c0="+raft0+"="+grpc0, "--data-dir", dir, "--bootstrap", "--insecure")
+	readyz := func() (int, string) {
+		resp, err := http.Get("http://" + http0 + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for code, body := readyz(); code != http.StatusOK || body != "ready c0 leader\n"; code, body = readyz() {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz %d %q, want 200 ready c0 leader", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	why := filepath.Join(dir, "raft.db") + " removed while this replica runs: it goes on with its open file, which is lost " +
+		"when it stops; stopped, it starts again empty and catches up from the other replicas (if they are up)"
+	deadline = time.Now().Add(20 * time.Second)
+	for code, body := readyz(); code != http.StatusServiceUnavailable || body != "not ready c0 leader: "+why+"\n"; code, body = readyz() {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz %d %q, want 503 not ready c0 leader: %s", code, body, why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for logged := false; !logged; time.Sleep(100 * time.Millisecond) {
+		for _, line := range strings.Split(c0.log(), "\n") {
+			var r map[string]any
+			if json.Unmarshal([]byte(line), &r) == nil && r["msg"] == coordinator.MsgRaftDBGone {
+				if r["level"] != "ERROR" || r["why"] != why || r["data_dir"] != dir {
+					t.Fatalf("logged %v\nwant ERROR, why %q, data_dir %q", r, why, dir)
+				}
+				logged = true
+			}
+		}
+		if !logged && time.Now().After(deadline) {
+			t.Fatalf("no ERROR %q within 20 s; log:\n%s", coordinator.MsgRaftDBGone, c0.log())
+		}
+	}
+	c0.stop(t)
 }
