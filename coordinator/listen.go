@@ -35,12 +35,8 @@ func listenFlag(flag, addr string) (net.Listener, error) {
 	}
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		by := "another process"
-		if h, ok := portHolder(addr); ok {
-			by = h.Describe()
-		}
 		return nil, fmt.Errorf("coordinator: %w on %s %s: the port is in use by %s: stop that process, or %s",
-			ErrListen, flag, addr, by, fix)
+			ErrListen, flag, addr, PortHolder(addr), fix)
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		return nil, fmt.Errorf("coordinator: %w on %s %s: no network interface of this machine has that IP: give one of its addresses",
 			ErrListen, flag, addr)
@@ -49,6 +45,16 @@ func listenFlag(flag, addr string) (net.Listener, error) {
 			ErrListen, flag, addr, fix)
 	}
 	return nil, fmt.Errorf("coordinator: %s %s: %w", flag, addr, err)
+}
+
+// PortHolder names what holds addr's TCP port, for a line saying the port is in use: "pid 4242
+// (COMMAND LINE)" (localrun.PortHolder.Describe) for an address on loopback or every interface,
+// where /proc shows it; "another process" otherwise.
+func PortHolder(addr string) string {
+	if h, ok := portHolder(addr); ok {
+		return h.Describe()
+	}
+	return "another process"
 }
 
 // portHolder finds what listens on addr's port, for an address on loopback or every interface
