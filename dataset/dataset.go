@@ -12,7 +12,6 @@
 package dataset
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -441,16 +440,15 @@ func notDataFile(p string) string {
 	n, _ := io.ReadFull(f, head)
 	head = head[:n]
 	switch {
-	case bytes.HasPrefix(head, []byte("\x89PNG\r\n\x1a\n")), bytes.HasPrefix(head, []byte("\xff\xd8\xff")),
-		len(head) >= 12 && string(head[:4]) == "RIFF" && string(head[8:12]) == "WEBP":
+	case sniff.Image(head):
 		if kind := localrun.FolderKind(filepath.Dir(p)); kind != "" {
 			// samples.png, loss.png of a run: its folder is no dataset either.
 			return "one image (an output in " + filepath.Dir(p) + ", " + kind + "), not a dataset; give the data itself (a preset's name, or the folder of the images)"
 		}
 		return "one image, not a dataset (a folder of images is one: give " + filepath.Dir(p) + ")"
-	case len(head) >= 20 && binary.LittleEndian.Uint32(head[16:20]) == 0xED0CDAED: // bbolt's meta page magic
+	case sniff.Checkpoint(head):
 		return "a checkpoint file (bbolt), not a dataset"
-	case len(head) >= 9 && head[8] == '{' && binary.LittleEndian.Uint32(head[4:8]) == 0 && binary.LittleEndian.Uint32(head[:4]) > 1: // u64 header length, then JSON
+	case sniff.Safetensors(head):
 		return "safetensors weights, not a dataset"
 	case sniff.Text(head, n == cap(head)): // a read that filled head may end inside a character
 		return "a text file, not a dataset"

@@ -358,19 +358,16 @@ func sniffFile(path string) string {
 	head := make([]byte, min(st.Size(), 1<<20))
 	n, _ := io.ReadFull(f, head)
 	head = head[:n]
-	le32 := func(b []byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
 	switch {
-	case len(head) >= 20 && le32(head[16:20]) == 0xED0CDAED: // bbolt's meta page magic
+	case sniff.Checkpoint(head):
 		return kindCheckpoint
-	case len(head) >= 9 && head[8] == '{' && le32(head[4:8]) == 0 && le32(head[:4]) > 1: // u64 header length, then JSON
+	case sniff.Safetensors(head):
 		return kindSafetensors
 	case len(head) >= 8 && string(head[:8]) == "DDPMSHD1": // a prepared dataset's shard
 		return kindDataset
 	case len(head) >= 4 && head[0] == 0 && head[1] == 0 && head[2] == 8 && (head[3] == 1 || head[3] == 3): // idx
 		return kindDataset
-	case len(head) >= 8 && string(head[:8]) == "\x89PNG\r\n\x1a\n",
-		len(head) >= 3 && string(head[:3]) == "\xff\xd8\xff",
-		len(head) >= 12 && string(head[:4]) == "RIFF" && string(head[8:12]) == "WEBP":
+	case sniff.Image(head):
 		return kindImage
 	}
 	base := filepath.Base(path)

@@ -31,3 +31,25 @@ func Text(head []byte, cut bool) bool {
 	}
 	return utf8.Valid(head)
 }
+
+// Checkpoint reports whether head begins as a bbolt file (a checkpoints.db, a coordinator's
+// raft.db): its first page's meta magic 0xED0CDAED at bytes 16..19, little-endian.
+func Checkpoint(head []byte) bool {
+	return len(head) >= 20 && le32(head[16:20]) == 0xED0CDAED
+}
+
+// Safetensors reports whether head begins as safetensors weights: a little-endian u64 header
+// length (under 4 GiB, more than "{}") and the header's JSON object opening at byte 8.
+func Safetensors(head []byte) bool {
+	return len(head) >= 9 && head[8] == '{' && le32(head[4:8]) == 0 && le32(head[:4]) > 1
+}
+
+// Image reports whether head begins as a PNG, JPEG or WebP image.
+func Image(head []byte) bool {
+	return bytes.HasPrefix(head, []byte("\x89PNG\r\n\x1a\n")) || bytes.HasPrefix(head, []byte("\xff\xd8\xff")) ||
+		len(head) >= 12 && string(head[:4]) == "RIFF" && string(head[8:12]) == "WEBP"
+}
+
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
