@@ -56,7 +56,7 @@ directory per role with ddpm certs issue --certs DIR --role ROLE --out DIR2.`,
 		}
 		paths, err := tlsauth.Init(dir, tlsauth.InitOptions{Hosts: certsInitFlags.hosts, Days: certsInitFlags.days})
 		if err != nil {
-			return withExit(2, certsInitError(dir, err))
+			return withExit(certsExit(err), certsInitError(dir, err))
 		}
 		return printCertsWritten(cmd.OutOrStdout(), dir, paths)
 	},
@@ -88,9 +88,12 @@ const maxCertDays = 100 * 365
 // "tlsauth: mkdir DIR: permission denied"), and an operation the system refuses otherwise (EPERM:
 // its own words, "certs init DIR: link DIR/.ca.crt.tmp1 DIR/ca.crt: operation not permitted", not
 // a word on the directory's permissions); errors.Is still finds tlsauth.ErrExists,
-// tlsauth.ErrBadOption and os.ErrPermission. Other errors are returned as they are.
+// tlsauth.ErrBadOption and os.ErrPermission. A file that cannot be written otherwise (a full
+// disk) is "certs init DIR: cannot write there (OP PATH: ERRNO)"; other errors are returned as
+// they are. certsExit gives the status.
 func certsInitError(dir string, err error) error {
 	msg := err.Error()
+	var pe *fs.PathError
 	switch {
 	case errors.Is(err, tlsauth.ErrExists):
 		msg = "certs init: " + strings.TrimPrefix(msg, tlsauth.ErrExists.Error()+": ")
@@ -105,10 +108,27 @@ func certsInitError(dir string, err error) error {
 		if rest, ok := strings.CutPrefix(msg, "host "); ok {
 			msg = "--hosts " + rest
 		}
+	case errors.As(err, &pe):
+		// A full disk, an I/O error: "certs init DIR: cannot write there (write DIR/ca.crt:
+		// file too large)", as certs issue words it (it was "tlsauth: write P: write P: ...").
+		msg = fmt.Sprintf("certs init %s: cannot write there (%s %s: %v)", dir, pe.Op, pe.Path, pe.Err)
 	default:
 		return err
 	}
 	return rewordedError{msg: msg, err: err}
+}
+
+// certsExit is the exit status of a failed tlsauth.Init or tlsauth.Issue: 1 for a failure of the
+// machine (a full disk or quota, a file size limit, an I/O error: ENOSPC, EDQUOT, EFBIG, EIO),
+// which the same command succeeds at once there is room; 2 for everything else (a file that
+// exists, a bad option, a directory that is missing, unusable or not this user's to write).
+func certsExit(err error) int {
+	for _, e := range []error{syscall.ENOSPC, syscall.EDQUOT, syscall.EFBIG, syscall.EIO} {
+		if errors.Is(err, e) {
+			return 1
+		}
+	}
+	return 2
 }
 
 // osErrorWords is the system's own account of err: "OP PATH: ERRNO" of the *fs.PathError or
@@ -212,7 +232,7 @@ any already exists nothing is written.`,
 		}
 		paths, err := tlsauth.Issue(f.certs, f.out, tlsauth.IssueOptions{Role: role, Hosts: f.hosts, Days: f.days})
 		if err != nil {
-			return withExit(2, certsIssueError(f.certs, f.out, err))
+			return withExit(certsExit(err), certsIssueError(f.certs, f.out, err))
 		}
 		return printCertsWritten(cmd.OutOrStdout(), f.out, paths)
 	},
