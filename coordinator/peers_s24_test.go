@@ -62,3 +62,35 @@ func TestLeaderNotInPeersS24(t *testing.T) {
 		t.Fatalf("SubmitRun through c1: %v\nwant %q", err, want)
 	}
 }
+
+// TestNoLeaderKnownS24: a write to a replica that knows no leader (one of three up) says how
+// many replicas raft needs; it said only "no leader known to replica c0", which a trainer
+// retried without a word on why.
+func TestNoLeaderKnownS24(t *testing.T) {
+	a := freeAddrs(t, 6)
+	peers := []Peer{{ID: "c0", RaftAddr: a[0], GRPCAddr: a[1]}, {ID: "c1", RaftAddr: a[2], GRPCAddr: a[3]},
+		{ID: "c2", RaftAddr: a[4], GRPCAddr: a[5]}}
+	n, err := StartNode(NodeConfig{ID: "c0", RaftAddr: a[0], GRPCAddr: a[1], Peers: peers, DataDir: t.TempDir(), Bootstrap: true,
+		Version: "v1", Security: insecureBundle(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(a[1], insecureBundle(t).DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = api.NewCoordinatorClient(cc).SubmitRun(ctx, &api.SubmitRunRequest{RequestId: "s24b", RunYaml: run.Marshal()})
+	want := "coordinator: not the raft leader: no leader known to replica c0 (raft elects one while a majority of the 3 replicas " +
+		"in --peers are up and reach each other)"
+	if got := status.Convert(err).Message(); got != want {
+		t.Fatalf("SubmitRun to a lone replica: %v\nwant %q", err, want)
+	}
+}

@@ -93,7 +93,8 @@ func (s *Server) leaderClient(ctx context.Context) (api.CoordinatorClient, error
 			ErrNotLeader, l.ID, s.rep.ID(), strings.Join(s.rep.peerIDs(), ","), s.rep.ID())
 	}
 	if l.GRPCAddr == "" {
-		return nil, status.Errorf(codes.Unavailable, "%v: no leader known to replica %s", ErrNotLeader, s.rep.ID())
+		return nil, status.Errorf(codes.Unavailable, "%v: no leader known to replica %s (raft elects one while a majority of the %d replicas in --peers are up and reach each other)",
+			ErrNotLeader, s.rep.ID(), len(s.rep.peerIDs()))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
