@@ -54,8 +54,10 @@ back to a committed checkpoint, its newest one included (nothing is abandoned th
 restarted trainers then join it again. A succeeded run is not rolled back.`,
 	// A run folder given as the other checkpoint commands take one is answered in runRollback.
 	Args: func(cmd *cobra.Command, args []string) error {
-		if len(args) == 1 && rollbackFolderLine(args[0]) != "" {
-			return nil
+		if len(args) == 1 {
+			if _, _, err := runFolderCluster(args[0]); err == nil { // rollbackFolderLine answers it
+				return nil
+			}
 		}
 		return cobra.NoArgs(cmd, args)
 	},
@@ -65,7 +67,9 @@ restarted trainers then join it again. A succeeded run is not rolled back.`,
 // rollbackFolderLine is the answer to `ddpm checkpoint rollback RUN`, a ddpm local run folder
 // given as the other checkpoint commands take one: rollback asks the run's coordinators, so the
 // line gives the command with the run's coordinator addresses and certificates (local.json),
-// and how to have them up (unless the run is going). "" when dir is no run folder.
+// and how to have them up (unless the run is going); of a run that finished, that a finished run
+// is not rolled back and how to train again from a step (finishedRollbackLine). "" when dir is
+// no run folder (runFolderCluster fails).
 //
 //	checkpoint rollback asks a running cluster's coordinators, not a folder: for the ddpm local run runs/a, start it (ddpm local --resume runs/a), then: ddpm checkpoint rollback --coordinator 127.0.0.1:40001 --certs runs/a/certs --to-step N
 func rollbackFolderLine(dir string) string {
