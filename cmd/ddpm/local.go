@@ -665,7 +665,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 		fmt.Fprintln(stderr, "ddpm local: loss files:", err)
 	}
 	if interrupted {
-		return withExit(130, fmt.Errorf("interrupted; continue with: ddpm local --resume %s", shellWord(out)))
+		return withExit(exitInterrupted, fmt.Errorf("interrupted; continue with: ddpm local --resume %s", shellWord(out)))
 	}
 	if se := (*startFailed)(nil); errors.As(runErr, &se) {
 		return withExit(1, runErr)
@@ -692,7 +692,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 				return fmt.Errorf("samples: %w", err)
 			}
 		case <-ctx.Done():
-			return withExit(130, errors.New(interruptedSamplingLine(out, samplesPath, o.samples, run.Seed)))
+			return withExit(exitInterrupted, errors.New(interruptedSamplingLine(out, samplesPath, o.samples, run.Seed)))
 		}
 		fmt.Fprintf(stderr, "ddpm local: wrote %s (%s of the EMA weights in %.0fs)\n", samplesPath, countNoun(o.samples, "sample", "samples"), time.Since(t0).Seconds())
 	}

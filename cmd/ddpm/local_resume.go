@@ -189,7 +189,7 @@ func resumeFinished(ctx context.Context, w io.Writer, out string, run config.Run
 				return fmt.Errorf("samples: %w", err)
 			}
 		case <-ctx.Done():
-			return withExit(130, errors.New(interruptedSamplingLine(out, samplesPath, n, run.Seed)))
+			return withExit(exitInterrupted, errors.New(interruptedSamplingLine(out, samplesPath, n, run.Seed)))
 		}
 		fmt.Fprintf(w, "ddpm local: wrote %s (%s of the EMA weights in %.0fs)\n", samplesPath, countNoun(n, "sample", "samples"), time.Since(t0).Seconds())
 	}
