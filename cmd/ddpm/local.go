@@ -573,7 +573,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 				if e.Err == nil {
 					why = "status 0 before the run ended: stopped from outside?"
 				}
-				if e.Crash != "" { // a Go runtime crash: the panic, not the trace's last line
+				if e.Crash != "" { // a panic (status 2 or exitBug): its line, not the trace's last one
 					why += ", " + e.Crash
 				}
 				mon.println(fmt.Sprintf("ddpm local: %s exited (%s); restarting it (log: %s)", e.Name, why, filepath.Join(out, localrun.LogsDir, e.Name+".log")))

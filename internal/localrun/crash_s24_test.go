@@ -34,3 +34,20 @@ func TestRuntimeCrashIsRestarted(t *testing.T) {
 		t.Fatalf("Wait = %v (%+v), want the RestartsSpentError of 2 failures naming %q", err, re, panicLine)
 	}
 }
+
+// TestRecoveredPanicNamesIt: a process that prints the Go runtime's panic report and exits with
+// another status (ddpm's main recovers a panic of a command and exits 70, a bug) is a crash too:
+// its Exit names the panic line, which ddpm local's restart line shows ("trainer-0 exited (exit
+// status 70, panic: ...); restarting it"). Crash was set for the runtime's status 2 only, so the
+// restart line said "exit status 70" and nothing of the panic.
+func TestRecoveredPanicNamesIt(t *testing.T) {
+	s, _, dir := newSup(t)
+	scripted(t, s, dir, "ready-bug,ok", Spec{Restart: 10, StartAttempts: 3, FatalStatus: 2, FatalAnyTime: true})
+	if err := s.Wait(context.Background(), "s"); err != nil {
+		t.Fatalf("Wait = %v, want the restarted process's status 0", err)
+	}
+	const panicLine = "panic: injected in a command"
+	if e := drain(s); len(e) < 1 || !e[0].Restarting || e[0].GaveUp || e[0].Crash != panicLine || e[0].LastLine != panicLine {
+		t.Fatalf("exits %+v, want the first restarting with Crash and LastLine %q", e, panicLine)
+	}
+}

@@ -121,12 +121,14 @@ type Exit struct {
 	// counts those failures, this one included.
 	RestartsSpent bool
 	Failures      int
-	// Crash is the first line of the Go runtime's crash report ("panic: ..." or "fatal error:
-	// ...", followed by its "goroutine N [...]" trace) when the process ended with the runtime's
-	// status 2 after writing one: a panic off the goroutine main recovers on (an nn pool
-	// worker's, a gRPC handler's) or a fatal runtime error. Such an exit is a crash, restarted
-	// as Restart allows, and LastLine is this line (the trace's last line names only a source
-	// offset). "" for any other exit.
+	// Crash is the first line of a Go crash report ("panic: ..." or "fatal error: ...", followed
+	// by its "goroutine N [...]" trace) when the process ended with a failure status after
+	// writing one: the runtime's status 2 (a panic off the goroutine main recovers on, an nn pool
+	// worker's or a gRPC handler's; a fatal runtime error), or ddpm's 70 (a panic its main
+	// recovered, printing the report itself). Such an exit is a crash, restarted as Restart
+	// allows, never taken for FatalStatus, and LastLine is this line (the trace's last line names
+	// only a source offset, ddpm's own last line points at a trace "above" in the log). "" for
+	// any other exit.
 	Crash string
 }
 
@@ -213,10 +215,11 @@ type incarnation struct {
 	traced bool
 }
 
-// runtimeCrash is the first line of the Go runtime's crash report that inc wrote, when it ended
-// with the runtime's status 2 (Exit.Crash); "" otherwise.
+// runtimeCrash is the first line of the Go crash report that inc wrote, when it then ended with
+// a failure status (Exit.Crash): the runtime's 2, or the status a program that recovers the panic
+// and prints the report itself chooses (ddpm's 70); "" otherwise.
 func runtimeCrash(inc *incarnation, cmd *exec.Cmd) string {
-	if !inc.traced || cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 {
+	if !inc.traced || cmd.ProcessState == nil || cmd.ProcessState.ExitCode() <= 0 {
 		return ""
 	}
 	return inc.header

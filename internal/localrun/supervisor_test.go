@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,6 +98,11 @@ func TestMain(m *testing.M) {
 			fmt.Println("ready")
 			go func() { panic("injected on a worker") }()
 			time.Sleep(time.Minute)
+		case "ready-bug": // a good start, then a panic recovered as ddpm's main does (status 70)
+			fmt.Println("ready")
+			fmt.Fprintf(os.Stderr, "panic: injected in a command\n\n%s\n", debug.Stack())
+			fmt.Fprintln(os.Stderr, "ddpm: internal error (a bug in ddpm, not in your input): injected in a command; its stack trace is above; please report it with the trace")
+			os.Exit(70)
 		case "ok":
 			fmt.Println("ready")
 			os.Exit(0)
