@@ -202,7 +202,7 @@ func ReserveFault(dir string) error {
 // SaveFaultReserved writes f as dir's FaultFile through dir's FaultReserveFile (ReserveFault),
 // for a volume too full for SaveFault: the record's JSON, then spaces up to the reserve's size
 // (JSON allows the trailing blanks; LoadFault reads it), is written over the reserve in place,
-// neither truncating nor growing it, synced, and renamed into place; the reserve is used up (the
+// neither truncating nor growing it, synced, renamed into place and the directory synced (as SaveFault); the reserve is used up (the
 // next join makes another). An error text too long for the reserve is cut (at a character) and
 // ends with "...". Errors: no reserve (os.ErrNotExist), and the file system's.
 func SaveFaultReserved(dir string, f Fault) error {
@@ -246,7 +246,11 @@ func SaveFaultReserved(dir string, f Fault) error {
 	if err != nil {
 		return err
 	}
-	return os.Rename(p, filepath.Join(dir, FaultFile))
+	if err := os.Rename(p, filepath.Join(dir, FaultFile)); err != nil {
+		return err
+	}
+	// The rename is the record: flush dir's entry, as SaveFault's atomicfile write does.
+	return atomicfile.SyncDir(dir)
 }
 
 // LoadFault reads dir's FaultFile: nil without one. A record that does not parse is an error.

@@ -187,6 +187,12 @@ func createTemp(dir, prefix string, perm fs.FileMode) (*os.File, error) {
 	return nil, fmt.Errorf("no free temporary name %s* in %s", prefix, dir)
 }
 
+// SyncDir flushes dir's entries (a rename or link just made in it) to the device, so the new
+// name survives a power cut; for callers that rename a file they wrote in place themselves
+// (trainer.SaveFaultReserved). A file system that cannot sync a directory (EINVAL) is not an
+// error. Errors are *fs.PathError naming dir.
+func SyncDir(dir string) error { return syncDir(dir) }
+
 // syncDir flushes dir's entries (the rename or link just made) to the device.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
