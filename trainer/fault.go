@@ -202,9 +202,10 @@ func ReserveFault(dir string) error {
 // SaveFaultReserved writes f as dir's FaultFile through dir's FaultReserveFile (ReserveFault),
 // for a volume too full for SaveFault: the record's JSON, then spaces up to the reserve's size
 // (JSON allows the trailing blanks; LoadFault reads it), is written over the reserve in place,
-// neither truncating nor growing it, synced, renamed into place and the directory synced (as SaveFault); the reserve is used up (the
-// next join makes another). An error text too long for the reserve is cut (at a character) and
-// ends with "...". Errors: no reserve (os.ErrNotExist), and the file system's.
+// neither truncating nor growing it, synced, renamed into place and the directory synced (as
+// SaveFault); the reserve is used up (the next join makes another). An error text too long for
+// the reserve is cut (at a character) and ends with "...". Errors: no reserve (os.ErrNotExist),
+// and the file system's.
 func SaveFaultReserved(dir string, f Fault) error {
 	p := filepath.Join(dir, FaultReserveFile)
 	fi, err := os.Stat(p)
