@@ -1,30 +1,17 @@
 package main
 
 import (
-	"bytes"
-	"errors"
-	"os/exec"
 	"strings"
 	"testing"
-
-	"ddpm/internal/testutil"
 )
 
 // TestPolishS24HelpUnknownCommand: `ddpm help stauts` is the one line and exit 2 of `ddpm stauts`
 // (cobra's help command printed ddpm's whole help with exit 0), also for a group's subcommand and
 // for a name past a command without subcommands; a known name still prints its help, exit 0.
 func TestPolishS24HelpUnknownCommand(t *testing.T) {
-	bin := testutil.DDPMBinary(t)
 	run := func(args ...string) (int, string, string) {
-		cmd := exec.Command(bin, args...)
-		var o, e bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &o, &e
-		err := cmd.Run()
-		var xe *exec.ExitError
-		if err != nil && !errors.As(err, &xe) {
-			t.Fatal(err)
-		}
-		return cmd.ProcessState.ExitCode(), o.String(), e.String()
+		o, e, code := nuRun(t, args...)
+		return code, o, e
 	}
 	for _, tc := range []struct {
 		args []string

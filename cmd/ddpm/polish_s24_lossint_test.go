@@ -1,34 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"ddpm/internal/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer safe to read while a child process writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestPolishS24LossFollowInterrupt: Ctrl-C (SIGINT) of `ddpm loss --follow` on a running run is
 // exit status 130 with one line saying where it stopped, as every other ddpm command (local,
@@ -36,7 +16,7 @@ func (l *lockedBuffer) String() string {
 func TestPolishS24LossFollowInterrupt(t *testing.T) {
 	grpcAddr, _, _ := startMonitoredNode(t, 5)
 	cmd := exec.Command(testutil.DDPMBinary(t), "loss", "--follow", "--every", "200ms", "--coordinator", grpcAddr, "--certs", monitorCerts)
-	var o, e lockedBuffer
+	var o, e testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
