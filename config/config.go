@@ -10,7 +10,6 @@ package config
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -26,8 +25,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
+	"ddpm/internal/sniff"
 	"sigs.k8s.io/yaml"
 )
 
@@ -603,9 +602,10 @@ func article(word string) string {
 }
 
 // notYAML is the one line for a file that cannot be a YAML run config at all, nil for any
-// other: another file of a run folder or trainer volume (otherFile), one that sets no field (emptyConfig; how is its advice), or binary data (a NUL byte, or
-// bytes that are not UTF-8), named by what it looks like where its first bytes say (a bbolt
-// checkpoint file, safetensors weights, a PNG image). Without it an empty file would be a list
+// other: another file of a run folder or trainer volume (otherFile), one that sets no field
+// (emptyConfig; how is its advice), or binary data (no sniff.Text), named by what it looks like
+// where its first bytes say (internal/sniff's bbolt checkpoint file, safetensors weights, image,
+// as ddpm's other input checks tell them). Without it an empty file would be a list
 // of every missing field and a binary one a YAML tokenizer complaint. The error is ErrLoad under
 // errors.Is.
 func notYAML(path string, data []byte, how string) error {
@@ -613,17 +613,17 @@ func notYAML(path string, data []byte, how string) error {
 		return err
 	}
 	head := data[:min(len(data), 4096)]
-	if bytes.IndexByte(head, 0) < 0 && utf8.Valid(head) {
+	if len(data) == 0 || sniff.Text(head, len(head) < len(data)) {
 		return emptyConfig(path, data, how)
 	}
 	looks := "binary data"
 	switch {
-	case len(data) >= 20 && binary.LittleEndian.Uint32(data[16:20]) == 0xED0CDAED:
+	case sniff.Checkpoint(head):
 		looks = "a bbolt checkpoint file"
-	case len(data) >= 9 && data[8] == '{' && binary.LittleEndian.Uint64(data[:8]) < uint64(len(data)):
+	case sniff.Safetensors(head):
 		looks = "a safetensors weights file"
-	case bytes.HasPrefix(data, []byte("\x89PNG")):
-		looks = "a PNG image"
+	case sniff.Image(head):
+		looks = "an image"
 	case bytes.HasPrefix(data, []byte{0x1f, 0x8b}):
 		looks = "a gzip file"
 	}
