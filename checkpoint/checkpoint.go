@@ -47,8 +47,9 @@ var (
 	// ErrNotFound: no checkpoint (or no committed checkpoint, or no verified one) for the step asked.
 	ErrNotFound = errors.New("checkpoint not found")
 	// ErrNoneYet: the file holds no checkpoint at all (its trainer has not written its first);
-	// Latest, LatestVerified and LatestCommitted return it. It wraps ErrNotFound.
-	ErrNoneYet = fmt.Errorf("no checkpoint yet: %w", ErrNotFound)
+	// Latest, LatestVerified and LatestCommitted return it. It is ErrNotFound under errors.Is,
+	// and its text is only "no checkpoint yet" (not followed by ErrNotFound's).
+	ErrNoneYet error = noneYetError{}
 	// ErrInUse: another process holds the file's lock; the error is an *InUseError naming it.
 	ErrInUse = errors.New("checkpoint file in use")
 	// ErrFormat: the file or header was written by a newer format version than this build reads.
@@ -66,6 +67,12 @@ var (
 	// errors.Is(err, ErrStorage) tells it from ErrConflict, ErrNotFound and a peer's failure.
 	ErrStorage = errors.New("checkpoint file cannot be written")
 )
+
+// noneYetError is ErrNoneYet: "no checkpoint yet", ErrNotFound under errors.Is.
+type noneYetError struct{}
+
+func (noneYetError) Error() string        { return "no checkpoint yet" }
+func (noneYetError) Is(target error) bool { return target == ErrNotFound }
 
 // InUseError is the error Open returns when another process holds the file's lock past the
 // lock timeout. PID is the holder's process id (0 if it could not be determined). It matches

@@ -178,7 +178,7 @@ func TestNewUserS24NoCheckpointYet(t *testing.T) {
 	if err := os.Rename(file, lone); err != nil {
 		t.Fatal(err)
 	}
-	nuWant(t, 2, "ddpm: checkpoint: "+lone+" holds no checkpoint yet: checkpoint not found", "checkpoint", "export", lone, "--out", out+".safetensors")
+	nuWant(t, 2, "ddpm: checkpoint: "+lone+" holds no checkpoint yet", "checkpoint", "export", lone, "--out", out+".safetensors")
 	// A trainer's --data-dir (a standalone trainer stopped before its first checkpoint): list
 	// names its run.yaml's checkpoint_every.
 	vol := filepath.Dir(lone)
