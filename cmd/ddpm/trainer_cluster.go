@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -56,6 +57,8 @@ type clusterCoord struct {
 	// closedBy is why the assignment stream ended for good (the run failed: its reason), set
 	// before Assignments' channel closes; runClusterTrainer adds it to trainer.ErrAssignmentsClosed.
 	closedBy atomic.Pointer[error]
+	// waitLogged is 1 + the generation whose rankless assignment watch last logged (0: none).
+	waitLogged atomic.Uint64
 }
 
 // defaultCertRefusalWait is --cert-refusal-wait's default: how long a joining trainer that
@@ -260,7 +263,16 @@ func (c *clusterCoord) watch(ctx context.Context, out chan<- trainer.Assignment)
 			}
 		}
 		if a.Rank < 0 || a.World < 1 || len(a.Ring) != int(a.World) {
-			return nil // a standby, or too few trainers yet: wait for the next one
+			// A standby, or too few trainers yet: wait for the next one, saying so once per
+			// generation (a dropped peer's trainer sat here without a word).
+			if c.log != nil && a.Generation+1 != c.waitLogged.Swap(a.Generation+1) {
+				why := "not in this generation's ring: it grows at the next committed checkpoint, unless max_trainers already train"
+				if a.World < 1 {
+					why = "no generation runs: fewer members than min_trainers, or none of them holds the newest checkpoint (ddpm status says which)"
+				}
+				c.log.Info("waiting for a rank", "generation", a.Generation, "world", a.World, "why", why)
+			}
+			return nil
 		}
 		ta := trainer.Assignment{Generation: a.Generation, Rank: int(a.Rank), World: int(a.World), StartStep: a.StartStep}
 		for _, p := range a.Ring {
@@ -402,7 +414,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	}
 	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
-		return withExit(1, fmt.Errorf("--listen %s: %w", o.listen, err))
+		return listenFailure("--listen", o.listen, err)
 	}
 	srv := grpc.NewServer(append(sec.ServerOptions(), allreduce.ServerOptions()...)...)
 	ep := allreduce.Register(srv)
@@ -430,7 +442,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		// with a line naming it (TestTrainerHTTPAddrInUse).
 		hl, err := net.Listen("tcp", o.httpAddr)
 		if err != nil {
-			return withExit(1, fmt.Errorf("--http-addr %s: %w", o.httpAddr, err))
+			return listenFailure("--http-addr", o.httpAddr, err)
 		}
 		reg := metrics.NewRegistry()
 		node.Metrics = metrics.NewTrainer(reg)
@@ -814,4 +826,15 @@ func holderFetch(dial []grpc.DialOption) trainer.FetchFunc {
 		}
 		return fmt.Errorf("fetching checkpoint step %d: %w", step, errors.Join(errs...))
 	}
+}
+
+// listenFailure is the exit of a trainer that cannot listen on addr, the value of flag: a port
+// in use is the command's to change (status 2), naming what holds it (the trainer started twice,
+// another program); anything else is status 1 with net.Listen's error.
+func listenFailure(flag, addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return withExit(2, fmt.Errorf("%s %s: the port is in use by %s: stop that process, or give another %s", flag, addr,
+			coordinator.PortHolder(addr), flag))
+	}
+	return withExit(1, fmt.Errorf("%s %s: %w", flag, addr, err))
 }

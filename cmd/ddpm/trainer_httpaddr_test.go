@@ -5,13 +5,16 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
 // TestTrainerHTTPAddrInUse: a trainer whose --http-addr cannot be listened on (the port is
-// taken) stops at once with status 1 and one line naming the address, as it does for --listen.
+// taken) stops at once with status 2 and one line naming the address and what holds it (here
+// this test's process), as it does for --listen.
 // The error was dropped (ListenAndServe in a goroutine): the trainer ran on without /healthz,
 // /readyz and /metrics, so its probes failed and Kubernetes restarted it with nothing in its
 // log saying why.
@@ -34,8 +37,9 @@ func TestTrainerHTTPAddrInUse(t *testing.T) {
 		t.Fatalf("the trainer still ran 20 s after --http-addr %s failed to listen (returned %v)", addr, err)
 	}
 	var ee *exitError
-	if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(err.Error(), "--http-addr "+addr) ||
-		!strings.Contains(err.Error(), "address already in use") {
-		t.Fatalf("got %v, want exit 1 naming --http-addr %s in use", err, addr)
+	want := "--http-addr " + addr + ": the port is in use by pid " + strconv.Itoa(os.Getpid()) + " ("
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.HasPrefix(err.Error(), want) ||
+		!strings.HasSuffix(err.Error(), "): stop that process, or give another --http-addr") {
+		t.Fatalf("got %v, want exit 2 %q... naming this process", err, want)
 	}
 }
