@@ -287,6 +287,11 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return withExit(2, fmt.Errorf("--data-dir %s: a ddpm local run folder, not a trainer's volume; give one of its trainer folders (%s, as the run's own trainers use) or a new folder",
 			o.dataDir, filepath.Join(o.dataDir, "trainer-N")))
 	}
+	// A coordinator's data dir given as the volume: the trainer wrote checkpoints.db and
+	// run.yaml beside raft.db, and the replica, restarted, refused the folder as a trainer's.
+	if _, err := os.Stat(filepath.Join(o.dataDir, "raft.db")); err == nil {
+		return withExit(2, fmt.Errorf("--data-dir %s: a coordinator's data dir (raft.db), not a trainer's volume; give a new folder", o.dataDir))
+	}
 	if err := checkStallLimit(o.stallLimit); err != nil {
 		return withExit(2, err)
 	}
