@@ -57,7 +57,7 @@ func TestRollbackRevivesFailedRun(t *testing.T) {
 	st.Run = &cfg
 	st.Loss.Add(fsm.LossPoint{Step: 60, Loss: 0.1})
 	var buf bytes.Buffer
-	if err := writeStatus(&buf, &api.StatusResponse{Replicas: []string{"127.0.0.1:7001"}}, st, "--insecure"); err != nil {
+	if err := writeStatus(&buf, &api.StatusResponse{ReplicaId: "c0", LeaderId: "c0", Replicas: []string{"127.0.0.1:7001"}}, st, "--insecure"); err != nil {
 		t.Fatal(err)
 	}
 	if lines := strings.Split(buf.String(), "\n"); len(lines) < 3 || strings.Join(strings.Fields(lines[1]), " ") != "step 40 / 100 (40.0%)" ||

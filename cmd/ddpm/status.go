@@ -460,7 +460,10 @@ func monStamp(ns int64) string {
 func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State, sec string) error {
 	w := tabwriter.NewWriter(out, 2, 8, 2, ' ', 0)
 	status := string(st.Status)
-	if status == "" {
+	switch {
+	case status == "" && resp.LeaderId == "":
+		status = "not known: no leader has submitted a run config" // a replica's --config waits for one
+	case status == "":
 		status = "no run configured"
 	}
 	fmt.Fprintf(w, "RUN\t%s", status)
@@ -468,11 +471,24 @@ func writeStatus(out io.Writer, resp *api.StatusResponse, st *fsm.State, sec str
 		fmt.Fprintf(w, ": %s", st.Reason)
 	}
 	fmt.Fprintln(w)
+	switch {
+	case resp.LeaderId == "" && len(resp.Replicas) > 1:
+		// Nothing is decided without a leader: no run config is submitted, no trainer joins.
+		fmt.Fprintf(w, "leader\tnone known to replica %s: a majority of the %d replicas must be up and reach each other's raft ports (same --peers everywhere); start the others\n",
+			resp.ReplicaId, len(resp.Replicas))
+	case resp.LeaderId == "":
+		fmt.Fprintf(w, "leader\tnone known to replica %s yet: a one-replica cluster elects itself within seconds; ask again, and if it stays, read its log\n",
+			resp.ReplicaId)
+	}
 	if cp := st.HolderWait(); cp != nil {
 		// No generation can start: say what the run waits for and the way out.
 		fmt.Fprintf(w, "waiting\tfor a holder of checkpoint %d (%s) to rejoin; if none can: %s\n",
 			cp.Step, strings.Join(cp.Holders, " "), strings.TrimSpace(fmt.Sprintf("ddpm checkpoint rollback --coordinator %s --to-step %d %s",
 				monOrNone(strings.Join(resp.Replicas, ",")), st.RollbackTarget(), sec)))
+	}
+	if wait := st.TrainerWait(); wait != "" {
+		// No generation runs until enough trainers are members (a dropped trainer's run too).
+		fmt.Fprintf(w, "waiting\t%s; start the missing trainers\n", wait)
 	}
 	if st.Run != nil {
 		pct := 0.0

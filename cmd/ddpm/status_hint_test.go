@@ -30,7 +30,7 @@ func TestStatusRollbackHintRunsAsPrinted(t *testing.T) {
 			{Step: 40, SHA256: strings.Repeat("b", 64), Holders: []string{"a"}},
 		},
 	}
-	resp := &api.StatusResponse{Replicas: []string{"127.0.0.1:7001", "127.0.0.1:7002"}}
+	resp := &api.StatusResponse{ReplicaId: "c0", LeaderId: "c0", Replicas: []string{"127.0.0.1:7001", "127.0.0.1:7002"}}
 	for _, tc := range []struct {
 		sec  tlsauth.Config
 		want string
