@@ -181,7 +181,9 @@ func runRollback(cmd *cobra.Command, args []string) error {
 	}
 	abandon, err := st.PlanRollback(to)
 	if err != nil {
-		return withExit(1, fmt.Errorf("%s: %w", name, err))
+		// A --to-step the run cannot go back to (the newest checkpoint of a running run, a
+		// step no member holds, no committed checkpoint there) is the command's to change.
+		return withExit(rollbackStatus(err), fmt.Errorf("%s: %w", name, err))
 	}
 	out := cmd.OutOrStdout()
 	writeRollbackPlan(out, st, to, abandon)
@@ -209,7 +211,7 @@ func runRollback(cmd *cobra.Command, args []string) error {
 	case errors.Is(err, coordinator.ErrPermissionDenied):
 		return withExit(exitUsage, fmt.Errorf("%s: %w (--certs %s: roll back with an operator's certificate, ddpm certs issue --role operator)", name, err, rollbackFlags.sec.Dir))
 	case err != nil:
-		return withExit(1, fmt.Errorf("%s: %w", name, err))
+		return withExit(rollbackStatus(err), fmt.Errorf("%s: %w", name, err))
 	}
 	fmt.Fprintf(out, "rolled back: generation %d restarts the run from step %d\n", gen, to)
 	return nil
@@ -265,4 +267,13 @@ func stepList(cs []fsm.Checkpoint) string {
 		return "checkpoint " + steps[0]
 	}
 	return "checkpoints " + strings.Join(steps, ", ")
+}
+
+// rollbackStatus is the exit status of a refused rollback: 2 for a --to-step the run cannot go
+// back to (fsm.ErrBadRollback), 1 otherwise.
+func rollbackStatus(err error) int {
+	if errors.Is(err, fsm.ErrBadRollback) {
+		return exitUsage
+	}
+	return 1
 }

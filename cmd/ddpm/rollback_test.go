@@ -121,8 +121,8 @@ func TestRollbackAfterHolderLost(t *testing.T) {
 	rollback := func(args ...string) (string, string, int) {
 		return ddpmRun(t, bin, append([]string{"checkpoint", "rollback", "--coordinator", coord, "--certs", certs}, args...)...)
 	}
-	// A step nobody holds: one line, status 1, nothing changed.
-	if _, errOut, code := rollback("--to-step", fmt.Sprint(lost.Step), "--yes"); code != 1 ||
+	// A step nobody holds: one line, status 2 (the command's to change), nothing changed.
+	if _, errOut, code := rollback("--to-step", fmt.Sprint(lost.Step), "--yes"); code != 2 ||
 		errOut != fmt.Sprintf("ddpm: checkpoint rollback: cannot roll back: checkpoint %d is the newest committed one, nothing is newer to abandon (committed checkpoints: %s)\n", lost.Step, committedList(waiting)) {
 		t.Fatalf("rollback to the lost step: status %d, stderr %q", code, errOut)
 	}
