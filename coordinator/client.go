@@ -124,7 +124,10 @@ func Hint(err error) string {
 	case strings.Contains(msg, "error reading server preface"):
 		return "the coordinator closed the connection at once: it may require mutual TLS while this process runs --insecure"
 	case strings.Contains(msg, "first record does not look like a TLS handshake"):
-		return "the coordinator answers in plain text: it runs --insecure while this process uses --certs"
+		return "the address answers in plain text: a coordinator run with --insecure while this process uses --certs, " +
+			"or not a coordinator's --grpc-addr (its --http-addr?)"
+	case strings.Contains(msg, "no application protocol"):
+		return "the address speaks TLS but not gRPC: a coordinator's --raft-addr? --coordinator takes its --grpc-addr"
 	case strings.Contains(msg, "cannot reach the leader"):
 		return "that replica answers but cannot forward to the leader: check the leader's gRPC address in that replica's --peers"
 	case strings.Contains(msg, "connection refused"):
