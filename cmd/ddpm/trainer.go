@@ -56,6 +56,9 @@ type trainerOpts struct {
 	// bind writes the volume's run.yaml (volumeClaim.bind); a cluster trainer calls it once
 	// the coordinators accepted its run config (its join succeeded), a standalone one at once.
 	bind func() error
+	// lis and httpLis are --listen and --http-addr, bound by runTrainer before the volume is
+	// created or written (nil: runClusterTrainer binds them itself).
+	lis, httpLis net.Listener
 }
 
 func newTrainerCmd() *cobra.Command {
@@ -393,6 +396,20 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 			tr.DeferInit(err)
 		} else if err != nil {
 			return withExit(2, err)
+		}
+	}
+	// A cluster trainer's ports are bound before the volume is created or written: one in use
+	// is refused (listenFailure) with nothing left in --data-dir.
+	if !o.standalone {
+		if o.lis, err = net.Listen("tcp", o.listen); err != nil {
+			return listenFailure("--listen", o.listen, err)
+		}
+		defer o.lis.Close()
+		if o.httpAddr != "" {
+			if o.httpLis, err = net.Listen("tcp", o.httpAddr); err != nil {
+				return listenFailure("--http-addr", o.httpAddr, err)
+			}
+			defer o.httpLis.Close()
 		}
 	}
 	// Only a run that checked out may use the volume: a refused command writes nothing in it.

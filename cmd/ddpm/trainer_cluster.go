@@ -412,9 +412,11 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return listenFailure("--listen", o.listen, err)
+	lis := o.lis
+	if lis == nil {
+		if lis, err = net.Listen("tcp", o.listen); err != nil {
+			return listenFailure("--listen", o.listen, err)
+		}
 	}
 	srv := grpc.NewServer(append(sec.ServerOptions(), allreduce.ServerOptions()...)...)
 	ep := allreduce.Register(srv)
@@ -440,9 +442,11 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	if o.httpAddr != "" {
 		// Listened on here, not in the serving goroutine, so a taken port stops the trainer
 		// with a line naming it (TestTrainerHTTPAddrInUse).
-		hl, err := net.Listen("tcp", o.httpAddr)
-		if err != nil {
-			return listenFailure("--http-addr", o.httpAddr, err)
+		hl := o.httpLis
+		if hl == nil {
+			if hl, err = net.Listen("tcp", o.httpAddr); err != nil {
+				return listenFailure("--http-addr", o.httpAddr, err)
+			}
 		}
 		reg := metrics.NewRegistry()
 		node.Metrics = metrics.NewTrainer(reg)

@@ -18,9 +18,11 @@ import (
 	"ddpm/internal/tlsauth/tlsauthtest"
 )
 
-// TestApplyS24TrainerListenInUse: a `ddpm trainer` process whose --listen port is held (here by
-// this test's process) exits 2 with one line naming the address and the holder's pid and
-// command line. It exited 1 with net.Listen's "bind: address already in use", naming nothing.
+// TestApplyS24TrainerListenInUse: a `ddpm trainer` process whose --listen or --http-addr port
+// is held (here by this test's process) exits 2 with one line naming the flag, the address and
+// the holder's pid and command line, and leaves no --data-dir behind. It exited 1 with
+// net.Listen's "bind: address already in use", naming nothing, after creating the volume and
+// its checkpoints.db.
 func TestApplyS24TrainerListenInUse(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -29,18 +31,30 @@ func TestApplyS24TrainerListenInUse(t *testing.T) {
 	}
 	defer busy.Close()
 	addr := busy.Addr().String()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "trainer", "--preset", "mnist", "--coordinator", closedAddr(t), "--listen", addr,
-		"--data-dir", filepath.Join(t.TempDir(), "vol"), "--insecure")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err = cmd.Run()
-	var ee *exec.ExitError
-	want := "ddpm: --listen " + addr + ": the port is in use by pid " + strconv.Itoa(os.Getpid()) + " (" +
-		procCommand(t, os.Getpid()) + "): stop that process, or give another --listen\n"
-	if !errors.As(err, &ee) || ee.ExitCode() != 2 || stderr.String() != want {
-		t.Fatalf("trainer with --listen %s held: %v, stderr %q\nwant exit status 2, stderr %q", addr, err, stderr.String(), want)
+	for _, flag := range []string{"--listen", "--http-addr"} {
+		vol := filepath.Join(t.TempDir(), "vol")
+		args := []string{"trainer", "--preset", "mnist", "--coordinator", closedAddr(t), "--data-dir", vol, "--insecure"}
+		if flag == "--listen" {
+			args = append(args, "--listen", addr)
+		} else {
+			args = append(args, "--listen", closedAddr(t), "--http-addr", addr)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, bin, args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err = cmd.Run()
+		cancel()
+		var ee *exec.ExitError
+		want := "ddpm: " + flag + " " + addr + ": the port is in use by pid " + strconv.Itoa(os.Getpid()) + " (" +
+			procCommand(t, os.Getpid()) + "): stop that process, or give another " + flag + "\n"
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || stderr.String() != want {
+			t.Errorf("trainer with %s %s held: %v, stderr %q\nwant exit status 2, stderr %q", flag, addr, err, stderr.String(), want)
+		}
+		if _, err := os.Stat(vol); !errors.Is(err, os.ErrNotExist) {
+			es, _ := os.ReadDir(vol)
+			t.Errorf("trainer refused for %s left --data-dir %s (%v, entries %v)", flag, vol, err, es)
+		}
 	}
 }
 
