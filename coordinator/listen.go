@@ -57,6 +57,11 @@ func PortHolder(addr string) string {
 	return "another process"
 }
 
+// PortHolderOf is what holds addr's TCP port as PortHolder looks it up (ok false where it cannot
+// tell: an address of another IP, no /proc entry), so that a caller can tell a listening program,
+// which stays, from a connection's local end or a TIME_WAIT, which go away by themselves.
+func PortHolderOf(addr string) (localrun.PortHolder, bool) { return portHolder(addr) }
+
 // portHolder finds what listens on addr's port, for an address on loopback or every interface
 // (localrun.FindPortHolder reads the sockets whose binding conflicts with 127.0.0.1:PORT; for
 // another IP its answer could name a socket that does not conflict, so none is looked up).

@@ -832,11 +832,25 @@ func holderFetch(dial []grpc.DialOption) trainer.FetchFunc {
 	}
 }
 
-// listenFailure is the exit of a trainer that cannot listen on addr, the value of flag: a port
-// in use is the command's to change (status 2), naming what holds it (the trainer started twice,
-// another program); anything else is status 1 with net.Listen's error.
+// listenFailure is the exit of a trainer that cannot listen on addr, the value of flag. A port a
+// program listens on is the command's to change (status 2), naming what holds it (the trainer
+// started twice, another program). A port held only by a connection's local end or a TIME_WAIT
+// (what a restarted trainer of ddpm local meets when another process's outgoing connection took
+// its recorded port while it was down) frees by itself: status 1, which ddpm local and Kubernetes
+// restart, naming the holder. Anything else is status 1 with net.Listen's error.
 func listenFailure(flag, addr string, err error) error {
 	if errors.Is(err, syscall.EADDRINUSE) {
+		if h, ok := coordinator.PortHolderOf(addr); ok && !h.Listening {
+			what := h.Describe() // a closed connection in TIME_WAIT (another N s)
+			if !h.TimeWait {
+				what = "a connection of " + what
+				if h.Remote != "" {
+					what += " to " + h.Remote
+				}
+			}
+			return withExit(1, fmt.Errorf("%s %s: the port is held for now by %s, not a listening program: it is free once that ends; start the trainer again",
+				flag, addr, what))
+		}
 		return withExit(2, fmt.Errorf("%s %s: the port is in use by %s: stop that process, or give another %s", flag, addr,
 			coordinator.PortHolder(addr), flag))
 	}
