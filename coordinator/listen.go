@@ -20,10 +20,11 @@ var ErrListen = errors.New("cannot listen")
 // to the other replicas as this one's address; a mistake of the command (exit 2).
 var ErrRaftAddr = errors.New("must name an IP other peers can reach")
 
-// listenFlag binds addr, the value of flag, for TCP. A port in use, an address not of this
-// machine or a privileged port is one line matching ErrListen that names the flag, the address,
-// what holds the port (pid and command line, found in /proc for a loopback or wildcard address)
-// and what to do; other errors are net.Listen's, prefixed with the flag.
+// listenFlag binds addr, the value of flag, for TCP. A port a program listens on, an address not
+// of this machine or a privileged port is one line matching ErrListen that names the flag, the
+// address, what holds the port (pid and command line, found in /proc for a loopback or wildcard
+// address) and what to do; a port held only by a connection or a TIME_WAIT is one line naming it,
+// not ErrListen (it frees by itself); other errors are net.Listen's, prefixed with the flag.
 func listenFlag(flag, addr string) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err == nil {
@@ -35,6 +36,13 @@ func listenFlag(flag, addr string) (net.Listener, error) {
 	}
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
+		if h, ok := portHolder(addr); ok && !h.Listening {
+			// A connection's local end or a TIME_WAIT (another process's outgoing connection took
+			// a restarted replica's recorded port while it was down): it frees by itself, so this
+			// is no mistake of the command (exit 1, which ddpm local and Kubernetes restart).
+			return nil, fmt.Errorf("coordinator: %s %s: the port is held for now by %s, not a listening program: it is free once that ends; start the replica again",
+				flag, addr, h.HeldBy())
+		}
 		return nil, fmt.Errorf("coordinator: %w on %s %s: the port is in use by %s: stop that process, or %s",
 			ErrListen, flag, addr, PortHolder(addr), fix)
 	case errors.Is(err, syscall.EADDRNOTAVAIL):

@@ -841,15 +841,8 @@ func holderFetch(dial []grpc.DialOption) trainer.FetchFunc {
 func listenFailure(flag, addr string, err error) error {
 	if errors.Is(err, syscall.EADDRINUSE) {
 		if h, ok := coordinator.PortHolderOf(addr); ok && !h.Listening {
-			what := h.Describe() // a closed connection in TIME_WAIT (another N s)
-			if !h.TimeWait {
-				what = "a connection of " + what
-				if h.Remote != "" {
-					what += " to " + h.Remote
-				}
-			}
 			return withExit(1, fmt.Errorf("%s %s: the port is held for now by %s, not a listening program: it is free once that ends; start the trainer again",
-				flag, addr, what))
+				flag, addr, h.HeldBy()))
 		}
 		return withExit(2, fmt.Errorf("%s %s: the port is in use by %s: stop that process, or give another %s", flag, addr,
 			coordinator.PortHolder(addr), flag))

@@ -194,6 +194,19 @@ func commandOf(pid int) string {
 	return s
 }
 
+// HeldBy is Describe for a holder that is not listening, as a line saying a port is held puts
+// it: "a connection of pid N (COMMAND) to REMOTE", or Describe's TIME_WAIT text.
+func (h PortHolder) HeldBy() string {
+	if h.TimeWait || h.Listening {
+		return h.Describe()
+	}
+	s := "a connection of " + h.Describe()
+	if h.Remote != "" {
+		s += " to " + h.Remote
+	}
+	return s
+}
+
 // Describe names what holds the port: "pid 4242 (python3 -m http.server 40001)", "a closed
 // connection in TIME_WAIT (another 41 s)", "a process of user bob (uid 1001) that this user
 // cannot look into".
