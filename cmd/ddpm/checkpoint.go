@@ -749,6 +749,11 @@ func checkFetchRunConfig(file, addr string, c *checkpoint.Checkpoint) error {
 		}
 		run, err := config.Load(cand)
 		if err == nil && run.Hash() != c.ConfigHash {
+			if filepath.Dir(cand) != filepath.Dir(file) {
+				// The run.yaml of the folder above (file's own folder may be new and empty).
+				return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s would be read with %s (the folder above) of run config %.12s, step %d at %s belongs to run config %.12s; fetch it into a folder with no other run's run.yaml in it or above it",
+					file, cand, run.Hash(), c.Step, addr, c.ConfigHash))
+			}
 			return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s is beside %s of run config %.12s, step %d at %s belongs to run config %.12s; fetch it into a new folder",
 				file, cand, run.Hash(), c.Step, addr, c.ConfigHash))
 		}

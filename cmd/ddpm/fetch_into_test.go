@@ -118,4 +118,16 @@ func TestCheckpointFetchInto(t *testing.T) {
 	_, args, err = fetch(addrA, 50, into)
 	wantExit(t, args, err, 2, fmt.Sprintf("checkpoint fetch: %s is beside %s of run config %.12s, step 50 at %s belongs to run config run-a-012345; fetch it into a new folder", into, filepath.Join(vol, trainer.ConfigFile), run.Hash(), addrA))
 	mustNotExist(t, into)
+
+	// A new, empty folder inside that trainer folder: the run.yaml read with the file is the one
+	// of the folder above, not one beside it (the line said "beside" and "a new folder", which
+	// is what the user had done).
+	sub := filepath.Join(vol, "new")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	into = filepath.Join(sub, "f.db")
+	_, args, err = fetch(addrA, 50, into)
+	wantExit(t, args, err, 2, fmt.Sprintf("checkpoint fetch: %s would be read with %s (the folder above) of run config %.12s, step 50 at %s belongs to run config run-a-012345; fetch it into a folder with no other run's run.yaml in it or above it", into, filepath.Join(vol, trainer.ConfigFile), run.Hash(), addrA))
+	mustNotExist(t, into)
 }
