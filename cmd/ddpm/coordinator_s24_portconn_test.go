@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,31 +16,12 @@ import (
 // (TestOperatorS24CoordinatorStartMistakes). It exited 2, which ddpm local takes as final.
 func TestCoordinatorPortHeldByConnectionRestartable(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
-	peer, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	go func() {
-		for {
-			c, err := peer.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	conn, err := net.Dial("tcp", peer.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	grpc0 := conn.LocalAddr().String() // the connection's local end holds this port
+	grpc0, remote := portHeldByConnection(t)
 	raft0 := freeAddr(t)
 	dir := filepath.Join(t.TempDir(), "c0")
 	pid := os.Getpid()
 	runRefused(t, bin, 1, "ddpm: coordinator: --grpc-addr "+grpc0+": the port is held for now by a connection of pid "+
-		strconv.Itoa(pid)+" ("+procCommand(t, pid)+") to "+peer.Addr().String()+
+		strconv.Itoa(pid)+" ("+procCommand(t, pid)+") to "+remote+
 		", not a listening program: it is free once that ends; start the replica again\n",
 		"coordinator", "--id", "c0", "--raft-addr", raft0, "--grpc-addr", grpc0, "--peers", "c0="+raft0+"="+grpc0,
 		"--data-dir", dir, "--bootstrap", "--insecure")
