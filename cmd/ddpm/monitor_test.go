@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,14 +26,29 @@ import (
 	"ddpm/internal/viz"
 )
 
+// handedOut holds every address freeAddr returned in this test process.
+var handedOut sync.Map
+
+// freeAddr is a loopback address whose port was free a moment ago and that no earlier call in
+// this process returned: the kernel may hand a port just closed out again, and two calls in a
+// row (a replica's --grpc-addr and --raft-addr) then named one port, so the second bind failed
+// as in use by this very process (a clean-clone make test of 0ae9808 failed
+// TestDamagedDataLeavesRunGoing so).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if _, dup := handedOut.LoadOrStore(addr, true); !dup {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("freeAddr: every port the kernel offered was handed out before")
+	return ""
 }
 
 // monitorLoss is the stream the trainer reports in these tests.
