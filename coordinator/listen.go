@@ -36,12 +36,11 @@ func listenFlag(flag, addr string) (net.Listener, error) {
 	}
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		if h, ok := portHolder(addr); ok && !h.Listening {
-			// A connection's local end or a TIME_WAIT (another process's outgoing connection took
-			// a restarted replica's recorded port while it was down): it frees by itself, so this
-			// is no mistake of the command (exit 1, which ddpm local and Kubernetes restart).
-			return nil, fmt.Errorf("coordinator: %s %s: the port is held for now by %s, not a listening program: it is free once that ends; start the replica again",
-				flag, addr, h.HeldBy())
+		if held, ok := HeldForNow(addr); ok {
+			// Another process's outgoing connection took a restarted replica's recorded port
+			// while it was down: no mistake of the command (exit 1, which ddpm local and
+			// Kubernetes restart).
+			return nil, fmt.Errorf("coordinator: %s %s: %s; start the replica again", flag, addr, held)
 		}
 		return nil, fmt.Errorf("coordinator: %w on %s %s: the port is in use by %s: stop that process, or %s",
 			ErrListen, flag, addr, PortHolder(addr), fix)
@@ -65,10 +64,19 @@ func PortHolder(addr string) string {
 	return "another process"
 }
 
-// PortHolderOf is what holds addr's TCP port as PortHolder looks it up (ok false where it cannot
-// tell: an address of another IP, no /proc entry), so that a caller can tell a listening program,
-// which stays, from a connection's local end or a TIME_WAIT, which go away by themselves.
-func PortHolderOf(addr string) (localrun.PortHolder, bool) { return portHolder(addr) }
+// HeldForNow says, when addr's TCP port (bind failed with EADDRINUSE) is held only by a
+// connection's local end or a TIME_WAIT, which free it by themselves, "the port is held for now
+// by a connection of pid N (COMMAND) to REMOTE, not a listening program: it is free once that
+// ends" (localrun.PortHolder.HeldBy), and true; false for a listening program, which stays, or
+// where the holder cannot be told (an address of another IP, no /proc entry). The replicas'
+// listenFlag and the trainer's listen failure share it.
+func HeldForNow(addr string) (string, bool) {
+	h, ok := portHolder(addr)
+	if !ok || h.Listening {
+		return "", false
+	}
+	return "the port is held for now by " + h.HeldBy() + ", not a listening program: it is free once that ends", true
+}
 
 // portHolder finds what listens on addr's port, for an address on loopback or every interface
 // (localrun.FindPortHolder reads the sockets whose binding conflicts with 127.0.0.1:PORT; for

@@ -840,9 +840,8 @@ func holderFetch(dial []grpc.DialOption) trainer.FetchFunc {
 // restart, naming the holder. Anything else is status 1 with net.Listen's error.
 func listenFailure(flag, addr string, err error) error {
 	if errors.Is(err, syscall.EADDRINUSE) {
-		if h, ok := coordinator.PortHolderOf(addr); ok && !h.Listening {
-			return withExit(1, fmt.Errorf("%s %s: the port is held for now by %s, not a listening program: it is free once that ends; start the trainer again",
-				flag, addr, h.HeldBy()))
+		if held, ok := coordinator.HeldForNow(addr); ok {
+			return withExit(1, fmt.Errorf("%s %s: %s; start the trainer again", flag, addr, held))
 		}
 		return withExit(2, fmt.Errorf("%s %s: the port is in use by %s: stop that process, or give another %s", flag, addr,
 			coordinator.PortHolder(addr), flag))
