@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,9 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
+	"ddpm/api"
 	"ddpm/config"
 	"ddpm/coordinator"
 	"ddpm/internal/localrun"
+	"ddpm/internal/tlsauth"
 )
 
 // TestLocalLeaderKilledHintNamesNoFlag: after the leader of ddpm local's three coordinators is
@@ -43,9 +48,15 @@ func TestLocalLeaderKilledHintNamesNoFlag(t *testing.T) {
 	}
 	defer func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() }()
 	waitStepped(t, run, "trainer-0", live)
-	// Whether a follower meets the dead leader's refused port depends on timing: a call must
-	// reach it after the kill and before it learns of the next leader, and ddpm local restarts
-	// the killed replica at once. So the newest leader is killed again, up to three times.
+	// A follower meets the dead leader's refused port only with a write that reaches it after
+	// the kill and before it learns of the next leader (0.5-1 s of heartbeat timeout, and ddpm
+	// local restarts the killed replica at once); the trainer's own calls go to the leader. So
+	// the test forwards its own writes through the followers in that window (probeFollowers),
+	// and kills the newest leader again, up to three times, should none land in it.
+	sec, err := tlsauth.Load(tlsauth.Config{Dir: filepath.Join(run, "certs")})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var killed []string
 	for attempt := range 3 {
 		leader := newestLeader(t, run, live)
@@ -53,6 +64,13 @@ func TestLocalLeaderKilledHintNamesNoFlag(t *testing.T) {
 			t.Fatal(err)
 		}
 		killed = append(killed, `leader_grpc="`+localrun.Addr(man3.CoordinatorPorts[leader].GRPC)+`"`)
+		var followers []string
+		for i, p := range man3.CoordinatorPorts {
+			if i != leader {
+				followers = append(followers, localrun.Addr(p.GRPC))
+			}
+		}
+		probeFollowers(t, sec, followers, 3*time.Second)
 		for deadline := time.Now().Add(12 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			out := live.String()
 			if i := strings.Index(out, "cannot forward to the leader"); i >= 0 {
@@ -66,6 +84,30 @@ func TestLocalLeaderKilledHintNamesNoFlag(t *testing.T) {
 		t.Logf("attempt %d: no follower met the killed leader (%s) yet", attempt+1, killed[attempt])
 	}
 	t.Fatalf("no follower said it could not forward to a killed leader (%v):\n%s", killed, live)
+}
+
+// probeFollowers sends, every 20 ms for d, a heartbeat of a trainer id that no run has to each
+// of the coordinators at addrs: a follower forwards it to the leader it knows, which refuses it
+// (unknown member) and changes nothing; a follower that cannot reach that leader logs
+// coordinator.MsgCannotForward.
+func probeFollowers(t *testing.T, sec *tlsauth.Bundle, addrs []string, d time.Duration) {
+	t.Helper()
+	var clients []api.CoordinatorClient
+	for _, a := range addrs {
+		cc, err := grpc.NewClient(a, sec.DialOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		clients = append(clients, api.NewCoordinatorClient(cc))
+	}
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		for _, c := range clients {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			c.Heartbeat(ctx, &api.HeartbeatRequest{Id: "probe-not-a-trainer"})
+			cancel()
+		}
+	}
 }
 
 // newestLeader is the index of the coordinator of ddpm local's run that became leader last,
