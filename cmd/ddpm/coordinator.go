@@ -44,7 +44,9 @@ configuration in --data-dir, a --data-dir another process holds (the replica sta
 an address that cannot be bound (the port in use: its holder is named) exit with status 2 and
 one line, before raft starts. Every flag can also come from the environment as DDPM_<FLAG> (for example
 DDPM_PEERS, DDPM_DATA_DIR, DDPM_CERTS). Links are mutual TLS with the --certs directory; plain
-text only with --insecure.`,
+text only with --insecure. --http-tls serves --http-addr over HTTPS with the --certs node
+certificate: /healthz and /readyz to anyone, everything else (the dashboard, /api/*, /metrics)
+only to a client certificate of the cluster's CA, of role operator or coordinator or none.`,
 	Args: cobra.NoArgs,
 	RunE: runCoordinator,
 }
@@ -54,7 +56,7 @@ var runFlagNames = map[string]bool{}
 
 var coordFlags struct {
 	id, raftAddr, grpcAddr, httpAddr, peers, dataDir string
-	bootstrap, raftLog                               bool
+	bootstrap, raftLog, httpTLS                      bool
 	rules                                            int
 	run                                              *config.Flags
 	sec                                              *tlsauth.Config
@@ -66,6 +68,7 @@ func init() {
 	f.StringVar(&coordFlags.raftAddr, "raft-addr", "", "raft TCP address to listen on and advertise (ip:port)")
 	f.StringVar(&coordFlags.grpcAddr, "grpc-addr", "", "gRPC listen address (host:port)")
 	f.StringVar(&coordFlags.httpAddr, "http-addr", "", "HTTP listen address for /healthz, /readyz and /api/status (empty: none)")
+	f.BoolVar(&coordFlags.httpTLS, "http-tls", false, httpTLSUsage)
 	f.StringVar(&coordFlags.peers, "peers", "", "every replica as id=raftaddr=grpcaddr, comma-separated")
 	f.StringVar(&coordFlags.dataDir, "data-dir", "", "directory for the raft log (bbolt) and snapshots, of its own (not a ddpm local run folder or a trainer's)")
 	f.BoolVar(&coordFlags.bootstrap, "bootstrap", false, "write the initial cluster configuration if the data dir is empty")
@@ -118,8 +121,12 @@ func newLogger() *slog.Logger {
 
 func runCoordinator(cmd *cobra.Command, _ []string) error {
 	fs := cmd.Flags()
+	onCmdline := changedFlags(fs)
 	if err := flagsFromEnv(fs); err != nil {
 		return withExit(2, err)
+	}
+	if err := checkHTTPTLS("coordinator", coordFlags.httpTLS, coordFlags.httpAddr, coordFlags.sec, onCmdline); err != nil {
+		return err
 	}
 	for _, req := range []struct{ name, val string }{{"id", coordFlags.id}, {"raft-addr", coordFlags.raftAddr},
 		{"grpc-addr", coordFlags.grpcAddr}, {"peers", coordFlags.peers}, {"data-dir", coordFlags.dataDir}} {
@@ -178,8 +185,19 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 	if coordFlags.raftLog {
 		raftLog = os.Stderr
 	}
+	// With --http-tls this process serves the node's mux itself, over HTTPS, on a port it binds
+	// before the node starts (a taken port stops it before raft starts, as the node's own would).
+	nodeHTTP := coordFlags.httpAddr
+	var https net.Listener
+	if coordFlags.httpTLS {
+		if https, err = listenHTTPS(coordFlags.httpAddr); err != nil {
+			return err
+		}
+		defer https.Close()
+		nodeHTTP = ""
+	}
 	cfg := coordinator.NodeConfig{ID: coordFlags.id, RaftAddr: coordFlags.raftAddr, GRPCAddr: coordFlags.grpcAddr,
-		HTTPAddr: coordFlags.httpAddr, Peers: peers, DataDir: coordFlags.dataDir, Bootstrap: coordFlags.bootstrap,
+		HTTPAddr: nodeHTTP, Peers: peers, DataDir: coordFlags.dataDir, Bootstrap: coordFlags.bootstrap,
 		Run: run, RunSource: runSource, Version: version.Version, Rules: coordFlags.rules, Logger: log, Security: sec}
 	if raftLog != nil {
 		cfg.RaftLog = raftLog
@@ -193,8 +211,17 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return withExit(coordinatorStartStatus(err), err)
 	}
+	if https != nil {
+		srv, err := sec.HTTPServer(node.Mux())
+		if err != nil {
+			node.Close()
+			return withExit(2, err)
+		}
+		go func() { _ = srv.ServeTLS(https, "", "") }()
+		defer srv.Close()
+	}
 	log.Info(coordinatorStartedMsg, "raft", coordFlags.raftAddr, "grpc", coordFlags.grpcAddr, "http", coordFlags.httpAddr,
-		"peers", len(peers), "version", version.Version, "security", sec.String())
+		"http_tls", coordFlags.httpTLS, "peers", len(peers), "version", version.Version, "security", sec.String())
 	select {
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
@@ -288,4 +315,69 @@ func sameEndpoint(a, b string) bool {
 	}
 	ia, ib := net.ParseIP(ha), net.ParseIP(hb)
 	return ia == nil || ib == nil || ia.IsUnspecified() || ib.IsUnspecified() || ia.Equal(ib)
+}
+
+// httpTLSUsage is the help line of --http-tls (ddpm coordinator, ddpm trainer).
+const httpTLSUsage = "serve --http-addr over HTTPS with the --certs node certificate; every path but /healthz and /readyz " +
+	"then needs a client certificate of the cluster's CA, of role operator or coordinator or none"
+
+// changedFlags returns the names of the flags set on fs so far (before flagsFromEnv: those of
+// the command line).
+func changedFlags(fs *pflag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(fl *pflag.Flag) { set[fl.Name] = true })
+	return set
+}
+
+// checkHTTPTLS refuses, with one line and exit status 2, an --http-tls that cannot serve:
+// without --http-addr, without --certs, or with --insecure (onCmdline names the flags the
+// command line set; others came from DDPM_<FLAG>, which the line then names). process is
+// "coordinator" or "trainer". Nil when httpTLS is off.
+func checkHTTPTLS(process string, httpTLS bool, httpAddr string, sec *tlsauth.Config, onCmdline map[string]bool) error {
+	if !httpTLS {
+		return nil
+	}
+	given := "--http-tls"
+	if !onCmdline["http-tls"] {
+		given = "DDPM_HTTP_TLS"
+	}
+	switch {
+	case httpAddr == "":
+		return withExit(2, fmt.Errorf("%s: %s needs --http-addr, the address to serve HTTPS on", process, given))
+	case sec.Insecure:
+		insecure := "--insecure"
+		if !onCmdline["insecure"] {
+			insecure = "DDPM_INSECURE in the environment"
+		}
+		return withExit(2, fmt.Errorf("%s: %s needs --certs DIR, whose node certificate it serves and whose CA checks the clients; %s gives neither", process, given, insecure))
+	case sec.Dir == "":
+		return withExit(2, fmt.Errorf("%s: %s needs --certs DIR, whose node certificate it serves and whose CA checks the clients", process, given))
+	}
+	return nil
+}
+
+// listenHTTPS binds --http-addr for --http-tls, with the refusals of the node's own binding
+// (coordinator's listenFlag): a port a program listens on, exit 2 naming it; one held only by a
+// connection or a TIME_WAIT, exit 1 (it frees by itself; ddpm local and Kubernetes restart); an
+// IP of no interface or a privileged port, exit 2.
+func listenHTTPS(addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err == nil {
+		return l, nil
+	}
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		if held, ok := coordinator.HeldForNow(addr); ok {
+			return nil, withExit(1, fmt.Errorf("coordinator: --http-addr %s: %s; start the replica again", addr, held))
+		}
+		return nil, withExit(2, fmt.Errorf("coordinator: %w on --http-addr %s: the port is in use by %s: stop that process, or give another --http-addr",
+			coordinator.ErrListen, addr, coordinator.PortHolder(addr)))
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return nil, withExit(2, fmt.Errorf("coordinator: %w on --http-addr %s: no network interface of this machine has that IP: give one of its addresses",
+			coordinator.ErrListen, addr))
+	case errors.Is(err, syscall.EACCES):
+		return nil, withExit(2, fmt.Errorf("coordinator: %w on --http-addr %s: this user may not bind that port (below 1024 it needs privileges): give another --http-addr",
+			coordinator.ErrListen, addr))
+	}
+	return nil, withExit(2, fmt.Errorf("coordinator: --http-addr %s: %w", addr, err))
 }
