@@ -13,6 +13,10 @@
 //	/api/summary      the state without the loss history and the dedup table (Summary)
 //	/api/loss         the loss history, ?from=STEP&to=STEP inclusive, both optional (LossDoc)
 //	/metrics          Prometheus text exposition (internal/metrics, ddpm_coordinator_*)
+//
+// The routes carry no authentication of their own: `ddpm coordinator --http-tls` serves them
+// over HTTPS behind tlsauth.Bundle.GuardHTTP (a client certificate of the cluster's CA, role
+// operator, coordinator or none); without it they are plain HTTP to whoever reaches the port.
 package web
 
 import (

@@ -31,6 +31,9 @@
 // from the CA of Init's: the servers then refuse what the role may not do (raft links, gRPC
 // methods; see Role and MethodRoles).
 //
+// HTTPServer serves a process's HTTP endpoints over HTTPS with the same material (--http-tls):
+// the probes open to anyone, the rest only to a client certificate of the CA (GuardHTTP).
+//
 // Plain text is available only by asking for it (Config.Insecure, the --insecure flag); Load
 // refuses a Config that names neither a directory nor Insecure.
 package tlsauth
