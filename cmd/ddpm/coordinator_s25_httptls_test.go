@@ -65,8 +65,8 @@ func s25HTTPS(t *testing.T, tc *tls.Config, addr, path string) (int, string, err
 // ca.crt but offers no certificate (curl --cacert, a kubelet probe) gets /healthz and /readyz and
 // a 401 with one line on /api/status and /metrics; an operator's certificate (`ddpm certs issue
 // --role operator`) gets /api/status, the dashboard and /metrics; a trainer's gets 403; a
-// certificate of another CA fails the handshake; plain HTTP gets 400; `ddpm status --certs
-// OPERATOR` (gRPC) reads the run as before. The replica logs the two requests without a
+// certificate of another CA fails the handshake; plain HTTP gets 400; `ddpm status` and `ddpm
+// loss` with --certs OPERATOR (gRPC) read the run as before. The replica logs the two requests without a
 // certificate as one rate-limited line. On the old code `--http-tls` was an unknown flag (exit 2
 // before anything started).
 func TestCoordinatorS25HTTPTLS(t *testing.T) {
@@ -144,6 +144,10 @@ func TestCoordinatorS25HTTPTLS(t *testing.T) {
 	out, err := exec.CommandContext(ctx, bin, "status", "--coordinator", grpcAddr, "--certs", roles["operator"]).CombinedOutput()
 	if err != nil || !regexp.MustCompile(`(?m)^replica +c0 \(`).Match(out) {
 		t.Errorf("ddpm status --certs OPERATOR: %v\n%s", err, out)
+	}
+	out, err = exec.CommandContext(ctx, bin, "loss", "--coordinator", grpcAddr, "--certs", roles["operator"]).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "STEP") {
+		t.Errorf("ddpm loss --certs OPERATOR: %v\n%s", err, out)
 	}
 
 	deadline := time.Now().Add(10 * time.Second)
