@@ -103,6 +103,11 @@ join anyway", without joining, so no new generation sends the others back to the
 once it is gone the record is removed and the trainer joins (after the run has succeeded, it ends
 as any finished run's trainer). From its join on, --data-dir keeps 16 KiB for that record
 (.fault-reserve), so a volume that fills up completely still records it.
+A cluster trainer whose checkpoints.db cannot be opened (damaged, cut short) moves it aside, kept as
+checkpoints.db.damaged-UTCTIME, and starts a fresh one when another trainer that is a member holds
+the run's newest committed checkpoint (waiting up to a minute for one to join): it fetches that
+checkpoint from it. Otherwise it leaves the file as it is and exits with status 2 and one line
+(the file may be the run's only copy).
 A cluster trainer whose --init file is missing while the run has no committed checkpoint (every
 generation then starts at step 0 from it) exits with status 2 and one line naming the file,
 without joining.
@@ -325,11 +330,12 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 			}
 		}
 	}
+	var sec *tlsauth.Bundle // the cluster's certificates (a cluster trainer's)
 	if !o.standalone {
 		// A certificate of another role (a coordinator's, an operator's): refused before the
 		// coordinators are asked anything and before the volume is made or opened.
-		sec, err := loadSecurity(o.sec, nil)
-		if err != nil {
+		var err error
+		if sec, err = loadSecurity(o.sec, nil); err != nil {
 			return err
 		}
 		if err := certRoleFor(sec, "trainer", tlsauth.RoleTrainer, o.sec.Dir); err != nil {
@@ -429,8 +435,18 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if err != nil {
 		return withExit(1, err)
 	}
+	log := newProcessLogger("trainer", o.id)
 	store, err := openVolume(dbPath, o.standalone)
+	if err != nil && !o.standalone && errors.Is(err, checkpoint.ErrCorruptCheckpoint) {
+		// A damaged file: moved aside for a fresh one when a peer holds the run's newest
+		// committed checkpoint, refused (status 2) when this file may be its only copy.
+		store, err = recoverDamagedVolume(cmd.Context(), sec, o, dbPath, err, log)
+	}
 	if err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return err
+		}
 		// Under ddpm local the way on is resuming the run (restartAdvice).
 		return withExit(1, advised(err, o.dataDir))
 	}
@@ -445,7 +461,6 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return withExit(1, err)
 	}
 	claim.empty = len(infos) == 0
-	log := newProcessLogger("trainer", o.id)
 	if emptyDB {
 		log.Warn(MsgEmptyCheckpointFile, "file", dbPath)
 	}
@@ -820,6 +835,172 @@ func openVolume(path string, standalone bool) (*checkpoint.Store, error) {
 		return nil, fmt.Errorf("%w; move it aside to start the run over from step 0", err)
 	default:
 		return nil, fmt.Errorf("%w; move it aside and %s: it takes the run's committed checkpoint from the cluster", err, trainer.RestartAdvice)
+	}
+}
+
+// damagedHolderWait bounds how long a cluster trainer whose checkpoint file is damaged waits for a
+// trainer that holds the run's newest committed checkpoint to be a member (recoverDamagedVolume):
+// after `ddpm local --resume` or a restart of every pod the holders join within seconds.
+var damagedHolderWait = time.Minute
+
+// MsgDamagedMovedAside is the warning of a cluster trainer that moved its damaged checkpoint file
+// aside (recoverDamagedVolume) and goes on with a fresh one.
+const MsgDamagedMovedAside = "the volume's checkpoint file is damaged: moved aside (kept) for a fresh one; the trainer takes the run's committed checkpoint from a peer that holds it"
+
+// MsgDamagedWaitsHolder is the log line of a cluster trainer with a damaged checkpoint file that
+// waits for a holder of the run's newest committed checkpoint to join (recoverDamagedVolume).
+const MsgDamagedWaitsHolder = "the volume's checkpoint file is damaged; waiting for a trainer that holds the run's newest committed checkpoint to join before moving it aside"
+
+// recoverDamagedVolume handles a cluster trainer whose checkpoint file at path cannot be opened
+// as one (damage: openVolume's error wrapping checkpoint.ErrCorruptCheckpoint; not a lock held
+// or a permission problem, which are not damage). It asks the coordinators' state (sec, the
+// trainer's certificates; o.coordinator) whether another trainer holds the run's newest committed
+// checkpoint and is a member now (waiting up to damagedHolderWait for one of its holders to
+// join). If so, the file is of no use to the run: it is moved aside, kept under a name no file
+// has (path.damaged-UTCTIME, moveAside), one warning line names both paths
+// (MsgDamagedMovedAside), and a fresh file is opened at path: the trainer joins as one with an
+// empty volume does and fetches that checkpoint from a holder (trainer.Node's load), so the run
+// goes on with the same bits. Otherwise the file is left as it is and the trainer exits with
+// status 2 (ddpm local stops the run at once rather than restart it onto the same file) and one
+// line saying why and what to do: the run has no committed checkpoint (the coordinators may have
+// lost their record and this file hold the run's only copy), no other trainer holds its newest
+// one (this file may be its only copy), or none of its other holders joined within the wait. A
+// state it could not read within the wait is status 1 (a restart asks again) with openVolume's
+// line. Under ddpm local each line's way on is `ddpm local --resume RUN` (restartAdvice).
+func recoverDamagedVolume(ctx context.Context, sec *tlsauth.Bundle, o trainerOpts, path string, openErr error, log *slog.Logger) (*checkpoint.Store, error) {
+	damage := errors.Unwrap(openErr) // openVolume's error without its way on
+	if damage == nil {
+		damage = openErr
+	}
+	refuse := func(why string) error {
+		msg := fmt.Sprintf("%v; it was left as it is: %s", damage, why)
+		return withExit(2, &advisedError{err: openErr, msg: restartAdvice(msg, o.dataDir)})
+	}
+	cli, err := coordinator.Dial(strings.Split(o.coordinator, ","), sec, coordinator.WithLog(log))
+	if err != nil {
+		return nil, withExit(2, err)
+	}
+	defer cli.Close()
+	// The coordinators get faultStateWait to answer with a caught-up state (at a whole run's
+	// start they elect a leader and replay their logs meanwhile); the holders damagedHolderWait to join.
+	deadline := time.Now().Add(damagedHolderWait)
+	stateDeadline := time.Now().Add(faultStateWait)
+	waiting, read := false, false
+	for {
+		callDeadline := stateDeadline
+		if read {
+			callDeadline = deadline
+		}
+		sctx, cancel := context.WithTimeout(ctx, max(time.Until(callDeadline), time.Second))
+		st, serr := caughtUpState(sctx, cli)
+		cancel()
+		if serr == nil {
+			read = true
+			ck := st.LatestCheckpoint()
+			if ck == nil {
+				return nil, refuse(fmt.Sprintf("the coordinators list no committed checkpoint of the run, so this file may hold its only copy; "+
+					"restore it from a copy, or move it aside and %s (it then joins with an empty volume)", trainer.RestartAdvice))
+			}
+			var others, members []string
+			for _, h := range ck.Holders {
+				if h != o.id {
+					others = append(others, h)
+					if st.Members[h] != nil {
+						members = append(members, h)
+					}
+				}
+			}
+			if len(others) == 0 {
+				return nil, refuse(fmt.Sprintf("no other trainer holds the run's newest committed checkpoint (step %d), so this file may be its only copy; "+
+					"restore it from a copy, or move it aside, %s and roll it back (ddpm checkpoint rollback) to a step another trainer holds or to step 0",
+					ck.Step, trainer.RestartAdvice))
+			}
+			if len(members) > 0 {
+				aside, err := moveAside(path)
+				if err != nil {
+					return nil, withExit(1, fmt.Errorf("%v; moving it aside: %w", damage, err))
+				}
+				log.Warn(MsgDamagedMovedAside, "file", path, "moved_to", aside, "err", damage.Error(), "step", ck.Step, "sha256", ck.SHA256, "holders", members)
+				store, err := checkpoint.Open(path, checkpoint.Options{})
+				if err != nil {
+					return nil, withExit(1, err)
+				}
+				return store, nil
+			}
+			if time.Now().After(deadline) {
+				return nil, refuse(fmt.Sprintf("the run's newest committed checkpoint (step %d) is held by %s, none of whom joined within %v; "+
+					"start a trainer that holds it, then %s", ck.Step, strings.Join(others, ", "), damagedHolderWait, trainer.RestartAdvice))
+			}
+			if !waiting {
+				waiting = true
+				log.Info(MsgDamagedWaitsHolder, "file", path, "step", ck.Step, "holders", others, "wait", damagedHolderWait.String())
+			}
+		} else if time.Now().After(callDeadline) {
+			log.Error("the volume's checkpoint file is damaged and the coordinators' state is unreadable: it was left as it is", "file", path, "err", serr.Error())
+			return nil, openErr
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// caughtUpState returns the coordinators' state from a replica that has applied everything
+// committed before the current leader's term: one whose state holds that leader's release record
+// (fsm.State.Release, the first entry of each leader's term) of the term the replica is in. A
+// replica restarted a moment ago answers with its snapshot before it has replayed its log, and
+// one without a leader may lag: their state could lack committed checkpoints. Either is an
+// error, and so is a call that fails.
+func caughtUpState(ctx context.Context, cli *coordinator.Client) (*fsm.State, error) {
+	resp, err := cli.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st, err := fsm.Decode(resp.StateJson)
+	if err != nil {
+		return nil, err
+	}
+	if resp.LeaderId == "" || st.Release == nil || st.Release.Term != resp.RaftTerm {
+		return nil, fmt.Errorf("replica %s has not applied its leader's log yet (term %d)", resp.ReplicaId, resp.RaftTerm)
+	}
+	return st, nil
+}
+
+// moveAside renames the file at path to path.damaged-UTCTIME (UTC, to the second:
+// checkpoints.db.damaged-20261201T022500Z), with -2, -3, ... added when a file of that name is
+// there: it never replaces a file. The folder is synced so that the rename survives a crash. It
+// returns the new path.
+func moveAside(path string) (string, error) {
+	stamp := path + ".damaged-" + time.Now().UTC().Format("20060102T150405Z")
+	for i := 1; ; i++ {
+		dst := stamp
+		if i > 1 {
+			dst = fmt.Sprintf("%s-%d", stamp, i)
+		}
+		// A hard link fails on a name that exists, where a rename would replace it.
+		err := os.Link(path, dst)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			// A file system without hard links: look, then rename.
+			if _, lerr := os.Lstat(dst); lerr == nil {
+				continue
+			}
+			if err := os.Rename(path, dst); err != nil {
+				return "", err
+			}
+		} else if err := os.Remove(path); err != nil {
+			os.Remove(dst) // the data is still at path
+			return "", err
+		}
+		if d, err := os.Open(filepath.Dir(path)); err == nil {
+			_ = d.Sync()
+			d.Close()
+		}
+		return dst, nil
 	}
 }
 
