@@ -49,6 +49,9 @@ type trainerOpts struct {
 	// stayAfterDone is --stay-after-done: once the run has succeeded, a cluster trainer stays up
 	// idle (stayUpAfterDone) instead of exiting 0.
 	stayAfterDone bool
+	// httpTLS is --http-tls: --http-addr over HTTPS (tlsauth.Bundle.HTTPServer), /metrics only
+	// to a client certificate of the cluster's CA.
+	httpTLS bool
 	// initGone is why the --init weights could not be read (nil: read, or no --init): a
 	// cluster trainer checks before it joins that the run does not start at step 0 from them
 	// (checkInitBeforeJoin).
@@ -135,6 +138,7 @@ default) it exits with status 2 and one line saying to give --certs this cluster
 	f.StringVar(&o.listen, "listen", "", "gRPC address for the all-reduce ring and checkpoint transfer (host:port)")
 	f.StringVar(&o.advertise, "advertise", "", "address the ring peers and the coordinators are told to reach this trainer at, when not --listen (host:port: a stable DNS name in front of it, a NAT)")
 	f.StringVar(&o.httpAddr, "http-addr", "", "HTTP address for /metrics, /healthz and /readyz (empty: none)")
+	f.BoolVar(&o.httpTLS, "http-tls", false, httpTLSUsage)
 	f.StringVar(&o.dataDir, "data-dir", "", "this trainer's volume: checkpoints.db and run.yaml (required)")
 	f.BoolVar(&o.standalone, "standalone", false, "train a world of one without coordinators")
 	f.StringVar(&o.init, "init", "", "safetensors weights to start from instead of the seed's initialization (recorded in the volume's init.txt for ddpm sample)")
@@ -302,6 +306,12 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	}
 	if err := checkStallLimit(o.stallLimit); err != nil {
 		return withExit(2, err)
+	}
+	if o.standalone && o.httpTLS {
+		return withExit(2, errors.New("--http-tls is for a cluster trainer: a standalone trainer serves no HTTP"))
+	}
+	if err := checkHTTPTLS("trainer", o.httpTLS, o.httpAddr, o.sec, changedFlags(cmd.Flags())); err != nil {
+		return err
 	}
 	if o.certRefusalWait <= 0 {
 		return withExit(2, fmt.Errorf("--cert-refusal-wait %v: want a positive duration (default %v)", o.certRefusalWait, defaultCertRefusalWait))

@@ -453,8 +453,18 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Handler(reg))
 		health.register(mux)
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = hs.Serve(hl) }()
+		var hs *http.Server
+		if o.httpTLS {
+			// HTTPS: /healthz and /readyz to anyone (the kubelet's probes, scheme HTTPS),
+			// /metrics only to a client certificate of the cluster's CA (tlsauth.GuardHTTP).
+			if hs, err = sec.HTTPServer(mux); err != nil {
+				return withExit(2, err)
+			}
+			go func() { _ = hs.ServeTLS(hl, "", "") }()
+		} else {
+			hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+			go func() { _ = hs.Serve(hl) }()
+		}
 		defer hs.Close()
 	}
 
