@@ -1,14 +1,19 @@
 package coordinator
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,6 +66,9 @@ type Client struct {
 	certErr   error
 	// certFinal (WithCertRefusalFinal): a certificate refusal ends the call at once.
 	certFinal bool
+	// probed holds, per address, what notGRPC found answering there ("": nothing to say), so
+	// each address is probed once.
+	probed map[string]string
 }
 
 // Unanswered calls are logged (WithLog) once they have failed for warnAfter, then every
@@ -357,11 +365,15 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.C
 			err := fn(actx, api.NewCoordinatorClient(conns[idx]))
 			cancel()
 			var nc error
-			if status.Code(err) == codes.Unimplemented {
-				nc = fmt.Errorf("%w: %s answers but serves no coordinator (a trainer's --listen address? "+
-					"use the coordinators' --grpc-addr)", ErrNotCoordinator, addrs[idx])
+			if what := c.httpsPort(ctx, addrs[idx], err); what != "" {
+				nc = &NotCoordinatorError{Addr: addrs[idx], Msg: what}
+			} else if status.Code(err) == codes.Unimplemented {
+				nc = &NotCoordinatorError{Addr: addrs[idx], Msg: addrs[idx] + " answers but serves no coordinator (a trainer's --listen address? " +
+					"use the coordinators' --grpc-addr)"}
 			} else if why := tlsauth.ServerRefusal(err); why != "" { // nothing was sent to it
-				nc = fmt.Errorf("%w: refused the server at %s: %s", ErrNotCoordinator, addrs[idx], why)
+				nc = &NotCoordinatorError{Addr: addrs[idx], Msg: "refused the server at " + addrs[idx] + ": " + why}
+			} else if what := c.notGRPC(ctx, addrs[idx], err); what != "" {
+				nc = &NotCoordinatorError{Addr: addrs[idx], Msg: what}
 			}
 			if nc != nil {
 				wrong++
@@ -395,6 +407,243 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.C
 		case <-t.C:
 		}
 	}
+}
+
+// NotCoordinatorError is the failure of a call whose every address answers but is no
+// coordinator's gRPC port (errors.Is(err, ErrNotCoordinator) holds): a gRPC server without the
+// coordinator service (a trainer's --listen), a server whose certificate has another role, or a
+// port that does not speak gRPC at all (a coordinator's --http-addr or --raft-addr; see
+// IdentifyPort). Msg is one sentence naming Addr and what answers there, e.g.
+//
+//	127.0.0.1:7008 is the HTTP port (--http-addr) of ddpm coordinator c0 (it answered HTTP/1.1), not its gRPC port: --coordinator takes a coordinator's --grpc-addr, e.g. 127.0.0.1:7001 (the leader's)
+type NotCoordinatorError struct {
+	Addr string
+	Msg  string
+}
+
+func (e *NotCoordinatorError) Error() string { return ErrNotCoordinator.Error() + ": " + e.Msg }
+
+// Unwrap returns ErrNotCoordinator.
+func (e *NotCoordinatorError) Unwrap() error { return ErrNotCoordinator }
+
+// GRPCPortHint ends a line saying that an address given as a coordinator's is another port:
+// which address --coordinator takes.
+const GRPCPortHint = "--coordinator takes a coordinator's --grpc-addr (the last field of its --peers entry ID=RAFT=GRPC)"
+
+// notGRPC returns the line saying what answers at addr when the failed attempt err (a
+// connection that broke at its handshake: not refused, not timed out, not a certificate
+// refusal) met a port that positively is not gRPC (IdentifyPort), with GRPCPortHint; "" when it
+// may be a coordinator still (then the call retries as before). Each address is probed once per
+// Client.
+func (c *Client) notGRPC(ctx context.Context, addr string, err error) string {
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "connection error") || unreached(err) || CertRefusal(err) {
+		return ""
+	}
+	c.mu.Lock()
+	line, done := c.probed[addr]
+	c.mu.Unlock()
+	if done {
+		return line
+	}
+	if what, grpcAddr := IdentifyPort(ctx, addr); what != "" {
+		line = what + ": " + GRPCPortHint
+		if grpcAddr != "" {
+			line = what + ": --coordinator takes a coordinator's --grpc-addr, e.g. " + grpcAddr + " (the leader's)"
+		}
+	}
+	c.mu.Lock()
+	if c.probed == nil {
+		c.probed = map[string]string{}
+	}
+	c.probed[addr] = line
+	c.mu.Unlock()
+	return line
+}
+
+// httpsPort returns the line saying that addr is an HTTPS port when the failed attempt err is
+// gRPC's report of an HTTP answer that is no gRPC one over TLS with h2 (a --http-addr served
+// with --http-tls answers a gRPC call with 404), naming the coordinator when its /api/status
+// answers this client's certificate, with GRPCPortHint; "" for any other err.
+func (c *Client) httpsPort(ctx context.Context, addr string, err error) string {
+	_, code, ok := strings.Cut(status.Convert(err).Message(), "unexpected HTTP status code received from server: ")
+	if !ok {
+		return ""
+	}
+	code, _, _ = strings.Cut(code, ";")
+	c.mu.Lock()
+	line, done := c.probed[addr]
+	c.mu.Unlock()
+	if done {
+		return line
+	}
+	line = fmt.Sprintf("%s is an HTTPS port (it answered a gRPC call with HTTP status %s), not a gRPC port (a ddpm coordinator's or trainer's --http-addr with --http-tls?): %s",
+		addr, code, GRPCPortHint)
+	if cfg := c.sec.HTTPClientTLS(); cfg != nil {
+		if id, leader, ok := coordinatorHTTP(ctx, "https://"+addr, cfg); ok {
+			line = fmt.Sprintf("%s is the HTTPS port (--http-addr, --http-tls) of ddpm coordinator %s, not its gRPC port: %s", addr, id, GRPCPortHint)
+			if leader != "" {
+				line = fmt.Sprintf("%s is the HTTPS port (--http-addr, --http-tls) of ddpm coordinator %s, not its gRPC port: --coordinator takes a coordinator's --grpc-addr, e.g. %s (the leader's)", addr, id, leader)
+			}
+		}
+	}
+	c.mu.Lock()
+	if c.probed == nil {
+		c.probed = map[string]string{}
+	}
+	c.probed[addr] = line
+	c.mu.Unlock()
+	return line
+}
+
+// RaftProtocol is the TLS application protocol (ALPN) a coordinator's raft port announces
+// (internal/tlsauth's raftALPN; TestIdentifyPortRaft checks the two agree against a real
+// replica): IdentifyPort offers it beside gRPC's h2, and a server that picks it is a raft port.
+const RaftProtocol = "ddpm-raft/1"
+
+// identifyTimeout bounds IdentifyPort: its TCP connection, TLS handshake and HTTP request.
+const identifyTimeout = time.Second
+
+// IdentifyPort says what answers at addr (host:port) when it is positively not a gRPC server,
+// from one TLS handshake offering the protocols h2 (gRPC) and RaftProtocol, its certificates
+// unchecked and nothing sent after it:
+//
+//   - the server picks RaftProtocol: "ADDR is the raft port (--raft-addr) of a ddpm coordinator
+//     (its TLS offers raft's protocol ddpm-raft/1, not gRPC's)";
+//   - it answers the handshake in plain HTTP/1.x (a ddpm coordinator's or trainer's --http-addr):
+//     "ADDR is the HTTP port (--http-addr) of ddpm coordinator c0 (it answered HTTP/1.1), not its
+//     gRPC port" when GET /api/status answers as a coordinator's does, grpcAddr then being the
+//     gRPC address of the leader it names ("" when it knows none); else "ADDR is an HTTP port (it
+//     answered HTTP/1.1), not a gRPC port (a ddpm trainer's --http-addr?)";
+//   - it completes TLS without h2: "ADDR speaks TLS but not gRPC (its TLS offers no h2)";
+//   - it answers in other plain text: "ADDR answers in plain text, not gRPC (it sent "...")".
+//
+// It returns "" for a TLS server that picks h2 or sends an HTTP/2 frame in plain text (a gRPC
+// server, secure or not), one that closes the connection or stays silent (a raft port of a
+// cluster run with --insecure does both, but so does a proxy such as kubectl port-forward whose
+// coordinator is starting), and when nothing listens: a coordinator may answer there yet.
+// It takes at most identifyTimeout (1 s), or until ctx ends.
+func IdentifyPort(ctx context.Context, addr string) (what, grpcAddr string) {
+	ctx, cancel := context.WithTimeout(ctx, identifyTimeout)
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", ""
+	}
+	defer raw.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		raw.SetDeadline(dl)
+	}
+	rec := &firstBytes{Conn: raw}
+	// Only the protocol the server picks is looked at: no certificate is checked or offered,
+	// and nothing is sent once the handshake is done.
+	tc := tls.Client(rec, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", RaftProtocol}})
+	err = tc.HandshakeContext(ctx)
+	if err == nil {
+		switch tc.ConnectionState().NegotiatedProtocol {
+		case RaftProtocol:
+			return addr + " is the raft port (--raft-addr) of a ddpm coordinator (its TLS offers raft's protocol " + RaftProtocol + ", not gRPC's)", ""
+		case "h2":
+			return "", ""
+		}
+		return addr + " speaks TLS but not gRPC (its TLS offers no h2)", ""
+	}
+	var rh tls.RecordHeaderError
+	if !errors.As(err, &rh) {
+		return "", ""
+	}
+	// The handshake read at least the 5 bytes of a record header; the first line may need more.
+	var more [256]byte
+	for rec.buf.Len() < 200 && !bytes.Contains(rec.buf.Bytes(), []byte("\n")) {
+		if _, err := rec.Read(more[:]); err != nil {
+			break
+		}
+	}
+	first := rec.buf.Bytes()
+	if line, _, _ := bytes.Cut(first, []byte("\r\n")); bytes.HasPrefix(line, []byte("HTTP/1.")) {
+		proto, _, _ := bytes.Cut(line, []byte(" "))
+		if id, leader, ok := coordinatorHTTP(ctx, "http://"+addr, nil); ok {
+			return fmt.Sprintf("%s is the HTTP port (--http-addr) of ddpm coordinator %s (it answered %s), not its gRPC port", addr, id, proto), leader
+		}
+		return fmt.Sprintf("%s is an HTTP port (it answered %s), not a gRPC port (a ddpm trainer's --http-addr?)", addr, proto), ""
+	}
+	if len(first) >= 9 && first[3] == 0x4 { // an HTTP/2 SETTINGS frame: a plain-text gRPC server
+		return "", ""
+	}
+	line, _, _ := bytes.Cut(first, []byte("\n"))
+	line = bytes.TrimSpace(line[:min(len(line), 40)])
+	for _, b := range line {
+		if b < 0x20 || b > 0x7e {
+			return "", ""
+		}
+	}
+	if len(line) == 0 {
+		return "", ""
+	}
+	return fmt.Sprintf("%s answers in plain text, not gRPC (it sent %q)", addr, line), ""
+}
+
+// coordinatorHTTP asks the HTTP server at base ("http://host:port", or "https://host:port" with
+// the client TLS configuration tlsCfg) for GET /api/status within a second and reports whether
+// it answers as a coordinator's HTTP port does (a JSON object naming its replica), with the
+// replica id and the gRPC address of the leader it names.
+func coordinatorHTTP(ctx context.Context, base string, tlsCfg *tls.Config) (replica, leaderGRPC string, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, identifyTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/status", nil)
+	if err != nil {
+		return "", "", false
+	}
+	cl := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true, TLSClientConfig: tlsCfg}}
+	resp, err := cl.Do(req)
+	if err != nil {
+		return "", "", false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", "", false
+	}
+	// Only the fields before "state" (which holds the whole replicated state) are read.
+	dec := json.NewDecoder(bufio.NewReader(io.LimitReader(resp.Body, 1<<16)))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", "", false
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			break
+		}
+		key, _ := t.(string)
+		if key == "state" {
+			break
+		}
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			break
+		}
+		s, _ := v.(string)
+		switch key {
+		case "replica":
+			replica = s
+		case "leader_grpc":
+			leaderGRPC = s
+		}
+	}
+	return replica, leaderGRPC, replica != ""
+}
+
+// firstBytes is a connection that keeps the first 512 bytes it reads.
+type firstBytes struct {
+	net.Conn
+	buf bytes.Buffer
+}
+
+func (f *firstBytes) Read(p []byte) (int, error) {
+	n, err := f.Conn.Read(p)
+	if room := 512 - f.buf.Len(); room > 0 && n > 0 {
+		f.buf.Write(p[:min(n, room)])
+	}
+	return n, err
 }
 
 // decodeErr turns a gRPC status carrying a state-machine code back into that package's error.

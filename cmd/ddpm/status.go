@@ -44,7 +44,8 @@ does not resolve), after --timeout
 when one accepts connections but does not answer (a host that drops packets, a replica stuck).
 A replica answers without a raft leader; its tables then show leader "-". Exit status 2 for bad
 flags, and at once for --certs of another cluster (another CA: the coordinator's certificate
-and ours refuse each other).`,
+and ours refuse each other) and for an address that answers but is no coordinator's gRPC port
+(its --raft-addr or --http-addr, a trainer's port: the line names what answers there).`,
 	Args: cobra.MaximumNArgs(1),
 	RunE: runStatus,
 }
@@ -217,6 +218,12 @@ func fetchStateStore(ctx context.Context, name string, addrs []string, sec *tlsa
 	var refused *coordinator.CertRefusedError
 	if errors.As(err, &refused) {
 		return nil, nil, "", otherCAError(name, "the coordinator at "+refused.Addr, certs)
+	}
+	var wrong *coordinator.NotCoordinatorError
+	if errors.As(err, &wrong) {
+		// Every address answers, and none is a coordinator's gRPC port (a raft or HTTP port, a
+		// trainer's): a command line to change, said at the first contact.
+		return nil, nil, "", withExit(exitUsage, fmt.Errorf("%s: %s", name, wrong.Msg))
 	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, coordinator.ErrUnavailable) {

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ddpm/internal/testutil"
+	"ddpm/internal/tlsauth/tlsauthtest"
+)
+
+// TestCLIS25WrongPortNamedAtOnce: status, loss and checkpoint rollback given a real
+// coordinator's --http-addr or --raft-addr as --coordinator (and checkpoint fetch given them as
+// the trainer's address) say at the first contact, in one line with status 2, what answers
+// there and which address to give: the HTTP port names the coordinator and its leader's gRPC
+// address (read from its /api/status), the raft port is known by the TLS protocol it picks. They
+// waited the whole --timeout (30 s here) and exited 1 with a guess ("the address answers in plain
+// text: a coordinator run with --insecure ..." for the HTTP port). An HTTPS port (--http-tls),
+// which answers gRPC's call with 404, is named as such (it was "answers but serves no
+// coordinator (a trainer's --listen address? ...)").
+func TestCLIS25WrongPortNamedAtOnce(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	certs := tlsauthtest.Dir(t)
+	raft0, grpc0, http0 := freeAddr(t), freeAddr(t), freeAddr(t)
+	startOpCoordinator(t, bin, 30*time.Second, "coordinator", "--id", "c0", "--raft-addr", raft0, "--grpc-addr", grpc0,
+		"--http-addr", http0, "--peers", "c0="+raft0+"="+grpc0, "--data-dir", filepath.Join(t.TempDir(), "c0"),
+		"--bootstrap", "--certs", certs)
+	// A second one-replica cluster serves its HTTP port with --http-tls.
+	raft1, grpc1, https1 := freeAddr(t), freeAddr(t), freeAddr(t)
+	startOpCoordinator(t, bin, 30*time.Second, "coordinator", "--id", "c1", "--raft-addr", raft1, "--grpc-addr", grpc1,
+		"--http-addr", https1, "--http-tls", "--peers", "c1="+raft1+"="+grpc1, "--data-dir", filepath.Join(t.TempDir(), "c1"),
+		"--bootstrap", "--certs", certs)
+	// The HTTP ports' lines name the leader's gRPC address: wait until each replica leads.
+	for _, c := range []struct{ id, grpc string }{{"c0", grpc0}, {"c1", grpc1}} {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			out, _, code := ddpmRun(t, bin, "status", "--coordinator", c.grpc, "--certs", certs, "--timeout", "5s")
+			if code == 0 && strings.Contains(out, "(leader "+c.id+",") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s did not lead within 30 s: status %d\n%s", c.id, code, out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	httpWhat := http0 + " is the HTTP port (--http-addr) of ddpm coordinator c0 (it answered HTTP/1.1), not its gRPC port"
+	raftWhat := raft0 + " is the raft port (--raft-addr) of a ddpm coordinator (its TLS offers raft's protocol ddpm-raft/1, not gRPC's)"
+	httpHint := ": --coordinator takes a coordinator's --grpc-addr, e.g. " + grpc0 + " (the leader's)"
+	raftHint := ": --coordinator takes a coordinator's --grpc-addr (the last field of its --peers entry ID=RAFT=GRPC)"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "--coordinator", http0}, "ddpm: status: " + httpWhat + httpHint},
+		{[]string{"status", "--coordinator", raft0}, "ddpm: status: " + raftWhat + raftHint},
+		{[]string{"status", "--coordinator", https1}, "ddpm: status: " + https1 + " is the HTTPS port (--http-addr, --http-tls) of ddpm coordinator c1, not its gRPC port: " +
+			"--coordinator takes a coordinator's --grpc-addr, e.g. " + grpc1 + " (the leader's)"},
+		{[]string{"loss", "--coordinator", http0}, "ddpm: loss: " + httpWhat + httpHint},
+		{[]string{"loss", "--coordinator", raft0}, "ddpm: loss: " + raftWhat + raftHint},
+		{[]string{"checkpoint", "rollback", "--to-step", "0", "--coordinator", http0}, "ddpm: checkpoint rollback: " + httpWhat + httpHint},
+		{[]string{"checkpoint", "rollback", "--to-step", "0", "--coordinator", raft0}, "ddpm: checkpoint rollback: " + raftWhat + raftHint},
+	} {
+		start := time.Now()
+		out, errOut, code := ddpmRun(t, bin, append(tc.args, "--certs", certs, "--timeout", "30s")...)
+		took := time.Since(start)
+		if code != 2 || out != "" || errOut != tc.want+"\n" || took > 10*time.Second {
+			t.Errorf("ddpm %s: status %d after %v, stdout %q, stderr %q\nwant status 2 at once and stderr %q",
+				strings.Join(tc.args, " "), code, took.Round(time.Millisecond), out, errOut, tc.want)
+		}
+	}
+	dbOut := filepath.Join(t.TempDir(), "x.db")
+	for _, tc := range []struct{ addr, what string }{{http0, httpWhat}, {raft0, raftWhat}} {
+		out, errOut, code := ddpmRun(t, bin, "checkpoint", "fetch", tc.addr, "--certs", certs, "--step", "10", "--out", dbOut)
+		want := "ddpm: checkpoint fetch: " + tc.what + ": give a trainer's --listen address (ddpm status lists them)\n"
+		if code != 2 || out != "" || errOut != want {
+			t.Errorf("ddpm checkpoint fetch %s: status %d, stdout %q, stderr %q\nwant status 2 and stderr %q", tc.addr, code, out, errOut, want)
+		}
+	}
+}
