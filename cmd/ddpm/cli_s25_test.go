@@ -1,11 +1,20 @@
 package main
 
 import (
+	"context"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
+	"ddpm/allreduce"
+	"ddpm/api"
+	"ddpm/checkpoint"
+	"ddpm/coordinator"
+	"ddpm/coordinator/fsm"
 	"ddpm/internal/testutil"
 	"ddpm/internal/tlsauth/tlsauthtest"
 )
@@ -76,6 +85,83 @@ func TestCLIS25WrongPortNamedAtOnce(t *testing.T) {
 		want := "ddpm: checkpoint fetch: " + tc.what + ": give a trainer's --listen address (ddpm status lists them)\n"
 		if code != 2 || out != "" || errOut != want {
 			t.Errorf("ddpm checkpoint fetch %s: status %d, stdout %q, stderr %q\nwant status 2 and stderr %q", tc.addr, code, out, errOut, want)
+		}
+	}
+}
+
+// TestCLIS25RollbackNoRunOrFinishedExit2: checkpoint rollback against a real coordinator with
+// no run configured, and against one whose run finished (its last step's checkpoint committed),
+// is refused with its one line and status 2: the command cannot succeed by being tried again. It
+// exited 1, the status of a failure of the machine.
+func TestCLIS25RollbackNoRunOrFinishedExit2(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	// No run: a replica started without a run config.
+	certs := tlsauthtest.Dir(t)
+	grpcAddr, raftAddr := freeAddr(t), freeAddr(t)
+	node, err := coordinator.StartNode(coordinator.NodeConfig{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr,
+		Peers: []coordinator.Peer{{ID: "c0", RaftAddr: raftAddr, GRPCAddr: grpcAddr}}, DataDir: t.TempDir(),
+		Bootstrap: true, Version: "test", Security: tlsauthtest.Load(t, certs, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close() })
+	out, errOut, code := ddpmRun(t, bin, "checkpoint", "rollback", "--coordinator", grpcAddr, "--certs", certs, "--to-step", "0", "--yes")
+	want := "ddpm: checkpoint rollback: no run config submitted yet: no run configured: there is nothing to roll back\n"
+	if code != 2 || out != "" || errOut != want {
+		t.Errorf("rollback with no run: status %d, stdout %q, stderr %q\nwant status 2 and stderr %q", code, out, errOut, want)
+	}
+
+	// Finished: the one trainer reports every step and the last step's checkpoint.
+	addr, cli, gen := startMonitoredNode(t, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, step := range []int64{10, 20} {
+		if _, err := cli.CheckpointReady(ctx, &api.CheckpointReadyRequest{Id: "trainer-a", Generation: gen, Step: step,
+			Sha256: strings.Repeat("ab", 32), Size: 10}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := waitFor(t, cli, "the run's success", 20*time.Second, func(s *fsm.State) bool { return s.Status.Terminal() })
+	if st.Status != fsm.StatusSucceeded {
+		t.Fatalf("run %s (%s), want succeeded", st.Status, st.Reason)
+	}
+	out, errOut, code = ddpmRun(t, bin, "checkpoint", "rollback", "--coordinator", addr, "--certs", monitorCerts, "--to-step", "10", "--yes")
+	want = "ddpm: checkpoint rollback: run finished: the run has succeeded; a finished run is not rolled back\n"
+	if code != 2 || out != "" || errOut != want {
+		t.Errorf("rollback of a finished run: status %d, stdout %q, stderr %q\nwant status 2 and stderr %q", code, out, errOut, want)
+	}
+}
+
+// TestCLIS25StatusTrainerPortExit2: ddpm status and loss given a trainer's --listen address (a
+// real gRPC server on loopback with the run's certificates, serving the checkpoint transfer and
+// the ring all-reduce, as a trainer's port does, and no coordinator service) say so at once in
+// their one line, with status 2. The line is the one they printed, with the command's name in
+// front instead of "coordinator: not a coordinator:"; the status was 1.
+func TestCLIS25StatusTrainerPortExit2(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	certs := tlsauthtest.Dir(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(append(tlsauthtest.Load(t, certs, nil).ServerOptions(), allreduce.ServerOptions()...)...)
+	st, err := checkpoint.Open(filepath.Join(t.TempDir(), "checkpoints.db"), checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	checkpoint.RegisterTransfer(srv, st)
+	allreduce.Register(srv)
+	go srv.Serve(ln)
+	defer srv.Stop()
+	addr := ln.Addr().String()
+	for _, name := range []string{"status", "loss"} {
+		start := time.Now()
+		out, errOut, code := ddpmRun(t, bin, name, "--coordinator", addr, "--certs", certs, "--timeout", "30s")
+		want := "ddpm: " + name + ": " + addr + " answers but serves no coordinator (a trainer's --listen address? use the coordinators' --grpc-addr)\n"
+		if code != 2 || out != "" || errOut != want || time.Since(start) > 10*time.Second {
+			t.Errorf("ddpm %s at a trainer's port: status %d after %v, stdout %q, stderr %q\nwant status 2 at once and stderr %q",
+				name, code, time.Since(start).Round(time.Millisecond), out, errOut, want)
 		}
 	}
 }

@@ -51,7 +51,10 @@ would be abandoned and changes nothing. The abandoned checkpoints stay listed in
 
 A failed run (a trainer reported a failure, ranks diverged) is revived the same way: roll it
 back to a committed checkpoint, its newest one included (nothing is abandoned then), or to 0;
-restarted trainers then join it again. A succeeded run is not rolled back.`,
+restarted trainers then join it again. A succeeded run is not rolled back.
+
+Exit status 2 for a --to-step the run cannot go back to, a cluster with no run configured or
+whose run succeeded, and a run not rolled back for want of --yes; 1 when no coordinator answers.`,
 	// A run folder given as the other checkpoint commands take one is answered in runRollback.
 	Args: func(cmd *cobra.Command, args []string) error {
 		if len(args) == 1 {
@@ -270,9 +273,11 @@ func stepList(cs []fsm.Checkpoint) string {
 }
 
 // rollbackStatus is the exit status of a refused rollback: 2 for a --to-step the run cannot go
-// back to (fsm.ErrBadRollback), 1 otherwise.
+// back to (fsm.ErrBadRollback) and for a cluster with no run to roll back (fsm.ErrNoRun) or whose
+// run finished (fsm.ErrRunFinished), which the command cannot change by trying again; 1
+// otherwise.
 func rollbackStatus(err error) int {
-	if errors.Is(err, fsm.ErrBadRollback) {
+	if errors.Is(err, fsm.ErrBadRollback) || errors.Is(err, fsm.ErrNoRun) || errors.Is(err, fsm.ErrRunFinished) {
 		return exitUsage
 	}
 	return 1
