@@ -112,8 +112,9 @@ the run's newest committed checkpoint (waiting up to a minute for one to join): 
 checkpoint from it. Otherwise it leaves the file as it is and exits with status 2 and one line
 (the file may be the run's only copy).
 A cluster trainer whose --init file is missing while the run has no committed checkpoint (every
-generation then starts at step 0 from it) exits with status 2 and one line naming the file,
-without joining.
+generation then starts at step 0 from it) does not join: while other trainers train the run it
+waits for its first committed checkpoint (one log line), then joins and takes it from a peer;
+when nobody trains it, it exits with status 2 and one line naming the file.
 --coordinator may name one replica: the trainer learns the others' addresses from the replicas' answers.
 --advertise names the address peers reach this trainer at when it is not --listen (a stable DNS
 name such as a StatefulSet pod's); a newer process under the same name and --id is told apart
@@ -652,26 +653,46 @@ const MsgInitGoneResumes = "the --init weights are gone; a committed checkpoint 
 // --init weights are gone and the run has no committed checkpoint (checkInitBeforeJoin).
 const MsgInitGoneFreshRun = "not joining: the --init weights are gone and the run has no committed checkpoint, so its generations start at step 0 from them"
 
-// checkInitBeforeJoin refuses, before it joins, a cluster trainer whose --init weights are gone
-// (initGone: InitFrom's error, naming the file; nil: nothing to check) in a run whose
+// MsgInitGoneWaitsCommit is the log message of a cluster trainer whose --init weights are gone,
+// in a run that has no committed checkpoint yet while other trainers train it: it waits for the
+// first one before it joins (checkInitBeforeJoin).
+const MsgInitGoneWaitsCommit = "the --init weights are gone and the run has no committed checkpoint yet; others train it: waiting for its first committed checkpoint before joining (it needs no weights then)"
+
+// initGonePoll is how often checkInitBeforeJoin reads the coordinators' state while it waits.
+const initGonePoll = 500 * time.Millisecond
+
+// checkInitBeforeJoin decides, before it joins, about a cluster trainer whose --init weights are
+// gone (initGone: InitFrom's error, naming the file; nil: nothing to check) in a run whose
 // coordinators' state (state: stateOnce) lists no committed checkpoint: every generation such a
 // run starts, starts at step 0 from the --init weights. Joined, the trainer was put in the next
 // one (at once when the others waited for it, as at a run's start; when the ring broke, when
 // they were training) and left it at once with trainer.ErrInitGone, sending the others back to
-// step 0 twice. The refusal is one line naming the file and what to do, status 2 (refused input,
-// as dataExit); the others' generation is unchanged. It also refuses a trainer that, joining
-// while the others train, would have waited for their first commit and started from it without
-// the weights: its line says that waiting for that commit is the other way on. A run that has a
-// committed checkpoint needs no weights (the trainer takes the checkpoint from its volume or a
-// peer), and one that has ended refuses the join its own way: nil for both; so does a trainer
-// whose volume holds a committed checkpoint (held: volumeHeld) that the state does not say a
-// rollback abandoned (fsm.State.Abandons), which its join brings back to coordinators that lost
-// their record of it (fsm's adopt), the run then starting from it. One rolled back to step 0
-// holds only abandoned ones: refused. A state that cannot be read leaves the join to find out,
-// as before: nil. A trainer let through because the run need not start at step 0 says so in
-// one log line (MsgInitGoneResumes). initGone comes from a file that is not there (DeferInit is
-// given only fs.ErrNotExist), and the line says so once; the log keeps the reader's words.
-func checkInitBeforeJoin(state func() (*fsm.State, error), init string, initGone error, held []fsm.Held, dir string, log *slog.Logger) error {
+// step 0 twice. So it does not join then:
+//   - while other trainers train the run (a generation of world > 0, members other than id), it
+//     waits, without joining and reading the state (poll) every initGonePoll, for the run's first
+//     committed checkpoint (at step every, the run's checkpoint_every), saying so in one log
+//     line (MsgInitGoneWaitsCommit, with the run's other members); once it is committed the
+//     trainer joins and takes it from a holder, as a trainer with an empty volume does. A
+//     member that drops meanwhile (its generation ends) does not end the wait while other
+//     members remain: it may come back. A stop (ctx ends) ends the wait: nil, the caller sees
+//     the stop. A run that ends meanwhile: nil (the join finds out);
+//   - when nobody trains it (the others wait for more trainers, or there are none: a new run,
+//     one rolled back to step 0), or every other member leaves while it waits, it is refused
+//     with one line naming the file and what to do, status 2 (refused input, as dataExit), the
+//     others' generation unchanged.
+//
+// A run that has a committed checkpoint needs no weights (the trainer takes the checkpoint from
+// its volume or a peer), and one that has ended refuses the join its own way: nil for both; so
+// does a trainer whose volume holds a committed checkpoint (held: volumeHeld) that the state does
+// not say a rollback abandoned (fsm.State.Abandons), which its join brings back to coordinators
+// that lost their record of it (fsm's adopt), the run then starting from it. One rolled back to
+// step 0 holds only abandoned ones. A state that cannot be read leaves the join to find out, as
+// before: nil (while waiting, an unreadable state is read again). A trainer let through because
+// the run need not start at step 0 says so in one log line (MsgInitGoneResumes). initGone comes
+// from a file that is not there (DeferInit is given only fs.ErrNotExist), and the line says so
+// once; the log keeps the reader's words.
+func checkInitBeforeJoin(ctx context.Context, state func() (*fsm.State, error), poll func(context.Context) (*fsm.State, error),
+	id, init string, initGone error, held []fsm.Held, every int64, dir string, log *slog.Logger) error {
 	if initGone == nil {
 		return nil
 	}
@@ -686,6 +707,37 @@ func checkInitBeforeJoin(state func() (*fsm.State, error), init string, initGone
 	if st.LatestCheckpoint() != nil || slices.ContainsFunc(held, func(h fsm.Held) bool { return !st.Abandons(h) }) {
 		log.Info(MsgInitGoneResumes, "init", init, "err", initGone.Error())
 		return nil
+	}
+	others := func(st *fsm.State) []string {
+		return slices.Sorted(func(yield func(string) bool) {
+			for m := range st.Members {
+				if m != id && !yield(m) {
+					return
+				}
+			}
+		})
+	}
+	if st.Generation.World > 0 && len(others(st)) > 0 {
+		log.Info(MsgInitGoneWaitsCommit, "init", init, "step", every, "generation", st.Generation.Number, "members", others(st), "err", initGone.Error())
+		for len(others(st)) > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(initGonePoll):
+			}
+			next, err := poll(ctx)
+			if err != nil {
+				continue
+			}
+			if next.Status.Terminal() {
+				return nil
+			}
+			if ck := next.LatestCheckpoint(); ck != nil {
+				log.Info(MsgInitGoneResumes, "init", init, "err", initGone.Error(), "step", ck.Step)
+				return nil
+			}
+			st = next
+		}
 	}
 	log.Error(MsgInitGoneFreshRun, "init", init, "generation", st.Generation.Number, "held", len(held), "err", initGone.Error())
 	msg := fmt.Sprintf("trainer: --init %s does not exist; the run has no committed checkpoint, so its generations start at step 0 from these weights: "+
