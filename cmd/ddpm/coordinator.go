@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -217,7 +218,7 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 			node.Close()
 			return withExit(2, err)
 		}
-		go func() { _ = srv.ServeTLS(https, "", "") }()
+		go serveHTTPS(srv, https, "--http-addr "+coordFlags.httpAddr, log)
 		defer srv.Close()
 	}
 	log.Info(coordinatorStartedMsg, "raft", coordFlags.raftAddr, "grpc", coordFlags.grpcAddr, "http", coordFlags.httpAddr,
@@ -380,4 +381,16 @@ func listenHTTPS(addr string) (net.Listener, error) {
 			coordinator.ErrListen, addr))
 	}
 	return nil, withExit(2, fmt.Errorf("coordinator: --http-addr %s: %w", addr, err))
+}
+
+// MsgHTTPSStopped is the ERROR line of an --http-tls server that stopped serving while its
+// process runs on (an accept error net/http gives up on): the probes then fail, and this says why.
+const MsgHTTPSStopped = "HTTPS server stopped serving"
+
+// serveHTTPS serves srv (tlsauth.Bundle.HTTPServer) over TLS on l until srv is closed, and logs
+// MsgHTTPSStopped at ERROR naming what (the flag and address) when it stops for any other reason.
+func serveHTTPS(srv *http.Server, l net.Listener, what string, log *slog.Logger) {
+	if err := srv.ServeTLS(l, "", ""); !errors.Is(err, http.ErrServerClosed) {
+		log.Error(MsgHTTPSStopped, "addr", what, "err", err)
+	}
 }
