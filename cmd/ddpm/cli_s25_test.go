@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,8 +19,10 @@ import (
 	"ddpm/allreduce"
 	"ddpm/api"
 	"ddpm/checkpoint"
+	"ddpm/config"
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/localrun"
 	"ddpm/internal/testutil"
 	"ddpm/internal/tlsauth/tlsauthtest"
 )
@@ -163,5 +171,104 @@ func TestCLIS25StatusTrainerPortExit2(t *testing.T) {
 			t.Errorf("ddpm %s at a trainer's port: status %d after %v, stdout %q, stderr %q\nwant status 2 at once and stderr %q",
 				name, code, time.Since(start).Round(time.Millisecond), out, errOut, want)
 		}
+	}
+}
+
+// TestCLIS25LocalSecondInterruptKills: a real `ddpm local` (one coordinator, two trainers)
+// whose trainers cannot stop (SIGSTOPped after the run committed a checkpoint) is sent SIGINT,
+// which starts its stop with --grace 90s, then SIGINT again: it kills every child at once and
+// exits 130 with one line naming them, well within the grace; no child is left, and the
+// committed checkpoint is on trainer-0's volume and verifies. It ignored the second Ctrl-C and
+// waited out the grace.
+func TestCLIS25LocalSecondInterruptKills(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	run := makeLocalRun(t, 2, func(r *config.Run) {
+		r.Steps, r.CheckpointEvery, r.HeartbeatTimeout = 100000, 5, config.Duration(10*time.Second)
+	})
+	cmd, _ := localCommand(t, "--resume", run, "--quiet", "--grace", "90s")
+	live := &lockedLog{}
+	cmd.Stdout, cmd.Stderr = live, live
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	pidOf := func(name string) int {
+		b, err := os.ReadFile(filepath.Join(run, localrun.LogsDir, name+".pid"))
+		if err != nil {
+			return 0
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid
+	}
+	names := []string{"coordinator-0", "trainer-0", "trainer-1"}
+	t.Cleanup(func() {
+		// A stopped child does not act on the SIGTERM its parent's death sends it.
+		for _, n := range names {
+			if pid := pidOf(n); pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		cmd.Process.Kill()
+	})
+
+	addrs, certs, err := runFolderCluster(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := coordinator.Dial(addrs, tlsauthtest.Load(t, certs, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	st := waitFor(t, cli, "committed checkpoint", 90*time.Second, func(s *fsm.State) bool { return len(s.Checkpoints) > 0 })
+	step := st.Checkpoints[len(st.Checkpoints)-1].Step
+	for _, n := range []string{"trainer-0", "trainer-1"} {
+		pid := pidOf(n)
+		if pid <= 0 {
+			t.Fatalf("%s has no pid file\n%s", n, live)
+		}
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(live.String(), "ddpm local: stopping"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stopping line within 30 s of SIGINT:\n%s", live)
+		}
+	}
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	var werr error
+	select {
+	case werr = <-exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("ddpm local still running 60 s after the second SIGINT (grace 90s):\n%s", live)
+	}
+	took := time.Since(start)
+	var ee *exec.ExitError
+	if werr != nil && !errors.As(werr, &ee) {
+		t.Fatal(werr)
+	}
+	lines := strings.Split(strings.TrimSpace(live.String()), "\n")
+	want := "ddpm: interrupted again: killed coordinator-0, trainer-0, trainer-1 at once, without their clean stop; the checkpoints committed so far are kept; continue with: ddpm local --resume " + run
+	if code := cmd.ProcessState.ExitCode(); code != 130 || lines[len(lines)-1] != want || took > 20*time.Second {
+		t.Fatalf("after the second SIGINT: exit %d in %v, last line %q\nwant exit 130 at once and %q\n%s", code, took.Round(time.Millisecond), lines[len(lines)-1], want, live)
+	}
+	for _, n := range names {
+		if pid := pidOf(n); pid > 0 {
+			t.Errorf("%s (pid %d) is left behind", n, pid)
+		}
+	}
+	if held := heldSteps(run); !slices.Contains(held, step) {
+		t.Errorf("trainer-0's volume holds steps %v, not the committed step %d", held, step)
+	}
+	if out, errOut, code := ddpmRun(t, bin, "checkpoint", "verify", run); code != 0 {
+		t.Errorf("checkpoint verify after the kill: status %d\n%s%s", code, out, errOut)
 	}
 }

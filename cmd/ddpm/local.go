@@ -292,7 +292,7 @@ func presetsFor(c, h, w int) []string {
 	return fit
 }
 
-func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
+func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) {
 	if o.coordinators != 1 && o.coordinators != 3 && o.coordinators != 5 {
 		return withExit(2, fmt.Errorf("--coordinators %d: want 1, 3 or 5", o.coordinators))
 	}
@@ -486,6 +486,14 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	if err != nil {
 		return err
 	}
+	// A second Ctrl-C (or SIGTERM) cuts the stop short: every child still running is killed at
+	// once, and the run ends with the line saying so (forcedStopLine), status 130.
+	killed := forceStopOnSecondSignal(sup)
+	defer func() {
+		if k := killed(); len(k) > 0 {
+			retErr = withExit(exitInterrupted, errors.New(forcedStopLine(k, out)))
+		}
+	}()
 	stderr := io.Writer(&brokenOutput{w: cmd.ErrOrStderr(), gone: outGone})
 	mon := newLocalMonitor(run, out, stderr, o.quiet)
 	// A resumed run's loss.csv continues the earlier sessions'; one that cannot be read is
@@ -698,6 +706,47 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) error {
 	}
 	fmt.Fprintf(stderr, "ddpm local: done: %s; final loss %s\n", out, mon.finalLoss())
 	return nil
+}
+
+// forceStopOnSecondSignal watches for SIGINT and SIGTERM from now until the returned function is
+// called: the first one is the stop that signal.NotifyContext in runLocal already asks for
+// (trainers finish their step, then the coordinators stop, each within --grace); at the second
+// one, sup.KillAll kills every child still running at once. The returned function stops the
+// watch and returns the names of the children killed so (nil when no second signal came).
+func forceStopOnSecondSignal(sup *localrun.Supervisor) func() []string {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	quit, result := make(chan struct{}), make(chan []string, 1)
+	go func() {
+		defer signal.Stop(sigs)
+		var killed []string
+		defer func() { result <- killed }()
+		for n := 0; n < 2; n++ {
+			select {
+			case <-sigs:
+			case <-quit:
+				return
+			}
+		}
+		killed = sup.KillAll()
+		<-quit
+	}()
+	return func() []string {
+		close(quit)
+		return <-result
+	}
+}
+
+// forcedStopLine is the line of a ddpm local run in out whose stop a second Ctrl-C cut short,
+// killing the children killed (names) at once. What they had committed stays: a checkpoint is
+// one bbolt transaction, fsynced at its commit, in a trainer's checkpoints.db, and so are the
+// coordinators' raft log entries in raft.db; a step or checkpoint write under way is lost and
+// done again by --resume.
+//
+//	interrupted again: killed coordinator-0, trainer-0, trainer-1 at once, without their clean stop; the checkpoints committed so far are kept; continue with: ddpm local --resume runs/a
+func forcedStopLine(killed []string, out string) string {
+	return fmt.Sprintf("interrupted again: killed %s at once, without their clean stop; the checkpoints committed so far are kept; continue with: ddpm local --resume %s",
+		strings.Join(killed, ", "), shellWord(out))
 }
 
 // interruptedSamplingLine is the line of a ddpm local run stopped while it drew its n final

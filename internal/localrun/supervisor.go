@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -518,6 +519,28 @@ func (s *Supervisor) Stop(name string, grace time.Duration) error {
 		<-done
 	}
 	return exitErr(cmd)
+}
+
+// KillAll SIGKILLs every process still running, all at once, without the grace Stop gives (a
+// second Ctrl-C to a stopping ddpm local), and marks every process stopped: none is restarted, a
+// pending restart is cancelled, and Stop calls waiting on a killed process return as it is
+// reaped. It returns the names of the processes it killed, sorted; nil when none was running.
+// What a killed process had committed to disk stays (a bbolt transaction is all or nothing).
+func (s *Supervisor) KillAll() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var killed []string
+	for n, p := range s.procs {
+		if !p.stopping {
+			close(p.cancelRestart)
+		}
+		p.stopping = true
+		if !p.exited && p.cmd.Process.Kill() == nil {
+			killed = append(killed, n)
+		}
+	}
+	slices.Sort(killed)
+	return killed
 }
 
 // StopAll stops the named processes in order (each with Stop), then waits for every goroutine of
