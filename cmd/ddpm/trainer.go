@@ -634,14 +634,16 @@ func recheckFault(ctx context.Context, state func() (*fsm.State, error), dir str
 }
 
 // stateOnce returns a function that reads the coordinators' state through cli at its first call
-// (faultStateWait at most, ending with ctx) and returns that answer at every call: the checks a
+// (faultStateWait at most, ending with ctx; a state caught up with the leader's log:
+// pollCaughtUp, since a replica restarted a moment ago answers with an older snapshot's state)
+// and returns that answer at every call: the checks a
 // cluster trainer makes before it joins (recheckFault, checkInitBeforeJoin) share one read-only
 // look, and a trainer that needs none of them asks nothing.
 func stateOnce(ctx context.Context, cli *coordinator.Client) func() (*fsm.State, error) {
 	return sync.OnceValues(func() (*fsm.State, error) {
 		sctx, cancel := context.WithTimeout(ctx, faultStateWait)
 		defer cancel()
-		return cli.State(sctx)
+		return pollCaughtUp(sctx, cli)
 	})
 }
 
@@ -917,8 +919,8 @@ const MsgDamagedWaitsHolder = "the volume's checkpoint file is damaged; waiting 
 // as one (damage: openVolume's error wrapping checkpoint.ErrCorruptCheckpoint; not a lock held
 // or a permission problem, which are not damage). It asks the coordinators' state (sec, the
 // trainer's certificates; o.coordinator) whether another trainer holds the run's newest committed
-// checkpoint and is a member now (waiting up to damagedHolderWait for one of its holders to
-// join). If so, the file is of no use to the run: it is moved aside, kept under a name no file
+// checkpoint and is a member now (holdsNow; waiting up to damagedHolderWait for one of its holders
+// to join). If so, the file is of no use to the run: it is moved aside, kept under a name no file
 // has (path.damaged-UTCTIME, moveAside), one warning line names both paths
 // (MsgDamagedMovedAside), and a fresh file is opened at path: the trainer joins as one with an
 // empty volume does and fetches that checkpoint from a holder (trainer.Node's load), so the run
@@ -967,7 +969,7 @@ func recoverDamagedVolume(ctx context.Context, sec *tlsauth.Bundle, o trainerOpt
 			for _, h := range ck.Holders {
 				if h != o.id {
 					others = append(others, h)
-					if st.Members[h] != nil {
+					if holdsNow(st, h, ck) {
 						members = append(members, h)
 					}
 				}
@@ -990,7 +992,7 @@ func recoverDamagedVolume(ctx context.Context, sec *tlsauth.Bundle, o trainerOpt
 				return store, nil
 			}
 			if time.Now().After(deadline) {
-				return nil, refuse(fmt.Sprintf("the run's newest committed checkpoint (step %d) is held by %s, none of whom joined within %v; "+
+				return nil, refuse(fmt.Sprintf("the run's newest committed checkpoint (step %d) was held by %s, none of whom is a member holding it now (waited %v); "+
 					"start a trainer that holds it, then %s", ck.Step, strings.Join(others, ", "), damagedHolderWait, trainer.RestartAdvice))
 			}
 			if !waiting {
@@ -1007,6 +1009,24 @@ func recoverDamagedVolume(ctx context.Context, sec *tlsauth.Bundle, o trainerOpt
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// holdsNow reports whether the state st says that trainer id, a member now, holds checkpoint ck on
+// its volume: among the checkpoints it offered at its latest join or committed as a rank since
+// (fsm.Member.Held), or the start checkpoint of the generation it trains in, which it loaded and
+// trained past (the state machine's own rule for adding a holder). ck.Holders alone does not
+// say so: it keeps every trainer that ever held ck, also one that has rejoined since with an
+// empty volume (a lost volume, or a damaged file moved aside).
+func holdsNow(st *fsm.State, id string, ck *fsm.Checkpoint) bool {
+	m := st.Members[id]
+	if m == nil {
+		return false
+	}
+	if slices.ContainsFunc(m.Held, func(h fsm.Held) bool { return h.Step == ck.Step && h.SHA256 == ck.SHA256 }) {
+		return true
+	}
+	g := st.Generation
+	return g.Checkpoint != nil && g.Checkpoint.Step == ck.Step && g.Checkpoint.SHA256 == ck.SHA256 && g.Rank(id) >= 0 && m.Step > ck.Step
 }
 
 // caughtUpState returns the coordinators' state from a replica that has applied everything
@@ -1028,6 +1048,23 @@ func caughtUpState(ctx context.Context, cli *coordinator.Client) (*fsm.State, er
 		return nil, fmt.Errorf("replica %s has not applied its leader's log yet (term %d)", resp.ReplicaId, resp.RaftTerm)
 	}
 	return st, nil
+}
+
+// pollCaughtUp reads the coordinators' state until a replica answers with one that has caught up
+// with its leader's log (caughtUpState), every 200 ms until ctx ends; then it returns the last
+// error.
+func pollCaughtUp(ctx context.Context, cli *coordinator.Client) (*fsm.State, error) {
+	for {
+		st, err := caughtUpState(ctx, cli)
+		if err == nil {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // moveAside renames the file at path to path.damaged-UTCTIME (UTC, to the second:

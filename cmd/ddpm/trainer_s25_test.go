@@ -13,6 +13,7 @@ import (
 
 	"ddpm/checkpoint"
 	"ddpm/config"
+	"ddpm/coordinator/fsm"
 	"ddpm/internal/localrun"
 	"ddpm/trainer"
 )
@@ -210,7 +211,8 @@ func TestLocalDamagedOnlyCopyStopsRunS25(t *testing.T) {
 	})
 
 	t.Run("no committed checkpoint", func(t *testing.T) {
-		run := makeLocalRun(t, 2, nil)
+		// min_trainers 2: no checkpoint can be committed without trainer-1.
+		run := makeLocalRun(t, 2, func(r *config.Run) { r.MinTrainers = 2 })
 		vol := localrun.TrainerDir(run, 1)
 		if err := os.MkdirAll(vol, 0o755); err != nil {
 			t.Fatal(err)
@@ -254,5 +256,33 @@ func TestMoveAsideKeepsEveryFileS25(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("%s still there after the move: %v", path, err)
+	}
+}
+
+// TestHoldsNowS25: a trainer listed among a checkpoint's holders that has rejoined since with an
+// empty volume (its Member.Held empty: a lost volume, or a damaged file moved aside) does not
+// hold it now, so a trainer with a damaged file does not move its own aside on its account
+// (review R1); one that offered or committed it does, and so does a rank that loaded it as its
+// generation's start checkpoint and trained past it; a departed holder does not.
+func TestHoldsNowS25(t *testing.T) {
+	ck := fsm.Checkpoint{Step: 8, SHA256: "aa", Holders: []string{"empty", "gone", "held", "rank"}}
+	st := &fsm.State{
+		Checkpoints: []fsm.Checkpoint{ck},
+		Members: map[string]*fsm.Member{
+			"empty": {ID: "empty"},
+			"held":  {ID: "held", Held: []fsm.Held{{Step: 4, SHA256: "bb"}, {Step: 8, SHA256: "aa"}}},
+			"rank":  {ID: "rank", Step: 9},
+			"other": {ID: "other", Held: []fsm.Held{{Step: 8, SHA256: "cc"}}},
+		},
+		Generation: fsm.Generation{Number: 3, Ring: []string{"empty", "rank"}, World: 2, StartStep: 8, Checkpoint: &ck},
+	}
+	for id, want := range map[string]bool{"empty": false, "gone": false, "held": true, "rank": true, "other": false} {
+		if got := holdsNow(st, id, &ck); got != want {
+			t.Errorf("holdsNow(%s) = %v, want %v", id, got, want)
+		}
+	}
+	st.Members["rank"].Step = 8 // not yet past the start: it may still be fetching
+	if holdsNow(st, "rank", &ck) {
+		t.Errorf("a rank at its start step holds the checkpoint already")
 	}
 }
