@@ -156,9 +156,20 @@ func TestFullVolumeStillRecordsFault(t *testing.T) {
 	listen := freeAddr(t)
 	t1 := launchTrainer(t, bin, vol, "t1", listen, coord, cfg, certs)
 	waitLogLine(t, "t1", t1, "joined")
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(filepath.Join(vol, trainer.FaultReserveFile)); err == nil {
+	// The room for a record is written once t1 has joined; the fill must come after it, or the
+	// record has no room to take (the reserve's write fails on the full volume and is removed).
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if fi, err := os.Stat(filepath.Join(vol, trainer.FaultReserveFile)); err == nil && fi.Size() == trainer.FaultReserveBytes {
 			break
+		}
+		select {
+		case <-t1.exited:
+			t.Fatalf("t1 exited (%v) before keeping room for a fault record; stderr:\n%s", t1.err, t1.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(t1.log)
+			t.Fatalf("t1 kept no room for a fault record (%s of %d bytes) within 2 minutes of joining; its log:\n%s", trainer.FaultReserveFile, trainer.FaultReserveBytes, b)
 		}
 	}
 	filler, freeInodes := keepFull(t, vol, t1.exited)
