@@ -72,23 +72,26 @@ func TestRollbackAfterHolderLost(t *testing.T) {
 	}
 	// a marks its copy committed a moment after the cluster commits it; until then it does not
 	// serve it.
-	for try := 0; ; try++ {
-		out, errOut, code := ddpmRun(t, bin, "checkpoint", "fetch", a.listen, "--step", fmt.Sprint(keep.Step),
-			"--out", filepath.Join(volB, trainer.CheckpointFile), "--certs", certs)
-		if code == 0 {
-			break
+	fetchFromA := func(step int64, out string) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+			stdout, errOut, code := ddpmRun(t, bin, "checkpoint", "fetch", a.listen, "--step", fmt.Sprint(step), "--out", out, "--certs", certs)
+			if code == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("fetch of checkpoint %d from a: status %d\n%s%s", step, code, stdout, errOut)
+			}
 		}
-		if try == 20 {
-			t.Fatalf("fetch of checkpoint %d from a: status %d\n%s%s", keep.Step, code, out, errOut)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
+	fetchFromA(keep.Step, filepath.Join(volB, trainer.CheckpointFile))
 	// a goes on alone and commits newer checkpoints, which only it holds; then it is killed and
-	// its volume lost.
-	waitFor(t, cli, "a checkpoint newer than b's", time.Minute, func(s *fsm.State) bool {
+	// its volume lost. It is killed once it serves the newest (so holds it committed on its
+	// volume): killed before its mark, its saved volume could hold none of the abandoned ones.
+	newer := waitFor(t, cli, "a checkpoint newer than b's", time.Minute, func(s *fsm.State) bool {
 		return s.LatestCheckpoint().Step > keep.Step
 	})
-	time.Sleep(300 * time.Millisecond) // a marks the commit on its volume
+	fetchFromA(newer.LatestCheckpoint().Step, filepath.Join(t.TempDir(), "marked.db"))
 	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
