@@ -103,11 +103,37 @@ func TestTrainerNoCoordinatorAnswers(t *testing.T) {
 }
 
 // TestTrainerInterruptedWaitingForRunConfig: SIGINT to a real ddpm trainer process waiting for
-// the coordinators' run config (none listening; the wait is the full 30 s) ends it at once with
-// one line, status 130, and nothing in --data-dir.
+// the coordinators' run config (the one --coordinator accepts connections and never answers; the
+// wait is the full 30 s) ends it at once with one line, status 130, and nothing in --data-dir.
 func TestTrainerInterruptedWaitingForRunConfig(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
-	a := closedAddr(t)
+	// The trainer asks for the run config only once its signal handler is set: its first
+	// connection says it is waiting. A SIGINT before that (a fixed second was not always
+	// enough for a process start under load) kills it with Go's default, not status 130.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	asked := make(chan struct{})
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if conns = append(conns, c); len(conns) == 1 {
+				close(asked)
+			}
+		}
+	}()
+	a := l.Addr().String()
 	vol := filepath.Join(t.TempDir(), "vol")
 	var stderr bytes.Buffer
 	p := exec.Command(bin, "trainer", "--coordinator", a, "--listen", "127.0.0.1:7001", "--data-dir", vol, "--insecure")
@@ -115,12 +141,17 @@ func TestTrainerInterruptedWaitingForRunConfig(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	defer p.Process.Kill()
+	select {
+	case <-asked:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("the trainer did not ask %s for the run config within 2 minutes", a)
+	}
 	start := time.Now()
 	if err := p.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
-	err := p.Wait()
+	err = p.Wait()
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("exited %v after SIGINT", d)
 	}
