@@ -174,8 +174,17 @@ func TestLocalStopsOnTrainerThatCannotStart(t *testing.T) {
 			t.Fatalf("%s never held %s:\n%s", "ddpm local", lock, out)
 		}
 	}
-	// The trainer's two restart delays (1.5 s each) keep the first run up meanwhile.
-	wantOneLine(t, runLocalCmd(t, "--resume", run), 1, fmt.Sprintf("ddpm: %s is already running (pid %d)", run, first.Process.Pid))
+	// The first run is stopped (SIGSTOP, the lock still its) while the second asks: its
+	// trainer's two restart delays (1.5 s each) alone kept it up only as long as a loaded
+	// machine started the second within them.
+	if err := first.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	second := runLocalCmd(t, "--resume", run)
+	if err := first.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	wantOneLine(t, second, 1, fmt.Sprintf("ddpm: %s is already running (pid %d)", run, first.Process.Pid))
 
 	r := finish(t, first, out, first.Wait())
 	logb, err := os.ReadFile(filepath.Join(run, localrun.LogsDir, "trainer-0.log"))
