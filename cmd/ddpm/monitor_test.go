@@ -57,15 +57,27 @@ func monitorLoss(step int64) float64 { return 0.1 + 1/float64(step) }
 // monitorCerts is the certificate directory of the node startMonitoredNode runs last.
 var monitorCerts string
 
-// startMonitoredNode runs a real one-replica coordinator on loopback with a run configured,
-// one trainer joined and steps 1..n reported through gRPC; it returns the gRPC address.
-func startMonitoredNode(t *testing.T, n int64) (string, *coordinator.Client, uint64) {
+// monitoredRun is the run config startMonitoredNode serves: the mnist preset, 20 steps, a
+// checkpoint every 10, and a heartbeat timeout of a minute. The trainer the tests play sends no
+// heartbeats; at the preset's 5 s it was dropped (its generation ended) whenever a loaded
+// machine took that long between its last report and the command under test (a process to
+// start, a --follow's first CSV of up to 20 s).
+func monitoredRun(t *testing.T) config.Run {
 	t.Helper()
 	run, err := config.Preset("mnist")
 	if err != nil {
 		t.Fatal(err)
 	}
-	run.Steps, run.CheckpointEvery = 20, 10
+	run.Steps, run.CheckpointEvery, run.HeartbeatTimeout = 20, 10, config.Duration(time.Minute)
+	return run
+}
+
+// startMonitoredNode runs a real one-replica coordinator on loopback with monitoredRun
+// configured, one trainer joined and steps 1..n reported through gRPC; it returns the gRPC
+// address.
+func startMonitoredNode(t *testing.T, n int64) (string, *coordinator.Client, uint64) {
+	t.Helper()
+	run := monitoredRun(t)
 	monitorCerts = tlsauthtest.Dir(t)
 	grpcAddr, cli := startReplica(t, run, "test", monitorCerts)
 	joined := joinWhenLeading(t, cli, coordinator.JoinRequest{ID: "trainer-a", Address: "127.0.0.1:7000", Version: "test", ConfigHash: run.Hash()})
@@ -245,7 +257,9 @@ func TestStatusAndLossCommands(t *testing.T) {
 		{[]string{"status", "--coordinator", addr, "--certs", monitorCerts, "--insecure"},
 			"tlsauth: choose TLS (--certs DIR) or plain text (--insecure): --insecure and --certs " + monitorCerts + " exclude each other"},
 	} {
-		_, err := runDDPM(t, tc.args...)
+		// runCLI: every command's flags at their defaults, not only status's and loss's (a
+		// --certs that an earlier test gave checkpoint rollback or fetch stayed set otherwise).
+		_, err := runCLI(t, context.Background(), nil, tc.args...)
 		var ee *exitError
 		if !errors.As(err, &ee) || ee.code != 2 || err.Error() != tc.want {
 			t.Errorf("%v: %v, want exit 2 %q", tc.args, err, tc.want)

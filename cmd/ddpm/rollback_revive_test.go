@@ -85,11 +85,7 @@ func TestRollbackRevivesFailedRun(t *testing.T) {
 	if !strings.HasPrefix(out, "RUN ") || strings.Fields(out)[1] != "running" || strings.Contains(out, "revive") {
 		t.Fatalf("status after the revival:\n%s", out)
 	}
-	run, err := config.Preset("mnist")
-	if err != nil {
-		t.Fatal(err)
-	}
-	run.Steps, run.CheckpointEvery = 20, 10 // as startMonitoredNode
+	run := monitoredRun(t)
 	if _, err := cli.Join(ctx, coordinator.JoinRequest{ID: "trainer-a", Address: "127.0.0.1:7000", Version: "test",
 		ConfigHash: run.Hash()}); err != nil {
 		t.Fatalf("join after the revival: %v", err)
