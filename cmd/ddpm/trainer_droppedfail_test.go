@@ -39,6 +39,7 @@ func TestDroppedTrainerFailedRunSaysWhy(t *testing.T) {
 	waitFor(t, cli, "t0 dropped", 30*time.Second, func(s *fsm.State) bool { return s.Members["t0"] == nil })
 	// tx: a member this test plays; its failure report fails the run.
 	j := joinWhenLeading(t, cli, coordinator.JoinRequest{ID: "tx", Address: freeAddr(t), Version: "dev", ConfigHash: run.Hash()})
+	keepAlive(t, cli, "tx", j.Incarnation)
 	gen := waitFor(t, cli, "a generation of tx", 30*time.Second, func(s *fsm.State) bool { return s.Generation.Rank("tx") >= 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -61,4 +62,26 @@ func TestDroppedTrainerFailedRunSaysWhy(t *testing.T) {
 		b, _ := os.ReadFile(t0.log)
 		t.Fatalf("t0 exited with %v, stderr %q; want status 1 and %q; log:\n%s", t0.err, t0.stderr.String(), want, b)
 	}
+}
+
+// keepAlive heartbeats the member id (incarnation inc) that a test plays, every 100 ms until the
+// test ends, as a trainer process does: without it, a heartbeat timeout of a second or two
+// dropped the member (and ended its generation) whenever a loaded machine took that long
+// between its join and its next call. Errors are ignored (a run that ended refuses them).
+func keepAlive(t *testing.T, cli *coordinator.Client, id string, inc uint64) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+			cli.HeartbeatAs(hctx, id, inc)
+			hcancel()
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
 }

@@ -144,6 +144,7 @@ func TestFailedRunLineSaysWhy(t *testing.T) {
 	waitFor(t, cli, "t0 joined", time.Minute, func(s *fsm.State) bool { return s.Members["t0"] != nil })
 	// tx: a member this test plays; its failure report fails the run.
 	j := joinWhenLeading(t, cli, coordinator.JoinRequest{ID: "tx", Address: freeAddr(t), Version: "dev", ConfigHash: run.Hash()})
+	keepAlive(t, cli, "tx", j.Incarnation)
 	gen := waitFor(t, cli, "a ring of t0 and tx", 30*time.Second, func(s *fsm.State) bool {
 		return s.Generation.World == 2 && s.Generation.Rank("tx") >= 0
 	})
