@@ -28,7 +28,10 @@ func TestTrainerDuplicateIDRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run.Steps, run.CheckpointEvery, run.HeartbeatTimeout = 20, 10, config.Duration(time.Second)
+	// t1 heartbeats every 200 ms, and the duplicate retries its join for twice the timeout
+	// before it gives up: 3 s (not 1 s) keeps t1 live through a loaded machine's stalls in that
+	// window (at 1 s, one second without a heartbeat applied dropped it: the duplicate joined).
+	run.Steps, run.CheckpointEvery, run.HeartbeatTimeout = 20, 10, config.Duration(3*time.Second)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "run.yaml")
 	if err := os.WriteFile(cfgPath, run.Marshal(), 0o644); err != nil {
