@@ -70,10 +70,14 @@ func TestInUseHolderHint(t *testing.T) {
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
 		}
-		// Until bash has exec'd, /proc/PID/cmdline is this test binary's.
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		// Until bash has exec'd, /proc/PID/cmdline is this test binary's: wait for it (a
+		// minute at most; 5 s then a hint of the test binary was a fork's luck under load).
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
 			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Process.Pid)); strings.Contains(string(b), "sleep 30; :") {
 				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("bash (pid %d) did not exec within a minute", p.Process.Pid)
 			}
 		}
 		if got := holderHint(p.Process.Pid); got != tc.want {

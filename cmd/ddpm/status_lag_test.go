@@ -39,7 +39,7 @@ func TestStatusFollowerLags(t *testing.T) {
 		nodes = append(nodes, node)
 	}
 	leader := -1
-	for deadline := time.Now().Add(10 * time.Second); leader < 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); leader < 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no leader")
 		}
