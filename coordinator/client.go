@@ -433,8 +433,8 @@ const GRPCPortHint = "--coordinator takes a coordinator's --grpc-addr (the last 
 // notGRPC returns the line saying what answers at addr when the failed attempt err (a
 // connection that broke at its handshake: not refused, not timed out, not a certificate
 // refusal) met a port that positively is not gRPC (IdentifyPort), with GRPCPortHint; "" when it
-// may be a coordinator still (then the call retries as before). Each address is probed once per
-// Client.
+// may be a coordinator still (then the call retries as before). Each address is probed until
+// one probe ends with an answer (not on its deadline), once per Client.
 func (c *Client) notGRPC(ctx context.Context, addr string, err error) string {
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "connection error") || unreached(err) || CertRefusal(err) {
 		return ""
@@ -445,18 +445,21 @@ func (c *Client) notGRPC(ctx context.Context, addr string, err error) string {
 	if done {
 		return line
 	}
-	if what, grpcAddr := IdentifyPort(ctx, addr); what != "" {
+	what, grpcAddr, sure := identifyPort(ctx, addr)
+	if what != "" {
 		line = what + ": " + GRPCPortHint
 		if grpcAddr != "" {
 			line = what + ": --coordinator takes a coordinator's --grpc-addr, e.g. " + grpcAddr + " (the leader's)"
 		}
 	}
-	c.mu.Lock()
-	if c.probed == nil {
-		c.probed = map[string]string{}
+	if sure { // a probe cut short by its deadline is tried again at the next failed attempt
+		c.mu.Lock()
+		if c.probed == nil {
+			c.probed = map[string]string{}
+		}
+		c.probed[addr] = line
+		c.mu.Unlock()
 	}
-	c.probed[addr] = line
-	c.mu.Unlock()
 	return line
 }
 
@@ -496,12 +499,16 @@ func (c *Client) httpsPort(ctx context.Context, addr string, err error) string {
 }
 
 // RaftProtocol is the TLS application protocol (ALPN) a coordinator's raft port announces
-// (internal/tlsauth's raftALPN; TestIdentifyPortRaft checks the two agree against a real
+// (internal/tlsauth's raftALPN; TestCLIS25IdentifyPort checks the two agree against a real
 // replica): IdentifyPort offers it beside gRPC's h2, and a server that picks it is a raft port.
 const RaftProtocol = "ddpm-raft/1"
 
-// identifyTimeout bounds IdentifyPort: its TCP connection, TLS handshake and HTTP request.
-const identifyTimeout = time.Second
+// identifyTimeout bounds the TCP connection, TLS handshake and first answer of IdentifyPort;
+// statusTimeout its GET /api/status of an HTTP port, from the request's start.
+const (
+	identifyTimeout = 2 * time.Second
+	statusTimeout   = 3 * time.Second
+)
 
 // IdentifyPort says what answers at addr (host:port) when it is positively not a gRPC server,
 // from one TLS handshake offering the protocols h2 (gRPC) and RaftProtocol, its certificates
@@ -513,7 +520,7 @@ const identifyTimeout = time.Second
 //     "ADDR is the HTTP port (--http-addr) of ddpm coordinator c0 (it answered HTTP/1.1), not its
 //     gRPC port" when GET /api/status answers as a coordinator's does, grpcAddr then being the
 //     gRPC address of the leader it names ("" when it knows none); else "ADDR is an HTTP port (it
-//     answered HTTP/1.1), not a gRPC port (a ddpm trainer's --http-addr?)";
+//     answered HTTP/1.1), not a gRPC port (a ddpm coordinator's or trainer's --http-addr?)";
 //   - it completes TLS without h2: "ADDR speaks TLS but not gRPC (its TLS offers no h2)";
 //   - it answers in other plain text: "ADDR answers in plain text, not gRPC (it sent "...")".
 //
@@ -521,36 +528,46 @@ const identifyTimeout = time.Second
 // server, secure or not), one that closes the connection or stays silent (a raft port of a
 // cluster run with --insecure does both, but so does a proxy such as kubectl port-forward whose
 // coordinator is starting), and when nothing listens: a coordinator may answer there yet.
-// It takes at most identifyTimeout (1 s), or until ctx ends.
+// The connection, handshake and first answer take at most identifyTimeout (2 s), the request
+// to an HTTP port statusTimeout (3 s) more, each cut short when ctx ends.
 func IdentifyPort(ctx context.Context, addr string) (what, grpcAddr string) {
-	ctx, cancel := context.WithTimeout(ctx, identifyTimeout)
+	what, grpcAddr, _ = identifyPort(ctx, addr)
+	return what, grpcAddr
+}
+
+// identifyPort is IdentifyPort; sure is false when the probe ended on its deadline or ctx's
+// before the server said anything, so that "" means only "no answer yet".
+func identifyPort(ctx context.Context, addr string) (what, grpcAddr string, sure bool) {
+	hctx, cancel := context.WithTimeout(ctx, identifyTimeout)
 	defer cancel()
 	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", addr)
+	raw, err := d.DialContext(hctx, "tcp", addr)
 	if err != nil {
-		return "", ""
+		return "", "", hctx.Err() == nil
 	}
 	defer raw.Close()
-	if dl, ok := ctx.Deadline(); ok {
+	if dl, ok := hctx.Deadline(); ok {
 		raw.SetDeadline(dl)
 	}
 	rec := &firstBytes{Conn: raw}
 	// Only the protocol the server picks is looked at: no certificate is checked or offered,
 	// and nothing is sent once the handshake is done.
 	tc := tls.Client(rec, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", RaftProtocol}})
-	err = tc.HandshakeContext(ctx)
+	err = tc.HandshakeContext(hctx)
 	if err == nil {
 		switch tc.ConnectionState().NegotiatedProtocol {
 		case RaftProtocol:
-			return addr + " is the raft port (--raft-addr) of a ddpm coordinator (its TLS offers raft's protocol " + RaftProtocol + ", not gRPC's)", ""
+			return addr + " is the raft port (--raft-addr) of a ddpm coordinator (its TLS offers raft's protocol " + RaftProtocol + ", not gRPC's)", "", true
 		case "h2":
-			return "", ""
+			return "", "", true
 		}
-		return addr + " speaks TLS but not gRPC (its TLS offers no h2)", ""
+		return addr + " speaks TLS but not gRPC (its TLS offers no h2)", "", true
 	}
 	var rh tls.RecordHeaderError
 	if !errors.As(err, &rh) {
-		return "", ""
+		var ne net.Error
+		timedOut := hctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()
+		return "", "", !timedOut
 	}
 	// The handshake read at least the 5 bytes of a record header; the first line may need more.
 	var more [256]byte
@@ -563,32 +580,36 @@ func IdentifyPort(ctx context.Context, addr string) (what, grpcAddr string) {
 	if line, _, _ := bytes.Cut(first, []byte("\r\n")); bytes.HasPrefix(line, []byte("HTTP/1.")) {
 		proto, _, _ := bytes.Cut(line, []byte(" "))
 		if id, leader, ok := coordinatorHTTP(ctx, "http://"+addr, nil); ok {
-			return fmt.Sprintf("%s is the HTTP port (--http-addr) of ddpm coordinator %s (it answered %s), not its gRPC port", addr, id, proto), leader
+			return fmt.Sprintf("%s is the HTTP port (--http-addr) of ddpm coordinator %s (it answered %s), not its gRPC port", addr, id, proto), leader, true
+		} else if ctx.Err() != nil { // the caller's time ran out before the answer: ask again later
+			return "", "", false
 		}
-		return fmt.Sprintf("%s is an HTTP port (it answered %s), not a gRPC port (a ddpm trainer's --http-addr?)", addr, proto), ""
+		return fmt.Sprintf("%s is an HTTP port (it answered %s), not a gRPC port (a ddpm coordinator's or trainer's --http-addr?)", addr, proto), "", true
 	}
 	if len(first) >= 9 && first[3] == 0x4 { // an HTTP/2 SETTINGS frame: a plain-text gRPC server
-		return "", ""
+		return "", "", true
 	}
 	line, _, _ := bytes.Cut(first, []byte("\n"))
 	line = bytes.TrimSpace(line[:min(len(line), 40)])
 	for _, b := range line {
 		if b < 0x20 || b > 0x7e {
-			return "", ""
+			return "", "", true
 		}
 	}
 	if len(line) == 0 {
-		return "", ""
+		return "", "", true
 	}
-	return fmt.Sprintf("%s answers in plain text, not gRPC (it sent %q)", addr, line), ""
+	return fmt.Sprintf("%s answers in plain text, not gRPC (it sent %q)", addr, line), "", true
 }
 
 // coordinatorHTTP asks the HTTP server at base ("http://host:port", or "https://host:port" with
-// the client TLS configuration tlsCfg) for GET /api/status within a second and reports whether
-// it answers as a coordinator's HTTP port does (a JSON object naming its replica), with the
-// replica id and the gRPC address of the leader it names.
+// the client TLS configuration tlsCfg) for GET /api/status within statusTimeout of its start,
+// and reports whether it answers as a coordinator's HTTP port does (a JSON object naming its
+// replica), with the replica id and the gRPC address of the leader it names. (/api/summary, the
+// smaller document, does not name the leader's gRPC address; of /api/status only the fields
+// before "state" are read.)
 func coordinatorHTTP(ctx context.Context, base string, tlsCfg *tls.Config) (replica, leaderGRPC string, ok bool) {
-	ctx, cancel := context.WithTimeout(ctx, identifyTimeout)
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/status", nil)
 	if err != nil {
@@ -603,7 +624,6 @@ func coordinatorHTTP(ctx context.Context, base string, tlsCfg *tls.Config) (repl
 	if resp.StatusCode != http.StatusOK {
 		return "", "", false
 	}
-	// Only the fields before "state" (which holds the whole replicated state) are read.
 	dec := json.NewDecoder(bufio.NewReader(io.LimitReader(resp.Body, 1<<16)))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return "", "", false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -62,7 +63,17 @@ func TestCLIS25IdentifyPort(t *testing.T) {
 		}
 	}()
 
+	// An HTTP server that is no coordinator's (a trainer's serves /metrics, /healthz, /readyz).
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherSrv := &http.Server{Handler: http.NotFoundHandler()}
+	go otherSrv.Serve(other)
+	defer otherSrv.Close()
+
 	for _, tc := range []struct{ addr, what, grpc string }{
+		{other.Addr().String(), other.Addr().String() + " is an HTTP port (it answered HTTP/1.1), not a gRPC port (a ddpm coordinator's or trainer's --http-addr?)", ""},
 		{secure.cfg.RaftAddr, secure.cfg.RaftAddr + " is the raft port (--raft-addr) of a ddpm coordinator (its TLS offers raft's protocol ddpm-raft/1, not gRPC's)", ""},
 		{secure.cfg.HTTPAddr, secure.cfg.HTTPAddr + " is the HTTP port (--http-addr) of ddpm coordinator n0 (it answered HTTP/1.1), not its gRPC port", secure.cfg.GRPCAddr},
 		{secure.cfg.GRPCAddr, "", ""},

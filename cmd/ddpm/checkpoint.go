@@ -660,6 +660,7 @@ func fetchAddrArg(addr string) error {
 // another CA than --certs DIR's (either side refusing the other's) or another join secret as
 // --certs of another cluster (exit 2).
 func fetchError(addr string, step int64, insecure bool, certs string, err error) error {
+	identified := sync.OnceValue(func() string { what, _ := coordinator.IdentifyPort(context.Background(), addr); return what })
 	switch {
 	case !insecure && coordinator.CertRefusal(err):
 		return otherCAError("checkpoint fetch", "the trainer at "+addr, certs)
@@ -680,10 +681,10 @@ func fetchError(addr string, step int64, insecure bool, certs string, err error)
 		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s holds no committed checkpoint of step %d (ddpm status lists the committed ones)", addr, step))
 	case status.Code(err) == codes.Unimplemented:
 		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s serves no checkpoint transfer (a coordinator's address? give a trainer's --listen address)", addr))
-	case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "connection error") && identifiedPort(addr) != "":
+	case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "connection error") && identified() != "":
 		// A port that answers but not in gRPC: a coordinator's --raft-addr or --http-addr, a
 		// trainer's --http-addr.
-		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s: give a trainer's --listen address (ddpm status lists them)", identifiedPort(addr)))
+		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s: give a trainer's --listen address (ddpm status lists them)", identified()))
 	case insecure && strings.Contains(err.Error(), "error reading server preface"):
 		return withExit(exitBadData, fmt.Errorf("%w (the trainer at %s closed the connection at once: it may require TLS; give --certs DIR instead of --insecure)", err, addr))
 	case status.Code(err) == codes.Unavailable:
@@ -694,27 +695,6 @@ func fetchError(addr string, step int64, insecure bool, certs string, err error)
 		}
 	}
 	return withExit(exitBadData, err)
-}
-
-// identifiedPort is coordinator.IdentifyPort's line for addr (within a second), "" when it may be
-// a gRPC server or says nothing; asked once per address in a process.
-func identifiedPort(addr string) string {
-	identified.Lock()
-	defer identified.Unlock()
-	if what, ok := identified.m[addr]; ok {
-		return what
-	}
-	what, _ := coordinator.IdentifyPort(context.Background(), addr)
-	if identified.m == nil {
-		identified.m = map[string]string{}
-	}
-	identified.m[addr] = what
-	return what
-}
-
-var identified struct {
-	sync.Mutex
-	m map[string]string
 }
 
 // isDir reports whether path is an existing folder.
