@@ -40,7 +40,7 @@ func TestLeaderLogsClusterEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `"msg":"` + MsgClusterEvent + `","replica":"n0","kind":"generation","generation":1,"text":"generation 1: world 1 [t1] from step 0`
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logbuf.String(), want); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(logbuf.String(), want); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no line containing\n%s\nin the leader's log:\n%s", want, logbuf.String())
 		}

@@ -46,7 +46,7 @@ func TestReplicationUnpipelined(t *testing.T) {
 		t.Fatalf("AppendEntriesPipeline: %v, want raft.ErrPipelineReplicationNotSupported", err)
 	}
 	leader := -1
-	for deadline := time.Now().Add(10 * time.Second); leader < 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); leader < 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no leader")
 		}
@@ -75,7 +75,7 @@ func TestReplicationUnpipelined(t *testing.T) {
 	restoreWrites(t, dbPath)
 	apply(5)
 	want := nodes[leader].Replica.Raft().AppliedIndex()
-	for deadline := time.Now().Add(10 * time.Second); nodes[f].Replica.Raft().AppliedIndex() < want; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); nodes[f].Replica.Raft().AppliedIndex() < want; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("f applied %d, its leader %d: replication to it stopped", nodes[f].Replica.Raft().AppliedIndex(), want)
 		}

@@ -323,12 +323,12 @@ func TestMalformedConfigRefused(t *testing.T) {
 
 func slicesClone(s []string) []string { return append([]string(nil), s...) }
 
-// waitState polls the client's replica until cond holds (up to 5s) and returns the last state
+// waitState polls the client's replica until cond holds (a minute at most: it bounds a hang) and returns the last state
 // read. Status is answered from the local state of whichever replica the client holds, which
 // may trail the leader by an entry or two.
 func waitState(t *testing.T, ctx context.Context, c *Client, cond func(*fsm.State) bool) *fsm.State {
 	t.Helper()
-	for wait := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for wait := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
 		s, err := c.State(ctx)
 		if err != nil {
 			t.Fatal(err)

@@ -64,7 +64,7 @@ func TestRaftAcceptBoundsUnauthenticated(t *testing.T) {
 		dial()
 	}
 	g := n0.raftGuard
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for g.Closed() < flood-MaxRaftPending && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -92,7 +92,7 @@ func TestRaftAcceptBoundsUnauthenticated(t *testing.T) {
 		}
 	}()
 	n1 := start(peers[1], 500*time.Millisecond, nil)
-	deadline = time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(time.Minute)
 	for !(n1.Replica.IsLeader() && n0.Replica.Leader().ID == "n1") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -115,7 +115,7 @@ func TestRollbackThroughFollower(t *testing.T) {
 		t.Fatalf("recomputed checkpoint 20: %v", err)
 	}
 	// Every replica applies the same: 20 abandoned (with a as holder), the new 20 committed.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for i, n := range nodes {
 		for {
 			var ok bool

@@ -40,7 +40,7 @@ func startNodes(t *testing.T, n int, version string, log *tlsauthtest.Log) ([]*N
 		nodes = append(nodes, node)
 		grpcAddrs = append(grpcAddrs, peers[i].GRPCAddr)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
 		for _, n := range nodes {
 			if n.Replica.IsLeader() {
@@ -49,7 +49,7 @@ func startNodes(t *testing.T, n int, version string, log *tlsauthtest.Log) ([]*N
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatal("no leader within 10s")
+	t.Fatal("no leader within a minute")
 	return nil, nil
 }
 
@@ -203,7 +203,7 @@ func TestForwardToWrongLeaderAddress(t *testing.T) {
 		nodes = append(nodes, node)
 	}
 	// n2 must follow n0 or n1.
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		l := nodes[2].Replica.Leader().ID
 		if l == "n0" || l == "n1" {

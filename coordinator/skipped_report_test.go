@@ -79,7 +79,7 @@ func TestSkippedStepReport(t *testing.T) {
 	// follower answers them in its state.
 	for _, n := range nodes {
 		var got []fsm.LossPoint
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
 			n.Replica.View(func(s *fsm.State) { got = append(got[:0], s.Loss.Points...) })
 			if same(got) || time.Now().After(deadline) {
 				break

@@ -34,7 +34,7 @@ func raftDataWithSnapshot(t *testing.T) (string, Peer) {
 	}
 	defer node.Close()
 	r := node.Replica.Raft()
-	for deadline := time.Now().Add(5 * time.Second); !node.Replica.IsLeader(); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !node.Replica.IsLeader(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no leader")
 		}

@@ -201,7 +201,7 @@ func TestSnapshotFailureNotReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer node.Close()
-	for deadline := time.Now().Add(5 * time.Second); !node.Replica.IsLeader(); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !node.Replica.IsLeader(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no leader")
 		}

@@ -96,7 +96,7 @@ func TestStoreWriteFailures(t *testing.T) {
 		nodes, logs = append(nodes, node), append(logs, buf)
 	}
 	leader := -1
-	for deadline := time.Now().Add(10 * time.Second); leader < 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); leader < 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no leader")
 		}
@@ -119,7 +119,7 @@ func TestStoreWriteFailures(t *testing.T) {
 	dbPath := filepath.Join(nodes[f].cfg.DataDir, "raft.db")
 	breakWrites(t, dbPath)
 	apply(nodes[leader], 50) // committed by the leader and g; f fails every append
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs[f].String(), MsgStoreFailing); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(logs[f].String(), MsgStoreFailing); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no %q in the log:\n%s", MsgStoreFailing, logs[f].String())
 		}
@@ -168,7 +168,7 @@ func TestStoreWriteFailures(t *testing.T) {
 		t.Fatal("Close of the failed replica hangs")
 	}
 	// The other two keep the run.
-	for deadline := time.Now().Add(5 * time.Second); !nodes[g].Replica.IsLeader(); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !nodes[g].Replica.IsLeader(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s is not the leader", peers[g].ID)
 		}
