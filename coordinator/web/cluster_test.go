@@ -78,7 +78,7 @@ func (c *cluster) stop(i int) {
 // leader waits until one live replica leads and returns its index.
 func (c *cluster) leader() int {
 	c.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
 		for i, r := range c.reps {
 			if r != nil && r.IsLeader() {
@@ -87,7 +87,7 @@ func (c *cluster) leader() int {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.t.Fatal("no leader elected within 10s")
+	c.t.Fatal("no leader elected within a minute")
 	return -1
 }
 
@@ -100,7 +100,7 @@ const (
 
 func (c *cluster) propose(i int, cmd fsm.Command) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	res, err := c.reps[i].Propose(ctx, cmd)
 	if err != nil {
@@ -165,7 +165,7 @@ func getJSON(t *testing.T, url string, v any) {
 // waitApplied waits until replica i has applied at least index.
 func (c *cluster) waitApplied(i int, index uint64) {
 	c.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for c.reps[i].AppliedIndex() < index {
 		if time.Now().After(deadline) {
 			c.t.Fatalf("replica %d applied %d, want %d", i, c.reps[i].AppliedIndex(), index)
