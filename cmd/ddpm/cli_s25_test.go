@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -270,5 +271,82 @@ func TestCLIS25LocalSecondInterruptKills(t *testing.T) {
 	}
 	if out, errOut, code := ddpmRun(t, bin, "checkpoint", "verify", run); code != 0 {
 		t.Errorf("checkpoint verify after the kill: status %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestCLIS25ResumeOtherUsersListener: `ddpm local --resume RUN` run as another user (uid 65534,
+// a setuid child of this test, which runs as root) meets a recorded port on which a process of
+// root listens (this test's own socket), whose /proc/PID/fd that user may not read: it refuses
+// at once, in one line naming the port, the user and the uid, with status 2, and local.lock is
+// not created. It waited 65 s for the port. Skipped unless the test runs as root (only root can
+// start a process of another user); TestCLIS25ClaimPortsOtherUsersListener in internal/localrun
+// covers the decision from a real /proc/net/tcp line on any machine.
+func TestCLIS25ResumeOtherUsersListener(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run ddpm local as another user")
+	}
+	const uid = 65534
+	run := makeLocalRun(t, 1, nil)
+	// The user reaches the run folder through its parents and owns it; it runs its own copy of
+	// the binary (the test build's folder is root's alone).
+	for dir := filepath.Dir(run); dir != os.TempDir() && dir != "/"; dir = filepath.Dir(dir) {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := filepath.Walk(run, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, uid)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	binDir := t.TempDir()
+	if err := os.Chmod(binDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(testutil.DDPMBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(binDir, "ddpm")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	man, err := localrun.ReadManifest(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := man.CoordinatorPorts[0].GRPC
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "local", "--resume", run)
+	cmd.Dir = binDir
+	cmd.Env = append(os.Environ(), "HOME="+binDir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err = cmd.Run()
+	took := time.Since(start)
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("ddpm: coordinator-0's port 127.0.0.1:%d (recorded in %s) is listened on by a process of user root (uid 0) that this user cannot look into, which is not this run's (its processes run as this user, uid %d): have it stopped, then resume again\n",
+		port, filepath.Join(run, localrun.ManifestFile), uid)
+	if code := cmd.ProcessState.ExitCode(); code != 2 || stderr.String() != want || stdout.Len() != 0 || took > 20*time.Second {
+		t.Fatalf("ddpm local --resume as uid %d: exit %d after %v, stdout %q, stderr %q\nwant exit 2 at once and stderr %q",
+			uid, code, took.Round(time.Millisecond), stdout.String(), stderr.String(), want)
+	}
+	if _, err := os.Stat(filepath.Join(run, localrun.LockFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("local.lock after the refusal: %v, want none", err)
 	}
 }

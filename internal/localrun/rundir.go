@@ -237,15 +237,18 @@ func NewManifest(hash string, c, n int) (Manifest, error) {
 // killed (the kernel sent it SIGTERM); a closed connection in TIME_WAIT, which keeps its port
 // up to 60 s and which no process holds (any process's outgoing connection may have been given
 // a recorded port as its ephemeral local port while the run was stopped, and a bind fails on
-// it even with SO_REUSEADDR); another process's open connection; and a socket whose process
+// it even with SO_REUSEADDR); another process's open connection; and a connection whose process
 // this user cannot look into (another user's). It does not wait for another process's listening
-// socket, which stays until that process closes it. say is called once for each port and
-// holder it waits for, with what holds it.
+// socket, which stays until that process closes it, nor for one /proc/net/tcp{,6} lists as
+// listening and owned by another user than this process's (its process hidden from this user:
+// the run's own processes are this user's). say is called once for each port and holder it
+// waits for, with what holds it.
 //
-// Errors: ErrPortHeld at once for another process's listening socket, and after wait for
-// another process's connection or a holder that cannot be looked into, naming it ("pid N
-// (COMMAND)"); ErrPortBusy after wait for a port still held by this run's own process, or by
-// something /proc does not show. Nothing is changed either way.
+// Errors: ErrPortHeld at once for another process's listening socket ("pid N (COMMAND)") or
+// another user's ("a process of user NAME (uid N) that this user cannot look into"), and after
+// wait for another process's connection or a connection that cannot be looked into; ErrPortBusy
+// after wait for a port still held by this run's own process, or by something /proc does not
+// show. Nothing is changed either way.
 func (m Manifest) ClaimPorts(out string, wait time.Duration, say func(string)) error {
 	type port struct {
 		n     int
@@ -296,6 +299,11 @@ func (m Manifest) ClaimPorts(out string, wait time.Duration, say func(string)) e
 				failed = &portError{fmt.Sprintf("%s is still held by this run's %s (pid %d), left from its last session, after %v: stop it (kill %d), then resume again", what, own, h.PID, waitFor, h.PID), ErrPortBusy}
 			case h.Listening && h.PID > 0:
 				failNow = &portError{fmt.Sprintf("%s is held by %s, which is not this run's: stop it, then resume again", what, h.Describe()), ErrPortHeld}
+			case otherUsersListener(h):
+				// Its process is hidden from this user, but a listening socket does not go away by
+				// waiting, and the run's own processes are this user's.
+				failNow = &portError{fmt.Sprintf("%s is listened on by %s, which is not this run's (its processes run as this user, uid %d): have it stopped, then resume again",
+					what, h.Describe(), geteuid()), ErrPortHeld}
 			case h.PID > 0:
 				waiting = fmt.Sprintf("%s is the local end of %s's connection to %s; waiting up to %v for it to close", what, h.Describe(), h.Remote, waitFor)
 				failed = &portError{fmt.Sprintf("%s is still the local end of %s's connection to %s after %v: stop that process, then resume again", what, h.Describe(), h.Remote, waitFor), ErrPortHeld}
@@ -327,6 +335,17 @@ type portError struct {
 }
 
 func (e *portError) Error() string { return e.msg }
+
+// geteuid is os.Geteuid (tests replace it).
+var geteuid = os.Geteuid
+
+// otherUsersListener reports whether h is a listening socket that /proc/net/tcp{,6} lists as
+// owned by another user than this process's effective one, whose process this user cannot look
+// into (PID 0): not the run's own, and not a thing that ends by itself as a connection or a
+// TIME_WAIT does.
+func otherUsersListener(h PortHolder) bool {
+	return h.Listening && h.PID == 0 && h.UID >= 0 && h.UID != geteuid()
+}
 func (e *portError) Unwrap() error { return e.kind }
 
 // RunProcess names the process pid when it is one of the run in out's own ("coordinator-0",
