@@ -663,6 +663,11 @@ const MsgInitGoneWaitsCommit = "the --init weights are gone and the run has no c
 // initGonePoll is how often checkInitBeforeJoin reads the coordinators' state while it waits.
 const initGonePoll = 500 * time.Millisecond
 
+// initGoneGrace is how long checkInitBeforeJoin waits on, for a run whose heartbeat timeout is
+// hb, while no generation trains: long enough for a trainer dropped from it to be restarted
+// and join again (ddpm local restarts one after 2 x hb + 1 s).
+func initGoneGrace(hb time.Duration) time.Duration { return max(4*hb, 20*time.Second) }
+
 // checkInitBeforeJoin decides, before it joins, about a cluster trainer whose --init weights are
 // gone (initGone: InitFrom's error, naming the file; nil: nothing to check) in a run whose
 // coordinators' state (state: stateOnce) lists no committed checkpoint: every generation such a
@@ -675,13 +680,15 @@ const initGonePoll = 500 * time.Millisecond
 //     committed checkpoint (at step every, the run's checkpoint_every), saying so in one log
 //     line (MsgInitGoneWaitsCommit, with the run's other members); once it is committed the
 //     trainer joins and takes it from a holder, as a trainer with an empty volume does. A
-//     member that drops meanwhile (its generation ends) does not end the wait while other
-//     members remain: it may come back. A stop (ctx ends) ends the wait: nil, the caller sees
-//     the stop. A run that ends meanwhile: nil (the join finds out);
+//     member that drops meanwhile (its generation ends) does not end the wait at once: it may
+//     come back (a restarted trainer) within grace. A stop (ctx ends) ends the wait: nil, the
+//     caller sees the stop. A run that ends meanwhile: nil (the join finds out);
 //   - when nobody trains it (the others wait for more trainers, or there are none: a new run,
-//     one rolled back to step 0), or every other member leaves while it waits, it is refused
-//     with one line naming the file and what to do, status 2 (refused input, as dataExit), the
-//     others' generation unchanged.
+//     one rolled back to step 0), or while it waits every other member leaves or no generation
+//     trains for longer than grace (the others wait for more trainers than they are: without
+//     its weights this one cannot be the one they wait for), it is refused with one line naming
+//     the file and what to do, status 2 (refused input, as dataExit), the others' generation
+//     unchanged.
 //
 // A run that has a committed checkpoint needs no weights (the trainer takes the checkpoint from
 // its volume or a peer), and one that has ended refuses the join its own way: nil for both; so
@@ -694,7 +701,7 @@ const initGonePoll = 500 * time.Millisecond
 // from a file that is not there (DeferInit is given only fs.ErrNotExist), and the line says so
 // once; the log keeps the reader's words.
 func checkInitBeforeJoin(ctx context.Context, state func() (*fsm.State, error), poll func(context.Context) (*fsm.State, error),
-	id, init string, initGone error, held []fsm.Held, every int64, dir string, log *slog.Logger) error {
+	id, init string, initGone error, held []fsm.Held, every int64, grace time.Duration, dir string, log *slog.Logger) error {
 	if initGone == nil {
 		return nil
 	}
@@ -721,7 +728,15 @@ func checkInitBeforeJoin(ctx context.Context, state func() (*fsm.State, error), 
 	}
 	if st.Generation.World > 0 && len(others(st)) > 0 {
 		log.Info(MsgInitGoneWaitsCommit, "init", init, "step", every, "generation", st.Generation.Number, "members", others(st), "err", initGone.Error())
+		var idle time.Time // since when no generation trains (zero: one does)
 		for len(others(st)) > 0 {
+			if st.Generation.World > 0 {
+				idle = time.Time{}
+			} else if idle.IsZero() {
+				idle = time.Now()
+			} else if time.Since(idle) > grace {
+				break
+			}
 			select {
 			case <-ctx.Done():
 				return nil

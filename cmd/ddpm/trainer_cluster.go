@@ -481,7 +481,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	state := stateOnce(pctx, cli)
 	err = recheckFault(pctx, state, o.dataDir, node)
 	if err == nil && pctx.Err() == nil {
-		err = checkInitBeforeJoin(pctx, state, func(ctx context.Context) (*fsm.State, error) { return caughtUpState(ctx, cli) }, o.id, o.init, o.initGone, volumeHeld(node.Store), run.CheckpointEvery, o.dataDir, node.Log)
+		err = checkInitBeforeJoin(pctx, state, func(ctx context.Context) (*fsm.State, error) { return caughtUpState(ctx, cli) }, o.id, o.init, o.initGone, volumeHeld(node.Store), run.CheckpointEvery, initGoneGrace(run.HeartbeatTimeout.Std()), o.dataDir, node.Log)
 	}
 	pcancel()
 	if err != nil {

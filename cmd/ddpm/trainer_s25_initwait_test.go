@@ -137,3 +137,59 @@ func TestInitGoneWaitsForFirstCommitS25(t *testing.T) {
 		t.Fatalf("t1's newest committed checkpoint: step %d, start record %q; want step %d recording %s", c.Step, c.RNG, run.Steps, want)
 	}
 }
+
+// TestInitGoneWaitEndsWhenTrainingStopsS25: t0 and t2 train a new run that needs two trainers
+// (no commit during the test); t1, its --init file missing, waits for the first commit (one INFO
+// line). t2 is then killed for good: t0 waits for a second trainer, which t1 without the weights
+// cannot be, so no generation trains. After the grace (20 s here: 4 x heartbeat_timeout is less)
+// t1 ends its wait with the refusal's line and status 2, without having joined (review R4: it
+// waited for ever). Before stage 25 t1 was refused at once, without the wait line.
+func TestInitGoneWaitEndsWhenTrainingStopsS25(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts trainer processes")
+	}
+	bin := testutil.DDPMBinary(t)
+	dir := t.TempDir()
+	demo, err := os.ReadFile(filepath.Join("..", "..", "demo", "mnist-tiny.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := filepath.Join(dir, "w.safetensors")
+	if err := os.WriteFile(w, demo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run, cfg := procRun(t, dir, endlessSteps, 2, 3, 2*time.Second, func(r *config.Run) { r.CheckpointEvery = endlessSteps / 2 })
+	certs := tlsauthtest.Dir(t)
+	coord, cli := startReplica(t, run, "dev", certs)
+	t0 := launchTrainer(t, bin, filepath.Join(dir, "t0-vol"), "t0", freeAddr(t), coord, cfg, certs, "--init", w)
+	t2 := launchTrainer(t, bin, filepath.Join(dir, "t2-vol"), "t2", freeAddr(t), coord, cfg, certs, "--init", w)
+	waitFor(t, cli, "steps of t0 and t2", 2*time.Minute, func(s *fsm.State) bool { return s.Generation.World == 2 && s.Step >= 1 })
+
+	gone := filepath.Join(dir, "gone.safetensors")
+	t1 := launchTrainer(t, bin, filepath.Join(dir, "t1-vol"), "t1", freeAddr(t), coord, cfg, certs, "--init", gone)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(t1.log)
+		if bytes.Contains(b, []byte(`"msg":"`+MsgInitGoneWaitsCommit+`"`)) {
+			break
+		}
+		select {
+		case <-t1.exited:
+			t.Fatalf("t1 exited (%v) instead of waiting for the first commit; stderr:\n%s", t1.err, t1.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("t1 logged no %q within a minute:\n%s", MsgInitGoneWaitsCommit, b)
+		}
+	}
+	if err := t2.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-t2.exited
+	expectInitGoneRefusal(t, "t1", t1, gone)
+	st := waitFor(t, cli, "the state after t1 exited", 10*time.Second, func(*fsm.State) bool { return true })
+	if st.Members["t1"] != nil || st.Members["t0"] == nil || st.Generation.World != 0 || st.Status.Terminal() {
+		t.Fatalf("after t1 exited: t1 a member %v, t0 a member %v, world %d, run %s; want t0 waiting alone, running",
+			st.Members["t1"] != nil, st.Members["t0"] != nil, st.Generation.World, st.Status)
+	}
+	stopTrainer(t, "t0", t0)
+}
