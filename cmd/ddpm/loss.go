@@ -47,7 +47,9 @@ SKIPPED column says how many it left out).
 For a ddpm local run, give its folder RUN instead of --coordinator and --certs: the
 coordinators' addresses are read from RUN/local.json and the certificates from RUN/certs. Of a
 run that is not going it says so, exit status 1, and names RUN/loss.csv, where ddpm local kept
-every step's loss.`,
+every step's loss. An address that answers but is no coordinator's gRPC port (its --raft-addr
+or --http-addr, a trainer's port) is named at once, in one line saying what answers there, exit
+status 2.`,
 	Args: cobra.MaximumNArgs(1),
 	RunE: runLoss,
 }
