@@ -460,7 +460,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 			if hs, err = sec.HTTPServer(mux); err != nil {
 				return withExit(2, err)
 			}
-			go func() { _ = hs.ServeTLS(hl, "", "") }()
+			go serveHTTPS(hs, hl, "--http-addr "+o.httpAddr, node.Log)
 		} else {
 			hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 			go func() { _ = hs.Serve(hl) }()
