@@ -57,7 +57,9 @@ func expectInitGoneRefusal(t *testing.T, name string, p *trainerProc, gone strin
 // world 0), t1 no member. Before, t1's join started a generation of two at step 0, whose load
 // failed on t1 (trainer.ErrInitGone, exit 2), and its leave another: each start of t1 cost the
 // run two generations. t2, given the weights, then forms the ring with t0, and t1 started again
-// while they train is refused the same way, their generation unchanged and training on.
+// while they train waits for their first committed checkpoint without joining (one
+// MsgInitGoneWaitsCommit line; stage 25: it was refused the same way), their generation unchanged
+// and training on; SIGTERM ends its wait (status 0, "left before joining").
 func TestFreshRunInitGoneDoesNotJoin(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts trainer processes")
@@ -98,14 +100,31 @@ func TestFreshRunInitGoneDoesNotJoin(t *testing.T) {
 		return s.Generation.World == 2 && s.Generation.Rank("t0") >= 0 && s.Generation.Rank("t2") >= 0 && s.Step >= 2
 	})
 	t1 = launchTrainer(t, bin, vol, "t1", listen, coord, cfg, certs, "--init", gone)
-	expectInitGoneRefusal(t, "the restarted t1", t1, gone)
-	at := waitFor(t, cli, "the state after t1 exited again", 10*time.Second, func(*fsm.State) bool { return true }).Step
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(t1.log)
+		if strings.Contains(string(b), `"level":"INFO","msg":"`+MsgInitGoneWaitsCommit+`"`) {
+			break
+		}
+		select {
+		case <-t1.exited:
+			t.Fatalf("the restarted t1 exited (%v) instead of waiting for the first commit; stderr:\n%s", t1.err, t1.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted t1 logged no %q within a minute:\n%s", MsgInitGoneWaitsCommit, b)
+		}
+	}
+	at := waitFor(t, cli, "the state while t1 waits", 10*time.Second, func(*fsm.State) bool { return true }).Step
 	after := waitFor(t, cli, "4 more steps of t0 and t2", 2*time.Minute, func(s *fsm.State) bool {
 		return s.Step >= at+4 || s.Generation.Number != ring.Generation.Number
 	})
 	if after.Generation.Number != ring.Generation.Number || after.Members["t1"] != nil || after.Status.Terminal() {
-		t.Fatalf("after the restarted t1 exited: generation %d of world %d, t1 a member: %v, run %s; want the ring's generation %d, running",
+		t.Fatalf("while the restarted t1 waits: generation %d of world %d, t1 a member: %v, run %s; want the ring's generation %d, running",
 			after.Generation.Number, after.Generation.World, after.Members["t1"] != nil, after.Status, ring.Generation.Number)
+	}
+	stopTrainer(t, "t1", t1)
+	if b, _ := os.ReadFile(t1.log); !strings.Contains(string(b), `"msg":"left before joining"`) || strings.Contains(string(b), `"msg":"joining"`) {
+		t.Fatalf("the restarted t1 joined, or did not say it left before joining:\n%s", b)
 	}
 	stopTrainer(t, "t2", t2)
 	stopTrainer(t, "t0", t0)
