@@ -176,9 +176,9 @@ func TestLocalStopsOnTrainerThatCannotStart(t *testing.T) {
 			t.Fatalf("%s never held %s:\n%s", "ddpm local", lock, out)
 		}
 	}
-	// The first run is stopped (SIGSTOP, the lock still its) while the second asks: its
-	// trainer's two restart delays (1.5 s each) alone kept it up only as long as a loaded
-	// machine started the second within them.
+	// The first run is stopped (SIGSTOP, the lock still its) while the second asks: it ends
+	// once its trainer is refused, so the second had to start and check before that, a race
+	// on a loaded machine.
 	if err := first.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
