@@ -394,13 +394,18 @@ func (s *Supervisor) report(e Exit) {
 	}
 }
 
-// copyLines writes r to the log file, hands each line to s.Line and notes in inc whether the
-// process became ready, its last line, and the Go runtime's crash report.
+// copyLines hands each line of r to s.Line, then writes it to the log file, and notes in inc
+// whether the process became ready, its last line, and the Go runtime's crash report. s.Line
+// comes first so that what the log holds has been handed on: ddpm local's loss.csv journal
+// then holds every step of a trainer's log even when ddpm local is killed between the two.
 func (s *Supervisor) copyLines(sp Spec, inc *incarnation, r io.Reader, logf io.Writer) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		line, err := br.ReadBytes('\n')
 		if len(line) > 0 {
+			if s.Line != nil {
+				s.Line(sp.Name, line)
+			}
 			logf.Write(line)
 			if t := strings.TrimSpace(string(line)); t != "" {
 				inc.last = t
@@ -416,9 +421,6 @@ func (s *Supervisor) copyLines(sp Spec, inc *incarnation, r io.Reader, logf io.W
 			}
 			if !inc.finished && sp.Finished != nil && sp.Finished(line) {
 				inc.finished = true
-			}
-			if s.Line != nil {
-				s.Line(sp.Name, line)
 			}
 		}
 		if err != nil {
