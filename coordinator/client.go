@@ -445,7 +445,7 @@ func (c *Client) notGRPC(ctx context.Context, addr string, err error) string {
 	if done {
 		return line
 	}
-	what, grpcAddr, sure := identifyPort(ctx, addr)
+	what, grpcAddr, sure := identifyPort(ctx, addr, c.sec)
 	if what != "" {
 		line = what + ": " + GRPCPortHint
 		if grpcAddr != "" {
@@ -511,8 +511,8 @@ const (
 )
 
 // IdentifyPort says what answers at addr (host:port) when it is positively not a gRPC server,
-// from one TLS handshake offering the protocols h2 (gRPC) and RaftProtocol, its certificates
-// unchecked and nothing sent after it:
+// from one TLS handshake offering the protocols h2 (gRPC) and RaftProtocol, the server's
+// certificate unchecked, sec's (nil or plain text: none) offered, and nothing sent after it:
 //
 //   - the server picks RaftProtocol: "ADDR is the raft port (--raft-addr) of a ddpm coordinator
 //     (its TLS offers raft's protocol ddpm-raft/1, not gRPC's)";
@@ -530,14 +530,14 @@ const (
 // coordinator is starting), and when nothing listens: a coordinator may answer there yet.
 // The connection, handshake and first answer take at most identifyTimeout (2 s), the request
 // to an HTTP port statusTimeout (3 s) more, each cut short when ctx ends.
-func IdentifyPort(ctx context.Context, addr string) (what, grpcAddr string) {
-	what, grpcAddr, _ = identifyPort(ctx, addr)
+func IdentifyPort(ctx context.Context, addr string, sec *tlsauth.Bundle) (what, grpcAddr string) {
+	what, grpcAddr, _ = identifyPort(ctx, addr, sec)
 	return what, grpcAddr
 }
 
 // identifyPort is IdentifyPort; sure is false when the probe ended on its deadline or ctx's
 // before the server said anything, so that "" means only "no answer yet".
-func identifyPort(ctx context.Context, addr string) (what, grpcAddr string, sure bool) {
+func identifyPort(ctx context.Context, addr string, sec *tlsauth.Bundle) (what, grpcAddr string, sure bool) {
 	hctx, cancel := context.WithTimeout(ctx, identifyTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -550,9 +550,18 @@ func identifyPort(ctx context.Context, addr string) (what, grpcAddr string, sure
 		raw.SetDeadline(dl)
 	}
 	rec := &firstBytes{Conn: raw}
-	// Only the protocol the server picks is looked at: no certificate is checked or offered,
-	// and nothing is sent once the handshake is done.
-	tc := tls.Client(rec, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", RaftProtocol}})
+	// Only the protocol the server picks is looked at: the server's certificate is not checked,
+	// and nothing is sent once the handshake is done. Ours is offered when sec has one, so that
+	// a real coordinator (the probe follows a connection that broke, as one restarting does)
+	// accepts the handshake rather than log a refusal.
+	cfg := &tls.Config{}
+	if sec != nil {
+		if c := sec.HTTPClientTLS(); c != nil {
+			cfg = c
+		}
+	}
+	cfg.InsecureSkipVerify, cfg.ServerName, cfg.NextProtos = true, "", []string{"h2", RaftProtocol}
+	tc := tls.Client(rec, cfg)
 	err = tc.HandshakeContext(hctx)
 	if err == nil {
 		switch tc.ConnectionState().NegotiatedProtocol {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,7 +44,9 @@ func startS25Node(t *testing.T, sec *tlsauth.Bundle) *Node {
 // real replica, the port is passed over.
 func TestCLIS25IdentifyPort(t *testing.T) {
 	ctx := context.Background()
-	secure := startS25Node(t, tlsauthtest.Load(t, tlsauthtest.Dir(t), nil))
+	secureLog := &tlsauthtest.Log{}
+	secureCerts := tlsauthtest.Dir(t)
+	secure := startS25Node(t, tlsauthtest.Load(t, secureCerts, secureLog))
 	plainSec := tlsauthtest.Insecure(t)
 	plain := startS25Node(t, plainSec)
 
@@ -72,6 +75,16 @@ func TestCLIS25IdentifyPort(t *testing.T) {
 	go otherSrv.Serve(other)
 	defer otherSrv.Close()
 
+	// Probed with this cluster's certificates, its gRPC port sees a handshake it accepts: no
+	// refusal in its log.
+	if what, grpc := IdentifyPort(ctx, secure.cfg.GRPCAddr, tlsauthtest.Load(t, secureCerts, nil)); what != "" || grpc != "" {
+		t.Errorf("IdentifyPort(%s) with the cluster's certificates = %q, %q; want nothing", secure.cfg.GRPCAddr, what, grpc)
+	}
+	time.Sleep(200 * time.Millisecond) // a refusal is logged as the server's handshake ends
+	if l := secureLog.String(); strings.Contains(l, "refused") {
+		t.Errorf("the probe of the gRPC port was refused:\n%s", l)
+	}
+
 	for _, tc := range []struct{ addr, what, grpc string }{
 		{other.Addr().String(), other.Addr().String() + " is an HTTP port (it answered HTTP/1.1), not a gRPC port (a ddpm coordinator's or trainer's --http-addr?)", ""},
 		{secure.cfg.RaftAddr, secure.cfg.RaftAddr + " is the raft port (--raft-addr) of a ddpm coordinator (its TLS offers raft's protocol ddpm-raft/1, not gRPC's)", ""},
@@ -82,7 +95,7 @@ func TestCLIS25IdentifyPort(t *testing.T) {
 		{plain.cfg.RaftAddr, "", ""},
 		{banner.Addr().String(), banner.Addr().String() + ` answers in plain text, not gRPC (it sent "SSH-2.0-OpenSSH_9.2p1 Debian-2")`, ""},
 	} {
-		what, grpc := IdentifyPort(ctx, tc.addr)
+		what, grpc := IdentifyPort(ctx, tc.addr, nil)
 		if what != tc.what || grpc != tc.grpc {
 			t.Errorf("IdentifyPort(%s) = %q, %q\nwant %q, %q", tc.addr, what, grpc, tc.what, tc.grpc)
 		}

@@ -582,7 +582,7 @@ leaves FILE's steps as they were, a replaced one committed with its old sha256.`
 			defer stop()
 			c, err := checkpoint.Download(ctx, args[0], step, b.DialOptions()...)
 			if err != nil {
-				return fetchError(args[0], step, sec.Insecure, sec.Dir, err)
+				return fetchError(args[0], step, sec.Insecure, sec.Dir, b, err)
 			}
 			if err := checkFetchRunConfig(out, args[0], c); err != nil {
 				return err
@@ -659,8 +659,8 @@ func fetchAddrArg(addr string) error {
 // server hangs up on at once is named as a TLS server's likely refusal, and a certificate of
 // another CA than --certs DIR's (either side refusing the other's) or another join secret as
 // --certs of another cluster (exit 2).
-func fetchError(addr string, step int64, insecure bool, certs string, err error) error {
-	identified := sync.OnceValue(func() string { what, _ := coordinator.IdentifyPort(context.Background(), addr); return what })
+func fetchError(addr string, step int64, insecure bool, certs string, sec *tlsauth.Bundle, err error) error {
+	identified := sync.OnceValue(func() string { what, _ := coordinator.IdentifyPort(context.Background(), addr, sec); return what })
 	switch {
 	case !insecure && coordinator.CertRefusal(err):
 		return otherCAError("checkpoint fetch", "the trainer at "+addr, certs)
