@@ -3,9 +3,13 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"syscall"
+
+	"google.golang.org/grpc"
 
 	"ddpm/internal/localrun"
 )
@@ -13,19 +17,32 @@ import (
 // ErrListen: one of a replica's addresses (--raft-addr, --grpc-addr, --http-addr) cannot be
 // bound for a reason the command line can change: the port is in use (another replica started
 // twice, another program), the IP is not this machine's, or the port needs privileges. A mistake
-// of the command (`ddpm coordinator` exits 2); see listenFlag.
+// of the command (`ddpm coordinator` exits 2); see ListenFlag.
 var ErrListen = errors.New("cannot listen")
 
 // ErrRaftAddr: --raft-addr names no IP (0.0.0.0, ::, an empty host), which raft would advertise
 // to the other replicas as this one's address; a mistake of the command (exit 2).
 var ErrRaftAddr = errors.New("must name an IP other peers can reach")
 
-// listenFlag binds addr, the value of flag, for TCP. A port a program listens on, an address not
-// of this machine or a privileged port is one line matching ErrListen that names the flag, the
-// address, what holds the port (pid and command line, found in /proc for a loopback or wildcard
-// address) and what to do; a port held only by a connection or a TIME_WAIT is one line naming it,
-// not ErrListen (it frees by itself); other errors are net.Listen's, prefixed with the flag.
-func listenFlag(flag, addr string) (net.Listener, error) {
+// ErrPortHeldForNow: a replica's port is held only by a connection's local end or a TIME_WAIT
+// (HeldForNow), which frees it by itself: no mistake of the command, so `ddpm coordinator`
+// exits 1, which ddpm local and Kubernetes restart. ListenFlag's error for it matches this.
+var ErrPortHeldForNow = errors.New("port held for now")
+
+// heldForNowError is ListenFlag's line for a port held for now; it matches ErrPortHeldForNow.
+type heldForNowError struct{ line string }
+
+func (e *heldForNowError) Error() string { return e.line }
+func (e *heldForNowError) Unwrap() error { return ErrPortHeldForNow }
+
+// ListenFlag binds addr, the value of flag (--raft-addr, --grpc-addr, --http-addr of a
+// replica), for TCP; StartNode binds all three with it, and `ddpm coordinator --http-tls` its
+// HTTPS port. A port a program listens on, an address not of this machine or a privileged port
+// is one line matching ErrListen that names the flag, the address, what holds the port (pid and
+// command line, found in /proc for a loopback or wildcard address) and what to do; a port held
+// only by a connection or a TIME_WAIT is one line naming it, matching ErrPortHeldForNow (it frees
+// by itself); other errors are net.Listen's, prefixed with the flag.
+func ListenFlag(flag, addr string) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err == nil {
 		return l, nil
@@ -40,7 +57,7 @@ func listenFlag(flag, addr string) (net.Listener, error) {
 			// Another process's outgoing connection took a restarted replica's recorded port
 			// while it was down: no mistake of the command (exit 1, which ddpm local and
 			// Kubernetes restart).
-			return nil, fmt.Errorf("coordinator: %s %s: %s; start the replica again", flag, addr, held)
+			return nil, &heldForNowError{fmt.Sprintf("coordinator: %s %s: %s; start the replica again", flag, addr, held)}
 		}
 		return nil, fmt.Errorf("coordinator: %w on %s %s: the port is in use by %s: stop that process, or %s",
 			ErrListen, flag, addr, PortHolder(addr), fix)
@@ -69,7 +86,7 @@ func PortHolder(addr string) string {
 // by a connection of pid N (COMMAND) to REMOTE, not a listening program: it is free once that
 // ends" (localrun.PortHolder.HeldBy), and true; false for a listening program, which stays, or
 // where the holder cannot be told (an address of another IP, no /proc entry). The replicas'
-// listenFlag and the trainer's listen failure share it.
+// ListenFlag and the trainer's listen failure share it.
 func HeldForNow(addr string) (string, bool) {
 	h, ok := portHolder(addr)
 	if !ok || h.Listening {
@@ -94,4 +111,28 @@ func portHolder(addr string) (localrun.PortHolder, bool) {
 		return localrun.PortHolder{}, false
 	}
 	return localrun.FindPortHolder(p)
+}
+
+// MsgGRPCStopped and MsgHTTPStopped are the ERROR lines (ServeLogged) of a gRPC or plain HTTP
+// server that stopped serving while its process runs on.
+const (
+	MsgGRPCStopped = "gRPC server stopped serving"
+	MsgHTTPStopped = "HTTP server stopped serving"
+)
+
+// ServeLogged runs serve (a server's Serve on its listener: grpc.Server, http.Server) and returns
+// its error, nil when the server was closed on purpose (serve returned nil, http.ErrServerClosed
+// or grpc.ErrServerStopped). Any other error means the listener's Accept failed for good (both
+// servers retry the temporary ones, such as too many open files) and nothing serves that address
+// any more while the process runs on: it is logged at ERROR as msg (MsgGRPCStopped,
+// MsgHTTPStopped, ...) with "addr" what (the flag and its address) and "err". A server's
+// goroutine calls it: dropped, such an error left a process that answered nothing on the port
+// and said nothing about it.
+func ServeLogged(log *slog.Logger, msg, what string, serve func() error) error {
+	err := serve()
+	if err == nil || errors.Is(err, http.ErrServerClosed) || errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	log.Error(msg, "addr", what, "err", err)
+	return err
 }

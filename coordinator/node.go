@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -297,6 +298,8 @@ type Node struct {
 	dbInfo os.FileInfo
 	cancel context.CancelFunc
 	done   chan struct{}
+	// grpcDown is the error (ErrGRPCStopped) once the gRPC server stopped serving; /readyz names it.
+	grpcDown atomic.Pointer[error]
 }
 
 // StartNode opens the stores in DataDir, starts raft and the listeners, and (when cfg.Run is
@@ -350,14 +353,14 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 			}
 		}
 	}()
-	if rln, err = listenFlag("--raft-addr", cfg.RaftAddr); err != nil {
+	if rln, err = ListenFlag("--raft-addr", cfg.RaftAddr); err != nil {
 		return nil, err
 	}
-	if lis, err = listenFlag("--grpc-addr", cfg.GRPCAddr); err != nil {
+	if lis, err = ListenFlag("--grpc-addr", cfg.GRPCAddr); err != nil {
 		return nil, err
 	}
 	if cfg.HTTPAddr != "" {
-		if hl, err = listenFlag("--http-addr", cfg.HTTPAddr); err != nil {
+		if hl, err = ListenFlag("--http-addr", cfg.HTTPAddr); err != nil {
 			return nil, err
 		}
 	}
@@ -417,7 +420,7 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	n.server.storeFailing = n.store.Failing
 	n.grpcSrv = grpc.NewServer(append(cfg.Security.ServerOptions(), ServerOptions()...)...)
 	api.RegisterCoordinatorServer(n.grpcSrv, n.server)
-	go n.grpcSrv.Serve(lis)
+	go n.serveGRPC(lis)
 	lis = nil // the server closes it
 	n.mux = http.NewServeMux()
 	n.mux.HandleFunc("GET /healthz", n.healthz)
@@ -426,7 +429,7 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	web.Mount(n.mux, n.Replica, web.Options{}) // dashboard /, /api/summary, /api/loss, /metrics
 	if hl != nil {
 		n.httpSrv = &http.Server{Handler: n.mux, ReadHeaderTimeout: 5 * time.Second}
-		go n.httpSrv.Serve(hl)
+		go n.serveHTTP(hl)
 		hl = nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -436,6 +439,33 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 	go n.watchRaftDB(ctx, raftDBCheckEvery)
 	go n.watchHalt(ctx)
 	return n, nil
+}
+
+// ErrGRPCStopped: the replica's gRPC server stopped serving while the replica ran (its
+// listener's Accept failed for good). Trainers and ddpm's commands then get no answer from it on
+// --grpc-addr, and as raft leader (raft has its own port, so it goes on voting and leading) it
+// would keep the whole cluster's service out of reach. It comes on Fatal, and `ddpm coordinator`
+// exits 1 (which ddpm local and Kubernetes restart: a new process binds the port again); /readyz
+// answers 503 naming it until the node is closed.
+var ErrGRPCStopped = errors.New("gRPC server stopped serving")
+
+// serveGRPC serves the replica's gRPC API on lis until Close; a failure (ServeLogged's ERROR
+// line) ends the node's service: Fatal gets an error matching ErrGRPCStopped.
+func (n *Node) serveGRPC(lis net.Listener) {
+	what := "--grpc-addr " + n.cfg.GRPCAddr
+	if err := ServeLogged(n.cfg.Logger, MsgGRPCStopped, what, func() error { return n.grpcSrv.Serve(lis) }); err != nil {
+		err = fmt.Errorf("coordinator: %w on %s: %v; stopping the replica (exit 1) so that a restart binds the port again",
+			ErrGRPCStopped, what, err)
+		n.grpcDown.Store(&err)
+		n.fail(err)
+	}
+}
+
+// serveHTTP serves the node's mux on hl until Close; a failure is ServeLogged's ERROR line only:
+// the replica's service goes on, and where probes ask /healthz (Kubernetes) they fail, and the
+// kubelet restarts the replica; the line says why.
+func (n *Node) serveHTTP(hl net.Listener) {
+	ServeLogged(n.cfg.Logger, MsgHTTPStopped, "--http-addr "+n.cfg.HTTPAddr, func() error { return n.httpSrv.Serve(hl) })
 }
 
 // watchHalt passes the replica's halt (a *ReleaseMismatchError: the leader runs other state
@@ -564,8 +594,9 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 // Fatal receives, at most once, the error that ends this node's service while it runs: a
 // *RunConflictError when the cluster turns out to run another config than NodeConfig.Run, a
 // *ReleaseMismatchError when the leader runs another state machine rules version (the replica
-// has then shut its raft member down already). The node keeps serving its listeners until
-// Close; its owner should close it and stop.
+// has then shut its raft member down already), an error matching ErrStoreWrite when raft could
+// not store its term or vote, one matching ErrGRPCStopped when the gRPC server stopped serving.
+// The node keeps serving its other listeners until Close; its owner should close it and stop.
 func (n *Node) Fatal() <-chan error { return n.fatal }
 
 // submitLoop submits cfg.Run through this node's own gRPC service (which forwards to the
@@ -668,12 +699,15 @@ func (n *Node) healthz(w http.ResponseWriter, _ *http.Request) {
 
 // readyz answers 200 "ready ID ROLE" while raft runs and its log takes writes; 503 naming the
 // failure while raft.db cannot store what the replica receives (its state falls behind: readers
-// such as the dashboard's Service should ask another replica), or once raft has shut down.
+// such as the dashboard's Service should ask another replica), once its gRPC server stopped
+// serving (ErrGRPCStopped), or once raft has shut down.
 func (n *Node) readyz(w http.ResponseWriter, _ *http.Request) {
 	st := n.Replica.Raft().State()
 	switch err := n.store.Failing(); {
 	case st == raft.Shutdown:
 		http.Error(w, "shut down", http.StatusServiceUnavailable)
+	case n.grpcDown.Load() != nil:
+		http.Error(w, fmt.Sprintf("not ready %s %s: %v", n.cfg.ID, strings.ToLower(st.String()), *n.grpcDown.Load()), http.StatusServiceUnavailable)
 	case n.dbGone() != "":
 		http.Error(w, fmt.Sprintf("not ready %s %s: %s", n.cfg.ID, strings.ToLower(st.String()), n.dbGone()), http.StatusServiceUnavailable)
 	case err != nil:

@@ -253,10 +253,11 @@ func coordinatorStartStatus(err error) int {
 }
 
 // fatalStatus is the exit status for an error on coordinator.Node.Fatal: 1 when raft could not
-// write its store (an operational failure; the other replicas keep the run), 2 (a config to
-// change) when the cluster runs another config or its leader another release's rules.
+// write its store or the gRPC server stopped serving (operational failures; the other replicas
+// keep the run, and a restart may serve again), 2 (a config to change) when the cluster runs
+// another config or its leader another release's rules.
 func fatalStatus(err error) int {
-	if errors.Is(err, coordinator.ErrStoreWrite) {
+	if errors.Is(err, coordinator.ErrStoreWrite) || errors.Is(err, coordinator.ErrGRPCStopped) {
 		return 1
 	}
 	return 2
@@ -357,30 +358,20 @@ func checkHTTPTLS(process string, httpTLS bool, httpAddr string, sec *tlsauth.Co
 	return nil
 }
 
-// listenHTTPS binds --http-addr for --http-tls, with the refusals of the node's own binding
-// (coordinator's listenFlag): a port a program listens on, exit 2 naming it; one held only by a
-// connection or a TIME_WAIT, exit 1 (it frees by itself; ddpm local and Kubernetes restart); an
-// IP of no interface or a privileged port, exit 2.
+// listenHTTPS binds --http-addr for --http-tls with the node's own binding
+// (coordinator.ListenFlag, one wording for every port of a replica): a port a program listens
+// on, an IP of no interface or a privileged port, exit 2 naming it; one held only by a
+// connection or a TIME_WAIT, exit 1 (it frees by itself; ddpm local and Kubernetes restart);
+// any other error of net.Listen (an address that does not parse), exit 2.
 func listenHTTPS(addr string) (net.Listener, error) {
-	l, err := net.Listen("tcp", addr)
-	if err == nil {
-		return l, nil
-	}
+	l, err := coordinator.ListenFlag("--http-addr", addr)
 	switch {
-	case errors.Is(err, syscall.EADDRINUSE):
-		if held, ok := coordinator.HeldForNow(addr); ok {
-			return nil, withExit(1, fmt.Errorf("coordinator: --http-addr %s: %s; start the replica again", addr, held))
-		}
-		return nil, withExit(2, fmt.Errorf("coordinator: %w on --http-addr %s: the port is in use by %s: stop that process, or give another --http-addr",
-			coordinator.ErrListen, addr, coordinator.PortHolder(addr)))
-	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return nil, withExit(2, fmt.Errorf("coordinator: %w on --http-addr %s: no network interface of this machine has that IP: give one of its addresses",
-			coordinator.ErrListen, addr))
-	case errors.Is(err, syscall.EACCES):
-		return nil, withExit(2, fmt.Errorf("coordinator: %w on --http-addr %s: this user may not bind that port (below 1024 it needs privileges): give another --http-addr",
-			coordinator.ErrListen, addr))
+	case err == nil:
+		return l, nil
+	case errors.Is(err, coordinator.ErrPortHeldForNow):
+		return nil, withExit(1, err)
 	}
-	return nil, withExit(2, fmt.Errorf("coordinator: --http-addr %s: %w", addr, err))
+	return nil, withExit(2, err)
 }
 
 // MsgHTTPSStopped is the ERROR line of an --http-tls server that stopped serving while its
@@ -390,7 +381,5 @@ const MsgHTTPSStopped = "HTTPS server stopped serving"
 // serveHTTPS serves srv (tlsauth.Bundle.HTTPServer) over TLS on l until srv is closed, and logs
 // MsgHTTPSStopped at ERROR naming what (the flag and address) when it stops for any other reason.
 func serveHTTPS(srv *http.Server, l net.Listener, what string, log *slog.Logger) {
-	if err := srv.ServeTLS(l, "", ""); !errors.Is(err, http.ErrServerClosed) {
-		log.Error(MsgHTTPSStopped, "addr", what, "err", err)
-	}
+	coordinator.ServeLogged(log, MsgHTTPSStopped, what, func() error { return srv.ServeTLS(l, "", "") })
 }
