@@ -49,6 +49,7 @@ func runFromCoordinator(ctx context.Context, rf *config.Flags, o trainerOpts) (c
 		return withExit(exitInterrupted, fmt.Errorf("trainer interrupted while waiting for the run config of the coordinators at %s; nothing was written", o.coordinator))
 	}
 	var run config.Run
+	var wrongPort *coordinator.NotCoordinatorError
 	for {
 		resp, err := cli.Status(wctx)
 		switch {
@@ -60,6 +61,10 @@ func runFromCoordinator(ctx context.Context, rf *config.Flags, o trainerOpts) (c
 				why = ": " + h
 			}
 			return config.Run{}, withExit(1, fmt.Errorf("no run config: neither --config nor --preset was given, and no coordinator answered at %s within %v%s; give --config FILE or --preset NAME, or check --coordinator", o.coordinator, runConfigWait, why))
+		case err != nil && errors.As(err, &wrongPort):
+			// --coordinator names no coordinator's gRPC port (a raft or HTTP port, a trainer's):
+			// the command line to change, as ddpm status says it.
+			return config.Run{}, withExit(2, errors.New(wrongPort.Msg))
 		case err != nil:
 			if h := coordinator.Hint(err); h != "" {
 				return config.Run{}, withExit(1, fmt.Errorf("no run config: asking the coordinators at %s for theirs: %s (%w)", o.coordinator, h, err))
