@@ -965,6 +965,12 @@ func recoverDamagedVolume(ctx context.Context, sec *tlsauth.Bundle, o trainerOpt
 	deadline := time.Now().Add(damagedHolderWait)
 	stateDeadline := time.Now().Add(faultStateWait)
 	waiting, read := false, false
+	// A member's entry outlives its process: after a crash (a killed ddpm local, a lost node) the
+	// state still lists it, with what it held, until the leader drops it. A holder counts only once
+	// a heartbeat of its own is applied after the first state read here (its LastHeartbeat moves
+	// on, or it joined since), so two trainers whose files were both damaged do not each move
+	// theirs aside for the other's stale entry and then wait for ever on each other's empty volume.
+	heard := map[string]int64{}
 	for {
 		callDeadline := stateDeadline
 		if read {
@@ -974,6 +980,11 @@ func recoverDamagedVolume(ctx context.Context, sec *tlsauth.Bundle, o trainerOpt
 		st, serr := caughtUpState(sctx, cli)
 		cancel()
 		if serr == nil {
+			if !read {
+				for id, m := range st.Members {
+					heard[id] = m.LastHeartbeat
+				}
+			}
 			read = true
 			ck := st.LatestCheckpoint()
 			if ck == nil {
@@ -984,7 +995,7 @@ func recoverDamagedVolume(ctx context.Context, sec *tlsauth.Bundle, o trainerOpt
 			for _, h := range ck.Holders {
 				if h != o.id {
 					others = append(others, h)
-					if holdsNow(st, h, ck) {
+					if holdsNow(st, h, ck) && heardSince(st, h, heard) {
 						members = append(members, h)
 					}
 				}
@@ -1007,7 +1018,7 @@ func recoverDamagedVolume(ctx context.Context, sec *tlsauth.Bundle, o trainerOpt
 				return store, nil
 			}
 			if time.Now().After(deadline) {
-				return nil, refuse(fmt.Sprintf("the run's newest committed checkpoint (step %d) was held by %s, none of whom is a member holding it now (waited %v); "+
+				return nil, refuse(fmt.Sprintf("the run's newest committed checkpoint (step %d) was held by %s, none of whom is a member holding it now with a live process (waited %v); "+
 					"start a trainer that holds it, then %s", ck.Step, strings.Join(others, ", "), damagedHolderWait, trainer.RestartAdvice))
 			}
 			if !waiting {
@@ -1024,6 +1035,19 @@ func recoverDamagedVolume(ctx context.Context, sec *tlsauth.Bundle, o trainerOpt
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// heardSince reports whether member id of st has shown a live process since the state in which
+// recoverDamagedVolume first saw it (before: each member's LastHeartbeat then, in unix
+// nanoseconds of the leader's clock): a heartbeat or progress report applied since, or a join
+// (it was no member then). A member entry left by a killed process shows neither.
+func heardSince(st *fsm.State, id string, before map[string]int64) bool {
+	m := st.Members[id]
+	if m == nil {
+		return false
+	}
+	t0, seen := before[id]
+	return !seen || m.LastHeartbeat > t0
 }
 
 // holdsNow reports whether the state st says that trainer id, a member now, holds checkpoint ck on

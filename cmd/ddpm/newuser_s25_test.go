@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"ddpm/config"
+	"ddpm/coordinator"
+	"ddpm/coordinator/fsm"
+	"ddpm/internal/localrun"
+	"ddpm/internal/testutil"
+	"ddpm/internal/tlsauth/tlsauthtest"
+	"ddpm/trainer"
+)
+
+// TestNewUserS25BothFilesDamagedNotMovedAside: a ddpm local run killed outright (both trainers
+// stopped, then two SIGINTs: every child killed without leaving the cluster) leaves both trainers
+// listed as members holding the newest committed checkpoint. With both checkpoints.db files then
+// damaged, `ddpm local --resume` must not let each trainer move its file aside for the other's
+// stale entry: nothing would hold the checkpoint any more, and the run waited for ever on two
+// empty volumes fetching from each other, with no line saying so (both files moved aside within
+// seconds before the fix). Each trainer waits for a holder that shows a live process, none does,
+// so one is refused with status 2 and ddpm local stops the run (exit 1) with its line; both
+// files stay where they were, byte for byte.
+func TestNewUserS25BothFilesDamagedNotMovedAside(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs ddpm local twice")
+	}
+	// A heartbeat timeout of a minute: the restarted leader drops the killed trainers' entries
+	// only a minute after its election, well after the trainers asked about them.
+	run := makeLocalRun(t, 2, func(r *config.Run) {
+		r.Steps, r.CheckpointEvery, r.HeartbeatTimeout = 100000, 4, config.Duration(time.Minute)
+	})
+	pidOf := func(name string) int {
+		b, err := os.ReadFile(filepath.Join(run, localrun.LogsDir, name+".pid"))
+		if err != nil {
+			return 0
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid
+	}
+	killAll := func() {
+		// A stopped child does not act on the SIGTERM its parent's death sends it.
+		for _, n := range []string{"coordinator-0", "trainer-0", "trainer-1"} {
+			if pid := pidOf(n); pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	start := func(limit time.Duration) (*exec.Cmd, *lockedLog, chan error) {
+		ctx, cancel := context.WithTimeout(context.Background(), limit)
+		t.Cleanup(cancel)
+		cmd := exec.CommandContext(ctx, testutil.DDPMBinary(t), "local", "--resume", run, "--quiet")
+		live := &lockedLog{}
+		cmd.Stdout, cmd.Stderr = live, live
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		t.Cleanup(func() { killAll(); cmd.Process.Kill() })
+		return cmd, live, exited
+	}
+
+	// Phase 1: train past a committed checkpoint, then kill everything.
+	cmd, live, exited := start(4 * time.Minute)
+	addrs, certs, err := runFolderCluster(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := coordinator.Dial(addrs, tlsauthtest.Load(t, certs, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, cli, "a committed checkpoint both trainers hold", 2*time.Minute, func(s *fsm.State) bool {
+		ck := s.LatestCheckpoint()
+		return ck != nil && len(ck.Holders) == 2
+	})
+	cli.Close()
+	for _, n := range []string{"trainer-0", "trainer-1"} {
+		if err := syscall.Kill(pidOf(n), syscall.SIGSTOP); err != nil {
+			t.Fatalf("%s: %v\n%s", n, err, live)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(live.String(), "ddpm local: stopping"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stopping line within a minute of SIGINT:\n%s", live)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(time.Minute):
+		t.Fatalf("ddpm local still running a minute after the second SIGINT:\n%s", live)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Fatalf("first run: exit %d, want 130\n%s", code, live)
+	}
+
+	// Phase 2: both files damaged, resume.
+	var dbs []string
+	damaged := map[string][]byte{}
+	for i := range 2 {
+		db := filepath.Join(localrun.TrainerDir(run, i), trainer.CheckpointFile)
+		dbs = append(dbs, db)
+		damaged[db] = damageMetaS25(t, db)
+	}
+	cmd, live, exited = start(4 * time.Minute)
+	var werr error
+wait:
+	for {
+		select {
+		case werr = <-exited:
+			break wait
+		case <-time.After(100 * time.Millisecond):
+		}
+		for _, db := range dbs {
+			if aside, _ := filepath.Glob(db + ".damaged-*"); len(aside) > 0 {
+				t.Fatalf("moved aside %v although no live trainer holds the checkpoint (both files damaged):\n%s", aside, live)
+			}
+		}
+	}
+	var ee *exec.ExitError
+	if werr != nil && !errors.As(werr, &ee) {
+		t.Fatal(werr)
+	}
+	out := strings.TrimSpace(live.String())
+	last := out[strings.LastIndex(out, "\n")+1:]
+	want := regexp.MustCompile(`^ddpm: (trainer-[01]) failed at start-up \(exit status 2\): checkpoint: (\S+) is not a readable checkpoint file \(invalid database\): corrupt checkpoint; ` +
+		`it was left as it is: the run's newest committed checkpoint \(step [0-9]+\) was held by (trainer-[01]), none of whom is a member holding it now with a live process \(waited 1m0s\); ` +
+		`start a trainer that holds it, then resume the run \(ddpm local --resume ` + regexp.QuoteMeta(run) + `\) \(see (\S+)\)$`)
+	m := want.FindStringSubmatch(last)
+	if code := cmd.ProcessState.ExitCode(); code != 1 || m == nil {
+		t.Fatalf("exit %d, last line\n%s\nwant exit 1 and a line matching\n%s\n(all output:\n%s)", code, last, want, out)
+	}
+	if m[2] != filepath.Join(run, "trainer-"+m[1][len("trainer-"):], trainer.CheckpointFile) || m[3] == m[1] ||
+		m[4] != filepath.Join(run, localrun.LogsDir, m[1]+".log") {
+		t.Errorf("the line names %s, its file %s, holder %s, log %s: not one trainer's own", m[1], m[2], m[3], m[4])
+	}
+	for _, db := range dbs {
+		if b, err := os.ReadFile(db); err != nil || !bytes.Equal(b, damaged[db]) {
+			t.Errorf("%s after the refusal: %v; want it as it was", db, err)
+		}
+	}
+}
