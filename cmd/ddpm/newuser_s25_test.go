@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"ddpm/checkpoint"
 	"ddpm/config"
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
@@ -156,5 +157,53 @@ wait:
 		if b, err := os.ReadFile(db); err != nil || !bytes.Equal(b, damaged[db]) {
 			t.Errorf("%s after the refusal: %v; want it as it was", db, err)
 		}
+	}
+}
+
+// TestNewUserS25DamagedFileCoordinatorsSilent: a cluster trainer whose checkpoints.db is damaged
+// and whose coordinators do not answer (nothing listens at --coordinator) exits 1 after the
+// 10 s it gives them, the file left byte for byte, with a line saying that the coordinators did
+// not answer and to start it again once they do. The line was the generic one of a damaged file,
+// "move it aside and start the trainer again: it takes the run's committed checkpoint from the
+// cluster": the very step the trainer declined, the file being maybe the run's only copy, and
+// no word of the coordinators.
+func TestNewUserS25DamagedFileCoordinatorsSilent(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	run, err := config.Preset("mnist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Steps, run.CheckpointEvery = 20, 10
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "run.yaml")
+	if err := os.WriteFile(cfgPath, run.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vol := filepath.Join(dir, "vol")
+	if err := os.MkdirAll(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(vol, trainer.CheckpointFile)
+	st, err := checkpoint.Open(db, checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	damaged := damageMetaS25(t, db)
+	dead := freeAddr(t) // nothing listens there
+	out, errOut, code := ddpmRunFor(t, 2*time.Minute, bin, "trainer", "--id", "t0", "--coordinator", dead, "--listen", freeAddr(t),
+		"--data-dir", vol, "--config", cfgPath, "--certs", tlsauthtest.Dir(t))
+	want := "ddpm: checkpoint: " + db + " is not a readable checkpoint file (invalid database): corrupt checkpoint; it was left as it is: the coordinators (" + dead +
+		") did not answer within 10s, so whether another trainer holds the run's newest committed checkpoint is not known; start the trainer again once they answer " +
+		"(it moves the file aside itself when one does)"
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	if code != 1 || lines[len(lines)-1] != want {
+		t.Errorf("status %d, last line\n%s\nwant status 1 and\n%s\n(stdout %q, stderr:\n%s)", code, lines[len(lines)-1], want, out, errOut)
+	}
+	if b, err := os.ReadFile(db); err != nil || !bytes.Equal(b, damaged) {
+		t.Errorf("%s after the refusal: %v; want it as it was", db, err)
+	}
+	if aside, _ := filepath.Glob(db + ".damaged-*"); len(aside) != 0 {
+		t.Errorf("moved aside: %v", aside)
 	}
 }

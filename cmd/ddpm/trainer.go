@@ -1027,7 +1027,11 @@ func recoverDamagedVolume(ctx context.Context, sec *tlsauth.Bundle, o trainerOpt
 			}
 		} else if time.Now().After(callDeadline) {
 			log.Error("the volume's checkpoint file is damaged and the coordinators' state is unreadable: it was left as it is", "file", path, "err", serr.Error())
-			return nil, openErr
+			// Not openErr's way on ("move it aside"): whether the file may be the run's only copy
+			// is exactly what is unknown; a start once the coordinators answer decides it.
+			msg := fmt.Sprintf("%v; it was left as it is: the coordinators (%s) did not answer within %v, so whether another trainer holds the run's newest committed checkpoint is not known; "+
+				"%s once they answer (it moves the file aside itself when one does)", damage, o.coordinator, faultStateWait, trainer.RestartAdvice)
+			return nil, withExit(1, &advisedError{err: openErr, msg: restartAdvice(msg, o.dataDir)})
 		}
 		select {
 		case <-ctx.Done():
