@@ -30,8 +30,13 @@ func TestStatusFollowerLags(t *testing.T) {
 	}
 	var nodes []*coordinator.Node
 	for _, p := range peers {
+		// The leader must lead throughout (the note names it and both applied indexes): with
+		// the fast settings' 250 ms lease and 500 ms timeouts, a loaded machine that delayed the
+		// healthy follower's answers or the heartbeats that long could move the leadership mid-test.
+		rc := coordinator.FastRaftConfig(p.ID)
+		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, time.Second
 		node, err := coordinator.StartNode(coordinator.NodeConfig{ID: p.ID, RaftAddr: p.RaftAddr, GRPCAddr: p.GRPCAddr, Peers: peers,
-			DataDir: filepath.Join(t.TempDir(), p.ID), Bootstrap: true, Version: "v1", Security: sec})
+			DataDir: filepath.Join(t.TempDir(), p.ID), Bootstrap: true, Version: "v1", Security: sec, Raft: rc})
 		if err != nil {
 			t.Fatal(err)
 		}
