@@ -49,7 +49,10 @@ func TestStayAfterDoneKeepsConnections(t *testing.T) {
 	}
 	bin := testutil.DDPMBinary(t)
 	dir := t.TempDir()
-	run, cfg := procRun(t, dir, 12, 1, 1, 2*time.Second, nil)
+	// min_trainers 2: the run waits for t1, which starts only once both connections are made
+	// and used, so they are made while the run is going however fast it would train (12
+	// steps take well under a second).
+	run, cfg := procRun(t, dir, 12, 2, 2, 2*time.Second, nil)
 	certs := tlsauthtest.Dir(t)
 	coord, _ := startReplica(t, run, "dev", certs)
 	listen, httpAddr := freeAddr(t), freeAddr(t)
@@ -98,8 +101,9 @@ func TestStayAfterDoneKeepsConnections(t *testing.T) {
 	want := "ok: the run is complete (step 12); serving this volume's committed checkpoints (newest: step 12) to ddpm checkpoint fetch\n"
 	code, body, err := getOn(conn, r, "/healthz")
 	if err != nil || code != http.StatusOK || body == want {
-		t.Fatalf("GET /healthz while the run trains: %d %q, %v; want 200 and what the trainer does", code, body, err)
+		t.Fatalf("GET /healthz while the run waits for its second trainer: %d %q, %v; want 200 and what the trainer does", code, body, err)
 	}
+	launchTrainer(t, bin, filepath.Join(dir, "t1"), "t1", freeAddr(t), coord, cfg, certs)
 
 	waitStayingUp(t, p, 90*time.Second)
 	for _, path := range []string{"/readyz", "/healthz"} {
