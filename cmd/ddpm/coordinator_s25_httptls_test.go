@@ -150,7 +150,7 @@ func TestCoordinatorS25HTTPTLS(t *testing.T) {
 		t.Errorf("ddpm loss --certs OPERATOR: %v\n%s", err, out)
 	}
 
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(c0.log(), `"msg":"tlsauth: refused HTTPS connection"`) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
