@@ -207,3 +207,42 @@ func TestNewUserS25DamagedFileCoordinatorsSilent(t *testing.T) {
 		t.Errorf("moved aside: %v", aside)
 	}
 }
+
+// TestNewUserS25DamagedFileRunSucceeded: a cluster trainer whose checkpoints.db is damaged,
+// started again after its run succeeded (a pod restarted while the run's pods stay up), is
+// refused at once with status 2 and a line saying that the run has succeeded, the file left
+// byte for byte. It waited a minute for a holder of the final checkpoint to join (the finished
+// trainers are members no more), then said "start a trainer that holds it", which cannot help.
+func TestNewUserS25DamagedFileRunSucceeded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts trainer processes")
+	}
+	bin := testutil.DDPMBinary(t)
+	dir := t.TempDir()
+	run, cfg := procRun(t, dir, 8, 1, 1, 5*time.Second, nil)
+	certs := tlsauthtest.Dir(t)
+	coord, cli := startReplica(t, run, "dev", certs)
+	vol := filepath.Join(dir, "t0")
+	t0 := launchTrainer(t, bin, vol, "t0", freeAddr(t), coord, cfg, certs)
+	finishProcs(t, cli, run, map[string]*trainerProc{"t0": t0})
+
+	db := filepath.Join(vol, trainer.CheckpointFile)
+	damaged := damageMetaS25(t, db)
+	start := time.Now()
+	out, errOut, code := ddpmRunFor(t, 2*time.Minute, bin, "trainer", "--id", "t0", "--coordinator", coord, "--listen", freeAddr(t),
+		"--data-dir", vol, "--config", cfg, "--certs", certs)
+	took := time.Since(start)
+	want := "ddpm: checkpoint: " + db + " is not a readable checkpoint file (invalid database): corrupt checkpoint; it was left as it is: " +
+		"the run has succeeded (step 8), so nothing is left to train and the run needs no file of this trainer; restore it from a copy, or move it aside " +
+		"(ddpm checkpoint fetch copies the final checkpoint from a trainer that holds it; ddpm status lists them)"
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	if code != 2 || lines[len(lines)-1] != want || took > 30*time.Second {
+		t.Errorf("status %d after %v, last line\n%s\nwant status 2 at once and\n%s\n(stdout %q, stderr:\n%s)", code, took.Round(time.Millisecond), lines[len(lines)-1], want, out, errOut)
+	}
+	if b, err := os.ReadFile(db); err != nil || !bytes.Equal(b, damaged) {
+		t.Errorf("%s after the refusal: %v; want it as it was", db, err)
+	}
+	if aside, _ := filepath.Glob(db + ".damaged-*"); len(aside) != 0 {
+		t.Errorf("moved aside: %v", aside)
+	}
+}

@@ -986,6 +986,12 @@ func recoverDamagedVolume(ctx context.Context, sec *tlsauth.Bundle, o trainerOpt
 				}
 			}
 			read = true
+			if st.Status == fsm.StatusSucceeded {
+				// Nothing is left to train: no holder is awaited (the run's trainers are members
+				// no more), and the file is the user's to restore or move.
+				return nil, refuse(fmt.Sprintf("the run has succeeded (step %d), so nothing is left to train and the run needs no file of this trainer; "+
+					"restore it from a copy, or move it aside (ddpm checkpoint fetch copies the final checkpoint from a trainer that holds it; ddpm status lists them)", st.Step))
+			}
 			ck := st.LatestCheckpoint()
 			if ck == nil {
 				return nil, refuse(fmt.Sprintf("the coordinators list no committed checkpoint of the run, so this file may hold its only copy; "+
