@@ -679,6 +679,10 @@ func fetchError(addr string, step int64, insecure bool, certs string, sec *tlsau
 		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: the trainer at %s refused --certs %s: %s", addr, certs, strings.TrimPrefix(msg, "ddpm: ")))
 	case errors.Is(err, checkpoint.ErrNotFound):
 		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s holds no committed checkpoint of step %d (ddpm status lists the committed ones)", addr, step))
+	case status.Code(err) == codes.Unimplemented && strings.Contains(status.Convert(err).Message(), "unexpected HTTP status code received from server"):
+		// An HTTPS server (--http-tls) answers the gRPC request with 404, which gRPC reports as
+		// Unimplemented: a trainer's --http-addr as much as a coordinator's.
+		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s is an HTTPS port (a ddpm trainer's or coordinator's --http-addr with --http-tls), not a trainer's checkpoint transfer: give a trainer's --listen address (ddpm status lists them)", addr))
 	case status.Code(err) == codes.Unimplemented:
 		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s serves no checkpoint transfer (a coordinator's address? give a trainer's --listen address)", addr))
 	case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "connection error") && identified() != "":

@@ -246,3 +246,27 @@ func TestNewUserS25DamagedFileRunSucceeded(t *testing.T) {
 		t.Errorf("moved aside: %v", aside)
 	}
 }
+
+// TestNewUserS25FetchHTTPSPortNamed: `ddpm checkpoint fetch` given an HTTPS port (a --http-addr
+// served with --http-tls, here a coordinator's; a trainer's answers the same way) says that it is
+// one, exit 2. gRPC reports the server's 404 as Unimplemented, which the line took for a
+// coordinator's gRPC port ("serves no checkpoint transfer (a coordinator's address? ...)"), wrong
+// for a trainer's --http-addr.
+func TestNewUserS25FetchHTTPSPortNamed(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	certs := tlsauthtest.Dir(t)
+	raft, grpcAddr, https := freeAddr(t), freeAddr(t), freeAddr(t)
+	startOpCoordinator(t, bin, 30*time.Second, "coordinator", "--id", "c0", "--raft-addr", raft, "--grpc-addr", grpcAddr,
+		"--http-addr", https, "--http-tls", "--peers", "c0="+raft+"="+grpcAddr, "--data-dir", filepath.Join(t.TempDir(), "c0"),
+		"--bootstrap", "--certs", certs)
+	dbOut := filepath.Join(t.TempDir(), "x.db")
+	out, errOut, code := ddpmRun(t, bin, "checkpoint", "fetch", https, "--certs", certs, "--step", "10", "--out", dbOut)
+	want := "ddpm: checkpoint fetch: " + https + " is an HTTPS port (a ddpm trainer's or coordinator's --http-addr with --http-tls), not a trainer's checkpoint transfer: " +
+		"give a trainer's --listen address (ddpm status lists them)\n"
+	if code != 2 || out != "" || errOut != want {
+		t.Errorf("ddpm checkpoint fetch %s: status %d, stdout %q, stderr %q\nwant status 2 and stderr %q", https, code, out, errOut, want)
+	}
+	if _, err := os.Stat(dbOut); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("--out %s after the refusal: %v; want no file", dbOut, err)
+	}
+}
