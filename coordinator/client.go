@@ -371,7 +371,8 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.C
 				nc = &NotCoordinatorError{Addr: addrs[idx], Msg: addrs[idx] + " answers but serves no coordinator (a trainer's --listen address? " +
 					"use the coordinators' --grpc-addr)"}
 			} else if why := tlsauth.ServerRefusal(err); why != "" { // nothing was sent to it
-				nc = &NotCoordinatorError{Addr: addrs[idx], Msg: "refused the server at " + addrs[idx] + ": " + why}
+				// A trainer's certificate (its --listen or --http-addr) or an operator's: say where to go.
+				nc = &NotCoordinatorError{Addr: addrs[idx], Msg: "refused the server at " + addrs[idx] + ": " + why + ": " + GRPCPortHint}
 			} else if what := c.notGRPC(ctx, addrs[idx], err); what != "" {
 				nc = &NotCoordinatorError{Addr: addrs[idx], Msg: what}
 			}

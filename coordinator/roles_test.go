@@ -108,7 +108,7 @@ func TestClientRefusesNonCoordinatorServer(t *testing.T) {
 	addr := node.cfg.GRPCAddr
 	err := statusWith(t, addr, tlsauthtest.Load(t, tlsauthtest.Issue(t, certs, tlsauth.RoleTrainer), nil))
 	want := "coordinator: not a coordinator: refused the server at " + addr +
-		": its certificate has role operator, and /ddpm.coordinator.v1.Coordinator/Status is served by role coordinator"
+		": its certificate has role operator, and /ddpm.coordinator.v1.Coordinator/Status is served by role coordinator: " + GRPCPortHint
 	if !errors.Is(err, ErrNotCoordinator) || err.Error() != want {
 		t.Fatalf("status: %v\nwant %q", err, want)
 	}
