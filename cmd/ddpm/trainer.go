@@ -758,7 +758,7 @@ func checkInitBeforeJoin(ctx context.Context, state func() (*fsm.State, error), 
 	}
 	log.Error(MsgInitGoneFreshRun, "init", init, "generation", st.Generation.Number, "held", len(held), "err", initGone.Error())
 	msg := fmt.Sprintf("trainer: --init %s does not exist; the run has no committed checkpoint, so its generations start at step 0 from these weights: "+
-		"put the run's weights there (the file the other trainers started from), or wait for the run's next committed checkpoint (it needs no weights then), and %s; "+
+		"put the run's weights there (the file the other trainers started from), or start the trainers the run waits for with them (once it has a committed checkpoint this one needs none), and %s; "+
 		"it has not joined the run", init, trainer.RestartAdvice)
 	return withExit(2, &advisedError{err: fmt.Errorf("%w: %w", trainer.ErrInitGone, initGone), msg: restartAdvice(msg, dir)})
 }

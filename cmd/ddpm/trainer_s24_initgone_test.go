@@ -20,7 +20,7 @@ import (
 // file gone is missing and the run has no committed checkpoint (checkInitBeforeJoin).
 func initGoneLine(gone string) string {
 	return fmt.Sprintf("ddpm: trainer: --init %s does not exist; the run has no committed checkpoint, so its generations start at step 0 from these weights: "+
-		"put the run's weights there (the file the other trainers started from), or wait for the run's next committed checkpoint (it needs no weights then), "+
+		"put the run's weights there (the file the other trainers started from), or start the trainers the run waits for with them (once it has a committed checkpoint this one needs none), "+
 		"and start the trainer again; it has not joined the run\n", gone)
 }
 
