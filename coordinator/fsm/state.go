@@ -435,15 +435,19 @@ func (s *State) TrainerWait() string {
 	if s.Run == nil || s.Status.Terminal() || s.Generation.World > 0 || len(s.Members) >= s.Run.MinTrainers {
 		return ""
 	}
+	want := fmt.Sprintf("for %d trainers (min_trainers)", s.Run.MinTrainers)
+	if s.Run.MinTrainers == 1 {
+		want = "for 1 trainer (min_trainers)"
+	}
 	if len(s.Members) == 0 {
-		return fmt.Sprintf("for %d trainers (min_trainers), none joined", s.Run.MinTrainers)
+		return want + ", none joined"
 	}
 	ids := make([]string, 0, len(s.Members))
 	for id := range s.Members {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	return fmt.Sprintf("for %d trainers (min_trainers), %d joined: %s", s.Run.MinTrainers, len(ids), strings.Join(ids, " "))
+	return fmt.Sprintf("%s, %d joined: %s", want, len(ids), strings.Join(ids, " "))
 }
 
 // RollbackTarget returns the step a rollback can restart the run from at the least loss: the
