@@ -17,10 +17,11 @@ import (
 
 // TestOpenDamagedVolumeSaysLocalResume: a cluster trainer whose volume is a ddpm local run's
 // trainer folder (RUN/trainer-1 beside RUN/local.json) and whose checkpoint file is not a bbolt
-// file exits with status 1 and one line ending with the way on under ddpm local: "move it aside
-// and resume the run (ddpm local --resume RUN): it takes the run's committed checkpoint from the
-// cluster". It said "start the trainer again", which ddpm local does by itself until its restarts
-// are spent, onto the same file.
+// file, while its coordinators do not answer, exits with status 1 and one line ending with the
+// way on under ddpm local: "resume the run (ddpm local --resume RUN) once they answer" (since
+// stop 25 the trainer moves a damaged file aside itself when another trainer holds the run's
+// newest committed checkpoint). It said "start the trainer again", which ddpm local does by
+// itself until its restarts are spent, onto the same file.
 func TestOpenDamagedVolumeSaysLocalResume(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a trainer process")
@@ -40,14 +41,16 @@ func TestOpenDamagedVolumeSaysLocalResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, cfg := procRun(t, dir, 16, 1, 1, 2*time.Second, nil)
-	p := launchTrainer(t, bin, vol, "t1", freeAddr(t), freeAddr(t), cfg, tlsauthtest.Dir(t))
+	coord := freeAddr(t) // nothing listens: the coordinators do not answer
+	p := launchTrainer(t, bin, vol, "t1", freeAddr(t), coord, cfg, tlsauthtest.Dir(t))
 	select {
 	case <-p.exited:
 	case <-time.After(time.Minute):
 		t.Fatalf("the trainer did not exit within a minute (log %s)", p.log)
 	}
-	want := "ddpm: checkpoint: " + db + " is not a readable checkpoint file (invalid database): corrupt checkpoint; move it aside and resume the run (ddpm local --resume " +
-		runDir + "): it takes the run's committed checkpoint from the cluster\n"
+	want := "ddpm: checkpoint: " + db + " is not a readable checkpoint file (invalid database): corrupt checkpoint; it was left as it is: the coordinators (" + coord +
+		") did not answer within 10s, so whether another trainer holds the run's newest committed checkpoint is not known; resume the run (ddpm local --resume " +
+		runDir + ") once they answer (it moves the file aside itself when one does)\n"
 	var ee *exec.ExitError
 	if !errors.As(p.err, &ee) || ee.ExitCode() != 1 || p.stderr.String() != want {
 		t.Fatalf("trainer on a damaged volume of a ddpm local run: %v, stderr\n%q\nwant status 1 and\n%q", p.err, p.stderr.String(), want)
