@@ -135,6 +135,9 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 			return withExit(2, fmt.Errorf("coordinator: --%s is required", req.name))
 		}
 	}
+	if err := checkDistinctPorts(coordFlags.raftAddr, coordFlags.grpcAddr, coordFlags.httpAddr); err != nil {
+		return withExit(2, err)
+	}
 	// A ddpm local run folder or a trainer's folder given as the data dir: refused before
 	// anything (the test-split check's look at the raft data included) reads or writes there.
 	if err := coordinator.CheckDataDir(coordFlags.dataDir); err != nil {
@@ -280,6 +283,28 @@ func runFlagsSource(fs *pflag.FlagSet, path string) string {
 		return "--config " + path + " with the run flags"
 	}
 	return "--config " + path
+}
+
+// checkDistinctPorts refuses two of a replica's listen addresses (--raft-addr, --grpc-addr and
+// --http-addr when given; port 0 asks for any free port) naming one listener (sameEndpoint): the second bind would fail as a
+// port in use by this very process, a line that named the process itself and advised changing
+// --peers in every replica.
+func checkDistinctPorts(raftAddr, grpcAddr, httpAddr string) error {
+	addrs := []struct{ flag, addr string }{{"--raft-addr", raftAddr}, {"--grpc-addr", grpcAddr}, {"--http-addr", httpAddr}}
+	for i := range addrs {
+		for j := i + 1; j < len(addrs); j++ {
+			if fixedPort(addrs[i].addr) && fixedPort(addrs[j].addr) && sameEndpoint(addrs[i].addr, addrs[j].addr) {
+				return fmt.Errorf("coordinator: %s %s and %s %s name one port: give each its own port", addrs[i].flag, addrs[i].addr, addrs[j].flag, addrs[j].addr)
+			}
+		}
+	}
+	return nil
+}
+
+// fixedPort reports whether addr names a port of its own: given, and not port 0 (any free port).
+func fixedPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return addr != "" && (err != nil || port != "0")
 }
 
 // checkOwnPeer checks that --peers lists --id at this process's own --raft-addr and --grpc-addr
