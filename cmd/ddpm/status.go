@@ -223,7 +223,7 @@ func fetchStateStore(ctx context.Context, name string, addrs []string, sec *tlsa
 	if errors.As(err, &wrong) {
 		// Every address answers, and none is a coordinator's gRPC port (a raft or HTTP port, a
 		// trainer's): a command line to change, said at the first contact.
-		return nil, nil, "", withExit(exitUsage, fmt.Errorf("%s: %s", name, wrong.Msg))
+		return nil, nil, "", withExit(exitUsage, &advisedError{err: wrong, msg: name + ": " + wrong.Msg})
 	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, coordinator.ErrUnavailable) {
@@ -307,6 +307,11 @@ func deadAddrs(ctx context.Context, addrs []string) (why []string, refused bool)
 //
 //	status: the ddpm local run runs/a is not running (nothing listens at its coordinators 127.0.0.1:40001,127.0.0.1:40004): ddpm checkpoint list runs/a lists its checkpoints; ddpm local --resume runs/a starts it again
 //	loss: the ddpm local run runs/a finished at step 200 and is not running (nothing listens at its coordinators 127.0.0.1:40001): its loss history is in runs/a/loss.csv
+//
+// A recorded port that another program now serves (the Client's NotCoordinatorError) is named
+// with its holder, which `ddpm local --resume` needs gone (exit 1, not the --coordinator line):
+//
+//	status: the ddpm local run runs/a is not running: another program now answers at its coordinator's port 127.0.0.1:40001 (pid 77 (python3 -m http.server 40001)), which ddpm local --resume runs/a needs free; ddpm checkpoint list runs/a lists its checkpoints
 func stoppedRunFolder(ctx context.Context, name string, args, addrs []string, err error) error {
 	if err == nil || len(args) != 1 || ctx.Err() != nil {
 		return err
@@ -315,7 +320,21 @@ func stoppedRunFolder(ctx context.Context, name string, args, addrs []string, er
 	if localrun.Running(dir) != nil {
 		return err
 	}
-	if why, refused := deadAddrs(ctx, addrs); why == nil || !refused {
+	// A port the stopped run recorded that another program now serves (the Client named it as
+	// no coordinator's gRPC port): not a --coordinator to change, which was not given.
+	var wrong *coordinator.NotCoordinatorError
+	held := ""
+	if errors.As(err, &wrong) {
+		held = "another program now answers at its coordinator's port " + wrong.Addr
+		if _, port, serr := net.SplitHostPort(wrong.Addr); serr == nil {
+			if p, perr := strconv.Atoi(port); perr == nil {
+				if h, ok := localrun.FindPortHolder(p); ok {
+					held += " (" + h.HeldBy() + ")"
+				}
+			}
+		}
+		held += ", which ddpm local --resume " + shellWord(dir) + " needs free"
+	} else if why, refused := deadAddrs(ctx, addrs); why == nil || !refused {
 		return err
 	}
 	see := fmt.Sprintf("ddpm checkpoint list %s lists its checkpoints", shellWord(dir))
@@ -329,6 +348,9 @@ func stoppedRunFolder(ctx context.Context, name string, args, addrs []string, er
 	state, next := "is not running", "; ddpm local --resume "+shellWord(dir)+" starts it again"
 	if steps, ok := runFolderSteps(dir); ok && runFolderFinished(dir, steps) {
 		state, next = fmt.Sprintf("finished at step %d and is not running", steps), ""
+	}
+	if held != "" {
+		return withExit(1, fmt.Errorf("%s: the ddpm local run %s %s: %s; %s", name, dir, state, held, see))
 	}
 	return withExit(1, fmt.Errorf("%s: the ddpm local run %s %s (nothing listens at its coordinators %s): %s%s",
 		name, dir, state, strings.Join(addrs, ","), see, next))
