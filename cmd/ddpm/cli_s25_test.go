@@ -40,29 +40,9 @@ import (
 func TestCLIS25WrongPortNamedAtOnce(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
 	certs := tlsauthtest.Dir(t)
-	raft0, grpc0, http0 := freeAddr(t), freeAddr(t), freeAddr(t)
-	startOpCoordinator(t, bin, 30*time.Second, "coordinator", "--id", "c0", "--raft-addr", raft0, "--grpc-addr", grpc0,
-		"--http-addr", http0, "--peers", "c0="+raft0+"="+grpc0, "--data-dir", filepath.Join(t.TempDir(), "c0"),
-		"--bootstrap", "--certs", certs)
+	raft0, grpc0, http0 := startLeadingReplica(t, bin, certs, "c0")
 	// A second one-replica cluster serves its HTTP port with --http-tls.
-	raft1, grpc1, https1 := freeAddr(t), freeAddr(t), freeAddr(t)
-	startOpCoordinator(t, bin, 30*time.Second, "coordinator", "--id", "c1", "--raft-addr", raft1, "--grpc-addr", grpc1,
-		"--http-addr", https1, "--http-tls", "--peers", "c1="+raft1+"="+grpc1, "--data-dir", filepath.Join(t.TempDir(), "c1"),
-		"--bootstrap", "--certs", certs)
-	// The HTTP ports' lines name the leader's gRPC address: wait until each replica leads.
-	for _, c := range []struct{ id, grpc string }{{"c0", grpc0}, {"c1", grpc1}} {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			out, _, code := ddpmRun(t, bin, "status", "--coordinator", c.grpc, "--certs", certs, "--timeout", "5s")
-			if code == 0 && strings.Contains(out, "(leader "+c.id+",") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("replica %s did not lead within 30 s: status %d\n%s", c.id, code, out)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	_, grpc1, https1 := startLeadingReplica(t, bin, certs, "c1", "--http-tls")
 	httpWhat := http0 + " is the HTTP port (--http-addr) of ddpm coordinator c0 (it answered HTTP/1.1), not its gRPC port"
 	raftWhat := raft0 + " is the raft port (--raft-addr) of a ddpm coordinator (its TLS offers raft's protocol ddpm-raft/1, not gRPC's)"
 	httpHint := ": --coordinator takes a coordinator's --grpc-addr, e.g. " + grpc0 + " (the leader's)"
@@ -94,6 +74,27 @@ func TestCLIS25WrongPortNamedAtOnce(t *testing.T) {
 		want := "ddpm: checkpoint fetch: " + tc.what + ": give a trainer's --listen address (ddpm status lists them)\n"
 		if code != 2 || out != "" || errOut != want {
 			t.Errorf("ddpm checkpoint fetch %s: status %d, stdout %q, stderr %q\nwant status 2 and stderr %q", tc.addr, code, out, errOut, want)
+		}
+	}
+}
+
+// startLeadingReplica starts `ddpm coordinator` as the one replica id of a new cluster on free
+// raft, gRPC and HTTP addresses (extra flags appended), and waits until `ddpm status` at its
+// gRPC address names it the leader: the wrong-port lines of its HTTP port name the leader's
+// gRPC address.
+func startLeadingReplica(t *testing.T, bin, certs, id string, extra ...string) (raftAddr, grpcAddr, httpAddr string) {
+	t.Helper()
+	raftAddr, grpcAddr, httpAddr = freeAddr(t), freeAddr(t), freeAddr(t)
+	startOpCoordinator(t, bin, 30*time.Second, append([]string{"coordinator", "--id", id, "--raft-addr", raftAddr, "--grpc-addr", grpcAddr,
+		"--http-addr", httpAddr, "--peers", id + "=" + raftAddr + "=" + grpcAddr, "--data-dir", filepath.Join(t.TempDir(), id),
+		"--bootstrap", "--certs", certs}, extra...)...)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, _, code := ddpmRun(t, bin, "status", "--coordinator", grpcAddr, "--certs", certs, "--timeout", "5s")
+		if code == 0 && strings.Contains(out, "(leader "+id+",") {
+			return raftAddr, grpcAddr, httpAddr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s did not lead within 30 s: status %d\n%s", id, code, out)
 		}
 	}
 }

@@ -21,21 +21,7 @@ import (
 func TestTrainerS25NoConfigWrongPortExit2(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
 	certs := tlsauthtest.Dir(t)
-	raft0, grpc0, http0 := freeAddr(t), freeAddr(t), freeAddr(t)
-	startOpCoordinator(t, bin, 30*time.Second, "coordinator", "--id", "c0", "--raft-addr", raft0, "--grpc-addr", grpc0,
-		"--http-addr", http0, "--peers", "c0="+raft0+"="+grpc0, "--data-dir", filepath.Join(t.TempDir(), "c0"),
-		"--bootstrap", "--certs", certs)
-	// The line names the leader's gRPC address, read from the HTTP port's /api/status: wait
-	// until the replica leads.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		out, _, code := ddpmRun(t, bin, "status", "--coordinator", grpc0, "--certs", certs, "--timeout", "5s")
-		if code == 0 && strings.Contains(out, "(leader c0,") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica c0 did not lead within 30 s: status %d\n%s", code, out)
-		}
-	}
+	_, grpc0, http0 := startLeadingReplica(t, bin, certs, "c0")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "trainer", "--id", "t0", "--coordinator", http0, "--listen", freeAddr(t),
