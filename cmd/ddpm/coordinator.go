@@ -135,7 +135,7 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 			return withExit(2, fmt.Errorf("coordinator: --%s is required", req.name))
 		}
 	}
-	if err := checkDistinctPorts(coordFlags.raftAddr, coordFlags.grpcAddr, coordFlags.httpAddr); err != nil {
+	if err := checkDistinctPorts("coordinator", "--raft-addr", coordFlags.raftAddr, "--grpc-addr", coordFlags.grpcAddr, "--http-addr", coordFlags.httpAddr); err != nil {
 		return withExit(2, err)
 	}
 	// A ddpm local run folder or a trainer's folder given as the data dir: refused before
@@ -285,16 +285,17 @@ func runFlagsSource(fs *pflag.FlagSet, path string) string {
 	return "--config " + path
 }
 
-// checkDistinctPorts refuses two of a replica's listen addresses (--raft-addr, --grpc-addr and
-// --http-addr when given; port 0 asks for any free port) naming one listener (sameEndpoint): the second bind would fail as a
-// port in use by this very process, a line that named the process itself and advised changing
-// --peers in every replica.
-func checkDistinctPorts(raftAddr, grpcAddr, httpAddr string) error {
-	addrs := []struct{ flag, addr string }{{"--raft-addr", raftAddr}, {"--grpc-addr", grpcAddr}, {"--http-addr", httpAddr}}
-	for i := range addrs {
-		for j := i + 1; j < len(addrs); j++ {
-			if fixedPort(addrs[i].addr) && fixedPort(addrs[j].addr) && sameEndpoint(addrs[i].addr, addrs[j].addr) {
-				return fmt.Errorf("coordinator: %s %s and %s %s name one port: give each its own port", addrs[i].flag, addrs[i].addr, addrs[j].flag, addrs[j].addr)
+// checkDistinctPorts refuses two of a process's listen addresses (pairs of flag and address:
+// a replica's --raft-addr, --grpc-addr and --http-addr, a trainer's --listen and --http-addr;
+// empty ones and port 0, any free port, skipped) naming one listener (sameEndpoint): the second
+// bind would fail as a port in use by this very process, a line that named the process itself
+// (and, for a replica, advised changing --peers in every replica). process prefixes the line.
+func checkDistinctPorts(process string, flagAddrs ...string) error {
+	for i := 0; i+1 < len(flagAddrs); i += 2 {
+		for j := i + 2; j+1 < len(flagAddrs); j += 2 {
+			a, b := flagAddrs[i+1], flagAddrs[j+1]
+			if fixedPort(a) && fixedPort(b) && sameEndpoint(a, b) {
+				return fmt.Errorf("%s: %s %s and %s %s name one port: give each its own port", process, flagAddrs[i], a, flagAddrs[j], b)
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"ddpm/internal/testutil"
 	"ddpm/internal/tlsauth/tlsauthtest"
@@ -51,6 +52,32 @@ func TestCoordinatorS25SamePortTwice(t *testing.T) {
 		}
 		if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
 			t.Errorf("%s: --data-dir %s was made (%v)", tc.name, dataDir, err)
+		}
+	}
+}
+
+// TestTrainerS25SamePortTwice: a cluster trainer given one port for --listen and --http-addr is
+// refused before it binds, asks the coordinators or makes --data-dir, naming both flags, status
+// 2. It failed on its own second bind, naming itself as the port's holder.
+func TestTrainerS25SamePortTwice(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	dir := t.TempDir()
+	_, cfg := procRun(t, dir, 12, 1, 1, 2*time.Second, nil)
+	listen := freeAddr(t)
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, httpAddr := range []string{listen, "0.0.0.0:" + port} {
+		vol := filepath.Join(dir, "t0")
+		out, errOut, code := ddpmRun(t, bin, "trainer", "--id", "t0", "--coordinator", freeAddr(t), "--listen", listen,
+			"--http-addr", httpAddr, "--data-dir", vol, "--config", cfg, "--certs", tlsauthtest.Dir(t))
+		want := "ddpm: trainer: --listen " + listen + " and --http-addr " + httpAddr + " name one port: give each its own port\n"
+		if code != 2 || out != "" || errOut != want {
+			t.Errorf("--http-addr %s: status %d, stdout %q, stderr %q\nwant status 2 and %q", httpAddr, code, out, errOut, want)
+		}
+		if _, err := os.Stat(vol); !os.IsNotExist(err) {
+			t.Errorf("--http-addr %s: --data-dir %s was made (%v)", httpAddr, vol, err)
 		}
 	}
 }

@@ -314,6 +314,9 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if err := checkHTTPTLS("trainer", o.httpTLS, o.httpAddr, o.sec, changedFlags(cmd.Flags())); err != nil {
 		return err
 	}
+	if err := checkDistinctPorts("trainer", "--listen", o.listen, "--http-addr", o.httpAddr); !o.standalone && err != nil {
+		return withExit(2, err)
+	}
 	if o.certRefusalWait <= 0 {
 		return withExit(2, fmt.Errorf("--cert-refusal-wait %v: want a positive duration (default %v)", o.certRefusalWait, defaultCertRefusalWait))
 	}
