@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -40,24 +39,6 @@ func s25Certs(t *testing.T, bin string, roles ...string) (string, map[string]str
 		run("certs", "issue", "--certs", dir, "--role", r, "--out", byRole[r])
 	}
 	return dir, byRole
-}
-
-// s25HTTPS GETs https://addr+path with tc (nil certificates: none offered) and returns the
-// status code and body, or the transport's error (a refused handshake).
-func s25HTTPS(t *testing.T, tc *tls.Config, addr, path string) (int, string, error) {
-	t.Helper()
-	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
-	defer cl.CloseIdleConnections()
-	res, err := cl.Get("https://" + addr + path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.StatusCode, string(b), nil
 }
 
 // TestCoordinatorS25HTTPTLS: a real `ddpm coordinator --http-tls --certs DIR` process (the
@@ -94,7 +75,7 @@ func TestCoordinatorS25HTTPTLS(t *testing.T) {
 	}
 
 	for _, p := range []string{"/healthz", "/readyz"} {
-		code, body, err := s25HTTPS(t, noCert, httpAddr, p)
+		code, body, err := testutil.HTTPSGet(t, noCert, httpAddr, p)
 		if err != nil || code != 200 || !strings.Contains(body, " c0 ") {
 			t.Errorf("GET %s without a certificate: %d %q %v, want 200 naming c0", p, code, body, err)
 		}
@@ -102,32 +83,32 @@ func TestCoordinatorS25HTTPTLS(t *testing.T) {
 	for _, p := range []string{"/api/status", "/metrics"} {
 		want := "ddpm: no client certificate: " + p + " needs one signed by this cluster's CA, of role coordinator or operator or none " +
 			"(curl --cert DIR/node.crt --key DIR/node.key --cacert DIR/ca.crt)\n"
-		if code, body, err := s25HTTPS(t, noCert, httpAddr, p); err != nil || code != 401 || body != want {
+		if code, body, err := testutil.HTTPSGet(t, noCert, httpAddr, p); err != nil || code != 401 || body != want {
 			t.Errorf("GET %s without a certificate: %d %q %v, want 401 %q", p, code, body, err, want)
 		}
 	}
 
 	op := client(roles["operator"])
-	code, body, err := s25HTTPS(t, op, httpAddr, "/api/status")
+	code, body, err := testutil.HTTPSGet(t, op, httpAddr, "/api/status")
 	var doc struct {
 		Replica string `json:"replica"`
 	}
 	if err != nil || code != 200 || json.Unmarshal([]byte(body), &doc) != nil || doc.Replica != "c0" {
 		t.Errorf("GET /api/status with an operator's certificate: %d %.200q %v, want 200 with replica c0", code, body, err)
 	}
-	if code, body, err := s25HTTPS(t, op, httpAddr, "/metrics"); err != nil || code != 200 || !strings.Contains(body, "ddpm_coordinator_") {
+	if code, body, err := testutil.HTTPSGet(t, op, httpAddr, "/metrics"); err != nil || code != 200 || !strings.Contains(body, "ddpm_coordinator_") {
 		t.Errorf("GET /metrics with an operator's certificate: %d %.200q %v, want 200 with ddpm_coordinator_ series", code, body, err)
 	}
-	if code, body, err := s25HTTPS(t, op, httpAddr, "/"); err != nil || code != 200 || !strings.Contains(body, "<html") {
+	if code, body, err := testutil.HTTPSGet(t, op, httpAddr, "/"); err != nil || code != 200 || !strings.Contains(body, "<html") {
 		t.Errorf("GET / with an operator's certificate: %d %.200q %v, want the dashboard", code, body, err)
 	}
 	wantTrainer := "ddpm: role trainer may not read /api/summary (roles allowed: coordinator, operator, or a certificate without a role)\n"
-	if code, body, err := s25HTTPS(t, client(roles["trainer"]), httpAddr, "/api/summary"); err != nil || code != 403 || body != wantTrainer {
+	if code, body, err := testutil.HTTPSGet(t, client(roles["trainer"]), httpAddr, "/api/summary"); err != nil || code != 403 || body != wantTrainer {
 		t.Errorf("GET /api/summary with a trainer's certificate: %d %q %v, want 403 %q", code, body, err, wantTrainer)
 	}
 	other := noCert.Clone()
 	other.Certificates = client(foreign).Certificates
-	if _, _, err := s25HTTPS(t, other, httpAddr, "/healthz"); err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
+	if _, _, err := testutil.HTTPSGet(t, other, httpAddr, "/healthz"); err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
 		t.Errorf("GET /healthz with another CA's certificate: %v, want the handshake refused", err)
 	}
 	res, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + httpAddr + "/healthz")

@@ -46,7 +46,7 @@ func TestTrainerS25HTTPTLS(t *testing.T) {
 	noCert := &tls.Config{RootCAs: pool, ServerName: tlsauth.NodeName, MinVersion: tls.VersionTLS13}
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		code, body, err := s25HTTPS(t, noCert, httpAddr, "/healthz")
+		code, body, err := testutil.HTTPSGet(t, noCert, httpAddr, "/healthz")
 		if err == nil && code == 200 && strings.HasPrefix(body, "ok: ") {
 			break
 		}
@@ -60,12 +60,12 @@ func TestTrainerS25HTTPTLS(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if code, body, err := s25HTTPS(t, noCert, httpAddr, "/readyz"); err != nil || code != 503 || !strings.HasPrefix(body, "not a member: ") {
+	if code, body, err := testutil.HTTPSGet(t, noCert, httpAddr, "/readyz"); err != nil || code != 503 || !strings.HasPrefix(body, "not a member: ") {
 		t.Errorf("GET /readyz without a certificate: %d %q %v, want 503 'not a member: ...' (the probe answered)", code, body, err)
 	}
 	want := "ddpm: no client certificate: /metrics needs one signed by this cluster's CA, of role coordinator or operator or none " +
 		"(curl --cert DIR/node.crt --key DIR/node.key --cacert DIR/ca.crt)\n"
-	if code, body, err := s25HTTPS(t, noCert, httpAddr, "/metrics"); err != nil || code != 401 || body != want {
+	if code, body, err := testutil.HTTPSGet(t, noCert, httpAddr, "/metrics"); err != nil || code != 401 || body != want {
 		t.Errorf("GET /metrics without a certificate: %d %q %v, want 401 %q", code, body, err, want)
 	}
 	client := func(d string) *tls.Config {
@@ -75,11 +75,11 @@ func TestTrainerS25HTTPTLS(t *testing.T) {
 		}
 		return b.HTTPClientTLS()
 	}
-	if code, body, err := s25HTTPS(t, client(roles["operator"]), httpAddr, "/metrics"); err != nil || code != 200 || !strings.Contains(body, "ddpm_trainer_") {
+	if code, body, err := testutil.HTTPSGet(t, client(roles["operator"]), httpAddr, "/metrics"); err != nil || code != 200 || !strings.Contains(body, "ddpm_trainer_") {
 		t.Errorf("GET /metrics with an operator's certificate: %d %.200q %v, want 200 with ddpm_trainer_ series", code, body, err)
 	}
 	wantTrainer := "ddpm: role trainer may not read /metrics (roles allowed: coordinator, operator, or a certificate without a role)\n"
-	if code, body, err := s25HTTPS(t, client(roles["trainer"]), httpAddr, "/metrics"); err != nil || code != 403 || body != wantTrainer {
+	if code, body, err := testutil.HTTPSGet(t, client(roles["trainer"]), httpAddr, "/metrics"); err != nil || code != 403 || body != wantTrainer {
 		t.Errorf("GET /metrics with a trainer's certificate: %d %q %v, want 403 %q", code, body, err, wantTrainer)
 	}
 	log.Wait(t, `"msg":"tlsauth: refused HTTP request"`, `"cert_role":"trainer","reason":"role trainer"`,

@@ -3,13 +3,14 @@ package tlsauth
 import (
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"ddpm/internal/testutil"
 )
 
 // httpsS25Server serves HTTPServer (b) on a loopback port over a mux answering each of /healthz,
@@ -33,24 +34,6 @@ func httpsS25Server(t *testing.T, b *Bundle) string {
 	return ln.Addr().String()
 }
 
-// httpsS25Get GETs https://addr+path with tc and returns the status code and body; err is the
-// transport's error (a refused handshake).
-func httpsS25Get(t *testing.T, tc *tls.Config, addr, path string) (int, string, error) {
-	t.Helper()
-	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
-	defer cl.CloseIdleConnections()
-	res, err := cl.Get("https://" + addr + path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.StatusCode, string(body), nil
-}
-
 // TestHTTPS25GuardByPath: over HTTPServer, a client without a certificate (verifying the server
 // against ca.crt, as curl --cacert and a kubelet probe with scheme HTTPS do) gets /healthz and
 // /readyz and a 401 with one line on /api/status and /metrics; certificates of role operator,
@@ -65,7 +48,7 @@ func TestHTTPS25GuardByPath(t *testing.T) {
 	roots := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: poolOf(t, dir)}
 
 	for _, p := range []string{"/healthz", "/readyz"} {
-		code, body, err := httpsS25Get(t, roots, addr, p)
+		code, body, err := testutil.HTTPSGet(t, roots, addr, p)
 		if err != nil || code != 200 || body != "served "+p+"\n" {
 			t.Errorf("GET %s without a certificate: %d %q %v, want 200 %q", p, code, body, err, "served "+p+"\n")
 		}
@@ -73,7 +56,7 @@ func TestHTTPS25GuardByPath(t *testing.T) {
 	for _, p := range []string{"/api/status", "/metrics"} {
 		want := "ddpm: no client certificate: " + p + " needs one signed by this cluster's CA, of role coordinator or operator or none " +
 			"(curl --cert DIR/node.crt --key DIR/node.key --cacert DIR/ca.crt)\n"
-		code, body, err := httpsS25Get(t, roots, addr, p)
+		code, body, err := testutil.HTTPSGet(t, roots, addr, p)
 		if err != nil || code != http.StatusUnauthorized || body != want {
 			t.Errorf("GET %s without a certificate: %d %q %v, want 401 %q", p, code, body, err, want)
 		}
@@ -86,20 +69,20 @@ func TestHTTPS25GuardByPath(t *testing.T) {
 	}
 	for _, d := range []string{dir, issueS25(t, dir, RoleOperator), issueS25(t, dir, RoleCoordinator)} {
 		for _, p := range []string{"/api/status", "/metrics", "/healthz"} {
-			code, body, err := httpsS25Get(t, withCert(d), addr, p)
+			code, body, err := testutil.HTTPSGet(t, withCert(d), addr, p)
 			if err != nil || code != 200 || body != "served "+p+"\n" {
 				t.Errorf("GET %s with %s: %d %q %v, want 200", p, filepath.Base(d), code, body, err)
 			}
 		}
 	}
 	wantTrainer := "ddpm: role trainer may not read /metrics (roles allowed: coordinator, operator, or a certificate without a role)\n"
-	if code, body, err := httpsS25Get(t, withCert(issueS25(t, dir, RoleTrainer)), addr, "/metrics"); err != nil ||
+	if code, body, err := testutil.HTTPSGet(t, withCert(issueS25(t, dir, RoleTrainer)), addr, "/metrics"); err != nil ||
 		code != http.StatusForbidden || body != wantTrainer {
 		t.Errorf("GET /metrics with a trainer's certificate: %d %q %v, want 403 %q", code, body, err, wantTrainer)
 	}
 
 	// Another CA's certificate: refused in the handshake, whatever the path.
-	_, _, err := httpsS25Get(t, withCert(foreign), addr, "/healthz")
+	_, _, err := testutil.HTTPSGet(t, withCert(foreign), addr, "/healthz")
 	if err == nil || !strings.Contains(err.Error(), "tls: unknown certificate authority") {
 		t.Errorf("GET /healthz with another CA's certificate: err %v, want the handshake refused (unknown certificate authority)", err)
 	}
