@@ -152,14 +152,7 @@ func TestClusterTrainerJoinsWithInitGone(t *testing.T) {
 	}
 	bin := testutil.DDPMBinary(t)
 	dir := t.TempDir()
-	demo, err := os.ReadFile(filepath.Join("..", "..", "demo", "mnist-tiny.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := filepath.Join(dir, "w.safetensors")
-	if err := os.WriteFile(w, demo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	w := demoWeightsIn(t, dir)
 	want := initWeightsSHA(t, w)
 	run, cfg := procRun(t, dir, 32, 2, 2, 2*time.Second, nil)
 	certs := tlsauthtest.Dir(t)
@@ -203,4 +196,20 @@ func TestClusterTrainerJoinsWithInitGone(t *testing.T) {
 	if c.Step != run.Steps || trainer.InitSHA256(c.RNG) != want {
 		t.Fatalf("t1's newest committed checkpoint: step %d, start record %q; want step %d recording %s", c.Step, c.RNG, run.Steps, want)
 	}
+}
+
+// demoWeightsIn copies the demo's initial weights (demo/mnist-tiny.safetensors, the mnist
+// preset's tiny model) to DIR/w.safetensors, a --init file a test may move or remove, and
+// returns its path.
+func demoWeightsIn(t *testing.T, dir string) string {
+	t.Helper()
+	demo, err := os.ReadFile(filepath.Join("..", "..", "demo", "mnist-tiny.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := filepath.Join(dir, "w.safetensors")
+	if err := os.WriteFile(w, demo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return w
 }

@@ -66,14 +66,7 @@ func TestFreshRunInitGoneDoesNotJoin(t *testing.T) {
 	}
 	bin := testutil.DDPMBinary(t)
 	dir := t.TempDir()
-	demo, err := os.ReadFile(filepath.Join("..", "..", "demo", "mnist-tiny.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := filepath.Join(dir, "w.safetensors")
-	if err := os.WriteFile(w, demo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	w := demoWeightsIn(t, dir)
 	run, cfg := procRun(t, dir, endlessSteps, 2, 3, 2*time.Second, func(r *config.Run) { r.CheckpointEvery = endlessSteps / 2 })
 	certs := tlsauthtest.Dir(t)
 	coord, cli := startReplica(t, run, "dev", certs)
@@ -144,14 +137,7 @@ func TestRolledBackToZeroInitGoneDoesNotJoin(t *testing.T) {
 	}
 	bin := testutil.DDPMBinary(t)
 	dir := t.TempDir()
-	demo, err := os.ReadFile(filepath.Join("..", "..", "demo", "mnist-tiny.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := filepath.Join(dir, "w.safetensors")
-	if err := os.WriteFile(w, demo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	w := demoWeightsIn(t, dir)
 	run, cfg := procRun(t, dir, endlessSteps, 1, 2, 2*time.Second, nil)
 	certs := tlsauthtest.Dir(t)
 	coord, cli := startReplica(t, run, "dev", certs)

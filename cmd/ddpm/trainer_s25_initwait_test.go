@@ -54,14 +54,7 @@ func TestInitGoneWaitsForFirstCommitS25(t *testing.T) {
 	}
 	bin := testutil.DDPMBinary(t)
 	dir := t.TempDir()
-	demo, err := os.ReadFile(filepath.Join("..", "..", "demo", "mnist-tiny.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := filepath.Join(dir, "w.safetensors")
-	if err := os.WriteFile(w, demo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	w := demoWeightsIn(t, dir)
 	want := initWeightsSHA(t, w)
 	run, cfg := procRun(t, dir, 120, 2, 3, 30*time.Second, func(r *config.Run) { r.CheckpointEvery = 40 })
 	certs := tlsauthtest.Dir(t)
@@ -150,14 +143,7 @@ func TestInitGoneWaitEndsWhenTrainingStopsS25(t *testing.T) {
 	}
 	bin := testutil.DDPMBinary(t)
 	dir := t.TempDir()
-	demo, err := os.ReadFile(filepath.Join("..", "..", "demo", "mnist-tiny.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := filepath.Join(dir, "w.safetensors")
-	if err := os.WriteFile(w, demo, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	w := demoWeightsIn(t, dir)
 	run, cfg := procRun(t, dir, endlessSteps, 2, 3, 2*time.Second, func(r *config.Run) { r.CheckpointEvery = endlessSteps / 2 })
 	certs := tlsauthtest.Dir(t)
 	coord, cli := startReplica(t, run, "dev", certs)
