@@ -153,7 +153,7 @@ func TestLocalRefusesUpFront(t *testing.T) {
 
 // TestLocalStopsOnTrainerThatCannotStart: a trainer whose volume holds a corrupted checkpoint
 // file, in a run with no committed checkpoint (the file may hold the run's only copy), is refused
-// at its first start with status 2 (since stage 25; it failed with status 1 and was restarted
+// at its first start with status 2 (since stop 25; it failed with status 1 and was restarted
 // onto the same file 3 times); the run then stops every process cleanly and says why in one
 // line, leaving the folder as it was. While it runs, a second `local --resume` names its pid.
 func TestLocalStopsOnTrainerThatCannotStart(t *testing.T) {

@@ -58,7 +58,7 @@ func expectInitGoneRefusal(t *testing.T, name string, p *trainerProc, gone strin
 // failed on t1 (trainer.ErrInitGone, exit 2), and its leave another: each start of t1 cost the
 // run two generations. t2, given the weights, then forms the ring with t0, and t1 started again
 // while they train waits for their first committed checkpoint without joining (one
-// MsgInitGoneWaitsCommit line; stage 25: it was refused the same way), their generation unchanged
+// MsgInitGoneWaitsCommit line; stop 25: it was refused the same way), their generation unchanged
 // and training on; SIGTERM ends its wait (status 0, "left before joining").
 func TestFreshRunInitGoneDoesNotJoin(t *testing.T) {
 	if testing.Short() {

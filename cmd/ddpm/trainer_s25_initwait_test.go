@@ -136,7 +136,7 @@ func TestInitGoneWaitsForFirstCommitS25(t *testing.T) {
 // line). t2 is then killed for good: t0 waits for a second trainer, which t1 without the weights
 // cannot be, so no generation trains. After the grace (20 s here: 4 x heartbeat_timeout is less)
 // t1 ends its wait with the refusal's line and status 2, without having joined (review R4: it
-// waited for ever). Before stage 25 t1 was refused at once, without the wait line.
+// waited for ever). Before stop 25 t1 was refused at once, without the wait line.
 func TestInitGoneWaitEndsWhenTrainingStopsS25(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts trainer processes")
