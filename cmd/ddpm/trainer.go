@@ -24,6 +24,7 @@ import (
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
 	"ddpm/dataset"
+	"ddpm/internal/atomicfile"
 	"ddpm/internal/localrun"
 	"ddpm/internal/tlsauth"
 	"ddpm/trainer"
@@ -1121,8 +1122,8 @@ func pollCaughtUp(ctx context.Context, cli *coordinator.Client) (*fsm.State, err
 
 // moveAside renames the file at path to path.damaged-UTCTIME (UTC, to the second:
 // checkpoints.db.damaged-20261201T022500Z), with -2, -3, ... added when a file of that name is
-// there: it never replaces a file. The folder is synced so that the rename survives a crash. It
-// returns the new path.
+// there: it never replaces a file (atomicfile.MoveNoReplace, which also syncs the folder so that
+// the move survives a crash). It returns the new path.
 func moveAside(path string) (string, error) {
 	stamp := path + ".damaged-" + time.Now().UTC().Format("20060102T150405Z")
 	for i := 1; ; i++ {
@@ -1130,26 +1131,12 @@ func moveAside(path string) (string, error) {
 		if i > 1 {
 			dst = fmt.Sprintf("%s-%d", stamp, i)
 		}
-		// A hard link fails on a name that exists, where a rename would replace it.
-		err := os.Link(path, dst)
+		err := atomicfile.MoveNoReplace(path, dst)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
 		if err != nil {
-			// A file system without hard links: look, then rename.
-			if _, lerr := os.Lstat(dst); lerr == nil {
-				continue
-			}
-			if err := os.Rename(path, dst); err != nil {
-				return "", err
-			}
-		} else if err := os.Remove(path); err != nil {
-			os.Remove(dst) // the data is still at path
 			return "", err
-		}
-		if d, err := os.Open(filepath.Dir(path)); err == nil {
-			_ = d.Sync()
-			d.Close()
 		}
 		return dst, nil
 	}

@@ -219,3 +219,28 @@ func unwrapPath(err error) error {
 	}
 	return err
 }
+
+// MoveNoReplace renames the file src to dst, which must not exist: dst is made a second link of
+// src (link(2) refuses a name that exists, where rename(2) would replace it) and src is then
+// removed; on a file system without hard links (noHardLinks) it looks for dst and renames, which
+// leaves a moment in which another process could make dst. The directory of dst is synced so
+// the move survives a power cut. Errors: an *os.LinkError matching fs.ErrExist when dst exists
+// (src untouched); else the link, rename, remove or sync error (*fs.PathError or *os.LinkError);
+// a failed remove of src undoes the link, so the data stays at src alone.
+func MoveNoReplace(src, dst string) error {
+	if err := link(src, dst); err != nil {
+		if !noHardLinks(err) {
+			return err
+		}
+		if _, lerr := os.Lstat(dst); lerr == nil {
+			return &os.LinkError{Op: "rename", Old: src, New: dst, Err: fs.ErrExist}
+		}
+		if err := os.Rename(src, dst); err != nil {
+			return err
+		}
+	} else if err := os.Remove(src); err != nil {
+		os.Remove(dst)
+		return err
+	}
+	return syncDir(filepath.Dir(dst))
+}
