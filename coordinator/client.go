@@ -440,20 +440,30 @@ func (c *Client) notGRPC(ctx context.Context, addr string, err error) string {
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "connection error") || unreached(err) || CertRefusal(err) {
 		return ""
 	}
+	return c.probeOnce(addr, func() (line string, sure bool) {
+		what, grpcAddr, sure := identifyPort(ctx, addr, c.sec)
+		if what != "" {
+			line = what + ": " + GRPCPortHint
+			if grpcAddr != "" {
+				line = what + ": --coordinator takes a coordinator's --grpc-addr, e.g. " + grpcAddr + " (the leader's)"
+			}
+		}
+		return line, sure
+	})
+}
+
+// probeOnce returns the line c.probed holds for addr; else it runs probe (c.mu not held, so
+// calls on other addresses go on meanwhile) and returns its line, kept in c.probed when the probe
+// is sure of it (a probe cut short by its deadline is tried again at the next failed attempt).
+func (c *Client) probeOnce(addr string, probe func() (line string, sure bool)) string {
 	c.mu.Lock()
 	line, done := c.probed[addr]
 	c.mu.Unlock()
 	if done {
 		return line
 	}
-	what, grpcAddr, sure := identifyPort(ctx, addr, c.sec)
-	if what != "" {
-		line = what + ": " + GRPCPortHint
-		if grpcAddr != "" {
-			line = what + ": --coordinator takes a coordinator's --grpc-addr, e.g. " + grpcAddr + " (the leader's)"
-		}
-	}
-	if sure { // a probe cut short by its deadline is tried again at the next failed attempt
+	line, sure := probe()
+	if sure {
 		c.mu.Lock()
 		if c.probed == nil {
 			c.probed = map[string]string{}
@@ -474,13 +484,14 @@ func (c *Client) httpsPort(ctx context.Context, addr string, err error) string {
 		return ""
 	}
 	code, _, _ = strings.Cut(code, ";")
-	c.mu.Lock()
-	line, done := c.probed[addr]
-	c.mu.Unlock()
-	if done {
-		return line
-	}
-	line = fmt.Sprintf("%s is an HTTPS port (it answered a gRPC call with HTTP status %s), not a gRPC port (a ddpm coordinator's or trainer's --http-addr with --http-tls?): %s",
+	return c.probeOnce(addr, func() (string, bool) {
+		return c.httpsLine(ctx, addr, code), true
+	})
+}
+
+// httpsLine is httpsPort's line for addr, which answered a gRPC call with HTTP status code.
+func (c *Client) httpsLine(ctx context.Context, addr, code string) string {
+	line := fmt.Sprintf("%s is an HTTPS port (it answered a gRPC call with HTTP status %s), not a gRPC port (a ddpm coordinator's or trainer's --http-addr with --http-tls?): %s",
 		addr, code, GRPCPortHint)
 	if cfg := c.sec.HTTPClientTLS(); cfg != nil {
 		if id, leader, ok := coordinatorHTTP(ctx, "https://"+addr, cfg); ok {
@@ -490,12 +501,6 @@ func (c *Client) httpsPort(ctx context.Context, addr string, err error) string {
 			}
 		}
 	}
-	c.mu.Lock()
-	if c.probed == nil {
-		c.probed = map[string]string{}
-	}
-	c.probed[addr] = line
-	c.mu.Unlock()
 	return line
 }
 
