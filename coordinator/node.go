@@ -289,9 +289,11 @@ type Node struct {
 	server  *Server
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
-	mux     *http.ServeMux
-	store   *guardedStore
-	trans   *raft.NetworkTransport
+	// httpBound is the address the HTTP listener got (HTTPAddr's port 0 resolved); "" without.
+	httpBound string
+	mux       *http.ServeMux
+	store     *guardedStore
+	trans     *raft.NetworkTransport
 	// raftGuard bounds the raft connections awaiting authentication (MaxRaftPending).
 	raftGuard *raftGuard
 	// dbInfo is raft.db as opened; dbGone compares the path's file with it.
@@ -363,6 +365,7 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 		if hl, err = ListenFlag("--http-addr", cfg.HTTPAddr); err != nil {
 			return nil, err
 		}
+		n.httpBound = hl.Addr().String()
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("coordinator: data dir: %w", err)
@@ -465,7 +468,21 @@ func (n *Node) serveGRPC(lis net.Listener) {
 // the replica's service goes on, and where probes ask /healthz (Kubernetes) they fail, and the
 // kubelet restarts the replica; the line says why.
 func (n *Node) serveHTTP(hl net.Listener) {
-	ServeLogged(n.cfg.Logger, MsgHTTPStopped, "--http-addr "+n.cfg.HTTPAddr, func() error { return n.httpSrv.Serve(hl) })
+	ServeLogged(n.cfg.Logger, MsgHTTPStopped, FlagAddr("--http-addr", n.cfg.HTTPAddr, n.httpBound), func() error { return n.httpSrv.Serve(hl) })
+}
+
+// HTTPAddr returns the host:port the HTTP endpoints (/healthz, /readyz, /api/status, the
+// dashboard) listen on: NodeConfig.HTTPAddr as bound, so port 0 (any free port) reads as the
+// port the kernel gave; "" when the node serves no HTTP.
+func (n *Node) HTTPAddr() string { return n.httpBound }
+
+// FlagAddr names a listen flag and its value for a log line, with the address bound where that
+// differs from the value given (port 0, a wildcard or a name): "--http-addr :0 ([::]:41234)".
+func FlagAddr(flag, given, bound string) string {
+	if bound == "" || bound == given {
+		return flag + " " + given
+	}
+	return flag + " " + given + " (" + bound + ")"
 }
 
 // watchHalt passes the replica's halt (a *ReleaseMismatchError: the leader runs other state

@@ -221,10 +221,16 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 			node.Close()
 			return withExit(2, err)
 		}
-		go serveHTTPS(srv, https, "--http-addr "+coordFlags.httpAddr, log)
+		go serveHTTPS(srv, https, coordinator.FlagAddr("--http-addr", coordFlags.httpAddr, https.Addr().String()), log)
 		defer srv.Close()
 	}
-	log.Info(coordinatorStartedMsg, "raft", coordFlags.raftAddr, "grpc", coordFlags.grpcAddr, "http", coordFlags.httpAddr,
+	// The HTTP address as bound: --http-addr 127.0.0.1:0 reads as the port it got, which a
+	// probe or a person then asks.
+	httpBound := node.HTTPAddr()
+	if https != nil {
+		httpBound = https.Addr().String()
+	}
+	log.Info(coordinatorStartedMsg, "raft", coordFlags.raftAddr, "grpc", coordFlags.grpcAddr, "http", httpBound,
 		"http_tls", coordFlags.httpTLS, "peers", len(peers), "version", version.Version, "security", sec.String())
 	select {
 	case s := <-sig:

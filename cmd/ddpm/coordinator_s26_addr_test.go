@@ -1,0 +1,81 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"ddpm/internal/testutil"
+	"ddpm/internal/tlsauth"
+)
+
+// startedLine returns the fields of p's coordinatorStartedMsg line (JSON, as logged to a pipe).
+func startedLine(t *testing.T, p *opCoordinator) map[string]any {
+	t.Helper()
+	for _, line := range strings.Split(p.log(), "\n") {
+		if !strings.Contains(line, `"msg":"`+coordinatorStartedMsg+`"`) {
+			continue
+		}
+		var f map[string]any
+		if err := json.Unmarshal([]byte(line), &f); err != nil {
+			t.Fatalf("start line %q: %v", line, err)
+		}
+		return f
+	}
+	t.Fatalf("no %q line in\n%s", coordinatorStartedMsg, p.log())
+	return nil
+}
+
+// TestCoordinatorS26HTTPPortZero: a real `ddpm coordinator --http-addr 127.0.0.1:0`, plain and
+// with --http-tls, logs in its start line the port it got, and /healthz answers there ("ok c0
+// ..."). The line said "127.0.0.1:0", an address nobody can ask.
+func TestCoordinatorS26HTTPPortZero(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	certs, _ := s25Certs(t, bin)
+	caPEM, err := os.ReadFile(filepath.Join(certs, tlsauth.CAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	bound := regexp.MustCompile(`^127\.0\.0\.1:([1-9][0-9]*)$`)
+	for _, httpTLS := range []bool{false, true} {
+		raft, grpcAddr := freeAddr(t), freeAddr(t)
+		args := []string{"coordinator", "--id", "c0", "--raft-addr", raft, "--grpc-addr", grpcAddr, "--http-addr", "127.0.0.1:0",
+			"--peers", "c0=" + raft + "=" + grpcAddr, "--data-dir", filepath.Join(t.TempDir(), "c0"), "--bootstrap", "--preset", "mnist"}
+		if httpTLS {
+			args = append(args, "--certs", certs, "--http-tls")
+		} else {
+			args = append(args, "--insecure")
+		}
+		p := startOpCoordinator(t, bin, 60*time.Second, args...)
+		addr, _ := startedLine(t, p)["http"].(string)
+		if !bound.MatchString(addr) {
+			t.Fatalf("--http-tls %v: start line's http is %q, want 127.0.0.1:PORT, the port bound\n%s", httpTLS, addr, p.log())
+		}
+		var code int
+		var body string
+		if httpTLS {
+			code, body, err = testutil.HTTPSGet(t, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}, addr, "/healthz")
+		} else {
+			var res *http.Response
+			if res, err = http.Get("http://" + addr + "/healthz"); err == nil {
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				code, body = res.StatusCode, string(b)
+			}
+		}
+		if err != nil || code != 200 || !strings.HasPrefix(body, "ok c0 ") {
+			t.Errorf("--http-tls %v: GET %s/healthz: %d %q %v, want 200 \"ok c0 ...\"", httpTLS, addr, code, body, err)
+		}
+		p.stop(t)
+	}
+}
