@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
@@ -77,6 +79,83 @@ func openCheckpoint(path string) (*checkpoint.Store, error) {
 		return nil, withExit(exitBadData, err)
 	}
 	return st, nil
+}
+
+// openRunCheckpoint is openCheckpoint for list and verify (command: "ddpm checkpoint list"),
+// which also say which file they read of a ddpm local run folder path when a trainer's file
+// there cannot be opened as a checkpoint file (damaged: checkpoint.ErrCorruptCheckpoint), as
+// trainer.CheckpointFileIn then takes another trainer's in silence. That is a warning line on
+// stderr, the status being the file read's:
+//
+//	ddpm checkpoint list: warning: runs/a/trainer-0/checkpoints.db is damaged (it cannot be opened as a checkpoint file); this read runs/a/trainer-1/checkpoints.db, the newest committed checkpoint of the run's other trainers (ddpm checkpoint verify runs/a/trainer-0/checkpoints.db names the damage)
+//
+// When every trainer's file is damaged, one line names them, status 1:
+//
+//	checkpoint runs/a: every trainer's checkpoint file is damaged (runs/a/trainer-0/checkpoints.db, runs/a/trainer-1/checkpoints.db cannot be opened as checkpoint files; ddpm checkpoint verify FILE names the damage of one)
+//
+// A file a trainer moved aside (checkpoints.db.damaged-UTCTIME) is not a trainer's file: it is
+// neither read nor named.
+func openRunCheckpoint(command, path string, stderr io.Writer) (*checkpoint.Store, error) {
+	files := trainerFilesIn(path)
+	var damaged, whole []string
+	for _, f := range files {
+		st, err := checkpoint.Open(f, checkpoint.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
+		if err == nil {
+			st.Close()
+		}
+		if errors.Is(err, checkpoint.ErrCorruptCheckpoint) {
+			damaged = append(damaged, f)
+		} else {
+			whole = append(whole, f) // opened, or held (a live trainer's) or unreadable: not damage
+		}
+	}
+	if len(damaged) == 0 || len(files) == 1 { // one trainer: openCheckpoint's line names its damage
+		return openCheckpoint(path)
+	}
+	if len(whole) == 0 {
+		return nil, withExit(exitBadData, fmt.Errorf("checkpoint %s: every trainer's checkpoint file is damaged (%s cannot be opened as checkpoint files; ddpm checkpoint verify FILE names the damage of one)",
+			path, strings.Join(damaged, ", ")))
+	}
+	file, err := trainer.CheckpointFileIn(path)
+	if err != nil || slices.Contains(damaged, file) {
+		file = whole[0] // the others are held by live trainers: openCheckpoint names the holder
+	}
+	st, err := openCheckpoint(file)
+	if err != nil {
+		return nil, err
+	}
+	what := damaged[0] + " is"
+	if len(damaged) > 1 {
+		what = strings.Join(damaged, ", ") + " are"
+	}
+	verify := "ddpm checkpoint verify FILE names the damage"
+	if len(damaged) == 1 {
+		verify = "ddpm checkpoint verify " + shellWord(damaged[0]) + " names the damage"
+	}
+	fmt.Fprintf(stderr, "%s: warning: %s damaged (it cannot be opened as a checkpoint file); this read %s, the newest committed checkpoint of the run's other trainers (%s)\n",
+		command, what, file, verify)
+	return st, nil
+}
+
+// trainerFilesIn lists the trainers' checkpoint files (RUN/trainer-I/checkpoints.db, in order
+// of I, as trainer.CheckpointFileIn looks for them) of path when it is a folder without a
+// checkpoint file of its own; nil for any other path.
+func trainerFilesIn(path string) []string {
+	if !isDir(path) || exists(filepath.Join(path, trainer.CheckpointFile)) {
+		return nil
+	}
+	var files []string
+	for i := 0; exists(localrun.TrainerDir(path, i)); i++ {
+		if f := filepath.Join(localrun.TrainerDir(path, i), trainer.CheckpointFile); exists(f) {
+			files = append(files, f)
+		}
+	}
+	return files
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // checkpointPermission is the line, exit status 2, of a checkpoint file this user may not read
@@ -307,6 +386,14 @@ func shortSum(s string) string {
 	return s
 }
 
+// runFolderHelp says which file list and verify read of a ddpm local run folder.
+const runFolderHelp = `Of a ddpm local run folder, list and verify read the file of the trainer holding the newest
+committed checkpoint (trainer-0's unless another got further). A trainer's file there that cannot be
+opened as a checkpoint file (damaged) is named in a warning line on stderr, with the file read
+instead; the exit status is then the file read's (verify the damaged one by its path: status
+1). When every trainer's file is damaged, one line names them, status 1. A file a trainer moved
+aside (checkpoints.db.damaged-UTCTIME) is not read.`
+
 // stateHashHelp explains list's and verify's state hash.
 const stateHashHelp = `The state hash (STATE) is a sha256 over what determines the rest of the run: the step, the
 run-config hash, the dataset fingerprint, the model, the tensor layout, the parameters, the EMA,
@@ -323,10 +410,12 @@ state hash (about a second per GB). A checkpoint whose record cannot be read or 
 not hash to its sha256 shows as a DAMAGED row; then list also says how many are damaged and
 exits with status 1.
 
+` + runFolderHelp + `
+
 ` + stateHashHelp,
 	Args: checkpointFileArg,
 	RunE: func(cmd *cobra.Command, args []string) error {
-		st, err := openCheckpoint(args[0])
+		st, err := openRunCheckpoint("ddpm checkpoint list", args[0], cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
@@ -373,12 +462,14 @@ func newCheckpointVerifyCmd() *cobra.Command {
 		Use:   "verify FILE [--step N]",
 		Short: "Check every byte of the checkpoints in FILE (or of step N) against their sha256",
 		Long: `verify re-hashes every checkpoint in FILE (or step N) and compares with its sha256; each good
-one is printed with its state hash in full.
+one is printed with its state hash in full; a damaged one, status 1.
+
+` + runFolderHelp + `
 
 ` + stateHashHelp,
 		Args: checkpointFileArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := openCheckpoint(args[0])
+			st, err := openRunCheckpoint("ddpm checkpoint verify", args[0], cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

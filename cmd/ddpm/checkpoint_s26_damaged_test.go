@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ddpm/checkpoint"
+	"ddpm/internal/localrun"
+	"ddpm/internal/testutil"
+	"ddpm/trainer"
+)
+
+// s26RunFolder is a ddpm local run folder (local.json, run.yaml) of two trainers whose files
+// hold real checkpoints of the mnist preset's tiny U-Net, all committed: trainer-0's step 0,
+// trainer-1's steps 0 and 1 (it got further). It returns the folder and the two files.
+func s26RunFolder(t *testing.T) (dir string, files [2]string) {
+	t.Helper()
+	dir, files[0] = evalFixture(t) // run.yaml, trainer-0/checkpoints.db with step 0
+	m := localrun.Manifest{ConfigHash: fixtureRun.Hash(), Coordinators: 1, Trainers: 2,
+		CoordinatorPorts: []localrun.CoordinatorPorts{{Raft: 40001, GRPC: 40002, HTTP: 40003}},
+		TrainerPorts:     []localrun.TrainerPorts{{Listen: 40021, HTTP: 40022}, {Listen: 40031, HTTP: 40032}}}
+	if err := localrun.WriteManifest(dir, m); err != nil {
+		t.Fatal(err)
+	}
+	s26Commit(t, files[0], 0)
+	if err := os.Mkdir(localrun.TrainerDir(dir, 1), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files[1] = filepath.Join(localrun.TrainerDir(dir, 1), trainer.CheckpointFile)
+	s26Commit(t, files[1], 0, 1)
+	return dir, files
+}
+
+// s26Commit saves the fixture's checkpoint as each of steps into the store at file (made if
+// need be) and marks each committed.
+func s26Commit(t *testing.T, file string, steps ...int64) {
+	t.Helper()
+	st, err := checkpoint.Open(file, checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, s := range steps {
+		c := *fixtureCkpt
+		c.Step = s
+		if _, err := st.Save(&c); err != nil && !errors.Is(err, checkpoint.ErrConflict) {
+			t.Fatal(err)
+		}
+		if err := st.MarkCommitted(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// s26Damage zeroes the first 16 KiB of the bbolt file at file (both meta pages), as a disk
+// that lost them leaves it: it no longer opens as a checkpoint file.
+func s26Damage(t *testing.T, file string) {
+	t.Helper()
+	f, err := os.OpenFile(file, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, 16<<10), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true}); !errors.Is(err, checkpoint.ErrCorruptCheckpoint) {
+		t.Fatalf("%s after damage opens with %v, want %v", file, err, checkpoint.ErrCorruptCheckpoint)
+	}
+}
+
+// s26Run runs the ddpm binary with args and returns its stdout, stderr and exit status.
+func s26Run(t *testing.T, bin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Run(); err != nil && !errors.As(err, new(*exec.ExitError)) {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), cmd.ProcessState.ExitCode()
+}
+
+// TestCheckpointS26RunDamagedTrainerNamed: checkpoint list and verify of a ddpm local run folder
+// whose trainer-0 file is damaged read trainer-1's and say so in one warning line on stderr
+// (which file they read, which one is damaged), the status that of the file read (0: it is
+// whole); a file a trainer moved aside (checkpoints.db.damaged-UTCTIME) beside trainer-1's is
+// neither read nor named. With every trainer's file damaged: one line naming them, status 1.
+// They read trainer-1's in silence, and with both damaged named trainer-0's alone.
+func TestCheckpointS26RunDamagedTrainerNamed(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	dir, files := s26RunFolder(t)
+	s26Damage(t, files[0])
+	aside := files[1] + ".damaged-20261201T022500Z"
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(aside, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, command := range []string{"list", "verify"} {
+		out, errText, code := s26Run(t, bin, "checkpoint", command, dir)
+		want := "ddpm checkpoint " + command + ": warning: " + files[0] + " is damaged (it cannot be opened as a checkpoint file); this read " + files[1] +
+			", the newest committed checkpoint of the run's other trainers (ddpm checkpoint verify " + files[0] + " names the damage)\n"
+		if code != 0 || errText != want {
+			t.Errorf("checkpoint %s RUN: status %d, stderr %q;\nwant status 0, stderr %q\nstdout:\n%s", command, code, errText, want, out)
+		}
+		// trainer-1's two steps were read.
+		rows := strings.Split(strings.TrimSpace(out), "\n")
+		switch command {
+		case "list":
+			if len(rows) != 3 || !strings.HasPrefix(rows[1], "0 ") || !strings.HasPrefix(rows[2], "1 ") {
+				t.Errorf("checkpoint list RUN: stdout %q, want a header and the rows of steps 0 and 1", out)
+			}
+		case "verify":
+			if last := rows[len(rows)-1]; last != dir+": 2 checkpoints verified" {
+				t.Errorf("checkpoint verify RUN: last line %q, want %q", last, dir+": 2 checkpoints verified")
+			}
+		}
+	}
+
+	s26Damage(t, files[1])
+	want := "ddpm: checkpoint " + dir + ": every trainer's checkpoint file is damaged (" + files[0] + ", " + files[1] +
+		" cannot be opened as checkpoint files; ddpm checkpoint verify FILE names the damage of one)\n"
+	for _, command := range []string{"list", "verify"} {
+		out, errText, code := s26Run(t, bin, "checkpoint", command, dir)
+		if code != exitBadData || errText != want || out != "" {
+			t.Errorf("checkpoint %s RUN, both files damaged: status %d, stdout %q, stderr %q;\nwant status %d, no stdout, stderr %q", command, code, out, errText, exitBadData, want)
+		}
+	}
+}
+
+// TestCheckpointS26MovedAsideNotRead: a trainer-0 that moved its damaged file aside
+// (checkpoints.db.damaged-UTCTIME) and started a fresh one: list and verify of the run folder
+// read the fresh file (trainer-0's, as far as trainer-1's) without a warning, and one whose
+// fresh file is not there yet reads trainer-1's, also without one: nothing is damaged.
+func TestCheckpointS26MovedAsideNotRead(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	dir, files := s26RunFolder(t)
+	s26Damage(t, files[0])
+	aside := files[0] + ".damaged-20261201T022500Z"
+	if err := os.Rename(files[0], aside); err != nil {
+		t.Fatal(err)
+	}
+	s26Commit(t, files[0], 0, 1) // the fresh file, its steps fetched from trainer-1
+	for _, command := range []string{"list", "verify"} {
+		out, errText, code := s26Run(t, bin, "checkpoint", command, dir)
+		if code != 0 || errText != "" {
+			t.Errorf("checkpoint %s RUN, trainer-0's damaged file moved aside: status %d, stderr %q; want 0, none\nstdout:\n%s", command, code, errText, out)
+		}
+	}
+	out, _, _ := s26Run(t, bin, "checkpoint", "verify", dir)
+	if !strings.HasSuffix(out, dir+": 2 checkpoints verified\n") {
+		t.Errorf("checkpoint verify RUN: stdout %q, want it to end %q", out, dir+": 2 checkpoints verified")
+	}
+	if err := os.Remove(files[0]); err != nil {
+		t.Fatal(err)
+	}
+	out, errText, code := s26Run(t, bin, "checkpoint", "verify", dir)
+	if code != 0 || errText != "" || !strings.HasSuffix(out, dir+": 2 checkpoints verified\n") {
+		t.Errorf("checkpoint verify RUN, trainer-0 holding only the moved file: status %d, stderr %q, stdout %q; want 0, none, %q", code, errText, out, dir+": 2 checkpoints verified")
+	}
+}
