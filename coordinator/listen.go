@@ -29,6 +29,36 @@ var ErrRaftAddr = errors.New("must name an IP other peers can reach")
 // exits 1, which ddpm local and Kubernetes restart. ListenFlag's error for it matches this.
 var ErrPortHeldForNow = errors.New("port held for now")
 
+// ErrBadAddr: a replica's --raft-addr, --grpc-addr or --http-addr is not an address TCP can
+// listen on (no port, a port past 65535, too many colons): a mistake of the command (`ddpm
+// coordinator` exits 2); see CheckListenAddr.
+var ErrBadAddr = errors.New("not a host:port address")
+
+// CheckListenAddr checks addr, the value of flag (a replica's --raft-addr, --grpc-addr,
+// --http-addr, or the DDPM_<FLAG> it came from), as net.Listen reads a TCP address: host:port
+// (an empty host: every interface) with a port from 0 to 65535 or a service name. It reads no
+// DNS and binds nothing, so `ddpm coordinator` refuses such a value before anything binds. The
+// error is one line naming flag and addr, matching ErrBadAddr.
+func CheckListenAddr(flag, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = net.LookupPort("tcp", port)
+	}
+	if err == nil {
+		return nil
+	}
+	why := err.Error()
+	var ae *net.AddrError
+	var de *net.DNSError
+	switch {
+	case errors.As(err, &ae):
+		why = ae.Err
+	case errors.As(err, &de):
+		why = de.Err
+	}
+	return fmt.Errorf("coordinator: %s %s: %w (%s)", flag, addr, ErrBadAddr, why)
+}
+
 // heldForNowError is ListenFlag's line for a port held for now; it matches ErrPortHeldForNow.
 type heldForNowError struct{ line string }
 

@@ -335,6 +335,14 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 				Given: cfg.RunSource, GivenHash: n.given}
 		}
 	}
+	for _, a := range []struct{ flag, addr string }{{"--raft-addr", cfg.RaftAddr}, {"--grpc-addr", cfg.GRPCAddr}, {"--http-addr", cfg.HTTPAddr}} {
+		if a.addr == "" && a.flag == "--http-addr" {
+			continue
+		}
+		if err := CheckListenAddr(a.flag, a.addr); err != nil {
+			return nil, err
+		}
+	}
 	// Every port is bound before raft starts: a port in use (the replica started twice, another
 	// program on it) ends the start-up before this replica votes or campaigns, or writes
 	// anything into a new --data-dir.

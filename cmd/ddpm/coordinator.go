@@ -135,6 +135,17 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 			return withExit(2, fmt.Errorf("coordinator: --%s is required", req.name))
 		}
 	}
+	// An address net.Listen cannot read is a mistake of the command, refused before anything
+	// binds (it was exit 1 from the node's bind, and 2 from --http-tls's).
+	for _, a := range []struct{ name, val string }{{"raft-addr", coordFlags.raftAddr}, {"grpc-addr", coordFlags.grpcAddr},
+		{"http-addr", coordFlags.httpAddr}} {
+		if a.val == "" {
+			continue
+		}
+		if err := coordinator.CheckListenAddr(flagOrEnv(a.name, onCmdline), a.val); err != nil {
+			return withExit(2, err)
+		}
+	}
 	if err := checkDistinctPorts("coordinator", "--raft-addr", coordFlags.raftAddr, "--grpc-addr", coordFlags.grpcAddr, "--http-addr", coordFlags.httpAddr); err != nil {
 		return withExit(2, err)
 	}
@@ -250,7 +261,7 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 func coordinatorStartStatus(err error) int {
 	var conflict *coordinator.RunConflictError
 	for _, user := range []error{coordinator.ErrReleaseMismatch, coordinator.ErrNotDataDir, coordinator.ErrPeersMismatch,
-		coordinator.ErrListen, coordinator.ErrDataDirInUse, coordinator.ErrRaftAddr} {
+		coordinator.ErrListen, coordinator.ErrDataDirInUse, coordinator.ErrRaftAddr, coordinator.ErrBadAddr} {
 		if errors.Is(err, user) {
 			return 2
 		}
@@ -354,6 +365,15 @@ func sameEndpoint(a, b string) bool {
 // httpTLSUsage is the help line of --http-tls (ddpm coordinator, ddpm trainer).
 const httpTLSUsage = "serve --http-addr over HTTPS with the --certs node certificate; every path but /healthz and /readyz " +
 	"then needs a client certificate of the cluster's CA, of role operator or coordinator or none"
+
+// flagOrEnv names flag (without dashes) as the user gave it: "--NAME" when the command line set
+// it (onCmdline, changedFlags before flagsFromEnv), else "DDPM_NAME", the environment variable.
+func flagOrEnv(name string, onCmdline map[string]bool) string {
+	if onCmdline[name] {
+		return "--" + name
+	}
+	return "DDPM_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
 
 // changedFlags returns the names of the flags set on fs so far (before flagsFromEnv: those of
 // the command line).

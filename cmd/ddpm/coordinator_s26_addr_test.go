@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"ddpm/internal/testutil"
 	"ddpm/internal/tlsauth"
+	"ddpm/internal/tlsauth/tlsauthtest"
 )
 
 // startedLine returns the fields of p's coordinatorStartedMsg line (JSON, as logged to a pipe).
@@ -77,5 +79,62 @@ func TestCoordinatorS26HTTPPortZero(t *testing.T) {
 			t.Errorf("--http-tls %v: GET %s/healthz: %d %q %v, want 200 \"ok c0 ...\"", httpTLS, addr, code, body, err)
 		}
 		p.stop(t)
+	}
+}
+
+// TestCoordinatorS26BadListenAddr: a replica address net.Listen cannot read (--http-addr with and
+// without --http-tls, --grpc-addr, --raft-addr, or DDPM_HTTP_ADDR) is refused with one line
+// naming the flag (or the variable) and the value, status 2, before anything binds or --data-dir
+// is made. An unparsable --http-addr, --grpc-addr or --raft-addr exited 1 (2 only with
+// --http-tls), from the node's bind or address lookup.
+func TestCoordinatorS26BadListenAddr(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	certs := tlsauthtest.Dir(t)
+	raft, grpcAddr := freeAddr(t), freeAddr(t)
+	const fix = ": not a host:port address (%s)\n"
+	for _, tc := range []struct {
+		name, raft, grpc, http, env string
+		tls                         bool
+		want                        string
+	}{
+		{"http", raft, grpcAddr, "localhost", "", false, "--http-addr localhost" + strings.Replace(fix, "%s", "missing port in address", 1)},
+		{"http tls", raft, grpcAddr, "localhost", "", true, "--http-addr localhost" + strings.Replace(fix, "%s", "missing port in address", 1)},
+		{"http port", raft, grpcAddr, "127.0.0.1:99999", "", false, "--http-addr 127.0.0.1:99999" + strings.Replace(fix, "%s", "invalid port", 1)},
+		{"grpc", raft, "127.0.0.1:99999", "", "", false, "--grpc-addr 127.0.0.1:99999" + strings.Replace(fix, "%s", "invalid port", 1)},
+		{"raft", "127.0.0.1", grpcAddr, "", "", false, "--raft-addr 127.0.0.1" + strings.Replace(fix, "%s", "missing port in address", 1)},
+		{"env", raft, grpcAddr, "", "1:2:3", false, "DDPM_HTTP_ADDR 1:2:3" + strings.Replace(fix, "%s", "too many colons in address", 1)},
+	} {
+		dataDir := filepath.Join(t.TempDir(), "c0")
+		args := []string{"coordinator", "--id", "c0", "--raft-addr", tc.raft, "--grpc-addr", tc.grpc,
+			"--peers", "c0=" + tc.raft + "=" + tc.grpc, "--data-dir", dataDir, "--bootstrap", "--preset", "mnist", "--certs", certs}
+		if tc.http != "" {
+			args = append(args, "--http-addr", tc.http)
+		}
+		if tc.tls {
+			args = append(args, "--http-tls")
+		}
+		cmd := exec.Command(bin, args...)
+		cmd.Env = os.Environ()
+		if tc.env != "" {
+			cmd.Env = append(cmd.Env, "DDPM_HTTP_ADDR="+tc.env)
+		}
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		done := make(chan error, 1)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second): // a start that is not refused runs on
+			cmd.Process.Kill()
+			<-done
+		}
+		want := "ddpm: coordinator: " + tc.want
+		if code := cmd.ProcessState.ExitCode(); code != 2 || stdout.String() != "" || stderr.String() != want {
+			t.Errorf("%s: status %d, stdout %q, stderr %q\nwant status 2 and %q", tc.name, code, stdout.String(), stderr.String(), want)
+		}
+		mustNotExist(t, dataDir)
 	}
 }
