@@ -45,6 +45,7 @@ type localOpts struct {
 	quiet        bool
 	grace        time.Duration
 	init         string
+	httpTLS      bool
 }
 
 func newLocalCmd() *cobra.Command {
@@ -58,7 +59,8 @@ RUN/logs/, and at the end writes RUN/loss.csv, RUN/loss.png and RUN/samples.png 
 Algorithm 2). loss.csv has one row per step (step,loss,lr,grad_norm); a step skipped for a
 non-finite gradient (no trainer updated the model) keeps its row, marked by grad_norm NaN, and
 loss.png leaves it out. At the start it prints the coordinators' gRPC addresses (for ddpm status and ddpm
-loss --coordinator, with --certs RUN/certs) and the dashboard's URL. Ctrl-C, SIGTERM, closing
+loss --coordinator, with --certs RUN/certs) and the dashboard's URL (with --http-tls an https
+URL and a curl line with the run's certificates that reaches it). Ctrl-C, SIGTERM, closing
 the terminal (SIGHUP) or an output pipe whose reader went away (| head) stops every process
 cleanly; --resume RUN continues from the last committed checkpoint (of a run that finished, it
 says where its results are and starts nothing). Run-config flags (--preset,
@@ -81,6 +83,7 @@ replaces the dataset of the preset or config and never chooses a preset.`,
 	f.BoolVar(&o.quiet, "quiet", false, "no progress bar and no child lines on the terminal")
 	f.StringVar(&o.init, "init", "", "safetensors weights every trainer starts from (a warm start; see README, the demo)")
 	f.DurationVar(&o.grace, "grace", 20*time.Second, "how long children get to stop after SIGTERM")
+	f.BoolVar(&o.httpTLS, "http-tls", false, "serve the coordinators' and trainers' HTTP (the dashboard, /api/*, /metrics) over HTTPS with the run's certificates, RUN/certs (--http-tls of ddpm coordinator and ddpm trainer); a resumed run keeps the choice of its first start")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return runLocal(cmd, rf, o)
 	}
@@ -367,6 +370,10 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 		if cmd.Flags().Changed("coordinators") && o.coordinators != man.Coordinators {
 			return withExit(2, fmt.Errorf("--coordinators cannot change on --resume: %s has %s", out, countNoun(man.Coordinators, "coordinator", "coordinators")))
 		}
+		if cmd.Flags().Changed("http-tls") && o.httpTLS != man.HTTPTLS {
+			return withExit(2, httpTLSChanged(out, man.HTTPTLS))
+		}
+		o.httpTLS = man.HTTPTLS
 		// A run going, or one that is over, starts nothing: the one with its ports and lock held
 		// is named; the other is answered from its folder (its dataset and --init weights may
 		// be gone by now, and no coordinator or trainer is needed).
@@ -437,6 +444,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 			return err
 		}
 		man.Samples = &o.samples
+		man.HTTPTLS = o.httpTLS
 		if o.init != "" {
 			if err := checkInit(o.init, run.Model); err != nil {
 				return withExit(2, err)
@@ -552,6 +560,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 		args := []string{"trainer", "--id", name, "--coordinator", strings.Join(grpcAddrs, ","),
 			"--listen", localrun.Addr(p.Listen), "--http-addr", localrun.Addr(p.HTTP),
 			"--data-dir", localrun.TrainerDir(out, i), "--config", cfgPath, "--certs", certs}
+		if man.HTTPTLS {
+			args = append(args, "--http-tls")
+		}
 		if o.init != "" {
 			args = append(args, "--init", o.init)
 		}
@@ -1245,10 +1256,32 @@ func shapeMismatch(spec, format string, grey bool, c, h, w int, model string, uc
 // "ddpm local: coordinators 127.0.0.1:A,127.0.0.1:B (ddpm status RUN, ddpm loss RUN; from
 // elsewhere --coordinator 127.0.0.1:A,127.0.0.1:B --certs RUN/certs); dashboard http://127.0.0.1:H/".
 // (It gave the --coordinator form only, from before status and loss took the run folder.)
+// With --http-tls (man.HTTPTLS) the URL is https and the line ends with how to reach it, a
+// client certificate of the run's CA being needed: "; dashboard https://127.0.0.1:H/ (HTTPS
+// with a certificate of the run: curl --cert RUN/certs/node.crt --key RUN/certs/node.key
+// --cacert RUN/certs/ca.crt https://127.0.0.1:H/api/status)".
 func coordinatorsLine(out string, man localrun.Manifest) string {
 	addrs := strings.Join(man.CoordinatorGRPC(), ",")
-	return fmt.Sprintf("ddpm local: coordinators %s (ddpm status %s, ddpm loss %s; from elsewhere --coordinator %s --certs %s); dashboard http://%s/",
-		addrs, shellWord(out), shellWord(out), addrs, filepath.Join(out, localrun.CertsDir), localrun.Addr(man.CoordinatorPorts[0].HTTP))
+	certs := filepath.Join(out, localrun.CertsDir)
+	line := fmt.Sprintf("ddpm local: coordinators %s (ddpm status %s, ddpm loss %s; from elsewhere --coordinator %s --certs %s); dashboard ",
+		addrs, shellWord(out), shellWord(out), addrs, certs)
+	dash := localrun.Addr(man.CoordinatorPorts[0].HTTP)
+	if !man.HTTPTLS {
+		return line + "http://" + dash + "/"
+	}
+	return fmt.Sprintf("%shttps://%s/ (HTTPS with a certificate of the run: curl --cert %s --key %s --cacert %s https://%s/api/status)", line, dash,
+		shellWord(filepath.Join(certs, tlsauth.CertFile)), shellWord(filepath.Join(certs, tlsauth.KeyFile)), shellWord(filepath.Join(certs, tlsauth.CAFile)), dash)
+}
+
+// httpTLSChanged is the refusal, exit status 2, of a --http-tls on --resume that differs from
+// the run's first start (tls: the run serves HTTPS), recorded in its local.json.
+func httpTLSChanged(out string, tls bool) error {
+	if tls {
+		return fmt.Errorf("--http-tls cannot change on --resume: %s serves its HTTP over HTTPS (it started with --http-tls, recorded in %s); drop --http-tls=false",
+			out, filepath.Join(out, localrun.ManifestFile))
+	}
+	return fmt.Errorf("--http-tls cannot change on --resume: %s serves its HTTP in plain text (it started without --http-tls, recorded in %s); drop --http-tls, or start a new run with it",
+		out, filepath.Join(out, localrun.ManifestFile))
 }
 
 // coordinatorArgs builds each replica's command line; the first replica bootstraps a new cluster.
@@ -1265,6 +1298,9 @@ func coordinatorArgs(out, cfgPath, certs string, m localrun.Manifest) [][]string
 		// Every replica bootstraps with the same configuration (a no-op on a data dir that
 		// already holds raft state, as on --resume) and submits the same run config.
 		args = append(args, "--bootstrap", "--config", cfgPath)
+		if m.HTTPTLS {
+			args = append(args, "--http-tls")
+		}
 		all = append(all, args)
 	}
 	return all

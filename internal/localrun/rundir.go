@@ -71,6 +71,11 @@ type Manifest struct {
 	// Samples is the size of the samples.png grid the run makes at its end (0: none); a resumed
 	// run keeps it unless told otherwise. nil in manifests written before it was recorded.
 	Samples *int `json:"samples,omitempty"`
+	// HTTPTLS is ddpm local --http-tls: the coordinators and trainers serve their --http-addr
+	// (the dashboard, /api/*, /metrics) over HTTPS with the run's certificates (CertsDir); a
+	// resumed run keeps the choice of its first start. false in manifests written before it was
+	// recorded (those runs served plain HTTP).
+	HTTPTLS bool `json:"http_tls,omitempty"`
 }
 
 // CoordinatorPorts are one coordinator's ports: raft's transport, the gRPC API that trainers
