@@ -1297,14 +1297,18 @@ type StatusResponse struct {
 	AppliedIndex      uint64                 `protobuf:"varint,5,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	// state_json is the whole replicated state (coordinator/fsm.State as JSON): run, members,
 	// generation, checkpoints, loss history, events.
-	StateJson     []byte   `protobuf:"bytes,6,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
-	RunStatus     string   `protobuf:"bytes,7,opt,name=run_status,json=runStatus,proto3" json:"run_status,omitempty"`
-	Reason        string   `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
-	Step          int64    `protobuf:"varint,9,opt,name=step,proto3" json:"step,omitempty"`
-	TotalSteps    int64    `protobuf:"varint,10,opt,name=total_steps,json=totalSteps,proto3" json:"total_steps,omitempty"`
-	Generation    uint64   `protobuf:"varint,11,opt,name=generation,proto3" json:"generation,omitempty"`
-	World         int32    `protobuf:"varint,12,opt,name=world,proto3" json:"world,omitempty"`
-	Replicas      []string `protobuf:"bytes,13,rep,name=replicas,proto3" json:"replicas,omitempty"` // as in JoinResponse
+	StateJson  []byte   `protobuf:"bytes,6,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
+	RunStatus  string   `protobuf:"bytes,7,opt,name=run_status,json=runStatus,proto3" json:"run_status,omitempty"`
+	Reason     string   `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	Step       int64    `protobuf:"varint,9,opt,name=step,proto3" json:"step,omitempty"`
+	TotalSteps int64    `protobuf:"varint,10,opt,name=total_steps,json=totalSteps,proto3" json:"total_steps,omitempty"`
+	Generation uint64   `protobuf:"varint,11,opt,name=generation,proto3" json:"generation,omitempty"`
+	World      int32    `protobuf:"varint,12,opt,name=world,proto3" json:"world,omitempty"`
+	Replicas   []string `protobuf:"bytes,13,rep,name=replicas,proto3" json:"replicas,omitempty"` // as in JoinResponse
+	// raft_servers is the raft configuration the answering replica holds, "id=raft address" per
+	// voter, sorted; empty when it holds none yet (a new replica waiting for the leader) or runs
+	// a release before it. A replica starting on a new --data-dir compares it with its --peers.
+	RaftServers   []string `protobuf:"bytes,14,rep,name=raft_servers,json=raftServers,proto3" json:"raft_servers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1426,6 +1430,13 @@ func (x *StatusResponse) GetWorld() int32 {
 func (x *StatusResponse) GetReplicas() []string {
 	if x != nil {
 		return x.Replicas
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetRaftServers() []string {
+	if x != nil {
+		return x.RaftServers
 	}
 	return nil
 }
@@ -1658,7 +1669,7 @@ const file_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\"\x0f\n" +
-	"\rStatusRequest\"\x9b\x03\n" +
+	"\rStatusRequest\"\xbe\x03\n" +
 	"\x0eStatusResponse\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\tR\treplicaId\x12\x1b\n" +
@@ -1679,7 +1690,8 @@ const file_coordinator_proto_rawDesc = "" +
 	"generation\x18\v \x01(\x04R\n" +
 	"generation\x12\x14\n" +
 	"\x05world\x18\f \x01(\x05R\x05world\x12\x1a\n" +
-	"\breplicas\x18\r \x03(\tR\breplicas\"L\n" +
+	"\breplicas\x18\r \x03(\tR\breplicas\x12!\n" +
+	"\fraft_servers\x18\x0e \x03(\tR\vraftServers\"L\n" +
 	"\x12RollbackRunRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +

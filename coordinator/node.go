@@ -343,6 +343,11 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	// Before the ports are bound (a replica starting beside this one then refuses the
+	// connection at once, rather than holding it unanswered until it serves).
+	if err := checkRunningPeers(cfg); err != nil {
+		return nil, err
+	}
 	// Every port is bound before raft starts: a port in use (the replica started twice, another
 	// program on it) ends the start-up before this replica votes or campaigns, or writes
 	// anything into a new --data-dir.

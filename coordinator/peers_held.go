@@ -27,25 +27,48 @@ func checkHeldPeers(r *raft.Raft, peers []Peer, dataDir string) error {
 	if len(servers) == 0 {
 		return nil
 	}
-	var held, given []string
-	for _, s := range servers {
-		held = append(held, string(s.ID)+"="+string(s.Address))
-	}
-	for _, p := range peers {
-		given = append(given, p.ID+"="+p.RaftAddr)
-	}
-	slices.Sort(held)
-	slices.Sort(given)
-	if slices.Equal(held, given) {
-		return nil
-	}
-	// A cluster of this replica alone may move to other ports: nobody else dials the address
-	// its configuration holds, and raft elects it by id.
-	if len(servers) == 1 && len(peers) == 1 && string(servers[0].ID) == peers[0].ID {
+	held, given := raftServers(f.Configuration()), peerServers(peers)
+	if samePeers(held, given, peers) {
 		return nil
 	}
 	return fmt.Errorf("coordinator: %w: --data-dir %s holds replicas %s (id=raft address), --peers lists %s; "+
 		"give every replica the --peers the cluster began with, or, if this --peers is that list and the data dir "+
 		"was bootstrapped with another, move %s aside and start this replica again (it catches up from the others)",
 		ErrPeersMismatch, dataDir, strings.Join(held, ","), strings.Join(given, ","), dataDir)
+}
+
+// raftServers lists the servers of a raft configuration as "id=raft address", sorted (empty
+// for none).
+func raftServers(c raft.Configuration) []string {
+	var l []string
+	for _, s := range c.Servers {
+		l = append(l, string(s.ID)+"="+string(s.Address))
+	}
+	slices.Sort(l)
+	return l
+}
+
+// peerServers lists --peers as raftServers lists a configuration: "id=raft address", sorted.
+func peerServers(peers []Peer) []string {
+	var l []string
+	for _, p := range peers {
+		l = append(l, p.ID+"="+p.RaftAddr)
+	}
+	slices.Sort(l)
+	return l
+}
+
+// samePeers reports whether held (raftServers of a configuration) and given (peerServers of
+// peers) name the same replicas at the same raft addresses. A cluster of one replica may move
+// to other ports: nobody else dials the address its configuration holds, and raft elects it by
+// id.
+func samePeers(held, given []string, peers []Peer) bool {
+	if slices.Equal(held, given) {
+		return true
+	}
+	if len(held) != 1 || len(peers) != 1 {
+		return false
+	}
+	id, _, _ := strings.Cut(held[0], "=")
+	return id == peers[0].ID
 }

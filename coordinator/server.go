@@ -387,6 +387,9 @@ func (s *Server) Status(ctx context.Context, _ *api.StatusRequest) (*api.StatusR
 	l := s.rep.Leader()
 	resp := &api.StatusResponse{ReplicaId: s.rep.ID(), LeaderId: l.ID, LeaderGrpcAddress: l.GRPCAddr,
 		RaftTerm: s.rep.raft.CurrentTerm(), AppliedIndex: s.rep.AppliedIndex(), Replicas: s.rep.ReplicaAddrs()}
+	if f := s.rep.raft.GetConfiguration(); f.Error() == nil {
+		resp.RaftServers = raftServers(f.Configuration()) // what a new replica compares its --peers with
+	}
 	if s.storeFailing != nil {
 		if err := s.storeFailing(); err != nil {
 			grpc.SetHeader(ctx, metadata.Pairs(StoreFailingHeader, err.Error()))

@@ -41,9 +41,13 @@ status 2 naming both releases (upgrade a run whole: README, "Upgrading ddpm"). D
 in --data-dir, or a raft.db that cannot be written, ends the replica with status 1 and one line
 naming the file: move such a --data-dir aside and start the replica again with the same --id
 and --peers, and it catches up from the other replicas. A --peers list other than the raft
-configuration in --data-dir, a --data-dir another process holds (the replica started twice) and
-an address that cannot be bound (the port in use: its holder is named) exit with status 2 and
-one line, before raft starts. Every flag can also come from the environment as DDPM_<FLAG> (for example
+configuration in --data-dir (or, for a new --data-dir, than the configuration the other replicas
+of --peers already run: they are asked for up to 3 s, and ones that do not answer are passed
+over), an --http-addr, --grpc-addr or --raft-addr that is not host:port, a --data-dir another
+process holds (the replica started twice) and an address that cannot be bound (the port in use:
+its holder is named) exit with status 2 and one line, before raft starts. The start line names
+--http-addr as bound (for 127.0.0.1:0, the port it got). Every flag can also come
+from the environment as DDPM_<FLAG> (for example
 DDPM_PEERS, DDPM_DATA_DIR, DDPM_CERTS). Links are mutual TLS with the --certs directory; plain
 text only with --insecure. --http-tls serves --http-addr over HTTPS with the --certs node
 certificate: /healthz and /readyz to anyone, everything else (the dashboard, /api/*, /metrics)
