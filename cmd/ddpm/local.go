@@ -560,9 +560,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 		args := []string{"trainer", "--id", name, "--coordinator", strings.Join(grpcAddrs, ","),
 			"--listen", localrun.Addr(p.Listen), "--http-addr", localrun.Addr(p.HTTP),
 			"--data-dir", localrun.TrainerDir(out, i), "--config", cfgPath, "--certs", certs}
-		if man.HTTPTLS {
-			args = append(args, "--http-tls")
-		}
+		// Said either way: a DDPM_HTTP_TLS in this environment, which the children inherit, is
+		// not the run's choice (local.json's, as the dashboard line says it).
+		args = append(args, fmt.Sprintf("--http-tls=%t", man.HTTPTLS))
 		if o.init != "" {
 			args = append(args, "--init", o.init)
 		}
@@ -1298,9 +1298,7 @@ func coordinatorArgs(out, cfgPath, certs string, m localrun.Manifest) [][]string
 		// Every replica bootstraps with the same configuration (a no-op on a data dir that
 		// already holds raft state, as on --resume) and submits the same run config.
 		args = append(args, "--bootstrap", "--config", cfgPath)
-		if m.HTTPTLS {
-			args = append(args, "--http-tls")
-		}
+		args = append(args, fmt.Sprintf("--http-tls=%t", m.HTTPTLS)) // DDPM_HTTP_TLS is not the run's
 		all = append(all, args)
 	}
 	return all

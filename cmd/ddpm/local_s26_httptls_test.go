@@ -49,6 +49,55 @@ func s26PlainGet(t *testing.T, addr, path string) int {
 	return res.StatusCode
 }
 
+// s26Local starts ddpm local with args (env added to its environment) on the run folder out and
+// returns once trainer-0 has stepped in this session: its output so far (and on), and stop,
+// which interrupts it (SIGINT) and checks that it ends with status 130.
+func s26Local(t *testing.T, out string, env []string, args ...string) (live *lockedLog, stop func()) {
+	t.Helper()
+	cmd, buf := localCommand(t, args...)
+	cmd.Env = append(os.Environ(), env...)
+	live = &lockedLog{}
+	cmd.Stdout, cmd.Stderr = live, live
+	// A resumed run's trainer-0.log goes on from the earlier session's: a step of this one.
+	logf := filepath.Join(out, localrun.LogsDir, "trainer-0.log")
+	fi, _ := os.Stat(logf)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(logf)
+		if fi != nil && int64(len(b)) >= fi.Size() {
+			b = b[fi.Size():]
+		}
+		if bytes.Contains(b, []byte(`"step":`)) {
+			break
+		}
+		select {
+		case <-done:
+			t.Fatalf("ddpm local %s ended before trainer-0 stepped: exit %d\n%s", strings.Join(args, " "), cmd.ProcessState.ExitCode(), live)
+		default:
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("ddpm local %s: trainer-0 never stepped:\n%s", strings.Join(args, " "), live)
+		}
+	}
+	return live, func() {
+		t.Helper()
+		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		werr := <-done
+		buf.WriteString(live.String())
+		if r := finish(t, cmd, buf, werr); r.code != 130 {
+			t.Fatalf("ddpm local %s, interrupted: exit %d, want 130:\n%s", strings.Join(args, " "), r.code, r.out)
+		}
+	}
+}
+
 // TestLocalS26HTTPTLS: ddpm local --http-tls starts its coordinators and trainers with
 // --http-tls: the line with the dashboard's URL says https and how to reach it (curl with the
 // run's certificates), the dashboard, /api/status and a trainer's /metrics answer over HTTPS to
@@ -75,34 +124,7 @@ func TestLocalS26HTTPTLS(t *testing.T) {
 	// dashboard's URL and what answers there, then stops it with SIGINT (status 130).
 	start := func(args ...string) {
 		t.Helper()
-		cmd, buf := localCommand(t, args...)
-		live := &lockedLog{}
-		cmd.Stdout, cmd.Stderr = live, live
-		// A resumed run's trainer-0.log goes on from the earlier session's: a step of this one.
-		logf := filepath.Join(out, localrun.LogsDir, "trainer-0.log")
-		fi, _ := os.Stat(logf)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
-			b, _ := os.ReadFile(logf)
-			if fi != nil && int64(len(b)) >= fi.Size() {
-				b = b[fi.Size():]
-			}
-			if bytes.Contains(b, []byte(`"step":`)) {
-				break
-			}
-			select {
-			case <-done:
-				t.Fatalf("ddpm local %s ended before trainer-0 stepped: exit %d\n%s", strings.Join(args, " "), cmd.ProcessState.ExitCode(), live)
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("ddpm local %s: trainer-0 never stepped:\n%s", strings.Join(args, " "), live)
-			}
-		}
+		live, stop := s26Local(t, out, nil, args...)
 		man, err := localrun.ReadManifest(out)
 		if err != nil {
 			t.Fatal(err)
@@ -145,14 +167,7 @@ func TestLocalS26HTTPTLS(t *testing.T) {
 				t.Errorf("plain HTTP GET http://%s/healthz: %d, want 400", addr, code)
 			}
 		}
-		if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-			t.Fatal(err)
-		}
-		werr := <-done
-		buf.WriteString(live.String())
-		if r := finish(t, cmd, buf, werr); r.code != 130 {
-			t.Fatalf("ddpm local %s, interrupted: exit %d, want 130:\n%s", strings.Join(args, " "), r.code, r.out)
-		}
+		stop()
 	}
 	start("--config", cfg, "--out", out, "--coordinators", "1", "--trainers", "1", "--samples", "0", "--quiet", "--http-tls")
 
@@ -184,4 +199,25 @@ func TestLocalS26HTTPTLSResumePlainRun(t *testing.T) {
 	if after := tree(t, out); strings.Join(after, "\n") != strings.Join(before, "\n") {
 		t.Errorf("the refused --resume changed the run folder:\n%s\nwas\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
 	}
+}
+
+// TestLocalS26PlainDespiteEnv: a run without --http-tls serves plain HTTP, as its dashboard line
+// says, even with DDPM_HTTP_TLS=true in the environment of ddpm local, which its children
+// inherit: they are told the run's choice. Before, the coordinators took DDPM_HTTP_TLS and
+// served HTTPS under a line saying http://.
+func TestLocalS26PlainDespiteEnv(t *testing.T) {
+	out := makeLocalRun(t, 1, func(r *config.Run) { r.Steps, r.CheckpointEvery = 100000, 50 })
+	man, err := localrun.ReadManifest(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, stop := s26Local(t, out, []string{"DDPM_HTTP_TLS=true"}, "--resume", out, "--quiet")
+	dash := localrun.Addr(man.CoordinatorPorts[0].HTTP)
+	if !strings.Contains(live.String(), "; dashboard http://"+dash+"/\n") {
+		t.Errorf("no dashboard line with http://%s/ in:\n%s", dash, live)
+	}
+	if code := s26PlainGet(t, dash, "/healthz"); code != 200 {
+		t.Errorf("plain HTTP GET http://%s/healthz with DDPM_HTTP_TLS=true around ddpm local: %d, want 200", dash, code)
+	}
+	stop()
 }
