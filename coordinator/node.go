@@ -1,16 +1,19 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -106,6 +109,9 @@ type RunConflictError struct {
 	InForceHash, GivenHash string
 	// Given is NodeConfig.RunSource.
 	Given string
+	// GivenRun is NodeConfig.Run as the state machine would hold it (its YAML parsed back); with
+	// InForce, the refusal names the keys in which they differ and both values. Nil: not named.
+	GivenRun *config.Run
 	// Fresh: the run in force has had no trainer join and no step yet, so it may be the
 	// mistake (the first replica to start submits its own config, a typo included).
 	Fresh bool
@@ -126,7 +132,59 @@ func (e *RunConflictError) Error() string {
 	case e.Where == "the cluster":
 		fix = "start this replica with the cluster's run config (every replica needs the same one)"
 	}
-	return fmt.Sprintf("coordinator: %s runs %s, but %s is config %.12s: %s", e.Where, what, e.Given, e.GivenHash, fix)
+	return fmt.Sprintf("coordinator: %s runs %s, but %s is config %.12s%s: %s", e.Where, what, e.Given, e.GivenHash, e.differ(), fix)
+}
+
+// maxDifferKeys is how many differing keys a RunConflictError names; more are counted.
+const maxDifferKeys = 4
+
+// differ names the run config keys (the YAML keys of a run.yaml, alphabetical) in which GivenRun
+// differs from InForce, with both values: " (it has steps: 200 where the cluster has 100, ...)";
+// "" when either is unknown or none differs.
+func (e *RunConflictError) differ() string {
+	if e.InForce == nil || e.GivenRun == nil {
+		return ""
+	}
+	var held, given map[string]json.RawMessage
+	hb, err1 := json.Marshal(e.InForce)
+	gb, err2 := json.Marshal(e.GivenRun)
+	if err1 != nil || err2 != nil || json.Unmarshal(hb, &held) != nil || json.Unmarshal(gb, &given) != nil {
+		return ""
+	}
+	keys := map[string]bool{}
+	for k := range held {
+		keys[k] = true
+	}
+	for k := range given {
+		keys[k] = true
+	}
+	where := "the cluster"
+	if e.Where != "the cluster" {
+		where = "the data dir"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		h, g := held[k], given[k]
+		if bytes.Equal(h, g) {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s: %s where %s has %s", k, orUnset(g), where, orUnset(h)))
+	}
+	switch {
+	case len(parts) == 0:
+		return ""
+	case len(parts) > maxDifferKeys:
+		parts = append(parts[:maxDifferKeys], fmt.Sprintf("and %d more keys", len(parts)-maxDifferKeys))
+	}
+	return " (it has " + strings.Join(parts, ", ") + ")"
+}
+
+// orUnset is a JSON value as the refusal shows it; "(unset)" for a key one side leaves out.
+func orUnset(v json.RawMessage) string {
+	if v == nil {
+		return "(unset)"
+	}
+	return string(v)
 }
 
 // Unwrap returns fsm.ErrConfigMismatch.
@@ -142,10 +200,17 @@ func orDash(s string) string {
 // wireHash is the hash the state machine gives run when it arrives in a submission (its YAML
 // parsed back), which is what a run in force is compared with.
 func wireHash(run config.Run) string {
+	r := wireRun(run)
+	return r.Hash()
+}
+
+// wireRun is run as the state machine holds it once submitted: its YAML parsed back (run
+// itself where that fails).
+func wireRun(run config.Run) *config.Run {
 	if r, err := config.Parse(run.Marshal()); err == nil {
-		return r.Hash()
+		return &r
 	}
-	return run.Hash()
+	return &run
 }
 
 // HoldsRun reports whether the raft data in dataDir holds run (the same config hash as the
@@ -331,7 +396,7 @@ func StartNode(cfg NodeConfig) (_ *Node, err error) {
 			return nil, err
 		}
 		if run != nil && hash != n.given {
-			return nil, &RunConflictError{Where: "--data-dir " + cfg.DataDir, InForce: run, InForceHash: hash,
+			return nil, &RunConflictError{Where: "--data-dir " + cfg.DataDir, InForce: run, InForceHash: hash, GivenRun: wireRun(*cfg.Run),
 				Given: cfg.RunSource, GivenHash: n.given}
 		}
 	}
@@ -670,7 +735,7 @@ func (n *Node) submitLoop(ctx context.Context) {
 			n.fail(e)
 			return
 		}
-		n.fail(&RunConflictError{Where: "the cluster", Given: n.cfg.RunSource, GivenHash: n.given})
+		n.fail(&RunConflictError{Where: "the cluster", Given: n.cfg.RunSource, GivenHash: n.given, GivenRun: wireRun(*n.cfg.Run)})
 	case ctx.Err() == nil:
 		n.cfg.Logger.Error("run config refused", "err", err)
 	}
@@ -705,7 +770,8 @@ func (n *Node) conflict() error {
 		if s.Run != nil && s.ConfigHash != n.given {
 			run := *s.Run
 			err = &RunConflictError{Where: "the cluster", InForce: &run, InForceHash: s.ConfigHash, Given: n.cfg.RunSource, GivenHash: n.given,
-				Fresh: s.NextJoin == 0 && s.Step == 0}
+				GivenRun: wireRun(*n.cfg.Run),
+				Fresh:    s.NextJoin == 0 && s.Step == 0}
 		}
 	})
 	return err

@@ -82,8 +82,8 @@ func runRefused(t *testing.T, bin string, args ...string) string {
 }
 
 // TestRestartWithOtherConfigRefused: a coordinator restarted on its data dir with another run
-// config than the one its raft data holds exits 2 at once with one line naming both configs
-// and the way out, leaving raft.db byte for byte as it was; it used to log the refusal at ERROR
+// config than the one its raft data holds exits 2 at once with one line naming both configs,
+// the key in which they differ with both values (since stop 26) and the way out, leaving raft.db byte for byte as it was; it used to log the refusal at ERROR
 // and go on serving the old run. Restarted with the run's own config it starts and serves.
 func TestRestartWithOtherConfigRefused(t *testing.T) {
 	bin := ddpmBinary(t)
@@ -106,7 +106,8 @@ func TestRestartWithOtherConfigRefused(t *testing.T) {
 
 	got := runRefused(t, bin, args(b)...)
 	want := fmt.Sprintf("ddpm: coordinator: --data-dir %s runs config %.12s (preset mnist, model %s, dataset %s, 100 steps), "+
-		"but --config %s is config %.12s: restart it with that run's config, or with a fresh --data-dir on every replica for a new run",
+		"but --config %s is config %.12s (it has steps: 200 where the data dir has 100): restart it with that run's config, "+
+		"or with a fresh --data-dir on every replica for a new run",
 		data, ra.Hash(), ra.Model, ra.Dataset, b, rb.Hash())
 	if got != want {
 		t.Errorf("refusal\n%s\nwant\n%s", got, want)
@@ -116,7 +117,7 @@ func TestRestartWithOtherConfigRefused(t *testing.T) {
 	}
 	// The run flags name themselves when there is no file.
 	got = runRefused(t, bin, append(args(a)[:len(args(a))-2], "--preset", "mnist", "--steps", "200")...)
-	if want := fmt.Sprintf("but --preset mnist with the run flags is config %.12s:", rb.Hash()); !strings.Contains(got, want) {
+	if want := fmt.Sprintf("but --preset mnist with the run flags is config %.12s (it has steps: 200 where the data dir has 100):", rb.Hash()); !strings.Contains(got, want) {
 		t.Errorf("refusal %q does not say %q", got, want)
 	}
 
@@ -131,8 +132,9 @@ func TestRestartWithOtherConfigRefused(t *testing.T) {
 
 // TestReplicaWithOtherConfigRefusedByCluster: a replica whose data dir is empty (a replaced
 // volume) started with another run config than the cluster's learns the cluster's run from the
-// leader and exits 2 with one line naming both configs, while the others keep serving their
-// run; started again with the cluster's config (its data dir now holding the log) it serves.
+// leader and exits 2 with one line naming both configs and the key in which they differ, with
+// both values (since stop 26: the line named only the hashes and the cluster's summary), while
+// the others keep serving their run; started again with the cluster's config (its data dir now holding the log) it serves.
 func TestReplicaWithOtherConfigRefusedByCluster(t *testing.T) {
 	bin := ddpmBinary(t)
 	dir := t.TempDir()
@@ -154,7 +156,7 @@ func TestReplicaWithOtherConfigRefusedByCluster(t *testing.T) {
 
 	got := runRefused(t, bin, args(2, b)...)
 	want := fmt.Sprintf("ddpm: coordinator: the cluster runs config %.12s (preset mnist, model %s, dataset %s, 100 steps), "+
-		"but --config %s is config %.12s: no trainer has joined yet, so if the cluster's config is the mistake (the first replica "+
+		"but --config %s is config %.12s (it has steps: 200 where the cluster has 100): no trainer has joined yet, so if the cluster's config is the mistake (the first replica "+
 		"to start submits its own), stop every replica, empty their --data-dir and start them all with one config; "+
 		"else start this replica with the cluster's run config",
 		ra.Hash(), ra.Model, ra.Dataset, b, rb.Hash())
