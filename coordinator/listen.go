@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"google.golang.org/grpc"
@@ -35,28 +36,60 @@ var ErrPortHeldForNow = errors.New("port held for now")
 var ErrBadAddr = errors.New("not a host:port address")
 
 // CheckListenAddr checks addr, the value of flag (a replica's --raft-addr, --grpc-addr,
-// --http-addr, or the DDPM_<FLAG> it came from), as net.Listen reads a TCP address: host:port
-// (an empty host: every interface) with a port from 0 to 65535 or a service name. It reads no
-// DNS and binds nothing, so `ddpm coordinator` refuses such a value before anything binds. The
-// error is one line naming flag and addr, matching ErrBadAddr.
+// --http-addr), as net.Listen reads a TCP address (ListenAddrProblem). It reads no DNS and binds
+// nothing, so `ddpm coordinator` refuses such a value before anything binds. The error is one
+// line naming flag and addr, matching ErrBadAddr.
 func CheckListenAddr(flag, addr string) error {
-	_, port, err := net.SplitHostPort(addr)
+	if why := ListenAddrProblem(addr); why != "" {
+		return fmt.Errorf("coordinator: %s %s: %w (%s)", flag, addr, ErrBadAddr, why)
+	}
+	return nil
+}
+
+// ListenAddrProblem says why addr is not a TCP address net.Listen can take, "" when it is:
+// host:port (an empty host: every interface) with a port from 0 to 65535 or a service name, and
+// a host that can be an IP or a name (999.1.1.1, 1..2 and 1.2.3.4.5 are neither). The answer is
+// net's words ("missing port in address", "invalid port") or "not an IP: HOST". A name that
+// does not resolve is net.Listen's to find.
+func ListenAddrProblem(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
 	if err == nil {
 		_, err = net.LookupPort("tcp", port)
 	}
-	if err == nil {
-		return nil
+	if err != nil {
+		var ae *net.AddrError
+		var de *net.DNSError
+		switch {
+		case errors.As(err, &ae):
+			return ae.Err
+		case errors.As(err, &de):
+			return de.Err
+		}
+		return err.Error()
 	}
-	why := err.Error()
-	var ae *net.AddrError
-	var de *net.DNSError
-	switch {
-	case errors.As(err, &ae):
-		why = ae.Err
-	case errors.As(err, &de):
-		why = de.Err
+	if host != "" && net.ParseIP(host) == nil && notIPv4(host) {
+		return "not an IP: " + host
 	}
-	return fmt.Errorf("coordinator: %s %s: %w (%s)", flag, addr, ErrBadAddr, why)
+	return ""
+}
+
+// notIPv4 reports whether host, written in digits and dots only, cannot be an IPv4 address in
+// any form a resolver takes (10.0.5 is 10.0.0.5 to getaddrinfo): more than four parts, an empty
+// one, or one past 255. A name with a letter is left to the resolver.
+func notIPv4(host string) bool {
+	if strings.Trim(host, "0123456789.") != "" {
+		return false
+	}
+	parts := strings.Split(host, ".")
+	if len(parts) > 4 {
+		return true
+	}
+	for _, p := range parts {
+		if n, err := strconv.Atoi(p); err != nil || n > 255 {
+			return true
+		}
+	}
+	return false
 }
 
 // heldForNowError is ListenFlag's line for a port held for now; it matches ErrPortHeldForNow.

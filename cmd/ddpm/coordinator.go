@@ -103,7 +103,7 @@ func flagsFromEnv(fs *pflag.FlagSet) error {
 		if fl.Changed || err != nil {
 			return
 		}
-		key := "DDPM_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		key := envKey(fl.Name)
 		if v, ok := os.LookupEnv(key); ok {
 			if e := fs.Set(fl.Name, v); e != nil {
 				if _, problem := flagValueProblem(e); problem != "" {
@@ -146,8 +146,13 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 		if a.val == "" {
 			continue
 		}
-		if err := coordinator.CheckListenAddr(flagOrEnv(a.name, onCmdline), a.val); err != nil {
-			return withExit(2, err)
+		why := coordinator.ListenAddrProblem(a.val)
+		switch {
+		case why == "":
+		case onCmdline[a.name]:
+			return withExit(2, coordinator.CheckListenAddr("--"+a.name, a.val))
+		default: // as flagsFromEnv says a variable it cannot set
+			return withExit(2, fmt.Errorf("coordinator: %s=%q (--%s): %w (%s)", envKey(a.name), a.val, a.name, coordinator.ErrBadAddr, why))
 		}
 	}
 	if err := checkDistinctPorts("coordinator", "--raft-addr", coordFlags.raftAddr, "--grpc-addr", coordFlags.grpcAddr, "--http-addr", coordFlags.httpAddr); err != nil {
@@ -370,12 +375,9 @@ func sameEndpoint(a, b string) bool {
 const httpTLSUsage = "serve --http-addr over HTTPS with the --certs node certificate; every path but /healthz and /readyz " +
 	"then needs a client certificate of the cluster's CA, of role operator or coordinator or none"
 
-// flagOrEnv names flag (without dashes) as the user gave it: "--NAME" when the command line set
-// it (onCmdline, changedFlags before flagsFromEnv), else "DDPM_NAME", the environment variable.
-func flagOrEnv(name string, onCmdline map[string]bool) string {
-	if onCmdline[name] {
-		return "--" + name
-	}
+// envKey is the environment variable a flag (its name without dashes) is read from when the
+// command line leaves it unset: DDPM_<NAME>, dashes as underscores.
+func envKey(name string) string {
 	return "DDPM_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
