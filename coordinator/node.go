@@ -45,6 +45,9 @@ type NodeConfig struct {
 	DataDir  string // raft.db (bbolt log + stable store) and snapshots/
 	// Bootstrap writes the initial cluster configuration when DataDir is empty.
 	Bootstrap bool
+	// PeersWait bounds how long a replica on a DataDir without raft.db asks the other Peers for
+	// the raft configuration they run before it writes anything (0: DefaultPeersWait).
+	PeersWait time.Duration
 	// Run, when set, is submitted once a leader is elected (a no-op if already in force). A
 	// coordinator serves one run for the life of its raft data: a different run already in
 	// force is refused with a *RunConflictError, by StartNode when DataDir's raft data holds

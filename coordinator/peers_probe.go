@@ -15,15 +15,16 @@ import (
 	"ddpm/internal/tlsauth"
 )
 
-// peersProbeWait bounds how long a replica starting on a new --data-dir asks the other replicas
-// of its --peers which raft configuration they hold (checkRunningPeers). Replicas not up yet
-// refuse the connection at once; the wait is spent only on one that accepts and does not answer.
-var peersProbeWait = 3 * time.Second
+// DefaultPeersWait is NodeConfig.PeersWait's default (`ddpm coordinator --peers-wait`): how long
+// a replica starting on a new --data-dir asks the other replicas of its --peers which raft
+// configuration they hold (checkRunningPeers). Replicas not up yet refuse the connection at
+// once; the wait is spent only on one that accepts and does not answer.
+const DefaultPeersWait = 3 * time.Second
 
 // checkRunningPeers asks, before a replica whose --data-dir holds no raft.db yet writes anything
 // there (its --bootstrap configuration, or the leader's entries), every other replica of its
 // --peers at its gRPC address for the raft configuration it holds (Status, raft_servers), for at
-// most peersProbeWait. A replica that holds one other than --peers (other ids, or other raft
+// most cfg.PeersWait. A replica that holds one other than --peers (other ids, or other raft
 // addresses) means the replicas this one names already run a cluster whose members differ from
 // its --peers: started, it bootstrapped a configuration of its own (or ran with a list that
 // forwards to the wrong replicas) and was caught only on writes and at its next restart. The
@@ -38,7 +39,11 @@ func checkRunningPeers(cfg NodeConfig) error {
 	if _, err := os.Lstat(filepath.Join(cfg.DataDir, "raft.db")); !errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), peersProbeWait)
+	wait := cfg.PeersWait
+	if wait <= 0 {
+		wait = DefaultPeersWait
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	type answer struct {
 		peer    Peer

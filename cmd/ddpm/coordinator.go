@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -41,14 +42,14 @@ status 2 naming both releases (upgrade a run whole: README, "Upgrading ddpm"). D
 in --data-dir, or a raft.db that cannot be written, ends the replica with status 1 and one line
 naming the file: move such a --data-dir aside and start the replica again with the same --id
 and --peers, and it catches up from the other replicas. A --peers list other than the raft
-configuration in --data-dir (or, for a new --data-dir, than the configuration the other replicas
-of --peers already run: they are asked for up to 3 s, and ones that do not answer are passed
-over), an --http-addr, --grpc-addr or --raft-addr that is not host:port, a --data-dir another
-process holds (the replica started twice) and an address that cannot be bound (the port in use:
-its holder is named) exit with status 2 and one line, before raft starts. The start line names
---http-addr as bound (for 127.0.0.1:0, the port it got). Every flag can also come
-from the environment as DDPM_<FLAG> (for example
-DDPM_PEERS, DDPM_DATA_DIR, DDPM_CERTS). Links are mutual TLS with the --certs directory; plain
+configuration in --data-dir (or, for a new --data-dir, than the configuration the other
+replicas of --peers already run: they are asked for up to --peers-wait, and ones that do not
+answer are passed over), an --http-addr, --grpc-addr or --raft-addr that is not host:port, a
+--data-dir another process holds (the replica started twice) and an address that cannot be
+bound (the port in use: its holder is named) exit with status 2 and one line, before raft
+starts. The start line names --http-addr as bound (for 127.0.0.1:0, the port it got). Every
+flag can also come from the environment as DDPM_<FLAG> (for example DDPM_PEERS, DDPM_DATA_DIR,
+DDPM_CERTS). Links are mutual TLS with the --certs directory; plain
 text only with --insecure. --http-tls serves --http-addr over HTTPS with the --certs node
 certificate: /healthz and /readyz to anyone, everything else (the dashboard, /api/*, /metrics)
 only to a client certificate of the cluster's CA, of role operator or coordinator or none.`,
@@ -63,6 +64,7 @@ var coordFlags struct {
 	id, raftAddr, grpcAddr, httpAddr, peers, dataDir string
 	bootstrap, raftLog, httpTLS                      bool
 	rules                                            int
+	peersWait                                        time.Duration
 	run                                              *config.Flags
 	sec                                              *tlsauth.Config
 }
@@ -77,6 +79,8 @@ func init() {
 	f.StringVar(&coordFlags.peers, "peers", "", "every replica as id=raftaddr=grpcaddr, comma-separated")
 	f.StringVar(&coordFlags.dataDir, "data-dir", "", "directory for the raft log (bbolt) and snapshots, of its own (not a ddpm local run folder or a trainer's)")
 	f.BoolVar(&coordFlags.bootstrap, "bootstrap", false, "write the initial cluster configuration if the data dir is empty")
+	f.DurationVar(&coordFlags.peersWait, "peers-wait", coordinator.DefaultPeersWait,
+		"on a new --data-dir, how long to ask the other replicas of --peers which cluster they run")
 	f.BoolVar(&coordFlags.raftLog, "raft-log", false, "print hashicorp/raft's own log lines")
 	// Tests of mixed-release clusters play a replica of another release with it; hidden, since
 	// claiming other rules than the binary's defeats the guard it tests.
@@ -163,6 +167,9 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 	if err := coordinator.CheckDataDir(coordFlags.dataDir); err != nil {
 		return withExit(2, err)
 	}
+	if coordFlags.peersWait <= 0 {
+		return withExit(2, fmt.Errorf("coordinator: --peers-wait %v: want a duration above 0, such as %v", coordFlags.peersWait, coordinator.DefaultPeersWait))
+	}
 	if coordFlags.rules < 0 {
 		return withExit(2, fmt.Errorf("coordinator: --rules-version %d: want 0 (this binary's) or more", coordFlags.rules))
 	}
@@ -221,7 +228,7 @@ func runCoordinator(cmd *cobra.Command, _ []string) error {
 		nodeHTTP = ""
 	}
 	cfg := coordinator.NodeConfig{ID: coordFlags.id, RaftAddr: coordFlags.raftAddr, GRPCAddr: coordFlags.grpcAddr,
-		HTTPAddr: nodeHTTP, Peers: peers, DataDir: coordFlags.dataDir, Bootstrap: coordFlags.bootstrap,
+		HTTPAddr: nodeHTTP, Peers: peers, DataDir: coordFlags.dataDir, Bootstrap: coordFlags.bootstrap, PeersWait: coordFlags.peersWait,
 		Run: run, RunSource: runSource, Version: version.Version, Rules: coordFlags.rules, Logger: log, Security: sec}
 	if raftLog != nil {
 		cfg.RaftLog = raftLog

@@ -16,7 +16,9 @@ import (
 // --data-dir with a --peers that leaves c1 out, or that gives c1 another raft port, asks c0 and
 // is refused before it writes anything: one line naming c0's configuration and its own list,
 // status 2, its --data-dir left as it was (absent, or the empty folder it was). c1 with the
-// cluster's --peers starts. On the old code c2 bootstrapped its own configuration and ran,
+// cluster's --peers starts. The refused starts are given --peers-wait 1m, so a slow answer from
+// c0 is waited for (c1, not up, refuses the connection at once); --peers-wait 0 is refused. On
+// the old code c2 bootstrapped its own configuration and ran,
 // caught only on writes and at its next restart.
 func TestCoordinatorS26FreshWrongPeers(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
@@ -42,6 +44,8 @@ func TestCoordinatorS26FreshWrongPeers(t *testing.T) {
 	if err := os.Mkdir(empty, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	runRefused(t, bin, 2, "ddpm: coordinator: --peers-wait 0s: want a duration above 0, such as 3s\n",
+		append(start("c2", peers, filepath.Join(base, "c2")), "--peers-wait", "0")...)
 	for _, tc := range []struct {
 		peers, lists, dir string
 	}{
@@ -51,7 +55,7 @@ func TestCoordinatorS26FreshWrongPeers(t *testing.T) {
 		runRefused(t, bin, 2, "ddpm: coordinator: --peers is not the cluster's raft configuration: replica c0 (gRPC "+grpc[0]+
 			") runs a cluster of replicas "+held+" (id=raft address), --peers lists "+tc.lists+"; give this replica the --peers "+
 			"that cluster began with, or, if this --peers is the one meant, stop the replicas running the other cluster first "+
-			"(--data-dir "+tc.dir+" was left as it was)\n", start("c2", tc.peers, tc.dir)...)
+			"(--data-dir "+tc.dir+" was left as it was)\n", append(start("c2", tc.peers, tc.dir), "--peers-wait", "1m")...)
 	}
 	mustNotExist(t, filepath.Join(base, "c2"))
 	if ents, err := os.ReadDir(empty); err != nil || len(ents) != 0 {
