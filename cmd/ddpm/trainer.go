@@ -420,15 +420,15 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		}
 	}
 	// A cluster trainer's ports are bound before the volume is created or written: one in use
-	// is refused (listenFailure) with nothing left in --data-dir.
+	// is refused (trainerListen) with nothing left in --data-dir.
 	if !o.standalone {
-		if o.lis, err = net.Listen("tcp", o.listen); err != nil {
-			return listenFailure("--listen", o.listen, err)
+		if o.lis, err = trainerListen("--listen", o.listen); err != nil {
+			return err
 		}
 		defer o.lis.Close()
 		if o.httpAddr != "" {
-			if o.httpLis, err = net.Listen("tcp", o.httpAddr); err != nil {
-				return listenFailure("--http-addr", o.httpAddr, err)
+			if o.httpLis, err = trainerListen("--http-addr", o.httpAddr); err != nil {
+				return err
 			}
 			defer o.httpLis.Close()
 		}

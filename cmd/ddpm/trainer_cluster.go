@@ -412,16 +412,10 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	if err != nil {
 		return err
 	}
-	lis := o.lis
-	if lis == nil {
-		if lis, err = net.Listen("tcp", o.listen); err != nil {
-			return listenFailure("--listen", o.listen, err)
-		}
-	}
 	srv := grpc.NewServer(append(sec.ServerOptions(), allreduce.ServerOptions()...)...)
 	ep := allreduce.Register(srv)
 	checkpoint.RegisterTransfer(srv, node.Store)
-	go func() { _ = srv.Serve(lis) }()
+	go func() { _ = srv.Serve(o.lis) }()
 	defer srv.Stop()
 	health := newTrainerHealth(run, o.stallLimit, time.Now) // /healthz, /readyz (trainer_health.go)
 	// done ends a trainer whose run has succeeded: at once, or with --stay-after-done once
@@ -440,14 +434,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		}
 	}()
 	if o.httpAddr != "" {
-		// Listened on here, not in the serving goroutine, so a taken port stops the trainer
-		// with a line naming it (TestTrainerHTTPAddrInUse).
 		hl := o.httpLis
-		if hl == nil {
-			if hl, err = net.Listen("tcp", o.httpAddr); err != nil {
-				return listenFailure("--http-addr", o.httpAddr, err)
-			}
-		}
 		reg := metrics.NewRegistry()
 		node.Metrics = metrics.NewTrainer(reg)
 		mux := http.NewServeMux()
@@ -842,19 +829,56 @@ func holderFetch(dial []grpc.DialOption) trainer.FetchFunc {
 	}
 }
 
-// listenFailure is the exit of a trainer that cannot listen on addr, the value of flag. A port a
-// program listens on is the command's to change (status 2), naming what holds it (the trainer
-// started twice, another program). A port held only by a connection's local end or a TIME_WAIT
-// (what a restarted trainer of ddpm local meets when another process's outgoing connection took
-// its recorded port while it was down) frees by itself: status 1, which ddpm local and Kubernetes
-// restart, naming the holder. Anything else is status 1 with net.Listen's error.
-func listenFailure(flag, addr string, err error) error {
-	if errors.Is(err, syscall.EADDRINUSE) {
-		if held, ok := coordinator.HeldForNow(addr); ok {
-			return withExit(1, fmt.Errorf("%s %s: %s; start the trainer again", flag, addr, held))
-		}
-		return withExit(2, fmt.Errorf("%s %s: the port is in use by %s: stop that process, or give another %s", flag, addr,
-			coordinator.PortHolder(addr), flag))
+// listenTCP binds a trainer's --listen and --http-addr (net.Listen). A test replaces it to hand
+// the trainer a listener of its own, one whose Accept fails (TestTrainerS26GRPCServeStopped).
+var listenTCP = net.Listen
+
+// trainerListen binds addr, the value of flag (--listen, --http-addr), for TCP (listenTCP), with
+// the replicas' wording (listenError). A port a program listens on, an IP of no interface of this
+// machine or a privileged port is the command's to change: status 2, naming the flag, the address
+// and what holds the port (the trainer started twice, another program). A port held only by a
+// connection's local end or a TIME_WAIT (what a restarted trainer of ddpm local meets when another
+// process's outgoing connection took its recorded port while it was down) frees by itself: status
+// 1, which ddpm local and Kubernetes restart. Any other error of net.Listen: status 1.
+func trainerListen(flag, addr string) (net.Listener, error) {
+	l, err := listenTCP("tcp", addr)
+	if err == nil {
+		return l, nil
 	}
-	return withExit(1, fmt.Errorf("%s %s: %w", flag, addr, err))
+	err = listenError("trainer", flag, addr, "give another "+flag, "start the trainer again", err)
+	if errors.Is(err, coordinator.ErrListen) {
+		return nil, withExit(2, err)
+	}
+	return nil, withExit(1, err)
 }
+
+// listenError words err, net.Listen's failure to bind addr (the value of flag) for process
+// ("coordinator", "trainer"), as coordinator.ListenFlag words a replica's, with fix the way on for
+// a port in use or a privileged one and again what to do once a port held for now is free. A
+// port a program listens on, an IP of no interface or a privileged port matches
+// coordinator.ErrListen; a port held only by a connection or a TIME_WAIT matches
+// coordinator.ErrPortHeldForNow; anything else is err prefixed with the flag.
+func listenError(process, flag, addr, fix, again string, err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		if held, ok := coordinator.HeldForNow(addr); ok {
+			return &heldForNowError{fmt.Sprintf("%s: %s %s: %s; %s", process, flag, addr, held, again)}
+		}
+		return fmt.Errorf("%s: %w on %s %s: the port is in use by %s: stop that process, or %s",
+			process, coordinator.ErrListen, flag, addr, coordinator.PortHolder(addr), fix)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("%s: %w on %s %s: no network interface of this machine has that IP: give one of its addresses",
+			process, coordinator.ErrListen, flag, addr)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("%s: %w on %s %s: this user may not bind that port (below 1024 it needs privileges): %s",
+			process, coordinator.ErrListen, flag, addr, fix)
+	}
+	return fmt.Errorf("%s: %s %s: %w", process, flag, addr, err)
+}
+
+// heldForNowError is listenError's line for a port held for now; it matches
+// coordinator.ErrPortHeldForNow.
+type heldForNowError struct{ line string }
+
+func (e *heldForNowError) Error() string { return e.line }
+func (e *heldForNowError) Unwrap() error { return coordinator.ErrPortHeldForNow }

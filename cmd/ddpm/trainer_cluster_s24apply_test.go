@@ -46,7 +46,7 @@ func TestApplyS24TrainerListenInUse(t *testing.T) {
 		err = cmd.Run()
 		cancel()
 		var ee *exec.ExitError
-		want := "ddpm: " + flag + " " + addr + ": the port is in use by pid " + strconv.Itoa(os.Getpid()) + " (" +
+		want := "ddpm: trainer: cannot listen on " + flag + " " + addr + ": the port is in use by pid " + strconv.Itoa(os.Getpid()) + " (" +
 			procCommand(t, os.Getpid()) + "): stop that process, or give another " + flag + "\n"
 		if !errors.As(err, &ee) || ee.ExitCode() != 2 || stderr.String() != want {
 			t.Errorf("trainer with %s %s held: %v, stderr %q\nwant exit status 2, stderr %q", flag, addr, err, stderr.String(), want)

@@ -37,7 +37,7 @@ func TestTrainerHTTPAddrInUse(t *testing.T) {
 		t.Fatalf("the trainer still ran 20 s after --http-addr %s failed to listen (returned %v)", addr, err)
 	}
 	var ee *exitError
-	want := "--http-addr " + addr + ": the port is in use by pid " + strconv.Itoa(os.Getpid()) + " ("
+	want := "trainer: cannot listen on --http-addr " + addr + ": the port is in use by pid " + strconv.Itoa(os.Getpid()) + " ("
 	if !errors.As(err, &ee) || ee.code != 2 || !strings.HasPrefix(err.Error(), want) ||
 		!strings.HasSuffix(err.Error(), "): stop that process, or give another --http-addr") {
 		t.Fatalf("got %v, want exit 2 %q... naming this process", err, want)

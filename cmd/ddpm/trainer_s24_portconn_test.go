@@ -32,7 +32,7 @@ func TestTrainerPortHeldByConnectionRestartable(t *testing.T) {
 	cmd.Stderr = &stderr
 	err := cmd.Run()
 	var ee *exec.ExitError
-	want := "ddpm: --listen " + addr + ": the port is held for now by a connection of pid " + strconv.Itoa(os.Getpid()) +
+	want := "ddpm: trainer: --listen " + addr + ": the port is held for now by a connection of pid " + strconv.Itoa(os.Getpid()) +
 		" (" + procCommand(t, os.Getpid()) + ") to " + remote +
 		", not a listening program: it is free once that ends; start the trainer again\n"
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || stderr.String() != want {
