@@ -874,7 +874,11 @@ const MsgStayingUp = "the run is complete; the trainer stays up to serve this vo
 func stayUpAfterDone(ctx context.Context, stop <-chan struct{}, store *checkpoint.Store, run config.Run, o trainerOpts, health *trainerHealth, log *slog.Logger) error {
 	held := volumeStep(store)
 	health.done(fmt.Sprintf("the run is complete (step %d); serving this volume's committed checkpoints (newest: step %d) to ddpm checkpoint fetch", run.Steps, held))
-	log.Info(MsgStayingUp, "listen", o.listen, "http_addr", o.httpAddr, "step", run.Steps, "volume_step", held)
+	httpAddr := o.httpAddr
+	if o.httpLis != nil {
+		httpAddr = o.httpLis.Addr().String() // the port bound, which --http-addr :0 does not name
+	}
+	log.Info(MsgStayingUp, "listen", o.listen, "http_addr", httpAddr, "step", run.Steps, "volume_step", held)
 	select {
 	case <-stop:
 	case <-ctx.Done():

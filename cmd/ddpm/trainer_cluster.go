@@ -435,6 +435,8 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	}()
 	if o.httpAddr != "" {
 		hl := o.httpLis
+		// Named as bound in its lines, which --http-addr :0 (any free port) does not say.
+		httpWhat := coordinator.FlagAddr("--http-addr", o.httpAddr, hl.Addr().String())
 		reg := metrics.NewRegistry()
 		node.Metrics = metrics.NewTrainer(reg)
 		mux := http.NewServeMux()
@@ -447,12 +449,13 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 			if hs, err = sec.HTTPServer(mux); err != nil {
 				return withExit(2, err)
 			}
-			go serveHTTPS(hs, hl, "--http-addr "+o.httpAddr, node.Log)
+			go serveHTTPS(hs, hl, httpWhat, node.Log)
 		} else {
 			hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 			go func() { _ = hs.Serve(hl) }()
 		}
 		defer hs.Close()
+		node.Log.Info(MsgServingHTTP, "http_addr", hl.Addr().String(), "https", o.httpTLS)
 	}
 
 	cli, err := coordinator.Dial(addrs, sec, coordinator.WithLog(node.Log))
@@ -693,6 +696,11 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	}
 	return err
 }
+
+
+// MsgServingHTTP is the log line of a cluster trainer serving --http-addr; its http_addr is the
+// address bound (the port given, or the one --http-addr :0 got).
+const MsgServingHTTP = "serving /healthz, /readyz and /metrics"
 
 // MsgLeftOnFailure is the log message of a trainer that left the cluster on a failure of its
 // own (trainer.FailsRun false: its volume, its disk, its copy of the data), before it exits
