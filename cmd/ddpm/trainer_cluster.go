@@ -406,7 +406,23 @@ func (c *clusterCoord) WaitCommitted(ctx context.Context, step int64) (string, e
 //
 // A run that succeeds (with this trainer or without it) ends it with nil, or, with
 // --stay-after-done, keeps it up on these servers until SIGTERM (stayUpAfterDone).
-func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.Node, run config.Run, o trainerOpts, addrs []string) error {
+//
+// o.lis and o.httpLis are --listen and --http-addr, bound by runTrainer. A gRPC server on --listen
+// that stops serving while the trainer runs (its listener's Accept failing for good) leaves the
+// ring peers and checkpoint fetches without an answer: the trainer logs it (ServeLogged), leaves
+// the cluster if it had joined, and ends with status 1 and one line (ErrTrainerGRPCStopped), which
+// ddpm local and Kubernetes restart onto a new bind of the port. A plain HTTP server that stops is
+// one ERROR line; the trainer goes on, and its failing probes say the rest.
+func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.Node, run config.Run, o trainerOpts, addrs []string) (err error) {
+	ctx, serveFailed := context.WithCancelCause(ctx)
+	defer serveFailed(nil)
+	defer func() {
+		// Whatever the run was doing when the server stopped ended with ctx: the stop is the
+		// trainer's end and its line.
+		if cause := context.Cause(ctx); errors.Is(cause, ErrTrainerGRPCStopped) {
+			err = withExit(1, cause)
+		}
+	}()
 	outer := ctx // the process's: the run loop's own ends with the run
 	sec, err := loadSecurity(o.sec, node.Log)
 	if err != nil {
@@ -415,7 +431,12 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	srv := grpc.NewServer(append(sec.ServerOptions(), allreduce.ServerOptions()...)...)
 	ep := allreduce.Register(srv)
 	checkpoint.RegisterTransfer(srv, node.Store)
-	go func() { _ = srv.Serve(o.lis) }()
+	go func() {
+		what := coordinator.FlagAddr("--listen", o.listen, o.lis.Addr().String())
+		if serr := coordinator.ServeLogged(node.Log, coordinator.MsgGRPCStopped, what, func() error { return srv.Serve(o.lis) }); serr != nil {
+			serveFailed(fmt.Errorf("trainer: %w on %s: %v; stopping the trainer (exit 1) so that a restart binds the port again", ErrTrainerGRPCStopped, what, serr))
+		}
+	}()
 	defer srv.Stop()
 	health := newTrainerHealth(run, o.stallLimit, time.Now) // /healthz, /readyz (trainer_health.go)
 	// done ends a trainer whose run has succeeded: at once, or with --stay-after-done once
@@ -452,7 +473,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 			go serveHTTPS(hs, hl, httpWhat, node.Log)
 		} else {
 			hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-			go func() { _ = hs.Serve(hl) }()
+			go coordinator.ServeLogged(node.Log, coordinator.MsgHTTPStopped, httpWhat, func() error { return hs.Serve(hl) })
 		}
 		defer hs.Close()
 		node.Log.Info(MsgServingHTTP, "http_addr", hl.Addr().String(), "https", o.httpTLS)
@@ -626,6 +647,11 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 		}
 		node.Log.Info(msg, append([]any{"generation", gen}, attrs...)...)
 	}
+	if cause := context.Cause(outer); errors.Is(cause, ErrTrainerGRPCStopped) {
+		// The ring peers cannot reach it any more: the others go on at once without it.
+		leave(MsgLeftOnFailure, "err", cause.Error())
+		return withExit(1, cause)
+	}
 	if err == nil && isClosed(stop) {
 		leave(MsgLeft) // stopped on purpose, the step in flight finished
 		return nil
@@ -697,6 +723,11 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	return err
 }
 
+// ErrTrainerGRPCStopped: a cluster trainer's gRPC server on --listen stopped serving while the
+// trainer ran (its listener's Accept failed for good), as coordinator.ErrGRPCStopped is a
+// replica's: the ring peers and checkpoint fetches get no answer from it. runClusterTrainer then
+// ends with status 1 and one line matching it, which ddpm local and Kubernetes restart.
+var ErrTrainerGRPCStopped = errors.New("gRPC server stopped serving")
 
 // MsgServingHTTP is the log line of a cluster trainer serving --http-addr; its http_addr is the
 // address bound (the port given, or the one --http-addr :0 got).
