@@ -315,6 +315,9 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 	if err := checkHTTPTLS("trainer", o.httpTLS, o.httpAddr, o.sec, changedFlags(cmd.Flags())); err != nil {
 		return err
 	}
+	if err := checkHTTPAddr(o.httpAddr); o.httpAddr != "" && err != nil {
+		return withExit(2, fmt.Errorf("--http-addr %s: %w", o.httpAddr, err))
+	}
 	if err := checkDistinctPorts("trainer", "--listen", o.listen, "--http-addr", o.httpAddr); !o.standalone && err != nil {
 		return withExit(2, err)
 	}
@@ -1144,6 +1147,15 @@ func moveAside(path string) (string, error) {
 		}
 		return dst, nil
 	}
+}
+
+// checkHTTPAddr checks --http-addr before anything binds: a host:port (checkHostPort), or port
+// 0, any free port (the log says the one bound: MsgServingHTTP).
+func checkHTTPAddr(addr string) error {
+	if host, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
+		addr = net.JoinHostPort(host, "1") // the host checked as any other
+	}
+	return checkHostPort(addr)
 }
 
 // dataExit gives a dataset that cannot be read (trainer.ErrData: a corrupted prepared shard,
