@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -81,23 +80,21 @@ func openCheckpoint(path string) (*checkpoint.Store, error) {
 	return st, nil
 }
 
-// openRunCheckpoint is openCheckpoint for list and verify (command: "ddpm checkpoint list"),
-// which also say which file they read of a ddpm local run folder path when a trainer's file
-// there cannot be opened as a checkpoint file (damaged: checkpoint.ErrCorruptCheckpoint), as
-// trainer.CheckpointFileIn then takes another trainer's in silence. That is a warning line on
-// stderr, the status being the file read's:
-//
-//	ddpm checkpoint list: warning: runs/a/trainer-0/checkpoints.db is damaged (it cannot be opened as a checkpoint file); this read runs/a/trainer-1/checkpoints.db, the newest committed checkpoint of the run's other trainers (ddpm checkpoint verify runs/a/trainer-0/checkpoints.db names the damage)
-//
-// When every trainer's file is damaged, one line names them, status 1:
+// openRunCheckpoint is openCheckpoint for list and verify, which also find out, of a ddpm local
+// run folder path, which trainers' files there cannot be opened as checkpoint files (damaged:
+// checkpoint.ErrCorruptCheckpoint), as trainer.CheckpointFileIn passes over them in silence;
+// damaged lists them (nil for any other path). The store is the file CheckpointFileIn takes, or
+// when that is a damaged one, the first other (its holder named if it is in use). An error of
+// opening it ends with the damaged files ("; F is damaged too ..."); when every trainer's file
+// is damaged, it is one line naming them, status 1:
 //
 //	checkpoint runs/a: every trainer's checkpoint file is damaged (runs/a/trainer-0/checkpoints.db, runs/a/trainer-1/checkpoints.db cannot be opened as checkpoint files; ddpm checkpoint verify FILE names the damage of one)
 //
 // A file a trainer moved aside (checkpoints.db.damaged-UTCTIME) is not a trainer's file: it is
 // neither read nor named.
-func openRunCheckpoint(command, path string, stderr io.Writer) (*checkpoint.Store, error) {
+func openRunCheckpoint(path string) (st *checkpoint.Store, damaged []string, err error) {
 	files := trainerFilesIn(path)
-	var damaged, whole []string
+	var whole []string
 	for _, f := range files {
 		st, err := checkpoint.Open(f, checkpoint.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
 		if err == nil {
@@ -110,52 +107,67 @@ func openRunCheckpoint(command, path string, stderr io.Writer) (*checkpoint.Stor
 		}
 	}
 	if len(damaged) == 0 || len(files) == 1 { // one trainer: openCheckpoint's line names its damage
-		return openCheckpoint(path)
+		st, err := openCheckpoint(path)
+		return st, nil, err
 	}
 	if len(whole) == 0 {
-		return nil, withExit(exitBadData, fmt.Errorf("checkpoint %s: every trainer's checkpoint file is damaged (%s cannot be opened as checkpoint files; ddpm checkpoint verify FILE names the damage of one)",
+		return nil, damaged, withExit(exitBadData, fmt.Errorf("checkpoint %s: every trainer's checkpoint file is damaged (%s cannot be opened as checkpoint files; ddpm checkpoint verify FILE names the damage of one)",
 			path, strings.Join(damaged, ", ")))
 	}
 	file, err := trainer.CheckpointFileIn(path)
 	if err != nil || slices.Contains(damaged, file) {
 		file = whole[0] // the others are held by live trainers: openCheckpoint names the holder
 	}
-	st, err := openCheckpoint(file)
-	if err != nil {
-		return nil, err
+	if st, err = openCheckpoint(file); err != nil {
+		return nil, damaged, damagedToo(err, damaged)
 	}
-	what := damaged[0] + " is"
-	if len(damaged) > 1 {
-		what = strings.Join(damaged, ", ") + " are"
-	}
-	verify := "ddpm checkpoint verify FILE names the damage"
-	if len(damaged) == 1 {
-		verify = "ddpm checkpoint verify " + shellWord(damaged[0]) + " names the damage"
-	}
-	fmt.Fprintf(stderr, "%s: warning: %s damaged (it cannot be opened as a checkpoint file); this read %s, the newest committed checkpoint of the run's other trainers (%s)\n",
-		command, what, file, verify)
-	return st, nil
+	return st, damaged, nil
 }
 
-// trainerFilesIn lists the trainers' checkpoint files (RUN/trainer-I/checkpoints.db, in order
-// of I, as trainer.CheckpointFileIn looks for them) of path when it is a folder without a
-// checkpoint file of its own; nil for any other path.
+// damagedIs says that the trainers' files damaged cannot be opened as checkpoint files:
+// "runs/a/trainer-0/checkpoints.db is damaged (it cannot be opened as a checkpoint file)",
+// "A, B are damaged (they cannot ...)".
+func damagedIs(damaged []string) string {
+	if len(damaged) == 1 {
+		return damaged[0] + " is damaged (it cannot be opened as a checkpoint file)"
+	}
+	return strings.Join(damaged, ", ") + " are damaged (they cannot be opened as checkpoint files)"
+}
+
+// damagedToo adds to err (its exit status kept) that the trainers' files damaged are damaged:
+// "ERR; runs/a/trainer-0/checkpoints.db is damaged too (...)". err itself without any.
+func damagedToo(err error, damaged []string) error {
+	if len(damaged) == 0 {
+		return err
+	}
+	code := exitBadData
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	return withExit(code, fmt.Errorf("%w; %s", err, strings.Replace(damagedIs(damaged), " damaged (", " damaged too (", 1)))
+}
+
+// damagedVerify says how to see the damage of the trainers' files damaged: "ddpm checkpoint
+// verify F names the damage" (with FILE for several).
+func damagedVerify(damaged []string) string {
+	if len(damaged) == 1 {
+		return "ddpm checkpoint verify " + shellWord(damaged[0]) + " names the damage"
+	}
+	return "ddpm checkpoint verify FILE names the damage"
+}
+
+// trainerFilesIn lists the trainers' checkpoint files of path (localrun.TrainerCheckpointFiles,
+// the files trainer.CheckpointFileIn chooses from) when it is a folder without a checkpoint file
+// of its own; nil for any other path.
 func trainerFilesIn(path string) []string {
-	if !isDir(path) || exists(filepath.Join(path, trainer.CheckpointFile)) {
+	if !isDir(path) {
 		return nil
 	}
-	var files []string
-	for i := 0; exists(localrun.TrainerDir(path, i)); i++ {
-		if f := filepath.Join(localrun.TrainerDir(path, i), trainer.CheckpointFile); exists(f) {
-			files = append(files, f)
-		}
+	if _, err := os.Stat(filepath.Join(path, trainer.CheckpointFile)); err == nil {
+		return nil
 	}
-	return files
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
+	return localrun.TrainerCheckpointFiles(path)
 }
 
 // checkpointPermission is the line, exit status 2, of a checkpoint file this user may not read
@@ -388,11 +400,11 @@ func shortSum(s string) string {
 
 // runFolderHelp says which file list and verify read of a ddpm local run folder.
 const runFolderHelp = `Of a ddpm local run folder, list and verify read the file of the trainer holding the newest
-committed checkpoint (trainer-0's unless another got further). A trainer's file there that cannot be
-opened as a checkpoint file (damaged) is named in a warning line on stderr, with the file read
-instead; the exit status is then the file read's (verify the damaged one by its path: status
-1). When every trainer's file is damaged, one line names them, status 1. A file a trainer moved
-aside (checkpoints.db.damaged-UTCTIME) is not read.`
+committed checkpoint (trainer-0's unless another got further). When a trainer's file there
+cannot be opened as a checkpoint file (damaged), list says so in a warning line on stderr,
+naming it and the file it read instead, and exits as for that file; verify checks the file it
+reads, then exits with status 1 naming both. When every trainer's file is damaged, one line
+names them, status 1. A file a trainer moved aside (checkpoints.db.damaged-UTCTIME) is not read.`
 
 // stateHashHelp explains list's and verify's state hash.
 const stateHashHelp = `The state hash (STATE) is a sha256 over what determines the rest of the run: the step, the
@@ -415,11 +427,16 @@ exits with status 1.
 ` + stateHashHelp,
 	Args: checkpointFileArg,
 	RunE: func(cmd *cobra.Command, args []string) error {
-		st, err := openRunCheckpoint("ddpm checkpoint list", args[0], cmd.ErrOrStderr())
+		st, damagedFiles, err := openRunCheckpoint(args[0])
 		if err != nil {
 			return err
 		}
 		defer st.Close()
+		if len(damagedFiles) > 0 {
+			// The rows are of another trainer's file: which, and which file is damaged.
+			fmt.Fprintf(cmd.ErrOrStderr(), "ddpm checkpoint list: warning: %s; this read %s, the newest committed checkpoint of the run's other trainers (%s)\n",
+				damagedIs(damagedFiles), st.Path(), damagedVerify(damagedFiles))
+		}
 		list, err := st.List()
 		if err != nil {
 			return withExit(exitBadData, err)
@@ -469,7 +486,7 @@ one is printed with its state hash in full; a damaged one, status 1.
 ` + stateHashHelp,
 		Args: checkpointFileArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := openRunCheckpoint("ddpm checkpoint verify", args[0], cmd.ErrOrStderr())
+			st, damaged, err := openRunCheckpoint(args[0])
 			if err != nil {
 				return err
 			}
@@ -490,7 +507,7 @@ one is printed with its state hash in full; a damaged one, status 1.
 				state, err := st.VerifyState(s)
 				if err != nil {
 					if errors.Is(err, checkpoint.ErrNotFound) {
-						return missingStep(st, s)
+						return damagedToo(missingStep(st, s), damaged)
 					}
 					bad++
 					fmt.Fprintf(cmd.OutOrStdout(), "step %d: %v\n", s, err)
@@ -499,7 +516,12 @@ one is printed with its state hash in full; a damaged one, status 1.
 				fmt.Fprintf(cmd.OutOrStdout(), "step %d: ok, state %s\n", s, state)
 			}
 			if bad > 0 {
-				return withExit(exitBadData, fmt.Errorf("%s: %d of %d checkpoints are damaged", args[0], bad, len(steps)))
+				return damagedToo(withExit(exitBadData, fmt.Errorf("%s: %d of %d checkpoints are damaged", args[0], bad, len(steps))), damaged)
+			}
+			if len(damaged) > 0 {
+				// What verified is another trainer's file; the run folder holds damage still.
+				return withExit(exitBadData, fmt.Errorf("%s: %s verified in %s, the newest committed checkpoint of the run's other trainers, but %s: %s",
+					args[0], countNoun(len(steps), "checkpoint", "checkpoints"), st.Path(), damagedIs(damaged), damagedVerify(damaged)))
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s verified\n", args[0], countNoun(len(steps), "checkpoint", "checkpoints"))
 			return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,11 +88,13 @@ func s26Run(t *testing.T, bin string, args ...string) (stdout, stderr string, co
 }
 
 // TestCheckpointS26RunDamagedTrainerNamed: checkpoint list and verify of a ddpm local run folder
-// whose trainer-0 file is damaged read trainer-1's and say so in one warning line on stderr
-// (which file they read, which one is damaged), the status that of the file read (0: it is
-// whole); a file a trainer moved aside (checkpoints.db.damaged-UTCTIME) beside trainer-1's is
-// neither read nor named. With every trainer's file damaged: one line naming them, status 1.
-// They read trainer-1's in silence, and with both damaged named trainer-0's alone.
+// whose trainer-0 file is damaged read trainer-1's and say so in one line on stderr naming the
+// file read and the damaged one: list's a warning, status 0 (its rows are whole), verify's its
+// error line, status 1 (the run folder holds damage) after trainer-1's steps verified. A file a
+// trainer moved aside (checkpoints.db.damaged-UTCTIME) beside trainer-1's is neither read nor
+// named. With trainer-1's file held by a live writer: the in-use line (status 2), the damage of
+// trainer-0's added to it. With every trainer's file damaged: one line naming them, status 1.
+// They read trainer-1's in silence (verify exited 0), and otherwise named trainer-0's alone.
 func TestCheckpointS26RunDamagedTrainerNamed(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
 	dir, files := s26RunFolder(t)
@@ -104,29 +107,45 @@ func TestCheckpointS26RunDamagedTrainerNamed(t *testing.T) {
 	if err := os.WriteFile(aside, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	const cannot = " is damaged (it cannot be opened as a checkpoint file)"
+
+	out, errText, code := s26Run(t, bin, "checkpoint", "list", dir)
+	want := "ddpm checkpoint list: warning: " + files[0] + cannot + "; this read " + files[1] +
+		", the newest committed checkpoint of the run's other trainers (ddpm checkpoint verify " + files[0] + " names the damage)\n"
+	rows := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || errText != want || len(rows) != 3 || !strings.HasPrefix(rows[1], "0 ") || !strings.HasPrefix(rows[2], "1 ") {
+		t.Errorf("checkpoint list RUN: status %d, stderr %q, stdout\n%s\nwant status 0, stderr %q, a header and the rows of trainer-1's steps 0 and 1", code, errText, out, want)
+	}
+
+	out, errText, code = s26Run(t, bin, "checkpoint", "verify", dir)
+	want = "ddpm: " + dir + ": 2 checkpoints verified in " + files[1] + ", the newest committed checkpoint of the run's other trainers, but " +
+		files[0] + cannot + ": ddpm checkpoint verify " + files[0] + " names the damage\n"
+	rows = strings.Split(strings.TrimSpace(out), "\n")
+	if code != exitBadData || errText != want || len(rows) != 2 || !strings.HasPrefix(rows[0], "step 0: ok, state ") || !strings.HasPrefix(rows[1], "step 1: ok, state ") {
+		t.Errorf("checkpoint verify RUN: status %d, stderr %q, stdout\n%s\nwant status %d, stderr %q, steps 0 and 1 ok", code, errText, out, exitBadData, want)
+	}
+
+	// trainer-1's file held by a writer (this process), as a live trainer holds it.
+	live, err := checkpoint.Open(files[1], checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs := filepath.Join(dir, localrun.CertsDir)
+	want = fmt.Sprintf("ddpm: checkpoint: %s in use by process %d (trainer-1 of the ddpm local run %s: copy a committed checkpoint out of it with: "+
+		"ddpm checkpoint fetch 127.0.0.1:40031 --certs %s --step N --out %s, N a committed step that ddpm status %s lists); %s is damaged too (it cannot be opened as a checkpoint file)\n",
+		files[1], os.Getpid(), dir, certs, filepath.Join(dir, "step-N.db"), dir, files[0])
 	for _, command := range []string{"list", "verify"} {
 		out, errText, code := s26Run(t, bin, "checkpoint", command, dir)
-		want := "ddpm checkpoint " + command + ": warning: " + files[0] + " is damaged (it cannot be opened as a checkpoint file); this read " + files[1] +
-			", the newest committed checkpoint of the run's other trainers (ddpm checkpoint verify " + files[0] + " names the damage)\n"
-		if code != 0 || errText != want {
-			t.Errorf("checkpoint %s RUN: status %d, stderr %q;\nwant status 0, stderr %q\nstdout:\n%s", command, code, errText, want, out)
+		if code != exitUsage || errText != want || out != "" {
+			t.Errorf("checkpoint %s RUN, trainer-1's file in use: status %d, stdout %q, stderr %q;\nwant status %d, no stdout, stderr %q", command, code, out, errText, exitUsage, want)
 		}
-		// trainer-1's two steps were read.
-		rows := strings.Split(strings.TrimSpace(out), "\n")
-		switch command {
-		case "list":
-			if len(rows) != 3 || !strings.HasPrefix(rows[1], "0 ") || !strings.HasPrefix(rows[2], "1 ") {
-				t.Errorf("checkpoint list RUN: stdout %q, want a header and the rows of steps 0 and 1", out)
-			}
-		case "verify":
-			if last := rows[len(rows)-1]; last != dir+": 2 checkpoints verified" {
-				t.Errorf("checkpoint verify RUN: last line %q, want %q", last, dir+": 2 checkpoints verified")
-			}
-		}
+	}
+	if err := live.Close(); err != nil {
+		t.Fatal(err)
 	}
 
 	s26Damage(t, files[1])
-	want := "ddpm: checkpoint " + dir + ": every trainer's checkpoint file is damaged (" + files[0] + ", " + files[1] +
+	want = "ddpm: checkpoint " + dir + ": every trainer's checkpoint file is damaged (" + files[0] + ", " + files[1] +
 		" cannot be opened as checkpoint files; ddpm checkpoint verify FILE names the damage of one)\n"
 	for _, command := range []string{"list", "verify"} {
 		out, errText, code := s26Run(t, bin, "checkpoint", command, dir)
@@ -139,7 +158,9 @@ func TestCheckpointS26RunDamagedTrainerNamed(t *testing.T) {
 // TestCheckpointS26MovedAsideNotRead: a trainer-0 that moved its damaged file aside
 // (checkpoints.db.damaged-UTCTIME) and started a fresh one: list and verify of the run folder
 // read the fresh file (trainer-0's, as far as trainer-1's) without a warning, and one whose
-// fresh file is not there yet reads trainer-1's, also without one: nothing is damaged.
+// fresh file is not there yet reads trainer-1's, also without one: nothing is damaged. The old
+// code passed this too (it never looked at such files); it guards the new look at every
+// trainer's file (localrun.TrainerCheckpointFiles), which must not take a moved file for one.
 func TestCheckpointS26MovedAsideNotRead(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
 	dir, files := s26RunFolder(t)

@@ -124,6 +124,21 @@ func CoordinatorDir(out string, i int) string {
 }
 func TrainerDir(out string, i int) string { return filepath.Join(out, "trainer-"+strconv.Itoa(i)) }
 
+// TrainerCheckpointFiles lists the trainers' checkpoint files (trainer.CheckpointFile,
+// checkpoints.db) of the run folder out, in order of I: OUT/trainer-0/checkpoints.db if it
+// exists, then OUT/trainer-I/checkpoints.db for I = 1, 2, ... up to the first trainer-I folder
+// that does not exist (a folder without the file is passed over). A file a trainer moved aside
+// (checkpoints.db.damaged-UTCTIME) is none of them. nil when there are none.
+func TrainerCheckpointFiles(out string) []string {
+	var files []string
+	for i := 0; i == 0 || exists(TrainerDir(out, i)); i++ {
+		if f := filepath.Join(TrainerDir(out, i), "checkpoints.db"); exists(f) {
+			files = append(files, f)
+		}
+	}
+	return files
+}
+
 // IsRunFolder reports whether dir is a ddpm local run folder: it holds local.json, or
 // trainer-0/checkpoints.db (a run folder whose manifest was lost still has its first trainer's
 // volume). Commands that take a folder of another kind (a trainer's volume, a coordinator's raft
