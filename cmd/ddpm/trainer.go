@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"ddpm/checkpoint"
@@ -148,7 +149,14 @@ default) it exits with status 2 and one line saying to give --certs this cluster
 	f.BoolVar(&o.stayAfterDone, "stay-after-done", false, "once the run has succeeded, stay up idle until SIGTERM instead of exiting 0: /healthz and /readyz answer 200 and --listen serves this volume's committed checkpoints to ddpm checkpoint fetch (for a Kubernetes StatefulSet, which restarts a container that exits)")
 	f.DurationVar(&o.certRefusalWait, "cert-refusal-wait", defaultCertRefusalWait, "how long joining may hear only certificate refusals (--certs of another cluster's CA) before the trainer exits with status 2 (positive)")
 	o.sec = tlsauth.AddFlags(f)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runTrainer(cmd, rf, o) }
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		// Read before o is handed on: its fields are the flags' values.
+		onCmdline := changedFlags(cmd.Flags())
+		if err := flagsFromEnvOnly(cmd.Flags(), trainerEnvFlags...); err != nil {
+			return withExit(2, err)
+		}
+		return runTrainer(cmd, rf, o, onCmdline)
+	}
 	return cmd
 }
 
@@ -290,7 +298,9 @@ func (c volumeClaim) bind(log *slog.Logger) error {
 	return nil
 }
 
-func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
+// runTrainer runs `ddpm trainer` with the options o; onCmdline names the flags the command line
+// set (changedFlags: the others came from the environment, trainerEnvFlags, or are defaults).
+func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts, onCmdline map[string]bool) error {
 	if o.dataDir == "" {
 		return withExit(2, errors.New("--data-dir is required"))
 	}
@@ -310,9 +320,13 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts) error {
 		return withExit(2, err)
 	}
 	if o.standalone && o.httpTLS {
-		return withExit(2, errors.New("--http-tls is for a cluster trainer: a standalone trainer serves no HTTP"))
+		given := "--http-tls"
+		if !onCmdline["http-tls"] {
+			given = envKey("http-tls")
+		}
+		return withExit(2, fmt.Errorf("%s is for a cluster trainer: a standalone trainer serves no HTTP", given))
 	}
-	if err := checkHTTPTLS("trainer", o.httpTLS, o.httpAddr, o.sec, changedFlags(cmd.Flags())); err != nil {
+	if err := checkHTTPTLS("trainer", o.httpTLS, o.httpAddr, o.sec, onCmdline); err != nil {
 		return err
 	}
 	if err := checkHTTPAddr(o.httpAddr); o.httpAddr != "" && err != nil {
@@ -1147,6 +1161,23 @@ func moveAside(path string) (string, error) {
 		}
 		return dst, nil
 	}
+}
+
+
+// trainerEnvFlags are the flags `ddpm trainer` also takes from the environment, as DDPM_<FLAG>
+// (flagsFromEnvOnly), when the command line leaves them unset: DDPM_HTTP_TLS, as a coordinator
+// reads it.
+var trainerEnvFlags = []string{"http-tls"}
+
+// flagsFromEnvOnly sets the flags names of fs that the command line left unset from DDPM_<NAME>
+// (flagsFromEnv, the coordinators' reading: the same names, values and refusals); the other
+// flags of fs are not read from the environment.
+func flagsFromEnvOnly(fs *pflag.FlagSet, names ...string) error {
+	only := pflag.NewFlagSet(fs.Name(), pflag.ContinueOnError)
+	for _, n := range names {
+		only.AddFlag(fs.Lookup(n))
+	}
+	return flagsFromEnv(only)
 }
 
 // checkHTTPAddr checks --http-addr before anything binds: a host:port (checkHostPort), or port
