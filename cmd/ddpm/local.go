@@ -535,6 +535,10 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 	if msg := localWarmupWarning(run.Steps, run.WarmupSteps, run.LR); msg != "" && o.resume == "" {
 		fmt.Fprintln(stderr, msg)
 	}
+	dropEnv := childFlagEnv()
+	if len(dropEnv) > 0 {
+		fmt.Fprintln(stderr, droppedEnvLine(dropEnv))
+	}
 	fmt.Fprintln(stderr, coordinatorsLine(out, man))
 
 	cfgPath := filepath.Join(out, localrun.ConfigFile)
@@ -546,7 +550,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 		coordNames = append(coordNames, name)
 		// A coordinator never finishes on its own: any exit the run did not ask for (a crash, a
 		// SIGTERM from outside) is restarted.
-		sp := localrun.Spec{Name: name, Args: args, Restart: coordinatorRestarts, RestartWindow: restartWindow, Ready: coordinatorStarted, StartAttempts: startAttempts, FatalStatus: 2,
+		sp := localrun.Spec{Name: name, Args: args, DropEnv: dropEnv, Restart: coordinatorRestarts, RestartWindow: restartWindow, Ready: coordinatorStarted, StartAttempts: startAttempts, FatalStatus: 2,
 			Finished: func([]byte) bool { return false }}
 		if err := sup.Start(sp); err != nil {
 			sup.Close(o.grace)
@@ -560,8 +564,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 		args := []string{"trainer", "--id", name, "--coordinator", strings.Join(grpcAddrs, ","),
 			"--listen", localrun.Addr(p.Listen), "--http-addr", localrun.Addr(p.HTTP),
 			"--data-dir", localrun.TrainerDir(out, i), "--config", cfgPath, "--certs", certs}
-		// Said either way: a DDPM_HTTP_TLS in this environment, which the children inherit, is
-		// not the run's choice (local.json's, as the dashboard line says it).
+		// Said either way, as the dashboard line says it (DDPM_HTTP_TLS is dropped: childFlagEnv).
 		args = append(args, fmt.Sprintf("--http-tls=%t", man.HTTPTLS))
 		if o.init != "" {
 			args = append(args, "--init", o.init)
@@ -573,7 +576,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 		// does one that exits with status 2, refused input, whenever it does (a dataset that is
 		// not the run's, a prepared shard found corrupted mid-run), and one that fails again
 		// with its restarts spent.
-		sp := localrun.Spec{Name: name, Args: args, Restart: trainerRestarts, RestartWindow: restartWindow, RestartDelay: delay,
+		sp := localrun.Spec{Name: name, Args: args, DropEnv: dropEnv, Restart: trainerRestarts, RestartWindow: restartWindow, RestartDelay: delay,
 			Ready: trainerStepped, StartAttempts: startAttempts, FatalStatus: 2, FatalAnyTime: true, Finished: trainerFinished}
 		if err := sup.Start(sp); err != nil {
 			sup.Close(o.grace)
@@ -1284,6 +1287,45 @@ func httpTLSChanged(out string, tls bool) error {
 		out, filepath.Join(out, localrun.ManifestFile))
 }
 
+// childFlagEnv names, sorted, the variables of this environment that ddpm coordinator or ddpm
+// trainer would read as one of their flags (DDPM_<FLAG>: DDPM_LR, DDPM_HTTP_TLS, DDPM_INSECURE,
+// ...). The run's processes do not get them (localrun.Spec.DropEnv): their settings are the
+// run's, run.yaml and local.json, and a DDPM_LR exported in the shell made the coordinators
+// run another config than the trainers' run.yaml, which failed their join.
+func childFlagEnv() []string {
+	var cmds []*cobra.Command
+	for _, name := range []string{"coordinator", "trainer"} {
+		if c, _, err := rootCmd.Find([]string{name}); err == nil && c != rootCmd {
+			cmds = append(cmds, c)
+		}
+	}
+	var names []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		flag, ok := strings.CutPrefix(name, "DDPM_")
+		if !ok {
+			continue
+		}
+		flag = strings.ToLower(strings.ReplaceAll(flag, "_", "-"))
+		if slices.ContainsFunc(cmds, func(c *cobra.Command) bool { return c.Flags().Lookup(flag) != nil }) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// droppedEnvLine says which variables (childFlagEnv) the run's processes do not get:
+//
+//	ddpm local: DDPM_LR is set here but not passed to the run's coordinators and trainers (their settings are the run's: run.yaml and local.json)
+func droppedEnvLine(names []string) string {
+	is := " is set"
+	if len(names) > 1 {
+		is = " are set"
+	}
+	return "ddpm local: " + strings.Join(names, ", ") + is + " here but not passed to the run's coordinators and trainers (their settings are the run's: run.yaml and local.json)"
+}
+
 // coordinatorArgs builds each replica's command line; the first replica bootstraps a new cluster.
 func coordinatorArgs(out, cfgPath, certs string, m localrun.Manifest) [][]string {
 	peers := make([]string, m.Coordinators)
@@ -1298,7 +1340,7 @@ func coordinatorArgs(out, cfgPath, certs string, m localrun.Manifest) [][]string
 		// Every replica bootstraps with the same configuration (a no-op on a data dir that
 		// already holds raft state, as on --resume) and submits the same run config.
 		args = append(args, "--bootstrap", "--config", cfgPath)
-		args = append(args, fmt.Sprintf("--http-tls=%t", m.HTTPTLS)) // DDPM_HTTP_TLS is not the run's
+		args = append(args, fmt.Sprintf("--http-tls=%t", m.HTTPTLS)) // said either way, as the dashboard line
 		all = append(all, args)
 	}
 	return all

@@ -201,17 +201,23 @@ func TestLocalS26HTTPTLSResumePlainRun(t *testing.T) {
 	}
 }
 
-// TestLocalS26PlainDespiteEnv: a run without --http-tls serves plain HTTP, as its dashboard line
-// says, even with DDPM_HTTP_TLS=true in the environment of ddpm local, which its children
-// inherit: they are told the run's choice. Before, the coordinators took DDPM_HTTP_TLS and
-// served HTTPS under a line saying http://.
-func TestLocalS26PlainDespiteEnv(t *testing.T) {
+// TestLocalS26ChildrenWithoutFlagEnv: the DDPM_<FLAG> variables of ddpm coordinator's and ddpm
+// trainer's flags in ddpm local's environment, which its children inherited, are not passed to
+// them, and one line says so: with DDPM_HTTP_TLS=true a run without --http-tls serves plain
+// HTTP, as its dashboard line says (the coordinators served HTTPS under a line saying
+// http://), and with DDPM_LR=0.5 the run trains on its run.yaml (the coordinators took the lr
+// on top of it, and the trainers' join failed on the config mismatch, exit 1).
+func TestLocalS26ChildrenWithoutFlagEnv(t *testing.T) {
 	out := makeLocalRun(t, 1, func(r *config.Run) { r.Steps, r.CheckpointEvery = 100000, 50 })
 	man, err := localrun.ReadManifest(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	live, stop := s26Local(t, out, []string{"DDPM_HTTP_TLS=true"}, "--resume", out, "--quiet")
+	live, stop := s26Local(t, out, []string{"DDPM_HTTP_TLS=true", "DDPM_LR=0.5"}, "--resume", out, "--quiet")
+	want := "ddpm local: DDPM_HTTP_TLS, DDPM_LR are set here but not passed to the run's coordinators and trainers (their settings are the run's: run.yaml and local.json)\n"
+	if !strings.Contains(live.String(), "\n"+want) {
+		t.Errorf("no line %q in:\n%s", want, live)
+	}
 	dash := localrun.Addr(man.CoordinatorPorts[0].HTTP)
 	if !strings.Contains(live.String(), "; dashboard http://"+dash+"/\n") {
 		t.Errorf("no dashboard line with http://%s/ in:\n%s", dash, live)

@@ -65,6 +65,10 @@ type Spec struct {
 	Args []string
 	// Env is added to the supervisor's own environment.
 	Env []string
+	// DropEnv names variables of the supervisor's environment the process does not get (ddpm
+	// local drops the DDPM_<FLAG> variables of ddpm coordinator's and ddpm trainer's flags: the
+	// run's settings are its own, not whatever its user's shell exports).
+	DropEnv []string
 	// Restart, when positive, restarts the process up to this many times if it exits with an
 	// error or by a signal the supervisor did not send (as a Kubernetes StatefulSet would):
 	// this many within any RestartWindow, or over the process's whole life when RestartWindow
@@ -261,6 +265,22 @@ func isDone(c chan struct{}) bool {
 	}
 }
 
+// environWithout is this process's environment less the variables named in drop.
+func environWithout(drop []string) []string {
+	env := os.Environ()
+	if len(drop) == 0 {
+		return env
+	}
+	kept := env[:0:0]
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(drop, name) {
+			kept = append(kept, kv)
+		}
+	}
+	return kept
+}
+
 // launch starts p's process; s.mu is held.
 func (s *Supervisor) launch(p *proc) error {
 	logf, err := os.OpenFile(filepath.Join(s.logDir, p.spec.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -268,7 +288,7 @@ func (s *Supervisor) launch(p *proc) error {
 		return err
 	}
 	cmd := exec.Command(s.exe, p.spec.Args...)
-	cmd.Env = append(os.Environ(), p.spec.Env...)
+	cmd.Env = append(environWithout(p.spec.DropEnv), p.spec.Env...)
 	// A process group of its own: the terminal's Ctrl-C reaches only the supervisor, which then
 	// stops the children in order (trainers before coordinators). Should the supervisor die
 	// without doing so, the kernel sends its children SIGTERM (Pdeathsig): no orphans.
