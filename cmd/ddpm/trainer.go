@@ -450,6 +450,17 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts, onCmdline m
 			defer o.httpLis.Close()
 		}
 	}
+	// A trainer that ends before the coordinators accepted it (a wrong --coordinator, refused
+	// run flags, stopped while joining) leaves --data-dir as it found it: the folders it made
+	// and a checkpoint file it made that holds nothing are removed (removeEmptyDirs,
+	// removeUnusedFile).
+	bound := false
+	made := missingDirs(o.dataDir)
+	defer func() {
+		if !bound {
+			removeEmptyDirs(made)
+		}
+	}()
 	// Only a run that checked out may use the volume: a refused command writes nothing in it.
 	claim, err := checkDataDir(o.dataDir, run)
 	if err != nil {
@@ -468,6 +479,8 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts, onCmdline m
 		return withExit(1, err)
 	}
 	log := newProcessLogger("trainer", o.id)
+	_, serr := os.Stat(dbPath)
+	newDB := errors.Is(serr, fs.ErrNotExist)
 	store, err := openVolume(dbPath, o.standalone)
 	if err != nil && !o.standalone && errors.Is(err, checkpoint.ErrCorruptCheckpoint) {
 		// A damaged file: moved aside for a fresh one when a peer holds the run's newest
@@ -483,6 +496,11 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts, onCmdline m
 		return withExit(1, advised(err, o.dataDir))
 	}
 	defer store.Close()
+	defer func() {
+		if newDB && !bound {
+			removeUnusedFile(store, dbPath, log)
+		}
+	}()
 	if o.init != "" {
 		if claim.init, err = filepath.Abs(o.init); err != nil {
 			return withExit(2, err)
@@ -532,7 +550,10 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts, onCmdline m
 	// run.yaml binds the volume to the run: a cluster trainer writes it only once the
 	// coordinators accepted its run config, so that one refused (wrong run flags) or never
 	// answered leaves the volume free for the right run.
-	o.bind = func() error { return claim.bind(log) }
+	o.bind = func() error {
+		bound = true
+		return claim.bind(log)
+	}
 	if o.standalone {
 		if err := o.bind(); err != nil {
 			return withExit(1, err)
@@ -1163,6 +1184,43 @@ func moveAside(path string) (string, error) {
 	}
 }
 
+// removeUnusedFile removes the checkpoint file at path, which this process created and holds open
+// as store, when it holds no checkpoint: a cluster trainer that ends before the coordinators
+// accepted it (a wrong --coordinator, refused run flags, stopped while joining) leaves no file
+// behind in --data-dir. It is removed while store still holds the file's lock, so no other
+// trainer has opened it meanwhile. A file that cannot be removed is one warning line.
+func removeUnusedFile(store *checkpoint.Store, path string, log *slog.Logger) {
+	if infos, err := store.List(); err != nil || len(infos) > 0 {
+		return
+	}
+	if err := os.Remove(path); err != nil {
+		log.Warn("could not remove the empty checkpoint file this trainer made before it was accepted", "file", path, "err", err)
+	}
+}
+
+// missingDirs lists dir and those of its parents that do not exist (dir first): the folders
+// os.MkdirAll(dir) makes.
+func missingDirs(dir string) []string {
+	var made []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
+			return made
+		}
+		made = append(made, d)
+		if filepath.Dir(d) == d {
+			return made
+		}
+	}
+}
+
+// removeEmptyDirs removes the folders dirs (missingDirs: innermost first) while each is empty.
+func removeEmptyDirs(dirs []string) {
+	for _, d := range dirs {
+		if os.Remove(d) != nil {
+			return
+		}
+	}
+}
 
 // trainerEnvFlags are the flags `ddpm trainer` also takes from the environment, as DDPM_<FLAG>
 // (flagsFromEnvOnly), when the command line leaves them unset: DDPM_HTTP_TLS, as a coordinator
