@@ -436,6 +436,11 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts, onCmdline m
 			return withExit(2, err)
 		}
 	}
+	dbPath := filepath.Join(o.dataDir, trainer.CheckpointFile)
+	if fi, err := os.Stat(dbPath); err == nil && fi.IsDir() {
+		// bbolt cannot open it, and it was taken for a damaged file and moved aside.
+		return withExit(2, fmt.Errorf("%s is a directory, not a checkpoint file: move it out of --data-dir %s (the trainer keeps its checkpoints in a file of that name)", dbPath, o.dataDir))
+	}
 	// A cluster trainer's ports are bound before the volume is created or written: one in use
 	// is refused (trainerListen) with nothing left in --data-dir.
 	if !o.standalone {
@@ -466,7 +471,6 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts, onCmdline m
 	if err != nil {
 		return withExit(2, err)
 	}
-	dbPath := filepath.Join(o.dataDir, trainer.CheckpointFile)
 	if initGone != nil && o.standalone {
 		// A new run starts from them: refused before the volume is written. A file that cannot
 		// be read now may hold one (the trainer's own opening of it says why).
