@@ -48,7 +48,7 @@ func CheckListenAddr(flag, addr string) error {
 
 // ListenAddrProblem says why addr is not a TCP address net.Listen can take, "" when it is:
 // host:port (an empty host: every interface) with a port from 0 to 65535 or a service name, and
-// a host that can be an IP or a name (999.1.1.1, 1..2 and 1.2.3.4.5 are neither). The answer is
+// a host that is an IP or a name (999.1.1.1 and 10.0.5 are neither). The answer is
 // net's words ("missing port in address", "invalid port") or "not an IP: HOST". A name that
 // does not resolve is net.Listen's to find.
 func ListenAddrProblem(addr string) string {
@@ -67,29 +67,13 @@ func ListenAddrProblem(addr string) string {
 		}
 		return err.Error()
 	}
-	if host != "" && net.ParseIP(host) == nil && notIPv4(host) {
+	// Digits and dots that are no IP (999.1.1.1, 10.0.5) are no name either: Go's resolver
+	// takes no all-numeric name, and one that takes the short forms would read 10.0.5 as
+	// another address than the one written.
+	if host != "" && net.ParseIP(host) == nil && strings.Trim(host, "0123456789.") == "" {
 		return "not an IP: " + host
 	}
 	return ""
-}
-
-// notIPv4 reports whether host, written in digits and dots only, cannot be an IPv4 address in
-// any form a resolver takes (10.0.5 is 10.0.0.5 to getaddrinfo): more than four parts, an empty
-// one, or one past 255. A name with a letter is left to the resolver.
-func notIPv4(host string) bool {
-	if strings.Trim(host, "0123456789.") != "" {
-		return false
-	}
-	parts := strings.Split(host, ".")
-	if len(parts) > 4 {
-		return true
-	}
-	for _, p := range parts {
-		if n, err := strconv.Atoi(p); err != nil || n > 255 {
-			return true
-		}
-	}
-	return false
 }
 
 // heldForNowError is ListenFlag's line for a port held for now; it matches ErrPortHeldForNow.

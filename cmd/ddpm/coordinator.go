@@ -80,7 +80,7 @@ func init() {
 	f.StringVar(&coordFlags.dataDir, "data-dir", "", "directory for the raft log (bbolt) and snapshots, of its own (not a ddpm local run folder or a trainer's)")
 	f.BoolVar(&coordFlags.bootstrap, "bootstrap", false, "write the initial cluster configuration if the data dir is empty")
 	f.DurationVar(&coordFlags.peersWait, "peers-wait", coordinator.DefaultPeersWait,
-		"on a new --data-dir, how long to ask the other replicas of --peers which cluster they run")
+		"on a new --data-dir, how long to ask the other replicas of --peers which cluster they run (above 0: the check cannot be turned off)")
 	f.BoolVar(&coordFlags.raftLog, "raft-log", false, "print hashicorp/raft's own log lines")
 	// Tests of mixed-release clusters play a replica of another release with it; hidden, since
 	// claiming other rules than the binary's defeats the guard it tests.

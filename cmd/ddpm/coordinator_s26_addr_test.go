@@ -99,6 +99,7 @@ func TestCoordinatorS26BadListenAddr(t *testing.T) {
 		{"http tls", raft, grpcAddr, "localhost", "", true, "--http-addr localhost: not a host:port address (missing port in address)"},
 		{"http port", raft, grpcAddr, "127.0.0.1:99999", "", false, "--http-addr 127.0.0.1:99999: not a host:port address (invalid port)"},
 		{"http host", raft, grpcAddr, "999.1.1.1:80", "", false, "--http-addr 999.1.1.1:80: not a host:port address (not an IP: 999.1.1.1)"},
+		{"http short", raft, grpcAddr, "10.0.5:80", "", false, "--http-addr 10.0.5:80: not a host:port address (not an IP: 10.0.5)"},
 		{"grpc", raft, "127.0.0.1:99999", "", "", false, "--grpc-addr 127.0.0.1:99999: not a host:port address (invalid port)"},
 		{"raft", "127.0.0.1", grpcAddr, "", "", false, "--raft-addr 127.0.0.1: not a host:port address (missing port in address)"},
 		{"env", raft, grpcAddr, "", "1:2:3", false, `DDPM_HTTP_ADDR="1:2:3" (--http-addr): not a host:port address (too many colons in address)`},
