@@ -954,14 +954,18 @@ func emptyCheckpointFile(path string, standalone bool) (bool, error) {
 // the way on added, as for an empty one (emptyCheckpointFile): a cluster trainer's is moved aside
 // and the trainer started again (trainer.RestartAdvice, which the caller rewords for ddpm local:
 // restartAdvice), and it takes the run's committed checkpoint from the cluster; a standalone
-// trainer's is its run's only record, moved aside to start the run over from step 0.
+// trainer's is its run's only record: left as it is, exit status 2, the line saying to restore it
+// from a copy or move it aside to start the run over from step 0.
 func openVolume(path string, standalone bool) (*checkpoint.Store, error) {
 	store, err := checkpoint.Open(path, checkpoint.Options{})
 	switch {
 	case err == nil || !errors.Is(err, checkpoint.ErrCorruptCheckpoint):
 		return store, err
 	case standalone:
-		return nil, fmt.Errorf("%w; move it aside to start the run over from step 0", err)
+		// As a cluster trainer's file that may hold its run's only copy (recoverDamagedVolume):
+		// status 2, which no restart changes; the file stays as it is.
+		return nil, withExit(2, fmt.Errorf("%w; it was left as it is: a standalone trainer's volume is its run's only record; "+
+			"restore it from a copy, or move it aside to start the run over from step 0", err))
 	default:
 		return nil, fmt.Errorf("%w; move it aside and %s: it takes the run's committed checkpoint from the cluster", err, trainer.RestartAdvice)
 	}

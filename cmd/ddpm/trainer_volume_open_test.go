@@ -21,7 +21,7 @@ import (
 func TestOpenDamagedVolumeSaysWayOut(t *testing.T) {
 	const (
 		cluster = "; move it aside and start the trainer again: it takes the run's committed checkpoint from the cluster"
-		solo    = "; move it aside to start the run over from step 0"
+		solo    = "; it was left as it is: a standalone trainer's volume is its run's only record; restore it from a copy, or move it aside to start the run over from step 0"
 	)
 	ps := os.Getpagesize()
 	newFile := func(t *testing.T) string {
