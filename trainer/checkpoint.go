@@ -19,6 +19,7 @@ import (
 	"ddpm/checkpoint"
 	"ddpm/config"
 	"ddpm/diffusion"
+	"ddpm/internal/localrun"
 	"ddpm/unet"
 )
 
@@ -275,19 +276,10 @@ func exists(path string) bool {
 // no store and no other could be read.
 func newestTrainerStore(dir string) string {
 	best, bestStep := "", int64(-1)
-	if cand := filepath.Join(dir, "trainer-0", CheckpointFile); exists(cand) {
-		best = cand // the default, even if it cannot be read now
-		bestStep = newestCommitted(cand)
-	}
-	for i := 1; ; i++ {
-		cand := filepath.Join(dir, fmt.Sprintf("trainer-%d", i), CheckpointFile)
-		if !exists(cand) {
-			if exists(filepath.Join(dir, fmt.Sprintf("trainer-%d", i))) {
-				continue
-			}
-			break
-		}
-		if step := newestCommitted(cand); step > bestStep {
+	zero := filepath.Join(dir, "trainer-0", CheckpointFile)
+	for _, cand := range localrun.TrainerCheckpointFiles(dir) {
+		// trainer-0's (first when it exists) is the default, even if it cannot be read now.
+		if step := newestCommitted(cand); cand == zero || step > bestStep {
 			best, bestStep = cand, step
 		}
 	}
