@@ -83,6 +83,7 @@ func TestTrainerVolumeBoundOnceAccepted(t *testing.T) {
 	if h := yamlHash(t0); h != "none" {
 		t.Fatalf("the refused trainer bound %s to config %.12s", t0, h)
 	}
+	mustNotExist(t, t0) // nor left the folder it made (TestTrainerS26WrongCoordinatorLeavesNothing)
 
 	// No coordinator answers: stopped while joining, it leaves no run.yaml either.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -115,6 +116,9 @@ func TestTrainerVolumeBoundOnceAccepted(t *testing.T) {
 
 	// A volume left bound to the wrong run without a checkpoint (as older versions left t0):
 	// the right run re-binds it, says so once, and trains into it.
+	if err := os.MkdirAll(t0, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(t0, trainer.ConfigFile), runB.Marshal(), 0o644); err != nil {
 		t.Fatal(err)
 	}
