@@ -480,7 +480,7 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts, onCmdline m
 	}
 	emptyDB, err := emptyCheckpointFile(dbPath, o.standalone)
 	if err != nil {
-		return withExit(1, err)
+		return withExit(2, err) // a standalone trainer's only record, gone: no restart changes it
 	}
 	log := newProcessLogger("trainer", o.id)
 	_, serr := os.Stat(dbPath)
@@ -527,6 +527,10 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts, onCmdline m
 		uncommit = trainer.UncommitDamagedStandalone
 	}
 	if _, err := uncommit(store, log); err != nil {
+		if o.standalone && errors.Is(err, checkpoint.ErrCorruptCheckpoint) {
+			// Every committed checkpoint of its only record damaged: as an unreadable file, status 2.
+			return withExit(2, err)
+		}
 		return withExit(1, err)
 	}
 	if initGone != nil && o.standalone {

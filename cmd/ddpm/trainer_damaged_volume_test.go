@@ -25,14 +25,15 @@ import (
 )
 
 // TestStandaloneDamagedVolume: standalone trainers on volumes a disk damaged, each exiting with
-// status 1 and one line on stderr saying what to do, never a Go trace or a silent restart:
+// one line on stderr saying what to do, never a Go trace or a silent restart:
 //   - the root page of an arena bucket of the oldest checkpoint in checkpoints.db zeroed (the
 //     tester zeroed pages 2, 3 or 5 of a trainer's volume): the trainer resumes and, when its
 //     first save's prune deletes that checkpoint, exits naming the damage and to move the file
 //     aside. It panicked in bbolt's DeleteBucket ("assertion failed: Page expected to be: 2, but self
 //     identifies as 0"), exit status 2, which `ddpm local` takes for a config conflict;
-//   - checkpoints.db emptied (0 bytes): the trainer refuses to start. bbolt made a new file of
-//     it and the trainer started over at step 0, though the volume had held step 4.
+//   - checkpoints.db emptied (0 bytes): the trainer refuses to start, status 2 (the volume's
+//     only record is gone; stop 26: it was 1, a failure a restart may cure). bbolt made a new
+//     file of it and the trainer started over at step 0, though the volume had held step 4.
 //
 // The run is stopped after its checkpoint of step 4 and resumed with the same flags.
 func TestStandaloneDamagedVolume(t *testing.T) {
@@ -108,8 +109,8 @@ func TestStandaloneDamagedVolume(t *testing.T) {
 	}
 	out, err = train(empty, 0)
 	want = fmt.Sprintf("ddpm: %s is empty (0 bytes), not a checkpoint file: the checkpoints of this volume are lost; move it aside to start the run over from step 0\n", edb)
-	if status(err) != 1 || out != want {
-		t.Errorf("empty checkpoint file: %v, stderr %q; want status 1 and %q", err, out, want)
+	if status(err) != 2 || out != want {
+		t.Errorf("empty checkpoint file: %v, stderr %q; want status 2 and %q", err, out, want)
 	}
 	if fi, err := os.Stat(edb); err != nil || fi.Size() != 0 {
 		t.Errorf("the empty file after the refusal: %v, %v; want it left empty", fi, err)
@@ -149,7 +150,8 @@ func oldestArenaPage(t *testing.T, path string) uint64 {
 }
 
 // TestStandaloneAllCheckpointsDamaged: a standalone trainer whose volume holds committed
-// checkpoints, every one with a page of its body zeroed (the file's tree intact), exits 1 with
+// checkpoints, every one with a page of its body zeroed (the file's tree intact), exits 2 (stop
+// 26: it was 1, though no restart changes it; as an unreadable file, TestTrainerS26StandaloneDamagedExit2) with
 // one line naming the file, the damaged steps, and to move the file aside to start over, and
 // leaves the file byte for byte as it was. It warned "damaged checkpoint uncommitted on this
 // volume" for each, with a why that promised a holder's copy a standalone trainer has none of,
@@ -180,8 +182,8 @@ func TestStandaloneAllCheckpointsDamaged(t *testing.T) {
 		db, stepNames(steps), steps[len(steps)-1], db, steps[len(steps)-1])
 	suffix := ": corrupt checkpoint); it was left as it is: move it aside to start the run over from step 0\n"
 	out := stderr.String()
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.HasPrefix(out, prefix) || !strings.HasSuffix(out, suffix) || strings.Count(out, "\n") != 1 {
-		t.Errorf("every checkpoint damaged: %v, stderr %q; want status 1 and one line %q...%q", err, out, prefix, suffix)
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.HasPrefix(out, prefix) || !strings.HasSuffix(out, suffix) || strings.Count(out, "\n") != 1 {
+		t.Errorf("every checkpoint damaged: %v, stderr %q; want status 2 and one line %q...%q", err, out, prefix, suffix)
 	}
 	if after, err := os.ReadFile(db); err != nil || !bytes.Equal(after, before) {
 		t.Errorf("the damaged file was changed by the refused trainer (%v)", err)
