@@ -102,9 +102,11 @@ func checkOutPath(flag, path string, force bool, inputs ...inputFile) error {
 
 // runWithInit names the folder of a `ddpm local` run whose local.json gives the file st (at
 // path) as its --init weights, or "" for none. Only local.json records a run's --init, so the
-// runs looked at are those whose folder is path's folder, one of its parent folders, or a
-// folder directly inside path's folder (ddpm local --out RUN --init W.safetensors, both in the
-// working folder). A relative --init in an older manifest is taken relative to its run folder.
+// runs looked at are those whose folder is path's folder, one of its parent folders, a folder
+// directly inside path's folder (ddpm local --out RUN --init W.safetensors, both in the working
+// folder), or a folder two levels inside the folder above path's (make demo's runs/demo-DATE
+// beside demo/mnist-tiny.safetensors; not when that folder is the file system's root). A
+// relative --init in an older manifest is taken relative to its run folder.
 func runWithInit(path string, st os.FileInfo) string {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -122,6 +124,20 @@ func runWithInit(path string, st os.FileInfo) string {
 		for _, e := range ents {
 			if e.IsDir() {
 				runs = append(runs, filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	if up := filepath.Dir(dir); up != filepath.Dir(up) {
+		ents, _ := os.ReadDir(up)
+		for _, e := range ents {
+			if !e.IsDir() {
+				continue
+			}
+			sub, _ := os.ReadDir(filepath.Join(up, e.Name()))
+			for _, f := range sub {
+				if f.IsDir() {
+					runs = append(runs, filepath.Join(up, e.Name(), f.Name()))
+				}
 			}
 		}
 	}
