@@ -329,8 +329,9 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts, onCmdline m
 	if err := checkHTTPTLS("trainer", o.httpTLS, o.httpAddr, o.sec, onCmdline); err != nil {
 		return err
 	}
-	if err := checkHTTPAddr(o.httpAddr); o.httpAddr != "" && err != nil {
-		return withExit(2, fmt.Errorf("--http-addr %s: %w", o.httpAddr, err))
+	// The replicas' rule for a listen address (coordinator.ListenAddrProblem), before anything binds.
+	if why := coordinator.ListenAddrProblem(o.httpAddr); o.httpAddr != "" && why != "" {
+		return withExit(2, fmt.Errorf("trainer: --http-addr %s: %w (%s)", o.httpAddr, coordinator.ErrBadAddr, why))
 	}
 	if err := checkDistinctPorts("trainer", "--listen", o.listen, "--http-addr", o.httpAddr); !o.standalone && err != nil {
 		return withExit(2, err)
@@ -1248,15 +1249,6 @@ func flagsFromEnvOnly(fs *pflag.FlagSet, names ...string) error {
 		only.AddFlag(fs.Lookup(n))
 	}
 	return flagsFromEnv(only)
-}
-
-// checkHTTPAddr checks --http-addr before anything binds: a host:port (checkHostPort), or port
-// 0, any free port (the log says the one bound: MsgServingHTTP).
-func checkHTTPAddr(addr string) error {
-	if host, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
-		addr = net.JoinHostPort(host, "1") // the host checked as any other
-	}
-	return checkHostPort(addr)
 }
 
 // dataExit gives a dataset that cannot be read (trainer.ErrData: a corrupted prepared shard,
