@@ -98,24 +98,34 @@ func ListenFlag(flag, addr string) (net.Listener, error) {
 	if flag == "--http-addr" {
 		fix = "give another --http-addr"
 	}
+	// Another process's outgoing connection may have taken a restarted replica's recorded port
+	// while it was down: no mistake of the command (exit 1, which ddpm local and Kubernetes
+	// restart).
+	return nil, ListenError("coordinator", flag, addr, fix, "start the replica again", err)
+}
+
+// ListenError words err, net.Listen's failure to bind addr (the value of flag) for process
+// ("coordinator", "trainer"): ListenFlag's lines for a replica, and the trainer's for its
+// --listen and --http-addr, one wording for both. fix is the way on for a port in use or a
+// privileged one, again what to do once a port held for now is free. A port a program listens
+// on, an IP of no interface or a privileged port matches ErrListen; a port held only by a
+// connection or a TIME_WAIT matches ErrPortHeldForNow; anything else is err prefixed with the flag.
+func ListenError(process, flag, addr, fix, again string, err error) error {
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
 		if held, ok := HeldForNow(addr); ok {
-			// Another process's outgoing connection took a restarted replica's recorded port
-			// while it was down: no mistake of the command (exit 1, which ddpm local and
-			// Kubernetes restart).
-			return nil, &heldForNowError{fmt.Sprintf("coordinator: %s %s: %s; start the replica again", flag, addr, held)}
+			return &heldForNowError{fmt.Sprintf("%s: %s %s: %s; %s", process, flag, addr, held, again)}
 		}
-		return nil, fmt.Errorf("coordinator: %w on %s %s: the port is in use by %s: stop that process, or %s",
-			ErrListen, flag, addr, PortHolder(addr), fix)
+		return fmt.Errorf("%s: %w on %s %s: the port is in use by %s: stop that process, or %s",
+			process, ErrListen, flag, addr, PortHolder(addr), fix)
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return nil, fmt.Errorf("coordinator: %w on %s %s: no network interface of this machine has that IP: give one of its addresses",
-			ErrListen, flag, addr)
+		return fmt.Errorf("%s: %w on %s %s: no network interface of this machine has that IP: give one of its addresses",
+			process, ErrListen, flag, addr)
 	case errors.Is(err, syscall.EACCES):
-		return nil, fmt.Errorf("coordinator: %w on %s %s: this user may not bind that port (below 1024 it needs privileges): %s",
-			ErrListen, flag, addr, fix)
+		return fmt.Errorf("%s: %w on %s %s: this user may not bind that port (below 1024 it needs privileges): %s",
+			process, ErrListen, flag, addr, fix)
 	}
-	return nil, fmt.Errorf("coordinator: %s %s: %w", flag, addr, err)
+	return fmt.Errorf("%s: %s %s: %w", process, flag, addr, err)
 }
 
 // PortHolder names what holds addr's TCP port, for a line saying the port is in use: "pid 4242

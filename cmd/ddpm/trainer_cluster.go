@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -873,7 +872,7 @@ func holderFetch(dial []grpc.DialOption) trainer.FetchFunc {
 var listenTCP = net.Listen
 
 // trainerListen binds addr, the value of flag (--listen, --http-addr), for TCP (listenTCP), with
-// the replicas' wording (listenError). A port a program listens on, an IP of no interface of this
+// the replicas' wording (coordinator.ListenError). A port a program listens on, an IP of no interface of this
 // machine or a privileged port is the command's to change: status 2, naming the flag, the address
 // and what holds the port (the trainer started twice, another program). A port held only by a
 // connection's local end or a TIME_WAIT (what a restarted trainer of ddpm local meets when another
@@ -884,40 +883,9 @@ func trainerListen(flag, addr string) (net.Listener, error) {
 	if err == nil {
 		return l, nil
 	}
-	err = listenError("trainer", flag, addr, "give another "+flag, "start the trainer again", err)
+	err = coordinator.ListenError("trainer", flag, addr, "give another "+flag, "start the trainer again", err)
 	if errors.Is(err, coordinator.ErrListen) {
 		return nil, withExit(2, err)
 	}
 	return nil, withExit(1, err)
 }
-
-// listenError words err, net.Listen's failure to bind addr (the value of flag) for process
-// ("coordinator", "trainer"), as coordinator.ListenFlag words a replica's, with fix the way on for
-// a port in use or a privileged one and again what to do once a port held for now is free. A
-// port a program listens on, an IP of no interface or a privileged port matches
-// coordinator.ErrListen; a port held only by a connection or a TIME_WAIT matches
-// coordinator.ErrPortHeldForNow; anything else is err prefixed with the flag.
-func listenError(process, flag, addr, fix, again string, err error) error {
-	switch {
-	case errors.Is(err, syscall.EADDRINUSE):
-		if held, ok := coordinator.HeldForNow(addr); ok {
-			return &heldForNowError{fmt.Sprintf("%s: %s %s: %s; %s", process, flag, addr, held, again)}
-		}
-		return fmt.Errorf("%s: %w on %s %s: the port is in use by %s: stop that process, or %s",
-			process, coordinator.ErrListen, flag, addr, coordinator.PortHolder(addr), fix)
-	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return fmt.Errorf("%s: %w on %s %s: no network interface of this machine has that IP: give one of its addresses",
-			process, coordinator.ErrListen, flag, addr)
-	case errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("%s: %w on %s %s: this user may not bind that port (below 1024 it needs privileges): %s",
-			process, coordinator.ErrListen, flag, addr, fix)
-	}
-	return fmt.Errorf("%s: %s %s: %w", process, flag, addr, err)
-}
-
-// heldForNowError is listenError's line for a port held for now; it matches
-// coordinator.ErrPortHeldForNow.
-type heldForNowError struct{ line string }
-
-func (e *heldForNowError) Error() string { return e.line }
-func (e *heldForNowError) Unwrap() error { return coordinator.ErrPortHeldForNow }
