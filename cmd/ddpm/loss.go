@@ -133,10 +133,10 @@ func runLoss(cmd *cobra.Command, args []string) error {
 			// Following, the coordinators may be restarting (a replica killed and brought back, a
 			// leader failover): keep asking until none has answered for --timeout.
 			if !lossFlags.follow || lastAnswer.IsZero() || time.Since(lastAnswer) >= lossFlags.timeout {
-				if lastAnswer.IsZero() {
-					return stoppedRunFolder(ctx, "loss", args, addrs, err)
-				}
-				return err
+				// Of a ddpm local run folder, at the start or after following it: the run is not
+				// running, and where its history is (not the --coordinator line, for a flag the
+				// command line did not give).
+				return stoppedRunFolder(ctx, "loss", args, addrs, err)
 			}
 			if !outage {
 				outage = true
