@@ -342,6 +342,16 @@ func runTrainer(cmd *cobra.Command, rf *config.Flags, o trainerOpts, onCmdline m
 	if o.standalone && o.stayAfterDone {
 		return withExit(2, errors.New("--stay-after-done is for a cluster trainer: a standalone trainer serves no checkpoints (ddpm sample, eval and checkpoint export read its --data-dir once it has exited)"))
 	}
+	// A cluster trainer's flags with --standalone were ignored without a word: the trainer
+	// trained alone while the command line asked for a cluster, a ring port or an HTTP port.
+	// (Only flags on the command line: DDPM_* values of a pod template are shared by both.)
+	if o.standalone {
+		for _, f := range []string{"coordinator", "listen", "advertise", "http-addr"} {
+			if onCmdline[f] {
+				return withExit(2, fmt.Errorf("--%s is for a cluster trainer: a standalone trainer (--standalone) trains alone, with no coordinator, ring or HTTP port; drop --%s, or --standalone to join a cluster", f, f))
+			}
+		}
+	}
 	if !o.standalone && (o.coordinator == "" || o.listen == "") {
 		return withExit(2, errors.New("--coordinator and --listen are required (or --standalone)"))
 	}
