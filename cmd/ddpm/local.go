@@ -333,6 +333,12 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 		if man, err = localrun.ReadManifest(out); err != nil {
 			return withExit(2, err)
 		}
+		if yaml := filepath.Join(out, localrun.ConfigFile); func() bool { _, err := os.Lstat(yaml); return errors.Is(err, os.ErrNotExist) }() {
+			if c := runConfigCopy(out, man); c != "" {
+				return withExit(2, fmt.Errorf("%s is gone; a trainer keeps the run's config: put it back (cp %s %s) and resume again",
+					yaml, shellWord(c), shellWord(yaml)))
+			}
+		}
 		if run, err = config.Load(filepath.Join(out, localrun.ConfigFile)); err != nil {
 			return withExit(2, err)
 		}
@@ -344,8 +350,12 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 			// run.yaml fixes; it was ignored here, and the run went on with its own data.
 			return withExit(2, fmt.Errorf("--data %s cannot change on --resume: %s trains on %s (its %s); drop --data", o.data, out, run.Dataset, localrun.ConfigFile))
 		}
-		if o.init != "" && o.init != man.Init {
-			return withExit(2, fmt.Errorf("--init %s: the run in %s started from %q", o.init, out, man.Init))
+		if o.init != "" && !sameInitFile(o.init, out, man.Init) {
+			from := "no --init weights (its seed's initialization)"
+			if man.Init != "" {
+				from = "--init " + man.Init
+			}
+			return withExit(2, fmt.Errorf("--init %s cannot change on --resume: the run in %s started from %s; drop --init", o.init, out, from))
 		}
 		o.init = man.Init
 		if o.init != "" {
@@ -428,6 +438,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 		}
 		if run.MinTrainers > o.trainers { // the first generation would wait for trainers forever
 			return withExit(2, fmt.Errorf("--min-trainers %d is more than --trainers %d", run.MinTrainers, o.trainers))
+		}
+		if err := clearUnstartedRun(out, rf.Path, cmd.ErrOrStderr()); err != nil {
+			return withExit(1, err)
 		}
 		if err := checkOutFolder(out); err != nil {
 			return withExit(2, err)
@@ -945,16 +958,43 @@ func checkInit(path, model string) error {
 func changedRunConfig(out string, run config.Run, man localrun.Manifest) error {
 	yaml := filepath.Join(out, localrun.ConfigFile)
 	back := "put it back as it was"
-	for i := range man.Trainers {
-		c := filepath.Join(localrun.TrainerDir(out, i), trainer.ConfigFile)
-		if r, err := config.Load(c); err == nil && r.Hash() == man.ConfigHash {
-			back = fmt.Sprintf("put it back (cp %s %s)", shellWord(c), shellWord(yaml))
-			break
-		}
+	if c := runConfigCopy(out, man); c != "" {
+		back = fmt.Sprintf("put it back (cp %s %s)", shellWord(c), shellWord(yaml))
 	}
 	w := filepath.Clean(out) + "-weights.safetensors"
 	return fmt.Errorf("%s was changed since the run started (config %.12s, the run's %.12s), and a run's config cannot change: %s; to train on with other settings, such as more steps: ddpm checkpoint export %s --out %s, then a new ddpm local --init %s --out NEW",
 		yaml, run.Hash(), man.ConfigHash, back, shellWord(out), shellWord(w), shellWord(w))
+}
+
+// sameInitFile reports whether --init given names the weights a run in out recorded as its
+// --init (recorded: absolute, or relative to out in older manifests; "" for none): the same
+// path once made absolute, or the same file.
+func sameInitFile(given, out, recorded string) bool {
+	if recorded == "" {
+		return false
+	}
+	if !filepath.IsAbs(recorded) {
+		recorded = filepath.Join(out, recorded)
+	}
+	if abs, err := filepath.Abs(given); err == nil && abs == filepath.Clean(recorded) {
+		return true
+	}
+	gst, gerr := os.Stat(given)
+	rst, rerr := os.Stat(recorded)
+	return gerr == nil && rerr == nil && os.SameFile(gst, rst)
+}
+
+// runConfigCopy is the first trainer's copy of the run config (RUN/trainer-I/run.yaml) of the
+// ddpm local run in out that hashes to the config its local.json (man) recorded, or "" when none
+// does.
+func runConfigCopy(out string, man localrun.Manifest) string {
+	for i := range man.Trainers {
+		c := filepath.Join(localrun.TrainerDir(out, i), trainer.ConfigFile)
+		if r, err := config.Load(c); err == nil && r.Hash() == man.ConfigHash {
+			return c
+		}
+	}
+	return ""
 }
 
 // runFolderAbove is the ddpm local run folder (localrun.IsRunFolder) that holds path within two
@@ -987,7 +1027,12 @@ func checkResumeFolder(path string) error {
 	case localrun.IsRunFolder(path):
 		if _, err := os.Stat(filepath.Join(path, localrun.ManifestFile)); errors.Is(err, os.ErrNotExist) {
 			// trainer-0/checkpoints.db without local.json: the record of its processes and
-			// ports is gone, the checkpoints are not.
+			// ports is gone, the checkpoints are not (or there are none yet: then there is
+			// nothing to export, and a new run of the same run.yaml loses nothing).
+			if step, _, err := newestCommittedIn(path); err == nil && step < 0 {
+				return fmt.Errorf("--resume %s: its %s is gone (the run's processes and ports), so the run cannot be resumed; it holds no committed checkpoint yet, so nothing is lost by starting it again: ddpm local --config %s --out NEW (with the --init it began from, if any)",
+					path, localrun.ManifestFile, shellWord(filepath.Join(path, localrun.ConfigFile)))
+			}
 			w := filepath.Clean(path) + "-weights.safetensors"
 			return fmt.Errorf("--resume %s: its %s is gone (the run's processes and ports), so the run cannot be resumed; its checkpoints are there: ddpm checkpoint export %s --out %s, then a new ddpm local --init %s --out NEW",
 				path, localrun.ManifestFile, shellWord(path), shellWord(w), shellWord(w))
@@ -1007,6 +1052,61 @@ func checkResumeFolder(path string) error {
 		}
 		return fmt.Errorf("--resume %s is a file, not a ddpm local run folder (the --out of a ddpm local run)", path)
 	}
+	return nil
+}
+
+// clearUnstartedRun empties the --out folder out of what a ddpm local stopped in its first
+// moments left there: the start writes local.lock, run.yaml and certs/ before local.json and
+// starts no process before local.json, so a folder holding local.lock and nothing but those
+// (no local.json, nothing else) was never a run, and held its own files only. They are removed,
+// with one line on w, and the new run starts there. Anything else in the folder, a folder
+// without local.lock (only ddpm local writes one), or --config naming out's run.yaml (an
+// input) leaves it to checkOutFolder's refusal. An error: a leftover that could not be removed.
+//
+//	ddpm local: runs/a holds what a ddpm local stopped before its run began left (local.lock, run.yaml, certs, no local.json); starting the run there afresh
+func clearUnstartedRun(out, config string, w io.Writer) error {
+	ents, err := os.ReadDir(out)
+	if err != nil || len(ents) == 0 {
+		return nil
+	}
+	own := map[string]bool{localrun.LockFile: true, localrun.ConfigFile: true, localrun.CertsDir: true}
+	var names []string // local.lock last: the lock is held on it while the others go
+	lock := false
+	for _, e := range ents {
+		switch {
+		case !own[e.Name()]:
+			return nil
+		case e.Name() == localrun.LockFile:
+			lock = true
+		default:
+			names = append(names, e.Name())
+		}
+	}
+	names = append(names, localrun.LockFile)
+	if !lock {
+		return nil
+	}
+	if config != "" {
+		if cst, err := os.Stat(config); err == nil {
+			if yst, err := os.Stat(filepath.Join(out, localrun.ConfigFile)); err == nil && os.SameFile(cst, yst) {
+				return nil
+			}
+		}
+	}
+	// Under the run folder's lock (its file removed last), so that a ddpm local that took the
+	// folder since keeps its files.
+	l, err := localrun.Lock(out)
+	if err != nil {
+		return nil
+	}
+	defer l.Release()
+	for _, n := range names {
+		if err := os.RemoveAll(filepath.Join(out, n)); err != nil {
+			return fmt.Errorf("--out %s holds what a ddpm local stopped before its run began left, which could not be removed: %w", out, err)
+		}
+	}
+	fmt.Fprintf(w, "ddpm local: %s holds what a ddpm local stopped before its run began left (%s, no %s); starting the run there afresh\n",
+		out, strings.Join(names, ", "), localrun.ManifestFile)
 	return nil
 }
 
