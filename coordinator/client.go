@@ -411,10 +411,11 @@ func (c *Client) call(ctx context.Context, fn func(ctx context.Context, cl api.C
 }
 
 // NotCoordinatorError is the failure of a call whose every address answers but is no
-// coordinator's gRPC port (errors.Is(err, ErrNotCoordinator) holds): a gRPC server without the
-// coordinator service (a trainer's --listen), a server whose certificate has another role, or a
-// port that does not speak gRPC at all (a coordinator's --http-addr or --raft-addr; see
-// IdentifyPort). Msg is one sentence naming Addr and what answers there, e.g.
+// coordinator's gRPC port this client can use (errors.Is(err, ErrNotCoordinator) holds): a gRPC
+// server without the coordinator service (a trainer's --listen), a server whose certificate has
+// another role, a port that does not speak gRPC at all (a coordinator's --http-addr or
+// --raft-addr; see IdentifyPort), or a gRPC server of the other security (TLS against
+// --insecure, plain text against --certs; see securityMismatch). Msg is one sentence naming Addr and what answers there, e.g.
 //
 //	127.0.0.1:7008 is the HTTP port (--http-addr) of ddpm coordinator c0 (it answered HTTP/1.1), not its gRPC port: --coordinator takes a coordinator's --grpc-addr, e.g. 127.0.0.1:7001 (the leader's)
 type NotCoordinatorError struct {
@@ -441,7 +442,10 @@ func (c *Client) notGRPC(ctx context.Context, addr string, err error) string {
 		return ""
 	}
 	return c.probeOnce(addr, func() (line string, sure bool) {
-		what, grpcAddr, sure := identifyPort(ctx, addr, c.sec)
+		what, grpcAddr, speaks, sure := identifyPort(ctx, addr, c.sec)
+		if line := securityMismatch(addr, speaks, c.sec); line != "" {
+			return line, sure
+		}
 		if what != "" {
 			line = what + ": " + GRPCPortHint
 			if grpcAddr != "" {
@@ -537,19 +541,47 @@ const (
 // The connection, handshake and first answer take at most identifyTimeout (2 s), the request
 // to an HTTP port statusTimeout (3 s) more, each cut short when ctx ends.
 func IdentifyPort(ctx context.Context, addr string, sec *tlsauth.Bundle) (what, grpcAddr string) {
-	what, grpcAddr, _ = identifyPort(ctx, addr, sec)
+	what, grpcAddr, _, _ = identifyPort(ctx, addr, sec)
 	return what, grpcAddr
 }
 
-// identifyPort is IdentifyPort; sure is false when the probe ended on its deadline or ctx's
-// before the server said anything, so that "" means only "no answer yet".
-func identifyPort(ctx context.Context, addr string, sec *tlsauth.Bundle) (what, grpcAddr string, sure bool) {
+// grpcKind is the kind of gRPC server identifyPort met at an address: grpcTLS (it picked h2 in
+// its TLS handshake), grpcPlain (it sent an HTTP/2 SETTINGS frame in plain text), or 0 (not
+// known to be a gRPC server).
+type grpcKind int
+
+const (
+	grpcTLS grpcKind = iota + 1
+	grpcPlain
+)
+
+// securityMismatch is the line of a call that failed at addr, a gRPC server of kind speaks, when
+// that server's security is not this client's (sec): a coordinator serving mutual TLS dialled
+// with --insecure, or one run with --insecure dialled with --certs. Retrying cannot mend either,
+// so the call ends at once (a *NotCoordinatorError: the port is no coordinator this client can
+// talk to). "" when they agree or speaks is 0.
+func securityMismatch(addr string, speaks grpcKind, sec *tlsauth.Bundle) string {
+	switch {
+	case speaks == grpcTLS && sec.Insecure():
+		return addr + " serves gRPC over TLS (a coordinator started with --certs) and this process runs --insecure: " +
+			"give --certs DIR, the certificates its cluster was started with (a ddpm local run's RUN/certs)"
+	case speaks == grpcPlain && !sec.Insecure():
+		return addr + " serves gRPC in plain text (a coordinator started with --insecure) and this process uses --certs: " +
+			"give --insecure instead of --certs"
+	}
+	return ""
+}
+
+// identifyPort is IdentifyPort, with the kind of gRPC server it met (speaks); sure is false
+// when the probe ended on its deadline or ctx's before the server said anything, so that ""
+// means only "no answer yet".
+func identifyPort(ctx context.Context, addr string, sec *tlsauth.Bundle) (what, grpcAddr string, speaks grpcKind, sure bool) {
 	hctx, cancel := context.WithTimeout(ctx, identifyTimeout)
 	defer cancel()
 	var d net.Dialer
 	raw, err := d.DialContext(hctx, "tcp", addr)
 	if err != nil {
-		return "", "", hctx.Err() == nil
+		return "", "", 0, hctx.Err() == nil
 	}
 	defer raw.Close()
 	if dl, ok := hctx.Deadline(); ok {
@@ -572,17 +604,17 @@ func identifyPort(ctx context.Context, addr string, sec *tlsauth.Bundle) (what, 
 	if err == nil {
 		switch tc.ConnectionState().NegotiatedProtocol {
 		case RaftProtocol:
-			return addr + " is the raft port (--raft-addr) of a ddpm coordinator (its TLS offers raft's protocol " + RaftProtocol + ", not gRPC's)", "", true
+			return addr + " is the raft port (--raft-addr) of a ddpm coordinator (its TLS offers raft's protocol " + RaftProtocol + ", not gRPC's)", "", 0, true
 		case "h2":
-			return "", "", true
+			return "", "", grpcTLS, true
 		}
-		return addr + " speaks TLS but not gRPC (its TLS offers no h2)", "", true
+		return addr + " speaks TLS but not gRPC (its TLS offers no h2)", "", 0, true
 	}
 	var rh tls.RecordHeaderError
 	if !errors.As(err, &rh) {
 		var ne net.Error
 		timedOut := hctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()
-		return "", "", !timedOut
+		return "", "", 0, !timedOut
 	}
 	// The handshake read at least the 5 bytes of a record header; the first line may need more.
 	var more [256]byte
@@ -595,26 +627,26 @@ func identifyPort(ctx context.Context, addr string, sec *tlsauth.Bundle) (what, 
 	if line, _, _ := bytes.Cut(first, []byte("\r\n")); bytes.HasPrefix(line, []byte("HTTP/1.")) {
 		proto, _, _ := bytes.Cut(line, []byte(" "))
 		if id, leader, ok := coordinatorHTTP(ctx, "http://"+addr, nil); ok {
-			return fmt.Sprintf("%s is the HTTP port (--http-addr) of ddpm coordinator %s (it answered %s), not its gRPC port", addr, id, proto), leader, true
+			return fmt.Sprintf("%s is the HTTP port (--http-addr) of ddpm coordinator %s (it answered %s), not its gRPC port", addr, id, proto), leader, 0, true
 		} else if ctx.Err() != nil { // the caller's time ran out before the answer: ask again later
-			return "", "", false
+			return "", "", 0, false
 		}
-		return fmt.Sprintf("%s is an HTTP port (it answered %s), not a gRPC port (a ddpm coordinator's or trainer's --http-addr?)", addr, proto), "", true
+		return fmt.Sprintf("%s is an HTTP port (it answered %s), not a gRPC port (a ddpm coordinator's or trainer's --http-addr?)", addr, proto), "", 0, true
 	}
 	if len(first) >= 9 && first[3] == 0x4 { // an HTTP/2 SETTINGS frame: a plain-text gRPC server
-		return "", "", true
+		return "", "", grpcPlain, true
 	}
 	line, _, _ := bytes.Cut(first, []byte("\n"))
 	line = bytes.TrimSpace(line[:min(len(line), 40)])
 	for _, b := range line {
 		if b < 0x20 || b > 0x7e {
-			return "", "", true
+			return "", "", 0, true
 		}
 	}
 	if len(line) == 0 {
-		return "", "", true
+		return "", "", 0, true
 	}
-	return fmt.Sprintf("%s answers in plain text, not gRPC (it sent %q)", addr, line), "", true
+	return fmt.Sprintf("%s answers in plain text, not gRPC (it sent %q)", addr, line), "", 0, true
 }
 
 // coordinatorHTTP asks the HTTP server at base ("http://host:port", or "https://host:port" with

@@ -31,7 +31,8 @@ func records(t *testing.T, l *tlsauthtest.Log) []map[string]any {
 
 // TestClientWarnsWithHint: a client whose calls a real coordinator keeps refusing logs one
 // warning per warnEvery (not one per attempt) once the failures have lasted warnAfter, naming
-// the likely cause; a client that gets answers logs nothing.
+// the likely cause; a client that gets answers logs nothing. (A plain-text client is not
+// retried: its first call ends, see TestNewUserS26SecurityMismatchAtOnce.)
 func TestClientWarnsWithHint(t *testing.T) {
 	defer func(a, e time.Duration) { warnAfter, warnEvery = a, e }(warnAfter, warnEvery)
 	warnAfter, warnEvery = 300*time.Millisecond, time.Hour
@@ -61,7 +62,6 @@ func TestClientWarnsWithHint(t *testing.T) {
 		sec  *tlsauth.Bundle
 		hint string
 	}{
-		{"plain text", tlsauthtest.Insecure(t), "it may require mutual TLS while this process runs --insecure"},
 		{"another CA", tlsauthtest.Load(t, tlsauthtest.Dir(t), nil), "(--certs of another run?)"},
 	} {
 		recs := call(c.sec, 1500*time.Millisecond)
