@@ -59,9 +59,16 @@ func checkpointFileArg(_ *cobra.Command, args []string) error {
 // openCheckpoint opens file (or the checkpoint file of a folder, see trainer.CheckpointFileIn)
 // read-only and turns the usual failures into one clear line.
 func openCheckpoint(path string) (*checkpoint.Store, error) {
-	file, err := trainer.CheckpointFileIn(path)
-	if err != nil {
-		return nil, withExit(exitUsage, noCheckpointYet(path, err))
+	file := path
+	// A folder named checkpoints.db is the file in question, unless it holds one of its own.
+	if _, err := os.Stat(filepath.Join(path, trainer.CheckpointFile)); err == nil || !isDir(path) || filepath.Base(path) != trainer.CheckpointFile {
+		var err error
+		if file, err = trainer.CheckpointFileIn(path); err != nil {
+			return nil, withExit(exitUsage, noCheckpointYet(path, err))
+		}
+	}
+	if isDir(file) { // DIR/checkpoints.db a folder: bbolt would call it damaged
+		return nil, withExit(exitUsage, fmt.Errorf("checkpoint: %s is a directory, not a checkpoint file (a trainer keeps its checkpoints in a file of that name: move the folder out of the way)", file))
 	}
 	if err := checkCheckpointKind("", file); err != nil {
 		return nil, err
@@ -96,6 +103,10 @@ func openRunCheckpoint(path string) (st *checkpoint.Store, damaged []string, err
 	files := trainerFilesIn(path)
 	var whole []string
 	for _, f := range files {
+		if isDir(f) { // no damaged file: openCheckpoint says what it is if it is the one taken
+			whole = append(whole, f)
+			continue
+		}
 		st, err := checkpoint.Open(f, checkpoint.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
 		if err == nil {
 			st.Close()
@@ -103,7 +114,7 @@ func openRunCheckpoint(path string) (st *checkpoint.Store, damaged []string, err
 		if errors.Is(err, checkpoint.ErrCorruptCheckpoint) {
 			damaged = append(damaged, f)
 		} else {
-			whole = append(whole, f) // opened, or held (a live trainer's) or unreadable: not damage
+			whole = append(whole, f) // opened, or held (a live trainer's) or unreadable: no damage
 		}
 	}
 	if len(damaged) == 0 || len(files) == 1 { // one trainer: openCheckpoint's line names its damage

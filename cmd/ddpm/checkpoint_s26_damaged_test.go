@@ -188,3 +188,33 @@ func TestCheckpointS26MovedAsideNotRead(t *testing.T) {
 		t.Errorf("checkpoint verify RUN, trainer-0 holding only the moved file: status %d, stderr %q, stdout %q; want 0, none, %q", code, errText, out, dir+": 2 checkpoints verified")
 	}
 }
+
+// TestCheckpointS26DirectoryNotDamaged: a directory named checkpoints.db (a trainer refuses one
+// too) is said to be a directory, not a checkpoint file, status 2, by list and verify of it, of
+// its trainer's folder and of the run folder, where it is not counted among the damaged files;
+// trainer-1's damaged file is added to the line. They called it a damaged checkpoint file
+// (bbolt's "invalid database"), status 1, and a user would have restored a file that is a folder.
+func TestCheckpointS26DirectoryNotDamaged(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	dir, files := s26RunFolder(t)
+	if err := os.Remove(files[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(files[0], 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s26Damage(t, files[1])
+	line := "ddpm: checkpoint: " + files[0] + " is a directory, not a checkpoint file (a trainer keeps its checkpoints in a file of that name: move the folder out of the way)"
+	for _, tc := range []struct{ path, want string }{
+		{files[0], line + "\n"},
+		{filepath.Dir(files[0]), line + "\n"},
+		{dir, line + "; " + files[1] + " is damaged too (it cannot be opened as a checkpoint file)\n"},
+	} {
+		for _, command := range []string{"list", "verify"} {
+			out, errText, code := s26Run(t, bin, "checkpoint", command, tc.path)
+			if code != exitUsage || errText != tc.want || out != "" {
+				t.Errorf("checkpoint %s %s: status %d, stdout %q, stderr %q;\nwant status %d, no stdout, stderr %q", command, tc.path, code, out, errText, exitUsage, tc.want)
+			}
+		}
+	}
+}
