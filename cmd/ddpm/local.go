@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -46,6 +47,7 @@ type localOpts struct {
 	grace        time.Duration
 	init         string
 	httpTLS      bool
+	liveness     time.Duration // --liveness-timeout (0: no liveness probe)
 }
 
 func newLocalCmd() *cobra.Command {
@@ -83,6 +85,7 @@ replaces the dataset of the preset or config and never chooses a preset.`,
 	f.BoolVar(&o.quiet, "quiet", false, "no progress bar and no child lines on the terminal")
 	f.StringVar(&o.init, "init", "", "safetensors weights every trainer starts from (a warm start; see README, the demo)")
 	f.DurationVar(&o.grace, "grace", 20*time.Second, "how long children get to stop after SIGTERM")
+	f.DurationVar(&o.liveness, "liveness-timeout", 60*time.Second, "kill and restart a coordinator or trainer whose /healthz (probed as a kubelet's liveness probe does, once it has answered) fails or gives no answer for this long: a stopped or wedged process (at least 5s; 0: no probe, e.g. to debug a child)")
 	f.BoolVar(&o.httpTLS, "http-tls", false, "serve the coordinators' and trainers' HTTP (the dashboard, /api/*, /metrics) over HTTPS with the run's certificates, RUN/certs (--http-tls of ddpm coordinator and ddpm trainer); a resumed run keeps the choice of its first start")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return runLocal(cmd, rf, o)
@@ -307,6 +310,9 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 	}
 	if o.grace <= 0 {
 		return withExit(2, fmt.Errorf("--grace %v: want a positive duration", o.grace))
+	}
+	if o.liveness < 0 || (o.liveness > 0 && o.liveness < minLiveness) {
+		return withExit(2, fmt.Errorf("--liveness-timeout %v: want at least %v (a shorter limit could kill a busy process between two probes), or 0 for no liveness probe", o.liveness, minLiveness))
 	}
 	var (
 		run  config.Run
@@ -557,6 +563,13 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 	cfgPath := filepath.Join(out, localrun.ConfigFile)
 	var coordNames, trainerNames []string
 	certs := filepath.Join(out, localrun.CertsDir)
+	probe, err := livenessProbes(certs, man.HTTPTLS, o.liveness)
+	if err != nil {
+		return err
+	}
+	sup.Unresponsive = func(u localrun.Unresponsive) {
+		mon.println(unresponsiveLine(u, o.liveness))
+	}
 	coordArgs := coordinatorArgs(out, cfgPath, certs, man)
 	for i, args := range coordArgs {
 		name := "coordinator-" + strconv.Itoa(i)
@@ -564,7 +577,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 		// A coordinator never finishes on its own: any exit the run did not ask for (a crash, a
 		// SIGTERM from outside) is restarted.
 		sp := localrun.Spec{Name: name, Args: args, DropEnv: dropEnv, Restart: coordinatorRestarts, RestartWindow: restartWindow, Ready: coordinatorStarted, StartAttempts: startAttempts, FatalStatus: 2,
-			Finished: func([]byte) bool { return false }}
+			Finished: func([]byte) bool { return false }, Liveness: probe(man.CoordinatorPorts[i].HTTP)}
 		if err := sup.Start(sp); err != nil {
 			sup.Close(o.grace)
 			return err
@@ -590,7 +603,7 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 		// not the run's, a prepared shard found corrupted mid-run), and one that fails again
 		// with its restarts spent.
 		sp := localrun.Spec{Name: name, Args: args, DropEnv: dropEnv, Restart: trainerRestarts, RestartWindow: restartWindow, RestartDelay: delay,
-			Ready: trainerStepped, StartAttempts: startAttempts, FatalStatus: 2, FatalAnyTime: true, Finished: trainerFinished}
+			Ready: trainerStepped, StartAttempts: startAttempts, FatalStatus: 2, FatalAnyTime: true, Finished: trainerFinished, Liveness: probe(p.HTTP)}
 		if err := sup.Start(sp); err != nil {
 			sup.Close(o.grace)
 			return err
@@ -1810,4 +1823,42 @@ func runCommitted(out string) bool {
 	}
 	held, _ := holdsCommitted(file)
 	return held
+}
+
+// minLiveness is the least positive --liveness-timeout: several probe periods (livenessProbes),
+// so that one slow answer of a busy process never kills it.
+const minLiveness = 5 * time.Second
+
+// livenessProbes returns what makes the liveness probe of a child serving /healthz on a loopback
+// port (a kubelet's httpGet livenessProbe; localrun.Liveness): a GET every limit/5 (1s to 10s),
+// each bounded by that period and at most 5s (a kubelet's default period is 10s), over HTTPS
+// verified with the run's CA in certs when the run serves --http-tls (/healthz needs no client
+// certificate). limit is --liveness-timeout; 0 gives no probe (nil for every port).
+func livenessProbes(certs string, httpTLS bool, limit time.Duration) (func(port int) *localrun.Liveness, error) {
+	if limit <= 0 {
+		return func(int) *localrun.Liveness { return nil }, nil
+	}
+	period := min(10*time.Second, max(time.Second, limit/5))
+	timeout := min(5*time.Second, period)
+	tr := &http.Transport{DisableKeepAlives: true} // each probe a connection of its own, as a kubelet's
+	scheme := "http"
+	if httpTLS {
+		b, err := tlsauth.Load(tlsauth.Config{Dir: certs, ServerName: tlsauth.NodeName})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", certs, err)
+		}
+		tr.TLSClientConfig, scheme = b.HTTPClientTLS(), "https"
+	}
+	client := &http.Client{Transport: tr}
+	return func(port int) *localrun.Liveness {
+		return &localrun.Liveness{URL: scheme + "://" + localrun.Addr(port) + "/healthz", Client: client, Period: period, Timeout: timeout, Limit: limit}
+	}, nil
+}
+
+// unresponsiveLine is ddpm local's line for a child its liveness probe kills, e.g. "ddpm local:
+// trainer-1 (pid 4242) is unresponsive: GET http://127.0.0.1:PORT/healthz failed for 5.1s (no
+// answer within 1s); killing it (SIGKILL) to restart it (--liveness-timeout 5s)".
+func unresponsiveLine(u localrun.Unresponsive, limit time.Duration) string {
+	return fmt.Sprintf("ddpm local: %s (pid %d) is unresponsive: GET %s failed for %v (%s); killing it (SIGKILL) to restart it (--liveness-timeout %v)",
+		u.Name, u.Pid, u.URL, u.Failed.Round(100*time.Millisecond), u.Why, limit)
 }

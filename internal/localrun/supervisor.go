@@ -106,6 +106,10 @@ type Spec struct {
 	// status after a good start ends it for good too (for a process whose status means refused
 	// input whenever it comes, such as a trainer whose dataset turns out damaged mid-run).
 	FatalAnyTime bool
+	// Liveness, when set, probes the process as a kubelet's liveness probe does and kills it
+	// with SIGKILL when it stops answering (see Liveness); the kill is then restarted like a
+	// crash, as Restart allows. nil: no probe.
+	Liveness *Liveness
 }
 
 // Exit reports that a child ended: its name, the error from Wait (nil for status 0), and whether
@@ -187,6 +191,10 @@ type Supervisor struct {
 	// Line is called for every line a child writes (stdout and stderr), after it went to the
 	// child's log file. It must be safe for concurrent use; nil drops the lines.
 	Line func(name string, line []byte)
+	// Unresponsive, when set, is called once for each process a liveness probe (Spec.Liveness)
+	// is about to kill, just before the SIGKILL, so that its line comes before the exit's
+	// report. It is called with the supervisor's lock held: it must not call the Supervisor.
+	Unresponsive func(Unresponsive)
 
 	mu    sync.Mutex
 	procs map[string]*proc
@@ -312,6 +320,10 @@ func (s *Supervisor) launch(p *proc) error {
 	p.done = make(chan struct{})
 	done := p.done
 	copied := make(chan struct{})
+	reaped := make(chan struct{}) // closed once this incarnation has been reaped
+	if p.spec.Liveness != nil {
+		go s.watch(p, cmd, reaped)
+	}
 	inc := &incarnation{}
 	s.wg.Add(1)
 	go func() {
@@ -324,6 +336,7 @@ func (s *Supervisor) launch(p *proc) error {
 		defer s.wg.Done()
 		<-copied // all output is in the log before anyone hears of the exit
 		err := cmd.Wait()
+		close(reaped)
 		// The pid file names a running process only: a dead one's pid, kept through the restart
 		// delay or after the end, sent `kill $(cat NAME.pid)` to nothing, or to whatever process
 		// the kernel gave that pid next.
