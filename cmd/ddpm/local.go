@@ -85,7 +85,7 @@ replaces the dataset of the preset or config and never chooses a preset.`,
 	f.BoolVar(&o.quiet, "quiet", false, "no progress bar and no child lines on the terminal")
 	f.StringVar(&o.init, "init", "", "safetensors weights every trainer starts from (a warm start; see README, the demo)")
 	f.DurationVar(&o.grace, "grace", 20*time.Second, "how long children get to stop after SIGTERM")
-	f.DurationVar(&o.liveness, "liveness-timeout", 60*time.Second, "kill and restart a coordinator or trainer whose /healthz (probed as a kubelet's liveness probe does, once it has answered) fails or gives no answer for this long: a stopped or wedged process (at least 5s; 0: no probe, e.g. to debug a child)")
+	f.DurationVar(&o.liveness, "liveness-timeout", 60*time.Second, "kill and restart a coordinator or trainer whose /healthz (probed as a kubelet's liveness probe does, once it has answered or started: every limit/5, 1s to 10s, each probe given as long, at most 5s) fails or gives no answer for this long: a stopped or wedged process (at least 5s; 0: no probe, e.g. to debug a child)")
 	f.BoolVar(&o.httpTLS, "http-tls", false, "serve the coordinators' and trainers' HTTP (the dashboard, /api/*, /metrics) over HTTPS with the run's certificates, RUN/certs (--http-tls of ddpm coordinator and ddpm trainer); a resumed run keeps the choice of its first start")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return runLocal(cmd, rf, o)

@@ -67,7 +67,7 @@ func TestLocalRestartsStoppedTrainerS26(t *testing.T) {
 	if err := localrun.WriteManifest(run, man); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // bounds a hang only
 	defer cancel()
 	cmd := exec.CommandContext(ctx, testutil.DDPMBinary(t), "local", "--resume", run, "--quiet", "--liveness-timeout", "5s")
 	var out lockedBuffer
@@ -76,6 +76,8 @@ func TestLocalRestartsStoppedTrainerS26(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
+	// Its step reports (Spec.Ready) end its start-up: the probe counts failures from here,
+	// whether or not a probe has reached it yet.
 	waitSteps(t, run, "trainer-1", 0, 6, &out)
 	pid := childPid(t, run, "trainer-1", 0)
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {

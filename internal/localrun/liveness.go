@@ -17,8 +17,9 @@ import (
 // fails every probe for Limit (from the first failed probe of the series to the latest) is
 // killed with SIGKILL, which ends a stopped (SIGSTOP) or wedged process too, and the supervisor
 // restarts it as it restarts a crash, against Spec.Restart. Until the process has answered one
-// probe it is starting up (binding its port, loading its data) and failures do not count, as
-// under a kubelet's startup probe: a process that never answers is not killed by this probe.
+// probe, or written the line Spec.Ready recognises, it is starting up (binding its port, loading
+// its data) and failures do not count, as under a kubelet's startup probe: a process that never
+// gets that far is not killed by this probe.
 type Liveness struct {
 	// URL is the address probed, e.g. "http://127.0.0.1:PORT/healthz".
 	URL string
@@ -80,9 +81,9 @@ func probeOnce(ctx context.Context, lv *Liveness) string {
 }
 
 // watch probes one incarnation of p (its process cmd) as p.spec.Liveness says until reaped is
-// closed, and kills cmd when the probes fail for the limit after it answered once. It runs on its
-// own goroutine.
-func (s *Supervisor) watch(p *proc, cmd *exec.Cmd, reaped <-chan struct{}) {
+// closed, and kills cmd when the probes fail for the limit after it answered once or readied was
+// closed (Spec.Ready matched its line). It runs on its own goroutine.
+func (s *Supervisor) watch(p *proc, cmd *exec.Cmd, readied, reaped <-chan struct{}) {
 	lv := p.spec.Liveness
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -113,7 +114,11 @@ func (s *Supervisor) watch(p *proc, cmd *exec.Cmd, reaped <-chan struct{}) {
 			continue
 		}
 		if !answered {
-			continue
+			select {
+			case <-readied:
+			default:
+				continue // starting up
+			}
 		}
 		if failingSince.IsZero() {
 			failingSince = began

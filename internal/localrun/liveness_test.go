@@ -64,18 +64,23 @@ func (u *unresponsive) list() []Unresponsive {
 // limit (status 503 with a body; no answer within the probe's timeout) is reported once with its
 // name, pid, and the last failure, SIGKILLed, and restarted against Spec.Restart like a crash;
 // its restarted self, which has not answered yet, is not killed however long the probes fail.
+// The probe's timeouts leave a stalled test process seconds: only the hang waits them out.
 func TestLivenessKillsUnresponsiveS26(t *testing.T) {
-	for _, tc := range []struct{ fail, why string }{
-		{"503", "status 503: wedged: no step for 10m"},
-		{"hang", "no answer within 200ms"},
+	for _, tc := range []struct {
+		fail, why      string
+		timeout, limit time.Duration
+		spans          int64 // failed probes that span more than limit
+	}{
+		{"503", "status 503: wedged: no step for 10m", 5 * time.Second, 600 * time.Millisecond, 12},
+		{"hang", "no answer within 1s", time.Second, 3 * time.Second, 5},
 	} {
 		t.Run(tc.fail, func(t *testing.T) {
 			s, l, _ := newSup(t)
 			var u unresponsive
 			s.Unresponsive = u.add
-			srv := newHealthServer(t, 2, tc.fail)
-			const limit = 600 * time.Millisecond
-			lv := &Liveness{URL: srv.URL + "/healthz", Period: 100 * time.Millisecond, Timeout: 200 * time.Millisecond, Limit: limit}
+			srv := newHealthServer(t, 5, tc.fail)
+			limit := tc.limit
+			lv := &Liveness{URL: srv.URL + "/healthz", Period: 100 * time.Millisecond, Timeout: tc.timeout, Limit: limit}
 			if err := s.Start(Spec{Name: "c", Env: []string{"LOCALRUN_CHILD=ignore-term"}, Restart: 1, Liveness: lv}); err != nil {
 				t.Fatal(err)
 			}
@@ -104,7 +109,7 @@ func TestLivenessKillsUnresponsiveS26(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			seen := srv.seen.Load()
-			for srv.seen.Load() < seen+12 {
+			for srv.seen.Load() < seen+tc.spans {
 				if time.Now().After(deadline) {
 					t.Fatalf("only %d probes of the restarted child", srv.seen.Load()-seen)
 				}
@@ -125,7 +130,7 @@ func TestLivenessSparesHealthyS26(t *testing.T) {
 	var u unresponsive
 	s.Unresponsive = u.add
 	srv := newHealthServer(t, 1<<40, "")
-	lv := &Liveness{URL: srv.URL + "/healthz", Period: 50 * time.Millisecond, Timeout: 200 * time.Millisecond, Limit: 200 * time.Millisecond}
+	lv := &Liveness{URL: srv.URL + "/healthz", Period: 50 * time.Millisecond, Timeout: 5 * time.Second, Limit: 10 * time.Second}
 	if err := s.Start(Spec{Name: "c", Env: []string{"LOCALRUN_CHILD=ignore-term"}, Restart: 1, Liveness: lv}); err != nil {
 		t.Fatal(err)
 	}
@@ -148,5 +153,31 @@ func TestLivenessSparesHealthyS26(t *testing.T) {
 	}
 	if err := s.Wait(context.Background(), "c"); err == nil {
 		t.Fatal("Wait = nil")
+	}
+}
+
+// TestLivenessAfterReadyLineS26: a child that never answered its probe but wrote the line
+// Spec.Ready recognises has started up (its port is bound): probes that fail for the limit from
+// then on kill it, as they do one that answered.
+func TestLivenessAfterReadyLineS26(t *testing.T) {
+	s, l, _ := newSup(t)
+	var u unresponsive
+	s.Unresponsive = u.add
+	srv := newHealthServer(t, 0, "503")
+	lv := &Liveness{URL: srv.URL + "/healthz", Period: 100 * time.Millisecond, Timeout: 5 * time.Second, Limit: 300 * time.Millisecond}
+	ready := func(line []byte) bool { return string(line) == "ready\n" }
+	if err := s.Start(Spec{Name: "c", Env: []string{"LOCALRUN_CHILD=ignore-term"}, Ready: ready, Liveness: lv}); err != nil {
+		t.Fatal(err)
+	}
+	waitLine(t, l, "c", "ready")
+	pid := s.Pid("c")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := s.Wait(ctx, "c")
+	if err == nil || err.Error() != "signal: killed" {
+		t.Fatalf("Wait = %v, want signal: killed (probes %d)", err, srv.seen.Load())
+	}
+	if got := u.list(); len(got) != 1 || got[0].Pid != pid || got[0].Why != "status 503: wedged: no step for 10m" {
+		t.Fatalf("reports %+v, want one for pid %d", got, pid)
 	}
 }

@@ -226,6 +226,8 @@ type incarnation struct {
 	// line came after it: the Go runtime's crash report (Exit.Crash).
 	header string
 	traced bool
+	// readied is closed when Spec.Ready matches a line (the liveness probe's start-up ends).
+	readied chan struct{}
 }
 
 // runtimeCrash is the first line of the Go crash report that inc wrote, when it then ended with
@@ -321,10 +323,10 @@ func (s *Supervisor) launch(p *proc) error {
 	done := p.done
 	copied := make(chan struct{})
 	reaped := make(chan struct{}) // closed once this incarnation has been reaped
+	inc := &incarnation{readied: make(chan struct{})}
 	if p.spec.Liveness != nil {
-		go s.watch(p, cmd, reaped)
+		go s.watch(p, cmd, inc.readied, reaped)
 	}
-	inc := &incarnation{}
 	s.wg.Add(1)
 	go func() {
 		defer close(copied)
@@ -451,6 +453,7 @@ func (s *Supervisor) copyLines(sp Spec, inc *incarnation, r io.Reader, logf io.W
 			}
 			if !inc.ready && sp.Ready != nil && sp.Ready(line) {
 				inc.ready = true
+				close(inc.readied)
 			}
 			if !inc.finished && sp.Finished != nil && sp.Finished(line) {
 				inc.finished = true
