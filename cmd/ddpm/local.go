@@ -748,24 +748,39 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 	return nil
 }
 
+// sameStopWindow is how soon after the first SIGINT or SIGTERM another one is taken as the same
+// stop request rather than a second Ctrl-C: GNU timeout, a service manager or a shell may signal
+// both ddpm local and its process group, so that one stop arrives twice within microseconds,
+// while a person's second Ctrl-C comes a good part of a second after the first at the soonest.
+const sameStopWindow = time.Second
+
 // forceStopOnSecondSignal watches for SIGINT and SIGTERM from now until the returned function is
 // called: the first one is the stop that signal.NotifyContext in runLocal already asks for
 // (trainers finish their step, then the coordinators stop, each within --grace); at the second
-// one, sup.KillAll kills every child still running at once. The returned function stops the
-// watch and returns the names of the children killed so (nil when no second signal came).
+// one, sameStopWindow or more after the first, sup.KillAll kills every child still running at
+// once (one sooner is the same stop, delivered twice). The returned function stops the watch and
+// returns the names of the children killed so (nil when no second signal came).
 func forceStopOnSecondSignal(sup *localrun.Supervisor) func() []string {
-	sigs := make(chan os.Signal, 2)
+	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	quit, result := make(chan struct{}), make(chan []string, 1)
 	go func() {
 		defer signal.Stop(sigs)
 		var killed []string
 		defer func() { result <- killed }()
-		for n := 0; n < 2; n++ {
+		var first time.Time
+		for {
 			select {
 			case <-sigs:
 			case <-quit:
 				return
+			}
+			if first.IsZero() {
+				first = time.Now()
+				continue
+			}
+			if time.Since(first) >= sameStopWindow {
+				break
 			}
 		}
 		killed = sup.KillAll()
