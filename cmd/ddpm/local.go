@@ -216,6 +216,9 @@ func presetOfDataset(path string) (string, error) {
 			if near := config.Nearest(path, config.Presets()); len(near) > 0 {
 				return "", fmt.Errorf("--data %s is neither a preset nor a dataset (no such file or folder); did you mean %s?", path, strings.Join(near, " or "))
 			}
+			// dataset's own line ("dataset not found: P: no such file or directory (and not
+			// one of mnist, fashion-mnist)") would say "not a preset" a second time.
+			return "", fmt.Errorf("--data %s is neither a preset (%s) nor a dataset (no such file or folder)", path, strings.Join(config.Presets(), ", "))
 		}
 		return "", fmt.Errorf("--data %s is neither a preset (%s) nor a dataset: %w", path, strings.Join(config.Presets(), ", "), err)
 	}

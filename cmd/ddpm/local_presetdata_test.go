@@ -28,6 +28,8 @@ func TestLocalPresetWithoutData(t *testing.T) {
 		{[]string{"--data", "mnst"}, "ddpm: --data mnst is neither a preset nor a dataset (no such file or folder); did you mean mnist?"},
 		{[]string{"--data", "cifar"}, "ddpm: --data cifar is neither a preset nor a dataset (no such file or folder); did you mean cifar10?"},
 		{[]string{"--data", "fashion"}, "ddpm: --data fashion is neither a preset nor a dataset (no such file or folder); did you mean fashion-mnist?"},
+		// No preset near it: the presets listed once (it said "not a preset" twice; new user s26).
+		{[]string{"--data", "nosuch"}, "ddpm: --data nosuch is neither a preset (celebahq, cifar10, fashion-mnist, lsun-bedroom, lsun-cat, lsun-church, mnist) nor a dataset (no such file or folder)"},
 	} {
 		args := append(tc.args, "--steps", "10", "--checkpoint-every", "10", "--out", out)
 		wantOneLine(t, runLocalCmd(t, args...), 2, tc.want)
