@@ -476,6 +476,12 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 			}
 		}
 		if err := os.MkdirAll(out, 0o755); err != nil {
+			// A read-only mount or another user's folder: the user's to mend, said as the
+			// other commands' outputs say it (checkOutPath).
+			var pe *os.PathError
+			if errors.As(err, &pe) && (errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EROFS)) {
+				return withExit(2, fmt.Errorf("--out %s: cannot create the run folder in folder %s (%v); nothing was written", out, filepath.Dir(pe.Path), pe.Err))
+			}
 			return err
 		}
 		if lock, err = localrun.Lock(out); err != nil {
