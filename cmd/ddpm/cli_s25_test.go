@@ -187,14 +187,7 @@ func TestCLIS25LocalSecondInterruptKills(t *testing.T) {
 	run := makeLocalRun(t, 2, func(r *config.Run) {
 		r.Steps, r.CheckpointEvery, r.HeartbeatTimeout = 100000, 5, config.Duration(10*time.Second)
 	})
-	cmd, _ := localCommand(t, "--resume", run, "--quiet", "--grace", "90s")
-	live := &lockedLog{}
-	cmd.Stdout, cmd.Stderr = live, live
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	cmd, live, exited, st := startLocalToCheckpoint(t, "--resume", run, "--quiet", "--grace", "90s")
 	pidOf := func(name string) int {
 		b, err := os.ReadFile(filepath.Join(run, localrun.LogsDir, name+".pid"))
 		if err != nil {
@@ -211,19 +204,7 @@ func TestCLIS25LocalSecondInterruptKills(t *testing.T) {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
-		cmd.Process.Kill()
 	})
-
-	addrs, certs, err := runFolderCluster(run)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := coordinator.Dial(addrs, tlsauthtest.Load(t, certs, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	st := waitFor(t, cli, "committed checkpoint", 90*time.Second, func(s *fsm.State) bool { return len(s.Checkpoints) > 0 })
 	step := st.Checkpoints[len(st.Checkpoints)-1].Step
 	for _, n := range []string{"trainer-0", "trainer-1"} {
 		pid := pidOf(n)

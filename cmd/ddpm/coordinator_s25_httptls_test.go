@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -59,12 +58,7 @@ func TestCoordinatorS25HTTPTLS(t *testing.T) {
 		"--http-addr", httpAddr, "--peers", "c0="+raft+"="+grpcAddr, "--data-dir", filepath.Join(t.TempDir(), "c0"),
 		"--bootstrap", "--preset", "mnist", "--certs", certs, "--http-tls")
 
-	caPEM, err := os.ReadFile(filepath.Join(certs, tlsauth.CAFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
+	pool := runCAPool(t, certs)
 	noCert := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
 	client := func(dir string) *tls.Config {
 		b, err := tlsauth.Load(tlsauth.Config{Dir: dir, ServerName: tlsauth.NodeName})

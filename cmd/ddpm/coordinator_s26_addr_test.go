@@ -2,11 +2,9 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"ddpm/internal/testutil"
-	"ddpm/internal/tlsauth"
 	"ddpm/internal/tlsauth/tlsauthtest"
 )
 
@@ -41,12 +38,7 @@ func startedLine(t *testing.T, p *opCoordinator) map[string]any {
 func TestCoordinatorS26HTTPPortZero(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
 	certs, _ := s25Certs(t, bin)
-	caPEM, err := os.ReadFile(filepath.Join(certs, tlsauth.CAFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
+	pool := runCAPool(t, certs)
 	bound := regexp.MustCompile(`^127\.0\.0\.1:([1-9][0-9]*)$`)
 	for _, httpTLS := range []bool{false, true} {
 		raft, grpcAddr := freeAddr(t), freeAddr(t)
@@ -64,6 +56,7 @@ func TestCoordinatorS26HTTPPortZero(t *testing.T) {
 		}
 		var code int
 		var body string
+		var err error
 		if httpTLS {
 			code, body, err = testutil.HTTPSGet(t, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}, addr, "/healthz")
 		} else {

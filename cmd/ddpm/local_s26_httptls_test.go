@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -29,13 +28,7 @@ func s26RunTLS(t *testing.T, certs string) *tls.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := os.ReadFile(filepath.Join(certs, tlsauth.CAFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS13}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: runCAPool(t, certs), MinVersion: tls.VersionTLS13}
 }
 
 // s26PlainGet is a plain-HTTP GET of path at addr: its status code.

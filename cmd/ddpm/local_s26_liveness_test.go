@@ -118,20 +118,7 @@ func TestLocalRestartsStoppedTrainerS26(t *testing.T) {
 		t.Errorf("%d unresponsive lines, want 1:\n%s", n, out.String())
 	}
 
-	want, err := os.ReadFile(filepath.Join(ref, localrun.LossCSV))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(filepath.Join(run, localrun.LossCSV))
-	if err != nil || !bytes.Equal(got, want) {
-		t.Errorf("loss.csv differs from the undisturbed run's (%v):\n%s\nwant\n%s", err, got, want)
-	}
-	refState := finalStateS25(t, localrun.TrainerDir(ref, 0), steps)
-	for i := range 2 {
-		if s := finalStateS25(t, localrun.TrainerDir(run, i), steps); s != refState {
-			t.Errorf("trainer-%d's step %d state %s, the undisturbed run's %s", i, steps, s, refState)
-		}
-	}
+	sameRunS25(t, ref, run, 2, steps)
 }
 
 // TestLocalLivenessTimeoutFlagS26: --liveness-timeout below the floor, or negative, is refused

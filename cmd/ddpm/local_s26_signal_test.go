@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,26 +25,7 @@ func TestLocalS26DoubleSignalOneStop(t *testing.T) {
 	run := makeLocalRun(t, 2, func(r *config.Run) {
 		r.Steps, r.CheckpointEvery, r.HeartbeatTimeout = 100000, 5, config.Duration(10*time.Second)
 	})
-	cmd, _ := localCommand(t, "--resume", run, "--quiet", "--grace", "90s")
-	live := &lockedLog{}
-	cmd.Stdout, cmd.Stderr = live, live
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
-
-	addrs, certs, err := runFolderCluster(run)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := coordinator.Dial(addrs, tlsauthtest.Load(t, certs, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	waitFor(t, cli, "committed checkpoint", 90*time.Second, func(s *fsm.State) bool { return len(s.Checkpoints) > 0 })
+	cmd, live, exited, _ := startLocalToCheckpoint(t, "--resume", run, "--quiet", "--grace", "90s")
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -65,4 +47,32 @@ func TestLocalS26DoubleSignalOneStop(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != 130 || lines[len(lines)-1] != want || strings.Contains(live.String(), "interrupted again") {
 		t.Fatalf("after SIGTERM and SIGINT at once: exit %d, last line %q\nwant exit 130, the clean stop and %q\n%s", code, lines[len(lines)-1], want, live)
 	}
+}
+
+// startLocalToCheckpoint starts `ddpm local args...` (a --resume of a makeLocalRun folder),
+// its output in live, and returns once its cluster has committed a checkpoint, with the state
+// that says so; exited gets the result of its Wait. A cleanup kills it.
+func startLocalToCheckpoint(t *testing.T, args ...string) (cmd *exec.Cmd, live *lockedLog, exited <-chan error, st *fsm.State) {
+	t.Helper()
+	cmd, _ = localCommand(t, args...)
+	live = &lockedLog{}
+	cmd.Stdout, cmd.Stderr = live, live
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	run := args[slices.Index(args, "--resume")+1]
+	addrs, certs, err := runFolderCluster(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := coordinator.Dial(addrs, tlsauthtest.Load(t, certs, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	st = waitFor(t, cli, "committed checkpoint", 90*time.Second, func(s *fsm.State) bool { return len(s.Checkpoints) > 0 })
+	return cmd, live, done, st
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -37,12 +35,7 @@ func TestTrainerS25HTTPTLS(t *testing.T) {
 	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
 
-	caPEM, err := os.ReadFile(filepath.Join(roles["trainer"], tlsauth.CAFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
+	pool := runCAPool(t, roles["trainer"])
 	noCert := &tls.Config{RootCAs: pool, ServerName: tlsauth.NodeName, MinVersion: tls.VersionTLS13}
 	deadline := time.Now().Add(90 * time.Second)
 	for {

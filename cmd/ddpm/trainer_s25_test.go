@@ -132,20 +132,7 @@ func TestLocalDamagedTrainerFileRecoversS25(t *testing.T) {
 		t.Errorf("trainer-1's log: %v\nwant one WARN %q with file %s and moved_to %s", warns, MsgDamagedMovedAside, db, aside[0])
 	}
 
-	want, err := os.ReadFile(filepath.Join(ref, localrun.LossCSV))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(filepath.Join(run, localrun.LossCSV))
-	if err != nil || !bytes.Equal(got, want) {
-		t.Errorf("loss.csv differs from the undisturbed run's (%v):\n%s\nwant\n%s", err, got, want)
-	}
-	refState := finalStateS25(t, localrun.TrainerDir(ref, 0), steps)
-	for i := range 2 {
-		if s := finalStateS25(t, localrun.TrainerDir(run, i), steps); s != refState {
-			t.Errorf("trainer-%d's step %d state %s, the undisturbed run's %s", i, steps, s, refState)
-		}
-	}
+	sameRunS25(t, ref, run, 2, steps)
 }
 
 // TestLocalDamagedOnlyCopyStopsRunS25: a trainer whose damaged checkpoints.db may be the run's
@@ -284,5 +271,26 @@ func TestHoldsNowS25(t *testing.T) {
 	st.Members["rank"].Step = 8 // not yet past the start: it may still be fetching
 	if holdsNow(st, "rank", &ck) {
 		t.Errorf("a rank at its start step holds the checkpoint already")
+	}
+}
+
+// sameRunS25 fails t unless the ddpm local run in folder run ended as the undisturbed run ref
+// did: loss.csv byte for byte, and each of its trainers' state at step steps (finalStateS25)
+// equal to ref's trainer-0's.
+func sameRunS25(t *testing.T, ref, run string, trainers int, steps int64) {
+	t.Helper()
+	want, err := os.ReadFile(filepath.Join(ref, localrun.LossCSV))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(run, localrun.LossCSV))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("loss.csv differs from the undisturbed run's (%v):\n%s\nwant\n%s", err, got, want)
+	}
+	refState := finalStateS25(t, localrun.TrainerDir(ref, 0), steps)
+	for i := range trainers {
+		if s := finalStateS25(t, localrun.TrainerDir(run, i), steps); s != refState {
+			t.Errorf("trainer-%d's step %d state %s, the undisturbed run's %s", i, steps, s, refState)
+		}
 	}
 }

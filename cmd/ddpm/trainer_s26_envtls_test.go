@@ -2,8 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -42,12 +40,7 @@ func TestTrainerS26HTTPTLSFromEnv(t *testing.T) {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-	caPEM, err := os.ReadFile(filepath.Join(roles["trainer"], tlsauth.CAFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
+	pool := runCAPool(t, roles["trainer"])
 	noCert := &tls.Config{RootCAs: pool, ServerName: tlsauth.NodeName, MinVersion: tls.VersionTLS13}
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
 		code, body, err := testutil.HTTPSGet(t, noCert, httpAddr, "/healthz")
