@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,24 +16,6 @@ import (
 	"ddpm/internal/localrun"
 	"ddpm/internal/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer safe to read while a child's output is copied into it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestLocalRestartsStoppedTrainerS26: a trainer of ddpm local that stops answering (SIGSTOP,
 // as a hung driver or a debugger would stop it) once it has trained is found by ddpm local's
@@ -70,7 +51,7 @@ func TestLocalRestartsStoppedTrainerS26(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // bounds a hang only
 	defer cancel()
 	cmd := exec.CommandContext(ctx, testutil.DDPMBinary(t), "local", "--resume", run, "--quiet", "--liveness-timeout", "5s")
-	var out lockedBuffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"ddpm/config"
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
+	"ddpm/internal/testutil"
 	"ddpm/internal/tlsauth/tlsauthtest"
 	"ddpm/trainer"
 )
@@ -46,22 +46,7 @@ func volumeWith(t *testing.T, steps []int64, params []float32) (*checkpoint.Stor
 }
 
 // lockedLog is a text logger whose output a test reads while goroutines write it.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedLog = testutil.SyncBuffer
 
 // committedSteps is st.Committed, failing t on an error.
 func committedSteps(t *testing.T, st *checkpoint.Store) []int64 {
