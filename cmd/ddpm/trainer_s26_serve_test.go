@@ -135,7 +135,10 @@ func waitRecordS26(t *testing.T, s *stdoutS26, msg string, done <-chan struct{})
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no %q logged within a minute", msg)
+			s.mu.Lock()
+			text := s.buf.String()
+			s.mu.Unlock()
+			t.Fatalf("no %q logged within a minute; the log:\n%s", msg, text)
 		}
 	}
 }
@@ -191,27 +194,30 @@ func TestTrainerS26GRPCServeStopped(t *testing.T) {
 	if rec["level"] != "ERROR" || rec["addr"] != "--listen "+listen || rec["err"] != errS26Broken.Error() {
 		t.Errorf("logged %v; want ERROR %q with addr %q, err %q", rec, coordinator.MsgGRPCStopped, "--listen "+listen, errS26Broken)
 	}
-	// The log reaches the buffer through a pipe: waited for, as the ERROR line is.
-	if rec := waitRecordS26(t, out, MsgLeftOnFailure, nil); rec["err"] != want {
-		t.Errorf("logged %v; want %q with err %q", rec, MsgLeftOnFailure, want)
+	// The log reaches the buffer through a pipe: waited for, as the ERROR line is. The trainer
+	// gives its leave 3 s (it exits rather than wait for a slow coordinator): on a machine so
+	// loaded that the replica's commit takes longer, it says it could not leave, and the
+	// replica drops it at its heartbeat timeout instead. Either way it tried, and t0 goes.
+	const couldNotLeave = "could not leave the cluster; it drops this trainer at its heartbeat timeout"
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		if recs := out.records(MsgLeftOnFailure); len(recs) > 0 {
+			if recs[0]["err"] != want {
+				t.Errorf("logged %v; want %q with err %q", recs[0], MsgLeftOnFailure, want)
+			}
+			break
+		}
+		if recs := out.records(couldNotLeave); len(recs) > 0 {
+			t.Logf("the leave timed out on this machine (%v); the replica drops t0 at its heartbeat timeout", recs[0]["err"])
+			break
+		}
+		if time.Now().After(deadline) {
+			out.mu.Lock()
+			text := out.buf.String()
+			out.mu.Unlock()
+			t.Fatalf("neither %q nor %q logged within a minute of the trainer's return; the log:\n%s", MsgLeftOnFailure, couldNotLeave, text)
+		}
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer scancel()
-	if st, err := cli.State(sctx); err != nil || st.Members["t0"] != nil {
-		t.Errorf("after the trainer returned the replica's members are %v (%v); want t0 gone (it left)", memberIDsS26(st), err)
-	}
-}
-
-// memberIDsS26 lists st's member ids (none for a nil state).
-func memberIDsS26(st *fsm.State) []string {
-	if st == nil {
-		return nil
-	}
-	var ids []string
-	for id := range st.Members {
-		ids = append(ids, id)
-	}
-	return ids
+	waitFor(t, cli, "t0 gone from the members", time.Minute, func(st *fsm.State) bool { return st.Members["t0"] == nil })
 }
 
 // TestTrainerS26HTTPServeStoppedLogged: a cluster trainer whose plain HTTP server on --http-addr
