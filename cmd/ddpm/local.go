@@ -448,6 +448,11 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 		if run.MinTrainers > o.trainers { // the first generation would wait for trainers forever
 			return withExit(2, fmt.Errorf("--min-trainers %d is more than --trainers %d", run.MinTrainers, o.trainers))
 		}
+		if o.init != "" { // checked before a leftover folder is cleared: a refusal changes nothing
+			if err := checkInit(o.init, run.Model); err != nil {
+				return withExit(2, err)
+			}
+		}
 		if err := clearUnstartedRun(out, rf.Path, cmd.ErrOrStderr()); err != nil {
 			return withExit(1, err)
 		}
@@ -468,9 +473,6 @@ func runLocal(cmd *cobra.Command, rf *config.Flags, o localOpts) (retErr error) 
 		man.Samples = &o.samples
 		man.HTTPTLS = o.httpTLS
 		if o.init != "" {
-			if err := checkInit(o.init, run.Model); err != nil {
-				return withExit(2, err)
-			}
 			if man.Init, err = filepath.Abs(o.init); err != nil {
 				return err
 			}

@@ -91,15 +91,23 @@ func TestNewUserS26UnstartedRunFolderReused(t *testing.T) {
 	missing := filepath.Join(dir, "gone.safetensors")
 
 	run := leftover("a", true)
+	// A command refused for another reason (its --init is missing) leaves the leftover as it is.
 	var stderr strings.Builder
 	args := []string{"local", "--data", "mnist", "--steps", "60", "--init", missing, "--out", run, "--quiet"}
 	_, err := runCLI(t, context.Background(), &stderr, args...)
 	wantExit(t, args, err, 2, "--init "+missing+" does not exist")
-	if want := "ddpm local: " + run + " holds what a ddpm local stopped before its run began left (certs, run.yaml, local.lock, no local.json); starting the run there afresh\n"; stderr.String() != want {
-		t.Errorf("stderr %q\nwant %q", stderr.String(), want)
+	if stderr.Len() != 0 {
+		t.Errorf("stderr %q, want nothing (the refused command clears nothing)", stderr.String())
 	}
-	if ents, err := os.ReadDir(run); err != nil || len(ents) != 0 {
-		t.Errorf("%s holds %v (%v), want nothing", run, ents, err)
+	if ents, err := os.ReadDir(run); err != nil || len(ents) != 3 {
+		t.Errorf("%s holds %v (%v) after a refused command, want its 3 leftovers", run, ents, err)
+	}
+	// A run that starts clears it first, in one line, and runs there.
+	r := runLocalCmd(t, "--data", "mnist", "--steps", "2", "--checkpoint-every", "2", "--global-batch", "8", "--t", "50",
+		"--coordinators", "1", "--trainers", "1", "--samples", "0", "--out", run, "--quiet")
+	want := "ddpm local: " + run + " holds what a ddpm local stopped before its run began left (certs, run.yaml, local.lock, no local.json); starting the run there afresh"
+	if r.code != 0 || !strings.HasPrefix(r.out, want+"\n") || !strings.HasPrefix(r.lastLine(), "ddpm local: done: "+run+"; ") {
+		t.Errorf("ddpm local --out %s (a leftover): exit %d\n%s\nwant exit 0, first the line %q, last the done line", run, r.code, r.out, want)
 	}
 
 	noLock := leftover("b", false)
