@@ -101,22 +101,7 @@ func openCheckpoint(path string) (*checkpoint.Store, error) {
 // neither read nor named.
 func openRunCheckpoint(path string) (st *checkpoint.Store, damaged []string, err error) {
 	files := trainerFilesIn(path)
-	var whole []string
-	for _, f := range files {
-		if isDir(f) { // no damaged file: openCheckpoint says what it is if it is the one taken
-			whole = append(whole, f)
-			continue
-		}
-		st, err := checkpoint.Open(f, checkpoint.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
-		if err == nil {
-			st.Close()
-		}
-		if errors.Is(err, checkpoint.ErrCorruptCheckpoint) {
-			damaged = append(damaged, f)
-		} else {
-			whole = append(whole, f) // opened, or held (a live trainer's) or unreadable: no damage
-		}
-	}
+	damaged, whole := damagedTrainerFiles(files)
 	if len(damaged) == 0 || len(files) == 1 { // one trainer: openCheckpoint's line names its damage
 		st, err := openCheckpoint(path)
 		return st, nil, err
@@ -133,6 +118,52 @@ func openRunCheckpoint(path string) (st *checkpoint.Store, damaged []string, err
 		return nil, damaged, damagedToo(err, damaged)
 	}
 	return st, damaged, nil
+}
+
+// damagedTrainerFiles splits the trainers' checkpoint files of a run folder (trainerFilesIn)
+// into those that cannot be opened as checkpoint files (damaged: checkpoint.ErrCorruptCheckpoint)
+// and the others (whole: opened, held by a live trainer, unreadable, or a directory, which
+// openCheckpoint names if it is the one taken).
+func damagedTrainerFiles(files []string) (damaged, whole []string) {
+	for _, f := range files {
+		if isDir(f) {
+			whole = append(whole, f)
+			continue
+		}
+		st, err := checkpoint.Open(f, checkpoint.Options{ReadOnly: true, LockTimeout: 100 * time.Millisecond})
+		if err == nil {
+			st.Close()
+		}
+		if errors.Is(err, checkpoint.ErrCorruptCheckpoint) {
+			damaged = append(damaged, f)
+		} else {
+			whole = append(whole, f)
+		}
+	}
+	return damaged, whole
+}
+
+// damagedRead is the warning line of command (list, export, sample, eval) that read the file
+// read of a ddpm local run folder path because trainer-I files there are damaged, which
+// trainer.CheckpointFileIn passes over in silence; "" for any other path, or none damaged:
+//
+//	ddpm sample: warning: runs/a/trainer-0/checkpoints.db is damaged (it cannot be opened as a checkpoint file); this read runs/a/trainer-1/checkpoints.db, the newest committed checkpoint of the run's other trainers (ddpm checkpoint verify runs/a/trainer-0/checkpoints.db names the damage)
+func damagedRead(command, path, read string) string {
+	files := trainerFilesIn(path)
+	if len(files) < 2 {
+		return ""
+	}
+	damaged, _ := damagedTrainerFiles(files)
+	return damagedReadLine(command, damaged, read)
+}
+
+// damagedReadLine is damagedRead's line for the damaged files found ("" for none).
+func damagedReadLine(command string, damaged []string, read string) string {
+	if len(damaged) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("ddpm %s: warning: %s; this read %s, the newest committed checkpoint of the run's other trainers (%s)",
+		command, damagedIs(damaged), read, damagedVerify(damaged))
 }
 
 // damagedIs says that the trainers' files damaged cannot be opened as checkpoint files:
@@ -443,10 +474,9 @@ exits with status 1.
 			return err
 		}
 		defer st.Close()
-		if len(damagedFiles) > 0 {
+		if line := damagedReadLine("checkpoint list", damagedFiles, st.Path()); line != "" {
 			// The rows are of another trainer's file: which, and which file is damaged.
-			fmt.Fprintf(cmd.ErrOrStderr(), "ddpm checkpoint list: warning: %s; this read %s, the newest committed checkpoint of the run's other trainers (%s)\n",
-				damagedIs(damagedFiles), st.Path(), damagedVerify(damagedFiles))
+			fmt.Fprintln(cmd.ErrOrStderr(), line)
 		}
 		list, err := st.List()
 		if err != nil {
@@ -576,6 +606,9 @@ and by anchors/pytorch/parity.py. The output is written atomically.`,
 				return err
 			}
 			defer st.Close()
+			if line := damagedRead("checkpoint export", args[0], st.Path()); line != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), line)
+			}
 			// What no --force lets through first, then the name, then an existing file (see ddpm loss).
 			if err := checkOutPath("--out", out, true, cfgs...); err != nil {
 				return withExit(exitUsage, fmt.Errorf("checkpoint export: %w", err))

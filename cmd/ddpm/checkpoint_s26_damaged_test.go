@@ -218,3 +218,29 @@ func TestCheckpointS26DirectoryNotDamaged(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckpointS26SampleEvalExportNameDamaged: sample, eval bpd and checkpoint export of a run
+// folder whose trainer-0 file is damaged read trainer-1's, as list does, and say so in the
+// same one warning line on stderr (which file was read, which is damaged, how to see the
+// damage), then do their work (exit 0). They read trainer-1's file without a word.
+func TestCheckpointS26SampleEvalExportNameDamaged(t *testing.T) {
+	bin := testutil.DDPMBinary(t)
+	dir, files := s26RunFolder(t)
+	s26Damage(t, files[0])
+	out := t.TempDir()
+	for _, tc := range []struct {
+		command string
+		args    []string
+	}{
+		{"sample", []string{"sample", "--checkpoint", dir, "--n", "1", "--out", filepath.Join(out, "s.png")}},
+		{"eval bpd", []string{"eval", "bpd", "--checkpoint", dir, "--n", "1", "--batch", "1"}},
+		{"checkpoint export", []string{"checkpoint", "export", dir, "--out", filepath.Join(out, "w.safetensors")}},
+	} {
+		_, stderr, code := s26Run(t, bin, tc.args...)
+		want := "ddpm " + tc.command + ": warning: " + files[0] + " is damaged (it cannot be opened as a checkpoint file); this read " + files[1] +
+			", the newest committed checkpoint of the run's other trainers (ddpm checkpoint verify " + files[0] + " names the damage)\n"
+		if code != 0 || !strings.Contains(stderr, want) || strings.Count(stderr, "is damaged") != 1 {
+			t.Errorf("ddpm %v: exit %d, stderr:\n%s\nwant exit 0 and the one warning line %q", tc.args, code, stderr, want)
+		}
+	}
+}

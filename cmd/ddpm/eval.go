@@ -115,6 +115,9 @@ func runEvalBPD(ctx context.Context, out, log io.Writer, o evalOpts) error {
 	if err != nil {
 		return err
 	}
+	if line := damagedRead("eval bpd", o.checkpoint, er.file); line != "" {
+		fmt.Fprintln(log, line)
+	}
 	spec := o.data
 	if spec == "" {
 		spec = er.run.Dataset

@@ -221,6 +221,9 @@ func runSample(ctx context.Context, w io.Writer, o sampleOpts) error {
 	if err != nil {
 		return err
 	}
+	if line := damagedRead("sample", o.checkpoint, er.file); line != "" {
+		fmt.Fprintln(w, line)
+	}
 	// Refuse an output nobody can write, or one that would replace an input, before minutes or
 	// hours of sampling, not after.
 	// Both places a run.yaml may be (a trainer's folder, a ddpm local run's folder) are the run's.
