@@ -24,35 +24,7 @@ func TestTrainerS25HTTPTLS(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
 	_, roles := s25Certs(t, bin, "trainer", "operator")
 	httpAddr, dir := freeAddr(t), filepath.Join(t.TempDir(), "t0")
-	log := &tlsauthtest.Log{}
-	cmd := exec.Command(bin, "trainer", "--id", "t0", "--preset", "mnist", "--coordinator", closedAddr(t), "--listen", freeAddr(t),
-		"--http-addr", httpAddr, "--data-dir", dir, "--certs", roles["trainer"], "--http-tls")
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-
-	pool := runCAPool(t, roles["trainer"])
-	noCert := &tls.Config{RootCAs: pool, ServerName: tlsauth.NodeName, MinVersion: tls.VersionTLS13}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		code, body, err := testutil.HTTPSGet(t, noCert, httpAddr, "/healthz")
-		if err == nil && code == 200 && strings.HasPrefix(body, "ok: ") {
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("the trainer exited before its /healthz answered over HTTPS:\n%s", log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/healthz over HTTPS without a certificate: %d %q %v after 90 s\n%s", code, body, err, log.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	log, noCert := startHTTPSTrainer(t, bin, roles["trainer"], httpAddr, dir, "--http-tls")
 	if code, body, err := testutil.HTTPSGet(t, noCert, httpAddr, "/readyz"); err != nil || code != 503 || !strings.HasPrefix(body, "not a member: ") {
 		t.Errorf("GET /readyz without a certificate: %d %q %v, want 503 'not a member: ...' (the probe answered)", code, body, err)
 	}
@@ -87,4 +59,38 @@ func TestTrainerS25HTTPTLS(t *testing.T) {
 	runRefused(t, bin, 2, "ddpm: --http-tls is for a cluster trainer: a standalone trainer serves no HTTP\n", "trainer", "--preset", "mnist",
 		"--standalone", "--data-dir", bad, "--http-tls")
 	mustNotExist(t, bad)
+}
+
+// startHTTPSTrainer starts a real `ddpm trainer` t0 (flags extra added) with the certificates
+// certs, serving --http-addr httpAddr over HTTPS and joining coordinators that are not there (so
+// it stays up), with its volume at dir, and returns once /healthz answers 200 "ok: ..." over
+// HTTPS to a client without a certificate (a minute at most; the trainer's exit ends the wait):
+// its log, and that client's TLS config (the run's CA, no certificate). A cleanup kills it.
+func startHTTPSTrainer(t *testing.T, bin, certs, httpAddr, dir string, extra ...string) (*tlsauthtest.Log, *tls.Config) {
+	t.Helper()
+	log := &tlsauthtest.Log{}
+	cmd := exec.Command(bin, append([]string{"trainer", "--id", "t0", "--preset", "mnist", "--coordinator", closedAddr(t), "--listen", freeAddr(t),
+		"--http-addr", httpAddr, "--data-dir", dir, "--certs", certs}, extra...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	noCert := &tls.Config{RootCAs: runCAPool(t, certs), ServerName: tlsauth.NodeName, MinVersion: tls.VersionTLS13}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		code, body, err := testutil.HTTPSGet(t, noCert, httpAddr, "/healthz")
+		if err == nil && code == 200 && strings.HasPrefix(body, "ok: ") {
+			return log, noCert
+		}
+		select {
+		case <-exited:
+			t.Fatalf("the trainer exited before its /healthz answered over HTTPS:\n%s", log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz over HTTPS without a certificate: %d %q %v after a minute\n%s", code, body, err, log.String())
+		}
+	}
 }
