@@ -169,16 +169,8 @@ wait:
 // no word of the coordinators.
 func TestNewUserS25DamagedFileCoordinatorsSilent(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
-	run, err := config.Preset("mnist")
-	if err != nil {
-		t.Fatal(err)
-	}
-	run.Steps, run.CheckpointEvery = 20, 10
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "run.yaml")
-	if err := os.WriteFile(cfgPath, run.Marshal(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	_, cfgPath := procRun(t, dir, 20, 1, 2, 5*time.Second, nil)
 	vol := filepath.Join(dir, "vol")
 	if err := os.MkdirAll(vol, 0o755); err != nil {
 		t.Fatal(err)
