@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"ddpm/config"
 	"ddpm/internal/localrun"
 	"ddpm/internal/testutil"
 )
@@ -29,13 +28,7 @@ func TestLocalRestartsStoppedTrainerS26(t *testing.T) {
 		t.Skip("runs ddpm local twice")
 	}
 	const steps = 24
-	// min_trainers 2: the trainer left waits for the other, so both runs train every step at
-	// world 2 (a world of 1 would sum the batch in another order).
-	edit := func(r *config.Run) { r.Steps, r.CheckpointEvery, r.MinTrainers = steps, 4, 2 }
-	ref := makeLocalRun(t, 2, edit)
-	if r := runLocalCmd(t, "--resume", ref, "--quiet"); r.code != 0 {
-		t.Fatalf("reference run: exit %d\n%s", r.code, r.out)
-	}
+	ref, edit := undisturbedRunS25(t, steps)
 
 	// Served over HTTPS (--http-tls, kept from the run's first start): the probes verify the
 	// children with the run's CA. The reference run's plain HTTP changes no bit of training.

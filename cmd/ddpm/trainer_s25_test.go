@@ -88,13 +88,7 @@ func TestLocalDamagedTrainerFileRecoversS25(t *testing.T) {
 		t.Skip("runs ddpm local twice")
 	}
 	const steps = 40
-	// min_trainers 2: the trainer left waits for the other, so both runs train every step at
-	// world 2 (a world of 1 would sum the batch in another order).
-	edit := func(r *config.Run) { r.Steps, r.CheckpointEvery, r.MinTrainers = steps, 4, 2 }
-	ref := makeLocalRun(t, 2, edit)
-	if r := runLocalCmd(t, "--resume", ref, "--quiet"); r.code != 0 {
-		t.Fatalf("reference run: exit %d\n%s", r.code, r.out)
-	}
+	ref, edit := undisturbedRunS25(t, steps)
 
 	run := makeLocalRun(t, 2, edit)
 	cmd, out := localCommand(t, "--resume", run, "--quiet")
@@ -293,4 +287,19 @@ func sameRunS25(t *testing.T, ref, run string, trainers int, steps int64) {
 			t.Errorf("trainer-%d's step %d state %s, the undisturbed run's %s", i, steps, s, refState)
 		}
 	}
+}
+
+// undisturbedRunS25 runs, as the reference of a disturbed run, a makeLocalRun folder of 2 trainers
+// and the given steps (a checkpoint every 4) to its end, and returns the folder and the config
+// edit that makes the disturbed run's folder alike. min_trainers is 2: a trainer left alone waits
+// for the other, so both runs train every step at world 2 (a world of 1 would sum the batch in
+// another order).
+func undisturbedRunS25(t *testing.T, steps int64) (ref string, edit func(*config.Run)) {
+	t.Helper()
+	edit = func(r *config.Run) { r.Steps, r.CheckpointEvery, r.MinTrainers = steps, 4, 2 }
+	ref = makeLocalRun(t, 2, edit)
+	if r := runLocalCmd(t, "--resume", ref, "--quiet"); r.code != 0 {
+		t.Fatalf("reference run: exit %d\n%s", r.code, r.out)
+	}
+	return ref, edit
 }
