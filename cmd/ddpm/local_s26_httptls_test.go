@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -164,16 +165,8 @@ func TestLocalS26HTTPTLS(t *testing.T) {
 	}
 	start("--config", cfg, "--out", out, "--coordinators", "1", "--trainers", "1", "--samples", "0", "--quiet", "--http-tls")
 
-	before := tree(t, out)
-	r := runLocalCmd(t, "--resume", out, "--http-tls=false")
-	want := "ddpm: --http-tls cannot change on --resume: " + out + " serves its HTTP over HTTPS (it started with --http-tls, recorded in " +
-		filepath.Join(out, localrun.ManifestFile) + "); drop --http-tls=false"
-	if r.code != 2 || strings.TrimSuffix(r.out, "\n") != want {
-		t.Errorf("ddpm local --resume --http-tls=false: exit %d with\n%s\nwant exit 2 with the one line\n%s", r.code, r.out, want)
-	}
-	if after := tree(t, out); strings.Join(after, "\n") != strings.Join(before, "\n") {
-		t.Errorf("the refused --resume changed the run folder:\n%s\nwas\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
-	}
+	refusedLeavesRun(t, out, "ddpm: --http-tls cannot change on --resume: "+out+" serves its HTTP over HTTPS (it started with --http-tls, recorded in "+
+		filepath.Join(out, localrun.ManifestFile)+"); drop --http-tls=false", "--resume", out, "--http-tls=false")
 	start("--resume", out, "--quiet") // keeps HTTPS without being told
 }
 
@@ -182,15 +175,18 @@ func TestLocalS26HTTPTLS(t *testing.T) {
 // exit 2, nothing started or changed: its choice was plain HTTP.
 func TestLocalS26HTTPTLSResumePlainRun(t *testing.T) {
 	out := makeLocalRun(t, 1, nil)
+	refusedLeavesRun(t, out, "ddpm: --http-tls cannot change on --resume: "+out+" serves its HTTP in plain text (it started without --http-tls, recorded in "+
+		filepath.Join(out, localrun.ManifestFile)+"); drop --http-tls, or start a new run with it", "--resume", out, "--http-tls")
+}
+
+// refusedLeavesRun runs `ddpm local args...` and fails t unless it exits 2 with the one line
+// want (wantOneLine) and leaves the run folder out as it was (tree).
+func refusedLeavesRun(t *testing.T, out, want string, args ...string) {
+	t.Helper()
 	before := tree(t, out)
-	r := runLocalCmd(t, "--resume", out, "--http-tls")
-	want := "ddpm: --http-tls cannot change on --resume: " + out + " serves its HTTP in plain text (it started without --http-tls, recorded in " +
-		filepath.Join(out, localrun.ManifestFile) + "); drop --http-tls, or start a new run with it"
-	if r.code != 2 || strings.TrimSuffix(r.out, "\n") != want {
-		t.Errorf("ddpm local --resume --http-tls of a plain run: exit %d with\n%s\nwant exit 2 with the one line\n%s", r.code, r.out, want)
-	}
-	if after := tree(t, out); strings.Join(after, "\n") != strings.Join(before, "\n") {
-		t.Errorf("the refused --resume changed the run folder:\n%s\nwas\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	wantOneLine(t, runLocalCmd(t, args...), 2, want)
+	if after := tree(t, out); !slices.Equal(after, before) {
+		t.Errorf("ddpm local %v changed the run folder:\n%s\nwas\n%s", args, strings.Join(after, "\n"), strings.Join(before, "\n"))
 	}
 }
 
