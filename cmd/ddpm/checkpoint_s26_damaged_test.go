@@ -58,23 +58,6 @@ func s26Commit(t *testing.T, file string, steps ...int64) {
 	}
 }
 
-// s26Damage zeroes the first 16 KiB of the bbolt file at file (both meta pages), as a disk
-// that lost them leaves it: it no longer opens as a checkpoint file.
-func s26Damage(t *testing.T, file string) {
-	t.Helper()
-	f, err := os.OpenFile(file, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(make([]byte, 16<<10), 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := checkpoint.Open(file, checkpoint.Options{ReadOnly: true}); !errors.Is(err, checkpoint.ErrCorruptCheckpoint) {
-		t.Fatalf("%s after damage opens with %v, want %v", file, err, checkpoint.ErrCorruptCheckpoint)
-	}
-}
-
 // s26Run runs the ddpm binary with args and returns its stdout, stderr and exit status.
 func s26Run(t *testing.T, bin string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
@@ -98,7 +81,7 @@ func s26Run(t *testing.T, bin string, args ...string) (stdout, stderr string, co
 func TestCheckpointS26RunDamagedTrainerNamed(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
 	dir, files := s26RunFolder(t)
-	s26Damage(t, files[0])
+	damageMetaS25(t, files[0])
 	aside := files[1] + ".damaged-20261201T022500Z"
 	b, err := os.ReadFile(files[0])
 	if err != nil {
@@ -144,7 +127,7 @@ func TestCheckpointS26RunDamagedTrainerNamed(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s26Damage(t, files[1])
+	damageMetaS25(t, files[1])
 	want = "ddpm: checkpoint " + dir + ": every trainer's checkpoint file is damaged (" + files[0] + ", " + files[1] +
 		" cannot be opened as checkpoint files; ddpm checkpoint verify FILE names the damage of one)\n"
 	for _, command := range []string{"list", "verify"} {
@@ -164,7 +147,7 @@ func TestCheckpointS26RunDamagedTrainerNamed(t *testing.T) {
 func TestCheckpointS26MovedAsideNotRead(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
 	dir, files := s26RunFolder(t)
-	s26Damage(t, files[0])
+	damageMetaS25(t, files[0])
 	aside := files[0] + ".damaged-20261201T022500Z"
 	if err := os.Rename(files[0], aside); err != nil {
 		t.Fatal(err)
@@ -203,7 +186,7 @@ func TestCheckpointS26DirectoryNotDamaged(t *testing.T) {
 	if err := os.Mkdir(files[0], 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s26Damage(t, files[1])
+	damageMetaS25(t, files[1])
 	line := "ddpm: checkpoint: " + files[0] + " is a directory, not a checkpoint file (a trainer keeps its checkpoints in a file of that name: move the folder out of the way)"
 	for _, tc := range []struct{ path, want string }{
 		{files[0], line + "\n"},
@@ -226,7 +209,7 @@ func TestCheckpointS26DirectoryNotDamaged(t *testing.T) {
 func TestCheckpointS26SampleEvalExportNameDamaged(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
 	dir, files := s26RunFolder(t)
-	s26Damage(t, files[0])
+	damageMetaS25(t, files[0])
 	out := t.TempDir()
 	for _, tc := range []struct {
 		command string

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"ddpm/checkpoint"
 	"ddpm/config"
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
@@ -172,16 +171,7 @@ func TestNewUserS25DamagedFileCoordinatorsSilent(t *testing.T) {
 	dir := t.TempDir()
 	_, cfgPath := procRun(t, dir, 20, 1, 2, 5*time.Second, nil)
 	vol := filepath.Join(dir, "vol")
-	if err := os.MkdirAll(vol, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	db := filepath.Join(vol, trainer.CheckpointFile)
-	st, err := checkpoint.Open(db, checkpoint.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
-	damaged := damageMetaS25(t, db)
+	db, damaged := damagedEmptyVolumeS25(t, vol)
 	dead := freeAddr(t) // nothing listens there
 	out, errOut, code := ddpmRunFor(t, 2*time.Minute, bin, "trainer", "--id", "t0", "--coordinator", dead, "--listen", freeAddr(t),
 		"--data-dir", vol, "--config", cfgPath, "--certs", tlsauthtest.Dir(t))

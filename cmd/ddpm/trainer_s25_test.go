@@ -18,6 +18,23 @@ import (
 	"ddpm/trainer"
 )
 
+// damagedEmptyVolumeS25 makes the volume folder vol (if need be) with a new, empty
+// checkpoints.db in it, then damages the file (damageMetaS25): a trainer's volume whose file no
+// longer opens. It returns the file's path and its bytes after the damage.
+func damagedEmptyVolumeS25(t *testing.T, vol string) (db string, damaged []byte) {
+	t.Helper()
+	if err := os.MkdirAll(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	db = filepath.Join(vol, trainer.CheckpointFile)
+	st, err := checkpoint.Open(db, checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	return db, damageMetaS25(t, db)
+}
+
 // damageMetaS25 zeroes the first two pages of the checkpoint file at path (bbolt's two meta
 // pages, as `dd if=/dev/zero of=FILE bs=4096 count=2 conv=notrunc` does): bbolt then refuses to
 // open it ("invalid database"). It returns the file's bytes after the damage.
@@ -63,8 +80,14 @@ func logLinesS25(t *testing.T, run, name, msg string) []map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return jsonRecords(b, msg)
+}
+
+// jsonRecords returns the JSON log records (one per line, as slog's JSON handler writes them) in
+// text whose msg is msg; lines that are no JSON object are passed over.
+func jsonRecords(text []byte, msg string) []map[string]any {
 	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc := bufio.NewScanner(bytes.NewReader(text))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		var rec map[string]any
@@ -194,17 +217,7 @@ func TestLocalDamagedOnlyCopyStopsRunS25(t *testing.T) {
 	t.Run("no committed checkpoint", func(t *testing.T) {
 		// min_trainers 2: no checkpoint can be committed without trainer-1.
 		run := makeLocalRun(t, 2, func(r *config.Run) { r.MinTrainers = 2 })
-		vol := localrun.TrainerDir(run, 1)
-		if err := os.MkdirAll(vol, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		db := filepath.Join(vol, trainer.CheckpointFile)
-		st, err := checkpoint.Open(db, checkpoint.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		st.Close()
-		damaged := damageMetaS25(t, db)
+		db, damaged := damagedEmptyVolumeS25(t, localrun.TrainerDir(run, 1))
 		wantStop(t, run, "trainer-1", db, damaged, fmt.Sprintf("the coordinators list no committed checkpoint of the run, so this file may hold its only copy; "+
 			"restore it from a copy, or move it aside and resume the run (ddpm local --resume %s) (it then joins with an empty volume)", run))
 	})

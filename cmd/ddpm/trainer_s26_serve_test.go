@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -110,16 +108,7 @@ func (s *stdoutS26) records(msg string) []map[string]any {
 	s.mu.Lock()
 	text := s.buf.String()
 	s.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(text))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var rec map[string]any
-		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == msg {
-			out = append(out, rec)
-		}
-	}
-	return out
+	return jsonRecords([]byte(text), msg)
 }
 
 // waitRecordS26 waits (a minute at most) for a record msg in s, or for done to be closed.

@@ -3,10 +3,8 @@ package main
 import (
 	"bytes"
 	"os"
-	"path/filepath"
 	"testing"
 
-	"ddpm/checkpoint"
 	"ddpm/internal/testutil"
 	"ddpm/trainer"
 )
@@ -19,13 +17,7 @@ import (
 func TestTrainerS26StandaloneDamagedExit2(t *testing.T) {
 	bin := testutil.DDPMBinary(t)
 	vol := t.TempDir()
-	db := filepath.Join(vol, trainer.CheckpointFile)
-	st, err := checkpoint.Open(db, checkpoint.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
-	damaged := damageMetaS25(t, db)
+	db, damaged := damagedEmptyVolumeS25(t, vol)
 	want := "ddpm: checkpoint: " + db + " is not a readable checkpoint file (invalid database): corrupt checkpoint; it was left as it is: " +
 		"a standalone trainer's volume is its run's only record; restore it from a copy, or move it aside to start the run over from step 0\n"
 	runRefused(t, bin, 2, want, "trainer", "--standalone", "--preset", "mnist", "--data-dir", vol)
