@@ -91,6 +91,9 @@ bench-allreduce: build  ## ring all-reduce vs the anchors (iperf3, Open MPI, glo
 	ANCHOR_OUT=$(ANCHOR_OUT) /usr/bin/python3 $(ANCHORS)/allreduce/run_all.py $(ANCHOR_FLAGS)
 	set -o pipefail; $(BIN) bench allreduce --ranks 2,4 --sizes 1MiB,16MiB,64MiB,143MB --anchor $(ANCHOR_OUT)/allreduce/latest.json \
 		--json $(ANCHOR_OUT)/allreduce/ddpm.json | tee $(ANCHOR_OUT)/allreduce/ddpm.md
+	@echo; echo "the same ring on grpc-go's transport (what trainers with TLS run):"
+	set -o pipefail; $(BIN) bench allreduce --transport grpc --ranks 2,4 --sizes 1MiB,16MiB,64MiB,143MB --anchor $(ANCHOR_OUT)/allreduce/latest.json \
+		| tee $(ANCHOR_OUT)/allreduce/ddpm-grpc.md
 	@echo; echo "floor: the same ring in Go on plain TCP, no gRPC (bench/tcpring, a diagnostic):"
 	set -o pipefail; $(GO) run ./bench/tcpring --ranks 2,4 --bytes 143000000 | tee $(ANCHOR_OUT)/allreduce/tcpring.md
 

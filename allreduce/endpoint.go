@@ -136,17 +136,4 @@ func (e *Endpoint) await(ctx context.Context, g uint64) (*Ring, error) {
 }
 
 // Stream implements api.RingServer: the inbound stream from this rank's predecessor.
-func (e *Endpoint) Stream(stream api.Ring_StreamServer) error {
-	var hello inFrame
-	if err := stream.RecvMsg(&hello); err != nil {
-		return err
-	}
-	if hello.err != nil || hello.h.kind != api.FrameKind_FRAME_KIND_HELLO {
-		return status.Errorf(codes.InvalidArgument, "allreduce: stream must open with HELLO, got %v", &hello.h)
-	}
-	r, err := e.await(stream.Context(), hello.h.generation)
-	if err != nil {
-		return err
-	}
-	return r.serveInbound(stream, &hello.h)
-}
+func (e *Endpoint) Stream(stream api.Ring_StreamServer) error { return e.serve(stream) }

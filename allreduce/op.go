@@ -100,6 +100,19 @@ func (op *opState) expect(h *header, payloadBytes int) ([]float32, bool, error) 
 	return op.buf[off : off+n], st.Phase == ReduceScatter, nil
 }
 
+// unlock and lock implement frameSink: op.mu is released while a payload is read from the
+// network, and retaken (if op is still active) to apply it.
+func (op *opState) unlock() { op.mu.Unlock() }
+
+func (op *opState) lock() bool {
+	op.mu.Lock()
+	if !op.active {
+		op.mu.Unlock()
+		return false
+	}
+	return true
+}
+
 // end implements frameSink: the payload is applied; advance and release op.mu.
 func (op *opState) end() {
 	if op.next > 0 {

@@ -259,9 +259,14 @@ func appendPad(b []byte, n int) []byte {
 
 // frameSink receives the payload of an inbound frame. begin validates the header and returns
 // where the payload goes (nil dst: no payload allowed) and whether to add or copy; end is
-// called after the payload has been applied, or not at all if begin failed.
+// called after the payload has been applied, or not at all if begin failed. The sink is
+// locked from a successful begin to end; a reader that must wait for payload bytes unlocks
+// it meanwhile, and lock reports whether the destination may still be written (if not, the
+// sink is left unlocked and end is not called).
 type frameSink interface {
 	begin(h *header, payloadBytes int) (dst []float32, add bool, err error)
+	unlock()
+	lock() bool
 	end()
 }
 
@@ -299,62 +304,9 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	r := data.Reader()
 	defer r.Close()
 	f.h, f.err = header{}, nil
-	payload := -1
-	for r.Remaining() > 0 {
-		tag, err := binary.ReadUvarint(r)
-		if err != nil {
-			return fmt.Errorf("%w: %v", errMalformed, err)
-		}
-		num, typ := protowire.Number(tag>>3), protowire.Type(tag&7)
-		if typ == protowire.BytesType {
-			l, err := binary.ReadUvarint(r)
-			if err != nil || l > uint64(r.Remaining()) {
-				return fmt.Errorf("%w: bad length of field %d", errMalformed, num)
-			}
-			if num != fPayload {
-				if _, err := r.Discard(int(l)); err != nil {
-					return fmt.Errorf("%w: %v", errMalformed, err)
-				}
-				continue
-			}
-			if int(l) != r.Remaining() {
-				return fmt.Errorf("%w: payload is not the last field", errMalformed)
-			}
-			payload = int(l)
-			break
-		}
-		if typ != protowire.VarintType {
-			return fmt.Errorf("%w: field %d has wire type %d", errMalformed, num, typ)
-		}
-		x, err := binary.ReadUvarint(r)
-		if err != nil {
-			return fmt.Errorf("%w: %v", errMalformed, err)
-		}
-		switch num {
-		case fKind:
-			f.h.kind = api.FrameKind(x)
-		case fGeneration:
-			f.h.generation = x
-		case fFromRank:
-			f.h.fromRank = uint32(x)
-		case fWorld:
-			f.h.world = uint32(x)
-		case fOp:
-			f.h.op = x
-		case fLength:
-			f.h.length = x
-		case fStep:
-			f.h.step = uint32(x)
-		case fSegment:
-			f.h.segment = uint32(x)
-		case fChunk:
-			f.h.chunk = uint32(x)
-		case fOffset:
-			f.h.offset = x
-		}
-	}
-	if payload < 0 {
-		payload = 0
+	payload, err := decodeHeader(r, &f.h)
+	if err != nil {
+		return err
 	}
 	if f.sink == nil {
 		if payload > 0 {
@@ -376,6 +328,87 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 		return err
 	}
 	return copyFrom(r, dst)
+}
+
+// fieldReader reads an encoded Frame: gRPC's message reader, or a direct stream's.
+type fieldReader interface {
+	io.ByteReader
+	Remaining() int
+	Discard(n int) (int, error)
+}
+
+// decodeHeader decodes the fields of a Frame up to its payload into h and returns the
+// payload's length in bytes (0 if none); r is left at the payload's first byte. The payload
+// must be the last field. A malformed message wraps errMalformed; other errors are r's.
+func decodeHeader(r fieldReader, h *header) (int, error) {
+	payload := -1
+	for r.Remaining() > 0 {
+		tag, err := binary.ReadUvarint(r)
+		if err != nil {
+			return 0, readErr(err)
+		}
+		num, typ := protowire.Number(tag>>3), protowire.Type(tag&7)
+		if typ == protowire.BytesType {
+			l, err := binary.ReadUvarint(r)
+			if err != nil || l > uint64(r.Remaining()) {
+				return 0, fmt.Errorf("%w: bad length of field %d", errMalformed, num)
+			}
+			if num != fPayload {
+				if _, err := r.Discard(int(l)); err != nil {
+					return 0, readErr(err)
+				}
+				continue
+			}
+			if int(l) != r.Remaining() {
+				return 0, fmt.Errorf("%w: payload is not the last field", errMalformed)
+			}
+			payload = int(l)
+			break
+		}
+		if typ != protowire.VarintType {
+			return 0, fmt.Errorf("%w: field %d has wire type %d", errMalformed, num, typ)
+		}
+		x, err := binary.ReadUvarint(r)
+		if err != nil {
+			return 0, readErr(err)
+		}
+		switch num {
+		case fKind:
+			h.kind = api.FrameKind(x)
+		case fGeneration:
+			h.generation = x
+		case fFromRank:
+			h.fromRank = uint32(x)
+		case fWorld:
+			h.world = uint32(x)
+		case fOp:
+			h.op = x
+		case fLength:
+			h.length = x
+		case fStep:
+			h.step = uint32(x)
+		case fSegment:
+			h.segment = uint32(x)
+		case fChunk:
+			h.chunk = uint32(x)
+		case fOffset:
+			h.offset = x
+		}
+	}
+	return max(payload, 0), nil
+}
+
+// readErr wraps a failure to read a Frame's fields: the message ending early is malformed; a
+// transport failure is returned as it is.
+func readErr(err error) error {
+	var ce *connError
+	if errors.As(err, &ce) {
+		return err
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	return err
 }
 
 // scratchElems sizes the staging buffer of the reduce-scatter add (64 KiB, cache resident).

@@ -42,6 +42,7 @@ var benchAR struct {
 	jsonOut      string
 	procs        int
 	cpuProfile   string
+	transport    string
 	// worker mode (one rank, started by the parent)
 	worker      bool
 	rank, world int
@@ -119,6 +120,7 @@ func init() {
 	f.StringVar(&benchAR.jsonOut, "json", "", "also write the results here as JSON")
 	f.IntVar(&benchAR.procs, "procs", 0, "GOMAXPROCS of each rank process (0: the cores shared out among the ranks, at least 1)")
 	f.StringVar(&benchAR.cpuProfile, "cpuprofile", "", "write each rank's CPU profile of the timed runs to `DIR`/cpu-rankR-of-N.pprof")
+	f.StringVar(&benchAR.transport, "transport", "direct", "the ring's connections: direct (the ring's own HTTP/2 frames, what trainers on plain text use) or grpc (grpc-go's transport, what trainers on TLS use)")
 	f.BoolVar(&benchAR.worker, "worker", false, "internal: run one rank")
 	f.IntVar(&benchAR.rank, "rank", 0, "internal: this worker's rank")
 	f.IntVar(&benchAR.world, "world", 0, "internal: the world size")
@@ -137,6 +139,9 @@ func init() {
 func checkBenchFlags() error {
 	if c := benchAR.chunkBytes; c != 0 && (c < 4 || c > allreduce.MaxChunkBytes || c%4 != 0) {
 		return fmt.Errorf("--chunk-bytes %d: want a multiple of 4 in [4, %d] (or 0, the ring's default)", c, allreduce.MaxChunkBytes)
+	}
+	if t := benchAR.transport; t != "direct" && t != "grpc" {
+		return fmt.Errorf("--transport %q: want direct or grpc", t)
 	}
 	if benchAR.procs < 0 {
 		return fmt.Errorf("--procs %d: want 1 or more (or 0, the cores shared out among the ranks)", benchAR.procs)
@@ -237,7 +242,7 @@ func runBenchRanks(n int) ([]benchRow, error) {
 	for r := range n {
 		c := exec.Command(exe, "bench", "allreduce", "--worker", "--rank", strconv.Itoa(r), "--world", strconv.Itoa(n),
 			"--sizes", benchAR.sizes, "--chunk-bytes", strconv.Itoa(benchAR.chunkBytes),
-			"--procs", strconv.Itoa(gomaxprocs), "--cpuprofile", benchAR.cpuProfile)
+			"--procs", strconv.Itoa(gomaxprocs), "--cpuprofile", benchAR.cpuProfile, "--transport", benchAR.transport)
 		c.Stderr = os.Stderr
 		in, err := c.StdinPipe()
 		if err != nil {
@@ -318,7 +323,12 @@ func benchWorker(sizes []int) error {
 	}
 	srv := grpc.NewServer(append(sec.ServerOptions(), allreduce.ServerOptions()...)...)
 	ep := allreduce.Register(srv)
-	go srv.Serve(lis)
+	direct := benchAR.transport == "direct"
+	if direct {
+		go srv.Serve(ep.DirectListener(lis))
+	} else {
+		go srv.Serve(lis)
+	}
 	// Stop gracefully (after the ring's Close, deferred below, runs first): the last
 	// acknowledgement this rank sent must leave the process before it exits.
 	defer func() {
@@ -340,7 +350,7 @@ func benchWorker(sizes []int) error {
 		return fmt.Errorf("bench worker %d: %d peers for world %d", rank, len(peers), world)
 	}
 	ring, err := allreduce.NewRing(ep, allreduce.Config{Generation: 1, Rank: rank, Peers: peers,
-		Timeout: 120 * time.Second, ChunkBytes: benchAR.chunkBytes, DialOptions: sec.DialOptions()})
+		Timeout: 120 * time.Second, ChunkBytes: benchAR.chunkBytes, DialOptions: sec.DialOptions(), Direct: direct})
 	if err != nil {
 		return err
 	}
@@ -440,7 +450,7 @@ func gloo(anchors []anchorRow, r benchRow) *anchorRow {
 }
 
 func printBench(w io.Writer, rows []benchRow, anchors []anchorRow) {
-	fmt.Fprintln(w, "ddpm ring all-reduce (gRPC over plain-text TCP on loopback, no TLS, as gloo), time = median over iters of max over ranks;")
+	fmt.Fprintf(w, "ddpm ring all-reduce (gRPC streams, %s connections, over plain-text TCP on loopback, no TLS, as gloo), time = median over iters of max over ranks;\n", benchAR.transport)
 	fmt.Fprintln(w, "CPU ns/B = user+system CPU of all ranks during the timed all-reduce, per buffer byte; procs = GOMAXPROCS of each rank")
 	fmt.Fprintln(w)
 	hdr := "| ranks | procs | bytes | MiB | iters | median s | min s | algbw GB/s | busbw GB/s | CPU ns/B | ok |"

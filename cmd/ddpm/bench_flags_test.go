@@ -24,6 +24,7 @@ func TestBenchAllreduceFlags(t *testing.T) {
 		{[]string{"--chunk-bytes", "-1"}, "--chunk-bytes -1: want a multiple of 4 in [4, 4194304] (or 0, the ring's default)"},
 		{[]string{"--chunk-bytes", "6"}, "--chunk-bytes 6: want a multiple of 4 in [4, 4194304] (or 0, the ring's default)"},
 		{[]string{"--procs", "-1"}, "--procs -1: want 1 or more (or 0, the cores shared out among the ranks)"},
+		{[]string{"--transport", "tcp"}, `--transport "tcp": want direct or grpc`},
 		{[]string{"--anchor", filepath.Join(missing, "latest.json")}, "--anchor " + filepath.Join(missing, "latest.json") + " does not exist"},
 		{[]string{"--cpuprofile", missing}, "--cpuprofile " + missing + ": no such folder (give an existing folder for the profiles)"},
 		{[]string{"--json", filepath.Join(missing, "ddpm.json")}, "--json " + filepath.Join(missing, "ddpm.json") + ": folder " + missing + " does not exist"},

@@ -432,7 +432,13 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 	checkpoint.RegisterTransfer(srv, node.Store)
 	go func() {
 		what := coordinator.FlagAddr("--listen", o.listen, o.lis.Addr().String())
-		if serr := coordinator.ServeLogged(node.Log, coordinator.MsgGRPCStopped, what, func() error { return srv.Serve(o.lis) }); serr != nil {
+		lis := o.lis
+		if sec.Insecure() {
+			// Plain text: the ring's connections are direct (allreduce.DirectListener),
+			// everything else reaches srv as before.
+			lis = ep.DirectListener(lis)
+		}
+		if serr := coordinator.ServeLogged(node.Log, coordinator.MsgGRPCStopped, what, func() error { return srv.Serve(lis) }); serr != nil {
 			serveFailed(fmt.Errorf("trainer: %w on %s: %v; stopping the trainer (exit 1) so that a restart binds the port again", ErrTrainerGRPCStopped, what, serr))
 		}
 	}()
@@ -613,7 +619,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 			return trainer.Solo{}, func() {}, nil
 		}
 		r, err := allreduce.NewRing(ep, allreduce.Config{Generation: a.Generation, Rank: a.Rank, Peers: a.Peers, Timeout: 2 * run.HeartbeatTimeout.Std(),
-			DialOptions: sec.DialOptions()})
+			DialOptions: sec.DialOptions(), Direct: sec.Insecure()})
 		if err != nil {
 			return nil, nil, err
 		}
