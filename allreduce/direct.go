@@ -88,9 +88,14 @@ func dialDirect(ctx context.Context, addr string) (*directClient, error) {
 	c := newH2Conn(nc, nil)
 	dc := &directClient{c: c}
 	dc.in = streamIn{c: c, headers: clientHeaders}
+	// From here ctx's end closes the connection, set-up included: a ring closed while its
+	// successor accepted and says nothing (a frozen process: the kernel accepts for it) must
+	// not wait for the set-up's deadline.
+	dc.stop = context.AfterFunc(ctx, dc.close)
 	ok := false
 	defer func() {
 		if !ok {
+			dc.stop()
 			nc.Close()
 		}
 	}()
@@ -130,7 +135,6 @@ func dialDirect(ctx context.Context, addr string) (*directClient, error) {
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
-	dc.stop = context.AfterFunc(ctx, func() { dc.close() })
 	directCounts.dialed.Add(1)
 	ok = true
 	return dc, nil
@@ -547,6 +551,12 @@ func (l *directListener) serveDirect(nc net.Conn, br *bufio.Reader) {
 	defer nc.Close()
 	directCounts.served.Add(1)
 	c := newH2Conn(nc, br)
+	// The stream's reader is the ring's receive loop, which also sends the acknowledgements
+	// (and reads nothing meanwhile), and the handler cannot return while a signal is being
+	// sent: a send waiting for a WINDOW_UPDATE could wait forever. The ring's signals are a
+	// few bytes and a direct client opens its windows fully, so a peer that has not opened
+	// them for a signal breaks the stream instead.
+	c.noWait = true
 	if _, err := br.Discard(len(h2Preface)); err != nil {
 		return
 	}
@@ -562,10 +572,11 @@ func (l *directListener) serveDirect(nc net.Conn, br *bufio.Reader) {
 		return errors.New("HEADERS frame after the request's")
 	}}
 	nc.SetReadDeadline(time.Now().Add(directHandshakeTimeout))
-	fields, err := readRequest(c)
+	fields, endStream, err := readRequest(c)
 	if err != nil {
 		return
 	}
+	s.in.end = endStream // a request that ends the stream at once: RecvMsg gets io.EOF
 	nc.SetReadDeadline(time.Time{})
 	var herr error
 	if p, _ := headerValue(fields, ":path"); p != api.Ring_Stream_FullMethodName {
@@ -593,24 +604,26 @@ func (l *directListener) serveDirect(nc net.Conn, br *bufio.Reader) {
 	}
 }
 
-// readRequest reads frames up to the request's header block and returns it.
-func readRequest(c *h2conn) ([]hpack.HeaderField, error) {
+// readRequest reads frames up to the request's header block and returns it, and whether
+// the request ended the stream (END_STREAM on its HEADERS frame: a client with nothing to send).
+func readRequest(c *h2conn) ([]hpack.HeaderField, bool, error) {
 	for {
 		fh, err := c.readFrameHeader()
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		switch fh.typ {
 		case http2.FrameHeaders:
 			if fh.stream != h2Stream {
-				return nil, fmt.Errorf("stream %d", fh.stream)
+				return nil, false, fmt.Errorf("stream %d", fh.stream)
 			}
-			return c.readHeaderBlock(fh)
+			fields, err := c.readHeaderBlock(fh)
+			return fields, fh.flags.Has(http2.FlagHeadersEndStream), err
 		case http2.FrameData, http2.FrameContinuation:
-			return nil, fmt.Errorf("%v frame before the request's headers", fh.typ)
+			return nil, false, fmt.Errorf("%v frame before the request's headers", fh.typ)
 		default:
 			if err := c.control(fh); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 	}

@@ -69,7 +69,11 @@ type h2conn struct {
 	connWin   int64
 	streamWin int64
 	maxFrame  int   // the peer's SETTINGS_MAX_FRAME_SIZE
+	peerInit  int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE, which streamWin started from
 	broken    error // set once the connection failed: sends stop waiting for window
+	// noWait makes a message that the windows cannot take at once fail instead of waiting
+	// (errWindowShut): set on a server's connection, whose one reader may be the sender.
+	noWait bool
 
 	// Receive side, used by the reading goroutine only.
 	hdec    *hpack.Decoder
@@ -87,7 +91,7 @@ func newH2Conn(nc net.Conn, br *bufio.Reader) *h2conn {
 		br = bufio.NewReaderSize(nc, h2ReadBuffer)
 	}
 	c := &h2conn{nc: nc, br: br, connWin: h2DefaultWindow, streamWin: h2DefaultWindow, maxFrame: 16384,
-		hdec: hpack.NewDecoder(4096, nil)}
+		peerInit: h2DefaultWindow, hdec: hpack.NewDecoder(4096, nil)}
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.fcond = sync.NewCond(&c.fmu)
 	return c
@@ -162,11 +166,15 @@ func (c *h2conn) writeWindowUpdate(stream uint32, n int) error {
 	return c.writeFrame(http2.FrameWindowUpdate, 0, stream, p[:])
 }
 
-// writeHeaders sends a header block in one HEADERS frame (it fits: the ring's are small),
-// after any message being sent.
+// writeHeaders sends a header block, after any message being sent: one HEADERS frame, and
+// CONTINUATION frames for what exceeds the peer's SETTINGS_MAX_FRAME_SIZE (RFC 9113 4.3; a
+// trailer's grpc-message can be long).
 func (c *h2conn) writeHeaders(endStream bool, fields ...hpack.HeaderField) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
+	c.fmu.Lock()
+	maxFrame := c.maxFrame
+	c.fmu.Unlock()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.hbuf.Reset()
@@ -175,11 +183,24 @@ func (c *h2conn) writeHeaders(endStream bool, fields ...hpack.HeaderField) error
 			return err
 		}
 	}
-	flags := http2.FlagHeadersEndHeaders
+	block := c.hbuf.Bytes()
+	typ, flags := http2.FrameHeaders, http2.Flags(0)
 	if endStream {
-		flags |= http2.FlagHeadersEndStream
+		flags = http2.FlagHeadersEndStream
 	}
-	return c.writeFrame(http2.FrameHeaders, flags, h2Stream, c.hbuf.Bytes())
+	for {
+		k := min(len(block), maxFrame)
+		if k == len(block) {
+			flags |= http2.FlagHeadersEndHeaders // the same bit as CONTINUATION's END_HEADERS
+		}
+		if err := c.writeFrame(typ, flags, h2Stream, block[:k]); err != nil {
+			return err
+		}
+		if block = block[k:]; len(block) == 0 {
+			return nil
+		}
+		typ, flags = http2.FrameContinuation, 0
+	}
 }
 
 // fail marks the connection broken: senders waiting for window stop with err.
@@ -192,11 +213,17 @@ func (c *h2conn) fail(err error) {
 	c.fcond.Broadcast()
 }
 
+// errWindowShut: a noWait connection's peer has not opened its windows for a message.
+var errWindowShut = errors.New("the peer's flow-control window is shut")
+
 // reserve waits until the peer's windows allow sending and takes up to n bytes of them.
 func (c *h2conn) reserve(n int) (int, error) {
 	c.fmu.Lock()
 	defer c.fmu.Unlock()
 	for c.broken == nil && (c.connWin <= 0 || c.streamWin <= 0) {
+		if c.noWait {
+			return 0, errWindowShut
+		}
 		c.fcond.Wait()
 	}
 	if c.broken != nil {
@@ -224,6 +251,14 @@ func (c *h2conn) writeMessage(parts [][]byte) error {
 	left := n + grpcPrefixBytes
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
+	if c.noWait {
+		c.fmu.Lock()
+		shut := int64(left) > min(c.connWin, c.streamWin)
+		c.fmu.Unlock()
+		if shut {
+			return fmt.Errorf("%w: %d bytes to send", errWindowShut, left)
+		}
+	}
 	for left > 0 {
 		k, err := c.reserve(left)
 		if err != nil {
@@ -253,8 +288,18 @@ func (c *h2conn) writeMessage(parts [][]byte) error {
 }
 
 // control handles a frame other than DATA and HEADERS/CONTINUATION: settings, pings and
-// window updates are answered or applied; RST_STREAM and GOAWAY end the stream with an error.
+// window updates are answered or applied; RST_STREAM ends the stream with an error, and so
+// does a GOAWAY that excludes the stream (a GOAWAY whose last stream ID covers it, as a
+// graceful shutdown sends first, lets the stream finish: RFC 9113 6.8).
 func (c *h2conn) control(fh frameHeader) error {
+	switch fh.typ {
+	case http2.FrameSettings, http2.FramePing, http2.FrameWindowUpdate, http2.FrameRSTStream, http2.FrameGoAway:
+	default:
+		// PRIORITY and frame types this end does not know are ignored (RFC 9113 4.1, 5.5),
+		// up to the SETTINGS_MAX_FRAME_SIZE this end advertised.
+		_, err := c.br.Discard(fh.length)
+		return err
+	}
 	if fh.length > h2MaxControl {
 		return fmt.Errorf("%v frame of %d bytes", fh.typ, fh.length)
 	}
@@ -280,7 +325,10 @@ func (c *h2conn) control(fh frameHeader) error {
 					c.fmu.Unlock()
 					return fmt.Errorf("SETTINGS_INITIAL_WINDOW_SIZE %d", v)
 				}
-				c.streamWin += int64(v) - h2DefaultWindow // the stream opened at the default
+				// RFC 9113 6.9.2: the stream's window moves by the change of the setting
+				// (a peer may send it again), from the default it opened at.
+				c.streamWin += int64(v) - c.peerInit
+				c.peerInit = int64(v)
 			case http2.SettingMaxFrameSize:
 				if v < 16384 || v > h2MaxFrame {
 					c.fmu.Unlock()
@@ -329,10 +377,13 @@ func (c *h2conn) control(fh frameHeader) error {
 		if len(p) < 8 {
 			return errors.New("malformed GOAWAY frame")
 		}
+		if binary.BigEndian.Uint32(p)&(1<<31-1) >= h2Stream {
+			return nil // the stream goes on; the peer closes the connection after it
+		}
 		return status.Errorf(codes.Unavailable, "peer closed the connection (GOAWAY %v %q)",
 			http2.ErrCode(binary.BigEndian.Uint32(p[4:])), p[8:])
 	}
-	return nil // PRIORITY and unknown frame types are ignored (RFC 9113 4.1)
+	return nil
 }
 
 // readHeaderBlock reads the rest of a header block that started with HEADERS frame fh (its
