@@ -77,9 +77,21 @@ type directClient struct {
 }
 
 // dialDirect connects to addr and opens the ring's stream on a direct connection. It returns
-// errNotDirect (the connection closed) if the server is not a DirectListener. The connection
-// is closed when ctx ends.
+// errNotDirect (the connection closed) if the server is not a DirectListener: one that
+// answered without the setting twice in a row, since a DirectListener hands a connection whose
+// first byte is late (classifyFirstByte after the accept: a client process starved of CPU) to
+// grpc.Server, which would leave the ring on grpc-go's transport for its whole life. The
+// connection is closed when ctx ends.
 func dialDirect(ctx context.Context, addr string) (*directClient, error) {
+	dc, err := dialDirectOnce(ctx, addr)
+	if errors.Is(err, errNotDirect) {
+		dc, err = dialDirectOnce(ctx, addr)
+	}
+	return dc, err
+}
+
+// dialDirectOnce is one attempt of dialDirect.
+func dialDirectOnce(ctx context.Context, addr string) (*directClient, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {

@@ -352,3 +352,81 @@ func TestDirectS27GracefulGoAway(t *testing.T) {
 		t.Errorf("RecvMsg: %v, signal %v; want the acknowledgement of operation 3", err, &sig)
 	}
 }
+
+// lateProxy forwards connections from lis to addr. On the first it holds the client's bytes
+// until the server has spoken first: a DirectListener does that only once it has given up on
+// a direct start (classifyFirstByte) and handed the connection to grpc.Server, so the client's
+// start arrives late, as from a client starved of CPU.
+func lateProxy(t *testing.T, lis net.Listener, addr string) {
+	t.Helper()
+	done := make(chan struct{})
+	t.Cleanup(func() { lis.Close(); <-done })
+	go func() {
+		defer close(done)
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for first := true; ; first = false {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				return
+			}
+			conns = append(conns, c, s)
+			if first {
+				var h [h2HeaderLen]byte
+				if _, err := io.ReadFull(s, h[:]); err != nil {
+					return
+				}
+				if _, err := c.Write(h[:]); err != nil {
+					return
+				}
+			}
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() { io.Copy(c, s); c.Close() }()
+		}
+	}()
+}
+
+// TestDirectS27LateFirstByteStaysDirect: rank 0's first direct connection to rank 1 reaches
+// rank 1's DirectListener late, so it is handed to grpc.Server (its SETTINGS lack the direct
+// setting). The ring must still run direct: dialDirect tries once more before it takes the
+// server for one without direct connections. It fell back to grpc-go's transport for the
+// ring's life. The sums are exact either way; the counts say which transport ran.
+func TestDirectS27LateFirstByteStaysDirect(t *testing.T) {
+	nodes := plainNodes(t, []bool{true, true}, []bool{true, true})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lateProxy(t, lis, nodes[1].addr)
+	before := countsNow()
+	var rings []*Ring
+	for rank, peers := range [][]string{{nodes[0].addr, lis.Addr().String()}, {nodes[0].addr, nodes[1].addr}} {
+		r, err := NewRing(nodes[rank].ep, Config{Generation: 1, Rank: rank, Peers: peers, Timeout: s27Wait,
+			DialOptions: nodes[rank].sec.DialOptions(), Direct: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		rings = append(rings, r)
+	}
+	in := randomBufs(2, 4097, 27)
+	out := clone(in)
+	for r, err := range allReduce(rings, out) {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+	checkSum(t, in, out)
+	if got := countsNow().since(before); got != (counts{dialed: 2, served: 2}) {
+		t.Errorf("connections %+v, want both rings direct (2 dialed, 2 served, none fallen back)", got)
+	}
+}
