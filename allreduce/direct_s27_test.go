@@ -430,3 +430,24 @@ func TestDirectS27LateFirstByteStaysDirect(t *testing.T) {
 		t.Errorf("connections %+v, want both rings direct (2 dialed, 2 served, none fallen back)", got)
 	}
 }
+
+// TestDirectS27OverflowingVarint: a Frame whose kind is a varint of more than 64 bits is a
+// malformed message, and the rank that receives it fails with ErrMismatch (doc.go; over
+// grpc-go the codec's error becomes codes.Internal, which the ring maps so). The direct stream
+// passed binary.ReadUvarint's overflow error on as a broken connection: ErrPeerLost.
+func TestDirectS27OverflowingVarint(t *testing.T) {
+	nodes := plainNodes(t, []bool{true, true}, []bool{true, true})
+	r1, err := NewRing(nodes[1].ep, Config{Generation: 1, Rank: 1, Peers: []string{nodes[0].addr, nodes[1].addr},
+		Timeout: s27Wait, DialOptions: nodes[1].sec.DialOptions(), Direct: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	f := forgedClient(t, nodes[1].addr)
+	f.headers(false, request(api.Ring_Stream_FullMethodName)...)
+	f.message(helloBytes(1, 0, 2))
+	f.message(append([]byte{fKind << 3}, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02))
+	if err := r1.AllReduce(context.Background(), make([]float32, 10)); !errors.Is(err, ErrMismatch) {
+		t.Errorf("rank 1: %v, want ErrMismatch", err)
+	}
+}
