@@ -813,7 +813,8 @@ func fetchAddrArg(addr string) error {
 // fetchError turns a failed checkpoint.Download from addr into one line: a step the trainer
 // holds no committed checkpoint of, or an address that serves no checkpoint transfer (a
 // coordinator's), is a command line to change (exit 2); a plain-text dial (--insecure) the
-// server hangs up on at once is named as a TLS server's likely refusal, and a certificate of
+// server hangs up on at once is named as a TLS server's likely refusal, a TLS dial (--certs)
+// answered in plain gRPC as a trainer of an --insecure cluster (exit 2), and a certificate of
 // another CA than --certs DIR's (either side refusing the other's) or another join secret as
 // --certs of another cluster (exit 2).
 func fetchError(addr string, step int64, insecure bool, certs string, sec *tlsauth.Bundle, err error) error {
@@ -846,6 +847,10 @@ func fetchError(addr string, step int64, insecure bool, certs string, sec *tlsau
 		// A port that answers but not in gRPC: a coordinator's --raft-addr or --http-addr, a
 		// trainer's --http-addr.
 		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: %s: give a trainer's --listen address (ddpm status lists them)", identified()))
+	case !insecure && strings.Contains(err.Error(), "first record does not look like a TLS handshake"):
+		// What answered the TLS hello in plain text is no HTTP/1 nor other plain-text port
+		// (identified above): a gRPC server without TLS, a trainer of an --insecure cluster.
+		return withExit(exitUsage, fmt.Errorf("checkpoint fetch: the trainer at %s serves gRPC in plain text (a trainer started with --insecure) and this process uses --certs: give --insecure instead of --certs", addr))
 	case insecure && strings.Contains(err.Error(), "error reading server preface"):
 		return withExit(exitBadData, fmt.Errorf("%w (the trainer at %s closed the connection at once: it may require TLS; give --certs DIR instead of --insecure)", err, addr))
 	case status.Code(err) == codes.Unavailable:

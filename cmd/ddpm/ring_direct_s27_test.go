@@ -194,7 +194,7 @@ func TestRingDirectS27SameBitsEitherTransport(t *testing.T) {
 // trainer's gRPC server, with real processes. Once a checkpoint is committed, t1 is stopped
 // (SIGSTOP) and dropped, so that the run waits for a second trainer while:
 //   - `ddpm checkpoint fetch T0 --insecure` copies the newest committed checkpoint, whose sha256
-//     is the coordinators';
+//     is the coordinators'; with --certs it says in one line (exit 2) to give --insecure;
 //   - `ddpm status --coordinator T0` says at once (exit 2) what answers there, with --insecure
 //     (a gRPC call answered Unimplemented) and with --certs (the CLI's port probe: a TLS hello
 //     handed to gRPC's plain-text server, which answers in HTTP/2).
@@ -231,7 +231,14 @@ func TestRingDirectS27ListenServesOthers(t *testing.T) {
 		t.Errorf("%s holds step %d with sha256 %s, the coordinators committed %s", out, ck.Step, got, ck.SHA256)
 	}
 
+	// With --certs, the TLS hello reaches gRPC's plain-text server too, whose answer says which
+	// flag to give. It was gRPC's own error, exit 1.
 	certs := tlsauthtest.Dir(t)
+	stdout, stderr, code = ddpmRun(t, c.bin, "checkpoint", "fetch", t0.listen, "--step", fmt.Sprint(ck.Step), "--out", filepath.Join(t.TempDir(), "tls.db"), "--certs", certs)
+	if want := "ddpm: checkpoint fetch: the trainer at " + t0.listen + " serves gRPC in plain text (a trainer started with --insecure) and this process uses --certs: give --insecure instead of --certs\n"; code != 2 || stdout != "" || stderr != want {
+		t.Errorf("checkpoint fetch --certs from t0: exit %d, stdout %q, stderr %q\nwant exit 2 and %q", code, stdout, stderr, want)
+	}
+
 	for _, sec := range [][]string{{"--insecure"}, {"--certs", certs}} {
 		args := append([]string{"status", "--coordinator", t0.listen, "--timeout", "40s"}, sec...)
 		start := time.Now()
