@@ -148,40 +148,50 @@ func lossS27(t *testing.T, st *fsm.State) string {
 	return string(b)
 }
 
-// TestRingDirectS27SameBitsEitherTransport: the same run (the mnist tiny U-Net, 8 steps, 2
-// trainers, a world of 2 throughout) trained once with mutual TLS (the ring on grpc-go's
-// transport) and once with --insecure (the ring on direct connections: checked by asking a
-// trainer's --listen port for one) ends with the same bits: the step-8
-// state hash (checkpoint.StateHash) of both trainers of both runs is one, and the loss history
-// the coordinators keep (rank 0's reports of every step, times left out) is equal. A direct
-// path that summed or copied a received sub-chunk differently would differ in both.
+// TestRingDirectS27SameBitsEitherTransport: the same run (the mnist tiny U-Net, 8 steps, 3
+// trainers, a world of 3 throughout, global batch 12) trained once with mutual TLS (the ring on
+// grpc-go's transport) and once with --insecure (the ring on direct connections: checked by
+// asking a trainer's --listen port for one) ends with the same bits: the step-8 state hash
+// (checkpoint.StateHash) of every trainer of both runs is one, and the loss history the
+// coordinators keep (rank 0's reports of every step, timings left out) is equal. At 3 ranks a
+// chunk's partial sum crosses two hops before it is copied round the ring (each rank's chunk of
+// the 0.83 MB gradient of 208,305 parameters is one sub-chunk, one DATA frame); a direct path
+// that summed or copied a received sub-chunk differently would differ in both.
 func TestRingDirectS27SameBitsEitherTransport(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two clusters of trainer processes")
 	}
-	const steps = 8
+	const steps, world = 8, 3
 	type result struct {
-		hash [2]string
+		hash [world]string
 		loss string
 	}
 	train := func(insecure bool) result {
-		c := startClusterS27(t, insecure, steps, 10*time.Second, nil)
-		t0 := c.trainer(t, "t0", "t0")
-		directS27(t, c, "t0", t0, insecure)
-		t1 := c.trainer(t, "t1", "t1")
-		final := finishProcs(t, c.cli, c.run, map[string]*trainerProc{"t0": t0, "t1": t1})
+		c := startClusterS27(t, insecure, steps, 10*time.Second, func(r *config.Run) {
+			r.MinTrainers, r.MaxTrainers, r.GlobalBatch = world, world, 4*world
+		})
+		procs := map[string]*trainerProc{}
+		for i := range world {
+			id := fmt.Sprintf("t%d", i)
+			procs[id] = c.trainer(t, id, id)
+			if i == 0 {
+				// Before the others start, so that the run cannot have ended.
+				directS27(t, c, id, procs[id], insecure)
+			}
+		}
+		final := finishProcs(t, c.cli, c.run, procs)
 		var r result
-		for i, vol := range []string{"t0", "t1"} {
-			r.hash[i] = finalStateS25(t, filepath.Join(c.dir, vol), steps)
+		for i := range world {
+			r.hash[i] = finalStateS25(t, filepath.Join(c.dir, fmt.Sprintf("t%d", i)), steps)
 		}
 		r.loss = lossS27(t, final)
-		if n := len(final.Loss.Points); n == 0 || final.Loss.Points[n-1].Step != steps {
-			t.Errorf("insecure %t: loss history %s, want points up to step %d", insecure, r.loss, steps)
+		if n := len(final.Loss.Points); n == 0 || final.Loss.Points[n-1].Step != steps || final.Generation.World != world {
+			t.Errorf("insecure %t: world %d at the end, loss history %s; want world %d, points up to step %d", insecure, final.Generation.World, r.loss, world, steps)
 		}
 		return r
 	}
 	tls, plain := train(false), train(true)
-	for i := range 2 {
+	for i := range world {
 		if tls.hash[i] != tls.hash[0] || plain.hash[i] != tls.hash[0] {
 			t.Errorf("t%d's step-%d state: %s with TLS (grpc-go), %s with --insecure (direct); t0 with TLS %s", i, steps, tls.hash[i], plain.hash[i], tls.hash[0])
 		}
