@@ -521,9 +521,18 @@ func (l *directListener) classify(nc net.Conn) {
 // isDirectStart reports whether br starts with the preface and a SETTINGS frame carrying
 // settingDirect, reading no further than that frame.
 func isDirectStart(br *bufio.Reader) bool {
+	// The preface is matched as its bytes come: a client whose first byte is the preface's but
+	// that sends something else (an HTTP/1.x POST), and then waits for an answer with fewer bytes
+	// sent than a preface and a frame header, goes to grpc.Server at once rather than after
+	// directHandshakeTimeout.
+	for i := 1; i <= len(h2Preface); i++ {
+		if b, err := br.Peek(i); err != nil || b[i-1] != h2Preface[i-1] {
+			return false
+		}
+	}
 	n := len(h2Preface) + h2HeaderLen
 	b, err := br.Peek(n)
-	if err != nil || string(b[:len(h2Preface)]) != h2Preface {
+	if err != nil {
 		return false
 	}
 	h := b[len(h2Preface):]
