@@ -36,8 +36,8 @@ type clusterS27 struct {
 	cli           *coordinator.Client
 }
 
-// startClusterS27 writes a procRun of steps (2 trainers exactly, heartbeat timeout hb) under a
-// fresh folder, edit (if any) applied, and starts its coordinator replica: with --insecure when
+// startClusterS27 writes a procRun of steps (2 trainers exactly, heartbeat timeout hb; edit, if
+// any, applied after) under a fresh folder and starts its coordinator replica: with --insecure when
 // insecure, else with a fresh certificate directory.
 func startClusterS27(t *testing.T, insecure bool, steps int64, hb time.Duration, edit func(*config.Run)) *clusterS27 {
 	t.Helper()
@@ -64,14 +64,6 @@ func startClusterS27(t *testing.T, insecure bool, steps int64, hb time.Duration,
 	t.Cleanup(func() { c.cli.Close() })
 	c.coord = grpcAddr
 	return c
-}
-
-// secFlags are the security flags of a ddpm command talking to c's processes.
-func (c *clusterS27) secFlags() []string {
-	if c.certs == "" {
-		return []string{"--insecure"}
-	}
-	return []string{"--certs", c.certs}
 }
 
 // trainer starts `ddpm trainer --id id` of c on a fresh --listen address, its volume the
