@@ -181,6 +181,11 @@ func TestDirectS27ShutWindowCloseReturns(t *testing.T) {
 	f := forgedClient(t, nodes[1].addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	f.headers(false, request(api.Ring_Stream_FullMethodName)...)
 	f.message(helloBytes(1, 0, 2))
+	select {
+	case <-r1.inReady: // the forged stream is rank 1's inbound: its failure signal goes there
+	case <-time.After(s27Wait):
+		t.Fatal("the forged stream was not attached")
+	}
 	if err := r1.AllReduce(context.Background(), make([]float32, 10)); !errors.Is(err, ErrPeerLost) {
 		t.Errorf("rank 1: %v, want ErrPeerLost", err)
 	}
