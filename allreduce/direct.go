@@ -39,8 +39,8 @@ import (
 // frame that carries a private setting (settingDirect); Endpoint.DirectListener, wrapped
 // around the gRPC server's listener, serves connections that carry it and hands every other
 // connection to grpc.Server unchanged. A direct client that meets a server without the
-// setting (a plain grpc.Server, or an older ddpm) closes that connection and uses grpc-go's.
-// Only for plain text: a TLS server must not be wrapped (its ring would be served without
+// setting twice (a plain grpc.Server, or an older ddpm; see dialDirect) closes that connection
+// and uses grpc-go's. Only for plain text: a TLS server must not be wrapped (its ring would be served without
 // TLS), and a ring whose DialOptions use TLS must not set Config.Direct.
 
 // errNotDirect: the successor's server is not a DirectListener.

@@ -23,7 +23,8 @@ import (
 // WINDOW_UPDATE, PING, RST_STREAM, GOAWAY), one stream per connection, with flow control
 // kept in both directions. Header blocks are coded with x/net's hpack; everything else is a
 // 9-byte frame header and its payload, written with one writev straight from the caller's
-// memory and read straight into the destination.
+// memory. Payloads are read from the socket into a staging buffer (direct.go's recvFrame) and
+// summed or copied from there into the destination.
 
 // HTTP/2 constants of the direct connections.
 const (
