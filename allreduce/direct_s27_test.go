@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -369,10 +370,12 @@ func lateProxy(t *testing.T, lis net.Listener, addr string) {
 	go func() {
 		defer close(done)
 		var conns []net.Conn
+		var copies sync.WaitGroup
 		defer func() {
 			for _, c := range conns {
 				c.Close()
 			}
+			copies.Wait()
 		}()
 		for first := true; ; first = false {
 			c, err := lis.Accept()
@@ -394,8 +397,8 @@ func lateProxy(t *testing.T, lis net.Listener, addr string) {
 					return
 				}
 			}
-			go func() { io.Copy(s, c); s.Close() }()
-			go func() { io.Copy(c, s); c.Close() }()
+			copies.Go(func() { io.Copy(s, c); s.Close() })
+			copies.Go(func() { io.Copy(c, s); c.Close() })
 		}
 	}()
 }
