@@ -492,8 +492,10 @@ func (l *directListener) untrack(nc net.Conn) {
 }
 
 // classifyFirstByte bounds the wait for a client's first byte: gRPC and TLS clients speak
-// first, and a client that waits for the server is handed to grpc.Server after it.
-const classifyFirstByte = 200 * time.Millisecond
+// first, and a client that waits for the server is handed to grpc.Server after it. It is long
+// enough for a client process starved of CPU for a while (a loaded 2-core machine): a direct
+// client handed to grpc.Server twice runs its ring on grpc-go's transport for good.
+const classifyFirstByte = 2 * time.Second
 
 // classify reads the start of a connection: the HTTP/2 preface and a first SETTINGS frame
 // with settingDirect make it direct; anything else goes to grpc.Server with the bytes read.
