@@ -3,9 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -298,42 +296,4 @@ func fetchedSHAS27(t *testing.T, path string, step int64) string {
 	}
 	t.Fatalf("%s holds no step %d: %+v", path, step, list)
 	return ""
-}
-
-// TestRingDirectS27ListenStoppedInsecure: TestTrainerS26GRPCServeStopped for a trainer run with
-// --insecure, whose gRPC server serves on allreduce.DirectListener's wrapper of --listen rather
-// than on the listener itself: once that listener's Accept fails for good, the wrapper passes
-// the failure on, and the trainer logs one ERROR line naming --listen and its error and ends
-// with status 1 and one line, as with --certs (a wrapper that kept retrying, or ended with an
-// error of its own, would leave the trainer a member nobody can reach, or say something else).
-func TestRingDirectS27ListenStoppedInsecure(t *testing.T) {
-	c := startClusterS27(t, true, 8, 5*time.Second, nil)
-	listen := freeAddr(t)
-	bl := breakableListenS26(t, listen)
-	out := captureStdoutS26(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	res := runTrainerS26(ctx, "--id", "t0", "--coordinator", c.coord, "--listen", listen, "--data-dir", filepath.Join(c.dir, "t0"),
-		"--config", c.cfg, "--insecure")
-	waitFor(t, c.cli, "member t0", time.Minute, func(st *fsm.State) bool { return st.Members["t0"] != nil })
-	<-bl.accepting
-	bl.breakNow()
-	var err error
-	select {
-	case err = <-res:
-	case <-time.After(time.Minute):
-		cancel()
-		<-res
-		t.Fatal("the trainer ran on a minute after its gRPC server's listener broke")
-	}
-	var ee *exitError
-	want := "trainer: gRPC server stopped serving on --listen " + listen + ": " + errS26Broken.Error() +
-		"; stopping the trainer (exit 1) so that a restart binds the port again"
-	if !errors.As(err, &ee) || ee.code != 1 || err.Error() != want || !errors.Is(err, ErrTrainerGRPCStopped) {
-		t.Fatalf("trainer whose listener broke: %v\nwant exit 1 and %q", err, want)
-	}
-	rec := waitRecordS26(t, out, coordinator.MsgGRPCStopped, nil)
-	if rec["level"] != "ERROR" || rec["addr"] != "--listen "+listen || rec["err"] != errS26Broken.Error() {
-		t.Errorf("logged %v; want ERROR %q with addr %q, err %q", rec, coordinator.MsgGRPCStopped, "--listen "+listen, errS26Broken)
-	}
 }

@@ -15,7 +15,6 @@ import (
 
 	"ddpm/coordinator"
 	"ddpm/coordinator/fsm"
-	"ddpm/internal/tlsauth/tlsauthtest"
 )
 
 // errS26Broken is the Accept error of a listener a test broke (s26BreakableListener).
@@ -151,62 +150,69 @@ func runTrainerS26(ctx context.Context, args ...string) <-chan error {
 // ddpm local and Kubernetes restart. The serve error was dropped: the trainer stayed a member
 // that no ring peer or checkpoint fetch could reach, saying nothing.
 func TestTrainerS26GRPCServeStopped(t *testing.T) {
-	certs := tlsauthtest.Dir(t)
-	dir := t.TempDir()
-	run, cfg := procRun(t, dir, 8, 2, 2, 5*time.Second, nil)
-	coord, cli := startReplica(t, run, "dev", certs)
-	listen := freeAddr(t)
-	bl := breakableListenS26(t, listen)
-	out := captureStdoutS26(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	res := runTrainerS26(ctx, "--id", "t0", "--coordinator", coord, "--listen", listen, "--data-dir", filepath.Join(dir, "t0"),
-		"--config", cfg, "--certs", certs)
-	waitFor(t, cli, "member t0", time.Minute, func(st *fsm.State) bool { return st.Members["t0"] != nil })
-	<-bl.accepting
-	bl.breakNow()
-	var err error
-	select {
-	case err = <-res:
-	case <-time.After(time.Minute):
-		cancel()
-		<-res
-		t.Fatal("the trainer ran on a minute after its gRPC server stopped serving")
-	}
-	var ee *exitError
-	want := "trainer: gRPC server stopped serving on --listen " + listen + ": " + errS26Broken.Error() +
-		"; stopping the trainer (exit 1) so that a restart binds the port again"
-	if !errors.As(err, &ee) || ee.code != 1 || err.Error() != want || !errors.Is(err, ErrTrainerGRPCStopped) {
-		t.Fatalf("trainer whose gRPC server stopped: %v\nwant exit 1 and %q", err, want)
-	}
-	rec := waitRecordS26(t, out, coordinator.MsgGRPCStopped, nil)
-	if rec["level"] != "ERROR" || rec["addr"] != "--listen "+listen || rec["err"] != errS26Broken.Error() {
-		t.Errorf("logged %v; want ERROR %q with addr %q, err %q", rec, coordinator.MsgGRPCStopped, "--listen "+listen, errS26Broken)
-	}
-	// The log reaches the buffer through a pipe: waited for, as the ERROR line is. The trainer
-	// gives its leave 3 s (it exits rather than wait for a slow coordinator): on a machine so
-	// loaded that the replica's commit takes longer, it says it could not leave, and the
-	// replica drops it at its heartbeat timeout instead. Either way it tried, and t0 goes.
-	const couldNotLeave = "could not leave the cluster; it drops this trainer at its heartbeat timeout"
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		if recs := out.records(MsgLeftOnFailure); len(recs) > 0 {
-			if recs[0]["err"] != want {
-				t.Errorf("logged %v; want %q with err %q", recs[0], MsgLeftOnFailure, want)
+	// With --insecure the gRPC server serves on allreduce.DirectListener's wrapper of the
+	// listener (the ring's direct connections): the wrapper must pass the failure on as it is.
+	for _, insecure := range []bool{false, true} {
+		t.Run(map[bool]string{false: "certs", true: "insecure"}[insecure], func(t *testing.T) {
+			c := startClusterS27(t, insecure, 8, 5*time.Second, nil)
+			sec := []string{"--certs", c.certs}
+			if insecure {
+				sec = []string{"--insecure"}
 			}
-			break
-		}
-		if recs := out.records(couldNotLeave); len(recs) > 0 {
-			t.Logf("the leave timed out on this machine (%v); the replica drops t0 at its heartbeat timeout", recs[0]["err"])
-			break
-		}
-		if time.Now().After(deadline) {
-			out.mu.Lock()
-			text := out.buf.String()
-			out.mu.Unlock()
-			t.Fatalf("neither %q nor %q logged within a minute of the trainer's return; the log:\n%s", MsgLeftOnFailure, couldNotLeave, text)
-		}
+			listen := freeAddr(t)
+			bl := breakableListenS26(t, listen)
+			out := captureStdoutS26(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			res := runTrainerS26(ctx, append([]string{"--id", "t0", "--coordinator", c.coord, "--listen", listen,
+				"--data-dir", filepath.Join(c.dir, "t0"), "--config", c.cfg}, sec...)...)
+			waitFor(t, c.cli, "member t0", time.Minute, func(st *fsm.State) bool { return st.Members["t0"] != nil })
+			<-bl.accepting
+			bl.breakNow()
+			var err error
+			select {
+			case err = <-res:
+			case <-time.After(time.Minute):
+				cancel()
+				<-res
+				t.Fatal("the trainer ran on a minute after its gRPC server stopped serving")
+			}
+			var ee *exitError
+			want := "trainer: gRPC server stopped serving on --listen " + listen + ": " + errS26Broken.Error() +
+				"; stopping the trainer (exit 1) so that a restart binds the port again"
+			if !errors.As(err, &ee) || ee.code != 1 || err.Error() != want || !errors.Is(err, ErrTrainerGRPCStopped) {
+				t.Fatalf("trainer whose gRPC server stopped: %v\nwant exit 1 and %q", err, want)
+			}
+			rec := waitRecordS26(t, out, coordinator.MsgGRPCStopped, nil)
+			if rec["level"] != "ERROR" || rec["addr"] != "--listen "+listen || rec["err"] != errS26Broken.Error() {
+				t.Errorf("logged %v; want ERROR %q with addr %q, err %q", rec, coordinator.MsgGRPCStopped, "--listen "+listen, errS26Broken)
+			}
+			// The log reaches the buffer through a pipe: waited for, as the ERROR line is. The trainer
+			// gives its leave 3 s (it exits rather than wait for a slow coordinator): on a machine so
+			// loaded that the replica's commit takes longer, it says it could not leave, and the
+			// replica drops it at its heartbeat timeout instead. Either way it tried, and t0 goes.
+			const couldNotLeave = "could not leave the cluster; it drops this trainer at its heartbeat timeout"
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+				if recs := out.records(MsgLeftOnFailure); len(recs) > 0 {
+					if recs[0]["err"] != want {
+						t.Errorf("logged %v; want %q with err %q", recs[0], MsgLeftOnFailure, want)
+					}
+					break
+				}
+				if recs := out.records(couldNotLeave); len(recs) > 0 {
+					t.Logf("the leave timed out on this machine (%v); the replica drops t0 at its heartbeat timeout", recs[0]["err"])
+					break
+				}
+				if time.Now().After(deadline) {
+					out.mu.Lock()
+					text := out.buf.String()
+					out.mu.Unlock()
+					t.Fatalf("neither %q nor %q logged within a minute of the trainer's return; the log:\n%s", MsgLeftOnFailure, couldNotLeave, text)
+				}
+			}
+			waitFor(t, c.cli, "t0 gone from the members", time.Minute, func(st *fsm.State) bool { return st.Members["t0"] == nil })
+		})
 	}
-	waitFor(t, cli, "t0 gone from the members", time.Minute, func(st *fsm.State) bool { return st.Members["t0"] == nil })
 }
 
 // TestTrainerS26HTTPServeStoppedLogged: a cluster trainer whose plain HTTP server on --http-addr
