@@ -23,7 +23,8 @@
 // or copied into the destination. The ring is CPU-bound on a small machine, and grpc-go's fixed
 // 16 KiB frames, its copies into its write buffer and out of its read buffer and its hand-off
 // between goroutines per frame cost about twice the CPU per byte of the same ring on bare TCP
-// (bench/tcpring); a direct connection costs about what bare TCP does (`ddpm bench allreduce
+// (bench/tcpring, with the kernel's autotuned socket buffers); a direct connection, with its
+// fixed send buffer (directSendBuffer), costs less than that (`ddpm bench allreduce
 // --transport direct|grpc`). A rank process whose GOMAXPROCS exceeds its share of the cores
 // spends more on handing work between threads: on 2 cores, GOMAXPROCS=1 per rank used 7-20%
 // less CPU per byte than the default 2 (`ddpm bench allreduce --procs`).
