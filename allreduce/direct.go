@@ -35,13 +35,13 @@ import (
 // one writev from the caller's buffer, and read from the socket into a staging buffer that is
 // summed or copied into the destination.
 //
-// How the ends find each other: a direct client opens with HTTP/2's preface and a SETTINGS
-// frame that carries a private setting (settingDirect); Endpoint.DirectListener, wrapped
-// around the gRPC server's listener, serves connections that carry it and hands every other
-// connection to grpc.Server unchanged. A direct client that meets a server without the
-// setting twice (a plain grpc.Server, or an older ddpm; see dialDirect) closes that connection
-// and uses grpc-go's. Only for plain text: a TLS server must not be wrapped (its ring would be served without
-// TLS), and a ring whose DialOptions use TLS must not set Config.Direct.
+// How the ends find each other: a direct client opens with HTTP/2's preface and a SETTINGS frame
+// that carries a private setting (settingDirect); Endpoint.DirectListener, wrapped around the gRPC
+// server's listener, serves connections that carry it and hands every other connection to
+// grpc.Server unchanged. A direct client that meets a server without the setting twice (a plain
+// grpc.Server, or an older ddpm; see dialDirect) closes that connection and uses grpc-go's. Only
+// for plain text: a TLS server must not be wrapped (its ring would be served without TLS), and a
+// ring whose DialOptions use TLS must not set Config.Direct.
 
 // errNotDirect: the successor's server is not a DirectListener.
 var errNotDirect = errors.New("not a direct ring listener")
@@ -92,13 +92,9 @@ func dialDirect(ctx context.Context, addr string) (*directClient, error) {
 
 // dialDirectOnce is one attempt of dialDirect.
 func dialDirectOnce(ctx context.Context, addr string) (*directClient, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	nc, err := dialRing(ctx, addr)
 	if err != nil {
 		return nil, err
-	}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		tc.SetWriteBuffer(directSendBuffer) // best effort: the kernel's default otherwise
 	}
 	c := newH2Conn(nc, nil)
 	dc := &directClient{c: c}
@@ -154,16 +150,6 @@ func dialDirectOnce(ctx context.Context, addr string) (*directClient, error) {
 	ok = true
 	return dc, nil
 }
-
-// directSendBuffer is the SO_SNDBUF of a direct client's socket (Linux doubles it: 1 MiB in
-// the kernel's accounting, about one sub-chunk in flight). A fixed buffer turns off the
-// kernel's send-buffer autotuning, which grows it to tcp_wmem's limit (4 MiB here): with less
-// data queued, the pages the kernel copies the payload into are reused while still in cache.
-// Measured with `ddpm bench allreduce` on 2 cores, alternating builds: 4 ranks 143 MB 1.8 ns
-// of CPU per buffer byte against 2.4 (busbw 1.5-1.6 GB/s against 1.15), 2 ranks 3.0 GB/s
-// against 2.4; 256 KiB, 1 MiB and 2 MiB did worse, and so did fixing the receive buffer. A
-// megabyte in flight still covers a 10 Gb/s link with under 0.8 ms of round trip.
-const directSendBuffer = 512 << 10
 
 // directHandshakeTimeout bounds a direct connection's set-up (settings exchange).
 const directHandshakeTimeout = 10 * time.Second

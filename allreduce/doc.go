@@ -10,24 +10,24 @@
 // Every segment is summed exactly once, by one chain of ranks in a fixed ring order, and the
 // all-gather copies bytes, so every rank ends with a bitwise-identical buffer.
 //
-// Use, per process: host one grpc.Server (with [ServerOptions]) and [Register] the ring service
-// on it (on plain text, serve it on [Endpoint.DirectListener]); per generation of the cluster, [NewRing] with that generation's peers (this closes the
-// previous generation's ring); call [Ring.AllReduce] once per training step, on every rank, with
-// buffers of equal length.
+// Use, per process: host one grpc.Server (with [ServerOptions]) and [Register] the ring service on
+// it (on plain text, serve it on [Endpoint.DirectListener]); per generation of the cluster,
+// [NewRing] with that generation's peers (this closes the previous generation's ring); call
+// [Ring.AllReduce] once per training step, on every rank, with buffers of equal length.
 //
 // Transport: with TLS, the streams run on grpc-go (the process's grpc.Server, with
 // [ServerOptions]). On plain text, a ring with Config.Direct and a server wrapped by
-// [Endpoint.DirectListener] use direct connections (direct.go, h2.go): the same gRPC stream
-// from the ring's own HTTP/2 code, in DATA frames of a whole sub-chunk written from the
-// caller's buffer with one writev and read from the socket into a staging buffer that is summed
-// or copied into the destination. The ring is CPU-bound on a small machine, and grpc-go's fixed
-// 16 KiB frames, its copies into its write buffer and out of its read buffer and its hand-off
-// between goroutines per frame cost about twice the CPU per byte of the same ring on bare TCP
-// (bench/tcpring, with the kernel's autotuned socket buffers); a direct connection, with its
-// fixed send buffer (directSendBuffer), costs less than that (`ddpm bench allreduce
-// --transport direct|grpc`). A rank process whose GOMAXPROCS exceeds its share of the cores
-// spends more on handing work between threads: on 2 cores, GOMAXPROCS=1 per rank used 7-20%
-// less CPU per byte than the default 2 (`ddpm bench allreduce --procs`).
+// [Endpoint.DirectListener] use direct connections (direct.go, h2.go): the same gRPC stream from
+// the ring's own HTTP/2 code, in DATA frames of a whole sub-chunk written from the caller's buffer
+// with one writev and read from the socket into a staging buffer that is summed or copied into the
+// destination. The ring is CPU-bound on a small machine, and grpc-go's fixed 16 KiB frames, its
+// copies into its write buffer and out of its read buffer and its hand-off between goroutines per
+// frame cost about twice the CPU per byte of the same ring on bare TCP (bench/tcpring, with the
+// kernel's autotuned socket buffers); a direct connection, with its fixed send buffer
+// (ringSendBuffer, grpc-go's connections have it too), costs less than that (`ddpm bench allreduce
+// --transport direct|grpc`). A rank process whose GOMAXPROCS exceeds its share of the cores spends
+// more on handing work between threads: on 2 cores, GOMAXPROCS=1 per rank used 7-20% less CPU per
+// byte than the default 2 (`ddpm bench allreduce --procs`).
 //
 // Failure: a peer that dies, stalls past Config.Timeout, disagrees on the length or sends a
 // malformed or out-of-sequence message makes AllReduce fail on every rank, with the same

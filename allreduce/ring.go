@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -154,6 +155,7 @@ func NewRing(ep *Endpoint, cfg Config) (*Ring, error) {
 			grpc.WithReadBufferSize(readBuffer),
 			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxRecvFrame), grpc.MaxCallRecvMsgSize(maxSignal)),
 			experimental.WithBufferPool(framePool),
+			grpc.WithContextDialer(dialRing),
 		}, cfg.DialOptions...)
 		conn, err := grpc.NewClient(cfg.Peers[(r.rank+1)%r.world], opts...)
 		if err != nil {
@@ -652,4 +654,18 @@ func (r *Ring) signalPrev(sig *api.Signal) error {
 		return errors.New("stream closed")
 	}
 	return r.in.SendMsg(sig)
+}
+
+// dialRing dials the connection to the successor, for grpc-go's transport and for direct
+// connections alike, with the ring's fixed socket send buffer (ringSendBuffer).
+func dialRing(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(ringSendBuffer) // best effort: the kernel's default otherwise
+	}
+	return nc, nil
 }
