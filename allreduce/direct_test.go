@@ -2,9 +2,12 @@ package allreduce
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"ddpm/api"
+	"ddpm/internal/testutil"
 	"ddpm/internal/tlsauth"
 )
 
@@ -186,5 +190,62 @@ func TestDirectMessageLimit(t *testing.T) {
 				t.Fatal("rank 1 did not fail on the malformed message")
 			}
 		})
+	}
+}
+
+// TestDirectS27LogsTransport: each ring says once, in Config.Log, how its stream to the
+// successor runs; a ring with Direct whose successor serves no direct connections warns. In
+// the mixed ring of TestDirectMixedCluster: rank 0 direct, ranks 1 and 3 on grpc-go (not
+// Direct), rank 2 fell back.
+func TestDirectS27LogsTransport(t *testing.T) {
+	nodes := plainNodes(t, []bool{true, true, false, false}, []bool{true, false, true, false})
+	peers := make([]string, len(nodes))
+	for i, nd := range nodes {
+		peers[i] = nd.addr
+	}
+	logs := make([]*testutil.SyncBuffer, len(nodes))
+	rings := make([]*Ring, len(nodes))
+	for i, nd := range nodes {
+		logs[i] = &testutil.SyncBuffer{}
+		r, err := NewRing(nd.ep, Config{Generation: 3, Rank: i, Peers: peers, Timeout: time.Minute,
+			DialOptions: nd.sec.DialOptions(), Direct: nd.direct, Log: slog.New(slog.NewJSONHandler(logs[i], nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		rings[i] = r
+	}
+	in := randomBufs(len(nodes), 4097, 3)
+	out := clone(in)
+	for r, err := range allReduce(rings, out) {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+	checkSum(t, in, out)
+	want := []struct{ level, msg, transport string }{
+		{"INFO", MsgRingOpen, "direct"},
+		{"INFO", MsgRingOpen, "grpc"},
+		{"WARN", MsgRingFellBack, "grpc"},
+		{"INFO", MsgRingOpen, "grpc"},
+	}
+	for i, w := range want {
+		var recs []map[string]any
+		for _, line := range strings.Split(strings.TrimSpace(logs[i].String()), "\n") {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("rank %d: log line %q: %v", i, line, err)
+			}
+			recs = append(recs, rec)
+		}
+		if len(recs) != 1 {
+			t.Fatalf("rank %d logged %d lines, want 1: %v", i, len(recs), recs)
+		}
+		r := recs[0]
+		if r["level"] != w.level || r["msg"] != w.msg || r["transport"] != w.transport ||
+			r["successor"] != peers[(i+1)%len(peers)] || r["generation"] != float64(3) || r["rank"] != float64(i) {
+			t.Errorf("rank %d logged %v; want %s %q transport=%s successor=%s generation=3", i, r, w.level, w.msg, w.transport,
+				peers[(i+1)%len(peers)])
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -54,7 +55,19 @@ type Config struct {
 	// wrapped by DirectListener, and with grpc-go (DialOptions) where it is not. Plain text
 	// only: leave it false when DialOptions use TLS.
 	Direct bool
+	// Log, if set, gets one line per ring once the stream to the successor is open: INFO
+	// MsgRingOpen with the generation, rank, successor and transport ("direct" or "grpc"), or
+	// WARN MsgRingFellBack when a ring with Direct met a successor that serves no direct
+	// connections (an older release, or a server not on DirectListener) and runs on grpc-go's
+	// transport instead, at about twice the CPU per byte.
+	Log *slog.Logger
 }
+
+// Messages of Config.Log.
+const (
+	MsgRingOpen     = "ring stream to the successor open"
+	MsgRingFellBack = "ring successor serves no direct connections; the ring runs on grpc-go's transport"
+)
 
 // Validate checks c and fills in defaults; errors wrap ErrInvalidConfig.
 func (c *Config) Validate() error {
@@ -438,6 +451,16 @@ func (r *Ring) runOutbound() {
 	if err != nil {
 		r.outboundEnded(err)
 		return
+	}
+	if l := r.cfg.Log; l != nil {
+		_, direct := s.(*directClient)
+		attrs := []any{"generation", r.cfg.Generation, "rank", r.rank, "successor", r.cfg.Peers[r.next()],
+			"transport", map[bool]string{true: "direct", false: "grpc"}[direct]}
+		if r.cfg.Direct && !direct {
+			l.Warn(MsgRingFellBack, attrs...)
+		} else {
+			l.Info(MsgRingOpen, attrs...)
+		}
 	}
 	hello := &header{kind: api.FrameKind_FRAME_KIND_HELLO, generation: r.cfg.Generation,
 		fromRank: uint32(r.rank), world: uint32(r.world)}

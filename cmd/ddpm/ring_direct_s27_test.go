@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"ddpm/allreduce"
 	"ddpm/checkpoint"
 	"ddpm/config"
 	"ddpm/coordinator"
@@ -170,6 +171,25 @@ func TestRingDirectS27SameBitsEitherTransport(t *testing.T) {
 			}
 		}
 		final := finishProcs(t, c.cli, c.run, procs)
+		// Each trainer says how its ring's stream runs: direct on --insecure, grpc-go with
+		// TLS, and no trainer fell back (allreduce.Config.Log).
+		wantTransport := map[bool]string{true: "direct", false: "grpc"}[insecure]
+		for id, p := range procs {
+			text, err := os.ReadFile(p.log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			open := jsonRecords(text, allreduce.MsgRingOpen)
+			if len(open) == 0 || len(jsonRecords(text, allreduce.MsgRingFellBack)) != 0 {
+				t.Errorf("insecure %t: %s logged %d %q lines and %d %q", insecure, id, len(open), allreduce.MsgRingOpen,
+					len(jsonRecords(text, allreduce.MsgRingFellBack)), allreduce.MsgRingFellBack)
+			}
+			for _, rec := range open {
+				if rec["transport"] != wantTransport {
+					t.Errorf("insecure %t: %s logged %v; want transport %s", insecure, id, rec, wantTransport)
+				}
+			}
+		}
 		var r result
 		for i := range world {
 			r.hash[i] = finalStateS25(t, filepath.Join(c.dir, fmt.Sprintf("t%d", i)), steps)

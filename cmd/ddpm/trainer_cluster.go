@@ -619,7 +619,7 @@ func runClusterTrainer(ctx context.Context, stop <-chan struct{}, node *trainer.
 			return trainer.Solo{}, func() {}, nil
 		}
 		r, err := allreduce.NewRing(ep, allreduce.Config{Generation: a.Generation, Rank: a.Rank, Peers: a.Peers, Timeout: 2 * run.HeartbeatTimeout.Std(),
-			DialOptions: sec.DialOptions(), Direct: sec.Insecure()})
+			DialOptions: sec.DialOptions(), Direct: sec.Insecure(), Log: node.Log})
 		if err != nil {
 			return nil, nil, err
 		}
