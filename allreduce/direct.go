@@ -151,8 +151,9 @@ func dialDirectOnce(ctx context.Context, addr string) (*directClient, error) {
 	return dc, nil
 }
 
-// directHandshakeTimeout bounds a direct connection's set-up (settings exchange).
-const directHandshakeTimeout = 10 * time.Second
+// directHandshakeTimeout bounds a direct connection's set-up: the settings exchange, and on the
+// server the request and its first message (HELLO). A variable for tests.
+var directHandshakeTimeout = 10 * time.Second
 
 // clientHeaders handles the server's header blocks: response headers, then trailers.
 func clientHeaders(fields []hpack.HeaderField, endStream bool) error {
@@ -232,9 +233,10 @@ type directServerStream struct {
 	hdrSent bool
 	// rmu is held by RecvMsg; ended (under rmu) is set once the handler returned, after
 	// which RecvMsg fails at once.
-	rmu     sync.Mutex
-	ended   bool
-	scratch []float32
+	rmu          sync.Mutex
+	ended        bool
+	helloPending bool // the set-up's read deadline is still set (under rmu)
+	scratch      []float32
 }
 
 // Context is cancelled when the stream's connection fails or its handler returns.
@@ -285,6 +287,12 @@ func (s *directServerStream) RecvMsg(m any) error {
 		return status.Error(codes.Canceled, "allreduce: the stream's handler returned")
 	}
 	var err error
+	defer func() {
+		if err == nil && s.helloPending {
+			s.helloPending = false
+			s.c.nc.SetReadDeadline(time.Time{})
+		}
+	}()
 	if f, ok := m.(*inFrame); ok {
 		err = s.recvFrame(f)
 	} else if msg, ok := m.(proto.Message); ok {
@@ -605,7 +613,10 @@ func (l *directListener) serveDirect(nc net.Conn, br *bufio.Reader) {
 		return
 	}
 	s.in.end = endStream // a request that ends the stream at once: RecvMsg gets io.EOF
-	nc.SetReadDeadline(time.Time{})
+	// The set-up's read deadline stays until the first message (HELLO) has been read: a client
+	// that opens the stream and sends nothing is dropped then, not held until the listener
+	// closes. RecvMsg clears it.
+	s.helloPending = true
 	var herr error
 	if p, _ := headerValue(fields, ":path"); p != api.Ring_Stream_FullMethodName {
 		herr = status.Errorf(codes.Unimplemented, "allreduce: direct connections serve %s only, not %q", api.Ring_Stream_FullMethodName, p)

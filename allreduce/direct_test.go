@@ -249,3 +249,25 @@ func TestDirectS27LogsTransport(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectS27SilentStreamDropped: a direct client that opens the ring's stream and never
+// sends its HELLO is dropped by the server once the set-up's deadline passes (the connection
+// closed, the handler gone), not held until the listener closes.
+func TestDirectS27SilentStreamDropped(t *testing.T) {
+	old := directHandshakeTimeout
+	directHandshakeTimeout = 2 * time.Second
+	t.Cleanup(func() { directHandshakeTimeout = old })
+	nodes := plainNodes(t, []bool{true}, []bool{true})
+	dc, err := dialDirect(t.Context(), nodes[0].addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.close()
+	start := time.Now()
+	dc.c.nc.SetReadDeadline(time.Now().Add(time.Minute)) // bounds a hang only
+	_, err = io.Copy(io.Discard, dc.c.br)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the server still held the silent stream after %v", time.Since(start))
+	}
+	t.Logf("dropped after %v (%v)", time.Since(start), err)
+}

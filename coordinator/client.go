@@ -566,7 +566,7 @@ func securityMismatch(addr string, speaks grpcKind, sec *tlsauth.Bundle) string 
 		return addr + " serves gRPC over TLS (a coordinator started with --certs) and this process runs --insecure: " +
 			"give --certs DIR, the certificates its cluster was started with (a ddpm local run's RUN/certs)"
 	case speaks == grpcPlain && !sec.Insecure():
-		return addr + " serves gRPC in plain text (a coordinator started with --insecure) and this process uses --certs: " +
+		return addr + " serves gRPC in plain text (a coordinator or trainer started with --insecure) and this process uses --certs: " +
 			"give --insecure instead of --certs"
 	}
 	return ""

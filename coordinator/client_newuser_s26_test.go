@@ -25,7 +25,7 @@ func TestNewUserS26SecurityMismatchAtOnce(t *testing.T) {
 			" serves gRPC over TLS (a coordinator started with --certs) and this process runs --insecure: " +
 			"give --certs DIR, the certificates its cluster was started with (a ddpm local run's RUN/certs)", true},
 		{"certs at plain text", plain.cfg.GRPCAddr, "coordinator: not a coordinator: " + plain.cfg.GRPCAddr +
-			" serves gRPC in plain text (a coordinator started with --insecure) and this process uses --certs: " +
+			" serves gRPC in plain text (a coordinator or trainer started with --insecure) and this process uses --certs: " +
 			"give --insecure instead of --certs", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

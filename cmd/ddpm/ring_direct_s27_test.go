@@ -267,7 +267,7 @@ func TestRingDirectS27ListenServesOthers(t *testing.T) {
 		stdout, stderr, code := ddpmRun(t, c.bin, args...)
 		want := "ddpm: status: " + t0.listen + " answers but serves no coordinator (a trainer's --listen address? use the coordinators' --grpc-addr)\n"
 		if sec[0] == "--certs" {
-			want = "ddpm: status: " + t0.listen + " serves gRPC in plain text (a coordinator started with --insecure) and this process uses --certs: give --insecure instead of --certs\n"
+			want = "ddpm: status: " + t0.listen + " serves gRPC in plain text (a coordinator or trainer started with --insecure) and this process uses --certs: give --insecure instead of --certs\n"
 		}
 		// 40 s is --timeout: a probe that did not pass through would wait it out.
 		if took := time.Since(start); code != 2 || stdout != "" || stderr != want || took > 30*time.Second {
