@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -270,4 +271,82 @@ func TestDirectS27SilentStreamDropped(t *testing.T) {
 		t.Fatalf("the server still held the silent stream after %v", time.Since(start))
 	}
 	t.Logf("dropped after %v (%v)", time.Since(start), err)
+}
+
+// TestS27OversizeMessageMismatchOnGRPC: a message over the server's receive limit
+// (maxRecvFrame) is a malformed message, ErrMismatch, on grpc-go's transport as on a direct
+// connection (TestDirectMessageLimit); grpc-go reports it as ResourceExhausted, which the ring
+// took for a lost peer (ErrPeerLost).
+func TestS27OversizeMessageMismatchOnGRPC(t *testing.T) {
+	nodes := plainNodes(t, []bool{false, false}, []bool{false, false})
+	r1, err := NewRing(nodes[1].ep, Config{Generation: 1, Rank: 1, Peers: []string{nodes[0].addr, nodes[1].addr},
+		Timeout: time.Minute, DialOptions: nodes[1].sec.DialOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	// A forged rank 0 opens the stream to rank 1 with grpc-go and sends HELLO, BEGIN, then a
+	// DATA frame whose payload alone exceeds the limit.
+	cc, err := grpc.NewClient(nodes[1].addr, nodes[1].sec.DialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	s, err := cc.NewStream(t.Context(), &api.Ring_ServiceDesc.Streams[0], api.Ring_Stream_FullMethodName,
+		grpc.CallContentSubtype(codecName), grpc.MaxCallSendMsgSize(2*maxRecvFrame))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []*outFrame{
+		newOutFrame(&header{kind: api.FrameKind_FRAME_KIND_HELLO, generation: 1, fromRank: 0, world: 2}, nil, nil),
+		newOutFrame(&header{kind: api.FrameKind_FRAME_KIND_BEGIN, generation: 1, op: 1, length: 10}, nil, nil),
+		newOutFrame(&header{kind: api.FrameKind_FRAME_KIND_DATA, generation: 1, op: 1, length: 10}, make([]float32, maxRecvFrame/4+1), nil),
+	} {
+		if err := s.SendMsg(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r1.AllReduce(t.Context(), make([]float32, 10)); !errors.Is(err, ErrMismatch) {
+		t.Errorf("rank 1: %v, want ErrMismatch", err)
+	}
+}
+
+// TestS27ReplayConnReachesTCP: a connection DirectListener hands to grpc.Server still offers
+// the TCP connection's SyscallConn (socket options) and CloseWrite (the peer reads EOF).
+func TestS27ReplayConnReachesTCP(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	client, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := lis.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c net.Conn = &replayConn{Conn: server}
+	defer c.Close()
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		t.Fatal("replayConn has no SyscallConn")
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd uintptr
+	if err := raw.Control(func(f uintptr) { fd = f }); err != nil || fd == 0 {
+		t.Fatalf("Control: fd %d, %v", fd, err)
+	}
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(time.Minute)) // bounds a hang only
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("peer read %d bytes, %v after CloseWrite; want EOF", n, err)
+	}
 }

@@ -639,7 +639,7 @@ func (r *Ring) receive(stream inboundStream) {
 		f.sink = op
 		for range op.recvTotal + 1 {
 			if err := stream.RecvMsg(f); err != nil {
-				if errors.Is(err, errMalformed) || status.Code(err) == codes.Internal {
+				if errors.Is(err, errMalformed) || status.Code(err) == codes.Internal || status.Code(err) == codes.ResourceExhausted {
 					r.fail(fmt.Errorf("%w: rank %d: from predecessor %d: %v", ErrMismatch, r.rank, r.prev(), err),
 						api.AbortCode_ABORT_CODE_MISMATCH)
 				} else {
