@@ -319,14 +319,8 @@ func (s *directServerStream) recvFrame(f *inFrame) error {
 		return err
 	}
 	f.h, f.err = header{}, nil
-	payload, err := decodeHeader(&s.in, &f.h)
+	payload, err := decodeHeader(&s.in, &f.h) // malformed, or a connError (readErr)
 	if err != nil {
-		// The stream's own failures are connErrors; anything else is the message's content
-		// (a varint over 64 bits: binary.ReadUvarint's overflow), which is malformed.
-		var ce *connError
-		if !errors.As(err, &ce) && !errors.Is(err, errMalformed) {
-			err = fmt.Errorf("%w: %v", errMalformed, err)
-		}
 		return err
 	}
 	if f.sink == nil {

@@ -350,7 +350,10 @@ func decodeHeader(r fieldReader, h *header) (int, error) {
 		num, typ := protowire.Number(tag>>3), protowire.Type(tag&7)
 		if typ == protowire.BytesType {
 			l, err := binary.ReadUvarint(r)
-			if err != nil || l > uint64(r.Remaining()) {
+			if err != nil {
+				return 0, readErr(err)
+			}
+			if l > uint64(r.Remaining()) {
 				return 0, fmt.Errorf("%w: bad length of field %d", errMalformed, num)
 			}
 			if num != fPayload {
@@ -398,17 +401,15 @@ func decodeHeader(r fieldReader, h *header) (int, error) {
 	return max(payload, 0), nil
 }
 
-// readErr wraps a failure to read a Frame's fields: the message ending early is malformed; a
-// transport failure is returned as it is.
+// readErr wraps a failure to read a Frame's fields: a failure of the connection under the
+// message (a direct stream's connError) is returned as it is; anything else is the message's
+// content (it ended early, or a varint overflows 64 bits) and is malformed.
 func readErr(err error) error {
 	var ce *connError
-	if errors.As(err, &ce) {
+	if errors.As(err, &ce) || errors.Is(err, errMalformed) {
 		return err
 	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("%w: %v", errMalformed, err)
-	}
-	return err
+	return fmt.Errorf("%w: %v", errMalformed, err)
 }
 
 // scratchElems sizes the staging buffer of the reduce-scatter add (64 KiB, cache resident).
